@@ -1,0 +1,71 @@
+"""Configuration of the systolic GEMM (kept apart from the RTL so that ``perf`` and ``sim`` can
+import it without elaborating anything)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..config import BlockConfig, ConfigError, Choice, Range, spec
+
+__all__ = ["GemmConfig"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GemmConfig(BlockConfig):
+    """An output-stationary ``rows``×``cols`` systolic array computing C = A·W.
+
+    ``k`` (inner dimension) and ``n`` (output features) are fixed at elaboration, as in a
+    model-specific spatial design where each weight matrix has its own kernel; the number of
+    token rows M is free at run time.
+    """
+
+    rows: int = spec(4, Range(1, 64), "array rows: token rows computed at once (M tile)")
+    cols: int = spec(4, Range(1, 64), "array columns: output features computed at once (N tile)")
+    k: int = spec(64, Range(1, 65536), "inner dimension K (input features)")
+    n: int = spec(64, Range(1, 65536), "output features N")
+    lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides k")
+    a_width: int = spec(8, Choice((8,)), "activation bits (signed)")
+    w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
+
+    OUT_WIDTH = 32  # C is int32 at the block boundary, whatever the internal accumulator.
+
+    def _validate(self):
+        if self.k % self.lanes:
+            raise ConfigError(
+                f"lanes={self.lanes} does not divide k={self.k}; allowed: a divisor of k")
+        if self.acc_width > self.OUT_WIDTH:
+            raise ConfigError(
+                f"k={self.k} needs {self.acc_width}-bit accumulators, more than the "
+                f"{self.OUT_WIDTH}-bit output; allowed: k <= {2 ** (self.OUT_WIDTH - 16)}")
+
+    # Derived sizes -----------------------------------------------------------------------------
+    @property
+    def acc_width(self):
+        """Accumulator bits: a + w + ceil(log2 k) holds any sum of k products exactly."""
+        return self.a_width + self.w_width + max(0, math.ceil(math.log2(self.k)))
+
+    @property
+    def n_tiles(self):
+        """Output-feature tiles per token tile (the last one may be partial)."""
+        return -(-self.n // self.cols)
+
+    @property
+    def k_beats(self):
+        """Input beats per token row."""
+        return self.k // self.lanes
+
+    @property
+    def tile_steps(self):
+        """Array steps per (token tile, feature tile): k, padded so that two successive tiles'
+        results never collide in the output registers (>= cols) or in the readout (>= rows)."""
+        return max(self.k, self.cols, self.rows)
+
+    @property
+    def flush_steps(self):
+        """Array steps spent after the last tile of a tensor to bring its results out."""
+        return self.cols + self.rows + 1
+
+    @property
+    def peak_macs_per_cycle(self):
+        return self.rows * self.cols

@@ -1,0 +1,42 @@
+"""Cycle predictions for each ``hw`` block from its config and tensor shapes.
+
+This is the cross-check hook: tests in ``tests/perf`` hold these numbers against the cycles the
+RTL takes in simulation. The spatial model of a whole layer is built on them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["gemm_cycles", "BLOCK_CYCLES"]
+
+
+def gemm_cycles(cfg, m):
+    """Cycles of :class:`~llmloom.hw.blocks.gemm.Gemm` for an ``m``×k by k×n product, from the
+    first activation beat accepted to the last output beat, with weights preloaded, inputs
+    offered every cycle and the output always ready.
+
+    The array needs a whole token tile (``rows`` rows of ``k``) before it starts; after that
+    token tiles follow each other with no bubble, each taking ``n_tiles × tile_steps`` steps, as
+    long as the next tile's ``rows·k/lanes`` input beats arrive within that time. After the last
+    tile a flush brings the results out, and the last token tile's rows drain at one beat
+    (``cols`` outputs) per cycle.
+    """
+    if m < 1:
+        raise ValueError(f"m={m} must be >= 1")
+    r, nt, kb = cfg.rows, cfg.n_tiles, cfg.k_beats
+    tiles = -(-m // r)
+    last_rows = m - (tiles - 1) * r
+    first_fill = min(m, r) * kb
+    # A token tile can only start once its input has arrived: input is the bottleneck when one
+    # tile's beats outnumber the steps of the tile before it.
+    per_tile = max(nt * cfg.tile_steps, r * kb)
+    compute = (tiles - 1) * per_tile + nt * cfg.tile_steps
+    if tiles > 1 and r * kb > nt * cfg.tile_steps:
+        # the last tile may be shorter than rows, so its input arrives sooner
+        compute -= r * kb - max(nt * cfg.tile_steps, last_rows * kb)
+    # Pipeline: memory read (1), input skew (rows - 1 + 1 for the output register), the last
+    # row's readout, the output memory read (1).
+    pipeline = 4
+    return first_fill + compute + cfg.flush_steps + last_rows * nt + pipeline - 1
+
+
+BLOCK_CYCLES = {"gemm": gemm_cycles}

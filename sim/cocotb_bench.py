@@ -1,0 +1,78 @@
+"""The cocotb test that runs a job written by :mod:`llmloom.sim.runner` (not a pytest file).
+
+It drives the job's beats with :class:`~llmloom.sim.engine.StreamEngine` (so stimulus is the
+same as on Amaranth's simulator): values are set on the falling edge, settled values are read
+in the read-only phase before the rising edge (cocotb 2 forbids writes after ``ReadOnly``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from llmloom.sim.engine import StreamEngine
+from llmloom.sim.harness import Drive
+from llmloom.sim.streams import Stalls
+
+
+@cocotb.test()
+async def run_job(dut):
+    with open(os.environ["LLMLOOM_JOB"]) as fh:
+        job = json.load(fh)
+    drive = Drive(
+        preload={p: [int(w, 16) for w in ws] for p, ws in job["preload"].items()},
+        timed={p: [int(w, 16) for w in ws] for p, ws in job["timed"].items()},
+        expect=job["expect"],
+    )
+    bar = None
+    if job.get("progress"):
+        from tqdm import tqdm
+        out = os.fdopen(int(os.environ["LLMLOOM_PROGRESS_FD"]), "w", closefd=False)
+        bar = tqdm(total=sum(drive.expect.values()), desc=cocotb.SIM_NAME.split()[0].lower(),
+                   unit="beat", leave=False, file=out)
+    engine = StreamEngine(drive, Stalls(**job["stalls_in"]), Stalls(**job["stalls_out"]),
+                          job["max_cycles"], on_output=bar.update if bar else None)
+    handles = {}
+
+    def handle(name):
+        h = handles.get(name)
+        if h is None:
+            h = handles[name] = getattr(dut, name)
+        return h
+
+    def get(name):
+        value = handle(name).value
+        # 1-bit ports read as Logic, wider ones as LogicArray
+        return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
+
+    result = {}
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    for port in list(drive.preload) + list(drive.timed):
+        handle(f"{port}__valid").value = 0
+    for port in drive.expect:
+        handle(f"{port}__ready").value = 0
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    try:
+        while not engine.done:
+            for name, value in engine.drive():
+                handle(name).value = value
+            await ReadOnly()
+            engine.observe(get)
+            await FallingEdge(dut.clk)
+        result = {"beats": {p: [hex(w) for w in ws] for p, ws in engine.results().items()},
+                  "cycles": engine.cycles, "sim_cycles": engine.cycle}
+    except Exception as exc:  # reported to the runner, which raises it in the caller
+        result = {"error": str(exc), "kind": type(exc).__name__}
+    finally:
+        if bar:
+            bar.close()
+        with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
+            json.dump(result, fh)

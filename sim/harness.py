@@ -1,0 +1,130 @@
+"""How a block meets tensors: which tensors it takes and gives, how they become stream beats,
+and its golden model. One :class:`BlockHarness` per block, found by name in :data:`HARNESSES`;
+the simulator back ends (:mod:`llmloom.sim.runner`), the CLI, tests and benchmarks all use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..hw.config import BlockConfig, ConfigError
+
+__all__ = ["TensorSpec", "Drive", "BlockHarness", "HARNESSES", "get_harness", "TensorError"]
+
+
+class TensorError(ValueError):
+    """An input tensor is missing or has the wrong shape or type. One line, fit for a user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str          # "int8", "int32", "float32", ...
+    shape: str          # in words, e.g. "M×k"
+    doc: str = ""
+    optional: bool = False
+
+
+@dataclasses.dataclass
+class Drive:
+    """Beats for one run. ``preload`` streams are driven to completion first (untimed);
+    ``timed`` ones start together, and cycles count from the first timed transfer to the last
+    output transfer. ``expect`` gives the number of beats each output stream must produce."""
+
+    preload: dict
+    timed: dict
+    expect: dict
+
+
+class BlockHarness:
+    """Base class; subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    summary: str = ""
+    config_cls: type[BlockConfig]
+    component_cls: type
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    #: config fields that ``infer`` may take from tensor shapes when not given
+    shape_fields: tuple[str, ...] = ()
+
+    # -- configuration --------------------------------------------------------------------------
+    def config(self, values=None, tensors=None):
+        """The block config from user ``values`` (a dict), filling ``shape_fields`` from the
+        tensors when the user did not give them."""
+        values = dict(values or {})
+        if tensors is not None:
+            for key, value in self.infer(tensors).items():
+                values.setdefault(key, value)
+        return self.config_cls.from_dict(values)
+
+    def infer(self, tensors):
+        return {}
+
+    def component(self, cfg):
+        return self.component_cls(cfg)
+
+    # -- tensors --------------------------------------------------------------------------------
+    def prepare(self, cfg, tensors):
+        """Check and normalise input tensors; raise :class:`TensorError` naming the problem."""
+        raise NotImplementedError
+
+    def drive(self, cfg, tensors) -> Drive:
+        raise NotImplementedError
+
+    def collect(self, cfg, tensors, beats):
+        """Output beats (``{port: [int, ...]}``) → output tensors."""
+        raise NotImplementedError
+
+    def golden(self, cfg, tensors):
+        """The bit-exact golden model's outputs for the same tensors."""
+        raise NotImplementedError
+
+    def macs(self, cfg, tensors):
+        return 0
+
+    def peak_macs_per_cycle(self, cfg):
+        return 0
+
+    # -- shared checks ------------------------------------------------------------------------
+    @staticmethod
+    def require_int(tensors, name, itype, shape):
+        """``tensors[name]`` as int64, checked to be an integer array of ``shape`` (``None``
+        entries are free) of a dtype no wider than ``itype``'s container, with values in
+        range."""
+        if name not in tensors:
+            raise TensorError(f"missing input tensor {name!r}")
+        x = np.asarray(tensors[name])
+        container = 8 * -(-itype.width // 8)   # int4 travels in int8 arrays
+        if not np.issubdtype(x.dtype, np.integer) or x.dtype.itemsize * 8 > container:
+            raise TensorError(f"tensor {name!r} has dtype {x.dtype}; expected {itype.name}")
+        if not itype.contains(x):
+            raise TensorError(f"tensor {name!r} has values outside {itype.name} "
+                              f"({itype.min}..{itype.max})")
+        if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(
+                shape, x.shape, strict=False)):
+            want = "×".join("?" if s is None else str(s) for s in shape)
+            raise TensorError(f"tensor {name!r} has shape {'×'.join(map(str, x.shape))}; "
+                              f"expected {want}")
+        return x.astype(np.int64)
+
+
+HARNESSES: dict[str, BlockHarness] = {}
+
+
+def register(harness_cls):
+    HARNESSES[harness_cls.name] = harness_cls()
+    return harness_cls
+
+
+def get_harness(name):
+    _load()
+    if name not in HARNESSES:
+        raise ConfigError(f"unknown block {name!r}; known: {', '.join(sorted(HARNESSES))}")
+    return HARNESSES[name]
+
+
+def _load():
+    from . import gemm  # noqa: F401  (registers itself)

@@ -1,0 +1,269 @@
+"""Run a block on tensors on Amaranth's simulator, Icarus or Verilator.
+
+:func:`run_block` is the one entry point used by tests, the CLI and benchmarks: it checks the
+tensors, turns them into stream beats, simulates with the requested stall patterns and returns
+the output tensors and the cycle count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from amaranth.hdl import Value
+
+from ..hw.emit import emit_verilog
+from .engine import StreamEngine
+from .harness import get_harness
+from .streams import Stalls
+from .tools import ToolMissing, cache_dir, require, tool_env
+
+__all__ = ["SIMULATORS", "RunResult", "run_block", "simulate", "verilog_for_sim"]
+
+SIMULATORS = ("amaranth", "icarus", "verilator")
+TOP = "top"
+
+
+@dataclasses.dataclass
+class RunResult:
+    outputs: dict        # tensor name → ndarray
+    cycles: int          # first timed input transfer .. last output transfer, inclusive
+    sim: str
+    wall_s: float
+    sim_cycles: int      # all simulated cycles, preload included
+
+    @property
+    def cycles_per_s(self):
+        return self.sim_cycles / self.wall_s if self.wall_s else 0.0
+
+
+def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=Stalls(), stalls_out=Stalls(),
+              max_cycles=None, progress=False, component=None):
+    """Simulate ``block`` (a name or a harness) with config ``cfg`` on ``tensors``.
+
+    Returns a :class:`RunResult`. Raises ``ValueError`` for bad tensors or simulator names,
+    :class:`~llmloom.sim.tools.ToolMissing` when the simulator is not installed, and
+    :class:`~llmloom.sim.engine.SimTimeout` if the block stops producing output.
+    """
+    harness = get_harness(block) if isinstance(block, str) else block
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}")
+    tensors = harness.prepare(cfg, tensors)
+    drive = harness.drive(cfg, tensors)
+    if max_cycles is None:
+        beats = sum(map(len, drive.preload.values())) + sum(map(len, drive.timed.values()))
+        max_cycles = 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
+            harness, cfg, tensors) + 1000
+    comp = component if component is not None else harness.component(cfg)
+    t0 = time.perf_counter()
+    beats, cycles, sim_cycles = simulate(comp, drive, sim=sim, stalls_in=stalls_in,
+                                         stalls_out=stalls_out, max_cycles=max_cycles,
+                                         progress=progress)
+    wall = time.perf_counter() - t0
+    outputs = harness.collect(cfg, tensors, beats)
+    return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles)
+
+
+def _work_bound(harness, cfg, tensors):
+    peak = harness.peak_macs_per_cycle(cfg)
+    return harness.macs(cfg, tensors) // peak if peak else 0
+
+
+def simulate(component, drive, *, sim="amaranth", stalls_in=Stalls(), stalls_out=Stalls(),
+             max_cycles=1_000_000, progress=False):
+    """Drive ``drive`` into ``component`` on ``sim``; returns (beats, cycles, sim_cycles)."""
+    if sim == "amaranth":
+        return _simulate_amaranth(component, drive, stalls_in, stalls_out, max_cycles, progress)
+    return _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress)
+
+
+def _progress_bar(drive, progress, desc):
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=sum(drive.expect.values()), desc=desc, unit="beat", leave=False)
+
+
+# ---- Amaranth's Python simulator ------------------------------------------------------------
+def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress):
+    from amaranth.sim import Simulator
+
+    bar = _progress_bar(drive, progress, "amaranth")
+    engine = StreamEngine(drive, stalls_in, stalls_out, max_cycles,
+                          on_output=bar.update if bar else None)
+    signals = {}
+    for port in list(drive.preload) + list(drive.timed) + list(drive.expect):
+        iface = getattr(comp, port)
+        signals[f"{port}__valid"] = iface.valid
+        signals[f"{port}__ready"] = iface.ready
+        signals[f"{port}__payload"] = Value.cast(iface.payload)
+
+    async def bench(ctx):
+        while not engine.done:
+            for name, value in engine.drive():
+                ctx.set(signals[name], value)
+            engine.observe(lambda name: ctx.get(signals[name]))
+            await ctx.tick()
+
+    simulator = Simulator(comp)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(bench)
+    try:
+        simulator.run()
+    finally:
+        if bar:
+            bar.close()
+    return engine.results(), engine.cycles, engine.cycle
+
+
+# ---- Icarus and Verilator through cocotb ----------------------------------------------------
+def verilog_for_sim(component, sim):
+    """Verilog for ``sim``. For Icarus, Yosys's time-zero initialisers of combinational
+    processes are re-fired with ``initial #0`` (under ``-g2012`` they do not run, leaving
+    combinational logic at X; toolchain trap 1)."""
+    text = emit_verilog(component, name=TOP)
+    if sim == "icarus":
+        text = re.sub(r"^(\s*)reg (\\\S+|\w+)\s+= 0;$",
+                      lambda mt: f"{mt.group(0)}\n{mt.group(1)}initial #0 {mt.group(2)} = 1;",
+                      text, flags=re.M)
+    return text
+
+
+@contextlib.contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(component, sim):
+    """Build (or reuse, keyed by the Verilog's hash) the simulator model of ``component``."""
+    from cocotb_tools.runner import get_runner
+
+    require("iverilog" if sim == "icarus" else "verilator")
+    text = verilog_for_sim(component, sim)
+    key = hashlib.sha256((sim + "\n" + text).encode()).hexdigest()[:16]
+    build_dir = cache_dir() / "sim" / f"{sim}-{key}"
+    with _locked(build_dir):
+        if not (build_dir / ".built").exists():
+            build_dir.mkdir(parents=True, exist_ok=True)
+            (build_dir / f"{TOP}.v").write_text(text)
+            runner = get_runner(sim)
+            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
+                    "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-O3"] if sim == "verilator" \
+                else []
+            env = tool_env()
+            with _patched_environ(env), _quiet(build_dir / "build.log"):
+                runner.build(sources=[build_dir / f"{TOP}.v"], hdl_toplevel=TOP,
+                             build_dir=build_dir, timescale=("1ns", "1ps"), build_args=args,
+                             always=True)
+            (build_dir / ".built").write_text("ok\n")
+    return build_dir
+
+
+@contextlib.contextmanager
+def _patched_environ(env):
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _quiet(log_path):
+    """Send the simulator's chatter (build commands, cocotb banners) to a log file at the
+    file-descriptor level, so that a user sees one progress bar, not pages of tool output."""
+    log = open(log_path, "ab")
+    saved = os.dup(1), os.dup(2)
+    try:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        yield
+    except BaseException:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        raise
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        log.close()
+
+
+@contextlib.contextmanager
+def _run_dir(sim):
+    """A fresh directory for one simulation (cocotb writes into its cwd); kept for inspection
+    when ``LLMLOOM_KEEP`` is set."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"llmloom-{sim}-"))
+    try:
+        yield tmp
+    finally:
+        if not os.environ.get("LLMLOOM_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress):
+    from cocotb_tools.runner import get_runner
+
+    build_dir = _build(component, sim)
+    with _run_dir(sim) as tmp:
+        job = {
+            "preload": {p: [hex(w) for w in ws] for p, ws in drive.preload.items()},
+            "timed": {p: [hex(w) for w in ws] for p, ws in drive.timed.items()},
+            "expect": drive.expect,
+            "stalls_in": dataclasses.asdict(stalls_in),
+            "stalls_out": dataclasses.asdict(stalls_out),
+            "max_cycles": max_cycles,
+            "progress": bool(progress),
+        }
+        (tmp / "job.json").write_text(json.dumps(job))
+        env = tool_env()
+        env.update({"LLMLOOM_JOB": str(tmp / "job.json"),
+                    "LLMLOOM_RESULT": str(tmp / "result.json"),
+                    "COCOTB_RESULTS_FILE": str(tmp / "results.xml")})
+        runner = get_runner(sim)
+        progress_fd = os.dup(2)
+        env["LLMLOOM_PROGRESS_FD"] = str(progress_fd)
+        try:
+            with _patched_environ(env), _quiet(tmp / "sim.log"):
+                try:
+                    runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                                test_module="llmloom.sim.cocotb_bench",
+                                build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
+                                extra_env=env)
+                except SystemExit:
+                    pass  # the result file tells what happened
+        finally:
+            os.close(progress_fd)
+        result_path = tmp / "result.json"
+        if not result_path.exists():
+            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}")
+        result = json.loads(result_path.read_text())
+    if result.get("error") or "beats" not in result:
+        from .engine import SimTimeout
+        kind = SimTimeout if result.get("kind") == "SimTimeout" else AssertionError
+        raise kind(result.get("error") or "simulation ended without a result")
+    beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
+    return beats, result["cycles"], result["sim_cycles"]
+
+
+__all__ += ["ToolMissing"]
