@@ -33,10 +33,8 @@ def gemm_cycles(cfg, m):
     if tiles > 1 and r * kb > nt * cfg.tile_steps:
         # the last tile may be shorter than rows, so its input arrives sooner
         compute -= r * kb - max(nt * cfg.tile_steps, last_rows * kb)
-    # Pipeline: memory read (1), input skew (rows - 1 + 1 for the output register), the last
-    # row's readout, the output memory read (1).
-    pipeline = 4
-    return first_fill + compute + cfg.flush_steps + last_rows * nt + pipeline - 1
+    # Plus one cycle for the activation memory's read and one for the output memory's read.
+    return first_fill + compute + cfg.flush_steps + last_rows * nt + 1
 
 
 BLOCK_CYCLES = {"gemm": gemm_cycles}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import cocotb
 from cocotb.clock import Clock
@@ -60,6 +61,7 @@ async def run_job(dut):
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
+    t0 = time.perf_counter()
     try:
         while not engine.done:
             for name, value in engine.drive():
@@ -68,7 +70,8 @@ async def run_job(dut):
             engine.observe(get)
             await FallingEdge(dut.clk)
         result = {"beats": {p: [hex(w) for w in ws] for p, ws in engine.results().items()},
-                  "cycles": engine.cycles, "sim_cycles": engine.cycle}
+                  "cycles": engine.cycles, "sim_cycles": engine.cycle,
+                  "wall_s": time.perf_counter() - t0}
     except Exception as exc:  # reported to the runner, which raises it in the caller
         result = {"error": str(exc), "kind": type(exc).__name__}
     finally:

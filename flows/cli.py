@@ -1,0 +1,255 @@
+"""The ``llmloom`` command: one entry point, one subcommand per job.
+
+User errors (bad configs, tensors, files, missing tools) end with one line
+``llmloom: error: ...`` on stderr and exit status 2; nothing is written half-way (outputs go to
+a temporary file that is renamed only once complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["main", "UserError"]
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+# ---- shared helpers ---------------------------------------------------------------------------
+def parse_sets(items):
+    """``["rows=8", "causal=true", "approximation=tanh"]`` → dict, values read as JSON
+    (bare words are strings)."""
+    values = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"malformed --set {item!r}; expected key=value, e.g. --set rows=8")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            if not raw or not all(ch.isalnum() or ch in "_-." for ch in raw):
+                raise UserError(f"malformed value in --set {item!r}; expected a JSON value "
+                                "(8, 0.5, true, \"text\") or a bare word") from None
+            value = raw
+        values[key] = value
+    return values
+
+
+def load_config_values(path, sets):
+    values = {}
+    if path:
+        try:
+            values = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"config file {path} is not valid JSON ({exc.msg} at line "
+                            f"{exc.lineno})") from None
+        if not isinstance(values, dict):
+            raise UserError(f"config file {path} must hold a JSON object of config fields")
+    values.update(parse_sets(sets))
+    return values
+
+
+def load_npz(path):
+    try:
+        with open(path, "rb") as fh:
+            import numpy as np
+            with np.load(fh, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise UserError(f"input file {path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"input file {path} is not a readable .npz archive ({exc})") from None
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode="w"):
+    """Write to a temporary file beside ``path`` and move it into place only on success."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise UserError(f"output directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _harness(name):
+    from llmloom.sim.harness import get_harness
+    return get_harness(name)
+
+
+# ---- blocks -----------------------------------------------------------------------------------
+def cmd_blocks(args):
+    from llmloom.hw.config import field_specs
+    from llmloom.sim.harness import HARNESSES, _load
+    _load()
+    listing = []
+    for name in sorted(HARNESSES):
+        h = HARNESSES[name]
+        listing.append({
+            "name": name, "summary": h.summary,
+            "config": [{"name": f, "type": t, "default": d,
+                        "allowed": None if a is None else str(a), "doc": doc}
+                       for f, t, d, a, doc in field_specs(h.config_cls)],
+            "inputs": [vars(s) for s in h.inputs], "outputs": [vars(s) for s in h.outputs],
+            "inferred_from_tensors": list(h.shape_fields),
+        })
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for b in listing:
+        print(f"{b['name']}: {b['summary']}")
+        print("  config:")
+        for f in b["config"]:
+            inferred = " (from tensors if not set)" if f["name"] in b["inferred_from_tensors"] \
+                else ""
+            print(f"    {f['name']:<14} {f['type']:<5} default {f['default']!s:<6} "
+                  f"allowed {f['allowed']}  {f['doc']}{inferred}")
+        print("  inputs:  " + ", ".join(f"{s['name']} ({s['dtype']} {s['shape']})"
+                                        for s in b["inputs"]))
+        print("  outputs: " + ", ".join(f"{s['name']} ({s['dtype']} {s['shape']})"
+                                        for s in b["outputs"]))
+    return 0
+
+
+# ---- verilog ----------------------------------------------------------------------------------
+def cmd_verilog(args):
+    from llmloom.hw.emit import emit_verilog
+    h = _harness(args.block)
+    cfg = h.config(load_config_values(args.config, args.set))
+    text = emit_verilog(h.component(cfg), name=args.name or args.block)
+    with atomic_output(args.output) as fh:
+        fh.write(text)
+    print(f"wrote {args.output} ({len(text.splitlines())} lines) for {cfg}", file=sys.stderr)
+    return 0
+
+
+# ---- run --------------------------------------------------------------------------------------
+def cmd_run(args):
+    import numpy as np
+
+    from llmloom.perf.cycles import BLOCK_CYCLES
+    from llmloom.sim.runner import run_block
+    from llmloom.sim.streams import Stalls
+
+    h = _harness(args.block)
+    tensors = load_npz(args.inputs)
+    cfg = h.config(load_config_values(args.config, args.set), tensors)
+    result = run_block(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
+                       stalls_in=Stalls(args.stalls, args.seed),
+                       stalls_out=Stalls(args.stalls, args.seed + 1))
+    prepared = h.prepare(cfg, tensors)
+    golden = h.golden(cfg, prepared)
+    exact = all(np.array_equal(result.outputs[k], golden[k]) for k in golden)
+    macs = h.macs(cfg, prepared)
+    peak = h.peak_macs_per_cycle(cfg)
+    report = {
+        "block": args.block, "config": cfg.to_dict(), "sim": args.sim, "stalls": args.stalls,
+        "cycles": result.cycles, "macs": macs,
+        "macs_per_cycle": macs / result.cycles if result.cycles else 0.0,
+        "utilization": macs / (result.cycles * peak) if result.cycles and peak else None,
+        "predicted_cycles": None, "matches_golden": exact,
+        "sim_wall_s": round(result.wall_s, 3), "sim_cycles_per_s": round(result.cycles_per_s),
+    }
+    predict = BLOCK_CYCLES.get(args.block)
+    if predict and args.stalls == "none":
+        report["predicted_cycles"] = predict(cfg, *h.shape_args(cfg, prepared))
+    with atomic_output(args.outputs, "wb") as fh:
+        np.savez(fh, **result.outputs)
+    if args.report:
+        with atomic_output(args.report) as fh:
+            json.dump(report, fh, indent=2)
+    util = f", utilization {report['utilization']:.3f}" if report["utilization"] else ""
+    print(f"{args.block} on {args.sim}: {result.cycles} cycles{util}; "
+          f"{'bit-exact with' if exact else 'DIFFERS FROM'} the golden model", file=sys.stderr)
+    return 0 if exact else 1
+
+
+# ---- demo -------------------------------------------------------------------------------------
+def cmd_demo(args):
+    from llmloom.flows.demo import run_demo
+    return run_demo(sim=args.sim, quick=args.quick)
+
+
+# ---- entry point ------------------------------------------------------------------------------
+def build_parser():
+    from llmloom.sim.runner import SIMULATORS
+    from llmloom.sim.streams import STALL_KINDS
+
+    parser = argparse.ArgumentParser(
+        prog="llmloom", description="Spatial FPGA accelerators for transformer inference.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("blocks", help="list the blocks, their config fields and tensors")
+    p.add_argument("--json", action="store_true", help="machine-readable listing")
+    p.set_defaults(func=cmd_blocks)
+
+    def block_args(p):
+        p.add_argument("block", metavar="BLOCK", help="block name (see `llmloom blocks`)")
+        p.add_argument("--config", metavar="CFG.json", help="config fields as a JSON object")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one config field (JSON value), repeatable")
+
+    p = sub.add_parser("verilog", help="emit a block as plain Verilog")
+    block_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.v")
+    p.add_argument("--name", help="top module name (default: the block name)")
+    p.set_defaults(func=cmd_verilog)
+
+    p = sub.add_parser("run", help="run tensors through a block's RTL in simulation")
+    block_args(p)
+    p.add_argument("--inputs", required=True, metavar="IN.npz")
+    p.add_argument("--outputs", required=True, metavar="OUT.npz")
+    p.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    p.add_argument("--report", metavar="REPORT.json")
+    p.add_argument("--stalls", choices=STALL_KINDS, default="none",
+                   help="stall pattern on input valid and output ready")
+    p.add_argument("--seed", type=int, default=0, help="seed of random stalls")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the main job on its built-in default")
+    p.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    p.add_argument("--quick", action="store_true", help="a smaller problem, for a smoke test")
+    p.set_defaults(func=cmd_demo)
+
+    try:
+        from llmloom.flows.perf_cli import add_subcommands
+    except ImportError:
+        pass
+    else:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from llmloom.sim.tools import ToolMissing
+    try:
+        return args.func(args)
+    except (UserError, ValueError, ToolMissing, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"llmloom: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmloom: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
