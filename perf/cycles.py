@@ -6,9 +6,22 @@ RTL takes in simulation. The spatial model of a whole layer is built on them.
 
 from __future__ import annotations
 
-__all__ = ["gemm_cycles", "BLOCK_CYCLES"]
+__all__ = ["gemm_cycles", "BLOCK_CYCLES", "predicts"]
+
+#: block name → function(cfg, *shape_args) → cycles (shape_args from the block's harness)
+BLOCK_CYCLES = {}
 
 
+def predicts(name):
+    """Register a block's cycle prediction under the block's name."""
+    def register(fn):
+        BLOCK_CYCLES[name] = fn
+        return fn
+    return register
+
+
+
+@predicts("gemm")
 def gemm_cycles(cfg, m):
     """Cycles of :class:`~llmloom.hw.blocks.gemm.Gemm` for an ``m``×k by k×n product, from the
     first activation beat accepted to the last output beat, with weights preloaded, inputs
@@ -36,5 +49,3 @@ def gemm_cycles(cfg, m):
     # Plus one cycle for the activation memory's read and one for the output memory's read.
     return first_fill + compute + cfg.flush_steps + last_rows * nt + 1
 
-
-BLOCK_CYCLES = {"gemm": gemm_cycles}

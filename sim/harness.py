@@ -131,4 +131,10 @@ def get_harness(name):
 
 
 def _load():
-    from . import gemm  # noqa: F401  (registers itself)
+    """Import every harness module in :mod:`llmloom.sim.blocks` (each registers itself)."""
+    import importlib
+    import pkgutil
+
+    from . import blocks
+    for info in pkgutil.iter_modules(blocks.__path__):
+        importlib.import_module(f"{blocks.__name__}.{info.name}")

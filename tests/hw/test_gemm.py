@@ -7,7 +7,7 @@ import pytest
 
 from llmloom.hw.blocks.gemm import Gemm, GemmConfig
 from llmloom.hw.config import ConfigError
-from llmloom.sim.gemm import GemmHarness
+from llmloom.sim.blocks.gemm import GemmHarness
 from llmloom.sim.golden.gemm import gemm_bitexact
 from llmloom.sim.runner import run_block
 from llmloom.sim.streams import Stalls

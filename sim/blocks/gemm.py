@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hw.blocks.gemm import Gemm, GemmConfig
-from ..hw.numeric import INT32, IntType
-from ..hw.stream import row_layout
-from .golden.gemm import gemm_bitexact
-from .harness import BlockHarness, Drive, TensorError, TensorSpec, register
-from .streams import pack_rows, unpack_rows
+from ...hw.blocks.gemm import Gemm, GemmConfig
+from ...hw.numeric import INT32, IntType
+from ...hw.stream import row_layout
+from ..golden.gemm import gemm_bitexact
+from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
+from ..streams import pack_rows, unpack_rows
 
 __all__ = ["GemmHarness"]
 

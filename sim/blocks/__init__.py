@@ -1,0 +1,1 @@
+"""One module per block harness; every module here registers itself when imported."""
