@@ -77,12 +77,13 @@ class Queue(wiring.Component):
     level : Out(range(depth + 1))
         Beats held now.
 
-    Latency 1 cycle; initiation interval 1; ``i.ready`` is low exactly when ``depth`` beats are
-    held.
+    Latency 2 cycles (the FIFO's registered output); initiation interval 1; ``i.ready`` is
+    low exactly when ``depth`` beats are held.
     """
 
     def __init__(self, shape, depth):
         if not isinstance(depth, int) or depth < 1:
+            self._MustUse__silence = True   # never built: no "unused elaboratable" warning
             raise ConfigError(f"queue depth={depth!r} is out of range; allowed: >= 1")
         self._shape, self._depth = shape, depth
         super().__init__({

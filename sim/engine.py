@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .streams import Stalls
+from .streams import NO_STALLS
 
 __all__ = ["StreamEngine", "SimTimeout"]
 
@@ -51,7 +51,7 @@ class StreamEngine:
     ``stalls_out`` decides, every cycle, whether each output is ready.
     """
 
-    def __init__(self, drive, stalls_in=Stalls(), stalls_out=Stalls(), max_cycles=1_000_000,
+    def __init__(self, drive, stalls_in=NO_STALLS, stalls_out=NO_STALLS, max_cycles=1_000_000,
                  on_output=None):
         self.inputs = [_In(p, list(w), stalls_in.generator(salt=n), False)
                        for n, (p, w) in enumerate(drive.preload.items())]

@@ -24,7 +24,7 @@ from amaranth.hdl import Value
 from ..hw.emit import emit_verilog
 from .engine import StreamEngine
 from .harness import get_harness
-from .streams import Stalls
+from .streams import NO_STALLS
 from .tools import ToolMissing, cache_dir, require, tool_env
 
 __all__ = ["SIMULATORS", "RunResult", "run_block", "simulate", "verilog_for_sim"]
@@ -46,7 +46,7 @@ class RunResult:
         return self.sim_cycles / self.wall_s if self.wall_s else 0.0
 
 
-def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=Stalls(), stalls_out=Stalls(),
+def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
               max_cycles=None, progress=False, component=None):
     """Simulate ``block`` (a name or a harness) with config ``cfg`` on ``tensors``.
 
@@ -76,7 +76,7 @@ def _work_bound(harness, cfg, tensors):
     return harness.macs(cfg, tensors) // peak if peak else 0
 
 
-def simulate(component, drive, *, sim="amaranth", stalls_in=Stalls(), stalls_out=Stalls(),
+def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
              max_cycles=1_000_000, progress=False):
     """Drive ``drive`` into ``component`` on ``sim``; returns
     ``(beats, cycles, sim_cycles, wall_s)``."""
@@ -194,22 +194,17 @@ def _patched_environ(env):
 def _quiet(log_path):
     """Send the simulator's chatter (build commands, cocotb banners) to a log file at the
     file-descriptor level, so that a user sees one progress bar, not pages of tool output."""
-    log = open(log_path, "ab")
     saved = os.dup(1), os.dup(2)
-    try:
+    with open(log_path, "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        yield
-    except BaseException:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        raise
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-        log.close()
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 @contextlib.contextmanager
@@ -247,14 +242,13 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         progress_fd = os.dup(2)
         env["LLMLOOM_PROGRESS_FD"] = str(progress_fd)
         try:
-            with _patched_environ(env), _quiet(tmp / "sim.log"):
-                try:
-                    runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                                test_module="llmloom.sim.cocotb_bench",
-                                build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
-                                extra_env=env)
-                except SystemExit:
-                    pass  # the result file tells what happened
+            # A failing cocotb test exits the runner (SystemExit); the result file says why.
+            with _patched_environ(env), _quiet(tmp / "sim.log"), \
+                    contextlib.suppress(SystemExit):
+                runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                            test_module="llmloom.sim.cocotb_bench",
+                            build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
+                            extra_env=env)
         finally:
             os.close(progress_fd)
         result_path = tmp / "result.json"

@@ -13,7 +13,7 @@ import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["pack_rows", "unpack_rows", "Stalls", "STALL_KINDS"]
+__all__ = ["pack_rows", "unpack_rows", "Stalls", "STALL_KINDS", "NO_STALLS"]
 
 
 def _data_geometry(layout):
@@ -115,3 +115,7 @@ class Stalls:
             rng = random.Random(self.seed * 1_000_003 + salt)
             while True:
                 yield rng.random() >= self.p
+
+
+#: Offer every cycle, ready every cycle (a shared immutable default).
+NO_STALLS = Stalls()

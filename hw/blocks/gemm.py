@@ -181,10 +181,12 @@ class Gemm(wiring.Component):
     """
 
     def __init__(self, cfg: GemmConfig, *, weights=None):
+        self._MustUse__silence = True       # until the checks below have passed
         if not isinstance(cfg, GemmConfig):
             raise TypeError(f"cfg must be a GemmConfig, not {cfg!r}")
         self.cfg = cfg
         self._weights = None if weights is None else self.weight_words(cfg, weights)
+        self._MustUse__silence = False
         super().__init__({
             "act": In(stream.Signature(row_layout(signed(cfg.a_width), cfg.lanes))),
             "weight": In(stream.Signature(row_layout(signed(cfg.w_width), cfg.cols))),
@@ -294,7 +296,6 @@ class Gemm(wiring.Component):
         step = Signal()
         m.d.comb += step.eq(active & ~conflict)
         is_real = ~flushing & (f_k < K)
-        tile_done = ~flushing & (f_k == L - 1)
 
         m.d.comb += [
             a_rd.addr.eq(f_bank * KB + f_beat), a_rd.en.eq(step),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..config import BlockConfig, ConfigError, Choice, Range, spec
+from ..config import BlockConfig, Choice, ConfigError, Range, spec
 
 __all__ = ["GemmConfig"]
 

@@ -86,11 +86,12 @@ def test_int4_weights(rng):
 
 def test_weights_given_at_elaboration(rng):
     """Weights in the memory's initial contents: no weight stream needed."""
+    from amaranth.hdl import signed
+
+    from llmloom.hw.stream import row_layout
     from llmloom.sim.harness import Drive
     from llmloom.sim.runner import simulate
     from llmloom.sim.streams import pack_rows, unpack_rows
-    from llmloom.hw.stream import row_layout
-    from amaranth.hdl import signed
 
     cfg = GemmConfig(rows=2, cols=3, k=6, n=5, lanes=2)
     a = rng.integers(-128, 128, (5, 6))
@@ -107,6 +108,7 @@ def test_back_to_back_tensors_and_weight_reload(rng):
     """Two products in one simulation, the second after new weights: ``end`` flushes the
     first, and a weight load waits for the array to be idle."""
     from amaranth.hdl import signed
+
     from llmloom.hw.stream import row_layout
     from llmloom.sim.harness import Drive
     from llmloom.sim.runner import simulate

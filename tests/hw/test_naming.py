@@ -1,0 +1,43 @@
+"""One naming rule for every block's ports, checked by walking the signatures.
+
+Data moves on ``amaranth.lib.stream`` ports. A block with one input and one output calls them
+``i`` and ``o``; a block with several inputs names them by role (``act``, ``weight``, ``x``,
+``r``...), and its outputs are ``o`` (or ``o_<role>`` when there are several).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from amaranth.lib import stream, wiring
+
+from llmloom.sim.harness import HARNESSES, _load
+
+_load()
+
+
+@pytest.mark.parametrize("name", sorted(HARNESSES))
+def test_block_ports_follow_the_naming_rule(name):
+    harness = HARNESSES[name]
+    comp = harness.component(harness.config_cls())
+    ins, outs = [], []
+    for port, member in comp.signature.members.items():
+        assert member.is_signature, f"{name}.{port} is not a stream port"
+        sig = member.signature
+        assert isinstance(sig, stream.Signature), f"{name}.{port} is not a stream port"
+        (ins if member.flow == wiring.In else outs).append(port)
+    assert ins and outs, f"{name} needs at least one input and one output stream"
+    if len(ins) == 1:
+        assert ins == ["i"], f"{name}: a single input is called 'i', not {ins[0]!r}"
+    else:
+        assert "i" not in ins and all(re.fullmatch(r"[a-z][a-z0-9_]*", p) for p in ins), \
+            f"{name}: several inputs are named by role: {ins}"
+    if len(outs) == 1:
+        assert outs == ["o"], f"{name}: a single output is called 'o', not {outs[0]!r}"
+    else:
+        assert all(re.fullmatch(r"o_[a-z0-9_]+", p) for p in outs), outs
+    for port in ins + outs:
+        payload = getattr(comp, port).payload.shape()
+        assert {"data", "last", "end"} <= set(dict(payload).keys()), \
+            f"{name}.{port} payload is not a row_layout"

@@ -1,0 +1,97 @@
+"""Rounding, saturation and fixed-point helpers: the NumPy and the Amaranth forms agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import Signal, signed
+from amaranth.sim import Simulator
+
+from llmloom.hw.config import ConfigError
+from llmloom.hw.numeric import (
+    INT8,
+    FixedPoint,
+    IntType,
+    QuantParams,
+    Rounding,
+    quantize_multiplier,
+    round_shift,
+    round_shift_hw,
+    saturate_hw,
+)
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_round_shift_matches_exact_rational_rounding(mode):
+    x = np.arange(-300, 301)
+    for shift in (1, 2, 3, 5):
+        got = round_shift(x, shift, mode)
+        exact = x / 2 ** shift
+        if mode is Rounding.FLOOR:
+            want = np.floor(exact)
+        elif mode is Rounding.HALF_UP:
+            want = np.floor(exact + 0.5)
+        else:
+            want = np.rint(exact)       # NumPy rounds half to even
+        np.testing.assert_array_equal(got, want.astype(np.int64))
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_round_shift_hw_equals_numpy(mode):
+    shift = 3
+    a = Signal(signed(12))
+    out = Signal(signed(16))
+    sat = Signal(signed(8))
+    values = list(range(-2048, 2048, 7)) + [-2048, 2047, -4, -12, 4, 12, 20]
+    got = []
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(a, v)
+            got.append((ctx.get(out), ctx.get(sat)))
+
+    from amaranth.hdl import Module
+    m = Module()
+    m.d.comb += [out.eq(round_shift_hw(a, shift, mode)),
+                 sat.eq(saturate_hw(round_shift_hw(a, shift, mode), INT8))]
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    want = round_shift(np.array(values), shift, mode)
+    assert [g[0] for g in got] == list(want)
+    assert [g[1] for g in got] == list(INT8.saturate(want))
+
+
+def test_int_types():
+    assert (INT8.min, INT8.max) == (-128, 127)
+    assert IntType(8, signed=False).max == 255
+    np.testing.assert_array_equal(INT8.saturate([-1000, 5, 1000]), [-128, 5, 127])
+    with pytest.raises(ConfigError, match="width=0"):
+        IntType(0)
+
+
+def test_quantize_multiplier_is_accurate():
+    for real in (0.001234, 0.5, 0.75, 1.0, 3.3, 1e-6, 1234.5):
+        mult, shift = quantize_multiplier(real, mult_bits=16)
+        assert 1 << 15 <= mult < 1 << 16
+        assert abs(mult * 2.0 ** -shift - real) <= real * 2 ** -16
+    with pytest.raises(ConfigError, match="not allowed"):
+        quantize_multiplier(float("nan"))
+    with pytest.raises(ConfigError, match="not allowed"):
+        quantize_multiplier(-1.0)
+
+
+def test_quant_params_and_calibration(rng):
+    x = rng.normal(size=(16, 8))
+    q = QuantParams.calibrate(x)
+    codes = q.quantize(x)
+    assert codes.min() >= -127 and codes.max() <= 127 and np.abs(codes).max() == 127
+    assert np.max(np.abs(q.dequantize(codes) - x)) <= q.scale / 2 + 1e-12
+    per_channel = QuantParams.calibrate(x, axis=0)
+    assert len(per_channel.scale) == 8
+    with pytest.raises(ConfigError, match="scale="):
+        QuantParams(scale=0.0)
+    with pytest.raises(ConfigError, match="scale="):
+        QuantParams(scale=float("nan"))
+    fp = FixedPoint(INT8, 4)
+    np.testing.assert_array_equal(fp.quantize([0.5, 100.0, -0.03125]), [8, 127, 0])
