@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -155,7 +156,11 @@ def _build(component, sim):
 
     require("iverilog" if sim == "icarus" else "verilator")
     text = verilog_for_sim(component, sim)
-    key = hashlib.sha256((sim + "\n" + text).encode()).hexdigest()[:16]
+    # The model links against this environment's cocotb libraries: key on them too, so a
+    # cached build never points into another (perhaps deleted) environment.
+    import cocotb_tools.config
+    salt = f"{sim}\n{cocotb_tools.config.libs_dir}\n{sys.executable}\n"
+    key = hashlib.sha256((salt + text).encode()).hexdigest()[:16]
     build_dir = cache_dir() / "sim" / f"{sim}-{key}"
     with _locked(build_dir):
         if not (build_dir / ".built").exists():
