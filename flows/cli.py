@@ -227,12 +227,8 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="a smaller problem, for a smoke test")
     p.set_defaults(func=cmd_demo)
 
-    try:
-        from llmloom.flows.perf_cli import add_subcommands
-    except ImportError:
-        pass
-    else:
-        add_subcommands(sub)
+    from llmloom.flows.perf_cli import add_subcommands as add_perf_subcommands
+    add_perf_subcommands(sub)
     return parser
 
 

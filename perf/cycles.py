@@ -49,3 +49,37 @@ def gemm_cycles(cfg, m):
     # Plus one cycle for the activation memory's read and one for the output memory's read.
     return first_fill + compute + cfg.flush_steps + last_rows * nt + 1
 
+
+
+def _eltwise_cycles(cfg, rows):
+    """Element-wise row kernels (requant, residual, gelu, silu): one beat per cycle through a
+    pipeline of ``cfg.LATENCY`` registered stages, so ``rows × beats`` beats take that many
+    cycles plus the pipeline's latency (first beat accepted to last beat delivered)."""
+    if rows < 1:
+        raise ValueError(f"rows={rows} must be >= 1")
+    return rows * cfg.beats + cfg.LATENCY
+
+
+@predicts("requant")
+def requant_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.requant.Requant` on ``rows`` rows (stall-free)."""
+    return _eltwise_cycles(cfg, rows)
+
+
+@predicts("residual")
+def residual_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.residual.Residual` on ``rows`` rows (stall-free,
+    both inputs offered every cycle)."""
+    return _eltwise_cycles(cfg, rows)
+
+
+@predicts("gelu")
+def gelu_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.activation.Gelu` on ``rows`` rows (stall-free)."""
+    return _eltwise_cycles(cfg, rows)
+
+
+@predicts("silu")
+def silu_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.activation.Silu` on ``rows`` rows (stall-free)."""
+    return _eltwise_cycles(cfg, rows)

@@ -1,0 +1,285 @@
+"""``llmloom estimate | explore | compare``: the analytical model from the command line.
+
+:func:`add_subcommands` adds the three subcommands to the main CLI's subparsers. Each handler
+returns an exit code; user errors are raised as ``ValueError`` (the main CLI prints them as one
+line). ``--json`` prints the documented JSON (``perf/README.md``) to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..perf.design import save_design
+from ..perf.devices import fpga_names, gpu_names
+from ..perf.errors import ConfigError
+from ..perf.estimate import _document, compare, estimate
+from ..perf.explore import OBJECTIVES, explore
+from ..perf.gpu import RUNTIMES
+from ..perf.models import model_names
+from ..perf.presets import PRESETS, get_preset
+from ..perf.spatial import DesignBatch, evaluate
+
+__all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "EXPLORE_SCHEMA"]
+
+EXPLORE_SCHEMA = "llmloom.perf.explore/1"
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise ConfigError(f"{v} must be >= 1")
+    return v
+
+
+def _common(p, *, design=True):
+    p.add_argument("--model", help=f"catalogue name ({', '.join(model_names())}) or a "
+                                   "Hugging Face config.json")
+    p.add_argument("--device", help=f"FPGA ({', '.join(fpga_names())})")
+    if design:
+        p.add_argument("--design", help=f"preset ({', '.join(sorted(PRESETS))}) or a design "
+                                        "JSON file; default: the explored best design")
+    p.add_argument("--seq", type=int, help="prompt length l (default 512 or the preset's)")
+    p.add_argument("--batch", type=int, default=1, help="sequences at once (default 1)")
+    p.add_argument("--json", action="store_true", help="print the documented JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="write a PNG figure")
+
+
+def add_subcommands(subparsers):
+    """Add ``estimate``, ``explore`` and ``compare`` to an argparse subparsers object."""
+    p = subparsers.add_parser("estimate", help="predict prefill/decode latency, resources, "
+                                               "power of a design")
+    _common(p)
+    p.add_argument("--mode", choices=("prefill", "decode", "both"), default="both")
+    p.add_argument("--context", type=int, help="cached tokens s in decode (default: --seq)")
+    p.add_argument("--devices", type=int, default=1, help="FPGAs (default 1)")
+    p.add_argument("--parallel", choices=("pp", "tp", "best"), default="pp",
+                   help="pipeline over layers, tensor split, or the best split")
+    p.set_defaults(func=cmd_estimate)
+
+    p = subparsers.add_parser("explore", help="search the best design under the device's "
+                                              "constraints")
+    _common(p, design=False)
+    p.add_argument("--objective", choices=OBJECTIVES, default="prefill")
+    p.add_argument("--budget-dsp", type=int, help="DSPs the design may use")
+    p.add_argument("--against", metavar="PRESET", choices=sorted(PRESETS),
+                   help="compare with a preset at its DSP budget (sets model, device, quant, "
+                        "clock and, unless given, --budget-dsp)")
+    p.add_argument("--quant", default=None, help="W8A8 | W4A8 | W4A16 | fp16 (default W8A8)")
+    p.add_argument("--clock-mhz", type=float, help="design clock (default: the device's)")
+    p.add_argument("--context", type=int, help="cached tokens s in decode (default: --seq)")
+    p.add_argument("--decode-kernel", choices=("gemv", "gemm"), default="gemv")
+    p.add_argument("--gen", type=int, default=128,
+                   help="generated tokens per request for --objective tokens-per-s")
+    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--parallel", choices=("pp", "tp"), default="pp")
+    p.add_argument("--save", metavar="CFG.json", help="write the best design (design JSON)")
+    p.set_defaults(func=cmd_explore)
+
+    p = subparsers.add_parser("compare", help="FPGA against GPU over sequence lengths")
+    _common(p)
+    p.add_argument("--gpu", required=True, help=f"GPU ({', '.join(gpu_names())})")
+    p.add_argument("--seqs", help="comma-separated lengths (default 64..max positions)")
+    p.add_argument("--gpu-quant", default="fp16", help="GPU arithmetic (default fp16)")
+    p.add_argument("--gpu-runtime", choices=sorted(RUNTIMES), default="eager",
+                   help="how the GPU runs the model (default: PyTorch eager)")
+    p.set_defaults(func=cmd_compare)
+
+
+def _model_device(args, preset=None):
+    model = args.model or (preset.model if preset else None)
+    device = args.device or (preset.device if preset else None)
+    if model is None:
+        raise ConfigError("--model is required (or a preset --design/--against)")
+    if device is None:
+        raise ConfigError("--device is required (or a preset --design/--against)")
+    return model, device
+
+
+def _progress(args):
+    return None if not args.json else False
+
+
+# estimate ----------------------------------------------------------------------------------------
+def cmd_estimate(args):
+    preset = PRESETS.get(args.design) if args.design else None
+    model, device = _model_device(args, preset)
+    doc = estimate(model, device, args.design, mode=args.mode, seq=args.seq,
+                   context=args.context, batch=args.batch, devices=args.devices,
+                   parallel=args.parallel, progress=_progress(args))
+    if args.plot:
+        from ..perf.plots import plot_estimate
+        plot_estimate(doc, args.plot)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_estimate(doc))
+    return 0
+
+
+def _si(x, unit):
+    if x is None:
+        return "-"
+    for scale, prefix in ((1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def format_estimate(doc):
+    """The estimate document as a human-readable table."""
+    d = doc["design"]
+    lines = [f"{doc['model']} on {doc['device']}"
+             + (f" x{doc['devices']} (tp={doc['parallel']['tp']}, pp={doc['parallel']['pp']})"
+                if doc["devices"] > 1 else "")
+             + f"  design {d['name']}  {doc['quant']}  {doc['clock_hz'] / 1e6:g} MHz  "
+             f"C={d['layers_on_chip']}  weights {doc['weights']}  batch {doc['batch']}"]
+    for key in ("prefill", "decode"):
+        ph = doc.get(key)
+        if not ph:
+            continue
+        if key == "prefill":
+            lines.append(f"\nprefill (l={doc['seq']}): {_si(ph['latency_s'], 's')}  "
+                         f"{ph['tokens_per_s']:,.0f} tok/s  {ph['power_w']:.0f} W  "
+                         f"{_si(ph['energy_j'], 'J')}  bottleneck {ph['bottleneck']} "
+                         f"({ph['bound']})")
+        else:
+            lines.append(f"\ndecode (s={doc['context']}): "
+                         f"{_si(ph['latency_s_per_token'], 's')}/token  "
+                         f"{ph['tokens_per_s']:,.1f} tok/s  {ph['power_w']:.0f} W  "
+                         f"{_si(ph['energy_j_per_token'], 'J')}/token  bottleneck "
+                         f"{ph['bottleneck']} ({ph['bound']}); bandwidth floor "
+                         f"{_si(ph['bandwidth_floor_s'], 's')}")
+        lines.append(f"  {'stage':<8} {'phase':<6} {'cycles/layer':>13} {'fill':>10} "
+                     f"{'time/layer':>11}  bound    region")
+        for s in ph["stages"]:
+            lines.append(f"  {s['name']:<8} {s['phase']:<6} {s['cycles']:>13,.0f} "
+                         f"{s['fill_cycles']:>10,.0f} {_si(s['latency_s'], 's'):>11}  "
+                         f"{s['bound']:<8} {s.get('region', '')}")
+    r, c = doc["resources"], doc["capacity"]
+    lines.append("\nresources: " + "  ".join(
+        f"{k} {r[k]:,}/{c[k]:,} ({doc['utilisation'][k]:.0%})"
+        for k in ("dsp", "lut", "ff", "bram36", "uram")))
+    return "\n".join(lines)
+
+
+# explore ------------------------------------------------------------------------------------------
+def cmd_explore(args):
+    preset = get_preset(args.against) if args.against else None
+    model, device = _model_device(args, preset)
+    budget = args.budget_dsp
+    quant = args.quant or (preset.design.quant if preset else "W8A8")
+    clock = args.clock_mhz or (preset.design.clock_mhz if preset else None)
+    seq = args.seq or (preset.seq if preset else 512)
+    against = None
+    if preset:
+        against = estimate(model, device, preset.design, seq=seq, context=args.context,
+                           batch=args.batch)
+        if budget is None:
+            budget = against["resources"]["dsp"]
+    tp = args.devices if args.parallel == "tp" else 1
+    pp = args.devices if args.parallel == "pp" else 1
+    result = explore(model, device, objective=args.objective, quant=quant, seq=seq,
+                     context=args.context, batch=args.batch, tp=tp, pp=pp, budget_dsp=budget,
+                     clock_mhz=clock, decode_kernel=args.decode_kernel, gen=args.gen,
+                     progress=_progress(args))
+    ctx = result.context
+    modes = ("prefill", "decode") if ctx.model.decoder else ("prefill",)
+    best = _document(ctx, result.best,
+                     evaluate(ctx, DesignBatch.from_designs([result.best]), modes=modes), modes)
+    doc = {"schema": EXPLORE_SCHEMA, "model": ctx.model.name, "device": ctx.device.name,
+           "objective": args.objective, "budget_dsp": budget, "evaluated": result.evaluated,
+           "feasible": result.feasible, "value": result.value, "best": best,
+           "front": [{"dsp": p["dsp"], "value": p["value"], "design": p["design"].to_dict()}
+                     for p in result.front],
+           "against": against}
+    if args.save:
+        save_design(result.best, args.save)
+    if args.plot:
+        from ..perf.plots import plot_front
+        plot_front(doc, args.plot)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_explore(doc))
+    return 0
+
+
+def format_explore(doc):
+    unit = "tok/s" if doc["objective"] == "tokens-per-s" else "s"
+    lines = [f"explored {doc['evaluated']:,} designs of {doc['model']} on {doc['device']} "
+             f"({doc['feasible']:,} feasible), objective {doc['objective']}"
+             + (f", DSP budget {doc['budget_dsp']:,}" if doc["budget_dsp"] else ""),
+             f"best: {doc['value']:.4g} {unit}", "", format_estimate(doc["best"]), "",
+             f"Pareto front ({len(doc['front'])} points): DSP -> {doc['objective']}"]
+    step = max(1, len(doc["front"]) // 12)
+    for p in doc["front"][::step] + ([doc["front"][-1]] if len(doc["front"]) % step != 1
+                                      and step > 1 else []):
+        lines.append(f"  {p['dsp']:>7,}  {p['value']:.4g} {unit}")
+    if doc["against"]:
+        a = doc["against"]
+        lines.append(f"\nagainst {a['design']['name']} ({a['resources']['dsp']:,} DSP): "
+                     f"prefill {_si(a['prefill']['latency_s'], 's')}"
+                     + (f", decode {_si(a['decode']['latency_s_per_token'], 's')}/token"
+                        if a.get("decode") else ""))
+        b = doc["best"]
+        lines.append(f"explored at the same budget ({b['resources']['dsp']:,} DSP): "
+                     f"prefill {_si(b['prefill']['latency_s'], 's')}"
+                     + (f", decode {_si(b['decode']['latency_s_per_token'], 's')}/token"
+                        if b.get("decode") else ""))
+    return "\n".join(lines)
+
+
+# compare ------------------------------------------------------------------------------------------
+def cmd_compare(args):
+    preset = PRESETS.get(args.design) if args.design else None
+    model, device = _model_device(args, preset)
+    seqs = None
+    if args.seqs:
+        try:
+            seqs = [int(s) for s in args.seqs.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seqs {args.seqs!r} must be comma-separated integers") \
+                from None
+    doc = compare(model, device, args.gpu, args.design, seqs=seqs, batch=args.batch,
+                  gpu_quant=args.gpu_quant, runtime=args.gpu_runtime, progress=_progress(args))
+    if args.plot:
+        from ..perf.plots import plot_compare
+        plot_compare(doc, args.plot)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_compare(doc))
+    return 0
+
+
+def format_compare(doc):
+    lines = [f"{doc['model']}: {doc['device']} (design {doc['design']['name']}) vs "
+             f"{doc['gpu']} ({doc['gpu_quant']}, {doc['gpu_runtime']})",
+             f"{'seq':>6} {'FPGA prefill':>13} {'GPU prefill':>12} {'x':>7}   "
+             f"{'FPGA decode':>12} {'GPU decode':>12} {'x':>7} {'energy x':>9}"]
+    for r in doc["rows"]:
+        dec = r["fpga_decode_s_per_token"] is not None
+        lines.append(
+            f"{r['seq']:>6} {_si(r['fpga_prefill_s'], 's'):>13} {_si(r['gpu_prefill_s'], 's'):>12} "
+            f"{r['prefill_speedup']:>7.2f}   "
+            + (f"{_si(r['fpga_decode_s_per_token'], 's'):>12} "
+               f"{_si(r['gpu_decode_s_per_token'], 's'):>12} {r['decode_speedup']:>7.2f} "
+               f"{r['decode_energy_ratio']:>9.2f}" if dec else f"{'-':>12} {'-':>12}"))
+    lines.append("x > 1: the FPGA is faster (energy: more efficient)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":   # pragma: no cover - the main CLI is flows/cli.py
+    import argparse
+    parser = argparse.ArgumentParser(prog="llmloom")
+    add_subcommands(parser.add_subparsers(required=True))
+    a = parser.parse_args()
+    try:
+        sys.exit(a.func(a))
+    except (ValueError, OSError) as e:
+        print(f"llmloom: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,278 @@
+"""A spatial accelerator design: per-kernel parallelism and buffering, clock, quantisation.
+
+The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`` reads it)::
+
+    {
+      "name": "my-design",                 # optional
+      "clock_mhz": 250,
+      "quant": "W8A8",                     # W8A8 | W4A8 | W4A16 | fp16
+      "token_tile": 8,                     # token rows streamed between kernels per beat group
+      "kernels": {                         # q k v a1 a2 p f1 f2 required; fg (gated FFN) = f1
+        "q":  {"rows": 8, "cols": 16, "packing": 2, "channels": 1},   # channels optional
+        ...
+      },
+      "lanes": {"softmax": 8, "norm": 8, "act": 16},   # non-linear units, elements per cycle
+      "layers_on_chip": 1,                 # C: layers whose hardware exists at once
+      "weights": "stream",                 # stream | on_chip | auto
+      "decode_kernel": "gemv",             # gemv (paper's GEMV engines) | gemm (hw/ GEMM, m=1)
+      "double_buffer": true,
+      "regions": {"q": "SLR0", ...}        # optional: die of each kernel (default plan otherwise)
+    }
+
+A kernel of ``rows``×``cols`` DSPs with ``packing`` MACs per DSP is the ``hw`` GEMM
+``GemmConfig(rows=rows, cols=cols*packing, ...)``: packing pairs adjacent output columns that
+share an activation in one DSP (AMD WP486), so the logical array has ``cols*packing`` columns
+and ``rows*cols*packing`` MACs per cycle. :meth:`Design.gemm_configs` exports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+
+from ..hw.blocks.gemm_config import GemmConfig
+from .errors import ConfigError
+from .kernels import gemm_lanes
+from .models import get_model
+from .workload import ATTENTION, LINEAR, get_quant
+
+__all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS"]
+
+KERNELS = ("q", "k", "v", "a1", "a2", "p", "f1", "fg", "f2")
+LANE_UNITS = ("softmax", "norm", "act")
+_POW2 = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _int_in(owner, name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{owner}{name}={value!r} is out of range; allowed: {lo}..{hi}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KernelDesign:
+    """Parallelism of one GEMM kernel: a ``rows``×``cols`` DSP array, ``packing`` MACs per DSP.
+
+    Parameters
+    ----------
+    rows : int
+        Token rows computed at once (1..64); also the weight reuse factor r_i in prefill.
+    cols : int
+        DSP columns (1..64); ``cols*packing`` output features computed at once.
+    packing : int
+        MACs per DSP (1, 2 or 4), limited by the device and quantisation.
+    channels : int or None
+        Off-chip channels the kernel's streamed operands come from; ``None`` shares the
+        device's bandwidth in proportion to the bytes each kernel streams.
+    """
+
+    rows: int = 8
+    cols: int = 16
+    packing: int = 1
+    channels: int | None = None
+
+    def __post_init__(self):
+        _int_in("", "rows", self.rows, 1, 64)
+        _int_in("", "cols", self.cols, 1, 64)
+        if self.packing not in (1, 2, 4):
+            raise ConfigError(f"packing={self.packing!r} is not allowed; allowed: 1 | 2 | 4")
+        if self.channels is not None:
+            _int_in("", "channels", self.channels, 1, 1024)
+
+    @property
+    def logical_cols(self):
+        return self.cols * self.packing
+
+    @property
+    def macs_per_cycle(self):
+        return self.rows * self.cols * self.packing
+
+    @property
+    def dsp(self):
+        return self.rows * self.cols
+
+    def to_dict(self):
+        d = {"rows": self.rows, "cols": self.cols, "packing": self.packing}
+        if self.channels is not None:
+            d["channels"] = self.channels
+        return d
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Design:
+    """A whole spatial design (one layer's hardware, possibly ``layers_on_chip`` copies).
+
+    See the module docstring for the JSON form and field meanings.
+    """
+
+    clock_mhz: float
+    kernels: types.MappingProxyType
+    quant: str = "W8A8"
+    token_tile: int = 8
+    lanes: types.MappingProxyType = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({"softmax": 8, "norm": 8, "act": 16}))
+    layers_on_chip: int = 1
+    weights: str = "auto"
+    decode_kernel: str = "gemv"
+    double_buffer: bool = True
+    regions: types.MappingProxyType | None = None
+    name: str = "custom"
+    source: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, int | float) \
+                or not 1 <= self.clock_mhz <= 1000:
+            raise ConfigError(f"clock_mhz={self.clock_mhz!r} is out of range; allowed: 1..1000")
+        get_quant(self.quant)
+        _int_in("", "token_tile", self.token_tile, 1, 64)
+        _int_in("", "layers_on_chip", self.layers_on_chip, 1, 1024)
+        if self.weights not in ("stream", "on_chip", "auto"):
+            raise ConfigError(f"weights={self.weights!r} is not allowed; allowed: "
+                              "stream | on_chip | auto")
+        if self.decode_kernel not in ("gemv", "gemm"):
+            raise ConfigError(f"decode_kernel={self.decode_kernel!r} is not allowed; allowed: "
+                              "gemv | gemm")
+        kernels = dict(self.kernels)
+        for name in kernels:
+            if name not in KERNELS:
+                raise ConfigError(f"unknown kernel {name!r}; allowed: {', '.join(KERNELS)}")
+        missing = [k for k in KERNELS if k != "fg" and k not in kernels]
+        if missing:
+            raise ConfigError(f"design lacks kernels {', '.join(missing)}; required: "
+                              f"{', '.join(k for k in KERNELS if k != 'fg')} (fg optional)")
+        kernels = {k: v if isinstance(v, KernelDesign) else KernelDesign(**v)
+                   for k, v in kernels.items()}
+        kernels.setdefault("fg", kernels["f1"])
+        object.__setattr__(self, "kernels", types.MappingProxyType(kernels))
+        lanes = {"softmax": 8, "norm": 8, "act": 16, **dict(self.lanes)}
+        for unit, v in lanes.items():
+            if unit not in LANE_UNITS:
+                raise ConfigError(f"unknown lanes unit {unit!r}; allowed: "
+                                  f"{', '.join(LANE_UNITS)}")
+            _int_in("lanes.", unit, v, 1, 1024)
+        object.__setattr__(self, "lanes", types.MappingProxyType(lanes))
+        if self.regions is not None:
+            regions = dict(self.regions)
+            for k in regions:
+                if k not in KERNELS and k not in LANE_UNITS:
+                    raise ConfigError(f"regions: unknown kernel {k!r}; allowed: "
+                                      f"{', '.join(KERNELS + LANE_UNITS)}")
+            object.__setattr__(self, "regions", types.MappingProxyType(regions))
+
+    # Derived -----------------------------------------------------------------------------------
+    @property
+    def dsp_arrays(self):
+        """DSPs of the GEMM arrays of one layer copy (fg counted even if the model has none)."""
+        return sum(k.dsp for k in self.kernels.values())
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """The documented JSON form."""
+        d = {"name": self.name, "clock_mhz": self.clock_mhz, "quant": self.quant,
+             "token_tile": self.token_tile,
+             "kernels": {k: v.to_dict() for k, v in self.kernels.items()},
+             "lanes": dict(self.lanes), "layers_on_chip": self.layers_on_chip,
+             "weights": self.weights, "decode_kernel": self.decode_kernel,
+             "double_buffer": self.double_buffer}
+        if self.regions is not None:
+            d["regions"] = dict(self.regions)
+        if self.source:
+            d["source"] = self.source
+        return d
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from the JSON form, naming any unknown key."""
+        if not isinstance(values, dict):
+            raise ConfigError("a design must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in names:
+                raise ConfigError(f"unknown design field {key!r}; fields: "
+                                  f"{', '.join(sorted(names))}")
+        if "clock_mhz" not in values or "kernels" not in values:
+            raise ConfigError("a design needs at least clock_mhz and kernels")
+        kernels = {}
+        for k, v in values["kernels"].items():
+            if not isinstance(v, dict):
+                raise ConfigError(f"kernels.{k} must be an object like "
+                                  '{"rows": 8, "cols": 16, "packing": 2}')
+            bad = set(v) - {"rows", "cols", "packing", "channels"}
+            if bad:
+                raise ConfigError(f"unknown field {sorted(bad)[0]!r} in kernels.{k}; fields: "
+                                  "channels, cols, packing, rows")
+            try:
+                kernels[k] = KernelDesign(**v)
+            except ConfigError as e:
+                raise ConfigError(f"kernels.{k}.{e}") from None
+        return cls(**{**values, "kernels": kernels})
+
+    def gemm_configs(self, model, *, tp=1):
+        """The linear kernels as the very ``GemmConfig`` objects the ``hw`` GEMM takes.
+
+        Parameters
+        ----------
+        model : ModelSpec or str
+        tp : int
+            Tensor-parallel degree: each device holds a 1/tp slice of every weight matrix.
+
+        Returns
+        -------
+        dict of str to GemmConfig
+            ``q k v p f1 f2`` (and ``fg`` for a gated FFN), with ``cols = cols*packing``
+            (logical output columns) and the fewest input ``lanes`` that keep the array fed.
+
+        Raises
+        ------
+        ConfigError
+            The quantisation or a kernel's shape is outside what the ``hw`` GEMM supports.
+        """
+        model = get_model(model)
+        q = get_quant(self.quant)
+        if q.a_bits != 8 or q.w_bits not in (4, 8):
+            raise ConfigError(f"quant={self.quant} cannot be built by the hw GEMM; allowed: "
+                              "W8A8 | W4A8")
+        shapes = linear_shapes(model, tp)
+        out = {}
+        for name in LINEAR:
+            if name == "fg" and not model.gated_ffn:
+                continue
+            kd = self.kernels[name]
+            k, n = shapes[name]
+            if kd.logical_cols > 64:
+                raise ConfigError(f"kernel {name}: cols*packing={kd.logical_cols} is out of "
+                                  "range for GemmConfig.cols; allowed: 1..64")
+            out[name] = GemmConfig(rows=kd.rows, cols=kd.logical_cols, k=k, n=n,
+                                   lanes=gemm_lanes(k, kd.rows, kd.logical_cols, n),
+                                   a_width=8, w_width=q.w_bits)
+        return out
+
+
+def linear_shapes(model, tp=1):
+    """``{kernel: (k, n)}`` of one device's slice under tensor parallelism ``tp`` (Megatron:
+    q, k, v, f1, fg split by columns; p and f2 by rows)."""
+    d, dkv, dff = model.d_model, model.d_kv, model.d_ff
+    return {"q": (d, d // tp), "k": (d, dkv // tp), "v": (d, dkv // tp), "p": (d // tp, d),
+            "f1": (d, dff // tp), "fg": (d, dff // tp), "f2": (dff // tp, d)}
+
+
+def load_design(path):
+    """Read a design JSON file (the format in this module's docstring)."""
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return Design.from_dict(values)
+
+
+def save_design(design, path):
+    """Write ``design`` as JSON; :func:`load_design` reads it back equal."""
+    with open(path, "w") as f:
+        json.dump(design.to_dict(), f, indent=2)
+        f.write("\n")
+
+
+assert set(ATTENTION) < set(KERNELS)

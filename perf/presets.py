@@ -1,0 +1,71 @@
+"""The paper's published design points as presets (Chen et al., TRETS 2024, implementation
+section, as condensed in ``shared/design/paper.md``), so anyone can see what the model
+predicts for them and compare an explored design at the same DSP budget."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .design import Design, KernelDesign
+from .errors import unknown
+
+__all__ = ["Preset", "PRESETS", "get_preset", "preset_names"]
+
+_SRC = ("H. Chen et al., 'Understanding the Potential of FPGA-Based Spatial Acceleration for "
+        "Large Language Model Inference', ACM TRETS 2024 (arXiv 2312.15159), implementation "
+        "section")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preset:
+    """A design with the model, device and lengths it was published for."""
+
+    name: str
+    model: str
+    device: str
+    seq: int
+    design: Design
+    notes: str
+
+
+def _paper_design(name, *, clock_mhz, quant, decode_kernel):
+    # Linear kernels: 8x16 output-stationary arrays, DSP packing 2 (256 MACs/cycle), all the
+    # same size; attention Q.K^T and .V: 8x8 int8 arrays without packing. Each weight matrix
+    # streams from its own HBM channel; the two attention kernels get one channel each for the
+    # KV cache in decode (the paper does not say; one is the least it can have).
+    lin = KernelDesign(rows=8, cols=16, packing=2, channels=1)
+    att = KernelDesign(rows=8, cols=8, packing=1, channels=1)
+    kernels = {k: lin for k in ("q", "k", "v", "p", "f1", "f2")}
+    kernels.update(a1=att, a2=att)
+    # One layer in three regions, one per SLR: SLR0 Q/K/V; SLR1 attention, output projection,
+    # residual and layernorm; SLR2 FFN1, GELU, FFN2, residual, layernorm.
+    regions = {"q": "SLR0", "k": "SLR0", "v": "SLR0", "a1": "SLR1", "softmax": "SLR1",
+               "a2": "SLR1", "p": "SLR1", "f1": "SLR2", "act": "SLR2", "f2": "SLR2"}
+    return Design(name=name, clock_mhz=clock_mhz, quant=quant, token_tile=8, kernels=kernels,
+                  lanes={"softmax": 8, "norm": 8, "act": 16}, layers_on_chip=1,
+                  weights="stream", decode_kernel=decode_kernel, double_buffer=True,
+                  regions=regions, source=_SRC)
+
+
+PRESETS = {p.name: p for p in (
+    Preset(name="chen2024-bert-u280", model="bert-base", device="u280", seq=512,
+           design=_paper_design("chen2024-bert-u280", clock_mhz=245, quant="W4A8",
+                                decode_kernel="gemm"),
+           notes="BERT-base on Alveo U280, W4A8, 245 MHz, token tiles of 8 rows; encoder: "
+                 "prefill only"),
+    Preset(name="chen2024-gpt2-u280", model="gpt2-medium", device="u280", seq=512,
+           design=_paper_design("chen2024-gpt2-u280", clock_mhz=250, quant="W8A8",
+                                decode_kernel="gemv"),
+           notes="GPT-2 medium (d=1024, 24 layers) on Alveo U280, W8A8, 250 MHz; decode with "
+                 "the library's GEMV engines of the same MAC count"),
+)}
+
+
+def preset_names():
+    return sorted(PRESETS)
+
+
+def get_preset(name):
+    if name not in PRESETS:
+        raise unknown("preset", name, PRESETS)
+    return PRESETS[name]

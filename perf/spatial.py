@@ -1,0 +1,634 @@
+"""The spatial hardware model: per-kernel latency, the dataflow pipeline, buffers, resources and
+constraints, vectorised over many design points at once (one point is the ``estimate`` case).
+
+Formulas (README.md has them with their derivation from the paper's §3):
+
+- A linear kernel is the ``hw`` output-stationary GEMM; its cycles are
+  :func:`~llmloom.perf.cycles.gemm_cycles` (vectorised in :mod:`.kernels`). Streamed weights
+  pass once per token tile; a kernel's time is ``max(compute, streamed bits / its bandwidth)``.
+- Prefill of one layer: a synchronisation phase ``S = max(T_k, T_v)`` (K and V complete before
+  attention), then a streaming phase of stages ``j`` with first-tile latency ``L_j`` and total
+  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` (chain fill plus the bottleneck's steady state).
+- ``C`` layers on chip (and ``pp`` devices in a pipeline) chain ``pp·C`` layers per pass:
+  ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``, ``T = ceil(N / (pp·C))·T_pass``.
+- Decode is the same with one token (``m = batch``); GEMV engines overlap successive linear
+  kernels as the paper assumes, the ``hw`` GEMM (``decode_kernel="gemm"``) does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .design import KERNELS, LANE_UNITS, Design, KernelDesign, linear_shapes
+from .devices import get_fpga
+from .errors import ConfigError, ConstraintError, over_message
+from .kernels import gemm_cycles_np, gemm_lanes_np, gemm_parts_np, gemv_cycles_np
+from .models import get_model
+from .workload import LINEAR, get_quant
+
+__all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck",
+           "raise_if_infeasible", "LINK_EFFICIENCY", "LINK_HOP_S", "COST", "region_plan"]
+
+# Inter-FPGA link: achievable fraction of the line rate and per-hop latency. Assumptions (the
+# paper takes alpha "from benchmarks" without giving it): 100G Ethernet/Aurora framing and
+# protocol overhead leave ~80-90%; a hop through MAC, PHY and cable costs about a microsecond.
+LINK_EFFICIENCY = 0.85
+LINK_HOP_S = 1e-6
+
+# Fabric cost per unit, approximate: to be calibrated against synthesis of the hw blocks. LUT
+# and FF per processing element (int: accumulator in the DSP, pipeline and control in fabric;
+# packed DSPs need result-correction logic; fp16: adder in fabric), per kernel controller, per
+# non-linear lane, per off-chip port (AXI master + width converter), per network port.
+COST = {
+    "lut_pe_int": 20, "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": 60, "ff_pe_fp16": 400,
+    "dsp_pe_fp16": 2, "lut_kernel": 2000, "ff_kernel": 3000,
+    "lut_lane": {"softmax": 350, "norm": 200, "act": 120},
+    "dsp_lane": {"softmax": 1, "norm": 1, "act": 1},
+    "lut_port": 3000, "ff_port": 5000, "lut_link": 20000, "ff_link": 30000,
+    "fifos": 16,
+    # dynamic power, mW per MHz per unit (Xilinx Power Estimator class figures, approximate)
+    "mw_mhz": {"dsp": 0.012, "lut": 0.0001, "bram": 0.02, "uram": 0.03},
+    "source": "approximate placeholders of typical synthesis results and XPE figures; "
+              "calibrate against real synthesis",
+}
+
+_GROUPS = {  # kernel/unit -> region group; buffers follow their owner
+    "q": "qkv", "k": "qkv", "v": "qkv",
+    "a1": "attn", "softmax": "attn", "a2": "attn", "p": "attn", "norm1": "attn",
+    "f1": "ffn1", "fg": "ffn1", "act": "ffn1", "f2": "ffn2", "norm2": "ffn2",
+}
+
+
+def region_plan(dies):
+    """Default die of each region group: one die per group as in the paper (SLR0 Q/K/V, SLR1
+    attention, SLR2 FFN), folded onto fewer dies and spread over a fourth."""
+    if dies >= 4:
+        return {"qkv": 0, "attn": 1, "ffn1": 2, "ffn2": 3}
+    if dies == 3:
+        return {"qkv": 0, "attn": 1, "ffn1": 2, "ffn2": 2}
+    if dies == 2:
+        return {"qkv": 0, "attn": 0, "ffn1": 1, "ffn2": 1}
+    return {"qkv": 0, "attn": 0, "ffn1": 0, "ffn2": 0}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Context:
+    """Everything an evaluation holds fixed: model, device, quantisation, lengths, parallelism."""
+
+    model: object
+    device: object
+    quant: object
+    seq: int
+    context: int
+    batch: int
+    tp: int = 1
+    pp: int = 1
+
+    @property
+    def l_max(self):
+        """Longest sequence the on-chip buffers must hold (prompt, or context + new token)."""
+        return max(self.seq, self.context + 1) if self.model.decoder else self.seq
+
+
+def make_context(model, device, quant="W8A8", *, seq=512, context=None, batch=1, tp=1, pp=1):
+    """Check and bundle the fixed inputs of an evaluation.
+
+    ``context`` defaults to ``seq`` (decode right after a prompt of that length), clipped to
+    the model's maximum positions.
+    """
+    model, device, quant = get_model(model), get_fpga(device), get_quant(quant)
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= model.max_positions:
+        raise ConfigError(f"seq={seq!r} is out of range for {model.name}; allowed: "
+                          f"1..{model.max_positions}")
+    if context is None:
+        context = min(seq, model.max_positions - 1)
+    if isinstance(context, bool) or not isinstance(context, int) \
+            or not 0 <= context < model.max_positions:
+        raise ConfigError(f"context={context!r} is out of range for {model.name}; allowed: "
+                          f"0..{model.max_positions - 1}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
+        raise ConfigError(f"batch={batch!r} is out of range; allowed: 1..4096")
+    for name, p in (("tp", tp), ("pp", pp)):
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise ConfigError(f"{name}={p!r} must be an integer >= 1")
+    if model.n_kv_heads % tp or model.n_heads % tp or model.d_ff % tp:
+        divs = [t for t in range(1, model.n_kv_heads + 1)
+                if model.n_kv_heads % t == 0 and model.d_ff % t == 0]
+        raise ConfigError(f"tensor parallelism tp={tp} does not divide the {model.n_kv_heads} "
+                          f"KV heads / d_ff of {model.name}; allowed: "
+                          f"{', '.join(map(str, divs))}")
+    if pp > model.n_layers:
+        raise ConfigError(f"pipeline parallelism pp={pp} exceeds the {model.n_layers} layers of "
+                          f"{model.name}; allowed: 1..{model.n_layers}")
+    if (tp > 1 or pp > 1) and device.link_gbps <= 0:
+        raise ConfigError(f"device {device.name} has no inter-FPGA link; allowed: --devices 1")
+    return Context(model=model, device=device, quant=quant, seq=seq, context=context,
+                   batch=batch, tp=tp, pp=pp)
+
+
+class DesignBatch:
+    """Many designs as arrays (one entry per design point), sharing one region map.
+
+    Attributes are numpy arrays of shape ``(P,)``: ``rows[k]``, ``cols[k]``, ``pack[k]``,
+    ``chan[k]`` (NaN = automatic bandwidth share) per kernel ``k``; ``lanes[u]`` per non-linear
+    unit; ``C``, ``weights`` (0 stream, 1 on chip, 2 auto), ``gemv``, ``double``, ``clock_mhz``,
+    ``token_tile``.
+    """
+
+    def __init__(self, *, rows, cols, pack, chan, lanes, C, weights, gemv, double, clock_mhz,
+                 token_tile, regions=None):
+        self.rows, self.cols, self.pack, self.chan = rows, cols, pack, chan
+        self.lanes, self.C, self.weights, self.gemv = lanes, C, weights, gemv
+        self.double, self.clock_mhz, self.token_tile = double, clock_mhz, token_tile
+        self.regions = regions
+        self.size = len(C)
+
+    @classmethod
+    def from_designs(cls, designs):
+        designs = list(designs)
+        regions = designs[0].regions
+        if any(d.regions != regions for d in designs):
+            raise ConfigError("designs evaluated together must share one region map")
+
+        def arr(get, dtype=np.int64):
+            return np.array([get(d) for d in designs], dtype=dtype)
+
+        return cls(
+            rows={k: arr(lambda d, k=k: d.kernels[k].rows) for k in KERNELS},
+            cols={k: arr(lambda d, k=k: d.kernels[k].cols) for k in KERNELS},
+            pack={k: arr(lambda d, k=k: d.kernels[k].packing) for k in KERNELS},
+            chan={k: arr(lambda d, k=k: np.nan if d.kernels[k].channels is None
+                         else d.kernels[k].channels, float) for k in KERNELS},
+            lanes={u: arr(lambda d, u=u: d.lanes[u]) for u in LANE_UNITS},
+            C=arr(lambda d: d.layers_on_chip),
+            weights=arr(lambda d: {"stream": 0, "on_chip": 1, "auto": 2}[d.weights]),
+            gemv=arr(lambda d: d.decode_kernel == "gemv", bool),
+            double=arr(lambda d: d.double_buffer, bool),
+            clock_mhz=arr(lambda d: d.clock_mhz, float),
+            token_tile=arr(lambda d: d.token_tile),
+            regions=dict(regions) if regions is not None else None)
+
+    def design(self, i, *, name="explored", quant="W8A8", weights=None):
+        """Design point ``i`` as a :class:`Design`."""
+        kernels = {}
+        for k in KERNELS:
+            ch = self.chan[k][i]
+            kernels[k] = KernelDesign(rows=int(self.rows[k][i]), cols=int(self.cols[k][i]),
+                                      packing=int(self.pack[k][i]),
+                                      channels=None if math.isnan(ch) else int(ch))
+        w = weights or ("stream", "on_chip", "auto")[int(self.weights[i])]
+        return Design(name=name, clock_mhz=float(self.clock_mhz[i]), quant=quant,
+                      token_tile=int(self.token_tile[i]), kernels=kernels,
+                      lanes={u: int(self.lanes[u][i]) for u in LANE_UNITS},
+                      layers_on_chip=int(self.C[i]), weights=w,
+                      decode_kernel="gemv" if self.gemv[i] else "gemm",
+                      double_buffer=bool(self.double[i]), regions=self.regions)
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+# Memory blocks ---------------------------------------------------------------------------------
+def _blocks(spec, elems_per_cycle, elem_bits, depth_words):
+    """Blocks of kind ``spec`` for a buffer read ``elems_per_cycle`` elements of ``elem_bits``
+    each cycle, ``depth_words`` cycles deep: the paper's R_i with packing of several elements
+    per port word (b_pack = g·b_W <= port width), minimised over the block's aspect ratios."""
+    best = None
+    for w in spec.widths:
+        g = w // elem_bits
+        if g < 1:
+            continue
+        depth = spec.bits // w
+        if spec.kind == "BRAM36" and w in (9, 18, 36, 72):   # parity bits count as data
+            depth = 36864 // w
+        n = _cdiv(elems_per_cycle, g) * np.maximum(_cdiv(depth_words, depth), 1)
+        best = n if best is None else np.minimum(best, n)
+    if best is None:   # elements wider than any port: several blocks side by side
+        w = max(spec.widths)
+        best = _cdiv(elems_per_cycle * elem_bits, w) * np.maximum(
+            _cdiv(depth_words, spec.bits // w), 1)
+    return best
+
+
+def _bulk_blocks(spec, bits):
+    """Blocks for a buffer only its capacity constrains (wide enough ports are free)."""
+    if spec is None:
+        return None
+    return np.maximum(np.ceil(np.asarray(bits, dtype=float) / spec.bits), 0).astype(np.int64)
+
+
+# The evaluation ---------------------------------------------------------------------------------
+def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
+    """Evaluate a :class:`DesignBatch` in a :class:`Context`.
+
+    Returns
+    -------
+    dict
+        ``prefill`` / ``decode``: dicts with ``cycles`` (per model), ``latency_s``, ``stages``
+        (``{name: (cycles, fill, bound_code)}`` per layer), ``phase`` (``{name: phase}``),
+        ``stream_bytes`` (off-chip bytes per layer); ``res``: totals and per-die resources;
+        ``violations``: ``{constraint: (need, have)}``; ``feasible``: bool array;
+        ``on_chip``: resolved weight placement; ``power_w``: per mode.
+    """
+    m, dev, q = ctx.model, ctx.device, ctx.quant
+    P = db.size
+    f = db.clock_mhz * 1e6
+    wb, ab, kvb = q.w_bits, q.a_bits, q.kv_bits
+    B, l, s, tp, pp = ctx.batch, ctx.seq, ctx.context, ctx.tp, ctx.pp
+    d, dh, N = m.d_model, m.d_head, m.n_layers
+    h_loc, dkv_loc, dff_loc = m.n_heads // tp, m.d_kv // tp, m.d_ff // tp
+    lin = [k for k in LINEAR if m.gated_ffn or k != "fg"]
+    shapes = linear_shapes(m, tp)
+    C = db.C
+    per_device_layers = _cdiv(N, pp)
+    layers_per_copy = _cdiv(per_device_layers, C)
+    r = db.rows
+    cl = {k: db.cols[k] * db.pack[k] for k in KERNELS}
+    mem = dev.memory
+    bw_total = mem.bandwidth if mem else 0.0
+    ch_bw = mem.gbps_per_channel * 1e9 * mem.efficiency if mem else 0.0
+    link_bps = dev.link_gbps * 1e9 / 8 * LINK_EFFICIENCY
+
+    # ---- resources and buffers (first: the weight placement decides the bandwidth users) ---
+    res = _resources(ctx, db, lin, shapes, cl, layers_per_copy)
+    on_chip = res["on_chip"]
+
+    out = {"res": res, "on_chip": on_chip}
+    for mode in modes:
+        if mode == "decode" and not m.decoder:
+            continue
+        decode = mode == "decode"
+        rows_m = B if decode else B * l
+        keys = s + 1 if decode else l
+        gemv = db.gemv if decode else np.zeros(P, dtype=bool)
+
+        # off-chip bytes per layer pass of each streaming consumer
+        stream_bytes = {}
+        for k in lin:
+            kk, nn = shapes[k]
+            passes = np.where(gemv, 1, _cdiv(rows_m, r[k]))
+            stream_bytes[k] = np.where(on_chip, 0.0, passes * kk * nn * wb / 8)
+        for k in ("a1", "a2"):
+            stream_bytes[k] = np.full(P, B * keys * dkv_loc * kvb / 8 if decode else 0.0)
+        # Automatic bandwidth: every streamed matrix is striped over all channels, and the
+        # kernels that stream at the same time share the bandwidth in proportion to their
+        # bytes (decode: Q/K/V, then a1, then a2, then p and the FFN overlapped; prefill: Q/K/V,
+        # then the rest). Explicit channels are a kernel's own, all the time.
+        groups = ([["q", "k", "v"], ["a1"], ["a2"], ["p", "f1", "fg", "f2"]] if decode
+                  else [["q", "k", "v"], ["p", "f1", "fg", "f2", "a1", "a2"]])
+        bpc = {}
+        for group in groups:
+            group = [k for k in group if k in stream_bytes]
+            total_bytes = sum(stream_bytes[k] for k in group)
+            for k in group:
+                by = stream_bytes[k]
+                share = np.where(total_bytes > 0, by / np.maximum(total_bytes, 1e-30), 0) \
+                    * bw_total
+                bw = np.where(np.isnan(db.chan[k]), share,
+                              np.nan_to_num(db.chan[k]) * ch_bw) / C
+                bpc[k] = bw * 8 / f     # bits per cycle
+
+        stages = {}
+
+        for k in lin:
+            kk, nn = shapes[k]
+            lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
+            t_gemm = gemm_cycles_np(r[k], cl[k], kk, nn, lanes, rows_m)
+            first_gemm = t_gemm if decode else gemm_cycles_np(
+                r[k], cl[k], kk, nn, lanes, np.minimum(rows_m, r[k]))
+            t_gemv, first_gemv = gemv_cycles_np(r[k], cl[k], kk, nn, rows_m)
+            t = np.where(gemv, t_gemv, t_gemm).astype(float)
+            first = np.where(gemv, first_gemv, first_gemm).astype(float)
+            stages[k] = _mem_bound(stream_bytes[k], bpc[k], t, first)
+
+        count = B * h_loc
+        qrows = 1 if decode else l
+        for k, (kk, nn) in (("a1", (dh, keys)), ("a2", (keys, dh))):
+            lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
+            fill, comp, tail = gemm_parts_np(r[k], cl[k], kk, nn, lanes, qrows)
+            t_gemm = fill + count * comp + tail
+            first_gemm = gemm_cycles_np(r[k], cl[k], kk, nn, lanes, np.minimum(qrows, r[k]))
+            t_gemv, _ = gemv_cycles_np(r[k], cl[k], kk, nn, count)
+            t = np.where(gemv, t_gemv, t_gemm).astype(float)
+            # softmax needs whole score rows, so in decode (one row) nothing overlaps
+            first = t if decode else first_gemm.astype(float)
+            stages[k] = _mem_bound(stream_bytes[k], bpc[k], t, first)
+
+        lam = db.lanes
+        sm_e = B * h_loc * qrows * keys
+        row_sm = 2 * _cdiv(keys, lam["softmax"]) + 8
+        t = _cdiv(sm_e, lam["softmax"]) + row_sm
+        stages["softmax"] = (t.astype(float), (t if decode else row_sm).astype(float),
+                             np.zeros(P, int))
+        for u in ("norm1", "norm2"):
+            row = 2 * _cdiv(d, lam["norm"]) + 8      # two passes: statistics, then scale
+            t = _cdiv(rows_m * d, lam["norm"]) + row
+            stages[u] = (t.astype(float), (t if decode else row).astype(float), np.zeros(P, int))
+        t = _cdiv(rows_m * dff_loc, lam["act"]) + 8
+        stages["act"] = (t.astype(float), np.full(P, 8.0), np.zeros(P, int))
+
+        # links: two all-reduces per layer under TP (ring: 2(p-1)/p of the data), one transfer
+        # per device boundary under PP; streamed, so they are stages like any other
+        act_bytes = rows_m * d * ab / 8
+        if tp > 1:
+            t_ar = (2 * (tp - 1) / tp * act_bytes / link_bps + 2 * (tp - 1) * LINK_HOP_S) * f
+            first_ar = t_ar if decode else (2 * (tp - 1) * LINK_HOP_S + 2 * (tp - 1) / tp
+                                            * min(rows_m, 8) * d * ab / 8 / link_bps) * f
+            stages["ar1"] = (t_ar, first_ar, np.full(P, 2))
+            stages["ar2"] = (t_ar, first_ar, np.full(P, 2))
+        t_link = (act_bytes / link_bps + LINK_HOP_S) * f if pp > 1 else np.zeros(P)
+        l_link = t_link if decode else (min(rows_m, 8) * d * ab / 8 / link_bps
+                                        + LINK_HOP_S) * f * (pp > 1)
+
+        # phase 1: the synchronisation (K, V complete; in decode Q too)
+        sync = ["q", "k", "v"] if decode else ["k", "v"]
+        S = np.maximum.reduce([stages[k][0] for k in sync])
+        L_sync = np.maximum.reduce([stages[k][1] for k in sync])
+        chain = []
+        if not decode:
+            tq, lq, bq = stages["q"]
+            chain.append(("q", np.maximum(tq - S, 0.0), np.zeros(P), bq))
+        ffn_keys = ["f1", "fg"] if m.gated_ffn else ["f1"]
+        order = ["a1", "softmax", "a2", "p"] + (["ar1"] if tp > 1 else []) + ["norm1"]
+        for k in order:
+            chain.append((k,) + tuple(stages[k]))
+        t_f = np.maximum.reduce([stages[k][0] for k in ffn_keys])
+        l_f = np.maximum.reduce([stages[k][1] for k in ffn_keys])
+        chain.append(("ffn_in", t_f, l_f, None))
+        for k in ["act", "f2"] + (["ar2"] if tp > 1 else []) + ["norm2"]:
+            chain.append((k,) + tuple(stages[k]))
+        if pp > 1:
+            chain.append(("link", t_link, l_link, np.full(P, 2)))
+            stages["link"] = (t_link, l_link, np.full(P, 2))
+        sum_l = sum(c[2] for c in chain)
+        steady = np.maximum.reduce([np.maximum(c[1] - c[2], 0.0) for c in chain])
+        T2 = sum_l + steady
+        span = pp * C
+        # the next layer of a pass starts when its K/V (decode: Q/K/V) sync completes; with
+        # overlapping kernels that is the sync's first-tile latency after this layer's output
+        if decode:
+            gap = T2 + np.where(gemv, L_sync, S)
+        else:
+            gap = np.maximum(T2, S) + L_sync
+        T_pass = S + T2 + (span - 1) * gap
+        n_pass = _cdiv(N, span)
+        cycles = n_pass * T_pass
+        latency = cycles / f
+        streamed = sum(stream_bytes.values()) * N / pp
+        out[mode] = {"cycles": cycles, "latency_s": latency, "stages": stages,
+                     "sync": sync, "chain": [c[0] for c in chain],
+                     "steady": np.stack([np.maximum(c[1] - c[2], 0.0) for c in chain]),
+                     "ffn_keys": ffn_keys, "layer_cycles": S + T2, "sync_cycles": S,
+                     "stream_cycles": T2, "stream_bytes": stream_bytes,
+                     "offchip_bytes": streamed,
+                     "power_w": _power(dev, res, db, streamed / np.maximum(latency, 1e-30))}
+
+    out["violations"] = _violations(ctx, db, res, budget_dsp)
+    feasible = np.ones(P, dtype=bool)
+    for need, have in out["violations"].values():
+        feasible &= need <= have
+    out["feasible"] = feasible
+    return out
+
+
+def _mem_bound(by, bpc, t_comp, first):
+    """A kernel's time when its streamed operands must arrive at ``bpc`` bits per cycle; the
+    first-tile latency stretches by the same factor. Bound code 1 = memory-bound."""
+    t_mem = np.where(by > 0, by * 8 / np.maximum(bpc, 1e-30), 0.0)
+    t_mem = np.where((by > 0) & (bpc <= 0), np.inf, t_mem)
+    t = np.maximum(t_comp, t_mem)
+    scale = np.where(t_comp > 0, t / np.maximum(t_comp, 1), 1.0)
+    return t, np.minimum(first * scale, t), np.where(t_mem > t_comp, 1, 0)
+
+
+def bottleneck(phase_result, i=0):
+    """``(stage name, bound)`` limiting point ``i`` of a prefill/decode result: the stage with
+    the largest steady-state time, or ``"sync"`` when the K/V synchronisation dominates;
+    bound is ``compute``, ``memory`` or ``link``."""
+    steady = phase_result["steady"][:, i]
+    j = int(np.argmax(steady))
+    name = phase_result["chain"][j]
+    stages = phase_result["stages"]
+    if phase_result["sync_cycles"][i] >= steady[j]:
+        name = max(phase_result["sync"], key=lambda k: stages[k][0][i])
+    if name == "ffn_in":
+        name = max(phase_result["ffn_keys"], key=lambda k: stages[k][0][i])
+    code = int(stages[name][2][i]) if name in stages else 0
+    return name, ("compute", "memory", "link")[code]
+
+
+def _power(dev, res, db, bytes_per_s):
+    """Board power: static + dynamic per resource at the clock + off-chip traffic."""
+    c = COST["mw_mhz"]
+    dyn = db.clock_mhz * 1e-3 * (res["dsp"] * c["dsp"] + res["lut"] * c["lut"]
+                                 + res["bram36"] * c["bram"] + res["uram"] * c["uram"])
+    pj = dev.memory.pj_per_bit if dev.memory else 0.0
+    return dev.static_w + dyn + bytes_per_s * 8 * pj * 1e-12
+
+
+def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
+    """DSP, LUT, FF, BRAM, URAM of the design, per die and in total, with weights placed."""
+    m, dev, q = ctx.model, ctx.device, ctx.quant
+    P = db.size
+    C = db.C
+    wb, ab = q.w_bits, q.a_bits
+    fp = not q.integer
+    bram, uram = dev.bram, dev.uram
+    r = db.rows
+    lmax = ctx.l_max
+    d_loc, dkv_loc = m.d_model // ctx.tp, m.d_kv // ctx.tp
+    plan = region_plan(dev.dies)
+    die_of = {}
+    for name, group in _GROUPS.items():
+        die = plan[group]
+        if db.regions and name in db.regions:
+            die = _die_index(dev, db.regions[name])
+        die_of[name] = die
+    if db.regions:
+        for unit, names in (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
+                            ("act", ("act",))):
+            if unit in db.regions:
+                for n_ in names:
+                    die_of[n_] = _die_index(dev, db.regions[unit])
+    zeros = np.zeros(P)
+    per = {name: {"dsp": zeros.copy(), "lut": zeros.copy(), "ff": zeros.copy(),
+                  "bram_small": zeros.copy(), "bulk_bits": zeros.copy(),
+                  "bulk_bram": zeros.copy(), "bulk_uram": zeros.copy()} for name in die_of}
+
+    kernels_used = lin + ["a1", "a2"]
+    for k in kernels_used:
+        pe = r[k] * db.cols[k]
+        per[k]["dsp"] += pe * (COST["dsp_pe_fp16"] if fp else 1)
+        per[k]["lut"] += pe * (COST["lut_pe_fp16"] if fp else
+                               COST["lut_pe_int"] + COST["lut_pe_pack"] * (db.pack[k] - 1)) \
+            + COST["lut_kernel"]
+        per[k]["ff"] += pe * (COST["ff_pe_fp16"] if fp else COST["ff_pe_int"]) \
+            + COST["ff_kernel"]
+    for unit, names in (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
+                        ("act", ("act",))):
+        lanes = db.lanes[unit] * (2 if unit == "act" and m.gated_ffn else 1)
+        for n_ in names:
+            per[n_]["dsp"] += lanes * COST["dsp_lane"][unit]
+            per[n_]["lut"] += lanes * COST["lut_lane"][unit]
+            per[n_]["ff"] += lanes * COST["lut_lane"][unit] * 1.5
+            # lookup tables (exp, GELU/SiLU, rsqrt) and a row buffer: one block per 2 lanes
+            per[n_]["bram_small"] += _cdiv(lanes, 2) + _bulk_blocks(bram, 2 * m.d_model * 32)
+
+    # Weights: streamed tiles (double-buffered FIFO per column group) or all of this copy's
+    # layers on chip, partitioned so that cols*packing weights are read each cycle.
+    tile = {}
+    whole = {}
+    for k in lin:
+        kk, nn = shapes[k]
+        depth = 512
+        tile[k] = _blocks(bram, cl[k], wb, depth) * np.where(db.double, 2, 1)
+        words = _cdiv(layers_per_copy * kk * nn, cl[k])
+        whole[k] = (_blocks(bram, cl[k], wb, words),
+                    _blocks(uram, cl[k], wb, words) if uram else None)
+    # K and V of the current layer (double-buffered: the paper's S_KV = 4·l_max·d·b_A), read by
+    # a1 and a2 with cols*packing partitions; Q waiting for the synchronisation; the two
+    # residual bypass buffers (the FFN one is the paper's deadlock-avoidance buffer, the
+    # attention one holds x while K and V complete).
+    nb = np.where(db.double, 2, 1)
+    kv_words = {k: _cdiv(lmax * dkv_loc, cl[k]) for k in ("a1", "a2")}
+    for k in ("a1", "a2"):
+        per[k]["bulk_bram"] += nb * _blocks(bram, cl[k], ab, kv_words[k])
+        if uram:
+            per[k]["bulk_uram"] += nb * _blocks(uram, cl[k], ab, kv_words[k])
+    for owner, bits in (("a1", lmax * d_loc * ab), ("p", lmax * m.d_model * ab),
+                        ("f2", lmax * m.d_model * ab)):
+        per[owner]["bulk_bram"] += _bulk_blocks(bram, bits)
+        if uram:
+            per[owner]["bulk_uram"] += _bulk_blocks(uram, bits)
+    # stream FIFOs between kernels: one block each, spread over the kernels
+    for i, k in enumerate(kernels_used):
+        per[k]["bram_small"] += COST["fifos"] // len(kernels_used) + (
+            1 if i < COST["fifos"] % len(kernels_used) else 0)
+
+    def place(weights_on_chip):
+        dies = {i: {key: zeros.copy() for key in ("dsp", "lut", "ff", "bram", "uram")}
+                for i in range(dev.dies)}
+        for name, v in per.items():
+            die = dies[die_of[name]]
+            for key in ("dsp", "lut", "ff"):
+                die[key] += v[key] * C
+        bulk_b = {i: zeros.copy() for i in dies}
+        bulk_u = {i: zeros.copy() for i in dies}
+        small = {i: zeros.copy() for i in dies}
+        for name, v in per.items():
+            i = die_of[name]
+            small[i] += v["bram_small"] * C
+            bulk_b[i] += v["bulk_bram"] * C
+            bulk_u[i] += v["bulk_uram"] * C
+            if name in tile:
+                wb_b, wb_u = whole[name]
+                small[i] += np.where(weights_on_chip, 0, tile[name]) * C
+                bulk_b[i] += np.where(weights_on_chip, wb_b, 0) * C
+                if wb_u is not None:
+                    bulk_u[i] += np.where(weights_on_chip, wb_u, 0) * C
+        for i, die in dies.items():
+            if uram:
+                cap = dev.per_die("uram")
+                used = np.minimum(bulk_u[i], cap)
+                spill = np.where(bulk_u[i] > 0, (bulk_u[i] - used) / np.maximum(bulk_u[i], 1), 0)
+                die["uram"] = used
+                die["bram"] = small[i] + np.ceil(spill * bulk_b[i])
+            else:
+                die["bram"] = small[i] + bulk_b[i]
+        return dies
+
+    stream_dies = place(np.zeros(P, dtype=bool))
+    chip_dies = place(np.ones(P, dtype=bool))
+    fits = np.ones(P, dtype=bool)
+    for i in range(dev.dies):
+        fits &= chip_dies[i]["bram"] <= dev.per_die("bram")
+    on_chip = np.where(db.weights == 2, fits, db.weights == 1)
+    dies = {i: {key: np.where(on_chip, chip_dies[i][key], stream_dies[i][key])
+                for key in chip_dies[i]} for i in range(dev.dies)}
+    ports = len(lin) + (2 if m.decoder else 0)
+    uses_mem = (~on_chip) | m.decoder
+    shared_lut = np.where(uses_mem, ports * COST["lut_port"], 0) + (
+        COST["lut_link"] if ctx.tp * ctx.pp > 1 else 0)
+    shared_ff = np.where(uses_mem, ports * COST["ff_port"], 0) + (
+        COST["ff_link"] if ctx.tp * ctx.pp > 1 else 0)
+    dies[0]["lut"] = dies[0]["lut"] + shared_lut
+    dies[0]["ff"] = dies[0]["ff"] + shared_ff
+    total = {key: sum(dies[i][key] for i in dies) for key in ("dsp", "lut", "ff", "bram",
+                                                                "uram")}
+    return {"dsp": total["dsp"], "lut": total["lut"], "ff": total["ff"],
+            "bram36": total["bram"], "uram": total["uram"], "dies": dies, "on_chip": on_chip,
+            "die_of": die_of}
+
+
+def _die_index(dev, name):
+    names = dev.die_names
+    if isinstance(name, int) and 0 <= name < dev.dies:
+        return name
+    if name not in names:
+        raise ConfigError(f"region {name!r} is not a die of {dev.name}; allowed: "
+                          f"{', '.join(names)}")
+    return names.index(name)
+
+
+def _violations(ctx, db, res, budget_dsp):
+    """``{constraint: (need, have)}`` arrays; a point is feasible when every need <= have."""
+    dev, m, q = ctx.device, ctx.model, ctx.quant
+    P = db.size
+    v = {"dsp": (res["dsp"], np.full(P, dev.dsp)), "lut": (res["lut"], np.full(P, dev.lut)),
+         "ff": (res["ff"], np.full(P, dev.ff)),
+         "bram36": (res["bram36"], np.full(P, dev.bram.count)),
+         "uram": (res["uram"], np.full(P, dev.uram.count if dev.uram else 0))}
+    if dev.dies > 1:
+        for i, die in res["dies"].items():
+            for key, cap in (("dsp", "dsp"), ("lut", "lut"), ("bram", "bram"),
+                             ("uram", "uram")):
+                label = "bram36" if key == "bram" else key
+                v[f"{label}@SLR{i}"] = (die[key], np.full(P, dev.per_die(cap)))
+    lin = [k for k in LINEAR if m.gated_ffn or k != "fg"] + ["a1", "a2"]
+    v["packing"] = (np.maximum.reduce([db.pack[k] for k in lin]),
+                    np.full(P, dev.max_packing.get(q.name, 1)))
+    if dev.memory:
+        chans = sum(np.nan_to_num(db.chan[k]) for k in lin) * db.C
+        v["offchip_channels"] = (chans, np.full(P, dev.memory.channels))
+        weights = m.params * q.w_bits / 8 / ctx.tp / ctx.pp
+        kv = (2 * ctx.batch * (ctx.context + 1) * m.d_kv * q.kv_bits / 8 * m.n_layers
+              / ctx.tp / ctx.pp) if m.decoder else 0.0
+        need = np.where(res["on_chip"], kv, weights + kv)
+        v["offchip_capacity_gb"] = (need / 1e9, np.full(P, dev.memory.capacity_gb))
+    if budget_dsp is not None:
+        v["dsp_budget"] = (res["dsp"], np.full(P, float(budget_dsp)))
+    return v
+
+
+def raise_if_infeasible(ctx, result, i=0):
+    """Raise :class:`ConstraintError` for the worst broken constraint of point ``i``."""
+    worst, worst_pct = None, 0.0
+    for name, (need, have) in result["violations"].items():
+        n, h = float(need[i]), float(have[i])
+        if n > h:
+            pct = (n - h) / h if h else math.inf
+            if worst is None or pct > worst_pct:
+                worst, worst_pct = (name, n, h), pct
+    if worst is None:
+        return
+    name, n, h = worst
+    dev = ctx.device
+    labels = {"dsp": "DSP", "lut": "LUT", "ff": "FF", "bram36": f"{dev.bram.kind} blocks",
+              "uram": f"{dev.uram.kind if dev.uram else 'URAM'} blocks",
+              "packing": f"MACs per DSP (packing) for {ctx.quant.name}",
+              "offchip_channels": f"off-chip {dev.memory.kind if dev.memory else ''} channels",
+              "offchip_capacity_gb": f"GB of off-chip {dev.memory.kind if dev.memory else ''}",
+              "dsp_budget": "DSP"}
+    base, _, die = name.partition("@")
+    what = labels.get(base, base)
+    where = f"{dev.part}" + (f" {die}" if die else "")
+    if name == "dsp_budget":
+        msg = (f"design needs {int(n):,} DSP, the DSP budget is {int(h):,} "
+               f"({(n - h) / h * 100:.1f}% over)")
+    else:
+        msg = over_message(what, n, h, where)
+    raise ConstraintError(msg, constraint=name, need=n, have=h)

@@ -1,0 +1,151 @@
+import pytest
+
+from llmloom.perf import (
+    ConfigError,
+    ConstraintError,
+    Design,
+    KernelDesign,
+    estimate,
+    get_fpga,
+    get_model,
+    get_preset,
+    workload,
+)
+
+
+def uniform(rows, cols, packing=2, **kw):
+    k = KernelDesign(rows=rows, cols=cols, packing=packing)
+    return Design(clock_mhz=kw.pop("clock_mhz", 250), kernels={n: k for n in
+                  ("q", "k", "v", "a1", "a2", "p", "f1", "f2")}, **kw)
+
+
+def test_paper_presets_are_in_the_papers_ballpark():
+    bert = estimate(None, None, "chen2024-bert-u280")
+    assert bert["model"] == "bert-base" and bert["decode"] is None
+    assert bert["clock_hz"] == 245e6 and bert["quant"] == "W4A8"
+    # equal arrays: the FFN (4x the work) is the bottleneck, compute-bound
+    assert bert["prefill"]["bottleneck"] in ("f1", "f2")
+    assert bert["prefill"]["bound"] == "compute"
+    gpt = estimate(None, None, "chen2024-gpt2-u280")
+    stages = {s["name"]: s for s in gpt["prefill"]["stages"]}
+    assert stages["q"]["region"] == "SLR0" and stages["a1"]["region"] == "SLR1"
+    assert stages["f1"]["region"] == "SLR2"
+    # the paper's closed form, (1/f)·N·(l·d²/M + l·d·d_ff/M) with M = 256, within 10%
+    n, l, d = 24, 512, 1024
+    paper = n * (l * d * d / 256 + l * d * 4 * d / 256) / 250e6
+    assert gpt["prefill"]["latency_s"] == pytest.approx(paper, rel=0.10)
+    # decode: one HBM channel per weight matrix makes it bandwidth-bound
+    assert gpt["decode"]["bound"] == "memory"
+    assert gpt["resources"]["dsp"] == 6 * 128 + 2 * 64 + 8 + 16 + 16
+
+
+@pytest.mark.parametrize("model, design", [
+    ("gpt2-medium", "chen2024-gpt2-u280"),
+    ("gpt2-medium", None),
+    ("llama-2-7b", None),
+])
+def test_decode_is_never_faster_than_weight_bytes_over_bandwidth(model, design):
+    doc = estimate(model, "u280", design, mode="decode", seq=256, progress=False)
+    if doc["weights"] == "stream":
+        m = get_model(model)
+        bw = get_fpga("u280").memory.bandwidth
+        floor = workload(m, "decode", context=256, quant=doc["quant"]).weight_bytes / bw
+        assert doc["decode"]["latency_s_per_token"] >= floor
+        assert doc["decode"]["latency_s_per_token"] >= doc["decode"]["bandwidth_floor_s"]
+
+
+def test_broken_constraints_name_the_constraint_and_by_how_much():
+    with pytest.raises(ConstraintError,
+                       match=r"design needs [\d,]+ DSP, device xc7a100t has 240 \(\d+\.\d% over\)"):
+        estimate("gpt2", "artix7-100t", uniform(8, 16), mode="prefill", seq=64)
+    with pytest.raises(ConstraintError, match=r"DSP, device xcu280 SLR\d has 3,008"):
+        estimate("gpt2", "u280", uniform(32, 32, packing=2).replace(layers_on_chip=2),
+                 mode="prefill", seq=64)
+    with pytest.raises(ConstraintError, match="MACs per DSP .packing. for W8A8") as e:
+        estimate("gpt2", "u280", uniform(4, 4, packing=4), mode="prefill", seq=64)
+    assert e.value.need == 4 and e.value.have == 2
+    with pytest.raises(ConstraintError, match="GB of off-chip"):
+        estimate("llama-2-70b", "u280", uniform(4, 4), mode="decode", seq=64)
+    with pytest.raises(ConstraintError, match="BRAM36 blocks|URAM288 blocks"):
+        estimate("gpt2-xl", "u280", uniform(4, 4).replace(weights="on_chip"), mode="prefill",
+                 seq=64)
+
+
+def test_weights_go_on_chip_when_they_fit_and_that_is_not_slower():
+    # GPT-2 small (85 MB at 8 bits) does not fit one U280 (~43 MB on chip); two layers per
+    # board over six boards do
+    auto = estimate("gpt2", "u280", uniform(4, 8, weights="auto"), mode="decode", seq=64,
+                    devices=6)
+    stream = estimate("gpt2", "u280", uniform(4, 8, weights="stream"), mode="decode", seq=64,
+                      devices=6)
+    one = estimate("gpt2", "u280", uniform(4, 8, weights="auto"), mode="decode", seq=64)
+    assert one["weights"] == "stream"
+    assert auto["weights"] == "on_chip" and stream["weights"] == "stream"
+    assert auto["decode"]["latency_s_per_token"] <= stream["decode"]["latency_s_per_token"]
+    assert auto["decode"]["offchip_bytes"] < stream["decode"]["offchip_bytes"]
+    assert auto["resources"]["uram"] > stream["resources"]["uram"]
+
+
+def test_bigger_arrays_and_more_layers_on_chip_speed_up_prefill():
+    small = estimate("gpt2", "u280", uniform(4, 8), mode="prefill", seq=256)
+    big = estimate("gpt2", "u280", uniform(8, 16), mode="prefill", seq=256)
+    two = estimate("gpt2", "u280", uniform(8, 16, layers_on_chip=2), mode="prefill", seq=256)
+    assert big["prefill"]["latency_s"] < small["prefill"]["latency_s"] / 3
+    assert two["prefill"]["latency_s"] < big["prefill"]["latency_s"]
+    assert two["resources"]["dsp"] > big["resources"]["dsp"]
+
+
+def test_gemv_decode_beats_the_hw_gemm_at_one_token():
+    gemv = estimate("gpt2", "u280", uniform(8, 16, weights="on_chip"), mode="decode", seq=64,
+                    devices=6)
+    gemm = estimate("gpt2", "u280", uniform(8, 16, weights="on_chip", decode_kernel="gemm"),
+                    mode="decode", seq=64, devices=6)
+    # the output-stationary GEMM uses one row of 8 for a single token
+    assert gemm["decode"]["latency_s_per_token"] > 4 * gemv["decode"]["latency_s_per_token"]
+
+
+def test_multi_fpga_pipeline_and_tensor_parallelism():
+    d = uniform(8, 16)
+    one = estimate("gpt2-xl", "u280", d, mode="prefill", seq=256)
+    tp = estimate("gpt2-xl", "u280", d, mode="prefill", seq=256, devices=5, parallel="tp")
+    pp = estimate("gpt2-xl", "u280", d, mode="prefill", seq=256, devices=4, parallel="pp")
+    assert tp["parallel"] == {"tp": 5, "pp": 1} and pp["parallel"] == {"tp": 1, "pp": 4}
+    assert tp["prefill"]["latency_s"] < one["prefill"]["latency_s"] / 2
+    assert pp["prefill"]["latency_s"] < one["prefill"]["latency_s"]
+    assert any(s["bound"] == "link" or s["name"] == "ar1" for s in tp["prefill"]["stages"])
+    best = estimate("gpt2-xl", "u280", d, mode="prefill", seq=256, devices=4, parallel="best")
+    for split in ("tp", "pp"):
+        other = estimate("gpt2-xl", "u280", d, mode="prefill", seq=256, devices=4,
+                         parallel=split) if split == "pp" else None
+        if other:
+            assert best["prefill"]["latency_s"] <= other["prefill"]["latency_s"]
+    # pipeline parallelism lets a model that cannot stream from one board's HBM fit
+    with pytest.raises(ConstraintError):
+        estimate("llama-2-13b", "u280", uniform(4, 4), mode="decode", seq=64)
+    ok = estimate("llama-2-13b", "u280", uniform(4, 4), mode="decode", seq=64, devices=4)
+    assert ok["decode"]["latency_s_per_token"] > 0
+    with pytest.raises(ConfigError, match="tp=5 does not divide"):
+        estimate("gpt2", "u280", d, mode="prefill", seq=64, devices=5, parallel="tp")
+    with pytest.raises(ConfigError, match="no inter-FPGA link"):
+        estimate("gpt2", "ecp5-85f", uniform(1, 1, packing=1), mode="prefill", seq=8,
+                 devices=2)
+
+
+def test_design_json_roundtrip_and_bad_designs(tmp_path):
+    from llmloom.perf import load_design, save_design
+    d = get_preset("chen2024-gpt2-u280").design
+    path = tmp_path / "d.json"
+    save_design(d, path)
+    assert load_design(path) == d
+    bad = d.to_dict()
+    bad["kernels"]["q"] = {"rows": 0, "cols": 16}
+    with pytest.raises(ConfigError, match=r"kernels.q.rows=0 is out of range; allowed: 1..64"):
+        Design.from_dict(bad)
+    bad = d.to_dict()
+    bad["colour"] = 1
+    with pytest.raises(ConfigError, match="unknown design field 'colour'"):
+        Design.from_dict(bad)
+    bad = d.to_dict()
+    del bad["kernels"]["f2"]
+    with pytest.raises(ConfigError, match="design lacks kernels f2"):
+        Design.from_dict(bad)

@@ -1,0 +1,56 @@
+import pytest
+
+from llmloom.perf import ConfigError, get_model, layer_ops, workload
+
+
+@pytest.mark.parametrize("name", ["bert-base", "gpt2", "gpt2-medium", "gpt2-xl"])
+@pytest.mark.parametrize("l", [1, 128, 512])
+def test_prefill_macs_match_the_paper(name, l):
+    m = get_model(name)
+    d = m.d_model
+    w = workload(m, "prefill", seq=l)
+    assert w.macs_per_layer == 12 * l * d * d + 2 * l * l * d      # d_ff = 4d
+    by = w.by_op()
+    assert by["q"][0] == l * d * d and by["a1"][0] == l * l * d and by["f1"][0] == l * d * 4 * d
+
+
+@pytest.mark.parametrize("s", [0, 100, 1000])
+def test_decode_macs_match_the_paper(s):
+    m = get_model("gpt2-medium")
+    d = m.d_model
+    w = workload(m, "decode", context=s)
+    # the new token attends to the s cached tokens and itself: (s+1)·d per attention GEMM
+    assert w.macs_per_layer == 12 * d * d + 2 * (s + 1) * d
+    assert w.macs == 24 * w.macs_per_layer
+
+
+def test_gated_gqa_llama_and_batch():
+    m = get_model("llama-2-70b")
+    d, dkv, dff, l = m.d_model, m.d_kv, m.d_ff, 64
+    assert dkv == 1024
+    w = workload(m, "prefill", seq=l, batch=3)
+    assert w.macs_per_layer == 3 * (l * (2 * d * d + 2 * d * dkv + 3 * d * dff) + 2 * l * l * d)
+    assert w.weight_bytes == m.params     # W8A8: one byte per weight
+
+
+def test_bytes_per_quantisation_and_kv_cache():
+    m = get_model("gpt2-medium")
+    w8 = workload(m, "decode", context=511, quant="W8A8")
+    w4 = workload(m, "decode", context=511, quant="W4A16")
+    f16 = workload(m, "decode", context=511, quant="fp16")
+    assert w4.weight_bytes == w8.weight_bytes / 2 == f16.weight_bytes / 4
+    # K and V of 512 tokens, all layers: 2 · 512 · 1024 · 24 bytes at 8 bits
+    assert w8.kv_bytes == 2 * 512 * 1024 * 24
+    assert f16.kv_bytes == 2 * w8.kv_bytes
+    ops = {o.name: o for o in layer_ops(m, "decode", context=511, batch=2)}
+    assert ops["a1"].count == 2 * 16 and ops["a1"].n == 512
+
+
+def test_bad_lengths_and_encoder_decode_fail_clearly():
+    with pytest.raises(ConfigError,
+                       match=r"seq=2000 is out of range for bert-base; allowed: 1..512"):
+        workload("bert-base", "prefill", seq=2000)
+    with pytest.raises(ConfigError, match="encoder"):
+        workload("bert-base", "decode", context=3)
+    with pytest.raises(ConfigError, match="unknown quantisation 'W3A3'"):
+        workload("gpt2", "prefill", seq=8, quant="W3A3")
