@@ -50,6 +50,21 @@ def gemm_cycles(cfg, m):
     return first_fill + compute + cfg.flush_steps + last_rows * nt + 1
 
 
+@predicts("gemv")
+def gemv_cycles(cfg, m):
+    """Cycles of :class:`~llmloom.hw.blocks.gemv.Gemv` for ``m`` token rows (first activation
+    beat accepted to last output beat; weights preloaded, input every cycle, output ready).
+
+    A row can start once its ``k/lanes`` beats have arrived; it then issues
+    ``n_tiles × k_words`` steps, and rows follow each other back to back unless their input
+    is slower. Results leave two cycles after their last step (memory read, accumulate).
+    """
+    if m < 1:
+        raise ValueError(f"m={m} must be >= 1")
+    steps = cfg.n_tiles * cfg.k_words
+    return cfg.k_beats + (m - 1) * max(steps, cfg.k_beats) + steps + 2
+
+
 
 def _eltwise_cycles(cfg, rows):
     """Element-wise row kernels (requant, residual, gelu, silu): one beat per cycle through a

@@ -67,12 +67,14 @@ def gemm_cycles_np(rows, cols, k, n, lanes, m):
     return fill + compute + tail
 
 
-def gemv_cycles_np(rows, cols, k, n, m=1):
-    """Cycles of a GEMV engine with ``rows``×``cols`` MACs for ``m`` vectors of length k.
+def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
+    """Cycles of the ``hw`` GEMV (:func:`llmloom.perf.cycles.gemv_cycles`), vectorised, for
+    ``m`` vectors of length k on ``rows``×``cols`` MACs.
 
     The engine splits K over its rows (an adder tree sums them) and N over its columns, so one
-    vector takes ``ceil(k/rows)·ceil(n/cols)`` steps at full use of every MAC; a vector's first
-    ``cols`` outputs appear after ``ceil(k/rows)`` steps plus the tree and pipeline.
+    vector takes ``ceil(k/rows)·ceil(n/cols)`` steps at full use of every MAC, after its
+    ``k/lanes`` input beats; ``lanes`` defaults to gcd(rows, k), the widest input the block
+    allows.
 
     Returns
     -------
@@ -80,10 +82,12 @@ def gemv_cycles_np(rows, cols, k, n, m=1):
         All cycles, and cycles to the first output chunk (what a consumer waits for).
     """
     rows, cols, k, n, m = (np.asarray(x, dtype=np.int64) for x in (rows, cols, k, n, m))
-    kb = _cdiv(k, rows)
-    tree = np.ceil(np.log2(np.maximum(rows, 1))).astype(np.int64)
-    overhead = tree + cols + _PIPELINE
-    return m * kb * _cdiv(n, cols) + overhead, kb + overhead
+    lanes = np.gcd(rows, k) if lanes is None else np.asarray(lanes, dtype=np.int64)
+    beats = k // lanes
+    kw = _cdiv(k, rows)
+    steps = kw * _cdiv(n, cols)
+    total = beats + (m - 1) * np.maximum(steps, beats) + steps + 2
+    return total, beats + kw + 2
 
 
 def divisors_upto(k, limit=64):
