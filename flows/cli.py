@@ -77,6 +77,13 @@ def atomic_output(path, mode="w"):
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise UserError(f"output directory {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        # a device or pipe (/dev/null, /dev/stdout): renaming over it would replace it
+        if path.is_dir():
+            raise UserError(f"output path {path} is a directory")
+        with open(path, mode) as fh:
+            yield fh
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
     try:
         with os.fdopen(fd, mode) as fh:

@@ -162,3 +162,12 @@ def test_missing_simulator_is_one_line(tmp_path, rng, capsys, monkeypatch):
     assert code == 2
     assert "iverilog not found; install Icarus Verilog" in _error_line(capsys)
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_output_to_a_device_is_written_not_replaced(tmp_path, capsys):
+    import os
+    import stat
+    assert main(["verilog", "gemm", "-o", os.devnull]) == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert main(["verilog", "gemm", "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
