@@ -68,11 +68,11 @@ def gemv_cycles(cfg, m):
 
 def _eltwise_cycles(cfg, rows):
     """Element-wise row kernels (requant, residual, gelu, silu): one beat per cycle through a
-    pipeline of ``cfg.LATENCY`` registered stages, so ``rows × beats`` beats take that many
+    pipeline of ``cfg.latency`` registered stages, so ``rows × beats`` beats take that many
     cycles plus the pipeline's latency (first beat accepted to last beat delivered)."""
     if rows < 1:
         raise ValueError(f"rows={rows} must be >= 1")
-    return rows * cfg.beats + cfg.LATENCY
+    return rows * cfg.beats + cfg.latency
 
 
 @predicts("requant")
@@ -98,3 +98,36 @@ def gelu_cycles(cfg, rows):
 def silu_cycles(cfg, rows):
     """Cycles of :class:`~llmloom.hw.blocks.activation.Silu` on ``rows`` rows (stall-free)."""
     return _eltwise_cycles(cfg, rows)
+
+
+def row_kernel_cycles(cfg, rows):
+    """Cycles of a row-reduction kernel (:mod:`llmloom.hw.blocks.rowkernel`: softmax,
+    layernorm, rmsnorm) on ``rows`` rows of ``B = length/lanes`` beats, from the first input
+    beat accepted to the last output beat, inputs offered every cycle, output always ready.
+
+    The input never waits (the row buffer covers the statistics latency), so rows enter at
+    one beat per cycle; a row's first beat is read ``gap = STATS_LATENCY + 2`` cycles after
+    its last beat entered, and leaves ``EMIT_STAGES + 2`` cycles after that read. The last
+    row's last beat therefore leaves ``B + gap + EMIT_STAGES + 1`` cycles after it entered:
+    exact for every row length (short rows included: II = 1 always)."""
+    if rows < 1:
+        raise ValueError(f"rows={rows} must be >= 1")
+    return rows * cfg.beats + cfg.beats + cfg.gap + cfg.EMIT_STAGES + 1
+
+
+@predicts("softmax")
+def softmax_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.softmax.Softmax` (see :func:`row_kernel_cycles`)."""
+    return row_kernel_cycles(cfg, rows)
+
+
+@predicts("layernorm")
+def layernorm_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.norm.Norm` as layernorm."""
+    return row_kernel_cycles(cfg, rows)
+
+
+@predicts("rmsnorm")
+def rmsnorm_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.norm.Norm` as rmsnorm."""
+    return row_kernel_cycles(cfg, rows)

@@ -1,0 +1,437 @@
+"""Layernorm and rmsnorm over rows of int8, with per-element gamma and beta, int8 out.
+
+Both blocks share one datapath (:class:`Norm`); rmsnorm is layernorm without the centring.
+
+Numerics (all integer; the golden model :func:`llmloom.sim.golden.norm.norm_bitexact` does
+the same steps with the constants of :class:`NormConfig`):
+
+* **Statistics, exactly.** Phase 1 sums ``S1 = Σx`` and ``S2 = Σx²`` over the row on wide
+  integers. With int8 inputs these sums are exact, so the variance is computed exactly as an
+  integer: ``D = L·S2 − S1² = L²·var`` (Lagrange's identity ``D = Σ_{i<j} (x_i − x_j)²``; it is
+  never negative and no cancellation is lost, which is what makes E[x²] − E[x]² unsound in
+  low-precision floating or fixed point). For rmsnorm ``D = L·S2 = L²·mean(x²)``.
+* **Normalised value without a division.** With ``c = L·x − S1`` (rmsnorm: ``c = L·x``),
+  ``(x − μ)/sqrt(var + eps) = c / sqrt(D + E)`` where ``E = eps·L²/x_scale²`` (x_scale
+  cancels elsewhere). ``V = D·4**E_FRAC + round(E·4**E_FRAC)`` keeps E to 2**-12 of a unit.
+* **rsqrt** (a pipelined scalar unit, 5 cycles, three multiplies per row): ``V = m·4**h`` with
+  ``m ∈ [1/4, 1)`` (priority encoder and shift; ``MANT_BITS`` = 24), ``y0 =
+  RSQRT_TABLE[top 8 bits of m]`` (at the segment midpoint, 15 fraction bits), one Newton step
+  ``y1 = y0·(3 − m·y0²)/2`` (relative error ≲ 2**-14). ``V = 0`` only for an all-equal row
+  (rmsnorm: all zero), where every ``c`` is 0 and the output is beta.
+* **Output:** ``n = round(c·y1 / 2**(15 + h − E_FRAC − n_frac))`` (the normalised value with
+  ``n_frac`` fraction bits, one variable shift per lane), then ``y = saturate_int8(round(
+  (n·G_j + B_j) / 2**T))`` with ``G_j = round(gamma_j/out_scale · 2**g_frac)`` (18-bit,
+  ``g_frac`` chosen from the largest |gamma|/out_scale), ``B_j = round(beta_j/out_scale ·
+  2**T)``, ``T = n_frac + g_frac``. ``n_frac`` is 12, or more when gamma/out_scale is large
+  (eps dominating a small variance makes n small and the calibrated out_scale tiny), so that
+  n's rounding costs at most 2**-6 LSB. Roundings of n and y are half up (ties towards +∞);
+  gamma, beta and eps are quantised half to even.
+
+Accuracy against float64 layernorm/rmsnorm on the dequantised input ``x·x_scale``: within
+``0.5 + ~0.02`` LSB of ``out_scale`` where the output does not saturate (rounding, rsqrt
+relative error ~2**-14 of up to 127 LSB, n's rounding); measured worst case 0.509 LSB over
+lengths 1..8192, x_scale 1/256..4, eps 0..1e-2, calibrated and default out_scale
+(``tests/hw/test_norm.py``). The default out_scale (no data) is a bound no input can exceed.
+
+Timing: the row-kernel skeleton (:mod:`.rowkernel`): II = 1 beat per cycle for every row
+length; ``STATS_LATENCY`` = 8 (beat register, beat sums, running sums, D and V, normalise,
+table, two Newton multiplies, the last), ``EMIT_STAGES`` = 4 (centre, multiply by y1, shift,
+multiply-add gamma/beta), so one row alone takes ``2·B + 15`` cycles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+from amaranth.hdl import Const, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory
+
+from ..config import ConfigError, spec
+from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
+from .rowkernel import (
+    RowKernel,
+    RowKernelConfig,
+    bit_length_hw,
+    check_positive,
+    check_vector,
+    signed_width,
+)
+
+__all__ = ["NormConfig", "LayerNormConfig", "RMSNormConfig", "Norm", "E_FRAC", "N_FRAC",
+           "MANT_BITS", "RSQRT_INDEX_BITS", "RSQRT_FRAC", "RSQRT_TABLE", "G_BITS"]
+
+#: Fraction bits (base 4) of V = (D + E)·4**E_FRAC: eps is kept to 2**-12 of a unit of D.
+E_FRAC = 6
+#: Fraction bits of the normalised value n: at least N_FRAC, and enough that rounding n
+#: costs at most 2**-6 of an output step (``log2(max|gamma|/out_scale) + 5``), but no more
+#: than keeps n's shift positive for the smallest nonzero V (see ``NormConfig.n_frac``).
+N_FRAC = 12
+MAX_N_FRAC = 30
+#: V is normalised to ``m = mant / 2**MANT_BITS ∈ [1/4, 1)``.
+MANT_BITS = 24
+#: Top bits of mant indexing the rsqrt table (m ∈ [1/4, 1): indices 64..255 are used).
+RSQRT_INDEX_BITS = 8
+#: Fraction bits of the rsqrt table and of the Newton result (rsqrt(m) ∈ (1, 2]).
+RSQRT_FRAC = 15
+#: rsqrt(m) at the middle of each segment; entries below 64 (m < 1/4: only V = 0, whose
+#: result is multiplied by c = 0) repeat entry 64.
+RSQRT_TABLE = tuple(
+    round(2 ** RSQRT_FRAC / math.sqrt((max(i, 64) + 0.5) / 2 ** RSQRT_INDEX_BITS))
+    for i in range(2 ** RSQRT_INDEX_BITS))
+#: Bits of the rsqrt unit's result y1 (< 1.5·2**16 whatever the table index).
+Y_BITS = 17
+#: Bits of the quantised gamma (signed).
+G_BITS = 18
+#: Largest g_frac (tiny gammas: the beta term dominates anyway).
+MAX_G_FRAC = 30
+
+
+def _doc_field(doc):
+    # gamma/beta can be thousands of floats: keep them out of repr (llmloom verilog prints it)
+    return dataclasses.field(default=None, repr=False, metadata={"allowed": None, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NormConfig(RowKernelConfig):
+    """Fields and derived constants of layernorm and rmsnorm."""
+
+    x_scale: float = spec(1.0 / 16, None,
+                          "scale of the int8 input (finite, > 0); IN.npz x_scale")
+    eps: float = spec(1e-5, None, "added to the variance (rmsnorm: mean square), in real units; "
+                      "finite, >= 0")
+    out_scale: float | None = spec(
+        None, None, "scale of the int8 output; none: calibrated from the data by `run` (the "
+        "float reference's max magnitude maps to 127), else the bound "
+        "max_j(|gamma_j|·n_max + |beta_j|)/127 that no input can exceed")
+    gamma: tuple | None = _doc_field("per-element scale, length floats (IN.npz gamma); "
+                                     "none: ones")
+    beta: tuple | None = _doc_field("per-element offset, length floats (IN.npz beta); "
+                                    "none: zeros")
+
+    KIND = "layernorm"
+    CENTERED = True
+    STATS_LATENCY = 8
+    EMIT_STAGES = 4
+    OUT = INT8
+
+    def _validate(self):
+        super()._validate()
+        object.__setattr__(self, "x_scale", check_positive("x_scale", self.x_scale))
+        object.__setattr__(self, "eps", check_positive("eps", self.eps, allow_zero=True))
+        if self.out_scale is not None:
+            object.__setattr__(self, "out_scale", check_positive("out_scale", self.out_scale))
+        object.__setattr__(self, "gamma", check_vector("gamma", self.gamma, self.length))
+        object.__setattr__(self, "beta", check_vector("beta", self.beta, self.length))
+        eps_units = self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** E_FRAC
+        if not eps_units < 2 ** 60:
+            raise ConfigError(f"eps={self.eps!r} is too large for x_scale={self.x_scale!r} "
+                              f"(eps/x_scale² = {self.eps / self.x_scale ** 2:.3g}); allowed: "
+                              "eps/x_scale² < 2**48 / length²")
+        if self.n_frac + self.g_frac < 1:
+            raise ConfigError(
+                f"gamma/out_scale up to {self.gamma_max:.3g} is too large for "
+                f"out_scale={self.out_scale_value!r}; allowed: below {2.0 ** (G_BITS + 10):.3g}")
+
+    # -- gamma, beta and the output scale -------------------------------------------------
+    @functools.cached_property
+    def gamma_values(self):
+        return np.ones(self.length) if self.gamma is None else np.asarray(self.gamma, float)
+
+    @functools.cached_property
+    def beta_values(self):
+        return np.zeros(self.length) if self.beta is None else np.asarray(self.beta, float)
+
+    @property
+    def n_max(self):
+        """The largest |normalised value| any row can give: sqrt(L−1) (layernorm), sqrt(L)
+        (rmsnorm)."""
+        return math.sqrt(self.length - 1 if self.CENTERED else self.length)
+
+    @functools.cached_property
+    def out_scale_value(self):
+        """The output scale in use: ``out_scale``, or the data-independent bound."""
+        if self.out_scale is not None:
+            return self.out_scale
+        bound = float(np.max(np.abs(self.gamma_values) * self.n_max
+                             + np.abs(self.beta_values)))
+        return bound / INT8.max if bound > 0 else 1.0
+
+    @property
+    def gamma_max(self):
+        return float(np.max(np.abs(self.gamma_values))) / self.out_scale_value
+
+    # -- fixed-point constants, shared by the RTL and the golden model ------------------------
+    @functools.cached_property
+    def eps_term(self):
+        """``round(eps · L² / x_scale² · 4**E_FRAC)``: eps in units of D, with E_FRAC
+        fraction digits (base 4)."""
+        return round(self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** E_FRAC)
+
+    @property
+    def s1_width(self):
+        return signed_width(-128 * self.length, 127 * self.length)
+
+    @property
+    def v_width(self):
+        """Bits of V = D·4**E_FRAC + eps_term (D <= L²·2**14), rounded up to even."""
+        w = ((self.length ** 2 << 14 << 2 * E_FRAC) + self.eps_term).bit_length()
+        return w + (w & 1)
+
+    @functools.cached_property
+    def g_frac(self):
+        """Fraction bits of the quantised gamma: the most that keep every |G_j| < 2**17."""
+        gmax = self.gamma_max
+        limit = (1 << (G_BITS - 1)) - 1
+        if gmax == 0:
+            return MAX_G_FRAC
+        f = min(MAX_G_FRAC, math.floor(math.log2(limit / gmax)))
+        while round(gmax * 2.0 ** f) > limit:
+            f -= 1
+        while f < MAX_G_FRAC and round(gmax * 2.0 ** (f + 1)) <= limit:
+            f += 1
+        return f
+
+    @functools.cached_property
+    def h_min(self):
+        """The smallest exponent h of any V of a row with D >= 1 (D >= L − 1 for layernorm,
+        by Lagrange's identity; D >= L for rmsnorm): V >= v_min, so h >= this."""
+        d_min = max(1, self.length - 1) if self.CENTERED else self.length
+        v_min = (d_min << 2 * E_FRAC) + self.eps_term
+        return (v_min.bit_length() + 1) >> 1
+
+    @functools.cached_property
+    def n_frac(self):
+        """Fraction bits of n (see :data:`N_FRAC`); the shift ``15 + h − E_FRAC − n_frac``
+        stays >= 1 for every h >= h_min."""
+        gmax = self.gamma_max
+        want = N_FRAC if gmax == 0 else max(N_FRAC, math.ceil(math.log2(gmax)) + 5)
+        return max(1, min(want, MAX_N_FRAC, RSQRT_FRAC - 1 + self.h_min - E_FRAC))
+
+    @property
+    def total_shift(self):
+        """T: the final shift of n·G + B."""
+        return self.n_frac + self.g_frac
+
+    @functools.cached_property
+    def gamma_q(self):
+        """G_j = round(gamma_j / out_scale · 2**g_frac) (half to even), as ints."""
+        return tuple(int(v) for v in np.rint(self.gamma_values / self.out_scale_value
+                                             * 2.0 ** self.g_frac))
+
+    @property
+    def n_width(self):
+        """Bits of n (signed): |n| <= sqrt(L)·2**n_frac·(1 + 2**-12) + 1."""
+        bound = math.ceil(math.sqrt(self.length) * 2 ** self.n_frac * (1 + 2 ** -12)) + 1
+        return signed_width(-bound, bound)
+
+    @functools.cached_property
+    def beta_q(self):
+        """B_j = round(beta_j / out_scale · 2**T), clamped where the output saturates
+        anyway (beyond ``2**(T+8) + max|n·G|`` the sign of n·G + B is B's and the result is
+        beyond int8)."""
+        t = self.total_shift
+        clamp = (1 << (t + 8)) + (1 << (self.n_width - 1 + G_BITS - 1))
+        out = []
+        for b in self.beta_values / self.out_scale_value:
+            q = round(math.ldexp(float(b), t))
+            out.append(max(-clamp, min(clamp, q)))
+        return tuple(out)
+
+    @property
+    def beta_width(self):
+        return signed_width(min(self.beta_q), max(self.beta_q))
+
+    @property
+    def c_width(self):
+        return signed_width(-255 * self.length, 255 * self.length)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LayerNormConfig(NormConfig):
+    """Layernorm over rows of ``length`` int8: ``gamma·(x − μ)/sqrt(var + eps) + beta``."""
+
+    KIND = "layernorm"
+    CENTERED = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RMSNormConfig(NormConfig):
+    """RMSnorm over rows of ``length`` int8: ``gamma·x/sqrt(mean(x²) + eps) + beta``."""
+
+    KIND = "rmsnorm"
+    CENTERED = False
+
+
+class Norm(RowKernel):
+    """Layernorm (``LayerNormConfig``) or rmsnorm (``RMSNormConfig``) on int8 rows.
+
+    Parameters
+    ----------
+    cfg : LayerNormConfig or RMSNormConfig
+        gamma and beta are quantised from the config at elaboration (see the module text).
+
+    Members
+    -------
+    i : In(stream.Signature(row_layout(signed(8), lanes)))
+        Rows of ``length / lanes`` beats.
+    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+        Normalised rows at ``out_scale_value``, same framing.
+
+    Latency: one row alone takes ``2·B + 15`` cycles (``B = length/lanes``), first input to
+    last output beat. Initiation interval: 1 beat per cycle for any row length (the row
+    buffer is ``B + 10`` beats deep). Backpressure: a stalled ``o`` holds the output pipeline;
+    the input is refused once the buffer is full; no beat is lost or reordered.
+    """
+
+    def __init__(self, cfg: NormConfig):
+        if not isinstance(cfg, NormConfig):
+            raise TypeError(f"cfg must be a LayerNormConfig or RMSNormConfig, not {cfg!r}")
+        super().__init__(cfg, INT8.shape)
+
+    def record_layout(self):
+        cfg = self.cfg
+        return data.StructLayout({
+            "S1": signed(cfg.s1_width), "y1": unsigned(Y_BITS),
+            "h": range(cfg.v_width // 2 + 1), "end": 1})
+
+    def phase1(self, m, a):
+        cfg = self.cfg
+        ln, L = cfg.lanes, cfg.length
+        s2_width = (L * 128 * 128).bit_length()
+
+        # B: beat sums
+        b_valid, b_first, b_last, b_end = (Signal(name=f"b_{k}") for k in
+                                           ("valid", "first", "last", "end"))
+        b_s1 = Signal(signed(cfg.s1_width), name="b_s1")
+        b_s2 = Signal(unsigned(s2_width), name="b_s2")
+        m.d.sync += [b_valid.eq(a.valid), b_first.eq(a.first), b_last.eq(a.last),
+                     b_end.eq(a.end)]
+        m.d.sync += [b_s1.eq(sum(a.data[n] for n in range(ln))),
+                     b_s2.eq(sum(a.data[n] * a.data[n] for n in range(ln)))]
+
+        # C: running sums
+        S1 = Signal(signed(cfg.s1_width), name="S1")
+        S2 = Signal(unsigned(s2_width), name="S2")
+        s1_new = Signal.like(S1, name="s1_new")
+        s2_new = Signal.like(S2, name="s2_new")
+        m.d.comb += [s1_new.eq(Mux(b_first, b_s1, S1 + b_s1)),
+                     s2_new.eq(Mux(b_first, b_s2, S2 + b_s2))]
+        with m.If(b_valid):
+            m.d.sync += [S1.eq(s1_new), S2.eq(s2_new)]
+        c_valid, c_end = Signal(name="c_valid"), Signal(name="c_end")
+        c_S1, c_S2 = Signal.like(S1, name="c_S1"), Signal.like(S2, name="c_S2")
+        m.d.sync += [c_valid.eq(b_valid & b_last), c_end.eq(b_end), c_S1.eq(s1_new),
+                     c_S2.eq(s2_new)]
+
+        # D: V = D·4**E_FRAC + eps_term, D = L·S2 − S1² (exact, >= 0)
+        vw = cfg.v_width
+        d_V = Signal(vw, name="d_V")
+        dv = c_S2 * L - c_S1 * c_S1 if cfg.CENTERED else c_S2 * L
+        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * E_FRAC) + cfg.eps_term)
+        d_valid, d_end, d_S1 = Signal(name="d_valid"), Signal(name="d_end"), \
+            Signal.like(S1, name="d_S1")
+        m.d.sync += [d_valid.eq(c_valid), d_end.eq(c_end), d_S1.eq(c_S1)]
+
+        # E: normalise V = m·4**h, m ∈ [1/4, 1)
+        nb = bit_length_hw(m, d_V, "d_nb")
+        h = Signal(range(vw // 2 + 1), name="d_h")
+        shamt = Signal(range(vw + 1), name="d_shamt")
+        aligned = Signal(vw, name="d_aligned")
+        m.d.comb += [h.eq((nb + 1) >> 1), shamt.eq(vw - 2 * h), aligned.eq(d_V << shamt)]
+        e_mant = Signal(MANT_BITS, name="e_mant")
+        e_h = Signal(range(vw // 2 + 1), name="e_h")
+        m.d.sync += [
+            e_mant.eq(aligned >> (vw - MANT_BITS) if vw >= MANT_BITS
+                      else aligned << (MANT_BITS - vw)),
+            # h >= h_min whenever D >= 1; for D = 0 every c is 0 and h does not matter
+            e_h.eq(Mux(h < cfg.h_min, cfg.h_min, h)),
+        ]
+
+        def carry(prefix, src):
+            regs = [Signal.like(s, name=f"{prefix}_{s.name.split('_', 1)[1]}") for s in src]
+            m.d.sync += [r.eq(s) for r, s in zip(regs, src, strict=True)]
+            return regs
+
+        e_valid, e_end, e_S1 = carry("e", [d_valid, d_end, d_S1])
+
+        # F: table
+        rom = memory.Memory(shape=unsigned(RSQRT_FRAC + 2), depth=len(RSQRT_TABLE),
+                            init=RSQRT_TABLE)
+        m.submodules.rsqrt = rom
+        port = rom.read_port()
+        m.d.comb += port.addr.eq(e_mant[MANT_BITS - RSQRT_INDEX_BITS:])
+        f_mant, f_h, f_valid, f_end, f_S1 = carry("f", [e_mant, e_h, e_valid, e_end, e_S1])
+
+        # G, H, I: Newton step y1 = y0·(3 − m·y0²)/2
+        g_t = Signal(2 * (RSQRT_FRAC + 2) - (2 * RSQRT_FRAC - 16), name="g_t")
+        g_y0 = Signal(RSQRT_FRAC + 2, name="g_y0")
+        m.d.sync += [g_t.eq((port.data * port.data) >> (2 * RSQRT_FRAC - 16)),
+                     g_y0.eq(port.data)]
+        g_mant, g_h, g_valid, g_end, g_S1 = carry("g", [f_mant, f_h, f_valid, f_end, f_S1])
+
+        h_t2 = Signal(len(g_t), name="h_t2")
+        m.d.sync += h_t2.eq((g_t * g_mant) >> MANT_BITS)
+        h_y0, h_h, h_valid, h_end, h_S1 = carry("h", [g_y0, g_h, g_valid, g_end, g_S1])
+
+        i_rec = Signal(self.record_layout(), name="i_rec")
+        i_valid = Signal(name="i_valid")
+        three = Const(3 << 16, len(h_t2) + 1)
+        m.d.sync += [
+            i_valid.eq(h_valid),
+            i_rec.y1.eq((h_y0 * (three - h_t2)) >> (RSQRT_FRAC + 2)),
+            i_rec.h.eq(h_h), i_rec.S1.eq(h_S1), i_rec.end.eq(h_end),
+        ]
+        return i_valid, i_rec
+
+    def emit(self, m, adv, issue, s1):
+        cfg = self.cfg
+        ln, L, B = cfg.lanes, cfg.length, cfg.beats
+        gq = [list(cfg.gamma_q[b * ln:(b + 1) * ln]) for b in range(B)]
+        bq = [list(cfg.beta_q[b * ln:(b + 1) * ln]) for b in range(B)]
+        g_rom = memory.Memory(shape=data.ArrayLayout(signed(G_BITS), ln), depth=B, init=gq)
+        b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_width), ln), depth=B,
+                              init=bq)
+        m.submodules.gamma = g_rom
+        m.submodules.beta = b_rom
+        g_port, b_port = g_rom.read_port(), b_rom.read_port()
+        m.d.comb += [g_port.addr.eq(issue["beat"]), b_port.addr.eq(issue["beat"]),
+                     g_port.en.eq(adv), b_port.en.eq(adv)]
+        rec = s1["record"]
+
+        def stage(name, value):
+            reg = Signal(value.shape(), name=name)
+            with m.If(adv):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        sh_width = range(cfg.v_width // 2 + 16)
+        # s2: centre
+        c2 = []
+        for n in range(ln):
+            lx = s1["data"][n] * L
+            c2.append(Signal(signed(cfg.c_width), name=f"s2_c{n}"))
+            with m.If(adv):
+                m.d.sync += c2[n].eq(lx - rec.S1 if cfg.CENTERED else lx)
+        y1_2 = stage("s2_y1", rec.y1)
+        sh_2 = Signal(sh_width, name="s2_sh")
+        with m.If(adv):
+            m.d.sync += sh_2.eq(rec.h + (RSQRT_FRAC - E_FRAC - cfg.n_frac))
+        g_2, b_2 = stage("s2_g", g_port.data), stage("s2_b", b_port.data)
+        # s3: times y1
+        p3 = [stage(f"s3_p{n}", c2[n] * y1_2) for n in range(ln)]
+        sh_3, g_3, b_3 = stage("s3_sh", sh_2), stage("s3_g", g_2), stage("s3_b", b_2)
+        # s4: n = round(p / 2**sh), sh >= 1
+        half = (Const(1, len(p3[0])) << sh_3) >> 1
+        n4 = []
+        for n in range(ln):
+            n4.append(Signal(signed(cfg.n_width), name=f"s4_n{n}"))
+            with m.If(adv):
+                m.d.sync += n4[n].eq((p3[n] + half) >> sh_3)
+        g_4, b_4 = stage("s4_g", g_3), stage("s4_b", b_3)
+        # s5: n·G + B
+        acc5 = [stage(f"s5_acc{n}", n4[n] * g_4[n] + b_4[n]) for n in range(ln)]
+        return [saturate_hw(round_shift_hw(acc5[n], cfg.total_shift, Rounding.HALF_UP), INT8)
+                for n in range(ln)]

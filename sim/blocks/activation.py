@@ -1,0 +1,61 @@
+"""Harnesses of the table-driven activations: ``x`` (rows×length int8) with ``x_scale`` →
+``y`` (int8), ``y_scale``, ``y_float``. Blocks ``gelu`` and ``silu``."""
+
+from __future__ import annotations
+
+from ...hw.blocks.activation import Gelu, GeluConfig, Silu, SiluConfig
+from ...hw.numeric import INT8
+from ..golden.activation import activation_bitexact, activation_float
+from ..harness import TensorSpec, register
+from .requant import RowHarness, scale_of
+
+__all__ = ["GeluHarness", "SiluHarness"]
+
+
+class _ActivationHarness(RowHarness):
+    inputs = (
+        TensorSpec("x", "int8", "rows×length", "input rows"),
+        TensorSpec("x_scale", "float", "scalar", "their scale (into the config)",
+                   optional=True),
+    )
+    outputs = (
+        TensorSpec("y", "int8", "rows×length", "activations"),
+        TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
+        TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
+    )
+    in_ports = {"i": ("x", INT8)}
+    shape_fields = ("length", "x_scale", "out_scale")
+
+    def infer(self, tensors):
+        out = {}
+        x = tensors.get("x")
+        if x is not None and getattr(x, "ndim", 0) == 2:
+            out["length"] = int(x.shape[1])
+        if "x_scale" in tensors:
+            out["x_scale"] = scale_of(tensors, "x_scale")
+        return out
+
+    def prepare(self, cfg, tensors):
+        return {"x": self.require_rows(tensors, "x", cfg.IN, cfg.length)}
+
+    def float_reference(self, cfg, tensors):
+        return activation_float(cfg, tensors["x"])
+
+    def golden(self, cfg, tensors):
+        return self.outputs_of(cfg, activation_bitexact(cfg, tensors["x"]))
+
+
+@register
+class GeluHarness(_ActivationHarness):
+    name = "gelu"
+    summary = "GELU (tanh or erf) on int8 by a 256-entry table per lane, exact to 0.5 LSB"
+    config_cls = GeluConfig
+    component_cls = Gelu
+
+
+@register
+class SiluHarness(_ActivationHarness):
+    name = "silu"
+    summary = "SiLU on int8 by a 256-entry table per lane, exact to 0.5 LSB"
+    config_cls = SiluConfig
+    component_cls = Silu

@@ -1,0 +1,144 @@
+"""The re-quantisation harness: ``acc`` (rows×length int32) with ``acc_scale`` (a float, or
+one per channel) and an optional per-channel ``bias`` → ``y`` (int8), ``y_scale``, ``y_float``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...hw.blocks.requant import Requant, RequantConfig
+from ...hw.numeric import QuantParams
+from ...hw.stream import row_layout
+from ..golden.requant import requant_bitexact, requant_float
+from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
+from ..streams import pack_rows, unpack_rows
+
+__all__ = ["RequantHarness", "RowHarness", "scale_of", "calibrated_scale"]
+
+
+def scale_of(tensors, name):
+    """A scale from an npz entry: a float when it holds one number, else a list (one per
+    channel, or something the config check rejects by name); None when absent."""
+    if name not in tensors:
+        return None
+    v = np.asarray(tensors[name])
+    if v.size == 1 and v.ndim <= 1 and np.issubdtype(v.dtype, np.number):
+        return float(v.reshape(()))
+    return v.tolist()
+
+
+def calibrated_scale(reference):
+    """The per-tensor output scale that maps the float reference's largest magnitude onto 127
+    (no range wasted; an all-zero or empty reference gets scale 1)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.size == 0:
+        return 1.0
+    return float(QuantParams.calibrate(ref).scale)
+
+
+class RowHarness(BlockHarness):
+    """Shared plumbing of the element-wise row kernels (int8/int32 rows in, int8 rows out).
+
+    Subclasses give ``in_ports`` (port → (tensor name, IntType)) and ``float_reference``;
+    ``config`` calibrates ``out_scale`` from the data when the user did not set it, using the
+    float reference of the config being built (so user overrides of scales or of the
+    approximation are honoured).
+    """
+
+    in_ports: dict = {}
+    shape_fields = ("length", "out_scale")
+
+    def config(self, values=None, tensors=None):
+        cfg = super().config(values, tensors)
+        if tensors is not None and cfg.out_scale is None:
+            try:
+                prepared = self.prepare(cfg, tensors)
+            except (TensorError, ValueError):
+                return cfg          # run_block's prepare reports the problem
+            cfg = cfg.replace(out_scale=calibrated_scale(self.float_reference(cfg, prepared)))
+        return cfg
+
+    def float_reference(self, cfg, tensors):
+        raise NotImplementedError
+
+    def _first(self, tensors):
+        return next(iter(self.in_ports.values()))[0]
+
+    def drive(self, cfg, tensors):
+        timed = {port: pack_rows(row_layout(itype.shape, cfg.lanes), tensors[name])
+                 for port, (name, itype) in self.in_ports.items()}
+        rows = tensors[self._first(tensors)].shape[0]
+        return Drive(preload={}, timed=timed, expect={"o": rows * cfg.beats})
+
+    def collect(self, cfg, tensors, beats):
+        layout = row_layout(cfg.OUT.shape, cfg.lanes)
+        y, last, end = unpack_rows(layout, beats["o"], cfg.length)
+        want_last = np.zeros(len(last), dtype=bool)
+        want_last[cfg.beats - 1::cfg.beats] = True
+        want_end = np.zeros(len(end), dtype=bool)
+        want_end[-1:] = True
+        if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
+            raise AssertionError("output framing (last/end bits) is wrong")
+        return self.outputs_of(cfg, y)
+
+    def outputs_of(self, cfg, y):
+        """``y`` (int8), ``y_scale`` and ``y_float``, computed the same way for the RTL's
+        output and the golden model's."""
+        y = np.asarray(y).astype(np.int8)
+        scale = np.float64(cfg.out_scale_value)
+        return {"y": y, "y_scale": scale, "y_float": y.astype(np.float64) * scale}
+
+    def shape_args(self, cfg, tensors):
+        return (int(tensors[self._first(tensors)].shape[0]),)
+
+    def require_rows(self, tensors, name, itype, length):
+        x = self.require_int(tensors, name, itype, (None, length))
+        if x.shape[0] < 1:
+            raise TensorError(f"tensor {name!r} has no rows; expected at least one")
+        return x
+
+
+@register
+class RequantHarness(RowHarness):
+    name = "requant"
+    summary = ("int32 accumulators (+ bias) → int8: per-tensor or per-channel fixed-point "
+               "scale, rounded and saturated")
+    config_cls = RequantConfig
+    component_cls = Requant
+    inputs = (
+        TensorSpec("acc", "int32", "rows×length", "accumulators (a GEMM's output)"),
+        TensorSpec("acc_scale", "float", "scalar or length",
+                   "their scale, per tensor or per channel (into the config)"),
+        TensorSpec("bias", "int32", "length", "per-channel bias (into the config)",
+                   optional=True),
+    )
+    outputs = (
+        TensorSpec("y", "int8", "rows×length", "re-quantised values"),
+        TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
+        TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
+    )
+    in_ports = {"i": ("acc", RequantConfig.ACC)}
+    shape_fields = ("length", "acc_scale", "bias", "out_scale")
+
+    def infer(self, tensors):
+        out = {}
+        acc = tensors.get("acc")
+        if acc is not None and np.ndim(acc) == 2:
+            out["length"] = int(np.shape(acc)[1])
+        if "acc_scale" in tensors:
+            out["acc_scale"] = scale_of(tensors, "acc_scale")
+        if "bias" in tensors:
+            bias = np.asarray(tensors["bias"])
+            if not np.issubdtype(bias.dtype, np.integer):
+                raise TensorError(f"tensor 'bias' has dtype {bias.dtype}; expected int32")
+            out["bias"] = bias.reshape(-1).tolist()
+        return out
+
+    def prepare(self, cfg, tensors):
+        return {"acc": self.require_rows(tensors, "acc", cfg.ACC, cfg.length)}
+
+    def float_reference(self, cfg, tensors):
+        return requant_float(cfg, tensors["acc"])
+
+    def golden(self, cfg, tensors):
+        return self.outputs_of(cfg, requant_bitexact(cfg, tensors["acc"]))

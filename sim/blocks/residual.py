@@ -1,0 +1,57 @@
+"""The residual add's harness: ``x`` and ``r`` (rows×length int8) with ``x_scale`` and
+``r_scale`` → ``y`` (int8), ``y_scale``, ``y_float``."""
+
+from __future__ import annotations
+
+from ...hw.blocks.residual import Residual, ResidualConfig
+from ...hw.numeric import INT8
+from ..golden.residual import residual_bitexact, residual_float
+from ..harness import TensorError, TensorSpec, register
+from .requant import RowHarness, scale_of
+
+__all__ = ["ResidualHarness"]
+
+
+@register
+class ResidualHarness(RowHarness):
+    name = "residual"
+    summary = "int8 x + int8 r with their own scales → int8 at out_scale, rounded, saturated"
+    config_cls = ResidualConfig
+    component_cls = Residual
+    inputs = (
+        TensorSpec("x", "int8", "rows×length", "main path"),
+        TensorSpec("x_scale", "float", "scalar", "its scale (into the config)", optional=True),
+        TensorSpec("r", "int8", "rows×length", "residual (skip) path"),
+        TensorSpec("r_scale", "float", "scalar", "its scale (into the config)", optional=True),
+    )
+    outputs = (
+        TensorSpec("y", "int8", "rows×length", "sums"),
+        TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
+        TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
+    )
+    in_ports = {"x": ("x", INT8), "r": ("r", INT8)}
+    shape_fields = ("length", "x_scale", "r_scale", "out_scale")
+
+    def infer(self, tensors):
+        out = {}
+        x = tensors.get("x")
+        if x is not None and getattr(x, "ndim", 0) == 2:
+            out["length"] = int(x.shape[1])
+        for name in ("x_scale", "r_scale"):
+            if name in tensors:
+                out[name] = scale_of(tensors, name)
+        return out
+
+    def prepare(self, cfg, tensors):
+        x = self.require_rows(tensors, "x", cfg.IN, cfg.length)
+        r = self.require_rows(tensors, "r", cfg.IN, cfg.length)
+        if r.shape != x.shape:
+            raise TensorError(f"tensor 'r' has shape {'×'.join(map(str, r.shape))}; expected "
+                              f"the shape of 'x', {'×'.join(map(str, x.shape))}")
+        return {"x": x, "r": r}
+
+    def float_reference(self, cfg, tensors):
+        return residual_float(cfg, tensors["x"], tensors["r"])
+
+    def golden(self, cfg, tensors):
+        return self.outputs_of(cfg, residual_bitexact(cfg, tensors["x"], tensors["r"]))

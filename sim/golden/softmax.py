@@ -1,0 +1,85 @@
+"""Golden models of the row softmax: float64 maths and the bit-exact integer model.
+
+The bit-exact model repeats :class:`~llmloom.hw.blocks.softmax.Softmax`'s steps beat by beat
+(the online max and rescaled sum depend on how a row is cut into beats of ``lanes``), with the
+tables and constants imported from the hardware module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...hw.blocks.softmax import (
+    MANT_BITS,
+    OUT_LEVELS,
+    R_BITS,
+    RECIP_FRAC,
+    RECIP_INDEX_BITS,
+    RECIP_TABLE,
+)
+
+__all__ = ["causal_keep", "softmax_float", "softmax_bitexact", "reciprocal_bitexact"]
+
+
+def causal_keep(rows, length, causal, offset=0):
+    """Boolean ``rows × length``: key j of row r is kept (``j <= r + offset`` if causal)."""
+    j = np.arange(length)[None, :]
+    r = np.arange(rows)[:, None]
+    return (j <= r + offset) if causal else np.ones((rows, length), dtype=bool)
+
+
+def softmax_float(x, x_scale, causal=False, offset=0):
+    """Softmax of ``x · x_scale`` over each row's kept keys in float64; masked keys get 0."""
+    z = np.asarray(x, dtype=np.float64) * x_scale
+    keep = causal_keep(*z.shape, causal, offset)
+    zmax = np.where(keep, z, -np.inf).max(axis=1, keepdims=True)
+    e = np.where(keep, np.exp(np.where(keep, z - zmax, 0.0)), 0.0)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def reciprocal_bitexact(cfg, s):
+    """``R ≈ 255 · 2**prob_shift / s`` as the hardware's reciprocal unit computes it
+    (normalise, table, one Newton step, rounding shift), for sums ``2**exp_frac <= s <
+    2**sum_width``."""
+    s = np.asarray(s, dtype=np.int64)
+    sw = cfg.sum_width
+    nb = np.frexp(s.astype(np.float64))[1].astype(np.int64)     # exact: s < 2**53
+    aligned = s << (sw - nb)
+    mant = aligned >> (sw - MANT_BITS) if sw >= MANT_BITS else aligned << (MANT_BITS - sw)
+    idx = (mant >> (MANT_BITS - 1 - RECIP_INDEX_BITS)) & ((1 << RECIP_INDEX_BITS) - 1)
+    y0 = np.asarray(RECIP_TABLE, dtype=np.int64)[idx]
+    t = (mant * y0) >> MANT_BITS
+    y1 = (y0 * ((2 << RECIP_FRAC) - t)) >> RECIP_FRAC
+    sh = nb - (cfg.prob_shift - RECIP_FRAC)
+    return (OUT_LEVELS * y1 + (np.int64(1) << (sh - 1))) >> sh
+
+
+def softmax_bitexact(cfg, x):
+    """uint8 probabilities (scale 1/255) exactly as the RTL computes them; ``x`` is one tensor
+    (its row r has the causal limit ``r + causal_offset``)."""
+    x = np.asarray(x, dtype=np.int64)
+    rows, length = x.shape
+    ln = cfg.lanes
+    table = np.asarray(cfg.exp_table, dtype=np.int64)
+    keep = causal_keep(rows, length, cfg.causal, cfg.causal_offset)
+    M = np.full(rows, -128, dtype=np.int64)
+    S = np.zeros(rows, dtype=np.int64)
+    F = cfg.exp_frac
+    half = np.int64(1) << (F - 1)
+    for b in range(cfg.beats):
+        q = x[:, b * ln:(b + 1) * ln]
+        k = keep[:, b * ln:(b + 1) * ln]
+        m_prev = M if b else np.full(rows, -128, dtype=np.int64)
+        m_new = np.maximum(m_prev, np.where(k, q, -128).max(axis=1))
+        e = np.where(k, table[np.where(k, m_new[:, None] - q, 0)], 0)
+        if b:
+            S = ((S * table[m_new - m_prev] + half) >> F) + e.sum(axis=1)
+        else:
+            S = e.sum(axis=1)
+        M = m_new
+    assert S.min() >= (1 << F) and S.max() < (1 << cfg.sum_width), "sum out of range"
+    R = reciprocal_bitexact(cfg, S)
+    assert np.all(R < 1 << R_BITS), "reciprocal out of range"
+    e = np.where(keep, table[np.where(keep, M[:, None] - x, 0)], 0)
+    p = (e * R[:, None] + (np.int64(1) << (cfg.prob_shift - 1))) >> cfg.prob_shift
+    return np.minimum(p, OUT_LEVELS).astype(np.uint8)

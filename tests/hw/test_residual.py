@@ -1,0 +1,162 @@
+"""The residual add on Amaranth's simulator: bit-exact with the golden model under stalls
+(each input stalled on its own), within its bound of float64, bad configs rejected."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from llmloom.hw.blocks.residual import ResidualConfig
+from llmloom.hw.config import ConfigError
+from llmloom.hw.numeric import quantize_multiplier
+from llmloom.sim.blocks.residual import ResidualHarness
+from llmloom.sim.golden.residual import residual_bitexact, residual_float
+from llmloom.sim.harness import TensorError
+from llmloom.sim.runner import run_block
+from llmloom.sim.streams import Stalls
+
+STALLS = ["none", "pattern", "random"]
+H = ResidualHarness()
+
+
+def _check(cfg, x, r, stall, seed=1):
+    result = run_block(H, cfg, {"x": x, "r": r}, sim="amaranth",
+                       stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    assert result.outputs["y"].dtype == np.int8
+    assert np.array_equal(result.outputs["y"], residual_bitexact(cfg, x, r))
+    golden = H.golden(cfg, {"x": np.asarray(x, np.int64), "r": np.asarray(r, np.int64)})
+    for key in golden:
+        assert np.array_equal(result.outputs[key], golden[key]), key
+    return result
+
+
+# (rows, length, lanes, x_scale, r_scale, extra)
+CASES = [
+    (5, 16, 4, 0.05, 0.003, {}),
+    (3, 12, 3, 0.01, 0.01, {"rounding": "half_up"}),
+    (2, 8, 8, 0.02, 0.2, {"rounding": "floor"}),
+    (4, 6, 1, 1 / 16, 1 / 32, {"mult_bits": 8}),
+    (1, 1, 1, 0.03, 0.07, {}),                          # length 1
+]
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "R{}L{}l{}".format(*c[:3]))
+def test_random_rows(case, stall, rng):
+    rows, length, lanes, xs, rs, extra = case
+    x = rng.integers(-128, 128, (rows, length)).astype(np.int8)
+    r = rng.integers(-128, 128, (rows, length)).astype(np.int8)
+    cfg = H.config(dict(lanes=lanes, **extra), {"x": x, "r": r, "x_scale": xs, "r_scale": rs})
+    result = _check(cfg, x, r, stall, seed=int(rng.integers(1 << 30)))
+    if stall == "none":
+        assert result.cycles == rows * cfg.beats + cfg.latency
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("kind", ["all_equal", "all_min", "all_max", "one_huge", "cancel",
+                                  "saturating"])
+def test_edge_values(kind, stall, rng):
+    rows, length = 4, 8
+    shape = (rows, length)
+    cfg = ResidualConfig(length=length, lanes=2, x_scale=0.04, r_scale=0.01)
+    if kind == "all_equal":
+        x, r = np.full(shape, 77), np.full(shape, -3)
+    elif kind == "all_min":
+        x, r = np.full(shape, -128), np.full(shape, -128)
+    elif kind == "all_max":
+        x, r = np.full(shape, 127), np.full(shape, 127)
+    elif kind == "one_huge":
+        x, r = rng.integers(-2, 3, shape), rng.integers(-2, 3, shape)
+        x[3, 7] = 127
+    elif kind == "cancel":
+        x = rng.integers(-31, 32, shape)
+        r = -4 * x
+    else:
+        cfg = cfg.replace(out_scale=0.01)
+        x = np.where(np.indices(shape).sum(0) % 2, 127, -128)
+        r = rng.integers(-128, 128, shape)
+    result = _check(cfg, x.astype(np.int8), r.astype(np.int8), stall)
+    y = result.outputs["y"]
+    if kind == "cancel":
+        assert np.all(y == 0)
+    if kind == "saturating":          # |x·x_scale| alone is >= 3.8 times the int8 range
+        assert np.array_equal(y, np.where(x > 0, 127, -128))
+
+
+def test_inputs_arriving_apart():
+    """x offered in bursts and r every cycle (different salts of the same pattern): the block
+    still pairs beat n of x with beat n of r."""
+    rng = np.random.default_rng(7)
+    cfg = ResidualConfig(length=8, lanes=4, x_scale=0.03, r_scale=0.05)
+    x = rng.integers(-128, 128, (6, 8)).astype(np.int8)
+    r = rng.integers(-128, 128, (6, 8)).astype(np.int8)
+    _check(cfg, x, r, "random", seed=11)
+    result = run_block(H, cfg, {"x": x, "r": r}, stalls_in=Stalls("random", 12, p=0.7),
+                       stalls_out=Stalls("none"))
+    assert np.array_equal(result.outputs["y"], residual_bitexact(cfg, x, r))
+
+
+def test_multipliers_are_aligned_exactly():
+    cfg = ResidualConfig(x_scale=0.05, r_scale=0.003, out_scale=0.04)
+    mx, mr, s = cfg.multipliers
+    for real, big in ((0.05 / 0.04, mx), (0.003 / 0.04, mr)):
+        mult, shift = quantize_multiplier(real, cfg.mult_bits)
+        assert big == mult << (s - shift)
+
+
+def test_error_bound_against_float(rng):
+    """|y·out − (x·xs + r·rs)| ≤ 0.5·out + 2**-mult_bits·(|x|·xs + |r|·rs), unless saturated."""
+    worst = 0.0
+    for xs, rs in ((0.05, 0.003), (0.01, 0.01), (1 / 16, 1 / 32), (0.2, 0.001)):
+        for mult_bits in (8, 16):
+            x = rng.integers(-128, 128, (200, 32))
+            r = rng.integers(-128, 128, (200, 32))
+            cfg = ResidualConfig(length=32, x_scale=xs, r_scale=rs, mult_bits=mult_bits)
+            real = residual_float(cfg, x, r)
+            # calibrated so that about a third of the sums saturate
+            cfg = cfg.replace(out_scale=np.abs(real).max() / (1.5 * 127))
+            out = cfg.out_scale_value
+            y = residual_bitexact(cfg, x, r).astype(np.int64)
+            inside = (real / out >= -128.5) & (real / out <= 127.5)
+            err = np.abs(y * out - real) / out
+            bound = 0.5 + 2.0 ** -mult_bits * (np.abs(x) * xs + np.abs(r) * rs) / out
+            assert np.all(err[inside] <= bound[inside] + 1e-9)
+            assert np.all(y[~inside & (real > 0)] == 127)
+            assert np.all(y[~inside & (real < 0)] == -128)
+            if mult_bits == 16:
+                worst = max(worst, err[inside].max())
+    assert worst <= 0.502   # the figure quoted in hw/blocks/residual.py
+
+
+def test_calibrated_out_scale_and_tensor_checks(rng):
+    x = rng.integers(-128, 128, (3, 8)).astype(np.int8)
+    r = rng.integers(-128, 128, (3, 8)).astype(np.int8)
+    cfg = H.config({}, {"x": x, "r": r, "x_scale": np.float32(0.5), "r_scale": 0.25})
+    assert (cfg.length, cfg.x_scale, cfg.r_scale) == (8, 0.5, 0.25)
+    assert cfg.out_scale == pytest.approx(np.abs(residual_float(cfg, x, r)).max() / 127)
+    with pytest.raises(TensorError, match="tensor 'r' has shape 2×8; expected the shape of "
+                                          "'x', 3×8"):
+        H.prepare(cfg, {"x": x, "r": r[:2]})
+    with pytest.raises(TensorError, match="missing input tensor 'r'"):
+        H.prepare(cfg, {"x": x})
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lanes=3), "lanes=3 does not divide length=64"),
+    (dict(length=0), "length=0 is out of range"),
+    (dict(x_scale=0.0), "x_scale=0.0 is not allowed; allowed: finite and > 0"),
+    (dict(r_scale=-2.0), "r_scale=-2.0 is not allowed"),
+    (dict(r_scale=math.nan), "r_scale=nan is not allowed"),
+    (dict(x_scale="1/32"), "x_scale='1/32' is not a number"),
+    (dict(out_scale=0.0), "out_scale=0.0 is not allowed"),
+    (dict(rounding="up"), "rounding='up' is not allowed"),
+    (dict(mult_bits=1), "mult_bits=1 is out of range"),
+    (dict(x_scale=1.0, r_scale=1e-9, out_scale=1.0),
+     "x_scale=1.0 and r_scale=1e-09 are 1e\\+09 apart, which needs 46-bit aligned"),
+])
+def test_config_rejects(bad, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        ResidualConfig(**bad)
+    assert "\n" not in str(info.value)
