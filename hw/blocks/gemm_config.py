@@ -25,7 +25,8 @@ class GemmConfig(BlockConfig):
     k: int = spec(64, Range(1, 65536), "inner dimension K (input features)")
     n: int = spec(64, Range(1, 65536), "output features N")
     lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides k")
-    a_width: int = spec(8, Choice((8,)), "activation bits (signed)")
+    a_width: int = spec(8, Choice((8, 9)),
+                        "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
     OUT_WIDTH = 32  # C is int32 at the block boundary, whatever the internal accumulator.
@@ -37,7 +38,8 @@ class GemmConfig(BlockConfig):
         if self.acc_width > self.OUT_WIDTH:
             raise ConfigError(
                 f"k={self.k} needs {self.acc_width}-bit accumulators, more than the "
-                f"{self.OUT_WIDTH}-bit output; allowed: k <= {2 ** (self.OUT_WIDTH - 16)}")
+                f"{self.OUT_WIDTH}-bit output; allowed: k <= "
+                f"{2 ** (self.OUT_WIDTH - self.a_width - self.w_width)}")
 
     # Derived sizes -----------------------------------------------------------------------------
     @property

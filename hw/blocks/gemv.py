@@ -34,7 +34,8 @@ class GemvConfig(BlockConfig):
     k: int = spec(64, Range(1, 65536), "inner dimension K (input features)")
     n: int = spec(64, Range(1, 65536), "output features N")
     lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides rows and k")
-    a_width: int = spec(8, Choice((8,)), "activation bits (signed)")
+    a_width: int = spec(8, Choice((8, 9)),
+                        "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
     OUT_WIDTH = 32
@@ -46,7 +47,7 @@ class GemvConfig(BlockConfig):
                                   f"allowed: a common divisor of rows and k")
         if self.acc_width > self.OUT_WIDTH:
             raise ConfigError(f"k={self.k} needs {self.acc_width}-bit accumulators; allowed: "
-                              f"k <= {2 ** (self.OUT_WIDTH - 16)}")
+                              f"k <= {2 ** (self.OUT_WIDTH - self.a_width - self.w_width)}")
 
     @property
     def acc_width(self):

@@ -155,3 +155,16 @@ def test_accumulator_width_is_derived():
 def test_weight_shape_checked():
     with pytest.raises(ValueError, match=r"expected \(k, n\) = \(4, 4\)"):
         Gemm(GemmConfig(k=4, n=4), weights=np.zeros((4, 5)))
+
+
+@pytest.mark.parametrize("stall", STALLS)
+def test_nine_bit_activations_hold_probabilities(stall, rng):
+    """a_width=9: uint8 softmax probabilities (0..255) times int8 V, as attention's P·V needs."""
+    cfg = GemmConfig(rows=3, cols=4, k=16, n=6, lanes=4, a_width=9)
+    p = rng.integers(0, 256, (5, 16)).astype(np.uint8)
+    v = rng.integers(-128, 128, (16, 6), dtype=np.int8)
+    p[0] = 255
+    v[:, 0] = -128
+    _check(cfg, p, v, stall)
+    with pytest.raises(ConfigError, match="allowed: k <= 32768"):
+        GemmConfig(k=65536, lanes=8, a_width=9)

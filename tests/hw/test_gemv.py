@@ -84,3 +84,12 @@ def test_vectorised_model_equals_the_block_model(rng):
         cfg = GemvConfig(rows=r, cols=c, k=k, n=n, lanes=lanes)
         total, _ = gemv_cycles_np(r, c, k, n, m)
         assert int(total) == gemv_cycles(cfg, m)
+
+
+def test_nine_bit_activations(rng):
+    cfg = GemvConfig(rows=4, cols=2, k=8, n=3, lanes=2, a_width=9)
+    p = rng.integers(0, 256, (2, 8)).astype(np.uint8)
+    v = rng.integers(-128, 128, (8, 3), dtype=np.int8)
+    result = run_block(H, cfg, {"a": p, "w": v}, stalls_in=Stalls("random", 1),
+                       stalls_out=Stalls("random", 2))
+    np.testing.assert_array_equal(result.outputs["c"], p.astype(np.int64) @ v)
