@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from amaranth.hdl import Value
+from amaranth.hdl import ClockDomain, Module, Value
 
 from ..hw.emit import emit_verilog
 from .engine import StreamEngine
@@ -114,7 +114,11 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
             engine.observe(lambda name: ctx.get(signals[name]))
             await ctx.tick()
 
-    simulator = Simulator(comp)
+    # A wrapper that owns the clock domain, so purely combinational blocks simulate too.
+    top = Module()
+    top.domains.sync = ClockDomain()
+    top.submodules.dut = comp
+    simulator = Simulator(top)
     simulator.add_clock(1e-8)
     simulator.add_testbench(bench)
     t0 = time.perf_counter()
