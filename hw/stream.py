@@ -181,9 +181,9 @@ class Gearbox(wiring.Component):
     o : Out(stream.Signature(row_layout(shape, out_lanes)))
 
     Widening collects ``out/in`` beats and emits them as one (latency 1 after the last);
-    narrowing holds each input beat and emits ``in/out`` beats from it (latency 2). Either way the slower
-    side runs at one beat per cycle, and ``last``/``end`` stay on a row's and a tensor's last
-    beat.
+    narrowing holds each input beat and emits ``in/out`` beats from it (latency 2). Either way
+    the slower side runs at one beat per cycle, and ``last``/``end`` stay on a row's and a
+    tensor's last beat.
     """
 
     def __init__(self, shape, in_lanes, out_lanes, length):
