@@ -37,7 +37,8 @@ class ProcessingElement(wiring.Component):
     a_o, w_o, flag_o : Out
         The same, registered, for the right and lower neighbours.
     result : Out(signed(acc_width))
-        The sum of the previous tile, valid from the step after ``flag_i`` until the next flag.
+        The sum of the previous tile, valid from two steps after ``flag_i`` (the product is
+        registered first) until two steps after the next flag.
     """
 
     def __init__(self, a_width, w_width, acc_width):
@@ -52,11 +53,16 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         acc = Signal(signed(self._acc_width))
-        product = self.a_i * self.w_i
+        # The product is registered (in the multiplier's own output register where the fabric
+        # has one) and accumulated a step later, so no path runs through both the multiplier
+        # and the accumulator's carry chain. The flag is delayed with it.
+        product = Signal(signed(len(self.a_i) + len(self.w_i)))
+        first = Signal()
         with m.If(self.en):
             m.d.sync += [self.a_o.eq(self.a_i), self.w_o.eq(self.w_i),
-                         self.flag_o.eq(self.flag_i)]
-            with m.If(self.flag_i):
+                         self.flag_o.eq(self.flag_i),
+                         product.eq(self.a_i * self.w_i), first.eq(self.flag_i)]
+            with m.If(first):
                 m.d.sync += [self.result.eq(acc), acc.eq(product)]
             with m.Else():
                 m.d.sync += acc.eq(acc + product)
@@ -64,7 +70,8 @@ class ProcessingElement(wiring.Component):
 
 
 class Skew(wiring.Component):
-    """Delays lane ``i`` of ``i_`` by ``i`` enabled steps (lane 0 passes straight through)."""
+    """Delays lane ``i`` by ``i + 1`` enabled steps: the wavefront that feeds the array, with
+    every lane registered so that no array input comes straight from a memory."""
 
     def __init__(self, shape, lanes):
         self._lanes = lanes
@@ -78,7 +85,7 @@ class Skew(wiring.Component):
         m = Module()
         for lane in range(self._lanes):
             value = self.i[lane]
-            for stage in range(lane):
+            for stage in range(lane + 1):
                 reg = Signal.like(self.i[lane], name=f"lane{lane}_d{stage}")
                 with m.If(self.en):
                     m.d.sync += reg.eq(value)
@@ -92,7 +99,7 @@ class SystolicArray(wiring.Component):
 
     Row ``i`` takes ``a[i]`` (activation of token ``i`` at inner index k) and column ``j`` takes
     ``w[j]`` (weight of output feature ``j`` at the same k), both for the same step; the skews
-    make PE(i, j) see index k at step k + i + j. ``flag`` marks k = 0 of a tile.
+    make PE(i, j) see index k at step k + i + j + 1. ``flag`` marks k = 0 of a tile.
 
     Members
     -------
@@ -103,8 +110,8 @@ class SystolicArray(wiring.Component):
         Row whose results appear on ``row``.
     row : Out(ArrayLayout(signed(acc_width), cols))
         ``result`` of PE(sel, 0..cols-1). Row i of a tile whose successor's flag entered at
-        step S is complete from step S + cols + i until step S + L + i (L >= cols the tile
-        length).
+        step S is complete from step S + cols + i + 2 until step S + L + i + 2 (L >= cols the
+        tile length).
     """
 
     def __init__(self, cfg: GemmConfig):
@@ -352,10 +359,11 @@ class Gemm(wiring.Component):
             m.d.comb += array.w[j].eq(Mux(s1_real, w_rd.data[j], 0))
         m.d.comb += [array.en.eq(step), array.flag.eq(s1_flag)]
 
-        # ---- readout schedule: a tile's rows are complete `cols + i` steps after the flag of
-        # the tile that follows it (or of the flush); a shift register of descriptors times it.
+        # ---- readout schedule: a tile's rows are complete `cols + i + 2` steps after the flag
+        # of the tile that follows it (or of the flush): skew register, product register, then
+        # one step per column. A shift register of descriptors times it.
         prev = Signal(meta)          # the tile in the array whose flag came last
-        depth = C + R - 1
+        depth = C + R + 1
         sched = [Signal(meta, name=f"sched{d}") for d in range(depth)]
         with m.If(step):
             with m.If(s1_flag):
@@ -371,8 +379,8 @@ class Gemm(wiring.Component):
         due_row = Signal(range(R))
         due_meta = Signal(meta)
         for i in range(R):
-            with m.If(sched[C + i - 1].real):
-                m.d.comb += [due.eq(1), due_row.eq(i), due_meta.eq(sched[C + i - 1])]
+            with m.If(sched[C + i + 1].real):
+                m.d.comb += [due.eq(1), due_row.eq(i), due_meta.eq(sched[C + i + 1])]
         m.d.comb += [
             conflict.eq(due & out_full.bit_select(due_meta.bank, 1)),
             array.sel.eq(due_row),

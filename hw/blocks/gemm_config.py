@@ -66,7 +66,7 @@ class GemmConfig(BlockConfig):
     @property
     def flush_steps(self):
         """Array steps spent after the last tile of a tensor to bring its results out."""
-        return self.cols + self.rows + 1
+        return self.cols + self.rows + 3
 
     @property
     def peak_macs_per_cycle(self):
