@@ -6,6 +6,14 @@ does the same steps with the same constants, taken from :class:`SoftmaxConfig`):
 * **Mask.** With ``causal``, row r of a tensor (r counts rows since the last ``end`` beat) keeps
   the keys ``j <= r + causal_offset``; masked keys are left out of the max and of the sum (no
   −1e12 sentinel) and get probability 0. Key 0 is always kept (``causal_offset >= 0``).
+  With ``runtime_offset`` the offset is not a constant but the plain input port ``offset``
+  (unsigned, :data:`OFFSET_BITS` = 13 bits: positions 0..8191, every position of a
+  ``MAX_LENGTH`` context), sampled when the first beat of each tensor is accepted (the beat
+  that follows an ``end``, or the first after reset). Offsets past ``length − 1`` keep every
+  key. Nothing else depends on the offset (exp table, ``exp_frac``, ``prob_shift``,
+  reciprocal), so one instance computes, bit for bit, what the configs with
+  ``causal_offset = offset`` compute: a decode step or a prefill chunk at any position needs
+  no new hardware.
 * **exp.** The scores are int8, so ``d = max − q`` is an integer in 0..255 and
   ``exp(−x_scale·d)`` has only 256 values: a 256-entry table :attr:`SoftmaxConfig.exp_table`
   holds them exactly rounded to ``F = exp_frac`` fraction bits (better than I-BERT's
@@ -51,14 +59,16 @@ import functools
 import math
 
 from amaranth.hdl import Const, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-from ..config import Range, spec
-from ..numeric import UINT8
-from .rowkernel import RowKernel, RowKernelConfig, bit_length_hw, check_positive
+from ..config import ConfigError, Range, spec
+from ..numeric import INT8, UINT8
+from ..stream import row_layout
+from .rowkernel import MAX_LENGTH, RowKernel, RowKernelConfig, bit_length_hw, check_positive
 
 __all__ = ["SoftmaxConfig", "Softmax", "OUT_LEVELS", "RECIP_TABLE",
-           "RECIP_INDEX_BITS", "RECIP_FRAC", "MANT_BITS"]
+           "RECIP_INDEX_BITS", "RECIP_FRAC", "MANT_BITS", "OFFSET_BITS"]
 
 #: Fraction bits of the exp table: at least 15, and ``ceil(log2(length)) + 11`` so that the
 #: rounding of up to ``length`` small exps (0.5 unit each) moves a probability by at most 1/16
@@ -81,6 +91,8 @@ RECIP_TABLE = tuple(
     for i in range(2 ** RECIP_INDEX_BITS))
 #: Bits of the fixed-scale reciprocal R (largest, 255·2**PROB_EXTRA, at the smallest sum).
 R_BITS = 18
+#: Width of the ``offset`` port (``runtime_offset``): any position of a ``MAX_LENGTH`` context.
+OFFSET_BITS = (MAX_LENGTH - 1).bit_length()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -92,6 +104,9 @@ class SoftmaxConfig(RowKernelConfig):
     causal: bool = spec(False, None, "mask keys j > r + causal_offset in row r of a tensor")
     causal_offset: int = spec(0, Range(0, 1 << 20),
                               "first query row's position: row r keeps keys j <= r + offset")
+    runtime_offset: bool = spec(False, None,
+                                "take the causal offset from the `offset` port at each tensor's "
+                                "first beat (causal only; causal_offset must stay 0)")
 
     STATS_LATENCY = 10
     EMIT_STAGES = 1
@@ -100,6 +115,12 @@ class SoftmaxConfig(RowKernelConfig):
     def _validate(self):
         super()._validate()
         object.__setattr__(self, "x_scale", check_positive("x_scale", self.x_scale))
+        if self.runtime_offset and not self.causal:
+            raise ConfigError("runtime_offset=true needs causal=true; allowed: runtime_offset "
+                              "only with the causal mask")
+        if self.runtime_offset and self.causal_offset:
+            raise ConfigError(f"causal_offset={self.causal_offset} is not allowed with "
+                              "runtime_offset=true (the port gives the offset); allowed: 0")
 
     @property
     def out_scale(self):
@@ -165,6 +186,9 @@ class Softmax(RowKernel):
     i : In(stream.Signature(row_layout(signed(8), lanes)))
         Scores, rows of ``length / lanes`` beats; ``end`` on a tensor's last beat resets the
         causal row counter.
+    offset : In(unsigned(OFFSET_BITS)), only with ``cfg.runtime_offset``
+        A plain control input: the position of the next tensor's first row, read in the
+        cycle that tensor's first beat is accepted (it need not be held afterwards).
     o : Out(stream.Signature(row_layout(unsigned(8), lanes)))
         Probabilities (code/255), same framing.
 
@@ -178,7 +202,16 @@ class Softmax(RowKernel):
     def __init__(self, cfg: SoftmaxConfig):
         if not isinstance(cfg, SoftmaxConfig):
             raise TypeError(f"cfg must be a SoftmaxConfig, not {cfg!r}")
-        super().__init__(cfg, unsigned(8))
+        if not cfg.runtime_offset:
+            super().__init__(cfg, unsigned(8))
+            return
+        # The row kernel's stream ports plus the plain control input ``offset``.
+        self.cfg, self._out_shape = cfg, unsigned(8)
+        wiring.Component.__init__(self, {
+            "i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
+            "o": Out(stream.Signature(row_layout(unsigned(8), cfg.lanes))),
+            "offset": In(unsigned(OFFSET_BITS)),
+        })
 
     def record_layout(self):
         return data.StructLayout({
@@ -205,7 +238,21 @@ class Softmax(RowKernel):
 
         # causal limit of the row now in stage A
         lim = Signal(range(L), init=cfg.first_limit)
-        if cfg.causal:
+        if cfg.runtime_offset:
+            # The next accepted beat starts a tensor after reset and after an `end` row (whose
+            # last beat may be in stage A right now). Its offset is sampled on acceptance and
+            # overrides the row counter's update below (the later assignment wins), so the
+            # tensor's first beat reaches stage A with its own limit.
+            starting = Signal(init=1, name="tensor_start")
+            start_now = starting | (a.valid & a.last & a.end)
+            accept = self.i.valid & self.i.ready
+            m.d.sync += starting.eq(start_now & ~accept)
+            first_lim = Mux(self.offset > L - 1, L - 1, self.offset)
+            with m.If(a.valid & a.last & ~a.end & (lim != L - 1)):
+                m.d.sync += lim.eq(lim + 1)
+            with m.If(accept & start_now):
+                m.d.sync += lim.eq(first_lim)
+        elif cfg.causal:
             with m.If(a.valid & a.last):
                 with m.If(a.end):
                     m.d.sync += lim.eq(cfg.first_limit)

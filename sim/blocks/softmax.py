@@ -1,14 +1,75 @@
 """The softmax harness: ``x`` (rows×length int8 scores) and ``x_scale`` → ``y`` (uint8
-probabilities at scale 1/255), ``y_scale``, ``y_float``."""
+probabilities at scale 1/255), ``y_scale``, ``y_float``. With ``runtime_offset`` the optional
+tensor ``offset`` (one integer, default 0) is driven on the block's ``offset`` port.
+
+Also :class:`ControlStreams`, the test wrapper that gives a block's plain control ports to the
+stream testbench (shared by the harnesses of blocks with control ports)."""
 
 from __future__ import annotations
 
-from ...hw.blocks.softmax import Softmax, SoftmaxConfig
+import numpy as np
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...hw.blocks.softmax import OFFSET_BITS, Softmax, SoftmaxConfig
+from ...hw.stream import row_layout
 from ..golden.softmax import softmax_bitexact
-from ..harness import TensorSpec, register
+from ..harness import TensorError, TensorSpec, register
+from ..streams import pack_rows
 from .rowkernel import RowKernelHarness
 
-__all__ = ["SoftmaxHarness"]
+__all__ = ["SoftmaxHarness", "ControlStreams"]
+
+
+class ControlStreams(wiring.Component):
+    """``inner`` with its plain control inputs driven from streams, for the testbenches (which
+    drive streams only; an undriven top-level input is X on Icarus).
+
+    Every stream port of ``inner`` appears under its own name. Each plain input named in
+    ``held`` becomes an input stream of the same name (``row_layout(shape, 1)``, always
+    ready) whose latest beat's value is held on the port (from the cycle after the transfer);
+    the other plain inputs stay at 0 (their reset value: a strobe never fires). Plain outputs
+    pass through.
+    """
+
+    def __init__(self, inner, held=()):
+        self._MustUse__silence = True
+        self.inner = inner
+        self._held = tuple(held)
+        members = {}
+        for name, member in inner.signature.members.items():
+            if member.is_signature:
+                members[name] = member
+            elif member.flow == In and name in self._held:
+                members[name] = In(stream.Signature(row_layout(member.shape, 1)))
+            elif member.flow == Out:
+                members[name] = member
+        missing = set(self._held) - set(members)
+        if missing:
+            raise ValueError(f"no plain input {sorted(missing)} on {type(inner).__name__}")
+        self._MustUse__silence = False
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self.inner
+        for name, member in inner.signature.members.items():
+            port = getattr(inner, name)
+            if member.is_signature:
+                if member.flow == In:
+                    wiring.connect(m, wiring.flipped(getattr(self, name)), port)
+                else:
+                    wiring.connect(m, port, wiring.flipped(getattr(self, name)))
+            elif name in self._held:
+                src = getattr(self, name)
+                value = Signal(member.shape, name=f"{name}_held")
+                m.d.comb += [src.ready.eq(1), port.eq(value)]
+                with m.If(src.valid):
+                    m.d.sync += value.eq(src.payload.data[0])
+            elif member.flow == Out:
+                m.d.comb += getattr(self, name).eq(port)
+        return m
 
 
 @register
@@ -21,6 +82,8 @@ class SoftmaxHarness(RowKernelHarness):
     inputs = (
         TensorSpec("x", "int8", "rows×length", "scores; one tensor (causal row r = row index)"),
         TensorSpec("x_scale", "float", "scalar", "scale of the scores", optional=True),
+        TensorSpec("offset", "int", "scalar", "position of row 0 (runtime_offset only; "
+                   "default 0)", optional=True),
     )
     outputs = (
         TensorSpec("y", "uint8", "rows×length", "probabilities, code/255; 0 where masked"),
@@ -28,8 +91,36 @@ class SoftmaxHarness(RowKernelHarness):
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
 
+    def component(self, cfg):
+        if cfg.runtime_offset:
+            return ControlStreams(Softmax(cfg), held=("offset",))
+        return Softmax(cfg)
+
+    def prepare(self, cfg, tensors):
+        out = super().prepare(cfg, tensors)
+        if "offset" in tensors:
+            if not cfg.runtime_offset:
+                raise TensorError("tensor 'offset' needs runtime_offset=true; the config's "
+                                  "causal_offset gives the offset otherwise")
+            off = np.asarray(tensors["offset"])
+            if off.size != 1 or not np.issubdtype(off.dtype, np.integer) or not (
+                    0 <= int(off.reshape(-1)[0]) < 1 << OFFSET_BITS):
+                raise TensorError("tensor 'offset' must be one integer in "
+                                  f"0..{(1 << OFFSET_BITS) - 1}")
+            out["offset"] = int(off.reshape(-1)[0])
+        elif cfg.runtime_offset:
+            out["offset"] = 0
+        return out
+
+    def drive(self, cfg, tensors):
+        drive = super().drive(cfg, tensors)
+        if cfg.runtime_offset:
+            drive.preload["offset"] = pack_rows(row_layout(unsigned(OFFSET_BITS), 1),
+                                                [[tensors["offset"]]])
+        return drive
+
     def out_scale_of(self, cfg):
         return cfg.out_scale
 
     def golden(self, cfg, tensors):
-        return self.outputs_of(cfg, softmax_bitexact(cfg, tensors["x"]))
+        return self.outputs_of(cfg, softmax_bitexact(cfg, tensors["x"], tensors.get("offset")))

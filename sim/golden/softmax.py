@@ -54,14 +54,24 @@ def reciprocal_bitexact(cfg, s):
     return (OUT_LEVELS * y1 + (np.int64(1) << (sh - 1))) >> sh
 
 
-def softmax_bitexact(cfg, x):
+def softmax_bitexact(cfg, x, offset=None):
     """uint8 probabilities (scale 1/255) exactly as the RTL computes them; ``x`` is one tensor
-    (its row r has the causal limit ``r + causal_offset``)."""
+    (its row r has the causal limit ``r + causal_offset``). With ``cfg.runtime_offset`` the
+    offset is the ``offset`` argument (the value on the block's ``offset`` port; default 0);
+    otherwise ``offset`` must be None."""
     x = np.asarray(x, dtype=np.int64)
     rows, length = x.shape
     ln = cfg.lanes
     table = np.asarray(cfg.exp_table, dtype=np.int64)
-    keep = causal_keep(rows, length, cfg.causal, cfg.causal_offset)
+    if getattr(cfg, "runtime_offset", False):
+        offset = 0 if offset is None else int(offset)
+        if offset < 0:
+            raise ValueError(f"offset={offset} must be >= 0")
+    elif offset is not None:
+        raise ValueError("offset is given by the config (causal_offset) unless runtime_offset")
+    else:
+        offset = cfg.causal_offset
+    keep = causal_keep(rows, length, cfg.causal, offset)
     M = np.full(rows, -128, dtype=np.int64)
     S = np.zeros(rows, dtype=np.int64)
     F = cfg.exp_frac
