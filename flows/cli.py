@@ -236,6 +236,8 @@ def build_parser():
 
     from llmloom.flows.perf_cli import add_subcommands as add_perf_subcommands
     add_perf_subcommands(sub)
+    from llmloom.flows.flows_cli import add_subcommands as add_flows_subcommands
+    add_flows_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,143 @@
+"""``llmloom synth | build``: open synthesis of a block, and board builds.
+
+:func:`add_subcommands` adds both subcommands to the main CLI's subparsers. Each handler
+returns an exit code; user errors (unknown block, target or board, bad config) are raised as
+``ValueError`` and printed by the main CLI as one line. A tool that fails for another reason
+prints its log tail and exits 1; a design that does not fit exits 1 too.
+
+JSON (``--json``, on stdout)
+----------------------------
+``synth``: ``{"block", "design_id", "config", "target", "lut", "ff", "dsp", "bram",
+"fmax_mhz" (null without place and route or when it does not fit), "clock_mhz", "fits",
+"utilization" {lut, ff, dsp, bram: fraction of the device}, "tools" {tool: version},
+"seconds", "raw" {core_cells, wrapper_cells, pnr_utilization, fmax_by_clock, critical_path,
+pnr_error}}``.
+
+``build``: ``{"board", "out", "vendor", "bitstream" (null for vendor boards), "files",
+"seconds", "clock_mhz", "fmax_mhz", "design", "max_rows", "baud", "next_step"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+__all__ = ["add_subcommands", "cmd_synth", "cmd_build"]
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--clock {text!r} is not a number of MHz") from None
+    if not value > 0:
+        raise ValueError(f"--clock {text} is out of range; allowed: > 0")
+    return value
+
+
+def _block_config_args(p, block):
+    if block:
+        p.add_argument("block", metavar="BLOCK", help="block name (see `llmloom blocks`)")
+    p.add_argument("--config", metavar="CFG.json", help="config fields as a JSON object")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config field (JSON value), repeatable")
+
+
+def add_subcommands(subparsers):
+    """Add ``synth`` and ``build`` to an argparse subparsers object."""
+    from ..boards.platforms import BOARDS
+    from .synth import TARGETS
+
+    p = subparsers.add_parser(
+        "synth", help="synthesise a block with the open toolchain: LUT/FF/DSP/BRAM, Fmax")
+    _block_config_args(p, block=True)
+    p.add_argument("--target", required=True, metavar="TARGET",
+                   help=f"one of: {', '.join(TARGETS)}")
+    p.add_argument("--clock", metavar="MHZ",
+                   help="place-and-route target frequency (default: the target's)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep the Verilog, scripts, netlists and reports here")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--json", action="store_true", help="print the documented JSON")
+    p.set_defaults(func=cmd_synth)
+
+    p = subparsers.add_parser(
+        "build", help="a board design (GEMM behind a UART host link): bitstream or "
+                      "vendor project")
+    p.add_argument("--board", required=True, metavar="NAME", help=f"one of: {', '.join(BOARDS)}")
+    p.add_argument("--design", default="gemm", metavar="DESIGN",
+                   help="the core behind the host link (only `gemm` for now)")
+    _block_config_args(p, block=False)
+    p.add_argument("--max-rows", type=int, metavar="M",
+                   help="activation rows held on chip (default: the board's)")
+    p.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--json", action="store_true", help="print the documented JSON")
+    p.set_defaults(func=cmd_build)
+
+
+def _failed(exc):
+    print(f"llmloom: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_synth(args):
+    from ..sim.harness import get_harness
+    from .cli import load_config_values
+    from .synth import SynthError, design_id, get_target, synthesize
+
+    target = get_target(args.target)          # an unknown target fails before elaboration
+    clock = _positive_float(args.clock) if args.clock is not None else None
+    harness = get_harness(args.block)
+    cfg = harness.config(load_config_values(args.config, args.set))
+    try:
+        res = synthesize(harness.component(cfg), target.name, clock, args.workdir,
+                         seed=args.seed, progress=sys.stderr.isatty() and not args.json)
+    except SynthError as exc:
+        return _failed(exc)
+    report = {"block": args.block, "design_id": design_id(args.block, cfg),
+              "config": cfg.to_dict(), **res.to_dict()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        fmax = f"Fmax {res.fmax_mhz:.1f} MHz (asked {res.clock_mhz:g})" \
+            if res.fmax_mhz is not None else "no Fmax (no place and route)" \
+            if res.fits else "no Fmax"
+        tools = ", ".join(f"{k} {v}" for k, v in res.tools.items())
+        print(f"{args.block} on {res.target}: {res.lut} LUT, {res.ff} FF, {res.dsp} DSP, "
+              f"{res.bram} BRAM; {fmax}; {res.seconds:.1f} s ({tools})")
+        if res.fits is False:
+            print(f"does not fit {res.target}: {res.raw.get('pnr_error')}")
+    return 0 if res.fits is not False else 1
+
+
+def cmd_build(args):
+    from ..boards.platforms import get_board
+    from ..hw.blocks.gemm_config import GemmConfig
+    from .build import build
+    from .cli import load_config_values
+    from .synth import SynthError
+
+    board = get_board(args.board)
+    if args.design != "gemm":
+        raise ValueError(f"unknown design {args.design!r}; valid designs: gemm")
+    values = board.design.to_dict()
+    values.update(load_config_values(args.config, args.set))
+    cfg = GemmConfig.from_dict(values)
+    if args.max_rows is not None and not 1 <= args.max_rows <= 65535:
+        raise ValueError(f"--max-rows {args.max_rows} is out of range; allowed: 1..65535")
+    try:
+        res = build(board.name, cfg, args.out, max_rows=args.max_rows, baud=args.baud,
+                    progress=sys.stderr.isatty() and not args.json)
+    except SynthError as exc:
+        return _failed(exc)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    elif res.vendor:
+        print(f"{board.name}: wrote the vendor project to {res.out} ({len(res.files)} files); "
+              f"{res.next_step}")
+    else:
+        fmax = f", Fmax {res.fmax_mhz:.1f} MHz" if res.fmax_mhz else ""
+        print(f"{board.name}: wrote {res.bitstream} (clock {res.clock_mhz:g} MHz{fmax}) in "
+              f"{res.seconds:.0f} s")
+    return 0
