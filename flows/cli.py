@@ -155,6 +155,11 @@ def cmd_run(args):
     from llmloom.sim.streams import Stalls
 
     h = _harness(args.block)
+    if hasattr(h, "options"):
+        h = h.options(weights=args.weights, mode=args.mode, prefill=args.prefill)
+    elif args.weights or args.mode != "prefill" or args.prefill is not None:
+        raise UserError(f"--weights, --mode and --prefill apply to layer blocks only, not "
+                        f"{args.block}")
     tensors = load_npz(args.inputs)
     cfg = h.config(load_config_values(args.config, args.set), tensors)
     result = run_block(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
@@ -173,6 +178,8 @@ def cmd_run(args):
         "predicted_cycles": None, "matches_golden": exact,
         "sim_wall_s": round(result.wall_s, 3), "sim_cycles_per_s": round(result.cycles_per_s),
     }
+    if hasattr(h, "float_metrics"):
+        report.update(h.float_metrics(cfg, prepared, result.outputs))
     predict = BLOCK_CYCLES.get(args.block)
     if predict and args.stalls == "none":
         report["predicted_cycles"] = predict(cfg, *h.shape_args(cfg, prepared))
@@ -227,6 +234,12 @@ def build_parser():
     p.add_argument("--stalls", choices=STALL_KINDS, default="none",
                    help="stall pattern on input valid and output ready")
     p.add_argument("--seed", type=int, default=0, help="seed of random stalls")
+    p.add_argument("--weights", metavar="W.safetensors|W.npz",
+                   help="float weights of one layer (gpt2-block, bert-layer), Hugging Face names")
+    p.add_argument("--mode", choices=("prefill", "decode"), default="prefill",
+                   help="layers: one prefill tensor, or a prefill then one decode step per row")
+    p.add_argument("--prefill", type=int, metavar="P",
+                   help="decode mode: rows run as the prefill (default: rows - 1)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the main job on its built-in default")

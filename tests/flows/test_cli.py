@@ -171,3 +171,40 @@ def test_output_to_a_device_is_written_not_replaced(tmp_path, capsys):
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
     assert main(["verilog", "gemm", "-o", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def _gpt2_weights(path, rng, d=8, f=16):
+    t = {"ln_1.weight": 1 + 0.1 * rng.normal(size=d), "ln_1.bias": 0.1 * rng.normal(size=d),
+         "attn.c_attn.weight": rng.normal(size=(d, 3 * d)) / d ** 0.5,
+         "attn.c_attn.bias": 0.1 * rng.normal(size=3 * d),
+         "attn.c_proj.weight": rng.normal(size=(d, d)) / d ** 0.5,
+         "attn.c_proj.bias": 0.1 * rng.normal(size=d),
+         "ln_2.weight": 1 + 0.1 * rng.normal(size=d), "ln_2.bias": 0.1 * rng.normal(size=d),
+         "mlp.c_fc.weight": rng.normal(size=(d, f)) / d ** 0.5,
+         "mlp.c_fc.bias": 0.1 * rng.normal(size=f),
+         "mlp.c_proj.weight": rng.normal(size=(f, d)) / f ** 0.5,
+         "mlp.c_proj.bias": 0.1 * rng.normal(size=d)}
+    np.savez(path, **{"h.0." + k: v.astype(np.float32) for k, v in t.items()})
+
+
+def test_run_gpt2_block_prefill_then_decode(tmp_path, rng):
+    _gpt2_weights(tmp_path / "w.npz", rng)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(4, 8)).astype(np.float32))
+    code = main(["run", "gpt2-block", "--set", "d_model=8", "--set", "heads=2", "--set",
+                 "d_ff=16", "--set", "seq=4", "--weights", str(tmp_path / "w.npz"),
+                 "--inputs", str(tmp_path / "x.npz"), "--outputs", str(tmp_path / "y.npz"),
+                 "--mode", "decode", "--prefill", "3", "--sim", "amaranth",
+                 "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["matches_golden"] and report["cosine_vs_float"] >= 0.99
+    assert report["cycles"] > 0 and report["max_abs_error_vs_float"] >= 0
+    with np.load(tmp_path / "y.npz") as out:
+        assert out["y"].shape == (4, 8) and out["y_int"].dtype == np.int8
+
+
+def test_layer_options_rejected_for_blocks(tmp_path, rng, capsys):
+    _gemm_inputs(tmp_path / "in.npz", rng)
+    code = main(["run", "gemm", "--inputs", str(tmp_path / "in.npz"), "--outputs",
+                 str(tmp_path / "o.npz"), "--mode", "decode", "--sim", "amaranth"])
+    assert code == 2 and "apply to layer blocks only" in _error_line(capsys)

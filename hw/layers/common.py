@@ -1,0 +1,138 @@
+"""Parts shared by the composed layers (:mod:`.gpt2`, :mod:`.bert`): a linear stage (GEMM with
+its weights at elaboration, a gearbox from the array's columns to the stream lanes, the
+re-quantiser), the FFN (FFN1 → requant → GELU → FFN2 → requant), and the bypass depths the
+schedule needs."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..blocks.activation import Gelu
+from ..blocks.attention import check_rtl as check_attention_rtl
+from ..blocks.gemm import Gemm
+from ..blocks.requant import Requant
+from ..config import ConfigError
+from ..numeric import INT8
+from ..stream import Gearbox, row_layout
+from .config import LayerConfig, LayerWeights
+
+__all__ = ["Linear", "Ffn", "check_layer_rtl", "attention_bypass_depth", "ffn_bypass_depth",
+           "ffn_in_flight_rows"]
+
+
+def check_layer_rtl(cfg, weights):
+    """:class:`ConfigError` unless the composed layer can be built: calibrated, weights of the
+    right shapes, every GEMM's ``cols`` dividing its output width (the gearboxes carry no
+    padding lanes) and a multiple or divisor of ``lanes``, and the attention's own limits."""
+    if not isinstance(cfg, LayerConfig):
+        raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
+    if not isinstance(weights, LayerWeights):
+        raise TypeError(f"weights must be LayerWeights, not {weights!r}")
+    if not cfg.calibrated:
+        raise ConfigError("the layer config is not calibrated; build it with "
+                          "llmloom.sim.quantize.quantize_layer")
+    weights.check(cfg)
+    for name in ("q", "k", "v", "o", "f1", "f2"):
+        g = cfg.gemm(name)
+        if g.n % g.cols:
+            raise ConfigError(f"{name}: cols={g.cols} does not divide the output width "
+                              f"{g.n}; allowed: a divisor of it (the layer RTL)")
+        if max(g.cols, cfg.lanes) % min(g.cols, cfg.lanes):
+            raise ConfigError(f"{name}: cols={g.cols} and lanes={cfg.lanes}: allowed: one a "
+                              "multiple of the other (the layer RTL)")
+    check_attention_rtl(cfg.attention)
+
+
+def _beats(cfg, width):
+    return width // cfg.lanes
+
+
+def attention_bypass_depth(cfg):
+    """Beats of the queue that carries the layer input around the attention: the attention
+    holds a whole tensor (up to ``seq`` rows) before it emits its first row, so every input
+    row of the tensor must have passed the fork — and sit in this queue — by then."""
+    return cfg.seq * _beats(cfg, cfg.d_model)
+
+
+def ffn_in_flight_rows(cfg):
+    """Most rows the FFN branch (norm or not, FFN1, GELU, FFN2 and their re-quantisers) can
+    hold between the fork and the residual add.
+
+    Each GEMM holds two activation banks of ``ffn_rows`` rows (one being computed, one
+    filling) and two output row banks of ``ffn_rows`` rows (one draining, one being written):
+    ``4·ffn_rows``; two GEMMs make ``8·ffn_rows``. The row kernels and register stages around
+    them (layernorm's row buffer, the gearboxes, re-quantisers and the GELU table, each at most
+    a row or two) add 4 rows. Deadlock freedom needs far less — ``ffn_rows`` rows: a GEMM starts
+    a token tile when its ``ffn_rows`` rows (or a tensor's ``end``) are in, so the residual's
+    oldest pending row needs at most ``ffn_rows − 1`` rows beyond it to have passed the fork —
+    but a queue this deep also never throttles the branch."""
+    return 8 * cfg.ffn_rows + 4
+
+
+def ffn_bypass_depth(cfg):
+    """Beats of the queue that carries the FFN's skip input (see :func:`ffn_in_flight_rows`)."""
+    return ffn_in_flight_rows(cfg) * _beats(cfg, cfg.d_model)
+
+
+class Linear(wiring.Component):
+    """One linear stage of a layer: ``Gemm`` (weights held on chip from elaboration) →
+    ``Gearbox(cols → lanes)`` → ``Requant``.
+
+    Members
+    -------
+    i : In(stream.Signature(row_layout(signed(8), lanes)))
+        Input rows (``in`` features), ``end`` on the last beat of a tensor (it flushes the
+        GEMM's partial token tile).
+    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+        Output rows at the stage's output scale.
+
+    Latency: a token tile (``rows`` rows, or fewer at a tensor's end) starts when it is all
+    in; see :class:`~llmloom.hw.blocks.gemm.Gemm`. Backpressure propagates to the GEMM's output
+    row banks and from there to its input.
+    """
+
+    def __init__(self, cfg: LayerConfig, weights: LayerWeights, name):
+        self._cfg, self._w, self._name = cfg, weights, name
+        beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
+        super().__init__({"i": In(beat), "o": Out(beat)})
+
+    def elaborate(self, platform):
+        cfg, name = self._cfg, self._name
+        g = cfg.gemm(name)
+        m = Module()
+        m.submodules.gemm = gemm = Gemm(g, weights=self._w.matrix(name))
+        m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
+        m.submodules.requant = req = Requant(cfg.requant(name))
+        wiring.connect(m, wiring.flipped(self.i), gemm.act)
+        wiring.connect(m, gemm.o, gear.i)
+        wiring.connect(m, gear.o, req.i)
+        wiring.connect(m, req.o, wiring.flipped(self.o))
+        return m
+
+
+class Ffn(wiring.Component):
+    """The feed-forward network: FFN1 → requant → GELU → FFN2 → requant (``d_model`` in and
+    out, ``d_ff`` inside).
+
+    Members
+    -------
+    i, o : stream of ``row_layout(signed(8), lanes)`` rows of ``d_model``.
+    """
+
+    def __init__(self, cfg: LayerConfig, weights: LayerWeights):
+        self._cfg, self._w = cfg, weights
+        beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
+        super().__init__({"i": In(beat), "o": Out(beat)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.f1 = f1 = Linear(self._cfg, self._w, "f1")
+        m.submodules.gelu = gelu = Gelu(self._cfg.gelu)
+        m.submodules.f2 = f2 = Linear(self._cfg, self._w, "f2")
+        wiring.connect(m, wiring.flipped(self.i), f1.i)
+        wiring.connect(m, f1.o, gelu.i)
+        wiring.connect(m, gelu.o, f2.i)
+        wiring.connect(m, f2.o, wiring.flipped(self.o))
+        return m

@@ -1,0 +1,261 @@
+"""Harnesses of the composed layers: ``gpt2-block`` and ``bert-layer``.
+
+Tensors: ``x`` (rows × d_model float32, the layer input) → ``y`` (rows × d_model float32, the
+int8 output dequantised at ``cfg.y_scale``) and ``y_int`` (int8).
+
+The float weights are not a tensor of the run: they come from a ``.safetensors``/``.npz`` file
+(Hugging Face names) or a dict under canonical names, given to :meth:`LayerHarness.options`
+(which returns a configured copy of the harness). :meth:`LayerHarness.config` quantises the
+layer with :func:`llmloom.sim.quantize.quantize_layer`, calibrating on ``x`` itself, so the
+config a run uses is calibrated and the int8 weights are elaborated into the GEMMs.
+
+Modes: ``prefill`` (default): the rows are one tensor at positions ``0 .. rows−1``.
+``decode`` (GPT-2 only): a prefill of the first ``prefill`` rows (default ``rows − 1``), then
+each remaining row as a decode step, all through the same instance (its KV cache persists);
+``y`` holds every row's output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...hw.config import ConfigError
+from ...hw.layers.bert import BertLayer
+from ...hw.layers.config import LayerConfig
+from ...hw.layers.gpt2 import Gpt2Block
+from ...hw.numeric import INT8
+from ...hw.stream import row_layout
+from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float
+from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
+from ..streams import pack_rows, unpack_rows
+from .softmax import ControlStreams
+
+__all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "split_rows",
+           "layer_golden", "layer_drive"]
+
+MODES = ("prefill", "decode")
+_PARALLELISM = ("linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows", "qk_cols",
+                "pv_rows", "pv_cols")
+
+
+def split_rows(rows, mode, prefill=None):
+    """The tensors (row counts) a run of ``rows`` rows is cut into."""
+    if mode == "prefill":
+        return [rows]
+    p = rows - 1 if prefill is None else prefill
+    if not 0 <= p < rows:
+        raise TensorError(f"--prefill {p} is out of range; allowed: 0 .. {rows - 1} (rows of "
+                          "x minus at least one decode row)")
+    return ([p] if p else []) + [1] * (rows - p)
+
+
+def layer_golden(cfg, weights, x_int, sizes):
+    """``layer_bitexact`` over the tensors of ``sizes``: a prefill, then decode steps."""
+    out, cache, start = [], None, 0
+    for n, size in enumerate(sizes):
+        chunk = x_int[start:start + size]
+        if n == 0:
+            y, cache = layer_bitexact(cfg, weights, chunk, "prefill")
+        else:
+            y, cache = layer_bitexact(cfg, weights, chunk, "decode", cache)
+        out.append(y)
+        start += size
+    return np.concatenate(out).astype(np.int8)
+
+
+def layer_drive(cfg, x_int, sizes):
+    """The input beats of the tensors of ``sizes`` (``end`` on each one's last beat)."""
+    beat = row_layout(INT8.shape, cfg.lanes)
+    words, start = [], 0
+    for size in sizes:
+        words += pack_rows(beat, x_int[start:start + size])
+        start += size
+    return Drive(preload={}, timed={"i": words},
+                 expect={"o": x_int.shape[0] * cfg.d_model // cfg.lanes})
+
+
+def layer_collect(cfg, words, sizes):
+    """Output beats → int8 rows, checking ``last`` per row and ``end`` per tensor."""
+    beat = row_layout(INT8.shape, cfg.lanes)
+    per_row = cfg.d_model // cfg.lanes
+    y, last, end = unpack_rows(beat, words, cfg.d_model)
+    want_last = np.zeros(len(last), dtype=bool)
+    want_last[per_row - 1::per_row] = True
+    want_end = np.zeros(len(end), dtype=bool)
+    want_end[np.cumsum(sizes) * per_row - 1] = True
+    if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
+        raise AssertionError("output framing (last/end bits) is wrong")
+    return y.astype(np.int8)
+
+
+class LayerHarness(BlockHarness):
+    arch = ""
+    layer_cls: type
+    config_cls = LayerConfig
+    inputs = (TensorSpec("x", "float32", "rows×d_model", "layer input (quantised at the "
+                         "calibrated input scale; also the calibration data)"),)
+    outputs = (
+        TensorSpec("y", "float32", "rows×d_model", "layer output, dequantised (y_int · y_scale)"),
+        TensorSpec("y_int", "int8", "rows×d_model", "layer output at cfg.y_scale"),
+    )
+    shape_fields = ("d_model",)
+
+    def __init__(self, weights=None, mode="prefill", prefill=None):
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is not allowed; allowed: {' | '.join(MODES)}")
+        if mode == "decode" and self.arch != "gpt2":
+            raise ConfigError(f"mode=decode needs a causal layer; {self.name} is "
+                              "bidirectional")
+        if prefill is not None and mode != "decode":
+            raise ConfigError("prefill=P is for mode=decode only")
+        self.weights, self.mode, self.prefill = weights, mode, prefill
+        self._quantised = {}          # calibrated cfg → (int8 LayerWeights, float weights)
+
+    def options(self, *, weights=None, mode="prefill", prefill=None):
+        """A copy of this harness with the float weights (path or canonical dict), the mode
+        and the prefill length set."""
+        return type(self)(weights=weights, mode=mode, prefill=prefill)
+
+    # -- configuration --------------------------------------------------------------------------
+    def infer(self, tensors):
+        x = tensors.get("x")
+        return {"d_model": int(np.shape(x)[1])} if x is not None and np.ndim(x) == 2 else {}
+
+    def config(self, values=None, tensors=None):
+        """The calibrated LayerConfig: the user's fields (``heads``, ``seq``, ``lanes``,
+        parallelism...) plus the weights (see :meth:`options`) quantised with ``x`` as the
+        calibration data. Without weights or ``x``, the uncalibrated shape config."""
+        from ..quantize import quantize_layer
+        from ..weights import load_layer_weights
+
+        values = {**dict(values or {}), "arch": self.arch}
+        shape_cfg = super().config(values, tensors)
+        if self.weights is None or tensors is None or "x" not in tensors:
+            return shape_cfg
+        fw = self.weights
+        if not isinstance(fw, dict):
+            fw = load_layer_weights(fw, self.arch)
+        x = self._float_x(tensors, shape_cfg.d_model)
+        d_ff = np.shape(fw["w1"])[1]
+        if "d_ff" in values and values["d_ff"] != d_ff:
+            raise ConfigError(f"d_ff={values['d_ff']} but the weights have d_ff={d_ff}")
+        kw = {f: getattr(shape_cfg, f) for f in ("lanes", "eps", "rounding", *_PARALLELISM)}
+        cfg, w8, _ = quantize_layer(fw, x, self.arch, shape_cfg.heads, shape_cfg.seq, **kw)
+        self._quantised[cfg] = (w8, fw)
+        return cfg
+
+    def _layer(self, cfg):
+        if cfg not in self._quantised:
+            raise ConfigError("no weights for this config: give the weights (harness."
+                              "options(weights=...)) and build the config with harness."
+                              "config(values, tensors)")
+        return self._quantised[cfg]
+
+    def placeholder(self, cfg):
+        """``(calibrated cfg, int8 weights)`` for an uncalibrated ``cfg`` (its dimensions and
+        parallelism, this harness's arch): seeded random float weights, calibrated on seeded
+        random rows. For what needs the structure, not the numbers: ``llmloom verilog``
+        without weights, lint, naming and synthesis checks."""
+        from ..quantize import quantize_layer
+
+        cfg = cfg.replace(arch=self.arch)
+        rng = np.random.default_rng(0)
+        d, f = cfg.d_model, cfg.d_ff
+        fw = {n: rng.normal(0.0, d ** -0.5, (d, d)) for n in ("wq", "wk", "wv", "wo")}
+        fw.update(w1=rng.normal(0.0, d ** -0.5, (d, f)), w2=rng.normal(0.0, f ** -0.5, (f, d)),
+                  b1=np.zeros(f))
+        fw.update({b: np.zeros(d) for b in ("bq", "bk", "bv", "bo", "b2", "ln1_b", "ln2_b")})
+        fw.update(ln1_g=np.ones(d), ln2_g=np.ones(d))
+        kw = {n: getattr(cfg, n) for n in ("lanes", "eps", "rounding", *_PARALLELISM)}
+        q_cfg, w8, _ = quantize_layer(fw, rng.normal(0.0, 1.0, (cfg.seq, d)), self.arch,
+                                      cfg.heads, cfg.seq, **kw)
+        self._quantised[q_cfg] = (w8, fw)
+        return q_cfg, w8
+
+    def component(self, cfg):
+        if cfg.calibrated:
+            weights = self._layer(cfg)[0]
+        else:
+            cfg, weights = self.placeholder(cfg)
+        # `clear` stays low: one sequence per run, starting from reset
+        return ControlStreams(self.layer_cls(cfg, weights))
+
+    # -- tensors --------------------------------------------------------------------------------
+    @staticmethod
+    def _float_x(tensors, d_model):
+        x = np.asarray(tensors["x"])
+        if x.ndim != 2 or x.shape[1] != d_model or x.shape[0] < 1:
+            raise TensorError(f"tensor 'x' has shape {'×'.join(map(str, x.shape))}; expected "
+                              f"rows×{d_model}, rows >= 1")
+        if not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
+            raise TensorError(f"tensor 'x' must hold finite floats; got {x.dtype}")
+        return x.astype(np.float64)
+
+    def prepare(self, cfg, tensors):
+        from ..quantize import quantize_input
+
+        if "x" not in tensors:
+            raise TensorError("missing input tensor 'x'")
+        x = self._float_x(tensors, cfg.d_model)
+        rows = x.shape[0]
+        if self.arch == "bert" and rows != cfg.seq:
+            raise TensorError(f"x has {rows} rows; the bidirectional layer takes exactly "
+                              f"seq={cfg.seq}")
+        if rows > cfg.seq:
+            raise TensorError(f"x has {rows} rows, more than the KV cache's seq={cfg.seq}")
+        if not cfg.calibrated:
+            raise TensorError("the layer is not calibrated: give its float weights (--weights "
+                              "W.safetensors|W.npz; harness.options(weights=...))")
+        return {"x": x, "x_int": quantize_input(x, cfg.scales.x).astype(np.int64),
+                "sizes": split_rows(rows, self.mode, self.prefill)}
+
+    def drive(self, cfg, tensors):
+        return layer_drive(cfg, tensors["x_int"], tensors["sizes"])
+
+    def collect(self, cfg, tensors, beats):
+        return self._outputs(cfg, layer_collect(cfg, beats["o"], tensors["sizes"]))
+
+    @staticmethod
+    def _outputs(cfg, y_int):
+        y_int = np.asarray(y_int).astype(np.int8)
+        return {"y": dequantize(y_int, cfg.y_scale).astype(np.float32), "y_int": y_int}
+
+    def golden(self, cfg, tensors):
+        return self._outputs(cfg, layer_golden(cfg, self._layer(cfg)[0], tensors["x_int"],
+                                               tensors["sizes"]))
+
+    def float_metrics(self, cfg, tensors, outputs):
+        """``cosine_vs_float`` and ``max_abs_error_vs_float`` of the output ``y`` against the
+        float64 layer on ``x`` (for the run report)."""
+        fw = self._layer(cfg)[1]
+        y_float = layer_float(tensors["x"], fw, self.arch, cfg.heads)
+        y = np.asarray(outputs["y"], np.float64)
+        return {"cosine_vs_float": cosine(y, y_float),
+                "max_abs_error_vs_float": float(np.max(np.abs(y - y_float)))}
+
+    def macs(self, cfg, tensors):
+        rows, d = int(tensors["x"].shape[0]), cfg.d_model
+        linear = rows * (4 * d * d + 2 * d * cfg.d_ff)
+        return linear + 2 * rows * cfg.seq * d      # the attention arrays span all seq keys
+
+    def peak_macs_per_cycle(self, cfg):
+        return (4 * cfg.linear_rows * cfg.linear_cols + 2 * cfg.ffn_rows * cfg.ffn_cols
+                + cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols)
+
+
+@register
+class Gpt2BlockHarness(LayerHarness):
+    name = "gpt2-block"
+    summary = ("GPT-2 block (pre-norm, causal) composed of the blocks, KV cache on chip; "
+               "float weights quantised W8A8 and calibrated on x")
+    arch = "gpt2"
+    layer_cls = Gpt2Block
+
+
+@register
+class BertLayerHarness(LayerHarness):
+    name = "bert-layer"
+    summary = ("BERT encoder layer (post-norm, bidirectional) composed of the blocks; float "
+               "weights quantised W8A8 and calibrated on x")
+    arch = "bert"
+    layer_cls = BertLayer
