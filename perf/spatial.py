@@ -38,12 +38,15 @@ __all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck",
 LINK_EFFICIENCY = 0.85
 LINK_HOP_S = 1e-6
 
-# Fabric cost per unit, approximate: to be calibrated against synthesis of the hw blocks. LUT
-# and FF per processing element (int: accumulator in the DSP, pipeline and control in fabric;
-# packed DSPs need result-correction logic; fp16: adder in fabric), per kernel controller, per
-# non-linear lane, per off-chip port (AXI master + width converter), per network port.
+# Fabric cost per unit. LUT and FF per int8 processing element are fitted to our own flow:
+# `synth_xilinx -family xcup` of the hw GEMM (flows/baselines/xcup.json: 4x4 -> 1135 LUT,
+# 1657 FF; 8x8 -> 3945 LUT, 5924 FF; slope 58.5 LUT and 88.9 FF per PE). Yosys keeps the
+# accumulator in fabric where Vivado folds it into the DSP48E2, so these are upper bounds for a
+# vendor flow. A packed DSP adds lut_pe_pack LUT of result correction per extra MAC. That and
+# the rest (fp16, controllers, non-linear lanes, ports, links) are approximate figures of
+# typical designs, not yet checked against synthesis.
 COST = {
-    "lut_pe_int": 20, "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": 60, "ff_pe_fp16": 400,
+    "lut_pe_int": 59, "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": 89, "ff_pe_fp16": 400,
     "dsp_pe_fp16": 2, "lut_kernel": 2000, "ff_kernel": 3000,
     "lut_lane": {"softmax": 350, "norm": 200, "act": 120},
     "dsp_lane": {"softmax": 1, "norm": 1, "act": 1},
@@ -51,8 +54,9 @@ COST = {
     "fifos": 16,
     # dynamic power, mW per MHz per unit (Xilinx Power Estimator class figures, approximate)
     "mw_mhz": {"dsp": 0.012, "lut": 0.0001, "bram": 0.02, "uram": 0.03},
-    "source": "approximate placeholders of typical synthesis results and XPE figures; "
-              "calibrate against real synthesis",
+    "source": "int8 PE LUT/FF: fitted to yosys synth_xilinx xcup of the hw GEMM "
+              "(flows/baselines/xcup.json); the rest approximate typical synthesis results and "
+              "XPE figures",
 }
 
 _GROUPS = {  # kernel/unit -> region group; buffers follow their owner
