@@ -24,7 +24,8 @@ DEMO_SHAPES = {"full": (64, 768, 64), "quick": (16, 96, 16)}
 DEMO_ARRAYS = ((4, 4), (8, 8))
 
 
-def run_demo(sim="verilator", quick=False, seed=0, out=sys.stdout):
+def run_demo(sim="verilator", quick=False, seed=0, out=None):
+    out = sys.stdout if out is None else out
     m, k, n = DEMO_SHAPES["quick" if quick else "full"]
     harness = get_harness("gemm")
     rng = np.random.default_rng(seed)
