@@ -18,6 +18,10 @@ def test_quick_demo_is_bit_exact_and_predicted():
     for row in rows:
         assert row[1] == row[2]          # measured cycles == predicted cycles
         assert row[5] == "yes"
+    assert "bit-exact with the layer golden: yes" in text
+    cosine = float(text.split("cosine vs float64 ")[1].split()[0])
+    assert cosine >= 0.99
+    assert "ms/token" in text
 
 
 def test_demo_command(capsys):
