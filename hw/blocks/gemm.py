@@ -203,12 +203,7 @@ class Gemm(wiring.Component):
     @staticmethod
     def weight_words(cfg, weights):
         """W (k×n) as the weight memory's rows: one per (feature tile, k), ``cols`` lanes each."""
-        w = np.asarray(weights)
-        if w.shape != (cfg.k, cfg.n):
-            raise ValueError(f"weights have shape {w.shape}; expected (k, n) = ({cfg.k}, {cfg.n})")
-        lo, hi = -(1 << (cfg.w_width - 1)), (1 << (cfg.w_width - 1)) - 1
-        if w.size and (w.min() < lo or w.max() > hi):
-            raise ValueError(f"weights outside int{cfg.w_width} range {lo}..{hi}")
+        w = cfg.check_weights(weights)
         padded = np.zeros((cfg.k, cfg.n_tiles * cfg.cols), dtype=np.int64)
         padded[:, :cfg.n] = w
         tiles = padded.reshape(cfg.k, cfg.n_tiles, cfg.cols).transpose(1, 0, 2)

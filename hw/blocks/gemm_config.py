@@ -6,13 +6,59 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 
-__all__ = ["GemmConfig"]
+__all__ = ["LinearSizes", "GemmConfig"]
+
+
+class LinearSizes:
+    """What the linear kernels (:class:`GemmConfig`, ``GemvConfig``) derive alike from their
+    fields ``rows``, ``cols``, ``k``, ``n``, ``lanes``, ``a_width`` and ``w_width``."""
+
+    OUT_WIDTH = 32  # results are int32 at the block boundary, whatever the accumulator
+
+    @property
+    def acc_width(self):
+        """Accumulator bits: a + w + ceil(log2 k) holds any sum of k products exactly."""
+        return self.a_width + self.w_width + max(0, math.ceil(math.log2(self.k)))
+
+    @property
+    def n_tiles(self):
+        """Output-feature tiles of ``cols`` (the last one may be partial)."""
+        return -(-self.n // self.cols)
+
+    @property
+    def k_beats(self):
+        """Input beats per token row."""
+        return self.k // self.lanes
+
+    @property
+    def peak_macs_per_cycle(self):
+        return self.rows * self.cols
+
+    def _check_accumulator(self):
+        if self.acc_width > self.OUT_WIDTH:
+            raise ConfigError(
+                f"k={self.k} needs {self.acc_width}-bit accumulators, more than the "
+                f"{self.OUT_WIDTH}-bit output; allowed: k <= "
+                f"{2 ** (self.OUT_WIDTH - self.a_width - self.w_width)}")
+
+    def check_weights(self, weights):
+        """W as an int64 k×n array, checked for shape and for the ``w_width`` range."""
+        w = np.asarray(weights)
+        if w.shape != (self.k, self.n):
+            raise ValueError(f"weights have shape {w.shape}; expected (k, n) = "
+                             f"({self.k}, {self.n})")
+        lo, hi = -(1 << (self.w_width - 1)), (1 << (self.w_width - 1)) - 1
+        if w.size and (w.min() < lo or w.max() > hi):
+            raise ValueError(f"weights outside int{self.w_width} range {lo}..{hi}")
+        return w.astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GemmConfig(BlockConfig):
+class GemmConfig(LinearSizes, BlockConfig):
     """An output-stationary ``rows``×``cols`` systolic array computing C = A·W.
 
     ``k`` (inner dimension) and ``n`` (output features) are fixed at elaboration, as in a
@@ -29,34 +75,13 @@ class GemmConfig(BlockConfig):
                         "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
-    OUT_WIDTH = 32  # C is int32 at the block boundary, whatever the internal accumulator.
-
     def _validate(self):
         if self.k % self.lanes:
             raise ConfigError(
                 f"lanes={self.lanes} does not divide k={self.k}; allowed: a divisor of k")
-        if self.acc_width > self.OUT_WIDTH:
-            raise ConfigError(
-                f"k={self.k} needs {self.acc_width}-bit accumulators, more than the "
-                f"{self.OUT_WIDTH}-bit output; allowed: k <= "
-                f"{2 ** (self.OUT_WIDTH - self.a_width - self.w_width)}")
+        self._check_accumulator()
 
-    # Derived sizes -----------------------------------------------------------------------------
-    @property
-    def acc_width(self):
-        """Accumulator bits: a + w + ceil(log2 k) holds any sum of k products exactly."""
-        return self.a_width + self.w_width + max(0, math.ceil(math.log2(self.k)))
-
-    @property
-    def n_tiles(self):
-        """Output-feature tiles per token tile (the last one may be partial)."""
-        return -(-self.n // self.cols)
-
-    @property
-    def k_beats(self):
-        """Input beats per token row."""
-        return self.k // self.lanes
-
+    # Derived sizes (more in LinearSizes) --------------------------------------------------------
     @property
     def tile_steps(self):
         """Array steps per (token tile, feature tile): k, padded so that two successive tiles'
@@ -67,7 +92,3 @@ class GemmConfig(BlockConfig):
     def flush_steps(self):
         """Array steps spent after the last tile of a tensor to bring its results out."""
         return self.cols + self.rows + 3
-
-    @property
-    def peak_macs_per_cycle(self):
-        return self.rows * self.cols

@@ -12,7 +12,6 @@ decode analysis (``perf``'s GEMV engine).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
@@ -21,12 +20,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..stream import row_layout
+from .gemm_config import LinearSizes
 
 __all__ = ["GemvConfig", "Gemv"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GemvConfig(BlockConfig):
+class GemvConfig(LinearSizes, BlockConfig):
     """A GEMV engine: ``rows`` inner-dimension lanes × ``cols`` output lanes."""
 
     rows: int = spec(4, Range(1, 64), "inner-dimension (k) lanes: products summed per column")
@@ -38,37 +38,17 @@ class GemvConfig(BlockConfig):
                         "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
-    OUT_WIDTH = 32
-
     def _validate(self):
         for name, value in (("rows", self.rows), ("k", self.k)):
             if value % self.lanes:
                 raise ConfigError(f"lanes={self.lanes} does not divide {name}={value}; "
                                   f"allowed: a common divisor of rows and k")
-        if self.acc_width > self.OUT_WIDTH:
-            raise ConfigError(f"k={self.k} needs {self.acc_width}-bit accumulators; allowed: "
-                              f"k <= {2 ** (self.OUT_WIDTH - self.a_width - self.w_width)}")
-
-    @property
-    def acc_width(self):
-        return self.a_width + self.w_width + max(0, math.ceil(math.log2(self.k)))
+        self._check_accumulator()
 
     @property
     def k_words(self):
         """Steps per output tile: the inner dimension in words of ``rows``."""
         return -(-self.k // self.rows)
-
-    @property
-    def n_tiles(self):
-        return -(-self.n // self.cols)
-
-    @property
-    def k_beats(self):
-        return self.k // self.lanes
-
-    @property
-    def peak_macs_per_cycle(self):
-        return self.rows * self.cols
 
 
 class Gemv(wiring.Component):
@@ -113,9 +93,7 @@ class Gemv(wiring.Component):
     def weight_words(cfg, weights):
         """W (k×n) as memory words: one per (feature tile, k word), ``rows×cols`` weights each,
         row-major by k lane; padding (k and n beyond the matrix) is zero."""
-        w = np.asarray(weights)
-        if w.shape != (cfg.k, cfg.n):
-            raise ValueError(f"weights have shape {w.shape}; expected (k, n) = ({cfg.k}, {cfg.n})")
+        w = cfg.check_weights(weights)
         padded = np.zeros((cfg.k_words * cfg.rows, cfg.n_tiles * cfg.cols), dtype=np.int64)
         padded[:cfg.k, :cfg.n] = w
         words = padded.reshape(cfg.k_words, cfg.rows, cfg.n_tiles, cfg.cols).transpose(2, 0, 1, 3)

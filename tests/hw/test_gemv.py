@@ -93,3 +93,13 @@ def test_nine_bit_activations(rng):
     result = run_block(H, cfg, {"a": p, "w": v}, stalls_in=Stalls("random", 1),
                        stalls_out=Stalls("random", 2))
     np.testing.assert_array_equal(result.outputs["c"], p.astype(np.int64) @ v)
+
+
+def test_weights_checked_like_the_gemm():
+    cfg = GemvConfig(rows=2, cols=2, k=4, n=3, lanes=2, w_width=4)
+    with pytest.raises(ValueError, match=r"expected \(k, n\) = \(4, 3\)"):
+        Gemv(cfg, weights=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="weights outside int4 range -8..7"):
+        Gemv(cfg, weights=np.full((4, 3), 8))
+    with pytest.raises(ConfigError, match="allowed: k <= 32768"):
+        GemvConfig(k=65536, lanes=8, rows=8, a_width=9)
