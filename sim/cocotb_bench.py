@@ -16,7 +16,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from llmloom.sim.engine import StreamEngine
-from llmloom.sim.harness import Drive
+from llmloom.sim.harness import Drive, Gate, Segment
 from llmloom.sim.streams import Stalls
 
 
@@ -28,6 +28,8 @@ async def run_job(dut):
         preload={p: [int(w, 16) for w in ws] for p, ws in job["preload"].items()},
         timed={p: [int(w, 16) for w in ws] for p, ws in job["timed"].items()},
         expect=job["expect"],
+        gates={p: [Gate(*g) for g in gs] for p, gs in job.get("gates", {}).items()},
+        segments=[Segment(*seg) for seg in job.get("segments", [])],
     )
     bar = None
     if job.get("progress"):
@@ -71,6 +73,7 @@ async def run_job(dut):
             await FallingEdge(dut.clk)
         result = {"beats": {p: [hex(w) for w in ws] for p, ws in engine.results().items()},
                   "cycles": engine.cycles, "sim_cycles": engine.cycle,
+                  "segment_cycles": engine.segment_cycles,
                   "wall_s": time.perf_counter() - t0}
     except Exception as exc:  # reported to the runner, which raises it in the caller
         result = {"error": str(exc), "kind": type(exc).__name__}

@@ -5,6 +5,12 @@ A back end calls, every cycle: :meth:`StreamEngine.drive` (the values to put on 
 reads a port signal after the combinational logic has settled, then advances the clock. The
 engine decides stalls, records transfers and counts cycles, so Amaranth's simulator, Icarus and
 Verilator see exactly the same stimulus.
+
+Gates (:attr:`~llmloom.sim.harness.Drive.gates`) hold a timed input word back until an output
+has produced a number of beats, as autoregressive decode must (the next token needs this one's
+output); segments (:attr:`~llmloom.sim.harness.Drive.segments`) are timed per tensor, from the
+transfer of a tensor's first input word to that of its last output beat
+(:attr:`StreamEngine.segment_cycles`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class _In:
     timed: bool
     idx: int = 0
     offered: bool = False
+    gates: dict = dataclasses.field(default_factory=dict)    # word → (out port, beats)
 
     @property
     def done(self):
@@ -59,6 +66,34 @@ class StreamEngine:
                         for n, (p, w) in enumerate(drive.timed.items())]
         self.outputs = [_Out(p, e, stalls_out.generator(salt=200 + n))
                         for n, (p, e) in enumerate(drive.expect.items())]
+        self._out = {o.port: o for o in self.outputs}
+        by_port = {s.port: s for s in self.inputs if s.timed}
+        for port, gates in getattr(drive, "gates", {}).items():
+            if port not in by_port:
+                raise ValueError(f"gate on {port!r}, which is not a timed input")
+            for word, out, beats in gates:
+                if out not in self._out:
+                    raise ValueError(f"gate on {port!r} waits for {out!r}, not an output")
+                if not 0 <= word < len(by_port[port].words):
+                    raise ValueError(f"gate on word {word} of {port!r}, which has "
+                                     f"{len(by_port[port].words)} words")
+                if beats > self._out[out].expect:
+                    raise ValueError(f"gate on {port!r} waits for {beats} beats of {out!r}, "
+                                     f"which produces {self._out[out].expect}: it would "
+                                     "never open")
+                if word in by_port[port].gates:
+                    raise ValueError(f"word {word} of {port!r} has two gates")
+                by_port[port].gates[word] = (out, beats)
+        self.segments = [tuple(seg) for seg in getattr(drive, "segments", ())]
+        self._in_marks = {(seg[0], seg[1]): None for seg in self.segments}
+        self._out_marks = {(seg[2], seg[3] - 1): None for seg in self.segments}
+        for port, word, out, beats in self.segments:
+            if port not in by_port or not 0 <= word < len(by_port[port].words):
+                raise ValueError(f"segment starts at word {word} of {port!r}, which is not a "
+                                 "timed input word")
+            if out not in self._out or not 1 <= beats <= self._out[out].expect:
+                raise ValueError(f"segment ends at beat {beats} of {out!r}, which is not an "
+                                 "expected output beat")
         self.max_cycles = max_cycles
         self.cycle = 0
         self.first_timed = None
@@ -75,6 +110,21 @@ class StreamEngine:
             s.done for s in self.inputs)
 
     @property
+    def segment_cycles(self):
+        """Cycles of each segment, first input transfer to last output transfer inclusive
+        (``None`` for a segment that has not finished)."""
+        out = []
+        for port, word, o, beats in self.segments:
+            start, end = self._in_marks[(port, word)], self._out_marks[(o, beats - 1)]
+            out.append(None if start is None or end is None else end - start + 1)
+        return out
+
+    def gated(self, s):
+        """True while the gate of ``s``'s next word (if any) is closed."""
+        gate = s.gates.get(s.idx)
+        return gate is not None and len(self._out[gate[0]].got) < gate[1]
+
+    @property
     def cycles(self):
         """Cycles from the first timed input transfer to the last output transfer, inclusive."""
         if self.first_timed is None or self.last_out is None:
@@ -87,6 +137,8 @@ class StreamEngine:
         preloading = self.preloading
         for s in self.inputs:
             active = not s.done and (not s.timed or not preloading)
+            if active and not s.offered and s.gates and self.gated(s):
+                active = False
             if active and not s.offered:
                 s.offered = next(s.gen)
             if not active:
@@ -105,6 +157,8 @@ class StreamEngine:
             if s.offered and get(f"{s.port}__ready"):
                 if s.timed and self.first_timed is None:
                     self.first_timed = self.cycle
+                if (s.port, s.idx) in self._in_marks:
+                    self._in_marks[(s.port, s.idx)] = self.cycle
                 s.idx += 1
                 s.offered = False
         for o in self.outputs:
@@ -114,6 +168,8 @@ class StreamEngine:
                         f"output {o.port!r} produced more than the {o.expect} beats expected")
                 o.got.append(get(f"{o.port}__payload"))
                 self.last_out = self.cycle
+                if (o.port, len(o.got) - 1) in self._out_marks:
+                    self._out_marks[(o.port, len(o.got) - 1)] = self.cycle
                 if self.on_output:
                     self.on_output()
         self.cycle += 1
@@ -125,3 +181,4 @@ class StreamEngine:
 
     def results(self):
         return {o.port: o.got for o in self.outputs}
+

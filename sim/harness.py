@@ -6,12 +6,14 @@ the simulator back ends (:mod:`llmloom.sim.runner`), the CLI, tests and benchmar
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import numpy as np
 
 from ..hw.config import BlockConfig, ConfigError
 
-__all__ = ["TensorSpec", "Drive", "BlockHarness", "HARNESSES", "get_harness", "TensorError"]
+__all__ = ["TensorSpec", "Drive", "Gate", "Segment", "BlockHarness", "HARNESSES", "get_harness",
+           "TensorError"]
 
 
 class TensorError(ValueError):
@@ -27,15 +29,41 @@ class TensorSpec:
     optional: bool = False
 
 
+class Gate(typing.NamedTuple):
+    """Timed input word ``word`` is not offered before output ``after`` has produced ``beats``
+    beats (it is offered, stalls permitting, in the cycle after that beat's transfer)."""
+
+    word: int
+    after: str
+    beats: int
+
+
+class Segment(typing.NamedTuple):
+    """A tensor of a run, timed from the transfer of word ``word`` of timed input ``port`` to
+    the transfer of beat number ``beats`` (counted from 1) of output ``out``, inclusive."""
+
+    port: str
+    word: int
+    out: str
+    beats: int
+
+
 @dataclasses.dataclass
 class Drive:
     """Beats for one run. ``preload`` streams are driven to completion first (untimed);
     ``timed`` ones start together, and cycles count from the first timed transfer to the last
-    output transfer. ``expect`` gives the number of beats each output stream must produce."""
+    output transfer. ``expect`` gives the number of beats each output stream must produce.
+
+    ``gates`` (optional) holds timed words back: ``{input port: [Gate(word, after, beats),
+    ...]}``, e.g. the first word of a decode step until the previous tensor's output is all
+    out, as autoregressive decode must wait. ``segments`` (optional, :class:`Segment`) are
+    timed separately (the run's ``tensor_cycles``)."""
 
     preload: dict
     timed: dict
     expect: dict
+    gates: dict = dataclasses.field(default_factory=dict)
+    segments: list = dataclasses.field(default_factory=list)
 
 
 class BlockHarness:

@@ -41,6 +41,9 @@ class RunResult:
     sim: str
     wall_s: float        # simulation only (no Verilog generation, no model build)
     sim_cycles: int      # all simulated cycles, preload included
+    #: per tensor (the drive's segments, e.g. a layer's prefill and decode steps): first input
+    #: transfer to last output transfer, inclusive; ``None`` when the drive has no segments
+    tensor_cycles: list | None = None
 
     @property
     def cycles_per_s(self):
@@ -65,11 +68,12 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
         max_cycles = 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
             harness, cfg, tensors) + 1000
     comp = component if component is not None else harness.component(cfg)
-    beats, cycles, sim_cycles, wall = simulate(comp, drive, sim=sim, stalls_in=stalls_in,
-                                               stalls_out=stalls_out, max_cycles=max_cycles,
-                                               progress=progress)
+    beats, cycles, sim_cycles, wall, segments = simulate(
+        comp, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out, max_cycles=max_cycles,
+        progress=progress)
     outputs = harness.collect(cfg, tensors, beats)
-    return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles)
+    return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles,
+                     tensor_cycles=segments if drive.segments else None)
 
 
 def _work_bound(harness, cfg, tensors):
@@ -80,7 +84,8 @@ def _work_bound(harness, cfg, tensors):
 def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
              max_cycles=1_000_000, progress=False):
     """Drive ``drive`` into ``component`` on ``sim``; returns
-    ``(beats, cycles, sim_cycles, wall_s)``."""
+    ``(beats, cycles, sim_cycles, wall_s, segment_cycles)`` (the last one per
+    ``drive.segments``, empty without them)."""
     if sim == "amaranth":
         return _simulate_amaranth(component, drive, stalls_in, stalls_out, max_cycles, progress)
     return _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress)
@@ -127,7 +132,8 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
     finally:
         if bar:
             bar.close()
-    return engine.results(), engine.cycles, engine.cycle, time.perf_counter() - t0
+    return (engine.results(), engine.cycles, engine.cycle, time.perf_counter() - t0,
+            engine.segment_cycles)
 
 
 # ---- Icarus and Verilator through cocotb ----------------------------------------------------
@@ -237,6 +243,8 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
             "preload": {p: [hex(w) for w in ws] for p, ws in drive.preload.items()},
             "timed": {p: [hex(w) for w in ws] for p, ws in drive.timed.items()},
             "expect": drive.expect,
+            "gates": {p: [list(g) for g in gs] for p, gs in drive.gates.items()},
+            "segments": [list(seg) for seg in drive.segments],
             "stalls_in": dataclasses.asdict(stalls_in),
             "stalls_out": dataclasses.asdict(stalls_out),
             "max_cycles": max_cycles,
@@ -270,7 +278,8 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         kind = SimTimeout if result.get("kind") == "SimTimeout" else AssertionError
         raise kind(result.get("error") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
-    return beats, result["cycles"], result["sim_cycles"], result["wall_s"]
+    return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
+            result.get("segment_cycles", []))
 
 
 __all__ += ["ToolMissing"]
