@@ -3,33 +3,43 @@
 Per tensor (a prefill chunk of ``l`` rows at positions ``pos .. pos + l − 1``, or a decode step
 of one row at ``pos``) the block works in three phases:
 
-1. **Input.** K and V rows are appended to the :class:`~.kvcache.KvCache` (the paper's
-   synchronisation point: K and V complete before attention) while Q rows are written into a
-   Q buffer of ``seq`` rows × ``d_model``. The phase ends when all three streams have carried
-   their ``end`` beat.
-2. **Heads**, one after the other. For head h the cache reads K_hᵀ into the Q·Kᵀ
-   :class:`~.gemm.Gemm` and V_h into the P·V one through their ``weight`` streams; once both
-   are loaded (so that no activation ever waits for weights) the Q_h rows stream from the Q
-   buffer through::
+1. **Input.** K and V rows are appended to the KV cache (the paper's synchronisation point: K
+   and V complete before attention) while Q rows are written into a Q buffer of ``seq`` rows ×
+   ``d_model``. The phase ends when all three streams have carried their ``end`` beat.
+2. **Heads**, ``head_engines`` (E) at once in ``head_rounds = heads / E`` rounds. Engine ``e``
+   owns the contiguous head group ``e·R .. e·R + R − 1`` (R = ``head_rounds``), i.e. the
+   features ``e·d_model/E ..`` of Q, K, V and the output, and computes head ``e·R + r`` in
+   round ``r``. Each engine has its own :class:`~.kvcache.KvCache` (the cache banked by head
+   group: an input beat lies in one head, so it is routed whole to its group's cache, and each
+   bank is the cache of a ``d_model/E``-wide, R-head attention), its own bank of the Q buffer
+   and of the head-output buffer, and its own copy of the blocks of one head. In a round
+   every engine's cache reads K_hᵀ into its Q·Kᵀ :class:`~.gemm.Gemm` and V_h into its P·V
+   one through their ``weight`` streams; once both are loaded (so that no activation ever
+   waits for weights) the Q_h rows stream from the engine's Q bank through::
 
        qk_gemm ─▶ Gearbox(qk_cols → lanes) ─▶ Requant(score) ─▶ Softmax(offset = pos)
                ─▶ Cast(uint8 → signed(9)) ─▶ pv_gemm ─▶ Gearbox(pv_cols → lanes)
-               ─▶ Requant(out) ─▶ head-output buffer (columns of head h)
+               ─▶ Requant(out) ─▶ the engine's output bank (columns of head h)
 
-   The next head starts when the last output row of this one is in the buffer, so a weight
-   load never meets a running array.
-3. **Output**: the buffered rows, all heads concatenated, leave on ``o``; then ``pos``
-   advances by ``l``.
+   The next round starts when every engine has the last output row of its head in its bank,
+   so a weight load never meets a running array. The engines are identical and start
+   together, so they run in lock step: a round takes exactly one head's time, whatever E.
+3. **Output**: the buffered rows leave on ``o``, heads concatenated (each row's beats from
+   the engines' banks in turn); then ``pos`` advances by ``l``.
 
 Every block is configured from :class:`~.attention_config.AttentionConfig` (the softmax with
 ``runtime_offset``), so the result equals
 :func:`llmloom.sim.golden.attention.attention_bitexact` ``(cfg, q, cache.k, cache.v,
-q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``.
+q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``,
+for every ``head_engines``. With one engine the RTL is the heads-in-sequence design (its
+submodules keep their names: ``cache``, ``qk``, ...; with more they are ``e0_cache``, ...).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,6 +57,30 @@ __all__ = ["Attention", "check_rtl"]
 
 def _counter(n):
     return range(max(2, n))
+
+
+def _any(signals):
+    signals = list(signals)
+    return signals[0] if len(signals) == 1 else Cat(*signals).any()
+
+
+def _all(signals):
+    signals = list(signals)
+    return signals[0] if len(signals) == 1 else Cat(*signals).all()
+
+
+def _select(m, sel, target, sources):
+    """``target = sources[sel]`` as a complete case (the last source is the default, so
+    Verilator sees no incomplete case; with one source, a wire)."""
+    if len(sources) == 1:
+        m.d.comb += target.eq(sources[0])
+        return
+    with m.Switch(sel):
+        for e, src in enumerate(sources[:-1]):
+            with m.Case(e):
+                m.d.comb += target.eq(src)
+        with m.Default():
+            m.d.comb += target.eq(sources[-1])
 
 
 def check_rtl(cfg):
@@ -94,6 +128,17 @@ class Attention(wiring.Component):
     The three phases do not overlap (inputs are refused outside the input phase), so a
     tensor's cycles are the sum of its phases (:func:`llmloom.perf.cycles.attention_cycles`).
     Backpressure on ``o`` holds the output phase only.
+
+    Timing (stall-free, cycles from the first input beat, measured on the simulator): the
+    caches' read requests are taken ``max(l·d_model/lanes, l·v_row_cycles) + 1`` cycles in
+    (the input phase); the K_hᵀ / V_h loads of a round run in parallel in every engine, as in
+    one :class:`~.kvcache.KvCache` (``kt_beats``, ``vh_beats``: both independent of E); the
+    round then runs one head's chain, and the next round's requests are taken the cycle after
+    its last output row is written, so every round takes one head's time ``T`` (for 4 heads,
+    d_model 16, seq 8, lanes 2, 2×4 Q·Kᵀ and 2×2 P·V arrays: ``T`` = 96, 134, 152 cycles for
+    ``l`` = 1, 5, 8); the first output beat follows 3 cycles after the last round, then
+    ``l·d_model/lanes`` beats, one per cycle. So a tensor takes the heads-in-sequence cycles
+    minus ``(heads − head_rounds)·T``: the timing of one engine with ``head_rounds`` heads.
     """
 
     def __init__(self, cfg: AttentionConfig):
@@ -114,77 +159,174 @@ class Attention(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        LN, S, H = cfg.lanes, cfg.seq, cfg.heads
-        DB = cfg.d_model // LN           # beats per row
+        LN, S, E, R = cfg.lanes, cfg.seq, cfg.head_engines, cfg.head_rounds
+        EB = cfg.engine_width // LN      # beats per row of one engine's head group
         HB = cfg.d_head // LN            # beats per head's columns
+        beat_shape = data.ArrayLayout(INT8.shape, LN)
+        cache_cfg = KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=R)
 
-        # ---- the blocks ------------------------------------------------------------------
-        m.submodules.cache = cache = KvCache(KvCacheConfig.of(cfg))
-        m.submodules.qk = qk = Gemm(cfg.qk_gemm)
-        m.submodules.pv = pv = Gemm(cfg.pv_gemm)
-        m.submodules.score_gear = g1 = Gearbox(signed(32), cfg.qk_cols, LN, S)
-        m.submodules.score_requant = sreq = Requant(cfg.score_requant)
+        pos = Signal(range(S + 1))
+        rows = Signal(range(S + 1))      # l, rows of the current tensor
+        phase_in = Signal(init=1)
+        phase_heads = Signal()
+        phase_out = Signal()
+        rnd = Signal(_counter(R))        # the round: engine e computes head e·R + rnd
+        head_base = Signal(range(R * HB + 1))      # rnd·HB: the head's beats in a group row
+        m.d.comb += self.pos.eq(pos)
+
+        def splitter(take):
+            """The engine (``bank``) and the beat within that engine's group (``sub``) of a row
+            stream's current beat, and whether it is the row's last; advanced on ``take``."""
+            bank, sub, row_end = Signal(_counter(E)), Signal(_counter(EB)), Signal()
+            m.d.comb += row_end.eq((sub == EB - 1) & (bank == E - 1))
+            with m.If(take):
+                with m.If(sub == EB - 1):
+                    m.d.sync += [sub.eq(0), bank.eq(Mux(bank == E - 1, 0, bank + 1))]
+                with m.Else():
+                    m.d.sync += sub.eq(sub + 1)
+            return bank, sub, row_end
+
+        # ---- the engines: each its head group's cache, Q and output banks, and blocks ------
+        engines = [self._engine(m, e, cache_cfg, beat_shape, phase_heads, rnd, head_base,
+                                rows, pos) for e in range(E)]
+        m.d.comb += self.overflow.eq(_any(en.cache.overflow for en in engines))
+
+        # ---- phase 1: input ---------------------------------------------------------------
+        q_done, k_done, v_done = Signal(), Signal(), Signal()
+        splitters = []
+        for port, done, name in ((self.k, k_done, "k"), (self.v, v_done, "v")):
+            open_ = phase_in & ~done
+            bank, _, _ = split = splitter(port.valid & port.ready)
+            splitters.append(split)
+            for e, en in enumerate(engines):
+                dst = getattr(en.cache, name)
+                m.d.comb += [dst.valid.eq(port.valid & open_ & (bank == e)),
+                             dst.payload.eq(port.payload)]
+            _select(m, bank, port.ready,
+                    [getattr(en.cache, name).ready & open_ for en in engines])
+            with m.If(port.valid & port.ready & port.payload.end):
+                m.d.sync += done.eq(1)
+
+        q_take = self.q.valid & self.q.ready
+        q_bank, q_sub, q_row_end = splitter(q_take)
+        q_base = Signal(range(S * EB + 1))
+        q_open = phase_in & ~q_done
+        m.d.comb += self.q.ready.eq(q_open & (rows != S))
+        for e, en in enumerate(engines):
+            m.d.comb += [en.q_wr.addr.eq(q_base + q_sub), en.q_wr.data.eq(self.q.payload.data),
+                         en.q_wr.en.eq(q_take & (q_bank == e))]
+        with m.If(q_take & q_row_end):
+            m.d.sync += [q_base.eq(q_base + EB), rows.eq(rows + 1)]
+            with m.If(self.q.payload.end):
+                m.d.sync += q_done.eq(1)
+
+        # ---- phase 2: heads, in rounds of E (the engines' own control is in _engine) -------
+        with m.If(phase_in & q_done & k_done & v_done):
+            m.d.sync += [phase_in.eq(0), phase_heads.eq(1), q_done.eq(0), k_done.eq(0),
+                         v_done.eq(0)]
+        # the round ends when every engine has its head's last output row in its bank
+        round_done = Signal()
+        m.d.comb += round_done.eq(_all(en.finished | en.head_done for en in engines))
+        with m.If(round_done):
+            m.d.sync += [flag.eq(0) for en in engines for flag in en.flags]
+            with m.If(rnd == R - 1):
+                m.d.sync += [rnd.eq(0), head_base.eq(0), phase_heads.eq(0), phase_out.eq(1)]
+            with m.Else():
+                m.d.sync += [rnd.eq(rnd + 1), head_base.eq(head_base + HB)]
+
+        # ---- phase 3: output, each row's beats from the engines' banks in turn --------------
+        e_active = Signal()
+        e_row = Signal(range(S + 1))
+        e_bank = Signal(_counter(E))
+        e_sub = Signal(_counter(EB))
+        e_base = Signal(range(S * EB + 1))
+        with m.If(phase_out & ~e_active):
+            m.d.sync += [e_active.eq(1), phase_out.eq(0)]
+        e_adv = ~self.o.valid | self.o.ready
+        eo_last, eo_end = Signal(), Signal()
+        eo_bank = Signal(_counter(E))            # the bank of the beat on o (read latency 1)
+        e_finish = Signal()
+        for en in engines:
+            m.d.comb += [en.o_rd.addr.eq(e_base + e_sub), en.o_rd.en.eq(e_adv)]
+        _select(m, eo_bank, self.o.payload.data, [en.o_rd.data for en in engines])
+        m.d.comb += [self.o.payload.last.eq(eo_last), self.o.payload.end.eq(eo_end)]
+        with m.If(e_adv):
+            row_end = (e_sub == EB - 1) & (e_bank == E - 1)
+            m.d.sync += [self.o.valid.eq(e_active), eo_last.eq(row_end),
+                         eo_end.eq(row_end & (e_row == rows - 1)), eo_bank.eq(e_bank)]
+            with m.If(e_active):
+                with m.If(e_sub == EB - 1):
+                    m.d.sync += e_sub.eq(0)
+                    with m.If(e_bank == E - 1):
+                        m.d.sync += [e_bank.eq(0), e_base.eq(e_base + EB)]
+                        with m.If(e_row == rows - 1):
+                            m.d.sync += [e_row.eq(0), e_base.eq(0), e_active.eq(0)]
+                            m.d.comb += e_finish.eq(1)
+                        with m.Else():
+                            m.d.sync += e_row.eq(e_row + 1)
+                    with m.Else():
+                        m.d.sync += e_bank.eq(e_bank + 1)
+                with m.Else():
+                    m.d.sync += e_sub.eq(e_sub + 1)
+        # the next tensor may come in as soon as the last row is being read out
+        with m.If(e_finish):
+            m.d.sync += [pos.eq(pos + rows), rows.eq(0), q_base.eq(0), phase_in.eq(1)]
+
+        with m.If(self.clear):
+            m.d.sync += pos.eq(0)
+            # (rows are whole between tensors; reset anyway, as the cache resets its own)
+            m.d.sync += [sig.eq(0) for split in splitters for sig in split[:2]]
+        for en in engines:
+            m.d.comb += en.cache.clear.eq(self.clear)
+        return m
+
+    def _engine(self, m, e, cache_cfg, beat_shape, phase_heads, rnd, head_base, rows, pos):
+        """Engine ``e``: its head group's cache, Q bank and output bank, the blocks of one
+        head, the request of the round's K_hᵀ / V_h and the Q_h / output walks. Its
+        submodules are prefixed ``e{e}_`` (no prefix with one engine)."""
+        cfg = self.cfg
+        LN, S = cfg.lanes, cfg.seq
+        EB = cfg.engine_width // LN
+        HB = cfg.d_head // LN
+        pre = "" if cfg.head_engines == 1 else f"e{e}_"
+
+        def add(name, block):
+            m.submodules[pre + name] = block
+            return block
+
+        cache = add("cache", KvCache(cache_cfg))
+        qk = add("qk", Gemm(cfg.qk_gemm))
+        pv = add("pv", Gemm(cfg.pv_gemm))
+        g1 = add("score_gear", Gearbox(signed(32), cfg.qk_cols, LN, S))
+        sreq = add("score_requant", Requant(cfg.score_requant))
         smax_cfg = cfg.softmax(0)
         if cfg.causal:
             smax_cfg = smax_cfg.replace(runtime_offset=True)
-        m.submodules.softmax = smax = Softmax(smax_cfg)
-        m.submodules.cast = cast = Cast(unsigned(8), signed(9), LN)
-        m.submodules.out_gear = g2 = Gearbox(signed(32), cfg.pv_cols, LN, cfg.d_head)
-        m.submodules.out_requant = oreq = Requant(cfg.out_requant)
+        smax = add("softmax", Softmax(smax_cfg))
+        cast = add("cast", Cast(unsigned(8), signed(9), LN))
+        g2 = add("out_gear", Gearbox(signed(32), cfg.pv_cols, LN, cfg.d_head))
+        oreq = add("out_requant", Requant(cfg.out_requant))
         wiring.connect(m, cache.o_kt, qk.weight)
         wiring.connect(m, cache.o_vh, pv.weight)
         wiring.connect(m, qk.o, g1.i)
         wiring.connect(m, g1.o, sreq.i)
         wiring.connect(m, sreq.o, smax.i)
         wiring.connect(m, smax.o, cast.i)
+        wiring.connect(m, cast.o, pv.act)
         wiring.connect(m, pv.o, g2.i)
         wiring.connect(m, g2.o, oreq.i)
-
-        pos = Signal(range(S + 1))
-        rows = Signal(range(S + 1))      # l, rows of the current tensor
-        m.d.comb += [self.pos.eq(pos), self.overflow.eq(cache.overflow)]
         if cfg.causal:
             m.d.comb += smax.offset.eq(pos)
 
-        # ---- phase 1: input ---------------------------------------------------------------
-        phase_in = Signal(init=1)
-        q_done, k_done, v_done = Signal(), Signal(), Signal()
-        for port, done, dst in ((self.k, k_done, cache.k), (self.v, v_done, cache.v)):
-            open_ = phase_in & ~done
-            m.d.comb += [dst.valid.eq(port.valid & open_), dst.payload.eq(port.payload),
-                         port.ready.eq(dst.ready & open_)]
-            with m.If(port.valid & port.ready & port.payload.end):
-                m.d.sync += done.eq(1)
+        qbuf = add("qbuf", memory.Memory(shape=beat_shape, depth=S * EB, init=[]))
+        obuf = add("obuf", memory.Memory(shape=beat_shape, depth=S * EB, init=[]))
+        q_wr, q_rd = qbuf.write_port(), qbuf.read_port()
+        o_wr, o_rd = obuf.write_port(), obuf.read_port()
 
-        beat_shape = data.ArrayLayout(INT8.shape, LN)
-        m.submodules.qbuf = qbuf = memory.Memory(shape=beat_shape, depth=S * DB, init=[])
-        q_wr = qbuf.write_port()
-        q_rd = qbuf.read_port()
-        q_beat = Signal(_counter(DB))
-        q_base = Signal(range(S * DB + 1))
-        q_open = phase_in & ~q_done
-        m.d.comb += [self.q.ready.eq(q_open & (rows != S)), q_wr.addr.eq(q_base + q_beat),
-                     q_wr.data.eq(self.q.payload.data),
-                     q_wr.en.eq(self.q.valid & self.q.ready)]
-        with m.If(self.q.valid & self.q.ready):
-            with m.If(q_beat == DB - 1):
-                m.d.sync += [q_beat.eq(0), q_base.eq(q_base + DB), rows.eq(rows + 1)]
-                with m.If(self.q.payload.end):
-                    m.d.sync += q_done.eq(1)
-            with m.Else():
-                m.d.sync += q_beat.eq(q_beat + 1)
-
-        # ---- phase 2: heads ----------------------------------------------------------------
-        phase_heads = Signal()
-        head = Signal(_counter(H))
-        requested = Signal()
-        kt_loaded = Signal()
-        vh_loaded = Signal()
-        with m.If(phase_in & q_done & k_done & v_done):
-            m.d.sync += [phase_in.eq(0), phase_heads.eq(1), q_done.eq(0), k_done.eq(0),
-                         v_done.eq(0)]
+        # the round's K_hᵀ and V_h: request, then both loads
+        requested, kt_loaded, vh_loaded = Signal(), Signal(), Signal()
         m.d.comb += [cache.rd.valid.eq(phase_heads & ~requested),
-                     cache.rd.payload.data[0].eq(head)]
+                     cache.rd.payload.data[0].eq(rnd)]
         with m.If(cache.rd.valid & cache.rd.ready):
             m.d.sync += requested.eq(1)
         with m.If(qk.weight.valid & qk.weight.ready & qk.weight.payload.end):
@@ -192,14 +334,12 @@ class Attention(wiring.Component):
         with m.If(pv.weight.valid & pv.weight.ready & pv.weight.payload.end):
             m.d.sync += vh_loaded.eq(1)
 
-        # Q_h rows from the Q buffer into qk's activations, once K_hᵀ and V_h are in
-        qr_active = Signal()
-        qr_started = Signal()
-        qr_row = Signal(range(S + 1))
-        qr_base = Signal(range(S * DB + 1))
-        qr_j = Signal(_counter(HB))
-        head_base = Signal(range(H * HB + 1))
+        # Q_h rows from the Q bank into qk's activations, once K_hᵀ and V_h are in
         # (V_h first too, so that P never waits at pv's input: see the module text)
+        qr_active, qr_started = Signal(), Signal()
+        qr_row = Signal(range(S + 1))
+        qr_base = Signal(range(S * EB + 1))
+        qr_j = Signal(_counter(HB))
         with m.If(kt_loaded & vh_loaded & ~qr_started):
             m.d.sync += [qr_active.eq(1), qr_started.eq(1)]
         q_adv = ~qk.act.valid | qk.act.ready
@@ -217,18 +357,13 @@ class Attention(wiring.Component):
                     with m.If(qr_row == rows - 1):
                         m.d.sync += [qr_row.eq(0), qr_base.eq(0), qr_active.eq(0)]
                     with m.Else():
-                        m.d.sync += [qr_row.eq(qr_row + 1), qr_base.eq(qr_base + DB)]
+                        m.d.sync += [qr_row.eq(qr_row + 1), qr_base.eq(qr_base + EB)]
                 with m.Else():
                     m.d.sync += qr_j.eq(qr_j + 1)
 
-        wiring.connect(m, cast.o, pv.act)
-
-        # head outputs into the output buffer, at the head's columns
-        m.submodules.obuf = obuf = memory.Memory(shape=beat_shape, depth=S * DB, init=[])
-        o_wr = obuf.write_port()
-        o_rd = obuf.read_port()
+        # the head's output rows into the output bank, at the head's columns
         ow_row = Signal(range(S + 1))
-        ow_base = Signal(range(S * DB + 1))
+        ow_base = Signal(range(S * EB + 1))
         ow_j = Signal(_counter(HB))
         m.d.comb += [oreq.o.ready.eq(1), o_wr.addr.eq(ow_base + head_base + ow_j),
                      o_wr.data.eq(oreq.o.payload.data), o_wr.en.eq(oreq.o.valid)]
@@ -240,53 +375,12 @@ class Attention(wiring.Component):
                     m.d.sync += [ow_row.eq(0), ow_base.eq(0)]
                     m.d.comb += head_done.eq(1)
                 with m.Else():
-                    m.d.sync += [ow_row.eq(ow_row + 1), ow_base.eq(ow_base + DB)]
+                    m.d.sync += [ow_row.eq(ow_row + 1), ow_base.eq(ow_base + EB)]
             with m.Else():
                 m.d.sync += ow_j.eq(ow_j + 1)
-
-        phase_out = Signal()
+        finished = Signal()            # this round's head is done; others may still run
         with m.If(head_done):
-            m.d.sync += [requested.eq(0), kt_loaded.eq(0), vh_loaded.eq(0), qr_started.eq(0)]
-            with m.If(head == H - 1):
-                m.d.sync += [head.eq(0), head_base.eq(0), phase_heads.eq(0),
-                             phase_out.eq(1)]
-            with m.Else():
-                m.d.sync += [head.eq(head + 1), head_base.eq(head_base + HB)]
-
-        # ---- phase 3: output ---------------------------------------------------------------
-        e_active = Signal()
-        e_row = Signal(range(S + 1))
-        e_beat = Signal(_counter(DB))
-        e_addr = Signal(range(S * DB + 1))
-        with m.If(phase_out & ~e_active):
-            m.d.sync += [e_active.eq(1), phase_out.eq(0)]
-        e_adv = ~self.o.valid | self.o.ready
-        eo_last, eo_end = Signal(), Signal()
-        e_finish = Signal()
-        m.d.comb += [o_rd.addr.eq(e_addr), o_rd.en.eq(e_adv),
-                     self.o.payload.data.eq(o_rd.data), self.o.payload.last.eq(eo_last),
-                     self.o.payload.end.eq(eo_end)]
-        with m.If(e_adv):
-            row_end = e_beat == DB - 1
-            m.d.sync += [self.o.valid.eq(e_active), eo_last.eq(row_end),
-                         eo_end.eq(row_end & (e_row == rows - 1))]
-            with m.If(e_active):
-                m.d.sync += e_addr.eq(e_addr + 1)
-                with m.If(row_end):
-                    m.d.sync += e_beat.eq(0)
-                    with m.If(e_row == rows - 1):
-                        m.d.sync += [e_row.eq(0), e_addr.eq(0), e_active.eq(0)]
-                        m.d.comb += e_finish.eq(1)
-                    with m.Else():
-                        m.d.sync += e_row.eq(e_row + 1)
-                with m.Else():
-                    m.d.sync += e_beat.eq(e_beat + 1)
-        # the next tensor may come in as soon as the last row is being read out
-        with m.If(e_finish):
-            m.d.sync += [pos.eq(pos + rows), rows.eq(0), q_base.eq(0), phase_in.eq(1)]
-
-        with m.If(self.clear):
-            m.d.sync += pos.eq(0)
-        m.d.comb += cache.clear.eq(self.clear)
-        return m
-
+            m.d.sync += finished.eq(1)
+        return SimpleNamespace(cache=cache, q_wr=q_wr, o_rd=o_rd, head_done=head_done,
+                               finished=finished,
+                               flags=(requested, kt_loaded, vh_loaded, qr_started, finished))

@@ -11,6 +11,8 @@ and the heads' outputs are concatenated along the features (head h owns columns
 derives the exact configuration of each of those blocks; the bit-exact golden model
 (:func:`llmloom.sim.golden.attention.attention_bitexact`) and the RTL are built from them, so
 every constant (multipliers, exp table, reciprocal) is shared and nothing is re-derived.
+``head_engines`` sets how many heads the RTL computes at once (copies of the per-head blocks);
+it changes the time and the area, never the result.
 
 Contract (what a call computes; the golden model checks it):
 
@@ -80,11 +82,17 @@ class AttentionConfig(BlockConfig):
     pv_rows: int = spec(4, Range(1, 64), "P·V array rows (query rows at once)")
     pv_cols: int = spec(4, Range(1, 64), "P·V array columns (head features at once)")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of both re-quantisations")
+    head_engines: int = spec(1, Range(1, 4096), "head pipelines working at once (each its own "
+                             "Q·Kᵀ and P·V arrays); divides heads: 1 = heads in sequence, "
+                             "heads = all in parallel")
 
     def _validate(self):
         if self.d_model % self.heads:
             raise ConfigError(f"heads={self.heads} does not divide d_model={self.d_model}; "
                               "allowed: a divisor of d_model")
+        if self.heads % self.head_engines:
+            raise ConfigError(f"head_engines={self.head_engines} does not divide "
+                              f"heads={self.heads}; allowed: a divisor of heads")
         if self.d_head % self.lanes:
             raise ConfigError(f"lanes={self.lanes} does not divide d_head={self.d_head} "
                               f"(d_model/heads); allowed: a divisor of d_head")
@@ -102,6 +110,18 @@ class AttentionConfig(BlockConfig):
     @property
     def d_head(self):
         return self.d_model // self.heads
+
+    @property
+    def head_rounds(self):
+        """Rounds of the heads phase: ``heads / head_engines`` (engine ``e`` computes head
+        ``e·head_rounds + r`` in round ``r``)."""
+        return self.heads // self.head_engines
+
+    @property
+    def engine_width(self):
+        """Features of one engine's head group: ``d_model / head_engines`` (its
+        ``head_rounds`` heads' columns, contiguous)."""
+        return self.d_model // self.head_engines
 
     @property
     def score_acc_scale(self):

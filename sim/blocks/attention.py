@@ -99,4 +99,5 @@ class AttentionHarness(BlockHarness):
         return (int(tensors["q"].shape[0]),)
 
     def peak_macs_per_cycle(self, cfg):
-        return cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols      # both arrays
+        # both arrays of every head engine
+        return cfg.head_engines * (cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols)
