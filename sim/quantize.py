@@ -114,7 +114,9 @@ def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, ep
     seq : int, optional
         GPT-2: the KV cache capacity; BERT: the sequence length. Default: ``x_calib``'s rows.
     lanes, eps, rounding, **parallelism
-        :class:`~llmloom.hw.layers.config.LayerConfig` fields (``linear_rows``, ``qk_cols``...).
+        :class:`~llmloom.hw.layers.config.LayerConfig` fields (``engine``, ``linear_rows``,
+        ``qk_cols``...), passed through: they shape the hardware, not the numbers (the int8
+        weights, scales and biases are the same for every engine and array size).
 
     Returns ``(cfg, weights, input_scale)``: the calibrated LayerConfig, the int8
     LayerWeights, and the scale to quantise inputs with (:func:`quantize_input`).

@@ -8,9 +8,11 @@
     Residual1 ─▶ LN1 ─▶ Fork ─┬─▶ FFN1 ─▶ GELU ─▶ FFN2 ─▶ Residual2.x ─▶ LN2 ─▶ o
                               └─▶ Queue (FFN rows in flight) ──▶ Residual2.r
 
-Each linear stage is a GEMM (weights at elaboration) → gearbox → re-quantiser
-(:class:`~.common.Linear`). Every block is configured from the one :class:`LayerConfig`, so
-the output equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit.
+Each linear stage is an engine (weights at elaboration) → gearbox → re-quantiser
+(:class:`~.common.Linear`): the output-stationary GEMM, or with ``engine="gemv"`` the decode
+GEMV (every multiplier busy on one token row). Every block is configured from the one
+:class:`LayerConfig`, so the output equals :func:`llmloom.sim.golden.layers.layer_bitexact`
+bit for bit, whatever the engine.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class BertLayer(wiring.Component):
     cfg : LayerConfig
         Calibrated, ``arch="bert"``.
     weights : LayerWeights
-        The int8 matrices, held in the GEMMs' memories from elaboration.
+        The int8 matrices, held in the linear engines' memories from elaboration.
 
     Members
     -------

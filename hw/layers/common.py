@@ -1,7 +1,7 @@
-"""Parts shared by the composed layers (:mod:`.gpt2`, :mod:`.bert`): a linear stage (GEMM with
-its weights at elaboration, a gearbox from the array's columns to the stream lanes, the
-re-quantiser), the FFN (FFN1 → requant → GELU → FFN2 → requant), and the bypass depths the
-schedule needs."""
+"""Parts shared by the composed layers (:mod:`.gpt2`, :mod:`.bert`): a linear stage (the
+engine ``cfg.engine`` names — the output-stationary GEMM or the decode GEMV — with its weights
+at elaboration, a gearbox from the engine's columns to the stream lanes, the re-quantiser), the
+FFN (FFN1 → requant → GELU → FFN2 → requant), and the bypass depths the schedule needs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from ..blocks.activation import Gelu
 from ..blocks.attention import check_rtl as check_attention_rtl
 from ..blocks.gemm import Gemm
+from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
 from ..config import ConfigError
 from ..numeric import INT8
@@ -19,13 +20,15 @@ from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
 __all__ = ["Linear", "Ffn", "check_layer_rtl", "attention_bypass_depth", "ffn_bypass_depth",
-           "ffn_in_flight_rows"]
+           "ffn_in_flight_rows", "engine_held_rows"]
 
 
 def check_layer_rtl(cfg, weights):
     """:class:`ConfigError` unless the composed layer can be built: calibrated, weights of the
-    right shapes, every GEMM's ``cols`` dividing its output width (the gearboxes carry no
-    padding lanes) and a multiple or divisor of ``lanes``, and the attention's own limits."""
+    right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
+    or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
+    divisor of ``lanes``, and the attention's own limits. (The GEMV's own rule, ``lanes``
+    dividing its ``rows``, is the config's: :class:`LayerConfig` rejects it.)"""
     if not isinstance(cfg, LayerConfig):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(weights, LayerWeights):
@@ -35,7 +38,7 @@ def check_layer_rtl(cfg, weights):
                           "llmloom.sim.quantize.quantize_layer")
     weights.check(cfg)
     for name in ("q", "k", "v", "o", "f1", "f2"):
-        g = cfg.gemm(name)
+        g = cfg.linear(name)
         if g.n % g.cols:
             raise ConfigError(f"{name}: cols={g.cols} does not divide the output width "
                               f"{g.n}; allowed: a divisor of it (the layer RTL)")
@@ -52,23 +55,44 @@ def _beats(cfg, width):
 def attention_bypass_depth(cfg):
     """Beats of the queue that carries the layer input around the attention: the attention
     holds a whole tensor (up to ``seq`` rows) before it emits its first row, so every input
-    row of the tensor must have passed the fork — and sit in this queue — by then."""
+    row of the tensor must have passed the fork — and sit in this queue — by then. The same
+    for both engines: whichever engine the Q/K/V stages use (a GEMM waiting for a token
+    tile, a GEMV taking each row as it comes), the attention takes their rows as they come
+    and emits nothing before the tensor's last row, so this queue must hold them all."""
     return cfg.seq * _beats(cfg, cfg.d_model)
+
+
+def engine_held_rows(cfg, rows):
+    """Most token rows one linear engine of ``rows`` rows (``linear_rows`` or ``ffn_rows``)
+    holds at once — rows it has taken input of but not yet emitted all of — for
+    ``cfg.engine``.
+
+    * GEMM: two activation banks of a token tile of ``rows`` rows (one being computed, one
+      filling) and two output row banks of ``rows`` rows (one draining, one being written):
+      ``4·rows``.
+    * GEMV: a row sits in one of four places, each holding at most one row: its two activation
+      banks (one row being computed or waiting, one filling), the multiply-accumulate stage
+      (the last step of a row whose bank was freed as that step issued) and the result
+      register (its last beat, waiting for the consumer): ``4``. Rows do not tile: a row
+      starts as soon as its own input is in.
+    """
+    return 4 * rows if cfg.engine == "gemm" else 4
 
 
 def ffn_in_flight_rows(cfg):
     """Most rows the FFN branch (norm or not, FFN1, GELU, FFN2 and their re-quantisers) can
     hold between the fork and the residual add.
 
-    Each GEMM holds two activation banks of ``ffn_rows`` rows (one being computed, one
-    filling) and two output row banks of ``ffn_rows`` rows (one draining, one being written):
-    ``4·ffn_rows``; two GEMMs make ``8·ffn_rows``. The row kernels and register stages around
-    them (layernorm's row buffer, the gearboxes, re-quantisers and the GELU table, each at most
-    a row or two) add 4 rows. Deadlock freedom needs far less — ``ffn_rows`` rows: a GEMM starts
-    a token tile when its ``ffn_rows`` rows (or a tensor's ``end``) are in, so the residual's
-    oldest pending row needs at most ``ffn_rows − 1`` rows beyond it to have passed the fork —
-    but a queue this deep also never throttles the branch."""
-    return 8 * cfg.ffn_rows + 4
+    Its two engines hold :func:`engine_held_rows` each (GEMM: ``4·ffn_rows``, so
+    ``8·ffn_rows``; GEMV: 4, so 8). The row kernels and register stages around them
+    (layernorm's row buffer, the gearboxes, re-quantisers and the GELU table, each at most a
+    row or two) add 4 rows. Deadlock freedom needs far less — the rows an engine must see
+    beyond a row before it emits it, plus that row: a GEMM starts a token tile when its
+    ``ffn_rows`` rows (or a tensor's ``end``) are in, so the residual's oldest pending row
+    needs at most ``ffn_rows − 1`` rows beyond it to have passed the fork (``ffn_rows`` rows);
+    a GEMV starts a row as soon as that row is in (1 row) — but a queue this deep also never
+    throttles the branch."""
+    return 2 * engine_held_rows(cfg, cfg.ffn_rows) + 4
 
 
 def ffn_bypass_depth(cfg):
@@ -77,20 +101,29 @@ def ffn_bypass_depth(cfg):
 
 
 class Linear(wiring.Component):
-    """One linear stage of a layer: ``Gemm`` (weights held on chip from elaboration) →
-    ``Gearbox(cols → lanes)`` → ``Requant``.
+    """One linear stage of a layer: the engine of ``cfg.engine`` (weights held on chip from
+    elaboration) → ``Gearbox(cols → lanes)`` → ``Requant``.
+
+    The engine is :class:`~llmloom.hw.blocks.gemm.Gemm` (``engine="gemm"``) or
+    :class:`~llmloom.hw.blocks.gemv.Gemv` (``engine="gemv"``), configured by
+    ``cfg.linear(name)``. Both frame their output alike — int32 rows of ``n / cols`` beats of
+    ``cols`` lanes (no padding lanes: ``cols`` divides ``n``, :func:`check_layer_rtl`),
+    ``last`` on each row's last beat, ``end`` on the tensor's last beat (taken from ``end`` on
+    the input's last row) — which is what the gearbox and the re-quantiser take, so the wiring
+    is the same for both.
 
     Members
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
         Input rows (``in`` features), ``end`` on the last beat of a tensor (it flushes the
-        GEMM's partial token tile).
+        GEMM's partial token tile; the GEMV needs no flush).
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         Output rows at the stage's output scale.
 
-    Latency: a token tile (``rows`` rows, or fewer at a tensor's end) starts when it is all
-    in; see :class:`~llmloom.hw.blocks.gemm.Gemm`. Backpressure propagates to the GEMM's output
-    row banks and from there to its input.
+    Latency: GEMM, a token tile (``rows`` rows, or fewer at a tensor's end) starts when it is
+    all in (:class:`~llmloom.hw.blocks.gemm.Gemm`); GEMV, a row starts when it is in and takes
+    ``n_tiles × k_words`` cycles (:class:`~llmloom.hw.blocks.gemv.Gemv`). Backpressure
+    propagates to the engine's output registers and from there to its input.
     """
 
     def __init__(self, cfg: LayerConfig, weights: LayerWeights, name):
@@ -100,13 +133,16 @@ class Linear(wiring.Component):
 
     def elaborate(self, platform):
         cfg, name = self._cfg, self._name
-        g = cfg.gemm(name)
+        g = cfg.linear(name)
         m = Module()
-        m.submodules.gemm = gemm = Gemm(g, weights=self._w.matrix(name))
+        # the submodule is named after the engine (`gemm` or `gemv`); its weight stream is
+        # left idle (the weights are the memory's initial contents)
+        cls = Gemv if cfg.engine == "gemv" else Gemm
+        m.submodules[cfg.engine] = engine = cls(g, weights=self._w.matrix(name))
         m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
         m.submodules.requant = req = Requant(cfg.requant(name))
-        wiring.connect(m, wiring.flipped(self.i), gemm.act)
-        wiring.connect(m, gemm.o, gear.i)
+        wiring.connect(m, wiring.flipped(self.i), engine.act)
+        wiring.connect(m, engine.o, gear.i)
         wiring.connect(m, gear.o, req.i)
         wiring.connect(m, req.o, wiring.flipped(self.o))
         return m

@@ -15,8 +15,9 @@ BERT encoder layer (post-norm, bidirectional)::
     q, k, v = x·Wq+bq, ...;  attn = SDPA(q, k, v);  o = attn·Wo+bo;  r1 = o + x;  n1 = LN1(r1)
     u = n1·W1+b1;  g = GELU_erf(u);  f = g·W2+b2;  r2 = f + n1;  n2 = LN2(r2) = y
 
-Every linear stage is a :class:`GemmConfig` (int8 × int8 → int32, weights in×out) followed by
-a :class:`RequantConfig` with a **per-output-channel** accumulator scale
+Every linear stage is a linear engine — the output-stationary :class:`GemmConfig` or the decode
+:class:`GemvConfig`, chosen by ``engine`` (int8 × int8 → int32 either way, weights in×out) —
+followed by a :class:`RequantConfig` with a **per-output-channel** accumulator scale
 ``s_in · w_scale[c]`` and the int32 bias ``round(b[c] / (s_in · w_scale[c]))``. Residual
 adds take the branch as ``x`` (main path) and the skip as ``r``.
 
@@ -38,6 +39,7 @@ import numpy as np
 from ..blocks.activation import GeluConfig
 from ..blocks.attention_config import AttentionConfig
 from ..blocks.gemm_config import GemmConfig
+from ..blocks.gemv import GemvConfig
 from ..blocks.norm import LayerNormConfig
 from ..blocks.requant import ROUNDINGS, RequantConfig, check_scale, check_scales
 from ..blocks.residual import ResidualConfig
@@ -45,7 +47,7 @@ from ..blocks.rowkernel import MAX_LENGTH, check_vector
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT32
 
-__all__ = ["ARCHS", "LN_EPS", "LINEARS", "ActScales", "LinearParams", "NormParams",
+__all__ = ["ARCHS", "ENGINES", "LN_EPS", "LINEARS", "ActScales", "LinearParams", "NormParams",
            "LayerConfig", "LayerWeights"]
 
 ARCHS = ("gpt2", "bert")
@@ -53,6 +55,8 @@ ARCHS = ("gpt2", "bert")
 LN_EPS = {"gpt2": 1e-5, "bert": 1e-12}
 #: The linear stages: name → (input tensor, output tensor) per arch, and weight name.
 LINEARS = ("q", "k", "v", "o", "f1", "f2")
+#: The engines a linear stage can run on (:attr:`LayerConfig.engine`).
+ENGINES = ("gemm", "gemv")
 _WEIGHT = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "f1": "w1", "f2": "w2"}
 _LINEAR_IO = {
     "gpt2": {"q": ("n1", "q"), "k": ("n1", "k"), "v": ("n1", "v"), "o": ("attn", "o"),
@@ -136,8 +140,9 @@ class LayerConfig(BlockConfig):
 
     ``scales``, the six :class:`LinearParams` and the two :class:`NormParams` are filled by
     :func:`llmloom.sim.quantize.quantize_layer`; without them (``None``) the config still
-    gives the GEMM configs (dimensions and parallelism, all the performance model needs), and
-    the stages that need constants raise :class:`ConfigError` naming what is missing.
+    gives the linear engines' configs (dimensions and parallelism, all the performance model
+    needs), and the stages that need constants raise :class:`ConfigError` naming what is
+    missing.
     """
 
     arch: str = spec("gpt2", Choice(ARCHS), "gpt2: pre-norm, causal; bert: post-norm, "
@@ -154,10 +159,19 @@ class LayerConfig(BlockConfig):
                              "bert 1e-12)")
     rounding: str = spec("half_even", Choice(ROUNDINGS),
                          "rounding of every re-quantisation and residual")
-    linear_rows: int = spec(4, Range(1, 64), "rows of the q, k, v, o arrays (token tile)")
-    linear_cols: int = spec(4, Range(1, 64), "columns of the q, k, v, o arrays")
-    ffn_rows: int = spec(4, Range(1, 64), "rows of the FFN1 and FFN2 arrays")
-    ffn_cols: int = spec(4, Range(1, 64), "columns of the FFN1 and FFN2 arrays")
+    engine: str = spec("gemm", Choice(ENGINES),
+                       "which engine every linear stage (q, k, v, o, f1, f2) uses: gemm the "
+                       "output-stationary array (prefill: each weight reused over a token "
+                       "tile), gemv the decode engine (each weight used once per token, every "
+                       "multiplier busy on one token; prefill rows go through one at a time)")
+    linear_rows: int = spec(4, Range(1, 64), "rows of the q, k, v, o arrays (gemm: token "
+                            "tile; gemv: inner-dimension lanes, a multiple of lanes)")
+    linear_cols: int = spec(4, Range(1, 64), "columns of the q, k, v, o arrays (output "
+                            "features at once)")
+    ffn_rows: int = spec(4, Range(1, 64), "rows of the FFN1 and FFN2 arrays (gemm: token "
+                         "tile; gemv: inner-dimension lanes, a multiple of lanes)")
+    ffn_cols: int = spec(4, Range(1, 64), "columns of the FFN1 and FFN2 arrays (output "
+                         "features at once)")
     qk_rows: int = spec(4, Range(1, 64), "rows of the Q·Kᵀ array")
     qk_cols: int = spec(4, Range(1, 64), "columns of the Q·Kᵀ array")
     pv_rows: int = spec(4, Range(1, 64), "rows of the P·V array")
@@ -182,6 +196,13 @@ class LayerConfig(BlockConfig):
             if n % self.lanes:
                 raise ConfigError(f"lanes={self.lanes} does not divide {name}={n}; allowed: "
                                   f"a common divisor of d_model, d_ff, d_head and seq")
+        if self.engine == "gemv":
+            # the GEMV writes whole input beats into words of `rows` activations
+            for name in ("linear_rows", "ffn_rows"):
+                rows = getattr(self, name)
+                if rows % self.lanes:
+                    raise ConfigError(f"{name}={rows} is not a multiple of lanes={self.lanes}; "
+                                      "allowed with engine=gemv: a multiple of lanes")
         if self.eps is not None:
             if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real) or not (
                     math.isfinite(self.eps) and self.eps >= 0):
@@ -204,7 +225,7 @@ class LayerConfig(BlockConfig):
                                beta=check_vector(f"{name}.beta", p.beta, d))
             object.__setattr__(self, name, p)
         # Build every block once, so that their own limits are reported now.
-        _ = self.stages if self.calibrated else [self.gemm(name) for name in LINEARS]
+        _ = self.stages if self.calibrated else [self.linear(name) for name in LINEARS]
 
     @staticmethod
     def _bias(name, bias, n_out):
@@ -269,13 +290,38 @@ class LayerConfig(BlockConfig):
         return _LINEAR_IO[self.arch][name]
 
     # Block configs ---------------------------------------------------------------------------
-    def gemm(self, name):
-        """The GEMM of a linear stage (``q k v o f1 f2``)."""
+    def _linear_fields(self, name):
+        if name not in LINEARS:
+            raise ConfigError(f"linear stage {name!r} is not allowed; allowed: "
+                              f"{' | '.join(LINEARS)}")
         k, n = self.linear_shape(name)
         ffn = name in ("f1", "f2")
-        return GemmConfig(rows=self.ffn_rows if ffn else self.linear_rows,
-                          cols=self.ffn_cols if ffn else self.linear_cols,
-                          k=k, n=n, lanes=self.lanes, a_width=8, w_width=8)
+        return dict(rows=self.ffn_rows if ffn else self.linear_rows,
+                    cols=self.ffn_cols if ffn else self.linear_cols,
+                    k=k, n=n, lanes=self.lanes, a_width=8, w_width=8)
+
+    def gemm(self, name):
+        """The output-stationary GEMM of a linear stage (``q k v o f1 f2``), whatever
+        :attr:`engine` is: the array the stage would be with ``engine="gemm"``, with the same
+        ``rows``×``cols`` multipliers, k, n and lanes. The golden model computes every linear
+        stage through it (both engines give the same integers); the stage's own engine is
+        :meth:`linear`."""
+        return GemmConfig(**self._linear_fields(name))
+
+    def linear(self, name):
+        """The engine config of a linear stage (``q k v o f1 f2``): a :class:`GemmConfig` when
+        ``engine="gemm"``, a :class:`GemvConfig` when ``engine="gemv"``, from the same fields
+        (``linear_rows``/``linear_cols`` for q, k, v, o; ``ffn_rows``/``ffn_cols`` for f1,
+        f2; k and n the stage's in and out features; ``lanes``; int8 × int8)."""
+        cls = GemvConfig if self.engine == "gemv" else GemmConfig
+        return cls(**self._linear_fields(name))
+
+    @property
+    def linear_macs_per_cycle(self):
+        """``{stage: peak multiply-accumulates per cycle}`` of the six linear stages: the
+        engine's ``rows × cols`` multipliers, which both engines have (the GEMV's are all busy
+        on one token, the GEMM's on a token tile of ``rows``)."""
+        return {name: self.linear(name).peak_macs_per_cycle for name in LINEARS}
 
     def requant(self, name):
         """The re-quantisation after a linear stage: per-channel ``s_in·w_scale[c]``, the int32
@@ -354,12 +400,12 @@ class LayerConfig(BlockConfig):
 
     @property
     def stages(self):
-        """``[(name, config)]`` in dataflow order; a linear stage is ``(name, (gemm,
-        requant))``."""
+        """``[(name, config)]`` in dataflow order; a linear stage is ``(name, (engine,
+        requant))`` with the engine config of :meth:`linear`."""
         out = []
         for name in _STAGES[self.arch]:
             if name in LINEARS:
-                out.append((name, (self.gemm(name), self.requant(name))))
+                out.append((name, (self.linear(name), self.requant(name))))
             else:
                 out.append((name, getattr(self, name)))
         return out

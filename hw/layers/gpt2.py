@@ -8,9 +8,11 @@
     Residual1 ─▶ Fork ─┬─▶ LN2 ─▶ FFN1 ─▶ GELU ─▶ FFN2 ─▶ Residual2.x ─▶ o
                        └─▶ Queue (FFN rows in flight) ──▶ Residual2.r
 
-Each linear stage is a GEMM (weights at elaboration) → gearbox → re-quantiser
-(:class:`~.common.Linear`). Every block is configured from the one :class:`LayerConfig`, so
-the output equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit.
+Each linear stage is an engine (weights at elaboration) → gearbox → re-quantiser
+(:class:`~.common.Linear`): the output-stationary GEMM, or with ``engine="gemv"`` the decode
+GEMV (every multiplier busy on one token row). Every block is configured from the one
+:class:`LayerConfig`, so the output equals :func:`llmloom.sim.golden.layers.layer_bitexact`
+bit for bit, whatever the engine.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Gpt2Block(wiring.Component):
     cfg : LayerConfig
         Calibrated, ``arch="gpt2"``.
     weights : LayerWeights
-        The int8 matrices, held in the GEMMs' memories from elaboration.
+        The int8 matrices, held in the linear engines' memories from elaboration.
 
     Members
     -------
@@ -55,9 +57,10 @@ class Gpt2Block(wiring.Component):
         Sticky: more than ``seq`` positions were offered (the chunk is refused).
 
     Timing: the attention holds a whole tensor before it emits (its three phases), so a
-    tensor's first output row leaves after all its rows went through LN1 and the Q/K/V GEMMs
+    tensor's first output row leaves after all its rows went through LN1, the Q/K/V engines
     and the attention's heads; everything else streams row by row at one beat per cycle,
-    GEMM token tiles permitting. Backpressure on ``o`` propagates back to ``i`` without loss;
+    the engines permitting (a GEMM waits for a token tile; a GEMV takes ``n_tiles × k_words``
+    cycles per row). Backpressure on ``o`` propagates back to ``i`` without loss;
     the two bypass queues are sized so that no stall pattern can deadlock the forks
     (:func:`~.common.attention_bypass_depth`, :func:`~.common.ffn_bypass_depth`).
     """
