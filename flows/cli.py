@@ -150,7 +150,7 @@ def cmd_verilog(args):
 def cmd_run(args):
     import numpy as np
 
-    from llmloom.perf.cycles import BLOCK_CYCLES
+    from llmloom.perf.cycles import BLOCK_CYCLES, BLOCK_TIMING
     from llmloom.sim.runner import run_block
     from llmloom.sim.streams import Stalls
 
@@ -177,12 +177,20 @@ def cmd_run(args):
         "utilization": macs / (result.cycles * peak) if result.cycles and peak else None,
         "predicted_cycles": None, "matches_golden": exact,
         "sim_wall_s": round(result.wall_s, 3), "sim_cycles_per_s": round(result.cycles_per_s),
+        "tensor_cycles": result.tensor_cycles,
     }
     if hasattr(h, "float_metrics"):
         report.update(h.float_metrics(cfg, prepared, result.outputs))
     predict = BLOCK_CYCLES.get(args.block)
     if predict and args.stalls == "none":
         report["predicted_cycles"] = predict(cfg, *h.shape_args(cfg, prepared))
+    timing = BLOCK_TIMING.get(args.block)
+    if timing and args.stalls == "none":
+        # per tensor and per stage: MACs, peak, busy cycles, utilisation, the bottleneck
+        t = timing(cfg, *h.shape_args(cfg, prepared)).as_dict()
+        stages = {s["name"]: s for s in t["stages"]}
+        report.update(predicted_tensor_cycles=t["tensor_cycles"], predicted_stages=t["stages"],
+                      predicted_bottleneck=stages[t["bottleneck"]])
     with atomic_output(args.outputs, "wb") as fh:
         np.savez(fh, **result.outputs)
     if args.report:

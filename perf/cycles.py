@@ -1,15 +1,24 @@
 """Cycle predictions for each ``hw`` block from its config and tensor shapes.
 
 This is the cross-check hook: tests in ``tests/perf`` hold these numbers against the cycles the
-RTL takes in simulation. The spatial model of a whole layer is built on them.
+RTL takes in simulation. The spatial model of a whole layer is built on them. Single blocks
+have closed forms here; attention and the composed layers (``gpt2-block``, ``bert-layer``)
+use the beat-level pipeline model of :mod:`llmloom.perf.pipeline`, whose stages reproduce
+these closed forms in isolation.
 """
 
 from __future__ import annotations
 
-__all__ = ["gemm_cycles", "BLOCK_CYCLES", "predicts"]
+import numpy as np
+
+__all__ = ["gemm_cycles", "BLOCK_CYCLES", "BLOCK_TIMING", "predicts", "gearbox_span",
+           "attention_cycles", "layer_timing", "gpt2_block_cycles", "bert_layer_cycles"]
 
 #: block name → function(cfg, *shape_args) → cycles (shape_args from the block's harness)
 BLOCK_CYCLES = {}
+#: block name → function(cfg, *shape_args) → :class:`llmloom.perf.pipeline.LayerTiming`, for
+#: blocks with per-tensor and per-stage figures (the composed layers)
+BLOCK_TIMING = {}
 
 
 def predicts(name):
@@ -151,9 +160,10 @@ def kvcache_append_cycles(cfg, rows):
     return rows * cfg.row_cycles
 
 
-def _gearbox_span(beats, in_lanes, out_lanes):
+def gearbox_span(beats, in_lanes, out_lanes):
     """Cycles from a :class:`~llmloom.hw.stream.Gearbox`'s first input beat (of ``beats``
-    offered back to back, output always ready) to its last output beat."""
+    offered back to back, output always ready) to its last output beat (a wire: 0 for one
+    beat)."""
     if in_lanes == out_lanes:
         return beats - 1                       # a wire
     if in_lanes > out_lanes:
@@ -168,38 +178,47 @@ def attention_cycles(cfg, rows):
     change the count), from the first input beat to the last output beat, inputs offered
     every cycle and the output always ready.
 
-    The sum of the phases: the input phase (K, V appended at the cache's rate, Q buffered),
-    then per head the weight loads (the longer of K_hᵀ and V_h) and the chain of the blocks'
-    own predictions — :func:`gemm_cycles` of Q·Kᵀ, the score gearbox and requant latency,
-    the softmax row latency (:func:`row_kernel_cycles`), :func:`gemm_cycles` of P·V, the
-    output gearbox and requant latency — plus the control overheads measured on the RTL (4
-    cycles from the last weight beat to the first Q beat, 1 from a head's last output to the
-    next head's request, 2 from the input phase's last beat to the first request, 3 before
-    the first output beat).
-
-    Exact when each GEMM sees one token tile (``rows <= min(qk_rows, pv_rows)``: every decode
-    step, and short chunks): the stages then follow each other. For longer chunks the
-    P·V GEMM's tiles overlap the softmax's later rows, which this sum does not credit: there
-    it is an estimate, above the RTL by 0–13 % in ``tests/perf/test_cycles_attention.py``
-    and by 21 % for a 40-row chunk on 8×8 arrays (d_model 64, 4 heads, seq 64).
+    The pipeline model :func:`llmloom.perf.pipeline.attention`: the input phase (K, V
+    appended at the cache's rate, Q buffered), then per head the cache readout (the longer of
+    K_hᵀ and V_h) and the Q_h rows through Q·Kᵀ, the score gearbox and requant, the softmax,
+    P·V, the output gearbox and requant, beat by beat — so P·V's token tiles overlap the
+    softmax's later rows and the Q·Kᵀ tiles as in the RTL — then the output phase. Exact for
+    every chunk size (``tests/perf/test_cycles_attention.py``: decode steps, chunks of one
+    token tile and of several, every gearbox ratio; also a 40-row chunk on 8×8 arrays with
+    d_model 64, 4 heads, seq 64: 4,899 cycles, where the former sum of the phases said 5,923).
     """
-    from ..hw.blocks.kvcache import KvCacheConfig
+    from .pipeline import attention
 
     if rows < 1:
         raise ValueError(f"rows={rows} must be >= 1")
-    kv = KvCacheConfig.of(cfg)
-    qk, pv, sm = cfg.qk_gemm, cfg.pv_gemm, cfg.softmax(0)
-    beats = cfg.d_model // cfg.lanes
-    request = max(rows * beats, rows * kv.v_row_cycles) + 1      # cycle of the first request
-    for _ in range(cfg.heads):
-        first_q = request + max(kv.kt_beats, kv.vh_beats) + 4
-        qk_out = rows * qk.n_tiles
-        scores = (first_q + gemm_cycles(qk, rows) - qk_out
-                  + _gearbox_span(qk_out, cfg.qk_cols, cfg.lanes) + cfg.score_requant.latency)
-        probs = scores + row_kernel_cycles(sm, 1) - sm.beats          # the last row's latency
-        pv_out = rows * pv.n_tiles
-        pv_last = probs + gemm_cycles(pv, rows) - rows * pv.k_beats
-        done = (pv_last - pv_out + 1 + _gearbox_span(pv_out, cfg.pv_cols, cfg.lanes)
-                + cfg.out_requant.latency)
-        request = done + 1
-    return done + 3 + rows * beats
+    beats = np.arange(rows * cfg.d_model // cfg.lanes, dtype=np.int64)
+    return int(attention(beats, beats, beats, cfg)[-1]) + 1
+
+
+def layer_timing(cfg, sizes):
+    """:class:`llmloom.perf.pipeline.LayerTiming` of a run of a GPT-2 block or BERT layer
+    (:class:`~llmloom.hw.layers.config.LayerConfig`) on tensors of ``sizes`` rows — a prefill
+    chunk, then decode steps — each gated on the previous one's output: per-tensor cycles and
+    per-stage MACs, peak MACs/cycle, busy cycles, utilisation and the bottleneck."""
+    from .pipeline import layer_timing as timing
+    return timing(cfg, sizes)
+
+
+BLOCK_TIMING["gpt2-block"] = BLOCK_TIMING["bert-layer"] = layer_timing
+
+
+@predicts("gpt2-block")
+def gpt2_block_cycles(cfg, sizes):
+    """Cycles of a run of :class:`~llmloom.hw.layers.gpt2.Gpt2Block` on tensors of ``sizes``
+    rows (``(l,)`` for a prefill of l rows; ``(p, 1, 1, ...)`` for a prefill then decode
+    steps), each tensor offered once the previous one's output is out: the sum of the
+    tensors' cycles, as the simulation counts them (first input beat to last output beat).
+    See :func:`layer_timing` for the per-tensor and per-stage figures."""
+    return layer_timing(cfg, sizes).cycles
+
+
+@predicts("bert-layer")
+def bert_layer_cycles(cfg, sizes):
+    """Cycles of :class:`~llmloom.hw.layers.bert.BertLayer` on tensors of ``sizes`` rows (one
+    tensor of ``seq`` rows per run); see :func:`gpt2_block_cycles`."""
+    return layer_timing(cfg, sizes).cycles

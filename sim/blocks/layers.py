@@ -12,7 +12,8 @@ config a run uses is calibrated and the int8 weights are elaborated into the GEM
 Modes: ``prefill`` (default): the rows are one tensor at positions ``0 .. rows−1``.
 ``decode`` (GPT-2 only): a prefill of the first ``prefill`` rows (default ``rows − 1``), then
 each remaining row as a decode step, all through the same instance (its KV cache persists);
-``y`` holds every row's output.
+``y`` holds every row's output. Each tensor is offered once the previous one's output is out
+(:func:`layer_drive`), and the run reports each tensor's cycles (``tensor_cycles``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ...hw.layers.gpt2 import Gpt2Block
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float
-from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
+from ..harness import BlockHarness, Drive, Gate, Segment, TensorError, TensorSpec, register
 from ..streams import pack_rows, unpack_rows
 from .softmax import ControlStreams
 
@@ -34,8 +35,8 @@ __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "spl
            "layer_golden", "layer_drive"]
 
 MODES = ("prefill", "decode")
-_PARALLELISM = ("linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows", "qk_cols",
-                "pv_rows", "pv_cols")
+_PARALLELISM = ("engine", "linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows",
+                "qk_cols", "pv_rows", "pv_cols")
 
 
 def split_rows(rows, mode, prefill=None):
@@ -63,15 +64,26 @@ def layer_golden(cfg, weights, x_int, sizes):
     return np.concatenate(out).astype(np.int8)
 
 
-def layer_drive(cfg, x_int, sizes):
-    """The input beats of the tensors of ``sizes`` (``end`` on each one's last beat)."""
+def layer_drive(cfg, x_int, sizes, gated=True):
+    """The input beats of the tensors of ``sizes`` (``end`` on each one's last beat), one
+    segment per tensor (the run's ``tensor_cycles``).
+
+    With ``gated`` (the default) each tensor after the first is held back until the previous
+    one's output is all out, as in autoregressive decode, where the next token needs this
+    one's output through the model; so every tensor meets an empty pipeline and the run's
+    cycles are the sum of its tensors'. Without it the tensors follow each other back to
+    back and overlap in the pipeline."""
     beat = row_layout(INT8.shape, cfg.lanes)
-    words, start = [], 0
+    per_row = cfg.d_model // cfg.lanes
+    words, gates, segments, start = [], [], [], 0
     for size in sizes:
+        if start and gated:
+            gates.append(Gate(len(words), "o", start * per_row))
+        segments.append(Segment("i", len(words), "o", (start + size) * per_row))
         words += pack_rows(beat, x_int[start:start + size])
         start += size
-    return Drive(preload={}, timed={"i": words},
-                 expect={"o": x_int.shape[0] * cfg.d_model // cfg.lanes})
+    return Drive(preload={}, timed={"i": words}, expect={"o": x_int.shape[0] * per_row},
+                 gates={"i": gates} if gates else {}, segments=segments)
 
 
 def layer_collect(cfg, words, sizes):
@@ -232,6 +244,11 @@ class LayerHarness(BlockHarness):
         y = np.asarray(outputs["y"], np.float64)
         return {"cosine_vs_float": cosine(y, y_float),
                 "max_abs_error_vs_float": float(np.max(np.abs(y - y_float)))}
+
+    def shape_args(self, cfg, tensors):
+        """``(sizes,)``: the row counts of the run's tensors (a prefill, then decode steps),
+        for ``perf.cycles.gpt2_block_cycles`` / ``bert_layer_cycles``."""
+        return (tuple(int(s) for s in tensors["sizes"]),)
 
     def macs(self, cfg, tensors):
         rows, d = int(tensors["x"].shape[0]), cfg.d_model
