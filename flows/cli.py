@@ -138,12 +138,52 @@ def cmd_blocks(args):
 def cmd_verilog(args):
     from llmloom.hw.emit import emit_verilog
     h = _harness(args.block)
-    cfg = h.config(load_config_values(args.config, args.set))
+    tensors = None
+    if hasattr(h, "options"):
+        if bool(args.weights) != bool(args.calib):
+            raise UserError("--weights and --calib go together: the int8 weights and every "
+                            "scale are calibrated on the float input rows of --calib")
+        if args.weights:
+            h = h.options(weights=args.weights)
+            tensors = load_npz(args.calib)
+            if "x" not in tensors:
+                raise UserError(f"{args.calib} holds no tensor 'x' (rows×d_model float "
+                                "calibration input)")
+    elif args.weights or args.calib or args.meta:
+        raise UserError(f"--weights, --calib and --meta apply to layer blocks only, not "
+                        f"{args.block}")
+    if args.meta and not args.weights:
+        raise UserError("--meta describes a calibrated layer: give --weights and --calib")
+    cfg = h.config(load_config_values(args.config, args.set), tensors)
     text = emit_verilog(h.component(cfg), name=args.name or args.block)
-    with atomic_output(args.output) as fh:
+    meta = None
+    if args.meta:
+        # what a host needs beside the Verilog: the scales to quantise its input and
+        # dequantise the output, and every calibrated constant of the design
+        meta = json.dumps({"block": args.block, "verilog": str(args.output),
+                           "x_scale": cfg.scales.x, "y_scale": cfg.y_scale,
+                           "config": cfg.to_dict()}, indent=1, default=_json_default)
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(atomic_output(args.output))
+        mh = stack.enter_context(atomic_output(args.meta)) if meta is not None else None
         fh.write(text)
-    print(f"wrote {args.output} ({len(text.splitlines())} lines) for {cfg}", file=sys.stderr)
+        if mh is not None:
+            mh.write(meta + "\n")
+    what = "calibrated weights" if args.weights else (
+        "seeded placeholder weights (give --weights and --calib for your own)"
+        if hasattr(h, "options") else str(cfg))
+    print(f"wrote {args.output} ({len(text.splitlines())} lines) for {args.block} with "
+          f"{what}" + (f"; scales and config in {args.meta}" if meta else ""), file=sys.stderr)
     return 0
+
+
+def _json_default(value):
+    import numpy as np
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 # ---- run --------------------------------------------------------------------------------------
@@ -231,6 +271,14 @@ def build_parser():
     block_args(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT.v")
     p.add_argument("--name", help="top module name (default: the block name)")
+    p.add_argument("--weights", metavar="W.safetensors|W.npz",
+                   help="layers: float weights (Hugging Face names) held in the design's "
+                        "memories; without them the weights are seeded placeholders")
+    p.add_argument("--calib", metavar="X.npz",
+                   help="layers, with --weights: float input rows 'x' to calibrate on")
+    p.add_argument("--meta", metavar="META.json",
+                   help="layers, with --weights: write the input/output scales and the "
+                        "calibrated config beside the Verilog")
     p.set_defaults(func=cmd_verilog)
 
     p = sub.add_parser("run", help="run tensors through a block's RTL in simulation")

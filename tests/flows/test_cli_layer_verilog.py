@@ -1,0 +1,65 @@
+"""``llmloom verilog gpt2-block --weights W --calib X.npz --meta M.json``: the Verilog holds the
+user's calibrated int8 weights (not the seeded placeholders), and the meta file the scales a
+host needs; bad combinations are one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from llmloom.flows.cli import main
+from llmloom.hw.emit import emit_verilog
+from llmloom.sim.harness import get_harness
+
+from .test_cli_layer_report import _gpt2_weights
+
+SETS = ["--set", "d_model=8", "--set", "heads=2", "--set", "d_ff=16", "--set", "seq=4",
+        "--set", "lanes=2"]
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    _gpt2_weights(tmp_path / "w.npz", rng)
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    return tmp_path, x
+
+
+def test_verilog_holds_the_calibrated_weights_and_meta_gives_the_scales(files):
+    tmp, x = files
+    code = main(["verilog", "gpt2-block", *SETS, "--weights", str(tmp / "w.npz"), "--calib",
+                 str(tmp / "x.npz"), "--meta", str(tmp / "m.json"), "-o", str(tmp / "l.v")])
+    assert code == 0
+    text = (tmp / "l.v").read_text()
+    h = get_harness("gpt2-block").options(weights=str(tmp / "w.npz"))
+    cfg = h.config({"d_model": 8, "heads": 2, "d_ff": 16, "seq": 4, "lanes": 2}, {"x": x})
+    assert text == emit_verilog(h.component(cfg), name="gpt2-block")
+    placeholder = tmp / "p.v"
+    assert main(["verilog", "gpt2-block", *SETS, "-o", str(placeholder)]) == 0
+    assert placeholder.read_text() != text
+    meta = json.loads((tmp / "m.json").read_text())
+    assert meta["x_scale"] == cfg.scales.x and meta["y_scale"] == cfg.y_scale
+    assert meta["config"]["d_model"] == 8 and meta["config"]["scales"]["x"] == cfg.scales.x
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--weights", "{w}"], "--weights and --calib go together"),
+    (["--meta", "{m}"], "--meta describes a calibrated layer"),
+    (["--weights", "{w}", "--calib", "{w}"], "holds no tensor 'x'"),
+])
+def test_bad_layer_verilog_options_are_one_line_and_write_nothing(files, capsys, extra,
+                                                                  message):
+    tmp, _ = files
+    extra = [a.format(w=tmp / "w.npz", m=tmp / "m.json") for a in extra]
+    assert main(["verilog", "gpt2-block", *SETS, *extra, "-o", str(tmp / "l.v")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp / "l.v").exists() and not (tmp / "m.json").exists()
+
+
+def test_weights_on_a_plain_block_are_refused(tmp_path, capsys):
+    assert main(["verilog", "gemm", "--weights", "w.npz", "-o", str(tmp_path / "g.v")]) == 2
+    assert "layer blocks only" in capsys.readouterr().err
+    assert not (tmp_path / "g.v").exists()
