@@ -144,14 +144,14 @@ def cmd_verilog(args):
             raise UserError("--weights and --calib go together: the int8 weights and every "
                             "scale are calibrated on the float input rows of --calib")
         if args.weights:
-            h = h.options(weights=args.weights)
+            h = h.options(weights=args.weights, prefix=args.prefix)
             tensors = load_npz(args.calib)
             if "x" not in tensors:
                 raise UserError(f"{args.calib} holds no tensor 'x' (rows×d_model float "
                                 "calibration input)")
-    elif args.weights or args.calib or args.meta:
-        raise UserError(f"--weights, --calib and --meta apply to layer blocks only, not "
-                        f"{args.block}")
+    elif args.weights or args.calib or args.meta or args.prefix:
+        raise UserError(f"--weights, --prefix, --calib and --meta apply to layer blocks "
+                        f"only, not {args.block}")
     if args.meta and not args.weights:
         raise UserError("--meta describes a calibrated layer: give --weights and --calib")
     cfg = h.config(load_config_values(args.config, args.set), tensors)
@@ -196,10 +196,11 @@ def cmd_run(args):
 
     h = _harness(args.block)
     if hasattr(h, "options"):
-        h = h.options(weights=args.weights, mode=args.mode, prefill=args.prefill)
-    elif args.weights or args.mode != "prefill" or args.prefill is not None:
-        raise UserError(f"--weights, --mode and --prefill apply to layer blocks only, not "
-                        f"{args.block}")
+        h = h.options(weights=args.weights, mode=args.mode, prefill=args.prefill,
+                      prefix=args.prefix)
+    elif args.weights or args.mode != "prefill" or args.prefill is not None or args.prefix:
+        raise UserError(f"--weights, --prefix, --mode and --prefill apply to layer blocks "
+                        f"only, not {args.block}")
     tensors = load_npz(args.inputs)
     cfg = h.config(load_config_values(args.config, args.set), tensors)
     result = run_block(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
@@ -274,6 +275,9 @@ def build_parser():
     p.add_argument("--weights", metavar="W.safetensors|W.npz",
                    help="layers: float weights (Hugging Face names) held in the design's "
                         "memories; without them the weights are seeded placeholders")
+    p.add_argument("--prefix", metavar="PREFIX",
+                   help="layers: the layer's name prefix in a file of several (h.3., "
+                        "encoder.layer.0.)")
     p.add_argument("--calib", metavar="X.npz",
                    help="layers, with --weights: float input rows 'x' to calibrate on")
     p.add_argument("--meta", metavar="META.json",
@@ -292,6 +296,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of random stalls")
     p.add_argument("--weights", metavar="W.safetensors|W.npz",
                    help="float weights of one layer (gpt2-block, bert-layer), Hugging Face names")
+    p.add_argument("--prefix", metavar="PREFIX",
+                   help="layers: the layer's name prefix in a file of several (h.3., "
+                        "encoder.layer.0.)")
     p.add_argument("--mode", choices=("prefill", "decode"), default="prefill",
                    help="layers: one prefill tensor, or a prefill then one decode step per row")
     p.add_argument("--prefill", type=int, metavar="P",

@@ -50,7 +50,9 @@ _NAMES = {"gpt2": _GPT2, "bert": _BERT}
 
 
 def read_tensors(path):
-    """All tensors of a ``.safetensors`` or ``.npz`` file as float64 arrays."""
+    """All tensors of a ``.safetensors`` or ``.npz`` file, float ones as float64 arrays, others
+    as they are (a Hugging Face BERT file holds ``embeddings.position_ids``, int64): only the
+    tensors a layer takes must be float (:func:`canonical_weights`)."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights file {path} does not exist")
@@ -71,13 +73,8 @@ def read_tensors(path):
         # safetensors raises its own SafetensorError (not a ValueError) on corrupt headers
         raise WeightsError(f"weights file {path} is not readable ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
-    out = {}
-    for name, value in raw.items():
-        if not np.issubdtype(value.dtype, np.floating):
-            raise WeightsError(f"weights tensor {name!r} has dtype {value.dtype}; expected a "
-                               "float type")
-        out[name] = value.astype(np.float64)
-    return out
+    return {name: value.astype(np.float64) if np.issubdtype(value.dtype, np.floating)
+            else value for name, value in raw.items()}
 
 
 def _strip_prefix(names, arch):
@@ -90,7 +87,8 @@ def _strip_prefix(names, arch):
         return None
     if len(prefixes) > 1:
         listed = ", ".join(sorted(repr(p) for p in prefixes))
-        raise WeightsError(f"weights hold several layers ({listed}); pass prefix= to choose")
+        raise WeightsError(f"weights hold several layers ({listed}); choose one with --prefix "
+                           "(prefix= in Python)")
     return prefixes.pop()
 
 
@@ -111,7 +109,11 @@ def canonical_weights(tensors, arch, prefix=None, d_model=None, d_ff=None):
         key = prefix + hf
         if key not in tensors:
             raise WeightsError(f"weights lack tensor {key!r} for a {arch} layer")
-        value = tensors[key]
+        value = np.asarray(tensors[key])
+        if not np.issubdtype(value.dtype, np.floating):
+            raise WeightsError(f"weights tensor {key!r} has dtype {value.dtype}; expected a "
+                               "float type")
+        value = value.astype(np.float64)
         out[name] = value.T.copy() if transpose else value
     if arch == "gpt2":
         w, b = out.pop("w_qkv"), out.pop("b_qkv")

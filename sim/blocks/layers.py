@@ -112,7 +112,7 @@ class LayerHarness(BlockHarness):
     )
     shape_fields = ("d_model",)
 
-    def __init__(self, weights=None, mode="prefill", prefill=None):
+    def __init__(self, weights=None, mode="prefill", prefill=None, prefix=None):
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not allowed; allowed: {' | '.join(MODES)}")
         if mode == "decode" and self.arch != "gpt2":
@@ -120,13 +120,14 @@ class LayerHarness(BlockHarness):
                               "bidirectional")
         if prefill is not None and mode != "decode":
             raise ConfigError("prefill=P is for mode=decode only")
-        self.weights, self.mode, self.prefill = weights, mode, prefill
+        self.weights, self.mode, self.prefill, self.prefix = weights, mode, prefill, prefix
         self._quantised = {}          # calibrated cfg → (int8 LayerWeights, float weights)
 
-    def options(self, *, weights=None, mode="prefill", prefill=None):
-        """A copy of this harness with the float weights (path or canonical dict), the mode
-        and the prefill length set."""
-        return type(self)(weights=weights, mode=mode, prefill=prefill)
+    def options(self, *, weights=None, mode="prefill", prefill=None, prefix=None):
+        """A copy of this harness with the float weights (path or canonical dict), the mode,
+        the prefill length and the layer's name prefix in a file of several layers (``h.3.``,
+        ``encoder.layer.0.``; found alone when the file holds one layer) set."""
+        return type(self)(weights=weights, mode=mode, prefill=prefill, prefix=prefix)
 
     # -- configuration --------------------------------------------------------------------------
     def infer(self, tensors):
@@ -146,7 +147,7 @@ class LayerHarness(BlockHarness):
             return shape_cfg
         fw = self.weights
         if not isinstance(fw, dict):
-            fw = load_layer_weights(fw, self.arch)
+            fw = load_layer_weights(fw, self.arch, prefix=self.prefix)
         x = self._float_x(tensors, shape_cfg.d_model)
         d_ff = np.shape(fw["w1"])[1]
         if "d_ff" in values and values["d_ff"] != d_ff:

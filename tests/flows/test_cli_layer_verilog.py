@@ -63,3 +63,22 @@ def test_weights_on_a_plain_block_are_refused(tmp_path, capsys):
     assert main(["verilog", "gemm", "--weights", "w.npz", "-o", str(tmp_path / "g.v")]) == 2
     assert "layer blocks only" in capsys.readouterr().err
     assert not (tmp_path / "g.v").exists()
+
+
+def test_prefix_picks_one_layer_of_a_model_file(files, rng, capsys):
+    tmp, _ = files
+    with np.load(tmp / "w.npz") as one:
+        layer0 = {k: one[k] for k in one.files}
+    _gpt2_weights(tmp / "w1.npz", rng)
+    with np.load(tmp / "w1.npz") as other:
+        layer1 = {k.replace("h.0.", "h.1."): other[k] for k in other.files}
+    np.savez(tmp / "model.npz", **layer0, **layer1,
+             **{"wpe.weight": np.zeros((4, 8), np.float32), "ids": np.arange(4)})
+    common = ["verilog", "gpt2-block", *SETS, "--calib", str(tmp / "x.npz")]
+    assert main([*common, "--weights", str(tmp / "model.npz"), "-o", str(tmp / "m.v")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "several layers" in err[0] and "--prefix" in err[0]
+    assert main([*common, "--weights", str(tmp / "model.npz"), "--prefix", "h.1.", "-o",
+                 str(tmp / "m.v")]) == 0
+    assert main([*common, "--weights", str(tmp / "w1.npz"), "-o", str(tmp / "one.v")]) == 0
+    assert (tmp / "m.v").read_text() == (tmp / "one.v").read_text()

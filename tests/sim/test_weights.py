@@ -90,3 +90,16 @@ def test_errors_are_one_line(tmp_path, rng):
         load_layer_weights(tmp_path / "two.npz", "llama")
     with pytest.raises(WeightsError, match="no tensor named like"):
         load_layer_weights(tmp_path / "two.npz", "bert")
+
+
+def test_non_float_tensors_the_layer_does_not_take_are_ignored(tmp_path, rng):
+    # a Hugging Face BERT file holds int64 position ids beside the float weights
+    t = {**bert_tensors(rng), "embeddings.position_ids": np.arange(16, dtype=np.int64)[None]}
+    save_file(t, str(tmp_path / "w.safetensors"))
+    w = load_layer_weights(tmp_path / "w.safetensors", "bert")
+    assert w["wq"].dtype == np.float64
+    t["encoder.layer.0.output.dense.bias"] = np.arange(D, dtype=np.int32)
+    save_file(t, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(WeightsError, match="'encoder.layer.0.output.dense.bias' has dtype "
+                                           "int32; expected a float type"):
+        load_layer_weights(tmp_path / "bad.safetensors", "bert")
