@@ -36,7 +36,7 @@ __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "spl
 
 MODES = ("prefill", "decode")
 _PARALLELISM = ("engine", "linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows",
-                "qk_cols", "pv_rows", "pv_cols")
+                "qk_cols", "pv_rows", "pv_cols", "head_engines")
 
 
 def split_rows(rows, mode, prefill=None):
@@ -257,7 +257,7 @@ class LayerHarness(BlockHarness):
 
     def peak_macs_per_cycle(self, cfg):
         return (4 * cfg.linear_rows * cfg.linear_cols + 2 * cfg.ffn_rows * cfg.ffn_cols
-                + cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols)
+                + cfg.head_engines * (cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols))
 
 
 @register
