@@ -449,13 +449,7 @@ def _latencies(cfg):
 
 def _attention_cfg(cfg):
     """The layer's attention config (timing only: scales do not change it)."""
-    if cfg.calibrated:
-        return cfg.attention
-    from ..hw.blocks.attention_config import AttentionConfig
-    return AttentionConfig(d_model=cfg.d_model, heads=cfg.heads, seq=cfg.seq, causal=cfg.causal,
-                           lanes=cfg.lanes, qk_rows=cfg.qk_rows, qk_cols=cfg.qk_cols,
-                           pv_rows=cfg.pv_rows, pv_cols=cfg.pv_cols, rounding=cfg.rounding,
-                           head_engines=cfg.head_engines)
+    return cfg.attention if cfg.calibrated else cfg.attention_shape
 
 
 def _norm_timing(cfg):

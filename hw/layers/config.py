@@ -405,6 +405,16 @@ class LayerConfig(BlockConfig):
                                rounding=self.rounding, head_engines=self.head_engines)
 
     @property
+    def attention_shape(self):
+        """The attention's dimensions and parallelism without its scales (default ones): what
+        shapes its hardware and timing, for an uncalibrated config too."""
+        return AttentionConfig(d_model=self.d_model, heads=self.heads, seq=self.seq,
+                               causal=self.causal, lanes=self.lanes, qk_rows=self.qk_rows,
+                               qk_cols=self.qk_cols, pv_rows=self.pv_rows,
+                               pv_cols=self.pv_cols, rounding=self.rounding,
+                               head_engines=self.head_engines)
+
+    @property
     def stages(self):
         """``[(name, config)]`` in dataflow order; a linear stage is ``(name, (engine,
         requant))`` with the engine config of :meth:`linear`."""

@@ -140,7 +140,12 @@ class LayerHarness(BlockHarness):
         from ..quantize import quantize_layer
         from ..weights import load_layer_weights
 
-        values = {**dict(values or {}), "arch": self.arch}
+        values = dict(values or {})
+        if values.get("arch", self.arch) != self.arch:
+            other = "bert-layer" if self.arch == "gpt2" else "gpt2-block"
+            raise ConfigError(f"arch={values['arch']!r} in the config, but {self.name} is a "
+                              f"{self.arch} layer; allowed: arch={self.arch} (or run {other})")
+        values["arch"] = self.arch
         shape_cfg = super().config(values, tensors)
         if self.weights is None or tensors is None or "x" not in tensors:
             return shape_cfg
