@@ -4,8 +4,10 @@
    slice of the Q projection) on two array sizes, simulated cycle by cycle, checked bit for bit
    against the golden model, with the analytical model's prediction beside the measurement.
 2. A small GPT-2-style block (seeded random weights, W8A8): a prefill and then decode steps
-   through the composed RTL, bit-exact with the layer's golden model, its accuracy against the
-   float64 layer, and what the analytical model projects for GPT-2 medium on an Alveo U280.
+   through the composed RTL, on the GEMM engine and on the decode GEMV, bit-exact with the
+   layer's golden model, its accuracy against the float64 layer, each tensor's cycles against
+   the analytical model's prediction with the bottleneck stage, and what the model projects
+   for GPT-2 medium on an Alveo U280.
 """
 
 from __future__ import annotations
@@ -66,39 +68,96 @@ def run_demo(sim="verilator", quick=False, seed=0, out=None):
 
 # (d_model, heads, d_ff, seq, prefill rows); the rest of seq is decoded one token at a time
 DEMO_BLOCK = {"full": (32, 2, 128, 8, 5), "quick": (8, 2, 16, 4, 2)}
+#: the engines the block runs on: the GEMM array everywhere, then the decode GEMV on every
+#: linear stage (the same multipliers, each weight used once per token)
+DEMO_ENGINES = ("gemm", "gemv")
 
 
-def _demo_block(sim, quick, seed, out):
-    from llmloom.perf import estimate
+def _run_block(harness, values, x, sim, engine, out):
+    """One run of the block on ``engine``: ``(cfg, result, exact, metrics, timing)``."""
+    from llmloom.perf.cycles import layer_timing
 
-    d, heads, d_ff, seq, prefill = DEMO_BLOCK["quick" if quick else "full"]
-    rng = np.random.default_rng(seed + 1)
-    w = {name: rng.normal(scale=d ** -0.5, size=(d, d)) for name in ("wq", "wk", "wv", "wo")}
-    w |= {name: rng.normal(scale=0.1, size=d) for name in ("bq", "bk", "bv", "bo", "b2",
-                                                           "ln1_b", "ln2_b")}
-    w |= {"ln1_g": 1 + rng.normal(scale=0.1, size=d), "ln2_g": 1 + rng.normal(scale=0.1, size=d),
-          "w1": rng.normal(scale=d ** -0.5, size=(d, d_ff)), "b1": rng.normal(scale=0.1, size=d_ff),
-          "w2": rng.normal(scale=d_ff ** -0.5, size=(d_ff, d))}
-    x = rng.normal(size=(seq, d)).astype(np.float32)
-    harness = get_harness("gpt2-block").options(weights=w, mode="decode", prefill=prefill)
     tensors = {"x": x}
-    cfg = harness.config({"heads": heads, "d_ff": d_ff, "seq": seq}, tensors)
-    print(f"\nGPT-2-style block (d_model {d}, {heads} heads, d_ff {d_ff}, W8A8, seeded "
-          f"weights): prefill of {prefill} tokens, then {seq - prefill} decode steps, on {sim}",
-          file=out)
+    cfg = harness.config(values | {"engine": engine}, tensors)
     result = run_block(harness, cfg, tensors, sim=sim,
                        progress=out.isatty() if hasattr(out, "isatty") else False)
     prepared = harness.prepare(cfg, tensors)
     golden = harness.golden(cfg, prepared)
     exact = all(np.array_equal(result.outputs[k], golden[k]) for k in golden)
     metrics = harness.float_metrics(cfg, prepared, result.outputs)
-    print(f"  cycles {result.cycles:,}   bit-exact with the layer golden: "
-          f"{'yes' if exact else 'NO'}   cosine vs float64 {metrics['cosine_vs_float']:.5f}   "
-          f"max |error| {metrics['max_abs_error_vs_float']:.4f}", file=out)
+    (sizes,) = harness.shape_args(cfg, prepared)
+    return cfg, result, exact, metrics, layer_timing(cfg, sizes), sizes
+
+
+def _bottleneck(cfg, rows):
+    """``"stage util%"`` of one tensor of ``rows`` rows: the stage busy the most cycles."""
+    from llmloom.perf.cycles import layer_timing
+
+    t = layer_timing(cfg, [rows])
+    st = next(s for s in t.as_dict()["stages"] if s["name"] == t.bottleneck)
+    return f"{t.bottleneck} {100 * st['utilisation']:.0f}%"
+
+
+def _table(out, header, rows, left=(0,)):
+    """Print ``rows`` under ``header`` in aligned columns (numbers right, ``left`` left)."""
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = "  " + "  ".join(f"{{:<{w}}}" if i in left else f"{{:>{w}}}"
+                            for i, w in enumerate(widths))
+    for row in [header, *rows]:
+        print(line.format(*row).rstrip(), file=out)
+
+
+def _demo_block(sim, quick, seed, out):
+    from llmloom.perf import estimate
+    from llmloom.sim.weights import random_layer_weights
+
+    d, heads, d_ff, seq, prefill = DEMO_BLOCK["quick" if quick else "full"]
+    rng = np.random.default_rng(seed + 1)
+    w = random_layer_weights(d, d_ff, rng)
+    x = rng.normal(size=(seq, d)).astype(np.float32)
+    harness = get_harness("gpt2-block").options(weights=w, mode="decode", prefill=prefill)
+    values = {"heads": heads, "d_ff": d_ff, "seq": seq}
+    print(f"\nGPT-2-style block (d_model {d}, {heads} heads, d_ff {d_ff}, W8A8, seeded "
+          f"weights) on {sim}:\n  a prefill of {prefill} tokens, then {seq - prefill} decode "
+          "steps, on each engine", file=out)
+    runs = {e: _run_block(harness, values, x, sim, e, out) for e in DEMO_ENGINES}
+    ok = all(r[2] for r in runs.values())
+    _table(out, ["engine", "cycles", "bit-exact with golden", "cosine vs float64",
+                 "max |error|"],
+           [[e, f"{r[1].cycles:,}", "yes" if r[2] else "NO", f"{r[3]['cosine_vs_float']:.5f}",
+             f"{r[3]['max_abs_error_vs_float']:.4f}"] for e, r in runs.items()], left=(0, 2))
+    cfg0 = runs[DEMO_ENGINES[0]][0]
+    print(f"\n  cycles per tensor: measured (RTL) and predicted (perf's layer_timing); the "
+          f"bottleneck,\n  the stage busy the most, and its busy share. Arrays: q, k, v, o "
+          f"{cfg0.linear_rows}×{cfg0.linear_cols}; FFN {cfg0.ffn_rows}×{cfg0.ffn_cols};\n  "
+          f"Q·Kᵀ {cfg0.qk_rows}×{cfg0.qk_cols}; P·V {cfg0.pv_rows}×{cfg0.pv_cols}; "
+          f"{cfg0.lanes} lanes", file=out)
+    header = ["tensor", "rows"]
+    for e in DEMO_ENGINES:
+        header += [e, "predicted", "bottleneck"]
+    rows = []
+    sizes = runs[DEMO_ENGINES[0]][5]
+    for n, size in enumerate(sizes):
+        row = ["prefill" if n == 0 and size > 1 else f"decode {n}", str(size)]
+        for e in DEMO_ENGINES:
+            cfg, result, _, _, timing, _ = runs[e]
+            got, want = result.tensor_cycles[n], timing.tensor_cycles[n]
+            ok &= got == want
+            row += [f"{got:,}", f"{want:,}", _bottleneck(cfg, size)]
+        rows.append(row)
+    _table(out, header, rows, left=(0, 4, 7))
+    steps = [n for n, size in enumerate(sizes) if size == 1 and n]
+    if steps:
+        per = {e: sum(runs[e][1].tensor_cycles[n] for n in steps) / len(steps)
+               for e in DEMO_ENGINES}
+        print(f"  decode on the GEMV: {per['gemm'] / per['gemv']:.1f}× fewer cycles per token "
+              f"than on the GEMM ({per['gemv']:,.0f} against {per['gemm']:,.0f}),\n  with the "
+              "same multipliers: the GEMM gives one token one row of its array, the GEMV all of "
+              "them", file=out)
     proj = estimate("gpt2-medium", "u280", design="chen2024-gpt2-u280", mode="decode")
     dec = proj["decode"]
-    print(f"  projected by the analytical model for GPT-2 medium on an Alveo U280 (the paper's "
-          f"design point): {dec['latency_s_per_token'] * 1e3:.1f} ms/token "
+    print(f"\n  projected by the analytical model for GPT-2 medium on an Alveo U280 (the "
+          f"paper's\n  design point): {dec['latency_s_per_token'] * 1e3:.1f} ms/token "
           f"({dec['tokens_per_s']:.0f} tokens/s) at {proj['clock_hz'] / 1e6:.0f} MHz",
           file=out)
-    return exact
+    return ok

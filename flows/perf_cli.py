@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 
-from ..perf.design import save_design
+from ..perf.design import Design, layer_config_dict, save_design
 from ..perf.devices import fpga_names, gpu_names
 from ..perf.errors import ConfigError
 from ..perf.estimate import _document, compare, estimate
 from ..perf.explore import OBJECTIVES, explore
 from ..perf.gpu import RUNTIMES
-from ..perf.models import model_names
+from ..perf.models import get_model, model_names
 from ..perf.presets import PRESETS, get_preset
 from ..perf.spatial import DesignBatch, evaluate
 
@@ -58,6 +59,7 @@ def add_subcommands(subparsers):
     p.add_argument("--devices", type=int, default=1, help="FPGAs (default 1)")
     p.add_argument("--parallel", choices=("pp", "tp", "best"), default="pp",
                    help="pipeline over layers, tensor split, or the best split")
+    _layer_args(p)
     p.set_defaults(func=cmd_estimate)
 
     p = subparsers.add_parser("explore", help="search the best design under the device's "
@@ -77,6 +79,7 @@ def add_subcommands(subparsers):
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--parallel", choices=("pp", "tp"), default="pp")
     p.add_argument("--save", metavar="CFG.json", help="write the best design (design JSON)")
+    _layer_args(p)
     p.set_defaults(func=cmd_explore)
 
     p = subparsers.add_parser("compare", help="FPGA against GPU over sequence lengths")
@@ -87,6 +90,46 @@ def add_subcommands(subparsers):
     p.add_argument("--gpu-runtime", choices=sorted(RUNTIMES), default="eager",
                    help="how the GPU runs the model (default: PyTorch eager)")
     p.set_defaults(func=cmd_compare)
+
+
+def _layer_args(p):
+    p.add_argument("--save-layer", metavar="LAYER.json",
+                   help="write the design as the hw layer's config (gpt2-block or bert-layer), "
+                        "for `llmloom run gpt2-block|bert-layer --config LAYER.json`")
+    p.add_argument("--layer-engine", choices=("gemm", "gemv"),
+                   help="engine of the layer's linear stages (default: gemv when the design "
+                        "is for decode with GEMV kernels, else gemm)")
+
+
+def _layer_export(args, design, ctx, decode):
+    """``(LayerConfig, notes)`` of ``design`` for ``--save-layer`` (``None`` without it),
+    computed before anything is written so that a refusal leaves no file behind. ``decode``:
+    the design serves decode (the default engine is then its decode kernel)."""
+    if not args.save_layer:
+        return None
+    if ctx.tp > 1:
+        raise ConfigError(f"--save-layer with tensor parallelism (tp={ctx.tp}) is not "
+                          "supported: a device holds a slice of the layer; allowed: tp=1")
+    engine = args.layer_engine or (design.decode_kernel if decode else "gemm")
+    return design.layer_config(ctx.model, seq=ctx.l_max, engine=engine)
+
+
+def _save_layer(args, export):
+    from .cli import atomic_output
+
+    cfg, notes = export
+    for note in notes:
+        print(f"llmloom: note: {note}", file=sys.stderr)
+    with atomic_output(args.save_layer) as fh:
+        json.dump(layer_config_dict(cfg), fh, indent=2)
+        fh.write("\n")
+    block = "gpt2-block" if cfg.arch == "gpt2" else "bert-layer"
+    print(f"wrote {args.save_layer}: {block} config (d_model {cfg.d_model}, {cfg.heads} heads, "
+          f"d_ff {cfg.d_ff}, seq {cfg.seq}, lanes {cfg.lanes}, engine {cfg.engine}; linear "
+          f"{cfg.linear_rows}×{cfg.linear_cols}, ffn {cfg.ffn_rows}×{cfg.ffn_cols}, Q·Kᵀ "
+          f"{cfg.qk_rows}×{cfg.qk_cols}, P·V {cfg.pv_rows}×{cfg.pv_cols}); run it with "
+          f"`llmloom run {block} --config {args.save_layer} --set d_model=... --weights ...`",
+          file=sys.stderr)
 
 
 def _model_device(args, preset=None):
@@ -110,9 +153,19 @@ def cmd_estimate(args):
     doc = estimate(model, device, args.design, mode=args.mode, seq=args.seq,
                    context=args.context, batch=args.batch, devices=args.devices,
                    parallel=args.parallel, progress=_progress(args))
+    export = None
+    if args.save_layer:
+        m = get_model(model)
+        ctx = types.SimpleNamespace(
+            model=m, tp=doc["parallel"]["tp"],
+            l_max=max(doc["seq"], doc["context"] + 1) if m.decoder else doc["seq"])
+        export = _layer_export(args, Design.from_dict(doc["design"]), ctx,
+                               args.mode == "decode")
     if args.plot:
         from ..perf.plots import plot_estimate
         plot_estimate(doc, args.plot)
+    if export:
+        _save_layer(args, export)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -187,6 +240,7 @@ def cmd_explore(args):
                      clock_mhz=clock, decode_kernel=args.decode_kernel, gen=args.gen,
                      progress=_progress(args))
     ctx = result.context
+    export = _layer_export(args, result.best, ctx, args.objective != "prefill")
     modes = ("prefill", "decode") if ctx.model.decoder else ("prefill",)
     best = _document(ctx, result.best,
                      evaluate(ctx, DesignBatch.from_designs([result.best]), modes=modes), modes)
@@ -198,6 +252,8 @@ def cmd_explore(args):
            "against": against}
     if args.save:
         save_design(result.best, args.save)
+    if export:
+        _save_layer(args, export)
     if args.plot:
         from ..perf.plots import plot_front
         plot_front(doc, args.plot)

@@ -37,7 +37,8 @@ from .kernels import gemm_lanes
 from .models import get_model
 from .workload import ATTENTION, LINEAR, get_quant
 
-__all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS"]
+__all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
+           "layer_arch", "layer_config_dict", "save_layer_config"]
 
 KERNELS = ("q", "k", "v", "a1", "a2", "p", "f1", "fg", "f2")
 LANE_UNITS = ("softmax", "norm", "act")
@@ -248,6 +249,159 @@ class Design:
                                    lanes=gemm_lanes(k, kd.rows, kd.logical_cols, n),
                                    a_width=8, w_width=q.w_bits)
         return out
+
+    def layer_config(self, model, *, seq, engine="gemm"):
+        """The design as the ``hw`` layer's :class:`~llmloom.hw.layers.config.LayerConfig`
+        (what ``llmloom run gpt2-block|bert-layer --config`` takes), with notes on what did
+        not carry over exactly.
+
+        The paper's kernels map onto the layer's arrays: q, k, v, p → ``linear_rows`` ×
+        ``linear_cols``; f1, f2 → ``ffn_rows`` × ``ffn_cols``; a1 → ``qk``; a2 → ``pv``; each
+        ``cols`` is the kernel's ``cols·packing`` (logical columns, as :meth:`gemm_configs`).
+        The layer has one array size per group, so where the design's q, k, v, p (or f1, f2)
+        differ the largest (most MACs per cycle) is taken; a ``cols`` that does not divide
+        the output width the layer RTL needs (d_model; gcd(d_model, d_ff) for the FFN;
+        d_head for P·V; the sequence for a bidirectional Q·Kᵀ) becomes its largest divisor
+        below. ``lanes`` (one stream width for every stage) is the widest of the design's
+        non-linear units (softmax, norm, act), lowered until it divides d_model, d_ff and
+        d_head and fits every array's columns (and, with ``engine="gemv"``, divides the
+        rows). Heads run in sequence (``head_engines=1``: the design's a1, a2 are single
+        arrays). Every such change is a note.
+
+        Parameters
+        ----------
+        model : ModelSpec or str
+            A GPT-2-like decoder (causal, layernorm, GELU, no gate, no GQA) or a BERT-like
+            encoder.
+        seq : int
+            Longest sequence the layer holds: for a decoder the KV cache capacity (rounded
+            up to a multiple of ``lanes`` and Q·Kᵀ's columns, which leaves positions unused);
+            for an encoder the sequence length itself.
+        engine : "gemm" | "gemv"
+            :attr:`LayerConfig.engine` of every linear stage.
+
+        Returns
+        -------
+        (LayerConfig, list of str)
+            The config (uncalibrated: dimensions and parallelism) and the notes.
+
+        Raises
+        ------
+        ConfigError
+            The model has no ``hw`` layer, or the result cannot be built.
+        """
+        import math
+
+        from ..hw.layers.common import check_layer_shape
+        from ..hw.layers.config import ENGINES, LayerConfig
+
+        model = get_model(model)
+        if engine not in ENGINES:
+            raise ConfigError(f"engine={engine!r} is not allowed; allowed: "
+                              f"{' | '.join(ENGINES)}")
+        arch = layer_arch(model)
+        d, h, f = model.d_model, model.n_heads, model.d_ff
+        dh = d // h
+        _int_in("", "seq", seq, 1, model.max_positions)
+        notes = []
+        if self.quant != "W8A8":
+            notes.append(f"quant {self.quant} → W8A8: the layer RTL and its quantiser are "
+                         "int8 × int8")
+
+        def largest(group, names):
+            ks = [(n, self.kernels[n]) for n in names]
+            name, kd = max(ks, key=lambda nk: nk[1].macs_per_cycle)
+            if len({(k.rows, k.logical_cols) for _, k in ks}) > 1:
+                sizes = ", ".join(f"{n} {k.rows}×{k.logical_cols}" for n, k in ks)
+                notes.append(f"the design's {group} arrays differ ({sizes}); the layer has "
+                             f"one size for them: took the largest, {name}'s "
+                             f"{kd.rows}×{kd.logical_cols}")
+            if kd.logical_cols > 64:
+                raise ConfigError(f"kernel {name}: cols*packing={kd.logical_cols} is out of "
+                                  "range for the layer's arrays; allowed: 1..64")
+            return [kd.rows, kd.logical_cols]
+
+        arrays = {"linear": largest("q, k, v, p", ("q", "k", "v", "p")),
+                  "ffn": largest("f1, f2", ("f1", "f2")),
+                  "qk": largest("a1", ("a1",)), "pv": largest("a2", ("a2",))}
+        widths = {"linear": (d, "d_model"), "ffn": (math.gcd(d, f), "gcd(d_model, d_ff)"),
+                  "pv": (dh, "d_head")}
+        if arch == "bert":
+            widths["qk"] = (seq, "the sequence length")
+        for group, (width, what) in widths.items():
+            rows, cols = arrays[group]
+            fit = max(c for c in range(1, cols + 1) if width % c == 0)
+            if fit != cols:
+                notes.append(f"{group}_cols {cols} → {fit}: the layer RTL needs a divisor of "
+                             f"{what} = {width} ({rows * (cols - fit)} fewer MACs/cycle)")
+                arrays[group][1] = fit
+
+        want = min(64, max(self.lanes.values()))
+        common = math.gcd(d, f, dh, seq if arch == "bert" else 0)
+        cols = [c for _, c in arrays.values()]
+
+        def misfit(lanes):
+            """Why ``lanes`` cannot be the layer's stream width (``None``: it can)."""
+            if common % lanes:
+                return ("does not divide d_model, d_ff, d_head"
+                        + (" and seq" if arch == "bert" else ""))
+            for g, (_, c) in arrays.items():
+                if max(c, lanes) % min(c, lanes):
+                    return f"and {g}_cols {c}: neither is a multiple of the other"
+            for g in ("linear", "ffn"):
+                if engine == "gemv" and arrays[g][0] % lanes:
+                    return f"does not divide {g}_rows {arrays[g][0]} (engine gemv)"
+            return None
+
+        lanes = max(n for n in range(1, want + 1) if misfit(n) is None)
+        units = "/".join(str(self.lanes[u]) for u in LANE_UNITS)
+        if lanes != want or len(set(self.lanes.values())) > 1:
+            notes.append(f"lanes {lanes}: one stream width for every stage (the design's "
+                         f"{'/'.join(LANE_UNITS)} units take {units} elements per cycle"
+                         + (f"; {want} {misfit(want)}" if lanes != want else "") + ")")
+
+        layer_seq = seq
+        if arch == "gpt2":
+            step = math.lcm(lanes, arrays["qk"][1])
+            layer_seq = -(-seq // step) * step
+            if layer_seq != seq:
+                notes.append(f"seq {seq} → {layer_seq}: the KV cache capacity rounded up to "
+                             f"a multiple of lanes and qk_cols ({step})")
+        fields = {f"{g}_{a}": arrays[g][i] for g in arrays for i, a in enumerate(("rows",
+                                                                                   "cols"))}
+        cfg = LayerConfig(arch=arch, d_model=d, heads=h, d_ff=f, seq=layer_seq, lanes=lanes,
+                          engine=engine, head_engines=1, **fields)
+        check_layer_shape(cfg)
+        return cfg, notes
+
+
+def layer_arch(model):
+    """``"gpt2"`` or ``"bert"``: the ``hw`` layer a catalogue model maps onto, or
+    :class:`ConfigError` when it has none."""
+    model = get_model(model)
+    other = [what for what, bad in (
+        (f"{model.norm}", model.norm != "layernorm"), (f"{model.activation}",
+                                                       model.activation != "gelu"),
+        ("a gated FFN", model.gated_ffn),
+        ("grouped-query attention", model.n_kv_heads != model.n_heads)) if bad]
+    if other:
+        raise ConfigError(f"model {model.name} ({', '.join(other)}) has no hw layer; allowed: "
+                          "a GPT-2-like decoder or BERT-like encoder (layernorm, GELU, no "
+                          "gate, no grouped-query attention)")
+    return "gpt2" if model.decoder else "bert"
+
+
+def layer_config_dict(cfg):
+    """A :class:`~llmloom.hw.layers.config.LayerConfig`'s JSON form without the unset
+    (calibration) fields: what ``llmloom run gpt2-block|bert-layer --config`` reads."""
+    return {k: v for k, v in cfg.to_dict().items() if v is not None}
+
+
+def save_layer_config(cfg, path):
+    """Write :func:`layer_config_dict` of ``cfg`` as JSON."""
+    with open(path, "w") as fh:
+        json.dump(layer_config_dict(cfg), fh, indent=2)
+        fh.write("\n")
 
 
 def linear_shapes(model, tp=1):

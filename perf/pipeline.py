@@ -356,8 +356,10 @@ def attention(q, k, v, cfg, trace=None, prefix="attention", requant_latency=None
     the Q_h rows follow from the Q buffer four cycles after the longer readout, one beat per
     cycle, through Q·Kᵀ (:func:`gemm`) → gearbox → requant → softmax (:func:`row_kernel`) →
     P·V → gearbox → requant; the next head's request is taken the cycle after this head's last
-    output beat. Output phase: the buffered rows leave from three cycles after the last head's
-    last beat, one beat per cycle.
+    output beat. With ``head_engines`` E the heads run in ``heads / E`` rounds of E heads in
+    lock step (each engine its own cache bank and arrays), a round taking one head's time; the
+    stage figures count the E arrays as one stage of E times the peak. Output phase: the
+    buffered rows leave from three cycles after the last round's last beat, one beat per cycle.
 
     ``requant_latency`` overrides ``(score, out)`` re-quantiser latencies (for an uncalibrated
     config's defaults); by default they come from ``cfg``.
@@ -374,16 +376,25 @@ def attention(q, k, v, cfg, trace=None, prefix="attention", requant_latency=None
     request = int(max(tq[-1], tk[-1], tv[-1])) + 2
     hb = cfg.d_head // lanes
     readout = max(kv.kt_beats, kv.vh_beats)
-    for _ in range(cfg.heads):
+    engines = getattr(cfg, "head_engines", 1)
+    for _ in range(cfg.heads // engines):
+        # one round: every engine runs one head, in lock step, so a round is one head's time
+        one = Trace() if trace is not None else None
         first_q = request + readout + 4
-        _add(trace, f"{prefix}.kv_readout", busy=readout)
-        s = linear(first_q + np.arange(rows * hb, dtype=np.int64), qk, lanes, trace,
+        _add(one, f"{prefix}.kv_readout", busy=readout)
+        s = linear(first_q + np.arange(rows * hb, dtype=np.int64), qk, lanes, one,
                    f"{prefix}.qk")
         s = eltwise(s, lat_s)
-        p = row_kernel(s, *row_kernel_of(sm), trace, f"{prefix}.softmax")
-        o = eltwise(linear(p, pv, lanes, trace, f"{prefix}.pv"), lat_o)
+        p = row_kernel(s, *row_kernel_of(sm), one, f"{prefix}.softmax")
+        o = eltwise(linear(p, pv, lanes, one, f"{prefix}.pv"), lat_o)
         done = int(o[-1])
         request = done + 1
+        if one is not None:
+            # the engines' arrays count as one stage of E times the MACs and the peak; busy
+            # cycles stay one engine's (they work at the same time)
+            for st in one.stages.values():
+                trace.add(st.name, macs=st.macs * engines,
+                          peak=st.peak_macs_per_cycle * engines, busy=st.busy_cycles)
     return done + 3 + np.arange(rows * cfg.d_model // lanes, dtype=np.int64)
 
 
@@ -438,12 +449,7 @@ def _latencies(cfg):
 
 def _attention_cfg(cfg):
     """The layer's attention config (timing only: scales do not change it)."""
-    if cfg.calibrated:
-        return cfg.attention
-    from ..hw.blocks.attention_config import AttentionConfig
-    return AttentionConfig(d_model=cfg.d_model, heads=cfg.heads, seq=cfg.seq, causal=cfg.causal,
-                           lanes=cfg.lanes, qk_rows=cfg.qk_rows, qk_cols=cfg.qk_cols,
-                           pv_rows=cfg.pv_rows, pv_cols=cfg.pv_cols, rounding=cfg.rounding)
+    return cfg.attention if cfg.calibrated else cfg.attention_shape
 
 
 def _norm_timing(cfg):

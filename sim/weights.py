@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["WeightsError", "ARCHS", "load_layer_weights", "read_tensors", "canonical_weights"]
+__all__ = ["WeightsError", "ARCHS", "load_layer_weights", "read_tensors", "canonical_weights",
+           "random_layer_weights"]
 
 ARCHS = ("gpt2", "bert")
 
@@ -142,3 +143,24 @@ def load_layer_weights(path, arch, prefix=None, d_model=None, d_ff=None):
     return canonical_weights(read_tensors(path), arch, prefix, d_model, d_ff)
 
 
+
+
+def random_layer_weights(d_model, d_ff, rng):
+    """Seeded random float weights of one layer under the canonical names: matrices
+    ``N(0, 1/fan_in)`` (activations keep their size through the layer), biases ``N(0, 0.1)``,
+    layernorm gains ``1 + N(0, 0.1)`` and offsets ``N(0, 0.1)``. For demos and benchmarks:
+    numbers of a plausible size, not a trained model.
+
+    Parameters
+    ----------
+    d_model, d_ff : int
+    rng : numpy.random.Generator
+    """
+    d, f = d_model, d_ff
+    w = {name: rng.normal(scale=d ** -0.5, size=(d, d)) for name in ("wq", "wk", "wv", "wo")}
+    w |= {name: rng.normal(scale=0.1, size=d) for name in ("bq", "bk", "bv", "bo", "b2",
+                                                           "ln1_b", "ln2_b")}
+    w |= {"ln1_g": 1 + rng.normal(scale=0.1, size=d), "ln2_g": 1 + rng.normal(scale=0.1, size=d),
+          "w1": rng.normal(scale=d ** -0.5, size=(d, f)), "b1": rng.normal(scale=0.1, size=f),
+          "w2": rng.normal(scale=f ** -0.5, size=(f, d))}
+    return w

@@ -19,8 +19,8 @@ from ..numeric import INT8
 from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
-__all__ = ["Linear", "Ffn", "check_layer_rtl", "attention_bypass_depth", "ffn_bypass_depth",
-           "ffn_in_flight_rows", "engine_held_rows"]
+__all__ = ["Linear", "Ffn", "check_layer_rtl", "check_layer_shape", "attention_bypass_depth",
+           "ffn_bypass_depth", "ffn_in_flight_rows", "engine_held_rows"]
 
 
 def check_layer_rtl(cfg, weights):
@@ -37,6 +37,14 @@ def check_layer_rtl(cfg, weights):
         raise ConfigError("the layer config is not calibrated; build it with "
                           "llmloom.sim.quantize.quantize_layer")
     weights.check(cfg)
+    check_layer_shape(cfg)
+
+
+def check_layer_shape(cfg):
+    """:class:`ConfigError` unless the layer's dimensions and parallelism can be built, for a
+    calibrated config or not (the structural part of :func:`check_layer_rtl`: every linear
+    stage's ``cols`` dividing its output width and a multiple or divisor of ``lanes``; the
+    attention's gearbox rules)."""
     for name in ("q", "k", "v", "o", "f1", "f2"):
         g = cfg.linear(name)
         if g.n % g.cols:
@@ -45,7 +53,7 @@ def check_layer_rtl(cfg, weights):
         if max(g.cols, cfg.lanes) % min(g.cols, cfg.lanes):
             raise ConfigError(f"{name}: cols={g.cols} and lanes={cfg.lanes}: allowed: one a "
                               "multiple of the other (the layer RTL)")
-    check_attention_rtl(cfg.attention)
+    check_attention_rtl(cfg.attention if cfg.calibrated else cfg.attention_shape)
 
 
 def _beats(cfg, width):

@@ -176,6 +176,9 @@ class LayerConfig(BlockConfig):
     qk_cols: int = spec(4, Range(1, 64), "columns of the Q·Kᵀ array")
     pv_rows: int = spec(4, Range(1, 64), "rows of the P·V array")
     pv_cols: int = spec(4, Range(1, 64), "columns of the P·V array")
+    head_engines: int = spec(1, Range(1, 4096), "attention heads computed at once (each "
+                             "engine its own Q·Kᵀ and P·V arrays and KV cache bank); divides "
+                             "heads: 1 = heads in sequence, heads = all in parallel")
     scales: ActScales | None = spec(None, None, "activation scales (ActScales)")
     q: LinearParams | None = spec(None, None, "Q projection constants")
     k: LinearParams | None = spec(None, None, "K projection constants")
@@ -191,6 +194,9 @@ class LayerConfig(BlockConfig):
         if d % self.heads:
             raise ConfigError(f"heads={self.heads} does not divide d_model={d}; allowed: a "
                               "divisor of d_model")
+        if self.heads % self.head_engines:
+            raise ConfigError(f"head_engines={self.head_engines} does not divide "
+                              f"heads={self.heads}; allowed: a divisor of heads")
         for name, n in (("d_model", d), ("d_ff", f), ("d_head", self.d_head),
                         ("seq", self.seq)):
             if n % self.lanes:
@@ -396,7 +402,17 @@ class LayerConfig(BlockConfig):
                                score_scale=s.score, out_scale=s.attn, lanes=self.lanes,
                                qk_rows=self.qk_rows, qk_cols=self.qk_cols,
                                pv_rows=self.pv_rows, pv_cols=self.pv_cols,
-                               rounding=self.rounding)
+                               rounding=self.rounding, head_engines=self.head_engines)
+
+    @property
+    def attention_shape(self):
+        """The attention's dimensions and parallelism without its scales (default ones): what
+        shapes its hardware and timing, for an uncalibrated config too."""
+        return AttentionConfig(d_model=self.d_model, heads=self.heads, seq=self.seq,
+                               causal=self.causal, lanes=self.lanes, qk_rows=self.qk_rows,
+                               qk_cols=self.qk_cols, pv_rows=self.pv_rows,
+                               pv_cols=self.pv_cols, rounding=self.rounding,
+                               head_engines=self.head_engines)
 
     @property
     def stages(self):

@@ -36,7 +36,7 @@ __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "spl
 
 MODES = ("prefill", "decode")
 _PARALLELISM = ("engine", "linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows",
-                "qk_cols", "pv_rows", "pv_cols")
+                "qk_cols", "pv_rows", "pv_cols", "head_engines")
 
 
 def split_rows(rows, mode, prefill=None):
@@ -141,7 +141,12 @@ class LayerHarness(BlockHarness):
         from ..quantize import quantize_layer
         from ..weights import load_layer_weights
 
-        values = {**dict(values or {}), "arch": self.arch}
+        values = dict(values or {})
+        if values.get("arch", self.arch) != self.arch:
+            other = "bert-layer" if self.arch == "gpt2" else "gpt2-block"
+            raise ConfigError(f"arch={values['arch']!r} in the config, but {self.name} is a "
+                              f"{self.arch} layer; allowed: arch={self.arch} (or run {other})")
+        values["arch"] = self.arch
         shape_cfg = super().config(values, tensors)
         if self.weights is None or tensors is None or "x" not in tensors:
             return shape_cfg
@@ -258,7 +263,7 @@ class LayerHarness(BlockHarness):
 
     def peak_macs_per_cycle(self, cfg):
         return (4 * cfg.linear_rows * cfg.linear_cols + 2 * cfg.ffn_rows * cfg.ffn_cols
-                + cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols)
+                + cfg.head_engines * (cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols))
 
 
 @register

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from llmloom.flows.cli import main
 from llmloom.flows.demo import run_demo
@@ -18,9 +19,22 @@ def test_quick_demo_is_bit_exact_and_predicted():
     for row in rows:
         assert row[1] == row[2]          # measured cycles == predicted cycles
         assert row[5] == "yes"
-    assert "bit-exact with the layer golden: yes" in text
-    cosine = float(text.split("cosine vs float64 ")[1].split()[0])
-    assert cosine >= 0.99
+    # the block on both engines: bit-exact, close to float
+    engines = [line.split() for line in text.splitlines()
+               if line.strip().startswith(("gemm ", "gemv "))]
+    assert [e[0] for e in engines] == ["gemm", "gemv"]
+    for e in engines:
+        assert e[2] == "yes" and float(e[3]) >= 0.99
+    # every tensor (the prefill, then each decode step) measured == predicted on both
+    tensors = [line.split() for line in text.splitlines()
+               if re.match(r"\s*(prefill|decode \d+)\s", line)]
+    assert [t[0] for t in tensors] == ["prefill", "decode", "decode"]
+    for t in tensors:
+        row = t[1:] if t[0] == "prefill" else t[2:]      # "decode 1" is two words
+        assert row[1] == row[2] and row[5] == row[6]
+        assert row[4].endswith("%") and row[8].endswith("%")
+    gain = float(text.split("decode on the GEMV: ")[1].split("×")[0])
+    assert gain > 1
     assert "ms/token" in text
 
 

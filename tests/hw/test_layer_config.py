@@ -144,7 +144,8 @@ def test_layer_blocks(arch):
     assert isinstance(a, AttentionConfig)
     assert (a.causal, a.seq, a.q_scale, a.score_scale, a.out_scale) == (
         arch == "gpt2", S, s.q, s.score, s.attn)
-    assert (a.qk_cols, a.pv_rows) == (2, 1)
+    assert (a.qk_cols, a.pv_rows, a.head_engines) == (2, 1, 1)
+    assert cfg.replace(head_engines=2).attention.head_engines == 2
     names = [n for n, _ in cfg.stages]
     assert len(names) == 12 and names[0] == ("norm1" if arch == "gpt2" else "q")
     assert names[-1] == ("residual2" if arch == "gpt2" else "norm2")
@@ -176,6 +177,7 @@ def test_uncalibrated_layer_has_gemms_only():
     ({"seq": 10}, "lanes=4 does not divide seq=10"),
     ({"eps": -1.0}, "eps=-1.0 is not allowed; allowed: finite and >= 0"),
     ({"ffn_rows": 65}, "ffn_rows=65 is out of range"),
+    ({"head_engines": 3}, "head_engines=3 does not divide heads=2"),
     ({"q": LinearParams(w_scale=(0.1,) * 3)}, "q.w_scale has 3 entries"),
     ({"o": LinearParams(w_scale=0.1, bias=(1,) * 5)}, "o.bias has 5 entries; expected 16"),
     ({"o": LinearParams(w_scale=0.1, bias=(2 ** 31,) * 16)}, "o.bias\\[0\\]=2147483648"),

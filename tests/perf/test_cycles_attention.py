@@ -71,3 +71,16 @@ def test_registered():
     assert BLOCK_CYCLES["attention"] is attention_cycles
     with pytest.raises(ValueError, match="rows=0"):
         attention_cycles(AttentionConfig(), 0)
+
+
+@pytest.mark.parametrize("changes, rows", [
+    (dict(head_engines=2), 1),
+    (dict(head_engines=2), 6),
+    (dict(d_model=16, heads=4, head_engines=2, qk_cols=4, pv_cols=1), 5),
+    (dict(d_model=16, heads=4, head_engines=4, lanes=4, qk_cols=8, pv_cols=2), 3),
+    (dict(causal=False, seq=4, head_engines=2, qk_cols=4, qk_rows=4, pv_rows=4), 4),
+], ids=lambda v: str(v))
+def test_head_engines_equal_simulation(changes, rows, rng):
+    """Heads in parallel (``head_engines`` > 1): rounds of engines in lock step."""
+    cfg = AttentionConfig(**{**BASE, **changes})
+    assert _measure(cfg, rows, rng) == attention_cycles(cfg, rows)

@@ -125,6 +125,16 @@ def test_gemv_layer_sweep(arch, par, rows, prefill, rng):
     check(*measure_and_predict(rng, arch, par, rows, prefill=prefill))
 
 
+@pytest.mark.parametrize("arch, engines, rows, prefill", [
+    ("gpt2", 2, 7, 5),           # a prefill then two decode steps, heads in parallel
+    ("bert", 2, 8, None),
+], ids=["gpt2-decode", "bert"])
+def test_layer_heads_in_parallel(arch, engines, rows, prefill, rng):
+    """``head_engines``: the attention's heads in rounds of engines in lock step."""
+    check(*measure_and_predict(rng, arch, dict(WIDE, head_engines=engines), rows,
+                               prefill=prefill))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch, par, rows, prefill, dims", [
     ("gpt2", THIN, 8, None, dict(seq=8)),
