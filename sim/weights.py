@@ -143,8 +143,6 @@ def load_layer_weights(path, arch, prefix=None, d_model=None, d_ff=None):
     return canonical_weights(read_tensors(path), arch, prefix, d_model, d_ff)
 
 
-
-
 def random_layer_weights(d_model, d_ff, rng):
     """Seeded random float weights of one layer under the canonical names: matrices
     ``N(0, 1/fan_in)`` (activations keep their size through the layer), biases ``N(0, 0.1)``,
