@@ -205,7 +205,7 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
 
     def bank_written(tile):
         """Cycle in which a tile's output bank is complete and drainable (``have``)."""
-        return clock.cycle(first_step[tile + 1] + C + R + 2) + 1
+        return clock.cycle(first_step[tile + 1] + C + R + 2) + 2
 
     for ti in range(tiles + 1):
         if ti < tiles:
@@ -232,7 +232,9 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
                 continue
             drain.upto(tile - 2, bank_written)
             natural = clock.cycle(step)
-            free = drain.free[tile - 2]
+            # the write comes a cycle after its step: the step may issue in the cycle in which
+            # the bank's last beat is read
+            free = drain.free[tile - 2] - 1
             if free > natural:
                 clock.start_run(step, free)
         next_cycle = clock.cycle(clock.steps - 1) + 1
