@@ -351,7 +351,7 @@ def _workdir(workdir):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _verilog_of(design, top):
+def _verilog_of(design, top, family=None):
     if isinstance(design, Path):
         return design.read_text(), top or "top"
     if isinstance(design, str):
@@ -361,8 +361,9 @@ def _verilog_of(design, top):
                 raise ValueError("no module found in the Verilog text")
             top = "top" if "top" in mods else mods[0]
         return design, top
-    from ..hw.emit import emit_verilog
-    return emit_verilog(design, name=top or "top"), top or "top"
+    from ..hw.emit import FamilyHint, emit_verilog
+    platform = FamilyHint(family) if family else None
+    return emit_verilog(design, name=top or "top", platform=platform), top or "top"
 
 
 _NOT_FIT = re.compile(r"(too many|not enough|Unable to place|failed to place|"
@@ -377,8 +378,9 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     Parameters
     ----------
     design : wiring.Component, str or Path
-        An Amaranth component (converted with :func:`~llmloom.hw.emit.emit_verilog`), Verilog
-        text, or the path of a Verilog file.
+        An Amaranth component (converted with :func:`~llmloom.hw.emit.emit_verilog`,
+        elaborated with a :class:`~llmloom.hw.emit.FamilyHint` of the target's family),
+        Verilog text, or the path of a Verilog file.
     target : str
         A key of :data:`TARGETS`.
     clock_mhz : float, optional
@@ -419,7 +421,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     stages = 3 if tgt.pnr else 2
     with _workdir(workdir) as wd, _progress(progress, stages, f"synth {tgt.name}") as bar:
         bar.set_postfix_str("generating Verilog")
-        text, top = _verilog_of(design, top)
+        text, top = _verilog_of(design, top, tgt.family)
         (wd / "core.v").write_text(text)
         files = ["core.v"]
         synth_top = top

@@ -15,7 +15,17 @@ Structure (after gemmini's PE → Tile → Mesh and allo's ``systolic.py``):
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import (
+    Cat,
+    ClockSignal,
+    Instance,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -54,20 +64,77 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         acc = Signal(signed(self._acc_width))
-        # The product is registered (in the multiplier's own output register where the fabric
-        # has one) and accumulated a step later, so no path runs through both the multiplier
-        # and the accumulator's carry chain. The flag is delayed with it.
-        product = Signal(signed(len(self.a_i) + len(self.w_i)))
-        first = Signal()
+        product, first = _multiply(m, self.en, self.a_i, self.w_i, self.flag_i,
+                                   platform=platform)
         with m.If(self.en):
             m.d.sync += [self.a_o.eq(self.a_i), self.w_o.eq(self.w_i),
-                         self.flag_o.eq(self.flag_i),
-                         product.eq(self.a_i * self.w_i), first.eq(self.flag_i)]
+                         self.flag_o.eq(self.flag_i)]
             with m.If(first):
                 m.d.sync += [self.result.eq(acc), acc.eq(product)]
             with m.Else():
                 m.d.sync += acc.eq(acc + product)
         return m
+
+
+def _multiply(m, en, a, w, flag, operand=None, platform=None):
+    """The registered multiplier of a PE, ``GemmConfig.PE_STAGES`` enabled stages deep:
+    operands, product, product again; returns the product and ``flag`` delayed alike.
+    ``operand`` makes the multiplier's weight operand from the registered ``w`` (wiring only).
+
+    Portable form: the operand registers copy ``a``/``w`` as the PE's pass-through registers
+    do; they have no reset, which keeps Yosys from merging them with those (a merged copy would
+    serve the neighbour too, and could not sit by the multiplier). What they hold after a reset
+    is flushed before any result is read: the next tile's flag restarts the accumulator.
+
+    On ECP5 (``platform.family == "ecp5"``) the operand and product registers are the
+    MULT18X18D's own input and output registers, which Yosys does not infer: the multiplier's
+    delay then stays inside the hard block, between registers, wherever the placer puts it.
+    """
+    if (operand is None and getattr(platform, "family", None) == "ecp5"
+            and max(len(a), len(w)) <= ECP5_MULT_WIDTH):
+        product = _ecp5_multiplier(m, en, a, w)
+    else:
+        a_m = Signal.like(a, name="a_mul", reset_less=True)
+        w_m = Signal.like(w, name="w_mul", reset_less=True)
+        w_op = w_m if operand is None else operand(w_m)
+        product = Signal(signed(len(a_m) + len(w_op)), name="product0")
+        with m.If(en):
+            m.d.sync += [a_m.eq(a), w_m.eq(w), product.eq(a_m * w_op)]
+    product1 = Signal.like(product, name="product1")
+    flags = [Signal(name=f"flag_d{stage}") for stage in range(GemmConfig.PE_STAGES)]
+    with m.If(en):
+        m.d.sync += product1.eq(product)
+        m.d.sync += [f.eq(prev) for f, prev in zip(flags, [flag, *flags], strict=False)]
+    return product1, flags[-1]
+
+
+#: Operand width of the ECP5 sysDSP multiplier (MULT18X18D).
+ECP5_MULT_WIDTH = 18
+
+
+def _ecp5_multiplier(m, en, a, w):
+    """A MULT18X18D with input and output registers (clock enable ``en``, synchronous reset):
+    ``a·w`` two enabled steps after its operands, as the portable form's ``product0``."""
+    a_ext = Signal(signed(ECP5_MULT_WIDTH), name="mult_a")
+    w_ext = Signal(signed(ECP5_MULT_WIDTH), name="mult_b")
+    p = Signal(signed(2 * ECP5_MULT_WIDTH), name="mult_p")
+    m.d.comb += [a_ext.eq(a), w_ext.eq(w)]
+    ports = {f"i_A{k}": a_ext[k] for k in range(ECP5_MULT_WIDTH)}
+    ports |= {f"i_B{k}": w_ext[k] for k in range(ECP5_MULT_WIDTH)}
+    ports |= {f"i_C{k}": 0 for k in range(ECP5_MULT_WIDTH)}
+    ports |= {f"o_P{k}": p[k] for k in range(2 * ECP5_MULT_WIDTH)}
+    regs = {}
+    for reg, clk in (("INPUTA", "CLK0"), ("INPUTB", "CLK0"), ("PIPELINE", "NONE"),
+                     ("OUTPUT", "CLK0"), ("INPUTC", "NONE")):
+        regs |= {f"p_REG_{reg}_CLK": clk, f"p_REG_{reg}_CE": "CE0", f"p_REG_{reg}_RST": "RST0"}
+    m.submodules.mult = Instance(
+        "MULT18X18D", **regs,
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_INPUT",
+        p_MULT_BYPASS="DISABLED", p_CAS_MATCH_REG="FALSE",
+        i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+        i_CLK0=ClockSignal(), i_CE0=en, i_RST0=ResetSignal(),
+        **ports)
+    return p[:len(a) + len(w)].as_signed()
 
 
 def pack_weight_pair(w_lo, w_hi):
@@ -121,19 +188,19 @@ class PackedProcessingElement(wiring.Component):
         m = Module()
         aw, ww, accw = self._widths
         S = GemmConfig.PACK_SHIFT
-        w_lo = self.w_i[:ww]
-        sign = w_lo[-1]
-        operand = Cat(w_lo, sign.replicate(S - ww), self.w_i[ww:]).as_signed()
-        product = Signal(signed(aw + len(operand)))
-        first = Signal()
+
+        def operand(pair):
+            w_lo = pair[:ww]
+            return Cat(w_lo, w_lo[-1].replicate(S - ww), pair[ww:]).as_signed()
+
+        product, first = _multiply(m, self.en, self.a_i, self.w_i, self.flag_i, operand)
         acc_lo = Signal(signed(accw))
         acc_hi = Signal(signed(accw))
         lo = product[:aw + ww].as_signed()
         hi = product[S:].as_signed() + product[S - 1]
         with m.If(self.en):
             m.d.sync += [self.a_o.eq(self.a_i), self.w_o.eq(self.w_i),
-                         self.flag_o.eq(self.flag_i),
-                         product.eq(self.a_i * operand), first.eq(self.flag_i)]
+                         self.flag_o.eq(self.flag_i)]
             with m.If(first):
                 m.d.sync += [self.result_lo.eq(acc_lo), self.result_hi.eq(acc_hi),
                              acc_lo.eq(lo), acc_hi.eq(hi)]
@@ -458,13 +525,14 @@ class Gemm(wiring.Component):
         m.d.comb += [array.en.eq(step), array.a.eq(x_a), array.w.eq(x_w),
                      array.flag.eq(x_flag)]
 
-        # ---- readout schedule: a tile's rows are complete `cols + i + 2` steps after the flag
-        # of the tile that follows it (or of the flush): skew register, product register, then
-        # one step per column. A shift register of descriptors times it; which row is due at
-        # the next step is decoded one step ahead into registers, so that the stall decision
-        # (an output bank still full) is one LUT from registers.
+        # ---- readout schedule: row i of a tile is read `readout_step + i` steps after the flag
+        # of the tile that follows it (or of the flush) entered the array. A shift register of
+        # descriptors times it; which row is due at the next step is decoded one step ahead
+        # into registers, so that the stall decision (an output bank still full) is one LUT
+        # from registers.
         prev = Signal(meta)          # the tile in the array whose flag came last
-        depth = C + R
+        RS = cfg.readout_step
+        depth = RS - 1 + R
         sched = [Signal(meta, name=f"sched{d}") for d in range(depth)]
         due = Signal()               # row `due_row` of `due_meta` is written at this step
         due_row = Signal(range(R))
@@ -475,11 +543,11 @@ class Gemm(wiring.Component):
             with m.Else():
                 m.d.sync += sched[0].eq(0)
             m.d.sync += [sched[d].eq(sched[d - 1]) for d in range(1, depth)]
-            # after this shift, sched[C + i] is at C + i + 1: due for row i
+            # after this shift, sched[RS - 1 + i] is at RS + i: due for row i
             m.d.sync += due.eq(0)
             for i in range(R):
-                with m.If(sched[C + i].real):
-                    m.d.sync += [due.eq(1), due_row.eq(i), due_meta.eq(sched[C + i])]
+                with m.If(sched[RS - 1 + i].real):
+                    m.d.sync += [due.eq(1), due_row.eq(i), due_meta.eq(sched[RS - 1 + i])]
 
         out_full = Signal(2)
         out_last = [Signal(range(R), name=f"out{b}_last_row") for b in range(2)]

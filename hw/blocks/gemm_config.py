@@ -82,6 +82,11 @@ class GemmConfig(LinearSizes, BlockConfig):
     #: 18 bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high
     #: one, and the operand within the 27-bit port of a DSP48E2.
     PACK_SHIFT = 18
+    #: Registers from a PE's inputs to its accumulator: the multiplier's operands and its
+    #: product, to sit beside the hard multiplier (yosys leaves the ECP5 MULT18X18D's own
+    #: registers unused, and the multipliers' fixed sites are far from the logic around them),
+    #: then the product again beside the accumulator. Vivado folds all three into a DSP48E2.
+    PE_STAGES = 3
 
     def _validate(self):
         if self.k % self.lanes:
@@ -105,6 +110,13 @@ class GemmConfig(LinearSizes, BlockConfig):
         return self.rows * self.cols // (2 if self.dsp_packing else 1)
 
     @property
+    def readout_step(self):
+        """Steps from the flag of a tile's successor entering the array to the readout of the
+        tile's row 0 (row i follows i steps later): the skew register, one step per further
+        column, the PE's stages and its accumulator."""
+        return self.cols + self.PE_STAGES
+
+    @property
     def flush_steps(self):
         """Array steps spent after the last tile of a tensor to bring its results out."""
-        return self.cols + self.rows + 3
+        return self.readout_step + self.rows + 2

@@ -67,7 +67,8 @@ def _edge_values(bits):
 @pytest.mark.parametrize("a_width, w_width", [(8, 8), (9, 8), (8, 4)])
 def test_packed_pe_rtl(a_width, w_width, rng):
     """The RTL PE with a flag on every step (tiles of one product): each result pair is one
-    packed multiplication, three steps after its inputs; edge values then random ones."""
+    packed multiplication, ``PE_STAGES + 2`` steps after its inputs; edge values, then
+    random ones."""
     acc = a_width + w_width
     vectors = list(itertools.product(_edge_values(a_width), _edge_values(w_width),
                                      _edge_values(w_width)))
@@ -88,14 +89,16 @@ def test_packed_pe_rtl(a_width, w_width, rng):
     async def bench(ctx):
         ctx.set(pe.en, 1)
         ctx.set(pe.flag_i, 1)
-        for t in range(len(vectors) + 3):
+        # the PE's stages, then the first step of the next tile moves the sum to `result`
+        latency = GemmConfig.PE_STAGES + 2
+        for t in range(len(vectors) + latency):
             if t < len(vectors):
                 a, wl, wh = vectors[t]
                 ctx.set(pe.a_i, a)
                 ctx.set(w_in_lo, wl)
                 ctx.set(w_in_hi, wh)
             await ctx.tick()
-            if t >= 2:
+            if t >= latency - 1:
                 got.append((ctx.get(pe.result_lo), ctx.get(pe.result_hi)))
 
     sim = Simulator(m)
