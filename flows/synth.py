@@ -630,11 +630,13 @@ def update_baseline(block, cfg, target, result=None, **kwargs):
 
 #: The designs with stored baselines: ``(target, block, config values, slow)``. The fast ones
 #: run in CI (a 2×2 GEMM on iCE40, 4×4 on ECP5 and xcup: about 2 min with a cold YoWASP cache);
-#: the slow ones with ``pytest --runslow``.
+#: the slow ones with ``pytest --runslow`` (the 8×8 GEMMs: minutes each; the packed one holds
+#: DSP packing to 32 DSP48E2 for 64 MACs).
 BASELINE_DESIGNS = (
     ("ice40-up5k", "gemm", {"rows": 2, "cols": 2}, False),
     ("ecp5-85f", "gemm", {}, False),
     ("xcup", "gemm", {}, False),
     ("ecp5-85f", "gemm", {"rows": 8, "cols": 8}, True),
     ("xcup", "gemm", {"rows": 8, "cols": 8}, True),
+    ("xcup", "gemm", {"rows": 8, "cols": 8, "dsp_packing": True}, True),
 )

@@ -4,12 +4,17 @@ Structure (after gemmini's PE → Tile → Mesh and allo's ``systolic.py``):
 
 * :class:`ProcessingElement` multiplies and accumulates one output; a ``flag`` travelling with
   the activation marks the first step of a new tile, at which the PE hands its finished sum to
-  an output register and starts the next one, so tiles follow each other with no bubble.
-* :class:`Skew` delays lane ``i`` by ``i`` steps: the wavefront that feeds the array.
-* :class:`SystolicArray` is the ``rows``×``cols`` grid with its skews, advancing only on
-  ``step`` (the whole array moves in lock-step, which makes stalls trivially safe).
+  an output register and starts the next one, so tiles follow each other with no bubble. Its
+  multiplier is registered on both sides (``GemmConfig.PE_STAGES``; on ECP5 in the
+  MULT18X18D's own registers). :class:`PackedProcessingElement` computes two adjacent output
+  columns with one multiplier (``GemmConfig.dsp_packing``).
+* :class:`Skew` delays lane ``i`` by ``i + 1`` steps: the wavefront that feeds the array.
+* :class:`SystolicArray` is the ``rows``×``cols`` grid with its skews, advancing only on ``en``
+  (the whole array moves in lock-step, which makes stalls trivially safe).
 * :class:`Gemm` adds the on-chip memories (double-buffered activation tiles, the weights,
   double-buffered output rows), the feeder that walks the tiles and the drain that emits rows.
+  It decides each step from registered state and lets the array take it one cycle later, from
+  a register, so that no decision has to reach every PE in the cycle it is made.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ class ProcessingElement(wiring.Component):
     a_o, w_o, flag_o : Out
         The same, registered, for the right and lower neighbours.
     result : Out(signed(acc_width))
-        The sum of the previous tile, valid from two steps after ``flag_i`` (the product is
-        registered first) until two steps after the next flag.
+        The sum of the previous tile, valid from ``PE_STAGES + 1`` steps after ``flag_i`` (the
+        product passes the multiplier's stages first) until as long after the next flag.
+
+    ``platform.family == "ecp5"``: the multiplier is a MULT18X18D using its own registers.
     """
 
     def __init__(self, a_width, w_width, acc_width):
@@ -250,8 +257,12 @@ class SystolicArray(wiring.Component):
         Row whose results appear on ``row``.
     row : Out(ArrayLayout(signed(acc_width), cols))
         ``result`` of PE(sel, 0..cols-1). Row i of a tile whose successor's flag entered at
-        step S is complete from step S + cols + i + 2 until step S + L + i + 2 (L >= cols the
-        tile length).
+        step S is complete from step S + cols + PE_STAGES + i + 1 until step
+        S + L + PE_STAGES + i + 1 (L >= cols the tile length).
+
+    With ``dsp_packing`` a PE holds columns 2p and 2p+1, the weight skew carries the pairs
+    (:func:`pack_weight_pair`) and results are complete ``cols/2`` steps sooner; the window
+    above holds all the same.
     """
 
     def __init__(self, cfg: GemmConfig):
@@ -340,7 +351,13 @@ class Gemm(wiring.Component):
     then run back to back, each taking ``n_tiles × tile_steps`` cycles, with their fill and
     drain overlapped; ``perf.cycles.gemm_cycles`` gives the exact count. Backpressure on ``o``
     stalls the array only when both output row buffers are full; input gaps stall it between
-    token tiles only.
+    token tiles only. Each step is decided (``go``) from registered state and taken by the
+    array one cycle later (``step``, a register), with the array's inputs and the readout's
+    controls registered alike; a result row is written to its buffer in the array's cycle,
+    which may be the cycle after the buffer's last beat was read out.
+
+    With ``dsp_packing`` the array has ``cols/2`` multipliers per row, each computing two
+    adjacent output columns; results and timing are those of the unpacked GEMM.
     """
 
     def __init__(self, cfg: GemmConfig, *, weights=None):
