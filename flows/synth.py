@@ -351,7 +351,7 @@ def _workdir(workdir):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _verilog_of(design, top):
+def _verilog_of(design, top, family=None):
     if isinstance(design, Path):
         return design.read_text(), top or "top"
     if isinstance(design, str):
@@ -361,8 +361,9 @@ def _verilog_of(design, top):
                 raise ValueError("no module found in the Verilog text")
             top = "top" if "top" in mods else mods[0]
         return design, top
-    from ..hw.emit import emit_verilog
-    return emit_verilog(design, name=top or "top"), top or "top"
+    from ..hw.emit import FamilyHint, emit_verilog
+    platform = FamilyHint(family) if family else None
+    return emit_verilog(design, name=top or "top", platform=platform), top or "top"
 
 
 _NOT_FIT = re.compile(r"(too many|not enough|Unable to place|failed to place|"
@@ -377,8 +378,9 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     Parameters
     ----------
     design : wiring.Component, str or Path
-        An Amaranth component (converted with :func:`~llmloom.hw.emit.emit_verilog`), Verilog
-        text, or the path of a Verilog file.
+        An Amaranth component (converted with :func:`~llmloom.hw.emit.emit_verilog`,
+        elaborated with a :class:`~llmloom.hw.emit.FamilyHint` of the target's family),
+        Verilog text, or the path of a Verilog file.
     target : str
         A key of :data:`TARGETS`.
     clock_mhz : float, optional
@@ -419,7 +421,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     stages = 3 if tgt.pnr else 2
     with _workdir(workdir) as wd, _progress(progress, stages, f"synth {tgt.name}") as bar:
         bar.set_postfix_str("generating Verilog")
-        text, top = _verilog_of(design, top)
+        text, top = _verilog_of(design, top, tgt.family)
         (wd / "core.v").write_text(text)
         files = ["core.v"]
         synth_top = top
@@ -628,11 +630,13 @@ def update_baseline(block, cfg, target, result=None, **kwargs):
 
 #: The designs with stored baselines: ``(target, block, config values, slow)``. The fast ones
 #: run in CI (a 2×2 GEMM on iCE40, 4×4 on ECP5 and xcup: about 2 min with a cold YoWASP cache);
-#: the slow ones with ``pytest --runslow``.
+#: the slow ones with ``pytest --runslow`` (the 8×8 GEMMs: minutes each; the packed one holds
+#: DSP packing to 32 DSP48E2 for 64 MACs).
 BASELINE_DESIGNS = (
     ("ice40-up5k", "gemm", {"rows": 2, "cols": 2}, False),
     ("ecp5-85f", "gemm", {}, False),
     ("xcup", "gemm", {}, False),
     ("ecp5-85f", "gemm", {"rows": 8, "cols": 8}, True),
     ("xcup", "gemm", {"rows": 8, "cols": 8}, True),
+    ("xcup", "gemm", {"rows": 8, "cols": 8, "dsp_packing": True}, True),
 )

@@ -55,8 +55,10 @@ def gemm_cycles(cfg, m):
     if tiles > 1 and r * kb > nt * cfg.tile_steps:
         # the last tile may be shorter than rows, so its input arrives sooner
         compute -= r * kb - max(nt * cfg.tile_steps, last_rows * kb)
-    # Plus one cycle for the activation memory's read and one for the output memory's read.
-    return first_fill + compute + cfg.flush_steps + last_rows * nt + 1
+    # Plus one cycle for the activation memory's read, one for the array running a cycle behind
+    # the step decision (its inputs and enable are registered) and one for the output memory's
+    # read.
+    return first_fill + compute + cfg.flush_steps + last_rows * nt + 2
 
 
 @predicts("gemv")

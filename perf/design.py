@@ -22,7 +22,8 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
 A kernel of ``rows``×``cols`` DSPs with ``packing`` MACs per DSP is the ``hw`` GEMM
 ``GemmConfig(rows=rows, cols=cols*packing, ...)``: packing pairs adjacent output columns that
 share an activation in one DSP (AMD WP486), so the logical array has ``cols*packing`` columns
-and ``rows*cols*packing`` MACs per cycle. :meth:`Design.gemm_configs` exports them.
+and ``rows*cols*packing`` MACs per cycle. :meth:`Design.gemm_configs` exports them, with
+``dsp_packing`` set for packing 2 (and for 4, which ``hw`` builds as 2 per multiplier).
 """
 
 from __future__ import annotations
@@ -245,9 +246,11 @@ class Design:
             if kd.logical_cols > 64:
                 raise ConfigError(f"kernel {name}: cols*packing={kd.logical_cols} is out of "
                                   "range for GemmConfig.cols; allowed: 1..64")
+            # hw packs two MACs per multiplier (dsp_packing); packing 4 (int4 x int8 in a
+            # DSP48E2, AMD WP521) exports as two: hw has no four-way packing.
             out[name] = GemmConfig(rows=kd.rows, cols=kd.logical_cols, k=k, n=n,
                                    lanes=gemm_lanes(k, kd.rows, kd.logical_cols, n),
-                                   a_width=8, w_width=q.w_bits)
+                                   a_width=8, w_width=q.w_bits, dsp_packing=kd.packing > 1)
         return out
 
     def layer_config(self, model, *, seq, engine="gemm"):

@@ -189,7 +189,7 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
     """
     a = np.asarray(a, dtype=np.int64)
     R, C, NT, L, KB = cfg.rows, cfg.cols, cfg.n_tiles, cfg.tile_steps, cfg.k_beats
-    FL = cfg.flush_steps
+    FL, RS = cfg.flush_steps, cfg.readout_step
     m = len(a) // KB
     if m < 1 or m * KB != len(a):
         raise ValueError(f"{len(a)} activation beats are not rows of {KB} beats")
@@ -205,7 +205,7 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
 
     def bank_written(tile):
         """Cycle in which a tile's output bank is complete and drainable (``have``)."""
-        return clock.cycle(first_step[tile + 1] + C + R + 2) + 1
+        return clock.cycle(first_step[tile + 1] + RS + R + 1) + 2
 
     for ti in range(tiles + 1):
         if ti < tiles:
@@ -221,9 +221,9 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
         s0 = clock.steps
         first_step.append(s0)
         if ti >= 1 and NT == 1:
-            heapq.heappush(checks, (s0 + C + 3, ti - 1))
+            heapq.heappush(checks, (s0 + RS + 2, ti - 1))
         if ti < tiles and NT > 1:
-            heapq.heappush(checks, (s0 + L + C + 3, ti))
+            heapq.heappush(checks, (s0 + L + RS + 2, ti))
         clock.start_run(s0, start)
         clock.steps = s0 + nsteps
         while checks and checks[0][0] < clock.steps:
@@ -232,7 +232,9 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
                 continue
             drain.upto(tile - 2, bank_written)
             natural = clock.cycle(step)
-            free = drain.free[tile - 2]
+            # the write comes a cycle after its step: the step may issue in the cycle in which
+            # the bank's last beat is read
+            free = drain.free[tile - 2] - 1
             if free > natural:
                 clock.start_run(step, free)
         next_cycle = clock.cycle(clock.steps - 1) + 1

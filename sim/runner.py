@@ -22,11 +22,12 @@ from pathlib import Path
 
 from amaranth.hdl import ClockDomain, Module, Value
 
-from ..hw.emit import emit_verilog
+from ..hw.emit import FamilyHint, emit_verilog
 from .engine import StreamEngine
 from .harness import get_harness
 from .streams import NO_STALLS
 from .tools import ToolMissing, cache_dir, require, tool_env
+from .vendor import family_sources
 
 __all__ = ["SIMULATORS", "RunResult", "run_block", "simulate", "verilog_for_sim"]
 
@@ -51,16 +52,20 @@ class RunResult:
 
 
 def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
-              max_cycles=None, progress=False, component=None):
+              max_cycles=None, progress=False, component=None, family=None):
     """Simulate ``block`` (a name or a harness) with config ``cfg`` on ``tensors``.
 
-    Returns a :class:`RunResult`. Raises ``ValueError`` for bad tensors or simulator names,
+    ``family`` elaborates the block for a device family (a
+    :class:`~llmloom.hw.emit.FamilyHint`: its vendor primitives, simulated with the models of
+    :mod:`llmloom.sim.vendor`; Icarus and Verilator only). Returns a :class:`RunResult`. Raises
+    ``ValueError`` for bad tensors, simulator names or families,
     :class:`~llmloom.sim.tools.ToolMissing` when the simulator is not installed, and
     :class:`~llmloom.sim.engine.SimTimeout` if the block stops producing output.
     """
     harness = get_harness(block) if isinstance(block, str) else block
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}")
+    _check_family(sim, family)
     tensors = harness.prepare(cfg, tensors)
     drive = harness.drive(cfg, tensors)
     if max_cycles is None:
@@ -70,10 +75,18 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
     comp = component if component is not None else harness.component(cfg)
     beats, cycles, sim_cycles, wall, segments = simulate(
         comp, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out, max_cycles=max_cycles,
-        progress=progress)
+        progress=progress, family=family)
     outputs = harness.collect(cfg, tensors, beats)
     return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles,
                      tensor_cycles=segments if drive.segments else None)
+
+
+def _check_family(sim, family):
+    if family is not None:
+        family_sources(family)
+        if sim == "amaranth":
+            raise ValueError(f"family={family!r} elaborates vendor primitives, which Amaranth's "
+                             "simulator cannot run; allowed simulators: icarus, verilator")
 
 
 def _work_bound(harness, cfg, tensors):
@@ -82,13 +95,15 @@ def _work_bound(harness, cfg, tensors):
 
 
 def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
-             max_cycles=1_000_000, progress=False):
+             max_cycles=1_000_000, progress=False, family=None):
     """Drive ``drive`` into ``component`` on ``sim``; returns
     ``(beats, cycles, sim_cycles, wall_s, segment_cycles)`` (the last one per
     ``drive.segments``, empty without them)."""
+    _check_family(sim, family)
     if sim == "amaranth":
         return _simulate_amaranth(component, drive, stalls_in, stalls_out, max_cycles, progress)
-    return _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress)
+    return _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress,
+                            family)
 
 
 def _progress_bar(drive, progress, desc):
@@ -137,11 +152,13 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
 
 
 # ---- Icarus and Verilator through cocotb ----------------------------------------------------
-def verilog_for_sim(component, sim):
+def verilog_for_sim(component, sim, family=None):
     """Verilog for ``sim``. For Icarus, Yosys's time-zero initialisers of combinational
     processes are re-fired with ``initial #0`` (under ``-g2012`` they do not run, leaving
-    combinational logic at X; toolchain trap 1)."""
-    text = emit_verilog(component, name=TOP)
+    combinational logic at X; toolchain trap 1). ``family``: elaborate for that device family
+    (its vendor primitives; their models come from :mod:`llmloom.sim.vendor`)."""
+    text = emit_verilog(component, name=TOP,
+                        platform=FamilyHint(family) if family is not None else None)
     if sim == "icarus":
         text = re.sub(r"^(\s*)reg (\\\S+|\w+)\s+= 0;$",
                       lambda mt: f"{mt.group(0)}\n{mt.group(1)}initial #0 {mt.group(2)} = 1;",
@@ -160,22 +177,26 @@ def _locked(path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build(component, sim):
+def _build(component, sim, family=None):
     """Build (or reuse, keyed by the Verilog's hash) the simulator model of ``component``."""
     from cocotb_tools.runner import get_runner
 
     require("iverilog" if sim == "icarus" else "verilator")
-    text = verilog_for_sim(component, sim)
+    models = family_sources(family) if family is not None else {}
+    text = verilog_for_sim(component, sim, family)
+    text_and_models = text + "".join(models.values())
     # The model links against this environment's cocotb libraries: key on them too, so a
     # cached build never points into another (perhaps deleted) environment.
     import cocotb_tools.config
     salt = f"{sim}\n{cocotb_tools.config.libs_dir}\n{sys.executable}\n"
-    key = hashlib.sha256((salt + text).encode()).hexdigest()[:16]
+    key = hashlib.sha256((salt + text_and_models).encode()).hexdigest()[:16]
     build_dir = cache_dir() / "sim" / f"{sim}-{key}"
     with _locked(build_dir):
         if not (build_dir / ".built").exists():
             build_dir.mkdir(parents=True, exist_ok=True)
             (build_dir / f"{TOP}.v").write_text(text)
+            for name, model in models.items():
+                (build_dir / name).write_text(model)
             runner = get_runner(sim)
             args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
                     "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-O3"] if sim == "verilator" \
@@ -186,7 +207,8 @@ def _build(component, sim):
                 # breaks designs large enough for Verilator to split into several files.
                 env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
             with _patched_environ(env), _quiet(build_dir / "build.log"):
-                runner.build(sources=[build_dir / f"{TOP}.v"], hdl_toplevel=TOP,
+                runner.build(sources=[build_dir / f"{TOP}.v", *(build_dir / n for n in models)],
+                             hdl_toplevel=TOP,
                              build_dir=build_dir, timescale=("1ns", "1ps"), build_args=args,
                              always=True)
             (build_dir / ".built").write_text("ok\n")
@@ -234,10 +256,11 @@ def _run_dir(sim):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress):
+def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress,
+                     family=None):
     from cocotb_tools.runner import get_runner
 
-    build_dir = _build(component, sim)
+    build_dir = _build(component, sim, family)
     with _run_dir(sim) as tmp:
         job = {
             "preload": {p: [hex(w) for w in ws] for p, ws in drive.preload.items()},

@@ -74,11 +74,27 @@ class GemmConfig(LinearSizes, BlockConfig):
     a_width: int = spec(8, Choice((8, 9)),
                         "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
+    dsp_packing: bool = spec(False, None,
+                             "two MACs per multiplier: output columns 2p and 2p+1 share one "
+                             "(27x18, DSP48E2) multiplier and its activation; needs an even cols")
+
+    #: Where the high weight sits in a packed multiplier operand, ``w_hi·2^PACK_SHIFT + w_lo``:
+    #: 18 bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high
+    #: one, and the operand within the 27-bit port of a DSP48E2.
+    PACK_SHIFT = 18
+    #: Registers from a PE's inputs to its accumulator: the multiplier's operands and its
+    #: product, to sit beside the hard multiplier (yosys leaves the ECP5 MULT18X18D's own
+    #: registers unused, and the multipliers' fixed sites are far from the logic around them),
+    #: then the product again beside the accumulator. Vivado folds all three into a DSP48E2.
+    PE_STAGES = 3
 
     def _validate(self):
         if self.k % self.lanes:
             raise ConfigError(
                 f"lanes={self.lanes} does not divide k={self.k}; allowed: a divisor of k")
+        if self.dsp_packing and self.cols % 2:
+            raise ConfigError(f"cols={self.cols} is odd, but dsp_packing pairs output columns; "
+                              "allowed: an even cols (2..64) with dsp_packing=true")
         self._check_accumulator()
 
     # Derived sizes (more in LinearSizes) --------------------------------------------------------
@@ -89,6 +105,18 @@ class GemmConfig(LinearSizes, BlockConfig):
         return max(self.k, self.cols, self.rows)
 
     @property
+    def multipliers(self):
+        """Multipliers in the array: one per MAC, or one per two with ``dsp_packing``."""
+        return self.rows * self.cols // (2 if self.dsp_packing else 1)
+
+    @property
+    def readout_step(self):
+        """Steps from the flag of a tile's successor entering the array to the readout of the
+        tile's row 0 (row i follows i steps later): the skew register, one step per further
+        column, the PE's stages and its accumulator."""
+        return self.cols + self.PE_STAGES
+
+    @property
     def flush_steps(self):
         """Array steps spent after the last tile of a tensor to bring its results out."""
-        return self.cols + self.rows + 3
+        return self.readout_step + self.rows + 2

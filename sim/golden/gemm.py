@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gemm_bitexact", "gemm_float"]
+from ...hw.blocks.gemm_config import GemmConfig
+
+__all__ = ["gemm_bitexact", "gemm_float", "packed_products"]
 
 
 def gemm_bitexact(cfg, a, w):
@@ -24,3 +26,24 @@ def gemm_bitexact(cfg, a, w):
 def gemm_float(a, w, a_scale=1.0, w_scale=1.0):
     """The real-valued product that the quantised one approximates."""
     return (np.asarray(a, np.float64) * a_scale) @ (np.asarray(w, np.float64) * w_scale)
+
+
+def packed_products(a, w_lo, w_hi, a_width=8, w_width=8):
+    """``(a·w_lo, a·w_hi)`` as the packed PE (``GemmConfig.dsp_packing``) gets them from one
+    multiplication, bit for bit: the operand ``Cat(w_lo, sign(w_lo)…, w_hi − sign(w_lo))``,
+    the product, the low field read as a signed ``a_width + w_width``-bit number and the high
+    field plus the low one's sign (see :class:`~llmloom.hw.blocks.gemm.PackedProcessingElement`).
+
+    Any array shapes that broadcast; int64 in and out. Equal to the plain products for every
+    input in range, which ``tests/hw/test_gemm_packing.py`` checks exhaustively.
+    """
+    s = GemmConfig.PACK_SHIFT
+    a, w_lo, w_hi = (np.asarray(x, dtype=np.int64) for x in (a, w_lo, w_hi))
+    sign = (w_lo < 0).astype(np.int64)
+    operand = ((w_hi - sign) << s) | (sign * ((1 << s) - (1 << w_width))) | (
+        w_lo & ((1 << w_width) - 1))
+    product = a * operand
+    n = a_width + w_width
+    low = ((product & ((1 << n) - 1)) ^ (1 << (n - 1))) - (1 << (n - 1))
+    high = (product >> s) + ((product >> (s - 1)) & 1)
+    return low, high

@@ -28,15 +28,23 @@ ACCEPTED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(HARNESSES))
-def test_verilator_lint(name, tmp_path):
+# Every block at its defaults, plus configs that elaborate different hardware.
+CASES = [(name, {}) for name in sorted(HARNESSES)] + [
+    ("gemm", {"dsp_packing": True}),      # packed PEs: two products per multiplier
+]
+
+
+@pytest.mark.parametrize("name, values", CASES,
+                         ids=lambda v: v if isinstance(v, str) else
+                         "-".join(f"{k}={v}" for k, v in v.items()) or "default")
+def test_verilator_lint(name, values, tmp_path):
     try:
         verilator = require("verilator")
     except Exception as exc:  # noqa: BLE001 - skip where not installed
         pytest.skip(str(exc))
     harness = HARNESSES[name]
     path = tmp_path / f"{name}.v"
-    path.write_text(emit_verilog(harness.component(harness.config_cls()), name=name))
+    path.write_text(emit_verilog(harness.component(harness.config_cls(**values)), name=name))
     proc = subprocess.run([verilator, "--lint-only", "-Wall", "--top-module", name, path.name],
                           cwd=tmp_path, env=tool_env(), capture_output=True, text=True)
     kinds = set(re.findall(r"%(?:Warning|Error)-([A-Z0-9_]+)", proc.stderr))

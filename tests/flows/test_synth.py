@@ -162,6 +162,15 @@ def test_design_that_does_not_fit(synth_tools):
     assert "dsp 9 > 8" in res.raw["pnr_error"]
 
 
+@pytest.mark.synth
+def test_dsp_packing_halves_the_dsp48e2s(synth_tools):
+    """Two int8 MACs per DSP48E2 with packing, one without (a small array: seconds)."""
+    cfg = GemmConfig(rows=2, cols=4, k=8, n=8, lanes=2)
+    plain = synthesize(Gemm(cfg), "xcup")
+    packed = synthesize(Gemm(cfg.replace(dsp_packing=True)), "xcup")
+    assert (plain.dsp, packed.dsp) == (8, 4)
+
+
 def _baseline_params():
     for target, block, values, slow in BASELINE_DESIGNS:
         marks = [pytest.mark.synth] + ([pytest.mark.slow] if slow else [])

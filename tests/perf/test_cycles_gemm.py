@@ -18,6 +18,7 @@ from llmloom.sim.runner import run_block
     (3, GemmConfig(rows=4, cols=1, k=2, n=2, lanes=1)),       # k < rows: padded tiles
     (40, GemmConfig(rows=2, cols=3, k=3, n=2, lanes=1)),
     (16, GemmConfig(rows=8, cols=8, k=96, n=16, lanes=8)),    # the quick demo
+    (11, GemmConfig(rows=4, cols=6, k=8, n=13, lanes=2, dsp_packing=True)),
 ])
 def test_gemm_prediction_equals_simulation(m, cfg, rng):
     a = rng.integers(-128, 128, (m, cfg.k), dtype=np.int8)

@@ -45,6 +45,8 @@ def test_export_gives_the_hw_gemm_configs():
     assert isinstance(f1, GemmConfig)
     assert (f1.rows, f1.cols, f1.k, f1.n, f1.w_width) == (8, 32, 1024, 4096, 8)
     assert f1.peak_macs_per_cycle == design.kernels["f1"].macs_per_cycle == 256
+    # packing 2: the hw GEMM packs two MACs per multiplier, so its multipliers are the DSPs
+    assert f1.dsp_packing and f1.multipliers == design.kernels["f1"].dsp == 128
     bert = get_preset("chen2024-bert-u280").design.gemm_configs("bert-base")
     assert bert["q"].w_width == 4
     llama = design.gemm_configs("llama-2-70b", tp=8)

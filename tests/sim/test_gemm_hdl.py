@@ -18,8 +18,9 @@ H = GemmHarness()
 CONFIGS = {
     "2x3": GemmConfig(rows=2, cols=3, k=6, n=7, lanes=3),
     "4x4": GemmConfig(rows=4, cols=4, k=20, n=9, lanes=4),
+    "3x4_packed": GemmConfig(rows=3, cols=4, k=12, n=7, lanes=4, dsp_packing=True),
 }
-CASES = [("2x3", 5), ("2x3", 1), ("4x4", 13), ("4x4", 4)]
+CASES = [("2x3", 5), ("2x3", 1), ("4x4", 13), ("4x4", 4), ("3x4_packed", 8)]
 
 
 @pytest.mark.parametrize("stall", ["none", "pattern", "random"])
@@ -40,8 +41,9 @@ def test_gemm_on_hdl_simulators(hdl_sim, case, stall, rng):
         assert result.cycles == gemm_cycles(cfg, m)
 
 
-def test_extremes_on_hdl_simulators(hdl_sim):
-    cfg = CONFIGS["4x4"]
+@pytest.mark.parametrize("name", ["4x4", "3x4_packed"])
+def test_extremes_on_hdl_simulators(hdl_sim, name):
+    cfg = CONFIGS[name]
     a = np.full((6, cfg.k), -128, dtype=np.int8)
     w = np.full((cfg.k, cfg.n), -128, dtype=np.int8)
     w[::2] = 127
