@@ -63,15 +63,18 @@ def hostlink_rows(target):
 
 
 def summary(rows, tolerances):
+    """Per resource: how many within tolerance and exact, and the relative error of the held
+    out designs (those no constant was fitted to)."""
     out = {}
     for key in ("lut", "ff", "dsp", "bram"):
         errs = [(r["estimate"][key] - r["synth"][key]) / r["synth"][key]
-                for r in rows if r["synth"].get(key)]
+                for r in rows if r["synth"].get(key) and not r.get("fitted")]
         out[key] = {
             "designs": len(rows),
+            "held_out": sum(1 for r in rows if not r.get("fitted")),
             "within_tolerance": sum(1 for r in rows if r["ok"].get(key, True)),
-            "max_abs_rel_error": round(max((abs(e) for e in errs), default=0.0), 3),
-            "mean_abs_rel_error": round(sum(abs(e) for e in errs) / len(errs), 3) if errs
+            "held_out_max_abs_rel_error": round(max((abs(e) for e in errs), default=0.0), 3),
+            "held_out_mean_abs_rel_error": round(sum(abs(e) for e in errs) / len(errs), 3) if errs
             else 0.0,
             "exact": sum(1 for r in rows if r["estimate"][key] == r["synth"][key]),
             "tolerance": str(tolerances[key]),
@@ -83,15 +86,19 @@ def compare(targets, fresh=False, slow=False):
     from llmloom.flows.resources import (
         ESTIMATE_TOLERANCES,
         compare_estimates,
+        fitted_ids,
         from_baselines,
         model_estimate,
     )
     doc = {"tolerances": {k: str(v) for k, v in ESTIMATE_TOLERANCES.items()}, "targets": {}}
     all_rows = []
+    fitted = fitted_ids()
     for target in targets:
         report = compare_estimates(modelled_designs(target), model_estimate, target,
                                    results=from_baselines(target))
         rows = report.to_dict()["rows"] + hostlink_rows(target)
+        for r in rows:
+            r["fitted"] = r["design_id"] in fitted.get(target, ())
         doc["targets"][target] = {"rows": rows,
                                   "summary": summary(rows, ESTIMATE_TOLERANCES)}
         all_rows += rows
@@ -114,6 +121,36 @@ def compare(targets, fresh=False, slow=False):
     return doc
 
 
+def by_block(doc):
+    """Per block: designs, the largest LUT and FF errors, DSP and BRAM counts exact."""
+    rows = [r for t in doc["targets"].values() for r in t["rows"]] + \
+        doc.get("fresh", {}).get("rows", [])
+    blocks = {}
+    for r in rows:
+        b = blocks.setdefault(r["block"], {"designs": 0, "held": 0, "lut": [], "ff": [],
+                                           "dsp_exact": 0, "bram_exact": 0})
+        b["designs"] += 1
+        b["dsp_exact"] += r["estimate"]["dsp"] == r["synth"]["dsp"]
+        b["bram_exact"] += r["estimate"]["bram"] == r["synth"]["bram"]
+        if r.get("fitted"):
+            continue
+        b["held"] += 1
+        for key in ("lut", "ff"):
+            b[key].append((r["estimate"][key] - r["synth"][key]) / r["synth"][key])
+    lines = ["| block | designs × targets (held out) | DSP exact | BRAM exact | LUT error held "
+             "out: mean, worst | FF error held out: mean, worst |", "|---|---|---|---|---|---|"]
+    for name, b in blocks.items():
+        cells = []
+        for key in ("lut", "ff"):
+            errs = b[key]
+            cells.append("–" if not errs else
+                         f"{sum(abs(e) for e in errs) / len(errs):.0%}, "
+                         f"{max(errs, key=abs):+.0%}")
+        lines.append(f"| {name} | {b['designs']} ({b['held']}) | {b['dsp_exact']}/{b['designs']}"
+                     f" | {b['bram_exact']}/{b['designs']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def markdown(doc):
     """The table of both: per design and target, synthesis / estimate per resource."""
     head = ("| target | design | LUT synth / est. | FF synth / est. | DSP synth / est. | "
@@ -130,14 +167,15 @@ def markdown(doc):
         lines.append(f"| {r['target']} | {name} | " + " | ".join(cells) + " |")
     s = doc["summary"]
     lines.append("")
-    lines.append("| resource | designs | within tolerance | exact | largest error | mean error "
-                 "| tolerance |")
+    lines.append("| resource | designs (held out) | within tolerance | exact | largest error held "
+                 "out | mean error held out | tolerance |")
     lines.append("|---|---|---|---|---|---|---|")
     for key in ("lut", "ff", "dsp", "bram"):
         v = s[key]
-        lines.append(f"| {key.upper()} | {v['designs']} | {v['within_tolerance']} | "
-                     f"{v['exact']} | {v['max_abs_rel_error']:.0%} | "
-                     f"{v['mean_abs_rel_error']:.1%} | {v['tolerance']} |")
+        lines.append(f"| {key.upper()} | {v['designs']} ({v['held_out']}) | "
+                     f"{v['within_tolerance']} | {v['exact']} | "
+                     f"{v['held_out_max_abs_rel_error']:.0%} | "
+                     f"{v['held_out_mean_abs_rel_error']:.1%} | {v['tolerance']} |")
     return "\n".join(lines)
 
 
@@ -202,6 +240,7 @@ def store(block, target, sets):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="the table for the README")
+    ap.add_argument("--by-block", action="store_true", help="the per-block summary table")
     ap.add_argument("--synth", action="store_true", help="also fresh Yosys runs")
     ap.add_argument("--slow", action="store_true", help="with --synth: the large designs too")
     ap.add_argument("--refit", action="store_true", help="refit the logic constants")
@@ -223,7 +262,10 @@ def main(argv=None):
         print(json.dumps(store(args.store, args.target, args.set), indent=1))
         return 0
     doc = compare(args.targets.split(","), fresh=args.synth, slow=args.slow)
-    print(markdown(doc) if args.markdown else json.dumps(doc, indent=1))
+    if args.by_block:
+        print(by_block(doc))
+    else:
+        print(markdown(doc) if args.markdown else json.dumps(doc, indent=1))
     return 0 if doc["ok"] else 1
 
 

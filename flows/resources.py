@@ -217,13 +217,23 @@ FIT_DESIGNS = {
 #: Configurations none of the fitted constants come from, synthesised afresh by the tests
 #: (Yosys only) and held to the tolerances: ``(target, block, values, slow)``.
 CHECK_DESIGNS = (
-    ("ice40-up5k", "gemm", {"rows": 3, "cols": 5, "k": 96, "n": 40, "lanes": 4}, False),
+    ("ice40-up5k", "gemm", {"rows": 2, "cols": 2, "k": 16, "n": 16}, False),
     ("ecp5-85f", "gemv", {"rows": 2, "cols": 2, "k": 32, "n": 32, "lanes": 2}, False),
     ("xcup", "requant", {"lanes": 2, "length": 32}, False),
-    ("ecp5-85f", "softmax", {"lanes": 2, "length": 32}, False),
-    ("ice40-up5k", "layernorm", {"lanes": 2, "length": 32}, False),
+    ("ecp5-85f", "residual", {"lanes": 1, "length": 16}, False),
+    ("ice40-up5k", "silu", {"lanes": 2, "length": 32}, False),
+    ("ecp5-85f", "softmax", {"lanes": 4, "length": 128, "causal": True}, False),
+    ("ecp5-85f", "rmsnorm", {"lanes": 4, "length": 128}, False),
     ("xcup", "kvcache", {"d_model": 32, "heads": 2, "seq": 16, "lanes": 2, "qk_cols": 2,
                          "pv_cols": 2}, False),
+    ("ice40-up5k", "attention", {"d_model": 32, "heads": 2, "seq": 16, "lanes": 2,
+                                 "qk_rows": 2, "qk_cols": 2, "pv_rows": 2, "pv_cols": 2}, True),
+    ("ecp5-85f", "gpt2-block", {"d_model": 32, "heads": 2, "d_ff": 64, "seq": 8, "lanes": 2,
+                                **{f"{a}_{d}": 2 for a in ("linear", "ffn", "qk", "pv")
+                                   for d in ("rows", "cols")}}, True),
+    ("ice40-up5k", "bert-layer", {"d_model": 32, "heads": 2, "d_ff": 64, "seq": 8, "lanes": 2,
+                                  **{f"{a}_{d}": 2 for a in ("linear", "ffn", "qk", "pv")
+                                     for d in ("rows", "cols")}}, True),
 )
 
 #: A registered Amaranth product ``(a bits, a signed, b bits, b signed)`` or ``(x bits, x
@@ -273,6 +283,26 @@ MEASURED_PRODUCTS = (
 
 #: One target per family: where the fitted designs are synthesised.
 FIT_TARGETS = {"ice40": "ice40-up5k", "ecp5": "ecp5-85f", "xcup": "xcup"}
+
+
+def fitted_ids():
+    """``{target: {design id}}`` of the designs the constants are fitted to (the others
+    stored are held out: they check the model)."""
+    from ..hw.blocks.gemm_config import GemmConfig
+    from ..sim.harness import get_harness
+    out = {t: set() for t in FIT_TARGETS.values()}
+    for block, designs in FIT_DESIGNS.items():
+        harness = get_harness(block)
+        for values in designs:
+            families = FIT_TARGETS
+            if isinstance(values, tuple):
+                values, families = values
+            did = design_id(block, harness.config(values))
+            for fam in families:
+                out[FIT_TARGETS[fam]].add(did)
+    for target, values, max_rows in HOSTLINK_FIT:
+        out[target].add(hostlink_id(GemmConfig(**values), max_rows))
+    return out
 
 
 def fit_logic(results=None, blocks=None):
