@@ -101,6 +101,8 @@ class Family:
     dsp_min: int                # narrowest operand mapped to a multiplier (DSP_[AB]_MINWIDTH)
     dsp_y_min: int              # narrowest product mapped to a multiplier (DSP_Y_MINWIDTH)
     rom_cost: float             # memory_libmap's cost of a ROM bit in soft logic
+    flattens: bool              # the synthesis script flattens the hierarchy (optimises across
+    #                             block boundaries): synth_ice40/synth_ecp5 do, synth_xilinx not
     rams: tuple                 # RamDef, ...
 
 
@@ -140,13 +142,14 @@ def _rams_xcup():
 #: ``synth_ecp5`` and ``synth_xilinx -family xcup``, checked on single products with our Yosys
 #: 0.70: ``tests/flows/test_resource_model.py``), the cost of a ROM bit in soft logic (1/16
 #: with four-input LUTs, memory_libmap's default; 1/64 as synth_xilinx sets it for six-input
-#: LUTs, seen in its memory_libmap log) and the memory libraries named in each entry.
+#: LUTs, seen in its memory_libmap log), whether the script flattens the design (synth_xilinx
+#: keeps Amaranth's module hierarchy) and the memory libraries named in each entry.
 FAMILIES = {
     # ice40/brams.txt: $__ICE40_RAM4K_, 256x16 ... 2048x2, one sw and one sr port, cost 64;
     # option HAS_BE=1 (16-bit write port with per-bit enables) and HAS_BE=0 (2/4/8-bit
     # write port, no enables). No distributed RAM; SPRAM only with -spram (not used).
     "ice40": Family(
-        "ice40", 4, 16, 16, 16, False, 2, 11, 1 / 16,
+        "ice40", 4, 16, 16, 16, False, 2, 11, 1 / 16, True,
         (RamDef("RAM4K_BE", 11, (2, 4, 8, 16), 64, (("sw", 1), ("sr", 1)), byte=1,
                 wr_widths=(16,)),
          RamDef("RAM4K", 11, (2, 4, 8, 16), 64, (("sw", 1), ("sr", 1)),
@@ -155,13 +158,13 @@ FAMILIES = {
     # write port), byte 9, cost 128; lattice/lutrams_trellis.txt: TRELLIS_DPR16X4 (16x4, one
     # write and one asynchronous read port, cost 4, no ROMs).
     "ecp5": Family(
-        "ecp5", 4, 18, 18, 18, False, 2, 0, 1 / 16,
+        "ecp5", 4, 18, 18, 18, False, 2, 0, 1 / 16, True,
         (RamDef("DP16KD", 14, (1, 2, 4, 9, 18), 128, (("srsw", 2),), byte=9),
          RamDef("PDPW16KD", 14, (1, 2, 4, 9, 18, 36), 128, (("sw", 1), ("sr", 1)), byte=9,
                 wr_widths=(36,)),
          RamDef("TRELLIS_DPR16X4", 4, (4,), 4, (("sw", 1), ("ar", 1)), prune_rom=True, unit=0,
                 luts=4))),
-    "xcup": Family("xcup", 6, 27, 18, 18, True, 2, 9, 1 / 64, _rams_xcup()),
+    "xcup": Family("xcup", 6, 27, 18, 18, True, 2, 9, 1 / 64, False, _rams_xcup()),
 }
 
 
@@ -699,21 +702,28 @@ def _gemv(cfg, fam):
 
 
 @_block("requant")
-def _requant(cfg, fam):
+def _requant(cfg, fam, in_bits=None):
+    """``in_bits``: the significant bits of the int32 input when it comes from an engine whose
+    accumulator is narrower (a composed layer or attention): where the synthesis flattens the
+    design, Yosys sees the copies of the sign bit (merged registers) and narrows the product,
+    which can need fewer multipliers (two in a lane of a 2×2 layer on iCE40)."""
     mults, _shift = cfg.multipliers
     mult_width = max(mults).bit_length()
     table, varying = cfg.channel_table, cfg.varying_multipliers
+    bias = any(cfg.channel_bias)
+    a_bits = cfg.sum_width if in_bits is None or not fam.flattens else \
+        min(cfg.sum_width, in_bits + bias)
     if table and varying:
-        dsp = cfg.lanes * multiplier_dsps(fam, cfg.sum_width, True, mult_width, False)
+        dsp = cfg.lanes * multiplier_dsps(fam, a_bits, True, mult_width, False)
     else:
         # constants per lane (the same one, or the lane's own when a row is one beat)
-        dsp = sum(const_multiplier_dsps(fam, cfg.sum_width, True, mults[j])
+        dsp = sum(const_multiplier_dsps(fam, a_bits, True, mults[j])
                   for j in range(cfg.lanes))
     # with a channel table a stage more (the accumulators wait a cycle for the table word);
     # a bias is an adder per lane (a zero bias is optimised away)
     parts = {"logic": _logic("requant", fam, lane=cfg.lanes,
                              table_lane=cfg.lanes if table else 0,
-                             bias_lane=cfg.lanes if any(cfg.channel_bias) else 0),
+                             bias_lane=cfg.lanes if bias else 0),
              "multiply": Bill(dsp=dsp)}
     if table:
         # one word per beat: each lane's bias (if any) and multiplier (if they vary)
@@ -901,13 +911,13 @@ def _attention_parts(cfg, fam):
     _sub(engine, "qk", _gemm(cfg.qk_gemm, fam))
     _sub(engine, "pv", _gemm(cfg.pv_gemm, fam))
     engine["score_gear"] = _gearbox(fam, 32, cfg.qk_cols, LN)
-    _sub(engine, "score_requant", _requant(cfg.score_requant, fam))
+    _sub(engine, "score_requant", _requant(cfg.score_requant, fam, cfg.qk_gemm.acc_width))
     smax = cfg.softmax(0)
     if cfg.causal:
         smax = smax.replace(runtime_offset=True)
     _sub(engine, "softmax", _softmax(smax, fam))
     engine["out_gear"] = _gearbox(fam, 32, cfg.pv_cols, LN)
-    _sub(engine, "out_requant", _requant(cfg.out_requant, fam))
+    _sub(engine, "out_requant", _requant(cfg.out_requant, fam, cfg.pv_gemm.acc_width))
     engine["qbuf"] = map_memory(fam, LN * 8, S * EB).bill()
     engine["obuf"] = map_memory(fam, LN * 8, S * EB).bill()
     # (the phase control and the Q/output walks are left out: a few hundred cells, within the
@@ -967,7 +977,7 @@ def _linear(cfg, name, fam):
     else:
         _sub(parts, "gemm", _gemm_parts(g, fam, rom_weights=True))
     parts["gear"] = _gearbox(fam, 32, g.cols, cfg.lanes)
-    _sub(parts, "requant", _requant(_layer_requant(cfg, name), fam))
+    _sub(parts, "requant", _requant(_layer_requant(cfg, name), fam, g.acc_width))
     return parts
 
 
