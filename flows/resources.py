@@ -6,6 +6,12 @@ of ``lut``, ``ff``, ``dsp``, ``bram`` in the units of :class:`~llmloom.flows.syn
 shown but not checked. The synthesis side is either run (:func:`~llmloom.flows.synth.synthesize`)
 or taken from the stored baselines (:func:`from_baselines`), so that a test of the model against
 synthesis costs nothing when the baselines are current.
+
+Our estimator is :func:`model_estimate` (``llmloom.perf.resources`` on the design the flow
+builds). This module also holds what ties that model to synthesis: the designs its fitted
+constants come from (:data:`FIT_DESIGNS`, :data:`HOSTLINK_FIT`) and their least-squares refit
+(:func:`fit_logic`), the held-out designs the tests synthesise afresh (:data:`CHECK_DESIGNS`),
+and the single products measured through Yosys (:data:`MEASURED_PRODUCTS`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import dataclasses
 from .synth import design_id, get_target, load_baselines, synthesize
 
 __all__ = ["Tolerance", "ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
-           "check_estimate", "compare_estimates", "from_baselines"]
+           "check_estimate", "compare_estimates", "from_baselines", "synthesized_config",
+           "model_estimate", "FIT_DESIGNS", "HOSTLINK_FIT", "FIT_TARGETS", "CHECK_DESIGNS",
+           "MEASURED_PRODUCTS", "hostlink_id", "fitted_ids", "fit_logic"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
 
