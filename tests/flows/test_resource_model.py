@@ -118,6 +118,27 @@ def test_estimates_within_tolerance_of_stored_baselines(target):
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.parametrize("target", ["ice40-up5k", "ecp5-85f"])
+def test_board_core_estimates_within_tolerance(target):
+    """The board core (GEMM, UART, activation and output memories) of each stored run."""
+    from llmloom.flows.resources import check_estimate
+    from llmloom.hw.blocks.gemm_config import GemmConfig
+    n = 0
+    for did, entry in load_baselines(target).items():
+        if entry["block"] != "hostlink":
+            continue
+        values = dict(entry["config"])
+        max_rows = values.pop("max_rows")
+        cfg = GemmConfig(**values)
+        assert FR.hostlink_id(cfg, max_rows) == did
+        est = R.estimate_hostlink(cfg, max_rows, target.split("-")[0])
+        ok, problems = check_estimate(entry, est)
+        assert not problems, f"{did}: {problems}"
+        assert est["dsp"] == entry["dsp"] and est["bram"] == entry["bram"]
+        n += 1
+    assert n >= 3
+
+
 def test_fitted_constants_are_the_refit_of_the_baselines():
     """Every constant of LOGIC is what a least-squares fit of the stored baselines gives."""
     refit = FR.fit_logic()
