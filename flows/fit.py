@@ -150,6 +150,7 @@ class LayerFit:
     clock_mhz: float
     reason: str = ""              # why nothing fits, or why the winner was not confirmed
     smallest: dict | None = None  # the smallest layer's estimate (when nothing fits)
+    rejected: list = dataclasses.field(default_factory=list)  # confirmed not to fit
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -224,11 +225,12 @@ def _moves(cfg):
     return out
 
 
-def largest_layer(board, *, arch="gpt2", confirm=True, progress=None):
+def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=None):
     """The largest GPT-2 block (``arch="gpt2"``) or BERT layer that fits ``board`` (see the
     module text for the order). Returns a :class:`LayerFit`; with ``confirm`` its ``result``
-    is the synthesis, place and route of the winner (``fits`` false there means the model was
-    wrong for it)."""
+    is the synthesis, place and route of the winner, or, when that does not fit (the model was
+    wrong for it: ``reason`` says how), of the config one growth step before, up to
+    ``max_tries`` configs."""
     from ..hw.config import ConfigError
     from .synth import synthesize
 
@@ -258,6 +260,7 @@ def largest_layer(board, *, arch="gpt2", confirm=True, progress=None):
                         smallest={"config": _fields(cfg), "estimate": est})
     # grow: the move with the most multipliers gained (fewest DSPs among equals) that still
     # fits, by the stand-ins first and then as built
+    history = [best]
     while True:
         options = []
         for cand in _moves(best):
@@ -273,20 +276,29 @@ def largest_layer(board, *, arch="gpt2", confirm=True, progress=None):
         for _gain, _dsp, cand in options:
             if not layer_fits(cand, target, as_built=True)[1]:
                 best = cand
+                history.append(best)
                 break
         else:
             break
     block = "gpt2-block" if arch == "gpt2" else "bert-layer"
-    est, _ = layer_fits(best, target, as_built=True)
-    fit = LayerFit(spec.name, target.name, _fields(best), est, _peak_macs(best), None, clock)
-    if confirm:
+    fit, rejected = None, []
+    # confirm: the winner, or (when the flow says it does not fit) the step before it
+    for cand in reversed(history[-max_tries:] if confirm else history[-1:]):
+        est, _ = layer_fits(cand, target, as_built=True)
+        fit = LayerFit(spec.name, target.name, _fields(cand), est, _peak_macs(cand), None,
+                       clock, rejected=list(rejected))
+        if not confirm:
+            break
         from ..sim.harness import get_harness
-        res = synthesize(get_harness(block).component(best), target.name, clock_mhz=clock,
+        res = synthesize(get_harness(block).component(cand), target.name, clock_mhz=clock,
                          progress=progress)
         fit.result = res.to_dict(raw=False)
         fast = res.fmax_mhz is not None and res.fmax_mhz >= clock
-        if not (res.fits and fast):
-            fit.reason = res.raw.get("pnr_error") or f"Fmax {res.fmax_mhz} < {clock:g} MHz"
+        if res.fits and fast:
+            break
+        fit.reason = res.raw.get("pnr_error") or f"Fmax {res.fmax_mhz} < {clock:g} MHz"
+        rejected.append({"config": fit.config, "estimate": est, "synth": res.resources(),
+                         "reason": fit.reason})
     return fit
 
 
