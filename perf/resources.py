@@ -228,12 +228,12 @@ def _mul2dsp(fam, a, b, signed, y):
         head = 1
     if a > fam.dsp_a:
         parts = _slices(a, fam.dsp_a, fam.dsp_a_partial, head)
-        return sum(_mul2dsp_b(fam, p, b, signed and k == len(parts) - 1, signed, head)
-                   for k, p in enumerate(parts))
-    return _mul2dsp_b(fam, a, b, signed, signed, head)
+        return sum(_mul2dsp_b(fam, p, b, head) for p in parts)
+    return _mul2dsp_b(fam, a, b, head)
 
 
-def _mul2dsp_b(fam, a, b, a_signed, b_signed, head):
+def _mul2dsp_b(fam, a, b, head):
+    """One A slice against B: B split in turn when too wide."""
     if a < fam.dsp_min or b < fam.dsp_min or a + b < fam.dsp_y_min:
         return 0
     if b > fam.dsp_b:
@@ -370,7 +370,7 @@ def _ram_cost(ram, width, depth, granule, read_ports, writes, async_read):
 
 
 def map_memory(family, width, depth, *, rom=False, read_ports=1, async_read=False,
-               granularity=None, rom_lut_per_bit=None):
+               granularity=None):
     """How Yosys maps a ``width × depth`` memory (one write port unless ``rom``, ``read_ports``
     synchronous read ports, or asynchronous ones with ``async_read``) on ``family``: the
     cheapest of the library's RAM cells and soft logic, by ``memory_libmap``'s costs.
@@ -388,9 +388,6 @@ def map_memory(family, width, depth, *, rom=False, read_ports=1, async_read=Fals
         Combinational read (Amaranth's ``SyncFIFO``).
     granularity : int, optional
         Bits per write enable (Amaranth ``granularity``), padded to the cell's byte.
-    rom_lut_per_bit : float, optional
-        LUTs per output bit and read port when a ROM ends up in soft logic (content-dependent;
-        the callers give the figure measured for their table).
 
     Returns
     -------
@@ -410,8 +407,7 @@ def map_memory(family, width, depth, *, rom=False, read_ports=1, async_read=Fals
         if got is not None and got[0] < best_cost:
             best, best_cost = (ram, got), got[0]
     if best is None:
-        return _soft_memory(fam, width, depth, rom, read_ports, async_read, rom_lut_per_bit,
-                            logic_cost)
+        return _soft_memory(fam, width, depth, rom, read_ports, async_read, logic_cost)
     ram, (cost, cells, emu_sync, mult_a) = best
     if ram.unit:
         # address blocks beyond the first need a read mux per bit and a write decoder
@@ -441,13 +437,14 @@ def _packed(values, bits):
     return [int(v) & ((1 << bits) - 1) for v in values]
 
 
-def _soft_memory(fam, width, depth, rom, read_ports, async_read, rom_lut_per_bit, cost):
+def _soft_memory(fam, width, depth, rom, read_ports, async_read, cost):
     """A memory left to soft logic: a ROM becomes a function of the address per output bit; a
     RAM becomes flip-flops, a write decoder and a read multiplexer per port."""
     abits = max(1, (depth - 1).bit_length())
     if rom:
-        per_bit = rom_lut_per_bit if rom_lut_per_bit is not None else \
-            max(1.0, 2 ** (abits - fam.lut_inputs) * 1.1)
+        # a LUT per output bit per lut_inputs address bits, more for deeper tables (their
+        # contents decide the rest: the blocks with large soft tables fit their own terms)
+        per_bit = max(1.0, 2 ** (abits - fam.lut_inputs) * 1.1)
         ff = 0 if async_read else read_ports * width
         return MemoryMap("logic", lut=read_ports * width * per_bit, ff=ff, cost=cost)
     mux = (depth - 1) / (fam.lut_inputs - 2) if depth > 1 else 0
