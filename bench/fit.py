@@ -1,7 +1,7 @@
 """What fits each open-toolchain board: the largest GEMM and the largest GPT-2 block.
 
     .venv/bin/python bench/fit.py [--board icebreaker] [--what gemm|layer] [--model-only]
-                                  [--out fit.json] [--markdown]
+                                  [--pnr-timeout S] [--out fit.json] [--markdown]
 
 Both searches run on the resource model (seconds) and then confirm the winner with Yosys and
 nextpnr (minutes; the GPT-2 block on the ECP5-85F takes the longest); ``--model-only`` stops
@@ -21,7 +21,7 @@ import time
 BOARDS = ("icebreaker", "ulx3s-85f")
 
 
-def run(boards, what, confirm):
+def run(boards, what, confirm, pnr_timeout=None, max_tries=4):
     from llmloom.flows.fit import largest_gemm, largest_layer
     from llmloom.flows.synth import warm_tools
     if confirm:
@@ -31,12 +31,13 @@ def run(boards, what, confirm):
         entry = {}
         if "gemm" in what:
             t0 = time.perf_counter()
-            fit = largest_gemm(board, confirm=confirm,
+            fit = largest_gemm(board, confirm=confirm, pnr_timeout=pnr_timeout,
+                               max_tries=max_tries,
                                on_try=lambda row: print(json.dumps(row), file=sys.stderr))
             entry["gemm"] = {**fit.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
         if "layer" in what:
             t0 = time.perf_counter()
-            fit = largest_layer(board, confirm=confirm)
+            fit = largest_layer(board, confirm=confirm, pnr_timeout=pnr_timeout)
             entry["layer"] = {**fit.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
         doc["boards"][board] = entry
         print(json.dumps({board: entry}), file=sys.stderr, flush=True)
@@ -90,11 +91,15 @@ def main(argv=None):
     ap.add_argument("--board", action="append", choices=BOARDS, help="default: both")
     ap.add_argument("--what", choices=("gemm", "layer", "both"), default="both")
     ap.add_argument("--model-only", action="store_true", help="no synthesis: the model's picks")
+    ap.add_argument("--pnr-timeout", type=float, metavar="S",
+                    help="seconds a place and route may take before it counts as not fitting")
+    ap.add_argument("--max-tries", type=int, default=4, help="GEMM arrays confirmed at most")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--markdown", action="store_true", help="the README table")
     args = ap.parse_args(argv)
     what = ("gemm", "layer") if args.what == "both" else (args.what,)
-    doc = run(args.board or BOARDS, what, confirm=not args.model_only)
+    doc = run(args.board or BOARDS, what, confirm=not args.model_only,
+              pnr_timeout=args.pnr_timeout, max_tries=args.max_tries)
     text = json.dumps(doc, indent=1)
     if args.out:
         with open(args.out, "w") as fh:

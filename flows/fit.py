@@ -88,13 +88,16 @@ def _board_core(board):
     return spec, target, clk_hz
 
 
-def largest_gemm(board, *, max_tries=4, confirm=True, progress=None, on_try=None):
+def largest_gemm(board, *, max_tries=4, confirm=True, progress=None, on_try=None,
+                 pnr_timeout=None):
     """The largest GEMM array that fits ``board`` (an open-toolchain board name).
 
     The model ranks the candidates and drops those it says do not fit; with ``confirm`` the
     rest are synthesised, placed and routed in order until one fits at the board clock (at
     most ``max_tries``). Returns a :class:`FitResult`; ``rows`` is ``None`` when none of
     those tried fits, and without ``confirm`` the model's pick with ``result`` ``None``.
+    ``pnr_timeout`` (seconds) bounds each place and route: one that does not finish counts
+    as not fitting.
     """
     from ..perf.resources import estimate_hostlink
     from .synth import synthesize
@@ -121,7 +124,8 @@ def largest_gemm(board, *, max_tries=4, confirm=True, progress=None, on_try=None
                          clock, est, picked)
     for rows, cols, cfg, est in ranked[:max_tries]:
         link = HostLink(cfg, max_rows=spec.max_rows, uart=uart)
-        res = synthesize(link, target.name, clock_mhz=clock, progress=progress)
+        res = synthesize(link, target.name, clock_mhz=clock, progress=progress,
+                         pnr_timeout=pnr_timeout)
         fast_enough = res.fmax_mhz is not None and res.fmax_mhz >= clock
         reason = res.raw.get("pnr_error") or ("" if fast_enough else
                                               f"Fmax {res.fmax_mhz} < {clock:g} MHz")
@@ -225,7 +229,8 @@ def _moves(cfg):
     return out
 
 
-def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=None):
+def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=None,
+                  pnr_timeout=None):
     """The largest GPT-2 block (``arch="gpt2"``) or BERT layer that fits ``board`` (see the
     module text for the order). Returns a :class:`LayerFit`; with ``confirm`` its ``result``
     is the synthesis, place and route of the winner, or, when that does not fit (the model was
@@ -291,7 +296,7 @@ def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=Non
             break
         from ..sim.harness import get_harness
         res = synthesize(get_harness(block).component(cand), target.name, clock_mhz=clock,
-                         progress=progress)
+                         progress=progress, pnr_timeout=pnr_timeout)
         fit.result = res.to_dict(raw=False)
         fast = res.fmax_mhz is not None and res.fmax_mhz >= clock
         if res.fits and fast:

@@ -370,7 +370,7 @@ _NOT_FIT = re.compile(r"(too many|not enough|Unable to place|failed to place|"
 
 
 def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1,
-               progress=None, timeout=None, place=True):
+               progress=None, timeout=None, place=True, pnr_timeout=None):
     """Synthesise ``design`` for ``target`` and, where the family has an open place and route,
     place and route it for Fmax.
 
@@ -393,6 +393,12 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
         nextpnr's placer seed (fixed, so that results are reproducible).
     progress : bool, optional
         A stage bar on stderr (default: when stderr is a terminal).
+    timeout : float, optional
+        Seconds each tool may take (``SynthError`` beyond).
+    pnr_timeout : float, optional
+        Seconds place and route may take; then the result says it does not fit (``fits``
+        false, ``raw["pnr_error"]`` says so) instead of raising: a design whose routing does
+        not converge in that time is, for a search, one that does not fit.
     place : bool
         Place and route where the family has an open flow (default). ``False`` stops after
         Yosys (same script, same wrapper, so the same counts): ``fmax_mhz`` is ``None`` and
@@ -470,9 +476,20 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
                         "--timing-allow-fail", "-q", "-l", "nextpnr.log"]
                 argv.append("--pcf-allow-unconstrained" if tgt.family == "ice40"
                             else "--lpf-allow-unconstrained")
-                code, log = _run(argv, wd, env, "nextpnr.out", timeout)
+                timed_out = False
+                try:
+                    code, log = _run(argv, wd, env, "nextpnr.out",
+                                     pnr_timeout if pnr_timeout is not None else timeout)
+                except SynthError:
+                    if pnr_timeout is None:
+                        raise
+                    timed_out, code, log = True, 1, ""
                 plog = _read(wd / "nextpnr.log") or log
-                if code:
+                if timed_out:
+                    fits = False
+                    raw["pnr_error"] = (f"place and route did not finish in {pnr_timeout:g} s "
+                                        f"(its last line: {_tail(plog, 1).strip()})")
+                elif code:
                     if _NOT_FIT.search(plog):
                         fits = False
                         raw["pnr_error"] = _first_error(plog)
