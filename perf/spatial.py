@@ -18,6 +18,7 @@ Formulas (README.md has them with their derivation from the paper's §3):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -27,6 +28,7 @@ from .devices import get_fpga
 from .errors import ConfigError, ConstraintError, over_message
 from .kernels import gemm_cycles_np, gemm_lanes_np, gemm_parts_np, gemv_cycles_np
 from .models import get_model
+from .resources import gemm_pe_cost, unit_costs
 from .workload import LINEAR, get_quant
 
 __all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck",
@@ -38,26 +40,39 @@ __all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck",
 LINK_EFFICIENCY = 0.85
 LINK_HOP_S = 1e-6
 
-# Fabric cost per unit. LUT and FF per int8 processing element are fitted to our own flow:
-# `synth_xilinx -family xcup` of the hw GEMM (flows/baselines/xcup.json: 4x4 -> 1135 LUT,
-# 1657 FF; 8x8 -> 3945 LUT, 5924 FF; slope 58.5 LUT and 88.9 FF per PE). Yosys keeps the
-# accumulator in fabric where Vivado folds it into the DSP48E2, so these are upper bounds for a
-# vendor flow. A packed DSP adds lut_pe_pack LUT of result correction per extra MAC. That and
-# the rest (fp16, controllers, non-linear lanes, ports, links) are approximate figures of
-# typical designs, not yet checked against synthesis.
+# Fabric cost per unit. The int8 processing element (LUT, FF) and the non-linear units (DSP,
+# LUT, FF per lane and per unit) are not constants of this model: they come from the
+# per-block resource model, perf.resources (gemm_pe_cost, unit_costs), whose constants are
+# fitted to our own Yosys synthesis (synth_xilinx -family xcup) of the hw blocks and held to
+# it by tests: one source of truth. Yosys keeps the GEMM's accumulator in fabric where Vivado
+# folds it into the DSP48E2, so the PE figures bound a vendor flow from above.
+#
+# The rest has no hw block to be measured on, and stays an approximate figure of typical
+# designs: fp16 PEs; the result-correction LUTs of a packed DSP; a kernel's fixed part
+# (lut/ff_kernel: the controller and off-chip weight streaming datapath of a U280 kernel, AXI
+# and width conversion included, which the hw GEMM lacks: its own fixed logic is a few hundred
+# LUTs); off-chip ports and inter-FPGA links; stream FIFOs; dynamic power.
+_PE = gemm_pe_cost("xcup")
 COST = {
-    "lut_pe_int": 59, "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": 89, "ff_pe_fp16": 400,
-    "dsp_pe_fp16": 2, "lut_kernel": 2000, "ff_kernel": 3000,
-    "lut_lane": {"softmax": 350, "norm": 200, "act": 120},
-    "dsp_lane": {"softmax": 1, "norm": 1, "act": 1},
+    "lut_pe_int": _PE["lut"], "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": _PE["ff"],
+    "ff_pe_fp16": 400, "dsp_pe_fp16": 2, "lut_kernel": 2000, "ff_kernel": 3000,
     "lut_port": 3000, "ff_port": 5000, "lut_link": 20000, "ff_link": 30000,
     "fifos": 16,
     # dynamic power, mW per MHz per unit (Xilinx Power Estimator class figures, approximate)
     "mw_mhz": {"dsp": 0.012, "lut": 0.0001, "bram": 0.02, "uram": 0.03},
-    "source": "int8 PE LUT/FF: fitted to yosys synth_xilinx xcup of the hw GEMM "
-              "(flows/baselines/xcup.json); the rest approximate typical synthesis results and "
-              "XPE figures",
+    "source": "int8 PE LUT/FF and non-linear units: perf.resources (fitted to yosys "
+              "synth_xilinx xcup of the hw blocks, flows/baselines/xcup.json); the rest "
+              "approximate typical synthesis results and XPE figures",
 }
+
+
+@functools.cache
+def unit_cost(unit):
+    """``{"lane": {dsp, lut, ff}, "fixed": {...}}`` of a non-linear unit (``softmax``, ``norm``,
+    ``act``), from ``perf.resources.unit_costs`` on UltraScale+ (computed once, on first use:
+    it elaborates nothing, but imports the hw block configs)."""
+    return unit_costs("xcup")[unit]
+
 
 _GROUPS = {  # kernel/unit -> region group; buffers follow their owner
     "q": "qkv", "k": "qkv", "v": "qkv",
@@ -475,10 +490,10 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
     for unit, names in (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
                         ("act", ("act",))):
         lanes = db.lanes[unit] * (2 if unit == "act" and m.gated_ffn else 1)
+        cost = unit_cost(unit)
         for n_ in names:
-            per[n_]["dsp"] += lanes * COST["dsp_lane"][unit]
-            per[n_]["lut"] += lanes * COST["lut_lane"][unit]
-            per[n_]["ff"] += lanes * COST["lut_lane"][unit] * 1.5
+            for r in ("dsp", "lut", "ff"):
+                per[n_][r] += lanes * cost["lane"][r] + cost["fixed"][r]
             # lookup tables (exp, GELU/SiLU, rsqrt) and a row buffer: one block per 2 lanes
             per[n_]["bram_small"] += _cdiv(lanes, 2) + _bulk_blocks(bram, 2 * m.d_model * 32)
 

@@ -139,6 +139,34 @@ def test_largest_gemm_refuses_vendor_boards():
         largest_gemm("u280")
 
 
+def test_largest_gemm_by_the_model():
+    """The model alone (no synthesis): on the ULX3S the 12×13 array is out, its two address
+    products taking the DSP count to 158 of 156, and 11×14 (154 MACs) is the pick."""
+    fit = largest_gemm("ulx3s-85f", confirm=False)
+    assert (fit.rows, fit.cols) == (11, 14) and fit.result is None
+    assert fit.estimate["dsp"] == 156
+    assert fit.tried[0]["rows"] == 12 and "dsp 158 > 156" in fit.tried[0]["reason"]
+    fit = largest_gemm("icebreaker", confirm=False)
+    assert (fit.rows, fit.cols) == (2, 4) and fit.estimate["dsp"] == 8
+
+
+def test_largest_layer_by_the_model_on_the_icebreaker():
+    """No GPT-2 block fits an iCE40UP5K: the smallest one needs far more than 8 DSPs."""
+    from llmloom.flows.fit import largest_layer
+    fit = largest_layer("icebreaker", confirm=False)
+    assert fit.config is None and fit.macs_per_cycle == 0
+    assert "dsp" in fit.reason and "> 8" in fit.reason
+    assert fit.smallest["config"]["d_model"] == 32 and fit.smallest["estimate"]["dsp"] > 8
+
+
+def test_layer_fits_refuses_what_the_rtl_cannot_build():
+    from llmloom.flows.fit import _layer_config, layer_fits
+    from llmloom.flows.synth import get_target
+    cfg = _layer_config(64, 16, arrays={"linear": (1, 3)})
+    est, over = layer_fits(cfg, get_target("ecp5-85f"))
+    assert est is None and "cols=3" in over[0]
+
+
 @pytest.mark.slow
 def test_largest_gemm_icebreaker(synth_tools):
     fit = largest_gemm("icebreaker")

@@ -193,3 +193,18 @@ def test_matches_baseline(target, block, values, synth_tools):
     problems = compare_to_baseline(res, entry)
     assert not problems, f"{target} {design_id(block, cfg)}: " + "; ".join(problems) + \
         f"\nnew: {json.dumps(S.baseline_entry(block, cfg, res))}"
+
+
+def test_place_and_route_timeout_is_a_design_that_does_not_fit(synth_tools):
+    """A search bounds place and route: beyond ``pnr_timeout`` the design counts as not
+    fitting (with the reason), where a plain ``timeout`` raises."""
+    res = synthesize(COUNTER, "ice40-up5k", pnr_timeout=0.01)
+    assert res.fits is False and res.fmax_mhz is None
+    assert res.raw["pnr_error"].startswith("place and route did not finish in 0.01 s")
+    assert res.ff == 16                                # Yosys's counts are still there
+
+
+def test_no_place_stops_after_yosys(synth_tools):
+    res = synthesize(COUNTER, "ecp5-85f", place=False)
+    assert res.ff == 16 and res.fmax_mhz is None and res.fits is True
+    assert "pnr_utilization" not in res.raw and res.clock_mhz is None
