@@ -9,11 +9,15 @@ import dataclasses
 import typing
 
 import numpy as np
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from ..hw.config import BlockConfig, ConfigError
+from ..hw.stream import row_layout
 
 __all__ = ["TensorSpec", "Drive", "Gate", "Segment", "BlockHarness", "HARNESSES", "get_harness",
-           "TensorError"]
+           "TensorError", "ControlStreams"]
 
 
 class TensorError(ValueError):
@@ -166,3 +170,53 @@ def _load():
     from . import blocks
     for info in pkgutil.iter_modules(blocks.__path__):
         importlib.import_module(f"{blocks.__name__}.{info.name}")
+
+
+class ControlStreams(wiring.Component):
+    """``inner`` with its plain control inputs driven from streams, for the testbenches (which
+    drive streams only; an undriven top-level input is X on Icarus).
+
+    Every stream port of ``inner`` appears under its own name. Each plain input named in
+    ``held`` becomes an input stream of the same name (``row_layout(shape, 1)``, always
+    ready) whose latest beat's value is held on the port (from the cycle after the transfer);
+    the other plain inputs stay at 0 (their reset value: a strobe never fires). Plain outputs
+    pass through.
+    """
+
+    def __init__(self, inner, held=()):
+        self._MustUse__silence = True
+        self.inner = inner
+        self._held = tuple(held)
+        members = {}
+        for name, member in inner.signature.members.items():
+            if member.is_signature:
+                members[name] = member
+            elif member.flow == In and name in self._held:
+                members[name] = In(stream.Signature(row_layout(member.shape, 1)))
+            elif member.flow == Out:
+                members[name] = member
+        missing = set(self._held) - set(members)
+        if missing:
+            raise ValueError(f"no plain input {sorted(missing)} on {type(inner).__name__}")
+        self._MustUse__silence = False
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = self.inner
+        for name, member in inner.signature.members.items():
+            port = getattr(inner, name)
+            if member.is_signature:
+                if member.flow == In:
+                    wiring.connect(m, wiring.flipped(getattr(self, name)), port)
+                else:
+                    wiring.connect(m, port, wiring.flipped(getattr(self, name)))
+            elif name in self._held:
+                src = getattr(self, name)
+                value = Signal(member.shape, name=f"{name}_held")
+                m.d.comb += [src.ready.eq(1), port.eq(value)]
+                with m.If(src.valid):
+                    m.d.sync += value.eq(src.payload.data[0])
+            elif member.flow == Out:
+                m.d.comb += getattr(self, name).eq(port)
+        return m

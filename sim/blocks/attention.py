@@ -12,10 +12,9 @@ from ...hw.config import ConfigError
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.attention import attention_bitexact
-from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
+from ..harness import BlockHarness, ControlStreams, Drive, TensorError, TensorSpec, register
 from ..streams import pack_rows, unpack_rows
 from .rowkernel import scalar_of
-from .softmax import ControlStreams
 
 __all__ = ["AttentionHarness"]
 

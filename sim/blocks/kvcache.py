@@ -11,9 +11,8 @@ from ...hw.blocks.kvcache import KvCache, KvCacheConfig
 from ...hw.numeric import INT8, IntType
 from ...hw.stream import row_layout
 from ..golden.kvcache import kvcache_fill, kvcache_readout
-from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
+from ..harness import BlockHarness, ControlStreams, Drive, TensorError, TensorSpec, register
 from ..streams import pack_rows, unpack_rows
-from .softmax import ControlStreams
 
 __all__ = ["KvCacheHarness"]
 

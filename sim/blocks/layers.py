@@ -27,9 +27,17 @@ from ...hw.layers.gpt2 import Gpt2Block
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float
-from ..harness import BlockHarness, Drive, Gate, Segment, TensorError, TensorSpec, register
+from ..harness import (
+    BlockHarness,
+    ControlStreams,
+    Drive,
+    Gate,
+    Segment,
+    TensorError,
+    TensorSpec,
+    register,
+)
 from ..streams import pack_rows, unpack_rows
-from .softmax import ControlStreams
 
 __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "split_rows",
            "layer_golden", "layer_drive"]

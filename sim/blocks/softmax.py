@@ -1,75 +1,20 @@
 """The softmax harness: ``x`` (rows×length int8 scores) and ``x_scale`` → ``y`` (uint8
 probabilities at scale 1/255), ``y_scale``, ``y_float``. With ``runtime_offset`` the optional
-tensor ``offset`` (one integer, default 0) is driven on the block's ``offset`` port.
-
-Also :class:`ControlStreams`, the test wrapper that gives a block's plain control ports to the
-stream testbench (shared by the harnesses of blocks with control ports)."""
+tensor ``offset`` (one integer, default 0) is driven on the block's ``offset`` port."""
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Signal, unsigned
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import unsigned
 
 from ...hw.blocks.softmax import OFFSET_BITS, Softmax, SoftmaxConfig
 from ...hw.stream import row_layout
 from ..golden.softmax import softmax_bitexact
-from ..harness import TensorError, TensorSpec, register
+from ..harness import ControlStreams, TensorError, TensorSpec, register
 from ..streams import pack_rows
 from .rowkernel import RowKernelHarness
 
-__all__ = ["SoftmaxHarness", "ControlStreams"]
-
-
-class ControlStreams(wiring.Component):
-    """``inner`` with its plain control inputs driven from streams, for the testbenches (which
-    drive streams only; an undriven top-level input is X on Icarus).
-
-    Every stream port of ``inner`` appears under its own name. Each plain input named in
-    ``held`` becomes an input stream of the same name (``row_layout(shape, 1)``, always
-    ready) whose latest beat's value is held on the port (from the cycle after the transfer);
-    the other plain inputs stay at 0 (their reset value: a strobe never fires). Plain outputs
-    pass through.
-    """
-
-    def __init__(self, inner, held=()):
-        self._MustUse__silence = True
-        self.inner = inner
-        self._held = tuple(held)
-        members = {}
-        for name, member in inner.signature.members.items():
-            if member.is_signature:
-                members[name] = member
-            elif member.flow == In and name in self._held:
-                members[name] = In(stream.Signature(row_layout(member.shape, 1)))
-            elif member.flow == Out:
-                members[name] = member
-        missing = set(self._held) - set(members)
-        if missing:
-            raise ValueError(f"no plain input {sorted(missing)} on {type(inner).__name__}")
-        self._MustUse__silence = False
-        super().__init__(members)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.inner = inner = self.inner
-        for name, member in inner.signature.members.items():
-            port = getattr(inner, name)
-            if member.is_signature:
-                if member.flow == In:
-                    wiring.connect(m, wiring.flipped(getattr(self, name)), port)
-                else:
-                    wiring.connect(m, port, wiring.flipped(getattr(self, name)))
-            elif name in self._held:
-                src = getattr(self, name)
-                value = Signal(member.shape, name=f"{name}_held")
-                m.d.comb += [src.ready.eq(1), port.eq(value)]
-                with m.If(src.valid):
-                    m.d.sync += value.eq(src.payload.data[0])
-            elif member.flow == Out:
-                m.d.comb += getattr(self, name).eq(port)
-        return m
+__all__ = ["SoftmaxHarness"]
 
 
 @register

@@ -18,8 +18,8 @@ from llmloom.sim.blocks.layers import (
     layer_drive,
     layer_golden,
 )
-from llmloom.sim.blocks.softmax import ControlStreams
 from llmloom.sim.golden.layers import layer_bitexact
+from llmloom.sim.harness import ControlStreams
 from llmloom.sim.quantize import quantize_input, quantize_layer
 from llmloom.sim.runner import run_block, simulate
 from llmloom.sim.streams import Stalls

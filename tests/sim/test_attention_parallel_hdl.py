@@ -11,9 +11,8 @@ from llmloom.hw.blocks.attention_config import AttentionConfig
 from llmloom.hw.numeric import INT8
 from llmloom.hw.stream import row_layout
 from llmloom.sim.blocks.attention import AttentionHarness
-from llmloom.sim.blocks.softmax import ControlStreams
 from llmloom.sim.golden.attention import attention_bitexact
-from llmloom.sim.harness import Drive
+from llmloom.sim.harness import ControlStreams, Drive
 from llmloom.sim.runner import run_block, simulate
 from llmloom.sim.streams import Stalls, pack_rows, unpack_rows
 
