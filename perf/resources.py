@@ -503,12 +503,12 @@ class LogicBill(Bill):
 #: ``tests/flows/test_resource_model.py`` holds them to the refit.
 LOGIC: dict = {
     "gemm": {
-        "ice40": {"lut": {"lane_sel": 2.97, "one": 89.72, "pe_bits": 3.09, "readout_bits": -1.3},
-                 "ff": {"one": 224.77, "registers": 0.99}},
-        "ecp5": {"lut": {"lane_sel": 2.68, "one": 208.67, "pe_bits": 2.52, "readout_bits": 0.45},
-                "ff": {"one": -4.41, "registers": 1.03}},
-        "xcup": {"lut": {"lane_sel": 0.1, "one": 237.22, "pe_bits": 1.45, "readout_bits": 1.17},
-                "ff": {"one": -36.48, "registers": 0.97}},
+        "ice40": {"lut": {"lane_sel": 2.63, "one": 148.56, "pe_bits": 2.23, "readout_bits": -0.48},
+                  "ff": {"one": 265.62, "registers": 0.85}},
+        "ecp5": {"lut": {"lane_sel": 2.13, "one": 276.81, "pe_bits": 1.91, "readout_bits": 1.01},
+                 "ff": {"one": -3.63, "registers": 1.0}},
+        "xcup": {"lut": {"lane_sel": 0.39, "one": 207.37, "pe_bits": 1.16, "readout_bits": 1.39},
+                 "ff": {"one": -39.0, "registers": 0.98}},
     },
     "requant": {
         "ice40": {"lut": {"bias_lane": 59.62, "lane": 29, "one": 4, "table_lane": 25.88},
@@ -575,8 +575,10 @@ LOGIC: dict = {
                 "ff": {"lane": 73.69, "lane_log": 0.95, "log_length": 11.41, "one": 437.64}},
     },
     "hostlink": {
-        "ice40": {"lut": {"one": 267.66, "sr_bits": 1.34}, "ff": {"one": -144.09, "sr_bits": 3.15}},
-        "ecp5": {"lut": {"one": 570.21, "sr_bits": 0.75}, "ff": {"one": 393.65, "sr_bits": 1.27}},
+        "ice40": {"lut": {"one": 215.81, "sr_bits": 1.56},
+                  "ff": {"one": -182.46, "sr_bits": 3.25}},
+        "ecp5": {"lut": {"one": 621.01, "sr_bits": 0.59},
+                 "ff": {"one": 366.03, "sr_bits": 1.47}},
     },
 }
 
@@ -623,24 +625,44 @@ def _addr_mul(fam, counter_range, const):
     return const_multiplier_dsps(fam, _w(counter_range), False, const)
 
 
-def _gemm_registers(cfg):
+def _gemm_registers(cfg, fam):
     """Flip-flops the GEMM's RTL declares outside its memories: per PE the passed-on
-    activation, weight and flag, the product and its flag, the accumulator and the result;
-    the input skews (row lane i and its flag delayed i + 1 steps, column lane j j + 1 steps);
-    the tile descriptors of the readout schedule (cols + rows + 1 stages, the previous one
-    and stage 1); the counters and flags of the loader, writer, feeder and drain."""
+    activation, weight and flag, the multiplier's operand and product registers, the flag
+    through the multiplier's stages, the accumulator(s) and result(s); the input skews (row
+    lane i and its flag delayed i + 1 steps, column lane j j + 1 steps); the array's
+    registered inputs and step; the tile descriptors of the readout schedule
+    (``readout_step + rows − 1`` stages, the previous one, stage 1, the due and the write
+    one); the counters and flags of the loader, writer, feeder, readout and drain. On ECP5
+    the multiplier's operand and first product registers are the MULT18X18D's own, not FFs;
+    elsewhere Yosys may pull some into the hard multiplier, which the fitted coefficient
+    (below 1 on iCE40) takes up."""
+    from ..hw.blocks.gemm_config import GemmConfig
     R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.w_width, cfg.acc_width
     NT, K, KB, LN = cfg.n_tiles, cfg.k, cfg.k_beats, cfg.lanes
-    pe = 2 * (a + w) + 2 + 2 * acc
-    skews = R * (R + 1) // 2 * (a + 1) + C * (C + 1) // 2 * w
-    meta = 4 + _w(NT) + _w(R + 1)
-    sched = (C + R + 3) * meta
+    stages = GemmConfig.PE_STAGES
+    if getattr(cfg, "dsp_packing", False):
+        wp = 2 * w + 1                                    # a column pair's weights
+        pw = a + GemmConfig.PACK_SHIFT + w + 1            # the packed product
+        pes, pcols = R * (C // 2), C // 2
+        pe = (a + wp + 1) + pw + stages + 4 * acc
+        mult = a + wp + pw
+    else:
+        wp, pes, pcols = w, R * C, C
+        pe = (a + w + 1) + (a + w) + stages + 2 * acc
+        mult = 2 * (a + w)
+    in_dsp = fam.name == "ecp5" and not getattr(cfg, "dsp_packing", False) and \
+        max(a, w) <= 18
+    skews = R * (R + 1) // 2 * (a + 1) + pcols * (pcols + 1) // 2 * wp
+    inputs = R * a + C * w + 2                                       # x_a, x_w, flag, step
+    meta = 4 + _w(NT) + _w(R)
+    sched = (cfg.readout_step + R + 3) * meta
+    readout = 2 + 2 * _w(R)                                          # due, wr_en and rows
     counters = (_w(K) + _w(NT) + 1                                   # loader
-                + 6 + 2 * _w(R + 1) + _w(R) + _w(KB)                 # writer
+                + 6 + 3 * _w(R) + _w(KB)                             # writer
                 + 4 + _w(cfg.tile_steps) + _w(KB) + 2 * _w(LN) + _w(NT) + _w(NT * K)
                 + _w(cfg.flush_steps)                                # feeder, stage 1
-                + 6 + 2 * _w(R + 1) + 1 + _w(R) + _w(NT) + 3)        # output banks, drain
-    return R * C * pe + skews + sched + counters
+                + 7 + 3 * _w(R) + 1 + _w(NT) + 3)                    # output banks, drain
+    return pes * (pe + (0 if in_dsp else mult)) + skews + inputs + sched + readout + counters
 
 
 def _gemm_parts(cfg, fam, *, rom_weights=False):
@@ -662,7 +684,7 @@ def _gemm_parts(cfg, fam, *, rom_weights=False):
                         lut_features={"pe_bits": R * C * cfg.acc_width,
                                       "readout_bits": (R - 1) * C * cfg.acc_width,
                                       "lane_sel": R * (LN - 1) * cfg.a_width},
-                        ff_features={"registers": _gemm_registers(cfg)}),
+                        ff_features={"registers": _gemm_registers(cfg, fam)}),
         "array": Bill(dsp=macs * per_mac + addr),
         "abuf": map_memory(fam, R * LN * cfg.a_width, 2 * KB,
                            granularity=LN * cfg.a_width).bill(),
