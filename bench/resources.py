@@ -40,17 +40,11 @@ def modelled_designs(target):
 
 def hostlink_rows(target):
     """The stored board cores (``HostLink``) of ``target`` against the model."""
-    from llmloom.flows.resources import check_estimate, hostlink_id
-    from llmloom.flows.synth import get_target, load_baselines
-    from llmloom.hw.blocks.gemm_config import GemmConfig
+    from llmloom.flows.resources import check_estimate, hostlink_id, stored_hostlinks
+    from llmloom.flows.synth import get_target
     from llmloom.perf.resources import estimate_hostlink
     rows = []
-    for did, entry in load_baselines(target).items():
-        if entry["block"] != "hostlink":
-            continue
-        values = dict(entry["config"])
-        max_rows = values.pop("max_rows")
-        cfg = GemmConfig(**values)
+    for did, entry, cfg, max_rows in stored_hostlinks(target):
         if hostlink_id(cfg, max_rows) != did:
             continue
         est = estimate_hostlink(cfg, max_rows, get_target(target).family)

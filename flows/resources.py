@@ -23,7 +23,7 @@ from .synth import design_id, get_target, load_baselines, synthesize
 __all__ = ["Tolerance", "ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
            "check_estimate", "compare_estimates", "from_baselines", "synthesized_config",
            "model_estimate", "FIT_DESIGNS", "HOSTLINK_FIT", "FIT_TARGETS", "CHECK_DESIGNS",
-           "MEASURED_PRODUCTS", "hostlink_id", "fitted_ids", "fit_logic"]
+           "MEASURED_PRODUCTS", "hostlink_id", "stored_hostlinks", "fitted_ids", "fit_logic"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
 
@@ -343,6 +343,19 @@ def fit_logic(results=None, blocks=None):
 def hostlink_id(cfg, max_rows):
     """The baseline key of a board core (``HostLink``) with GEMM ``cfg``."""
     return design_id("hostlink", cfg) + f"-max_rows={max_rows}"
+
+
+def stored_hostlinks(target):
+    """``[(design id, entry, GemmConfig, max_rows)]`` of the board cores stored in the
+    baselines of ``target``."""
+    from ..hw.blocks.gemm_config import GemmConfig
+    out = []
+    for did, entry in load_baselines(target).items():
+        if entry["block"] == "hostlink":
+            values = dict(entry["config"])
+            max_rows = values.pop("max_rows")
+            out.append((did, entry, GemmConfig(**values), max_rows))
+    return out
 
 
 #: Board cores (``boards.hostlink.HostLink``) the ``hostlink`` constants are fitted to:

@@ -122,14 +122,8 @@ def test_estimates_within_tolerance_of_stored_baselines(target):
 def test_board_core_estimates_within_tolerance(target):
     """The board core (GEMM, UART, activation and output memories) of each stored run."""
     from llmloom.flows.resources import check_estimate
-    from llmloom.hw.blocks.gemm_config import GemmConfig
     n = 0
-    for did, entry in load_baselines(target).items():
-        if entry["block"] != "hostlink":
-            continue
-        values = dict(entry["config"])
-        max_rows = values.pop("max_rows")
-        cfg = GemmConfig(**values)
+    for did, entry, cfg, max_rows in FR.stored_hostlinks(target):
         assert FR.hostlink_id(cfg, max_rows) == did
         est = R.estimate_hostlink(cfg, max_rows, target.split("-")[0])
         ok, problems = check_estimate(entry, est)
