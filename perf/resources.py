@@ -505,7 +505,7 @@ LOGIC: dict = {
     "gemm": {
         "ice40": {"lut": {"lane_sel": 2.63, "one": 148.56, "pe_bits": 2.23, "readout_bits": -0.48},
                   "ff": {"one": 265.62, "registers": 0.85}},
-        "ecp5": {"lut": {"lane_sel": 2.11, "one": 273.1, "pe_bits": 1.95, "readout_bits": 0.97},
+        "ecp5": {"lut": {"lane_sel": 2.13, "one": 276.81, "pe_bits": 1.91, "readout_bits": 1.01},
                  "ff": {"one": -3.63, "registers": 1.0}},
         "xcup": {"lut": {"lane_sel": 0.39, "one": 207.37, "pe_bits": 1.16, "readout_bits": 1.39},
                  "ff": {"one": -39.0, "registers": 0.98}},
@@ -577,7 +577,7 @@ LOGIC: dict = {
     "hostlink": {
         "ice40": {"lut": {"one": 215.81, "sr_bits": 1.56},
                   "ff": {"one": -182.46, "sr_bits": 3.25}},
-        "ecp5": {"lut": {"one": 601.78, "sr_bits": 0.64},
+        "ecp5": {"lut": {"one": 621.01, "sr_bits": 0.59},
                  "ff": {"one": 366.03, "sr_bits": 1.47}},
     },
 }

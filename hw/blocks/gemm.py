@@ -26,6 +26,7 @@ from amaranth.hdl import (
     Instance,
     Module,
     Mux,
+    ResetSignal,
     Signal,
     signed,
     unsigned,
@@ -119,9 +120,9 @@ ECP5_MULT_WIDTH = 18
 
 
 def _ecp5_multiplier(m, en, a, w):
-    """A MULT18X18D with input and output registers (clock enable ``en``; their reset is tied
-    off, so that the block also sits in a reset-less domain such as a board's, and what they
-    hold after a reset is flushed like the portable form's operand registers):
+    """A MULT18X18D with input and output registers (clock enable ``en``, synchronous reset
+    from the domain's, none in a reset-less domain such as a board's: what they hold is
+    flushed like the portable form's operand registers):
     ``a·w`` two enabled steps after its operands, as the portable form's ``product0``."""
     a_ext = Signal(signed(ECP5_MULT_WIDTH), name="mult_a")
     w_ext = Signal(signed(ECP5_MULT_WIDTH), name="mult_b")
@@ -140,7 +141,7 @@ def _ecp5_multiplier(m, en, a, w):
         p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_INPUT",
         p_MULT_BYPASS="DISABLED", p_CAS_MATCH_REG="FALSE",
         i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-        i_CLK0=ClockSignal(), i_CE0=en, i_RST0=0,
+        i_CLK0=ClockSignal(), i_CE0=en, i_RST0=ResetSignal(allow_reset_less=True),
         **ports)
     return p[:len(a) + len(w)].as_signed()
 
