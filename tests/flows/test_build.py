@@ -159,6 +159,21 @@ def test_largest_layer_by_the_model_on_the_icebreaker():
     assert fit.smallest["config"]["d_model"] == 32 and fit.smallest["estimate"]["dsp"] > 8
 
 
+def test_largest_layer_by_the_model_on_the_ulx3s_leaves_room_to_route():
+    """The model's GPT-2 block for the ECP5-85F keeps LUTs and FFs under LOGIC_CEILING and
+    block RAM under BRAM_CEILING of the device."""
+    from llmloom.flows.fit import BRAM_CEILING, LOGIC_CEILING, largest_layer
+    from llmloom.flows.synth import get_target
+    cap = get_target("ecp5-85f").capacity
+    fit = largest_layer("ulx3s-85f", confirm=False)
+    assert fit.config is not None and fit.macs_per_cycle > 0
+    est = fit.estimate
+    assert est["bram"] <= BRAM_CEILING * cap["bram"]
+    assert max(est["lut"] / cap["lut"], est["ff"] / cap["ff"]) <= LOGIC_CEILING
+    assert est["dsp"] <= cap["dsp"]
+    assert fit.config["d_model"] >= 128
+
+
 def test_layer_fits_refuses_what_the_rtl_cannot_build():
     from llmloom.flows.fit import _layer_config, layer_fits
     from llmloom.flows.synth import get_target
