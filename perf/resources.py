@@ -636,11 +636,12 @@ def _gemm_registers(cfg, fam):
     the multiplier's operand and first product registers are the MULT18X18D's own, not FFs;
     elsewhere Yosys may pull some into the hard multiplier, which the fitted coefficient
     (below 1 on iCE40) takes up."""
+    from ..hw.blocks.gemm import ECP5_MULT_WIDTH
     from ..hw.blocks.gemm_config import GemmConfig
     R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.w_width, cfg.acc_width
     NT, K, KB, LN = cfg.n_tiles, cfg.k, cfg.k_beats, cfg.lanes
     stages = GemmConfig.PE_STAGES
-    if getattr(cfg, "dsp_packing", False):
+    if cfg.dsp_packing:
         wp = 2 * w + 1                                    # a column pair's weights
         pw = a + GemmConfig.PACK_SHIFT + w + 1            # the packed product
         pes, pcols = R * (C // 2), C // 2
@@ -650,8 +651,8 @@ def _gemm_registers(cfg, fam):
         wp, pes, pcols = w, R * C, C
         pe = (a + w + 1) + (a + w) + stages + 2 * acc
         mult = 2 * (a + w)
-    in_dsp = fam.name == "ecp5" and not getattr(cfg, "dsp_packing", False) and \
-        max(a, w) <= 18
+    # the rule of hw.blocks.gemm._multiply: unpacked products that fit the MULT18X18D
+    in_dsp = fam.name == "ecp5" and not cfg.dsp_packing and max(a, w) <= ECP5_MULT_WIDTH
     skews = R * (R + 1) // 2 * (a + 1) + pcols * (pcols + 1) // 2 * wp
     inputs = R * a + C * w + 2                                       # x_a, x_w, flag, step
     meta = 4 + _w(NT) + _w(R)
@@ -670,7 +671,7 @@ def _gemm_parts(cfg, fam, *, rom_weights=False):
     KB, NT, K = cfg.k_beats, cfg.n_tiles, cfg.k
     per_mac = multiplier_dsps(fam, cfg.a_width, True, cfg.w_width, True)
     macs = R * C
-    if getattr(cfg, "dsp_packing", False) and fam.name == "xcup":
+    if cfg.dsp_packing and fam.name == "xcup":
         # two MACs sharing an activation per DSP48E2 (AMD WP486): column pairs
         macs = R * -(-C // 2)
     # addresses: weight loader nt·K, output bank rows (bank·R + row)·NT (twice)
