@@ -20,6 +20,32 @@ from llmloom.sim.harness import Drive, Gate, Segment
 from llmloom.sim.streams import Stalls
 
 
+class _ProgressFile:
+    """The count of output beats so far, rewritten in place at most every ``period`` seconds
+    into the file that the runner's progress thread reads (:func:`llmloom.sim.runner.simulate`).
+    """
+
+    def __init__(self, path, period=0.1):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644) if path else None
+        self.period, self.count, self.last = period, 0, 0.0
+
+    def update(self, n=1):
+        self.count += n
+        now = time.monotonic()
+        if self.fd is not None and now - self.last >= self.period:
+            self.last = now
+            self._write()
+
+    def _write(self):
+        os.pwrite(self.fd, f"{self.count:>20}\n".encode(), 0)
+
+    def close(self):
+        if self.fd is not None:
+            self._write()
+            os.close(self.fd)
+            self.fd = None
+
+
 @cocotb.test()
 async def run_job(dut):
     with open(os.environ["LLMLOOM_JOB"]) as fh:
@@ -31,14 +57,10 @@ async def run_job(dut):
         gates={p: [Gate(*g) for g in gs] for p, gs in job.get("gates", {}).items()},
         segments=[Segment(*seg) for seg in job.get("segments", [])],
     )
-    bar = None
-    if job.get("progress"):
-        from tqdm import tqdm
-        out = os.fdopen(int(os.environ["LLMLOOM_PROGRESS_FD"]), "w", closefd=False)
-        bar = tqdm(total=sum(drive.expect.values()), desc=cocotb.SIM_NAME.split()[0].lower(),
-                   unit="beat", leave=False, file=out)
+    progress = _ProgressFile(os.environ.get("LLMLOOM_PROGRESS")) if job.get("progress") \
+        else None
     engine = StreamEngine(drive, Stalls(**job["stalls_in"]), Stalls(**job["stalls_out"]),
-                          job["max_cycles"], on_output=bar.update if bar else None)
+                          job["max_cycles"], on_output=progress.update if progress else None)
     handles = {}
 
     def handle(name):
@@ -78,7 +100,7 @@ async def run_job(dut):
     except Exception as exc:  # reported to the runner, which raises it in the caller
         result = {"error": str(exc), "kind": type(exc).__name__}
     finally:
-        if bar:
-            bar.close()
+        if progress:
+            progress.close()
         with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
             json.dump(result, fh)

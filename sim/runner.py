@@ -256,6 +256,48 @@ def _run_dir(sim):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _progress_watch(drive, progress, desc, path, period=0.2):
+    """Show the progress of a simulation running in cocotb's child process.
+
+    The child writes the count of output beats so far into ``path``
+    (:mod:`llmloom.sim.cocotb_bench`); a thread here reads it and moves a bar drawn on this
+    process's stderr. A file, not a descriptor handed down: cocotb starts the simulator through
+    ``subprocess.run``, which closes every descriptor above 2, and ``_quiet`` points 2 at a log.
+    """
+    if not progress:
+        yield
+        return
+    import threading
+
+    from tqdm import tqdm
+
+    # the bar's own copy of stderr, taken before _quiet sends descriptor 2 to the log
+    stream = os.fdopen(os.dup(2), "w", buffering=1)
+    bar = tqdm(total=sum(drive.expect.values()), desc=desc, unit="beat", leave=False,
+               file=stream)
+    stop = threading.Event()
+
+    def poll():
+        while True:
+            stopping = stop.wait(period)
+            with contextlib.suppress(OSError, ValueError):
+                done = int(path.read_text().strip() or 0)
+                bar.update(max(0, min(done, bar.total) - bar.n))
+            if stopping:
+                return
+
+    watcher = threading.Thread(target=poll, name="llmloom-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        bar.close()
+        stream.close()
+
+
 def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress,
                      family=None):
     from cocotb_tools.runner import get_runner
@@ -279,18 +321,15 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
                     "LLMLOOM_RESULT": str(tmp / "result.json"),
                     "COCOTB_RESULTS_FILE": str(tmp / "results.xml")})
         runner = get_runner(sim)
-        progress_fd = os.dup(2)
-        env["LLMLOOM_PROGRESS_FD"] = str(progress_fd)
-        try:
-            # A failing cocotb test exits the runner (SystemExit); the result file says why.
-            with _patched_environ(env), _quiet(tmp / "sim.log"), \
-                    contextlib.suppress(SystemExit):
-                runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                            test_module="llmloom.sim.cocotb_bench",
-                            build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
-                            extra_env=env)
-        finally:
-            os.close(progress_fd)
+        if progress:
+            env["LLMLOOM_PROGRESS"] = str(tmp / "progress")
+        # A failing cocotb test exits the runner (SystemExit); the result file says why.
+        with _progress_watch(drive, progress, sim, tmp / "progress"), \
+                _patched_environ(env), _quiet(tmp / "sim.log"), contextlib.suppress(SystemExit):
+            runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                        test_module="llmloom.sim.cocotb_bench",
+                        build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
+                        extra_env=env)
         result_path = tmp / "result.json"
         if not result_path.exists():
             log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
