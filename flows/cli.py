@@ -1,8 +1,9 @@
 """The ``llmloom`` command: one entry point, one subcommand per job.
 
 User errors (bad configs, tensors, files, missing tools) end with one line
-``llmloom: error: ...`` on stderr and exit status 2; nothing is written half-way (outputs go to
-a temporary file that is renamed only once complete).
+``llmloom: error: ...`` on stderr and exit status 2, and nothing written: every output path is
+checked before the work starts and the files are written together at the end
+(:class:`~llmloom.flows.userio.Outputs`).
 """
 
 from __future__ import annotations
@@ -12,87 +13,10 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 
-__all__ = ["main", "UserError"]
+from .userio import Outputs, UserError, load_config_values, load_npz, parse_sets
 
-
-class UserError(Exception):
-    """A problem with what the user asked for; printed as one line."""
-
-
-# ---- shared helpers ---------------------------------------------------------------------------
-def parse_sets(items):
-    """``["rows=8", "causal=true", "approximation=tanh"]`` → dict, values read as JSON
-    (bare words are strings)."""
-    values = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise UserError(f"malformed --set {item!r}; expected key=value, e.g. --set rows=8")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            if not raw or not all(ch.isalnum() or ch in "_-." for ch in raw):
-                raise UserError(f"malformed value in --set {item!r}; expected a JSON value "
-                                "(8, 0.5, true, \"text\") or a bare word") from None
-            value = raw
-        values[key] = value
-    return values
-
-
-def load_config_values(path, sets):
-    values = {}
-    if path:
-        try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"config file {path} is not valid JSON ({exc.msg} at line "
-                            f"{exc.lineno})") from None
-        if not isinstance(values, dict):
-            raise UserError(f"config file {path} must hold a JSON object of config fields")
-    values.update(parse_sets(sets))
-    return values
-
-
-def load_npz(path):
-    try:
-        with open(path, "rb") as fh:
-            import numpy as np
-            with np.load(fh, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise UserError(f"input file {path} does not exist") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"input file {path} is not a readable .npz archive ({exc})") from None
-
-
-@contextlib.contextmanager
-def atomic_output(path, mode="w"):
-    """Write to a temporary file beside ``path`` and move it into place only on success."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"output directory {path.parent} does not exist")
-    if path.exists() and not path.is_file():
-        # a device or pipe (/dev/null, /dev/stdout): renaming over it would replace it
-        if path.is_dir():
-            raise UserError(f"output path {path} is a directory")
-        with open(path, mode) as fh:
-            yield fh
-        return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+__all__ = ["main", "UserError", "parse_sets"]
 
 
 def _harness(name):
@@ -137,6 +61,9 @@ def cmd_blocks(args):
 # ---- verilog ----------------------------------------------------------------------------------
 def cmd_verilog(args):
     from llmloom.hw.emit import emit_verilog
+    out = Outputs()
+    out.add(args.output, "-o")
+    out.add(args.meta, "--meta")
     h = _harness(args.block)
     tensors = None
     if hasattr(h, "options"):
@@ -163,12 +90,10 @@ def cmd_verilog(args):
         meta = json.dumps({"block": args.block, "verilog": str(args.output),
                            "x_scale": cfg.scales.x, "y_scale": cfg.y_scale,
                            "config": cfg.to_dict()}, indent=1, default=_json_default)
-    with contextlib.ExitStack() as stack:
-        fh = stack.enter_context(atomic_output(args.output))
-        mh = stack.enter_context(atomic_output(args.meta)) if meta is not None else None
-        fh.write(text)
-        if mh is not None:
-            mh.write(meta + "\n")
+    out.write_text(args.output, text)
+    if meta is not None:
+        out.write_text(args.meta, meta + "\n")
+    out.commit()
     what = "calibrated weights" if args.weights else (
         "seeded placeholder weights (give --weights and --calib for your own)"
         if hasattr(h, "options") else str(cfg))
@@ -194,6 +119,9 @@ def cmd_run(args):
     from llmloom.sim.runner import run_block
     from llmloom.sim.streams import Stalls
 
+    out = Outputs()
+    out.add(args.outputs, "--outputs")
+    out.add(args.report, "--report")
     h = _harness(args.block)
     if hasattr(h, "options"):
         h = h.options(weights=args.weights, mode=args.mode, prefill=args.prefill,
@@ -232,11 +160,11 @@ def cmd_run(args):
         stages = {s["name"]: s for s in t["stages"]}
         report.update(predicted_tensor_cycles=t["tensor_cycles"], predicted_stages=t["stages"],
                       predicted_bottleneck=stages[t["bottleneck"]])
-    with atomic_output(args.outputs, "wb") as fh:
+    with out.open(args.outputs, "wb") as fh:
         np.savez(fh, **result.outputs)
     if args.report:
-        with atomic_output(args.report) as fh:
-            json.dump(report, fh, indent=2)
+        out.write_json(args.report, report)
+    out.commit()
     util = f", utilization {report['utilization']:.3f}" if report["utilization"] else ""
     print(f"{args.block} on {args.sim}: {result.cycles} cycles{util}; "
           f"{'bit-exact with' if exact else 'DIFFERS FROM'} the golden model", file=sys.stderr)
@@ -250,11 +178,18 @@ def cmd_demo(args):
 
 
 # ---- entry point ------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other error (subcommands share the class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     from llmloom.sim.runner import SIMULATORS
     from llmloom.sim.streams import STALL_KINDS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llmloom", description="Spatial FPGA accelerators for transformer inference.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -318,11 +253,16 @@ def build_parser():
 
 
 def main(argv=None):
+    # Lines reach a pipe as they are printed (`llmloom demo | tee log`), not at exit.
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     from llmloom.sim.tools import ToolMissing
     try:
         return args.func(args)
+    except BrokenPipeError:
+        return _closed_pipe()
     except (UserError, ValueError, ToolMissing, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"llmloom: error: {msg}", file=sys.stderr)
@@ -330,6 +270,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("llmloom: interrupted", file=sys.stderr)
         return 130
+
+
+def _closed_pipe():
+    """The reader of our output went away (`llmloom estimate ... | head -3`): stop quietly, as
+    other Unix tools do, with the status of a process ended by SIGPIPE (128 + 13), and point
+    stdout at /dev/null so that Python's flush at exit does not complain again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 if __name__ == "__main__":

@@ -106,8 +106,8 @@ def _failed(exc):
 
 def cmd_synth(args):
     from ..sim.harness import get_harness
-    from .cli import load_config_values
     from .synth import SynthError, design_id, get_target, synthesize
+    from .userio import load_config_values
 
     target = get_target(args.target)          # an unknown target fails before elaboration
     clock = _positive_float(args.clock) if args.clock is not None else None
@@ -164,9 +164,9 @@ def cmd_resources(args):
 
     from ..perf.resources import estimate_parts
     from ..sim.harness import get_harness
-    from .cli import load_config_values
     from .resources import ESTIMATE_TOLERANCES, synthesized_config
     from .synth import design_id, get_target
+    from .userio import load_config_values
 
     target = get_target(args.target)
     harness = get_harness(args.block)
@@ -204,9 +204,10 @@ def cmd_build(args):
     from ..boards.platforms import get_board
     from ..hw.blocks.gemm_config import GemmConfig
     from .build import build
-    from .cli import load_config_values
     from .synth import SynthError
+    from .userio import Outputs, load_config_values
 
+    Outputs.check_dir(args.out, "--out")
     board = get_board(args.board)
     if args.design != "gemm":
         raise ValueError(f"unknown design {args.design!r}; valid designs: gemm")

@@ -8,10 +8,11 @@ line). ``--json`` prints the documented JSON (``perf/README.md``) to stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 
-from ..perf.design import Design, layer_config_dict, save_design
+from ..perf.design import Design, layer_config_dict
 from ..perf.devices import fpga_names, gpu_names
 from ..perf.errors import ConfigError
 from ..perf.estimate import _document, compare, estimate
@@ -20,6 +21,7 @@ from ..perf.gpu import RUNTIMES
 from ..perf.models import get_model, model_names
 from ..perf.presets import PRESETS, get_preset
 from ..perf.spatial import DesignBatch, evaluate
+from .userio import Outputs
 
 __all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "EXPLORE_SCHEMA"]
 
@@ -114,15 +116,11 @@ def _layer_export(args, design, ctx, decode):
     return design.layer_config(ctx.model, seq=ctx.l_max, engine=engine)
 
 
-def _save_layer(args, export):
-    from .cli import atomic_output
-
+def _save_layer(args, export, out):
     cfg, notes = export
     for note in notes:
         print(f"llmloom: note: {note}", file=sys.stderr)
-    with atomic_output(args.save_layer) as fh:
-        json.dump(layer_config_dict(cfg), fh, indent=2)
-        fh.write("\n")
+    out.write_json(args.save_layer, layer_config_dict(cfg))
     block = "gpt2-block" if cfg.arch == "gpt2" else "bert-layer"
     print(f"wrote {args.save_layer}: {block} config (d_model {cfg.d_model}, {cfg.heads} heads, "
           f"d_ff {cfg.d_ff}, seq {cfg.seq}, lanes {cfg.lanes}, engine {cfg.engine}; linear "
@@ -146,8 +144,38 @@ def _progress(args):
     return None if not args.json else False
 
 
+def _outputs(args, *options):
+    """The command's output files, every path checked before any work (nothing is written
+    unless the whole command succeeds)."""
+    out = Outputs()
+    for option in options:
+        out.add(getattr(args, option.lstrip("-").replace("-", "_"), None), option)
+    Outputs.plot_format(args.plot)
+    return out
+
+
+def _plot(args, out, draw, doc):
+    if args.plot:
+        with out.open(args.plot, "wb") as fh:
+            draw(doc, fh, Outputs.plot_format(args.plot))
+
+
+def _check_design(args):
+    """``--design``: a preset name, or a design JSON file that exists."""
+    name = args.design
+    if name is None or name in PRESETS:
+        return
+    if not name.endswith(".json") and not os.path.exists(name):
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}"
+                        " (or give a design JSON file)")
+    if not os.path.isfile(name):
+        raise ConfigError(f"design file {name!r} does not exist")
+
+
 # estimate ----------------------------------------------------------------------------------------
 def cmd_estimate(args):
+    out = _outputs(args, "--plot", "--save-layer")
+    _check_design(args)
     preset = PRESETS.get(args.design) if args.design else None
     model, device = _model_device(args, preset)
     doc = estimate(model, device, args.design, mode=args.mode, seq=args.seq,
@@ -163,9 +191,10 @@ def cmd_estimate(args):
                                args.mode == "decode")
     if args.plot:
         from ..perf.plots import plot_estimate
-        plot_estimate(doc, args.plot)
+        _plot(args, out, plot_estimate, doc)
     if export:
-        _save_layer(args, export)
+        _save_layer(args, export, out)
+    out.commit()
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -221,6 +250,7 @@ def format_estimate(doc):
 
 # explore ------------------------------------------------------------------------------------------
 def cmd_explore(args):
+    out = _outputs(args, "--plot", "--save", "--save-layer")
     preset = get_preset(args.against) if args.against else None
     model, device = _model_device(args, preset)
     budget = args.budget_dsp
@@ -251,12 +281,13 @@ def cmd_explore(args):
                      for p in result.front],
            "against": against}
     if args.save:
-        save_design(result.best, args.save)
+        out.write_json(args.save, result.best.to_dict())
     if export:
-        _save_layer(args, export)
+        _save_layer(args, export, out)
     if args.plot:
         from ..perf.plots import plot_front
-        plot_front(doc, args.plot)
+        _plot(args, out, plot_front, doc)
+    out.commit()
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -291,6 +322,8 @@ def format_explore(doc):
 
 # compare ------------------------------------------------------------------------------------------
 def cmd_compare(args):
+    out = _outputs(args, "--plot")
+    _check_design(args)
     preset = PRESETS.get(args.design) if args.design else None
     model, device = _model_device(args, preset)
     seqs = None
@@ -304,7 +337,8 @@ def cmd_compare(args):
                   gpu_quant=args.gpu_quant, runtime=args.gpu_runtime, progress=_progress(args))
     if args.plot:
         from ..perf.plots import plot_compare
-        plot_compare(doc, args.plot)
+        _plot(args, out, plot_compare, doc)
+    out.commit()
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

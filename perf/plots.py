@@ -50,7 +50,7 @@ def _roofline(ax, doc):
     ax.legend(fontsize=8)
 
 
-def plot_estimate(doc, path):
+def plot_estimate(doc, path, fmt=None):
     """Stage breakdown of prefill and decode, and the roofline, of an estimate document."""
     panels = [k for k in ("prefill", "decode") if doc.get(k)]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5 * (len(panels) + 1), 4.5))
@@ -58,11 +58,11 @@ def plot_estimate(doc, path):
         _stages(ax, doc[key], f"{doc['model']} {key} on {doc['device']}")
     _roofline(axes[-1], doc)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
 
 
-def plot_compare(doc, path):
+def plot_compare(doc, path, fmt=None):
     """Prefill and decode latency of FPGA and GPU against sequence length."""
     rows = doc["rows"]
     seqs = [r["seq"] for r in rows]
@@ -85,11 +85,11 @@ def plot_compare(doc, path):
         ax.legend()
     fig.suptitle(f"{doc['model']}: {doc['device']} vs {doc['gpu']} ({doc['gpu_runtime']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)
 
 
-def plot_front(doc, path):
+def plot_front(doc, path, fmt=None):
     """The Pareto front of an explore document, with the compared preset if any."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     front = doc["front"]
@@ -108,5 +108,5 @@ def plot_front(doc, path):
     ax.set_title(f"{doc['model']} on {doc['device']}: {doc['objective']}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)

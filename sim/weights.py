@@ -12,10 +12,11 @@ output's LayerNorm and ``ln2`` the layer output's.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .tensors import TensorFileError, check_finite, read_npz
 
 __all__ = ["WeightsError", "ARCHS", "load_layer_weights", "read_tensors", "canonical_weights",
            "random_layer_weights"]
@@ -58,22 +59,27 @@ def read_tensors(path):
     if not path.exists():
         raise WeightsError(f"weights file {path} does not exist")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
+    if suffix == ".npz":
+        try:
+            raw = read_npz(path, "weights file")
+        except TensorFileError as exc:
+            raise WeightsError(str(exc)) from None
+    elif suffix == ".safetensors":
+        try:
             from safetensors.numpy import load_file
             raw = load_file(str(path))
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                raw = {k: data[k] for k in data.files}
-        else:
-            raise WeightsError(f"weights file {path} has suffix {suffix!r}; allowed: "
-                               ".safetensors, .npz")
-    except WeightsError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, Exception) as exc:  # noqa: BLE001
-        # safetensors raises its own SafetensorError (not a ValueError) on corrupt headers
-        raise WeightsError(f"weights file {path} is not readable ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
+        except Exception as exc:  # noqa: BLE001
+            # safetensors raises its own SafetensorError (not a ValueError) on corrupt headers
+            raise WeightsError(f"weights file {path} is not readable ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") \
+                from None
+        try:
+            check_finite(raw, f"weights file {path}")
+        except TensorFileError as exc:
+            raise WeightsError(str(exc)) from None
+    else:
+        raise WeightsError(f"weights file {path} has suffix {suffix!r}; allowed: "
+                           ".safetensors, .npz")
     return {name: value.astype(np.float64) if np.issubdtype(value.dtype, np.floating)
             else value for name, value in raw.items()}
 
