@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["gemm_cycles_np", "gemm_parts_np", "gemv_cycles_np", "gemm_lanes", "gemm_lanes_np",
-           "divisors_upto"]
+           "pv_lanes_np", "pad_to", "divisors_upto"]
 
 _PIPELINE = 4   # GEMV pipeline: weight read, multiply, adder-tree register, output register
 _GEMM_TAIL = None
@@ -88,6 +88,46 @@ def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
     steps = kw * _cdiv(n, cols)
     total = beats + (m - 1) * np.maximum(steps, beats) + steps + 2
     return total, beats + kw + 2
+
+
+def pad_to(k, lanes):
+    """``k`` rounded up to whole beats of ``lanes`` (arrays broadcast)."""
+    lanes = np.asarray(lanes, dtype=np.int64)
+    return _cdiv(np.asarray(k, dtype=np.int64), lanes) * lanes
+
+
+def pv_lanes_np(rows, cols, d_head, gemv):
+    """Input lanes of the P·V kernel (``a2``): a width fixed by the design, never by the context.
+
+    P·V's inner dimension is the number of keys, which changes every decode step (and with
+    the prompt length), but the hardware's stream width is fixed at elaboration: the ``hw``
+    attention builds P·V for its KV capacity ``seq`` (a multiple of its ``lanes``) and
+    computes the entries of keys that do not exist yet as masked zero probabilities. So the
+    keys are padded to whole beats of these lanes (:func:`pad_to`) and the kernel formulas
+    run on the padded length. Choosing lanes among the divisors of the current key count (as
+    for the linear kernels, whose k is fixed) would make the input width, and with it the
+    time, jump with the count's divisibility: a GEMV on 32 rows got 32 lanes at 512 keys and
+    1 lane at 513 (16 heads: 274 → 8,227 cycles).
+
+    - GEMV (``gemv`` true): ``rows`` lanes (the widest the block allows, since the padded
+      length is a multiple of rows), so one word of ``rows`` keys arrives per step and the
+      engine is never input-bound.
+    - GEMM: the fewest divisor L of ``d_head`` (at most 64; the ``hw`` attention's stream
+      width divides d_head) with ``L · ceil(d_head/cols) ≥ rows``, i.e. one token tile's
+      ``rows·k/L`` beats arrive within its ``n_tiles·k`` steps whatever k is; else the
+      largest such divisor.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    divs = divisors_upto(int(d_head))
+    nt = _cdiv(int(d_head), cols)
+    out = np.full(np.broadcast(rows, cols).shape, divs[-1], dtype=np.int64)
+    chosen = np.zeros(out.shape, dtype=bool)
+    for d in divs:
+        ok = ~chosen & (d * nt >= rows)
+        out = np.where(ok, d, out)
+        chosen |= ok
+    return np.where(np.asarray(gemv, dtype=bool), rows, out)
 
 
 def divisors_upto(k, limit=64):

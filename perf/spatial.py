@@ -26,7 +26,14 @@ import numpy as np
 from .design import KERNELS, LANE_UNITS, Design, KernelDesign, linear_shapes
 from .devices import get_fpga
 from .errors import ConfigError, ConstraintError, over_message
-from .kernels import gemm_cycles_np, gemm_lanes_np, gemm_parts_np, gemv_cycles_np
+from .kernels import (
+    gemm_cycles_np,
+    gemm_lanes_np,
+    gemm_parts_np,
+    gemv_cycles_np,
+    pad_to,
+    pv_lanes_np,
+)
 from .models import get_model
 from .resources import gemm_pe_cost, unit_costs
 from .workload import LINEAR, get_quant
@@ -326,12 +333,20 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
 
         count = B * h_loc
         qrows = 1 if decode else l
-        for k, (kk, nn) in (("a1", (dh, keys)), ("a2", (keys, dh))):
-            lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
+        for k in ("a1", "a2"):
+            if k == "a1":       # Q·Kᵀ: k = d_head (fixed), the keys are its outputs
+                kk, nn = dh, keys
+                lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
+                kk_v, lanes_v = kk, None
+            else:               # P·V: the keys are its inner dimension; fixed lanes, padded
+                kk, nn = keys, dh
+                lanes = pv_lanes_np(r[k], cl[k], dh, False)
+                lanes_v = pv_lanes_np(r[k], cl[k], dh, True)
+                kk, kk_v = pad_to(keys, lanes), pad_to(keys, lanes_v)
             fill, comp, tail = gemm_parts_np(r[k], cl[k], kk, nn, lanes, qrows)
             t_gemm = fill + count * comp + tail
             first_gemm = gemm_cycles_np(r[k], cl[k], kk, nn, lanes, np.minimum(qrows, r[k]))
-            t_gemv, _ = gemv_cycles_np(r[k], cl[k], kk, nn, count)
+            t_gemv, _ = gemv_cycles_np(r[k], cl[k], kk_v, nn, count, lanes_v)
             t = np.where(gemv, t_gemv, t_gemm).astype(float)
             # softmax needs whole score rows, so in decode (one row) nothing overlaps
             first = t if decode else first_gemm.astype(float)
