@@ -73,3 +73,17 @@ def test_demo_in_a_terminal(tmp_path):
     assert code == 0, out[-3000:]
     assert "Traceback" not in out
     assert "bit-exact against the golden model on every array" in out
+
+
+def test_dev_llmloom_reads_paths_from_where_it_is_called(tmp_path, rng):
+    """`./dev llmloom ...` from another folder: relative paths are the caller's, not the
+    repository's (./dev changes into the repository to set the environment up)."""
+    from pathlib import Path
+    dev = Path(__file__).resolve().parents[2] / "dev"
+    np.savez(tmp_path / "row.npz", x=rng.integers(-128, 128, (2, 8)).astype(np.int8),
+             x_scale=np.float64(0.05))
+    proc = subprocess.run([str(dev), "llmloom", "run", "softmax", "--inputs", "row.npz",
+                           "--outputs", "y.npz", "--sim", "amaranth"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "y.npz").exists()
