@@ -5,7 +5,7 @@
 
 Prints JSON: per target (ECP5-85F and iCE40UP5K with place and route, UltraScale+ area only)
 and per array size, LUT/FF/DSP/BRAM, the same per MAC, Fmax and the critical path, with DSP
-packing (``dsp_packing``, two int8 MACs per DSP48E2) as well on xcup; then the issue's targets
+packing (``dsp_packing``, two int8 MACs per DSP48E2) as well on xcup; then our targets
 (8×8 int8 GEMM at ≥ 100 MHz on ECP5-85F; one multiplier per int8 MAC, half with packing on
 xcup) with whether they are met. ``--seeds N`` places and routes the ECP5-85F 8×8 GEMM with N
 placer seeds (Fmax varies with the seed; the target is judged on the lowest).
