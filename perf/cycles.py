@@ -211,7 +211,7 @@ BLOCK_TIMING["gpt2-block"] = BLOCK_TIMING["bert-layer"] = layer_timing
 
 @predicts("gpt2-block")
 def gpt2_block_cycles(cfg, sizes):
-    """Cycles of a run of :class:`~llmloom.hw.layers.gpt2.Gpt2Block` on tensors of ``sizes``
+    """Cycles of a run of :class:`~llmloom.hw.layers.layer.Gpt2Block` on tensors of ``sizes``
     rows (``(l,)`` for a prefill of l rows; ``(p, 1, 1, ...)`` for a prefill then decode
     steps), each tensor offered once the previous one's output is out: the sum of the
     tensors' cycles, as the simulation counts them (first input beat to last output beat).
@@ -221,6 +221,6 @@ def gpt2_block_cycles(cfg, sizes):
 
 @predicts("bert-layer")
 def bert_layer_cycles(cfg, sizes):
-    """Cycles of :class:`~llmloom.hw.layers.bert.BertLayer` on tensors of ``sizes`` rows (one
+    """Cycles of :class:`~llmloom.hw.layers.layer.BertLayer` on tensors of ``sizes`` rows (one
     tensor of ``seq`` rows per run); see :func:`gpt2_block_cycles`."""
     return layer_timing(cfg, sizes).cycles

@@ -1,7 +1,7 @@
-"""Parts shared by the composed layers (:mod:`.gpt2`, :mod:`.bert`): a linear stage (the
-engine ``cfg.engine`` names — the output-stationary GEMM or the decode GEMV — with its weights
-at elaboration, a gearbox from the engine's columns to the stream lanes, the re-quantiser), the
-FFN (FFN1 → requant → GELU → FFN2 → requant), and the bypass depths the schedule needs."""
+"""Parts of the composed layers (:mod:`.layer`): a linear stage (the engine ``cfg.engine``
+names — the output-stationary GEMM or the decode GEMV — with its weights at elaboration, a
+gearbox from the engine's columns to the stream lanes, the re-quantiser), the checks a layer
+must pass to be built, and the depth of the queues on its skips."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..blocks.activation import Gelu
 from ..blocks.attention import check_rtl as check_attention_rtl
 from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
@@ -19,8 +18,9 @@ from ..numeric import INT8
 from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
-__all__ = ["Linear", "Ffn", "check_layer_rtl", "check_layer_shape", "attention_bypass_depth",
-           "ffn_bypass_depth", "ffn_in_flight_rows", "engine_held_rows"]
+__all__ = ["Linear", "check_layer_rtl", "check_layer_shape", "attention_bypass_depth",
+           "ffn_bypass_depth", "ffn_in_flight_rows", "engine_held_rows", "skip_rows",
+           "skip_depth", "BRANCH_SLACK_ROWS"]
 
 
 def check_layer_rtl(cfg, weights):
@@ -60,14 +60,10 @@ def _beats(cfg, width):
     return width // cfg.lanes
 
 
-def attention_bypass_depth(cfg):
-    """Beats of the queue that carries the layer input around the attention: the attention
-    holds a whole tensor (up to ``seq`` rows) before it emits its first row, so every input
-    row of the tensor must have passed the fork — and sit in this queue — by then. The same
-    for both engines: whichever engine the Q/K/V stages use (a GEMM waiting for a token
-    tile, a GEMV taking each row as it comes), the attention takes their rows as they come
-    and emits nothing before the tensor's last row, so this queue must hold them all."""
-    return cfg.seq * _beats(cfg, cfg.d_model)
+#: Rows that the row kernels and register stages of a skip's branch hold besides its engines
+#: (layernorm's row buffer, the gearboxes, re-quantisers and the GELU table, each at most a
+#: row or two).
+BRANCH_SLACK_ROWS = 4
 
 
 def engine_held_rows(cfg, rows):
@@ -87,20 +83,41 @@ def engine_held_rows(cfg, rows):
     return 4 * rows if cfg.engine == "gemm" else 4
 
 
+def skip_rows(cfg, stage):
+    """Rows the queue on the skip of residual ``stage`` (a :class:`~.description.Stage`)
+    must hold: as many as its branch — the stages between the fork and the residual's first
+    input (:meth:`~.description.LayerDescription.branch`) — can hold, so that no stall
+    pattern can deadlock the fork.
+
+    * A branch through the attention: ``seq`` rows. The attention holds a whole tensor (up to
+      ``seq`` rows) before it emits its first row, so every input row of the tensor must have
+      passed the fork — and sit in the queue — by then, whichever engine the linear stages use.
+    * Otherwise its engines' :func:`engine_held_rows` and :data:`BRANCH_SLACK_ROWS`. Deadlock
+      freedom needs far less — a GEMM starts a token tile when its ``rows`` rows (or a
+      tensor's ``end``) are in, a GEMV a row as soon as it is in — but a queue this deep also
+      never throttles the branch.
+    """
+    branch = cfg.description.branch(stage)
+    if any(st.kind == "attention" for st in branch):
+        return cfg.seq
+    return sum(engine_held_rows(cfg, cfg.linear(st.name).rows)
+               for st in branch if st.kind == "linear") + BRANCH_SLACK_ROWS
+
+
+def skip_depth(cfg, stage):
+    """Beats of the queue on the skip of residual ``stage`` (:func:`skip_rows` rows)."""
+    return skip_rows(cfg, stage) * _beats(cfg, cfg.d_model)
+
+
+def attention_bypass_depth(cfg):
+    """Beats of the queue that carries the skip around the attention (``residual1``'s)."""
+    return skip_depth(cfg, cfg.description["residual1"])
+
+
 def ffn_in_flight_rows(cfg):
     """Most rows the FFN branch (norm or not, FFN1, GELU, FFN2 and their re-quantisers) can
-    hold between the fork and the residual add.
-
-    Its two engines hold :func:`engine_held_rows` each (GEMM: ``4·ffn_rows``, so
-    ``8·ffn_rows``; GEMV: 4, so 8). The row kernels and register stages around them
-    (layernorm's row buffer, the gearboxes, re-quantisers and the GELU table, each at most a
-    row or two) add 4 rows. Deadlock freedom needs far less — the rows an engine must see
-    beyond a row before it emits it, plus that row: a GEMM starts a token tile when its
-    ``ffn_rows`` rows (or a tensor's ``end``) are in, so the residual's oldest pending row
-    needs at most ``ffn_rows − 1`` rows beyond it to have passed the fork (``ffn_rows`` rows);
-    a GEMV starts a row as soon as that row is in (1 row) — but a queue this deep also never
-    throttles the branch."""
-    return 2 * engine_held_rows(cfg, cfg.ffn_rows) + 4
+    hold between the fork and the residual add (``residual2``'s :func:`skip_rows`)."""
+    return skip_rows(cfg, cfg.description["residual2"])
 
 
 def ffn_bypass_depth(cfg):
@@ -153,30 +170,4 @@ class Linear(wiring.Component):
         wiring.connect(m, engine.o, gear.i)
         wiring.connect(m, gear.o, req.i)
         wiring.connect(m, req.o, wiring.flipped(self.o))
-        return m
-
-
-class Ffn(wiring.Component):
-    """The feed-forward network: FFN1 → requant → GELU → FFN2 → requant (``d_model`` in and
-    out, ``d_ff`` inside).
-
-    Members
-    -------
-    i, o : stream of ``row_layout(signed(8), lanes)`` rows of ``d_model``.
-    """
-
-    def __init__(self, cfg: LayerConfig, weights: LayerWeights):
-        self._cfg, self._w = cfg, weights
-        beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
-        super().__init__({"i": In(beat), "o": Out(beat)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.f1 = f1 = Linear(self._cfg, self._w, "f1")
-        m.submodules.gelu = gelu = Gelu(self._cfg.gelu)
-        m.submodules.f2 = f2 = Linear(self._cfg, self._w, "f2")
-        wiring.connect(m, wiring.flipped(self.i), f1.i)
-        wiring.connect(m, f1.o, gelu.i)
-        wiring.connect(m, gelu.o, f2.i)
-        wiring.connect(m, f2.o, wiring.flipped(self.o))
         return m

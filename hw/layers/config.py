@@ -1,19 +1,10 @@
 """The configuration of one transformer layer: the single source of truth of its integer
 numerics, from which the exact config of every block of every stage is derived.
 
-Dataflow (int8 rows between stages; every tensor has one per-tensor scale in
-:class:`ActScales`, named after it):
-
-GPT-2 block (pre-norm, causal)::
-
-    n1 = LN1(x);  q, k, v = n1·Wq+bq, n1·Wk+bk, n1·Wv+bv;  attn = SDPA(q, k, v)
-    o = attn·Wo+bo;  r1 = o + x;  n2 = LN2(r1)
-    u = n2·W1+b1;  g = GELU_tanh(u);  f = g·W2+b2;  r2 = f + r1 = y
-
-BERT encoder layer (post-norm, bidirectional)::
-
-    q, k, v = x·Wq+bq, ...;  attn = SDPA(q, k, v);  o = attn·Wo+bo;  r1 = o + x;  n1 = LN1(r1)
-    u = n1·W1+b1;  g = GELU_erf(u);  f = g·W2+b2;  r2 = f + n1;  n2 = LN2(r2) = y
+What the layer computes — its stages, the tensors between them — is its architecture's
+description (:mod:`.gpt2`, :mod:`.bert`; :mod:`.description`); every int8 tensor between
+stages has one per-tensor scale in :class:`ActScales`, named after it, and each stage's block
+config takes the scales of the tensors it reads and writes.
 
 Every linear stage is a linear engine — the output-stationary :class:`GemmConfig` or the decode
 :class:`GemvConfig`, chosen by ``engine`` (int8 × int8 → int32 either way, weights in×out) —
@@ -46,30 +37,23 @@ from ..blocks.residual import ResidualConfig
 from ..blocks.rowkernel import MAX_LENGTH, check_vector
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT32
+from .bert import BERT
+from .gpt2 import GPT2
 
-__all__ = ["ARCHS", "ENGINES", "LN_EPS", "LINEARS", "ActScales", "LinearParams", "NormParams",
-           "LayerConfig", "LayerWeights"]
+__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "ActScales", "LinearParams",
+           "NormParams", "LayerConfig", "LayerWeights"]
 
-ARCHS = ("gpt2", "bert")
+#: The architectures: name → its layer's description.
+DESCRIPTIONS = {d.arch: d for d in (GPT2, BERT)}
+ARCHS = tuple(DESCRIPTIONS)
 #: Layernorm epsilon of each architecture (Hugging Face defaults).
-LN_EPS = {"gpt2": 1e-5, "bert": 1e-12}
-#: The linear stages: name → (input tensor, output tensor) per arch, and weight name.
-LINEARS = ("q", "k", "v", "o", "f1", "f2")
+LN_EPS = {arch: d.eps for arch, d in DESCRIPTIONS.items()}
+#: The linear stages (each one a :class:`LinearParams` field of :class:`LayerConfig`).
+LINEARS = tuple(st.name for st in GPT2.of_kind("linear"))
+assert all(tuple(st.name for st in d.of_kind("linear")) == LINEARS
+           for d in DESCRIPTIONS.values())
 #: The engines a linear stage can run on (:attr:`LayerConfig.engine`).
 ENGINES = ("gemm", "gemv")
-_WEIGHT = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "f1": "w1", "f2": "w2"}
-_LINEAR_IO = {
-    "gpt2": {"q": ("n1", "q"), "k": ("n1", "k"), "v": ("n1", "v"), "o": ("attn", "o"),
-             "f1": ("n2", "u"), "f2": ("g", "f")},
-    "bert": {"q": ("x", "q"), "k": ("x", "k"), "v": ("x", "v"), "o": ("attn", "o"),
-             "f1": ("n1", "u"), "f2": ("g", "f")},
-}
-_STAGES = {
-    "gpt2": ("norm1", "q", "k", "v", "attention", "o", "residual1", "norm2", "f1", "gelu",
-             "f2", "residual2"),
-    "bert": ("q", "k", "v", "attention", "o", "residual1", "norm1", "f1", "gelu", "f2",
-             "residual2", "norm2"),
-}
 
 
 def _scale_field(doc):
@@ -254,12 +238,17 @@ class LayerConfig(BlockConfig):
         return self.d_model // self.heads
 
     @property
+    def description(self):
+        """The architecture's layer: its stages and the tensors between them."""
+        return DESCRIPTIONS[self.arch]
+
+    @property
     def eps_value(self):
-        return LN_EPS[self.arch] if self.eps is None else self.eps
+        return self.description.eps if self.eps is None else self.eps
 
     @property
     def causal(self):
-        return self.arch == "gpt2"
+        return self.description.causal
 
     @property
     def calibrated(self):
@@ -269,8 +258,9 @@ class LayerConfig(BlockConfig):
 
     @property
     def y_scale(self):
-        """Scale of the layer output: ``r2`` (GPT-2) or ``n2`` (BERT)."""
-        return self._scales.r2 if self.arch == "gpt2" else self._scales.n2
+        """Scale of the layer output (the description's output tensor: GPT-2 ``r2``, BERT
+        ``n2``)."""
+        return getattr(self._scales, self.description.output)
 
     @property
     def _scales(self):
@@ -293,7 +283,8 @@ class LayerConfig(BlockConfig):
 
     def linear_io(self, name):
         """``(input tensor, output tensor)`` names of a linear stage (keys of ActScales)."""
-        return _LINEAR_IO[self.arch][name]
+        st = self.description[name]
+        return st.inputs[0], st.output
 
     # Block configs ---------------------------------------------------------------------------
     def _linear_fields(self, name):
@@ -352,46 +343,59 @@ class LayerConfig(BlockConfig):
     f1_requant = property(lambda self: self.requant("f1"), doc="FFN1 re-quantisation")
     f2_requant = property(lambda self: self.requant("f2"), doc="FFN2 re-quantisation")
 
-    def _norm(self, which):
-        p = self._require(which)
+    def _norm(self, name):
+        st = self.description[name]
+        p = self._require(st.params)
         s = self._scales
-        src = {"gpt2": {"ln1": "x", "ln2": "r1"}, "bert": {"ln1": "r1", "ln2": "r2"}}
-        dst = {"ln1": "n1", "ln2": "n2"}[which]
         return LayerNormConfig(length=self.d_model, lanes=self.lanes,
-                               x_scale=getattr(s, src[self.arch][which]), eps=self.eps_value,
-                               out_scale=getattr(s, dst), gamma=p.gamma, beta=p.beta)
+                               x_scale=getattr(s, st.inputs[0]), eps=self.eps_value,
+                               out_scale=getattr(s, st.output), gamma=p.gamma, beta=p.beta)
 
     @property
     def norm1(self):
         """LN1: of the input (GPT-2) or of the first residual sum (BERT)."""
-        return self._norm("ln1")
+        return self._norm("norm1")
 
     @property
     def norm2(self):
         """LN2: of the first residual sum (GPT-2) or of the second (BERT)."""
-        return self._norm("ln2")
+        return self._norm("norm2")
 
     @property
     def gelu(self):
-        """GELU table: GPT-2's tanh formula, or BERT's exact (erf) GELU."""
+        """GELU table: GPT-2's tanh formula, or BERT's exact (erf) GELU (the description's
+        ``act``)."""
+        st = self.description["gelu"]
         s = self._scales
-        return GeluConfig(length=self.d_ff, lanes=self.lanes, x_scale=s.u, out_scale=s.g,
-                          approximation="tanh" if self.arch == "gpt2" else "erf")
+        return GeluConfig(length=self.d_ff, lanes=self.lanes, x_scale=getattr(s, st.inputs[0]),
+                          out_scale=getattr(s, st.output),
+                          approximation=self.description.act.removeprefix("gelu_"))
+
+    def _residual(self, name):
+        st = self.description[name]
+        s = self._scales
+        branch, skip = st.inputs
+        return ResidualConfig(length=self.d_model, lanes=self.lanes,
+                              x_scale=getattr(s, branch), r_scale=getattr(s, skip),
+                              out_scale=getattr(s, st.output), rounding=self.rounding)
 
     @property
     def residual1(self):
         """``r1 = o + x`` (branch o as the main path, input x as the skip)."""
-        s = self._scales
-        return ResidualConfig(length=self.d_model, lanes=self.lanes, x_scale=s.o,
-                              r_scale=s.x, out_scale=s.r1, rounding=self.rounding)
+        return self._residual("residual1")
 
     @property
     def residual2(self):
         """``r2 = f + skip`` with skip ``r1`` (GPT-2) or ``n1`` (BERT)."""
-        s = self._scales
-        skip = s.r1 if self.arch == "gpt2" else s.n1
-        return ResidualConfig(length=self.d_model, lanes=self.lanes, x_scale=s.f,
-                              r_scale=skip, out_scale=s.r2, rounding=self.rounding)
+        return self._residual("residual2")
+
+    def stage_config(self, name):
+        """The block config of stage ``name``: ``(engine, requant)`` for a linear stage (the
+        engine of :meth:`linear`), else the block's own config."""
+        st = self.description[name]
+        if st.kind == "linear":
+            return self.linear(name), self.requant(name)
+        return getattr(self, name)
 
     @property
     def attention(self):
@@ -418,13 +422,7 @@ class LayerConfig(BlockConfig):
     def stages(self):
         """``[(name, config)]`` in dataflow order; a linear stage is ``(name, (engine,
         requant))`` with the engine config of :meth:`linear`."""
-        out = []
-        for name in _STAGES[self.arch]:
-            if name in LINEARS:
-                out.append((name, (self.linear(name), self.requant(name))))
-            else:
-                out.append((name, getattr(self, name)))
-        return out
+        return [(st.name, self.stage_config(st.name)) for st in self.description.stages]
 
     @property
     def kv_cache_bytes(self):
@@ -460,7 +458,7 @@ class LayerWeights:
 
     def matrix(self, name):
         """The weights of a linear stage (``q k v o f1 f2``)."""
-        return getattr(self, _WEIGHT[name])
+        return getattr(self, GPT2[name].weight)
 
     def check(self, cfg):
         """Raise :class:`ConfigError` unless every matrix has the shape ``cfg`` needs."""
@@ -468,7 +466,7 @@ class LayerWeights:
             want = cfg.linear_shape(name)
             got = self.matrix(name).shape
             if got != want:
-                raise ConfigError(f"weight {_WEIGHT[name]} has shape {got[0]}×{got[1]}; "
+                raise ConfigError(f"weight {GPT2[name].weight} has shape {got[0]}×{got[1]}; "
                                   f"expected {want[0]}×{want[1]} for this layer config")
         return self
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...hw.config import ConfigError
-from ...hw.layers.bert import BertLayer
 from ...hw.layers.config import LayerConfig
-from ...hw.layers.gpt2 import Gpt2Block
+from ...hw.layers.layer import BertLayer, Gpt2Block
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float

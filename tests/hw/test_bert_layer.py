@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from llmloom.hw.config import ConfigError
-from llmloom.hw.layers.bert import BertLayer
+from llmloom.hw.layers.layer import BertLayer
 from llmloom.sim.blocks.layers import BertLayerHarness
 from llmloom.sim.golden.layers import layer_bitexact
 from llmloom.sim.quantize import quantize_input

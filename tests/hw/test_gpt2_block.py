@@ -11,7 +11,7 @@ import pytest
 
 from llmloom.hw.config import ConfigError
 from llmloom.hw.layers.common import attention_bypass_depth, ffn_bypass_depth
-from llmloom.hw.layers.gpt2 import Gpt2Block
+from llmloom.hw.layers.layer import Gpt2Block
 from llmloom.sim.blocks.layers import (
     Gpt2BlockHarness,
     layer_collect,

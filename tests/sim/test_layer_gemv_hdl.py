@@ -12,8 +12,7 @@ from amaranth.hdl import ClockDomain, Module, Value
 from amaranth.sim import Simulator
 
 from llmloom.hw.blocks.gemv import GemvConfig
-from llmloom.hw.layers.bert import BertLayer
-from llmloom.hw.layers.gpt2 import Gpt2Block
+from llmloom.hw.layers.layer import BertLayer, Gpt2Block
 from llmloom.hw.numeric import INT8
 from llmloom.hw.stream import row_layout
 from llmloom.sim.blocks.layers import Gpt2BlockHarness, layer_golden

@@ -1,0 +1,185 @@
+"""What a layer is, written once: its stages, the tensors between them, and the architecture's
+constants. Everything that builds, simulates, times or costs a layer walks this description.
+
+A :class:`LayerDescription` is a list of :class:`Stage` in dataflow order. Each stage is an
+operator of one *kind* (what block it is), reads named tensors and writes one; a tensor's name
+is also the name of its activation scale (:class:`~.config.ActScales`), and ``x`` is the
+layer's input. From the description alone follow the edges (who reads what), where a tensor
+fans out (a fork in the hardware), and which edges are *skips*: a residual's second input,
+which waits in a queue while its first input goes the long way round.
+
+Who walks it:
+
+* :mod:`.config` — every stage's block config: a stage's scales are those of the tensors it
+  reads and writes; the layer's output scale is that of :attr:`LayerDescription.output`.
+* :mod:`.layer` — the RTL: one block per stage, a :class:`~llmloom.hw.stream.Fork` where a
+  tensor has several readers, a :class:`~llmloom.hw.stream.Queue` on every skip, sized by
+  :func:`~.layer.skip_rows`.
+* :mod:`llmloom.sim.golden.layers` — the float64 layer and the bit-exact one.
+* :mod:`llmloom.perf.pipeline` — the beat-level timing; :mod:`llmloom.perf.resources` — the
+  resource model (one part per stage, queue and fork).
+
+The kinds: ``norm`` (layernorm of one input), ``linear`` (engine → requant; its weight and
+bias are ``weight`` and ``b…``), ``attention`` (reads q, k, v; holds a whole tensor before it
+emits), ``act`` (the element-wise activation, ``LayerDescription.act``), ``residual`` (reads
+the branch, then the skip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["KINDS", "Stage", "LayerDescription"]
+
+#: The kinds of stage and the names of their input ports, in the order of ``Stage.inputs``.
+KINDS = {
+    "norm": ("i",),
+    "linear": ("i",),
+    "attention": ("q", "k", "v"),
+    "act": ("i",),
+    "residual": ("x", "r"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One operator of a layer.
+
+    Parameters
+    ----------
+    name : str
+        The stage's one name, in the RTL (its submodule), the golden models, the timing and
+        resource models and every report.
+    kind : str
+        A key of :data:`KINDS`.
+    inputs : tuple of str
+        The tensors it reads, one per input port of its kind.
+    output : str
+        The tensor it writes.
+    params : str
+        Where its constants come from: a linear stage's field of
+        :class:`~.config.LayerConfig` (its per-channel scales and bias), a norm's gain and
+        shift (``ln1`` → ``ln1_g``, ``ln1_b`` among the float weights, ``cfg.ln1`` once
+        calibrated).
+    weight : str
+        A linear stage's weight matrix (canonical name, ``x @ W``); its bias is ``b`` and the
+        rest of the name.
+    """
+
+    name: str
+    kind: str
+    inputs: tuple
+    output: str
+    params: str = ""
+    weight: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"stage {self.name}: kind {self.kind!r} is not allowed; allowed: "
+                             f"{', '.join(KINDS)}")
+        if len(self.inputs) != len(KINDS[self.kind]):
+            raise ValueError(f"stage {self.name}: a {self.kind} reads {len(KINDS[self.kind])} "
+                             f"tensor(s), not {len(self.inputs)}")
+        if self.kind == "linear" and not self.weight.startswith("w"):
+            raise ValueError(f"stage {self.name}: a linear stage names its weight (w...)")
+
+    @property
+    def bias(self):
+        """A linear stage's bias (canonical name)."""
+        return "b" + self.weight[1:]
+
+    @property
+    def ports(self):
+        """``[(input port, tensor)]``."""
+        return list(zip(KINDS[self.kind], self.inputs, strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDescription:
+    """One architecture's layer.
+
+    Parameters
+    ----------
+    arch : str
+        Its name (``LayerConfig.arch``).
+    stages : tuple of Stage
+        In dataflow order: every tensor a stage reads is ``x`` or written by an earlier one.
+    output : str
+        The layer's output tensor.
+    causal : bool
+        Whether the attention masks future positions (and so whether decode is possible).
+    act : str
+        The activation of the ``act`` stage: ``gelu_tanh`` or ``gelu_erf``.
+    eps : float
+        The norms' epsilon (the Hugging Face default of the architecture).
+    """
+
+    arch: str
+    stages: tuple
+    output: str
+    causal: bool
+    act: str
+    eps: float
+
+    def __post_init__(self):
+        seen = {"x"}
+        names = set()
+        for st in self.stages:
+            if st.name in names:
+                raise ValueError(f"{self.arch}: stage {st.name!r} appears twice")
+            names.add(st.name)
+            missing = [t for t in st.inputs if t not in seen]
+            if missing:
+                raise ValueError(f"{self.arch}: stage {st.name} reads {', '.join(missing)} "
+                                 "before any stage writes it")
+            if st.output in seen:
+                raise ValueError(f"{self.arch}: tensor {st.output!r} is written twice")
+            seen.add(st.output)
+        if self.output not in seen:
+            raise ValueError(f"{self.arch}: output {self.output!r} is not written")
+
+    def __getitem__(self, name):
+        for st in self.stages:
+            if st.name == name:
+                return st
+        raise KeyError(f"{self.arch} has no stage {name!r}")
+
+    def of_kind(self, kind):
+        """The stages of ``kind``, in order."""
+        return [st for st in self.stages if st.kind == kind]
+
+    @property
+    def tensors(self):
+        """Every tensor: ``x``, then each stage's output."""
+        return ["x", *(st.output for st in self.stages)]
+
+    def producer(self, tensor):
+        """The stage writing ``tensor`` (``None`` for the input ``x``)."""
+        return next((st for st in self.stages if st.output == tensor), None)
+
+    def readers(self, tensor):
+        """``[(stage, port)]`` reading ``tensor``, in stage order."""
+        return [(st, port) for st in self.stages for port, t in st.ports if t == tensor]
+
+    def is_skip(self, stage, port):
+        """Whether input ``port`` of ``stage`` is a skip: a residual's second input."""
+        return stage.kind == "residual" and port == KINDS["residual"][1]
+
+    def branch(self, stage):
+        """The stages a skip's tensor passes on the long way round to ``stage`` (a residual):
+        every stage on a path from the skip's tensor to the residual's first input."""
+        skip = stage.inputs[1]
+        on_path = {}
+
+        def reaches(tensor):
+            # does ``tensor`` depend on the skip's tensor? (memoised over producers)
+            if tensor == skip:
+                return True
+            if tensor in on_path:
+                return on_path[tensor]
+            prod = self.producer(tensor)
+            on_path[tensor] = prod is not None and any(reaches(t) for t in prod.inputs)
+            return on_path[tensor]
+
+        reaches(stage.inputs[0])
+        return [st for st in self.stages if on_path.get(st.output)]

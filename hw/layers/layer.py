@@ -1,0 +1,132 @@
+"""A layer's RTL, composed by walking its description (:mod:`.description`): one block per stage,
+a :class:`~llmloom.hw.stream.Fork` where a tensor has several readers, a
+:class:`~llmloom.hw.stream.Queue` on every skip (:func:`~.common.skip_depth`).
+
+Each linear stage is an engine (weights at elaboration) → gearbox → re-quantiser
+(:class:`~.common.Linear`): the output-stationary GEMM, or with ``engine="gemv"`` the decode
+GEMV (every multiplier busy on one token row). Every block is configured from the one
+:class:`~.config.LayerConfig` (:meth:`~.config.LayerConfig.stage_config`), so the output
+equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit, whatever the engine.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..blocks.activation import Gelu
+from ..blocks.attention import Attention
+from ..blocks.norm import Norm
+from ..blocks.residual import Residual
+from ..numeric import INT8
+from ..stream import Fork, Queue, row_layout
+from .common import Linear, check_layer_rtl, skip_depth
+from .config import LayerConfig, LayerWeights
+
+__all__ = ["Layer", "Gpt2Block", "BertLayer"]
+
+
+class Layer(wiring.Component):
+    """One transformer layer of ``cfg.arch``, W8A8, with its KV cache on chip.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        Calibrated.
+    weights : LayerWeights
+        The int8 matrices, held in the linear engines' memories from elaboration.
+
+    Members
+    -------
+    i : In(stream.Signature(row_layout(signed(8), lanes)))
+        Input rows at ``cfg.scales.x`` (``d_model / lanes`` beats each), ``end`` on the last
+        beat of a tensor: a prefill chunk of rows at positions ``pos ..``, or (causal
+        layers) one decode row.
+    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+        Output rows at ``cfg.y_scale``, ``last`` per row, ``end`` on a tensor's last beat.
+    clear : In(1)
+        Plain strobe: start a new sequence (empties the KV cache). Between tensors only.
+    pos : Out(range(seq + 1))
+        Rows of the sequence the attention has taken so far.
+    overflow : Out(1)
+        Sticky: more than ``seq`` positions were offered (the chunk is refused).
+
+    Timing: the attention holds a whole tensor before it emits (its three phases), so a
+    tensor's first output row leaves after all its rows went through the stages before it and
+    the attention's heads; everything else streams row by row at one beat per cycle, the
+    engines permitting (a GEMM waits for a token tile; a GEMV takes ``n_tiles × k_words``
+    cycles per row). Backpressure on ``o`` propagates back to ``i`` without loss; the queues
+    on the skips are sized so that no stall pattern can deadlock the forks
+    (:func:`~.common.skip_rows`).
+    """
+
+    arch = None        # a subclass for one architecture checks it
+
+    def __init__(self, cfg: LayerConfig, weights: LayerWeights):
+        self._MustUse__silence = True
+        check_layer_rtl(cfg, weights)
+        if self.arch is not None and cfg.arch != self.arch:
+            raise ValueError(f"arch={cfg.arch!r}: {type(self).__name__} needs "
+                             f"arch={self.arch!r}")
+        self._MustUse__silence = False
+        self.cfg, self.weights = cfg, weights
+        beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
+        super().__init__({"i": In(beat), "o": Out(beat), "clear": In(1),
+                          "pos": Out(range(cfg.seq + 1)), "overflow": Out(1)})
+
+    def _block(self, stage):
+        cfg = self.cfg
+        if stage.kind == "linear":
+            return Linear(cfg, self.weights, stage.name)
+        block = {"norm": Norm, "attention": Attention, "act": Gelu,
+                 "residual": Residual}[stage.kind]
+        return block(cfg.stage_config(stage.name))
+
+    def elaborate(self, platform):
+        cfg, desc = self.cfg, self.cfg.description
+        m = Module()
+        beat = row_layout(INT8.shape, cfg.lanes)
+        blocks = {}
+        for st in desc.stages:
+            # linear stages keep their engine's usual name (q_proj, ..., f1, f2)
+            sub = f"{st.name}_proj" if st.name in ("q", "k", "v", "o") else st.name
+            m.submodules[sub] = blocks[st.name] = self._block(st)
+        sources = {"x": wiring.flipped(self.i)}
+        sources |= {st.output: blocks[st.name].o for st in desc.stages}
+        for tensor in desc.tensors:
+            readers = desc.readers(tensor)
+            if tensor == desc.output:
+                readers = readers + [(None, None)]          # the layer's output port
+            outs = [sources[tensor]]
+            if len(readers) > 1:
+                m.submodules[f"fork_{tensor}"] = fork = Fork(beat, len(readers))
+                wiring.connect(m, sources[tensor], fork.i)
+                outs = [getattr(fork, f"o_{n}") for n in range(len(readers))]
+            for out, (st, port) in zip(outs, readers, strict=True):
+                if st is None:
+                    wiring.connect(m, out, wiring.flipped(self.o))
+                    continue
+                sink = getattr(blocks[st.name], port)
+                if desc.is_skip(st, port):
+                    m.submodules[f"skip_{st.name}"] = queue = Queue(beat, skip_depth(cfg, st))
+                    wiring.connect(m, out, queue.i)
+                    out = queue.o
+                wiring.connect(m, out, sink)
+        attn = blocks[desc.of_kind("attention")[0].name]
+        m.d.comb += [attn.clear.eq(self.clear), self.pos.eq(attn.pos),
+                     self.overflow.eq(attn.overflow)]
+        return m
+
+
+class Gpt2Block(Layer):
+    """The GPT-2 block (:data:`~.gpt2.GPT2`): a :class:`Layer` that takes ``arch="gpt2"``."""
+
+    arch = "gpt2"
+
+
+class BertLayer(Layer):
+    """The BERT encoder layer (:data:`~.bert.BERT`): a :class:`Layer` that takes
+    ``arch="bert"``."""
+
+    arch = "bert"
