@@ -125,7 +125,11 @@ def build(board, cfg=None, out=None, *, do_build=True, max_rows=None, baud=11520
         text = (Path(tmp) / "build.log").read_text(errors="replace")
         if proc.returncode or not (Path(tmp) / bitstream).exists():
             tail = "\n".join(text.strip().splitlines()[-15:])
-            raise SynthError(f"the {spec.name} build failed:\n{tail}")
+            # yowasp-ecppack dies with a WebAssembly trap and no message of its own
+            hint = (" in ecppack, after place and route (a trap without a message: typically "
+                    "a cell parameter value nextpnr accepts and ecppack's database lacks)"
+                    if "in run_ecppack" in text else "")
+            raise SynthError(f"the {spec.name} build failed{hint}:\n{tail}")
         tim = Path(tmp) / "top.tim"
         result.fmax_mhz = parse_nextpnr_fmax(tim.read_text(errors="replace")) \
             if tim.exists() else None

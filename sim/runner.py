@@ -323,18 +323,24 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         runner = get_runner(sim)
         if progress:
             env["LLMLOOM_PROGRESS"] = str(tmp / "progress")
+        crashed = None
         # A failing cocotb test exits the runner (SystemExit); the result file says why.
+        # A simulator that stops on its own (a model's $fatal, a crash) makes the runner
+        # raise RuntimeError with no reason: the reason is in the log.
         with _progress_watch(drive, progress, sim, tmp / "progress"), \
                 _patched_environ(env), _quiet(tmp / "sim.log"), contextlib.suppress(SystemExit):
-            runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                        test_module="llmloom.sim.cocotb_bench",
-                        build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
-                        extra_env=env)
+            try:
+                runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                            test_module="llmloom.sim.cocotb_bench",
+                            build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
+                            extra_env=env)
+            except RuntimeError as exc:
+                crashed = exc
         result_path = tmp / "result.json"
-        if not result_path.exists():
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        if result is None or (crashed is not None and not result.get("error")):
             log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}")
-        result = json.loads(result_path.read_text())
+            raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}") from crashed
     if result.get("error") or "beats" not in result:
         from .engine import SimTimeout
         kind = SimTimeout if result.get("kind") == "SimTimeout" else AssertionError

@@ -5,14 +5,25 @@ A block elaborated with a :class:`~llmloom.hw.emit.FamilyHint` may instantiate a
 cannot run and Yosys ships no model of. The models here cover the modes the blocks use, from
 the ECP5 sysDSP usage guide (FPGA-TN-02205): registers on ``CLK0``/``CE0``/``RST0`` where a
 ``REG_*_CLK`` parameter names ``CLK0``, synchronous reset taking precedence over the clock
-enable, ``SIGNEDA``/``SIGNEDB`` choosing two's complement operands. Icarus and Verilator
-simulate a family's RTL with them (``run_block(..., family=...)``); a model that disagreed with
-the silicon would go unnoticed here, so they stay small and follow the guide's tables.
+enable, ``SIGNEDA``/``SIGNEDB`` choosing two's complement operands, the operands from the ``A``
+and ``B`` pins (``SOURCEB_MODE="B_SHIFT"`` with ``SOURCEA``/``SOURCEB`` low). Icarus and
+Verilator simulate a family's RTL with them (``run_block(..., family=...)``); a model that
+disagreed with the silicon would go unnoticed here, so they stay small and follow the guide's
+tables. A parameter value outside the documented set, or a documented mode the model does not
+implement, stops the simulation with ``$fatal`` at time 0 instead of being simulated as
+something else (``SOURCEB_MODE="B_INPUT"`` once simulated fine here and then could not be packed
+into a bitstream: ``tests/flows/test_build.py``).
 """
 
 from __future__ import annotations
 
 __all__ = ["FAMILY_MODELS", "family_sources"]
+
+
+#: The ECP5 MULT18X18D's ``SOURCEB_MODE`` values (FPGA-TN-02205; the enum prjtrellis fuzzed,
+#: ``fuzzers/ECP5/073-mult18_config``, and ``ecppack`` packs): with ``SOURCEB`` low, ``B_SHIFT``
+#: takes the B operand from the B pins, ``C_SHIFT`` from the C pins.
+SOURCEB_MODES = ("B_SHIFT", "C_SHIFT", "B_C_DYNAMIC", "HIGHSPEED")
 
 
 def _mult18x18d():
@@ -29,6 +40,34 @@ def _mult18x18d():
 
     def bus(prefix, n):
         return "{" + ", ".join(f"{prefix}{k}" for k in reversed(range(n))) + "}"
+
+    def one_of(name, values):
+        return " || ".join(f'{name} == "{v}"' for v in values)
+
+    # (parameter, the values the ECP5 documents, the ones this model implements)
+    checks = [(p, ("NONE", "CLK0", "CLK1", "CLK2", "CLK3"), ("NONE", "CLK0"))
+              for p in params if p.endswith("_CLK")]
+    checks += [(p, ("CE0", "CE1", "CE2", "CE3"), ("CE0",)) for p in params if p.endswith("_CE")]
+    checks += [(p, ("RST0", "RST1", "RST2", "RST3"), ("RST0",))
+               for p in params if p.endswith("_RST")]
+    checks += [("GSR", ("ENABLED", "DISABLED"), ("ENABLED", "DISABLED")),
+               ("RESETMODE", ("SYNC", "ASYNC"), ("SYNC",)),
+               ("SOURCEB_MODE", SOURCEB_MODES, ("B_SHIFT",)),
+               ("MULT_BYPASS", ("DISABLED", "ENABLED"), ("DISABLED",)),
+               ("CAS_MATCH_REG", ("FALSE", "TRUE"), ("FALSE", "TRUE"))]
+    check_lines = []
+    for name, documented, modelled in checks:
+        check_lines += [
+            f"    if (!({one_of(name, documented)}))",
+            f'      $fatal(1, "MULT18X18D: %s is not a documented {name} (one of '
+            f'{", ".join(documented)})", {name});',
+        ]
+        if modelled != documented:
+            check_lines += [
+                f"    else if (!({one_of(name, modelled)}))",
+                f'      $fatal(1, "MULT18X18D: {name}=%s is not modelled (only '
+                f'{", ".join(modelled)})", {name});',
+            ]
 
     lines = [
         "// llmloom simulation model of the ECP5 MULT18X18D (sim/vendor.py): the modes llmloom",
@@ -49,7 +88,13 @@ def _mult18x18d():
         "  wire [35:0] prod = prod_full[35:0];",
         '  wire [35:0] piped = (REG_PIPELINE_CLK == "NONE") ? prod : pipe_r;',
         '  wire [35:0] result = (REG_OUTPUT_CLK == "NONE") ? piped : out_r;',
+        "  initial begin",
+        *check_lines,
+        "  end",
         "  always @(posedge CLK0) begin",
+        "    // the shift-chain operands (SRIA/SRIB) are not modelled",
+        "    if (SOURCEA !== 1'b0 || SOURCEB !== 1'b0)",
+        '      $fatal(1, "MULT18X18D: SOURCEA/SOURCEB high (shift chain) is not modelled");',
         "    if (RST0) begin a_r <= 18'd0; b_r <= 18'd0; pipe_r <= 36'd0; out_r <= 36'd0; end",
         "    else if (CE0) begin a_r <= a; b_r <= b; pipe_r <= prod; out_r <= piped; end",
         "  end",

@@ -136,9 +136,13 @@ def _ecp5_multiplier(m, en, a, w):
     for reg, clk in (("INPUTA", "CLK0"), ("INPUTB", "CLK0"), ("PIPELINE", "NONE"),
                      ("OUTPUT", "CLK0"), ("INPUTC", "NONE")):
         regs |= {f"p_REG_{reg}_CLK": clk, f"p_REG_{reg}_CE": "CE0", f"p_REG_{reg}_RST": "RST0"}
+    # SOURCEB_MODE is one of B_SHIFT, C_SHIFT, B_C_DYNAMIC, HIGHSPEED (Lattice FPGA-TN-02205;
+    # the enum prjtrellis fuzzed and ecppack packs, nothing else). B_SHIFT with SOURCEB low takes
+    # the B operand from the B pins, as Yosys's own MULT18X18D mapping does; SOURCEB high would
+    # take it from the neighbour's shift chain (SRIB).
     m.submodules.mult = Instance(
         "MULT18X18D", **regs,
-        p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_INPUT",
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_SHIFT",
         p_MULT_BYPASS="DISABLED", p_CAS_MATCH_REG="FALSE",
         i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
         i_CLK0=ClockSignal(), i_CE0=en, i_RST0=ResetSignal(allow_reset_less=True),

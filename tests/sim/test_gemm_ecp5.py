@@ -4,6 +4,9 @@ cycles as the portable RTL."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from llmloom.sim.blocks.gemm import GemmHarness
 from llmloom.sim.golden.gemm import gemm_bitexact
 from llmloom.sim.runner import run_block
 from llmloom.sim.streams import Stalls
+from llmloom.sim.tools import tool_env
 from llmloom.sim.vendor import family_sources
 
 H = GemmHarness()
@@ -25,6 +29,8 @@ def test_ecp5_elaboration_uses_the_registered_multiplier():
     for reg in ("INPUTA", "INPUTB", "OUTPUT"):
         assert f'.REG_{reg}_CLK("CLK0")' in ecp5
     assert '.REG_PIPELINE_CLK("NONE")' in ecp5
+    # B from the B pins: a documented SOURCEB_MODE (B_INPUT, once here, cannot be packed)
+    assert ecp5.count('.SOURCEB_MODE("B_SHIFT")') == CFG.rows * CFG.cols
     # elsewhere (and in simulation) the portable multiplier
     assert "MULT18X18D" not in emit_verilog(Gemm(CFG))
     assert "MULT18X18D" not in emit_verilog(Gemm(CFG), platform=FamilyHint("ice40"))
@@ -65,3 +71,33 @@ def test_family_errors():
     with pytest.raises(ValueError, match="no simulation models for family 'gowin'; families "
                                          "with models: ecp5"):
         family_sources("gowin")
+
+
+@pytest.mark.parametrize("params, message", [
+    ('.SOURCEB_MODE("B_SHIFT"), .REG_INPUTB_CLK("CLK0")', None),
+    ('.SOURCEB_MODE("B_INPUT")', "B_INPUT is not a documented SOURCEB_MODE (one of B_SHIFT, "
+                                 "C_SHIFT, B_C_DYNAMIC, HIGHSPEED)"),
+    ('.SOURCEB_MODE("C_SHIFT")', "SOURCEB_MODE=C_SHIFT is not modelled (only B_SHIFT)"),
+    ('.REG_OUTPUT_CE("CE2")', "REG_OUTPUT_CE=CE2 is not modelled (only CE0)"),
+])
+def test_the_multiplier_model_stops_on_a_mode_it_does_not_simulate(params, message, tmp_path):
+    """The model refuses what the ECP5 does not document or the model does not implement,
+    rather than simulating it as something else (Icarus alone: the check is in the model)."""
+    if not shutil.which("iverilog", path=tool_env()["PATH"]):
+        pytest.skip("iverilog is not installed")
+    (tmp_path / "model.v").write_text(family_sources("ecp5")["ecp5_mult18x18d.v"])
+    (tmp_path / "tb.v").write_text(
+        "module tb; reg clk = 0;\n"
+        f"  MULT18X18D #({params}) m (.CLK0(clk), .CE0(1'b1), .RST0(1'b0),\n"
+        "    .SOURCEA(1'b0), .SOURCEB(1'b0), .SIGNEDA(1'b1), .SIGNEDB(1'b1));\n"
+        "  initial begin #1 clk = 1; #1 $display(\"ran\"); $finish; end\n"
+        "endmodule\n")
+    env = tool_env()
+    subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "tb.v", "model.v"], cwd=tmp_path,
+                   env=env, check=True, capture_output=True)
+    run = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=False)
+    if message is None:
+        assert "ran" in run.stdout and "FATAL" not in run.stdout
+    else:
+        assert message in run.stdout and "ran" not in run.stdout
