@@ -45,7 +45,7 @@ def gemm_parts_np(rows, cols, k, n, lanes, m):
     rows, cols, k, n, lanes, m = (np.asarray(x, dtype=np.int64)
                                   for x in (rows, cols, k, n, lanes, m))
     nt = _cdiv(n, cols)
-    kb = k // lanes
+    kb = _cdiv(k, lanes)
     steps = np.maximum(np.maximum(k, cols), rows)
     tiles = _cdiv(m, rows)
     last_rows = m - (tiles - 1) * rows
