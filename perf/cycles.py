@@ -66,7 +66,7 @@ def gemv_cycles(cfg, m):
     """Cycles of :class:`~llmloom.hw.blocks.gemv.Gemv` for ``m`` token rows (first activation
     beat accepted to last output beat; weights preloaded, input every cycle, output ready).
 
-    A row can start once its ``k/lanes`` beats have arrived; it then issues
+    A row can start once its ``k_beats = ceil(k/lanes)`` beats have arrived; it then issues
     ``n_tiles × k_words`` steps, and rows follow each other back to back unless their input
     is slower. Results leave two cycles after their last step (memory read, accumulate).
     """
