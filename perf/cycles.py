@@ -38,9 +38,9 @@ def gemm_cycles(cfg, m):
 
     The array needs a whole token tile (``rows`` rows of ``k``) before it starts; after that
     token tiles follow each other with no bubble, each taking ``n_tiles × tile_steps`` steps, as
-    long as the next tile's ``rows·k/lanes`` input beats arrive within that time. After the last
-    tile a flush brings the results out, and the last token tile's rows drain at one beat
-    (``cols`` outputs) per cycle.
+    long as the next tile's ``rows·k_beats`` input beats (``k_beats = ceil(k/lanes)``) arrive
+    within that time. After the last tile a flush brings the results out, and the last token
+    tile's rows drain at one beat (``cols`` outputs) per cycle.
     """
     if m < 1:
         raise ValueError(f"m={m} must be >= 1")
@@ -66,7 +66,7 @@ def gemv_cycles(cfg, m):
     """Cycles of :class:`~llmloom.hw.blocks.gemv.Gemv` for ``m`` token rows (first activation
     beat accepted to last output beat; weights preloaded, input every cycle, output ready).
 
-    A row can start once its ``k/lanes`` beats have arrived; it then issues
+    A row can start once its ``k_beats = ceil(k/lanes)`` beats have arrived; it then issues
     ``n_tiles × k_words`` steps, and rows follow each other back to back unless their input
     is slower. Results leave two cycles after their last step (memory read, accumulate).
     """

@@ -45,7 +45,7 @@ def gemm_parts_np(rows, cols, k, n, lanes, m):
     rows, cols, k, n, lanes, m = (np.asarray(x, dtype=np.int64)
                                   for x in (rows, cols, k, n, lanes, m))
     nt = _cdiv(n, cols)
-    kb = k // lanes
+    kb = _cdiv(k, lanes)
     steps = np.maximum(np.maximum(k, cols), rows)
     tiles = _cdiv(m, rows)
     last_rows = m - (tiles - 1) * rows
@@ -73,8 +73,7 @@ def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
 
     The engine splits K over its rows (an adder tree sums them) and N over its columns, so one
     vector takes ``ceil(k/rows)·ceil(n/cols)`` steps at full use of every MAC, after its
-    ``k/lanes`` input beats; ``lanes`` defaults to gcd(rows, k), the widest input the block
-    allows.
+    ``ceil(k/lanes)`` input beats; ``lanes`` defaults to gcd(rows, k).
 
     Returns
     -------
@@ -83,7 +82,7 @@ def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
     """
     rows, cols, k, n, m = (np.asarray(x, dtype=np.int64) for x in (rows, cols, k, n, m))
     lanes = np.gcd(rows, k) if lanes is None else np.asarray(lanes, dtype=np.int64)
-    beats = k // lanes
+    beats = _cdiv(k, lanes)
     kw = _cdiv(k, rows)
     steps = kw * _cdiv(n, cols)
     total = beats + (m - 1) * np.maximum(steps, beats) + steps + 2

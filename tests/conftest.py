@@ -48,3 +48,40 @@ def hdl_sim(request):
             pytest.fail(f"{sim} is not installed; CI must install it")
         pytest.skip(f"{sim} is not installed")
     return sim
+
+
+class _GarbagePadding:
+    """A block harness whose input rows carry random values in the padding lanes of each
+    row's last beat (the lanes past ``length``), as a producer that does not zero them would
+    send: a block that pads rows must give the same outputs as with zeros there."""
+
+    def __init__(self, harness, length, rng):
+        self._inner, self._length, self._rng = harness, length, rng
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def drive(self, cfg, tensors):
+        from llmloom.sim.streams import _data_geometry
+
+        drive = self._inner.drive(cfg, tensors)
+        comp = self._inner.component(cfg)
+        comp._MustUse__silence = True           # only its port layouts are wanted here
+        for port, words in drive.timed.items():
+            offset, width, _, lanes, layout = _data_geometry(getattr(comp, port).payload.shape())
+            tail = self._length - (-(-self._length // lanes) - 1) * lanes
+            last = layout["last"].offset
+            for idx, word in enumerate(words):
+                if word >> last & 1:
+                    for lane in range(tail, lanes):
+                        junk = int(self._rng.integers(0, 1 << width))
+                        word |= junk << (offset + lane * width)
+                    words[idx] = word
+        return drive
+
+
+@pytest.fixture
+def garbage_padding(rng):
+    """``garbage_padding(harness, length)``: ``harness`` with random padding lanes (see
+    :class:`_GarbagePadding`), for ``run_block``."""
+    return lambda harness, length: _GarbagePadding(harness, length, rng)

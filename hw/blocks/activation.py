@@ -32,7 +32,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..config import BlockConfig, Choice, Range, spec
 from ..numeric import INT8
 from ..stream import row_layout
 from .requant import Scale, check_scale
@@ -74,8 +74,8 @@ class ActivationConfig(BlockConfig):
     """Common fields of the table-driven int8 → int8 activations."""
 
     length: int = spec(64, Range(1, 65536), "row length (elements per row)")
-    lanes: int = spec(4, Range(1, 64), "elements per beat (one table read port each); "
-                      "divides length")
+    lanes: int = spec(4, Range(1, 64), "elements per beat (one table read port each); any "
+                      "length: the last beat of a row is padded")
     x_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 input")
     out_scale: float | None = spec(
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
@@ -89,17 +89,16 @@ class ActivationConfig(BlockConfig):
     function = ""
 
     def _validate(self):
-        if self.length % self.lanes:
-            raise ConfigError(f"lanes={self.lanes} does not divide length={self.length}; "
-                              "allowed: a divisor of length")
         object.__setattr__(self, "x_scale", check_scale("x_scale", self.x_scale))
         if self.out_scale is not None:
             object.__setattr__(self, "out_scale", check_scale("out_scale", self.out_scale))
 
     @property
     def beats(self):
-        """Beats per row."""
-        return self.length // self.lanes
+        """Beats per row, ``ceil(length / lanes)``: the last one is padded when ``lanes`` does
+        not divide ``length`` (each lane is on its own, so its padding lanes just pass through
+        the table and are dropped by the consumer)."""
+        return -(-self.length // self.lanes)
 
     @property
     def latency(self):
@@ -175,7 +174,8 @@ class LutActivation(wiring.Component):
     Members
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Input rows, ``length / lanes`` beats per row, ``last`` on a row's last beat, ``end``
+        Input rows, ``ceil(length / lanes)`` beats per row (the last one padded), ``last`` on a
+        row's last beat, ``end``
         on the tensor's last beat.
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         ``cfg.lut[x & 0xFF]`` for each lane, ``last`` and ``end`` carried through.

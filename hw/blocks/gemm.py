@@ -342,9 +342,11 @@ class Gemm(wiring.Component):
     Members
     -------
     act : In(stream.Signature(row_layout(signed(a_width), lanes)))
-        A, row by row: ``k / lanes`` beats per row, ``last`` on a row's last beat, ``end`` on
-        the last beat of the last row of A (``end`` is read only on a row's last beat). Any
-        number of rows M; ``end`` flushes a partial token tile.
+        A, row by row: ``k_beats = ceil(k / lanes)`` beats per row, ``last`` on a row's last
+        beat, ``end`` on the last beat of the last row of A (``end`` is read only on a row's
+        last beat). Any number of rows M; ``end`` flushes a partial token tile. When ``lanes``
+        does not divide k, the lanes of a row's last beat past k are ignored (whatever they
+        hold): the feeder stops at inner index k - 1 and feeds zeros beyond it.
     weight : In(stream.Signature(row_layout(signed(w_width), cols)))
         W, row by row (k rows of ``n_tiles`` beats, lanes past n zero-padded), ``end`` on the
         last beat. Accepted only while no tile is being computed, and computation waits while

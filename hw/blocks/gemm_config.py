@@ -31,8 +31,9 @@ class LinearSizes:
 
     @property
     def k_beats(self):
-        """Input beats per token row."""
-        return self.k // self.lanes
+        """Input beats per token row: ``ceil(k / lanes)``, the last one padded when ``lanes``
+        does not divide ``k`` (its lanes past k are never multiplied by a weight)."""
+        return -(-self.k // self.lanes)
 
     @property
     def peak_macs_per_cycle(self):
@@ -70,7 +71,8 @@ class GemmConfig(LinearSizes, BlockConfig):
     cols: int = spec(4, Range(1, 64), "array columns: output features computed at once (N tile)")
     k: int = spec(64, Range(1, 65536), "inner dimension K (input features)")
     n: int = spec(64, Range(1, 65536), "output features N")
-    lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides k")
+    lanes: int = spec(4, Range(1, 64), "activation elements per input beat (any k: the last "
+                      "beat of a row is padded)")
     a_width: int = spec(8, Choice((8, 9)),
                         "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
@@ -89,9 +91,6 @@ class GemmConfig(LinearSizes, BlockConfig):
     PE_STAGES = 3
 
     def _validate(self):
-        if self.k % self.lanes:
-            raise ConfigError(
-                f"lanes={self.lanes} does not divide k={self.k}; allowed: a divisor of k")
         if self.dsp_packing and self.cols % 2:
             raise ConfigError(f"cols={self.cols} is odd, but dsp_packing pairs output columns; "
                               "allowed: an even cols (2..64) with dsp_packing=true")

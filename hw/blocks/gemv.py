@@ -33,16 +33,18 @@ class GemvConfig(LinearSizes, BlockConfig):
     cols: int = spec(4, Range(1, 64), "output lanes: output features computed at once")
     k: int = spec(64, Range(1, 65536), "inner dimension K (input features)")
     n: int = spec(64, Range(1, 65536), "output features N")
-    lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides rows and k")
+    lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides rows "
+                      "(any k: the last beat of a row is padded)")
     a_width: int = spec(8, Choice((8, 9)),
                         "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
     def _validate(self):
-        for name, value in (("rows", self.rows), ("k", self.k)):
-            if value % self.lanes:
-                raise ConfigError(f"lanes={self.lanes} does not divide {name}={value}; "
-                                  f"allowed: a common divisor of rows and k")
+        # A beat fills lanes of one memory word, so lanes must divide rows; k is free (the
+        # last beat of a row is padded, and the weights past k are zero).
+        if self.rows % self.lanes:
+            raise ConfigError(f"lanes={self.lanes} does not divide rows={self.rows}; "
+                              f"allowed: a divisor of rows")
         self._check_accumulator()
 
     @property
@@ -63,7 +65,9 @@ class Gemv(wiring.Component):
     Members
     -------
     act : In(stream.Signature(row_layout(signed(8), lanes)))
-        Token rows of k, ``k / lanes`` beats each, ``end`` on a tensor's last beat.
+        Token rows of k, ``k_beats = ceil(k / lanes)`` beats each, ``end`` on a tensor's
+        last beat. The lanes of a row's last beat past k are multiplied by the zero weights
+        that pad W to ``k_words·rows`` rows, so whatever they hold adds nothing.
     weight : In(stream.Signature(row_layout(signed(w_width), cols)))
         W row by row (k rows of ``n_tiles`` beats), ``end`` on the last beat; accepted only
         while the engine is idle.

@@ -276,11 +276,12 @@ class Norm(RowKernel):
     Members
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Rows of ``length / lanes`` beats.
+        Rows of ``B = ceil(length / lanes)`` beats; the padding lanes of a row's last beat
+        (past ``tail_lanes``) are left out of Σx and Σx².
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
-        Normalised rows at ``out_scale_value``, same framing.
+        Normalised rows at ``out_scale_value``, same framing (padding lanes: don't-cares).
 
-    Latency: one row alone takes ``2·B + 15`` cycles (``B = length/lanes``), first input to
+    Latency: one row alone takes ``2·B + 15`` cycles (``B = ceil(length/lanes)``), first input to
     last output beat. Initiation interval: 1 beat per cycle for any row length (the row
     buffer is ``B + 10`` beats deep). Backpressure: a stalled ``o`` holds the output pipeline;
     the input is refused once the buffer is full; no beat is lost or reordered.
@@ -309,8 +310,9 @@ class Norm(RowKernel):
         b_s2 = Signal(unsigned(s2_width), name="b_s2")
         m.d.sync += [b_valid.eq(a.valid), b_first.eq(a.first), b_last.eq(a.last),
                      b_end.eq(a.end)]
-        m.d.sync += [b_s1.eq(sum(a.data[n] for n in range(ln))),
-                     b_s2.eq(sum(a.data[n] * a.data[n] for n in range(ln)))]
+        # the padding lanes of a row's last beat count as zeros in both sums
+        x = [self.masked(a.last, n, a.data[n]) for n in range(ln)]
+        m.d.sync += [b_s1.eq(sum(x)), b_s2.eq(sum(v * v for v in x))]
 
         # C: running sums
         S1 = Signal(signed(cfg.s1_width), name="S1")
@@ -389,8 +391,11 @@ class Norm(RowKernel):
     def emit(self, m, adv, issue, s1):
         cfg = self.cfg
         ln, L, B = cfg.lanes, cfg.length, cfg.beats
+        pad = [0] * (B * ln - L)        # the padding lanes of the last beat
         gq = [list(cfg.gamma_q[b * ln:(b + 1) * ln]) for b in range(B)]
         bq = [list(cfg.beta_q[b * ln:(b + 1) * ln]) for b in range(B)]
+        gq[-1] += pad
+        bq[-1] += pad
         g_rom = memory.Memory(shape=data.ArrayLayout(signed(G_BITS), ln), depth=B, init=gq)
         b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_width), ln), depth=B,
                               init=bq)

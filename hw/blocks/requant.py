@@ -145,7 +145,8 @@ class RequantConfig(BlockConfig):
     """
 
     length: int = spec(64, Range(1, 65536), "row length: channels (columns) per row")
-    lanes: int = spec(4, Range(1, 64), "elements per beat; divides length")
+    lanes: int = spec(4, Range(1, 64), "elements per beat (any length: the last beat of a row "
+                      "is padded)")
     acc_scale: float | tuple = spec(
         2.0 ** -11, Scale(per_channel=True), "scale of the accumulators: one float (per "
         "tensor) or one per channel")
@@ -162,9 +163,6 @@ class RequantConfig(BlockConfig):
     OUT = INT8
 
     def _validate(self):
-        if self.length % self.lanes:
-            raise ConfigError(f"lanes={self.lanes} does not divide length={self.length}; "
-                              "allowed: a divisor of length")
         object.__setattr__(self, "acc_scale", check_scales("acc_scale", self.acc_scale,
                                                            self.length))
         if self.out_scale is not None:
@@ -196,8 +194,10 @@ class RequantConfig(BlockConfig):
     # Derived ------------------------------------------------------------------------------------
     @property
     def beats(self):
-        """Beats per row."""
-        return self.length // self.lanes
+        """Beats per row, ``ceil(length / lanes)``: the last one is padded when ``lanes`` does
+        not divide ``length`` (lanes are independent: padding lanes get channel 0's constants
+        and their results are dropped)."""
+        return -(-self.length // self.lanes)
 
     @property
     def per_channel(self):
@@ -269,9 +269,9 @@ class Requant(wiring.Component):
     Members
     -------
     i : In(stream.Signature(row_layout(signed(32), lanes)))
-        Accumulator rows: ``length / lanes`` beats per row, lane ``j`` of beat ``b`` is channel
-        ``b·lanes + j``; ``last`` on a row's last beat (it resets the channel count), ``end``
-        on the tensor's last beat.
+        Accumulator rows: ``ceil(length / lanes)`` beats per row (the last one padded), lane
+        ``j`` of beat ``b`` is channel ``b·lanes + j``; ``last`` on a row's last beat (it
+        resets the channel count), ``end`` on the tensor's last beat.
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         The int8 results in the same order, with ``last`` and ``end`` carried through.
 
@@ -301,6 +301,10 @@ class Requant(wiring.Component):
         lanes, beats = cfg.lanes, cfg.beats
         mults, shift = cfg.multipliers
         bias = cfg.channel_bias
+        # The padding lanes of a row's last beat (when lanes does not divide length) get
+        # channel 0's multiplier and no bias: any constants would do, their results are dropped.
+        pad = beats * lanes - cfg.length
+        mults, bias = tuple(mults) + (mults[0],) * pad, tuple(bias) + (0,) * pad
         mult_width = max(mults).bit_length()
         varying = cfg.varying_multipliers
         rounding = Rounding(cfg.rounding)

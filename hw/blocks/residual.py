@@ -47,7 +47,8 @@ class ResidualConfig(BlockConfig):
     """``x + r`` on int8 rows with different scales."""
 
     length: int = spec(64, Range(1, 65536), "row length (elements per row)")
-    lanes: int = spec(4, Range(1, 64), "elements per beat; divides length")
+    lanes: int = spec(4, Range(1, 64), "elements per beat (any length: the last beat of a row "
+                      "is padded)")
     x_scale: float = spec(1.0 / 32, Scale(), "scale of x")
     r_scale: float = spec(1.0 / 32, Scale(), "scale of r")
     out_scale: float | None = spec(
@@ -62,9 +63,6 @@ class ResidualConfig(BlockConfig):
     OUT = INT8
 
     def _validate(self):
-        if self.length % self.lanes:
-            raise ConfigError(f"lanes={self.lanes} does not divide length={self.length}; "
-                              "allowed: a divisor of length")
         for name in ("x_scale", "r_scale"):
             object.__setattr__(self, name, check_scale(name, getattr(self, name)))
         if self.out_scale is not None:
@@ -79,8 +77,9 @@ class ResidualConfig(BlockConfig):
 
     @property
     def beats(self):
-        """Beats per row."""
-        return self.length // self.lanes
+        """Beats per row, ``ceil(length / lanes)``: the last one is padded when ``lanes`` does
+        not divide ``length`` (lanes are independent: padding lanes are summed and dropped)."""
+        return -(-self.length // self.lanes)
 
     @property
     def latency(self):

@@ -19,7 +19,13 @@ per cycle (II = 1) for every row length, short rows included (the scalar unit is
 its latency costs buffer depth, not throughput). Rows never interleave: phase 1 of row r+1
 overlaps phase 2 of row r.
 
-Timing without stalls (``B = length/lanes`` beats per row, ``P`` the block's statistics
+Rows of any length: a row is ``B = ceil(length/lanes)`` beats, the last one padded when
+``lanes`` does not divide ``length``. Its padding lanes hold whatever the producer left there:
+each block's statistics leave them out (the config's ``tail_lanes`` is a constant, so the mask
+is a few gates on the last beat), and what comes out in them is not part of the row (the
+consumer drops it, as :func:`llmloom.sim.streams.unpack_rows` does).
+
+Timing without stalls (``B`` beats per row, ``P`` the block's statistics
 latency, ``K`` its output stages): a row's first output beat leaves ``B + P + K + 3`` cycles
 after its first input beat, its last ``B + P + K + 3`` cycles after its last input beat, and
 ``R`` rows take ``R·B + B + P + K + 3`` cycles from the first input transfer to the last output
@@ -32,7 +38,7 @@ import dataclasses
 import math
 import numbers
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -83,20 +89,22 @@ class RowKernelConfig(BlockConfig):
     register)."""
 
     length: int = spec(64, Range(1, MAX_LENGTH), "row length L (elements per row)")
-    lanes: int = spec(4, Range(1, 64), "elements per beat; divides length")
+    lanes: int = spec(4, Range(1, 64), "elements per beat (any length: the last beat of a row "
+                      "is padded)")
 
     STATS_LATENCY = 0
     EMIT_STAGES = 0
 
-    def _validate(self):
-        if self.length % self.lanes:
-            raise ConfigError(f"lanes={self.lanes} does not divide length={self.length}; "
-                              "allowed: a divisor of length")
-
     @property
     def beats(self):
-        """Beats per row, B."""
-        return self.length // self.lanes
+        """Beats per row, ``B = ceil(length / lanes)``."""
+        return -(-self.length // self.lanes)
+
+    @property
+    def tail_lanes(self):
+        """Lanes of a row's last beat that hold elements (``lanes`` unless the beat is padded);
+        the reductions leave the others out, and their outputs are don't-cares."""
+        return self.length - (self.beats - 1) * self.lanes
 
     @property
     def gap(self):
@@ -153,11 +161,12 @@ class RowKernel(wiring.Component):
     Members
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Rows of ``length / lanes`` beats. Beats are counted, so ``last`` is implied; ``end`` is
-        read on a row's last beat only.
+        Rows of ``beats = ceil(length / lanes)`` beats (the last one padded; its lanes past
+        ``tail_lanes`` are ignored). Beats are counted, so ``last`` is implied; ``end`` is read
+        on a row's last beat only.
     o : Out(stream.Signature(row_layout(out_shape, lanes)))
         The same framing: ``last`` on each row's last beat, ``end`` copied from the input
-        row's last beat.
+        row's last beat. The padding lanes of a row's last beat hold don't-cares.
 
     Backpressure: ``o`` stalls the whole output pipeline (the output register holds its beat);
     the buffer then fills and ``i.ready`` falls when it holds ``buffer_depth`` beats. Phase 1
@@ -179,7 +188,8 @@ class RowKernel(wiring.Component):
 
     def phase1(self, m, a):
         """Statistics from stage A (``a``: valid, data, first, last, end, beat registers of the
-        accepted beat). Returns ``(valid, record)``: ``valid`` high for one cycle per row,
+        accepted beat; lanes past ``tail_lanes`` of a last beat are padding, see
+        :meth:`lane_valid`). Returns ``(valid, record)``: ``valid`` high for one cycle per row,
         ``STATS_LATENCY`` cycles after ``a.valid & a.last``."""
         raise NotImplementedError
 
@@ -189,6 +199,20 @@ class RowKernel(wiring.Component):
         ``beat`` and ``record`` one advance later. Every register here loads on ``adv``.
         Returns the lane values ``EMIT_STAGES`` advances after ``s1``."""
         raise NotImplementedError
+
+    def lane_valid(self, last, n):
+        """Whether lane ``n`` of a beat holds an element of the row: always, but on a padded
+        last beat (``last``) only the first ``tail_lanes`` lanes (a constant per lane)."""
+        if n < self.cfg.tail_lanes:
+            return Const(1, 1)
+        return ~last
+
+    def masked(self, last, n, value, fill=0):
+        """``value`` of lane ``n``, or ``fill`` where that lane is padding (see
+        :meth:`lane_valid`); no logic at all for the lanes that always hold elements."""
+        if n < self.cfg.tail_lanes:
+            return value
+        return Mux(last, fill, value)
 
     # -- the shared machinery -----------------------------------------------------------------
     def elaborate(self, platform):

@@ -49,7 +49,7 @@ Timing: the row-kernel skeleton (:mod:`.rowkernel`): II = 1 beat per cycle for e
 length; ``STATS_LATENCY`` = 10 (stages: beat register, beat max, running max, exp table, beat
 sum, running sum, normalise, reciprocal table, two Newton multiplies, final shift),
 ``EMIT_STAGES`` = 1 (exp table), so one row alone takes ``2·B + 14`` cycles
-(``B = length/lanes``).
+(``B = ceil(length/lanes)``).
 """
 
 from __future__ import annotations
@@ -184,15 +184,16 @@ class Softmax(RowKernel):
     Members
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Scores, rows of ``length / lanes`` beats; ``end`` on a tensor's last beat resets the
+        Scores, rows of ``ceil(length / lanes)`` beats (the padding lanes of the last beat
+        are left out of the max and the sum); ``end`` on a tensor's last beat resets the
         causal row counter.
     offset : In(unsigned(OFFSET_BITS)), only with ``cfg.runtime_offset``
         A plain control input: the position of the next tensor's first row, read in the
         cycle that tensor's first beat is accepted (it need not be held afterwards).
     o : Out(stream.Signature(row_layout(unsigned(8), lanes)))
-        Probabilities (code/255), same framing.
+        Probabilities (code/255), same framing; 0 in the padding lanes.
 
-    Latency: one row alone takes ``2·B + 14`` cycles (``B = length/lanes``), first input to
+    Latency: one row alone takes ``2·B + 14`` cycles (``B = ceil(length/lanes)``), first input to
     last output beat. Initiation interval: 1 beat per cycle for any row length (the row
     buffer is ``B + 12`` beats deep, enough to cover the statistics latency). Backpressure: a
     stalled ``o`` holds the output pipeline; the input is refused once the buffer is full; no
@@ -218,9 +219,12 @@ class Softmax(RowKernel):
             "M": signed(8), "R": unsigned(R_BITS), "lim": range(self.cfg.length), "end": 1})
 
     def _keep(self, beat, lim, n):
+        """Lane ``n`` of beat ``beat`` is a key of the row that is kept: not a padding lane of
+        the last beat, and with ``causal`` not past the row's limit (which, at most
+        ``length − 1``, leaves the padding out too)."""
         cfg = self.cfg
         if not cfg.causal:
-            return Const(1, 1)
+            return self.lane_valid(beat == cfg.beats - 1, n)
         return beat * cfg.lanes + n <= lim
 
     def _exp_rom(self, m, name, ports):

@@ -25,6 +25,11 @@ SHAPES = [
     (13, 20, 9, 4, 4, 4),
     (7, 32, 8, 3, 5, 2),
     (20, 32, 4, 4, 4, 1),       # input-bound: the next tile waits for its data
+    # lanes not dividing K: the last beat of each row is padded
+    (5, 33, 7, 4, 4, 4),        # the default lanes on a 33-column input
+    (7, 13, 9, 3, 5, 4),
+    (3, 3, 5, 2, 3, 4),         # K < lanes: one padded beat per row
+    (9, 9, 2, 4, 2, 2),         # input-bound with a padded beat
 ]
 
 
@@ -131,8 +136,45 @@ def test_back_to_back_tensors_and_weight_reload(rng):
     assert list(np.flatnonzero(end)) == [4 * cfg.n_tiles - 1, 6 * cfg.n_tiles - 1]
 
 
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("k, lanes", [(33, 4), (13, 4), (3, 4), (10, 8)])
+def test_padding_lanes_are_ignored_whatever_they_hold(k, lanes, stall, rng):
+    """The lanes of a row's last beat past K carry garbage here (a producer need not zero
+    them): the product is still exact, with the cycles of the zero-padded stream."""
+    from amaranth.hdl import signed
+
+    from llmloom.hw.stream import row_layout
+    from llmloom.perf.cycles import gemm_cycles
+    from llmloom.sim.harness import Drive
+    from llmloom.sim.runner import simulate
+    from llmloom.sim.streams import pack_rows, unpack_rows
+
+    cfg = GemmConfig(rows=3, cols=4, k=k, n=6, lanes=lanes)
+    m = 7
+    a = rng.integers(-128, 128, (m, k))
+    w = rng.integers(-128, 128, (k, cfg.n))
+    padded = rng.integers(-128, 128, (m, cfg.k_beats * lanes))
+    padded[:, :k] = a
+    comp = Gemm(cfg, weights=w)
+    drive = Drive(preload={}, timed={"act": pack_rows(comp.act.payload.shape(), padded)},
+                  expect={"o": m * cfg.n_tiles})
+    seed = int(rng.integers(1 << 30))
+    beats, cycles, *_ = simulate(comp, drive, stalls_in=Stalls(stall, seed),
+                                 stalls_out=Stalls(stall, seed + 1))
+    c, _, _ = unpack_rows(row_layout(signed(32), cfg.cols), beats["o"], cfg.n)
+    np.testing.assert_array_equal(c, a @ w)
+    if stall == "none":
+        assert cycles == gemm_cycles(cfg, m)
+
+
+def test_k_beats_round_up():
+    assert GemmConfig(k=33, lanes=4).k_beats == 9
+    assert GemmConfig(k=3, lanes=4).k_beats == 1
+    assert GemmConfig(k=32, lanes=4).k_beats == 8
+
+
 @pytest.mark.parametrize("bad, message", [
-    (dict(lanes=3), "lanes=3 does not divide k=64"),
+    (dict(lanes=65), "lanes=65 is out of range"),
     (dict(rows=0), "rows=0 is out of range"),
     (dict(cols=65), "cols=65 is out of range"),
     (dict(w_width=6), "w_width=6 is not allowed"),

@@ -17,6 +17,8 @@ H = GemvHarness()
 SHAPES = [  # (M, K, N, rows, cols, lanes)
     (1, 8, 4, 4, 4, 4), (3, 6, 7, 2, 3, 2), (1, 1, 1, 1, 1, 1), (4, 10, 9, 4, 2, 2),
     (2, 64, 16, 8, 8, 8), (5, 3, 2, 4, 1, 1), (2, 5, 3, 8, 2, 1),
+    # lanes not dividing k: the last beat of a row is padded
+    (3, 13, 7, 4, 3, 4), (2, 3, 5, 4, 2, 4), (4, 33, 9, 8, 4, 4), (2, 11, 3, 2, 2, 2),
 ]
 
 
@@ -71,8 +73,34 @@ def test_long_rows_use_every_multiplier():
 def test_config_rejects():
     with pytest.raises(ConfigError, match="lanes=3 does not divide rows=4"):
         GemvConfig(rows=4, k=12, lanes=3)
-    with pytest.raises(ConfigError, match="lanes=4 does not divide k=6"):
-        GemvConfig(rows=4, k=6, lanes=4)
+    assert GemvConfig(rows=4, k=6, lanes=4).k_beats == 2     # any k: the last beat padded
+
+
+@pytest.mark.parametrize("stall", ["none", "pattern", "random"])
+def test_padding_lanes_are_ignored_whatever_they_hold(stall, rng):
+    """The lanes of a row's last beat past k carry garbage (a producer need not zero them);
+    they meet the zero weights that pad W, so y is exact."""
+    from amaranth.hdl import signed
+
+    from llmloom.hw.stream import row_layout
+    from llmloom.sim.harness import Drive
+    from llmloom.sim.runner import simulate
+    from llmloom.sim.streams import pack_rows, unpack_rows
+
+    cfg = GemvConfig(rows=8, cols=3, k=13, n=5, lanes=4)
+    m = 3
+    w = rng.integers(-128, 128, (cfg.k, cfg.n))
+    a = rng.integers(-128, 128, (m, cfg.k))
+    padded = rng.integers(-128, 128, (m, cfg.k_beats * cfg.lanes))
+    padded[:, :cfg.k] = a
+    comp = Gemv(cfg, weights=w)
+    drive = Drive({}, {"act": pack_rows(comp.act.payload.shape(), padded)}, {"o": m * cfg.n_tiles})
+    beats, cycles, *_ = simulate(comp, drive, stalls_in=Stalls(stall, 7),
+                                 stalls_out=Stalls(stall, 8))
+    c, _, _ = unpack_rows(row_layout(signed(32), cfg.cols), beats["o"], cfg.n)
+    np.testing.assert_array_equal(c, a @ w)
+    if stall == "none":
+        assert cycles == gemv_cycles(cfg, m)
 
 
 def test_vectorised_model_equals_the_block_model(rng):
@@ -83,6 +111,11 @@ def test_vectorised_model_equals_the_block_model(rng):
         lanes = int(np.gcd(r, k))
         cfg = GemvConfig(rows=r, cols=c, k=k, n=n, lanes=lanes)
         total, _ = gemv_cycles_np(r, c, k, n, m)
+        assert int(total) == gemv_cycles(cfg, m)
+        # any lanes dividing rows, whether or not it divides k (padded last beat)
+        lanes = int(rng.choice([d for d in range(1, r + 1) if r % d == 0]))
+        cfg = GemvConfig(rows=r, cols=c, k=k, n=n, lanes=lanes)
+        total, _ = gemv_cycles_np(r, c, k, n, m, lanes=lanes)
         assert int(total) == gemv_cycles(cfg, m)
 
 

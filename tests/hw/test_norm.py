@@ -49,7 +49,9 @@ def _check(block, tensors, stall, seed=1, **values):
 
 
 # (rows, length, lanes, x_scale)
-SHAPES = [(5, 16, 4, 1 / 32), (7, 12, 3, 1 / 8), (3, 32, 8, 1 / 256), (9, 6, 1, 0.5)]
+SHAPES = [(5, 16, 4, 1 / 32), (7, 12, 3, 1 / 8), (3, 32, 8, 1 / 256), (9, 6, 1, 0.5),
+          # lanes not dividing the length: the last beat of a row is padded
+          (6, 13, 4, 1 / 32), (5, 3, 4, 1 / 16), (4, 10, 8, 1 / 8), (3, 33, 4, 1 / 64)]
 
 
 @pytest.mark.parametrize("stall", STALLS)
@@ -177,7 +179,7 @@ def test_gamma_beta_quantisation():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(length=10, lanes=4), "lanes=4 does not divide length=10"),
+    (dict(lanes=65), "lanes=65 is out of range"),
     (dict(length=0), "length=0 is out of range"),
     (dict(x_scale=0.0), "x_scale=0.0 is not allowed; allowed: finite and > 0"),
     (dict(x_scale=float("nan")), "x_scale=nan is not allowed"),
@@ -203,3 +205,27 @@ def test_config_from_json_lists():
                                      "beta": [0.5, 0]})
     assert cfg.gamma == (1.0, 2.0) and cfg.beta == (0.5, 0.0)
     assert "gamma" not in repr(cfg)
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("length, lanes", [(13, 4), (3, 4), (10, 8)])
+@pytest.mark.parametrize("block", ["layernorm", "rmsnorm"])
+def test_padding_lanes_are_left_out_of_the_sums(block, length, lanes, stall, rng,
+                                                 garbage_padding):
+    """Random values in the padding lanes of each row's last beat change nothing: Σx and Σx²
+    leave them out (the outputs in those lanes are dropped)."""
+    from llmloom.perf.cycles import BLOCK_CYCLES
+
+    x = rng.integers(-128, 128, (6, length))
+    x[0] = 0                    # an all-equal row: any padding in the sums would show
+    x[1] = 127
+    tensors = _tensors(rng, x)
+    h = HARNESSES[block]
+    cfg = h.config({"lanes": lanes, "out_scale": 0.05}, tensors)
+    seed = int(rng.integers(1 << 30))
+    result = run_block(garbage_padding(h, length), cfg, tensors,
+                       stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    golden = h.golden(cfg, h.prepare(cfg, tensors))
+    np.testing.assert_array_equal(result.outputs["y"], golden["y"])
+    if stall == "none":
+        assert result.cycles == BLOCK_CYCLES[block](cfg, 6)

@@ -49,6 +49,10 @@ CASES = [
     ("per_channel", 3, 8, 8, {"rounding": "half_up"}),
     ("per_channel", 6, 6, 1, {"rounding": "floor", "mult_bits": 12}),
     ("per_tensor", 1, 1, 1, {}),                               # length 1
+    # lanes not dividing the length: the last beat of a row is padded
+    ("per_channel", 5, 13, 4, {}),                             # channel table, padded beat
+    ("per_tensor", 4, 10, 8, {}),
+    ("per_channel", 3, 3, 4, {}),                              # length < lanes: one beat
 ]
 
 
@@ -159,7 +163,7 @@ def test_calibrated_out_scale_uses_the_whole_range(rng):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(lanes=3), "lanes=3 does not divide length=64"),
+    (dict(lanes=65), "lanes=65 is out of range"),
     (dict(length=0), "length=0 is out of range"),
     (dict(acc_scale=0.0), "acc_scale=0.0 is not allowed; allowed: finite and > 0"),
     (dict(acc_scale=-1e-3), "acc_scale=-0.001 is not allowed"),
@@ -188,3 +192,16 @@ def test_config_round_trips_through_json_values():
     cfg = RequantConfig(length=2, lanes=1, acc_scale=[1e-3, 2e-3], bias=[np.int32(5), -5])
     assert cfg.acc_scale == (1e-3, 2e-3) and cfg.bias == (5, -5)
     assert RequantConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("length, lanes", [(13, 4), (3, 4)])
+def test_padding_lanes_are_dropped(length, lanes, stall, rng, garbage_padding):
+    """Random values in the padding lanes of each row's last beat: the row's results are
+    unchanged, the padding lanes' results dropped."""
+    cfg = _cfg(rng, "per_channel", length, lanes)
+    acc = rng.integers(-(1 << 20), 1 << 20, (5, length)).astype(np.int32)
+    seed = int(rng.integers(1 << 30))
+    result = run_block(garbage_padding(H, length), cfg, {"acc": acc},
+                       stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    np.testing.assert_array_equal(result.outputs["y"], requant_bitexact(cfg, acc))

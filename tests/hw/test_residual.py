@@ -39,6 +39,9 @@ CASES = [
     (2, 8, 8, 0.02, 0.2, {"rounding": "floor"}),
     (4, 6, 1, 1 / 16, 1 / 32, {"mult_bits": 8}),
     (1, 1, 1, 0.03, 0.07, {}),                          # length 1
+    # lanes not dividing the length: the last beat of a row is padded
+    (5, 13, 4, 0.05, 0.02, {}),
+    (3, 3, 4, 0.01, 0.03, {}),                          # length < lanes: one beat
 ]
 
 
@@ -144,7 +147,7 @@ def test_calibrated_out_scale_and_tensor_checks(rng):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(lanes=3), "lanes=3 does not divide length=64"),
+    (dict(lanes=65), "lanes=65 is out of range"),
     (dict(length=0), "length=0 is out of range"),
     (dict(x_scale=0.0), "x_scale=0.0 is not allowed; allowed: finite and > 0"),
     (dict(r_scale=-2.0), "r_scale=-2.0 is not allowed"),
@@ -160,3 +163,15 @@ def test_config_rejects(bad, message):
     with pytest.raises(ConfigError, match=message) as info:
         ResidualConfig(**bad)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("stall", STALLS)
+def test_padding_lanes_are_dropped(stall, rng, garbage_padding):
+    """Random values in the padding lanes of both inputs' last beats change no result."""
+    x = rng.integers(-128, 128, (5, 13)).astype(np.int8)
+    r = rng.integers(-128, 128, (5, 13)).astype(np.int8)
+    cfg = ResidualConfig(length=13, lanes=4, x_scale=0.05, r_scale=0.02, out_scale=0.06)
+    seed = int(rng.integers(1 << 30))
+    result = run_block(garbage_padding(H, 13), cfg, {"x": x, "r": r},
+                       stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    np.testing.assert_array_equal(result.outputs["y"], residual_bitexact(cfg, x, r))

@@ -43,6 +43,12 @@ SHAPES = [
     (9, 8, 1, True, 0, 0.5),
     (3, 5, 5, False, 0, 1.0),
     (6, 4, 4, True, 1, 1 / 64),
+    # lanes not dividing the length: the last beat of a row is padded
+    (5, 13, 4, False, 0, 1 / 16),
+    (6, 13, 4, True, 1, 1 / 8),
+    (4, 3, 4, False, 0, 1 / 4),
+    (4, 3, 4, True, 0, 1 / 4),
+    (3, 10, 8, False, 0, 1 / 32),
 ]
 
 
@@ -165,7 +171,6 @@ def test_exp_table_and_reciprocal_constants():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(length=10, lanes=4), "lanes=4 does not divide length=10"),
     (dict(length=0), "length=0 is out of range"),
     (dict(length=16384), "length=16384 is out of range"),
     (dict(lanes=65), "lanes=65 is out of range"),
@@ -187,3 +192,24 @@ def test_config_rejects(bad, message):
             SoftmaxConfig(**bad)
     assert "\n" not in str(info.value)
 
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("length, lanes, causal", [(13, 4, False), (13, 4, True),
+                                                   (3, 4, False), (10, 8, False)])
+def test_padding_lanes_are_left_out_of_max_and_sum(length, lanes, causal, stall, rng,
+                                                   garbage_padding):
+    """Random values in the padding lanes of each row's last beat change nothing: the running
+    max and Σexp leave them out."""
+    from llmloom.perf.cycles import softmax_cycles
+
+    cfg = SoftmaxConfig(length=length, lanes=lanes, causal=causal, x_scale=1 / 8)
+    x = rng.integers(-128, 128, (6, length), dtype=np.int8)
+    x[0] = -128                 # any padding lane above -128 would become the max
+    x[1] = 50
+    seed = int(rng.integers(1 << 30))
+    result = run_block(garbage_padding(H, length), cfg, {"x": x},
+                       stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    np.testing.assert_array_equal(result.outputs["y"], softmax_bitexact(cfg, x))
+    if stall == "none":
+        assert result.cycles == softmax_cycles(cfg, 6)

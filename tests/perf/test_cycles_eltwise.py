@@ -1,5 +1,5 @@
 """The cycle predictions of the element-wise blocks equal the cycles their RTL takes
-(stall-free): ``rows × length/lanes`` beats at one per cycle plus the pipeline latency."""
+(stall-free): ``rows × ceil(length/lanes)`` beats at one per cycle plus the pipeline latency."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from llmloom.perf.cycles import (
 from llmloom.sim.runner import run_block
 
 # (rows, length, lanes)
-SHAPES = [(1, 1, 1), (3, 8, 2), (6, 16, 16), (17, 12, 3), (2, 40, 4)]
+SHAPES = [(1, 1, 1), (3, 8, 2), (6, 16, 16), (17, 12, 3), (2, 40, 4),
+          (5, 13, 4), (4, 3, 8)]       # lanes not dividing the length: ceil(length/lanes) beats
 
 
 def _tensors(block, rng, rows, length):
@@ -57,7 +58,7 @@ def test_registered_by_name_and_full_rate():
 
 
 @pytest.mark.parametrize("rows, length, lanes, bias", [(4, 12, 3, True), (5, 8, 8, True),
-                                                      (3, 16, 4, False)])
+                                                      (3, 16, 4, False), (4, 13, 4, True)])
 def test_requant_with_channel_table(rows, length, lanes, bias, rng):
     """Per-channel constants that change from beat to beat come from a ROM: one more stage."""
     cfg = RequantConfig(length=length, lanes=lanes, acc_scale=tuple(rng.uniform(1e-4, 1e-3,

@@ -19,6 +19,10 @@ from llmloom.sim.runner import run_block
     (40, GemmConfig(rows=2, cols=3, k=3, n=2, lanes=1)),
     (16, GemmConfig(rows=8, cols=8, k=96, n=16, lanes=8)),    # the quick demo
     (11, GemmConfig(rows=4, cols=6, k=8, n=13, lanes=2, dsp_packing=True)),
+    # lanes not dividing k: rows of ceil(k/lanes) beats, the last one padded
+    (5, GemmConfig(k=33, n=7)),                               # the default config, k=33
+    (3, GemmConfig(rows=2, cols=3, k=3, n=5, lanes=4)),       # k < lanes
+    (9, GemmConfig(rows=4, cols=2, k=9, n=2, lanes=2)),       # input-bound, padded beat
 ])
 def test_gemm_prediction_equals_simulation(m, cfg, rng):
     a = rng.integers(-128, 128, (m, cfg.k), dtype=np.int8)
@@ -37,3 +41,12 @@ def test_long_k_reaches_full_utilisation():
         assert util >= 0.95
     cfg = GemmConfig(rows=8, cols=8, k=256, n=64, lanes=8)
     assert 64 * 256 * 64 / (gemm_cycles(cfg, 64) * 64) >= 0.95
+
+
+def test_vectorised_model_with_padded_beats(rng):
+    from llmloom.perf.kernels import gemm_cycles_np
+    for _ in range(200):
+        r, c, lanes = (int(rng.integers(1, 17)) for _ in range(3))
+        k, n, m = int(rng.integers(1, 300)), int(rng.integers(1, 300)), int(rng.integers(1, 40))
+        cfg = GemmConfig(rows=r, cols=c, k=k, n=n, lanes=lanes)
+        assert int(gemm_cycles_np(r, c, k, n, lanes, m)) == gemm_cycles(cfg, m)

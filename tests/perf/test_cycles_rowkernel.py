@@ -1,6 +1,6 @@
 """The cycle prediction of the row kernels (softmax, layernorm, rmsnorm) equals the cycles
 measured on Amaranth's simulator (stall-free), for short and long rows: II = 1 beat per cycle
-whatever the row length, so each extra row costs exactly ``length/lanes`` cycles."""
+whatever the row length, so each extra row costs exactly ``ceil(length/lanes)`` cycles."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from llmloom.sim.runner import run_block
 CONFIGS = {"softmax": SoftmaxConfig, "layernorm": LayerNormConfig, "rmsnorm": RMSNormConfig}
 
 # (rows, length, lanes): one beat per row (shorter than every latency), a few beats, many
-SHAPES = [(1, 4, 4), (7, 4, 4), (5, 1, 1), (4, 12, 3), (3, 64, 2), (9, 32, 8), (2, 96, 4)]
+SHAPES = [(1, 4, 4), (7, 4, 4), (5, 1, 1), (4, 12, 3), (3, 64, 2), (9, 32, 8), (2, 96, 4),
+          # lanes not dividing the length: ceil(length/lanes) beats, the last one padded
+          (6, 13, 4), (4, 3, 4), (3, 33, 8)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "R{}L{}l{}".format(*s))
@@ -40,7 +42,7 @@ def test_registered_and_full_rate():
     assert BLOCK_CYCLES["layernorm"] is layernorm_cycles
     assert BLOCK_CYCLES["rmsnorm"] is rmsnorm_cycles
     for cls in CONFIGS.values():
-        for length, lanes in [(1, 1), (8, 8), (768, 16), (8192, 64)]:
+        for length, lanes in [(1, 1), (8, 8), (768, 16), (8192, 64), (13, 4), (3, 64)]:
             cfg = cls(length=length, lanes=lanes)
             assert row_kernel_cycles(cfg, 11) - row_kernel_cycles(cfg, 10) == cfg.beats
             assert row_kernel_cycles(cfg, 1) == cfg.row_latency

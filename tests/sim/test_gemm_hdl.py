@@ -19,8 +19,11 @@ CONFIGS = {
     "2x3": GemmConfig(rows=2, cols=3, k=6, n=7, lanes=3),
     "4x4": GemmConfig(rows=4, cols=4, k=20, n=9, lanes=4),
     "3x4_packed": GemmConfig(rows=3, cols=4, k=12, n=7, lanes=4, dsp_packing=True),
+    # lanes=4 does not divide k=33: the last beat of each row is padded
+    "4x4_k33": GemmConfig(rows=4, cols=4, k=33, n=7, lanes=4),
 }
-CASES = [("2x3", 5), ("2x3", 1), ("4x4", 13), ("4x4", 4), ("3x4_packed", 8)]
+CASES = [("2x3", 5), ("2x3", 1), ("4x4", 13), ("4x4", 4), ("3x4_packed", 8), ("4x4_k33", 5),
+         ("4x4_k33", 9)]
 
 
 @pytest.mark.parametrize("stall", ["none", "pattern", "random"])
