@@ -63,7 +63,7 @@ def bert_layer_float(x, w, heads):
 # (below the float references above, which stay the plain maths they were)
 
 __all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact", "dequantize",
-            "run_layer_float_and_int", "cosine"]
+            "cosine"]
 
 
 def layer_float(x, w, arch, heads):
@@ -227,29 +227,3 @@ def cosine(a, b):
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na and nb else float(na == nb)
-
-
-def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **quantize_kw):
-    """Quantise a layer (calibrating on ``x_calib``, default ``x``), run the float64 layer on
-    ``x`` and the bit-exact one on ``x`` quantised to the input scale, and compare.
-
-    ``quantize_kw`` goes to :func:`llmloom.sim.quantize.quantize_layer` (``seq``, ``lanes``,
-    parallelism...). Returns a dict: ``cosine`` and ``max_abs_error`` (of the dequantised int
-    output against the float output), ``rel_max_error`` (that over max|y_float|), ``y_float``,
-    ``y_int``, ``y_dequant``, ``config`` and ``weights``.
-    """
-    from ..quantize import quantize_input, quantize_layer
-    from ..weights import load_layer_weights
-
-    if not isinstance(float_weights, dict):
-        float_weights = load_layer_weights(float_weights, arch)
-    x = np.asarray(x, np.float64)
-    cfg, weights, x_scale = quantize_layer(float_weights, x if x_calib is None else x_calib,
-                                           arch, heads, **quantize_kw)
-    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale))
-    y_float = layer_float(x, float_weights, arch, heads)
-    y_deq = dequantize(y_int, cfg.y_scale)
-    err = float(np.max(np.abs(y_deq - y_float)))
-    return {"cosine": cosine(y_deq, y_float), "max_abs_error": err,
-            "rel_max_error": err / float(np.max(np.abs(y_float))), "y_float": y_float,
-            "y_int": y_int, "y_dequant": y_deq, "config": cfg, "weights": weights}
