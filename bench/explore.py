@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from llmloom.perf import estimate, explore, get_preset
-from llmloom.perf.explore import _batch
+from llmloom.perf.explore import grid_batch
 from llmloom.perf.spatial import evaluate, make_context
 
 
@@ -40,7 +40,7 @@ def main():
     ctx = make_context("gpt2-medium", "u280", "W8A8", seq=512)
     rng = np.random.default_rng(0)
     grid = rng.integers(0, 9 * 10, size=(50_000, 3))
-    db = _batch(ctx, grid, 1, clock_mhz=300.0, pack=2, decode_kernel="gemv")
+    db = grid_batch(ctx, grid, 1, clock_mhz=300.0, pack=2, decode_kernel="gemv")
     best_eval = None
     for _ in range(args.repeat):
         t = time.perf_counter()

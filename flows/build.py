@@ -109,14 +109,14 @@ def build(board, cfg=None, out=None, *, do_build=True, max_rows=None, baud=11520
         raise ValueError("an output directory is needed to build a bitstream")
 
     from ..sim.tools import tool_env
-    from .synth import SynthError, _progress, warm_tools
+    from .synth import SynthError, progress_bar, warm_tools
     warm_tools([spec.target])
     env = tool_env()
     bitstream = {"ecp5": "top.bit", "ice40": "top.bin"}[_family(spec.target)]
 
     def run(tmp):
         plan.extract(tmp)
-        with _progress(progress, 1, f"build {spec.name}") as bar, \
+        with progress_bar(progress, 1, f"build {spec.name}") as bar, \
                 open(Path(tmp) / "build.log", "wb") as log:
             bar.set_postfix_str("yosys, nextpnr, pack")
             proc = subprocess.run(["sh", f"{plan.script}.sh"], cwd=tmp, env=env, stdout=log,

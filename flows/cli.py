@@ -27,8 +27,8 @@ def _harness(name):
 # ---- blocks -----------------------------------------------------------------------------------
 def cmd_blocks(args):
     from llmloom.hw.config import field_specs
-    from llmloom.sim.harness import HARNESSES, _load
-    _load()
+    from llmloom.sim.harness import HARNESSES, load_harnesses
+    load_harnesses()
     listing = []
     for name in sorted(HARNESSES):
         h = HARNESSES[name]

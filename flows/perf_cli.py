@@ -15,7 +15,7 @@ import types
 from ..perf.design import Design, layer_config_dict
 from ..perf.devices import fpga_names, gpu_names
 from ..perf.errors import ConfigError
-from ..perf.estimate import _document, compare, estimate
+from ..perf.estimate import compare, estimate, estimate_document
 from ..perf.explore import OBJECTIVES, explore
 from ..perf.gpu import RUNTIMES
 from ..perf.models import get_model, model_names
@@ -272,8 +272,9 @@ def cmd_explore(args):
     ctx = result.context
     export = _layer_export(args, result.best, ctx, args.objective != "prefill")
     modes = ("prefill", "decode") if ctx.model.decoder else ("prefill",)
-    best = _document(ctx, result.best,
-                     evaluate(ctx, DesignBatch.from_designs([result.best]), modes=modes), modes)
+    best = estimate_document(
+        ctx, result.best, evaluate(ctx, DesignBatch.from_designs([result.best]), modes=modes),
+        modes)
     doc = {"schema": EXPLORE_SCHEMA, "model": ctx.model.name, "device": ctx.device.name,
            "objective": args.objective, "budget_dsp": budget, "evaluated": result.evaluated,
            "feasible": result.feasible, "value": result.value, "best": best,

@@ -48,7 +48,7 @@ __all__ = ["Target", "TARGETS", "SynthResult", "SynthError", "get_target", "synt
            "tool_versions", "count_resources", "verilog_ports", "wrapper_verilog",
            "warm_tools", "CELL_MAP", "design_id", "TOLERANCES", "load_baselines",
            "compare_to_baseline", "baseline_entry", "update_baseline", "BASELINE_DIR",
-           "BASELINE_DESIGNS"]
+           "BASELINE_DESIGNS", "progress_bar"]
 
 _INSTALL = "install the synthesis extra: pip install -e '.[synth]' (or ./dev setup)"
 
@@ -328,7 +328,9 @@ def _escaped(name):
 
 
 # ---- synthesis --------------------------------------------------------------------------------
-def _progress(progress, total, desc):
+def progress_bar(progress, total, desc):
+    """A tqdm bar of ``total`` stages on stderr, labelled ``desc``; shown when ``progress`` is
+    true, or when it is None and stderr is a terminal."""
     if progress is None:
         progress = sys.stderr.isatty()
     from tqdm import tqdm
@@ -431,7 +433,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
         raise ValueError(f"clock_mhz={clock_mhz!r} is out of range; allowed: > 0")
     t0 = time.perf_counter()
     stages = 3 if pnr else 2
-    with _workdir(workdir) as wd, _progress(progress, stages, f"synth {tgt.name}") as bar:
+    with _workdir(workdir) as wd, progress_bar(progress, stages, f"synth {tgt.name}") as bar:
         bar.set_postfix_str("generating Verilog")
         text, top = _verilog_of(design, top, tgt.family)
         (wd / "core.v").write_text(text)

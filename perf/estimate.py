@@ -19,8 +19,8 @@ from .presets import PRESETS, get_preset
 from .spatial import DesignBatch, bottleneck, evaluate, make_context, raise_if_infeasible
 from .workload import get_quant, workload
 
-__all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "ESTIMATE_SCHEMA",
-           "COMPARE_SCHEMA"]
+__all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "estimate_document",
+           "ESTIMATE_SCHEMA", "COMPARE_SCHEMA"]
 
 ESTIMATE_SCHEMA = "llmloom.perf.estimate/1"
 COMPARE_SCHEMA = "llmloom.perf.compare/1"
@@ -167,7 +167,7 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
         raise last_error
     _, ctx, des, result = best
     raise_if_infeasible(ctx, result)
-    return _document(ctx, des, result, modes)
+    return estimate_document(ctx, des, result, modes)
 
 
 def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, progress):
@@ -181,7 +181,10 @@ def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, pr
     return key, ctx, des, result
 
 
-def _document(ctx, design, result, modes):
+def estimate_document(ctx, design, result, modes):
+    """The :func:`estimate` document (``ESTIMATE_SCHEMA``) of one evaluated design: ``result``
+    is what :func:`~llmloom.perf.spatial.evaluate` gave for ``design`` (batch of one) in the
+    context ``ctx``, over ``modes`` ("prefill", and "decode" for a decoder)."""
     m, dev = ctx.model, ctx.device
     f = design.clock_mhz * 1e6
     res = result["res"]

@@ -23,7 +23,7 @@ from .design import KERNELS, LANE_UNITS
 from .errors import ConfigError, ConstraintError
 from .spatial import DesignBatch, evaluate, make_context
 
-__all__ = ["ExploreResult", "explore", "OBJECTIVES", "space_size"]
+__all__ = ["ExploreResult", "explore", "OBJECTIVES", "space_size", "grid_batch"]
 
 OBJECTIVES = ("prefill", "decode", "tokens-per-s")
 _ROWS = (1, 2, 4, 8, 16, 24, 32, 48, 64)
@@ -64,8 +64,12 @@ def space_size(n_layers_dev, pack=2):
     return shapes ** 3 * len(_layer_choices(n_layers_dev))
 
 
-def _batch(ctx, grid, C, *, clock_mhz, pack, decode_kernel):
-    """A :class:`DesignBatch` from index arrays into the shape grid."""
+def grid_batch(ctx, grid, C, *, clock_mhz, pack, decode_kernel):
+    """A :class:`DesignBatch` from index arrays into the shape grid: row ``i`` of ``grid``
+    (points × 3 integers) picks the array shape of the projection, attention and FFN kernels,
+    each an index ``r * len(_COLS) + c`` into the row and column choices :func:`explore`
+    searches; every point has ``C`` layer copies, ``pack`` products per DSP, the given clock
+    and decode kernel ("gemv" or "gemm")."""
     m = ctx.model
     P = len(grid)
     rows, cols, packs, chan = {}, {}, {}, {}
@@ -171,7 +175,7 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
         for C, grid in todo:
             for start in range(0, len(grid), chunk):
                 g = grid[start:start + chunk]
-                db = _batch(ctx, g, C, clock_mhz=clock, pack=pack, decode_kernel=decode_kernel)
+                db = grid_batch(ctx, g, C, clock_mhz=clock, pack=pack, decode_kernel=decode_kernel)
                 res = evaluate(ctx, db, modes=modes, budget_dsp=budget_dsp)
                 val = _objective(res, objective, ctx, gen)
                 ok = res["feasible"] & np.isfinite(val)
@@ -204,7 +208,7 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
             have=budget_dsp or dev.dsp)
 
     def to_design(C, g, on_chip, name):
-        db = _batch(ctx, g[None, :], C, clock_mhz=clock, pack=pack,
+        db = grid_batch(ctx, g[None, :], C, clock_mhz=clock, pack=pack,
                     decode_kernel=decode_kernel)
         return db.design(0, name=name, quant=ctx.quant.name,
                          weights="on_chip" if on_chip else "stream")

@@ -17,7 +17,7 @@ from ..hw.config import BlockConfig, ConfigError
 from ..hw.stream import row_layout
 
 __all__ = ["TensorSpec", "Drive", "Gate", "Segment", "BlockHarness", "HARNESSES", "get_harness",
-           "TensorError", "ControlStreams"]
+           "load_harnesses", "TensorError", "ControlStreams"]
 
 
 class TensorError(ValueError):
@@ -156,14 +156,16 @@ def register(harness_cls):
 
 
 def get_harness(name):
-    _load()
+    load_harnesses()
     if name not in HARNESSES:
         raise ConfigError(f"unknown block {name!r}; known: {', '.join(sorted(HARNESSES))}")
     return HARNESSES[name]
 
 
-def _load():
-    """Import every harness module in :mod:`llmloom.sim.blocks` (each registers itself)."""
+def load_harnesses():
+    """Import every harness module in :mod:`llmloom.sim.blocks` (each registers itself), so
+    that :data:`HARNESSES` holds every block; :func:`get_harness` calls it, code that walks
+    :data:`HARNESSES` directly calls it first."""
     import importlib
     import pkgutil
 

@@ -52,11 +52,11 @@ from ..hw.layers.config import (
     NormParams,
 )
 from ..hw.numeric import INT8, INT32
-from .golden.layers import layer_float_trace
+from .golden.layers import cosine, dequantize, layer_bitexact, layer_float, layer_float_trace
 from .weights import load_layer_weights
 
 __all__ = ["quantize_layer", "quantize_weight", "quantize_input", "calibrate_scale",
-           "SCALE_SPREAD_BITS"]
+           "run_layer_float_and_int", "SCALE_SPREAD_BITS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = 12
@@ -147,3 +147,26 @@ def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, ep
                            beta=tuple(map(float, w[f"{n}_b"]))) for n in ("ln1", "ln2")}
     cfg = shape_only.replace(scales=scales, **linears, **norms)
     return cfg, LayerWeights(**mats).check(cfg), scales.x
+
+
+def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **quantize_kw):
+    """Quantise a layer (calibrating on ``x_calib``, default ``x``), run the float64 layer on
+    ``x`` and the bit-exact one on ``x`` quantised to the input scale, and compare.
+
+    ``quantize_kw`` goes to :func:`quantize_layer` (``seq``, ``lanes``, parallelism...).
+    Returns a dict: ``cosine`` and ``max_abs_error`` (of the dequantised int
+    output against the float output), ``rel_max_error`` (that over max|y_float|), ``y_float``,
+    ``y_int``, ``y_dequant``, ``config`` and ``weights``.
+    """
+    if not isinstance(float_weights, dict):
+        float_weights = load_layer_weights(float_weights, arch)
+    x = np.asarray(x, np.float64)
+    cfg, weights, x_scale = quantize_layer(float_weights, x if x_calib is None else x_calib,
+                                           arch, heads, **quantize_kw)
+    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale))
+    y_float = layer_float(x, float_weights, arch, heads)
+    y_deq = dequantize(y_int, cfg.y_scale)
+    err = float(np.max(np.abs(y_deq - y_float)))
+    return {"cosine": cosine(y_deq, y_float), "max_abs_error": err,
+            "rel_max_error": err / float(np.max(np.abs(y_float))), "y_float": y_float,
+            "y_int": y_int, "y_dequant": y_deq, "config": cfg, "weights": weights}

@@ -29,18 +29,42 @@ import math
 import numpy as np
 
 from ...hw.numeric import QuantParams
-from . import layers
 from .gemm import gemm_bitexact
 from .requant import requant_bitexact
 from .softmax import causal_keep, softmax_bitexact
 
 __all__ = ["attention_bitexact", "attention_float", "attention_scores_float",
-           "calibrate_attention", "attention_error_bound", "SOFTMAX_PROB_ERROR"]
+           "calibrate_attention", "attention_error_bound", "SOFTMAX_PROB_ERROR", "attention",
+           "softmax"]
 
 #: |p/255 − p_float| of the softmax block (its stated bound, ``hw/blocks/softmax.py``).
 SOFTMAX_PROB_ERROR = 0.0023
 
 
+# ---- the float maths (also the layers' float references, llmloom.sim.golden.layers) ----------
+def softmax(s, axis=-1):
+    s = s - s.max(axis=axis, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def attention(q, k, v, heads, causal, q_offset=0):
+    """Multi-head scaled dot-product attention; query row r sits at position r + q_offset."""
+    lq, d = q.shape
+    lk = k.shape[0]
+    dh = d // heads
+    out = np.empty((lq, d))
+    for h in range(heads):
+        sl = slice(h * dh, (h + 1) * dh)
+        s = q[:, sl] @ k[:, sl].T / math.sqrt(dh)
+        if causal:
+            mask = np.arange(lk)[None, :] > (np.arange(lq)[:, None] + q_offset)
+            s = np.where(mask, -np.inf, s)
+        out[:, sl] = softmax(s) @ v[:, sl]
+    return out
+
+
+# ---- the block's golden models -----------------------------------------------------------------
 def _inputs(cfg, q, k, v, q_offset):
     q, k, v = (np.asarray(t) for t in (q, k, v))
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -95,11 +119,11 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
 
 
 def attention_float(cfg, q, k, v, q_offset=0):
-    """The float64 attention of the dequantised inputs (``layers.attention``): the maths that
+    """The float64 attention of the dequantised inputs (:func:`attention`): the maths that
     :func:`attention_bitexact` approximates. Keys beyond ``ctx`` do not exist here at all."""
     q, k, v = _inputs(cfg, q, k, v, q_offset)
-    return layers.attention(q * cfg.q_scale, k * cfg.k_scale, v * cfg.v_scale, cfg.heads,
-                            cfg.causal, q_offset)
+    return attention(q * cfg.q_scale, k * cfg.k_scale, v * cfg.v_scale, cfg.heads, cfg.causal,
+                     q_offset)
 
 
 def attention_scores_float(q, k, heads, causal, q_offset=0):

@@ -9,6 +9,15 @@ import math
 
 import numpy as np
 
+from .activation import activation_bitexact
+from .attention import attention, attention_bitexact, attention_scores_float, softmax
+from .gemm import gemm_bitexact
+from .norm import norm_bitexact
+from .requant import requant_bitexact
+from .residual import residual_bitexact
+
+# softmax and attention, the float maths of the attention block, live in .attention (below this
+# module, which composes the blocks); they stay importable from here.
 __all__ = ["layernorm", "gelu_tanh", "gelu_erf", "softmax", "attention", "gpt2_block_float",
            "bert_layer_float"]
 
@@ -28,28 +37,6 @@ def gelu_tanh(x):
 def gelu_erf(x):
     from math import erf
     return 0.5 * x * (1 + np.vectorize(erf)(x / math.sqrt(2)))
-
-
-def softmax(s, axis=-1):
-    s = s - s.max(axis=axis, keepdims=True)
-    e = np.exp(s)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def attention(q, k, v, heads, causal, q_offset=0):
-    """Multi-head scaled dot-product attention; query row r sits at position r + q_offset."""
-    lq, d = q.shape
-    lk = k.shape[0]
-    dh = d // heads
-    out = np.empty((lq, d))
-    for h in range(heads):
-        sl = slice(h * dh, (h + 1) * dh)
-        s = q[:, sl] @ k[:, sl].T / math.sqrt(dh)
-        if causal:
-            mask = np.arange(lk)[None, :] > (np.arange(lq)[:, None] + q_offset)
-            s = np.where(mask, -np.inf, s)
-        out[:, sl] = softmax(s) @ v[:, sl]
-    return out
 
 
 def gpt2_block_float(x, w, heads):
@@ -76,7 +63,7 @@ def bert_layer_float(x, w, heads):
 # (below the float references above, which stay the plain maths they were)
 
 __all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact", "dequantize",
-            "run_layer_float_and_int", "cosine"]
+            "cosine"]
 
 
 def layer_float(x, w, arch, heads):
@@ -94,8 +81,6 @@ def layer_float_trace(x, w, arch, heads, eps=None):
     ``scores`` (heads × rows × rows, real ``q·kᵀ/sqrt(d_head)``), ``keep`` (the kept keys) and
     ``y``. The same maths as :func:`gpt2_block_float` / :func:`bert_layer_float`, step by
     step (a test holds ``y`` equal to them), for calibration."""
-    from .attention import attention_scores_float
-
     x = np.asarray(x, np.float64)
     eps = LN_EPS[arch] if eps is None else eps
     t = {"x": x}
@@ -160,8 +145,6 @@ class KVCache:
 
 
 def _linear(cfg, weights, name, x):
-    from .gemm import gemm_bitexact
-    from .requant import requant_bitexact
     return requant_bitexact(cfg.requant(name),
                             gemm_bitexact(cfg.gemm(name), x, weights.matrix(name)))
 
@@ -188,11 +171,6 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     only the cached rows, so decode after a prefill of l−1 tokens gives, bit for bit, the last
     row of a prefill of l tokens.
     """
-    from .activation import activation_bitexact
-    from .attention import attention_bitexact
-    from .norm import norm_bitexact
-    from .residual import residual_bitexact
-
     if not cfg.calibrated:
         raise ValueError("layer config is not calibrated; build it with "
                          "llmloom.sim.quantize.quantize_layer")
@@ -249,29 +227,3 @@ def cosine(a, b):
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na and nb else float(na == nb)
-
-
-def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **quantize_kw):
-    """Quantise a layer (calibrating on ``x_calib``, default ``x``), run the float64 layer on
-    ``x`` and the bit-exact one on ``x`` quantised to the input scale, and compare.
-
-    ``quantize_kw`` goes to :func:`llmloom.sim.quantize.quantize_layer` (``seq``, ``lanes``,
-    parallelism...). Returns a dict: ``cosine`` and ``max_abs_error`` (of the dequantised int
-    output against the float output), ``rel_max_error`` (that over max|y_float|), ``y_float``,
-    ``y_int``, ``y_dequant``, ``config`` and ``weights``.
-    """
-    from ..quantize import quantize_input, quantize_layer
-    from ..weights import load_layer_weights
-
-    if not isinstance(float_weights, dict):
-        float_weights = load_layer_weights(float_weights, arch)
-    x = np.asarray(x, np.float64)
-    cfg, weights, x_scale = quantize_layer(float_weights, x if x_calib is None else x_calib,
-                                           arch, heads, **quantize_kw)
-    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale))
-    y_float = layer_float(x, float_weights, arch, heads)
-    y_deq = dequantize(y_int, cfg.y_scale)
-    err = float(np.max(np.abs(y_deq - y_float)))
-    return {"cosine": cosine(y_deq, y_float), "max_abs_error": err,
-            "rel_max_error": err / float(np.max(np.abs(y_float))), "y_float": y_float,
-            "y_int": y_int, "y_dequant": y_deq, "config": cfg, "weights": weights}

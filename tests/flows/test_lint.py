@@ -9,10 +9,10 @@ import subprocess
 import pytest
 
 from llmloom.hw.emit import emit_verilog
-from llmloom.sim.harness import HARNESSES, _load
+from llmloom.sim.harness import HARNESSES, load_harnesses
 from llmloom.sim.tools import require, tool_env
 
-_load()
+load_harnesses()
 
 # Why each accepted warning is not ours to fix:
 ACCEPTED = {

@@ -18,9 +18,9 @@ import re
 import pytest
 from amaranth.lib import stream, wiring
 
-from llmloom.sim.harness import HARNESSES, _load
+from llmloom.sim.harness import HARNESSES, load_harnesses
 
-_load()
+load_harnesses()
 
 #: (block, config fields): configs with plain control ports, beyond each block's default.
 CONTROL_CONFIGS = [("softmax", {"causal": True, "runtime_offset": True})]

@@ -16,9 +16,8 @@ from llmloom.sim.golden.layers import (
     gpt2_block_float,
     layer_bitexact,
     layer_float_trace,
-    run_layer_float_and_int,
 )
-from llmloom.sim.quantize import quantize_input, quantize_layer
+from llmloom.sim.quantize import quantize_input, quantize_layer, run_layer_float_and_int
 
 ARCHS = ["gpt2", "bert"]
 D, HEADS, D_FF, SEQ = 64, 4, 256, 16

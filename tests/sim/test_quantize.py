@@ -9,13 +9,14 @@ from safetensors.numpy import save_file
 
 from llmloom.hw.blocks.requant import RequantConfig
 from llmloom.hw.layers.config import LINEARS
-from llmloom.sim.golden.layers import layer_bitexact, layer_float_trace, run_layer_float_and_int
+from llmloom.sim.golden.layers import layer_bitexact, layer_float_trace
 from llmloom.sim.quantize import (
     SCALE_SPREAD_BITS,
     calibrate_scale,
     quantize_input,
     quantize_layer,
     quantize_weight,
+    run_layer_float_and_int,
 )
 
 D, HEADS, F, SEQ = 64, 4, 256, 16
