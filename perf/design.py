@@ -7,7 +7,7 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "clock_mhz": 250,
       "quant": "W8A8",                     # W8A8 | W4A8 | W4A16 | fp16
       "token_tile": 8,                     # token rows streamed between kernels per beat group
-      "kernels": {                         # q k v a1 a2 p f1 f2 required; fg (gated FFN) = f1
+      "kernels": {                         # q k v qk pv o f1 f2 required; fg (gated FFN) = f1
         "q":  {"rows": 8, "cols": 16, "packing": 2, "channels": 1},   # channels optional
         ...
       },
@@ -16,8 +16,14 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "weights": "stream",                 # stream | on_chip | auto
       "decode_kernel": "gemv",             # gemv (paper's GEMV engines) | gemm (hw/ GEMM, m=1)
       "double_buffer": true,
-      "regions": {"q": "SLR0", ...}        # optional: die of each kernel (default plan otherwise)
+      "regions": {"q": "SLR0", ...}        # optional: die of each kernel or lanes unit
     }
+
+The kernels are named as the ``hw`` layer names its stages: ``q k v`` and ``o`` (output
+projection), ``qk`` (Q·Kᵀ), ``pv`` (softmax·V), ``f1 f2`` and ``fg`` (the gate projection of a
+gated FFN, which ``hw`` does not build yet). The ``lanes`` keys are the non-linear units by
+kind, not stages: ``softmax``; ``norm`` serves both norm stages; ``act`` serves the activation
+stage, which is named after its function (``gelu``, ``relu``, ``silu``).
 
 A kernel of ``rows``×``cols`` DSPs with ``packing`` MACs per DSP is the ``hw`` GEMM
 ``GemmConfig(rows=rows, cols=cols*packing, ...)``: packing pairs adjacent output columns that
@@ -41,7 +47,7 @@ from .workload import ATTENTION, LINEAR, get_quant
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
            "layer_arch", "layer_config_dict", "save_layer_config"]
 
-KERNELS = ("q", "k", "v", "a1", "a2", "p", "f1", "fg", "f2")
+KERNELS = ("q", "k", "v", "qk", "pv", "o", "f1", "fg", "f2")
 LANE_UNITS = ("softmax", "norm", "act")
 _POW2 = (1, 2, 4, 8, 16, 32, 64)
 
@@ -223,7 +229,7 @@ class Design:
         Returns
         -------
         dict of str to GemmConfig
-            ``q k v p f1 f2`` (and ``fg`` for a gated FFN), with ``cols = cols*packing``
+            ``q k v o f1 f2`` (and ``fg`` for a gated FFN), with ``cols = cols*packing``
             (logical output columns) and the fewest input ``lanes`` that keep the array fed.
 
         Raises
@@ -258,17 +264,18 @@ class Design:
         (what ``llmloom run gpt2-block|bert-layer --config`` takes), with notes on what did
         not carry over exactly.
 
-        The paper's kernels map onto the layer's arrays: q, k, v, p → ``linear_rows`` ×
-        ``linear_cols``; f1, f2 → ``ffn_rows`` × ``ffn_cols``; a1 → ``qk``; a2 → ``pv``; each
-        ``cols`` is the kernel's ``cols·packing`` (logical columns, as :meth:`gemm_configs`).
-        The layer has one array size per group, so where the design's q, k, v, p (or f1, f2)
+        The design's kernels map onto the layer's arrays: q, k, v, o → ``linear_rows`` ×
+        ``linear_cols``; f1, f2 → ``ffn_rows`` × ``ffn_cols``; qk → ``qk_*``; pv → ``pv_*``;
+        each ``cols`` is the kernel's ``cols·packing`` (logical columns, as
+        :meth:`gemm_configs`). The layer has one array size per group, so where the design's
+        q, k, v, o (or f1, f2)
         differ the largest (most MACs per cycle) is taken; a ``cols`` that does not divide
         the output width the layer RTL needs (d_model; gcd(d_model, d_ff) for the FFN;
         d_head for P·V; the sequence for a bidirectional Q·Kᵀ) becomes its largest divisor
         below. ``lanes`` (one stream width for every stage) is the widest of the design's
         non-linear units (softmax, norm, act), lowered until it divides d_model, d_ff and
         d_head and fits every array's columns (and, with ``engine="gemv"``, divides the
-        rows). Heads run in sequence (``head_engines=1``: the design's a1, a2 are single
+        rows). Heads run in sequence (``head_engines=1``: the design's qk, pv are single
         arrays). Every such change is a note.
 
         Parameters
@@ -324,9 +331,9 @@ class Design:
                                   "range for the layer's arrays; allowed: 1..64")
             return [kd.rows, kd.logical_cols]
 
-        arrays = {"linear": largest("q, k, v, p", ("q", "k", "v", "p")),
+        arrays = {"linear": largest("q, k, v, o", ("q", "k", "v", "o")),
                   "ffn": largest("f1, f2", ("f1", "f2")),
-                  "qk": largest("a1", ("a1",)), "pv": largest("a2", ("a2",))}
+                  "qk": largest("qk", ("qk",)), "pv": largest("pv", ("pv",))}
         widths = {"linear": (d, "d_model"), "ffn": (math.gcd(d, f), "gcd(d_model, d_ff)"),
                   "pv": (dh, "d_head")}
         if arch == "bert":
@@ -409,9 +416,9 @@ def save_layer_config(cfg, path):
 
 def linear_shapes(model, tp=1):
     """``{kernel: (k, n)}`` of one device's slice under tensor parallelism ``tp`` (Megatron:
-    q, k, v, f1, fg split by columns; p and f2 by rows)."""
+    q, k, v, f1, fg split by columns; o and f2 by rows)."""
     d, dkv, dff = model.d_model, model.d_kv, model.d_ff
-    return {"q": (d, d // tp), "k": (d, dkv // tp), "v": (d, dkv // tp), "p": (d // tp, d),
+    return {"q": (d, d // tp), "k": (d, dkv // tp), "v": (d, dkv // tp), "o": (d // tp, d),
             "f1": (d, dff // tp), "fg": (d, dff // tp), "f2": (dff // tp, d)}
 
 
