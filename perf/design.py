@@ -23,7 +23,9 @@ The kernels are named as the ``hw`` layer names its stages: ``q k v`` and ``o`` 
 projection), ``qk`` (Q·Kᵀ), ``pv`` (softmax·V), ``f1 f2`` and ``fg`` (the gate projection of a
 gated FFN, which ``hw`` does not build yet). The ``lanes`` keys are the non-linear units by
 kind, not stages: ``softmax``; ``norm`` serves both norm stages; ``act`` serves the activation
-stage, which is named after its function (``gelu``, ``relu``, ``silu``).
+stage, which is named after its function (``gelu``, ``relu``, ``silu``). Files written before
+the kernels had these names (``p``, ``a1``, ``a2`` for ``o``, ``qk``, ``pv``, in ``kernels`` or
+``regions``) still load, with a :class:`OldNamesWarning` that says so.
 
 A kernel of ``rows``×``cols`` DSPs with ``packing`` MACs per DSP is the ``hw`` GEMM
 ``GemmConfig(rows=rows, cols=cols*packing, ...)``: packing pairs adjacent output columns that
@@ -37,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
+import warnings
 
 from ..hw.blocks.gemm_config import GemmConfig
 from .errors import ConfigError
@@ -45,11 +48,27 @@ from .models import get_model
 from .workload import ATTENTION, LINEAR, get_quant
 
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
-           "layer_arch", "layer_config_dict", "save_layer_config"]
+           "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "layer_config_dict",
+           "save_layer_config"]
 
 KERNELS = ("q", "k", "v", "qk", "pv", "o", "f1", "fg", "f2")
 LANE_UNITS = ("softmax", "norm", "act")
+#: Kernel names of design files written before the kernels took the ``hw`` stage names.
+OLD_KERNEL_NAMES = {"p": "o", "a1": "qk", "a2": "pv"}
 _POW2 = (1, 2, 4, 8, 16, 32, 64)
+
+
+class OldNamesWarning(UserWarning):
+    """A design (file) uses the old kernel names ``p``, ``a1``, ``a2``; it was read with the
+    new ones. The CLI prints it as an ``llmloom: note:`` line."""
+
+
+def _unknown_kernel(name, allowed, where=""):
+    """The error for an unknown kernel, saying which new name an old one is now."""
+    new = OLD_KERNEL_NAMES.get(name)
+    return ConfigError(f"{where}unknown kernel {name!r}"
+                       + (f" (the old name of {new!r})" if new else "")
+                       + f"; allowed: {', '.join(allowed)}")
 
 
 def _int_in(owner, name, value, lo, hi):
@@ -143,7 +162,7 @@ class Design:
         kernels = dict(self.kernels)
         for name in kernels:
             if name not in KERNELS:
-                raise ConfigError(f"unknown kernel {name!r}; allowed: {', '.join(KERNELS)}")
+                raise _unknown_kernel(name, KERNELS)
         missing = [k for k in KERNELS if k != "fg" and k not in kernels]
         if missing:
             raise ConfigError(f"design lacks kernels {', '.join(missing)}; required: "
@@ -163,8 +182,7 @@ class Design:
             regions = dict(self.regions)
             for k in regions:
                 if k not in KERNELS and k not in LANE_UNITS:
-                    raise ConfigError(f"regions: unknown kernel {k!r}; allowed: "
-                                      f"{', '.join(KERNELS + LANE_UNITS)}")
+                    raise _unknown_kernel(k, KERNELS + LANE_UNITS, "regions: ")
             object.__setattr__(self, "regions", types.MappingProxyType(regions))
 
     # Derived -----------------------------------------------------------------------------------
@@ -192,7 +210,18 @@ class Design:
 
     @classmethod
     def from_dict(cls, values):
-        """Build from the JSON form, naming any unknown key."""
+        """Build from the JSON form, naming any unknown key.
+
+        The old kernel names (:data:`OLD_KERNEL_NAMES`: ``p``, ``a1``, ``a2``) are read as the
+        new ones, with an :class:`OldNamesWarning`."""
+        design, old = cls._from_dict(values)
+        if old:
+            _warn_old_names("design", old)
+        return design
+
+    @classmethod
+    def _from_dict(cls, values):
+        """``(design, old kernel names it used)``."""
         if not isinstance(values, dict):
             raise ConfigError("a design must be a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -202,6 +231,26 @@ class Design:
                                   f"{', '.join(sorted(names))}")
         if "clock_mhz" not in values or "kernels" not in values:
             raise ConfigError("a design needs at least clock_mhz and kernels")
+        if not isinstance(values["kernels"], dict):
+            raise ConfigError("kernels must be an object of kernel name to array")
+        old = []
+        renamed = {}
+        for field in ("kernels", "regions"):
+            if not isinstance(values.get(field), dict):
+                continue
+            entries = {}
+            for k, v in values[field].items():
+                new = OLD_KERNEL_NAMES.get(k, k)
+                if new != k:
+                    if new in values[field]:
+                        raise ConfigError(f"{field} has both {k!r} and {new!r} ({k!r} is the "
+                                          f"old name of {new!r}); keep {new!r}")
+                    if k not in old:
+                        old.append(k)
+                entries[new] = v
+            renamed[field] = entries
+        values = {**values, **renamed}
+        old.sort(key=list(OLD_KERNEL_NAMES).index)
         kernels = {}
         for k, v in values["kernels"].items():
             if not isinstance(v, dict):
@@ -215,7 +264,7 @@ class Design:
                 kernels[k] = KernelDesign(**v)
             except ConfigError as e:
                 raise ConfigError(f"kernels.{k}.{e}") from None
-        return cls(**{**values, "kernels": kernels})
+        return cls(**{**values, "kernels": kernels}), old
 
     def gemm_configs(self, model, *, tp=1):
         """The linear kernels as the very ``GemmConfig`` objects the ``hw`` GEMM takes.
@@ -423,13 +472,23 @@ def linear_shapes(model, tp=1):
 
 
 def load_design(path):
-    """Read a design JSON file (the format in this module's docstring)."""
+    """Read a design JSON file (the format in this module's docstring); a file with the old
+    kernel names is read with the new ones and an :class:`OldNamesWarning` naming the file."""
     try:
         with open(path) as f:
             values = json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    return Design.from_dict(values)
+    design, old = Design._from_dict(values)
+    if old:
+        _warn_old_names(f"design file {path}", old)
+    return design
+
+
+def _warn_old_names(what, old):
+    warnings.warn(f"{what} uses the old kernel names {', '.join(old)}; read as "
+                  f"{', '.join(OLD_KERNEL_NAMES[k] for k in old)}", OldNamesWarning,
+                  stacklevel=3)
 
 
 def save_design(design, path):
