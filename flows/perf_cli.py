@@ -2,17 +2,21 @@
 
 :func:`add_subcommands` adds the three subcommands to the main CLI's subparsers. Each handler
 returns an exit code; user errors are raised as ``ValueError`` (the main CLI prints them as one
-line). ``--json`` prints the documented JSON (``perf/README.md``) to stdout.
+line). ``--json`` prints the documented JSON (``perf/README.md``) to stdout. Notes (a design file
+with the old kernel names, a layer export that changed the design) go to stderr as
+``llmloom: note:`` lines.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import types
+import warnings
 
-from ..perf.design import Design, layer_config_dict
+from ..perf.design import Design, OldNamesWarning, layer_config_dict
 from ..perf.devices import fpga_names, gpu_names
 from ..perf.errors import ConfigError
 from ..perf.estimate import compare, estimate, estimate_document
@@ -26,6 +30,28 @@ from .userio import Outputs
 __all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "EXPLORE_SCHEMA"]
 
 EXPLORE_SCHEMA = "llmloom.perf.explore/1"
+
+
+def _printing_notes(cmd):
+    """Run ``cmd`` printing each :class:`OldNamesWarning` once as an ``llmloom: note:`` line
+    (a design file is read more than once in a command; other warnings are left as they are)."""
+    @functools.wraps(cmd)
+    def run(args):
+        seen = set()
+        show = warnings.showwarning
+
+        def note(message, category, *rest, **kw):
+            if not issubclass(category, OldNamesWarning):
+                return show(message, category, *rest, **kw)
+            if str(message) not in seen:
+                seen.add(str(message))
+                print(f"llmloom: note: {message}", file=sys.stderr)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", OldNamesWarning)
+            warnings.showwarning = note
+            return cmd(args)
+    return run
 
 
 def _positive(text):
@@ -173,6 +199,7 @@ def _check_design(args):
 
 
 # estimate ----------------------------------------------------------------------------------------
+@_printing_notes
 def cmd_estimate(args):
     out = _outputs(args, "--plot", "--save-layer")
     _check_design(args)
@@ -249,6 +276,7 @@ def format_estimate(doc):
 
 
 # explore ------------------------------------------------------------------------------------------
+@_printing_notes
 def cmd_explore(args):
     out = _outputs(args, "--plot", "--save", "--save-layer")
     preset = get_preset(args.against) if args.against else None
@@ -322,6 +350,7 @@ def format_explore(doc):
 
 
 # compare ------------------------------------------------------------------------------------------
+@_printing_notes
 def cmd_compare(args):
     out = _outputs(args, "--plot")
     _check_design(args)

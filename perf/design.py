@@ -7,7 +7,7 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "clock_mhz": 250,
       "quant": "W8A8",                     # W8A8 | W4A8 | W4A16 | fp16
       "token_tile": 8,                     # token rows streamed between kernels per beat group
-      "kernels": {                         # q k v a1 a2 p f1 f2 required; fg (gated FFN) = f1
+      "kernels": {                         # q k v qk pv o f1 f2 required; fg (gated FFN) = f1
         "q":  {"rows": 8, "cols": 16, "packing": 2, "channels": 1},   # channels optional
         ...
       },
@@ -16,8 +16,16 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "weights": "stream",                 # stream | on_chip | auto
       "decode_kernel": "gemv",             # gemv (paper's GEMV engines) | gemm (hw/ GEMM, m=1)
       "double_buffer": true,
-      "regions": {"q": "SLR0", ...}        # optional: die of each kernel (default plan otherwise)
+      "regions": {"q": "SLR0", ...}        # optional: die of each kernel or lanes unit
     }
+
+The kernels are named as the ``hw`` layer names its stages: ``q k v`` and ``o`` (output
+projection), ``qk`` (Q·Kᵀ), ``pv`` (softmax·V), ``f1 f2`` and ``fg`` (the gate projection of a
+gated FFN, which ``hw`` does not build yet). The ``lanes`` keys are the non-linear units by
+kind, not stages: ``softmax``; ``norm`` serves both norm stages; ``act`` serves the activation
+stage, which is named after its function (``gelu``, ``relu``, ``silu``). Files written before
+the kernels had these names (``p``, ``a1``, ``a2`` for ``o``, ``qk``, ``pv``, in ``kernels`` or
+``regions``) still load, with a :class:`OldNamesWarning` that says so.
 
 A kernel of ``rows``×``cols`` DSPs with ``packing`` MACs per DSP is the ``hw`` GEMM
 ``GemmConfig(rows=rows, cols=cols*packing, ...)``: packing pairs adjacent output columns that
@@ -31,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
+import warnings
 
 from ..hw.blocks.gemm_config import GemmConfig
 from .errors import ConfigError
@@ -39,11 +48,27 @@ from .models import get_model
 from .workload import ATTENTION, LINEAR, get_quant
 
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
-           "layer_arch", "layer_config_dict", "save_layer_config"]
+           "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "layer_config_dict",
+           "save_layer_config"]
 
-KERNELS = ("q", "k", "v", "a1", "a2", "p", "f1", "fg", "f2")
+KERNELS = ("q", "k", "v", "qk", "pv", "o", "f1", "fg", "f2")
 LANE_UNITS = ("softmax", "norm", "act")
+#: Kernel names of design files written before the kernels took the ``hw`` stage names.
+OLD_KERNEL_NAMES = {"p": "o", "a1": "qk", "a2": "pv"}
 _POW2 = (1, 2, 4, 8, 16, 32, 64)
+
+
+class OldNamesWarning(UserWarning):
+    """A design (file) uses the old kernel names ``p``, ``a1``, ``a2``; it was read with the
+    new ones. The CLI prints it as an ``llmloom: note:`` line."""
+
+
+def _unknown_kernel(name, allowed, where=""):
+    """The error for an unknown kernel, saying which new name an old one is now."""
+    new = OLD_KERNEL_NAMES.get(name)
+    return ConfigError(f"{where}unknown kernel {name!r}"
+                       + (f" (the old name of {new!r})" if new else "")
+                       + f"; allowed: {', '.join(allowed)}")
 
 
 def _int_in(owner, name, value, lo, hi):
@@ -137,7 +162,7 @@ class Design:
         kernels = dict(self.kernels)
         for name in kernels:
             if name not in KERNELS:
-                raise ConfigError(f"unknown kernel {name!r}; allowed: {', '.join(KERNELS)}")
+                raise _unknown_kernel(name, KERNELS)
         missing = [k for k in KERNELS if k != "fg" and k not in kernels]
         if missing:
             raise ConfigError(f"design lacks kernels {', '.join(missing)}; required: "
@@ -157,8 +182,7 @@ class Design:
             regions = dict(self.regions)
             for k in regions:
                 if k not in KERNELS and k not in LANE_UNITS:
-                    raise ConfigError(f"regions: unknown kernel {k!r}; allowed: "
-                                      f"{', '.join(KERNELS + LANE_UNITS)}")
+                    raise _unknown_kernel(k, KERNELS + LANE_UNITS, "regions: ")
             object.__setattr__(self, "regions", types.MappingProxyType(regions))
 
     # Derived -----------------------------------------------------------------------------------
@@ -186,7 +210,18 @@ class Design:
 
     @classmethod
     def from_dict(cls, values):
-        """Build from the JSON form, naming any unknown key."""
+        """Build from the JSON form, naming any unknown key.
+
+        The old kernel names (:data:`OLD_KERNEL_NAMES`: ``p``, ``a1``, ``a2``) are read as the
+        new ones, with an :class:`OldNamesWarning`."""
+        design, old = cls._from_dict(values)
+        if old:
+            _warn_old_names("design", old)
+        return design
+
+    @classmethod
+    def _from_dict(cls, values):
+        """``(design, old kernel names it used)``."""
         if not isinstance(values, dict):
             raise ConfigError("a design must be a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -196,6 +231,26 @@ class Design:
                                   f"{', '.join(sorted(names))}")
         if "clock_mhz" not in values or "kernels" not in values:
             raise ConfigError("a design needs at least clock_mhz and kernels")
+        if not isinstance(values["kernels"], dict):
+            raise ConfigError("kernels must be an object of kernel name to array")
+        old = []
+        renamed = {}
+        for field in ("kernels", "regions"):
+            if not isinstance(values.get(field), dict):
+                continue
+            entries = {}
+            for k, v in values[field].items():
+                new = OLD_KERNEL_NAMES.get(k, k)
+                if new != k:
+                    if new in values[field]:
+                        raise ConfigError(f"{field} has both {k!r} and {new!r} ({k!r} is the "
+                                          f"old name of {new!r}); keep {new!r}")
+                    if k not in old:
+                        old.append(k)
+                entries[new] = v
+            renamed[field] = entries
+        values = {**values, **renamed}
+        old.sort(key=list(OLD_KERNEL_NAMES).index)
         kernels = {}
         for k, v in values["kernels"].items():
             if not isinstance(v, dict):
@@ -209,7 +264,7 @@ class Design:
                 kernels[k] = KernelDesign(**v)
             except ConfigError as e:
                 raise ConfigError(f"kernels.{k}.{e}") from None
-        return cls(**{**values, "kernels": kernels})
+        return cls(**{**values, "kernels": kernels}), old
 
     def gemm_configs(self, model, *, tp=1):
         """The linear kernels as the very ``GemmConfig`` objects the ``hw`` GEMM takes.
@@ -223,7 +278,7 @@ class Design:
         Returns
         -------
         dict of str to GemmConfig
-            ``q k v p f1 f2`` (and ``fg`` for a gated FFN), with ``cols = cols*packing``
+            ``q k v o f1 f2`` (and ``fg`` for a gated FFN), with ``cols = cols*packing``
             (logical output columns) and the fewest input ``lanes`` that keep the array fed.
 
         Raises
@@ -258,17 +313,18 @@ class Design:
         (what ``llmloom run gpt2-block|bert-layer --config`` takes), with notes on what did
         not carry over exactly.
 
-        The paper's kernels map onto the layer's arrays: q, k, v, p → ``linear_rows`` ×
-        ``linear_cols``; f1, f2 → ``ffn_rows`` × ``ffn_cols``; a1 → ``qk``; a2 → ``pv``; each
-        ``cols`` is the kernel's ``cols·packing`` (logical columns, as :meth:`gemm_configs`).
-        The layer has one array size per group, so where the design's q, k, v, p (or f1, f2)
+        The design's kernels map onto the layer's arrays: q, k, v, o → ``linear_rows`` ×
+        ``linear_cols``; f1, f2 → ``ffn_rows`` × ``ffn_cols``; qk → ``qk_*``; pv → ``pv_*``;
+        each ``cols`` is the kernel's ``cols·packing`` (logical columns, as
+        :meth:`gemm_configs`). The layer has one array size per group, so where the design's
+        q, k, v, o (or f1, f2)
         differ the largest (most MACs per cycle) is taken; a ``cols`` that does not divide
         the output width the layer RTL needs (d_model; gcd(d_model, d_ff) for the FFN;
         d_head for P·V; the sequence for a bidirectional Q·Kᵀ) becomes its largest divisor
         below. ``lanes`` (one stream width for every stage) is the widest of the design's
         non-linear units (softmax, norm, act), lowered until it divides d_model, d_ff and
         d_head and fits every array's columns (and, with ``engine="gemv"``, divides the
-        rows). Heads run in sequence (``head_engines=1``: the design's a1, a2 are single
+        rows). Heads run in sequence (``head_engines=1``: the design's qk, pv are single
         arrays). Every such change is a note.
 
         Parameters
@@ -324,9 +380,9 @@ class Design:
                                   "range for the layer's arrays; allowed: 1..64")
             return [kd.rows, kd.logical_cols]
 
-        arrays = {"linear": largest("q, k, v, p", ("q", "k", "v", "p")),
+        arrays = {"linear": largest("q, k, v, o", ("q", "k", "v", "o")),
                   "ffn": largest("f1, f2", ("f1", "f2")),
-                  "qk": largest("a1", ("a1",)), "pv": largest("a2", ("a2",))}
+                  "qk": largest("qk", ("qk",)), "pv": largest("pv", ("pv",))}
         widths = {"linear": (d, "d_model"), "ffn": (math.gcd(d, f), "gcd(d_model, d_ff)"),
                   "pv": (dh, "d_head")}
         if arch == "bert":
@@ -409,20 +465,30 @@ def save_layer_config(cfg, path):
 
 def linear_shapes(model, tp=1):
     """``{kernel: (k, n)}`` of one device's slice under tensor parallelism ``tp`` (Megatron:
-    q, k, v, f1, fg split by columns; p and f2 by rows)."""
+    q, k, v, f1, fg split by columns; o and f2 by rows)."""
     d, dkv, dff = model.d_model, model.d_kv, model.d_ff
-    return {"q": (d, d // tp), "k": (d, dkv // tp), "v": (d, dkv // tp), "p": (d // tp, d),
+    return {"q": (d, d // tp), "k": (d, dkv // tp), "v": (d, dkv // tp), "o": (d // tp, d),
             "f1": (d, dff // tp), "fg": (d, dff // tp), "f2": (dff // tp, d)}
 
 
 def load_design(path):
-    """Read a design JSON file (the format in this module's docstring)."""
+    """Read a design JSON file (the format in this module's docstring); a file with the old
+    kernel names is read with the new ones and an :class:`OldNamesWarning` naming the file."""
     try:
         with open(path) as f:
             values = json.load(f)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    return Design.from_dict(values)
+    design, old = Design._from_dict(values)
+    if old:
+        _warn_old_names(f"design file {path}", old)
+    return design
+
+
+def _warn_old_names(what, old):
+    warnings.warn(f"{what} uses the old kernel names {', '.join(old)}; read as "
+                  f"{', '.join(OLD_KERNEL_NAMES[k] for k in old)}", OldNamesWarning,
+                  stacklevel=3)
 
 
 def save_design(design, path):

@@ -24,8 +24,10 @@ __all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "estimate
 
 ESTIMATE_SCHEMA = "llmloom.perf.estimate/1"
 COMPARE_SCHEMA = "llmloom.perf.compare/1"
-_STAGE_ORDER = ("q", "k", "v", "a1", "softmax", "a2", "p", "ar1", "norm1", "f1", "fg", "act",
-                "f2", "ar2", "norm2", "link")
+# the activation stage is the model's (one of gelu, relu, silu); ar1, ar2 (all-reduces under
+# tensor parallelism) and link (pipeline parallelism) have no hw counterpart
+_STAGE_ORDER = ("q", "k", "v", "qk", "softmax", "pv", "o", "ar1", "norm1", "f1", "fg", "gelu",
+                "relu", "silu", "f2", "ar2", "norm2", "link")
 
 
 def resolve_design(design, *, model=None, device=None, quant=None, seq=512, context=None,

@@ -1,8 +1,8 @@
 """Design-space exploration: search per-kernel parallelism, layers on chip and weight placement
 under a device's constraints (and an optional DSP budget), vectorised with numpy.
 
-The space: three array shapes -- one for the projections (q, k, v, p), one for attention (a1,
-a2), one for the FFN (f1, fg, f2) -- each rows x cols (rows 1..64, cols 1..64 in powers of two
+The space: three array shapes -- one for the projections (q, k, v, o), one for attention (qk,
+pv), one for the FFN (f1, fg, f2) -- each rows x cols (rows 1..64, cols 1..64 in powers of two
 and their 1.5x steps), DSP packing at the device's maximum for the quantisation, and only shapes
 whose ``cols*packing`` stays within ``GemmConfig``'s 64 columns (so every explored design
 exports as ``hw`` configs); ``C`` layers on chip among
@@ -28,7 +28,7 @@ __all__ = ["ExploreResult", "explore", "OBJECTIVES", "space_size", "grid_batch"]
 OBJECTIVES = ("prefill", "decode", "tokens-per-s")
 _ROWS = (1, 2, 4, 8, 16, 24, 32, 48, 64)
 _COLS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)   # DSP columns; cols*packing <= 64 is kept
-_GROUPS = {"proj": ("q", "k", "v", "p"), "attn": ("a1", "a2"), "ffn": ("f1", "fg", "f2")}
+_GROUPS = {"proj": ("q", "k", "v", "o"), "attn": ("qk", "pv"), "ffn": ("f1", "fg", "f2")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,8 +81,8 @@ def grid_batch(ctx, grid, C, *, clock_mhz, pack, decode_kernel):
             packs[k] = np.full(P, pack, dtype=np.int64)
             chan[k] = np.full(P, np.nan)
     mac = {k: rows[k] * cols[k] * packs[k] for k in KERNELS}
-    lanes = {"softmax": np.minimum(_pow2_at_least(mac["a1"] / m.d_head), 256),
-             "norm": np.minimum(_pow2_at_least(mac["p"] / m.d_model * 2), 256),
+    lanes = {"softmax": np.minimum(_pow2_at_least(mac["qk"] / m.d_head), 256),
+             "norm": np.minimum(_pow2_at_least(mac["o"] / m.d_model * 2), 256),
              "act": np.minimum(_pow2_at_least(mac["f1"] / m.d_model * 2), 256)}
     assert set(lanes) == set(LANE_UNITS)
     return DesignBatch(rows=rows, cols=cols, pack=packs, chan=chan, lanes=lanes,

@@ -89,20 +89,20 @@ def _kernels(model, mode, seq, context, batch, quant, runtime):
     else:
         for k in ("q", "k", "v"):
             gemm(k, [ops[k]])
-    a1, a2 = ops["a1"], ops["a2"]
-    kv = (a1.kv_bytes + a2.kv_bytes) if mode == "decode" else 0.0
-    qkv_act = (a1.count * a1.m * a1.k) * abytes
+    qk, pv = ops["qk"], ops["pv"]
+    kv = (qk.kv_bytes + pv.kv_bytes) if mode == "decode" else 0.0
+    qkv_act = (qk.count * qk.m * qk.k) * abytes
     if runtime.fused_attention:
-        out.append(("attention", a1.flops + a2.flops,
+        out.append(("attention", qk.flops + pv.flops,
                     kv + 2 * qkv_act + (0 if mode == "decode" else
-                                        2 * a1.count * a1.n * a1.k * abytes)))
+                                        2 * qk.count * qk.n * qk.k * abytes)))
     else:
-        scores = a1.count * a1.m * a1.n * abytes
-        kbytes = kv / 2 if mode == "decode" else a1.count * a1.n * a1.k * abytes
-        out.append(("a1", a1.flops, qkv_act + kbytes + scores))
+        scores = qk.count * qk.m * qk.n * abytes
+        kbytes = kv / 2 if mode == "decode" else qk.count * qk.n * qk.k * abytes
+        out.append(("qk", qk.flops, qkv_act + kbytes + scores))
         out.append(("softmax", 0, 2 * scores))
-        out.append(("a2", a2.flops, scores + kbytes + qkv_act))
-    gemm("p", [ops["p"]])
+        out.append(("pv", pv.flops, scores + kbytes + qkv_act))
+    gemm("o", [ops["o"]])
     ffn_in = [ops["f1"]] + ([ops["fg"]] if "fg" in ops else [])
     gemm("f1", ffn_in)
     gemm("f2", [ops["f2"]])

@@ -96,7 +96,7 @@ def pad_to(k, lanes):
 
 
 def pv_lanes_np(rows, cols, d_head, gemv):
-    """Input lanes of the P·V kernel (``a2``): a width fixed by the design, never by the context.
+    """Input lanes of the P·V kernel (``pv``): a width fixed by the design, never by the context.
 
     P·V's inner dimension is the number of keys, which changes every decode step (and with
     the prompt length), but the hardware's stream width is fixed at elaboration: the ``hw``

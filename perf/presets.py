@@ -35,12 +35,12 @@ def _paper_design(name, *, clock_mhz, quant, decode_kernel):
     # KV cache in decode (the paper does not say; one is the least it can have).
     lin = KernelDesign(rows=8, cols=16, packing=2, channels=1)
     att = KernelDesign(rows=8, cols=8, packing=1, channels=1)
-    kernels = {k: lin for k in ("q", "k", "v", "p", "f1", "f2")}
-    kernels.update(a1=att, a2=att)
+    kernels = {k: lin for k in ("q", "k", "v", "o", "f1", "f2")}
+    kernels.update(qk=att, pv=att)
     # One layer in three regions, one per SLR: SLR0 Q/K/V; SLR1 attention, output projection,
-    # residual and layernorm; SLR2 FFN1, GELU, FFN2, residual, layernorm.
-    regions = {"q": "SLR0", "k": "SLR0", "v": "SLR0", "a1": "SLR1", "softmax": "SLR1",
-               "a2": "SLR1", "p": "SLR1", "f1": "SLR2", "act": "SLR2", "f2": "SLR2"}
+    # residual and layernorm; SLR2 FFN1, GELU (the act unit), FFN2, residual, layernorm.
+    regions = {"q": "SLR0", "k": "SLR0", "v": "SLR0", "qk": "SLR1", "softmax": "SLR1",
+               "pv": "SLR1", "o": "SLR1", "f1": "SLR2", "act": "SLR2", "f2": "SLR2"}
     return Design(name=name, clock_mhz=clock_mhz, quant=quant, token_tile=8, kernels=kernels,
                   lanes={"softmax": 8, "norm": 8, "act": 16}, layers_on_chip=1,
                   weights="stream", decode_kernel=decode_kernel, double_buffer=True,

@@ -81,11 +81,18 @@ def unit_cost(unit):
     return unit_costs("xcup")[unit]
 
 
-_GROUPS = {  # kernel/unit -> region group; buffers follow their owner
-    "q": "qkv", "k": "qkv", "v": "qkv",
-    "a1": "attn", "softmax": "attn", "a2": "attn", "p": "attn", "norm1": "attn",
-    "f1": "ffn1", "fg": "ffn1", "act": "ffn1", "f2": "ffn2", "norm2": "ffn2",
-}
+def _groups(model):
+    """Stage -> region group (buffers follow their owner); the activation stage is named after
+    the model's function (gelu, relu, silu)."""
+    return {"q": "qkv", "k": "qkv", "v": "qkv",
+            "qk": "attn", "softmax": "attn", "pv": "attn", "o": "attn", "norm1": "attn",
+            "f1": "ffn1", "fg": "ffn1", model.activation: "ffn1", "f2": "ffn2", "norm2": "ffn2"}
+
+
+def _unit_stages(model):
+    """Non-linear unit (a ``lanes`` key) -> the stages it serves."""
+    return (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
+            ("act", (model.activation,)))
 
 
 def region_plan(dies):
@@ -160,8 +167,8 @@ class DesignBatch:
 
     Attributes are numpy arrays of shape ``(P,)``: ``rows[k]``, ``cols[k]``, ``pack[k]``,
     ``chan[k]`` (NaN = automatic bandwidth share) per kernel ``k``; ``lanes[u]`` per non-linear
-    unit; ``C``, ``weights`` (0 stream, 1 on chip, 2 auto), ``gemv``, ``double``, ``clock_mhz``,
-    ``token_tile``.
+    unit (``softmax``, ``norm``, ``act``); ``C``, ``weights`` (0 stream, 1 on chip, 2 auto),
+    ``gemv``, ``double``, ``clock_mhz``, ``token_tile``.
     """
 
     def __init__(self, *, rows, cols, pack, chan, lanes, C, weights, gemv, double, clock_mhz,
@@ -298,14 +305,14 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             kk, nn = shapes[k]
             passes = np.where(gemv, 1, _cdiv(rows_m, r[k]))
             stream_bytes[k] = np.where(on_chip, 0.0, passes * kk * nn * wb / 8)
-        for k in ("a1", "a2"):
+        for k in ("qk", "pv"):
             stream_bytes[k] = np.full(P, B * keys * dkv_loc * kvb / 8 if decode else 0.0)
         # Automatic bandwidth: every streamed matrix is striped over all channels, and the
         # kernels that stream at the same time share the bandwidth in proportion to their
-        # bytes (decode: Q/K/V, then a1, then a2, then p and the FFN overlapped; prefill: Q/K/V,
+        # bytes (decode: Q/K/V, then qk, then pv, then o and the FFN overlapped; prefill: Q/K/V,
         # then the rest). Explicit channels are a kernel's own, all the time.
-        groups = ([["q", "k", "v"], ["a1"], ["a2"], ["p", "f1", "fg", "f2"]] if decode
-                  else [["q", "k", "v"], ["p", "f1", "fg", "f2", "a1", "a2"]])
+        groups = ([["q", "k", "v"], ["qk"], ["pv"], ["o", "f1", "fg", "f2"]] if decode
+                  else [["q", "k", "v"], ["o", "f1", "fg", "f2", "qk", "pv"]])
         bpc = {}
         for group in groups:
             group = [k for k in group if k in stream_bytes]
@@ -333,8 +340,8 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
 
         count = B * h_loc
         qrows = 1 if decode else l
-        for k in ("a1", "a2"):
-            if k == "a1":       # Q·Kᵀ: k = d_head (fixed), the keys are its outputs
+        for k in ("qk", "pv"):
+            if k == "qk":       # Q·Kᵀ: k = d_head (fixed), the keys are its outputs
                 kk, nn = dh, keys
                 lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
                 kk_v, lanes_v = kk, None
@@ -363,7 +370,7 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             t = _cdiv(rows_m * d, lam["norm"]) + row
             stages[u] = (t.astype(float), (t if decode else row).astype(float), np.zeros(P, int))
         t = _cdiv(rows_m * dff_loc, lam["act"]) + 8
-        stages["act"] = (t.astype(float), np.full(P, 8.0), np.zeros(P, int))
+        stages[m.activation] = (t.astype(float), np.full(P, 8.0), np.zeros(P, int))
 
         # links: two all-reduces per layer under TP (ring: 2(p-1)/p of the data), one transfer
         # per device boundary under PP; streamed, so they are stages like any other
@@ -387,13 +394,13 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             tq, lq, bq = stages["q"]
             chain.append(("q", np.maximum(tq - S, 0.0), np.zeros(P), bq))
         ffn_keys = ["f1", "fg"] if m.gated_ffn else ["f1"]
-        order = ["a1", "softmax", "a2", "p"] + (["ar1"] if tp > 1 else []) + ["norm1"]
+        order = ["qk", "softmax", "pv", "o"] + (["ar1"] if tp > 1 else []) + ["norm1"]
         for k in order:
             chain.append((k,) + tuple(stages[k]))
         t_f = np.maximum.reduce([stages[k][0] for k in ffn_keys])
         l_f = np.maximum.reduce([stages[k][1] for k in ffn_keys])
         chain.append(("ffn_in", t_f, l_f, None))
-        for k in ["act", "f2"] + (["ar2"] if tp > 1 else []) + ["norm2"]:
+        for k in [m.activation, "f2"] + (["ar2"] if tp > 1 else []) + ["norm2"]:
             chain.append((k,) + tuple(stages[k]))
         if pp > 1:
             chain.append(("link", t_link, l_link, np.full(P, 2)))
@@ -477,14 +484,13 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
     d_loc, dkv_loc = m.d_model // ctx.tp, m.d_kv // ctx.tp
     plan = region_plan(dev.dies)
     die_of = {}
-    for name, group in _GROUPS.items():
+    for name, group in _groups(m).items():
         die = plan[group]
         if db.regions and name in db.regions:
             die = _die_index(dev, db.regions[name])
         die_of[name] = die
     if db.regions:
-        for unit, names in (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
-                            ("act", ("act",))):
+        for unit, names in _unit_stages(m):
             if unit in db.regions:
                 for n_ in names:
                     die_of[n_] = _die_index(dev, db.regions[unit])
@@ -493,7 +499,7 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
                   "bram_small": zeros.copy(), "bulk_bits": zeros.copy(),
                   "bulk_bram": zeros.copy(), "bulk_uram": zeros.copy()} for name in die_of}
 
-    kernels_used = lin + ["a1", "a2"]
+    kernels_used = lin + ["qk", "pv"]
     for k in kernels_used:
         pe = r[k] * db.cols[k]
         per[k]["dsp"] += pe * (COST["dsp_pe_fp16"] if fp else 1)
@@ -502,8 +508,7 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
             + COST["lut_kernel"]
         per[k]["ff"] += pe * (COST["ff_pe_fp16"] if fp else COST["ff_pe_int"]) \
             + COST["ff_kernel"]
-    for unit, names in (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
-                        ("act", ("act",))):
+    for unit, names in _unit_stages(m):
         lanes = db.lanes[unit] * (2 if unit == "act" and m.gated_ffn else 1)
         cost = unit_cost(unit)
         for n_ in names:
@@ -524,16 +529,16 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
         whole[k] = (_blocks(bram, cl[k], wb, words),
                     _blocks(uram, cl[k], wb, words) if uram else None)
     # K and V of the current layer (double-buffered: the paper's S_KV = 4·l_max·d·b_A), read by
-    # a1 and a2 with cols*packing partitions; Q waiting for the synchronisation; the two
+    # qk and pv with cols*packing partitions; Q waiting for the synchronisation; the two
     # residual bypass buffers (the FFN one is the paper's deadlock-avoidance buffer, the
     # attention one holds x while K and V complete).
     nb = np.where(db.double, 2, 1)
-    kv_words = {k: _cdiv(lmax * dkv_loc, cl[k]) for k in ("a1", "a2")}
-    for k in ("a1", "a2"):
+    kv_words = {k: _cdiv(lmax * dkv_loc, cl[k]) for k in ("qk", "pv")}
+    for k in ("qk", "pv"):
         per[k]["bulk_bram"] += nb * _blocks(bram, cl[k], ab, kv_words[k])
         if uram:
             per[k]["bulk_uram"] += nb * _blocks(uram, cl[k], ab, kv_words[k])
-    for owner, bits in (("a1", lmax * d_loc * ab), ("p", lmax * m.d_model * ab),
+    for owner, bits in (("qk", lmax * d_loc * ab), ("o", lmax * m.d_model * ab),
                         ("f2", lmax * m.d_model * ab)):
         per[owner]["bulk_bram"] += _bulk_blocks(bram, bits)
         if uram:
@@ -622,7 +627,7 @@ def _violations(ctx, db, res, budget_dsp):
                              ("uram", "uram")):
                 label = "bram36" if key == "bram" else key
                 v[f"{label}@SLR{i}"] = (die[key], np.full(P, dev.per_die(cap)))
-    lin = [k for k in LINEAR if m.gated_ffn or k != "fg"] + ["a1", "a2"]
+    lin = [k for k in LINEAR if m.gated_ffn or k != "fg"] + ["qk", "pv"]
     v["packing"] = (np.maximum.reduce([db.pack[k] for k in lin]),
                     np.full(P, dev.max_packing.get(q.name, 1)))
     if dev.memory:

@@ -2,10 +2,12 @@
 for prefill (prompt of l tokens) and decode (one new token against a context of s cached tokens),
 for any batch and quantisation.
 
-Operators of one layer, in dataflow order (the paper's kernel names):
-``q k v`` projections, ``a1`` = Q·Kᵀ, ``softmax``, ``a2`` = softmax·V, ``p`` output projection,
-``norm1`` (residual add + norm), ``f1`` (and ``fg``, the gate of a gated FFN), ``act``, ``f2``,
-``norm2``. Embeddings and the LM head are outside the N layers and left out (see README).
+Operators of one layer, in dataflow order, named as the ``hw`` layer names its stages:
+``q k v`` projections, ``qk`` = Q·Kᵀ, ``softmax``, ``pv`` = softmax·V, ``o`` output projection,
+``norm1`` (residual add + norm), ``f1`` (and ``fg``, the gate of a gated FFN), the activation
+named after its function (``gelu``, ``relu`` or ``silu``: the model's
+:attr:`~llmloom.perf.models.ModelSpec.activation`), ``f2``, ``norm2``. Embeddings and the LM
+head are outside the N layers and left out (see README).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from .models import get_model
 __all__ = ["Quant", "QUANTS", "get_quant", "Op", "Workload", "layer_ops", "workload",
            "LINEAR", "ATTENTION", "NONLINEAR"]
 
-LINEAR = ("q", "k", "v", "p", "f1", "fg", "f2")
-ATTENTION = ("a1", "a2")
-NONLINEAR = ("softmax", "norm1", "act", "norm2")
+LINEAR = ("q", "k", "v", "o", "f1", "fg", "f2")
+ATTENTION = ("qk", "pv")
+#: The non-linear operators; a layer has one of the activations gelu, relu, silu (its model's).
+NONLINEAR = ("softmax", "norm1", "gelu", "relu", "silu", "norm2")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -142,17 +145,17 @@ def layer_ops(model, mode="prefill", *, seq=512, context=512, batch=1, quant="W8
     qrows = seq if mode == "prefill" else 1
     kv_cache = 2 * batch * keys * dkv * kvb if mode == "decode" else 2 * rows * dkv * kvb
     ops = [lin("q", d, d), lin("k", d, dkv), lin("v", d, dkv),
-           Op(name="a1", kind="attention", m=qrows, k=dh, n=keys, count=batch * h,
+           Op(name="qk", kind="attention", m=qrows, k=dh, n=keys, count=batch * h,
               act_in_bytes=batch * h * qrows * dh * ab, act_out_bytes=batch * h * qrows * keys * ab,
               kv_bytes=kv_cache / 2 if mode == "decode" else kv_cache),
            nl("softmax", batch * h * qrows * keys),
-           Op(name="a2", kind="attention", m=qrows, k=keys, n=dh, count=batch * h,
+           Op(name="pv", kind="attention", m=qrows, k=keys, n=dh, count=batch * h,
               act_in_bytes=batch * h * qrows * keys * ab, act_out_bytes=rows * d * ab,
               kv_bytes=kv_cache / 2 if mode == "decode" else 0.0),
-           lin("p", d, d), nl("norm1", rows * d), lin("f1", d, dff)]
+           lin("o", d, d), nl("norm1", rows * d), lin("f1", d, dff)]
     if model.gated_ffn:
         ops.append(lin("fg", d, dff))
-    ops += [nl("act", rows * dff), lin("f2", dff, d), nl("norm2", rows * d)]
+    ops += [nl(model.activation, rows * dff), lin("f2", dff, d), nl("norm2", rows * d)]
     return ops
 
 

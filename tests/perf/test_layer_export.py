@@ -20,7 +20,7 @@ from llmloom.sim.weights import random_layer_weights
 
 def _design(**kernels):
     base = {k: KernelDesign(rows=8, cols=8, packing=1) for k in
-            ("q", "k", "v", "a1", "a2", "p", "f1", "f2")}
+            ("q", "k", "v", "qk", "pv", "o", "f1", "f2")}
     return Design(clock_mhz=250, kernels=base | kernels,
                   lanes={"softmax": 8, "norm": 8, "act": 8})
 
@@ -51,14 +51,14 @@ def test_uneven_kernels_take_the_largest_and_say_so():
     cfg, notes = d.layer_config("gpt2", seq=64)
     assert (cfg.linear_rows, cfg.linear_cols) == (8, 32)
     assert (cfg.ffn_rows, cfg.ffn_cols) == (8, 8)
-    assert any("q, k, v, p arrays differ (q 8×8, k 8×32, v 8×8, p 8×8)" in n
+    assert any("q, k, v, o arrays differ (q 8×8, k 8×32, v 8×8, o 8×8)" in n
                and "k's 8×32" in n for n in notes)
     assert any("f1, f2 arrays differ" in n for n in notes)
 
 
 def test_columns_the_rtl_cannot_take_are_lowered_with_a_note():
     # 40 logical columns do not divide d_model 768; 24 do not divide d_head 64
-    d = _design(q=KernelDesign(rows=8, cols=20, packing=2), a2=KernelDesign(rows=4, cols=24))
+    d = _design(q=KernelDesign(rows=8, cols=20, packing=2), pv=KernelDesign(rows=4, cols=24))
     cfg, notes = d.layer_config("gpt2", seq=64)
     assert cfg.linear_cols == 32          # the largest divisor of 768 up to 40
     assert cfg.pv_cols == 16              # the largest divisor of d_head 64 up to 24
@@ -69,7 +69,7 @@ def test_columns_the_rtl_cannot_take_are_lowered_with_a_note():
 
 def test_gemv_lanes_divide_the_rows():
     d = _design(q=KernelDesign(rows=4, cols=8), k=KernelDesign(rows=4, cols=8),
-                v=KernelDesign(rows=4, cols=8), p=KernelDesign(rows=4, cols=8))
+                v=KernelDesign(rows=4, cols=8), o=KernelDesign(rows=4, cols=8))
     cfg, notes = d.layer_config("gpt2", seq=64, engine="gemv")
     assert (cfg.engine, cfg.lanes) == ("gemv", 4)
     assert any("8 does not divide linear_rows 4 (engine gemv)" in n for n in notes)

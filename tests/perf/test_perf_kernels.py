@@ -40,7 +40,7 @@ def test_gemv_uses_every_mac_on_one_vector():
 def test_export_gives_the_hw_gemm_configs():
     design = get_preset("chen2024-gpt2-u280").design
     cfgs = design.gemm_configs("gpt2-medium")
-    assert set(cfgs) == {"q", "k", "v", "p", "f1", "f2"}
+    assert set(cfgs) == {"q", "k", "v", "o", "f1", "f2"}
     f1 = cfgs["f1"]
     assert isinstance(f1, GemmConfig)
     assert (f1.rows, f1.cols, f1.k, f1.n, f1.w_width) == (8, 32, 1024, 4096, 8)

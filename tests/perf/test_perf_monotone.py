@@ -1,7 +1,7 @@
 """Latency never falls as the context (decode) or the prompt (prefill) grows (issue 11, point 6).
 
 The decode model used to pick P·V's input lanes among the divisors of the current key count,
-so the time of ``a2`` followed the count's divisibility: on the explored GPT-2-medium design
+so the time of ``pv`` (P·V) followed the count's divisibility: on the explored GPT-2-medium design
 below, 372 cycles per layer at context 511, 8,227 at 512, 4,131 at 513 (0.96, 1.59, 1.27 ms per
 token). The stream width is fixed by the design; keys are padded to whole beats of it.
 """
@@ -18,14 +18,14 @@ from llmloom.perf.spatial import DesignBatch, evaluate, make_context
 ISSUE_DESIGN = {
     "name": "explored-decode-gpt2-medium-u280", "clock_mhz": 300.0, "quant": "W8A8",
     "token_tile": 64,
-    "kernels": {**{k: {"rows": 64, "cols": 12, "packing": 2} for k in ("q", "k", "v", "p")},
-                **{k: {"rows": 32, "cols": 32, "packing": 2} for k in ("a1", "a2")},
+    "kernels": {**{k: {"rows": 64, "cols": 12, "packing": 2} for k in ("q", "k", "v", "o")},
+                **{k: {"rows": 32, "cols": 32, "packing": 2} for k in ("qk", "pv")},
                 **{k: {"rows": 64, "cols": 8, "packing": 2} for k in ("f1", "fg", "f2")}},
     "lanes": {"softmax": 32, "norm": 4, "act": 2}, "layers_on_chip": 1, "weights": "stream",
     "decode_kernel": "gemv", "double_buffer": True}
 # the same explorer at the default context (512): 24-row attention arrays
 EXPLORED_512 = {**ISSUE_DESIGN, "kernels": {
-    **ISSUE_DESIGN["kernels"], **{k: {"rows": 24, "cols": 32, "packing": 2} for k in ("a1", "a2")}}}
+    **ISSUE_DESIGN["kernels"], **{k: {"rows": 24, "cols": 32, "packing": 2} for k in ("qk", "pv")}}}
 
 
 def _designs():
@@ -72,9 +72,9 @@ def test_the_issues_case_is_continuous_at_512():
     got = {}
     for s in (511, 512, 513):
         d = estimate("gpt2-medium", "u280", ISSUE_DESIGN, mode="decode", context=s)["decode"]
-        a2 = next(st for st in d["stages"] if st["name"] == "a2")
-        got[s] = (d["latency_s_per_token"], a2["cycles"], a2["bound"])
-    # a2 is its KV stream (512 keys × 1,024 B at its share of the HBM), not 274/8,227/4,131
+        pv = next(st for st in d["stages"] if st["name"] == "pv")
+        got[s] = (d["latency_s_per_token"], pv["cycles"], pv["bound"])
+    # pv is its KV stream (512 keys × 1,024 B at its share of the HBM), not 274/8,227/4,131
     # compute cycles: 16 heads of ceil(keys/32) steps on 32×64 MACs, fed 32 keys a beat
     assert [round(got[s][1]) for s in (511, 512, 513)] == [372, 372, 373]
     assert all(got[s][2] == "memory" for s in got)

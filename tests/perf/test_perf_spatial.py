@@ -16,7 +16,7 @@ from llmloom.perf import (
 def uniform(rows, cols, packing=2, **kw):
     k = KernelDesign(rows=rows, cols=cols, packing=packing)
     return Design(clock_mhz=kw.pop("clock_mhz", 250), kernels={n: k for n in
-                  ("q", "k", "v", "a1", "a2", "p", "f1", "f2")}, **kw)
+                  ("q", "k", "v", "qk", "pv", "o", "f1", "f2")}, **kw)
 
 
 def test_paper_presets_are_in_the_papers_ballpark():
@@ -28,7 +28,7 @@ def test_paper_presets_are_in_the_papers_ballpark():
     assert bert["prefill"]["bound"] == "compute"
     gpt = estimate(None, None, "chen2024-gpt2-u280")
     stages = {s["name"]: s for s in gpt["prefill"]["stages"]}
-    assert stages["q"]["region"] == "SLR0" and stages["a1"]["region"] == "SLR1"
+    assert stages["q"]["region"] == "SLR0" and stages["qk"]["region"] == "SLR1"
     assert stages["f1"]["region"] == "SLR2"
     # the paper's closed form, (1/f)·N·(l·d²/M + l·d·d_ff/M) with M = 256, within 10%
     n, l, d = 24, 512, 1024

@@ -11,7 +11,7 @@ def test_prefill_macs_match_the_paper(name, l):
     w = workload(m, "prefill", seq=l)
     assert w.macs_per_layer == 12 * l * d * d + 2 * l * l * d      # d_ff = 4d
     by = w.by_op()
-    assert by["q"][0] == l * d * d and by["a1"][0] == l * l * d and by["f1"][0] == l * d * 4 * d
+    assert by["q"][0] == l * d * d and by["qk"][0] == l * l * d and by["f1"][0] == l * d * 4 * d
 
 
 @pytest.mark.parametrize("s", [0, 100, 1000])
@@ -43,7 +43,7 @@ def test_bytes_per_quantisation_and_kv_cache():
     assert w8.kv_bytes == 2 * 512 * 1024 * 24
     assert f16.kv_bytes == 2 * w8.kv_bytes
     ops = {o.name: o for o in layer_ops(m, "decode", context=511, batch=2)}
-    assert ops["a1"].count == 2 * 16 and ops["a1"].n == 512
+    assert ops["qk"].count == 2 * 16 and ops["qk"].n == 512
 
 
 def test_bad_lengths_and_encoder_decode_fail_clearly():
