@@ -461,39 +461,36 @@ def _norm_timing(cfg):
 
 
 def layer_tensor(cfg, rows, trace=None):
-    """Offer times of the output beats of one tensor of ``rows`` rows through a GPT-2 block or
-    BERT layer (:class:`~llmloom.hw.layers.config.LayerConfig`), its input offered one beat
-    per cycle from cycle 0 into an empty pipeline, its output always ready. The tensor's
-    cycles are the last output beat's time + 1."""
+    """Offer times of the output beats of one tensor of ``rows`` rows through a layer
+    (:class:`~llmloom.hw.layers.config.LayerConfig`), its input offered one beat per cycle
+    from cycle 0 into an empty pipeline, its output always ready. The tensor's cycles are the
+    last output beat's time + 1.
+
+    Walks the layer's description (:mod:`llmloom.hw.layers.description`) as the RTL does: each
+    stage maps the offer times of the tensors it reads to those of the tensor it writes; a
+    fork adds nothing, a skip waits in its queue (:data:`QUEUE_LATENCY`)."""
     lanes, d = cfg.lanes, cfg.d_model
     lat = _latencies(cfg)
     norm = _norm_timing(cfg)
-    x = np.arange(rows * d // lanes, dtype=np.int64)
-
-    def lin(a, name):
-        return eltwise(linear(a, _linear_cfg(cfg, name), lanes, trace, name), lat[name])
-
-    def ffn(a):
-        u = lin(a, "f1")
-        g = eltwise(u, lat["gelu"], trace, "gelu")
-        return lin(g, "f2")
-
-    att_cfg = _attention_cfg(cfg)
+    desc = cfg.description
+    t = {"x": np.arange(rows * d // lanes, dtype=np.int64)}
     req = (lat["score"], lat["out"])
-    if cfg.arch == "gpt2":
-        n1 = row_kernel(x, *norm, trace, "norm1")
-        att = attention(lin(n1, "q"), lin(n1, "k"), lin(n1, "v"), att_cfg, trace,
-                        requant_latency=req)
-        r1 = eltwise(join(lin(att, "o"), x + QUEUE_LATENCY), lat["residual1"], trace,
-                     "residual1")
-        n2 = row_kernel(r1, *norm, trace, "norm2")
-        return eltwise(join(ffn(n2), r1 + QUEUE_LATENCY), lat["residual2"], trace,
-                       "residual2")
-    att = attention(lin(x, "q"), lin(x, "k"), lin(x, "v"), att_cfg, trace, requant_latency=req)
-    r1 = eltwise(join(lin(att, "o"), x + QUEUE_LATENCY), lat["residual1"], trace, "residual1")
-    n1 = row_kernel(r1, *norm, trace, "norm1")
-    r2 = eltwise(join(ffn(n1), n1 + QUEUE_LATENCY), lat["residual2"], trace, "residual2")
-    return row_kernel(r2, *norm, trace, "norm2")
+    for st in desc.stages:
+        a = [t[name] + (QUEUE_LATENCY if desc.is_skip(st, port) else 0)
+             for port, name in st.ports]
+        if st.kind == "linear":
+            out = eltwise(linear(a[0], _linear_cfg(cfg, st.name), lanes, trace, st.name),
+                          lat[st.name])
+        elif st.kind == "attention":
+            out = attention(*a, _attention_cfg(cfg), trace, requant_latency=req)
+        elif st.kind == "norm":
+            out = row_kernel(a[0], *norm, trace, st.name)
+        elif st.kind == "act":
+            out = eltwise(a[0], lat[st.name], trace, st.name)
+        else:                       # residual: both inputs joined beat by beat
+            out = eltwise(join(*a), lat[st.name], trace, st.name)
+        t[st.output] = out
+    return t[desc.output]
 
 
 def layer_timing(cfg, sizes):

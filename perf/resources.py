@@ -1003,22 +1003,32 @@ def _linear(cfg, name, fam):
 
 @_block("gpt2-block", "bert-layer")
 def _layer(cfg, fam):
-    from ..hw.layers.common import attention_bypass_depth, ffn_bypass_depth
-    norm1, norm2, gelu, res1, res2, attn = _layer_blocks(cfg)
+    """The layer as its RTL composes it (:mod:`llmloom.hw.layers.layer`, walking the
+    description): a part per stage, a queue per skip, a fork per tensor of several readers."""
+    from ..hw.layers.common import skip_depth
+    blocks = dict(zip(("norm1", "norm2", "gelu", "residual1", "residual2", "attention"),
+                      _layer_blocks(cfg), strict=True))
+    desc = cfg.description
     beat = cfg.lanes * 8 + 2
-    parts = {}
-    for name in ("q", "k", "v", "o", "f1", "f2"):
-        _sub(parts, name, _linear(cfg, name, fam))
-    _sub(parts, "attention", _attention_parts(attn, fam))
-    _sub(parts, "norm1", _norm(norm1, fam))
-    _sub(parts, "norm2", _norm(norm2, fam))
-    _sub(parts, "gelu", _activation(gelu, fam))
-    _sub(parts, "residual1", _residual(res1, fam))
-    _sub(parts, "residual2", _residual(res2, fam))
-    parts["bypass1"] = _queue(fam, beat, attention_bypass_depth(cfg))
-    parts["bypass2"] = _queue(fam, beat, ffn_bypass_depth(cfg))
-    parts["forks"] = sum((_fork(n) for n in ((2, 3, 2) if cfg.arch == "gpt2" else (4, 2))),
-                         Bill())
+    parts, queues, forks = {}, {}, Bill()
+    for st in desc.stages:
+        if st.kind == "linear":
+            _sub(parts, st.name, _linear(cfg, st.name, fam))
+        elif st.kind == "attention":
+            _sub(parts, st.name, _attention_parts(blocks[st.name], fam))
+        elif st.kind == "norm":
+            _sub(parts, st.name, _norm(blocks[st.name], fam))
+        elif st.kind == "act":
+            _sub(parts, st.name, _activation(blocks[st.name], fam))
+        else:
+            _sub(parts, st.name, _residual(blocks[st.name], fam))
+            queues[f"skip_{st.name}"] = _queue(fam, beat, skip_depth(cfg, st))
+    for tensor in desc.tensors:
+        readers = len(desc.readers(tensor)) + (tensor == desc.output)
+        if readers > 1:
+            forks = forks + _fork(readers)
+    parts |= queues
+    parts["forks"] = forks
     return parts
 
 

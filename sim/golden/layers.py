@@ -1,4 +1,5 @@
-"""Float64 references of whole transformer layers: the maths the integer pipeline approximates.
+"""Whole transformer layers: the float64 maths and the bit-exact integer model, both by walking
+the architecture's description (:mod:`llmloom.hw.layers.description`), stage by stage.
 
 Weights under the canonical names of :mod:`llmloom.sim.weights` (``x @ W`` orientation).
 """
@@ -9,6 +10,7 @@ import math
 
 import numpy as np
 
+from ...hw.layers.config import DESCRIPTIONS
 from .activation import activation_bitexact
 from .attention import attention, attention_bitexact, attention_scores_float, softmax
 from .gemm import gemm_bitexact
@@ -21,7 +23,8 @@ from .residual import residual_bitexact
 __all__ = ["layernorm", "gelu_tanh", "gelu_erf", "softmax", "attention", "gpt2_block_float",
            "bert_layer_float"]
 
-LN_EPS = {"gpt2": 1e-5, "bert": 1e-12}
+#: Layernorm epsilon of each architecture (its description's).
+LN_EPS = {arch: d.eps for arch, d in DESCRIPTIONS.items()}
 
 
 def layernorm(x, g, b, eps):
@@ -41,22 +44,12 @@ def gelu_erf(x):
 
 def gpt2_block_float(x, w, heads):
     """GPT-2 block (pre-norm, causal): x + attn(ln_1(x)), then + mlp(ln_2(.))."""
-    x = np.asarray(x, np.float64)
-    h = layernorm(x, w["ln1_g"], w["ln1_b"], LN_EPS["gpt2"])
-    q, k, v = h @ w["wq"] + w["bq"], h @ w["wk"] + w["bk"], h @ w["wv"] + w["bv"]
-    x = x + attention(q, k, v, heads, causal=True) @ w["wo"] + w["bo"]
-    h = layernorm(x, w["ln2_g"], w["ln2_b"], LN_EPS["gpt2"])
-    return x + gelu_tanh(h @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"]
+    return layer_float(x, w, "gpt2", heads)
 
 
 def bert_layer_float(x, w, heads):
     """BERT encoder layer (post-norm, bidirectional)."""
-    x = np.asarray(x, np.float64)
-    q, k, v = x @ w["wq"] + w["bq"], x @ w["wk"] + w["bk"], x @ w["wv"] + w["bv"]
-    x = layernorm(x + attention(q, k, v, heads, causal=False) @ w["wo"] + w["bo"],
-                  w["ln1_g"], w["ln1_b"], LN_EPS["bert"])
-    return layernorm(x + gelu_erf(x @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"],
-                     w["ln2_g"], w["ln2_b"], LN_EPS["bert"])
+    return layer_float(x, w, "bert", heads)
 
 
 # ---- the whole layer: float trace, bit-exact integer model, comparison -----------------------
@@ -66,45 +59,44 @@ __all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact", "de
             "cosine"]
 
 
+def _description(arch):
+    if arch not in DESCRIPTIONS:
+        raise ValueError(f"arch={arch!r} is not allowed; allowed: {' | '.join(DESCRIPTIONS)}")
+    return DESCRIPTIONS[arch]
+
+
 def layer_float(x, w, arch, heads):
-    """The float64 layer of ``arch`` (``gpt2_block_float`` or ``bert_layer_float``)."""
-    if arch == "gpt2":
-        return gpt2_block_float(x, w, heads)
-    if arch == "bert":
-        return bert_layer_float(x, w, heads)
-    raise ValueError(f"arch={arch!r} is not allowed; allowed: gpt2 | bert")
+    """The float64 layer of ``arch``: the output of :func:`layer_float_trace`."""
+    return layer_float_trace(x, w, arch, heads)["y"]
+
+
+_ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf}
 
 
 def layer_float_trace(x, w, arch, heads, eps=None):
     """Every intermediate tensor of the float64 layer, named as in
     :class:`~llmloom.hw.layers.config.ActScales` (``x n1 q k v attn o r1 n2 u g f r2``), plus
     ``scores`` (heads × rows × rows, real ``q·kᵀ/sqrt(d_head)``), ``keep`` (the kept keys) and
-    ``y``. The same maths as :func:`gpt2_block_float` / :func:`bert_layer_float`, step by
-    step (a test holds ``y`` equal to them), for calibration."""
-    x = np.asarray(x, np.float64)
-    eps = LN_EPS[arch] if eps is None else eps
-    t = {"x": x}
-    causal = arch == "gpt2"
-    a_in = layernorm(x, w["ln1_g"], w["ln1_b"], eps) if causal else x
-    if causal:
-        t["n1"] = a_in
-    t["q"], t["k"], t["v"] = (a_in @ w[f"w{n}"] + w[f"b{n}"] for n in "qkv")
-    t["scores"], t["keep"] = attention_scores_float(t["q"], t["k"], heads, causal)
-    t["attn"] = attention(t["q"], t["k"], t["v"], heads, causal=causal)
-    t["o"] = t["attn"] @ w["wo"] + w["bo"]
-    t["r1"] = x + t["o"]
-    if causal:
-        t["n2"] = f_in = layernorm(t["r1"], w["ln2_g"], w["ln2_b"], eps)
-        skip = t["r1"]
-    else:
-        t["n1"] = f_in = skip = layernorm(t["r1"], w["ln1_g"], w["ln1_b"], eps)
-    t["u"] = f_in @ w["w1"] + w["b1"]
-    t["g"] = (gelu_tanh if causal else gelu_erf)(t["u"])
-    t["f"] = t["g"] @ w["w2"] + w["b2"]
-    t["r2"] = skip + t["f"]
-    if not causal:
-        t["n2"] = layernorm(t["r2"], w["ln2_g"], w["ln2_b"], eps)
-    t["y"] = t["r2"] if causal else t["n2"]
+    ``y`` (the description's output), for calibration: the description's stages in order, each
+    the plain maths of its kind."""
+    desc = _description(arch)
+    eps = desc.eps if eps is None else eps
+    t = {"x": np.asarray(x, np.float64)}
+    for st in desc.stages:
+        a = [t[name] for name in st.inputs]
+        if st.kind == "norm":
+            out = layernorm(a[0], w[f"{st.params}_g"], w[f"{st.params}_b"], eps)
+        elif st.kind == "linear":
+            out = a[0] @ w[st.weight] + w[st.bias]
+        elif st.kind == "attention":
+            t["scores"], t["keep"] = attention_scores_float(a[0], a[1], heads, desc.causal)
+            out = attention(*a, heads, causal=desc.causal)
+        elif st.kind == "act":
+            out = _ACTIVATIONS[desc.act](a[0])
+        else:                       # residual: branch + skip
+            out = a[0] + a[1]
+        t[st.output] = out
+    t["y"] = t[desc.output]
     return t
 
 
@@ -186,7 +178,7 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
             raise ValueError("prefill starts a sequence: cache must be None")
         cache = KVCache.empty(cfg.d_model)
     elif mode == "decode":
-        if cfg.arch != "gpt2":
+        if not cfg.causal:
             raise ValueError(f"decode needs a causal layer; arch={cfg.arch!r} is bidirectional")
         if x.shape[0] != 1:
             raise ValueError(f"decode takes one row; got {x.shape[0]}")
@@ -195,24 +187,23 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
         raise ValueError(f"mode={mode!r} is not allowed; allowed: prefill | decode")
     pos = len(cache)
 
-    if cfg.arch == "gpt2":
-        n1 = norm_bitexact(cfg.norm1, x)
-        q, k, v = (_linear(cfg, weights, n, n1) for n in "qkv")
-        cache = cache.append(k, v, cfg.seq)
-        a = attention_bitexact(cfg.attention, q, cache.k, cache.v, q_offset=pos)
-        r1 = residual_bitexact(cfg.residual1, _linear(cfg, weights, "o", a), x)
-        n2 = norm_bitexact(cfg.norm2, r1)
-        g = activation_bitexact(cfg.gelu, _linear(cfg, weights, "f1", n2))
-        y = residual_bitexact(cfg.residual2, _linear(cfg, weights, "f2", g), r1)
-    else:
-        q, k, v = (_linear(cfg, weights, n, x) for n in "qkv")
-        cache = cache.append(k, v, cfg.seq)
-        a = attention_bitexact(cfg.attention, q, cache.k, cache.v, q_offset=0)
-        r1 = residual_bitexact(cfg.residual1, _linear(cfg, weights, "o", a), x)
-        n1 = norm_bitexact(cfg.norm1, r1)
-        g = activation_bitexact(cfg.gelu, _linear(cfg, weights, "f1", n1))
-        r2 = residual_bitexact(cfg.residual2, _linear(cfg, weights, "f2", g), n1)
-        y = norm_bitexact(cfg.norm2, r2)
+    t = {"x": x}
+    for st in cfg.description.stages:
+        a = [t[name] for name in st.inputs]
+        if st.kind == "linear":
+            out = _linear(cfg, weights, st.name, a[0])
+        elif st.kind == "attention":
+            cache = cache.append(a[1], a[2], cfg.seq)
+            out = attention_bitexact(cfg.attention, a[0], cache.k, cache.v,
+                                     q_offset=pos if cfg.causal else 0)
+        elif st.kind == "norm":
+            out = norm_bitexact(cfg.stage_config(st.name), a[0])
+        elif st.kind == "act":
+            out = activation_bitexact(cfg.stage_config(st.name), a[0])
+        else:                       # residual: the branch as x, the skip as r
+            out = residual_bitexact(cfg.stage_config(st.name), a[0], a[1])
+        t[st.output] = out
+    y = t[cfg.description.output]
     return y.astype(np.int8), cache
 
 
