@@ -87,3 +87,20 @@ def test_dev_llmloom_reads_paths_from_where_it_is_called(tmp_path, rng):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "y.npz").exists()
+
+
+def test_demo_prints_as_it_goes_when_piped(tmp_path):
+    """Piped (`./dev demo | tee log`), the first lines arrive while the demo still runs, not
+    all at its end."""
+    proc = subprocess.Popen(llmloom("demo", "--quick", "--sim", "icarus"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()
+        running = proc.poll() is None
+        rest = proc.stdout.read()
+    finally:
+        proc.stdout.close()
+    assert proc.wait(timeout=600) == 0
+    assert first.startswith("llmloom demo:")
+    assert running, "the first line came only when the demo had ended"
+    assert "bit-exact against the golden model on every array" in rest
