@@ -3,7 +3,7 @@
 The formulas are the block configs' own (``GemmConfig.cycles_np``, ``GemvConfig.cycles_np``:
 the same closed forms that :mod:`llmloom.perf.cycles` evaluates for one config, held to the
 RTL's simulated cycles); this module adds what the explorer chooses around them (input lanes,
-padding).
+padding) and :func:`two_pass_row_cycles_np`, the paper's row-reduction unit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..hw.blocks.gemm_config import GemmConfig
 from ..hw.blocks.gemv import GemvConfig
 
 __all__ = ["gemm_cycles_np", "gemm_parts_np", "gemv_cycles_np", "gemm_lanes", "gemm_lanes_np",
-           "pv_lanes_np", "pad_to", "divisors_upto"]
+           "pv_lanes_np", "pad_to", "divisors_upto", "two_pass_row_cycles_np"]
 
 
 def _cdiv(a, b):
@@ -55,6 +55,16 @@ def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
     lanes = (np.gcd(np.asarray(rows, dtype=np.int64), np.asarray(k, dtype=np.int64))
              if lanes is None else lanes)
     return GemvConfig.cycles_np(rows, cols, k, n, lanes, m)
+
+
+def two_pass_row_cycles_np(length, lanes):
+    """Cycles of one row of ``length`` through the spatial model's row-reduction unit (softmax,
+    norm): the paper's two passes over the row, ``ceil(length/lanes)`` beats each (statistics,
+    then scale), plus 8 cycles of pipeline. This is the paper's unit, not our row kernel
+    (:meth:`~llmloom.hw.blocks.rowkernel.RowKernelConfig.cycles_np`, which overlaps one
+    row's output pass with the next row's input and has its own stage counts); the spatial
+    model keeps it. Arguments broadcast."""
+    return 2 * _cdiv(length, lanes) + 8
 
 
 def pad_to(k, lanes):
