@@ -1,34 +1,20 @@
 """Cycle formulas of single kernels, vectorised over design points (numpy arrays).
 
-:func:`gemm_cycles_np` is :func:`llmloom.perf.cycles.gemm_cycles` (which is held to the RTL's
-simulated cycles) written over arrays; a test holds the two equal. :func:`gemv_cycles_np`
-models the decode GEMV engine of the paper's library (allo ``gemv.py``), which ``hw/`` does not
-have yet: its constants are ours, not measured.
+The formulas are the block configs' own (``GemmConfig.cycles_np``, ``GemvConfig.cycles_np``:
+the same closed forms that :mod:`llmloom.perf.cycles` evaluates for one config, held to the
+RTL's simulated cycles); this module adds what the explorer chooses around them (input lanes,
+padding) and :func:`two_pass_row_cycles_np`, the paper's row-reduction unit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..hw.blocks.gemm_config import GemmConfig
+from ..hw.blocks.gemv import GemvConfig
+
 __all__ = ["gemm_cycles_np", "gemm_parts_np", "gemv_cycles_np", "gemm_lanes", "gemm_lanes_np",
-           "pv_lanes_np", "pad_to", "divisors_upto"]
-
-_PIPELINE = 4   # GEMV pipeline: weight read, multiply, adder-tree register, output register
-_GEMM_TAIL = None
-
-
-def _gemm_tail_offset():
-    """The constant part of the GEMM's tail (pipeline registers, memory reads) beyond
-    ``cols + rows + last_rows·n_tiles``, read off :func:`llmloom.perf.cycles.gemm_cycles` so
-    that a change of pipeline depth there carries over here (a test holds the rest equal)."""
-    global _GEMM_TAIL
-    if _GEMM_TAIL is None:
-        from ..hw.blocks.gemm_config import GemmConfig
-        from .cycles import gemm_cycles
-        cfg = GemmConfig(rows=2, cols=3, k=4, n=5, lanes=1)
-        # m = 1: fill k, one tile of n_tiles * tile_steps, then the tail
-        _GEMM_TAIL = gemm_cycles(cfg, 1) - (4 + 2 * 4 + 3 + 2 + 1 * 2)
-    return _GEMM_TAIL
+           "pv_lanes_np", "pad_to", "divisors_upto", "two_pass_row_cycles_np"]
 
 
 def _cdiv(a, b):
@@ -36,40 +22,26 @@ def _cdiv(a, b):
 
 
 def gemm_parts_np(rows, cols, k, n, lanes, m):
-    """``(fill, compute, tail)`` of the output-stationary GEMM for an m×k by k×n product.
+    """``(fill, compute, tail)`` of the output-stationary GEMM for an m×k by k×n product:
+    :meth:`~llmloom.hw.blocks.gemm_config.GemmConfig.parts_np`.
 
     All arguments broadcast; integers. ``fill + compute + tail`` equals
     :func:`llmloom.perf.cycles.gemm_cycles`. ``compute`` is what repeats when the same array
     runs several independent products back to back (attention heads).
     """
-    rows, cols, k, n, lanes, m = (np.asarray(x, dtype=np.int64)
-                                  for x in (rows, cols, k, n, lanes, m))
-    nt = _cdiv(n, cols)
-    kb = _cdiv(k, lanes)
-    steps = np.maximum(np.maximum(k, cols), rows)
-    tiles = _cdiv(m, rows)
-    last_rows = m - (tiles - 1) * rows
-    fill = np.minimum(m, rows) * kb
-    tile_work = nt * steps
-    per_tile = np.maximum(tile_work, rows * kb)
-    compute = (tiles - 1) * per_tile + tile_work
-    # the last, shorter tile's input arrives sooner when input is the bottleneck
-    input_bound = (tiles > 1) & (rows * kb > tile_work)
-    compute = compute - np.where(input_bound, rows * kb - np.maximum(tile_work, last_rows * kb),
-                                 0)
-    tail = cols + rows + last_rows * nt + _gemm_tail_offset()
-    return fill, compute, tail
+    return GemmConfig.parts_np(rows, cols, k, n, lanes, m)
 
 
 def gemm_cycles_np(rows, cols, k, n, lanes, m):
-    """Cycles of the ``hw`` GEMM (see :func:`llmloom.perf.cycles.gemm_cycles`), vectorised."""
-    fill, compute, tail = gemm_parts_np(rows, cols, k, n, lanes, m)
-    return fill + compute + tail
+    """Cycles of the ``hw`` GEMM (see :func:`llmloom.perf.cycles.gemm_cycles`), vectorised:
+    :meth:`~llmloom.hw.blocks.gemm_config.GemmConfig.cycles_np`."""
+    return GemmConfig.cycles_np(rows, cols, k, n, lanes, m)
 
 
 def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
     """Cycles of the ``hw`` GEMV (:func:`llmloom.perf.cycles.gemv_cycles`), vectorised, for
-    ``m`` vectors of length k on ``rows``×``cols`` MACs.
+    ``m`` vectors of length k on ``rows``×``cols`` MACs
+    (:meth:`~llmloom.hw.blocks.gemv.GemvConfig.cycles_np`).
 
     The engine splits K over its rows (an adder tree sums them) and N over its columns, so one
     vector takes ``ceil(k/rows)·ceil(n/cols)`` steps at full use of every MAC, after its
@@ -80,13 +52,19 @@ def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
     (total, first) : arrays
         All cycles, and cycles to the first output chunk (what a consumer waits for).
     """
-    rows, cols, k, n, m = (np.asarray(x, dtype=np.int64) for x in (rows, cols, k, n, m))
-    lanes = np.gcd(rows, k) if lanes is None else np.asarray(lanes, dtype=np.int64)
-    beats = _cdiv(k, lanes)
-    kw = _cdiv(k, rows)
-    steps = kw * _cdiv(n, cols)
-    total = beats + (m - 1) * np.maximum(steps, beats) + steps + 2
-    return total, beats + kw + 2
+    lanes = (np.gcd(np.asarray(rows, dtype=np.int64), np.asarray(k, dtype=np.int64))
+             if lanes is None else lanes)
+    return GemvConfig.cycles_np(rows, cols, k, n, lanes, m)
+
+
+def two_pass_row_cycles_np(length, lanes):
+    """Cycles of one row of ``length`` through the spatial model's row-reduction unit (softmax,
+    norm): the paper's two passes over the row, ``ceil(length/lanes)`` beats each (statistics,
+    then scale), plus 8 cycles of pipeline. This is the paper's unit, not our row kernel
+    (:meth:`~llmloom.hw.blocks.rowkernel.RowKernelConfig.cycles_np`, which overlaps one
+    row's output pass with the next row's input and has its own stage counts); the spatial
+    model keeps it. Arguments broadcast."""
+    return 2 * _cdiv(length, lanes) + 8
 
 
 def pad_to(k, lanes):
@@ -144,7 +122,7 @@ def gemm_lanes_np(k, rows, cols, n):
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     divs = divisors_upto(int(k))
-    work = _cdiv(int(n), cols) * np.maximum(np.maximum(int(k), cols), rows)
+    work = _cdiv(int(n), cols) * GemmConfig.tile_steps_of(rows, cols, int(k))
     out = np.full(np.broadcast(rows, cols).shape, divs[-1], dtype=np.int64)
     chosen = np.zeros(out.shape, dtype=bool)
     for d in divs:

@@ -432,15 +432,20 @@ def _latencies(cfg):
     calibrated config gives its own; an uncalibrated one the usual case (per-channel scales:
     a constant table whenever a row has more than one beat)."""
     from ..hw.blocks.activation import GeluConfig
+    from ..hw.blocks.requant import RequantConfig
     from ..hw.blocks.residual import ResidualConfig
 
+    # the attention's re-quantisers (score rows of seq, head outputs of d_head) are per tensor
     lat = {"gelu": GeluConfig.LATENCY, "residual1": ResidualConfig.LATENCY,
-           "residual2": ResidualConfig.LATENCY, "score": 3, "out": 3}
+           "residual2": ResidualConfig.LATENCY,
+           "score": RequantConfig.shape_latency(cfg.seq, cfg.lanes, per_channel=False),
+           "out": RequantConfig.shape_latency(cfg.d_model // cfg.heads, cfg.lanes,
+                                              per_channel=False)}
     for name in ("q", "k", "v", "o", "f1", "f2"):
         if cfg.calibrated:
             lat[name] = cfg.requant(name).latency
         else:
-            lat[name] = 3 + (cfg.linear_shape(name)[1] // cfg.lanes > 1)
+            lat[name] = RequantConfig.shape_latency(cfg.linear_shape(name)[1], cfg.lanes)
     if cfg.calibrated:
         att = cfg.attention
         lat["score"], lat["out"] = att.score_requant.latency, att.out_requant.latency
@@ -457,7 +462,7 @@ def _attention_cfg(cfg):
 def _norm_timing(cfg):
     from ..hw.blocks.norm import LayerNormConfig
     beats = cfg.d_model // cfg.lanes
-    return beats, LayerNormConfig.STATS_LATENCY + 2, LayerNormConfig.EMIT_STAGES
+    return beats, LayerNormConfig.row_gap(), LayerNormConfig.EMIT_STAGES
 
 
 def layer_tensor(cfg, rows, trace=None):

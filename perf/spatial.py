@@ -33,6 +33,7 @@ from .kernels import (
     gemv_cycles_np,
     pad_to,
     pv_lanes_np,
+    two_pass_row_cycles_np,
 )
 from .models import get_model
 from .resources import gemm_pe_cost, unit_costs
@@ -361,12 +362,12 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
 
         lam = db.lanes
         sm_e = B * h_loc * qrows * keys
-        row_sm = 2 * _cdiv(keys, lam["softmax"]) + 8
+        row_sm = two_pass_row_cycles_np(keys, lam["softmax"])
         t = _cdiv(sm_e, lam["softmax"]) + row_sm
         stages["softmax"] = (t.astype(float), (t if decode else row_sm).astype(float),
                              np.zeros(P, int))
         for u in ("norm1", "norm2"):
-            row = 2 * _cdiv(d, lam["norm"]) + 8      # two passes: statistics, then scale
+            row = two_pass_row_cycles_np(d, lam["norm"])
             t = _cdiv(rows_m * d, lam["norm"]) + row
             stages[u] = (t.astype(float), (t if decode else row).astype(float), np.zeros(P, int))
         t = _cdiv(rows_m * dff_loc, lam["act"]) + 8

@@ -101,7 +101,12 @@ class GemmConfig(LinearSizes, BlockConfig):
     def tile_steps(self):
         """Array steps per (token tile, feature tile): k, padded so that two successive tiles'
         results never collide in the output registers (>= cols) or in the readout (>= rows)."""
-        return max(self.k, self.cols, self.rows)
+        return int(self.tile_steps_of(self.rows, self.cols, self.k))
+
+    @staticmethod
+    def tile_steps_of(rows, cols, k):
+        """:attr:`tile_steps` of arrays of designs (arguments broadcast)."""
+        return np.maximum(np.maximum(k, cols), rows)
 
     @property
     def multipliers(self):
@@ -118,4 +123,59 @@ class GemmConfig(LinearSizes, BlockConfig):
     @property
     def flush_steps(self):
         """Array steps spent after the last tile of a tensor to bring its results out."""
-        return self.readout_step + self.rows + 2
+        return self.flush_steps_of(self.rows, self.cols)
+
+    @classmethod
+    def flush_steps_of(cls, rows, cols):
+        """:attr:`flush_steps` of arrays of designs: the readout step (``cols + PE_STAGES``),
+        then ``rows`` more, plus two."""
+        return cols + cls.PE_STAGES + rows + 2
+
+    # Timing (one home: perf.cycles, perf.kernels and perf.spatial call these) -----------------
+    @classmethod
+    def parts_np(cls, rows, cols, k, n, lanes, m):
+        """``(fill, compute, tail)`` cycles of an ``m``×k by k×n product, from the first
+        activation beat accepted to the last output beat, with weights preloaded, inputs
+        offered every cycle and the output always ready. All arguments broadcast (ints or
+        numpy arrays of candidate designs); int64 arrays out.
+
+        The array needs a whole token tile (``rows`` rows of ``k``) before it starts (``fill``);
+        after that token tiles follow each other with no bubble, each taking
+        ``n_tiles × tile_steps`` steps, as long as the next tile's ``rows·k_beats`` input beats
+        (``k_beats = ceil(k/lanes)``) arrive within that time (``compute``: what repeats when
+        the same array runs several independent products back to back, as attention heads).
+        After the last tile a flush brings the results out, and the last token tile's rows
+        drain at one beat (``cols`` outputs) per cycle (``tail``)."""
+        rows, cols, k, n, lanes, m = (np.asarray(x, dtype=np.int64)
+                                      for x in (rows, cols, k, n, lanes, m))
+        nt = -(-n // cols)
+        kb = -(-k // lanes)
+        tile_work = nt * cls.tile_steps_of(rows, cols, k)
+        tiles = -(-m // rows)
+        last_rows = m - (tiles - 1) * rows
+        fill = np.minimum(m, rows) * kb
+        # A token tile can only start once its input has arrived: input is the bottleneck when
+        # one tile's beats outnumber the steps of the tile before it.
+        per_tile = np.maximum(tile_work, rows * kb)
+        compute = (tiles - 1) * per_tile + tile_work
+        # the last tile may be shorter than rows, so its input arrives sooner
+        input_bound = (tiles > 1) & (rows * kb > tile_work)
+        compute = compute - np.where(input_bound,
+                                     rows * kb - np.maximum(tile_work, last_rows * kb), 0)
+        # Plus one cycle for the activation memory's read, one for the array running a cycle
+        # behind the step decision (its inputs and enable are registered) and one for the
+        # output memory's read.
+        tail = cls.flush_steps_of(rows, cols) + last_rows * nt + 2
+        return fill, compute, tail
+
+    @classmethod
+    def cycles_np(cls, rows, cols, k, n, lanes, m):
+        """Cycles of an ``m``-row product (:meth:`parts_np` summed), over arrays."""
+        fill, compute, tail = cls.parts_np(rows, cols, k, n, lanes, m)
+        return fill + compute + tail
+
+    def cycles(self, m):
+        """Cycles of this array for ``m`` token rows (see :meth:`parts_np`)."""
+        if m < 1:
+            raise ValueError(f"m={m} must be >= 1")
+        return int(self.cycles_np(self.rows, self.cols, self.k, self.n, self.lanes, m))

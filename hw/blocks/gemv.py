@@ -52,6 +52,33 @@ class GemvConfig(LinearSizes, BlockConfig):
         """Steps per output tile: the inner dimension in words of ``rows``."""
         return -(-self.k // self.rows)
 
+    # Timing (one home: perf.cycles, perf.kernels and perf.spatial call these) -----------------
+    @staticmethod
+    def cycles_np(rows, cols, k, n, lanes, m):
+        """``(total, first)`` cycles for ``m`` token rows: first activation beat accepted to the
+        last output beat, and to the first output tile (what a consumer waits for); weights
+        preloaded, input every cycle, output ready. All arguments broadcast (ints or numpy
+        arrays of candidate designs); int64 arrays out.
+
+        A row can start once its ``k_beats = ceil(k/lanes)`` beats have arrived; it then
+        issues ``n_tiles × k_words`` steps, and rows follow each other back to back unless
+        their input is slower. Results leave two cycles after their last step (memory read,
+        accumulate)."""
+        rows, cols, k, n, lanes, m = (np.asarray(x, dtype=np.int64)
+                                      for x in (rows, cols, k, n, lanes, m))
+        beats = -(-k // lanes)
+        k_words = -(-k // rows)
+        steps = k_words * -(-n // cols)
+        total = beats + (m - 1) * np.maximum(steps, beats) + steps + 2
+        return total, beats + k_words + 2
+
+    def cycles(self, m):
+        """Cycles of this engine for ``m`` token rows (see :meth:`cycles_np`)."""
+        if m < 1:
+            raise ValueError(f"m={m} must be >= 1")
+        total, _ = self.cycles_np(self.rows, self.cols, self.k, self.n, self.lanes, m)
+        return int(total)
+
 
 class Gemv(wiring.Component):
     """y = x·W, one token row at a time; W on chip.

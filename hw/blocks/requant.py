@@ -214,11 +214,24 @@ class RequantConfig(BlockConfig):
         they are read from a ROM of ``beats`` words (else they are constants per lane)."""
         return self.beats > 1 and (self.varying_multipliers or any(self.channel_bias))
 
+    #: Pipeline stages without the channel table: bias add, multiply, round and saturate
+    #: (output register included).
+    BASE_LATENCY = 3
+
     @property
     def latency(self):
         """Pipeline stages, output register included: (channel table read,) bias add,
         multiply, round and saturate."""
-        return 3 + self.channel_table
+        return self.BASE_LATENCY + self.channel_table
+
+    @classmethod
+    def shape_latency(cls, length, lanes, per_channel=True):
+        """:attr:`latency` from the shape alone, before calibration: with per-channel
+        constants (``per_channel``) the usual case is that they vary, so a row of more than one
+        beat reads them from the channel table; a per-tensor scale never needs one. Arguments
+        broadcast (ints or numpy arrays)."""
+        beats = -(-length // lanes)
+        return cls.BASE_LATENCY + (per_channel & (beats > 1))
 
     @property
     def channel_scales(self):

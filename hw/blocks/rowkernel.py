@@ -109,7 +109,13 @@ class RowKernelConfig(BlockConfig):
     @property
     def gap(self):
         """Cycles from a row's last input transfer to the read of its first beat."""
-        return self.STATS_LATENCY + 2
+        return self.row_gap()
+
+    @classmethod
+    def row_gap(cls):
+        """:attr:`gap` of the kernel (it depends on the class only): the statistics latency,
+        then the record queue's write and read."""
+        return cls.STATS_LATENCY + 2
 
     @property
     def buffer_depth(self):
@@ -126,7 +132,28 @@ class RowKernelConfig(BlockConfig):
     @property
     def row_latency(self):
         """Cycles of one row alone, first input transfer to last output transfer."""
-        return 2 * self.beats + self.STATS_LATENCY + self.EMIT_STAGES + 3
+        return self.cycles(1)
+
+    # Timing (one home: perf.cycles and perf.pipeline call these) --------------------------------
+    @classmethod
+    def cycles_np(cls, length, lanes, rows):
+        """Cycles on ``rows`` rows of ``length`` (``B = ceil(length/lanes)`` beats), from the
+        first input beat accepted to the last output beat, inputs offered every cycle, output
+        always ready. All arguments broadcast (ints or numpy arrays).
+
+        The input never waits (the row buffer covers the statistics latency), so rows enter
+        at one beat per cycle; a row's first beat is read :meth:`row_gap` cycles after its last
+        beat entered, and leaves ``EMIT_STAGES + 2`` cycles after that read. The last row's
+        last beat therefore leaves ``B + gap + EMIT_STAGES + 1`` cycles after it entered:
+        exact for every row length (short rows included: II = 1 always)."""
+        beats = -(-length // lanes)
+        return rows * beats + beats + cls.row_gap() + cls.EMIT_STAGES + 1
+
+    def cycles(self, rows):
+        """Cycles of this kernel on ``rows`` rows (see :meth:`cycles_np`)."""
+        if rows < 1:
+            raise ValueError(f"rows={rows} must be >= 1")
+        return int(self.cycles_np(self.length, self.lanes, rows))
 
 
 def bit_length_hw(m, value, name="nbits"):
