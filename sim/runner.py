@@ -1,8 +1,9 @@
 """Run a block on tensors on Amaranth's simulator, Icarus or Verilator.
 
-:func:`run_block` is the one entry point used by tests, the CLI and benchmarks: it checks the
-tensors, turns them into stream beats, simulates with the requested stall patterns and returns
-the output tensors and the cycle count.
+:func:`run_block` is the one entry point to simulation: it checks the tensors, turns them into
+stream beats, simulates with the requested stall patterns and returns the output tensors and the
+cycle count. The CLI, the demo and the benchmarks reach it through ``flows.verify``, which adds
+the golden model's check and the analytical model's prediction.
 """
 
 from __future__ import annotations
