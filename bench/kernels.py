@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmloom.flows.verify import verify
 from llmloom.hw.emit import emit_verilog
 from llmloom.sim.harness import get_harness
-from llmloom.sim.runner import run_block
 from llmloom.sim.tools import ToolMissing, require, tool_env
 
 #: kernel name → function(args) → list of JSON-able entries
@@ -88,11 +88,9 @@ def measure_row_kernel(block, cfg, make_tensors, *, sim="amaranth", rows=(1, 9),
     results = {}
     exact = True
     for n in rows:
-        tensors = make_tensors(n)
-        result = run_block(harness, cfg, tensors, sim=sim)
-        golden = harness.golden(cfg, harness.prepare(cfg, tensors))
-        exact &= all(np.array_equal(result.outputs[k], golden[k]) for k in golden)
-        results[n] = result.cycles
+        v = verify(harness, cfg, make_tensors(n), sim=sim)
+        exact &= v.exact
+        results[n] = v.cycles
     r1, r2 = rows
     per_row = (results[r2] - results[r1]) / (r2 - r1)
     entry = {

@@ -35,9 +35,10 @@ import time
 
 import numpy as np
 
+from llmloom.flows.verify import verify
 from llmloom.perf.cycles import layer_timing
 from llmloom.sim.blocks.layers import BertLayerHarness, Gpt2BlockHarness
-from llmloom.sim.runner import SIMULATORS, run_block
+from llmloom.sim.runner import SIMULATORS
 from llmloom.sim.weights import random_layer_weights
 
 BAR_PCT = 5.0        # the bar for |predicted − measured| / measured
@@ -114,20 +115,19 @@ def measure(name, arch, fields, prefill, decode, engine, head_engines, sim, seed
     tensors = {"x": x}
     t0 = time.perf_counter()
     cfg = harness.config(fields | {"engine": engine, "head_engines": head_engines}, tensors)
-    result = run_block(harness, cfg, tensors, sim=sim, progress=sys.stderr.isatty())
-    total = time.perf_counter() - t0
-    prepared = harness.prepare(cfg, tensors)
-    exact = bool(np.array_equal(result.outputs["y_int"], harness.golden(cfg, prepared)["y_int"]))
-    metrics = harness.float_metrics(cfg, prepared, result.outputs)
-    (sizes,) = harness.shape_args(cfg, prepared)
-    predicted = layer_timing(cfg, sizes)
+    configured = time.perf_counter() - t0
+    v = verify(harness, cfg, tensors, sim=sim, progress=sys.stderr.isatty())
+    total = configured + v.run_wall_s
+    result, metrics, predicted = v.result, v.float_metrics, v.timing
+    exact = v.exact          # y_int, and y (its dequantisation)
+    (sizes,) = harness.shape_args(cfg, v.prepared)
     entry = {
         "config": name, "arch": arch, "engine": engine, "head_engines": head_engines,
         "bit_exact": exact, "cosine_vs_float": round(metrics["cosine_vs_float"], 6),
         "max_abs_error_vs_float": round(metrics["max_abs_error_vs_float"], 4),
-        "cycles": result.cycles, "predicted_cycles": predicted.cycles,
+        "cycles": result.cycles, "predicted_cycles": v.predicted_cycles,
         "tensor_cycles": result.tensor_cycles,
-        "predicted_tensor_cycles": predicted.tensor_cycles,
+        "predicted_tensor_cycles": predicted["tensor_cycles"],
         "prefill": tensor_figures(cfg, sizes[0], result.tensor_cycles[0]),
         "decode": (tensor_figures(cfg, 1, result.tensor_cycles[1:]) if decode else None),
         "sim": sim, "sim_cycles": result.sim_cycles, "sim_wall_s": round(result.wall_s, 2),

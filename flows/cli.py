@@ -115,8 +115,7 @@ def _json_default(value):
 def cmd_run(args):
     import numpy as np
 
-    from llmloom.perf.cycles import BLOCK_CYCLES, BLOCK_TIMING
-    from llmloom.sim.runner import run_block
+    from llmloom.flows.verify import verify
     from llmloom.sim.streams import Stalls
 
     out = Outputs()
@@ -131,44 +130,19 @@ def cmd_run(args):
                         f"only, not {args.block}")
     tensors = load_npz(args.inputs)
     cfg = h.config(load_config_values(args.config, args.set), tensors)
-    result = run_block(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
-                       stalls_in=Stalls(args.stalls, args.seed),
-                       stalls_out=Stalls(args.stalls, args.seed + 1))
-    prepared = h.prepare(cfg, tensors)
-    golden = h.golden(cfg, prepared)
-    exact = all(np.array_equal(result.outputs[k], golden[k]) for k in golden)
-    macs = h.macs(cfg, prepared)
-    peak = h.peak_macs_per_cycle(cfg)
-    report = {
-        "block": args.block, "config": cfg.to_dict(), "sim": args.sim, "stalls": args.stalls,
-        "cycles": result.cycles, "macs": macs,
-        "macs_per_cycle": macs / result.cycles if result.cycles else 0.0,
-        "utilization": macs / (result.cycles * peak) if result.cycles and peak else None,
-        "predicted_cycles": None, "matches_golden": exact,
-        "sim_wall_s": round(result.wall_s, 3), "sim_cycles_per_s": round(result.cycles_per_s),
-        "tensor_cycles": result.tensor_cycles,
-    }
-    if hasattr(h, "float_metrics"):
-        report.update(h.float_metrics(cfg, prepared, result.outputs))
-    predict = BLOCK_CYCLES.get(args.block)
-    if predict and args.stalls == "none":
-        report["predicted_cycles"] = predict(cfg, *h.shape_args(cfg, prepared))
-    timing = BLOCK_TIMING.get(args.block)
-    if timing and args.stalls == "none":
-        # per tensor and per stage: MACs, peak, busy cycles, utilisation, the bottleneck
-        t = timing(cfg, *h.shape_args(cfg, prepared)).as_dict()
-        stages = {s["name"]: s for s in t["stages"]}
-        report.update(predicted_tensor_cycles=t["tensor_cycles"], predicted_stages=t["stages"],
-                      predicted_bottleneck=stages[t["bottleneck"]])
+    v = verify(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
+               stalls_in=Stalls(args.stalls, args.seed),
+               stalls_out=Stalls(args.stalls, args.seed + 1))
+    report = v.report()
     with out.open(args.outputs, "wb") as fh:
-        np.savez(fh, **result.outputs)
+        np.savez(fh, **v.outputs)
     if args.report:
         out.write_json(args.report, report)
     out.commit()
     util = f", utilization {report['utilization']:.3f}" if report["utilization"] else ""
-    print(f"{args.block} on {args.sim}: {result.cycles} cycles{util}; "
-          f"{'bit-exact with' if exact else 'DIFFERS FROM'} the golden model", file=sys.stderr)
-    return 0 if exact else 1
+    print(f"{args.block} on {args.sim}: {v.cycles} cycles{util}; "
+          f"{'bit-exact with' if v.exact else 'DIFFERS FROM'} the golden model", file=sys.stderr)
+    return 0 if v.exact else 1
 
 
 # ---- demo -------------------------------------------------------------------------------------

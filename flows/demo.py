@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
+from llmloom.flows.verify import verify
 from llmloom.hw.blocks.gemm import GemmConfig
-from llmloom.perf.cycles import gemm_cycles
 from llmloom.sim.harness import get_harness
-from llmloom.sim.runner import run_block
 
 __all__ = ["run_demo", "DEMO_SHAPES"]
 
@@ -42,13 +40,11 @@ def run_demo(sim="verilator", quick=False, seed=0, out=None):
     all_exact = True
     for r, c in DEMO_ARRAYS:
         cfg = GemmConfig(rows=r, cols=c, k=k, n=n, lanes=8)
-        t0 = time.perf_counter()
-        result = run_block(harness, cfg, {"a": a, "w": w}, sim=sim,
-                           progress=out.isatty() if hasattr(out, "isatty") else False)
-        total = time.perf_counter() - t0
-        exact = np.array_equal(result.outputs["c"], harness.golden(cfg, {"a": a, "w": w})["c"])
+        v = verify(harness, cfg, {"a": a, "w": w}, sim=sim,
+                   progress=out.isatty() if hasattr(out, "isatty") else False)
+        total = v.run_wall_s
+        result, exact, predicted = v.result, v.exact, v.predicted_cycles
         all_exact &= exact
-        predicted = gemm_cycles(cfg, m)
         util = m * k * n / (result.cycles * r * c)
         rows.append((f"{r}×{c}", result.cycles, predicted, f"{util:.3f}",
                      f"{m * k * n / result.cycles:.1f}", "yes" if exact else "NO",
@@ -74,19 +70,11 @@ DEMO_ENGINES = ("gemm", "gemv")
 
 
 def _run_block(harness, values, x, sim, engine, out):
-    """One run of the block on ``engine``: ``(cfg, result, exact, metrics, timing)``."""
-    from llmloom.perf.cycles import layer_timing
-
+    """One verified run of the block on ``engine``: a :class:`Verification`."""
     tensors = {"x": x}
     cfg = harness.config(values | {"engine": engine}, tensors)
-    result = run_block(harness, cfg, tensors, sim=sim,
-                       progress=out.isatty() if hasattr(out, "isatty") else False)
-    prepared = harness.prepare(cfg, tensors)
-    golden = harness.golden(cfg, prepared)
-    exact = all(np.array_equal(result.outputs[k], golden[k]) for k in golden)
-    metrics = harness.float_metrics(cfg, prepared, result.outputs)
-    (sizes,) = harness.shape_args(cfg, prepared)
-    return cfg, result, exact, metrics, layer_timing(cfg, sizes), sizes
+    return verify(harness, cfg, tensors, sim=sim,
+                  progress=out.isatty() if hasattr(out, "isatty") else False)
 
 
 def _bottleneck(cfg, rows):
@@ -121,12 +109,14 @@ def _demo_block(sim, quick, seed, out):
           f"weights) on {sim}:\n  a prefill of {prefill} tokens, then {seq - prefill} decode "
           "steps, on each engine", file=out)
     runs = {e: _run_block(harness, values, x, sim, e, out) for e in DEMO_ENGINES}
-    ok = all(r[2] for r in runs.values())
+    ok = all(v.exact for v in runs.values())
     _table(out, ["engine", "cycles", "bit-exact with golden", "cosine vs float64",
                  "max |error|"],
-           [[e, f"{r[1].cycles:,}", "yes" if r[2] else "NO", f"{r[3]['cosine_vs_float']:.5f}",
-             f"{r[3]['max_abs_error_vs_float']:.4f}"] for e, r in runs.items()], left=(0, 2))
-    cfg0 = runs[DEMO_ENGINES[0]][0]
+           [[e, f"{v.cycles:,}", "yes" if v.exact else "NO",
+             f"{v.float_metrics['cosine_vs_float']:.5f}",
+             f"{v.float_metrics['max_abs_error_vs_float']:.4f}"] for e, v in runs.items()],
+           left=(0, 2))
+    cfg0 = runs[DEMO_ENGINES[0]].cfg
     print(f"\n  cycles per tensor: measured (RTL) and predicted (perf's layer_timing); the "
           f"bottleneck,\n  the stage busy the most, and its busy share. Arrays: q, k, v, o "
           f"{cfg0.linear_rows}×{cfg0.linear_cols}; FFN {cfg0.ffn_rows}×{cfg0.ffn_cols};\n  "
@@ -136,19 +126,20 @@ def _demo_block(sim, quick, seed, out):
     for e in DEMO_ENGINES:
         header += [e, "predicted", "bottleneck"]
     rows = []
-    sizes = runs[DEMO_ENGINES[0]][5]
+    v0 = runs[DEMO_ENGINES[0]]
+    (sizes,) = harness.shape_args(v0.cfg, v0.prepared)
     for n, size in enumerate(sizes):
         row = ["prefill" if n == 0 and size > 1 else f"decode {n}", str(size)]
         for e in DEMO_ENGINES:
-            cfg, result, _, _, timing, _ = runs[e]
-            got, want = result.tensor_cycles[n], timing.tensor_cycles[n]
+            v = runs[e]
+            got, want = v.result.tensor_cycles[n], v.timing["tensor_cycles"][n]
             ok &= got == want
-            row += [f"{got:,}", f"{want:,}", _bottleneck(cfg, size)]
+            row += [f"{got:,}", f"{want:,}", _bottleneck(v.cfg, size)]
         rows.append(row)
     _table(out, header, rows, left=(0, 4, 7))
     steps = [n for n, size in enumerate(sizes) if size == 1 and n]
     if steps:
-        per = {e: sum(runs[e][1].tensor_cycles[n] for n in steps) / len(steps)
+        per = {e: sum(runs[e].result.tensor_cycles[n] for n in steps) / len(steps)
                for e in DEMO_ENGINES}
         print(f"  decode on the GEMV: {per['gemm'] / per['gemv']:.1f}× fewer cycles per token "
               f"than on the GEMM ({per['gemv']:,.0f} against {per['gemm']:,.0f}),\n  with the "

@@ -1,8 +1,9 @@
 """Run a block on tensors on Amaranth's simulator, Icarus or Verilator.
 
-:func:`run_block` is the one entry point used by tests, the CLI and benchmarks: it checks the
-tensors, turns them into stream beats, simulates with the requested stall patterns and returns
-the output tensors and the cycle count.
+:func:`run_block` is the one entry point to simulation: it checks the tensors, turns them into
+stream beats, simulates with the requested stall patterns and returns the output tensors and the
+cycle count. The CLI, the demo and the benchmarks reach it through ``flows.verify``, which adds
+the golden model's check and the analytical model's prediction.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ class RunResult:
 
 
 def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
-              max_cycles=None, progress=False, component=None, family=None):
+              max_cycles=None, progress=False, component=None, family=None, prepared=False):
     """Simulate ``block`` (a name or a harness) with config ``cfg`` on ``tensors``.
+
+    ``prepared=True``: ``tensors`` are already the harness's ``prepare(cfg, ...)`` output (as
+    a caller that also runs the golden model on them holds), so they are not prepared again.
 
     ``family`` elaborates the block for a device family (a
     :class:`~llmloom.hw.emit.FamilyHint`: its vendor primitives, simulated with the models of
@@ -66,7 +70,8 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}")
     _check_family(sim, family)
-    tensors = harness.prepare(cfg, tensors)
+    if not prepared:
+        tensors = harness.prepare(cfg, tensors)
     drive = harness.drive(cfg, tensors)
     if max_cycles is None:
         beats = sum(map(len, drive.preload.values())) + sum(map(len, drive.timed.values()))

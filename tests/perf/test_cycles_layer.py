@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmloom.flows.verify import verify
 from llmloom.hw.layers.config import LayerConfig
 from llmloom.perf.cycles import BLOCK_CYCLES, BLOCK_TIMING, layer_timing
 from llmloom.sim.blocks.layers import BertLayerHarness, Gpt2BlockHarness
-from llmloom.sim.runner import run_block
 
 TOLERANCE = 0.02
 
@@ -48,31 +48,31 @@ def float_weights(rng, d, ff):
 
 
 def measure_and_predict(rng, arch, par, rows, *, d=8, ff=16, heads=2, seq=8, prefill=None):
-    """``(sizes, measured RunResult, LayerTiming)`` of one run; prints the comparison."""
+    """``(sizes, measured RunResult, timing document)`` of one run (the verification
+    service's: ``LayerTiming.as_dict()``); prints the comparison."""
     harness = Gpt2BlockHarness() if arch == "gpt2" else BertLayerHarness()
     mode = "decode" if prefill is not None else "prefill"
     h = harness.options(weights=float_weights(rng, d, ff), mode=mode, prefill=prefill)
     x = rng.normal(0.0, 1.0, (rows, d)).astype(np.float32)
     cfg = h.config({"heads": heads, "seq": seq, "d_ff": ff, **par}, {"x": x})
-    prepared = h.prepare(cfg, {"x": x})
-    result = run_block(h, cfg, {"x": x})
-    assert np.array_equal(result.outputs["y_int"], h.golden(cfg, prepared)["y_int"])
-    (sizes,) = h.shape_args(cfg, prepared)
-    timing = layer_timing(cfg, sizes)
-    assert BLOCK_CYCLES[h.name](cfg, sizes) == timing.cycles
-    err = (timing.cycles - result.cycles) / result.cycles
+    v = verify(h, cfg, {"x": x})
+    assert v.mismatches["y_int"] == 0
+    result, timing = v.result, v.timing
+    (sizes,) = h.shape_args(cfg, v.prepared)
+    assert BLOCK_CYCLES[h.name](cfg, sizes) == timing["cycles"] == v.predicted_cycles
+    err = (timing["cycles"] - result.cycles) / result.cycles
     print(f"\n{h.name} d={d} ff={ff} heads={heads} seq={seq} {par} sizes={sizes}: measured "
-          f"{result.cycles} {result.tensor_cycles}, predicted {timing.cycles} "
-          f"{timing.tensor_cycles} ({100 * err:+.2f} %), bottleneck {timing.bottleneck}")
+          f"{result.cycles} {result.tensor_cycles}, predicted {timing['cycles']} "
+          f"{timing['tensor_cycles']} ({100 * err:+.2f} %), bottleneck {timing['bottleneck']}")
     return sizes, result, timing
 
 
 def check(sizes, result, timing):
-    assert len(result.tensor_cycles) == len(timing.tensor_cycles) == len(sizes)
+    assert len(result.tensor_cycles) == len(timing["tensor_cycles"]) == len(sizes)
     # gated tensors meet an empty pipeline: the run is the sum of its tensors
     assert sum(result.tensor_cycles) == result.cycles
-    assert abs(timing.cycles - result.cycles) <= TOLERANCE * result.cycles
-    for got, want in zip(timing.tensor_cycles, result.tensor_cycles, strict=True):
+    assert abs(timing["cycles"] - result.cycles) <= TOLERANCE * result.cycles
+    for got, want in zip(timing["tensor_cycles"], result.tensor_cycles, strict=True):
         assert abs(got - want) <= TOLERANCE * want
 
 
