@@ -30,7 +30,8 @@ def _tensors(rng, cfg, m):
     (GemmConfig(rows=2, cols=2, k=8, n=6, lanes=4), 3),
     (GemmConfig(rows=3, cols=2, k=6, n=5, lanes=3, w_width=4), 4),
     (GemmConfig(rows=1, cols=1, k=1, n=1, lanes=1), 1),
-], ids=["2x2", "int4", "1x1"])
+    (GemmConfig(rows=2, cols=2, k=7, n=5, lanes=4), 3),     # k not a multiple of lanes
+], ids=["2x2", "int4", "1x1", "k7-lanes4"])
 def test_end_to_end(cfg, m, rng):
     a, w = _tensors(rng, cfg, m)
     link = HostLink(cfg, max_rows=4, uart=FAST)

@@ -81,8 +81,8 @@ def ecp5_tools():
     (["build", "--board", "de10", "--out", "OUT"], "unknown board 'de10'; valid boards: "
                                                    "ulx3s-85f, icebreaker, arty-a7-100t, u280"),
     (["build", "--board", "u280", "--design", "mlp", "--out", "OUT"], "unknown design 'mlp'"),
-    (["build", "--board", "u280", "--set", "lanes=3", "--out", "OUT"], "lanes=3 does not "
-                                                                       "divide k=256"),
+    (["build", "--board", "u280", "--set", "lanes=65", "--out", "OUT"], "lanes=65 is out of "
+                                                                        "range"),
     (["build", "--board", "u280", "--set", "bogus=1", "--out", "OUT"], "unknown config field "
                                                                        "'bogus'"),
 ])
