@@ -93,8 +93,8 @@ def get_target(name):
     ones."""
     if isinstance(name, Target):
         return name
-    if name not in TARGETS and device_name(name) in TARGETS:
-        name = device_name(name)               # an old spelling: ice40up5k, up5k, ...
+    if name not in TARGETS and name.lower() not in FAMILIES and device_name(name) in TARGETS:
+        name = device_name(name)     # an old spelling of one device: ice40up5k, up5k (not ecp5)
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}")
     return TARGETS[name]
