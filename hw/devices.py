@@ -331,6 +331,11 @@ def _hbm2_u280(capacity):
                              "FCCM 2020); energy approximate")
 
 
+def _ddr4_x4(source):
+    return MemorySpec(kind="DDR4", channels=4, gbps_per_channel=19.2, capacity_gb=64,
+                      efficiency=0.85, pj_per_bit=20.0, source=source)
+
+
 _QSFP28_X2 = "2 x QSFP28 (100 Gb/s each)"
 _ECP5_SOURCE = ("Lattice ECP5 family data sheet (FPGA-DS-02012): {lut} LUT4, {dsp} 18x18 "
                 "multipliers, {ebr} EBR (18 Kb), one FF per LUT")
@@ -346,11 +351,8 @@ DEVICES = {d.name: d for d in (
                   "300 MHz; static power approximate"),
     Device(name="u250", part="xcu250", family="xcup", dsp=12288, dsp_kind="DSP48E2",
            lut=1728000, ff=3456000, bram=_bram36(2688), uram=_uram(1280), dies=4, clock_mhz=300,
-           memory=MemorySpec(kind="DDR4", channels=4, gbps_per_channel=19.2, capacity_gb=64,
-                             efficiency=0.85, pj_per_bit=20.0,
-                             source="4 x DDR4-2400 72-bit DIMM channels, 16 GB each (Alveo "
-                                    "U250 data sheet DS962); efficiency and energy "
-                                    "approximate"),
+           memory=_ddr4_x4("4 x DDR4-2400 72-bit DIMM channels, 16 GB each (Alveo U250 data "
+                           "sheet DS962); efficiency and energy approximate"),
            link_gbps=200, static_w=30, max_w=225,
            source="AMD Alveo U250 data sheet (DS962) / UltraScale+ DS890 (XCVU13P-class "
                   "XCU250): 12,288 DSP48E2, 1,728K LUT, 3,456K FF, 2,688 BRAM36, 1,280 URAM, "
@@ -385,10 +387,8 @@ DEVICES = {d.name: d for d in (
                   "(DS950) -- verify before relying on them; 32 GB HBM2e 819 GB/s (PG313)"),
     Device(name="vu9p", part="xcvu9p", family="xcup", dsp=6840, dsp_kind="DSP48E2",
            lut=1182240, ff=2364480, bram=_bram36(2160), uram=_uram(960), dies=3, clock_mhz=250,
-           memory=MemorySpec(kind="DDR4", channels=4, gbps_per_channel=19.2, capacity_gb=64,
-                             efficiency=0.85, pj_per_bit=20.0,
-                             source="4 x DDR4-2400 channels of 16 GB as on AWS F1 / VCU1525 "
-                                    "boards; efficiency and energy approximate"),
+           memory=_ddr4_x4("4 x DDR4-2400 channels of 16 GB as on AWS F1 / VCU1525 boards; "
+                           "efficiency and energy approximate"),
            link_gbps=200, static_w=20, max_w=225,
            source="AMD UltraScale+ DS890: XCVU9P 6,840 DSP48E2, 1,182,240 LUT, 2,364,480 FF, "
                   "2,160 BRAM36, 960 URAM, 3 SLRs; board (VCU1525-like): 2 x QSFP28; clock "
@@ -438,7 +438,7 @@ ALIASES = {"alveo-u280": "u280", "xcu280": "u280", "alveo-u250": "u250", "xcu250
            "alveo-u55c": "u55c", "xcu55c": "u55c", "xcvc1902": "vck190", "xcvh1582": "vhk158",
            "xcvu9p": "vu9p", "ecp5": "ecp5-85f", "lfe5u-85f": "ecp5-85f",
            "lfe5u-45f": "ecp5-45f", "lfe5u-25f": "ecp5-25f", "up5k": "ice40-up5k",
-           "ice40up5k": "ice40-up5k", "ice40": "ice40-up5k", "xc7a100t": "artix7-100t",
+           "ice40up5k": "ice40-up5k", "xc7a100t": "artix7-100t",
            "arty": "artix7-100t", "a7-100t": "artix7-100t"}
 
 

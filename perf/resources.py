@@ -91,20 +91,20 @@ class RamDef:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What the estimator needs to know of a target family."""
+    """What the estimator needs to know of a target family: the device catalogue's family
+    (``hw.devices.FAMILIES``: LUT width, multiplier, ROM bit cost, flattening) and the
+    family's Yosys memory library (``rams``)."""
 
-    name: str
-    lut_inputs: int
-    dsp_a: int                  # widest A operand of one multiplier (mul2dsp DSP_A_MAXWIDTH)
-    dsp_b: int                  # widest B operand
-    dsp_a_partial: int          # A slice width when A is split (DSP_A_MAXWIDTH_PARTIAL)
-    dsp_signed_only: bool       # DSP_SIGNEDONLY: unsigned operands take one more bit
-    dsp_min: int                # narrowest operand mapped to a multiplier (DSP_[AB]_MINWIDTH)
-    dsp_y_min: int              # narrowest product mapped to a multiplier (DSP_Y_MINWIDTH)
-    rom_cost: float             # memory_libmap's cost of a ROM bit in soft logic
-    flattens: bool              # the synthesis script flattens the hierarchy (optimises across
-    #                             block boundaries): synth_ice40/synth_ecp5 do, synth_xilinx not
+    device: _dev.Family
     rams: tuple                 # RamDef, ...
+
+    def __getattr__(self, attr):
+        # name, lut_inputs, mult, rom_cost (memory_libmap's cost of a ROM bit in soft logic),
+        # flattens (the script optimises across block boundaries: synth_ice40/synth_ecp5 do,
+        # synth_xilinx not): the catalogue family's
+        if attr == "device":
+            raise AttributeError(attr)
+        return getattr(self.device, attr)
 
 
 def _rams_xcup():
@@ -140,13 +140,7 @@ def _rams_xcup():
 
 
 def _family(name, rams):
-    """The estimator's view of a family: the device catalogue's facts (``hw.devices.FAMILIES``:
-    LUT width, the ``mul2dsp`` multiplier geometry, ROM bit cost, flattening) and the memory
-    library below."""
-    f = _dev.FAMILIES[name]
-    m = f.mult
-    return Family(name, f.lut_inputs, m.a, m.b, m.a_partial, m.signed_only, m.min_width,
-                  m.y_min, f.rom_cost, f.flattens, rams)
+    return Family(_dev.FAMILIES[name], rams)
 
 
 #: The families: the catalogue's multiplier splitting, ROM bit cost and flattening
@@ -206,8 +200,7 @@ def multiplier_dsps(family, a_bits, a_signed, b_bits, b_signed, *, const=None):
         else:
             a_bits += 1
         a_signed = b_signed = True
-    return _dev.multipliers(_dev.FAMILIES[fam.name].mult, a_bits, b_bits, a_signed,
-                           a_bits + b_bits)
+    return _dev.multipliers(fam.mult, a_bits, b_bits, a_signed, a_bits + b_bits)
 
 
 def _const_bits(value):
