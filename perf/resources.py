@@ -603,7 +603,7 @@ def _gemm_registers(cfg, fam):
     stages = GemmConfig.PE_STAGES
     if cfg.dsp_packing:
         wp = 2 * w + 1                                    # a column pair's weights
-        pw = a + GemmConfig.PACK_SHIFT + w + 1            # the packed product
+        pw = a + _dev.packed_weight_bits(w)               # the packed product
         pes, pcols = R * (C // 2), C // 2
         pe = (a + wp + 1) + pw + stages + 4 * acc
         mult = a + wp + pw
