@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..hw.devices import FAMILIES
 from .synth import design_id, get_target, load_baselines, synthesize
 
 __all__ = ["Tolerance", "ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
@@ -290,7 +291,7 @@ MEASURED_PRODUCTS = (
 )
 
 #: One target per family: where the fitted designs are synthesised.
-FIT_TARGETS = {"ice40": "ice40-up5k", "ecp5": "ecp5-85f", "xcup": "xcup"}
+FIT_TARGETS = {name: fam.target for name, fam in FAMILIES.items()}
 
 
 def fitted_ids():

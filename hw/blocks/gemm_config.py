@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from .. import devices
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 
 __all__ = ["LinearSizes", "GemmConfig"]
@@ -78,12 +79,15 @@ class GemmConfig(LinearSizes, BlockConfig):
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
     dsp_packing: bool = spec(False, None,
                              "two MACs per multiplier: output columns 2p and 2p+1 share one "
-                             "(27x18, DSP48E2) multiplier and its activation; needs an even cols")
+                             "(27x18, DSP48E2) multiplier and its activation; needs an even cols "
+                             "(on ECP5/iCE40 Yosys splits the 27-bit product: no DSP saved)")
 
     #: Where the high weight sits in a packed multiplier operand, ``w_hi·2^PACK_SHIFT + w_lo``:
     #: 18 bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high
-    #: one, and the operand within the 27-bit port of a DSP48E2.
-    PACK_SHIFT = 18
+    #: one, and the operand within the 27-bit port of a DSP48E2. The device catalogue's
+    #: packing rule (``hw.devices.products_per_dsp``) is built on it: two MACs per multiplier
+    #: only where that product fits one (DSP48E2, DSP58), none saved on ECP5 or iCE40.
+    PACK_SHIFT = devices.PACK_SHIFT
     #: Registers from a PE's inputs to its accumulator: the multiplier's operands and its
     #: product, to sit beside the hard multiplier (yosys leaves the ECP5 MULT18X18D's own
     #: registers unused, and the multipliers' fixed sites are far from the logic around them),

@@ -88,7 +88,7 @@ def test_every_catalogue_entry_names_its_source():
     for f in FPGAS.values():
         if f.memory:
             assert f.memory.source.strip()
-    assert {"u280", "u250", "u55c", "vck190", "vhk158", "vu9p", "ecp5-85f", "ice40up5k",
+    assert {"u280", "u250", "u55c", "vck190", "vhk158", "vu9p", "ecp5-85f", "ice40-up5k",
             "artix7-100t"} <= set(FPGAS)
     assert {"a100-40gb", "a100-80gb", "h100-sxm", "rtx-4090"} <= set(GPUS)
     assert get_gpu("a100").bandwidth_gbps == 1555
