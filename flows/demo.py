@@ -36,26 +36,23 @@ def run_demo(sim="verilator", quick=False, seed=0, out=None):
     w = rng.integers(-128, 128, (k, n), dtype=np.int8)
     print(f"llmloom demo: C = A·W, A {m}×{k} int8 (tokens × d_model), W {k}×{n} int8, "
           f"on {sim}", file=out)
-    rows = []
+    header = ("array", "cycles", "predicted", "utilization", "MAC/cycle", "bit-exact",
+              "sim cycles/s", "wall s")
+    # fixed widths, so that each array's row is printed as soon as it is measured
+    widths = [max(len(h), 9) for h in header]
+    line = "  ".join(f"{{:>{w}}}" for w in widths)
+    print(line.format(*header), file=out)
     all_exact = True
     for r, c in DEMO_ARRAYS:
         cfg = GemmConfig(rows=r, cols=c, k=k, n=n, lanes=8)
         v = verify(harness, cfg, {"a": a, "w": w}, sim=sim,
                    progress=out.isatty() if hasattr(out, "isatty") else False)
-        total = v.run_wall_s
         result, exact, predicted = v.result, v.exact, v.predicted_cycles
         all_exact &= exact
         util = m * k * n / (result.cycles * r * c)
-        rows.append((f"{r}×{c}", result.cycles, predicted, f"{util:.3f}",
-                     f"{m * k * n / result.cycles:.1f}", "yes" if exact else "NO",
-                     f"{result.cycles_per_s:,.0f}", f"{total:.1f}"))
-    header = ("array", "cycles", "predicted", "utilization", "MAC/cycle", "bit-exact",
-              "sim cycles/s", "wall s")
-    widths = [max(len(str(x[i])) for x in rows + [header]) for i in range(len(header))]
-    line = "  ".join(f"{{:>{w}}}" for w in widths)
-    print(line.format(*header), file=out)
-    for row in rows:
-        print(line.format(*row), file=out)
+        print(line.format(f"{r}×{c}", result.cycles, predicted, f"{util:.3f}",
+                          f"{m * k * n / result.cycles:.1f}", "yes" if exact else "NO",
+                          f"{result.cycles_per_s:,.0f}", f"{v.run_wall_s:.1f}"), file=out)
     print("bit-exact against the golden model on every array" if all_exact
           else "MISMATCH against the golden model", file=out)
     block_ok = _demo_block(sim, quick, seed, out)
