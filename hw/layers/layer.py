@@ -48,7 +48,9 @@ class Layer(wiring.Component):
     clear : In(1)
         Plain strobe: start a new sequence (empties the KV cache). Between tensors only.
     pos : Out(range(seq + 1))
-        Rows of the sequence the attention has taken so far.
+        Causal layers: rows of the sequence the attention has taken so far. (A
+        bidirectional layer's tensor is a whole sequence: its cache empties itself once the
+        tensor has left the attention.)
     overflow : Out(1)
         Sticky: more than ``seq`` positions were offered (the chunk is refused).
 
@@ -72,8 +74,10 @@ class Layer(wiring.Component):
         self._MustUse__silence = False
         self.cfg, self.weights = cfg, weights
         beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
-        super().__init__({"i": In(beat), "o": Out(beat), "clear": In(1),
-                          "pos": Out(range(cfg.seq + 1)), "overflow": Out(1)})
+        members = {"i": In(beat), "o": Out(beat), "clear": In(1), "overflow": Out(1)}
+        if cfg.causal:
+            members["pos"] = Out(range(cfg.seq + 1))
+        super().__init__(members)
 
     def _block(self, stage):
         cfg = self.cfg
@@ -114,8 +118,15 @@ class Layer(wiring.Component):
                     out = queue.o
                 wiring.connect(m, out, sink)
         attn = blocks[desc.of_kind("attention")[0].name]
-        m.d.comb += [attn.clear.eq(self.clear), self.pos.eq(attn.pos),
-                     self.overflow.eq(attn.overflow)]
+        m.d.comb += self.overflow.eq(attn.overflow)
+        if cfg.causal:
+            m.d.comb += [attn.clear.eq(self.clear), self.pos.eq(attn.pos)]
+        else:
+            # Every tensor is a whole sequence: empty the cache once a tensor has left the
+            # attention, i.e. while `pos` reads seq. A K/V beat offered in that cycle is
+            # refused (the cache is full) and its overflow flag is reset by the same clear,
+            # which wins.
+            m.d.comb += attn.clear.eq(self.clear | (attn.pos == cfg.seq))
         return m
 
 
