@@ -23,6 +23,7 @@ from pathlib import Path
 from ..boards.platforms import get_board
 from ..boards.top import BoardTop
 from ..hw.blocks.gemm_config import GemmConfig
+from .userio import Outputs
 
 __all__ = ["BuildResult", "build", "parse_nextpnr_fmax"]
 
@@ -149,13 +150,8 @@ def _family(target):
 def _publish(out, fill):
     """Run ``fill(tmpdir)`` in a temporary directory beside ``out``; on success move its files
     into ``out`` (created), else remove it (kept under ``LLMLOOM_KEEP``)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} exists and is not a directory")
-    parent = out.resolve().parent
-    if not parent.is_dir():
-        raise ValueError(f"output directory {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    out = Outputs.check_dir(out, "output")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
     try:
         fill(str(tmp))
         out.mkdir(exist_ok=True)

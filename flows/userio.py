@@ -25,7 +25,7 @@ __all__ = ["UserError", "parse_sets", "load_config_values", "load_npz", "Outputs
 PLOT_FORMATS = ("png", "svg", "pdf")
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A problem with what the user asked for; printed as one line."""
 
 

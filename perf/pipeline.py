@@ -435,22 +435,25 @@ def _latencies(cfg):
     from ..hw.blocks.requant import RequantConfig
     from ..hw.blocks.residual import ResidualConfig
 
-    # the attention's re-quantisers (score rows of seq, head outputs of d_head) are per tensor
-    lat = {"gelu": GeluConfig.LATENCY, "residual1": ResidualConfig.LATENCY,
-           "residual2": ResidualConfig.LATENCY,
-           "score": RequantConfig.shape_latency(cfg.seq, cfg.lanes, per_channel=False),
-           "out": RequantConfig.shape_latency(cfg.d_model // cfg.heads, cfg.lanes,
-                                              per_channel=False)}
-    for name in ("q", "k", "v", "o", "f1", "f2"):
-        if cfg.calibrated:
-            lat[name] = cfg.requant(name).latency
-        else:
-            lat[name] = RequantConfig.shape_latency(cfg.linear_shape(name)[1], cfg.lanes)
+    # an uncalibrated config: the class's latency where it does not depend on the constants
+    shape_only = {"act": GeluConfig.LATENCY, "residual": ResidualConfig.LATENCY}
+    lat = {}
+    for st in cfg.description.stages:
+        if st.kind == "linear":
+            lat[st.name] = (cfg.requant(st.name).latency if cfg.calibrated else
+                            RequantConfig.shape_latency(cfg.linear_shape(st.name)[1], cfg.lanes))
+        elif st.kind in shape_only:
+            lat[st.name] = (cfg.stage_config(st.name).latency if cfg.calibrated else
+                            shape_only[st.kind])
     if cfg.calibrated:
         att = cfg.attention
         lat["score"], lat["out"] = att.score_requant.latency, att.out_requant.latency
-        lat["gelu"] = cfg.gelu.latency
-        lat["residual1"], lat["residual2"] = cfg.residual1.latency, cfg.residual2.latency
+    else:
+        # the attention's re-quantisers (score rows of seq, head outputs of d_head) are per
+        # tensor
+        lat["score"] = RequantConfig.shape_latency(cfg.seq, cfg.lanes, per_channel=False)
+        lat["out"] = RequantConfig.shape_latency(cfg.d_model // cfg.heads, cfg.lanes,
+                                                 per_channel=False)
     return lat
 
 

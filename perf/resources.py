@@ -929,26 +929,24 @@ def _layer_requant(cfg, name):
                          out_scale=0.05, rounding=cfg.rounding)
 
 
-def _layer_blocks(cfg):
-    """norm1, norm2, gelu, residual1, residual2, attention of a layer; for an uncalibrated
-    config, stand-ins of the same shapes (unit gamma, zero beta, as the seeded placeholder
-    weights of the flow have; the resources of these blocks depend on their shapes and on
-    such constant tables, not on the scales)."""
+def _stage_block(cfg, stage):
+    """The block config of a layer's non-linear ``stage``; for an uncalibrated config, a
+    stand-in of the same shape (unit gamma, zero beta, as the seeded placeholder weights of the
+    flow have; the resources of these blocks depend on their shapes and on such constant
+    tables, not on the scales)."""
     if cfg.calibrated:
-        return cfg.norm1, cfg.norm2, cfg.gelu, cfg.residual1, cfg.residual2, cfg.attention
+        return cfg.stage_config(stage.name)
     from ..hw.blocks.activation import GeluConfig
-    from ..hw.blocks.attention_config import AttentionConfig
     from ..hw.blocks.norm import LayerNormConfig
     from ..hw.blocks.residual import ResidualConfig
-    d = cfg.d_model
-    norm = LayerNormConfig(length=d, lanes=cfg.lanes, eps=cfg.eps_value)
-    gelu = GeluConfig(length=cfg.d_ff, lanes=cfg.lanes)
-    res = ResidualConfig(length=d, lanes=cfg.lanes, x_scale=0.03, r_scale=0.05,
-                         out_scale=0.07, rounding=cfg.rounding)
-    attn = AttentionConfig(d_model=d, heads=cfg.heads, seq=cfg.seq, causal=cfg.causal,
-                           lanes=cfg.lanes, qk_rows=cfg.qk_rows, qk_cols=cfg.qk_cols,
-                           pv_rows=cfg.pv_rows, pv_cols=cfg.pv_cols, rounding=cfg.rounding)
-    return norm, norm, gelu, res, res, attn
+    if stage.kind == "attention":
+        return cfg.attention_shape
+    if stage.kind == "norm":
+        return LayerNormConfig(length=cfg.d_model, lanes=cfg.lanes, eps=cfg.eps_value)
+    if stage.kind == "act":
+        return GeluConfig(length=cfg.d_ff, lanes=cfg.lanes)
+    return ResidualConfig(length=cfg.d_model, lanes=cfg.lanes, x_scale=0.03, r_scale=0.05,
+                          out_scale=0.07, rounding=cfg.rounding)
 
 
 def _linear(cfg, name, fam):
@@ -970,8 +968,6 @@ def _layer(cfg, fam):
     """The layer as its RTL composes it (:mod:`llmloom.hw.layers.layer`, walking the
     description): a part per stage, a queue per skip, a fork per tensor of several readers."""
     from ..hw.layers.common import skip_depth
-    blocks = dict(zip(("norm1", "norm2", "gelu", "residual1", "residual2", "attention"),
-                      _layer_blocks(cfg), strict=True))
     desc = cfg.description
     beat = cfg.lanes * 8 + 2
     parts, queues, forks = {}, {}, Bill()
@@ -979,13 +975,13 @@ def _layer(cfg, fam):
         if st.kind == "linear":
             _sub(parts, st.name, _linear(cfg, st.name, fam))
         elif st.kind == "attention":
-            _sub(parts, st.name, _attention_parts(blocks[st.name], fam))
+            _sub(parts, st.name, _attention_parts(_stage_block(cfg, st), fam))
         elif st.kind == "norm":
-            _sub(parts, st.name, _norm(blocks[st.name], fam))
+            _sub(parts, st.name, _norm(_stage_block(cfg, st), fam))
         elif st.kind == "act":
-            _sub(parts, st.name, _activation(blocks[st.name], fam))
+            _sub(parts, st.name, _activation(_stage_block(cfg, st), fam))
         else:
-            _sub(parts, st.name, _residual(blocks[st.name], fam))
+            _sub(parts, st.name, _residual(_stage_block(cfg, st), fam))
             queues[f"skip_{st.name}"] = _queue(fam, beat, skip_depth(cfg, st))
     for tensor in desc.tensors:
         readers = len(desc.readers(tensor)) + (tensor == desc.output)

@@ -93,9 +93,7 @@ class Layer(wiring.Component):
         beat = row_layout(INT8.shape, cfg.lanes)
         blocks = {}
         for st in desc.stages:
-            # linear stages keep their engine's usual name (q_proj, ..., f1, f2)
-            sub = f"{st.name}_proj" if st.name in ("q", "k", "v", "o") else st.name
-            m.submodules[sub] = blocks[st.name] = self._block(st)
+            m.submodules[st.name] = blocks[st.name] = self._block(st)
         sources = {"x": wiring.flipped(self.i)}
         sources |= {st.output: blocks[st.name].o for st in desc.stages}
         for tensor in desc.tensors:
