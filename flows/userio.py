@@ -119,9 +119,6 @@ class Outputs:
         self._paths[key] = option
         return path
 
-    def option(self, path):
-        return self._paths[Path(path).resolve()]
-
     def _key(self, path):
         key = Path(path).resolve()
         if key not in self._paths:
