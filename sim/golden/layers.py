@@ -55,8 +55,8 @@ def bert_layer_float(x, w, heads):
 # ---- the whole layer: float trace, bit-exact integer model, comparison -----------------------
 # (below the float references above, which stay the plain maths they were)
 
-__all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact", "dequantize",
-            "cosine"]
+__all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact",
+            "layer_bitexact_trace", "dequantize", "cosine", "sqnr_db"]
 
 
 def _description(arch):
@@ -163,6 +163,14 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     only the cached rows, so decode after a prefill of l−1 tokens gives, bit for bit, the last
     row of a prefill of l tokens.
     """
+    t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
+    return t[cfg.description.output].astype(np.int8), cache
+
+
+def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
+    """:func:`layer_bitexact` with every intermediate integer tensor: ``(t, cache)``, ``t``
+    named as the description's tensors (``x n1 q k v attn o r1 n2 u g f r2``), each at its
+    scale in ``cfg.scales``."""
     if not cfg.calibrated:
         raise ValueError("layer config is not calibrated; build it with "
                          "llmloom.sim.quantize.quantize_layer")
@@ -203,8 +211,7 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
         else:                       # residual: the branch as x, the skip as r
             out = residual_bitexact(cfg.stage_config(st.name), a[0], a[1])
         t[st.output] = out
-    y = t[cfg.description.output]
-    return y.astype(np.int8), cache
+    return t, cache
 
 
 def dequantize(q, scale):
@@ -218,3 +225,14 @@ def cosine(a, b):
     a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na and nb else float(na == nb)
+
+
+def sqnr_db(approx, ref):
+    """Signal-to-quantisation-noise ratio of ``approx`` against ``ref`` in dB:
+    ``10·log10(Σ ref² / Σ (approx − ref)²)`` (inf when equal)."""
+    a, r = np.asarray(approx, np.float64), np.asarray(ref, np.float64)
+    noise = float(np.sum((a - r) ** 2))
+    signal = float(np.sum(r ** 2))
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal else -math.inf

@@ -1,0 +1,190 @@
+"""How far the bit-exact integer layers of a real checkpoint are from its float64 maths, tensor
+by tensor and layer by layer.
+
+:func:`model_accuracy` runs a text through a Hugging Face model (:mod:`.hf`) twice:
+
+* **layer by layer**: each layer is quantised (:func:`~llmloom.sim.quantize.quantize_layer`)
+  with the float input that a *calibration* text gives that layer, then fed the float input of
+  the *judged* text, quantised to its input scale; every intermediate integer tensor,
+  dequantised at its scale, is compared with the same tensor of the float64 layer on the same
+  input. This isolates each layer's own error (the issue's "cosine per layer").
+* **chained**: the layers run on their own integer outputs, as an accelerator runs a model (each
+  layer's output dequantised and re-quantised at the next layer's input scale, which the host
+  does between layers); the last hidden state and (BERT) the sentence embedding (mean over the
+  tokens, L2-normalised) are compared with float.
+
+Errors per tensor: ``cosine``, ``max_abs_error`` and ``sqnr_db``
+(``10·log10(Σ ref² / Σ err²)``). Outlier channels: per tensor of the calibration run, the
+channels whose largest magnitude exceeds :data:`OUTLIER_RATIO` times the median channel's, the
+cause of most int8 loss in trained models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..hw.layers.config import DESCRIPTIONS
+from .golden.layers import (
+    cosine,
+    dequantize,
+    layer_bitexact_trace,
+    layer_float_trace,
+    sqnr_db,
+)
+from .hf import load_model
+from .quantize import quantize_input, quantize_layer
+
+__all__ = ["model_accuracy", "AccuracyReport", "DEFAULT_CALIB_TEXT", "OUTLIER_RATIO",
+           "layer_tensors", "outlier_channels", "plot_accuracy", "SCHEME"]
+
+#: Calibration text when none is given: plain English prose, unrelated to any test sentence.
+DEFAULT_CALIB_TEXT = (
+    "The old lighthouse stood at the edge of the cliff, and every evening its keeper climbed "
+    "the narrow stairs to light the lamp. Ships far out at sea watched for its beam, which "
+    "swept across the dark water twice a minute. In the morning he wrote the weather, the "
+    "passing ships and the state of the lamp in a thick leather book.")
+#: A channel is an outlier when its largest magnitude is this many times the median channel's.
+OUTLIER_RATIO = 6.0
+
+
+def layer_tensors(description):
+    """The int8 tensors of a layer in dataflow order: its input, then each stage's output
+    (the attention scores, inside the attention, are not among them)."""
+    return ("x", *(st.output for st in description.stages))
+#: The quantisation scheme of :func:`~llmloom.sim.quantize.quantize_layer` that this measures.
+SCHEME = ("w8a8-static: int8 weights, one scale per output channel; int8 activations, one "
+          "static scale per tensor calibrated on the calibration text")
+
+
+def _metrics(approx, ref):
+    return {"cosine": cosine(approx, ref),
+            "max_abs_error": float(np.max(np.abs(np.asarray(approx) - ref))),
+            "sqnr_db": sqnr_db(approx, ref)}
+
+
+def outlier_channels(t, ratio=OUTLIER_RATIO, top=8):
+    """``[(channel, ratio)]`` of the channels of ``t`` (tokens × channels) whose largest
+    magnitude is at least ``ratio`` times the median channel's, largest first (at most
+    ``top``)."""
+    amax = np.max(np.abs(np.asarray(t, np.float64)), axis=0)
+    median = float(np.median(amax))
+    if median == 0:
+        return []
+    r = amax / median
+    idx = [int(c) for c in np.argsort(-r) if r[c] >= ratio][:top]
+    return [(c, float(r[c])) for c in idx]
+
+
+@dataclasses.dataclass
+class AccuracyReport:
+    """What :func:`model_accuracy` found. ``tensors`` lists the layer's tensors in dataflow
+    order; ``layers[n]`` holds, per tensor name, the metrics of layer n on the judged text
+    (``tensors``), the output's (``y``), its outlier channels (``outliers``, from the
+    calibration run) and its input and output scales."""
+
+    model: str
+    arch: str
+    scheme: str
+    tensors: tuple
+    tokens: int
+    calib_tokens: int
+    layers: list
+    chained: dict
+
+    @property
+    def worst_layer_cosine(self):
+        return min(layer["y"]["cosine"] for layer in self.layers)
+
+    def to_json(self):
+        """A JSON-ready dict (an infinite SQNR, of a tensor without error, is ``None``)."""
+        return _finite(dataclasses.asdict(self))
+
+
+def _finite(v):
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def model_accuracy(model, text, calib_text=None, *, progress=None):
+    """Measure ``model`` (a folder, ``.safetensors`` file or installed name, or an
+    :class:`~llmloom.sim.hf.HFModel`) on ``text``, calibrated on ``calib_text`` (default
+    :data:`DEFAULT_CALIB_TEXT`). ``progress``: a callable taking the number of layers done, or
+    None. Returns an :class:`AccuracyReport`."""
+    m = load_model(model) if isinstance(model, str) or hasattr(model, "__fspath__") else model
+    calib_text = DEFAULT_CALIB_TEXT if calib_text is None else calib_text
+    ids, calib_ids = m.tokens(text), m.tokens(calib_text, "calibration text")
+    xs, y_float = m.float_inputs(ids)
+    xs_calib, _ = m.float_inputs(calib_ids)
+    rows = len(ids)
+    names = layer_tensors(DESCRIPTIONS[m.arch])
+    layers, chain_x = [], xs[0]
+    for n in range(m.layers):
+        fw = m.layer(n)
+        cfg, w8, x_scale = quantize_layer(fw, xs_calib[n], m.arch, m.heads, seq=rows, lanes=1,
+                                          eps=m.eps)
+        ref = layer_float_trace(xs[n], fw, m.arch, m.heads, m.eps)
+        got, _ = layer_bitexact_trace(cfg, w8, quantize_input(xs[n], x_scale))
+        calib_trace = layer_float_trace(xs_calib[n], fw, m.arch, m.heads, m.eps)
+        tensors = {name: _metrics(dequantize(got[name], getattr(cfg.scales, name)), ref[name])
+                   for name in names}
+        out = cfg.description.output
+        layers.append({
+            "layer": n, "x_scale": x_scale, "y_scale": cfg.y_scale,
+            "y": tensors[out], "tensors": tensors,
+            "outliers": {name: found for name in names
+                         if (found := outlier_channels(calib_trace[name]))},
+        })
+        chain, _ = layer_bitexact_trace(cfg, w8, quantize_input(chain_x, x_scale))
+        chain_x = dequantize(chain[out], cfg.y_scale)
+        if progress is not None:
+            progress(n + 1)
+    chained = {"y": _metrics(chain_x, y_float)}
+    if m.arch == "bert":
+        chained["embedding_cosine"] = cosine(_sentence_embedding(chain_x),
+                                             _sentence_embedding(y_float))
+    return AccuracyReport(model=m.name, arch=m.arch, scheme=SCHEME, tensors=names, tokens=rows,
+                          calib_tokens=len(calib_ids), layers=layers, chained=chained)
+
+
+def _sentence_embedding(h):
+    """Mean over the tokens, L2-normalised (sentence-transformers' pooling)."""
+    e = np.mean(h, axis=0)
+    return e / np.linalg.norm(e)
+
+
+def plot_accuracy(report, path_or_file, fmt="png"):
+    """Per tensor SQNR (dB) of every layer, one line per layer, and each layer's output cosine
+    (layer by layer) under it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(9, 7), height_ratios=(3, 2))
+    xs = np.arange(len(report.tensors))
+    for layer in report.layers:
+        db = [min(layer["tensors"][t]["sqnr_db"], 80.0) for t in report.tensors]
+        ax.plot(xs, db, marker="o", label=f"layer {layer['layer']}")
+    ax.set_xticks(xs, report.tensors)
+    ax.set_ylabel("SQNR vs float (dB)")
+    ax.set_title(f"{report.model} ({report.arch}), {report.tokens} tokens: error per tensor")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=3)
+    n = [layer["layer"] for layer in report.layers]
+    bx.bar(n, [layer["y"]["cosine"] for layer in report.layers], color="tab:blue")
+    bx.set_xticks(n, [f"layer {i}" for i in n])
+    bx.set_ylabel("output cosine vs float")
+    lo = min(layer["y"]["cosine"] for layer in report.layers)
+    bx.set_ylim(max(0.0, lo - 0.05), 1.0)
+    bx.axhline(0.995, color="tab:red", lw=1, ls="--", label="0.995 target")
+    bx.legend(fontsize=8)
+    bx.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path_or_file, format=fmt, dpi=110)
+    plt.close(fig)
