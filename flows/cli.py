@@ -115,7 +115,7 @@ def _json_default(value):
 def cmd_run(args):
     import numpy as np
 
-    from llmloom.flows.verify import verify
+    from llmloom.flows.verify import GOLDEN, verify
     from llmloom.sim.streams import Stalls
 
     out = Outputs()
@@ -128,6 +128,9 @@ def cmd_run(args):
     elif args.weights or args.mode != "prefill" or args.prefill is not None or args.prefix:
         raise UserError(f"--weights, --prefix, --mode and --prefill apply to layer blocks "
                         f"only, not {args.block}")
+    if args.sim == GOLDEN and args.stalls != "none":
+        raise UserError(f"--stalls {args.stalls} needs a simulator; --sim {GOLDEN} runs the "
+                        "golden model alone")
     tensors = load_npz(args.inputs)
     cfg = h.config(load_config_values(args.config, args.set), tensors)
     v = verify(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
@@ -139,6 +142,11 @@ def cmd_run(args):
     if args.report:
         out.write_json(args.report, report)
     out.commit()
+    if v.result is None:
+        pred = (f"; {v.predicted_cycles} cycles predicted" if v.predicted_cycles is not None
+                else "")
+        print(f"{args.block}: bit-exact model only (no RTL run){pred}", file=sys.stderr)
+        return 0
     util = f", utilization {report['utilization']:.3f}" if report["utilization"] else ""
     print(f"{args.block} on {args.sim}: {v.cycles} cycles{util}; "
           f"{'bit-exact with' if v.exact else 'DIFFERS FROM'} the golden model", file=sys.stderr)
@@ -160,6 +168,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    from llmloom.flows.verify import GOLDEN
     from llmloom.sim.runner import SIMULATORS
     from llmloom.sim.streams import STALL_KINDS
 
@@ -198,7 +207,9 @@ def build_parser():
     block_args(p)
     p.add_argument("--inputs", required=True, metavar="IN.npz")
     p.add_argument("--outputs", required=True, metavar="OUT.npz")
-    p.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    p.add_argument("--sim", choices=(*SIMULATORS, GOLDEN), default="verilator",
+                   help=f"the simulator of the RTL, or {GOLDEN}: the bit-exact model alone (no "
+                        "cycles measured)")
     p.add_argument("--report", metavar="REPORT.json")
     p.add_argument("--stalls", choices=STALL_KINDS, default="none",
                    help="stall pattern on input valid and output ready")

@@ -25,7 +25,11 @@ from llmloom.sim.harness import get_harness
 from llmloom.sim.runner import RunResult
 from llmloom.sim.streams import NO_STALLS
 
-__all__ = ["Verification", "verify", "mismatch_count"]
+__all__ = ["Verification", "verify", "mismatch_count", "GOLDEN"]
+
+#: The ``sim`` that runs the bit-exact golden model alone (no RTL, no cycles): seconds, for
+#: layers too big to simulate and for exploring quantisation.
+GOLDEN = "golden"
 
 
 def mismatch_count(got, want):
@@ -45,7 +49,7 @@ class Verification:
     sim: str
     stalls: str                 # the stall kind ("in/out" when the two sides differ)
     prepared: dict              # the harness's prepared input tensors
-    result: RunResult
+    result: RunResult | None     # None for ``sim="golden"`` (no RTL ran)
     golden: dict                # output name → the golden model's tensor
     mismatches: dict            # output name (of the golden model's) → differing elements
     macs: int
@@ -66,11 +70,12 @@ class Verification:
 
     @property
     def outputs(self):
-        return self.result.outputs
+        return self.golden if self.result is None else self.result.outputs
 
     @property
     def cycles(self):
-        return self.result.cycles
+        """Measured cycles (``None`` without a simulation)."""
+        return None if self.result is None else self.result.cycles
 
     @property
     def macs_per_cycle(self):
@@ -82,15 +87,18 @@ class Verification:
         return self.macs / (self.cycles * peak) if self.cycles and peak else None
 
     def report(self):
-        """The run report (``llmloom run --report``), JSON-able."""
+        """The run report (``llmloom run --report``), JSON-able. Without a simulation
+        (``sim="golden"``) the same keys, those of measured cycles ``None``."""
         r = self.result
         report = {
             "block": self.block, "config": self.cfg.to_dict(), "sim": self.sim,
-            "stalls": self.stalls, "cycles": r.cycles, "macs": self.macs,
-            "macs_per_cycle": self.macs_per_cycle, "utilization": self.utilization,
+            "stalls": self.stalls, "cycles": self.cycles, "macs": self.macs,
+            "macs_per_cycle": self.macs_per_cycle if r else None,
+            "utilization": self.utilization,
             "predicted_cycles": self.predicted_cycles, "matches_golden": self.exact,
-            "sim_wall_s": round(r.wall_s, 3), "sim_cycles_per_s": round(r.cycles_per_s),
-            "tensor_cycles": r.tensor_cycles,
+            "sim_wall_s": round(r.wall_s if r else self.run_wall_s, 3),
+            "sim_cycles_per_s": round(r.cycles_per_s) if r else None,
+            "tensor_cycles": r.tensor_cycles if r else None,
         }
         if self.float_metrics is not None:
             report.update(self.float_metrics)
@@ -123,21 +131,26 @@ def verify(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stalls_o
 
     Prepares the tensors once, simulates them (:func:`~llmloom.sim.runner.run_block`; extra
     keywords go to it), compares every output with the golden model, and adds the float
-    metrics (where the harness has them), the MACs and the predicted timing. The prediction is
+    metrics (where the harness has them), the MACs and the predicted timing. With
+    ``sim=GOLDEN`` nothing is simulated: the outputs are the golden model's. The prediction is
     made for stall-free runs only (``predict_cycles=None``) — it models a stall-free pipeline —
     or always (``True``) or never (``False``). Returns a :class:`Verification`.
     """
     harness = get_harness(block) if isinstance(block, str) else block
     prepared = harness.prepare(cfg, tensors)
     t0 = time.perf_counter()
-    # looked up on the module at call time, so a test can stand in for the simulator
-    result = runner.run_block(harness, cfg, prepared, sim=sim, stalls_in=stalls_in,
-                              stalls_out=stalls_out, progress=progress, prepared=True,
-                              **run_kw)
-    run_wall_s = time.perf_counter() - t0
+    if sim == GOLDEN:
+        result = None
+    else:
+        # looked up on the module at call time, so a test can stand in for the simulator
+        result = runner.run_block(harness, cfg, prepared, sim=sim, stalls_in=stalls_in,
+                                  stalls_out=stalls_out, progress=progress, prepared=True,
+                                  **run_kw)
     golden = harness.golden(cfg, prepared)
-    mismatches = {k: mismatch_count(result.outputs[k], want) for k, want in golden.items()}
-    metrics = (harness.float_metrics(cfg, prepared, result.outputs)
+    run_wall_s = time.perf_counter() - t0
+    outputs = golden if result is None else result.outputs
+    mismatches = {k: mismatch_count(outputs[k], want) for k, want in golden.items()}
+    metrics = (harness.float_metrics(cfg, prepared, outputs)
                if hasattr(harness, "float_metrics") else None)
     stall_free = stalls_in.kind == "none" and stalls_out.kind == "none"
     if predict_cycles is None:

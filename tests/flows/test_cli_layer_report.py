@@ -60,3 +60,32 @@ def test_run_report_without_stall_free_run_has_no_prediction(tmp_path, rng):
     report = _run(tmp_path, "--stalls", "random")
     assert report["predicted_cycles"] is None and "predicted_stages" not in report
     assert report["tensor_cycles"] == [report["cycles"]]
+
+
+def test_sim_golden_gives_the_simulators_outputs_and_keys_without_cycles(tmp_path, rng,
+                                                                         capsys):
+    _gpt2_weights(tmp_path / "w.npz", rng)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(4, 8)).astype(np.float32))
+    simulated = _run(tmp_path, "--mode", "decode", "--prefill", "2")
+    y_sim = dict(np.load(tmp_path / "y.npz"))
+    golden = _run(tmp_path, "--mode", "decode", "--prefill", "2", "--sim", "golden")
+    y_golden = dict(np.load(tmp_path / "y.npz"))
+    assert set(golden) == set(simulated)
+    assert golden["sim"] == "golden" and golden["matches_golden"]
+    assert golden["cycles"] is None and golden["tensor_cycles"] is None
+    assert golden["predicted_cycles"] == simulated["predicted_cycles"]     # no RTL needed
+    assert golden["cosine_vs_float"] == simulated["cosine_vs_float"]
+    assert set(y_golden) == set(y_sim)
+    for k in y_sim:
+        assert np.array_equal(y_golden[k], y_sim[k])
+    assert "bit-exact model only" in capsys.readouterr().err
+
+
+def test_sim_golden_refuses_stalls(tmp_path, rng, capsys):
+    _gpt2_weights(tmp_path / "w.npz", rng)
+    np.savez(tmp_path / "x.npz", x=rng.normal(size=(4, 8)).astype(np.float32))
+    assert main(["run", "gpt2-block", "--weights", str(tmp_path / "w.npz"), "--inputs",
+                 str(tmp_path / "x.npz"), "--outputs", str(tmp_path / "y.npz"), "--sim",
+                 "golden", "--stalls", "random"]) == 2
+    assert "--stalls random needs a simulator" in capsys.readouterr().err
+    assert not (tmp_path / "y.npz").exists()
