@@ -234,8 +234,8 @@ def build_parser():
     add_perf_subcommands(sub)
     from llmloom.flows.flows_cli import add_subcommands as add_flows_subcommands
     add_flows_subcommands(sub)
-    from llmloom.flows.accuracy_cli import add_subcommands as add_accuracy_subcommands
-    add_accuracy_subcommands(sub)
+    from llmloom.flows.model_cli import add_subcommands as add_model_subcommands
+    add_model_subcommands(sub)
     return parser
 
 

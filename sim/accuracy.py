@@ -34,7 +34,8 @@ from .golden.layers import (
     sqnr_db,
 )
 from .hf import load_model
-from .quantize import quantize_input, quantize_layer
+from .model import quantize_model, run_layers, sentence_embedding
+from .quantize import quantize_input
 
 __all__ = ["model_accuracy", "AccuracyReport", "DEFAULT_CALIB_TEXT", "OUTLIER_RATIO",
            "layer_tensors", "outlier_channels", "plot_accuracy", "SCHEME"]
@@ -123,40 +124,31 @@ def model_accuracy(model, text, calib_text=None, *, progress=None):
     xs, y_float = m.float_inputs(ids)
     xs_calib, _ = m.float_inputs(calib_ids)
     rows = len(ids)
+    qm = quantize_model(m, calib_ids, seq=rows)
     names = layer_tensors(DESCRIPTIONS[m.arch])
-    layers, chain_x = [], xs[0]
-    for n in range(m.layers):
+    layers = []
+    for n, (cfg, w8, x_scale) in enumerate(qm.layers):
         fw = m.layer(n)
-        cfg, w8, x_scale = quantize_layer(fw, xs_calib[n], m.arch, m.heads, seq=rows, lanes=1,
-                                          eps=m.eps)
         ref = layer_float_trace(xs[n], fw, m.arch, m.heads, m.eps)
         got, _ = layer_bitexact_trace(cfg, w8, quantize_input(xs[n], x_scale))
         calib_trace = layer_float_trace(xs_calib[n], fw, m.arch, m.heads, m.eps)
         tensors = {name: _metrics(dequantize(got[name], getattr(cfg.scales, name)), ref[name])
                    for name in names}
-        out = cfg.description.output
         layers.append({
             "layer": n, "x_scale": x_scale, "y_scale": cfg.y_scale,
-            "y": tensors[out], "tensors": tensors,
+            "y": tensors[cfg.description.output], "tensors": tensors,
             "outliers": {name: found for name in names
                          if (found := outlier_channels(calib_trace[name]))},
         })
-        chain, _ = layer_bitexact_trace(cfg, w8, quantize_input(chain_x, x_scale))
-        chain_x = dequantize(chain[out], cfg.y_scale)
         if progress is not None:
             progress(n + 1)
-    chained = {"y": _metrics(chain_x, y_float)}
+    chain_y = run_layers(qm, xs[0])
+    chained = {"y": _metrics(chain_y, y_float)}
     if m.arch == "bert":
-        chained["embedding_cosine"] = cosine(_sentence_embedding(chain_x),
-                                             _sentence_embedding(y_float))
+        chained["embedding_cosine"] = cosine(sentence_embedding(chain_y),
+                                             sentence_embedding(y_float))
     return AccuracyReport(model=m.name, arch=m.arch, scheme=SCHEME, tensors=names, tokens=rows,
                           calib_tokens=len(calib_ids), layers=layers, chained=chained)
-
-
-def _sentence_embedding(h):
-    """Mean over the tokens, L2-normalised (sentence-transformers' pooling)."""
-    e = np.mean(h, axis=0)
-    return e / np.linalg.norm(e)
 
 
 def plot_accuracy(report, path_or_file, fmt="png"):

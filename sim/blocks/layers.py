@@ -264,7 +264,7 @@ class LayerHarness(BlockHarness):
         return (tuple(int(s) for s in tensors["sizes"]),)
 
     def macs(self, cfg, tensors):
-        rows, d = int(tensors["x"].shape[0]), cfg.d_model
+        rows, d = int(tensors["x_int"].shape[0]), cfg.d_model
         linear = rows * (4 * d * d + 2 * d * cfg.d_ff)
         return linear + 2 * rows * cfg.seq * d      # the attention arrays span all seq keys
 

@@ -108,6 +108,54 @@ def gpt2_folder(path, d=16, heads=2, layers=2, vocab=12, positions=128):
     return path
 
 
+def bert_folder(path, d=16, heads=2, layers=2, d_ff=32, positions=128):
+    """A small BERT checkpoint folder (random weights, a word-level tokenizer with [CLS] and
+    [SEP] around every text)."""
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    rng = np.random.default_rng(2)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "a", "cat", "dog", "sat", "on", "mat",
+             "ran", "far", "away"]
+    t = {"embeddings.word_embeddings.weight": rng.normal(size=(len(words), d)),
+         "embeddings.position_embeddings.weight": 0.1 * rng.normal(size=(positions, d)),
+         "embeddings.token_type_embeddings.weight": 0.1 * rng.normal(size=(2, d)),
+         "embeddings.LayerNorm.weight": np.ones(d), "embeddings.LayerNorm.bias": np.zeros(d)}
+    names = {"wq": "attention.self.query", "wk": "attention.self.key",
+             "wv": "attention.self.value", "wo": "attention.output.dense",
+             "w1": "intermediate.dense", "w2": "output.dense"}
+    for n in range(layers):
+        w = random_layer_weights(d, d_ff, rng)
+        p = f"encoder.layer.{n}."
+        for ours, theirs in names.items():
+            t[p + theirs + ".weight"] = w[ours].T            # nn.Linear: out × in
+            t[p + theirs + ".bias"] = w["b" + ours[1:]]
+        t |= {p + "attention.output.LayerNorm.weight": w["ln1_g"],
+              p + "attention.output.LayerNorm.bias": w["ln1_b"],
+              p + "output.LayerNorm.weight": w["ln2_g"], p + "output.LayerNorm.bias": w["ln2_b"]}
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in t.items()},
+              str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "hidden_size": d, "num_attention_heads": heads,
+        "num_hidden_layers": layers, "intermediate_size": d_ff, "layer_norm_eps": 1e-12,
+        "max_position_embeddings": positions, "hidden_act": "gelu"}))
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_a_bert_folder_embeds_like_its_float_model(tmp_path):
+    m = load_model(bert_folder(tmp_path))
+    ids = m.tokens("the cat sat")
+    assert list(ids) == [2, 4, 6, 8, 3]
+    r = model_accuracy(m, "the cat sat on the mat", "a dog ran far away")
+    assert r.tensors[-1] == "n2"
+    assert r.chained["embedding_cosine"] > 0.99
+
+
 def test_a_gpt2_folder_runs_layer_by_layer_and_chained(tmp_path):
     m = load_model(gpt2_folder(tmp_path))
     assert (m.arch, m.layers, m.d_ff) == ("gpt2", 2, 64)

@@ -12,6 +12,7 @@ _spec = importlib.util.spec_from_file_location(
 _mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mod)
 gpt2_folder = _mod.gpt2_folder
+bert_folder = _mod.bert_folder
 
 
 def test_cli_accuracy_prints_a_table_and_writes_the_plot(tmp_path, capsys):
@@ -40,3 +41,22 @@ def test_cli_accuracy_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys)
     assert "output directory" in capsys.readouterr().err
 
 
+
+
+def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tmp_path, capsys):
+    folder = bert_folder(tmp_path)
+    args = ["embed", "--model", str(folder), "--text", "the cat sat on the mat", "--json"]
+    assert main(args) == 0
+    golden = json.loads(capsys.readouterr().out)
+    assert main([*args, "--sim", "amaranth"]) == 0
+    rtl = json.loads(capsys.readouterr().out)
+    assert golden["embedding"] == rtl["embedding"]            # every layer bit-exact
+    assert golden["cycles"] is None and rtl["cycles"] > 0
+    assert golden["tokens"] == 8 and golden["dim"] == 16
+    assert abs(sum(v * v for v in golden["embedding"]) - 1) < 1e-9
+    assert golden["cosine_vs_float"] > 0.99
+
+
+def test_embed_refuses_a_gpt2_model(tmp_path, capsys):
+    assert main(["embed", "--model", str(gpt2_folder(tmp_path)), "--text", "the cat"]) == 2
+    assert "embed takes a BERT encoder" in capsys.readouterr().err
