@@ -22,14 +22,28 @@ Who walks it:
 The kinds: ``norm`` (layernorm of one input), ``linear`` (engine → requant; its weight and
 bias are ``weight`` and ``b…``), ``attention`` (reads q, k, v; holds a whole tensor before it
 emits), ``act`` (the element-wise activation, ``LayerDescription.act``), ``residual`` (reads
-the branch, then the skip).
+the branch, then the skip), ``quant`` (a wide tensor to int8 with one power-of-two exponent
+per row, which travels beside the row to the re-quantisers of the linear stages that read it).
+
+Numerics schemes (:data:`SCHEMES`; :meth:`LayerDescription.for_scheme`): ``static`` is the
+description as written, every tensor int8 at one calibrated scale. ``dynamic`` widens the
+tensors of the residual stream (:attr:`LayerDescription.stream`: the layer's input and
+output, the residual sums, the norms' inputs and outputs, the activation's output) to int16,
+each still at one static scale, and puts a ``quant`` stage before the linear stages that read
+one: a linear's input is then int8 at a per-token scale (the wide tensor's scale times
+``2**e``, ``e`` chosen per row so that the row's largest value fits). Trained models put
+outliers of 100× the typical magnitude into a few channels of exactly these tensors; int8 at
+one scale cannot hold both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["KINDS", "Stage", "LayerDescription"]
+__all__ = ["KINDS", "SCHEMES", "Stage", "LayerDescription"]
+
+#: The numerics schemes a description comes in (see the module text).
+SCHEMES = ("static", "dynamic")
 
 #: The kinds of stage and the names of their input ports, in the order of ``Stage.inputs``.
 KINDS = {
@@ -38,6 +52,7 @@ KINDS = {
     "attention": ("q", "k", "v"),
     "act": ("i",),
     "residual": ("x", "r"),
+    "quant": ("i",),
 }
 
 
@@ -112,6 +127,11 @@ class LayerDescription:
         The activation of the ``act`` stage: ``gelu_tanh`` or ``gelu_erf``.
     eps : float
         The norms' epsilon (the Hugging Face default of the architecture).
+    stream : tuple of str
+        The tensors of the residual stream, int16 in the ``dynamic`` scheme.
+    scheme : str
+        The numerics scheme this description is in (:data:`SCHEMES`); written as ``static``,
+        the others made by :meth:`for_scheme`.
     """
 
     arch: str
@@ -120,6 +140,8 @@ class LayerDescription:
     causal: bool
     act: str
     eps: float
+    stream: tuple = ()
+    scheme: str = "static"
 
     def __post_init__(self):
         seen = {"x"}
@@ -137,6 +159,47 @@ class LayerDescription:
             seen.add(st.output)
         if self.output not in seen:
             raise ValueError(f"{self.arch}: output {self.output!r} is not written")
+        unknown = [t for t in self.stream if t not in seen]
+        if unknown:
+            raise ValueError(f"{self.arch}: stream tensor(s) {', '.join(unknown)} not written")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"{self.arch}: scheme {self.scheme!r} is not allowed; allowed: "
+                             f"{' | '.join(SCHEMES)}")
+
+    def for_scheme(self, scheme):
+        """This layer in numerics ``scheme`` (see the module text): itself for ``static``; for
+        ``dynamic`` a ``quant`` stage ``quant_<t>`` writing ``<t>_i8`` before the first linear
+        stage reading each stream tensor ``t``, and those linear stages reading ``<t>_i8``."""
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme={scheme!r} is not allowed; allowed: {' | '.join(SCHEMES)}")
+        if scheme == self.scheme:
+            return self
+        if self.scheme != "static":
+            raise ValueError(f"{self.arch}: a {self.scheme} description has no other scheme")
+        stages, narrow = [], {}
+        for st in self.stages:
+            t = st.inputs[0]
+            if st.kind == "linear" and t in self.stream:
+                if t not in narrow:
+                    narrow[t] = f"{t}_i8"
+                    stages.append(Stage(f"quant_{t}", "quant", (t,), narrow[t]))
+                st = dataclasses.replace(st, inputs=(narrow[t],))
+            stages.append(st)
+        return dataclasses.replace(self, stages=tuple(stages), scheme=scheme)
+
+    def width(self, tensor):
+        """Bits of ``tensor``: 16 for a stream tensor in the ``dynamic`` scheme, else 8."""
+        return 16 if self.scheme == "dynamic" and tensor in self.stream else 8
+
+    def base(self, tensor):
+        """The tensor whose static scale ``tensor`` is at: itself, or for a ``quant`` stage's
+        output the wide tensor it narrows (times the row's ``2**e``)."""
+        prod = self.producer(tensor)
+        return prod.inputs[0] if prod is not None and prod.kind == "quant" else tensor
+
+    def row_exponent(self, tensor):
+        """Whether ``tensor`` travels with a per-row exponent (a ``quant`` stage's output)."""
+        return self.base(tensor) != tensor
 
     def __getitem__(self, name):
         for st in self.stages:

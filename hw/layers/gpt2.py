@@ -18,6 +18,7 @@ __all__ = ["GPT2"]
 
 GPT2 = LayerDescription(
     arch="gpt2", output="r2", causal=True, act="gelu_tanh", eps=1e-5,
+    stream=("x", "n1", "o", "r1", "n2", "g", "f", "r2"),
     stages=(
         Stage("norm1", "norm", ("x",), "n1", params="ln1"),
         Stage("q", "linear", ("n1",), "q", params="q", weight="wq"),

@@ -1,0 +1,36 @@
+"""The numerics schemes of a layer description (`hw/layers/description.py`)."""
+
+import pytest
+
+
+# ---- numerics schemes of a description -----------------------------------------------------
+def test_dynamic_scheme_narrows_each_stream_tensor_once_before_its_linear_readers():
+    from llmloom.hw.layers.bert import BERT
+    from llmloom.hw.layers.gpt2 import GPT2
+
+    for desc in (GPT2, BERT):
+        assert desc.for_scheme("static") is desc
+        dyn = desc.for_scheme("dynamic")
+        assert dyn.scheme == "dynamic" and dyn.for_scheme("dynamic") is dyn
+        for st in dyn.of_kind("linear"):
+            t = st.inputs[0]
+            assert dyn.width(t) == 8                     # every engine multiplies int8
+            if dyn.row_exponent(t):
+                assert dyn.width(dyn.base(t)) == 16 and dyn.producer(t).kind == "quant"
+        quants = dyn.of_kind("quant")
+        assert len({st.inputs[0] for st in quants}) == len(quants)   # one per wide tensor
+        # the residual stream is wide, the attention's tensors and the act's input narrow
+        assert {dyn.width(t) for t in ("x", "r1", "r2", "o", "f", "g", desc.output)} == {16}
+        assert {dyn.width(t) for t in ("q", "k", "v", "attn", "u")} == {8}
+        # the static description is unchanged: all int8, no quant stages
+        assert {desc.width(t) for t in desc.tensors} == {8} and not desc.of_kind("quant")
+    bert = BERT.for_scheme("dynamic")
+    assert [st.name for st in bert.of_kind("quant")] == ["quant_x", "quant_n1", "quant_g"]
+    assert bert["q"].inputs == ("x_i8",) and bert["f2"].inputs == ("g_i8",)
+    assert bert["residual1"].inputs == ("o", "x")            # the skip stays wide
+
+
+def test_unknown_scheme_is_refused():
+    from llmloom.hw.layers.gpt2 import GPT2
+    with pytest.raises(ValueError, match="scheme='w4' is not allowed; allowed: static | dynamic"):
+        GPT2.for_scheme("w4")
