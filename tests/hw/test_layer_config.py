@@ -223,4 +223,3 @@ def test_paper_sizes_fit_the_blocks(arch, d, heads, d_ff, seq):
     assert cfg.f2_gemm.acc_width <= 32 and cfg.kv_cache_bytes == 2 * seq * d
     a = AttentionConfig(d_model=d, heads=heads, seq=seq, causal=arch == "gpt2", lanes=16)
     assert a.pv_gemm.acc_width == 9 + 8 + math.ceil(math.log2(seq)) <= 32
-
