@@ -116,6 +116,25 @@ class LlamaSpec:
             raise CheckpointError(f"rope_base={self.rope_base} and rms_eps={self.rms_eps}: "
                                   "allowed: rope_base > 1, rms_eps > 0")
 
+    @classmethod
+    def from_hf_config(cls, config, source="config.json"):
+        """From a Hugging Face ``config.json`` (a dict) of a ``llama`` model."""
+        if config.get("model_type") != "llama":
+            raise CheckpointError(f"{source}: model_type={config.get('model_type')!r}; "
+                                  "allowed: llama")
+        try:
+            heads = config["num_attention_heads"]
+            return cls(layers=config["num_hidden_layers"], d_model=config["hidden_size"],
+                       heads=heads, kv_heads=config.get("num_key_value_heads", heads),
+                       d_ff=config["intermediate_size"], vocab=config["vocab_size"],
+                       context=config["max_position_embeddings"],
+                       rope_base=float(config.get("rope_theta", 10000.0)),
+                       rms_eps=float(config["rms_norm_eps"]),
+                       tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+                       name=str(config.get("_name_or_path", "")))
+        except KeyError as exc:
+            raise CheckpointError(f"{source} lacks {exc.args[0]!r}") from None
+
     @property
     def d_head(self):
         return self.d_model // self.heads
