@@ -59,8 +59,9 @@ __all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "RATIO_RANGE"]
 #: Most positions a table holds (the ROM's depth in positions).
 MAX_POSITIONS = 1 << 16
 #: Allowed ``x_scale / out_scale``: keeps the table entries within 2**(F+8) and the products
-#: well inside 40 bits.
-RATIO_RANGE = (2.0 ** -8, 2.0 ** 7)
+#: well inside 40 bits, and covers every out_scale that calibration can give (a non-zero int8
+#: pair keeps a rotated component of at least 0.707 LSB, which maps to at most 180·out_scale).
+RATIO_RANGE = (2.0 ** -8, 2.0 ** 8)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -69,6 +69,18 @@ def test_position_zero_is_the_identity_at_equal_scales(rng):
     np.testing.assert_array_equal(_check(cfg, x, 0, "none").outputs["y"], x)
 
 
+def test_calibrated_out_scale_of_the_smallest_input():
+    """`run` calibrates out_scale from the float result when it is not set; a lone ±1 (the
+    smallest non-zero input) still gives a scale ratio the table accepts."""
+    x = np.zeros((2, 16), np.int8)
+    x[1, 5] = -1
+    tensors = {"x": x, "x_scale": 0.05, "pos": 3}
+    cfg = H.config({"d_head": 8, "lanes": 4, "positions": 8}, tensors)
+    assert 1 < cfg.ratio <= 256
+    y = _check(cfg, x, 3, "none").outputs["y"]
+    assert np.max(np.abs(y)) == 127
+
+
 def _run_tensors(cfg, tensors, positions, stall, seed, deadline=20000):
     """Several tensors back to back through one instance; ``pos`` is set to the tensor's
     position while its first beat is offered and to junk at every other beat (it must be read
