@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rms_norm", "rope_angles", "rope_adjacent", "silu", "LlamaFloat", "KVCache"]
+__all__ = ["rms_norm", "rope_angles", "rope_adjacent", "silu", "LlamaFloat", "KVCache",
+           "next_token_agreement", "perplexity"]
 
 
 def rms_norm(x, g, eps):
@@ -100,7 +101,19 @@ class LlamaFloat:
         self.layers = [model.layer_weights(i, dtype) for i in range(n)]
         self.embedding = model.embedding(dtype)
         self.norm_g = model.output_norm(dtype)
-        self.lm_head = model.lm_head(dtype)
+        # tied: the head is the embedding's transpose (a view, not a second copy)
+        self.lm_head = self.embedding.T if spec.tied_embeddings else model.lm_head(dtype)
+
+    def astype(self, dtype):
+        """The same model computing in ``dtype`` (weights cast, not read again)."""
+        other = object.__new__(type(self))
+        other.spec, other.dtype, other.num_layers = self.spec, np.dtype(dtype), self.num_layers
+        other.layers = [{k: v.astype(dtype) for k, v in w.items()} for w in self.layers]
+        other.embedding = self.embedding.astype(dtype)
+        other.norm_g = self.norm_g.astype(dtype)
+        other.lm_head = other.embedding.T if self.spec.tied_embeddings else \
+            self.lm_head.astype(dtype)
+        return other
 
     def new_cache(self):
         return KVCache(self.num_layers)
@@ -159,3 +172,26 @@ class LlamaFloat:
                 break
             logits = self.forward([nxt], cache)
         return out
+
+
+def next_token_agreement(logits, reference):
+    """Share of positions where the greedy next token of ``logits`` equals that of
+    ``reference`` (both positions × vocab): teacher-forced agreement of two models."""
+    a, b = np.asarray(logits), np.asarray(reference)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
+        raise ValueError(f"logits of shapes {a.shape} and {b.shape}; expected the same "
+                         "positions × vocab")
+    return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def perplexity(logits, tokens):
+    """``exp`` of the mean negative log-likelihood of ``tokens[1:]`` under ``logits[:-1]``
+    (row ``t`` of ``logits`` predicts token ``t + 1``), computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if z.ndim != 2 or z.shape[0] != tokens.size or tokens.size < 2:
+        raise ValueError(f"logits of shape {z.shape} for {tokens.size} tokens; expected one "
+                         "row per token, at least two")
+    z = z[:-1] - z[:-1].max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(np.exp(-np.mean(logp[np.arange(tokens.size - 1), tokens[1:]])))
