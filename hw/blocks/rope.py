@@ -64,6 +64,21 @@ MAX_POSITIONS = 1 << 16
 RATIO_RANGE = (2.0 ** -8, 2.0 ** 8)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Above:
+    """Allowed values of a float field: finite and > ``lo``."""
+
+    lo: float
+
+    def check(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value > self.lo):
+            raise ConfigError(f"{name}={value!r} is not allowed; allowed: {self}")
+
+    def __str__(self):
+        return f"finite > {self.lo:g}"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RopeConfig(BlockConfig):
     """RoPE on int8 rows of ``length = heads · d_head`` elements."""
@@ -74,8 +89,8 @@ class RopeConfig(BlockConfig):
                       "holds whole pairs of one head)")
     positions: int = spec(256, Range(2, MAX_POSITIONS), "positions the table holds (the "
                           "context): pos + rows must stay within it")
-    base: float = spec(10000.0, None, "RoPE frequency base, finite and > 1 (LLaMA 10000, "
-                       "SmolLM2 100000)")
+    base: float = spec(10000.0, _Above(1.0), "RoPE frequency base (LLaMA 10000, SmolLM2 "
+                       "100000)")
     x_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 input")
     out_scale: float | None = spec(
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
@@ -101,9 +116,6 @@ class RopeConfig(BlockConfig):
         if self.lanes % 2 or self.d_head % self.lanes:
             raise ConfigError(f"lanes={self.lanes} is not allowed with d_head={self.d_head}; "
                               "allowed: an even divisor of d_head")
-        if isinstance(self.base, bool) or not isinstance(self.base, int | float) or not (
-                math.isfinite(self.base) and self.base > 1):
-            raise ConfigError(f"base={self.base!r} is not allowed; allowed: finite and > 1")
         lo, hi = RATIO_RANGE
         ratio = self.ratio
         if not lo <= ratio <= hi:
