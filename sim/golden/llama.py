@@ -153,9 +153,20 @@ class LlamaFloat:
         if pos + tokens.size > self.spec.context:
             raise ValueError(f"{pos + tokens.size} positions exceed the context of "
                              f"{self.spec.context}")
-        x = self.embedding[tokens]
+        x = self.embed(tokens)
         for i in range(self.num_layers):
             x = self.layer(i, x, pos, cache)
+        return self.logits(x)
+
+    # The host's share of a model run through the accelerator's layers (issue 14: embedding,
+    # final norm and LM head stay in NumPy).
+    def embed(self, tokens):
+        """The embedding rows of ``tokens`` (l × d)."""
+        return self.embedding[np.asarray(tokens, dtype=np.int64).reshape(-1)]
+
+    def logits(self, x):
+        """Vocabulary logits (l × vocab) of the last layer's rows ``x``: final RMSNorm, then
+        the LM head."""
         return rms_norm(x, self.norm_g, self.spec.rms_eps) @ self.lm_head
 
     def generate(self, prompt, max_new_tokens, stop=()):
