@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
+# One BLAS thread per test process: the suite runs two pytest workers on two cores, and BLAS
+# threads on top of them oversubscribe the machine (SmolLM2's float64 greedy run took 32 s
+# instead of 2 s). Set before NumPy loads OpenBLAS; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pytest
 
 SEED = int(os.environ.get("LLMLOOM_SEED", "20261125"))

@@ -1,0 +1,320 @@
+"""Rotary position embedding (RoPE) on int8 rows of queries or keys.
+
+A row is one token's ``length = heads · d_head`` int8 values (all heads of Q, or all KV heads of
+K), at position ``p``. Pair ``i`` of each head, the *adjacent* elements ``(x[2i], x[2i+1])``
+(the pairing of GGUF's permuted ``attn_q``/``attn_k`` weights), is rotated by the angle
+``p · θ_i``, ``θ_i = base**(−2i/d_head)``::
+
+    y[2i]   = x[2i]·cos(pθ_i) − x[2i+1]·sin(pθ_i)
+    y[2i+1] = x[2i]·sin(pθ_i) + x[2i+1]·cos(pθ_i)
+
+then re-quantised from ``x_scale`` to ``out_scale``.
+
+**Tables.** The block holds the integer factors ``C = round(r·cos(pθ_i)·2**F)`` and
+``S = round(r·sin(pθ_i)·2**F)`` (round half to even, ``r = x_scale/out_scale`` folded in, so
+no separate scaling multiplier is needed; ``F = frac_bits``) for every position ``p <
+positions`` and every pair ``i < d_head/2``: a ROM of ``positions · d_head/lanes`` words, one
+word per beat holding the ``lanes/2`` (C, S) pairs that beat needs (:attr:`RopeConfig.table`).
+Why a full position × frequency table rather than a table per frequency with angle addition
+(``cos((a+b)θ)`` from two smaller tables) or a phase accumulator with a sine table: the full
+table is exact to one rounding per entry, so the error bound is the simplest there is and the
+bit-exact model is a table look-up; one synchronous read per beat, no extra multipliers. Its
+cost is ``positions · d_head · table_width`` bits: SmolLM2 (``d_head`` 64, 16-bit entries) at
+a 2048-token context is 2 Mbit — seven UltraRAMs of a U280's 960. Longer contexts would take
+the angle-addition split (two tables of ``√positions`` rows, four more multipliers a pair).
+
+**Positions.** The plain input ``pos`` is sampled at each tensor's first beat: row ``r`` of the
+tensor (a prefill chunk, or one decode row) is at position ``pos + r``. ``end`` on a tensor's
+last beat starts the count again. Positions must stay below ``positions`` (the address then
+wraps; the harness refuses such tensors).
+
+**Rounding and accuracy.** Each output is ``saturate_int8(round_shift(x0·C − x1·S, F))`` (or
+the ``+`` form), rounded by ``rounding`` (default half to even). Against the float64 rotation
+of the dequantised input, an output that does not saturate is within
+:attr:`RopeConfig.error_bound_lsb` ``= 0.5 + 128·2**−F`` LSB of ``out_scale`` (1 + ... with
+``floor``): 0.5 from the final rounding, and ``|x0|·|ΔC| + |x1|·|ΔS| ≤ 128·0.5·2**−F`` from the
+two table roundings. A pair's rotated length is its input length, up to 181 LSB, so with
+``out_scale = x_scale`` an output saturates only where both inputs of its pair are large.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
+from ..stream import row_layout
+from .requant import ROUNDINGS, Scale, check_scale, pipeline_advance
+from .rowkernel import signed_width
+
+__all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "RATIO_RANGE"]
+
+#: Most positions a table holds (the ROM's depth in positions).
+MAX_POSITIONS = 1 << 16
+#: Allowed ``x_scale / out_scale``: keeps the table entries within 2**(F+8) and the products
+#: well inside 40 bits, and covers every out_scale that calibration can give (a non-zero int8
+#: pair keeps a rotated component of at least 0.707 LSB, which maps to at most 180·out_scale).
+RATIO_RANGE = (2.0 ** -8, 2.0 ** 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Above:
+    """Allowed values of a float field: finite and > ``lo``."""
+
+    lo: float
+
+    def check(self, name, value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value > self.lo):
+            raise ConfigError(f"{name}={value!r} is not allowed; allowed: {self}")
+
+    def __str__(self):
+        return f"finite > {self.lo:g}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RopeConfig(BlockConfig):
+    """RoPE on int8 rows of ``length = heads · d_head`` elements."""
+
+    length: int = spec(64, Range(2, 8192), "row length: heads · d_head elements")
+    d_head: int = spec(64, Range(2, 1024), "elements per head (even; divides length)")
+    lanes: int = spec(8, Range(2, 64), "elements per beat (even; divides d_head, so a beat "
+                      "holds whole pairs of one head)")
+    positions: int = spec(256, Range(2, MAX_POSITIONS), "positions the table holds (the "
+                          "context): pos + rows must stay within it")
+    base: float = spec(10000.0, _Above(1.0), "RoPE frequency base (LLaMA 10000, SmolLM2 "
+                       "100000)")
+    x_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 input")
+    out_scale: float | None = spec(
+        None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
+        "float result's max magnitude maps to 127), else x_scale")
+    frac_bits: int = spec(14, Range(4, 20), "fraction bits F of the cos/sin table entries")
+    rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
+
+    #: Pipeline stages: table read (with the input registered beside it), the four products
+    #: of a pair, then sum, round and saturate into the output register.
+    LATENCY = 3
+    IN = INT8
+    OUT = INT8
+
+    def _validate(self):
+        object.__setattr__(self, "x_scale", check_scale("x_scale", self.x_scale))
+        if self.out_scale is not None:
+            object.__setattr__(self, "out_scale", check_scale("out_scale", self.out_scale))
+        if self.d_head % 2:
+            raise ConfigError(f"d_head={self.d_head} is odd; allowed: even (RoPE rotates pairs)")
+        if self.length % self.d_head:
+            raise ConfigError(f"length={self.length} is not a multiple of d_head={self.d_head}; "
+                              "allowed: heads · d_head")
+        if self.lanes % 2 or self.d_head % self.lanes:
+            raise ConfigError(f"lanes={self.lanes} is not allowed with d_head={self.d_head}; "
+                              "allowed: an even divisor of d_head")
+        lo, hi = RATIO_RANGE
+        ratio = self.ratio
+        if not lo <= ratio <= hi:
+            raise ConfigError(f"x_scale/out_scale={ratio:.6g} is out of range; allowed: "
+                              f"{lo:g}..{hi:g}")
+
+    # Derived ------------------------------------------------------------------------------------
+    @property
+    def beats(self):
+        """Beats per row, ``length / lanes`` (never padded: ``lanes`` divides ``d_head``)."""
+        return self.length // self.lanes
+
+    @property
+    def heads(self):
+        return self.length // self.d_head
+
+    @property
+    def head_beats(self):
+        """Beats per head, ``d_head / lanes``: the table words of one position."""
+        return self.d_head // self.lanes
+
+    @property
+    def out_scale_value(self):
+        """The output scale in use: ``out_scale``, or ``x_scale`` (a rotation keeps lengths)."""
+        return self.x_scale if self.out_scale is None else self.out_scale
+
+    @property
+    def ratio(self):
+        """``r = x_scale / out_scale``, folded into the table."""
+        return self.x_scale / self.out_scale_value
+
+    @property
+    def latency(self):
+        return self.LATENCY
+
+    @property
+    def error_bound_lsb(self):
+        """Largest ``|y − rotation(x·x_scale)/out_scale|`` of an output that does not saturate,
+        in output LSB (see the module docstring)."""
+        final = 1.0 if self.rounding == "floor" else 0.5
+        return final + 128 * 2.0 ** -self.frac_bits
+
+    @functools.cached_property
+    def angles(self):
+        """``p · θ_i`` in float64, positions × d_head/2."""
+        i = np.arange(self.d_head // 2, dtype=np.float64)
+        theta = np.exp(-2.0 * i / self.d_head * math.log(self.base))
+        return np.arange(self.positions, dtype=np.float64)[:, None] * theta[None, :]
+
+    @functools.cached_property
+    def table(self):
+        """``(C, S)``: int64 arrays positions × d_head/2, ``round(r·cos|sin · 2**F)`` (half to
+        even). The RTL's ROM and the bit-exact model both read them."""
+        k = self.ratio * 2.0 ** self.frac_bits
+        return (np.rint(np.cos(self.angles) * k).astype(np.int64),
+                np.rint(np.sin(self.angles) * k).astype(np.int64))
+
+    @property
+    def table_width(self):
+        """Bits of a signed table entry (holds ``±round(r·2**F)``)."""
+        m = round(self.ratio * 2.0 ** self.frac_bits)
+        return signed_width(-m, m)
+
+    @property
+    def product_width(self):
+        """Bits of ``x0·C − x1·S`` (signed): an int8 times an entry, doubled."""
+        return INT8.width + self.table_width + 1
+
+    @property
+    def table_bits(self):
+        """Bits of the ROM: positions · d_head/2 pairs of two entries."""
+        return self.positions * self.d_head * self.table_width
+
+    # Timing (one home: perf calls these) -------------------------------------------------------
+    @classmethod
+    def cycles_np(cls, length, lanes, rows):
+        """Cycles on ``rows`` rows of ``length`` from the first input beat accepted to the last
+        output beat, inputs offered every cycle and the output always ready: one beat per
+        cycle through ``LATENCY`` registered stages. Arguments broadcast (ints or arrays)."""
+        return rows * (length // lanes) + cls.LATENCY
+
+    def cycles(self, rows):
+        """Cycles of this block on ``rows`` rows (see :meth:`cycles_np`)."""
+        if rows < 1:
+            raise ValueError(f"rows={rows} must be >= 1")
+        return int(self.cycles_np(self.length, self.lanes, rows))
+
+
+class Rope(wiring.Component):
+    """Rotary position embedding of int8 rows, by a position × frequency table.
+
+    Parameters
+    ----------
+    cfg : RopeConfig
+
+    Members
+    -------
+    i : In(stream.Signature(row_layout(signed(8), lanes)))
+        Rows of ``length / lanes`` beats; lane ``j`` of beat ``b`` is element ``b·lanes + j``
+        (head ``(b·lanes + j) // d_head``). ``last`` on a row's last beat is implied by the
+        count; ``end`` on a tensor's last beat restarts the positions at ``pos``.
+    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+        The rotated rows, the same framing (``last`` on each row's last beat, ``end`` carried).
+    pos : In(range(positions))
+        Position of a tensor's first row, sampled with that tensor's first beat.
+
+    Pipeline: the table read (a synchronous ROM port whose register is stage 1, the input
+    registered beside it), the four products of each pair, then the two sums, rounding and
+    saturation into the output register. Latency 3 cycles, initiation interval 1 (``lanes``
+    elements a cycle). Backpressure: a stage loads when it is empty or its successor loads
+    (bubbles collapse), so ``i.ready`` falls only when all three stages hold a beat and ``o``
+    is not taken; the ROM port is enabled by the first stage's advance, so its data holds too.
+    """
+
+    def __init__(self, cfg: RopeConfig):
+        if not isinstance(cfg, RopeConfig):
+            raise TypeError(f"cfg must be a RopeConfig, not {cfg!r}")
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(row_layout(cfg.IN.shape, cfg.lanes))),
+            "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
+            "pos": In(range(cfg.positions)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        lanes, pairs, B, H = cfg.lanes, cfg.lanes // 2, cfg.beats, cfg.head_beats
+        tw, F = cfg.table_width, cfg.frac_bits
+        rounding = Rounding(cfg.rounding)
+
+        # The table: word p·H + k holds the (C, S) pairs of beat k of a head at position p.
+        entry = data.StructLayout({"c": signed(tw), "s": signed(tw)})
+        word = data.ArrayLayout(entry, pairs)
+        C, S = cfg.table
+        init = [[{"c": int(C[p, k * pairs + j]), "s": int(S[p, k * pairs + j])}
+                 for j in range(pairs)] for p in range(cfg.positions) for k in range(H)]
+        m.submodules.table = rom = memory.Memory(shape=word, depth=cfg.positions * H, init=init)
+        port = rom.read_port()
+
+        valids = [Signal(name="valid1"), Signal(name="valid2"), self.o.valid]
+        advs = pipeline_advance(valids, self.o.ready)
+        m.d.comb += self.i.ready.eq(advs[0])
+        accept = Signal()
+        m.d.comb += accept.eq(self.i.valid & self.i.ready)
+
+        # ---- position and beat counters of the input side --------------------------------------
+        starting = Signal(init=1)                   # the next beat is a tensor's first
+        row_pos = Signal(range(cfg.positions))      # position of the current row (after its
+        beat = Signal(range(B))                     # first beat); beat of the row
+        k = Signal(range(H))                        # beat within the head
+        cur_pos = Signal(range(cfg.positions))
+        m.d.comb += cur_pos.eq(Mux(starting, self.pos, row_pos))
+        row_last = beat == B - 1
+        with m.If(accept):
+            m.d.sync += [
+                beat.eq(Mux(row_last, 0, beat + 1)),
+                k.eq(Mux(k == H - 1, 0, k + 1)),
+                starting.eq(self.i.payload.end & row_last),
+            ]
+            with m.If(row_last):
+                m.d.sync += row_pos.eq(Mux(cur_pos == cfg.positions - 1, 0, cur_pos + 1))
+            with m.Else():
+                m.d.sync += row_pos.eq(cur_pos)
+        m.d.comb += [port.addr.eq(cur_pos * H + k), port.en.eq(advs[0])]
+
+        # ---- stage 1: the table word (in the port) and the beat ---------------------------------
+        x1 = Signal(data.ArrayLayout(cfg.IN.shape, lanes), name="x1")
+        last1, end1 = Signal(name="last1"), Signal(name="end1")
+        with m.If(advs[0]):
+            m.d.sync += [valids[0].eq(self.i.valid), x1.eq(self.i.payload.data),
+                         last1.eq(row_last), end1.eq(self.i.payload.end & row_last)]
+
+        # ---- stage 2: the four products of each pair ---------------------------------------------
+        pw = INT8.width + tw
+        prods = [[Signal(signed(pw), name=f"p{j}_{n}") for n in range(4)] for j in range(pairs)]
+        last2, end2 = Signal(name="last2"), Signal(name="end2")
+        with m.If(advs[1]):
+            m.d.sync += [valids[1].eq(valids[0]), last2.eq(last1), end2.eq(end1)]
+            for j in range(pairs):
+                x0, xb = x1[2 * j], x1[2 * j + 1]
+                c, s = port.data[j].c, port.data[j].s
+                m.d.sync += [prods[j][0].eq(x0 * c), prods[j][1].eq(xb * s),
+                             prods[j][2].eq(x0 * s), prods[j][3].eq(xb * c)]
+
+        # ---- stage 3: sums, rounding and saturation into the output register --------------------
+        last3, end3 = Signal(name="last3"), Signal(name="end3")
+        with m.If(advs[2]):
+            m.d.sync += [valids[2].eq(valids[1]), last3.eq(last2), end3.eq(end2)]
+            for j in range(pairs):
+                p = prods[j]
+                y0 = Signal(signed(cfg.product_width), name=f"sum{j}_0")
+                y1 = Signal(signed(cfg.product_width), name=f"sum{j}_1")
+                m.d.comb += [y0.eq(p[0] - p[1]), y1.eq(p[2] + p[3])]
+                m.d.sync += [
+                    self.o.payload.data[2 * j].eq(saturate_hw(round_shift_hw(y0, F, rounding),
+                                                              cfg.OUT)),
+                    self.o.payload.data[2 * j + 1].eq(
+                        saturate_hw(round_shift_hw(y1, F, rounding), cfg.OUT)),
+                ]
+        m.d.comb += [self.o.payload.last.eq(last3), self.o.payload.end.eq(end3)]
+        return m
