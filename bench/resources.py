@@ -26,7 +26,7 @@ TARGETS = ("ice40-up5k", "ecp5-85f", "xcup")
 
 
 def modelled_designs(target):
-    from llmloom.flows.synth import design_id, load_baselines
+    from llmloom.flows.synth_baselines import design_id, load_baselines
     from llmloom.perf.resources import BLOCKS
     from llmloom.sim.harness import get_harness
     out = []
@@ -41,7 +41,7 @@ def modelled_designs(target):
 def hostlink_rows(target):
     """The stored board cores (``HostLink``) of ``target`` against the model."""
     from llmloom.flows.resources import check_estimate, hostlink_id, stored_hostlinks
-    from llmloom.flows.synth import get_target
+    from llmloom.flows.synth_targets import get_target
     from llmloom.perf.resources import estimate_hostlink
     rows = []
     for did, entry, cfg, max_rows in stored_hostlinks(target):
@@ -223,7 +223,8 @@ def multipliers():
 
 def store(block, target, sets):
     from llmloom.flows.cli import parse_sets
-    from llmloom.flows.synth import synthesize, update_baseline
+    from llmloom.flows.synth import synthesize
+    from llmloom.flows.synth_baselines import update_baseline
     from llmloom.sim.harness import get_harness
     h = get_harness(block)
     cfg = h.config(parse_sets(sets))

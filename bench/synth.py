@@ -55,7 +55,7 @@ def one(target, rows, cols, packing=False, seed=1):
 
 
 def update_baselines(slow, jobs):
-    from llmloom.flows.synth import BASELINE_DESIGNS, update_baseline
+    from llmloom.flows.synth_baselines import BASELINE_DESIGNS, update_baseline
     from llmloom.sim.harness import get_harness
 
     for target, block, values, is_slow in BASELINE_DESIGNS:

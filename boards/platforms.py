@@ -17,8 +17,8 @@ __all__ = ["Board", "BOARDS", "get_board"]
 class Board:
     """A board: how to make its platform and what to put on it by default.
 
-    ``target`` is the :data:`llmloom.flows.synth.TARGETS` entry of its FPGA (``None`` when we
-    have no open synthesis for the family); ``design`` and ``max_rows`` are the GEMM and the
+    ``target`` is the :data:`llmloom.flows.synth_targets.TARGETS` entry of its FPGA (``None``
+    when we have no open synthesis for the family); ``design`` and ``max_rows`` are the GEMM and the
     on-chip activation rows of the default board design, sized to fit with room to spare.
     """
 

@@ -143,7 +143,7 @@ def build(board, cfg=None, out=None, *, do_build=True, max_rows=None, baud=11520
 
 
 def _family(target):
-    from .synth import get_target
+    from .synth_targets import get_target
     return get_target(target).family
 
 

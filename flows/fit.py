@@ -89,7 +89,7 @@ def _board_core(board):
     if not spec.open_toolchain:
         raise ValueError(f"board {board!r} needs vendor tools; what fits is searched on the "
                          "open-toolchain boards only (ulx3s-85f, icebreaker)")
-    from .synth import get_target
+    from .synth_targets import get_target
     target = get_target(spec.target)
     clk_hz = spec.platform().default_clk_frequency
     return spec, target, clk_hz

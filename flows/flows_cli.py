@@ -55,7 +55,7 @@ def _block_config_args(p, block):
 def add_subcommands(subparsers):
     """Add ``synth``, ``resources`` and ``build`` to an argparse subparsers object."""
     from ..boards.platforms import BOARDS
-    from .synth import TARGETS
+    from .synth_targets import TARGETS
 
     p = subparsers.add_parser(
         "synth", help="synthesise a block with the open toolchain: LUT/FF/DSP/BRAM, Fmax")
@@ -106,7 +106,9 @@ def _failed(exc):
 
 def cmd_synth(args):
     from ..sim.harness import get_harness
-    from .synth import SynthError, design_id, get_target, synthesize
+    from .synth import SynthError, synthesize
+    from .synth_baselines import design_id
+    from .synth_targets import get_target
     from .userio import load_config_values
 
     target = get_target(args.target)          # an unknown target fails before elaboration
@@ -165,7 +167,8 @@ def cmd_resources(args):
     from ..perf.resources import estimate_parts
     from ..sim.harness import get_harness
     from .resources import ESTIMATE_TOLERANCES, synthesized_config
-    from .synth import design_id, get_target
+    from .synth_baselines import design_id
+    from .synth_targets import get_target
     from .userio import load_config_values
 
     target = get_target(args.target)

@@ -19,42 +19,17 @@ from __future__ import annotations
 import dataclasses
 
 from ..hw.devices import FAMILIES
-from .synth import design_id, get_target, load_baselines, synthesize
+from .synth import synthesize
+from .synth_baselines import design_id, load_baselines
+from .synth_targets import get_target
+from .tolerance import Tolerance
 
-__all__ = ["Tolerance", "ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
+__all__ = ["ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
            "check_estimate", "compare_estimates", "from_baselines", "synthesized_config",
            "model_estimate", "FIT_DESIGNS", "HOSTLINK_FIT", "FIT_TARGETS", "CHECK_DESIGNS",
            "MEASURED_PRODUCTS", "hostlink_id", "stored_hostlinks", "fitted_ids", "fit_logic"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """``rel``: |estimate − synth| ≤ ``value`` × synth; ``abs``: ≤ ``value``; ``either``:
-    within ``value`` relative or ``floor`` absolute, whichever is looser (small counts)."""
-
-    kind: str
-    value: float
-    floor: float = 0.0
-
-    def allows(self, estimate, actual):
-        err = abs(estimate - actual)
-        if self.kind == "abs":
-            return err <= self.value
-        if self.kind == "rel":
-            return err <= self.value * abs(actual)
-        if self.kind == "either":
-            return err <= max(self.value * abs(actual), self.floor)
-        raise ValueError(f"tolerance kind {self.kind!r} is not allowed; allowed: abs | rel | "
-                         "either")
-
-    def __str__(self):
-        if self.kind == "abs":
-            return f"±{self.value:g}"
-        if self.kind == "rel":
-            return f"±{self.value:.0%}"
-        return f"±{self.value:.0%} or ±{self.floor:g}"
 
 
 #: What an analytical model must achieve against open synthesis. Multipliers are structural

@@ -1,30 +1,17 @@
-"""Open-toolchain synthesis of a block: LUT, FF, DSP, BRAM counts and Fmax.
+"""Open-toolchain synthesis of a block: LUT, FF, DSP, BRAM counts and Fmax (the run).
 
 One entry point, :func:`synthesize`, takes an Amaranth component (or Verilog text) and a target
-name from :data:`TARGETS` and runs Yosys (and nextpnr where the family has an open place and
-route) through YoWASP:
-
-* ``ice40-up5k``: ``synth_ice40 -dsp``, then ``nextpnr-ice40 --up5k --package sg48``;
-* ``ecp5-25f`` / ``ecp5-45f`` / ``ecp5-85f``: ``synth_ecp5``, then ``nextpnr-ecp5`` (package
-  CABGA381, speed grade 6, the ULX3S's parts);
-* ``xcup``: ``synth_xilinx -family xcup``, Xilinx UltraScale+ area only (nextpnr-xilinx is not on
-  PyPI): an estimate with a 7-series-like netlist, not a Vivado result.
-
-Place and route needs pins, and a block's ports (hundreds of bits) outnumber a small package's
-pins (39 on the iCE40UP5K SG48). The block is therefore placed inside a *measurement wrapper*:
-every input bit comes from a flip-flop of a serial-in shift register, every output bit is
-captured by a flip-flop of a loadable shift register, so the wrapper needs five pins (``clk``,
-``rst``, ``si``, ``ld``, ``so``) and every timing path of the block starts and ends at a
-flip-flop, as it would in a real design. The block keeps its own hierarchy
-(``keep_hierarchy``), so no logic moves across its boundary and the LUT/FF/DSP/BRAM reported are
-the block's own cells; the wrapper's are in ``raw["wrapper_cells"]``. Fmax is nextpnr's
-achieved frequency of the wrapped design (the wrapper adds at most one LUT level after an
-output, none before an input).
+(``flows.synth_targets``) and runs Yosys (and nextpnr where the family has an open place and
+route) through YoWASP, on the design inside its measurement wrapper (``flows.synth_wrapper``),
+so that every timing path starts and ends at a flip-flop and the block's own cells are counted
+apart from the wrapper's (those are in ``raw["wrapper_cells"]``). Fmax is nextpnr's achieved
+frequency of the wrapped design.
 
 The counts come from Yosys's ``stat`` of the synthesised netlist, with cell types mapped per
-family (:data:`CELL_MAP`); nextpnr's own utilisation of the wrapped design is in
-``raw["pnr_utilization"]``. YoWASP tools see a private ``/tmp``, so every tool runs with
-``cwd=`` the work directory and relative paths.
+family (``synth_targets.count_resources``); nextpnr's own utilisation of the wrapped design is
+in ``raw["pnr_utilization"]``. YoWASP tools see a private ``/tmp``, so every tool runs with
+``cwd=`` the work directory and relative paths. Stored results and their tolerances are
+``flows.synth_baselines``.
 """
 
 from __future__ import annotations
@@ -42,14 +29,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..hw.devices import DEVICES, FAMILIES, SYNTH_TARGETS, device_name
 from ..sim.tools import ToolMissing, tool_env
+from .synth_targets import count_resources, get_target
+from .synth_wrapper import WRAPPER, design_verilog, keep_hierarchy, verilog_ports, wrapper_verilog
 
-__all__ = ["Target", "TARGETS", "SynthResult", "SynthError", "get_target", "synthesize",
-           "tool_versions", "count_resources", "verilog_ports", "wrapper_verilog",
-           "warm_tools", "CELL_MAP", "design_id", "TOLERANCES", "load_baselines",
-           "compare_to_baseline", "baseline_entry", "update_baseline", "BASELINE_DIR",
-           "BASELINE_DESIGNS", "progress_bar"]
+__all__ = ["SynthResult", "SynthError", "synthesize", "tool_versions", "warm_tools",
+           "progress_bar"]
 
 _INSTALL = "install the synthesis extra: pip install -e '.[synth]' (or ./dev setup)"
 
@@ -57,68 +42,6 @@ _INSTALL = "install the synthesis extra: pip install -e '.[synth]' (or ./dev set
 class SynthError(RuntimeError):
     """Yosys or nextpnr failed for a reason other than a missing tool (the message ends with
     the tail of the tool's log)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """A synthesis target: a device (or a family for area estimates) and how to build for it.
-
-    ``capacity`` is the device's ``lut``/``ff``/``dsp``/``bram`` count in the units of
-    :class:`SynthResult` (BRAM in the family's block: SB_RAM40_4K, DP16KD, RAMB36E2).
-    """
-
-    name: str
-    family: str                 # ice40 | ecp5 | xcup
-    device: str
-    synth: str                  # the Yosys synthesis command, without -top/-json
-    pnr: tuple | None           # nextpnr executable and device arguments, or None
-    default_mhz: float          # the --freq given to nextpnr when the caller gives none
-    capacity: dict
-    note: str = ""
-
-
-def _target(t):
-    dev = DEVICES[t.device]
-    return Target(t.name, dev.family, t.part, FAMILIES[dev.family].synth, t.pnr, t.default_mhz,
-                  dev.capacity, t.note)
-
-
-#: The open flow's targets, from the device catalogue (``llmloom.hw.devices``): the device's
-#: family, capacity and Yosys command, the part and nextpnr arguments of the target.
-TARGETS: dict[str, Target] = {name: _target(t) for name, t in SYNTH_TARGETS.items()}
-
-
-def get_target(name):
-    """The :class:`Target` called ``name``, or a one-line ``ValueError`` listing the valid
-    ones."""
-    if isinstance(name, Target):
-        return name
-    if name not in TARGETS and name.lower() not in FAMILIES and device_name(name) in TARGETS:
-        name = device_name(name)     # an old spelling of one device: ice40up5k, up5k (not ecp5)
-    if name not in TARGETS:
-        raise ValueError(f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}")
-    return TARGETS[name]
-
-
-# ---- cell types → resources -------------------------------------------------------------------
-#: Per family: resource → {cell type (or regex): weight}, the catalogue's ``Family.cells``
-#: (an ECP5 CCU2C carry cell is two LUT4s, an 18 Kb Xilinx block RAM half a RAMB36E2, ...).
-CELL_MAP = {name: fam.cells for name, fam in FAMILIES.items()}
-
-
-def count_resources(family, cells):
-    """``{lut, ff, dsp, bram}`` from a ``{cell type: count}`` dict of a synthesised netlist."""
-    out = {}
-    for resource, table in CELL_MAP[family].items():
-        total = 0.0
-        for cell, count in cells.items():
-            name = cell.lstrip("\\")
-            for pattern, weight in table.items():
-                if re.fullmatch(pattern, name):
-                    total += weight * count
-                    break
-        out[resource] = int(total) if float(total).is_integer() else total
-    return out
 
 
 # ---- result -----------------------------------------------------------------------------------
@@ -222,82 +145,6 @@ def warm_tools(targets=("ice40-up5k", "ecp5-85f")):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-# ---- the measurement wrapper ------------------------------------------------------------------
-_NAME = r"(?:\\\S+|(?!(?:input|output|inout|wire|reg|logic|signed)\b)[A-Za-z_]\w*)"
-_PORT_RE = re.compile(
-    r"\b(input|output|inout)\s+(?:wire\s+|reg\s+|logic\s+)?(?:signed\s+)?"
-    rf"(?:\[\s*(\d+)\s*:\s*(\d+)\s*\]\s*)?({_NAME}(?:\s*,\s*{_NAME})*)")
-
-
-def _modules(text):
-    return re.findall(r"^\s*module\s+(\\\S+|[A-Za-z_][\w$]*)", text, flags=re.M)
-
-
-def verilog_ports(text, top):
-    """``[(direction, width, name)]`` of module ``top`` in Verilog ``text`` (ANSI or
-    non-ANSI declarations; packed ranges ``[msb:lsb]``)."""
-    start = re.search(rf"^\s*module\s+{re.escape(top)}\b", text, flags=re.M)
-    if start is None:
-        raise ValueError(f"module {top!r} not found in the Verilog; modules: "
-                         f"{', '.join(_modules(text)) or 'none'}")
-    end = text.find("endmodule", start.end())
-    body = text[start.start():end if end >= 0 else len(text)]
-    ports, seen = [], set()
-    for direction, msb, lsb, names in _PORT_RE.findall(body):
-        width = abs(int(msb) - int(lsb)) + 1 if msb else 1
-        for name in re.split(r"\s*,\s*", names.strip()):
-            if name and name not in seen:
-                seen.add(name)
-                ports.append((direction, width, name))
-    if any(d == "inout" for d, _, _ in ports):
-        raise ValueError(f"module {top!r} has inout ports; synthesis of a block needs "
-                         "inputs and outputs only")
-    return ports
-
-
-def wrapper_verilog(ports, top, wrapper="llmloom_wrap"):
-    """The measurement wrapper (see the module docstring) around module ``top``."""
-    ins = [(w, n) for d, w, n in ports if d == "input" and n not in ("clk", "rst")]
-    outs = [(w, n) for d, w, n in ports if d == "output"]
-    n_in = max(1, sum(w for w, _ in ins))
-    n_out = max(1, sum(w for w, _ in outs))
-    conns, pos = [], 0
-    names = {n for _, _, n in ports}
-    for extra in ("clk", "rst"):
-        if extra in names:
-            conns.append(f".{extra}({extra})")
-    for w, n in ins:
-        conns.append(f".{_plain(n)}(in_sr[{pos + w - 1}:{pos}])")
-        pos += w
-    pos = 0
-    for w, n in outs:
-        conns.append(f".{_plain(n)}(out_w[{pos + w - 1}:{pos}])")
-        pos += w
-    shift_in = f"{{in_sr[{n_in - 2}:0], si}}" if n_in > 1 else "si"
-    shift_out = f"{{out_sr[{n_out - 2}:0], 1'b0}}" if n_out > 1 else "1'b0"
-    sep = ",\n    "
-    return (
-        "// llmloom measurement wrapper: inputs from a shift register, outputs captured into one\n"
-        f"module {wrapper}(input clk, input rst, input si, input ld, output so);\n"
-        f"  reg [{n_in - 1}:0] in_sr;\n"
-        f"  always @(posedge clk) in_sr <= {shift_in};\n"
-        f"  wire [{n_out - 1}:0] out_w;\n"
-        f"  reg [{n_out - 1}:0] out_sr;\n"
-        f"  always @(posedge clk) out_sr <= ld ? out_w : {shift_out};\n"
-        f"  assign so = out_sr[{n_out - 1}];\n"
-        f"  {_escaped(top)} core(\n    {sep.join(conns)}\n  );\n"
-        "endmodule\n")
-
-
-def _plain(name):
-    # Escaped identifiers in a named port connection keep their backslash and trailing space.
-    return name + " " if name.startswith("\\") else name
-
-
-def _escaped(name):
-    return name + " " if name.startswith("\\") else name
-
-
 # ---- synthesis --------------------------------------------------------------------------------
 def progress_bar(progress, total, desc):
     """A tqdm bar of ``total`` stages on stderr, labelled ``desc``; shown when ``progress`` is
@@ -324,21 +171,6 @@ def _workdir(workdir):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _verilog_of(design, top, family=None):
-    if isinstance(design, Path):
-        return design.read_text(), top or "top"
-    if isinstance(design, str):
-        if top is None:
-            mods = _modules(design)
-            if not mods:
-                raise ValueError("no module found in the Verilog text")
-            top = "top" if "top" in mods else mods[0]
-        return design, top
-    from ..hw.emit import FamilyHint, emit_verilog
-    platform = FamilyHint(family) if family else None
-    return emit_verilog(design, name=top or "top", platform=platform), top or "top"
-
-
 _NOT_FIT = re.compile(r"(too many|not enough|Unable to place|failed to place|"
                       r"exceeds|more than available|No wires left|Failed to route)", re.I)
 
@@ -355,7 +187,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
         elaborated with a :class:`~llmloom.hw.emit.FamilyHint` of the target's family),
         Verilog text, or the path of a Verilog file.
     target : str
-        A key of :data:`TARGETS`.
+        A key of ``synth_targets.TARGETS``.
     clock_mhz : float, optional
         nextpnr's target frequency (default: the target's ``default_mhz``). The achieved Fmax
         is reported whether or not it meets this.
@@ -406,7 +238,7 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
     stages = 3 if pnr else 2
     with _workdir(workdir) as wd, progress_bar(progress, stages, f"synth {tgt.name}") as bar:
         bar.set_postfix_str("generating Verilog")
-        text, top = _verilog_of(design, top, tgt.family)
+        text, top = design_verilog(design, top, tgt.family)
         (wd / "core.v").write_text(text)
         files = ["core.v"]
         synth_top = top
@@ -414,13 +246,13 @@ def synthesize(design, target, clock_mhz=None, workdir=None, *, top=None, seed=1
             ports = verilog_ports(text, top)
             (wd / "wrapper.v").write_text(wrapper_verilog(ports, top))
             files.append("wrapper.v")
-            synth_top = "llmloom_wrap"
+            synth_top = WRAPPER
         bar.update()
 
         bar.set_postfix_str("yosys")
         script = [f"read_verilog {f}" for f in files]
         if tgt.pnr:
-            script.append(f"setattr -mod -set keep_hierarchy 1 {_escaped(top)}")
+            script.append(keep_hierarchy(top))
         script += [f"{tgt.synth} -top {synth_top} -json netlist.json",
                    "tee -q -o stat.json stat -json"]
         (wd / "synth.ys").write_text("\n".join(script) + "\n")
@@ -537,102 +369,3 @@ def _critical_path(report):
     names = [s.get("to", {}).get("cell") for s in segs if s.get("type") == "logic"]
     out["cells"] = [n for n in names if n][:12]
     return out
-
-
-def design_id(block, cfg):
-    """A stable name for a block config, used as the key of baselines: the block name and the
-    fields that differ from the defaults, e.g. ``gemm-rows=2-cols=2`` (``gemm`` alone for the
-    default config)."""
-    parts = [block]
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if value != default:
-            parts.append(f"{f.name}={str(value).lower() if isinstance(value, bool) else value}")
-    return "-".join(parts)
-
-
-# ---- baselines --------------------------------------------------------------------------------
-BASELINE_DIR = Path(__file__).parent / "baselines"
-
-#: Allowed drift from a baseline, per key: ``("rel", f)`` within ±f of the baseline,
-#: ``("exact", 0)``, or ``("min_rel", f)``: not below (1 - f) × baseline (Fmax may improve).
-TOLERANCES = {
-    "lut": ("rel", 0.10),
-    "ff": ("rel", 0.10),
-    "dsp": ("exact", 0),
-    "bram": ("exact", 0),
-    "fmax_mhz": ("min_rel", 0.10),
-}
-
-
-def load_baselines(target):
-    """``{design id: entry}`` of ``flows/baselines/<target>.json`` (empty when absent). Each
-    entry holds ``block``, ``config``, ``lut``, ``ff``, ``dsp``, ``bram``, ``fmax_mhz`` and the
-    ``tools`` that produced them."""
-    path = BASELINE_DIR / f"{get_target(target).name}.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())
-
-
-def compare_to_baseline(result, baseline, tolerances=None):
-    """The keys of ``result`` outside ``tolerances`` of ``baseline``, as one-line messages
-    (empty: within tolerance)."""
-    tolerances = TOLERANCES if tolerances is None else tolerances
-    problems = []
-    for key, (kind, tol) in tolerances.items():
-        want = baseline.get(key)
-        got = getattr(result, key) if not isinstance(result, dict) else result.get(key)
-        if want is None and got is None:
-            continue
-        if want is None or got is None:
-            problems.append(f"{key}: {got} where the baseline has {want}")
-            continue
-        if kind == "exact" and got != want:
-            problems.append(f"{key}: {got} != baseline {want}")
-        elif kind == "rel" and abs(got - want) > tol * abs(want):
-            problems.append(f"{key}: {got} is more than {tol:.0%} from baseline {want}")
-        elif kind == "min_rel" and got < (1 - tol) * want:
-            problems.append(f"{key}: {got:.2f} is more than {tol:.0%} below baseline {want}")
-    return problems
-
-
-def baseline_entry(block, cfg, result):
-    """The baseline record of one synthesis result."""
-    return {"block": block, "config": cfg.to_dict(), "lut": result.lut, "ff": result.ff,
-            "dsp": result.dsp, "bram": result.bram,
-            "fmax_mhz": None if result.fmax_mhz is None else round(result.fmax_mhz, 2),
-            "tools": result.tools}
-
-
-def update_baseline(block, cfg, target, result=None, **kwargs):
-    """Synthesise (unless ``result`` is given) and store the result as the baseline of
-    ``design_id(block, cfg)`` for ``target``; returns the entry."""
-    if result is None:
-        from ..sim.harness import get_harness
-        harness = get_harness(block)
-        result = synthesize(harness.component(cfg), target, **kwargs)
-    entries = load_baselines(target)
-    entry = baseline_entry(block, cfg, result)
-    entries[design_id(block, cfg)] = entry
-    BASELINE_DIR.mkdir(exist_ok=True)
-    path = BASELINE_DIR / f"{get_target(target).name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
-    os.replace(tmp, path)
-    return entry
-
-
-#: The designs with stored baselines: ``(target, block, config values, slow)``. The fast ones
-#: run in CI (a 2×2 GEMM on iCE40, 4×4 on ECP5 and xcup: about 2 min with a cold YoWASP cache);
-#: the slow ones with ``pytest --runslow`` (the 8×8 GEMMs: minutes each; the packed one holds
-#: DSP packing to 32 DSP48E2 for 64 MACs).
-BASELINE_DESIGNS = (
-    ("ice40-up5k", "gemm", {"rows": 2, "cols": 2}, False),
-    ("ecp5-85f", "gemm", {}, False),
-    ("xcup", "gemm", {}, False),
-    ("ecp5-85f", "gemm", {"rows": 8, "cols": 8}, True),
-    ("xcup", "gemm", {"rows": 8, "cols": 8}, True),
-    ("xcup", "gemm", {"rows": 8, "cols": 8, "dsp_packing": True}, True),
-)

@@ -109,7 +109,7 @@ def _multiplier(x):
 # ---- the packing rule -------------------------------------------------------------------------
 #: Where the high weight sits in a packed multiplier operand, ``w_hi·2^PACK_SHIFT + w_lo``: 18
 #: bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high one
-#: (``hw.blocks.gemm.PackedProcessingElement``).
+#: (``hw.blocks.dsp``).
 PACK_SHIFT = 18
 
 #: (activation bits, weight bits) of the integer quantisations ``hw``'s GEMM builds; the others

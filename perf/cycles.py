@@ -49,38 +49,31 @@ def gemv_cycles(cfg, m):
 
 
 
-def _eltwise_cycles(cfg, rows):
-    """Element-wise row kernels (requant, residual, gelu, silu): one beat per cycle through a
-    pipeline of ``cfg.latency`` registered stages, so ``rows × beats`` beats take that many
-    cycles plus the pipeline's latency (first beat accepted to last beat delivered)."""
-    if rows < 1:
-        raise ValueError(f"rows={rows} must be >= 1")
-    return rows * cfg.beats + cfg.latency
-
-
 @predicts("requant")
 def requant_cycles(cfg, rows):
-    """Cycles of :class:`~llmloom.hw.blocks.requant.Requant` on ``rows`` rows (stall-free)."""
-    return _eltwise_cycles(cfg, rows)
+    """Cycles of :class:`~llmloom.hw.blocks.requant.Requant` on ``rows`` rows (stall-free):
+    :meth:`~llmloom.hw.blocks.requant.EltwiseTiming.cycles`, as for every element-wise kernel
+    (one beat per cycle through ``cfg.latency`` registered stages)."""
+    return cfg.cycles(rows)
 
 
 @predicts("residual")
 def residual_cycles(cfg, rows):
     """Cycles of :class:`~llmloom.hw.blocks.residual.Residual` on ``rows`` rows (stall-free,
     both inputs offered every cycle)."""
-    return _eltwise_cycles(cfg, rows)
+    return cfg.cycles(rows)
 
 
 @predicts("gelu")
 def gelu_cycles(cfg, rows):
     """Cycles of :class:`~llmloom.hw.blocks.activation.Gelu` on ``rows`` rows (stall-free)."""
-    return _eltwise_cycles(cfg, rows)
+    return cfg.cycles(rows)
 
 
 @predicts("silu")
 def silu_cycles(cfg, rows):
     """Cycles of :class:`~llmloom.hw.blocks.activation.Silu` on ``rows`` rows (stall-free)."""
-    return _eltwise_cycles(cfg, rows)
+    return cfg.cycles(rows)
 
 
 def row_kernel_cycles(cfg, rows):

@@ -93,7 +93,7 @@ def ii_stage(a, ii=1):
 
 def eltwise(a, latency, trace=None, name=None):
     """An element-wise kernel (requant, residual, GELU, SiLU): II = 1, output ``latency``
-    cycles after the input transfer (``perf.cycles._eltwise_cycles``)."""
+    cycles after the input transfer (``hw.blocks.requant.EltwiseTiming``)."""
     t = ii_stage(a)
     _add(trace, name, busy=len(t))
     return t + latency

@@ -1,7 +1,7 @@
 """Simulation models of the vendor primitives that blocks use on some device families.
 
 A block elaborated with a :class:`~llmloom.hw.emit.FamilyHint` may instantiate a primitive
-(``hw/blocks/gemm.py``: the ECP5 MULT18X18D with its own registers) that Amaranth's simulator
+(``hw/blocks/dsp.py``: the ECP5 MULT18X18D with its own registers) that Amaranth's simulator
 cannot run and Yosys ships no model of. The models here cover the modes the blocks use, from
 the ECP5 sysDSP usage guide (FPGA-TN-02205): registers on ``CLK0``/``CE0``/``RST0`` where a
 ``REG_*_CLK`` parameter names ``CLK0``, synchronous reset taking precedence over the clock

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import BlockConfig, Choice, Range, spec
 from ..numeric import INT8
 from ..stream import row_layout
-from .requant import Scale, check_scale
+from .requant import EltwiseTiming, Scale, check_scale
 
 __all__ = ["ActivationConfig", "GeluConfig", "SiluConfig", "LutActivation", "Gelu", "Silu",
            "FUNCTIONS", "APPROXIMATIONS"]
@@ -70,7 +70,7 @@ APPROXIMATIONS = ("tanh", "erf")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ActivationConfig(BlockConfig):
+class ActivationConfig(EltwiseTiming, BlockConfig):
     """Common fields of the table-driven int8 → int8 activations."""
 
     length: int = spec(64, Range(1, 65536), "row length (elements per row)")
@@ -99,11 +99,6 @@ class ActivationConfig(BlockConfig):
         not divide ``length`` (each lane is on its own, so its padding lanes just pass through
         the table and are dropped by the consumer)."""
         return -(-self.length // self.lanes)
-
-    @property
-    def latency(self):
-        """Pipeline stages, output register included."""
-        return self.LATENCY
 
     @property
     def approximation_key(self):

@@ -24,7 +24,8 @@ bits: 0.5007 LSB worst (``tests/hw/test_requant.py`` holds it to the bound). Sat
 outputs are the int8 bound.
 
 This module also holds the scale checks shared by the element-wise blocks (``check_scale``,
-``check_scales``) and the stage-advance rule of their pipelines (:func:`pipeline_advance`).
+``check_scales``), the stage-advance rule of their pipelines (:func:`pipeline_advance`) and
+their timing (:class:`EltwiseTiming`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..numeric import INT8, INT32, Rounding, quantize_multiplier, round_shift_hw
 from ..stream import row_layout
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
-           "pipeline_advance", "ROUNDINGS", "Scale", "ChannelInts"]
+           "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale", "ChannelInts"]
 
 ROUNDINGS = tuple(r.value for r in (Rounding.HALF_EVEN, Rounding.HALF_UP, Rounding.FLOOR))
 
@@ -136,9 +137,44 @@ def pipeline_advance(valids, out_ready):
     return adv
 
 
+class EltwiseTiming:
+    """Timing of an element-wise kernel (requant, residual, the activations), in one place for
+    ``perf``: one beat per cycle (initiation interval 1) through :attr:`latency` registered
+    stages, output register included. A config sets ``LATENCY``, or overrides :attr:`latency`
+    and :meth:`shape_latency` when its latency depends on its constants."""
+
+    @property
+    def latency(self):
+        """Pipeline stages, output register included."""
+        return self.LATENCY
+
+    @classmethod
+    def shape_latency(cls, length, lanes):
+        """:attr:`latency` from the shape alone, before calibration: ``LATENCY`` whatever the
+        shape (it broadcasts against arrays of ``length``, ``lanes``)."""
+        return cls.LATENCY
+
+    @classmethod
+    def cycles_np(cls, length, lanes, rows, latency=None):
+        """Cycles on ``rows`` rows of ``length`` (``ceil(length/lanes)`` beats each), from the
+        first input beat accepted to the last output beat delivered, inputs offered every cycle
+        and the output always ready: the beats, one per cycle, plus the pipeline's ``latency``
+        (default :meth:`shape_latency`). All arguments broadcast (ints or numpy arrays)."""
+        beats = -(-length // lanes)
+        if latency is None:
+            latency = cls.shape_latency(length, lanes)
+        return rows * beats + latency
+
+    def cycles(self, rows):
+        """Cycles of this kernel on ``rows`` rows (see :meth:`cycles_np`)."""
+        if rows < 1:
+            raise ValueError(f"rows={rows} must be >= 1")
+        return int(self.cycles_np(self.length, self.lanes, rows, self.latency))
+
+
 # ---- the block ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RequantConfig(BlockConfig):
+class RequantConfig(EltwiseTiming, BlockConfig):
     """int32 accumulators (+ bias) → int8, per-tensor or per-channel scale.
 
     The channel of an element is its column within the row (a GEMM's output feature).

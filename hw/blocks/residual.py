@@ -33,7 +33,14 @@ from amaranth.lib.wiring import In, Out
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
 from ..stream import row_layout
-from .requant import ROUNDINGS, Scale, aligned_multipliers, check_scale, pipeline_advance
+from .requant import (
+    ROUNDINGS,
+    EltwiseTiming,
+    Scale,
+    aligned_multipliers,
+    check_scale,
+    pipeline_advance,
+)
 
 __all__ = ["ResidualConfig", "Residual"]
 
@@ -43,7 +50,7 @@ MAX_MULT_WIDTH = 40
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ResidualConfig(BlockConfig):
+class ResidualConfig(EltwiseTiming, BlockConfig):
     """``x + r`` on int8 rows with different scales."""
 
     length: int = spec(64, Range(1, 65536), "row length (elements per row)")
@@ -80,11 +87,6 @@ class ResidualConfig(BlockConfig):
         """Beats per row, ``ceil(length / lanes)``: the last one is padded when ``lanes`` does
         not divide ``length`` (lanes are independent: padding lanes are summed and dropped)."""
         return -(-self.length // self.lanes)
-
-    @property
-    def latency(self):
-        """Pipeline stages, output register included."""
-        return self.LATENCY
 
     @property
     def out_scale_value(self):

@@ -32,7 +32,7 @@ def packed_products(a, w_lo, w_hi, a_width=8, w_width=8):
     """``(a·w_lo, a·w_hi)`` as the packed PE (``GemmConfig.dsp_packing``) gets them from one
     multiplication, bit for bit: the operand ``Cat(w_lo, sign(w_lo)…, w_hi − sign(w_lo))``,
     the product, the low field read as a signed ``a_width + w_width``-bit number and the high
-    field plus the low one's sign (see :class:`~llmloom.hw.blocks.gemm.PackedProcessingElement`).
+    field plus the low one's sign (see :class:`~llmloom.hw.blocks.pe.PackedProcessingElement`).
 
     Any array shapes that broadcast; int64 in and out. Equal to the plain products for every
     input in range, which ``tests/hw/test_gemm_packing.py`` checks exhaustively.

@@ -17,11 +17,11 @@ from llmloom.flows.fit import candidates, fits_table, largest_gemm
 from llmloom.flows.flows_cli import add_subcommands
 from llmloom.flows.resources import (
     ESTIMATE_TOLERANCES,
-    Tolerance,
     check_estimate,
     compare_estimates,
     from_baselines,
 )
+from llmloom.flows.tolerance import Tolerance
 from llmloom.hw.blocks.gemm_config import GemmConfig
 from llmloom.sim.tools import ToolMissing, tool_env
 
@@ -198,7 +198,7 @@ def test_largest_layer_by_the_model_on_the_ulx3s_leaves_room_to_route():
     """The model's GPT-2 block for the ECP5-85F keeps LUTs and FFs under LOGIC_CEILING and
     block RAM under BRAM_CEILING of the device."""
     from llmloom.flows.fit import BRAM_CEILING, LOGIC_CEILING, largest_layer
-    from llmloom.flows.synth import get_target
+    from llmloom.flows.synth_targets import get_target
     cap = get_target("ecp5-85f").capacity
     fit = largest_layer("ulx3s-85f", confirm=False)
     assert fit.config is not None and fit.macs_per_cycle > 0
@@ -211,7 +211,7 @@ def test_largest_layer_by_the_model_on_the_ulx3s_leaves_room_to_route():
 
 def test_layer_fits_refuses_what_the_rtl_cannot_build():
     from llmloom.flows.fit import _layer_config, layer_fits
-    from llmloom.flows.synth import get_target
+    from llmloom.flows.synth_targets import get_target
     cfg = _layer_config(64, 16, arrays={"linear": (1, 3)})
     est, over = layer_fits(cfg, get_target("ecp5-85f"))
     assert est is None and "cols=3" in over[0]

@@ -25,7 +25,8 @@ from llmloom.flows.resources import (
     from_baselines,
     model_estimate,
 )
-from llmloom.flows.synth import TARGETS, design_id, load_baselines
+from llmloom.flows.synth_baselines import design_id, load_baselines
+from llmloom.flows.synth_targets import TARGETS
 from llmloom.perf import resources as R
 from llmloom.perf.errors import ConfigError
 from llmloom.sim.harness import get_harness

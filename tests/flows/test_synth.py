@@ -14,18 +14,17 @@ import shutil
 import pytest
 
 from llmloom.flows import synth as S
-from llmloom.flows.synth import (
+from llmloom.flows.synth import synthesize
+from llmloom.flows.synth_baselines import (
     BASELINE_DESIGNS,
     TOLERANCES,
+    baseline_entry,
     compare_to_baseline,
-    count_resources,
     design_id,
-    get_target,
     load_baselines,
-    synthesize,
-    verilog_ports,
-    wrapper_verilog,
 )
+from llmloom.flows.synth_targets import count_resources, get_target
+from llmloom.flows.synth_wrapper import verilog_ports, wrapper_verilog
 from llmloom.hw.blocks.gemm import Gemm, GemmConfig
 from llmloom.sim.tools import ToolMissing, tool_env
 
@@ -192,7 +191,7 @@ def test_matches_baseline(target, block, values, synth_tools):
     res = synthesize(harness.component(cfg), target)
     problems = compare_to_baseline(res, entry)
     assert not problems, f"{target} {design_id(block, cfg)}: " + "; ".join(problems) + \
-        f"\nnew: {json.dumps(S.baseline_entry(block, cfg, res))}"
+        f"\nnew: {json.dumps(baseline_entry(block, cfg, res))}"
 
 
 def test_place_and_route_timeout_is_a_design_that_does_not_fit(synth_tools):

@@ -3,7 +3,7 @@ rule the one hw's GEMM builds."""
 
 import pytest
 
-from llmloom.flows import synth
+from llmloom.flows import synth_targets as synth
 from llmloom.flows.resources import FIT_TARGETS
 from llmloom.hw import devices as D
 from llmloom.hw.blocks.gemm_config import GemmConfig

@@ -15,11 +15,9 @@ import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from llmloom.hw.blocks.gemm import (
-    GemmConfig,
-    PackedProcessingElement,
-    pack_weight_pair,
-)
+from llmloom.hw.blocks.dsp import pack_weight_pair
+from llmloom.hw.blocks.gemm import GemmConfig
+from llmloom.hw.blocks.pe import PackedProcessingElement
 from llmloom.hw.config import ConfigError
 from llmloom.perf.cycles import gemm_cycles
 from llmloom.sim.blocks.gemm import GemmHarness

@@ -67,3 +67,23 @@ def test_requant_with_channel_table(rows, length, lanes, bias, rng):
     assert cfg.latency == 3 + (cfg.beats > 1)
     result = run_block("requant", cfg, _tensors("requant", rng, rows, length), sim="amaranth")
     assert result.cycles == requant_cycles(cfg, rows)
+
+
+@pytest.mark.parametrize("block", sorted(CONFIGS))
+def test_closed_form_over_arrays(block):
+    """The configs' closed form (what the explorer evaluates over arrays of designs) gives, for
+    each shape, the cycles of that shape's config; before calibration the latency is the
+    shape's (a requantiser with a channel table whenever a row has more than one beat)."""
+    rows, length, lanes = (np.array(x) for x in zip(*SHAPES, strict=True))
+    cls = CONFIGS[block]
+    got = cls.cycles_np(length, lanes, rows)
+    assert got.shape == rows.shape
+    for i, (r, n, la) in enumerate(SHAPES):
+        cfg = cls(length=n, lanes=la)
+        want = BLOCK_CYCLES[block](cfg, r)
+        if block == "requant":      # per-tensor by default: no channel table
+            want += int(-(-n // la) > 1)
+            assert cfg.latency == cls.shape_latency(n, la, per_channel=False)
+        else:
+            assert cfg.latency == cls.shape_latency(n, la)
+        assert got[i] == want
