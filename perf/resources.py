@@ -915,40 +915,6 @@ def _attention(cfg, fam):
     return _attention_parts(cfg, fam)
 
 
-def _layer_requant(cfg, name):
-    """The re-quantiser of a linear stage: the calibrated one; for an uncalibrated config a
-    stand-in shaped as calibration on zero-bias weights makes it (``llmloom.sim.quantize``:
-    per-channel weight scales within a factor of two of each other, so aligned multipliers of
-    ``mult_bits`` or one more bits that vary by channel, and an all-zero bias)."""
-    if cfg.calibrated:
-        return cfg.requant(name)
-    from ..hw.blocks.requant import RequantConfig
-    n = cfg.linear_shape(name)[1]
-    scales = tuple(2.0 ** -12 * (1.0 + 0.9 * (c % 7) / 7) for c in range(n))
-    return RequantConfig(length=n, lanes=cfg.lanes, acc_scale=scales, bias=(0,) * n,
-                         out_scale=0.05, rounding=cfg.rounding)
-
-
-def _stage_block(cfg, stage):
-    """The block config of a layer's non-linear ``stage``; for an uncalibrated config, a
-    stand-in of the same shape (unit gamma, zero beta, as the seeded placeholder weights of the
-    flow have; the resources of these blocks depend on their shapes and on such constant
-    tables, not on the scales)."""
-    if cfg.calibrated:
-        return cfg.stage_config(stage.name)
-    from ..hw.blocks.activation import GeluConfig
-    from ..hw.blocks.norm import LayerNormConfig
-    from ..hw.blocks.residual import ResidualConfig
-    if stage.kind == "attention":
-        return cfg.attention_shape
-    if stage.kind == "norm":
-        return LayerNormConfig(length=cfg.d_model, lanes=cfg.lanes, eps=cfg.eps_value)
-    if stage.kind == "act":
-        return GeluConfig(length=cfg.d_ff, lanes=cfg.lanes)
-    return ResidualConfig(length=cfg.d_model, lanes=cfg.lanes, x_scale=0.03, r_scale=0.05,
-                          out_scale=0.07, rounding=cfg.rounding)
-
-
 def _linear(cfg, name, fam):
     """A layer's linear stage: engine (weights fixed at elaboration, so its weight memory is a
     ROM and its loader is gone) → gearbox → requant."""
@@ -959,7 +925,7 @@ def _linear(cfg, name, fam):
     else:
         _sub(parts, "gemm", _gemm_parts(g, fam, rom_weights=True))
     parts["gear"] = _gearbox(fam, 32, g.cols, cfg.lanes)
-    _sub(parts, "requant", _requant(_layer_requant(cfg, name), fam, g.acc_width))
+    _sub(parts, "requant", _requant(cfg.requant(name), fam, g.acc_width))
     return parts
 
 
@@ -974,14 +940,11 @@ def _layer(cfg, fam):
     for st in desc.stages:
         if st.kind == "linear":
             _sub(parts, st.name, _linear(cfg, st.name, fam))
-        elif st.kind == "attention":
-            _sub(parts, st.name, _attention_parts(_stage_block(cfg, st), fam))
-        elif st.kind == "norm":
-            _sub(parts, st.name, _norm(_stage_block(cfg, st), fam))
-        elif st.kind == "act":
-            _sub(parts, st.name, _activation(_stage_block(cfg, st), fam))
         else:
-            _sub(parts, st.name, _residual(_stage_block(cfg, st), fam))
+            part = {"attention": _attention_parts, "norm": _norm, "act": _activation,
+                    "residual": _residual}[st.kind]
+            _sub(parts, st.name, part(cfg.stage_config(st.name), fam))
+        if st.kind == "residual":
             queues[f"skip_{st.name}"] = _queue(fam, beat, skip_depth(cfg, st))
     for tensor in desc.tensors:
         readers = len(desc.readers(tensor)) + (tensor == desc.output)
