@@ -154,7 +154,7 @@ def largest_gemm(board, *, max_tries=4, confirm=True, progress=None, on_try=None
 class LayerFit:
     board: str
     target: str
-    config: dict | None           # LayerConfig fields (uncalibrated) of the winner
+    config: dict | None           # LayerConfig fields (shape-only) of the winner
     estimate: dict | None         # the model's numbers (calibrated as synthesis builds it)
     macs_per_cycle: int
     result: dict | None           # the synthesis (and place and route) result, if confirmed
@@ -264,7 +264,7 @@ def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=Non
                                + f" on the {target.device}",
                         smallest={"config": _fields(cfg), "estimate": est})
     # grow: the move with the most multipliers gained (fewest DSPs among equals) that still
-    # fits, by the stand-ins first and then as built
+    # fits, by the nominal constants first and then as built
     history = [best]
     while True:
         options = []

@@ -147,9 +147,12 @@ class LayerNumbers:
     ln2: NormParams
 
     def __post_init__(self):
-        object.__setattr__(self, "scales", _nested(ActScales, self.scales, "numbers.scales"))
-        for names, cls in ((LINEARS, LinearParams), (NORMS, NormParams)):
+        for names, cls in ((("scales",), ActScales), (LINEARS, LinearParams),
+                           (NORMS, NormParams)):
             for name in names:
+                if getattr(self, name) is None:
+                    raise ConfigError(f"numbers.{name} is missing; allowed: {cls.__name__} or "
+                                      "a dict of its fields (a calibrated layer has them all)")
                 object.__setattr__(self, name, _nested(cls, getattr(self, name),
                                                        f"numbers.{name}"))
 

@@ -212,6 +212,7 @@ def test_shape_only_layer_is_a_whole_config(arch):
     ({"ln1": NormParams(gamma=(1.0,) * 3)}, "ln1.gamma has 3 entries"),
     ({"scales": {"x": 0.1}}, "scales: "),
     ({"q": 0.5}, "q=float is not allowed; allowed: LinearParams"),
+    ({"ln2": None}, "numbers.ln2 is missing; allowed: NormParams"),
 ])
 def test_layer_rejects(fields, message):
     with pytest.raises(ConfigError, match=message) as info:
