@@ -3,6 +3,7 @@
     .venv/bin/python bench/resources.py [--markdown]      # estimates vs the stored baselines
     .venv/bin/python bench/resources.py --synth [--slow]  # ... vs fresh Yosys runs as well
     .venv/bin/python bench/resources.py --refit           # LOGIC fitted from the baselines
+    .venv/bin/python bench/resources.py --refit --write   # ... and stored as the model's
     .venv/bin/python bench/resources.py --multipliers     # single products through Yosys
     .venv/bin/python bench/resources.py --store BLOCK --target T [--set k=v ...]
 
@@ -12,7 +13,8 @@ summarises the error per resource (largest and mean relative error, how many wit
 tolerance of ``flows.resources.ESTIMATE_TOLERANCES``); ``--markdown`` prints the table of both
 for the README instead. ``--synth`` adds fresh Yosys runs (no place and route) of the test's
 designs. ``--refit`` prints the least-squares refit of the fitted constants
-(``perf.resources.LOGIC``) from the stored baselines. ``--store`` synthesises one design
+(``perf.resources.LOGIC``) from the stored baselines (``--write`` stores it as the model's,
+``perf/data/resource_logic.json``). ``--store`` synthesises one design
 (Yosys only) and adds it to the baselines.
 """
 
@@ -239,6 +241,8 @@ def main(argv=None):
     ap.add_argument("--synth", action="store_true", help="also fresh Yosys runs")
     ap.add_argument("--slow", action="store_true", help="with --synth: the large designs too")
     ap.add_argument("--refit", action="store_true", help="refit the logic constants")
+    ap.add_argument("--write", action="store_true",
+                    help="with --refit: store them as the model's (perf/data/resource_logic.json)")
     ap.add_argument("--multipliers", action="store_true", help="single products via Yosys")
     ap.add_argument("--store", metavar="BLOCK", help="synthesise and store one baseline")
     ap.add_argument("--target", default="xcup", help="with --store")
@@ -247,7 +251,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.refit:
         from llmloom.flows.resources import fit_logic
-        print(json.dumps(fit_logic(), indent=1))
+        from llmloom.perf.resources.logic import LOGIC_PATH, write_logic
+        coefs = fit_logic()
+        print(json.dumps(coefs, indent=1))
+        if args.write:
+            write_logic(coefs)
+            print(f"wrote {LOGIC_PATH}", file=sys.stderr)
         return 0
     if args.multipliers:
         doc = multipliers()

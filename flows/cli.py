@@ -88,7 +88,7 @@ def cmd_verilog(args):
         # what a host needs beside the Verilog: the scales to quantise its input and
         # dequantise the output, and every calibrated constant of the design
         meta = json.dumps({"block": args.block, "verilog": str(args.output),
-                           "x_scale": cfg.scales.x, "y_scale": cfg.y_scale,
+                           "x_scale": cfg.x_scale, "y_scale": cfg.y_scale,
                            "config": cfg.to_dict()}, indent=1, default=_json_default)
     out.write_text(args.output, text)
     if meta is not None:

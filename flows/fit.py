@@ -154,7 +154,7 @@ def largest_gemm(board, *, max_tries=4, confirm=True, progress=None, on_try=None
 class LayerFit:
     board: str
     target: str
-    config: dict | None           # LayerConfig fields (uncalibrated) of the winner
+    config: dict | None           # LayerConfig fields (shape-only) of the winner
     estimate: dict | None         # the model's numbers (calibrated as synthesis builds it)
     macs_per_cycle: int
     result: dict | None           # the synthesis (and place and route) result, if confirmed
@@ -186,9 +186,9 @@ def _layer_config(d_model, seq, *, lanes=1, arrays=None, arch="gpt2"):
 
 def layer_fits(cfg, target, *, as_built=False):
     """``(estimate, over)`` of a layer config on ``target`` by the model (``over`` empty when
-    it fits), or ``(None, [reason])`` when the RTL cannot be built for it. The model's
-    stand-ins for the calibrated constants are used unless ``as_built``: then the config is
-    calibrated as the flow builds it (slower: it quantises placeholder weights)."""
+    it fits), or ``(None, [reason])`` when the RTL cannot be built for it. A shape-only
+    config's nominal constants are used unless ``as_built``: then the config is calibrated
+    as the flow builds it (slower: it quantises placeholder weights)."""
     from ..hw.blocks.attention import check_rtl
     from ..hw.config import ConfigError
     from ..perf.resources import estimate_block
@@ -197,7 +197,7 @@ def layer_fits(cfg, target, *, as_built=False):
             g = cfg.linear(name)
             if g.n % g.cols or max(g.cols, cfg.lanes) % min(g.cols, cfg.lanes):
                 return None, [f"{name}: cols={g.cols} does not suit n={g.n}, lanes={cfg.lanes}"]
-        check_rtl(_attention_shape(cfg))
+        check_rtl(cfg.attention)
     except ConfigError as exc:
         return None, [str(exc)]
     block = "gpt2-block" if cfg.arch == "gpt2" else "bert-layer"
@@ -206,13 +206,6 @@ def layer_fits(cfg, target, *, as_built=False):
         cfg = synthesized_config(block, cfg)
     est = estimate_block(block, cfg, target.family)
     return est, _within(est, target.capacity)
-
-
-def _attention_shape(cfg):
-    from ..hw.blocks.attention_config import AttentionConfig
-    return AttentionConfig(d_model=cfg.d_model, heads=cfg.heads, seq=cfg.seq,
-                           causal=cfg.causal, lanes=cfg.lanes, qk_rows=cfg.qk_rows,
-                           qk_cols=cfg.qk_cols, pv_rows=cfg.pv_rows, pv_cols=cfg.pv_cols)
 
 
 def _peak_macs(cfg):
@@ -271,7 +264,7 @@ def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=Non
                                + f" on the {target.device}",
                         smallest={"config": _fields(cfg), "estimate": est})
     # grow: the move with the most multipliers gained (fewest DSPs among equals) that still
-    # fits, by the stand-ins first and then as built
+    # fits, by the nominal constants first and then as built
     history = [best]
     while True:
         options = []

@@ -148,12 +148,14 @@ def compare_estimates(designs, estimator, target, *, tolerances=None, results=No
 
 # ---- the model of perf.resources, as synthesis sees our designs ---------------------------------
 def synthesized_config(block, cfg):
-    """The config the open flow actually builds for ``block``: an uncalibrated layer config is
-    calibrated on the harness's seeded placeholder weights (``llmloom synth`` does the same),
-    so that the estimate sees the same re-quantisers, norms and tables as synthesis."""
+    """The config the open flow actually builds for ``block``: a shape-only layer config is
+    calibrated on the quantiser's seeded placeholder weights (``llmloom synth`` does the same,
+    :func:`llmloom.sim.quantize.quantize_placeholder`), so that the estimate sees the same
+    re-quantisers, norms and tables as synthesis."""
     if block in ("gpt2-block", "bert-layer") and not cfg.calibrated:
         from ..sim.harness import get_harness
-        return get_harness(block).placeholder(cfg)[0]
+        from ..sim.quantize import quantize_placeholder
+        return quantize_placeholder(cfg.replace(arch=get_harness(block).arch)).config
     return cfg
 
 

@@ -347,7 +347,7 @@ def _seg_counts(kv):
     return counts
 
 
-def attention(q, k, v, cfg, trace=None, prefix="attention", requant_latency=None):
+def attention(q, k, v, cfg, trace=None, prefix="attention"):
     """:class:`~llmloom.hw.blocks.attention.Attention` on Q, K, V beats offered at ``q``,
     ``k``, ``v`` (one tensor, a new or continued sequence: the position does not change the
     timing); returns the offer times of its output beats.
@@ -362,9 +362,6 @@ def attention(q, k, v, cfg, trace=None, prefix="attention", requant_latency=None
     lock step (each engine its own cache bank and arrays), a round taking one head's time; the
     stage figures count the E arrays as one stage of E times the peak. Output phase: the
     buffered rows leave from three cycles after the last round's last beat, one beat per cycle.
-
-    ``requant_latency`` overrides ``(score, out)`` re-quantiser latencies (for an uncalibrated
-    config's defaults); by default they come from ``cfg``.
     """
     from ..hw.blocks.kvcache import KvCacheConfig
 
@@ -372,7 +369,7 @@ def attention(q, k, v, cfg, trace=None, prefix="attention", requant_latency=None
     lanes = cfg.lanes
     rows = len(q) // (cfg.d_model // lanes)
     qk, pv, sm = cfg.qk_gemm, cfg.pv_gemm, cfg.softmax(0)
-    lat_s, lat_o = requant_latency or (cfg.score_requant.latency, cfg.out_requant.latency)
+    lat_s, lat_o = cfg.score_requant.latency, cfg.out_requant.latency
     tq, tk, tv = ii_stage(q), ii_stage(k), kv_append(v, _seg_counts(kv))
     _add(trace, f"{prefix}.kv_append", busy=rows * kv.row_cycles)
     request = int(max(tq[-1], tk[-1], tv[-1])) + 2
@@ -428,38 +425,16 @@ def _linear_cfg(cfg, name):
 
 
 def _latencies(cfg):
-    """Latencies of the layer's element-wise stages and the attention's re-quantisers. A
-    calibrated config gives its own; an uncalibrated one the usual case (per-channel scales:
-    a constant table whenever a row has more than one beat)."""
-    from ..hw.blocks.activation import GeluConfig
-    from ..hw.blocks.requant import RequantConfig
-    from ..hw.blocks.residual import ResidualConfig
-
-    # an uncalibrated config: the class's latency where it does not depend on the constants
-    shape_only = {"act": GeluConfig.LATENCY, "residual": ResidualConfig.LATENCY}
+    """Latencies of the layer's element-wise stages (a linear stage's: its re-quantiser's),
+    from the stages' block configs (a shape-only config's have the nominal constants of a
+    calibrated layer's shape)."""
     lat = {}
     for st in cfg.description.stages:
         if st.kind == "linear":
-            lat[st.name] = (cfg.requant(st.name).latency if cfg.calibrated else
-                            RequantConfig.shape_latency(cfg.linear_shape(st.name)[1], cfg.lanes))
-        elif st.kind in shape_only:
-            lat[st.name] = (cfg.stage_config(st.name).latency if cfg.calibrated else
-                            shape_only[st.kind])
-    if cfg.calibrated:
-        att = cfg.attention
-        lat["score"], lat["out"] = att.score_requant.latency, att.out_requant.latency
-    else:
-        # the attention's re-quantisers (score rows of seq, head outputs of d_head) are per
-        # tensor
-        lat["score"] = RequantConfig.shape_latency(cfg.seq, cfg.lanes, per_channel=False)
-        lat["out"] = RequantConfig.shape_latency(cfg.d_model // cfg.heads, cfg.lanes,
-                                                 per_channel=False)
+            lat[st.name] = cfg.requant(st.name).latency
+        elif st.kind in ("act", "residual"):
+            lat[st.name] = cfg.stage_config(st.name).latency
     return lat
-
-
-def _attention_cfg(cfg):
-    """The layer's attention config (timing only: scales do not change it)."""
-    return cfg.attention if cfg.calibrated else cfg.attention_shape
 
 
 def _norm_timing(cfg):
@@ -482,7 +457,6 @@ def layer_tensor(cfg, rows, trace=None):
     norm = _norm_timing(cfg)
     desc = cfg.description
     t = {"x": np.arange(rows * d // lanes, dtype=np.int64)}
-    req = (lat["score"], lat["out"])
     for st in desc.stages:
         a = [t[name] + (QUEUE_LATENCY if desc.is_skip(st, port) else 0)
              for port, name in st.ports]
@@ -490,7 +464,7 @@ def layer_tensor(cfg, rows, trace=None):
             out = eltwise(linear(a[0], _linear_cfg(cfg, st.name), lanes, trace, st.name),
                           lat[st.name])
         elif st.kind == "attention":
-            out = attention(*a, _attention_cfg(cfg), trace, requant_latency=req)
+            out = attention(*a, cfg.attention, trace)
         elif st.kind == "norm":
             out = row_kernel(a[0], *norm, trace, st.name)
         elif st.kind == "act":

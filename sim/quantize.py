@@ -1,10 +1,16 @@
 """From float to integer: W8A8 post-training quantisation of one transformer layer.
 
-:func:`quantize_layer` turns one layer's float weights (canonical names of
+:func:`calibrate` turns the hardware of one layer (a shape-only
+:class:`~llmloom.hw.layers.config.LayerConfig`), its float weights (canonical names of
 :mod:`llmloom.sim.weights`, or a ``.safetensors``/``.npz`` file under Hugging Face names) and
-a calibration input into a calibrated :class:`~llmloom.hw.layers.config.LayerConfig` (every
-scale and hardware constant) and :class:`~llmloom.hw.layers.config.LayerWeights` (the int8
-matrices). The choices, and why:
+a calibration input into a :class:`QuantizedLayer`: the config with its numbers
+(:class:`~llmloom.hw.layers.config.LayerNumbers`: every scale and hardware constant), the
+int8 matrices (:class:`~llmloom.hw.layers.config.LayerWeights`) and the float weights they
+come from. The calibration input is an argument of its own, not the data a run is then given
+(a harness calibrates on its run's input by default). :func:`quantize_layer` does the same
+from the weights' own dimensions; :func:`quantize_placeholder` on seeded random weights, for
+what needs a layer's structure and not its numbers (Verilog, lint, synthesis). The choices,
+and why:
 
 * **Weights: int8, symmetric, one scale per output channel** (``s_c = max_i |W[i, c]| / 127``,
   ``W_q = round_half_even(W / s_c)`` in −127..127). Per channel because the columns of a
@@ -41,12 +47,17 @@ matrices). The choices, and why:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from ..hw.config import ConfigError
 from ..hw.layers.config import (
     LINEARS,
+    NORMS,
     ActScales,
     LayerConfig,
+    LayerNumbers,
     LayerWeights,
     LinearParams,
     NormParams,
@@ -55,8 +66,9 @@ from ..hw.numeric import INT8, INT32
 from .golden.layers import cosine, dequantize, layer_bitexact, layer_float, layer_float_trace
 from .weights import load_layer_weights
 
-__all__ = ["quantize_layer", "quantize_weight", "quantize_input", "calibrate_scale",
-           "run_layer_float_and_int", "SCALE_SPREAD_BITS"]
+__all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
+           "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
+           "SCALE_SPREAD_BITS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = 12
@@ -98,17 +110,85 @@ def _bias(name, b, acc_scale):
     return tuple(int(v) for v in q)
 
 
-def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, eps=None,
-                   rounding="half_even", **parallelism):
-    """W8A8 quantisation of one layer, calibrated on ``x_calib`` (see the module text).
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuantizedLayer:
+    """One layer quantised W8A8: what :func:`calibrate` gives.
+
+    Attributes
+    ----------
+    config : LayerConfig
+        The hardware with its numbers (``config.numbers``).
+    weights : LayerWeights
+        The int8 matrices, of the shapes ``config`` needs.
+    float_weights : dict
+        The canonical float weights they were quantised from (the float reference's).
+    """
+
+    config: LayerConfig
+    weights: LayerWeights
+    float_weights: dict
+
+    @property
+    def input_scale(self):
+        """The scale to quantise the layer's input with (:func:`quantize_input`)."""
+        return self.config.x_scale
+
+
+def calibrate(cfg, float_weights, x_calib):
+    """W8A8 quantisation of the layer ``cfg`` describes, calibrated on ``x_calib`` (see the
+    module text).
 
     Parameters
     ----------
+    cfg : LayerConfig
+        The hardware: arch, dimensions, parallelism, eps, rounding (numbers it has are
+        replaced). The weights' dimensions must be its ``d_model`` and ``d_ff``.
     float_weights : dict or path
         Canonical float weights (``wq bq ... ln2_b``, ``x @ W`` orientation), or a
         ``.safetensors``/``.npz`` file of one layer under Hugging Face names.
     x_calib : float array, rows × d_model
-        Calibration input of the float layer.
+        Calibration input of the float layer (any rows: not the layer's ``seq``).
+
+    Returns a :class:`QuantizedLayer`. The int8 weights, scales and biases are the same for
+    every engine and array size: only ``arch``, ``heads``, ``eps`` and ``rounding``'s effect
+    on the float reference shape them.
+    """
+    w = float_weights if isinstance(float_weights, dict) else load_layer_weights(
+        float_weights, cfg.arch)
+    got = tuple(np.shape(w["w1"]))
+    if got != (cfg.d_model, cfg.d_ff):
+        raise ConfigError(f"the weights have d_model={got[0]}, d_ff={got[1]}; the config "
+                          f"d_model={cfg.d_model}, d_ff={cfg.d_ff}")
+    x_calib = np.asarray(x_calib, np.float64)
+    if x_calib.ndim != 2 or x_calib.shape[1] != cfg.d_model or x_calib.shape[0] < 1:
+        raise ValueError(f"x_calib has shape {x_calib.shape}; expected rows×{cfg.d_model}")
+    trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps)
+    act = {name: calibrate_scale(trace[name])
+           for name in ("x", "n1", "q", "k", "v", "attn", "o", "r1", "n2", "u", "g", "f", "r2")}
+    act["score"] = calibrate_scale(trace["scores"][:, trace["keep"]])
+    mats, params = {}, {}
+    for name in LINEARS:
+        q, s_w = quantize_weight(w[_W[name]])
+        s_in = act[cfg.linear_io(name)[0]]
+        mats[_W[name]] = q
+        params[name] = LinearParams(w_scale=tuple(float(v) for v in s_w),
+                                    bias=_bias(name, w[_B[name]], s_in * s_w))
+    for name in NORMS:
+        params[name] = NormParams(gamma=tuple(map(float, w[f"{name}_g"])),
+                                  beta=tuple(map(float, w[f"{name}_b"])))
+    cfg = cfg.replace(numbers=LayerNumbers(scales=ActScales(**act), **params))
+    return QuantizedLayer(cfg, LayerWeights(**mats).check(cfg), w)
+
+
+def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, eps=None,
+                   rounding="half_even", **parallelism):
+    """:func:`calibrate` of the layer of ``arch`` and ``heads`` whose ``d_model`` and ``d_ff``
+    are the weights'.
+
+    Parameters
+    ----------
+    float_weights, x_calib
+        As :func:`calibrate`'s.
     arch : "gpt2" | "bert"
     heads : int
     seq : int, optional
@@ -123,30 +203,31 @@ def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, ep
     """
     w = float_weights if isinstance(float_weights, dict) else load_layer_weights(
         float_weights, arch)
-    x_calib = np.asarray(x_calib, np.float64)
     d_model, d_ff = w["w1"].shape
+    x_calib = np.asarray(x_calib, np.float64)
     if x_calib.ndim != 2 or x_calib.shape[1] != d_model or x_calib.shape[0] < 1:
         raise ValueError(f"x_calib has shape {x_calib.shape}; expected rows×{d_model}")
-    trace = layer_float_trace(x_calib, w, arch, heads, eps)
-    act = {name: calibrate_scale(trace[name])
-           for name in ("x", "n1", "q", "k", "v", "attn", "o", "r1", "n2", "u", "g", "f", "r2")}
-    act["score"] = calibrate_scale(trace["scores"][:, trace["keep"]])
-    scales = ActScales(**act)
+    cfg = LayerConfig(arch=arch, d_model=d_model, heads=heads, d_ff=d_ff,
+                      seq=x_calib.shape[0] if seq is None else seq, lanes=lanes, eps=eps,
+                      rounding=rounding, **parallelism)
+    layer = calibrate(cfg, w, x_calib)
+    return layer.config, layer.weights, layer.input_scale
 
-    shape_only = LayerConfig(arch=arch, d_model=d_model, heads=heads, d_ff=d_ff,
-                             seq=x_calib.shape[0] if seq is None else seq, lanes=lanes,
-                             eps=eps, rounding=rounding, **parallelism)
-    mats, linears = {}, {}
-    for name in LINEARS:
-        q, s_w = quantize_weight(w[_W[name]])
-        s_in = act[shape_only.linear_io(name)[0]]
-        mats[_W[name]] = q
-        linears[name] = LinearParams(w_scale=tuple(float(v) for v in s_w),
-                                     bias=_bias(name, w[_B[name]], s_in * s_w))
-    norms = {n: NormParams(gamma=tuple(map(float, w[f"{n}_g"])),
-                           beta=tuple(map(float, w[f"{n}_b"]))) for n in ("ln1", "ln2")}
-    cfg = shape_only.replace(scales=scales, **linears, **norms)
-    return cfg, LayerWeights(**mats).check(cfg), scales.x
+
+def quantize_placeholder(cfg):
+    """:func:`calibrate` of the layer ``cfg`` describes on seeded random float weights (zero
+    biases and betas, unit gains) and ``seq`` seeded random calibration rows: a layer of the
+    right structure whose numbers mean nothing, for what needs the structure and not the
+    numbers (``llmloom verilog`` without weights, lint, naming and synthesis checks). The same
+    ``cfg`` gives the same layer."""
+    rng = np.random.default_rng(0)
+    d, f = cfg.d_model, cfg.d_ff
+    fw = {n: rng.normal(0.0, d ** -0.5, (d, d)) for n in ("wq", "wk", "wv", "wo")}
+    fw.update(w1=rng.normal(0.0, d ** -0.5, (d, f)), w2=rng.normal(0.0, f ** -0.5, (f, d)),
+              b1=np.zeros(f))
+    fw.update({b: np.zeros(d) for b in ("bq", "bk", "bv", "bo", "b2", "ln1_b", "ln2_b")})
+    fw.update(ln1_g=np.ones(d), ln2_g=np.ones(d))
+    return calibrate(cfg, fw, rng.normal(0.0, 1.0, (cfg.seq, d)))
 
 
 def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **quantize_kw):

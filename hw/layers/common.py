@@ -34,17 +34,17 @@ def check_layer_rtl(cfg, weights):
     if not isinstance(weights, LayerWeights):
         raise TypeError(f"weights must be LayerWeights, not {weights!r}")
     if not cfg.calibrated:
-        raise ConfigError("the layer config is not calibrated; build it with "
-                          "llmloom.sim.quantize.quantize_layer")
+        raise ConfigError("the layer config is not calibrated (a shape-only config has no "
+                          "numbers); calibrate it with llmloom.sim.quantize")
     weights.check(cfg)
     check_layer_shape(cfg)
 
 
 def check_layer_shape(cfg):
     """:class:`ConfigError` unless the layer's dimensions and parallelism can be built, for a
-    calibrated config or not (the structural part of :func:`check_layer_rtl`: every linear
-    stage's ``cols`` dividing its output width and a multiple or divisor of ``lanes``; the
-    attention's gearbox rules)."""
+    calibrated config or a shape-only one (the structural part of :func:`check_layer_rtl`:
+    every linear stage's ``cols`` dividing its output width and a multiple or divisor of
+    ``lanes``; the attention's gearbox rules)."""
     for name in ("q", "k", "v", "o", "f1", "f2"):
         g = cfg.linear(name)
         if g.n % g.cols:
@@ -53,7 +53,7 @@ def check_layer_shape(cfg):
         if max(g.cols, cfg.lanes) % min(g.cols, cfg.lanes):
             raise ConfigError(f"{name}: cols={g.cols} and lanes={cfg.lanes}: allowed: one a "
                               "multiple of the other (the layer RTL)")
-    check_attention_rtl(cfg.attention if cfg.calibrated else cfg.attention_shape)
+    check_attention_rtl(cfg.attention)
 
 
 def _beats(cfg, width):

@@ -12,11 +12,17 @@ followed by a :class:`RequantConfig` with a **per-output-channel** accumulator s
 ``s_in · w_scale[c]`` and the int32 bias ``round(b[c] / (s_in · w_scale[c]))``. Residual
 adds take the branch as ``x`` (main path) and the skip as ``r``.
 
-What lives where: the config holds what shapes the hardware's constants — dimensions,
-parallelism, activation scales, per-channel weight scales, int32 biases (the re-quantiser's
-per-channel ROM, like its multipliers), layernorm gamma/beta (the norm's ROMs). The int8 weight
+What lives where: :class:`LayerConfig` is what the hardware *is* — architecture, dimensions,
+parallelism, rounding — and optionally its *numbers*, :class:`LayerNumbers`: the activation
+scales, per-channel weight scales and int32 biases (the re-quantisers' per-channel ROMs and
+multipliers), layernorm gamma/beta (the norms' ROMs). A config without numbers is a real
+config: every stage's block config is built from it, with nominal constants
+(:func:`nominal_constants`) that give each block the shape calibration gives it, so its
+structure, timing and resources are those of a calibrated layer; what needs the real
+numbers (the RTL of :mod:`.layer`, the golden models) refuses it. The int8 weight
 matrices, which a spatial design streams from off-chip memory, are data: they live in
-:class:`LayerWeights`. :mod:`llmloom.sim.quantize` builds both from float weights.
+:class:`LayerWeights`. :mod:`llmloom.sim.quantize` computes the numbers and the int8 weights
+from float weights.
 """
 
 from __future__ import annotations
@@ -40,18 +46,22 @@ from ..numeric import INT32
 from .bert import BERT
 from .gpt2 import GPT2
 
-__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "ActScales", "LinearParams",
-           "NormParams", "LayerConfig", "LayerWeights"]
+__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "NORMS",
+           "nominal_constants", "ActScales", "LinearParams", "NormParams", "LayerNumbers",
+           "LayerConfig", "LayerWeights"]
 
 #: The architectures: name → its layer's description.
 DESCRIPTIONS = {d.arch: d for d in (GPT2, BERT)}
 ARCHS = tuple(DESCRIPTIONS)
 #: Layernorm epsilon of each architecture (Hugging Face defaults).
 LN_EPS = {arch: d.eps for arch, d in DESCRIPTIONS.items()}
-#: The linear stages (each one a :class:`LinearParams` field of :class:`LayerConfig`).
+#: The linear stages (each one a :class:`LinearParams` field of :class:`LayerNumbers`).
 LINEARS = tuple(st.name for st in GPT2.of_kind("linear"))
 assert all(tuple(st.name for st in d.of_kind("linear")) == LINEARS
            for d in DESCRIPTIONS.values())
+#: The norms (each one a :class:`NormParams` field of :class:`LayerNumbers`).
+NORMS = tuple(st.params for st in GPT2.of_kind("norm"))
+assert all(tuple(st.params for st in d.of_kind("norm")) == NORMS for d in DESCRIPTIONS.values())
 #: The engines a linear stage can run on (:attr:`LayerConfig.engine`).
 ENGINES = ("gemm", "gemv")
 
@@ -119,14 +129,71 @@ def _nested(cls, value, name):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LayerConfig(BlockConfig):
-    """One GPT-2 block or BERT encoder layer, W8A8; every block config is a property.
+class LayerNumbers:
+    """The numbers of a calibrated layer, computed by :mod:`llmloom.sim.quantize` from float
+    weights and calibration data: every activation's scale (``scales``), each linear stage's
+    per-channel weight scales and int32 bias (``q k v o f1 f2``, the stages' ``params``) and
+    each norm's gamma and beta (``ln1 ln2``). Each may be given as a dict of its fields (a JSON
+    file); their lengths are checked against the structure by :class:`LayerConfig`."""
 
-    ``scales``, the six :class:`LinearParams` and the two :class:`NormParams` are filled by
-    :func:`llmloom.sim.quantize.quantize_layer`; without them (``None``) the config still
-    gives the linear engines' configs (dimensions and parallelism, all the performance model
-    needs), and the stages that need constants raise :class:`ConfigError` naming what is
-    missing.
+    scales: ActScales
+    q: LinearParams
+    k: LinearParams
+    v: LinearParams
+    o: LinearParams
+    f1: LinearParams
+    f2: LinearParams
+    ln1: NormParams
+    ln2: NormParams
+
+    def __post_init__(self):
+        for names, cls in ((("scales",), ActScales), (LINEARS, LinearParams),
+                           (NORMS, NormParams)):
+            for name in names:
+                if getattr(self, name) is None:
+                    raise ConfigError(f"numbers.{name} is missing; allowed: {cls.__name__} or "
+                                      "a dict of its fields (a calibrated layer has them all)")
+                object.__setattr__(self, name, _nested(cls, getattr(self, name),
+                                                       f"numbers.{name}"))
+
+    def params(self, name):
+        """The constants of a stage's ``params`` (a linear stage's or a norm's)."""
+        return getattr(self, name)
+
+
+def nominal_constants(kind, length):
+    """The constants of a shape-only config's block of stage ``kind`` (rows of ``length``):
+    the block's own defaults, except where calibration gives the hardware another shape, so
+    that a layer without numbers has a calibrated one's structure, timing and resources.
+
+    * ``linear`` (its re-quantiser): per-channel accumulator scales that vary by channel, as a
+      calibrated matrix's do (within a factor of two of each other: aligned multipliers that
+      differ by channel, read from a channel table when a row has more than one beat), and a
+      bias (zero), as every linear stage has one.
+    * ``residual``: two input scales that differ from each other and from the output's (two
+      real multipliers, not shifts).
+    """
+    if kind == "linear":
+        return {"acc_scale": tuple(2.0 ** -12 * (1.0 + 0.9 * (c % 7) / 7) for c in range(length)),
+                "bias": (0,) * length, "out_scale": 0.05}
+    if kind == "residual":
+        return {"x_scale": 0.03, "r_scale": 0.05, "out_scale": 0.07}
+    return {}
+
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LayerConfig(BlockConfig):
+    """One GPT-2 block or BERT encoder layer, W8A8: its structure, and its numbers once
+    calibrated; every block config is a property.
+
+    The fields up to ``head_engines`` are the hardware: dimensions, parallelism, rounding.
+    ``numbers`` (:class:`LayerNumbers`, from :func:`llmloom.sim.quantize.calibrate`) are the
+    calibrated constants. Without them the config is a shape-only one, and still a whole
+    config: every stage's block config is built, with nominal constants
+    (:func:`nominal_constants`) in place of the calibrated ones, which is all the RTL's
+    structure, the timing and the resource models need; the input and output scales, the
+    layer's RTL and the golden models need the numbers and say so.
     """
 
     arch: str = spec("gpt2", Choice(ARCHS), "gpt2: pre-norm, causal; bert: post-norm, "
@@ -163,15 +230,28 @@ class LayerConfig(BlockConfig):
     head_engines: int = spec(1, Range(1, 4096), "attention heads computed at once (each "
                              "engine its own Q·Kᵀ and P·V arrays and KV cache bank); divides "
                              "heads: 1 = heads in sequence, heads = all in parallel")
-    scales: ActScales | None = spec(None, None, "activation scales (ActScales)")
-    q: LinearParams | None = spec(None, None, "Q projection constants")
-    k: LinearParams | None = spec(None, None, "K projection constants")
-    v: LinearParams | None = spec(None, None, "V projection constants")
-    o: LinearParams | None = spec(None, None, "output projection constants")
-    f1: LinearParams | None = spec(None, None, "FFN1 constants")
-    f2: LinearParams | None = spec(None, None, "FFN2 constants")
-    ln1: NormParams | None = spec(None, None, "first layernorm's gamma and beta")
-    ln2: NormParams | None = spec(None, None, "second layernorm's gamma and beta")
+    numbers: LayerNumbers | None = spec(
+        None, None, "the calibrated constants (LayerNumbers: scales, q k v o f1 f2 weight "
+        "scales and biases, ln1 ln2 gamma and beta); none: a shape-only config")
+
+    #: The fields of the older flat form of a config file (the numbers beside the structure),
+    #: which :meth:`from_dict` still reads.
+    FLAT_NUMBERS = ("scales", *LINEARS, *NORMS)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a plain dict (a JSON file). A file of the older flat form — ``scales``,
+        ``q`` ... ``ln2`` beside the structure fields, as stored synthesis baselines and
+        ``--meta`` files have them — is read too: those fields are the ``numbers`` (all
+        ``null``: none)."""
+        values = dict(values)
+        flat = {k: values.pop(k) for k in cls.FLAT_NUMBERS if k in values}
+        if any(v is not None for v in flat.values()):
+            if values.get("numbers") is not None:
+                raise ConfigError(f"numbers and {', '.join(flat)} are both given; allowed: "
+                                  "one of them (numbers holds them)")
+            values["numbers"] = flat
+        return super().from_dict(values)
 
     def _validate(self):
         d, f = self.d_model, self.d_ff
@@ -198,24 +278,30 @@ class LayerConfig(BlockConfig):
                     math.isfinite(self.eps) and self.eps >= 0):
                 raise ConfigError(f"eps={self.eps!r} is not allowed; allowed: finite and >= 0")
             object.__setattr__(self, "eps", float(self.eps))
-        object.__setattr__(self, "scales", _nested(ActScales, self.scales, "scales"))
-        for name in LINEARS:
-            p = _nested(LinearParams, getattr(self, name), name)
-            if p is not None:
-                n_out = self.linear_shape(name)[1]
-                ws = check_scales(f"{name}.w_scale", p.w_scale, n_out)
-                if not isinstance(ws, tuple):
-                    ws = (ws,) * n_out
-                p = LinearParams(w_scale=ws, bias=self._bias(name, p.bias, n_out))
-            object.__setattr__(self, name, p)
-        for name in ("ln1", "ln2"):
-            p = _nested(NormParams, getattr(self, name), name)
-            if p is not None:
-                p = NormParams(gamma=check_vector(f"{name}.gamma", p.gamma, d),
-                               beta=check_vector(f"{name}.beta", p.beta, d))
-            object.__setattr__(self, name, p)
-        # Build every block once, so that their own limits are reported now.
+        nums = _nested(LayerNumbers, self.numbers, "numbers")
+        object.__setattr__(self, "numbers", None if nums is None else self._checked(nums))
+        # Build every block of a calibrated layer once, so that their own limits (those of
+        # its constants) are reported now; the engines' of any layer.
         _ = self.stages if self.calibrated else [self.linear(name) for name in LINEARS]
+
+    def _checked(self, nums):
+        """``nums`` with every per-channel list checked against this structure (weight scales
+        per channel as a tuple, biases int32)."""
+        out = {}
+        for name in LINEARS:
+            p = nums.params(name)
+            n_out = self.linear_shape(name)[1]
+            ws = check_scales(f"numbers.{name}.w_scale", p.w_scale, n_out)
+            if not isinstance(ws, tuple):
+                ws = (ws,) * n_out
+            out[name] = LinearParams(w_scale=ws, bias=self._bias(f"numbers.{name}", p.bias,
+                                                                 n_out))
+        for name in NORMS:
+            p = nums.params(name)
+            out[name] = NormParams(
+                gamma=check_vector(f"numbers.{name}.gamma", p.gamma, self.d_model),
+                beta=check_vector(f"numbers.{name}.beta", p.beta, self.d_model))
+        return dataclasses.replace(nums, **out)
 
     @staticmethod
     def _bias(name, bias, n_out):
@@ -252,29 +338,32 @@ class LayerConfig(BlockConfig):
 
     @property
     def calibrated(self):
-        """True when every constant is present (scales, linear and norm parameters)."""
-        return self.scales is not None and all(
-            getattr(self, n) is not None for n in (*LINEARS, "ln1", "ln2"))
+        """True when the config has its numbers (:class:`LayerNumbers`)."""
+        return self.numbers is not None
+
+    def _numbers(self, what):
+        if self.numbers is None:
+            raise ConfigError(f"{what} needs the layer's numbers, and this config has none (a "
+                              "shape-only config); calibrate the layer (llmloom.sim.quantize)")
+        return self.numbers
+
+    @property
+    def x_scale(self):
+        """Scale of the layer input ``x`` (a calibrated config's)."""
+        return self._numbers("the input scale").scales.x
 
     @property
     def y_scale(self):
         """Scale of the layer output (the description's output tensor: GPT-2 ``r2``, BERT
-        ``n2``)."""
-        return getattr(self._scales, self.description.output)
+        ``n2``; a calibrated config's)."""
+        return getattr(self._numbers("the output scale").scales, self.description.output)
 
-    @property
-    def _scales(self):
-        if self.scales is None:
-            raise ConfigError("scales are not set; calibrate the layer (llmloom.sim.quantize."
-                              "quantize_layer)")
-        return self.scales
-
-    def _require(self, name):
-        p = getattr(self, name)
-        if p is None:
-            raise ConfigError(f"{name} parameters are not set; calibrate the layer "
-                              "(llmloom.sim.quantize.quantize_layer)")
-        return p
+    def _constants(self, stage, length, calibrated):
+        """The constants of ``stage``'s block: ``calibrated(numbers)`` (a dict of its config
+        fields), or without numbers :func:`nominal_constants`."""
+        if self.numbers is None:
+            return nominal_constants(stage.kind, length)
+        return calibrated(self.numbers)
 
     def linear_shape(self, name):
         """``(in, out)`` features of a linear stage."""
@@ -287,10 +376,14 @@ class LayerConfig(BlockConfig):
         return st.inputs[0], st.output
 
     # Block configs ---------------------------------------------------------------------------
-    def _linear_fields(self, name):
+    @staticmethod
+    def _check_linear(name):
         if name not in LINEARS:
             raise ConfigError(f"linear stage {name!r} is not allowed; allowed: "
                               f"{' | '.join(LINEARS)}")
+
+    def _linear_fields(self, name):
+        self._check_linear(name)
         k, n = self.linear_shape(name)
         ffn = name in ("f1", "f2")
         return dict(rows=self.ffn_rows if ffn else self.linear_rows,
@@ -322,13 +415,18 @@ class LayerConfig(BlockConfig):
 
     def requant(self, name):
         """The re-quantisation after a linear stage: per-channel ``s_in·w_scale[c]``, the int32
-        bias, output at the stage's output scale."""
-        p = self._require(name)
-        src, dst = self.linear_io(name)
-        s_in = getattr(self._scales, src)
-        return RequantConfig(length=self.linear_shape(name)[1], lanes=self.lanes,
-                             acc_scale=tuple(s_in * w for w in p.w_scale), bias=p.bias,
-                             out_scale=getattr(self._scales, dst), rounding=self.rounding)
+        bias, output at the stage's output scale (without numbers, nominal ones)."""
+        self._check_linear(name)
+        st = self.description[name]
+        n = self.linear_shape(name)[1]
+
+        def calibrated(nums):
+            p, s = nums.params(st.params), nums.scales
+            s_in = getattr(s, st.inputs[0])
+            return {"acc_scale": tuple(s_in * w for w in p.w_scale), "bias": p.bias,
+                    "out_scale": getattr(s, st.output)}
+        return RequantConfig(length=n, lanes=self.lanes, rounding=self.rounding,
+                             **self._constants(st, n, calibrated))
 
     q_gemm = property(lambda self: self.gemm("q"), doc="Q projection GEMM (d×d)")
     k_gemm = property(lambda self: self.gemm("k"), doc="K projection GEMM (d×d)")
@@ -345,11 +443,13 @@ class LayerConfig(BlockConfig):
 
     def _norm(self, name):
         st = self.description[name]
-        p = self._require(st.params)
-        s = self._scales
-        return LayerNormConfig(length=self.d_model, lanes=self.lanes,
-                               x_scale=getattr(s, st.inputs[0]), eps=self.eps_value,
-                               out_scale=getattr(s, st.output), gamma=p.gamma, beta=p.beta)
+
+        def calibrated(nums):
+            p, s = nums.params(st.params), nums.scales
+            return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output),
+                    "gamma": p.gamma, "beta": p.beta}
+        return LayerNormConfig(length=self.d_model, lanes=self.lanes, eps=self.eps_value,
+                               **self._constants(st, self.d_model, calibrated))
 
     @property
     def norm1(self):
@@ -366,18 +466,24 @@ class LayerConfig(BlockConfig):
         """GELU table: GPT-2's tanh formula, or BERT's exact (erf) GELU (the description's
         ``act``)."""
         st = self.description["gelu"]
-        s = self._scales
-        return GeluConfig(length=self.d_ff, lanes=self.lanes, x_scale=getattr(s, st.inputs[0]),
-                          out_scale=getattr(s, st.output),
-                          approximation=self.description.act.removeprefix("gelu_"))
+
+        def calibrated(nums):
+            s = nums.scales
+            return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output)}
+        return GeluConfig(length=self.d_ff, lanes=self.lanes,
+                          approximation=self.description.act.removeprefix("gelu_"),
+                          **self._constants(st, self.d_ff, calibrated))
 
     def _residual(self, name):
         st = self.description[name]
-        s = self._scales
-        branch, skip = st.inputs
-        return ResidualConfig(length=self.d_model, lanes=self.lanes,
-                              x_scale=getattr(s, branch), r_scale=getattr(s, skip),
-                              out_scale=getattr(s, st.output), rounding=self.rounding)
+
+        def calibrated(nums):
+            s = nums.scales
+            branch, skip = st.inputs
+            return {"x_scale": getattr(s, branch), "r_scale": getattr(s, skip),
+                    "out_scale": getattr(s, st.output)}
+        return ResidualConfig(length=self.d_model, lanes=self.lanes, rounding=self.rounding,
+                              **self._constants(st, self.d_model, calibrated))
 
     @property
     def residual1(self):
@@ -400,23 +506,19 @@ class LayerConfig(BlockConfig):
     @property
     def attention(self):
         """The multi-head attention (its per-head blocks are its properties)."""
-        s = self._scales
+        st = self.description["attention"]
+
+        def calibrated(nums):
+            s = nums.scales
+            q, k, v = (getattr(s, t) for t in st.inputs)
+            return {"q_scale": q, "k_scale": k, "v_scale": v, "score_scale": s.score,
+                    "out_scale": getattr(s, st.output)}
         return AttentionConfig(d_model=self.d_model, heads=self.heads, seq=self.seq,
-                               causal=self.causal, q_scale=s.q, k_scale=s.k, v_scale=s.v,
-                               score_scale=s.score, out_scale=s.attn, lanes=self.lanes,
+                               causal=self.causal, lanes=self.lanes,
                                qk_rows=self.qk_rows, qk_cols=self.qk_cols,
                                pv_rows=self.pv_rows, pv_cols=self.pv_cols,
-                               rounding=self.rounding, head_engines=self.head_engines)
-
-    @property
-    def attention_shape(self):
-        """The attention's dimensions and parallelism without its scales (default ones): what
-        shapes its hardware and timing, for an uncalibrated config too."""
-        return AttentionConfig(d_model=self.d_model, heads=self.heads, seq=self.seq,
-                               causal=self.causal, lanes=self.lanes, qk_rows=self.qk_rows,
-                               qk_cols=self.qk_cols, pv_rows=self.pv_rows,
-                               pv_cols=self.pv_cols, rounding=self.rounding,
-                               head_engines=self.head_engines)
+                               rounding=self.rounding, head_engines=self.head_engines,
+                               **self._constants(st, self.seq, calibrated))
 
     @property
     def stages(self):
@@ -435,7 +537,8 @@ class LayerWeights:
     """The int8 weight matrices of one layer (``x @ W`` orientation: in × out), read-only.
 
     Biases are not here: they are per-channel constants of the re-quantisers and live in
-    :class:`LayerConfig` (``cfg.q.bias``, ...), next to the per-channel weight scales.
+    :class:`LayerNumbers` (``cfg.numbers.q.bias``, ...), next to the per-channel weight
+    scales.
     """
 
     wq: np.ndarray

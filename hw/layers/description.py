@@ -73,9 +73,9 @@ class Stage:
         The tensor it writes.
     params : str
         Where its constants come from: a linear stage's field of
-        :class:`~.config.LayerConfig` (its per-channel scales and bias), a norm's gain and
-        shift (``ln1`` → ``ln1_g``, ``ln1_b`` among the float weights, ``cfg.ln1`` once
-        calibrated).
+        :class:`~.config.LayerNumbers` (its per-channel scales and bias), a norm's gain and
+        shift (``ln1`` → ``ln1_g``, ``ln1_b`` among the float weights, ``cfg.numbers.ln1``
+        once calibrated).
     weight : str
         A linear stage's weight matrix (canonical name, ``x @ W``); its bias is ``b`` and the
         rest of the name.

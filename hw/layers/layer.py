@@ -33,14 +33,14 @@ class Layer(wiring.Component):
     Parameters
     ----------
     cfg : LayerConfig
-        Calibrated.
+        Calibrated (its numbers are the blocks' constants).
     weights : LayerWeights
         The int8 matrices, held in the linear engines' memories from elaboration.
 
     Members
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Input rows at ``cfg.scales.x`` (``d_model / lanes`` beats each), ``end`` on the last
+        Input rows at ``cfg.x_scale`` (``d_model / lanes`` beats each), ``end`` on the last
         beat of a tensor: a prefill chunk of rows at positions ``pos ..``, or (causal
         layers) one decode row.
     o : Out(stream.Signature(row_layout(signed(8), lanes)))

@@ -5,9 +5,12 @@ int8 output dequantised at ``cfg.y_scale``) and ``y_int`` (int8).
 
 The float weights are not a tensor of the run: they come from a ``.safetensors``/``.npz`` file
 (Hugging Face names) or a dict under canonical names, given to :meth:`LayerHarness.options`
-(which returns a configured copy of the harness). :meth:`LayerHarness.config` quantises the
-layer with :func:`llmloom.sim.quantize.quantize_layer`, calibrating on ``x`` itself, so the
-config a run uses is calibrated and the int8 weights are elaborated into the GEMMs.
+(which returns a configured copy of the harness). :meth:`LayerHarness.config` has the
+quantiser calibrate the layer (:func:`llmloom.sim.quantize.calibrate`) on ``x`` itself and
+holds the :class:`~llmloom.sim.quantize.QuantizedLayer` it gives, so the config a run uses is
+calibrated and the int8 weights are elaborated into the GEMMs. A shape-only config (no
+weights) is elaborated on the quantiser's placeholder layer
+(:func:`~llmloom.sim.quantize.quantize_placeholder`).
 
 Modes: ``prefill`` (default): the rows are one tensor at positions ``0 .. rows−1``.
 ``decode`` (GPT-2 only): a prefill of the first ``prefill`` rows (default ``rows − 1``), then
@@ -36,14 +39,13 @@ from ..harness import (
     TensorSpec,
     register,
 )
+from ..quantize import QuantizedLayer, calibrate, quantize_input, quantize_placeholder
 from ..streams import pack_rows, unpack_rows
 
 __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "split_rows",
            "layer_golden", "layer_drive"]
 
 MODES = ("prefill", "decode")
-_PARALLELISM = ("engine", "linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows",
-                "qk_cols", "pv_rows", "pv_cols", "head_engines")
 
 
 def split_rows(rows, mode, prefill=None):
@@ -128,7 +130,8 @@ class LayerHarness(BlockHarness):
         if prefill is not None and mode != "decode":
             raise ConfigError("prefill=P is for mode=decode only")
         self.weights, self.mode, self.prefill, self.prefix = weights, mode, prefill, prefix
-        self._quantised = {}          # calibrated cfg → (int8 LayerWeights, float weights)
+        #: The layer the quantiser calibrated for the last :meth:`config` (a QuantizedLayer).
+        self.layer: QuantizedLayer | None = None
 
     def options(self, *, weights=None, mode="prefill", prefill=None, prefix=None):
         """A copy of this harness with the float weights (path or canonical dict), the mode,
@@ -143,9 +146,9 @@ class LayerHarness(BlockHarness):
 
     def config(self, values=None, tensors=None):
         """The calibrated LayerConfig: the user's fields (``heads``, ``seq``, ``lanes``,
-        parallelism...) plus the weights (see :meth:`options`) quantised with ``x`` as the
-        calibration data. Without weights or ``x``, the uncalibrated shape config."""
-        from ..quantize import quantize_layer
+        parallelism...) with ``d_ff`` the weights' (see :meth:`options`), calibrated by the
+        quantiser with ``x`` as the calibration data (the layer it gives is :attr:`layer`).
+        Without weights or ``x``, the shape-only config."""
         from ..weights import load_layer_weights
 
         values = dict(values or {})
@@ -154,56 +157,33 @@ class LayerHarness(BlockHarness):
             raise ConfigError(f"arch={values['arch']!r} in the config, but {self.name} is a "
                               f"{self.arch} layer; allowed: arch={self.arch} (or run {other})")
         values["arch"] = self.arch
-        shape_cfg = super().config(values, tensors)
+        cfg = super().config(values, tensors)
         if self.weights is None or tensors is None or "x" not in tensors:
-            return shape_cfg
+            return cfg
         fw = self.weights
         if not isinstance(fw, dict):
             fw = load_layer_weights(fw, self.arch, prefix=self.prefix)
-        x = self._float_x(tensors, shape_cfg.d_model)
+        x = self._float_x(tensors, cfg.d_model)
         d_ff = np.shape(fw["w1"])[1]
         if "d_ff" in values and values["d_ff"] != d_ff:
             raise ConfigError(f"d_ff={values['d_ff']} but the weights have d_ff={d_ff}")
-        kw = {f: getattr(shape_cfg, f) for f in ("lanes", "eps", "rounding", *_PARALLELISM)}
-        cfg, w8, _ = quantize_layer(fw, x, self.arch, shape_cfg.heads, shape_cfg.seq, **kw)
-        self._quantised[cfg] = (w8, fw)
-        return cfg
+        self.layer = calibrate(cfg.replace(d_ff=d_ff), fw, x)
+        return self.layer.config
 
-    def _layer(self, cfg):
-        if cfg not in self._quantised:
+    def quantized(self, cfg):
+        """The :class:`~llmloom.sim.quantize.QuantizedLayer` of calibrated ``cfg``: the one
+        :meth:`config` made it with."""
+        if self.layer is None or self.layer.config != cfg:
             raise ConfigError("no weights for this config: give the weights (harness."
                               "options(weights=...)) and build the config with harness."
                               "config(values, tensors)")
-        return self._quantised[cfg]
-
-    def placeholder(self, cfg):
-        """``(calibrated cfg, int8 weights)`` for an uncalibrated ``cfg`` (its dimensions and
-        parallelism, this harness's arch): seeded random float weights, calibrated on seeded
-        random rows. For what needs the structure, not the numbers: ``llmloom verilog``
-        without weights, lint, naming and synthesis checks."""
-        from ..quantize import quantize_layer
-
-        cfg = cfg.replace(arch=self.arch)
-        rng = np.random.default_rng(0)
-        d, f = cfg.d_model, cfg.d_ff
-        fw = {n: rng.normal(0.0, d ** -0.5, (d, d)) for n in ("wq", "wk", "wv", "wo")}
-        fw.update(w1=rng.normal(0.0, d ** -0.5, (d, f)), w2=rng.normal(0.0, f ** -0.5, (f, d)),
-                  b1=np.zeros(f))
-        fw.update({b: np.zeros(d) for b in ("bq", "bk", "bv", "bo", "b2", "ln1_b", "ln2_b")})
-        fw.update(ln1_g=np.ones(d), ln2_g=np.ones(d))
-        kw = {n: getattr(cfg, n) for n in ("lanes", "eps", "rounding", *_PARALLELISM)}
-        q_cfg, w8, _ = quantize_layer(fw, rng.normal(0.0, 1.0, (cfg.seq, d)), self.arch,
-                                      cfg.heads, cfg.seq, **kw)
-        self._quantised[q_cfg] = (w8, fw)
-        return q_cfg, w8
+        return self.layer
 
     def component(self, cfg):
-        if cfg.calibrated:
-            weights = self._layer(cfg)[0]
-        else:
-            cfg, weights = self.placeholder(cfg)
+        layer = self.quantized(cfg) if cfg.calibrated else quantize_placeholder(
+            cfg.replace(arch=self.arch))
         # `clear` stays low: one sequence per run, starting from reset
-        return ControlStreams(self.layer_cls(cfg, weights))
+        return ControlStreams(self.layer_cls(layer.config, layer.weights))
 
     # -- tensors --------------------------------------------------------------------------------
     @staticmethod
@@ -217,8 +197,6 @@ class LayerHarness(BlockHarness):
         return x.astype(np.float64)
 
     def prepare(self, cfg, tensors):
-        from ..quantize import quantize_input
-
         if "x" not in tensors:
             raise TensorError("missing input tensor 'x'")
         x = self._float_x(tensors, cfg.d_model)
@@ -231,7 +209,7 @@ class LayerHarness(BlockHarness):
         if not cfg.calibrated:
             raise TensorError("the layer is not calibrated: give its float weights (--weights "
                               "W.safetensors|W.npz; harness.options(weights=...))")
-        return {"x": x, "x_int": quantize_input(x, cfg.scales.x).astype(np.int64),
+        return {"x": x, "x_int": quantize_input(x, cfg.x_scale).astype(np.int64),
                 "sizes": split_rows(rows, self.mode, self.prefill)}
 
     def drive(self, cfg, tensors):
@@ -246,13 +224,13 @@ class LayerHarness(BlockHarness):
         return {"y": dequantize(y_int, cfg.y_scale).astype(np.float32), "y_int": y_int}
 
     def golden(self, cfg, tensors):
-        return self._outputs(cfg, layer_golden(cfg, self._layer(cfg)[0], tensors["x_int"],
-                                               tensors["sizes"]))
+        return self._outputs(cfg, layer_golden(cfg, self.quantized(cfg).weights,
+                                               tensors["x_int"], tensors["sizes"]))
 
     def float_metrics(self, cfg, tensors, outputs):
         """``cosine_vs_float`` and ``max_abs_error_vs_float`` of the output ``y`` against the
         float64 layer on ``x`` (for the run report)."""
-        fw = self._layer(cfg)[1]
+        fw = self.quantized(cfg).float_weights
         y_float = layer_float(tensors["x"], fw, self.arch, cfg.heads)
         y = np.asarray(outputs["y"], np.float64)
         return {"cosine_vs_float": cosine(y, y_float),

@@ -150,7 +150,7 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
         Calibrated (``cfg.calibrated``).
     weights : LayerWeights
     x_int : int8 array, rows × d_model
-        Input rows at scale ``cfg.scales.x``.
+        Input rows at scale ``cfg.x_scale``.
     mode : "prefill" | "decode"
         ``prefill``: the rows are positions ``0 .. rows−1`` of a new sequence (``cache`` must be
         None); GPT-2 needs ``rows <= seq``, BERT ``rows == seq``. ``decode`` (GPT-2 only): one
@@ -172,8 +172,8 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     named as the description's tensors (``x n1 q k v attn o r1 n2 u g f r2``), each at its
     scale in ``cfg.scales``."""
     if not cfg.calibrated:
-        raise ValueError("layer config is not calibrated; build it with "
-                         "llmloom.sim.quantize.quantize_layer")
+        raise ValueError("the layer config is not calibrated (a shape-only config has no "
+                         "numbers); calibrate it with llmloom.sim.quantize")
     weights.check(cfg)
     x = np.asarray(x_int)
     if x.ndim != 2 or x.shape[1] != cfg.d_model or x.shape[0] < 1:

@@ -11,6 +11,7 @@ import pytest
 
 from llmloom.flows.cli import main
 from llmloom.hw.emit import emit_verilog
+from llmloom.hw.layers.config import LayerConfig
 from llmloom.sim.harness import get_harness
 
 from .test_cli_layer_report import _gpt2_weights
@@ -40,8 +41,11 @@ def test_verilog_holds_the_calibrated_weights_and_meta_gives_the_scales(files):
     assert main(["verilog", "gpt2-block", *SETS, "-o", str(placeholder)]) == 0
     assert placeholder.read_text() != text
     meta = json.loads((tmp / "m.json").read_text())
-    assert meta["x_scale"] == cfg.scales.x and meta["y_scale"] == cfg.y_scale
-    assert meta["config"]["d_model"] == 8 and meta["config"]["scales"]["x"] == cfg.scales.x
+    assert meta["x_scale"] == cfg.x_scale and meta["y_scale"] == cfg.y_scale
+    assert meta["config"]["d_model"] == 8
+    assert meta["config"]["numbers"]["scales"]["x"] == cfg.x_scale
+    # the meta's config is the calibrated config itself
+    assert LayerConfig.from_dict(meta["config"]) == cfg
 
 
 @pytest.mark.parametrize("extra, message", [

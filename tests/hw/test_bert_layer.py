@@ -47,7 +47,7 @@ def test_harness_float_input(rng):
     cfg = h.config({"heads": HEADS, "seq": SEQ, **TINY}, {"x": x})
     result = run_block(h, cfg, {"x": x})
     prepared = h.prepare(cfg, {"x": x})
-    np.testing.assert_array_equal(prepared["x_int"], quantize_input(x, cfg.scales.x))
+    np.testing.assert_array_equal(prepared["x_int"], quantize_input(x, cfg.x_scale))
     golden = h.golden(cfg, prepared)
     for k in ("y", "y_int"):
         np.testing.assert_array_equal(result.outputs[k], golden[k])

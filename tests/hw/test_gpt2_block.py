@@ -127,7 +127,7 @@ def test_bypass_depths():
 def test_refuses_bad_configs(rng):
     cfg, w8, *_ = quantised(rng)
     with pytest.raises(ConfigError, match="not calibrated"):
-        Gpt2Block(cfg.replace(scales=None), w8)
+        Gpt2Block(cfg.replace(numbers=None), w8)
     with pytest.raises(ConfigError, match="cols=3 does not divide"):
         Gpt2Block(cfg.replace(linear_cols=3), w8)
     with pytest.raises(ValueError, match="needs arch='gpt2'"):

@@ -22,9 +22,11 @@ from llmloom.hw.layers.config import (
     LINEARS,
     ActScales,
     LayerConfig,
+    LayerNumbers,
     LayerWeights,
     LinearParams,
     NormParams,
+    nominal_constants,
 )
 
 
@@ -106,29 +108,30 @@ def _calibrated(arch="gpt2", **over):
     linears = {n: lin(F if n == "f1" else D) for n in LINEARS}
     norms = {n: NormParams(gamma=tuple(rng.uniform(0.5, 1.5, D)),
                            beta=tuple(rng.uniform(-0.1, 0.1, D))) for n in ("ln1", "ln2")}
-    fields = dict(arch=arch, d_model=D, heads=H, d_ff=F, seq=S, lanes=4, scales=scales,
-                  **linears, **norms)
-    return LayerConfig(**(fields | over))
+    nums = dict(scales=scales, **linears, **norms)
+    numbers = LayerNumbers(**(nums | {k: v for k, v in over.items() if k in nums}))
+    fields = dict(arch=arch, d_model=D, heads=H, d_ff=F, seq=S, lanes=4, numbers=numbers)
+    return LayerConfig(**(fields | {k: v for k, v in over.items() if k not in nums}))
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "bert"])
 def test_layer_blocks(arch):
     cfg = _calibrated(arch, linear_rows=2, ffn_cols=8, qk_cols=2, pv_rows=1)
-    s = cfg.scales
+    s, nums = cfg.numbers.scales, cfg.numbers
     assert cfg.calibrated and cfg.causal == (arch == "gpt2")
     assert (cfg.q_gemm.k, cfg.q_gemm.n, cfg.q_gemm.rows) == (D, D, 2)
     assert (cfg.f1_gemm.k, cfg.f1_gemm.n, cfg.f1_gemm.cols) == (D, F, 8)
     assert (cfg.f2_gemm.k, cfg.f2_gemm.n) == (F, D)
     src = "n1" if arch == "gpt2" else "x"
     rq = cfg.q_requant
-    np.testing.assert_allclose(rq.channel_scales, np.array(cfg.q.w_scale) * getattr(s, src))
-    assert rq.bias == cfg.q.bias and rq.out_scale == s.q
+    np.testing.assert_allclose(rq.channel_scales, np.array(nums.q.w_scale) * getattr(s, src))
+    assert rq.bias == nums.q.bias and rq.out_scale == s.q
     f1_src = "n2" if arch == "gpt2" else "n1"
     np.testing.assert_allclose(cfg.f1_requant.channel_scales,
-                               np.array(cfg.f1.w_scale) * getattr(s, f1_src))
+                               np.array(nums.f1.w_scale) * getattr(s, f1_src))
     assert cfg.f2_requant.out_scale == s.f and cfg.o_requant.out_scale == s.o
     n1, n2 = cfg.norm1, cfg.norm2
-    assert isinstance(n1, LayerNormConfig) and n1.gamma == cfg.ln1.gamma
+    assert isinstance(n1, LayerNormConfig) and n1.gamma == nums.ln1.gamma
     assert n1.eps == (1e-5 if arch == "gpt2" else 1e-12)
     assert (n1.x_scale, n1.out_scale) == ((s.x, s.n1) if arch == "gpt2" else (s.r1, s.n1))
     assert (n2.x_scale, n2.out_scale) == ((s.r1, s.n2) if arch == "gpt2" else (s.r2, s.n2))
@@ -149,22 +152,45 @@ def test_layer_blocks(arch):
     names = [n for n, _ in cfg.stages]
     assert len(names) == 12 and names[0] == ("norm1" if arch == "gpt2" else "q")
     assert names[-1] == ("residual2" if arch == "gpt2" else "norm2")
-    assert cfg.y_scale == (s.r2 if arch == "gpt2" else s.n2)
+    assert cfg.y_scale == (s.r2 if arch == "gpt2" else s.n2) and cfg.x_scale == s.x
 
 
 def test_layer_dict_round_trip():
     cfg = _calibrated("bert")
     again = LayerConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
-    assert "w_scale" not in repr(cfg.q) and "gamma" not in repr(cfg.ln1)
+    assert "w_scale" not in repr(cfg.numbers.q) and "gamma" not in repr(cfg.numbers.ln1)
+    # the older flat form: the numbers beside the structure fields (null when uncalibrated)
+    flat = {k: v for k, v in cfg.to_dict().items() if k != "numbers"}
+    flat |= cfg.to_dict()["numbers"]
+    assert LayerConfig.from_dict(json.loads(json.dumps(flat))) == cfg
+    shape = dict(flat, **{k: None for k in LayerConfig.FLAT_NUMBERS})
+    assert LayerConfig.from_dict(shape) == cfg.replace(numbers=None)
+    with pytest.raises(ConfigError, match="numbers and scales, q, .* are both given") as info:
+        LayerConfig.from_dict(flat | {"numbers": cfg.to_dict()["numbers"]})
+    _one_line(info)
 
 
-def test_uncalibrated_layer_has_gemms_only():
-    cfg = LayerConfig(arch="gpt2", d_model=64, heads=4, d_ff=256, seq=16)
+@pytest.mark.parametrize("arch", ["gpt2", "bert"])
+def test_shape_only_layer_is_a_whole_config(arch):
+    """Without numbers every stage's block config is built, with the nominal constants (the
+    blocks' defaults, a calibrated layer's per-channel re-quantisers and residual scales);
+    what needs the numbers says the layer is not calibrated."""
+    cfg = LayerConfig(arch=arch, d_model=64, heads=4, d_ff=256, seq=16)
     assert not cfg.calibrated and cfg.f2_gemm.k == 256
-    for getter in (lambda: cfg.q_requant, lambda: cfg.norm1, lambda: cfg.attention,
-                   lambda: cfg.stages):
-        with pytest.raises(ConfigError, match="not set; calibrate the layer") as info:
+    stages = dict(cfg.stages)
+    assert len(stages) == 12
+    rq = stages["f1"][1]
+    assert rq == RequantConfig(length=256, lanes=4, **nominal_constants("linear", 256))
+    assert rq.varying_multipliers and rq.channel_table and rq.latency == 4
+    assert stages["residual1"] == ResidualConfig(length=64, lanes=4,
+                                                 **nominal_constants("residual", 64))
+    assert stages["norm1"] == LayerNormConfig(length=64, lanes=4, eps=cfg.eps_value)
+    assert stages["gelu"].approximation == ("tanh" if arch == "gpt2" else "erf")
+    assert cfg.attention == AttentionConfig(d_model=64, heads=4, seq=16, causal=cfg.causal)
+    for getter in (lambda: cfg.x_scale, lambda: cfg.y_scale):
+        with pytest.raises(ConfigError, match="this config has none .* calibrate the layer") \
+                as info:
             getter()
         _one_line(info)
 
@@ -186,6 +212,7 @@ def test_uncalibrated_layer_has_gemms_only():
     ({"ln1": NormParams(gamma=(1.0,) * 3)}, "ln1.gamma has 3 entries"),
     ({"scales": {"x": 0.1}}, "scales: "),
     ({"q": 0.5}, "q=float is not allowed; allowed: LinearParams"),
+    ({"ln2": None}, "numbers.ln2 is missing; allowed: NormParams"),
 ])
 def test_layer_rejects(fields, message):
     with pytest.raises(ConfigError, match=message) as info:

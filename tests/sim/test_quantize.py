@@ -67,25 +67,25 @@ def test_scales_biases_and_constants(arch, rng):
     x = rng.normal(size=(SEQ, D))
     cfg, weights, s_x = quantize_layer(w, x, arch, HEADS)
     t = layer_float_trace(x, w, arch, HEADS)
-    assert s_x == cfg.scales.x == pytest.approx(np.abs(x).max() / 127)
+    assert s_x == cfg.numbers.scales.x == pytest.approx(np.abs(x).max() / 127)
     for name in ("n1", "q", "k", "v", "attn", "o", "r1", "n2", "u", "g", "f", "r2"):
-        assert getattr(cfg.scales, name) == pytest.approx(np.abs(t[name]).max() / 127), name
+        assert getattr(cfg.numbers.scales, name) == pytest.approx(np.abs(t[name]).max() / 127), name
     kept = t["scores"][:, t["keep"]]
-    assert cfg.scales.score == pytest.approx(np.abs(kept).max() / 127)
+    assert cfg.numbers.scales.score == pytest.approx(np.abs(kept).max() / 127)
     for name, wn, bn in zip(LINEARS, ("wq", "wk", "wv", "wo", "w1", "w2"),
                             ("bq", "bk", "bv", "bo", "b1", "b2"), strict=True):
         q, s_w = quantize_weight(w[wn])
         np.testing.assert_array_equal(weights.matrix(name), q)
-        s_in = getattr(cfg.scales, cfg.linear_io(name)[0])
-        np.testing.assert_array_equal(getattr(cfg, name).bias,
+        s_in = getattr(cfg.numbers.scales, cfg.linear_io(name)[0])
+        np.testing.assert_array_equal(cfg.numbers.params(name).bias,
                                       np.rint(w[bn] / (s_in * s_w)).astype(np.int64))
         rq = cfg.requant(name)
         np.testing.assert_allclose(rq.channel_scales, s_in * s_w, rtol=1e-15)
-        assert rq.out_scale == getattr(cfg.scales, cfg.linear_io(name)[1])
+        assert rq.out_scale == getattr(cfg.numbers.scales, cfg.linear_io(name)[1])
     assert cfg.norm1.gamma == tuple(w["ln1_g"]) and cfg.norm2.beta == tuple(w["ln2_b"])
     assert cfg.gelu.approximation == ("tanh" if arch == "gpt2" else "erf")
     assert cfg.attention.prob_scale == 1 / 255
-    assert cfg.y_scale == (cfg.scales.r2 if arch == "gpt2" else cfg.scales.n2)
+    assert cfg.y_scale == (cfg.numbers.scales.r2 if arch == "gpt2" else cfg.numbers.scales.n2)
 
 
 def test_calibration_data_does_not_saturate_the_input(rng):

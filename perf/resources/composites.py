@@ -1,0 +1,122 @@
+"""The composite blocks, each the sum of its parts (the leaf estimators of :mod:`.blocks`) and
+its own buffers and stream plumbing, with no constant fitted to it: the attention, the layers
+(walking their description, one part per stage, queue and fork) and the board core."""
+
+from __future__ import annotations
+
+from .blocks import (
+    activation_parts,
+    estimator,
+    fork_bill,
+    gearbox_bill,
+    gemm_parts,
+    gemv_parts,
+    kvcache_parts,
+    norm_parts,
+    queue_bill,
+    requant_parts,
+    residual_parts,
+    softmax_parts,
+)
+from .logic import logic_bill
+from .mapping import Bill, family_of, map_memory
+
+__all__ = ["attention_parts", "estimate_hostlink_parts"]
+
+
+def _sub(parts, prefix, sub, k=1):
+    for key, bill in sub.items():
+        parts[f"{prefix}.{key}"] = bill * k if k != 1 else bill
+    return parts
+
+
+def attention_parts(cfg, fam):
+    from ...hw.blocks.kvcache import KvCacheConfig
+    LN, S, E = cfg.lanes, cfg.seq, getattr(cfg, "head_engines", 1)
+    EB = cfg.d_model // E // LN
+    parts = {}
+    cache = KvCacheConfig.of(cfg).replace(d_model=cfg.d_model // E, heads=cfg.heads // E)
+    engine = {}
+    _sub(engine, "cache", kvcache_parts(cache, fam))
+    _sub(engine, "qk", gemm_parts(cfg.qk_gemm, fam))
+    _sub(engine, "pv", gemm_parts(cfg.pv_gemm, fam))
+    engine["score_gear"] = gearbox_bill(fam, 32, cfg.qk_cols, LN)
+    _sub(engine, "score_requant", requant_parts(cfg.score_requant, fam,
+                                                cfg.qk_gemm.acc_width))
+    smax = cfg.softmax(0)
+    if cfg.causal:
+        smax = smax.replace(runtime_offset=True)
+    _sub(engine, "softmax", softmax_parts(smax, fam))
+    engine["out_gear"] = gearbox_bill(fam, 32, cfg.pv_cols, LN)
+    _sub(engine, "out_requant", requant_parts(cfg.out_requant, fam, cfg.pv_gemm.acc_width))
+    engine["qbuf"] = map_memory(fam, LN * 8, S * EB).bill()
+    engine["obuf"] = map_memory(fam, LN * 8, S * EB).bill()
+    # (the phase control and the Q/output walks are left out: a few hundred cells, within the
+    # tolerance; nothing is fitted to the composite, its synthesis checks the sum)
+    _sub(parts, "engine", engine, E)
+    return parts
+
+
+@estimator("attention")
+def _attention(cfg, fam):
+    return attention_parts(cfg, fam)
+
+
+def _linear(cfg, name, fam):
+    """A layer's linear stage: engine (weights fixed at elaboration, so its weight memory is a
+    ROM and its loader is gone) → gearbox → requant."""
+    g = cfg.linear(name)
+    parts = {}
+    if cfg.engine == "gemv":
+        _sub(parts, "gemv", gemv_parts(g, fam, rom_weights=True))
+    else:
+        _sub(parts, "gemm", gemm_parts(g, fam, rom_weights=True))
+    parts["gear"] = gearbox_bill(fam, 32, g.cols, cfg.lanes)
+    _sub(parts, "requant", requant_parts(cfg.requant(name), fam, g.acc_width))
+    return parts
+
+
+@estimator("gpt2-block", "bert-layer")
+def _layer(cfg, fam):
+    """The layer as its RTL composes it (:mod:`llmloom.hw.layers.layer`, walking the
+    description): a part per stage, a queue per skip, a fork per tensor of several readers."""
+    from ...hw.layers.common import skip_depth
+    desc = cfg.description
+    beat = cfg.lanes * 8 + 2
+    parts, queues, forks = {}, {}, Bill()
+    for st in desc.stages:
+        if st.kind == "linear":
+            _sub(parts, st.name, _linear(cfg, st.name, fam))
+        else:
+            part = {"attention": attention_parts, "norm": norm_parts, "act": activation_parts,
+                    "residual": residual_parts}[st.kind]
+            _sub(parts, st.name, part(cfg.stage_config(st.name), fam))
+        if st.kind == "residual":
+            queues[f"skip_{st.name}"] = queue_bill(fam, beat, skip_depth(cfg, st))
+    for tensor in desc.tensors:
+        readers = len(desc.readers(tensor)) + (tensor == desc.output)
+        if readers > 1:
+            forks = forks + fork_bill(readers)
+    parts |= queues
+    parts["forks"] = forks
+    return parts
+
+
+def estimate_hostlink_parts(cfg, max_rows, family):
+    """``{part: Bill}`` of ``llmloom.boards.hostlink.HostLink``: the GEMM of ``cfg`` (weights
+    loaded through its stream), the on-chip activation and output memories of ``max_rows``
+    rows, the UART and the protocol's shift registers (fitted: :data:`LOGIC` ``hostlink``)."""
+    fam = family_of(family)
+    a_bits = cfg.lanes * cfg.a_width + 2
+    w_bits = cfg.cols * cfg.w_width + 2
+    o_bits = cfg.cols * 32 + 2
+    ab, wb, ob = (-(-b // 8) for b in (a_bits, w_bits, o_bits))
+    # the byte shift registers: activation, weight and the transmit one (output beat, 16 bytes
+    # of identity or the 4-byte cycle count, the widest)
+    sr_bits = 8 * (ab + wb + max(ob, 16, 4))
+    parts = {}
+    _sub(parts, "gemm", gemm_parts(cfg, fam))
+    parts["amem"] = map_memory(fam, a_bits, max_rows * cfg.k_beats).bill()
+    parts["omem"] = map_memory(fam, o_bits, max_rows * cfg.n_tiles).bill()
+    parts["control"] = logic_bill("hostlink", fam, sr_bits=sr_bits)
+    return parts
