@@ -170,7 +170,7 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
 def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     """:func:`layer_bitexact` with every intermediate integer tensor: ``(t, cache)``, ``t``
     named as the description's tensors (``x n1 q k v attn o r1 n2 u g f r2``), each at its
-    scale in ``cfg.scales``."""
+    scale in ``cfg.numbers.scales``."""
     if not cfg.calibrated:
         raise ValueError("the layer config is not calibrated (a shape-only config has no "
                          "numbers); calibrate it with llmloom.sim.quantize")
