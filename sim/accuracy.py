@@ -132,7 +132,8 @@ def model_accuracy(model, text, calib_text=None, *, progress=None):
         ref = layer_float_trace(xs[n], fw, m.arch, m.heads, m.eps)
         got, _ = layer_bitexact_trace(cfg, w8, quantize_input(xs[n], x_scale))
         calib_trace = layer_float_trace(xs_calib[n], fw, m.arch, m.heads, m.eps)
-        tensors = {name: _metrics(dequantize(got[name], getattr(cfg.numbers.scales, name)), ref[name])
+        scales = cfg.numbers.scales
+        tensors = {name: _metrics(dequantize(got[name], getattr(scales, name)), ref[name])
                    for name in names}
         layers.append({
             "layer": n, "x_scale": x_scale, "y_scale": cfg.y_scale,
