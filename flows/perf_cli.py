@@ -24,6 +24,7 @@ from ..perf.explore import OBJECTIVES, explore
 from ..perf.gpu import RUNTIMES
 from ..perf.models import get_model, model_names
 from ..perf.presets import PRESETS, get_preset
+from ..perf.workload import QUANTS
 from ..perf.spatial import DesignBatch, evaluate
 from .userio import Outputs
 
@@ -87,6 +88,7 @@ def add_subcommands(subparsers):
     p.add_argument("--devices", type=int, default=1, help="FPGAs (default 1)")
     p.add_argument("--parallel", choices=("pp", "tp", "best"), default="pp",
                    help="pipeline over layers, tensor split, or the best split")
+    _quant_arg(p, "the design's")
     _layer_args(p)
     p.set_defaults(func=cmd_estimate)
 
@@ -98,7 +100,7 @@ def add_subcommands(subparsers):
     p.add_argument("--against", metavar="PRESET", choices=sorted(PRESETS),
                    help="compare with a preset at its DSP budget (sets model, device, quant, "
                         "clock and, unless given, --budget-dsp)")
-    p.add_argument("--quant", default=None, help="W8A8 | W4A8 | W4A16 | fp16 (default W8A8)")
+    _quant_arg(p, "W8A8, or the --against preset's")
     p.add_argument("--clock-mhz", type=float, help="design clock (default: the device's)")
     p.add_argument("--context", type=int, help="cached tokens s in decode (default: --seq)")
     p.add_argument("--decode-kernel", choices=("gemv", "gemm"), default="gemv")
@@ -117,7 +119,14 @@ def add_subcommands(subparsers):
     p.add_argument("--gpu-quant", default="fp16", help="GPU arithmetic (default fp16)")
     p.add_argument("--gpu-runtime", choices=sorted(RUNTIMES), default="eager",
                    help="how the GPU runs the model (default: PyTorch eager)")
+    _quant_arg(p, "the design's")
     p.set_defaults(func=cmd_compare)
+
+
+def _quant_arg(p, default):
+    p.add_argument("--quant", default=None,
+                   help=f"FPGA quantisation {' | '.join(q.upper() if q == 'fp16' else q for q in QUANTS)}, "
+                        f"overriding the design's (default: {default})")
 
 
 def _layer_args(p):
@@ -207,7 +216,7 @@ def cmd_estimate(args):
     model, device = _model_device(args, preset)
     doc = estimate(model, device, args.design, mode=args.mode, seq=args.seq,
                    context=args.context, batch=args.batch, devices=args.devices,
-                   parallel=args.parallel, progress=_progress(args))
+                   parallel=args.parallel, quant=args.quant, progress=_progress(args))
     export = None
     if args.save_layer:
         m = get_model(model)
@@ -288,7 +297,7 @@ def cmd_explore(args):
     against = None
     if preset:
         against = estimate(model, device, preset.design, seq=seq, context=args.context,
-                           batch=args.batch)
+                           batch=args.batch, quant=args.quant)
         if budget is None:
             budget = against["resources"]["dsp"]
     tp = args.devices if args.parallel == "tp" else 1
@@ -364,7 +373,8 @@ def cmd_compare(args):
             raise ConfigError(f"--seqs {args.seqs!r} must be comma-separated integers") \
                 from None
     doc = compare(model, device, args.gpu, args.design, seqs=seqs, batch=args.batch,
-                  gpu_quant=args.gpu_quant, runtime=args.gpu_runtime, progress=_progress(args))
+                  gpu_quant=args.gpu_quant, runtime=args.gpu_runtime, quant=args.quant,
+                  progress=_progress(args))
     if args.plot:
         from ..perf.plots import plot_compare
         _plot(args, out, plot_compare, doc)

@@ -97,7 +97,7 @@ def _one(ctx, design, modes):
 
 
 def estimate(model, device, design=None, *, mode="both", seq=None, context=None, batch=1,
-             devices=1, parallel="pp", progress=None):
+             devices=1, parallel="pp", quant=None, progress=None):
     """Predict prefill and decode of ``model`` on ``device`` with ``design``.
 
     Parameters
@@ -114,6 +114,9 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     batch : int
     devices : int
         FPGAs; with ``parallel`` ``pp`` (pipeline over layers), ``tp`` (tensor) or ``best``.
+    quant : str or None
+        ``W8A8``, ``W4A8``, ``W4A16`` or ``fp16``: overrides the design's quantisation (and
+        the explored design's, default W8A8).
 
     Returns
     -------
@@ -150,11 +153,13 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     if not splits:
         raise ConfigError(f"no tensor/pipeline split of {devices} devices suits {m.name}")
     objective = "decode" if mode == "decode" else "prefill"
+    if quant is not None:
+        quant = get_quant(quant).name
     best, last_error = None, None
     for tp, pp in splits:
         try:
             found = _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes,
-                               progress)
+                               progress, quant)
         except ConstraintError as e:
             if len(splits) == 1:
                 raise
@@ -172,11 +177,16 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     return estimate_document(ctx, des, result, modes)
 
 
-def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, progress):
-    """Evaluate one tensor/pipeline split: ``(key latency, ctx, design, result)``."""
-    quant = resolve_design(design).quant if design is not None else None
+def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, progress,
+               quant=None):
+    """Evaluate one tensor/pipeline split: ``(key latency, ctx, design, result)``; ``quant``
+    overrides the design's quantisation."""
+    if quant is None and design is not None:
+        quant = resolve_design(design).quant
     des = resolve_design(design, model=m, device=dev, quant=quant, seq=seq, context=context,
                          batch=batch, tp=tp, pp=pp, objective=objective, progress=progress)
+    if des.quant != quant and quant is not None:
+        des = des.replace(quant=quant)
     ctx = make_context(m, dev, des.quant, seq=seq, context=context, batch=batch, tp=tp, pp=pp)
     result = _one(ctx, des, modes)
     key = float(result[modes[0] if objective == "prefill" else modes[-1]]["latency_s"][0])
@@ -236,7 +246,7 @@ def estimate_document(ctx, design, result, modes):
 
 
 def compare(model, device, gpu, design=None, *, seqs=None, batch=1, gpu_quant="fp16",
-            runtime="eager", progress=None):
+            runtime="eager", quant=None, progress=None):
     """FPGA against GPU over sequence lengths: prefill of ``seq`` tokens and decode with a
     context of ``seq`` tokens.
 
@@ -258,8 +268,10 @@ def compare(model, device, gpu, design=None, *, seqs=None, batch=1, gpu_quant="f
                               f"1..{m.max_positions}")
     seqs = sorted(set(seqs))
     # one design for all lengths, sized for the longest (its buffers must hold it)
-    des = resolve_design(design, model=m, device=dev, seq=seqs[-1], batch=batch,
+    des = resolve_design(design, model=m, device=dev, seq=seqs[-1], batch=batch, quant=quant,
                          objective="decode" if m.decoder else "prefill", progress=progress)
+    if quant is not None and des.quant != quant:
+        des = des.replace(quant=quant)
     rows = []
     for s in seqs:
         ctx = make_context(m, dev, des.quant, seq=s, context=min(s, m.max_positions - 1),
