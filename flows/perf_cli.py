@@ -1,6 +1,7 @@
-"""``llmloom estimate | explore | compare``: the analytical model from the command line.
+"""``llmloom estimate | explore | compare | validate``: the analytical model from the command
+line.
 
-:func:`add_subcommands` adds the three subcommands to the main CLI's subparsers. Each handler
+:func:`add_subcommands` adds the four subcommands to the main CLI's subparsers. Each handler
 returns an exit code; user errors are raised as ``ValueError`` (the main CLI prints them as one
 line). ``--json`` prints the documented JSON (``perf/README.md``) to stdout. Notes (a design file
 with the old kernel names, a layer export that changed the design) go to stderr as
@@ -26,9 +27,11 @@ from ..perf.models import get_model, model_names
 from ..perf.presets import PRESETS, get_preset
 from ..perf.workload import QUANTS
 from ..perf.spatial import DesignBatch, evaluate
+from ..perf.validate import validate
 from .userio import Outputs
 
-__all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "EXPLORE_SCHEMA"]
+__all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "cmd_validate",
+           "EXPLORE_SCHEMA"]
 
 EXPLORE_SCHEMA = "llmloom.perf.explore/1"
 
@@ -121,6 +124,13 @@ def add_subcommands(subparsers):
                    help="how the GPU runs the model (default: PyTorch eager)")
     _quant_arg(p, "the design's")
     p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("validate", help="the model against measured boards and GPUs "
+                                               "(perf/data/measured.json)")
+    p.add_argument("--data", metavar="MEASURED.json",
+                   help="measured rows to check (default: the shipped perf/data/measured.json)")
+    p.add_argument("--json", action="store_true", help="print the documented JSON")
+    p.set_defaults(func=cmd_validate)
 
 
 def _quant_arg(p, default):
@@ -400,6 +410,41 @@ def format_compare(doc):
                f"{_si(r['gpu_decode_s_per_token'], 's'):>12} {r['decode_speedup']:>7.2f} "
                f"{r['decode_energy_ratio']:>9.2f}" if dec else f"{'-':>12} {'-':>12}"))
     lines.append("x > 1: the FPGA is faster (energy: more efficient)")
+    return "\n".join(lines)
+
+
+# validate -----------------------------------------------------------------------------------------
+def cmd_validate(args):
+    doc = validate(args.data)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_validate(doc))
+    return 0
+
+
+def format_validate(doc):
+    """The validation document as a table: one row per measurement, then the verdicts."""
+    def num(x):
+        return "-" if x is None else f"{x:,.4g}"
+
+    lines = [f"{'row':<38} {'predicted':>10} {'measured':>9} {'unit':<9} {'error':>7}  "
+             f"{'held out':<8} {'target':<6}"]
+    for r in doc["rows"]:
+        err = "-" if r["error"] is None else f"{r['error'] * 100:+.1f}%"
+        mark = "" if r["within"] is None else ("ok" if r["within"] else "MISS")
+        lines.append(f"{r['name']:<38} {num(r['predicted']):>10} {num(r['measured']):>9} "
+                     f"{r['unit']:<9} {err:>7}  {'yes' if r['held_out'] else 'no':<8} "
+                     f"{mark:<6}")
+    lines.append("")
+    for v in doc["verdicts"]:
+        lines.append(f"{v['publication']}, {v['phase']}: {v['winner']} faster; model: "
+                     f"{v['predicted_winner']} ({v['speedup']:.3g}x GPU time over FPGA time) "
+                     + ("reproduced" if v["reproduced"] else "NOT reproduced"))
+    s = doc["summary"]
+    lines.append(f"\n{s['within_target']} of {s['predicted']} predicted rows within target "
+                 f"(20%, held-out 25%); {s['verdicts_reproduced']} of {s['verdicts']} verdicts "
+                 "reproduced")
     return "\n".join(lines)
 
 
