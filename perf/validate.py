@@ -43,6 +43,10 @@ _METRICS = {"fpga": ("tokens_per_s", "ttft_ms", "ms_per_layer"), "gpu": ("tokens
             "speedup": ("speedup",), "reference": (None,)}
 _FPGA_KEYS = {"model", "device", "design", "quant", "mode", "seq", "context", "batch"}
 _GPU_KEYS = {"model", "gpu", "runtime", "quant", "mode", "seq", "context", "batch"}
+_ROW_KEYS = {"name", "source", "conditions", "kind", "unit", "measured", "measured_range",
+             "metric", "fits", "assumptions", "reason", "mode"}
+_KIND_KEYS = {"fpga": _FPGA_KEYS, "gpu": _GPU_KEYS, "speedup": {"fpga", "gpu"},
+              "reference": set()}
 
 
 def load_measured(path=None):
@@ -101,6 +105,11 @@ def _check_row(row, where):
     if kind not in _KINDS:
         raise ConfigError(f"{where}: kind {kind!r} is not allowed; allowed: "
                           f"{' | '.join(_KINDS)}")
+    allowed = _ROW_KEYS | _KIND_KEYS[kind]
+    bad = sorted(set(row) - allowed)
+    if bad:
+        raise ConfigError(f"{where}: unknown field {bad[0]!r}; allowed for kind {kind}: "
+                          f"{', '.join(sorted(allowed))}")
     m = row.get("measured")
     if isinstance(m, bool) or not isinstance(m, int | float) or m <= 0:
         raise ConfigError(f"{where}: measured={m!r} must be a positive number")
