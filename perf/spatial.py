@@ -5,12 +5,16 @@ Formulas (README.md has them with their derivation from the paper's §3):
 
 - A linear kernel is the ``hw`` output-stationary GEMM; its cycles are
   :func:`~llmloom.perf.cycles.gemm_cycles` (vectorised in :mod:`.kernels`). Streamed weights
-  pass once per token tile; a kernel's time is ``max(compute, streamed bits / its bandwidth)``.
-- Prefill of one layer: a synchronisation phase ``S = max(T_k, T_v)`` (K and V complete before
-  attention), then a streaming phase of stages ``j`` with first-tile latency ``L_j`` and total
-  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` (chain fill plus the bottleneck's steady state).
+  pass once per token tile (once per layer from a layer-deep buffer); every kernel streams
+  from its own channels at once, and what it fetched before its input came is off its chain:
+  its time there is ``max(compute, (streamed − ahead) bits / its bandwidth)``.
+- One layer walks the ``hw`` layer description (:func:`layer_plan`): the stages before the
+  projections, a synchronisation ``S = max(T_k, T_v)`` (K and V complete before attention;
+  decode: Q too), then streaming stages ``j`` with first-tile latency ``L_j`` and total
+  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
 - ``C`` layers on chip (and ``pp`` devices in a pipeline) chain ``pp·C`` layers per pass:
-  ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``, ``T = ceil(N / (pp·C))·T_pass``.
+  ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``,
+  ``T = ceil(N / (pp·C))·max(T_pass, busiest stream)``.
 - Decode is the same with one token (``m = batch``); GEMV engines overlap successive linear
   kernels as the paper assumes, the ``hw`` GEMM (``decode_kernel="gemm"``) does not.
 """
@@ -573,9 +577,9 @@ def _stream_rates(db, stream_bytes, decode, ahead, bw_total, ch_bw, f):
     every streamed matrix is striped over all channels (at ``PORT_EFFICIENCY`` too), and the kernels that stream at the
     same time share the bandwidth in proportion to their bytes: all of them where their
     streams run ahead of the chain (``ahead``: layer-deep weight buffers, K/V prefetched),
-    else by phase (decode: Q/K/V, then qk, then pv, then o and the FFN overlapped; prefill:
-    Q/K/V, then the rest)."""
-    by_phase = ([["q", "k", "v"], ["qk"], ["pv"], ["o", "f1", "fg", "f2"]] if decode
+    else by phase (decode: Q/K/V, then qk, then pv, then o, then the FFN's kernels at once:
+    the norm between o and the FFN needs o's whole row; prefill: Q/K/V, then the rest)."""
+    by_phase = ([["q", "k", "v"], ["qk"], ["pv"], ["o"], ["f1", "fg", "f2"]] if decode
                 else [["q", "k", "v"], ["o", "f1", "fg", "f2", "qk", "pv"]])
     together = [[k for g in by_phase for k in g]]
 
@@ -613,8 +617,10 @@ def bottleneck(phase_result, i=0):
     if name == "ffn_in":
         name = max(phase_result["ffn_keys"], key=lambda k: stages[k][0][i])
     if phase_result["floor_cycles"][i] > phase_result["pass_cycles"][i]:
-        mem = phase_result["mem_cycles"]
-        return max(mem, key=lambda k: mem[k][i]), "memory"
+        mem, by = phase_result["mem_cycles"], phase_result["stream_bytes"]
+        # streams sharing the bandwidth in proportion to their bytes end together: name the
+        # biggest
+        return max(mem, key=lambda k: (round(float(mem[k][i]), 6), float(by[k][i]))), "memory"
     code = int(stages[name][2][i]) if name in stages else 0
     return name, ("compute", "memory", "link")[code]
 
