@@ -210,3 +210,19 @@ def test_the_layer_chain_walks_the_hw_layer_description():
             assert want is None or want in names, (arch, st.name)
     assert layer_plan("llama-2-7b").chain.count("silu") == 1
     assert activation_latency("gelu") == GeluConfig.LATENCY
+
+
+def test_prefill_reuses_a_layer_deep_buffer_and_a_host_sync_adds_per_layer():
+    m = get_model("gpt2-medium")
+    base = uniform(8, 16, weights="stream")
+    tile = estimate(m, "u280", base, mode="prefill", seq=256)["prefill"]
+    layer = estimate(m, "u280", base.replace(weight_buffer="layer"), mode="prefill",
+                     seq=256)["prefill"]
+    weights = workload(m, "prefill", seq=256, quant="W8A8").weight_bytes
+    # every token tile (256 / 8 rows) streams the matrices again; a layer-deep FIFO once
+    assert tile["offchip_bytes"] == pytest.approx(256 / 8 * weights)
+    assert layer["offchip_bytes"] == pytest.approx(weights)
+    assert layer["latency_s"] <= tile["latency_s"]
+    synced = estimate(m, "u280", base.replace(host_sync_us=50), mode="prefill",
+                      seq=256)["prefill"]
+    assert synced["latency_s"] - tile["latency_s"] == pytest.approx(m.n_layers * 50e-6)
