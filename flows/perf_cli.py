@@ -25,9 +25,9 @@ from ..perf.explore import OBJECTIVES, explore
 from ..perf.gpu import RUNTIMES
 from ..perf.models import get_model, model_names
 from ..perf.presets import PRESETS, get_preset
-from ..perf.workload import QUANTS
 from ..perf.spatial import DesignBatch, evaluate
 from ..perf.validate import validate
+from ..perf.workload import QUANTS
 from .userio import Outputs
 
 __all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "cmd_validate",
@@ -135,7 +135,8 @@ def add_subcommands(subparsers):
 
 def _quant_arg(p, default):
     p.add_argument("--quant", default=None,
-                   help=f"FPGA quantisation {' | '.join(q.upper() if q == 'fp16' else q for q in QUANTS)}, "
+                   help="FPGA quantisation "
+                        f"{' | '.join(q.upper() if q == 'fp16' else q for q in QUANTS)}, "
                         f"overriding the design's (default: {default})")
 
 

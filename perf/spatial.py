@@ -478,7 +478,7 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
         L_sync = np.maximum.reduce([stages[k][1] for k in sync])
         ffn_keys = ["f1", "fg"] if m.gated_ffn else ["f1"]
 
-        def entry(k):
+        def entry(k, stages=stages, ffn_keys=ffn_keys):
             if k == "ffn_in":
                 return ("ffn_in", np.maximum.reduce([stages[f_][0] for f_ in ffn_keys]),
                         np.maximum.reduce([stages[f_][1] for f_ in ffn_keys]), None)
@@ -574,9 +574,9 @@ def _mem_bound(by, bpc, t_comp, first, ahead):
 def _stream_rates(db, stream_bytes, decode, ahead, bw_total, ch_bw, f):
     """Bits per cycle each streaming kernel gets. Explicit channels are a kernel's own, all
     the time, at the rate a kernel's port achieves on one (``PORT_EFFICIENCY``). Automatic:
-    every streamed matrix is striped over all channels (at ``PORT_EFFICIENCY`` too), and the kernels that stream at the
-    same time share the bandwidth in proportion to their bytes: all of them where their
-    streams run ahead of the chain (``ahead``: layer-deep weight buffers, K/V prefetched),
+    every streamed matrix is striped over all channels (at ``PORT_EFFICIENCY`` too), and the
+    kernels that stream at the same time share the bandwidth in proportion to their bytes:
+    all of them where their weights run a layer ahead of the chain (``ahead``),
     else by phase (decode: Q/K/V, then qk, then pv, then o, then the FFN's kernels at once:
     the norm between o and the FFN needs o's whole row; prefill: Q/K/V, then the rest)."""
     by_phase = ([["q", "k", "v"], ["qk"], ["pv"], ["o"], ["f1", "fg", "f2"]] if decode

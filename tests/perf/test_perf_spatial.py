@@ -194,9 +194,9 @@ def test_a_layer_deep_weight_buffer_takes_bulk_memory():
 
 
 def test_the_layer_chain_walks_the_hw_layer_description():
+    from llmloom.hw.blocks.activation import GeluConfig
     from llmloom.hw.layers.config import DESCRIPTIONS
     from llmloom.perf.spatial import activation_latency, layer_plan
-    from llmloom.hw.blocks.activation import GeluConfig
     gpt2, bert = layer_plan("gpt2-medium"), layer_plan("bert-base")
     # GPT-2 is pre-norm: its first norm comes before the projections; BERT post-norm
     assert gpt2.head == ("norm1",) and bert.head == ()
