@@ -283,11 +283,12 @@ def format_estimate(doc):
                          f"{ph['bottleneck']} ({ph['bound']}); bandwidth floor "
                          f"{_si(ph['bandwidth_floor_s'], 's')}")
         lines.append(f"  {'stage':<8} {'phase':<6} {'cycles/layer':>13} {'fill':>10} "
-                     f"{'time/layer':>11}  bound    region")
+                     f"{'time/layer':>11} {'stream':>10}  bound    region")
         for s in ph["stages"]:
+            stream = f"{s['stream_cycles']:,.0f}" if s.get("stream_cycles") else "-"
             lines.append(f"  {s['name']:<8} {s['phase']:<6} {s['cycles']:>13,.0f} "
-                         f"{s['fill_cycles']:>10,.0f} {_si(s['latency_s'], 's'):>11}  "
-                         f"{s['bound']:<8} {s.get('region', '')}")
+                         f"{s['fill_cycles']:>10,.0f} {_si(s['latency_s'], 's'):>11} "
+                         f"{stream:>10}  {s['bound']:<8} {s.get('region', '')}")
     r, c = doc["resources"], doc["capacity"]
     lines.append("\nresources: " + "  ".join(
         f"{k} {r[k]:,}/{c[k]:,} ({doc['utilisation'][k]:.0%})"

@@ -16,7 +16,14 @@ from .explore import explore
 from .gpu import gpu_estimate
 from .models import get_model
 from .presets import PRESETS, get_preset
-from .spatial import DesignBatch, bottleneck, evaluate, make_context, raise_if_infeasible
+from .spatial import (
+    DesignBatch,
+    bottleneck,
+    evaluate,
+    layer_plan,
+    make_context,
+    raise_if_infeasible,
+)
 from .workload import get_quant, workload
 
 __all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "estimate_document",
@@ -24,10 +31,6 @@ __all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "estimate
 
 ESTIMATE_SCHEMA = "llmloom.perf.estimate/1"
 COMPARE_SCHEMA = "llmloom.perf.compare/1"
-# the activation stage is the model's (one of gelu, relu, silu); ar1, ar2 (all-reduces under
-# tensor parallelism) and link (pipeline parallelism) have no hw counterpart
-_STAGE_ORDER = ("q", "k", "v", "qk", "softmax", "pv", "o", "ar1", "norm1", "f1", "fg", "gelu",
-                "relu", "silu", "f2", "ar2", "norm2", "link")
 
 
 def resolve_design(design, *, model=None, device=None, quant=None, seq=512, context=None,
@@ -73,10 +76,18 @@ def parallel_splits(model, devices, parallel):
 
 
 def _stage_rows(ctx, design, phase, res, f):
+    """One row per stage of a layer, in its dependency chain's order (the head, the
+    synchronised projections, the streaming stages: :func:`~llmloom.perf.spatial.layer_plan`);
+    ``stream_cycles`` is what the stage's off-chip stream keeps its channels busy per layer
+    (prefetched or not)."""
     rows = []
     dies = get_fpga(ctx.device).die_names
     die_of = res["die_of"]
-    for name in _STAGE_ORDER:
+    plan = layer_plan(ctx.model)
+    order = []
+    for name in plan.head + ("q", "k", "v") + plan.chain + ("link",):
+        order.extend(phase["ffn_keys"] if name == "ffn_in" else [name])
+    for name in order:
         if name not in phase["stages"]:
             continue
         t, first, code = (a[0] for a in phase["stages"][name])
@@ -84,6 +95,8 @@ def _stage_rows(ctx, design, phase, res, f):
         row = {"name": name, "phase": "sync" if name in ("q", "k", "v") else "stream",
                "cycles": float(t), "fill_cycles": float(first), "latency_s": float(t) / f,
                "bound": ("compute", "memory", "link")[int(code)]}
+        if name in phase["mem_cycles"]:
+            row["stream_cycles"] = float(phase["mem_cycles"][name][0])
         if name in die_of and len(dies) > 1:
             row["region"] = dies[die_of[name]]
         rows.append(row)
