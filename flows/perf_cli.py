@@ -1,6 +1,7 @@
-"""``llmloom estimate | explore | compare``: the analytical model from the command line.
+"""``llmloom estimate | explore | compare | validate``: the analytical model from the command
+line.
 
-:func:`add_subcommands` adds the three subcommands to the main CLI's subparsers. Each handler
+:func:`add_subcommands` adds the four subcommands to the main CLI's subparsers. Each handler
 returns an exit code; user errors are raised as ``ValueError`` (the main CLI prints them as one
 line). ``--json`` prints the documented JSON (``perf/README.md``) to stdout. Notes (a design file
 with the old kernel names, a layer export that changed the design) go to stderr as
@@ -25,9 +26,12 @@ from ..perf.gpu import RUNTIMES
 from ..perf.models import get_model, model_names
 from ..perf.presets import PRESETS, get_preset
 from ..perf.spatial import DesignBatch, evaluate
+from ..perf.validate import validate
+from ..perf.workload import QUANTS
 from .userio import Outputs
 
-__all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "EXPLORE_SCHEMA"]
+__all__ = ["add_subcommands", "cmd_estimate", "cmd_explore", "cmd_compare", "cmd_validate",
+           "EXPLORE_SCHEMA"]
 
 EXPLORE_SCHEMA = "llmloom.perf.explore/1"
 
@@ -87,6 +91,7 @@ def add_subcommands(subparsers):
     p.add_argument("--devices", type=int, default=1, help="FPGAs (default 1)")
     p.add_argument("--parallel", choices=("pp", "tp", "best"), default="pp",
                    help="pipeline over layers, tensor split, or the best split")
+    _quant_arg(p, "the design's")
     _layer_args(p)
     p.set_defaults(func=cmd_estimate)
 
@@ -98,7 +103,7 @@ def add_subcommands(subparsers):
     p.add_argument("--against", metavar="PRESET", choices=sorted(PRESETS),
                    help="compare with a preset at its DSP budget (sets model, device, quant, "
                         "clock and, unless given, --budget-dsp)")
-    p.add_argument("--quant", default=None, help="W8A8 | W4A8 | W4A16 | fp16 (default W8A8)")
+    _quant_arg(p, "W8A8, or the --against preset's")
     p.add_argument("--clock-mhz", type=float, help="design clock (default: the device's)")
     p.add_argument("--context", type=int, help="cached tokens s in decode (default: --seq)")
     p.add_argument("--decode-kernel", choices=("gemv", "gemm"), default="gemv")
@@ -117,7 +122,22 @@ def add_subcommands(subparsers):
     p.add_argument("--gpu-quant", default="fp16", help="GPU arithmetic (default fp16)")
     p.add_argument("--gpu-runtime", choices=sorted(RUNTIMES), default="eager",
                    help="how the GPU runs the model (default: PyTorch eager)")
+    _quant_arg(p, "the design's")
     p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("validate", help="the model against measured boards and GPUs "
+                                               "(perf/data/measured.json)")
+    p.add_argument("--data", metavar="MEASURED.json",
+                   help="measured rows to check (default: the shipped perf/data/measured.json)")
+    p.add_argument("--json", action="store_true", help="print the documented JSON")
+    p.set_defaults(func=cmd_validate)
+
+
+def _quant_arg(p, default):
+    p.add_argument("--quant", default=None,
+                   help="FPGA quantisation "
+                        f"{' | '.join(q.upper() if q == 'fp16' else q for q in QUANTS)}, "
+                        f"overriding the design's (default: {default})")
 
 
 def _layer_args(p):
@@ -207,7 +227,7 @@ def cmd_estimate(args):
     model, device = _model_device(args, preset)
     doc = estimate(model, device, args.design, mode=args.mode, seq=args.seq,
                    context=args.context, batch=args.batch, devices=args.devices,
-                   parallel=args.parallel, progress=_progress(args))
+                   parallel=args.parallel, quant=args.quant, progress=_progress(args))
     export = None
     if args.save_layer:
         m = get_model(model)
@@ -263,11 +283,12 @@ def format_estimate(doc):
                          f"{ph['bottleneck']} ({ph['bound']}); bandwidth floor "
                          f"{_si(ph['bandwidth_floor_s'], 's')}")
         lines.append(f"  {'stage':<8} {'phase':<6} {'cycles/layer':>13} {'fill':>10} "
-                     f"{'time/layer':>11}  bound    region")
+                     f"{'time/layer':>11} {'stream':>10}  bound    region")
         for s in ph["stages"]:
+            stream = f"{s['stream_cycles']:,.0f}" if s.get("stream_cycles") else "-"
             lines.append(f"  {s['name']:<8} {s['phase']:<6} {s['cycles']:>13,.0f} "
-                         f"{s['fill_cycles']:>10,.0f} {_si(s['latency_s'], 's'):>11}  "
-                         f"{s['bound']:<8} {s.get('region', '')}")
+                         f"{s['fill_cycles']:>10,.0f} {_si(s['latency_s'], 's'):>11} "
+                         f"{stream:>10}  {s['bound']:<8} {s.get('region', '')}")
     r, c = doc["resources"], doc["capacity"]
     lines.append("\nresources: " + "  ".join(
         f"{k} {r[k]:,}/{c[k]:,} ({doc['utilisation'][k]:.0%})"
@@ -288,7 +309,7 @@ def cmd_explore(args):
     against = None
     if preset:
         against = estimate(model, device, preset.design, seq=seq, context=args.context,
-                           batch=args.batch)
+                           batch=args.batch, quant=args.quant)
         if budget is None:
             budget = against["resources"]["dsp"]
     tp = args.devices if args.parallel == "tp" else 1
@@ -364,7 +385,8 @@ def cmd_compare(args):
             raise ConfigError(f"--seqs {args.seqs!r} must be comma-separated integers") \
                 from None
     doc = compare(model, device, args.gpu, args.design, seqs=seqs, batch=args.batch,
-                  gpu_quant=args.gpu_quant, runtime=args.gpu_runtime, progress=_progress(args))
+                  gpu_quant=args.gpu_quant, runtime=args.gpu_runtime, quant=args.quant,
+                  progress=_progress(args))
     if args.plot:
         from ..perf.plots import plot_compare
         _plot(args, out, plot_compare, doc)
@@ -390,6 +412,41 @@ def format_compare(doc):
                f"{_si(r['gpu_decode_s_per_token'], 's'):>12} {r['decode_speedup']:>7.2f} "
                f"{r['decode_energy_ratio']:>9.2f}" if dec else f"{'-':>12} {'-':>12}"))
     lines.append("x > 1: the FPGA is faster (energy: more efficient)")
+    return "\n".join(lines)
+
+
+# validate -----------------------------------------------------------------------------------------
+def cmd_validate(args):
+    doc = validate(args.data)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(format_validate(doc))
+    return 0
+
+
+def format_validate(doc):
+    """The validation document as a table: one row per measurement, then the verdicts."""
+    def num(x):
+        return "-" if x is None else f"{x:,.4g}"
+
+    lines = [f"{'row':<38} {'predicted':>10} {'measured':>9} {'unit':<9} {'error':>7}  "
+             f"{'held out':<8} {'target':<6}"]
+    for r in doc["rows"]:
+        err = "-" if r["error"] is None else f"{r['error'] * 100:+.1f}%"
+        mark = "" if r["within"] is None else ("ok" if r["within"] else "MISS")
+        lines.append(f"{r['name']:<38} {num(r['predicted']):>10} {num(r['measured']):>9} "
+                     f"{r['unit']:<9} {err:>7}  {'yes' if r['held_out'] else 'no':<8} "
+                     f"{mark:<6}")
+    lines.append("")
+    for v in doc["verdicts"]:
+        lines.append(f"{v['publication']}, {v['phase']}: {v['winner']} faster; model: "
+                     f"{v['predicted_winner']} ({v['speedup']:.3g}x GPU time over FPGA time) "
+                     + ("reproduced" if v["reproduced"] else "NOT reproduced"))
+    s = doc["summary"]
+    lines.append(f"\n{s['within_target']} of {s['predicted']} predicted rows within target "
+                 f"(20%, held-out 25%); {s['verdicts_reproduced']} of {s['verdicts']} verdicts "
+                 "reproduced")
     return "\n".join(lines)
 
 

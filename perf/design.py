@@ -16,6 +16,8 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "weights": "stream",                 # stream | on_chip | auto
       "decode_kernel": "gemv",             # gemv (paper's GEMV engines) | gemm (hw/ GEMM, m=1)
       "double_buffer": true,
+      "weight_buffer": "tile",             # tile | layer: streamed weights' on-chip buffer
+      "host_sync_us": 0,                   # host synchronisation per layer (µs), if any
       "regions": {"q": "SLR0", ...}        # optional: die of each kernel or lanes unit
     }
 
@@ -48,11 +50,18 @@ from .models import get_model
 from .workload import ATTENTION, LINEAR, get_quant
 
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
+           "WEIGHT_BUFFERS",
            "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "layer_config_dict",
            "save_layer_config"]
 
 KERNELS = ("q", "k", "v", "qk", "pv", "o", "f1", "fg", "f2")
 LANE_UNITS = ("softmax", "norm", "act")
+#: On-chip buffer of a streamed kernel's weights: ``tile`` (double-buffered tiles, 512 words
+#: per column group: the channel runs a tile ahead of the array) or ``layer`` (a FIFO of one
+#: layer's whole matrix: the channel streams without pause, one layer ahead, so every kernel
+#: fetches its next weights while the others compute, and in prefill every token tile reuses
+#: the buffered matrix instead of streaming it again).
+WEIGHT_BUFFERS = ("tile", "layer")
 #: Kernel names of design files written before the kernels took the ``hw`` stage names.
 OLD_KERNEL_NAMES = {"p": "o", "a1": "qk", "a2": "pv"}
 _POW2 = (1, 2, 4, 8, 16, 32, 64)
@@ -142,6 +151,8 @@ class Design:
     weights: str = "auto"
     decode_kernel: str = "gemv"
     double_buffer: bool = True
+    weight_buffer: str = "tile"
+    host_sync_us: float = 0.0
     regions: types.MappingProxyType | None = None
     name: str = "custom"
     source: str = ""
@@ -156,6 +167,13 @@ class Design:
         if self.weights not in ("stream", "on_chip", "auto"):
             raise ConfigError(f"weights={self.weights!r} is not allowed; allowed: "
                               "stream | on_chip | auto")
+        if self.weight_buffer not in WEIGHT_BUFFERS:
+            raise ConfigError(f"weight_buffer={self.weight_buffer!r} is not allowed; allowed: "
+                              f"{' | '.join(WEIGHT_BUFFERS)}")
+        if isinstance(self.host_sync_us, bool) or not isinstance(self.host_sync_us, int | float) \
+                or not 0 <= self.host_sync_us <= 1e6:
+            raise ConfigError(f"host_sync_us={self.host_sync_us!r} is out of range; allowed: "
+                              "0..1000000")
         if self.decode_kernel not in ("gemv", "gemm"):
             raise ConfigError(f"decode_kernel={self.decode_kernel!r} is not allowed; allowed: "
                               "gemv | gemm")
@@ -202,6 +220,10 @@ class Design:
              "lanes": dict(self.lanes), "layers_on_chip": self.layers_on_chip,
              "weights": self.weights, "decode_kernel": self.decode_kernel,
              "double_buffer": self.double_buffer}
+        if self.weight_buffer != "tile":
+            d["weight_buffer"] = self.weight_buffer
+        if self.host_sync_us:
+            d["host_sync_us"] = self.host_sync_us
         if self.regions is not None:
             d["regions"] = dict(self.regions)
         if self.source:

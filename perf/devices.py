@@ -55,6 +55,11 @@ GPUS = {g.name: g for g in (
             source="NVIDIA H100 Tensor Core GPU data sheet (SXM5): 989 TFLOPS FP16, 1,979 TOPS "
                    "INT8 (dense; half the sparse figures), 3.35 TB/s HBM3, 700 W; idle "
                    "approximate"),
+    GpuSpec(name="h200-sxm", fp16_tflops=989, int8_tops=1979, bandwidth_gbps=4800,
+            memory_gb=141, tdp_w=700, idle_w=70,
+            source="NVIDIA H200 Tensor Core GPU data sheet (SXM): 989 TFLOPS FP16, 1,979 TOPS "
+                   "INT8 (dense; half the sparse figures), 4.8 TB/s HBM3e, 141 GB, up to 700 W; "
+                   "idle approximate"),
     GpuSpec(name="rtx-4090", fp16_tflops=165.2, int8_tops=660.6, bandwidth_gbps=1008,
             memory_gb=24, tdp_w=450, idle_w=25,
             source="NVIDIA Ada Lovelace architecture whitepaper (RTX 4090): 165.2 TFLOPS FP16 "
@@ -62,7 +67,7 @@ GPUS = {g.name: g for g in (
                    "idle approximate"),
 )}
 
-_GPU_ALIASES = {"a100": "a100-40gb", "h100": "h100-sxm", "4090": "rtx-4090",
+_GPU_ALIASES = {"a100": "a100-40gb", "h100": "h100-sxm", "h200": "h200-sxm", "4090": "rtx-4090",
                 "rtx4090": "rtx-4090"}
 
 

@@ -16,7 +16,14 @@ from .explore import explore
 from .gpu import gpu_estimate
 from .models import get_model
 from .presets import PRESETS, get_preset
-from .spatial import DesignBatch, bottleneck, evaluate, make_context, raise_if_infeasible
+from .spatial import (
+    DesignBatch,
+    bottleneck,
+    evaluate,
+    layer_plan,
+    make_context,
+    raise_if_infeasible,
+)
 from .workload import get_quant, workload
 
 __all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "estimate_document",
@@ -24,10 +31,6 @@ __all__ = ["estimate", "compare", "resolve_design", "parallel_splits", "estimate
 
 ESTIMATE_SCHEMA = "llmloom.perf.estimate/1"
 COMPARE_SCHEMA = "llmloom.perf.compare/1"
-# the activation stage is the model's (one of gelu, relu, silu); ar1, ar2 (all-reduces under
-# tensor parallelism) and link (pipeline parallelism) have no hw counterpart
-_STAGE_ORDER = ("q", "k", "v", "qk", "softmax", "pv", "o", "ar1", "norm1", "f1", "fg", "gelu",
-                "relu", "silu", "f2", "ar2", "norm2", "link")
 
 
 def resolve_design(design, *, model=None, device=None, quant=None, seq=512, context=None,
@@ -73,10 +76,18 @@ def parallel_splits(model, devices, parallel):
 
 
 def _stage_rows(ctx, design, phase, res, f):
+    """One row per stage of a layer, in its dependency chain's order (the head, the
+    synchronised projections, the streaming stages: :func:`~llmloom.perf.spatial.layer_plan`);
+    ``stream_cycles`` is what the stage's off-chip stream keeps its channels busy per layer
+    (prefetched or not)."""
     rows = []
     dies = get_fpga(ctx.device).die_names
     die_of = res["die_of"]
-    for name in _STAGE_ORDER:
+    plan = layer_plan(ctx.model)
+    order = []
+    for name in plan.head + ("q", "k", "v") + plan.chain + ("link",):
+        order.extend(phase["ffn_keys"] if name == "ffn_in" else [name])
+    for name in order:
         if name not in phase["stages"]:
             continue
         t, first, code = (a[0] for a in phase["stages"][name])
@@ -84,6 +95,8 @@ def _stage_rows(ctx, design, phase, res, f):
         row = {"name": name, "phase": "sync" if name in ("q", "k", "v") else "stream",
                "cycles": float(t), "fill_cycles": float(first), "latency_s": float(t) / f,
                "bound": ("compute", "memory", "link")[int(code)]}
+        if name in phase["mem_cycles"]:
+            row["stream_cycles"] = float(phase["mem_cycles"][name][0])
         if name in die_of and len(dies) > 1:
             row["region"] = dies[die_of[name]]
         rows.append(row)
@@ -97,7 +110,7 @@ def _one(ctx, design, modes):
 
 
 def estimate(model, device, design=None, *, mode="both", seq=None, context=None, batch=1,
-             devices=1, parallel="pp", progress=None):
+             devices=1, parallel="pp", quant=None, progress=None):
     """Predict prefill and decode of ``model`` on ``device`` with ``design``.
 
     Parameters
@@ -114,6 +127,9 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     batch : int
     devices : int
         FPGAs; with ``parallel`` ``pp`` (pipeline over layers), ``tp`` (tensor) or ``best``.
+    quant : str or None
+        ``W8A8``, ``W4A8``, ``W4A16`` or ``fp16``: overrides the design's quantisation (and
+        the explored design's, default W8A8).
 
     Returns
     -------
@@ -150,11 +166,13 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     if not splits:
         raise ConfigError(f"no tensor/pipeline split of {devices} devices suits {m.name}")
     objective = "decode" if mode == "decode" else "prefill"
+    if quant is not None:
+        quant = get_quant(quant).name
     best, last_error = None, None
     for tp, pp in splits:
         try:
             found = _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes,
-                               progress)
+                               progress, quant)
         except ConstraintError as e:
             if len(splits) == 1:
                 raise
@@ -172,11 +190,16 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     return estimate_document(ctx, des, result, modes)
 
 
-def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, progress):
-    """Evaluate one tensor/pipeline split: ``(key latency, ctx, design, result)``."""
-    quant = resolve_design(design).quant if design is not None else None
+def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, progress,
+               quant=None):
+    """Evaluate one tensor/pipeline split: ``(key latency, ctx, design, result)``; ``quant``
+    overrides the design's quantisation."""
+    if quant is None and design is not None:
+        quant = resolve_design(design).quant
     des = resolve_design(design, model=m, device=dev, quant=quant, seq=seq, context=context,
                          batch=batch, tp=tp, pp=pp, objective=objective, progress=progress)
+    if des.quant != quant and quant is not None:
+        des = des.replace(quant=quant)
     ctx = make_context(m, dev, des.quant, seq=seq, context=context, batch=batch, tp=tp, pp=pp)
     result = _one(ctx, des, modes)
     key = float(result[modes[0] if objective == "prefill" else modes[-1]]["latency_s"][0])
@@ -236,7 +259,7 @@ def estimate_document(ctx, design, result, modes):
 
 
 def compare(model, device, gpu, design=None, *, seqs=None, batch=1, gpu_quant="fp16",
-            runtime="eager", progress=None):
+            runtime="eager", quant=None, progress=None):
     """FPGA against GPU over sequence lengths: prefill of ``seq`` tokens and decode with a
     context of ``seq`` tokens.
 
@@ -258,8 +281,10 @@ def compare(model, device, gpu, design=None, *, seqs=None, batch=1, gpu_quant="f
                               f"1..{m.max_positions}")
     seqs = sorted(set(seqs))
     # one design for all lengths, sized for the longest (its buffers must hold it)
-    des = resolve_design(design, model=m, device=dev, seq=seqs[-1], batch=batch,
+    des = resolve_design(design, model=m, device=dev, seq=seqs[-1], batch=batch, quant=quant,
                          objective="decode" if m.decoder else "prefill", progress=progress)
+    if quant is not None and des.quant != quant:
+        des = des.replace(quant=quant)
     rows = []
     for s in seqs:
         ctx = make_context(m, dev, des.quant, seq=s, context=min(s, m.max_positions - 1),

@@ -64,12 +64,13 @@ def space_size(n_layers_dev, pack=2):
     return shapes ** 3 * len(_layer_choices(n_layers_dev))
 
 
-def grid_batch(ctx, grid, C, *, clock_mhz, pack, decode_kernel):
+def grid_batch(ctx, grid, C, *, clock_mhz, pack, decode_kernel, layer_buffer=False):
     """A :class:`DesignBatch` from index arrays into the shape grid: row ``i`` of ``grid``
     (points × 3 integers) picks the array shape of the projection, attention and FFN kernels,
     each an index ``r * len(_COLS) + c`` into the row and column choices :func:`explore`
     searches; every point has ``C`` layer copies, ``pack`` products per DSP, the given clock
-    and decode kernel ("gemv" or "gemm")."""
+    and decode kernel ("gemv" or "gemm"), and streamed weights buffered a tile or a whole
+    layer deep (``layer_buffer``)."""
     m = ctx.model
     P = len(grid)
     rows, cols, packs, chan = {}, {}, {}, {}
@@ -89,7 +90,8 @@ def grid_batch(ctx, grid, C, *, clock_mhz, pack, decode_kernel):
                        C=np.full(P, C, dtype=np.int64), weights=np.full(P, 2, dtype=np.int64),
                        gemv=np.full(P, decode_kernel == "gemv"), double=np.ones(P, dtype=bool),
                        clock_mhz=np.full(P, float(clock_mhz)),
-                       token_tile=rows["q"].copy())
+                       token_tile=rows["q"].copy(),
+                       layer_buffer=np.full(P, bool(layer_buffer)))
 
 
 def _objective(result, objective, ctx, gen):
@@ -159,8 +161,11 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
                 + n_ffn * shape_dsp[grid_all[:, 2]])
     cap = min(dev.dsp, budget_dsp) if budget_dsp else dev.dsp
     choices = _layer_choices(n_dev_layers)
-    todo = [(C, grid_all[dsp_copy * C <= cap]) for C in choices]
-    total = sum(len(g) for _, g in todo)
+    # streamed weights buffered a tile deep, and (for decode) a whole layer deep: every
+    # kernel then fetches its next matrix while the others compute
+    buffers = (False,) if objective == "prefill" else (False, True)
+    todo = [(C, buf, grid_all[dsp_copy * C <= cap]) for C in choices for buf in buffers]
+    total = sum(len(g) for _, _, g in todo)
     if progress is None:
         progress = sys.stderr.isatty()
     bar = None
@@ -172,10 +177,11 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
     dsp_all, val_all, ref_all = [], [], []
     evaluated = feasible = 0
     try:
-        for C, grid in todo:
+        for C, buf, grid in todo:
             for start in range(0, len(grid), chunk):
                 g = grid[start:start + chunk]
-                db = grid_batch(ctx, g, C, clock_mhz=clock, pack=pack, decode_kernel=decode_kernel)
+                db = grid_batch(ctx, g, C, clock_mhz=clock, pack=pack, decode_kernel=decode_kernel,
+                                layer_buffer=buf)
                 res = evaluate(ctx, db, modes=modes, budget_dsp=budget_dsp)
                 val = _objective(res, objective, ctx, gen)
                 ok = res["feasible"] & np.isfinite(val)
@@ -185,13 +191,14 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
                     idx = np.flatnonzero(ok)
                     dsp_all.append(res["res"]["dsp"][idx])
                     val_all.append(val[idx])
-                    ref_all.extend((C, g[i], bool(res["on_chip"][i])) for i in idx)
+                    ref_all.extend((C, g[i], bool(res["on_chip"][i]), buf) for i in idx)
                     j = idx[np.argmin(val[idx])]
                     # ties: fewer DSPs first
                     if val[j] < best_val or (val[j] == best_val and best is not None
                                              and res["res"]["dsp"][j] < best[3]):
                         best_val = float(val[j])
-                        best = (C, g[j], bool(res["on_chip"][j]), float(res["res"]["dsp"][j]))
+                        best = (C, g[j], bool(res["on_chip"][j]), float(res["res"]["dsp"][j]),
+                                buf)
                 if bar is not None:
                     bar.update(len(g))
     finally:
@@ -207,13 +214,13 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
             constraint="dsp_budget" if budget_dsp else "any", need=smallest,
             have=budget_dsp or dev.dsp)
 
-    def to_design(C, g, on_chip, name):
+    def to_design(C, g, on_chip, buf, name):
         db = grid_batch(ctx, g[None, :], C, clock_mhz=clock, pack=pack,
-                    decode_kernel=decode_kernel)
+                        decode_kernel=decode_kernel, layer_buffer=buf)
         return db.design(0, name=name, quant=ctx.quant.name,
                          weights="on_chip" if on_chip else "stream")
 
-    design = to_design(*best[:3], f"explored-{objective}-{m.name}-{dev.name}")
+    design = to_design(*best[:3], best[4], f"explored-{objective}-{m.name}-{dev.name}")
     dsp = np.concatenate(dsp_all)
     vals = np.concatenate(val_all)
     order = np.lexsort((vals, dsp))
@@ -221,9 +228,9 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
     for i in order:
         if vals[i] < running:
             running = vals[i]
-            C, g, oc = ref_all[i]
+            C, g, oc, buf = ref_all[i]
             front.append({"dsp": int(dsp[i]), "value": float(vals[i]),
-                          "design": to_design(C, g, oc, "front")})
+                          "design": to_design(C, g, oc, buf, "front")})
     value = best_val
     if objective == "tokens-per-s":
         value = 1.0 / best_val

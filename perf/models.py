@@ -129,6 +129,20 @@ MODELS = {m.name: m for m in (
     ModelSpec(name="llama-2-13b", d_model=5120, n_heads=40, n_layers=40, d_ff=13824,
               n_kv_heads=40, vocab=32000, max_positions=4096, activation="silu",
               norm="rmsnorm", gated_ffn=True, source=_hf("meta-llama/Llama-2-13b-hf")),
+    ModelSpec(name="llama-3.2-1b", d_model=2048, n_heads=32, n_layers=16, d_ff=8192,
+              n_kv_heads=8, vocab=128256, max_positions=131072, activation="silu",
+              norm="rmsnorm", gated_ffn=True,
+              source=_hf("meta-llama/Llama-3.2-1B") + "; grouped-query attention, 8 KV heads"),
+    ModelSpec(name="smollm2-135m", d_model=576, n_heads=9, n_layers=30, d_ff=1536,
+              n_kv_heads=3, vocab=49152, max_positions=8192, activation="silu",
+              norm="rmsnorm", gated_ffn=True,
+              source=_hf("HuggingFaceTB/SmolLM2-135M") + "; grouped-query attention, 3 KV "
+                                                          "heads"),
+    ModelSpec(name="qwen2.5-0.5b", d_model=896, n_heads=14, n_layers=24, d_ff=4864,
+              n_kv_heads=2, vocab=151936, max_positions=32768, activation="silu",
+              norm="rmsnorm", gated_ffn=True,
+              source=_hf("Qwen/Qwen2.5-0.5B") + "; grouped-query attention, 2 KV heads (its "
+                                                "Q/K/V biases are left out with the others)"),
     ModelSpec(name="llama-2-70b", d_model=8192, n_heads=64, n_layers=80, d_ff=28672,
               n_kv_heads=8, vocab=32000, max_positions=4096, activation="silu",
               norm="rmsnorm", gated_ffn=True,
@@ -136,7 +150,8 @@ MODELS = {m.name: m for m in (
 )}
 
 _ALIASES = {"gpt2-small": "gpt2", "bert-base-uncased": "bert-base",
-            "bert-large-uncased": "bert-large"}
+            "bert-large-uncased": "bert-large", "llama-3.2-1b-instruct": "llama-3.2-1b",
+            "smollm2-135m-instruct": "smollm2-135m", "qwen2.5-0.5b-instruct": "qwen2.5-0.5b"}
 
 # model_type values whose FFN is gated (gate_proj * act(up_proj)) and whose norm is RMSNorm.
 _GATED_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"}

@@ -28,7 +28,7 @@ class Preset:
     notes: str
 
 
-def _paper_design(name, *, clock_mhz, quant, decode_kernel):
+def _paper_design(name, *, clock_mhz, quant, decode_kernel, weight_buffer="tile"):
     # Linear kernels: 8x16 output-stationary arrays, DSP packing 2 (256 MACs/cycle), all the
     # same size; attention Q.K^T and .V: 8x8 int8 arrays without packing. Each weight matrix
     # streams from its own HBM channel; the two attention kernels get one channel each for the
@@ -44,6 +44,7 @@ def _paper_design(name, *, clock_mhz, quant, decode_kernel):
     return Design(name=name, clock_mhz=clock_mhz, quant=quant, token_tile=8, kernels=kernels,
                   lanes={"softmax": 8, "norm": 8, "act": 16}, layers_on_chip=1,
                   weights="stream", decode_kernel=decode_kernel, double_buffer=True,
+                  weight_buffer=weight_buffer,
                   regions=regions, source=_SRC)
 
 
@@ -55,9 +56,12 @@ PRESETS = {p.name: p for p in (
                  "prefill only"),
     Preset(name="chen2024-gpt2-u280", model="gpt2-medium", device="u280", seq=512,
            design=_paper_design("chen2024-gpt2-u280", clock_mhz=250, quant="W8A8",
-                                decode_kernel="gemv"),
+                                decode_kernel="gemv", weight_buffer="layer"),
            notes="GPT-2 medium (d=1024, 24 layers) on Alveo U280, W8A8, 250 MHz; decode with "
-                 "the library's GEMV engines of the same MAC count"),
+                 "the library's GEMV engines of the same MAC count. Assumed (the paper does "
+                 "not say): each kernel's weights stream into a FIFO one layer deep (URAM; "
+                 "271 of SLR2's 320 at W8A8), so every kernel fetches its next layer's "
+                 "matrix while the others compute"),
 )}
 
 

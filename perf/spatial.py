@@ -5,12 +5,16 @@ Formulas (README.md has them with their derivation from the paper's §3):
 
 - A linear kernel is the ``hw`` output-stationary GEMM; its cycles are
   :func:`~llmloom.perf.cycles.gemm_cycles` (vectorised in :mod:`.kernels`). Streamed weights
-  pass once per token tile; a kernel's time is ``max(compute, streamed bits / its bandwidth)``.
-- Prefill of one layer: a synchronisation phase ``S = max(T_k, T_v)`` (K and V complete before
-  attention), then a streaming phase of stages ``j`` with first-tile latency ``L_j`` and total
-  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` (chain fill plus the bottleneck's steady state).
+  pass once per token tile (once per layer from a layer-deep buffer); every kernel streams
+  from its own channels at once, and what it fetched before its input came is off its chain:
+  its time there is ``max(compute, (streamed − ahead) bits / its bandwidth)``.
+- One layer walks the ``hw`` layer description (:func:`layer_plan`): the stages before the
+  projections, a synchronisation ``S = max(T_k, T_v)`` (K and V complete before attention;
+  decode: Q too), then streaming stages ``j`` with first-tile latency ``L_j`` and total
+  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
 - ``C`` layers on chip (and ``pp`` devices in a pipeline) chain ``pp·C`` layers per pass:
-  ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``, ``T = ceil(N / (pp·C))·T_pass``.
+  ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``,
+  ``T = ceil(N / (pp·C))·max(T_pass, busiest stream)``.
 - Decode is the same with one token (``m = batch``); GEMV engines overlap successive linear
   kernels as the paper assumes, the ``hw`` GEMM (``decode_kernel="gemm"``) does not.
 """
@@ -23,6 +27,8 @@ import math
 
 import numpy as np
 
+from ..hw.blocks.activation import ActivationConfig, GeluConfig, SiluConfig
+from ..hw.layers.config import DESCRIPTIONS
 from .design import KERNELS, LANE_UNITS, Design, KernelDesign, linear_shapes
 from .devices import get_fpga
 from .errors import ConfigError, ConstraintError, over_message
@@ -40,13 +46,27 @@ from .resources import gemm_pe_cost, unit_costs
 from .workload import LINEAR, get_quant
 
 __all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck",
-           "raise_if_infeasible", "LINK_EFFICIENCY", "LINK_HOP_S", "COST", "region_plan"]
+           "raise_if_infeasible", "LINK_EFFICIENCY", "LINK_HOP_S", "PORT_EFFICIENCY",
+           "TILE_DEPTH", "COST", "region_plan", "layer_plan", "LayerPlan",
+           "activation_latency"]
 
 # Inter-FPGA link: achievable fraction of the line rate and per-hop latency. Assumptions (the
 # paper takes alpha "from benchmarks" without giving it): 100G Ethernet/Aurora framing and
 # protocol overhead leave ~80-90%; a hop through MAC, PHY and cable costs about a microsecond.
 LINK_EFFICIENCY = 0.85
 LINK_HOP_S = 1e-6
+
+# Off-chip streaming into a kernel: the fraction of the memory's achievable bandwidth
+# (MemorySpec.efficiency, long sequential reads) that a kernel's read port gets while it
+# streams its weights in bursts through the width converter to its array. Fitted: the one
+# value that puts the paper's GPT-2 medium decode (W8A8, 250 MHz, 1.10 x DFX's 93.1 tok/s;
+# perf/data/measured.json row "chen2024-gpt2-w8a8-decode") on the model; every other measured
+# row is held out of it. 0.78 x 0.92 x 14.375 GB/s = 10.3 GB/s per HBM2 pseudo-channel,
+# against 13.3 GB/s that HBM benchmarks on the U280 reach with long bursts at the memory's own
+# clock.
+PORT_EFFICIENCY = 0.78
+#: Depth (words of ``cols*packing`` weights) of one streamed weight tile's buffer.
+TILE_DEPTH = 512
 
 # Fabric cost per unit. The int8 processing element (LUT, FF) and the non-linear units (DSP,
 # LUT, FF per lane and per unit) are not constants of this model: they come from the
@@ -94,6 +114,60 @@ def _unit_stages(model):
     """Non-linear unit (a ``lanes`` key) -> the stages it serves."""
     return (("softmax", ("softmax",)), ("norm", ("norm1", "norm2")),
             ("act", (model.activation,)))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPlan:
+    """One layer's stages in the order of its dependency chain, in the spatial model's names:
+    ``head`` the stages before the synchronisation (a pre-norm), ``sync`` the projections
+    the attention waits for, ``chain`` the streaming stages after it; ``norms`` every norm.
+    ``ffn_in`` stands for the FFN's input kernels (f1, and fg beside it in a gated FFN);
+    ``ar1``/``ar2`` for the all-reduces tensor parallelism adds after ``o`` and ``f2``."""
+
+    head: tuple
+    sync: tuple
+    chain: tuple
+    norms: tuple
+
+
+@functools.cache
+def _plan_of(arch, activation):
+    desc = DESCRIPTIONS[arch]
+    att = desc.of_kind("attention")[0]
+    sync = tuple(desc.producer(t).name for t in att.inputs)
+    head, chain, norms = [], [], []
+    seen_sync = False
+    for st in desc.stages:
+        if st.name in sync:
+            seen_sync = True
+            continue
+        names = {"attention": ("qk", "softmax", "pv"),
+                 "act": (activation,),
+                 # a residual add is fused into the norm or the stage that reads it (no time
+                 # of its own in the spatial model, as in the paper)
+                 "residual": ()}.get(st.kind, (st.name,))
+        if st.kind == "linear":
+            names = {"f1": ("ffn_in",), "o": ("o", "ar1"), "f2": ("f2", "ar2")}.get(
+                st.name, names)
+        if st.kind == "norm":
+            norms.append(st.name)
+        (chain if seen_sync else head).extend(names)
+    return LayerPlan(head=tuple(head), sync=sync, chain=tuple(chain), norms=tuple(norms))
+
+
+def layer_plan(model):
+    """The :class:`LayerPlan` of ``model``'s layer, walked from the ``hw`` layer description
+    of its kind (:data:`~llmloom.hw.layers.config.DESCRIPTIONS`: a decoder is pre-norm like
+    GPT-2, an encoder post-norm like BERT); the activation stage is named after the model's
+    function."""
+    model = get_model(model)
+    return _plan_of("gpt2" if model.decoder else "bert", model.activation)
+
+
+def activation_latency(activation):
+    """Pipeline latency (cycles) of the element-wise activation unit: the ``hw`` block's
+    (``GeluConfig``, ``SiluConfig``; ReLU has no block and is taken as one of the family)."""
+    return {"gelu": GeluConfig, "silu": SiluConfig}.get(activation, ActivationConfig).LATENCY
 
 
 def region_plan(dies):
@@ -169,12 +243,18 @@ class DesignBatch:
     Attributes are numpy arrays of shape ``(P,)``: ``rows[k]``, ``cols[k]``, ``pack[k]``,
     ``chan[k]`` (NaN = automatic bandwidth share) per kernel ``k``; ``lanes[u]`` per non-linear
     unit (``softmax``, ``norm``, ``act``); ``C``, ``weights`` (0 stream, 1 on chip, 2 auto),
-    ``gemv``, ``double``, ``clock_mhz``, ``token_tile``.
+    ``gemv``, ``double``, ``clock_mhz``, ``token_tile``, ``layer_buffer`` (streamed weights
+    buffered a whole layer deep: ``Design.weight_buffer == "layer"``), ``host_sync_us``.
     """
 
     def __init__(self, *, rows, cols, pack, chan, lanes, C, weights, gemv, double, clock_mhz,
-                 token_tile, regions=None):
+                 token_tile, layer_buffer=None, host_sync_us=None, regions=None):
         self.rows, self.cols, self.pack, self.chan = rows, cols, pack, chan
+        P = len(C)
+        self.layer_buffer = (np.zeros(P, dtype=bool) if layer_buffer is None
+                             else np.asarray(layer_buffer, dtype=bool))
+        self.host_sync_us = (np.zeros(P) if host_sync_us is None
+                             else np.asarray(host_sync_us, dtype=float))
         self.lanes, self.C, self.weights, self.gemv = lanes, C, weights, gemv
         self.double, self.clock_mhz, self.token_tile = double, clock_mhz, token_tile
         self.regions = regions
@@ -203,6 +283,8 @@ class DesignBatch:
             double=arr(lambda d: d.double_buffer, bool),
             clock_mhz=arr(lambda d: d.clock_mhz, float),
             token_tile=arr(lambda d: d.token_tile),
+            layer_buffer=arr(lambda d: d.weight_buffer == "layer", bool),
+            host_sync_us=arr(lambda d: d.host_sync_us, float),
             regions=dict(regions) if regions is not None else None)
 
     def design(self, i, *, name="explored", quant="W8A8", weights=None):
@@ -219,7 +301,9 @@ class DesignBatch:
                       lanes={u: int(self.lanes[u][i]) for u in LANE_UNITS},
                       layers_on_chip=int(self.C[i]), weights=w,
                       decode_kernel="gemv" if self.gemv[i] else "gemm",
-                      double_buffer=bool(self.double[i]), regions=self.regions)
+                      double_buffer=bool(self.double[i]),
+                      weight_buffer="layer" if self.layer_buffer[i] else "tile",
+                      host_sync_us=float(self.host_sync_us[i]), regions=self.regions)
 
 
 def _cdiv(a, b):
@@ -292,6 +376,7 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
     on_chip = res["on_chip"]
 
     out = {"res": res, "on_chip": on_chip}
+    plan = layer_plan(m)
     for mode in modes:
         if mode == "decode" and not m.decoder:
             continue
@@ -299,35 +384,24 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
         rows_m = B if decode else B * l
         keys = s + 1 if decode else l
         gemv = db.gemv if decode else np.zeros(P, dtype=bool)
+        layer_buf = db.layer_buffer & ~on_chip
+        # the K/V cache of the next layer is read into the second half of a double-buffered
+        # K/V buffer while this layer computes (decode): its stream leaves the token's chain
+        kv_ahead = db.double if decode else np.zeros(P, dtype=bool)
 
-        # off-chip bytes per layer pass of each streaming consumer
+        # off-chip bytes per layer pass of each streaming consumer: weights once per token
+        # tile (the array reuses each over its rows), once per layer from a layer-deep buffer
         stream_bytes = {}
         for k in lin:
             kk, nn = shapes[k]
-            passes = np.where(gemv, 1, _cdiv(rows_m, r[k]))
+            passes = np.where(gemv | layer_buf, 1, _cdiv(rows_m, r[k]))
             stream_bytes[k] = np.where(on_chip, 0.0, passes * kk * nn * wb / 8)
         for k in ("qk", "pv"):
             stream_bytes[k] = np.full(P, B * keys * dkv_loc * kvb / 8 if decode else 0.0)
-        # Automatic bandwidth: every streamed matrix is striped over all channels, and the
-        # kernels that stream at the same time share the bandwidth in proportion to their
-        # bytes (decode: Q/K/V, then qk, then pv, then o and the FFN overlapped; prefill: Q/K/V,
-        # then the rest). Explicit channels are a kernel's own, all the time.
-        groups = ([["q", "k", "v"], ["qk"], ["pv"], ["o", "f1", "fg", "f2"]] if decode
-                  else [["q", "k", "v"], ["o", "f1", "fg", "f2", "qk", "pv"]])
-        bpc = {}
-        for group in groups:
-            group = [k for k in group if k in stream_bytes]
-            total_bytes = sum(stream_bytes[k] for k in group)
-            for k in group:
-                by = stream_bytes[k]
-                share = np.where(total_bytes > 0, by / np.maximum(total_bytes, 1e-30), 0) \
-                    * bw_total
-                bw = np.where(np.isnan(db.chan[k]), share,
-                              np.nan_to_num(db.chan[k]) * ch_bw) / C
-                bpc[k] = bw * 8 / f     # bits per cycle
+        bpc = _stream_rates(db, stream_bytes, decode, layer_buf, bw_total, ch_bw, f)
 
         stages = {}
-
+        t_mem = {}
         for k in lin:
             kk, nn = shapes[k]
             lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
@@ -337,7 +411,12 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             t_gemv, first_gemv = gemv_cycles_np(r[k], cl[k], kk, nn, rows_m)
             t = np.where(gemv, t_gemv, t_gemm).astype(float)
             first = np.where(gemv, first_gemv, first_gemm).astype(float)
-            stages[k] = _mem_bound(stream_bytes[k], bpc[k], t, first)
+            # what the channel fetched before the kernel's input came: a whole layer's
+            # matrix from a layer-deep buffer, else the tiles its buffer holds
+            tile_bytes = cl[k] * TILE_DEPTH * wb / 8 * np.where(db.double, 2, 1)
+            ahead = np.where(layer_buf, stream_bytes[k], np.minimum(tile_bytes,
+                                                                    stream_bytes[k]))
+            stages[k], t_mem[k] = _mem_bound(stream_bytes[k], bpc[k], t, first, ahead)
 
         count = B * h_loc
         qrows = 1 if decode else l
@@ -358,7 +437,8 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             t = np.where(gemv, t_gemv, t_gemm).astype(float)
             # softmax needs whole score rows, so in decode (one row) nothing overlaps
             first = t if decode else first_gemm.astype(float)
-            stages[k] = _mem_bound(stream_bytes[k], bpc[k], t, first)
+            ahead = np.where(kv_ahead, stream_bytes[k], 0.0)
+            stages[k], t_mem[k] = _mem_bound(stream_bytes[k], bpc[k], t, first, ahead)
 
         lam = db.lanes
         sm_e = B * h_loc * qrows * keys
@@ -366,12 +446,14 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
         t = _cdiv(sm_e, lam["softmax"]) + row_sm
         stages["softmax"] = (t.astype(float), (t if decode else row_sm).astype(float),
                              np.zeros(P, int))
-        for u in ("norm1", "norm2"):
+        for u in plan.norms:
             row = two_pass_row_cycles_np(d, lam["norm"])
             t = _cdiv(rows_m * d, lam["norm"]) + row
             stages[u] = (t.astype(float), (t if decode else row).astype(float), np.zeros(P, int))
-        t = _cdiv(rows_m * dff_loc, lam["act"]) + 8
-        stages[m.activation] = (t.astype(float), np.full(P, 8.0), np.zeros(P, int))
+        act_latency = activation_latency(m.activation)
+        t = _cdiv(rows_m * dff_loc, lam["act"]) + act_latency
+        stages[m.activation] = (t.astype(float), np.full(P, float(act_latency)),
+                                np.zeros(P, int))
 
         # links: two all-reduces per layer under TP (ring: 2(p-1)/p of the data), one transfer
         # per device boundary under PP; streamed, so they are stages like any other
@@ -382,51 +464,67 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
                                             * min(rows_m, 8) * d * ab / 8 / link_bps) * f
             stages["ar1"] = (t_ar, first_ar, np.full(P, 2))
             stages["ar2"] = (t_ar, first_ar, np.full(P, 2))
-        t_link = (act_bytes / link_bps + LINK_HOP_S) * f if pp > 1 else np.zeros(P)
-        l_link = t_link if decode else (min(rows_m, 8) * d * ab / 8 / link_bps
-                                        + LINK_HOP_S) * f * (pp > 1)
+        if pp > 1:
+            t_link = (act_bytes / link_bps + LINK_HOP_S) * f
+            l_link = t_link if decode else (min(rows_m, 8) * d * ab / 8 / link_bps
+                                            + LINK_HOP_S) * f
+            stages["link"] = (t_link, l_link, np.full(P, 2))
 
-        # phase 1: the synchronisation (K, V complete; in decode Q too)
+        # the layer's dependency chain, walked from its description (layer_plan): the stages
+        # before the synchronisation (a pre-norm), the synchronisation (K, V complete before
+        # attention; in decode Q too), then the streaming stages
         sync = ["q", "k", "v"] if decode else ["k", "v"]
         S = np.maximum.reduce([stages[k][0] for k in sync])
         L_sync = np.maximum.reduce([stages[k][1] for k in sync])
+        ffn_keys = ["f1", "fg"] if m.gated_ffn else ["f1"]
+
+        def entry(k, stages=stages, ffn_keys=ffn_keys):
+            if k == "ffn_in":
+                return ("ffn_in", np.maximum.reduce([stages[f_][0] for f_ in ffn_keys]),
+                        np.maximum.reduce([stages[f_][1] for f_ in ffn_keys]), None)
+            return (k,) + tuple(stages[k])
+
+        head = [entry(k) for k in plan.head]
         chain = []
         if not decode:
             tq, lq, bq = stages["q"]
             chain.append(("q", np.maximum(tq - S, 0.0), np.zeros(P), bq))
-        ffn_keys = ["f1", "fg"] if m.gated_ffn else ["f1"]
-        order = ["qk", "softmax", "pv", "o"] + (["ar1"] if tp > 1 else []) + ["norm1"]
-        for k in order:
-            chain.append((k,) + tuple(stages[k]))
-        t_f = np.maximum.reduce([stages[k][0] for k in ffn_keys])
-        l_f = np.maximum.reduce([stages[k][1] for k in ffn_keys])
-        chain.append(("ffn_in", t_f, l_f, None))
-        for k in [m.activation, "f2"] + (["ar2"] if tp > 1 else []) + ["norm2"]:
-            chain.append((k,) + tuple(stages[k]))
+        for k in plan.chain:
+            if k in ("ar1", "ar2") and tp == 1:
+                continue
+            chain.append(entry(k))
         if pp > 1:
-            chain.append(("link", t_link, l_link, np.full(P, 2)))
-            stages["link"] = (t_link, l_link, np.full(P, 2))
-        sum_l = sum(c[2] for c in chain)
-        steady = np.maximum.reduce([np.maximum(c[1] - c[2], 0.0) for c in chain])
-        T2 = sum_l + steady
+            chain.append(entry("link"))
+        head_fill = sum((c[2] for c in head), np.zeros(P))
+        T2 = _chain_cycles(chain, P)
+        # the head's stages stream into the projections: their fill comes first, their
+        # steady state runs beside the layer's
+        T2 = np.maximum(T2, np.maximum.reduce(
+            [np.maximum(c[1] - c[2], 0.0) for c in head] + [np.zeros(P)]) - S)
         span = pp * C
         # the next layer of a pass starts when its K/V (decode: Q/K/V) sync completes; with
         # overlapping kernels that is the sync's first-tile latency after this layer's output
         if decode:
-            gap = T2 + np.where(gemv, L_sync, S)
+            gap = T2 + head_fill + np.where(gemv, L_sync, S)
         else:
-            gap = np.maximum(T2, S) + L_sync
-        T_pass = S + T2 + (span - 1) * gap
+            gap = np.maximum(T2, S) + head_fill + L_sync
+        T_pass = head_fill + S + T2 + (span - 1) * gap
+        # every kernel streams its own weights (and K/V) from its channels once per layer it
+        # serves in a pass: a pass takes no less than the busiest stream
+        floor = np.maximum.reduce([t_mem[k] for k in t_mem])
         n_pass = _cdiv(N, span)
-        cycles = n_pass * T_pass
+        host = db.host_sync_us * 1e-6 * f * _cdiv(N, pp)
+        cycles = n_pass * np.maximum(T_pass, floor) + host
         latency = cycles / f
         streamed = sum(stream_bytes.values()) * N / pp
+        names = [c[0] for c in head + chain]
         out[mode] = {"cycles": cycles, "latency_s": latency, "stages": stages,
-                     "sync": sync, "chain": [c[0] for c in chain],
-                     "steady": np.stack([np.maximum(c[1] - c[2], 0.0) for c in chain]),
-                     "ffn_keys": ffn_keys, "layer_cycles": S + T2, "sync_cycles": S,
-                     "stream_cycles": T2, "stream_bytes": stream_bytes,
-                     "offchip_bytes": streamed,
+                     "sync": sync, "chain": names,
+                     "steady": np.stack([np.maximum(c[1] - c[2], 0.0) for c in head + chain]),
+                     "ffn_keys": ffn_keys, "layer_cycles": head_fill + S + T2,
+                     "sync_cycles": S, "stream_cycles": T2, "stream_bytes": stream_bytes,
+                     "mem_cycles": t_mem, "floor_cycles": floor, "pass_cycles": T_pass,
+                     "host_cycles": host, "offchip_bytes": streamed,
                      "power_w": _power(dev, res, db, streamed / np.maximum(latency, 1e-30))}
 
     out["violations"] = _violations(ctx, db, res, budget_dsp)
@@ -437,20 +535,79 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
     return out
 
 
-def _mem_bound(by, bpc, t_comp, first):
-    """A kernel's time when its streamed operands must arrive at ``bpc`` bits per cycle; the
-    first-tile latency stretches by the same factor. Bound code 1 = memory-bound."""
+def _chain_cycles(chain, P):
+    """Cycles from the first stage's start to the last stage's last output of a chain of
+    streaming stages ``(name, T, L, bound)`` (total, first-output latency): the fills add up
+    and the slowest stage's steady state (T − L) paces the rest, ``Σ L + max (T − L)``,
+    segment by segment: a stage that emits only after its whole input (``L = T``: a norm or
+    softmax on one decode row, a kernel that does not overlap) waits for every stage before
+    it to finish, so it closes a segment."""
+    done = np.zeros(P)
+    fill = np.zeros(P)
+    steady = np.zeros(P)
+    for _, t, first, _ in chain:
+        fill = fill + first
+        steady = np.maximum(steady, t - first)
+        barrier = first >= t
+        done = np.where(barrier, done + fill + steady, done)
+        fill = np.where(barrier, 0.0, fill)
+        steady = np.where(barrier, 0.0, steady)
+    return done + fill + steady
+
+
+def _mem_bound(by, bpc, t_comp, first, ahead):
+    """A kernel's time in its layer's chain when its streamed operands (``by`` bytes) arrive
+    at ``bpc`` bits per cycle and ``ahead`` of those bytes were fetched before its input came
+    (prefetched while the kernel waited); the first-tile latency stretches by the same factor.
+
+    Returns ``((t, first, bound), t_mem)``: bound code 1 = memory-bound; ``t_mem`` the
+    cycles its channels are busy per layer (the whole stream, prefetched or not)."""
     t_mem = np.where(by > 0, by * 8 / np.maximum(bpc, 1e-30), 0.0)
     t_mem = np.where((by > 0) & (bpc <= 0), np.inf, t_mem)
-    t = np.maximum(t_comp, t_mem)
+    t_wait = np.where(by > 0, np.maximum(by - ahead, 0.0) * 8 / np.maximum(bpc, 1e-30), 0.0)
+    t_wait = np.where((by > 0) & (bpc <= 0), np.inf, t_wait)
+    t = np.maximum(t_comp, t_wait)
     scale = np.where(t_comp > 0, t / np.maximum(t_comp, 1), 1.0)
-    return t, np.minimum(first * scale, t), np.where(t_mem > t_comp, 1, 0)
+    return (t, np.minimum(first * scale, t), np.where(t_wait > t_comp, 1, 0)), t_mem
+
+
+def _stream_rates(db, stream_bytes, decode, ahead, bw_total, ch_bw, f):
+    """Bits per cycle each streaming kernel gets. Explicit channels are a kernel's own, all
+    the time, at the rate a kernel's port achieves on one (``PORT_EFFICIENCY``). Automatic:
+    every streamed matrix is striped over all channels (at ``PORT_EFFICIENCY`` too), and the
+    kernels that stream at the same time share the bandwidth in proportion to their bytes:
+    all of them where their weights run a layer ahead of the chain (``ahead``),
+    else by phase (decode: Q/K/V, then qk, then pv, then o, then the FFN's kernels at once:
+    the norm between o and the FFN needs o's whole row; prefill: Q/K/V, then the rest)."""
+    by_phase = ([["q", "k", "v"], ["qk"], ["pv"], ["o"], ["f1", "fg", "f2"]] if decode
+                else [["q", "k", "v"], ["o", "f1", "fg", "f2", "qk", "pv"]])
+    together = [[k for g in by_phase for k in g]]
+
+    def shares(groups):
+        out = {}
+        for group in groups:
+            group = [k for k in group if k in stream_bytes]
+            total = sum(stream_bytes[k] for k in group)
+            for k in group:
+                out[k] = np.where(total > 0, stream_bytes[k] / np.maximum(total, 1e-30), 0) \
+                    * bw_total
+        return out
+
+    phase, joint = shares(by_phase), shares(together)
+    bpc = {}
+    for k in stream_bytes:
+        share = np.where(ahead, joint[k], phase[k])
+        bw = np.where(np.isnan(db.chan[k]), share, np.nan_to_num(db.chan[k]) * ch_bw) \
+            * PORT_EFFICIENCY / db.C
+        bpc[k] = bw * 8 / f     # bits per cycle
+    return bpc
 
 
 def bottleneck(phase_result, i=0):
     """``(stage name, bound)`` limiting point ``i`` of a prefill/decode result: the stage with
-    the largest steady-state time, or ``"sync"`` when the K/V synchronisation dominates;
-    bound is ``compute``, ``memory`` or ``link``."""
+    the largest steady-state time, ``"sync"``'s slowest kernel when the K/V synchronisation
+    dominates, or the kernel with the busiest stream when the streams set the pace (every
+    kernel prefetching); bound is ``compute``, ``memory`` or ``link``."""
     steady = phase_result["steady"][:, i]
     j = int(np.argmax(steady))
     name = phase_result["chain"][j]
@@ -459,6 +616,11 @@ def bottleneck(phase_result, i=0):
         name = max(phase_result["sync"], key=lambda k: stages[k][0][i])
     if name == "ffn_in":
         name = max(phase_result["ffn_keys"], key=lambda k: stages[k][0][i])
+    if phase_result["floor_cycles"][i] > phase_result["pass_cycles"][i]:
+        mem, by = phase_result["mem_cycles"], phase_result["stream_bytes"]
+        # streams sharing the bandwidth in proportion to their bytes end together: name the
+        # biggest
+        return max(mem, key=lambda k: (round(float(mem[k][i]), 6), float(by[k][i]))), "memory"
     code = int(stages[name][2][i]) if name in stages else 0
     return name, ("compute", "memory", "link")[code]
 
@@ -518,17 +680,23 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
             # lookup tables (exp, GELU/SiLU, rsqrt) and a row buffer: one block per 2 lanes
             per[n_]["bram_small"] += _cdiv(lanes, 2) + _bulk_blocks(bram, 2 * m.d_model * 32)
 
-    # Weights: streamed tiles (double-buffered FIFO per column group) or all of this copy's
-    # layers on chip, partitioned so that cols*packing weights are read each cycle.
+    # Weights: streamed tiles (double-buffered FIFO per column group), a FIFO of one layer's
+    # matrix (weight_buffer "layer", in bulk memory), or all of this copy's layers on chip,
+    # partitioned so that cols*packing weights are read each cycle.
     tile = {}
     whole = {}
+    one = {}
     for k in lin:
         kk, nn = shapes[k]
-        depth = 512
-        tile[k] = _blocks(bram, cl[k], wb, depth) * np.where(db.double, 2, 1)
+        tile[k] = np.where(db.layer_buffer, 0, _blocks(bram, cl[k], wb, TILE_DEPTH)
+                           * np.where(db.double, 2, 1))
         words = _cdiv(layers_per_copy * kk * nn, cl[k])
         whole[k] = (_blocks(bram, cl[k], wb, words),
                     _blocks(uram, cl[k], wb, words) if uram else None)
+        words = _cdiv(kk * nn, cl[k])
+        one[k] = (np.where(db.layer_buffer, _blocks(bram, cl[k], wb, words), 0),
+                  np.where(db.layer_buffer, _blocks(uram, cl[k], wb, words), 0)
+                  if uram else None)
     # K and V of the current layer (double-buffered: the paper's S_KV = 4·l_max·d·b_A), read by
     # qk and pv with cols*packing partitions; Q waiting for the synchronisation; the two
     # residual bypass buffers (the FFN one is the paper's deadlock-avoidance buffer, the
@@ -567,7 +735,9 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
             if name in tile:
                 wb_b, wb_u = whole[name]
                 small[i] += np.where(weights_on_chip, 0, tile[name]) * C
-                bulk_b[i] += np.where(weights_on_chip, wb_b, 0) * C
+                bulk_b[i] += np.where(weights_on_chip, wb_b, one[name][0]) * C
+                if one[name][1] is not None:
+                    bulk_u[i] += np.where(weights_on_chip, 0, one[name][1]) * C
                 if wb_u is not None:
                     bulk_u[i] += np.where(weights_on_chip, wb_u, 0) * C
         for i, die in dies.items():

@@ -22,6 +22,8 @@ from llmloom.perf import (
     ("gpt2-large", 1280, 20, 36, 5120, 20), ("gpt2-xl", 1600, 25, 48, 6400, 25),
     ("opt-6.7b", 4096, 32, 32, 16384, 32), ("llama-2-7b", 4096, 32, 32, 11008, 32),
     ("llama-2-13b", 5120, 40, 40, 13824, 40), ("llama-2-70b", 8192, 64, 80, 28672, 8),
+    ("llama-3.2-1b", 2048, 32, 16, 8192, 8), ("smollm2-135m", 576, 9, 30, 1536, 3),
+    ("qwen2.5-0.5b", 896, 14, 24, 4864, 2),
 ])
 def test_model_figures_match_published_configs(name, d, h, n, dff, kv):
     m = get_model(name)
@@ -90,5 +92,27 @@ def test_every_catalogue_entry_names_its_source():
             assert f.memory.source.strip()
     assert {"u280", "u250", "u55c", "vck190", "vhk158", "vu9p", "ecp5-85f", "ice40-up5k",
             "artix7-100t"} <= set(FPGAS)
-    assert {"a100-40gb", "a100-80gb", "h100-sxm", "rtx-4090"} <= set(GPUS)
+    assert {"a100-40gb", "a100-80gb", "h100-sxm", "h200-sxm", "rtx-4090"} <= set(GPUS)
+    assert get_gpu("h200").bandwidth_gbps == 4800
     assert get_gpu("a100").bandwidth_gbps == 1555
+
+
+def test_a_llama_class_hf_config_loads_with_gqa_and_swiglu(tmp_path):
+    """A Hugging Face config.json of Llama-3.2-1B (its fields as published) is the catalogue's
+    model; its layer has grouped-query K/V and three FFN matrices."""
+    from llmloom.perf import workload
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+           "intermediate_size": 8192, "num_attention_heads": 32, "num_hidden_layers": 16,
+           "num_key_value_heads": 8, "hidden_act": "silu", "max_position_embeddings": 131072,
+           "vocab_size": 128256, "rms_norm_eps": 1e-05, "tie_word_embeddings": True}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    m = get_model(str(path))
+    ref = get_model("llama-3.2-1b")
+    assert (m.d_model, m.n_heads, m.n_kv_heads, m.n_layers, m.d_ff, m.activation, m.norm,
+            m.gated_ffn) == (ref.d_model, ref.n_heads, ref.n_kv_heads, ref.n_layers, ref.d_ff,
+                             "silu", "rmsnorm", True)
+    ops = {o.name: o for o in workload(m, "decode", context=100).ops}
+    assert ops["k"].n == ops["v"].n == 8 * 64 and ops["q"].n == 2048
+    assert {"f1", "fg", "f2"} <= set(ops) and ops["fg"].weight_bytes == ops["f1"].weight_bytes
+    assert m.params == ref.params == 16 * (2 * 2048**2 + 2 * 2048 * 512 + 3 * 2048 * 8192)

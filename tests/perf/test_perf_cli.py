@@ -66,3 +66,30 @@ def test_user_errors_are_one_line_value_errors(capsys):
     with pytest.raises(ValueError, match=r"design file '/nonexistent.json' does not exist"):
         run(capsys, "estimate", "--model", "gpt2", "--device", "u280", "--design",
             "/nonexistent.json")
+
+
+def test_quant_overrides_the_designs_on_estimate_compare_and_explore(capsys):
+    w8 = json.loads(run(capsys, "estimate", "--design", "chen2024-gpt2-u280", "--mode", "decode",
+                        "--seq", "128", "--json"))
+    w4 = json.loads(run(capsys, "estimate", "--design", "chen2024-gpt2-u280", "--mode", "decode",
+                        "--seq", "128", "--json", "--quant", "w4a8"))
+    assert w8["quant"] == "W8A8" and w4["quant"] == w4["design"]["quant"] == "W4A8"
+    # the FFN's weight stream paces decode: half the bits, about twice the tokens
+    assert w4["decode"]["tokens_per_s"] == pytest.approx(2 * w8["decode"]["tokens_per_s"],
+                                                         rel=0.05)
+    c = json.loads(run(capsys, "compare", "--design", "chen2024-gpt2-u280", "--gpu", "h200",
+                       "--seqs", "128", "--quant", "W4A8", "--json"))
+    assert c["design"]["quant"] == "W4A8"
+    assert c["rows"][0]["fpga_decode_s_per_token"] == pytest.approx(
+        w4["decode"]["latency_s_per_token"])
+    e = json.loads(run(capsys, "explore", "--model", "gpt2", "--device", "u280", "--objective",
+                       "decode", "--budget-dsp", "300", "--seq", "64", "--quant", "FP16",
+                       "--json"))
+    assert e["best"]["quant"] == "fp16"
+
+
+def test_an_unknown_quant_is_one_error_line(capsys):
+    from llmloom.flows.cli import main
+    assert main(["estimate", "--design", "chen2024-gpt2-u280", "--quant", "W3A8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown quantisation 'W3A8'" in err[0]

@@ -155,3 +155,74 @@ def test_design_json_roundtrip_and_bad_designs(tmp_path):
     del bad["kernels"]["f2"]
     with pytest.raises(ConfigError, match="design lacks kernels f2"):
         Design.from_dict(bad)
+
+
+def test_decode_streams_every_kernels_weights_at_once_from_a_layer_deep_buffer():
+    """Decode as a spatial pipeline: with a FIFO one layer deep per kernel, each kernel's
+    channel fetches its next matrix while the others compute, so a token takes the busiest
+    stream (f1's, N times), not the chain of every kernel's stream one after the other."""
+    from llmloom.perf.spatial import PORT_EFFICIENCY
+    one = KernelDesign(rows=8, cols=16, packing=2, channels=1)
+    kernels = {n: one for n in ("q", "k", "v", "qk", "pv", "o", "f1", "f2")}
+    tile = Design(clock_mhz=250, kernels=kernels, weights="stream")
+    layer = tile.replace(weight_buffer="layer")
+    m = get_model("gpt2-medium")
+    mem = get_fpga("u280").memory
+    f1_stream = m.d_model * m.d_ff / (mem.gbps_per_channel * 1e9 * mem.efficiency
+                                      * PORT_EFFICIENCY)
+    got = {}
+    for d in (tile, layer):
+        got[d.weight_buffer] = estimate(m, "u280", d, mode="decode", seq=256)["decode"]
+    assert got["layer"]["latency_s_per_token"] == pytest.approx(m.n_layers * f1_stream,
+                                                                rel=1e-3)
+    assert got["layer"]["bottleneck"] in ("f1", "f2") and got["layer"]["bound"] == "memory"
+    # tile buffers: q/k/v's streams, then o's, then the FFN's, one after the other
+    assert got["tile"]["latency_s_per_token"] > 1.5 * got["layer"]["latency_s_per_token"]
+    for g in got.values():
+        assert g["latency_s_per_token"] >= g["bandwidth_floor_s"]
+
+
+def test_a_layer_deep_weight_buffer_takes_bulk_memory():
+    base = uniform(8, 16, weights="stream")
+    small = estimate("gpt2-medium", "u280", base, mode="decode", seq=256)["resources"]
+    big = estimate("gpt2-medium", "u280", base.replace(weight_buffer="layer"), mode="decode",
+                   seq=256)["resources"]
+    # 12.6 MB of int8 weights per layer: at least 12.6e6·8 / 288 Kib URAMs more
+    assert big["uram"] - small["uram"] >= 12.5e6 * 8 / (288 * 1024)
+    with pytest.raises(ConfigError, match="weight_buffer='deep' is not allowed"):
+        base.replace(weight_buffer="deep")
+
+
+def test_the_layer_chain_walks_the_hw_layer_description():
+    from llmloom.hw.blocks.activation import GeluConfig
+    from llmloom.hw.layers.config import DESCRIPTIONS
+    from llmloom.perf.spatial import activation_latency, layer_plan
+    gpt2, bert = layer_plan("gpt2-medium"), layer_plan("bert-base")
+    # GPT-2 is pre-norm: its first norm comes before the projections; BERT post-norm
+    assert gpt2.head == ("norm1",) and bert.head == ()
+    assert gpt2.sync == bert.sync == ("q", "k", "v")
+    assert bert.chain[-1] == "norm2" and gpt2.chain[-1] == "ar2"
+    for arch, plan in (("gpt2", gpt2), ("bert", bert)):
+        names = plan.head + plan.sync + plan.chain
+        for st in DESCRIPTIONS[arch].stages:
+            want = {"attention": "qk", "residual": None, "act": "gelu"}.get(st.kind, st.name)
+            want = "ffn_in" if st.name == "f1" else want
+            assert want is None or want in names, (arch, st.name)
+    assert layer_plan("llama-2-7b").chain.count("silu") == 1
+    assert activation_latency("gelu") == GeluConfig.LATENCY
+
+
+def test_prefill_reuses_a_layer_deep_buffer_and_a_host_sync_adds_per_layer():
+    m = get_model("gpt2-medium")
+    base = uniform(8, 16, weights="stream")
+    tile = estimate(m, "u280", base, mode="prefill", seq=256)["prefill"]
+    layer = estimate(m, "u280", base.replace(weight_buffer="layer"), mode="prefill",
+                     seq=256)["prefill"]
+    weights = workload(m, "prefill", seq=256, quant="W8A8").weight_bytes
+    # every token tile (256 / 8 rows) streams the matrices again; a layer-deep FIFO once
+    assert tile["offchip_bytes"] == pytest.approx(256 / 8 * weights)
+    assert layer["offchip_bytes"] == pytest.approx(weights)
+    assert layer["latency_s"] <= tile["latency_s"]
+    synced = estimate(m, "u280", base.replace(host_sync_us=50), mode="prefill",
+                      seq=256)["prefill"]
+    assert synced["latency_s"] - tile["latency_s"] == pytest.approx(m.n_layers * 50e-6)

@@ -1,0 +1,88 @@
+"""``llmloom validate``: the model against measured boards (perf/data/measured.json)."""
+
+import json
+
+import pytest
+
+from llmloom.flows.cli import main
+from llmloom.perf import estimate, gpu_estimate
+from llmloom.perf.validate import TARGET, TARGET_HELD_OUT, load_measured, predict, validate
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return validate()
+
+
+# the rows the issue asks for, each within its target (20 %; held out of any fitting: 25 %)
+ISSUE_ROWS = ("chen2024-bert-layer", "chen2024-gpt2-w8a8-decode", "allo-gpt2-medium-w4a8-decode",
+              "allo-gpt2-medium-w4a8-ttft", "a100-gpt2-medium-decode",
+              "chen2024-gpt2-decode-vs-a100", "streamtensor-gpt2-medium-u55c-decode")
+
+
+@pytest.mark.parametrize("name", ISSUE_ROWS)
+def test_the_measured_rows_are_explained(doc, name):
+    row = next(r for r in doc["rows"] if r["name"] == name)
+    assert row["target"] == (TARGET_HELD_OUT if row["held_out"] else TARGET)
+    assert abs(row["error"]) <= row["target"], row
+
+
+def test_rows_that_set_a_constant_are_not_held_out(doc):
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert not rows["chen2024-gpt2-w8a8-decode"]["held_out"]      # spatial.PORT_EFFICIENCY
+    assert not rows["a100-gpt2-medium-decode"]["held_out"]        # eager dispatch
+    assert rows["allo-gpt2-medium-w4a8-decode"]["held_out"]
+    assert rows["chen2024-bert-layer"]["held_out"]
+    # reference rows have no prediction
+    dfx = rows["dfx-gpt2-medium-fp16-decode"]
+    assert dfx["predicted"] is None and dfx["error"] is None and dfx["reason"]
+
+
+def test_the_publications_verdicts_are_reproduced(doc):
+    assert doc["verdicts"]
+    for v in doc["verdicts"]:
+        assert v["reproduced"], v
+    assert {(v["phase"], v["winner"]) for v in doc["verdicts"]} == {("decode", "fpga"),
+                                                                     ("prefill", "gpu")}
+
+
+def test_predictions_are_the_models_for_the_described_design():
+    rows = {r["name"]: r for r in load_measured()["rows"]}
+    w4 = rows["allo-gpt2-medium-w4a8-decode"]
+    doc = estimate("gpt2-medium", "u280", "chen2024-gpt2-u280", mode="decode", seq=128,
+                   quant="W4A8")
+    assert predict(w4) == pytest.approx(doc["decode"]["tokens_per_s"])
+    # another quantisation, another prediction: nothing is stored but the measurement
+    assert predict({**w4, "quant": "W8A8"}) < 0.6 * predict(w4)
+    a100 = rows["a100-gpt2-medium-decode"]
+    assert predict(a100) == pytest.approx(
+        1 / gpu_estimate("gpt2-medium", "a100", "decode", seq=128)["latency_s"])
+
+
+def test_validate_cli_json_and_table(capsys):
+    assert main(["validate", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["schema"] == "llmloom.perf.validate/1"
+    for r in out["rows"]:
+        assert {"name", "predicted", "measured", "error", "held_out"} <= set(r)
+    assert main(["validate"]) == 0
+    text = capsys.readouterr().out
+    assert "chen2024-bert-layer" in text and "verdicts reproduced" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ('{"rows": [{"name": "x"}]}', "row 0: needs a non-empty string 'source'"),
+    ('{"rows": [{"name": "x", "source": "s", "conditions": "c", "kind": "fpga", "unit": "u", '
+     '"measured": 1, "metric": "tokens_per_s", "model": "gpt2", "device": "u280", '
+     '"design": "chen2024-gpt2-u280", "mode": "decode", "seq": 64, "colour": 1}]}',
+     "unknown field 'colour'"),
+    ('{"rows": [{"name": "x", "source": "s", "conditions": "c", "kind": "guess", "unit": "u", '
+     '"measured": 1}]}', "kind 'guess' is not allowed"),
+])
+def test_bad_measured_data_is_one_error_line(tmp_path, capsys, content, message):
+    path = tmp_path / "m.json"
+    path.write_text(content)
+    assert main(["validate", "--data", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
