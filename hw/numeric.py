@@ -20,7 +20,7 @@ from .config import ConfigError
 
 __all__ = [
     "IntType", "INT4", "INT8", "INT16", "INT32", "UINT8",
-    "Rounding", "round_shift", "round_shift_hw", "saturate_hw",
+    "Rounding", "round_shift", "round_shift_hw", "round_shift_var_hw", "saturate_hw",
     "FixedPoint", "QuantParams", "quantize_multiplier",
 ]
 
@@ -118,6 +118,32 @@ def round_shift_hw(value, shift, mode=Rounding.HALF_UP):
     q = wide >> shift
     rem = value[:shift]
     up = (rem > half[:shift]) | ((rem == half[:shift]) & q[0])
+    return q + up
+
+
+def round_shift_var_hw(value, shift, max_shift, mode=Rounding.HALF_UP):
+    """The Amaranth expression of :func:`round_shift` for a variable ``shift`` (an unsigned
+    value in ``0..max_shift``): a barrel shifter, the half-LSB constant chosen by ``shift``
+    (HALF_UP: one adder) and, for HALF_EVEN, a tie detector on the masked remainder.
+
+    Like :func:`round_shift_hw` the result is one bit wider than ``value`` (saturate it with
+    :func:`saturate_hw`); ``value`` must be at least ``max_shift`` bits wide."""
+    mode = Rounding(mode)
+    if len(value) < max_shift:
+        raise ValueError(f"value of {len(value)} bits is narrower than max_shift={max_shift}")
+    if max_shift == 0:
+        return value
+    wide = value.as_signed() if value.shape().signed else value.as_unsigned()
+    if mode is Rounding.FLOOR:
+        return wide >> shift
+    n = max_shift + 1
+    pow2 = (Const(1, n) << shift)[:n]           # 2**shift
+    half = pow2 >> 1                            # 2**(shift−1), 0 for shift 0
+    if mode is Rounding.HALF_UP:
+        return (wide + half) >> shift
+    q = wide >> shift
+    rem = value[:max_shift] & (pow2 - 1)[:max_shift]
+    up = (rem > half) | ((rem == half) & (shift != 0) & q[0])
     return q + up
 
 

@@ -109,6 +109,13 @@ def rmsnorm_cycles(cfg, rows):
     return row_kernel_cycles(cfg, rows)
 
 
+@predicts("dynquant")
+def dynquant_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.dynquant.DynQuant` (see :func:`row_kernel_cycles`;
+    each row's exponent leaves before its last beat)."""
+    return row_kernel_cycles(cfg, rows)
+
+
 @predicts("kvcache")
 def kvcache_cycles(cfg, requests):
     """Cycles of :class:`~llmloom.hw.blocks.kvcache.KvCache` for ``requests`` back-to-back

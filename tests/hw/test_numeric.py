@@ -17,6 +17,7 @@ from llmloom.hw.numeric import (
     quantize_multiplier,
     round_shift,
     round_shift_hw,
+    round_shift_var_hw,
     saturate_hw,
 )
 
@@ -60,6 +61,34 @@ def test_round_shift_hw_equals_numpy(mode):
     want = round_shift(np.array(values), shift, mode)
     assert [g[0] for g in got] == list(want)
     assert [g[1] for g in got] == list(INT8.saturate(want))
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_round_shift_var_hw_equals_numpy_for_every_shift(mode):
+    """The variable shift gives, for each shift 0..max, what the constant one gives (ties of
+    both signs and the extremes included)."""
+    a = Signal(signed(10))
+    sh = Signal(range(6))
+    out = Signal(signed(12))
+    values = list(range(-512, 512, 3)) + [-512, 511, -16, -8, 8, 16, 24, -24, 1, -1]
+    got = {}
+
+    async def bench(ctx):
+        for s in range(6):
+            for v in values:
+                ctx.set(a, v)
+                ctx.set(sh, s)
+                got[s, v] = ctx.get(out)
+
+    from amaranth.hdl import Module
+    m = Module()
+    m.d.comb += out.eq(round_shift_var_hw(a, sh, 5, mode))
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    for s in range(6):
+        want = round_shift(np.array(values), s, mode)
+        assert [got[s, v] for v in values] == list(want), s
 
 
 def test_int_types():
