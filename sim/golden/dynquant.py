@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.numeric import round_shift
+from .requant import shift_rows
 
-__all__ = ["row_exponents", "dynquant_bitexact", "shift_rows"]
+__all__ = ["row_exponents", "dynquant_bitexact"]
 
 
 def row_exponents(cfg, x):
@@ -17,16 +17,6 @@ def row_exponents(cfg, x):
     for t in cfg.thresholds:
         e += amax > t
     return e
-
-
-def shift_rows(x, e, mode):
-    """``round_shift(x[r], e[r], mode)`` for each row ``r`` (int64)."""
-    x = np.asarray(x, dtype=np.int64)
-    out = np.empty_like(x)
-    for k in np.unique(e):
-        rows = e == k
-        out[rows] = round_shift(x[rows], int(k), mode)
-    return out
 
 
 def dynquant_bitexact(cfg, x):
