@@ -84,7 +84,7 @@ def silu_cycles(cfg, rows):
 
 
 def row_kernel_cycles(cfg, rows):
-    """Cycles of a row-reduction kernel (:mod:`llmloom.hw.blocks.rowkernel`: softmax,
+    """Cycles of a row-reduction kernel (:mod:`llmloom.hw.blocks.rowkernel`: softmax, dynquant,
     layernorm, rmsnorm) on ``rows`` rows, from the first input beat accepted to the last output
     beat, inputs offered every cycle, output always ready:
     :meth:`~llmloom.hw.blocks.rowkernel.RowKernelConfig.cycles`."""

@@ -1,4 +1,4 @@
-"""The skeleton shared by the row-reduction kernels (softmax, layernorm, rmsnorm).
+"""The skeleton shared by the row-reduction kernels (softmax, layernorm, rmsnorm, dynquant).
 
 A row reduction needs the whole row before it can emit any of it, so a row kernel works in two
 phases over a row buffer:
@@ -201,6 +201,10 @@ class RowKernel(wiring.Component):
     the buffer then fills and ``i.ready`` falls when it holds ``buffer_depth`` beats. Phase 1
     never stalls. ``i.ready`` comes straight from a comparison of a register.
     """
+
+    # the defaults, also for a subclass that builds its signature itself (softmax's offset)
+    _in_shape = INT8.shape
+    _out_name = "o"
 
     def __init__(self, cfg, out_shape, in_shape=INT8.shape, out_name="o", extra=None):
         self.cfg = cfg

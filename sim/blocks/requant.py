@@ -127,7 +127,7 @@ class RequantHarness(RowHarness):
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
     in_ports = {"i": ("acc", RequantConfig.ACC)}
-    shape_fields = ("length", "acc_scale", "bias", "out_scale")
+    shape_fields = ("length", "acc_scale", "bias", "out_scale", "row_exponent")
 
     def infer(self, tensors):
         out = {}
@@ -141,6 +141,8 @@ class RequantHarness(RowHarness):
             if not np.issubdtype(bias.dtype, np.integer):
                 raise TensorError(f"tensor 'bias' has dtype {bias.dtype}; expected int32")
             out["bias"] = bias.reshape(-1).tolist()
+        if "e" in tensors:
+            out["row_exponent"] = True
         return out
 
     def prepare(self, cfg, tensors):
