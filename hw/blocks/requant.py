@@ -27,9 +27,11 @@ stays an int32 at the ``e = 0`` unit, so::
     y = saturate(round_shift((acc + round_shift(bias[c], e)) · M_c, s − e))
 
 one barrel shift of the bias and a variable final shift (``log2(e_max+1)`` levels of muxes
-each), no other multiplier. With ``e = 0`` this is bit for bit the requant above. The config
-keeps ``s ≥ e_max`` by scaling every ``M_c`` up by ``2**(e_max − s)`` when needed (the same
-rational numbers), within :data:`MAX_MULT_WIDTH` bits or a :class:`ConfigError`.
+each: the final shift is a constant ``s − e_max`` that keeps a guard and a sticky bit, then
+``e_max − e``, see :func:`~llmloom.hw.numeric.round_shift_split_hw`), no other multiplier.
+With ``e = 0`` this is bit for bit the requant above. The config keeps ``s ≥ e_max`` by
+scaling every ``M_c`` up by ``2**(e_max − s)`` when needed (the same rational numbers), within
+:data:`MAX_MULT_WIDTH` bits or a :class:`ConfigError`.
 
 Accuracy against float64 maths on the dequantised values: for outputs that do not saturate,
 ``|y·out_scale − (acc·2**e + bias)·acc_scale| ≤ (0.5 + 2**(w−1)·2**-mult_bits + 0.5·2**e
@@ -64,6 +66,7 @@ from ..numeric import (
     Rounding,
     quantize_multiplier,
     round_shift_hw,
+    round_shift_split_hw,
     round_shift_var_hw,
     saturate_hw,
 )
@@ -493,23 +496,25 @@ class Requant(wiring.Component):
                     m.d.sync += factor[j].eq(lane_mult[j])
         exp = carry_exponent(adv, exp, "e_sum")
 
-        # Stage: the multiply (and, with a row exponent, the final shift s − e).
+        # Stage: the multiply (and, with a row exponent, the variable part e_max − e of the
+        # final shift s − e; its constant part s − e_max needs no logic).
         adv = next(stage)
         prods = [Signal(signed(cfg.product_width), name=f"prod{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
                 m.d.sync += prods[j].eq(sums[j] * factor[j])
         if cfg.row_exponent:
-            final = Signal(range(shift + 1), name="final_shift")
+            final = Signal(range(cfg.e_max + 1), name="final_shift")
             with m.If(adv):
-                m.d.sync += final.eq(shift - exp)
+                m.d.sync += final.eq(cfg.e_max - exp)
 
         # Stage: round, shift, saturate into the output register.
         adv = next(stage)
         out = [Signal(cfg.OUT.shape, name=f"y{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
-                rounded = round_shift_var_hw(prods[j], final, shift, rounding) \
+                rounded = round_shift_split_hw(prods[j], shift - cfg.e_max, final, cfg.e_max,
+                                               rounding) \
                     if cfg.row_exponent else round_shift_hw(prods[j], shift, rounding)
                 m.d.sync += out[j].eq(saturate_hw(rounded, cfg.OUT))
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(lanes)]
