@@ -14,13 +14,14 @@ import enum
 import math
 
 import numpy as np
-from amaranth.hdl import Const, Mux, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, signed, unsigned
 
 from .config import ConfigError
 
 __all__ = [
     "IntType", "INT4", "INT8", "INT16", "INT32", "UINT8",
-    "Rounding", "round_shift", "round_shift_hw", "saturate_hw",
+    "Rounding", "round_shift", "round_shift_hw", "round_shift_var_hw",
+    "round_shift_split_hw", "saturate_hw",
     "FixedPoint", "QuantParams", "quantize_multiplier",
 ]
 
@@ -119,6 +120,56 @@ def round_shift_hw(value, shift, mode=Rounding.HALF_UP):
     rem = value[:shift]
     up = (rem > half[:shift]) | ((rem == half[:shift]) & q[0])
     return q + up
+
+
+def round_shift_var_hw(value, shift, max_shift, mode=Rounding.HALF_UP):
+    """The Amaranth expression of :func:`round_shift` for a variable ``shift`` (an unsigned
+    value in ``0..max_shift``): a barrel shifter, the half-LSB constant chosen by ``shift``
+    (HALF_UP: one adder) and, for HALF_EVEN, a tie detector on the masked remainder.
+
+    Like :func:`round_shift_hw` the result is one bit wider than ``value`` (saturate it with
+    :func:`saturate_hw`); ``value`` must be at least ``max_shift`` bits wide."""
+    mode = Rounding(mode)
+    if len(value) < max_shift:
+        raise ValueError(f"value of {len(value)} bits is narrower than max_shift={max_shift}")
+    if max_shift == 0:
+        return value
+    wide = value.as_signed() if value.shape().signed else value.as_unsigned()
+    if mode is Rounding.FLOOR:
+        return wide >> shift
+    n = max_shift + 1
+    pow2 = (Const(1, n) << shift)[:n]           # 2**shift
+    half = pow2 >> 1                            # 2**(shift−1), 0 for shift 0
+    if mode is Rounding.HALF_UP:
+        return (wide + half) >> shift
+    q = wide >> shift
+    rem = value[:max_shift] & (pow2 - 1)[:max_shift]
+    up = (rem > half) | ((rem == half) & (shift != 0) & q[0])
+    return q + up
+
+
+def round_shift_split_hw(value, const, var, var_max, mode=Rounding.HALF_UP):
+    """:func:`round_shift` of ``value`` by ``const + var``: a constant shift ``const`` and a
+    variable one ``var`` in ``0..var_max``, so that the barrel shifter spans ``var_max + 1``
+    positions (``log2`` of that in mux levels), not ``const + var_max + 1``.
+
+    The constant shift drops the low ``const`` bits but keeps two of them, the guard bit (the
+    highest dropped) and a sticky bit (any of the others set): ``round_shift(value, const +
+    var)`` equals ``round_shift(q·4 + guard·2 + sticky, var + 2)`` with ``q = value >>
+    const`` in every rounding mode (the floor is the same, and the remainder compares with
+    half a step as the true one does). ``value`` must be at least ``const + var_max`` bits."""
+    if const == 0:
+        return round_shift_var_hw(value, var, var_max, mode)
+    if len(value) < const + var_max:
+        raise ValueError(f"value of {len(value)} bits is narrower than const + var_max = "
+                         f"{const + var_max}")
+    wide = value.as_signed() if value.shape().signed else value.as_unsigned()
+    q = wide >> const
+    guard = value[const - 1]
+    sticky = value[:const - 1].any() if const >= 2 else Const(0, 1)
+    kept = Cat(sticky, guard, q)
+    kept = kept.as_signed() if value.shape().signed else kept
+    return round_shift_var_hw(kept, var + 2, var_max + 2, mode)
 
 
 def saturate_hw(value, itype):

@@ -77,7 +77,7 @@ def silu_cycles(cfg, rows):
 
 
 def row_kernel_cycles(cfg, rows):
-    """Cycles of a row-reduction kernel (:mod:`llmloom.hw.blocks.rowkernel`: softmax,
+    """Cycles of a row-reduction kernel (:mod:`llmloom.hw.blocks.rowkernel`: softmax, dynquant,
     layernorm, rmsnorm) on ``rows`` rows, from the first input beat accepted to the last output
     beat, inputs offered every cycle, output always ready:
     :meth:`~llmloom.hw.blocks.rowkernel.RowKernelConfig.cycles`."""
@@ -99,6 +99,13 @@ def layernorm_cycles(cfg, rows):
 @predicts("rmsnorm")
 def rmsnorm_cycles(cfg, rows):
     """Cycles of :class:`~llmloom.hw.blocks.norm.Norm` as rmsnorm."""
+    return row_kernel_cycles(cfg, rows)
+
+
+@predicts("dynquant")
+def dynquant_cycles(cfg, rows):
+    """Cycles of :class:`~llmloom.hw.blocks.dynquant.DynQuant` (see :func:`row_kernel_cycles`;
+    each row's exponent leaves before its last beat)."""
     return row_kernel_cycles(cfg, rows)
 
 

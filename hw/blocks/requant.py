@@ -1,4 +1,5 @@
-"""Re-quantisation: int32 accumulators (plus an optional int32 bias) → int8 at a new scale.
+"""Re-quantisation: int32 accumulators (plus an optional int32 bias) → int8 (or int16) at a new
+scale, optionally undoing a per-row power-of-two exponent of the GEMM's input.
 
 The real value of an accumulator in channel ``c`` is ``(acc + bias[c]) · acc_scale[c]``; the
 output is that value in units of ``out_scale``::
@@ -14,14 +15,34 @@ hardware needs no variable shifter, the per-channel pairs are aligned once to th
 model both use it.
 
 Rounding (config ``rounding``): ``half_even`` (default; to nearest, ties to even: unbiased),
-``half_up`` (ties towards +∞) or ``floor``; then saturation to −128..127.
+``half_up`` (ties towards +∞) or ``floor``; then saturation to −128..127 (``out_width`` 16:
+−32768..32767, for the int16 residual stream).
+
+**Row exponent** (``row_exponent``): when the GEMM's input rows were quantised each with its
+own power of two (:mod:`.dynquant`: a row's real value is ``x8 · x_scale · 2**e``), the
+accumulators of that row are in units of ``acc_scale · 2**e``, and a second input stream
+``e`` gives one exponent per row (``0..e_max``, taken with the row's first beat). The bias
+stays an int32 at the ``e = 0`` unit, so::
+
+    y = saturate(round_shift((acc + round_shift(bias[c], e)) · M_c, s − e))
+
+one barrel shift of the bias and a variable final shift (``log2(e_max+1)`` levels of muxes
+each: the final shift is a constant ``s − e_max`` that keeps a guard and a sticky bit, then
+``e_max − e``, see :func:`~llmloom.hw.numeric.round_shift_split_hw`), no other multiplier.
+With ``e = 0`` this is bit for bit the requant above. The config keeps ``s ≥ e_max`` by
+scaling every ``M_c`` up by ``2**(e_max − s)`` when needed (the same rational numbers), within
+:data:`MAX_MULT_WIDTH` bits or a :class:`ConfigError`.
 
 Accuracy against float64 maths on the dequantised values: for outputs that do not saturate,
-``|y·out_scale − (acc+bias)·acc_scale| ≤ (0.5 + 128·2**-mult_bits) · out_scale`` (0.5 LSB from
-the final rounding, plus the multiplier's relative error ``≤ 2**-mult_bits`` on a value of at
-most 128 LSB); with ``floor`` the 0.5 becomes 1. Measured on random data with the default 16
-bits: 0.5007 LSB worst (``tests/hw/test_requant.py`` holds it to the bound). Saturated
-outputs are the int8 bound.
+``|y·out_scale − (acc·2**e + bias)·acc_scale| ≤ (0.5 + 2**(w−1)·2**-mult_bits + 0.5·2**e
+·acc_scale/out_scale) · out_scale`` for ``w = out_width``: 0.5 LSB from the final rounding,
+the multiplier's relative error ``≤ 2**-mult_bits`` on a value of at most ``2**(w−1)`` LSB,
+and the bias's rounding to the row's unit (half an accumulator step, ``0.5·2**e·acc_scale``;
+none without a row exponent, where ``e = 0``); with ``floor`` each 0.5 becomes 1. For int8
+outputs with the default 16 bits that is 0.502 LSB: measured 0.5007 worst on random data
+(``tests/hw/test_requant.py`` holds it to the bound). int16 outputs want ``mult_bits`` of 20
+or more (at 16 the multiplier alone may cost half an LSB). Saturated outputs are the output
+type's bound.
 
 This module also holds the scale checks shared by the element-wise blocks (``check_scale``,
 ``check_scales``), the stage-advance rule of their pipelines (:func:`pipeline_advance`) and
@@ -35,12 +56,21 @@ import functools
 import math
 import numbers
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
-from ..numeric import INT8, INT32, Rounding, quantize_multiplier, round_shift_hw, saturate_hw
+from ..numeric import (
+    INT32,
+    IntType,
+    Rounding,
+    quantize_multiplier,
+    round_shift_hw,
+    round_shift_split_hw,
+    round_shift_var_hw,
+    saturate_hw,
+)
 from ..stream import row_layout
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
@@ -175,7 +205,8 @@ class EltwiseTiming:
 # ---- the block ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RequantConfig(EltwiseTiming, BlockConfig):
-    """int32 accumulators (+ bias) → int8, per-tensor or per-channel scale.
+    """int32 accumulators (+ bias) → int8 (or int16), per-tensor or per-channel scale, and
+    optionally a per-row exponent of the accumulators' unit.
 
     The channel of an element is its column within the row (a GEMM's output feature).
     """
@@ -194,9 +225,24 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         "float result's max magnitude maps to 127), else the largest value any input can give")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
     mult_bits: int = spec(16, Range(2, 24), "bits of each fixed-point multiplier")
+    out_width: int = spec(8, Choice((8, 16)), "bits of the signed output: 8, or 16 (the int16 "
+                          "residual stream)")
+    row_exponent: bool = spec(False, None, "a second input stream `e` gives each row's "
+                              "exponent: the accumulators of that row are in units of "
+                              "acc_scale·2**e (a dynamically quantised GEMM input)")
+    e_max: int = spec(8, Range(1, 24), "the largest row exponent (with row_exponent)")
 
     ACC = INT32
-    OUT = INT8
+
+    @property
+    def OUT(self):
+        """The output type: int8, or int16 with ``out_width`` 16."""
+        return IntType(self.out_width)
+
+    @property
+    def e_width(self):
+        """Bits of the (unsigned) row exponent (with ``row_exponent``)."""
+        return self.e_max.bit_length()
 
     def _validate(self):
         object.__setattr__(self, "acc_scale", check_scales("acc_scale", self.acc_scale,
@@ -206,6 +252,11 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         if self.bias is not None:
             object.__setattr__(self, "bias", self._check_bias(self.bias))
         width = max(self.multipliers[0]).bit_length()
+        if width > MAX_MULT_WIDTH and self.row_exponent and self._raised_shift:
+            raise ConfigError(
+                f"e_max={self.e_max} needs the multipliers' shift raised to {self.e_max}, "
+                f"which makes them {width} bits; allowed: at most {MAX_MULT_WIDTH} bits (lower "
+                "e_max or mult_bits, or a smaller acc_scale/out_scale ratio)")
         if width > MAX_MULT_WIDTH:
             spread = max(self.channel_scales) / min(self.channel_scales)
             raise ConfigError(
@@ -282,18 +333,34 @@ class RequantConfig(EltwiseTiming, BlockConfig):
     @property
     def out_scale_value(self):
         """The output scale in use: ``out_scale``, or without it the scale that maps the largest
-        magnitude any int32 input (plus bias) can reach onto 127."""
+        magnitude any int32 input (plus bias) can reach onto the output's maximum (with
+        ``row_exponent``, that of rows at ``e_max``)."""
         if self.out_scale is not None:
             return self.out_scale
-        return max((2 ** 31 + abs(b)) * s for b, s in zip(self.channel_bias, self.channel_scales,
-                                                           strict=True)) / self.OUT.max
+        unit = 2 ** self.e_max if self.row_exponent else 1
+        return max((2 ** 31 * unit + abs(b)) * s for b, s in zip(
+            self.channel_bias, self.channel_scales, strict=True)) / self.OUT.max
+
+    @functools.cached_property
+    def _aligned(self):
+        out = self.out_scale_value
+        return aligned_multipliers([s / out for s in self.channel_scales], self.mult_bits)
+
+    @property
+    def _raised_shift(self):
+        return self._aligned[1] < self.e_max
 
     @functools.cached_property
     def multipliers(self):
         """``(M, s)``: per-channel aligned multipliers (a tuple of ``length`` ints, all equal
-        per tensor) and the common shift; see :func:`aligned_multipliers`."""
-        out = self.out_scale_value
-        return aligned_multipliers([s / out for s in self.channel_scales], self.mult_bits)
+        per tensor) and the common shift; see :func:`aligned_multipliers`. With
+        ``row_exponent`` the shift is at least ``e_max`` (the multipliers scaled up to match),
+        so that the final shift ``s − e`` is never negative."""
+        mults, shift = self._aligned
+        if self.row_exponent and shift < self.e_max:
+            up = self.e_max - shift
+            return tuple(m << up for m in mults), self.e_max
+        return mults, shift
 
     @property
     def sum_width(self):
@@ -309,7 +376,8 @@ class RequantConfig(EltwiseTiming, BlockConfig):
 
 
 class Requant(wiring.Component):
-    """int32 accumulators (+ bias) → int8 by a fixed-point multiply, round and saturate.
+    """int32 accumulators (+ bias) → int8 (int16) by a fixed-point multiply, round and
+    saturate; with ``row_exponent``, each row's exponent undone on the way.
 
     Parameters
     ----------
@@ -321,8 +389,13 @@ class Requant(wiring.Component):
         Accumulator rows: ``ceil(length / lanes)`` beats per row (the last one padded), lane
         ``j`` of beat ``b`` is channel ``b·lanes + j``; ``last`` on a row's last beat (it
         resets the channel count), ``end`` on the tensor's last beat.
-    o : Out(stream.Signature(row_layout(signed(8), lanes)))
-        The int8 results in the same order, with ``last`` and ``end`` carried through.
+    acc, e : In(...)
+        With ``row_exponent`` (a block with two inputs names them by role): ``acc`` replaces
+        ``i``, and ``e`` (``row_layout(unsigned(e_width), 1)``) carries one exponent per row,
+        ``0..e_max``, taken in the cycle the row's first accumulator beat is (neither is taken
+        without the other).
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
+        The results in the same order, with ``last`` and ``end`` carried through.
 
     Pipeline of registered stages: when the per-channel constants (multiplier, bias) change
     from beat to beat, first a ROM read (one word of ``lanes`` constants per beat of a row,
@@ -331,18 +404,22 @@ class Requant(wiring.Component):
     ``cfg.latency`` = 4 cycles with the ROM, 3 without (per-tensor scale, no bias, or one beat
     per row: the constants are wired per lane); initiation interval 1 (``lanes`` elements per
     cycle). Backpressure: a stage loads when it is empty or its successor loads, so
-    ``i.ready`` falls only when every stage is full and ``o`` is not taken; no beat is lost or
-    duplicated.
+    ``i.ready`` falls only when every stage is full and ``o`` is not taken (or, at a row's first
+    beat, while no exponent is offered); no beat is lost or duplicated. The row exponent rides
+    along the pipeline: the bias is shifted by it in the bias-add stage, the final shift is
+    ``s − e``; the latency is the same.
     """
 
     def __init__(self, cfg: RequantConfig):
         if not isinstance(cfg, RequantConfig):
             raise TypeError(f"cfg must be a RequantConfig, not {cfg!r}")
         self.cfg = cfg
-        super().__init__({
-            "i": In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes))),
-            "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
-        })
+        ports = {"i": In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))}
+        if cfg.row_exponent:
+            ports = {"acc": ports["i"],
+                     "e": In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))}
+        super().__init__({**ports, "o": Out(stream.Signature(row_layout(cfg.OUT.shape,
+                                                                         cfg.lanes)))})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -357,12 +434,41 @@ class Requant(wiring.Component):
         mult_width = max(mults).bit_length()
         varying = cfg.varying_multipliers
         rounding = Rounding(cfg.rounding)
+        inp = self.acc if cfg.row_exponent else self.i
 
         valids = [Signal(name=f"valid{k}") for k in range(1, cfg.latency)] + [self.o.valid]
         advs = pipeline_advance(valids, self.o.ready)
-        m.d.comb += self.i.ready.eq(advs[0])
+        beat = None
+
+        def beat_counter():
+            # the beat's index within the row (``last`` or the count's wrap starts a new row)
+            counter = Signal(range(beats), name="beat")
+            with m.If(inp.valid & inp.ready):
+                with m.If(inp.payload.last | (counter == beats - 1)):
+                    m.d.sync += counter.eq(0)
+                with m.Else():
+                    m.d.sync += counter.eq(counter + 1)
+            return counter
+
+        if cfg.row_exponent:
+            beat = beat_counter()
+            # A row's first beat waits for its exponent and takes it; the others use the
+            # exponent held from their row's first beat.
+            first = Signal(name="first")
+            held = Signal(unsigned(cfg.e_width), name="e_held")
+            in_ok = Signal(name="in_ok")
+            m.d.comb += [first.eq(beat == 0), in_ok.eq(~first | self.e.valid),
+                         inp.ready.eq(advs[0] & in_ok),
+                         self.e.ready.eq(advs[0] & inp.valid & first)]
+            with m.If(self.e.valid & self.e.ready):
+                m.d.sync += held.eq(self.e.payload.data[0])
+            exp = Mux(first, self.e.payload.data[0], held)
+            in_valid = inp.valid & in_ok
+        else:
+            m.d.comb += inp.ready.eq(advs[0])
+            in_valid, exp = inp.valid, None
         # Each stage: (valid, advance, last, end) with the previous stage's signals as source.
-        frame = [(self.i.valid, self.i.payload.last, self.i.payload.end)]
+        frame = [(in_valid, inp.payload.last, inp.payload.end)]
         for k, (valid, adv) in enumerate(zip(valids, advs, strict=True)):
             last, end = Signal(name=f"last{k + 1}"), Signal(name=f"end{k + 1}")
             with m.If(adv):
@@ -372,17 +478,23 @@ class Requant(wiring.Component):
         m.d.comb += [self.o.payload.last.eq(frame[-1][1]), self.o.payload.end.eq(frame[-1][2])]
         stage = iter(advs)
 
-        acc = [self.i.payload.data[j] for j in range(lanes)]
+        def carry_exponent(adv, value, name):
+            # the row exponent, one register per stage (none without row_exponent)
+            if not cfg.row_exponent:
+                return None
+            reg = Signal(unsigned(cfg.e_width), name=name)
+            with m.If(adv):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        acc = [inp.payload.data[j] for j in range(lanes)]
         if cfg.channel_table:
             # Stage: the channel constants of this beat, read from a ROM addressed by the
             # beat's index within the row; the read port's register is this stage's register.
             adv = next(stage)
-            beat = Signal(range(beats), name="beat")
-            with m.If(self.i.valid & self.i.ready):
-                with m.If(self.i.payload.last | (beat == beats - 1)):
-                    m.d.sync += beat.eq(0)
-                with m.Else():
-                    m.d.sync += beat.eq(beat + 1)
+            if beat is None:
+                beat = beat_counter()
+            exp = carry_exponent(adv, exp, "e_rom")
             fields = {"bias": cfg.ACC.shape} if any(bias) else {}
             if varying:
                 fields["mult"] = unsigned(mult_width)
@@ -402,6 +514,12 @@ class Requant(wiring.Component):
             lane_bias = [bias[j] for j in range(lanes)]
             lane_mult = [mults[j] for j in range(lanes)]
 
+        if cfg.row_exponent:
+            # the bias at the row's unit: round_shift(bias, e), a barrel shift (constants fold)
+            lane_bias = [b if isinstance(b, int) and b == 0 else round_shift_var_hw(
+                Const(b, cfg.ACC.shape) if isinstance(b, int) else b, exp, cfg.e_max, rounding)
+                for b in lane_bias]
+
         # Stage: acc + bias (and the multiplier, when it comes from the table).
         adv = next(stage)
         sums = [Signal(signed(cfg.sum_width), name=f"sum{j}") for j in range(lanes)]
@@ -412,20 +530,28 @@ class Requant(wiring.Component):
                 m.d.sync += sums[j].eq(acc[j] + lane_bias[j])
                 if factor is not lane_mult:
                     m.d.sync += factor[j].eq(lane_mult[j])
+        exp = carry_exponent(adv, exp, "e_sum")
 
-        # Stage: the multiply.
+        # Stage: the multiply (and, with a row exponent, the variable part e_max − e of the
+        # final shift s − e; its constant part s − e_max needs no logic).
         adv = next(stage)
         prods = [Signal(signed(cfg.product_width), name=f"prod{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
                 m.d.sync += prods[j].eq(sums[j] * factor[j])
+        if cfg.row_exponent:
+            final = Signal(range(cfg.e_max + 1), name="final_shift")
+            with m.If(adv):
+                m.d.sync += final.eq(cfg.e_max - exp)
 
         # Stage: round, shift, saturate into the output register.
         adv = next(stage)
         out = [Signal(cfg.OUT.shape, name=f"y{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
-                m.d.sync += out[j].eq(saturate_hw(round_shift_hw(prods[j], shift, rounding),
-                                                  cfg.OUT))
+                rounded = round_shift_split_hw(prods[j], shift - cfg.e_max, final, cfg.e_max,
+                                               rounding) \
+                    if cfg.row_exponent else round_shift_hw(prods[j], shift, rounding)
+                m.d.sync += out[j].eq(saturate_hw(rounded, cfg.OUT))
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(lanes)]
         return m

@@ -1,4 +1,4 @@
-"""The skeleton shared by the row-reduction kernels (softmax, layernorm, rmsnorm).
+"""The skeleton shared by the row-reduction kernels (softmax, layernorm, rmsnorm, dynquant).
 
 A row reduction needs the whole row before it can emit any of it, so a row kernel works in two
 phases over a row buffer:
@@ -187,25 +187,34 @@ class RowKernel(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Rows of ``beats = ceil(length / lanes)`` beats (the last one padded; its lanes past
-        ``tail_lanes`` are ignored). Beats are counted, so ``last`` is implied; ``end`` is read
-        on a row's last beat only.
+    i : In(stream.Signature(row_layout(in_shape, lanes)))
+        ``in_shape`` is int8 unless the kernel says otherwise. Rows of ``beats =
+        ceil(length / lanes)`` beats (the last one padded; its lanes past ``tail_lanes`` are
+        ignored). Beats are counted, so ``last`` is implied; ``end`` is read on a row's last
+        beat only.
     o : Out(stream.Signature(row_layout(out_shape, lanes)))
-        The same framing: ``last`` on each row's last beat, ``end`` copied from the input
-        row's last beat. The padding lanes of a row's last beat hold don't-cares.
+        (Named ``out_name`` by a kernel with more outputs, e.g. ``o_y``.) The same framing:
+        ``last`` on each row's last beat, ``end`` copied from the input row's last beat. The
+        padding lanes of a row's last beat hold don't-cares.
 
     Backpressure: ``o`` stalls the whole output pipeline (the output register holds its beat);
     the buffer then fills and ``i.ready`` falls when it holds ``buffer_depth`` beats. Phase 1
     never stalls. ``i.ready`` comes straight from a comparison of a register.
     """
 
-    def __init__(self, cfg, out_shape):
+    # the defaults, also for a subclass that builds its signature itself (softmax's offset)
+    _in_shape = INT8.shape
+    _out_name = "o"
+
+    def __init__(self, cfg, out_shape, in_shape=INT8.shape, out_name="o", extra=None):
         self.cfg = cfg
         self._out_shape = out_shape
+        self._in_shape = in_shape
+        self._out_name = out_name
         super().__init__({
-            "i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
-            "o": Out(stream.Signature(row_layout(out_shape, cfg.lanes))),
+            "i": In(stream.Signature(row_layout(in_shape, cfg.lanes))),
+            out_name: Out(stream.Signature(row_layout(out_shape, cfg.lanes))),
+            **(extra or {}),
         })
 
     # -- the subclass API ----------------------------------------------------------------------
@@ -227,6 +236,13 @@ class RowKernel(wiring.Component):
         Returns the lane values ``EMIT_STAGES`` advances after ``s1``."""
         raise NotImplementedError
 
+    def row_output(self, m, head):
+        """A per-row side output, or ``None`` (the default: none). A kernel with one returns
+        ``(ready, take)``: the base starts a row's output (reads its first beat) only while
+        ``ready``, and drives the 1-bit ``take`` high in that cycle, with ``head`` (the row's
+        record) valid, so that the kernel can push the row's side beat."""
+        return None
+
     def lane_valid(self, last, n):
         """Whether lane ``n`` of a beat holds an element of the row: always, but on a padded
         last beat (``last``) only the first ``tail_lanes`` lanes (a constant per lane)."""
@@ -246,7 +262,8 @@ class RowKernel(wiring.Component):
         cfg = self.cfg
         m = Module()
         B, depth = cfg.beats, cfg.buffer_depth
-        lanes_shape = data.ArrayLayout(INT8.shape, cfg.lanes)
+        out = getattr(self, self._out_name)
+        lanes_shape = data.ArrayLayout(self._in_shape, cfg.lanes)
 
         m.submodules.buf = buf = memory.Memory(shape=lanes_shape, depth=depth, init=[])
         wr = buf.write_port()
@@ -294,9 +311,16 @@ class RowKernel(wiring.Component):
         rptr = Signal(range(depth))
         rd_beat = Signal(range(B))
         head = Signal(rec_layout, name="head")
+        side = self.row_output(m, head)
+        if side is None:
+            start = adv & records.r_rdy
+        else:
+            side_ready, side_take = side
+            start = adv & records.r_rdy & (side_ready | (rd_beat != 0))
+            m.d.comb += side_take.eq(go & (rd_beat == 0))
         m.d.comb += [
-            adv.eq(~self.o.valid | self.o.ready),
-            go.eq(adv & records.r_rdy),
+            adv.eq(~out.valid | out.ready),
+            go.eq(start),
             head.eq(records.r_data),
             rd.addr.eq(rptr), rd.en.eq(adv),
             records.r_en.eq(go & (rd_beat == B - 1)),
@@ -326,9 +350,9 @@ class RowKernel(wiring.Component):
         last_k = delay(m, s1_last, k, en=adv, name="out_last")
         end_k = delay(m, s1_last & s1_rec.end, k, en=adv, name="out_end")
         with m.If(adv):
-            m.d.sync += [self.o.valid.eq(v_k), self.o.payload.last.eq(last_k),
-                         self.o.payload.end.eq(end_k)]
-            m.d.sync += [self.o.payload.data[n].eq(lanes_out[n]) for n in range(cfg.lanes)]
+            m.d.sync += [out.valid.eq(v_k), out.payload.last.eq(last_k),
+                         out.payload.end.eq(end_k)]
+            m.d.sync += [out.payload.data[n].eq(lanes_out[n]) for n in range(cfg.lanes)]
         return m
 
 

@@ -1,13 +1,16 @@
 """The re-quantisation harness: ``acc`` (rows×length int32) with ``acc_scale`` (a float, or
-one per channel) and an optional per-channel ``bias`` → ``y`` (int8), ``y_scale``, ``y_float``.
+one per channel), an optional per-channel ``bias`` and, with ``row_exponent``, an optional
+per-row exponent ``e`` (default zeros) → ``y`` (int8, or int16 with ``out_width`` 16),
+``y_scale``, ``y_float``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from amaranth.hdl import unsigned
 
 from ...hw.blocks.requant import Requant, RequantConfig
-from ...hw.numeric import QuantParams
+from ...hw.numeric import INT8, QuantParams
 from ...hw.stream import row_layout
 from ..golden.requant import requant_bitexact, requant_float
 from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
@@ -27,13 +30,14 @@ def scale_of(tensors, name):
     return v.tolist()
 
 
-def calibrated_scale(reference):
-    """The per-tensor output scale that maps the float reference's largest magnitude onto 127
-    (no range wasted; an all-zero or empty reference gets scale 1)."""
+def calibrated_scale(reference, itype=INT8):
+    """The per-tensor output scale that maps the float reference's largest magnitude onto
+    ``itype.max`` (127 for int8; no range wasted; an all-zero or empty reference gets scale
+    1)."""
     ref = np.asarray(reference, dtype=np.float64)
     if ref.size == 0:
         return 1.0
-    return float(QuantParams.calibrate(ref).scale)
+    return float(QuantParams.calibrate(ref, itype).scale)
 
 
 class RowHarness(BlockHarness):
@@ -55,7 +59,8 @@ class RowHarness(BlockHarness):
                 prepared = self.prepare(cfg, tensors)
             except (TensorError, ValueError):
                 return cfg          # run_block's prepare reports the problem
-            cfg = cfg.replace(out_scale=calibrated_scale(self.float_reference(cfg, prepared)))
+            cfg = cfg.replace(out_scale=calibrated_scale(self.float_reference(cfg, prepared),
+                                                         cfg.OUT))
         return cfg
 
     def float_reference(self, cfg, tensors):
@@ -82,9 +87,9 @@ class RowHarness(BlockHarness):
         return self.outputs_of(cfg, y)
 
     def outputs_of(self, cfg, y):
-        """``y`` (int8), ``y_scale`` and ``y_float``, computed the same way for the RTL's
-        output and the golden model's."""
-        y = np.asarray(y).astype(np.int8)
+        """``y`` (int8, or int16 for a 16-bit output), ``y_scale`` and ``y_float``, computed
+        the same way for the RTL's output and the golden model's."""
+        y = np.asarray(y).astype(np.int8 if cfg.OUT.width <= 8 else np.int16)
         scale = np.float64(cfg.out_scale_value)
         return {"y": y, "y_scale": scale, "y_float": y.astype(np.float64) * scale}
 
@@ -101,8 +106,8 @@ class RowHarness(BlockHarness):
 @register
 class RequantHarness(RowHarness):
     name = "requant"
-    summary = ("int32 accumulators (+ bias) → int8: per-tensor or per-channel fixed-point "
-               "scale, rounded and saturated")
+    summary = ("int32 accumulators (+ bias) → int8 or int16: per-tensor or per-channel "
+               "fixed-point scale, optional per-row exponent, rounded and saturated")
     config_cls = RequantConfig
     component_cls = Requant
     inputs = (
@@ -111,14 +116,18 @@ class RequantHarness(RowHarness):
                    "their scale, per tensor or per channel (into the config)"),
         TensorSpec("bias", "int32", "length", "per-channel bias (into the config)",
                    optional=True),
+        TensorSpec("e", "int", "rows", "each row's exponent 0..e_max (row_exponent only; "
+                   "default zeros): acc of row r is in units of acc_scale·2**e[r]",
+                   optional=True),
     )
     outputs = (
-        TensorSpec("y", "int8", "rows×length", "re-quantised values"),
+        TensorSpec("y", "int8", "rows×length", "re-quantised values (int16 with out_width "
+                   "16)"),
         TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
     in_ports = {"i": ("acc", RequantConfig.ACC)}
-    shape_fields = ("length", "acc_scale", "bias", "out_scale")
+    shape_fields = ("length", "acc_scale", "bias", "out_scale", "row_exponent")
 
     def infer(self, tensors):
         out = {}
@@ -132,13 +141,37 @@ class RequantHarness(RowHarness):
             if not np.issubdtype(bias.dtype, np.integer):
                 raise TensorError(f"tensor 'bias' has dtype {bias.dtype}; expected int32")
             out["bias"] = bias.reshape(-1).tolist()
+        if "e" in tensors:
+            out["row_exponent"] = True
         return out
 
     def prepare(self, cfg, tensors):
-        return {"acc": self.require_rows(tensors, "acc", cfg.ACC, cfg.length)}
+        acc = self.require_rows(tensors, "acc", cfg.ACC, cfg.length)
+        if not cfg.row_exponent:
+            if "e" in tensors:
+                raise TensorError("tensor 'e' needs row_exponent=true")
+            return {"acc": acc}
+        if "e" not in tensors:
+            return {"acc": acc, "e": np.zeros(acc.shape[0], dtype=np.int64)}
+        e = np.asarray(tensors["e"])
+        if not np.issubdtype(e.dtype, np.integer) or e.shape != (acc.shape[0],) or not (
+                e.min() >= 0 and e.max() <= cfg.e_max):
+            raise TensorError(f"tensor 'e' must hold one integer in 0..{cfg.e_max} (e_max) per "
+                              f"row of 'acc' ({acc.shape[0]}); got shape "
+                              f"{'×'.join(map(str, e.shape)) or 'scalar'} of {e.dtype}")
+        return {"acc": acc, "e": e.astype(np.int64)}
+
+    def drive(self, cfg, tensors):
+        if not cfg.row_exponent:
+            return super().drive(cfg, tensors)
+        acc, e = tensors["acc"], tensors["e"]
+        return Drive(preload={}, timed={
+            "acc": pack_rows(row_layout(cfg.ACC.shape, cfg.lanes), acc),
+            "e": pack_rows(row_layout(unsigned(cfg.e_width), 1), e[:, None])},
+            expect={"o": acc.shape[0] * cfg.beats})
 
     def float_reference(self, cfg, tensors):
-        return requant_float(cfg, tensors["acc"])
+        return requant_float(cfg, tensors["acc"], tensors.get("e"))
 
     def golden(self, cfg, tensors):
-        return self.outputs_of(cfg, requant_bitexact(cfg, tensors["acc"]))
+        return self.outputs_of(cfg, requant_bitexact(cfg, tensors["acc"], tensors.get("e")))

@@ -22,8 +22,10 @@ from llmloom.sim.harness import HARNESSES, load_harnesses
 
 load_harnesses()
 
-#: (block, config fields): configs with plain control ports, beyond each block's default.
-CONTROL_CONFIGS = [("softmax", {"causal": True, "runtime_offset": True})]
+#: (block, config fields): configs with plain control ports or more stream ports, beyond each
+#: block's default.
+CONTROL_CONFIGS = [("softmax", {"causal": True, "runtime_offset": True}),
+                   ("requant", {"row_exponent": True})]
 
 
 def _check(name, comp):

@@ -17,6 +17,8 @@ from llmloom.hw.numeric import (
     quantize_multiplier,
     round_shift,
     round_shift_hw,
+    round_shift_split_hw,
+    round_shift_var_hw,
     saturate_hw,
 )
 
@@ -60,6 +62,67 @@ def test_round_shift_hw_equals_numpy(mode):
     want = round_shift(np.array(values), shift, mode)
     assert [g[0] for g in got] == list(want)
     assert [g[1] for g in got] == list(INT8.saturate(want))
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_round_shift_var_hw_equals_numpy_for_every_shift(mode):
+    """The variable shift gives, for each shift 0..max, what the constant one gives (ties of
+    both signs and the extremes included)."""
+    a = Signal(signed(10))
+    sh = Signal(range(6))
+    out = Signal(signed(12))
+    values = list(range(-512, 512, 3)) + [-512, 511, -16, -8, 8, 16, 24, -24, 1, -1]
+    got = {}
+
+    async def bench(ctx):
+        for s in range(6):
+            for v in values:
+                ctx.set(a, v)
+                ctx.set(sh, s)
+                got[s, v] = ctx.get(out)
+
+    from amaranth.hdl import Module
+    m = Module()
+    m.d.comb += out.eq(round_shift_var_hw(a, sh, 5, mode))
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    for s in range(6):
+        want = round_shift(np.array(values), s, mode)
+        assert [got[s, v] for v in values] == list(want), s
+
+
+@pytest.mark.parametrize("const", [1, 2, 4])
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_round_shift_split_hw_equals_numpy(mode, const):
+    """A constant shift with guard and sticky bits, then the variable one: the rounding of the
+    whole shift, for every variable part (ties and near-ties of both signs included)."""
+    var_max = 3
+    a = Signal(signed(10))
+    v = Signal(range(var_max + 1))
+    out = Signal(signed(12))
+    values = list(range(-512, 512, 3)) + [-512, 511] + [
+        sign * (k << (const + s - 1)) + d for s in range(var_max + 1) for k in (1, 3, 5)
+        for d in (-1, 0, 1) for sign in (1, -1)]
+    values = [x for x in values if -512 <= x < 512]
+    got = {}
+
+    async def bench(ctx):
+        for s in range(var_max + 1):
+            for x in values:
+                ctx.set(a, x)
+                ctx.set(v, s)
+                got[s, x] = ctx.get(out)
+
+    from amaranth.hdl import Module
+    m = Module()
+    m.d.comb += out.eq(round_shift_split_hw(a, const, v, var_max, mode))
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    for s in range(var_max + 1):
+        want = round_shift(np.array(values), const + s, mode)
+        assert [got[s, x] for x in values] == list(want), s
 
 
 def test_int_types():

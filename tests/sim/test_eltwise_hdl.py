@@ -27,6 +27,15 @@ def _requant(rng, rows, length=LENGTH):
     return {"acc": acc.astype(np.int32)}
 
 
+def _requant_exp(rng, rows, length=LENGTH):
+    """As :func:`_requant`, with one exponent per row: 0, e_max, then random."""
+    tensors = _requant(rng, rows, length)
+    e = rng.integers(0, 9, rows)
+    e[:2] = 0, 8
+    tensors["e"] = e
+    return tensors
+
+
 def _residual(rng, rows, length=LENGTH):
     x = rng.integers(-128, 128, (rows, length))
     r = rng.integers(-128, 128, (rows, length))
@@ -58,6 +67,10 @@ BLOCKS = {
     # hold random values here
     "requant_L13": (RequantConfig(length=13, lanes=4, acc_scale=tuple(_scales13),
                                   bias=tuple(range(-650, 650, 100)), out_scale=0.05), _requant),
+    # a per-row exponent stream and int16 outputs, padded last beat
+    "requant_exp": (RequantConfig(length=13, lanes=4, acc_scale=tuple(_scales13),
+                                  bias=tuple(range(-650, 650, 100)), out_scale=0.05 / 256,
+                                  out_width=16, row_exponent=True, e_max=8), _requant_exp),
     "residual_L13": (ResidualConfig(length=13, lanes=4, x_scale=0.05, r_scale=0.02,
                                     out_scale=0.06), _residual),
     "gelu_L13": (GeluConfig(length=13, lanes=4, x_scale=0.04), _activation),

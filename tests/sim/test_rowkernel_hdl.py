@@ -1,12 +1,13 @@
-"""The row kernels' generated Verilog (softmax, layernorm, rmsnorm) on Icarus and Verilator
-through cocotb: bit-exact with the golden models under stalls, and the same cycle count as
-Amaranth's simulator. One config per block keeps the Verilator builds to three."""
+"""The row kernels' generated Verilog (softmax, layernorm, rmsnorm, dynquant) on Icarus and
+Verilator through cocotb: bit-exact with the golden models under stalls, and the same cycle
+count as Amaranth's simulator."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from llmloom.hw.blocks.dynquant import DynQuantConfig
 from llmloom.hw.blocks.norm import LayerNormConfig, RMSNormConfig
 from llmloom.hw.blocks.softmax import SoftmaxConfig
 from llmloom.perf.cycles import BLOCK_CYCLES
@@ -35,6 +36,14 @@ def _norm(rng, rows, length=LENGTH):
             "gamma": rng.normal(1.0, 0.3, length), "beta": rng.normal(0.0, 0.2, length)}
 
 
+def _dynquant(rng, rows, length=LENGTH):
+    """int16 rows of every magnitude, and the edges: all zero, −32768, 32767, 255 (e = 2)."""
+    x = rng.integers(-32768, 32768, (rows, length)) >> rng.integers(0, 16, (rows, 1))
+    x[0], x[1], x[2], x[3] = 0, -32768, 32767, 0
+    x[3, min(7, length - 1)] = 255
+    return {"x": x.astype(np.int16)}
+
+
 def _affine(length):
     g = np.random.default_rng(11)
     return dict(gamma=tuple(g.normal(1.0, 0.3, length)), beta=tuple(g.normal(0.0, 0.2, length)))
@@ -52,6 +61,7 @@ BLOCKS = {
     "softmax_L13": (SoftmaxConfig(length=13, lanes=4, x_scale=1 / 8), _softmax),
     "layernorm_L13": (LayerNormConfig(length=13, lanes=4, x_scale=1 / 32, out_scale=0.03,
                                       **_affine(13)), _norm),
+    "dynquant_L13": (DynQuantConfig(length=13, lanes=4), _dynquant),
     "rmsnorm_L3": (RMSNormConfig(length=3, lanes=4, x_scale=1 / 32, out_scale=0.03,
                                  **_affine(3)), _norm),
 }
