@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...hw.blocks.requant import Requant, RequantConfig
-from ...hw.numeric import QuantParams
+from ...hw.numeric import INT8, QuantParams
 from ...hw.stream import row_layout
 from ..golden.requant import requant_bitexact, requant_float
 from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
@@ -27,22 +27,24 @@ def scale_of(tensors, name):
     return v.tolist()
 
 
-def calibrated_scale(reference):
-    """The per-tensor output scale that maps the float reference's largest magnitude onto 127
-    (no range wasted; an all-zero or empty reference gets scale 1)."""
+def calibrated_scale(reference, itype=INT8):
+    """The per-tensor output scale that maps the float reference's largest magnitude onto
+    ``itype.max`` (127 for int8; no range wasted; an all-zero or empty reference gets scale
+    1)."""
     ref = np.asarray(reference, dtype=np.float64)
     if ref.size == 0:
         return 1.0
-    return float(QuantParams.calibrate(ref).scale)
+    return float(QuantParams.calibrate(ref, itype).scale)
 
 
 class RowHarness(BlockHarness):
     """Shared plumbing of the element-wise row kernels (int8/int32 rows in, int8 rows out).
 
-    Subclasses give ``in_ports`` (port → (tensor name, IntType)) and ``float_reference``;
-    ``config`` calibrates ``out_scale`` from the data when the user did not set it, using the
-    float reference of the config being built (so user overrides of scales or of the
-    approximation are honoured).
+    Subclasses give ``in_ports`` (port → (tensor name, IntType); or :meth:`port_types` when
+    the types follow the config) and ``float_reference``; ``config`` calibrates ``out_scale``
+    from the data when the user did not set it, using the float reference of the config being
+    built (so user overrides of scales or of the approximation are honoured), onto the
+    largest value of the config's output type ``cfg.OUT``.
     """
 
     in_ports: dict = {}
@@ -55,18 +57,23 @@ class RowHarness(BlockHarness):
                 prepared = self.prepare(cfg, tensors)
             except (TensorError, ValueError):
                 return cfg          # run_block's prepare reports the problem
-            cfg = cfg.replace(out_scale=calibrated_scale(self.float_reference(cfg, prepared)))
+            cfg = cfg.replace(out_scale=calibrated_scale(self.float_reference(cfg, prepared),
+                                                         cfg.OUT))
         return cfg
 
     def float_reference(self, cfg, tensors):
         raise NotImplementedError
+
+    def port_types(self, cfg):
+        """port → (tensor name, IntType) of the timed inputs under ``cfg``."""
+        return self.in_ports
 
     def _first(self, tensors):
         return next(iter(self.in_ports.values()))[0]
 
     def drive(self, cfg, tensors):
         timed = {port: pack_rows(row_layout(itype.shape, cfg.lanes), tensors[name])
-                 for port, (name, itype) in self.in_ports.items()}
+                 for port, (name, itype) in self.port_types(cfg).items()}
         rows = tensors[self._first(tensors)].shape[0]
         return Drive(preload={}, timed=timed, expect={"o": rows * cfg.beats})
 
@@ -82,9 +89,9 @@ class RowHarness(BlockHarness):
         return self.outputs_of(cfg, y)
 
     def outputs_of(self, cfg, y):
-        """``y`` (int8), ``y_scale`` and ``y_float``, computed the same way for the RTL's
-        output and the golden model's."""
-        y = np.asarray(y).astype(np.int8)
+        """``y`` (``cfg.OUT``: int8, or int16 for a wide block), ``y_scale`` and ``y_float``,
+        computed the same way for the RTL's output and the golden model's."""
+        y = np.asarray(y).astype(cfg.OUT.dtype)
         scale = np.float64(cfg.out_scale_value)
         return {"y": y, "y_scale": scale, "y_float": y.astype(np.float64) * scale}
 
