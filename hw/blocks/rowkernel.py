@@ -94,6 +94,8 @@ class RowKernelConfig(BlockConfig):
 
     STATS_LATENCY = 0
     EMIT_STAGES = 0
+    #: Integer type of the input rows (a subclass may make it follow a width field).
+    IN = INT8
 
     @property
     def beats(self):
@@ -187,10 +189,10 @@ class RowKernel(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(row_layout(signed(8), lanes)))
-        Rows of ``beats = ceil(length / lanes)`` beats (the last one padded; its lanes past
-        ``tail_lanes`` are ignored). Beats are counted, so ``last`` is implied; ``end`` is read
-        on a row's last beat only.
+    i : In(stream.Signature(row_layout(in_shape, lanes)))
+        Rows (``in_shape``: int8 unless the subclass says) of ``beats = ceil(length / lanes)``
+        beats (the last one padded; its lanes past ``tail_lanes`` are ignored). Beats are
+        counted, so ``last`` is implied; ``end`` is read on a row's last beat only.
     o : Out(stream.Signature(row_layout(out_shape, lanes)))
         The same framing: ``last`` on each row's last beat, ``end`` copied from the input
         row's last beat. The padding lanes of a row's last beat hold don't-cares.
@@ -200,11 +202,12 @@ class RowKernel(wiring.Component):
     never stalls. ``i.ready`` comes straight from a comparison of a register.
     """
 
-    def __init__(self, cfg, out_shape):
+    def __init__(self, cfg, out_shape, in_shape=INT8.shape):
         self.cfg = cfg
         self._out_shape = out_shape
+        self._in_shape = in_shape
         super().__init__({
-            "i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
+            "i": In(stream.Signature(row_layout(in_shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(out_shape, cfg.lanes))),
         })
 
@@ -246,7 +249,7 @@ class RowKernel(wiring.Component):
         cfg = self.cfg
         m = Module()
         B, depth = cfg.beats, cfg.buffer_depth
-        lanes_shape = data.ArrayLayout(INT8.shape, cfg.lanes)
+        lanes_shape = data.ArrayLayout(self._in_shape, cfg.lanes)
 
         m.submodules.buf = buf = memory.Memory(shape=lanes_shape, depth=depth, init=[])
         wr = buf.write_port()
