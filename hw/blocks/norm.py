@@ -102,9 +102,11 @@ class Rsqrt:
     mant]`` (``frac`` fraction bits, the segment's midpoint); ``t = y0² >> (2·frac − t_frac)``,
     ``t2 = t·mant >> mant_bits`` (``t_frac`` fraction bits); ``y1 = y0·(3·2**t_frac + bias −
     t2) >> (t_frac + 1)`` (``frac`` fraction bits). The Newton step's error ``−1.5·e0²`` is
-    never positive; ``bias`` (units of 2**-t_frac) recentres it on zero. ``g_bits``: bits of
-    the quantised gamma read with it (the output's precision sets both)."""
+    never positive; ``bias`` (units of 2**-t_frac) recentres it on zero. ``e_frac``: fraction
+    digits (base 4) of V, which keep eps to ``4**-e_frac`` of a unit of D; ``g_bits``: bits of
+    the quantised gamma. The output's precision sets them all."""
 
+    e_frac: int
     index_bits: int
     frac: int
     t_frac: int
@@ -134,14 +136,15 @@ class Rsqrt:
 
 #: Today's unit, for int8 outputs: 256 entries, relative error ≲ 2**-14 (measured 3.4e-5),
 #: well under the 127 LSB it scales.
-RSQRT_NARROW = Rsqrt(index_bits=RSQRT_INDEX_BITS, frac=RSQRT_FRAC, t_frac=RSQRT_FRAC + 1,
-                     mant_bits=MANT_BITS, bias=0, g_bits=G_BITS)
+RSQRT_NARROW = Rsqrt(e_frac=E_FRAC, index_bits=RSQRT_INDEX_BITS, frac=RSQRT_FRAC,
+                     t_frac=RSQRT_FRAC + 1, mant_bits=MANT_BITS, bias=0, g_bits=G_BITS)
 #: For int16 outputs (n up to 32767 LSB): 1024 entries of 25 bits; Newton's error from the
 #: table's ``e0 <= 2**-10`` is ``-1.5·e0²``, so a bias of ``1.5·4**-10`` (which moves y1 by half
 #: that) centres it: relative
 #: error within ±7.3e-7 (2**-20.4) measured over all segments, 0.024 LSB at 32767. gamma
-#: widens by the 8 bits the output gains.
-RSQRT_WIDE = Rsqrt(index_bits=10, frac=24, t_frac=26, mant_bits=28,
+#: widens by the 8 bits the output gains, eps's precision by 8 bits (a length-2 row's
+#: D can be 1: eps rounded to 2**-12 of it would cost up to 2 LSB at 32767).
+RSQRT_WIDE = Rsqrt(e_frac=E_FRAC + 4, index_bits=10, frac=24, t_frac=26, mant_bits=28,
                    bias=round(1.5 * 4.0 ** -10 * 2 ** 26), g_bits=G_BITS + 8)
 
 
@@ -198,11 +201,12 @@ class NormConfig(RowKernelConfig):
             object.__setattr__(self, "out_scale", check_positive("out_scale", self.out_scale))
         object.__setattr__(self, "gamma", check_vector("gamma", self.gamma, self.length))
         object.__setattr__(self, "beta", check_vector("beta", self.beta, self.length))
-        eps_units = self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** E_FRAC
+        ef = self.rsqrt.e_frac
+        eps_units = self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** ef
         if not eps_units < 2 ** 60:
             raise ConfigError(f"eps={self.eps!r} is too large for x_scale={self.x_scale!r} "
                               f"(eps/x_scale² = {self.eps / self.x_scale ** 2:.3g}); allowed: "
-                              "eps/x_scale² < 2**48 / length²")
+                              f"eps/x_scale² < 2**{60 - 2 * ef} / length²")
         if self.n_frac + self.g_frac < 1:
             raise ConfigError(
                 f"gamma/out_scale up to {self.gamma_max:.3g} is too large for "
@@ -240,9 +244,9 @@ class NormConfig(RowKernelConfig):
     # -- fixed-point constants, shared by the RTL and the golden model ------------------------
     @functools.cached_property
     def eps_term(self):
-        """``round(eps · L² / x_scale² · 4**E_FRAC)``: eps in units of D, with E_FRAC
-        fraction digits (base 4)."""
-        return round(self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** E_FRAC)
+        """``round(eps · L² / x_scale² · 4**e_frac)``: eps in units of D, with e_frac
+        fraction digits (base 4; E_FRAC = 6 for an int8 output, 10 for int16)."""
+        return round(self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** self.rsqrt.e_frac)
 
     @property
     def s1_width(self):
@@ -255,10 +259,10 @@ class NormConfig(RowKernelConfig):
 
     @property
     def v_width(self):
-        """Bits of V = D·4**E_FRAC + eps_term (D <= L²·2**14 for int8 inputs, L²·2**30 for
+        """Bits of V = D·4**e_frac + eps_term (D <= L²·2**14 for int8 inputs, L²·2**30 for
         int16), rounded up to even."""
         d_bits = 2 * (self.in_width - 1)
-        w = ((self.length ** 2 << d_bits << 2 * E_FRAC) + self.eps_term).bit_length()
+        w = ((self.length ** 2 << d_bits << 2 * self.rsqrt.e_frac) + self.eps_term).bit_length()
         return w + (w & 1)
 
     @functools.cached_property
@@ -281,12 +285,12 @@ class NormConfig(RowKernelConfig):
         """The smallest exponent h of any V of a row with D >= 1 (D >= L − 1 for layernorm,
         by Lagrange's identity; D >= L for rmsnorm): V >= v_min, so h >= this."""
         d_min = max(1, self.length - 1) if self.CENTERED else self.length
-        v_min = (d_min << 2 * E_FRAC) + self.eps_term
+        v_min = (d_min << 2 * self.rsqrt.e_frac) + self.eps_term
         return (v_min.bit_length() + 1) >> 1
 
     @functools.cached_property
     def n_frac(self):
-        """Fraction bits of n (see :data:`N_FRAC`); the shift ``frac + h − E_FRAC − n_frac``
+        """Fraction bits of n (see :data:`N_FRAC`); the shift ``frac + h − e_frac − n_frac``
         (frac = 15, int16 output: 24) stays >= 1 for every h >= h_min, and n·G stays inside
         the golden model's int64 (never binding for an int8 output)."""
         gmax = self.gamma_max
@@ -294,7 +298,7 @@ class NormConfig(RowKernelConfig):
         n_int = math.ceil(math.log2(math.sqrt(self.length) * (1 + 2 ** -12) + 1)) + 1
         fit = INT64_MARGIN - self.rsqrt.g_bits - n_int
         return max(1, min(want, MAX_N_FRAC, fit,
-                          self.rsqrt.frac - 1 + self.h_min - E_FRAC))
+                          self.rsqrt.frac - 1 + self.h_min - self.rsqrt.e_frac))
 
     @property
     def total_shift(self):
@@ -416,11 +420,11 @@ class Norm(RowKernel):
         m.d.sync += [c_valid.eq(b_valid & b_last), c_end.eq(b_end), c_S1.eq(s1_new),
                      c_S2.eq(s2_new)]
 
-        # D: V = D·4**E_FRAC + eps_term, D = L·S2 − S1² (exact, >= 0)
+        # D: V = D·4**e_frac + eps_term, D = L·S2 − S1² (exact, >= 0)
         vw = cfg.v_width
         d_V = Signal(vw, name="d_V")
         dv = c_S2 * L - c_S1 * c_S1 if cfg.CENTERED else c_S2 * L
-        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * E_FRAC) + cfg.eps_term)
+        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * rs.e_frac) + cfg.eps_term)
         d_valid, d_end, d_S1 = Signal(name="d_valid"), Signal(name="d_end"), \
             Signal.like(S1, name="d_S1")
         m.d.sync += [d_valid.eq(c_valid), d_end.eq(c_end), d_S1.eq(c_S1)]
@@ -511,7 +515,7 @@ class Norm(RowKernel):
         y1_2 = stage("s2_y1", rec.y1)
         sh_2 = Signal(sh_width, name="s2_sh")
         with m.If(adv):
-            m.d.sync += sh_2.eq(rec.h + (cfg.rsqrt.frac - E_FRAC - cfg.n_frac))
+            m.d.sync += sh_2.eq(rec.h + (cfg.rsqrt.frac - cfg.rsqrt.e_frac - cfg.n_frac))
         g_2, b_2 = stage("s2_g", g_port.data), stage("s2_b", b_port.data)
         # s3: times y1
         p3 = [stage(f"s3_p{n}", c2[n] * y1_2) for n in range(ln)]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.blocks.norm import E_FRAC
-
 __all__ = ["norm_float", "norm_bitexact", "rsqrt_bitexact", "bit_length"]
 
 
@@ -65,13 +63,13 @@ def norm_bitexact(cfg, x):
     s2 = (x * x).sum(axis=1)
     d = L * s2 - s1 * s1 if cfg.CENTERED else L * s2     # < 2**57 for int16 inputs
     assert np.all(d >= 0)
-    if cfg.v_width > 62:             # V = D·4**E_FRAC outgrows int64: Python ints
+    if cfg.v_width > 62:             # V = D·4**e_frac outgrows int64: Python ints
         d = d.astype(object)
-    V = (d << 2 * E_FRAC) + cfg.eps_term
+    V = (d << 2 * cfg.rsqrt.e_frac) + cfg.eps_term
     assert max(V.tolist(), default=0) < (1 << cfg.v_width), "V out of range"
     y1, h = rsqrt_bitexact(cfg, V)
     c = L * x - s1[:, None] if cfg.CENTERED else L * x
-    sh = (h + cfg.rsqrt.frac - E_FRAC - cfg.n_frac)[:, None]
+    sh = (h + cfg.rsqrt.frac - cfg.rsqrt.e_frac - cfg.n_frac)[:, None]
     assert np.all(sh >= 1)
     n = (c * y1[:, None] + (np.int64(1) << (sh - 1))) >> sh
     bound = np.int64(1) << (cfg.n_width - 1)
