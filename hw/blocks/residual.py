@@ -24,11 +24,13 @@ the second term is at most ``256·max(x_scale, r_scale)/out_scale · 2**-16`` LS
 random data (``tests/hw/test_residual.py`` holds it to the bound). ``floor`` rounding makes
 the 0.5 a 1.
 
-At int16 the same bound holds, but its second term is relative to sums up to 2**15 LSB, so the
-multipliers want 8 more bits: with ``mult_bits=24`` it is at most ``2**-24·|sum|/out_scale``
-≤ 0.002 LSB of an int16 output for sums that do not saturate (``x_scale/out_scale`` and
-``r_scale/out_scale`` up to a few); measured 0.5000 LSB worst (``tests/hw/test_residual.py``).
-``mult_bits=16`` with an int16 output costs up to ``2**-16·32768`` = 0.5 LSB more.
+At int16 the same bound holds, but its second term is relative to terms up to 2**15 LSB, so
+the multipliers want 8 more bits: with ``mult_bits=24`` it is ``2**-24·(|x|·x_scale +
+|r|·r_scale)/out_scale``, ≤ 0.002 LSB of an int16 output where x and r do not cancel and the
+sum does not saturate; measured 0.5009 LSB worst over random int16 data with a third of the
+sums saturating (``tests/hw/test_residual.py``). ``mult_bits=16`` (the default) with an int16
+output costs up to ``2**-16·32768`` = 0.5 LSB more: a config for the wide residual stream
+sets ``mult_bits=24``.
 """
 
 from __future__ import annotations
