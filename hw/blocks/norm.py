@@ -1,6 +1,8 @@
-"""Layernorm and rmsnorm over rows of int8, with per-element gamma and beta, int8 out.
+"""Layernorm and rmsnorm over rows of int8, with per-element gamma and beta, int8 out; or
+int16 in and/or out (``in_width``, ``out_width``: the wide residual stream).
 
 Both blocks share one datapath (:class:`Norm`); rmsnorm is layernorm without the centring.
+The numbers below are for int8; the int16 differences follow them.
 
 Numerics (all integer; the golden model :func:`llmloom.sim.golden.norm.norm_bitexact` does
 the same steps with the constants of :class:`NormConfig`):
@@ -32,6 +34,20 @@ Accuracy against float64 layernorm/rmsnorm on the dequantised input ``x·x_scale
 relative error ~2**-14 of up to 127 LSB, n's rounding); measured worst case 0.509 LSB over
 lengths 1..8192, x_scale 1/256..4, eps 0..1e-2, calibrated and default out_scale
 (``tests/hw/test_norm.py``). The default out_scale (no data) is a bound no input can exceed.
+
+**int16.** An int16 input only widens the statistics (``S1``, ``S2``, ``D`` <= L²·2**30, V up
+to 70 bits at L = 8192: the golden model holds V in Python ints, everything after the mantissa
+in int64) and ``c`` (±65535·L); they stay exact. An int16 output needs n to 2**-15 relative
+instead of 2**-7, so it uses the finer constants of :data:`RSQRT_WIDE`: a 1024-entry table
+of 25 bits, 24 fraction bits, a 28-bit mantissa, a Newton step recentred by a constant
+(relative error ±7.3e-7, 2**-20.4), eps to 4**-10 of a unit of D, and 26-bit gammas (G_j to
+2**-25 of the largest: a MiniLM layernorm's 0.01 next to a 10 is held to 2e-5 of itself). Bound
+against float64 for an int16 output, where it does not saturate: ``0.52 + 1e-6·|gamma_j·n_j|
+/out_scale + |n_j|·2**-(g_frac+1)`` LSB (n_j the float normalised value; the second term is
+the rsqrt's error, large only where beta cancels a gamma·n beyond the output range; the third
+gamma's rounding, ~0.003 LSB for MiniLM's layernorms); the first term measured 0.513 over lengths
+1..8192, x_scale 2**-16..0.5, eps 0..1e-2, gammas 0.01..10, betas to ±4
+(``tests/hw/test_norm.py``). The stages and so the timing are the same at every width.
 
 Timing: the row-kernel skeleton (:mod:`.rowkernel`): II = 1 beat per cycle for every row
 length; ``STATS_LATENCY`` = 8 (beat register, beat sums, running sums, D and V, normalise,
