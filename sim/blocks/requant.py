@@ -98,8 +98,17 @@ class RowHarness(BlockHarness):
     def shape_args(self, cfg, tensors):
         return (int(tensors[self._first(tensors)].shape[0]),)
 
-    def require_rows(self, tensors, name, itype, length):
-        x = self.require_int(tensors, name, itype, (None, length))
+    def require_rows(self, tensors, name, itype, length, wide_field=None):
+        """``tensors[name]`` as rows of ``length`` ``itype`` integers; ``wide_field``: the
+        config field that would take int16 rows, named in the error when they come to an
+        int8 input."""
+        try:
+            x = self.require_int(tensors, name, itype, (None, length))
+        except TensorError as e:
+            if wide_field and itype.width == 8 and getattr(tensors.get(name), "dtype",
+                                                          None) == np.int16:
+                raise TensorError(f"{e} ({wide_field}=16 takes int16)") from None
+            raise
         if x.shape[0] < 1:
             raise TensorError(f"tensor {name!r} has no rows; expected at least one")
         return x

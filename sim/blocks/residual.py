@@ -49,8 +49,8 @@ class ResidualHarness(RowHarness):
         return {"x": ("x", cfg.X), "r": ("r", cfg.R)}
 
     def prepare(self, cfg, tensors):
-        x = self.require_rows(tensors, "x", cfg.X, cfg.length)
-        r = self.require_rows(tensors, "r", cfg.R, cfg.length)
+        x = self.require_rows(tensors, "x", cfg.X, cfg.length, "x_width")
+        r = self.require_rows(tensors, "r", cfg.R, cfg.length, "r_width")
         if r.shape != x.shape:
             raise TensorError(f"tensor 'r' has shape {'×'.join(map(str, r.shape))}; expected "
                               f"the shape of 'x', {'×'.join(map(str, x.shape))}")

@@ -442,7 +442,8 @@ def test_wide_tensor_checks(rng):
     h = HARNESSES["layernorm"]
     x16 = rng.integers(-32768, 32768, (2, 8)).astype(np.int16)
     narrow = LayerNormConfig(length=8, lanes=2)
-    with pytest.raises(TensorError, match="tensor 'x' has dtype int16; expected int8"):
+    with pytest.raises(TensorError, match=re.escape("tensor 'x' has dtype int16; expected "
+                                                    "int8 (in_width=16 takes int16)")):
         h.prepare(narrow, {"x": x16})
     with pytest.raises(TensorError, match="tensor 'x' has dtype int32; expected int16"):
         h.prepare(narrow.replace(in_width=16), {"x": x16.astype(np.int32)})

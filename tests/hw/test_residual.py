@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -297,7 +298,8 @@ def test_wide_defaults_and_checks(rng):
     assert ResidualConfig(x_width=16, r_width=16).out_scale_value == pytest.approx(
         32768 * (1 / 16) / 127)
     x16 = _ints(rng, 16, (2, 64))
-    with pytest.raises(TensorError, match="tensor 'x' has dtype int16; expected int8"):
+    with pytest.raises(TensorError, match=re.escape("tensor 'x' has dtype int16; expected "
+                                                    "int8 (x_width=16 takes int16)")):
         H.prepare(ResidualConfig(), {"x": x16, "r": x16.astype(np.int8)})
     with pytest.raises(TensorError, match="tensor 'r' has dtype int32; expected int16"):
         H.prepare(ResidualConfig(x_width=16, r_width=16), {"x": x16, "r": x16.astype(np.int32)})
