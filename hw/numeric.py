@@ -54,6 +54,12 @@ class IntType:
     def name(self):
         return f"{'int' if self.signed else 'uint'}{self.width}"
 
+    @property
+    def dtype(self):
+        """The NumPy dtype that holds it: the narrowest of 8, 16, 32, 64 bits."""
+        bits = next(b for b in (8, 16, 32, 64) if b >= self.width)
+        return np.dtype(f"{'int' if self.signed else 'uint'}{bits}")
+
     def saturate(self, x):
         """Clamp a NumPy integer array (computed wide) into this type's range, as int64."""
         return np.clip(np.asarray(x, dtype=np.int64), self.min, self.max)

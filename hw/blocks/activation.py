@@ -2,9 +2,10 @@
 
 An int8 input has only 256 values, so the exact answer for each is computed once at elaboration
 and stored: entry ``c`` of the 256-entry table (``c`` the input's two's complement code, i.e.
-``x & 0xFF``) holds ``saturate_int8(round_half_even(f(x · x_scale) / out_scale))`` with ``f``
-evaluated in float64. The table is :attr:`ActivationConfig.lut`; the RTL's ROMs and the bit-exact
-golden model both read it.
+``x & 0xFF``) holds ``saturate(round_half_even(f(x · x_scale) / out_scale))`` with ``f``
+evaluated in float64, saturated to the output type: int8, or int16 with ``out_width=16`` (the
+table's entries widen; the input stays int8). The table is :attr:`ActivationConfig.lut`;
+the RTL's ROMs and the bit-exact golden model both read it.
 
 The float functions (:data:`FUNCTIONS`):
 
@@ -15,8 +16,9 @@ The float functions (:data:`FUNCTIONS`):
 * SiLU: ``x · sigmoid(x)``.
 
 Accuracy: the output is the nearest int8 to the float64 function of the dequantised input, so
-``|y·out_scale − f(x·x_scale)| ≤ 0.5·out_scale`` unless ``f`` leaves the int8 range, where
-``y`` saturates to −128 or 127 — the best an int8 output can do. ``tests/hw/test_activation.py``
+``|y·out_scale − f(x·x_scale)| ≤ 0.5·out_scale`` unless ``f`` leaves the output's range, where
+``y`` saturates to −128 or 127 (int16: −32768 or 32767) — the best the output type can do,
+for either width. ``tests/hw/test_activation.py``
 checks this over all 256 codes against an independent float64 implementation (measured
 ≤ 0.5 LSB, attained where ``f/out_scale`` falls half-way between two integers).
 """
@@ -33,7 +35,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, Range, spec
-from ..numeric import INT8
+from ..numeric import INT8, IntType
 from ..stream import row_layout
 from .requant import EltwiseTiming, Scale, check_scale
 
@@ -67,11 +69,13 @@ FUNCTIONS = {
     ("silu", None): _silu,
 }
 APPROXIMATIONS = ("tanh", "erf")
+#: Output widths: int8, or int16 (the wide residual stream's GELU output).
+OUT_WIDTHS = (8, 16)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ActivationConfig(EltwiseTiming, BlockConfig):
-    """Common fields of the table-driven int8 → int8 activations."""
+    """Common fields of the table-driven int8 → int8 (or int16) activations."""
 
     length: int = spec(64, Range(1, 65536), "row length (elements per row)")
     lanes: int = spec(4, Range(1, 64), "elements per beat (one table read port each); any "
@@ -81,12 +85,18 @@ class ActivationConfig(EltwiseTiming, BlockConfig):
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
         "float result's max magnitude maps to 127), else from the function's values at all "
         "256 input codes")
+    out_width: int = spec(8, Choice(OUT_WIDTHS), "bits of the output and of each table entry "
+                          "(int8 or int16)")
 
     #: One cycle: the table's synchronous read port is the output register.
     LATENCY = 1
     IN = INT8
-    OUT = INT8
     function = ""
+
+    @property
+    def OUT(self):
+        """Integer type of the output (and of the table's entries)."""
+        return IntType(self.out_width)
 
     def _validate(self):
         object.__setattr__(self, "x_scale", check_scale("x_scale", self.x_scale))
@@ -132,8 +142,8 @@ class ActivationConfig(EltwiseTiming, BlockConfig):
 
     @functools.cached_property
     def lut(self):
-        """The 256 int8 table entries by input code: ``f`` requantised to ``out_scale`` (round
-        half to even, saturate)."""
+        """The 256 table entries (``OUT``: int8 or int16) by input code: ``f`` requantised to
+        ``out_scale`` (round half to even, saturate)."""
         q = np.rint(self.table_reals / self.out_scale_value)
         return tuple(int(v) for v in self.OUT.saturate(q))
 
@@ -160,7 +170,7 @@ class SiluConfig(ActivationConfig):
 
 
 class LutActivation(wiring.Component):
-    """An int8 → int8 function applied lane by lane through a 256-entry table.
+    """An int8 → int8 (int16) function applied lane by lane through a 256-entry table.
 
     Parameters
     ----------
@@ -172,13 +182,13 @@ class LutActivation(wiring.Component):
         Input rows, ``ceil(length / lanes)`` beats per row (the last one padded), ``last`` on a
         row's last beat, ``end``
         on the tensor's last beat.
-    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
         ``cfg.lut[x & 0xFF]`` for each lane, ``last`` and ``end`` carried through.
 
-    The table is one :class:`amaranth.lib.memory.Memory` (256 × 8 bits, contents fixed at
-    elaboration) with one synchronous read port per lane; the read ports' data registers are
-    the output register, so latency is 1 cycle and the initiation interval 1 (``lanes``
-    elements per cycle). The read ports are enabled by the output register's advance
+    The table is one :class:`amaranth.lib.memory.Memory` (256 × ``out_width`` bits, contents
+    fixed at elaboration) with one synchronous read port per lane; the read ports' data
+    registers are the output register, so latency is 1 cycle and the initiation interval 1
+    (``lanes`` elements per cycle). The read ports are enabled by the output register's advance
     (``~o.valid | o.ready``), which is also ``i.ready``: under backpressure the output, its
     table data included, holds until taken. Synthesis maps the table to distributed ROM
     (LUTs) or a block RAM, two lanes per dual-port block.

@@ -1,6 +1,8 @@
-"""Layernorm and rmsnorm over rows of int8, with per-element gamma and beta, int8 out.
+"""Layernorm and rmsnorm over rows of int8, with per-element gamma and beta, int8 out; or
+int16 in and/or out (``in_width``, ``out_width``: the wide residual stream).
 
 Both blocks share one datapath (:class:`Norm`); rmsnorm is layernorm without the centring.
+The numbers below are for int8; the int16 differences follow them.
 
 Numerics (all integer; the golden model :func:`llmloom.sim.golden.norm.norm_bitexact` does
 the same steps with the constants of :class:`NormConfig`):
@@ -33,6 +35,20 @@ relative error ~2**-14 of up to 127 LSB, n's rounding); measured worst case 0.50
 lengths 1..8192, x_scale 1/256..4, eps 0..1e-2, calibrated and default out_scale
 (``tests/hw/test_norm.py``). The default out_scale (no data) is a bound no input can exceed.
 
+**int16.** An int16 input only widens the statistics (``S1``, ``S2``, ``D`` <= L²·2**30, V up
+to 70 bits at L = 8192: the golden model holds V in Python ints, everything after the mantissa
+in int64) and ``c`` (±65535·L); they stay exact. An int16 output needs n to 2**-15 relative
+instead of 2**-7, so it uses the finer constants of :data:`RSQRT_WIDE`: a 1024-entry table
+of 25 bits, 24 fraction bits, a 28-bit mantissa, a Newton step recentred by a constant
+(relative error ±7.3e-7, 2**-20.4), eps to 4**-10 of a unit of D, and 26-bit gammas (G_j to
+2**-25 of the largest: a MiniLM layernorm's 0.01 next to a 10 is held to 2e-5 of itself). Bound
+against float64 for an int16 output, where it does not saturate: ``0.52 + 1e-6·|gamma_j·n_j|
+/out_scale + |n_j|·2**-(g_frac+1)`` LSB (n_j the float normalised value; the second term is
+the rsqrt's error, large only where beta cancels a gamma·n beyond the output range; the third
+gamma's rounding, ~0.003 LSB for MiniLM's layernorms); the first term measured 0.513 over lengths
+1..8192, x_scale 2**-16..0.5, eps 0..1e-2, gammas 0.01..10, betas to ±4
+(``tests/hw/test_norm.py``). The stages and so the timing are the same at every width.
+
 Timing: the row-kernel skeleton (:mod:`.rowkernel`): II = 1 beat per cycle for every row
 length; ``STATS_LATENCY`` = 8 (beat register, beat sums, running sums, D and V, normalise,
 table, two Newton multiplies, the last), ``EMIT_STAGES`` = 4 (centre, multiply by y1, shift,
@@ -49,8 +65,8 @@ import numpy as np
 from amaranth.hdl import Const, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory
 
-from ..config import ConfigError, spec
-from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
+from ..config import Choice, ConfigError, spec
+from ..numeric import IntType, Rounding, round_shift_hw, saturate_hw
 from .rowkernel import (
     RowKernel,
     RowKernelConfig,
@@ -61,7 +77,8 @@ from .rowkernel import (
 )
 
 __all__ = ["NormConfig", "LayerNormConfig", "RMSNormConfig", "Norm", "E_FRAC", "N_FRAC",
-           "MANT_BITS", "RSQRT_INDEX_BITS", "RSQRT_FRAC", "RSQRT_TABLE", "G_BITS"]
+           "MANT_BITS", "RSQRT_INDEX_BITS", "RSQRT_FRAC", "RSQRT_TABLE", "G_BITS", "Rsqrt",
+           "RSQRT_NARROW", "RSQRT_WIDE", "WIDTHS"]
 
 #: Fraction bits (base 4) of V = (D + E)·4**E_FRAC: eps is kept to 2**-12 of a unit of D.
 E_FRAC = 6
@@ -87,6 +104,64 @@ Y_BITS = 17
 G_BITS = 18
 #: Largest g_frac (tiny gammas: the beta term dominates anyway).
 MAX_G_FRAC = 30
+#: Integer widths of the input and of the output: int8, or int16 (a wide residual stream).
+WIDTHS = (8, 16)
+#: The golden model's products stay below 2**INT64_MARGIN (n·G, c·y1): n_frac is capped so.
+INT64_MARGIN = 62
+
+
+@dataclasses.dataclass(frozen=True)
+class Rsqrt:
+    """The constants of one rsqrt unit (table + one Newton step) and of the gamma it feeds.
+
+    ``V = m·4**h``, ``m = mant / 2**mant_bits ∈ [1/4, 1)``; ``y0 = table[top index_bits of
+    mant]`` (``frac`` fraction bits, the segment's midpoint); ``t = y0² >> (2·frac − t_frac)``,
+    ``t2 = t·mant >> mant_bits`` (``t_frac`` fraction bits); ``y1 = y0·(3·2**t_frac + bias −
+    t2) >> (t_frac + 1)`` (``frac`` fraction bits). The Newton step's error ``−1.5·e0²`` is
+    never positive; ``bias`` (units of 2**-t_frac) recentres it on zero. ``e_frac``: fraction
+    digits (base 4) of V, which keep eps to ``4**-e_frac`` of a unit of D; ``g_bits``: bits of
+    the quantised gamma. The output's precision sets them all."""
+
+    e_frac: int
+    index_bits: int
+    frac: int
+    t_frac: int
+    mant_bits: int
+    bias: int
+    g_bits: int
+
+    @functools.cached_property
+    def table(self):
+        """rsqrt(m) at the middle of each segment; entries below m = 1/4 (only V = 0, whose
+        result is multiplied by c = 0) repeat the first used one."""
+        first = 1 << (self.index_bits - 2)
+        return tuple(round(2 ** self.frac / math.sqrt((max(i, first) + 0.5)
+                                                      / 2 ** self.index_bits))
+                     for i in range(2 ** self.index_bits))
+
+    @property
+    def y_bits(self):
+        """Bits of y1 (< 1.5·2**(frac+1) whatever the table index)."""
+        return self.frac + 2
+
+    @property
+    def three(self):
+        """``3 − t2``'s constant, ``3·2**t_frac + bias``."""
+        return (3 << self.t_frac) + self.bias
+
+
+#: Today's unit, for int8 outputs: 256 entries, relative error ≲ 2**-14 (measured 3.4e-5),
+#: well under the 127 LSB it scales.
+RSQRT_NARROW = Rsqrt(e_frac=E_FRAC, index_bits=RSQRT_INDEX_BITS, frac=RSQRT_FRAC,
+                     t_frac=RSQRT_FRAC + 1, mant_bits=MANT_BITS, bias=0, g_bits=G_BITS)
+#: For int16 outputs (n up to 32767 LSB): 1024 entries of 25 bits; Newton's error from the
+#: table's ``e0 <= 2**-10`` is ``-1.5·e0²``, so a bias of ``1.5·4**-10`` (which moves y1 by half
+#: that) centres it: relative
+#: error within ±7.3e-7 (2**-20.4) measured over all segments, 0.024 LSB at 32767. gamma
+#: widens by the 8 bits the output gains, eps's precision by 8 bits (a length-2 row's
+#: D can be 1: eps rounded to 2**-12 of it would cost up to 2 LSB at 32767).
+RSQRT_WIDE = Rsqrt(e_frac=E_FRAC + 4, index_bits=10, frac=24, t_frac=26, mant_bits=28,
+                   bias=round(1.5 * 4.0 ** -10 * 2 ** 26), g_bits=G_BITS + 8)
 
 
 def _doc_field(doc):
@@ -110,12 +185,29 @@ class NormConfig(RowKernelConfig):
                                      "none: ones")
     beta: tuple | None = _doc_field("per-element offset, length floats (IN.npz beta); "
                                     "none: zeros")
+    in_width: int = spec(8, Choice(WIDTHS), "bits of the input (int8 or int16)")
+    out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16; int16 uses "
+                          "the finer rsqrt unit and 8 more bits of gamma)")
 
     KIND = "layernorm"
     CENTERED = True
     STATS_LATENCY = 8
     EMIT_STAGES = 4
-    OUT = INT8
+
+    @property
+    def IN(self):
+        """Integer type of the input."""
+        return IntType(self.in_width)
+
+    @property
+    def OUT(self):
+        """Integer type of the output."""
+        return IntType(self.out_width)
+
+    @property
+    def rsqrt(self):
+        """The rsqrt unit and gamma width (:class:`Rsqrt`) the output's precision needs."""
+        return RSQRT_NARROW if self.out_width == 8 else RSQRT_WIDE
 
     def _validate(self):
         super()._validate()
@@ -125,15 +217,17 @@ class NormConfig(RowKernelConfig):
             object.__setattr__(self, "out_scale", check_positive("out_scale", self.out_scale))
         object.__setattr__(self, "gamma", check_vector("gamma", self.gamma, self.length))
         object.__setattr__(self, "beta", check_vector("beta", self.beta, self.length))
-        eps_units = self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** E_FRAC
+        ef = self.rsqrt.e_frac
+        eps_units = self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** ef
         if not eps_units < 2 ** 60:
             raise ConfigError(f"eps={self.eps!r} is too large for x_scale={self.x_scale!r} "
                               f"(eps/x_scale² = {self.eps / self.x_scale ** 2:.3g}); allowed: "
-                              "eps/x_scale² < 2**48 / length²")
+                              f"eps/x_scale² < 2**{60 - 2 * ef} / length²")
         if self.n_frac + self.g_frac < 1:
             raise ConfigError(
                 f"gamma/out_scale up to {self.gamma_max:.3g} is too large for "
-                f"out_scale={self.out_scale_value!r}; allowed: below {2.0 ** (G_BITS + 10):.3g}")
+                f"out_scale={self.out_scale_value!r}; allowed: below "
+                f"{2.0 ** (self.rsqrt.g_bits + 10):.3g}")
 
     # -- gamma, beta and the output scale -------------------------------------------------
     @functools.cached_property
@@ -157,7 +251,7 @@ class NormConfig(RowKernelConfig):
             return self.out_scale
         bound = float(np.max(np.abs(self.gamma_values) * self.n_max
                              + np.abs(self.beta_values)))
-        return bound / INT8.max if bound > 0 else 1.0
+        return bound / self.OUT.max if bound > 0 else 1.0
 
     @property
     def gamma_max(self):
@@ -166,25 +260,33 @@ class NormConfig(RowKernelConfig):
     # -- fixed-point constants, shared by the RTL and the golden model ------------------------
     @functools.cached_property
     def eps_term(self):
-        """``round(eps · L² / x_scale² · 4**E_FRAC)``: eps in units of D, with E_FRAC
-        fraction digits (base 4)."""
-        return round(self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** E_FRAC)
+        """``round(eps · L² / x_scale² · 4**e_frac)``: eps in units of D, with e_frac
+        fraction digits (base 4; E_FRAC = 6 for an int8 output, 10 for int16)."""
+        return round(self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** self.rsqrt.e_frac)
 
     @property
     def s1_width(self):
-        return signed_width(-128 * self.length, 127 * self.length)
+        return signed_width(self.IN.min * self.length, self.IN.max * self.length)
+
+    @property
+    def s2_width(self):
+        """Bits of Σx² (unsigned)."""
+        return (self.length * self.IN.min ** 2).bit_length()
 
     @property
     def v_width(self):
-        """Bits of V = D·4**E_FRAC + eps_term (D <= L²·2**14), rounded up to even."""
-        w = ((self.length ** 2 << 14 << 2 * E_FRAC) + self.eps_term).bit_length()
+        """Bits of V = D·4**e_frac + eps_term (D <= L²·2**14 for int8 inputs, L²·2**30 for
+        int16), rounded up to even."""
+        d_bits = 2 * (self.in_width - 1)
+        w = ((self.length ** 2 << d_bits << 2 * self.rsqrt.e_frac) + self.eps_term).bit_length()
         return w + (w & 1)
 
     @functools.cached_property
     def g_frac(self):
-        """Fraction bits of the quantised gamma: the most that keep every |G_j| < 2**17."""
+        """Fraction bits of the quantised gamma: the most that keep every |G_j| <
+        2**(g_bits − 1) (2**17 for an int8 output, 2**25 for int16)."""
         gmax = self.gamma_max
-        limit = (1 << (G_BITS - 1)) - 1
+        limit = (1 << (self.rsqrt.g_bits - 1)) - 1
         if gmax == 0:
             return MAX_G_FRAC
         f = min(MAX_G_FRAC, math.floor(math.log2(limit / gmax)))
@@ -199,16 +301,20 @@ class NormConfig(RowKernelConfig):
         """The smallest exponent h of any V of a row with D >= 1 (D >= L − 1 for layernorm,
         by Lagrange's identity; D >= L for rmsnorm): V >= v_min, so h >= this."""
         d_min = max(1, self.length - 1) if self.CENTERED else self.length
-        v_min = (d_min << 2 * E_FRAC) + self.eps_term
+        v_min = (d_min << 2 * self.rsqrt.e_frac) + self.eps_term
         return (v_min.bit_length() + 1) >> 1
 
     @functools.cached_property
     def n_frac(self):
-        """Fraction bits of n (see :data:`N_FRAC`); the shift ``15 + h − E_FRAC − n_frac``
-        stays >= 1 for every h >= h_min."""
+        """Fraction bits of n (see :data:`N_FRAC`); the shift ``frac + h − e_frac − n_frac``
+        (frac = 15, int16 output: 24) stays >= 1 for every h >= h_min, and n·G stays inside
+        the golden model's int64 (never binding for an int8 output)."""
         gmax = self.gamma_max
         want = N_FRAC if gmax == 0 else max(N_FRAC, math.ceil(math.log2(gmax)) + 5)
-        return max(1, min(want, MAX_N_FRAC, RSQRT_FRAC - 1 + self.h_min - E_FRAC))
+        n_int = math.ceil(math.log2(math.sqrt(self.length) * (1 + 2 ** -12) + 1)) + 1
+        fit = INT64_MARGIN - self.rsqrt.g_bits - n_int
+        return max(1, min(want, MAX_N_FRAC, fit,
+                          self.rsqrt.frac - 1 + self.h_min - self.rsqrt.e_frac))
 
     @property
     def total_shift(self):
@@ -230,10 +336,10 @@ class NormConfig(RowKernelConfig):
     @functools.cached_property
     def beta_q(self):
         """B_j = round(beta_j / out_scale · 2**T), clamped where the output saturates
-        anyway (beyond ``2**(T+8) + max|n·G|`` the sign of n·G + B is B's and the result is
-        beyond int8)."""
+        anyway (beyond ``2**(T+out_width) + max|n·G|`` the sign of n·G + B is B's and the
+        result is beyond the output's range)."""
         t = self.total_shift
-        clamp = (1 << (t + 8)) + (1 << (self.n_width - 1 + G_BITS - 1))
+        clamp = (1 << (t + self.out_width)) + (1 << (self.n_width - 1 + self.rsqrt.g_bits - 1))
         out = []
         for b in self.beta_values / self.out_scale_value:
             q = round(math.ldexp(float(b), t))
@@ -246,7 +352,8 @@ class NormConfig(RowKernelConfig):
 
     @property
     def c_width(self):
-        return signed_width(-255 * self.length, 255 * self.length)
+        span = self.IN.max - self.IN.min
+        return signed_width(-span * self.length, span * self.length)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -290,18 +397,19 @@ class Norm(RowKernel):
     def __init__(self, cfg: NormConfig):
         if not isinstance(cfg, NormConfig):
             raise TypeError(f"cfg must be a LayerNormConfig or RMSNormConfig, not {cfg!r}")
-        super().__init__(cfg, INT8.shape)
+        super().__init__(cfg, cfg.OUT.shape, cfg.IN.shape)
 
     def record_layout(self):
         cfg = self.cfg
         return data.StructLayout({
-            "S1": signed(cfg.s1_width), "y1": unsigned(Y_BITS),
+            "S1": signed(cfg.s1_width), "y1": unsigned(cfg.rsqrt.y_bits),
             "h": range(cfg.v_width // 2 + 1), "end": 1})
 
     def phase1(self, m, a):
         cfg = self.cfg
         ln, L = cfg.lanes, cfg.length
-        s2_width = (L * 128 * 128).bit_length()
+        rs = cfg.rsqrt
+        s2_width = cfg.s2_width
 
         # B: beat sums
         b_valid, b_first, b_last, b_end = (Signal(name=f"b_{k}") for k in
@@ -328,11 +436,11 @@ class Norm(RowKernel):
         m.d.sync += [c_valid.eq(b_valid & b_last), c_end.eq(b_end), c_S1.eq(s1_new),
                      c_S2.eq(s2_new)]
 
-        # D: V = D·4**E_FRAC + eps_term, D = L·S2 − S1² (exact, >= 0)
+        # D: V = D·4**e_frac + eps_term, D = L·S2 − S1² (exact, >= 0)
         vw = cfg.v_width
         d_V = Signal(vw, name="d_V")
         dv = c_S2 * L - c_S1 * c_S1 if cfg.CENTERED else c_S2 * L
-        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * E_FRAC) + cfg.eps_term)
+        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * rs.e_frac) + cfg.eps_term)
         d_valid, d_end, d_S1 = Signal(name="d_valid"), Signal(name="d_end"), \
             Signal.like(S1, name="d_S1")
         m.d.sync += [d_valid.eq(c_valid), d_end.eq(c_end), d_S1.eq(c_S1)]
@@ -343,11 +451,11 @@ class Norm(RowKernel):
         shamt = Signal(range(vw + 1), name="d_shamt")
         aligned = Signal(vw, name="d_aligned")
         m.d.comb += [h.eq((nb + 1) >> 1), shamt.eq(vw - 2 * h), aligned.eq(d_V << shamt)]
-        e_mant = Signal(MANT_BITS, name="e_mant")
+        e_mant = Signal(rs.mant_bits, name="e_mant")
         e_h = Signal(range(vw // 2 + 1), name="e_h")
         m.d.sync += [
-            e_mant.eq(aligned >> (vw - MANT_BITS) if vw >= MANT_BITS
-                      else aligned << (MANT_BITS - vw)),
+            e_mant.eq(aligned >> (vw - rs.mant_bits) if vw >= rs.mant_bits
+                      else aligned << (rs.mant_bits - vw)),
             # h >= h_min whenever D >= 1; for D = 0 every c is 0 and h does not matter
             e_h.eq(Mux(h < cfg.h_min, cfg.h_min, h)),
         ]
@@ -360,30 +468,29 @@ class Norm(RowKernel):
         e_valid, e_end, e_S1 = carry("e", [d_valid, d_end, d_S1])
 
         # F: table
-        rom = memory.Memory(shape=unsigned(RSQRT_FRAC + 2), depth=len(RSQRT_TABLE),
-                            init=RSQRT_TABLE)
+        rom = memory.Memory(shape=unsigned(rs.frac + 2), depth=len(rs.table), init=rs.table)
         m.submodules.rsqrt = rom
         port = rom.read_port()
-        m.d.comb += port.addr.eq(e_mant[MANT_BITS - RSQRT_INDEX_BITS:])
+        m.d.comb += port.addr.eq(e_mant[rs.mant_bits - rs.index_bits:])
         f_mant, f_h, f_valid, f_end, f_S1 = carry("f", [e_mant, e_h, e_valid, e_end, e_S1])
 
         # G, H, I: Newton step y1 = y0·(3 − m·y0²)/2
-        g_t = Signal(2 * (RSQRT_FRAC + 2) - (2 * RSQRT_FRAC - 16), name="g_t")
-        g_y0 = Signal(RSQRT_FRAC + 2, name="g_y0")
-        m.d.sync += [g_t.eq((port.data * port.data) >> (2 * RSQRT_FRAC - 16)),
+        g_t = Signal(2 * (rs.frac + 2) - (2 * rs.frac - rs.t_frac), name="g_t")
+        g_y0 = Signal(rs.frac + 2, name="g_y0")
+        m.d.sync += [g_t.eq((port.data * port.data) >> (2 * rs.frac - rs.t_frac)),
                      g_y0.eq(port.data)]
         g_mant, g_h, g_valid, g_end, g_S1 = carry("g", [f_mant, f_h, f_valid, f_end, f_S1])
 
         h_t2 = Signal(len(g_t), name="h_t2")
-        m.d.sync += h_t2.eq((g_t * g_mant) >> MANT_BITS)
+        m.d.sync += h_t2.eq((g_t * g_mant) >> rs.mant_bits)
         h_y0, h_h, h_valid, h_end, h_S1 = carry("h", [g_y0, g_h, g_valid, g_end, g_S1])
 
         i_rec = Signal(self.record_layout(), name="i_rec")
         i_valid = Signal(name="i_valid")
-        three = Const(3 << 16, len(h_t2) + 1)
+        three = Const(rs.three, len(h_t2) + 1)
         m.d.sync += [
             i_valid.eq(h_valid),
-            i_rec.y1.eq((h_y0 * (three - h_t2)) >> (RSQRT_FRAC + 2)),
+            i_rec.y1.eq((h_y0 * (three - h_t2)) >> (rs.t_frac + 1)),
             i_rec.h.eq(h_h), i_rec.S1.eq(h_S1), i_rec.end.eq(h_end),
         ]
         return i_valid, i_rec
@@ -396,7 +503,8 @@ class Norm(RowKernel):
         bq = [list(cfg.beta_q[b * ln:(b + 1) * ln]) for b in range(B)]
         gq[-1] += pad
         bq[-1] += pad
-        g_rom = memory.Memory(shape=data.ArrayLayout(signed(G_BITS), ln), depth=B, init=gq)
+        g_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.rsqrt.g_bits), ln), depth=B,
+                              init=gq)
         b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_width), ln), depth=B,
                               init=bq)
         m.submodules.gamma = g_rom
@@ -412,7 +520,7 @@ class Norm(RowKernel):
                 m.d.sync += reg.eq(value)
             return reg
 
-        sh_width = range(cfg.v_width // 2 + 16)
+        sh_width = range(cfg.v_width // 2 + max(16, cfg.rsqrt.frac + 1))
         # s2: centre
         c2 = []
         for n in range(ln):
@@ -423,7 +531,7 @@ class Norm(RowKernel):
         y1_2 = stage("s2_y1", rec.y1)
         sh_2 = Signal(sh_width, name="s2_sh")
         with m.If(adv):
-            m.d.sync += sh_2.eq(rec.h + (RSQRT_FRAC - E_FRAC - cfg.n_frac))
+            m.d.sync += sh_2.eq(rec.h + (cfg.rsqrt.frac - cfg.rsqrt.e_frac - cfg.n_frac))
         g_2, b_2 = stage("s2_g", g_port.data), stage("s2_b", b_port.data)
         # s3: times y1
         p3 = [stage(f"s3_p{n}", c2[n] * y1_2) for n in range(ln)]
@@ -438,5 +546,5 @@ class Norm(RowKernel):
         g_4, b_4 = stage("s4_g", g_3), stage("s4_b", b_3)
         # s5: n·G + B
         acc5 = [stage(f"s5_acc{n}", n4[n] * g_4[n] + b_4[n]) for n in range(ln)]
-        return [saturate_hw(round_shift_hw(acc5[n], cfg.total_shift, Rounding.HALF_UP), INT8)
+        return [saturate_hw(round_shift_hw(acc5[n], cfg.total_shift, Rounding.HALF_UP), cfg.OUT)
                 for n in range(ln)]

@@ -1,8 +1,12 @@
-"""Residual add: two int8 streams with their own scales → int8 at ``out_scale``.
+"""Residual add: two int8 or int16 streams with their own scales → int8 or int16 at
+``out_scale``.
 
 ::
 
-    y = saturate_int8(round((x · x_scale + r · r_scale) / out_scale))
+    y = saturate(round((x · x_scale + r · r_scale) / out_scale))
+
+``x_width``, ``r_width`` and ``out_width`` (8 or 16 each) set the three streams' integer
+types; the products, the sum and the saturation widen with them.
 
 Each ratio ``x_scale / out_scale`` and ``r_scale / out_scale`` is a fixed-point multiplier
 (:func:`~llmloom.hw.numeric.quantize_multiplier`, ``mult_bits`` bits); the two are aligned to
@@ -19,6 +23,14 @@ the second term is at most ``256·max(x_scale, r_scale)/out_scale · 2**-16`` LS
 16 bits, a few thousandths of an LSB for any sensible scales); measured 0.5007 LSB worst on
 random data (``tests/hw/test_residual.py`` holds it to the bound). ``floor`` rounding makes
 the 0.5 a 1.
+
+At int16 the same bound holds, but its second term is relative to terms up to 2**15 LSB, so
+the multipliers want 8 more bits: with ``mult_bits=24`` it is ``2**-24·(|x|·x_scale +
+|r|·r_scale)/out_scale``, ≤ 0.002 LSB of an int16 output where x and r do not cancel and the
+sum does not saturate; measured 0.5009 LSB worst over random int16 data with a third of the
+sums saturating (``tests/hw/test_residual.py``). ``mult_bits=16`` (the default) with an int16
+output costs up to ``2**-16·32768`` = 0.5 LSB more: a config for the wide residual stream
+sets ``mult_bits=24``.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
-from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
+from ..numeric import IntType, Rounding, round_shift_hw, saturate_hw
 from ..stream import row_layout
 from .requant import (
     ROUNDINGS,
@@ -47,11 +59,13 @@ __all__ = ["ResidualConfig", "Residual"]
 #: Widest aligned multiplier accepted (two scales 2**24 apart at 16 bits): the products stay
 #: far inside the golden model's int64 and a DSP or two per lane.
 MAX_MULT_WIDTH = 40
+#: Integer widths of the streams: int8, or int16 (a wide residual stream).
+WIDTHS = (8, 16)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ResidualConfig(EltwiseTiming, BlockConfig):
-    """``x + r`` on int8 rows with different scales."""
+    """``x + r`` on int8 (or int16) rows with different scales."""
 
     length: int = spec(64, Range(1, 65536), "row length (elements per row)")
     lanes: int = spec(4, Range(1, 64), "elements per beat (any length: the last beat of a row "
@@ -62,12 +76,29 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
         "float sum's max magnitude maps to 127), else 128·(x_scale + r_scale) / 127")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
-    mult_bits: int = spec(16, Range(2, 24), "bits of each fixed-point multiplier")
+    mult_bits: int = spec(16, Range(2, 24), "bits of each fixed-point multiplier (24 for an "
+                          "int16 output, see the module text)")
+    x_width: int = spec(8, Choice(WIDTHS), "bits of x (int8 or int16)")
+    r_width: int = spec(8, Choice(WIDTHS), "bits of r (int8 or int16)")
+    out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16)")
 
     #: Pipeline stages: the two products; sum, round and saturate (the output register).
     LATENCY = 2
-    IN = INT8
-    OUT = INT8
+
+    @property
+    def X(self):
+        """Integer type of ``x``."""
+        return IntType(self.x_width)
+
+    @property
+    def R(self):
+        """Integer type of ``r``."""
+        return IntType(self.r_width)
+
+    @property
+    def OUT(self):
+        """Integer type of the output."""
+        return IntType(self.out_width)
 
     def _validate(self):
         for name in ("x_scale", "r_scale"):
@@ -91,10 +122,13 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
     @property
     def out_scale_value(self):
         """The output scale in use: ``out_scale``, or the scale that maps the largest sum any
-        inputs can give, ``128·(x_scale + r_scale)``, onto 127."""
+        inputs can give, ``128·(x_scale + r_scale)`` (int8 inputs; ``32768·`` a scale for an
+        int16 one), onto the output's largest value (127 or 32767)."""
         if self.out_scale is not None:
             return self.out_scale
-        return 128 * (self.x_scale + self.r_scale) / self.OUT.max
+        if self.x_width == self.r_width:      # (today's expression, to the last bit)
+            return -self.X.min * (self.x_scale + self.r_scale) / self.OUT.max
+        return (-self.X.min * self.x_scale - self.R.min * self.r_scale) / self.OUT.max
 
     @functools.cached_property
     def multipliers(self):
@@ -107,8 +141,9 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
 
     @property
     def product_width(self):
-        """Bits of ``x·Mx`` (signed)."""
-        return self.IN.width + max(self.multipliers[:2]).bit_length()
+        """Bits of ``x·Mx`` and of ``r·Mr`` (signed): the wider of the two."""
+        mx, mr, _ = self.multipliers
+        return max(self.x_width + mx.bit_length(), self.r_width + mr.bit_length())
 
     @property
     def sum_width(self):
@@ -118,7 +153,7 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
 
 
 class Residual(wiring.Component):
-    """``y = x + r`` on int8 rows with per-tensor scales, rescaled to ``out_scale``.
+    """``y = x + r`` on int8 or int16 rows with per-tensor scales, rescaled to ``out_scale``.
 
     Parameters
     ----------
@@ -126,11 +161,11 @@ class Residual(wiring.Component):
 
     Members
     -------
-    x : In(stream.Signature(row_layout(signed(8), lanes)))
+    x : In(stream.Signature(row_layout(signed(x_width), lanes)))
         The main path's rows; its ``last`` and ``end`` frame the output.
-    r : In(stream.Signature(row_layout(signed(8), lanes)))
+    r : In(stream.Signature(row_layout(signed(r_width), lanes)))
         The residual (skip) rows, beat for beat with ``x``; its ``last``/``end`` are ignored.
-    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
         The sums, framed as ``x``.
 
     The two inputs advance together: a beat is taken from both in the same cycle, only when
@@ -146,8 +181,8 @@ class Residual(wiring.Component):
             raise TypeError(f"cfg must be a ResidualConfig, not {cfg!r}")
         self.cfg = cfg
         super().__init__({
-            "x": In(stream.Signature(row_layout(cfg.IN.shape, cfg.lanes))),
-            "r": In(stream.Signature(row_layout(cfg.IN.shape, cfg.lanes))),
+            "x": In(stream.Signature(row_layout(cfg.X.shape, cfg.lanes))),
+            "r": In(stream.Signature(row_layout(cfg.R.shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
         })
 
@@ -174,7 +209,7 @@ class Residual(wiring.Component):
                              pr[j].eq(self.r.payload.data[j] * mr)]
 
         # Stage 2: sum, round, shift, saturate into the output register.
-        out = [Signal(signed(8), name=f"y{j}") for j in range(cfg.lanes)]
+        out = [Signal(cfg.OUT.shape, name=f"y{j}") for j in range(cfg.lanes)]
         last2, end2 = Signal(), Signal()
         with m.If(adv2):
             m.d.sync += [self.o.valid.eq(v1), last2.eq(last1), end2.eq(end1)]

@@ -94,6 +94,8 @@ class RowKernelConfig(BlockConfig):
 
     STATS_LATENCY = 0
     EMIT_STAGES = 0
+    #: Integer type of the input rows (a subclass may make it follow a width field).
+    IN = INT8
 
     @property
     def beats(self):

@@ -1,5 +1,6 @@
 """Harnesses of the table-driven activations: ``x`` (rows×length int8) with ``x_scale`` →
-``y`` (int8), ``y_scale``, ``y_float``. Blocks ``gelu`` and ``silu``."""
+``y`` (int8, or int16 with ``out_width`` 16), ``y_scale``, ``y_float``. Blocks ``gelu`` and
+``silu``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class _ActivationHarness(RowHarness):
                    optional=True),
     )
     outputs = (
-        TensorSpec("y", "int8", "rows×length", "activations"),
+        TensorSpec("y", "int8|int16", "rows×length", "activations (int16: out_width=16)"),
         TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )

@@ -1,5 +1,6 @@
-"""The layernorm and rmsnorm harnesses: ``x`` (rows×length int8), ``x_scale``, ``gamma`` and
-``beta`` (float vectors of length) → ``y`` (int8 at ``y_scale``), ``y_scale``, ``y_float``."""
+"""The layernorm and rmsnorm harnesses: ``x`` (rows×length int8, or int16 with ``in_width``
+16), ``x_scale``, ``gamma`` and ``beta`` (float vectors of length) → ``y`` (int8 at
+``y_scale``, or int16 with ``out_width`` 16), ``y_scale``, ``y_float``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = ["LayerNormHarness", "RMSNormHarness"]
 class _NormHarness(RowKernelHarness):
     component_cls = Norm
     inputs = (
-        TensorSpec("x", "int8", "rows×length", "input rows"),
+        TensorSpec("x", "int8|int16", "rows×length", "input rows (int16: in_width=16)"),
         TensorSpec("x_scale", "float", "scalar", "scale of x", optional=True),
         TensorSpec("gamma", "float", "length", "per-element scale (default ones)",
                    optional=True),
@@ -25,7 +26,7 @@ class _NormHarness(RowKernelHarness):
                    optional=True),
     )
     outputs = (
-        TensorSpec("y", "int8", "rows×length", "normalised rows"),
+        TensorSpec("y", "int8|int16", "rows×length", "normalised rows (int16: out_width=16)"),
         TensorSpec("y_scale", "float64", "scalar", "the output scale (out_scale)"),
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
@@ -45,16 +46,26 @@ class _NormHarness(RowKernelHarness):
 
     def config(self, values=None, tensors=None):
         """As the base, then, when ``out_scale`` is not set and the tensors are given, the
-        scale that maps the float reference's largest magnitude onto 127 (calibrated with the
-        config being built, so user overrides of eps or gamma are honoured)."""
+        scale that maps the float reference's largest magnitude onto the output's largest value
+        (127, int16: 32767; calibrated with the config being built, so user overrides of eps
+        or gamma are honoured)."""
         cfg = super().config(values, tensors)
         if tensors is not None and cfg.out_scale is None:
             try:
                 x = self.prepare(cfg, tensors)["x"]
             except (TensorError, ValueError):
                 return cfg           # run_block's prepare reports the problem
-            cfg = cfg.replace(out_scale=float(QuantParams.calibrate(norm_float(cfg, x)).scale))
+            scale = QuantParams.calibrate(norm_float(cfg, x), cfg.OUT).scale
+            cfg = cfg.replace(out_scale=float(scale))
         return cfg
+
+    def prepare(self, cfg, tensors):
+        try:
+            return super().prepare(cfg, tensors)
+        except TensorError as e:
+            if cfg.in_width == 8 and getattr(tensors.get("x"), "dtype", None) == np.int16:
+                raise TensorError(f"{e} (in_width=16 takes int16)") from None
+            raise
 
     def out_scale_of(self, cfg):
         return cfg.out_scale_value
@@ -67,12 +78,13 @@ class _NormHarness(RowKernelHarness):
 class LayerNormHarness(_NormHarness):
     name = "layernorm"
     summary = ("layernorm: exact integer Σx, Σx², rsqrt table + Newton, gamma/beta; "
-               "int8 out")
+               "int8 out (int16 in/out: in_width, out_width)")
     config_cls = LayerNormConfig
 
 
 @register
 class RMSNormHarness(_NormHarness):
     name = "rmsnorm"
-    summary = "rmsnorm: exact integer Σx², rsqrt table + Newton, gamma/beta; int8 out"
+    summary = ("rmsnorm: exact integer Σx², rsqrt table + Newton, gamma/beta; int8 out "
+               "(int16 in/out: in_width, out_width)")
     config_cls = RMSNormConfig

@@ -43,10 +43,11 @@ def calibrated_scale(reference, itype=INT8):
 class RowHarness(BlockHarness):
     """Shared plumbing of the element-wise row kernels (int8/int32 rows in, int8 rows out).
 
-    Subclasses give ``in_ports`` (port → (tensor name, IntType)) and ``float_reference``;
-    ``config`` calibrates ``out_scale`` from the data when the user did not set it, using the
-    float reference of the config being built (so user overrides of scales or of the
-    approximation are honoured).
+    Subclasses give ``in_ports`` (port → (tensor name, IntType); or :meth:`port_types` when
+    the types follow the config) and ``float_reference``; ``config`` calibrates ``out_scale``
+    from the data when the user did not set it, using the float reference of the config being
+    built (so user overrides of scales or of the approximation are honoured), onto the
+    largest value of the config's output type ``cfg.OUT``.
     """
 
     in_ports: dict = {}
@@ -66,12 +67,16 @@ class RowHarness(BlockHarness):
     def float_reference(self, cfg, tensors):
         raise NotImplementedError
 
+    def port_types(self, cfg):
+        """port → (tensor name, IntType) of the timed inputs under ``cfg``."""
+        return self.in_ports
+
     def _first(self, tensors):
         return next(iter(self.in_ports.values()))[0]
 
     def drive(self, cfg, tensors):
         timed = {port: pack_rows(row_layout(itype.shape, cfg.lanes), tensors[name])
-                 for port, (name, itype) in self.in_ports.items()}
+                 for port, (name, itype) in self.port_types(cfg).items()}
         rows = tensors[self._first(tensors)].shape[0]
         return Drive(preload={}, timed=timed, expect={"o": rows * cfg.beats})
 
@@ -87,17 +92,26 @@ class RowHarness(BlockHarness):
         return self.outputs_of(cfg, y)
 
     def outputs_of(self, cfg, y):
-        """``y`` (int8, or int16 for a 16-bit output), ``y_scale`` and ``y_float``, computed
-        the same way for the RTL's output and the golden model's."""
-        y = np.asarray(y).astype(np.int8 if cfg.OUT.width <= 8 else np.int16)
+        """``y`` (``cfg.OUT``: int8, or int16 for a wide block), ``y_scale`` and ``y_float``,
+        computed the same way for the RTL's output and the golden model's."""
+        y = np.asarray(y).astype(cfg.OUT.dtype)
         scale = np.float64(cfg.out_scale_value)
         return {"y": y, "y_scale": scale, "y_float": y.astype(np.float64) * scale}
 
     def shape_args(self, cfg, tensors):
         return (int(tensors[self._first(tensors)].shape[0]),)
 
-    def require_rows(self, tensors, name, itype, length):
-        x = self.require_int(tensors, name, itype, (None, length))
+    def require_rows(self, tensors, name, itype, length, wide_field=None):
+        """``tensors[name]`` as rows of ``length`` ``itype`` integers; ``wide_field``: the
+        config field that would take int16 rows, named in the error when they come to an
+        int8 input."""
+        try:
+            x = self.require_int(tensors, name, itype, (None, length))
+        except TensorError as e:
+            if wide_field and itype.width == 8 and getattr(tensors.get(name), "dtype",
+                                                          None) == np.int16:
+                raise TensorError(f"{e} ({wide_field}=16 takes int16)") from None
+            raise
         if x.shape[0] < 1:
             raise TensorError(f"tensor {name!r} has no rows; expected at least one")
         return x

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..harness import BlockHarness, Drive, TensorError
 from ..streams import pack_rows, unpack_rows
@@ -25,8 +24,8 @@ def scalar_of(tensors, name):
 
 
 class RowKernelHarness(BlockHarness):
-    """Rows of int8 ``x`` in on port ``i``, rows of ``cfg.OUT`` out on ``o``: ``y``,
-    ``y_scale`` and ``y_float``."""
+    """Rows of ``x`` (``cfg.IN``: int8, or int16 for a wide norm) in on port ``i``, rows of
+    ``cfg.OUT`` out on ``o``: ``y``, ``y_scale`` and ``y_float``."""
 
     shape_fields = ("length", "x_scale")
 
@@ -40,14 +39,14 @@ class RowKernelHarness(BlockHarness):
         return out
 
     def prepare(self, cfg, tensors):
-        x = self.require_int(tensors, "x", INT8, (None, cfg.length))
+        x = self.require_int(tensors, "x", cfg.IN, (None, cfg.length))
         if x.shape[0] < 1:
             raise TensorError("tensor 'x' has no rows; expected at least one")
         return {"x": x}
 
     def drive(self, cfg, tensors):
         x = tensors["x"]
-        return Drive(preload={}, timed={"i": pack_rows(row_layout(INT8.shape, cfg.lanes), x)},
+        return Drive(preload={}, timed={"i": pack_rows(row_layout(cfg.IN.shape, cfg.lanes), x)},
                      expect={"o": x.shape[0] * cfg.beats})
 
     def collect(self, cfg, tensors, beats):
@@ -64,7 +63,7 @@ class RowKernelHarness(BlockHarness):
     def outputs_of(self, cfg, y):
         """``y``, ``y_scale`` and ``y_float``, computed the same way for the RTL's output and
         the golden model's."""
-        y = np.asarray(y).astype(np.uint8 if not cfg.OUT.signed else np.int8)
+        y = np.asarray(y).astype(cfg.OUT.dtype)
         scale = np.float64(self.out_scale_of(cfg))
         return {"y": y, "y_scale": scale, "y_float": y.astype(np.float64) * scale}
 

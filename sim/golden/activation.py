@@ -43,6 +43,7 @@ def activation_float(cfg, x):
 
 
 def activation_bitexact(cfg, x):
-    """int8 results exactly as the RTL gives them: the table entry of each input code."""
+    """int8 (int16) results exactly as the RTL gives them: the table entry of each input
+    code."""
     lut = np.asarray(cfg.lut, dtype=np.int64)
-    return lut[np.asarray(x, dtype=np.int64) & 0xFF].astype(np.int8)
+    return lut[np.asarray(x, dtype=np.int64) & 0xFF].astype(cfg.OUT.dtype)

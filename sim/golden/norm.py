@@ -5,15 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.blocks.norm import (
-    E_FRAC,
-    MANT_BITS,
-    RSQRT_FRAC,
-    RSQRT_INDEX_BITS,
-    RSQRT_TABLE,
-    Y_BITS,
-)
-
 __all__ = ["norm_float", "norm_bitexact", "rsqrt_bitexact", "bit_length"]
 
 
@@ -29,8 +20,13 @@ def norm_float(cfg, x):
 
 
 def bit_length(v):
-    """``int.bit_length`` of each element of a non-negative int64 array, exactly."""
-    v = np.asarray(v, dtype=np.int64)
+    """``int.bit_length`` of each element of a non-negative integer array (int64, or Python
+    ints in an object array), exactly."""
+    v = np.asarray(v)
+    if v.dtype == object:
+        return np.array([int(e).bit_length() for e in v.reshape(-1)],
+                        dtype=np.int64).reshape(v.shape)
+    v = v.astype(np.int64)
     n = np.zeros(v.shape, dtype=np.int64)
     for k in range(63):
         n += (v >> k) > 0
@@ -38,34 +34,42 @@ def bit_length(v):
 
 
 def rsqrt_bitexact(cfg, V):
-    """``(y1, h)`` with ``y1 / 2**15 · 2**-h ≈ 1/sqrt(V)``, as the hardware's rsqrt unit
-    computes them (``h`` clamped to >= ``h_min``, as there)."""
-    V = np.asarray(V, dtype=np.int64)
-    vw = cfg.v_width
+    """``(y1, h)`` with ``y1 / 2**frac · 2**-h ≈ 1/sqrt(V)`` (``frac`` of ``cfg.rsqrt``: 15,
+    or 24 for an int16 output), as the hardware's rsqrt unit computes them (``h`` clamped to
+    >= ``h_min``, as there). ``V`` may be Python ints (an object array): an int16 input's V
+    exceeds int64; the mantissa and everything after it fit int64."""
+    rs = cfg.rsqrt
+    V = np.asarray(V)
+    if V.dtype != object:
+        V = V.astype(np.int64)
+    vw, mb = cfg.v_width, rs.mant_bits
     h = (bit_length(V) + 1) >> 1
-    aligned = V << (vw - 2 * h)
-    mant = aligned >> (vw - MANT_BITS) if vw >= MANT_BITS else aligned << (MANT_BITS - vw)
-    y0 = np.asarray(RSQRT_TABLE, dtype=np.int64)[mant >> (MANT_BITS - RSQRT_INDEX_BITS)]
-    t = (y0 * y0) >> (2 * RSQRT_FRAC - 16)
-    t2 = (t * mant) >> MANT_BITS
-    y1 = (y0 * ((3 << 16) - t2)) >> (RSQRT_FRAC + 2)
-    assert np.all((y1 >= 0) & (y1 < 1 << Y_BITS)), "rsqrt out of range"
+    aligned = V << (vw - 2 * h).astype(V.dtype)
+    mant = aligned >> (vw - mb) if vw >= mb else aligned << (mb - vw)
+    mant = mant.astype(np.int64)
+    y0 = np.asarray(rs.table, dtype=np.int64)[mant >> (mb - rs.index_bits)]
+    t = (y0 * y0) >> (2 * rs.frac - rs.t_frac)
+    t2 = (t * mant) >> mb
+    y1 = (y0 * (rs.three - t2)) >> (rs.t_frac + 1)
+    assert np.all((y1 >= 0) & (y1 < 1 << rs.y_bits)), "rsqrt out of range"
     return y1, np.maximum(h, cfg.h_min)
 
 
 def norm_bitexact(cfg, x):
-    """int8 outputs exactly as the RTL computes them."""
+    """int8 (int16: ``cfg.out_width``) outputs exactly as the RTL computes them."""
     x = np.asarray(x, dtype=np.int64)
     L = cfg.length
     s1 = x.sum(axis=1)
     s2 = (x * x).sum(axis=1)
-    d = L * s2 - s1 * s1 if cfg.CENTERED else L * s2
+    d = L * s2 - s1 * s1 if cfg.CENTERED else L * s2     # < 2**57 for int16 inputs
     assert np.all(d >= 0)
-    V = (d << 2 * E_FRAC) + cfg.eps_term
-    assert V.max(initial=0) < (1 << cfg.v_width), "V out of range"
+    if cfg.v_width > 62:             # V = D·4**e_frac outgrows int64: Python ints
+        d = d.astype(object)
+    V = (d << 2 * cfg.rsqrt.e_frac) + cfg.eps_term
+    assert max(V.tolist(), default=0) < (1 << cfg.v_width), "V out of range"
     y1, h = rsqrt_bitexact(cfg, V)
     c = L * x - s1[:, None] if cfg.CENTERED else L * x
-    sh = (h + RSQRT_FRAC - E_FRAC - cfg.n_frac)[:, None]
+    sh = (h + cfg.rsqrt.frac - cfg.rsqrt.e_frac - cfg.n_frac)[:, None]
     assert np.all(sh >= 1)
     n = (c * y1[:, None] + (np.int64(1) << (sh - 1))) >> sh
     bound = np.int64(1) << (cfg.n_width - 1)
@@ -73,4 +77,4 @@ def norm_bitexact(cfg, x):
     acc = n * np.asarray(cfg.gamma_q, dtype=np.int64) + np.asarray(cfg.beta_q, dtype=np.int64)
     t = cfg.total_shift
     y = (acc + (np.int64(1) << (t - 1))) >> t
-    return np.clip(y, -128, 127).astype(np.int8)
+    return cfg.OUT.saturate(y).astype(cfg.OUT.dtype)

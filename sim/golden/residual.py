@@ -1,4 +1,5 @@
-"""Golden models of the residual add (two int8 tensors with their own scales → int8)."""
+"""Golden models of the residual add (two int8 or int16 tensors with their own scales → int8
+or int16)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ __all__ = ["residual_bitexact", "residual_float"]
 
 
 def residual_bitexact(cfg, x, r):
-    """int8 sums exactly as :class:`~llmloom.hw.blocks.residual.Residual` computes them: both
-    products by the aligned multipliers and their sum on int64, one rounding shift by
-    ``cfg.rounding``, explicit saturation."""
+    """int8 (int16) sums exactly as :class:`~llmloom.hw.blocks.residual.Residual` computes
+    them: both products by the aligned multipliers and their sum on int64, one rounding shift
+    by ``cfg.rounding``, explicit saturation."""
     mx, mr, shift = cfg.multipliers
     total = np.asarray(x, dtype=np.int64) * mx + np.asarray(r, dtype=np.int64) * mr
-    return cfg.OUT.saturate(round_shift(total, shift, cfg.rounding)).astype(np.int8)
+    return cfg.OUT.saturate(round_shift(total, shift, cfg.rounding)).astype(cfg.OUT.dtype)
 
 
 def residual_float(cfg, x, r):

@@ -179,3 +179,75 @@ def test_padding_lanes_are_dropped(block, stall, rng, garbage_padding):
     result = run_block(garbage_padding(HARNESS[block], 13), cfg, {"x": x},
                        stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
     np.testing.assert_array_equal(result.outputs["y"], activation_bitexact(cfg, x))
+
+
+# ---- int16 output (the wide residual stream's GELU) --------------------------------------------
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("func", FUNCS, ids=lambda f: f[0] + "_" + f[1].get("approximation",
+                                                                              ""))
+def test_wide_random_rows(func, stall, rng):
+    """out_width=16: int16 table entries, bit-exact under stalls, int16 outputs, same timing."""
+    block, extra = func
+    h = HARNESS[block]
+    for rows, length, lanes in ((5, 16, 4), (3, 13, 4)):
+        x = rng.integers(-128, 128, (rows, length)).astype(np.int8)
+        x[0, :3] = [-128, 127, 0]
+        cfg = h.config(dict(lanes=lanes, out_width=16, **extra),
+                       {"x": x, "x_scale": float(rng.uniform(0.01, 0.1))})
+        seed = int(rng.integers(1 << 30))
+        result = run_block(h, cfg, {"x": x}, stalls_in=Stalls(stall, seed),
+                           stalls_out=Stalls(stall, seed + 1))
+        assert result.outputs["y"].dtype == np.int16
+        assert np.array_equal(result.outputs["y"], activation_bitexact(cfg, x))
+        assert np.abs(result.outputs["y"]).max() == 32767     # calibrated onto the int16 range
+        if stall == "none":
+            assert result.cycles == rows * cfg.beats + cfg.latency
+
+
+def _wide_bound_check(cfg, exact):
+    """Every code: within 0.5 LSB of float64, or saturated where the float is beyond int16."""
+    x = ALL_CODES
+    y = activation_bitexact(cfg, x)
+    assert y.dtype == np.int16
+    y = y.astype(np.int64)
+    real = exact(x * cfg.x_scale)
+    out = cfg.out_scale_value
+    inside = (real / out >= -32768.5) & (real / out <= 32767.5)
+    err = np.abs(y * out - real)[inside] / out
+    assert err.max() <= 0.5 + 1e-9
+    assert np.all(y[~inside & (real > 0)] == 32767)
+    assert np.all(y[~inside & (real < 0)] == -32768)
+    return err.max(), int((~inside).sum())
+
+
+@pytest.mark.parametrize("block, approximation, exact", [
+    ("gelu", "tanh", gelu_tanh), ("gelu", "erf", gelu_erf),
+    ("silu", None, lambda v: v / (1 + np.exp(-v))),
+])
+def test_wide_table_error_bound_against_float(block, approximation, exact):
+    """The int16 table is the nearest int16 to the float function: 256 times finer than
+    int8 at the same range (the default out_scale maps max|f| onto 32767)."""
+    extra = {"approximation": approximation} if approximation else {}
+    saturated_any = False
+    for x_scale in (1 / 64, 0.05, 0.5):
+        for out_scale in (None, 1 / 4096, 1e-5):
+            cfg = _cfg(block, length=4, x_scale=x_scale, out_scale=out_scale, out_width=16,
+                       **extra)
+            err, saturated = _wide_bound_check(cfg, exact)
+            saturated_any |= saturated > 0
+            if out_scale is None:
+                narrow = _cfg(block, length=4, x_scale=x_scale, **extra)
+                assert saturated == 0 and max(cfg.lut) == 32767
+                assert cfg.out_scale_value == pytest.approx(narrow.out_scale_value * 127 / 32767)
+    assert saturated_any
+
+
+def test_wide_config_and_tensor_checks(rng):
+    with pytest.raises(ConfigError, match=re.escape("out_width=9 is not allowed; allowed: 8 | 16")):
+        GeluConfig(out_width=9)
+    from llmloom.sim.harness import TensorError
+
+    # the input stays int8 whatever the output width
+    with pytest.raises(TensorError, match="tensor 'x' has dtype int16; expected int8"):
+        HARNESS["gelu"].prepare(GeluConfig(length=4, out_width=16),
+                                {"x": np.zeros((2, 4), dtype=np.int16)})

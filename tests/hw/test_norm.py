@@ -229,3 +229,225 @@ def test_padding_lanes_are_left_out_of_the_sums(block, length, lanes, stall, rng
     np.testing.assert_array_equal(result.outputs["y"], golden["y"])
     if stall == "none":
         assert result.cycles == BLOCK_CYCLES[block](cfg, 6)
+
+
+# ---- int16 input and/or output (the wide residual stream) --------------------------------------
+#: Bound of the bit-exact model against float64 with an int16 output, in LSB of out_scale:
+#: ``WIDE_LSB + WIDE_REL·|gamma_j·n_j|/out_scale + |n_j|·2**-(g_frac+1)`` where the output does
+#: not saturate (n_j the float normalised value). WIDE_REL covers the wide rsqrt unit's
+#: relative error (±7.3e-7 measured, y1's and the mantissa's truncation below 2**-25); it
+#: matters only where beta cancels a large gamma·n. The last term is gamma's rounding (G_j
+#: to 2**-g_frac, g_frac set by the largest gamma): large only where a small-gamma channel
+#: meets a huge |n| (a row of equal values but one) under an out_scale set by tiny n's;
+#: for MiniLM's layernorms (d 384, gamma up to ~10) it is ~0.003 LSB. The rest of
+#: WIDE_LSB − 0.5 is n's rounding (<= 2**-6). Measured over such sweeps: 0.5132 worst.
+WIDE_LSB = 0.52
+WIDE_REL = 1e-6
+WIDTH_PAIRS = [(16, 16), (8, 16), (16, 8)]
+
+
+def _wide_rows(rng, rows, length, in_width):
+    hi = (1 << (in_width - 1)) - 1
+    x = rng.integers(-hi - 1, hi + 1, (rows, length))
+    dtype = np.int16 if in_width == 16 else np.int8
+    return x.astype(dtype)
+
+
+def _minilm_affine(rng, length):
+    """gamma and beta spread as a trained BERT layernorm's: most gammas near 1, a few near 10
+    and near 0.01; betas up to a few units."""
+    gamma = np.abs(rng.lognormal(0.0, 0.6, length))
+    gamma[rng.integers(0, length, max(1, length // 16))] = 10.0
+    gamma[rng.integers(0, length, max(1, length // 16))] = 0.01
+    beta = rng.normal(0.0, 0.3, length)
+    beta[rng.integers(0, length, max(1, length // 16))] = -4.0
+    return gamma, beta
+
+
+def _wide_bound(cfg, x, y_float):
+    """|error| in LSB and the allowed bound, elementwise, where the output does not saturate."""
+    s = cfg.out_scale_value
+    ref = norm_float(cfg, x)
+    ok = np.abs(ref) / s < cfg.OUT.max + 0.5
+    z = np.asarray(x, np.float64) * cfg.x_scale
+    if cfg.CENTERED:
+        z = z - z.mean(axis=1, keepdims=True)
+    n = z / np.sqrt((z * z).mean(axis=1, keepdims=True) + cfg.eps + 1e-300)
+    gn = np.abs(n * cfg.gamma_values) / s
+    err = np.abs(y_float - ref) / s
+    bound = ((WIDE_LSB if cfg.out_width == 16 else WORST_LSB) + WIDE_REL * gn
+             + np.abs(n) * 2.0 ** -(cfg.g_frac + 1))
+    return err[ok], bound[ok]
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("widths", WIDTH_PAIRS, ids=lambda w: "i{}o{}".format(*w))
+@pytest.mark.parametrize("block", ["layernorm", "rmsnorm"])
+def test_wide_random_rows(block, widths, stall, rng):
+    """int16 in and/or out on Amaranth's simulator: bit-exact with the golden model, output
+    dtype by out_width, within the bound of float."""
+    in_width, out_width = widths
+    for rows, length, lanes in ((5, 16, 4), (4, 13, 4)):
+        x = _wide_rows(rng, rows, length, in_width)
+        gamma, beta = _minilm_affine(rng, length)
+        tensors = {"x": x, "x_scale": np.float64(3e-4 if in_width == 16 else 1 / 16),
+                   "gamma": gamma, "beta": beta}
+        h = HARNESSES[block]
+        cfg = h.config({"lanes": lanes, "in_width": in_width, "out_width": out_width}, tensors)
+        seed = int(rng.integers(1 << 30))
+        result = run_block(h, cfg, tensors, stalls_in=Stalls(stall, seed),
+                           stalls_out=Stalls(stall, seed + 1))
+        golden = h.golden(cfg, h.prepare(cfg, tensors))
+        assert result.outputs["y"].dtype == (np.int16 if out_width == 16 else np.int8)
+        for key in golden:
+            np.testing.assert_array_equal(result.outputs[key], golden[key])
+        err, bound = _wide_bound(cfg, x, result.outputs["y_float"])
+        assert np.all(err <= bound)
+        if stall == "none":
+            assert result.cycles == cfg.cycles(rows)     # widening keeps the timing
+
+
+def _wide_edge(kind, rng):
+    """(x as int16, extra config values): the int16 extremes."""
+    if kind == "all_min":
+        return np.full((3, 6), -32768), {"lanes": 3}
+    if kind == "all_max_one_off":     # tiny variance at the top of the range: exact sums
+        x = np.full((2, 32), 32767)
+        x[:, 7] = 32766
+        return x, {"lanes": 8, "eps": 0.0}
+    if kind == "alternating":         # the largest variance int16 allows
+        return np.where(np.indices((3, 8)).sum(0) % 2, 32767, -32768), {"lanes": 4}
+    if kind == "one_huge":
+        x = np.full((4, 16), -3)
+        x[np.arange(4), [0, 5, 10, 15]] = 32767
+        return x, {"lanes": 4}
+    if kind == "saturating":          # out_scale too small: outputs pinned at ±32767/−32768
+        return rng.integers(-32768, 32768, (3, 8)), {"lanes": 2, "out_scale": 1e-4}
+    if kind == "length_2":            # D = 1 (for layernorm): eps's precision matters
+        x = np.array([[32767, 32766], [5, 6], [-32768, 32767]])
+        return x, {"lanes": 1, "eps": 1e-5}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("kind", ["all_min", "all_max_one_off", "alternating", "one_huge",
+                                  "saturating", "length_2"])
+@pytest.mark.parametrize("block", ["layernorm", "rmsnorm"])
+def test_wide_edge_cases(block, kind, stall, rng):
+    x, values = _wide_edge(kind, rng)
+    x = x.astype(np.int16)
+    length = x.shape[1]
+    gamma, beta = _minilm_affine(rng, length)
+    tensors = {"x": x, "x_scale": np.float64(1 / 4096), "gamma": gamma, "beta": beta}
+    cfg, result = _check_wide(block, tensors, stall, in_width=16, out_width=16, **values)
+    y = result.outputs["y"]
+    if kind == "saturating":
+        ref = norm_float(cfg, x) / cfg.out_scale_value
+        assert np.all(y[ref > 32767.5] == 32767) and np.all(y[ref < -32768.5] == -32768)
+        assert (np.abs(ref) > 32768).any()
+    err, bound = _wide_bound(cfg, x, result.outputs["y_float"])
+    assert np.all(err <= bound)
+
+
+def _check_wide(block, tensors, stall, seed=1, **values):
+    h = HARNESSES[block]
+    cfg = h.config(values, tensors)
+    result = run_block(h, cfg, tensors, stalls_in=Stalls(stall, seed),
+                       stalls_out=Stalls(stall, seed + 1))
+    golden = h.golden(cfg, h.prepare(cfg, tensors))
+    assert result.outputs["y"].dtype == np.int16
+    for key in golden:
+        np.testing.assert_array_equal(result.outputs[key], golden[key])
+    return cfg, result
+
+
+def _wide_sweep(kind, rows, length, in_width, rng):
+    hi = (1 << (in_width - 1)) - 1
+    if kind == "uniform":
+        return rng.integers(-hi - 1, hi + 1, (rows, length))
+    if kind == "normal":
+        return np.clip(np.round(rng.normal(0, hi / 6, (rows, length))), -hi - 1, hi)
+    if kind == "one_hot":
+        x = np.full((rows, length), int(rng.integers(-hi - 1, hi + 1)))
+        x[np.arange(rows), rng.integers(0, length, rows)] = hi
+        return x
+    if kind == "top_tiny":              # the largest mean, the smallest variance
+        x = np.full((rows, length), hi)
+        x[:, :1] = hi - 1
+        return x
+    return np.full((rows, length), -hi - 1)
+
+
+@pytest.mark.parametrize("widths", WIDTH_PAIRS, ids=lambda w: "i{}o{}".format(*w))
+@pytest.mark.parametrize("block", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("length", [1, 2, 7, 384, 8192])
+def test_wide_bitexact_within_bound_of_float(block, length, widths, rng):
+    """The bound above over lengths (8192: V needs 70 bits, beyond int64), x_scale, eps
+    (MiniLM's 1e-12 included), calibrated and default out_scale, MiniLM-like gamma/beta."""
+    in_width, out_width = widths
+    for xs in (2.0 ** -16, 3e-4, 1 / 32, 0.5):
+        for eps in (0.0, 1e-12, 1e-5, 1e-2):
+            gamma, beta = _minilm_affine(rng, length)
+            try:
+                base = CONFIGS[block](length=length, lanes=1, x_scale=xs, eps=eps,
+                                      gamma=tuple(gamma), beta=tuple(beta),
+                                      in_width=in_width, out_width=out_width)
+            except ConfigError:
+                assert eps / xs ** 2 * length ** 2 >= 2 ** 40      # eps too large: rejected
+                continue
+            for kind in ("uniform", "normal", "one_hot", "top_tiny", "min"):
+                x = _wide_sweep(kind, 4, length, in_width, rng)
+                ref = norm_float(base, x)
+                cal = base.replace(out_scale=float(QuantParams.calibrate(ref, base.OUT).scale))
+                for cfg in (cal, base):
+                    y = norm_bitexact(cfg, x)
+                    assert y.dtype == cfg.OUT.dtype
+                    y_float = y.astype(np.float64) * cfg.out_scale_value
+                    err, bound = _wide_bound(cfg, x, y_float)
+                    assert np.all(err <= bound)
+                    if cfg is base:
+                        assert err.size == x.size, "the default out_scale must never saturate"
+
+
+def test_wide_constants():
+    """An int16 output: gamma gets 8 more bits (the smallest MiniLM gammas keep 1e-4 relative
+    precision next to a gamma of 10), the finer rsqrt unit, and eps 8 more bits; an int8
+    output keeps today's constants whatever the input width."""
+    gamma = (10.0, 0.01, 1.0, -2.5)
+    narrow = LayerNormConfig(length=4, gamma=gamma, in_width=16)
+    wide = LayerNormConfig(length=4, gamma=gamma, out_width=16)
+    assert narrow.rsqrt.g_bits == 18 and wide.rsqrt.g_bits == 26
+    assert max(abs(g) for g in wide.gamma_q) < 1 << 25 <= 2 * max(abs(g) for g in wide.gamma_q)
+    q = wide.gamma_q[1] * 2.0 ** -wide.g_frac * wide.out_scale_value
+    assert abs(q - 0.01) <= 1e-4 * 0.01
+    assert wide.rsqrt.table[-1] < 1 << 25 and len(wide.rsqrt.table) == 1024
+    assert LayerNormConfig(length=4).rsqrt == narrow.rsqrt
+    # the default out_scale maps the bound onto the int16 range
+    assert RMSNormConfig(length=16, out_width=16).out_scale_value == pytest.approx(4 / 32767)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(in_width=12), "in_width=12 is not allowed; allowed: 8 | 16"),
+    (dict(out_width=32), "out_width=32 is not allowed; allowed: 8 | 16"),
+])
+def test_wide_config_rejects(bad, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        LayerNormConfig(**bad)
+
+
+def test_wide_tensor_checks(rng):
+    """A wrong dtype or range for the configured width is one TensorError line."""
+    from llmloom.sim.harness import TensorError
+
+    h = HARNESSES["layernorm"]
+    x16 = rng.integers(-32768, 32768, (2, 8)).astype(np.int16)
+    narrow = LayerNormConfig(length=8, lanes=2)
+    with pytest.raises(TensorError, match=re.escape("tensor 'x' has dtype int16; expected "
+                                                    "int8 (in_width=16 takes int16)")):
+        h.prepare(narrow, {"x": x16})
+    with pytest.raises(TensorError, match="tensor 'x' has dtype int32; expected int16"):
+        h.prepare(narrow.replace(in_width=16), {"x": x16.astype(np.int32)})
+    with pytest.raises(TensorError, match=re.escape("outside int8 (-128..127)")):
+        h.prepare(narrow, {"x": np.full((2, 8), 200, dtype=np.uint8)})
+    # int8 arrays are fine for an int16 input
+    assert h.prepare(narrow.replace(in_width=16), {"x": x16.astype(np.int8)})["x"].shape == (2, 8)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -175,3 +176,132 @@ def test_padding_lanes_are_dropped(stall, rng, garbage_padding):
     result = run_block(garbage_padding(H, 13), cfg, {"x": x, "r": r},
                        stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
     np.testing.assert_array_equal(result.outputs["y"], residual_bitexact(cfg, x, r))
+
+
+# ---- int16 streams (the wide residual stream) --------------------------------------------------
+def _ints(rng, width, shape):
+    hi = 1 << (width - 1)
+    return rng.integers(-hi, hi, shape).astype(np.int16 if width == 16 else np.int8)
+
+
+# (x_width, r_width, out_width)
+WIDTHS = [(16, 16, 16), (8, 16, 16), (16, 8, 16), (16, 16, 8), (8, 8, 16)]
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: "x{}r{}o{}".format(*w))
+def test_wide_random_rows(widths, stall, rng):
+    """Each stream int8 or int16 by config: bit-exact under stalls, dtype by out_width, the
+    timing unchanged."""
+    xw, rw, ow = widths
+    for rows, length, lanes in ((5, 16, 4), (3, 13, 4)):
+        x, r = _ints(rng, xw, (rows, length)), _ints(rng, rw, (rows, length))
+        tensors = {"x": x, "r": r, "x_scale": 3e-4 if xw == 16 else 0.05,
+                   "r_scale": 2e-4 if rw == 16 else 0.03}
+        cfg = H.config(dict(lanes=lanes, x_width=xw, r_width=rw, out_width=ow, mult_bits=24),
+                       tensors)
+        seed = int(rng.integers(1 << 30))
+        result = run_block(H, cfg, {"x": x, "r": r}, stalls_in=Stalls(stall, seed),
+                           stalls_out=Stalls(stall, seed + 1))
+        assert result.outputs["y"].dtype == (np.int16 if ow == 16 else np.int8)
+        golden = H.golden(cfg, H.prepare(cfg, {"x": x, "r": r}))
+        for key in golden:
+            assert np.array_equal(result.outputs[key], golden[key]), key
+        if stall == "none":
+            assert result.cycles == rows * cfg.beats + cfg.latency
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("kind", ["all_min", "all_max", "saturating", "cancel", "ties"])
+def test_wide_edge_values(kind, stall, rng):
+    shape = (4, 8)
+    cfg = ResidualConfig(length=8, lanes=2, x_scale=1 / 1024, r_scale=1 / 2048, x_width=16,
+                         r_width=16, out_width=16, mult_bits=24)
+    if kind == "all_min":
+        x, r = np.full(shape, -32768), np.full(shape, -32768)
+    elif kind == "all_max":
+        x, r = np.full(shape, 32767), np.full(shape, 32767)
+    elif kind == "saturating":        # |x·x_scale| alone is up to 4 times the int16 range
+        cfg = cfg.replace(out_scale=1 / 4096)
+        x = np.where(np.indices(shape).sum(0) % 2, 32767, -32768)
+        r = rng.integers(-32768, 32768, shape)
+    elif kind == "cancel":
+        x = rng.integers(-8000, 8000, shape)
+        r = -2 * x
+    else:                             # sums exactly half-way between two outputs
+        cfg = cfg.replace(out_scale=1 / 512)
+        x = np.arange(-16, 16).reshape(shape)
+        r = np.zeros(shape, dtype=np.int64)
+    x, r = x.astype(np.int16), r.astype(np.int16)
+    result = _check_wide(cfg, x, r, stall)
+    y = result.outputs["y"].astype(np.int64)
+    if kind == "saturating":
+        real = residual_float(cfg, x, r) / cfg.out_scale_value
+        assert np.array_equal(y[real > 32767.5], np.full((real > 32767.5).sum(), 32767))
+        assert np.array_equal(y[real < -32768.5], np.full((real < -32768.5).sum(), -32768))
+        assert (real > 32767.5).any() and (real < -32768.5).any()
+    if kind == "cancel":
+        assert np.all(y == 0)
+    if kind == "all_min":             # the default out_scale maps the extreme sum onto ∓32767
+        assert np.all(y == -32767)
+    if kind == "ties":                # x/2 with x odd: half_even rounds to the even output
+        want = np.rint(x.astype(np.float64) / 2).astype(np.int64)
+        assert np.array_equal(y, want)
+
+
+def _check_wide(cfg, x, r, stall, seed=1):
+    result = run_block(H, cfg, {"x": x, "r": r}, sim="amaranth",
+                       stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    assert result.outputs["y"].dtype == cfg.OUT.dtype
+    assert np.array_equal(result.outputs["y"], residual_bitexact(cfg, x, r))
+    return result
+
+
+#: Worst measured error of an int16 output with mult_bits=24: 0.5009 (rounding alone: 0.5).
+WIDE_WORST = 0.501
+
+
+@pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: "x{}r{}o{}".format(*w))
+def test_wide_error_bound_against_float(widths, rng):
+    """The module's bound, ``0.5 + 2**-mult_bits·(|x|·xs + |r|·rs)/out``, with int16 streams;
+    at mult_bits=24 its second term is ~2**-24·2**15 LSB and the error within 0.501."""
+    xw, rw, ow = widths
+    worst = 0.0
+    for xs, rs in ((3e-4, 1e-4), (1e-3, 1e-3), (1 / 16, 1 / 4096), (0.2, 0.001)):
+        for mult_bits in (16, 24):
+            x, r = _ints(rng, xw, (200, 32)), _ints(rng, rw, (200, 32))
+            cfg = ResidualConfig(length=32, x_scale=xs, r_scale=rs, mult_bits=mult_bits,
+                                 x_width=xw, r_width=rw, out_width=ow)
+            real = residual_float(cfg, x, r)
+            hi = cfg.OUT.max
+            cfg = cfg.replace(out_scale=np.abs(real).max() / (1.5 * hi))
+            out = cfg.out_scale_value
+            y = residual_bitexact(cfg, x, r).astype(np.int64)
+            assert residual_bitexact(cfg, x, r).dtype == cfg.OUT.dtype
+            inside = (real / out >= -hi - 1.5) & (real / out <= hi + 0.5)
+            err = np.abs(y * out - real) / out
+            ax, ar = np.abs(x.astype(np.int64)), np.abs(r.astype(np.int64))
+            bound = 0.5 + 2.0 ** -mult_bits * (ax * xs + ar * rs) / out
+            assert np.all(err[inside] <= bound[inside] + 1e-9)
+            assert np.all(y[~inside & (real > 0)] == hi)
+            assert np.all(y[~inside & (real < 0)] == -hi - 1)
+            if mult_bits == 24:
+                worst = max(worst, err[inside].max())
+    assert worst <= (WIDE_WORST if ow == 16 else 0.502)
+
+
+def test_wide_defaults_and_checks(rng):
+    """The default out_scale covers the extreme int16 sums; a wrong dtype or range for the
+    configured width is one TensorError line."""
+    cfg = ResidualConfig(x_scale=0.01, r_scale=0.03, x_width=16, r_width=8, out_width=16)
+    assert cfg.out_scale_value == pytest.approx((32768 * 0.01 + 128 * 0.03) / 32767)
+    assert ResidualConfig(x_width=16, r_width=16).out_scale_value == pytest.approx(
+        32768 * (1 / 16) / 127)
+    x16 = _ints(rng, 16, (2, 64))
+    with pytest.raises(TensorError, match=re.escape("tensor 'x' has dtype int16; expected "
+                                                    "int8 (x_width=16 takes int16)")):
+        H.prepare(ResidualConfig(), {"x": x16, "r": x16.astype(np.int8)})
+    with pytest.raises(TensorError, match="tensor 'r' has dtype int32; expected int16"):
+        H.prepare(ResidualConfig(x_width=16, r_width=16), {"x": x16, "r": x16.astype(np.int32)})
+    with pytest.raises(ConfigError, match="out_width=12 is not allowed; allowed: 8 | 16"):
+        ResidualConfig(out_width=12)

@@ -44,6 +44,16 @@ def _residual(rng, rows, length=LENGTH):
     return {"x": x.astype(np.int8), "r": r.astype(np.int8)}
 
 
+def _residual16(rng, rows, length=LENGTH):
+    x = rng.integers(-32768, 32768, (rows, length))
+    r = rng.integers(-128, 128, (rows, length))
+    x[0], r[0] = -32768, -128            # edge rows: both extremes, saturating at int16
+    x[1], r[1] = 32767, 127
+    x[2, :4] = [1, 3, 5, -7]             # odd x, zero r: exact ties at out_scale = 2·x_scale
+    r[2, :4] = 0
+    return {"x": x.astype(np.int16), "r": r.astype(np.int8)}
+
+
 def _activation(rng, rows, length=LENGTH):
     x = rng.integers(-128, 128, (rows, length))
     x[0] = -128
@@ -75,6 +85,11 @@ BLOCKS = {
                                     out_scale=0.06), _residual),
     "gelu_L13": (GeluConfig(length=13, lanes=4, x_scale=0.04), _activation),
     "silu_L3": (SiluConfig(length=3, lanes=4, x_scale=0.05), _activation),
+    # int16 streams (the wide residual stream): x int16, r int8, out int16
+    "residual_W16": (ResidualConfig(length=LENGTH, lanes=3, x_scale=1 / 1024, r_scale=0.5,
+                                    out_scale=1 / 512, mult_bits=24, x_width=16,
+                                    out_width=16), _residual16),
+    "gelu_W16": (GeluConfig(length=13, lanes=4, x_scale=0.04, out_width=16), _activation),
 }
 
 

@@ -27,6 +27,27 @@ def _rows(rng, rows, length=LENGTH):
     return x.astype(np.int8)
 
 
+def _norm16(rng, rows, length=LENGTH):
+    x = rng.integers(-32768, 32768, (rows, length))
+    x[0] = -32768               # edge rows: all minimum, the largest variance, one off the top
+    x[1] = np.where(np.arange(length) % 2, 32767, -32768)
+    x[2] = 32767
+    x[2, min(7, length - 1)] = 32766
+    return {"x": x.astype(np.int16), "x_scale": np.float64(3e-4)}
+
+
+def _wide_affine(length):
+    """A trained layernorm's spread: gammas near 1 with one of 10 and one of 0.01, betas up to
+    a few units; with out_scale 3e-4 (int16 range ±9.8) gamma 10 saturates at |n| ~ 1."""
+    g = np.random.default_rng(12)
+    gamma = np.abs(g.lognormal(0.0, 0.6, length))
+    gamma[:2] = [10.0, 0.01]
+    beta = g.normal(0.0, 0.3, length)
+    beta[2] = -4.0
+    return dict(gamma=tuple(gamma), beta=tuple(beta), out_scale=3e-4, x_scale=3e-4,
+                in_width=16, out_width=16)
+
+
 def _softmax(rng, rows, length=LENGTH):
     return {"x": _rows(rng, rows, length), "x_scale": np.float64(1 / 8)}
 
@@ -64,6 +85,10 @@ BLOCKS = {
     "dynquant_L13": (DynQuantConfig(length=13, lanes=4), _dynquant),
     "rmsnorm_L3": (RMSNormConfig(length=3, lanes=4, x_scale=1 / 32, out_scale=0.03,
                                  **_affine(3)), _norm),
+    # int16 in and out (the wide residual stream)
+    "layernorm_W16": (LayerNormConfig(length=13, lanes=4, **_wide_affine(13)), _norm16),
+    "rmsnorm_W16": (RMSNormConfig(length=LENGTH, lanes=3, eps=1e-12, **_wide_affine(LENGTH)),
+                    _norm16),
 }
 
 
