@@ -30,12 +30,16 @@ _CALIB_HELP = ("the text the activation scales are calibrated on (default: a bui
 
 
 def add_subcommands(subparsers):
+    from ..hw.layers.description import SCHEMES
     p = subparsers.add_parser(
         "accuracy", help="a real checkpoint's bit-exact integer layers against float, per "
                          "layer and per tensor")
     p.add_argument("--model", required=True, metavar="DIR|FILE|NAME", help=_MODEL_HELP)
     p.add_argument("--text", required=True, help="the text judged")
     p.add_argument("--calib-text", metavar="TEXT", help=_CALIB_HELP)
+    p.add_argument("--scheme", choices=SCHEMES,
+                   help="measure this numerics scheme only (default: every scheme, reporting "
+                        "the cheapest whose every layer reaches cosine 0.995)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="write the error per tensor per layer")
     p.set_defaults(func=cmd_accuracy)
@@ -63,10 +67,13 @@ def cmd_accuracy(args):
     out = Outputs()
     out.add(args.plot, "--plot")
     fmt = Outputs.plot_format(args.plot) if args.plot else None
+    from ..hw.layers.description import SCHEMES
+
     model = load_model(args.model)
-    with tqdm(total=model.layers, desc=f"accuracy {model.name}", unit="layer", leave=False,
+    n = model.layers * (1 if args.scheme else len(SCHEMES))
+    with tqdm(total=n, desc=f"accuracy {model.name}", unit="layer", leave=False,
               disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
-        report = model_accuracy(model, args.text, args.calib_text,
+        report = model_accuracy(model, args.text, args.calib_text, scheme=args.scheme,
                                 progress=lambda n: bar.update(n - bar.n))
     if args.plot:
         with out.open(args.plot, "wb") as fh:
@@ -83,7 +90,12 @@ def _print_table(report):
     tensors = report.tensors
     print(f"{report.model} ({report.arch}, {len(report.layers)} layers): {report.tokens} "
           f"tokens judged, calibrated on {report.calib_tokens}")
-    print(f"scheme: {report.scheme}")
+    for name, r in report.schemes.items():
+        emb = (f", sentence embedding {r['embedding_cosine']:.4f}" if "embedding_cosine" in r
+               else "")
+        print(f"scheme {name}: worst layer cosine {r['worst_layer_cosine']:.4f}, chained output "
+              f"{r['y']:.4f}{emb}")
+    print(f"chosen: {report.scheme} ({report.scheme_text})")
     print("layer  cosine  SQNR dB per tensor")
     print("             " + " ".join(f"{t:>5}" for t in tensors))
     for layer in report.layers:

@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from ..hw.layers.config import DESCRIPTIONS
+from ..hw.layers.description import SCHEMES
 from .golden.layers import (
     cosine,
     dequantize,
@@ -38,7 +39,7 @@ from .model import quantize_model, run_layers, sentence_embedding
 from .quantize import quantize_input
 
 __all__ = ["model_accuracy", "AccuracyReport", "DEFAULT_CALIB_TEXT", "OUTLIER_RATIO",
-           "layer_tensors", "outlier_channels", "plot_accuracy", "SCHEME"]
+           "TARGET_COSINE", "SCHEME_TEXT", "layer_tensors", "outlier_channels", "plot_accuracy"]
 
 #: Calibration text when none is given: plain English prose, unrelated to any test sentence.
 DEFAULT_CALIB_TEXT = (
@@ -50,13 +51,23 @@ DEFAULT_CALIB_TEXT = (
 OUTLIER_RATIO = 6.0
 
 
+#: The layer cosine against float a scheme must reach on every layer to be chosen (issue 13).
+TARGET_COSINE = 0.995
+#: What each numerics scheme (``LayerConfig.scheme``) is, for reports.
+SCHEME_TEXT = {
+    "static": "W8A8: int8 weights, one scale per output channel; int8 activations, one static "
+              "scale per tensor",
+    "dynamic": "W8A8 with an int16 residual stream: int8 weights per output channel; the "
+               "residual stream, norms and GELU output int16 at static scales; every linear "
+               "stage's input int8 with a power-of-two scale per token",
+}
+
+
 def layer_tensors(description):
-    """The int8 tensors of a layer in dataflow order: its input, then each stage's output
-    (the attention scores, inside the attention, are not among them)."""
-    return ("x", *(st.output for st in description.stages))
-#: The quantisation scheme of :func:`~llmloom.sim.quantize.quantize_layer` that this measures.
-SCHEME = ("w8a8-static: int8 weights, one scale per output channel; int8 activations, one "
-          "static scale per tensor calibrated on the calibration text")
+    """The tensors of a layer that have a scale of their own, in dataflow order: its input,
+    then each stage's output (not a quant stage's, which is its input's at each row's
+    ``2**e``, nor the attention scores inside the attention)."""
+    return ("x", *(st.output for st in description.stages if st.kind != "quant"))
 
 
 def _metrics(approx, ref):
@@ -88,11 +99,15 @@ class AccuracyReport:
     model: str
     arch: str
     scheme: str
+    scheme_text: str
     tensors: tuple
     tokens: int
     calib_tokens: int
     layers: list
     chained: dict
+    #: every scheme measured → its worst layer cosine and chained cosines (the chosen one's
+    #: details are the report's)
+    schemes: dict = dataclasses.field(default_factory=dict)
 
     @property
     def worst_layer_cosine(self):
@@ -113,24 +128,44 @@ def _finite(v):
     return v
 
 
-def model_accuracy(model, text, calib_text=None, *, progress=None):
+def model_accuracy(model, text, calib_text=None, *, scheme=None, progress=None):
     """Measure ``model`` (a folder, ``.safetensors`` file or installed name, or an
     :class:`~llmloom.sim.hf.HFModel`) on ``text``, calibrated on ``calib_text`` (default
-    :data:`DEFAULT_CALIB_TEXT`). ``progress``: a callable taking the number of layers done, or
-    None. Returns an :class:`AccuracyReport`."""
+    :data:`DEFAULT_CALIB_TEXT`), in numerics ``scheme`` (``static`` | ``dynamic``); without one,
+    every scheme is measured and the report is the chosen one's: the first (the cheapest in
+    hardware) whose every layer reaches :data:`TARGET_COSINE`, else the one whose worst layer
+    is best. ``progress``: a callable taking the number of layers done (all schemes counted),
+    or None. Returns an :class:`AccuracyReport`."""
     m = load_model(model) if isinstance(model, str) or hasattr(model, "__fspath__") else model
     calib_text = DEFAULT_CALIB_TEXT if calib_text is None else calib_text
     ids, calib_ids = m.tokens(text), m.tokens(calib_text, "calibration text")
     xs, y_float = m.float_inputs(ids)
     xs_calib, _ = m.float_inputs(calib_ids)
+    schemes = SCHEMES if scheme is None else (scheme,)
+    if not set(schemes) <= set(SCHEMES):
+        raise ValueError(f"scheme={scheme!r} is not allowed; allowed: {' | '.join(SCHEMES)}")
+    runs = {}
+    for k, name in enumerate(schemes):
+        done = (lambda n, k=k: progress(k * m.layers + n)) if progress is not None else None
+        runs[name] = _measure(m, name, ids, calib_ids, xs, y_float, xs_calib, done)
+    chosen = next((r for r in runs.values() if r.worst_layer_cosine >= TARGET_COSINE),
+                  max(runs.values(), key=lambda r: r.worst_layer_cosine))
+    chosen.schemes = {name: {"worst_layer_cosine": r.worst_layer_cosine,
+                             **{k: v["cosine"] if isinstance(v, dict) else v
+                                for k, v in r.chained.items()}}
+                      for name, r in runs.items()}
+    return chosen
+
+
+def _measure(m, scheme, ids, calib_ids, xs, y_float, xs_calib, progress):
     rows = len(ids)
-    qm = quantize_model(m, calib_ids, seq=rows)
-    names = layer_tensors(DESCRIPTIONS[m.arch])
+    qm = quantize_model(m, calib_ids, seq=rows, scheme=scheme)
+    names = layer_tensors(DESCRIPTIONS[m.arch].for_scheme(scheme))
     layers = []
     for n, (cfg, w8, x_scale) in enumerate(qm.layers):
         fw = m.layer(n)
         ref = layer_float_trace(xs[n], fw, m.arch, m.heads, m.eps)
-        got, _ = layer_bitexact_trace(cfg, w8, quantize_input(xs[n], x_scale))
+        got, _ = layer_bitexact_trace(cfg, w8, quantize_input(xs[n], x_scale, cfg.width("x")))
         calib_trace = layer_float_trace(xs_calib[n], fw, m.arch, m.heads, m.eps)
         scales = cfg.numbers.scales
         tensors = {name: _metrics(dequantize(got[name], getattr(scales, name)), ref[name])
@@ -148,7 +183,8 @@ def model_accuracy(model, text, calib_text=None, *, progress=None):
     if m.arch == "bert":
         chained["embedding_cosine"] = cosine(sentence_embedding(chain_y),
                                              sentence_embedding(y_float))
-    return AccuracyReport(model=m.name, arch=m.arch, scheme=SCHEME, tensors=names, tokens=rows,
+    return AccuracyReport(model=m.name, arch=m.arch, scheme=scheme,
+                          scheme_text=SCHEME_TEXT[scheme], tensors=names, tokens=rows,
                           calib_tokens=len(calib_ids), layers=layers, chained=chained)
 
 

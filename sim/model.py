@@ -54,7 +54,7 @@ def run_layers(qmodel, x, run_layer=golden_layer, progress=None):
     dequantised at its output scale. Returns the last layer's output (float64).
     ``progress(n)`` is called after each layer."""
     for n, (cfg, weights, x_scale) in enumerate(qmodel.layers):
-        y_int = run_layer(cfg, weights, quantize_input(x, x_scale))
+        y_int = run_layer(cfg, weights, quantize_input(x, x_scale, cfg.width("x")))
         x = dequantize(y_int, cfg.y_scale)
         if progress is not None:
             progress(n + 1)

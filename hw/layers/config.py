@@ -35,6 +35,7 @@ import numpy as np
 
 from ..blocks.activation import GeluConfig
 from ..blocks.attention_config import AttentionConfig
+from ..blocks.dynquant import DynQuantConfig
 from ..blocks.gemm_config import GemmConfig
 from ..blocks.gemv import GemvConfig
 from ..blocks.norm import LayerNormConfig
@@ -44,6 +45,7 @@ from ..blocks.rowkernel import MAX_LENGTH, check_vector
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT32
 from .bert import BERT
+from .description import SCHEMES
 from .gpt2 import GPT2
 
 __all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "NORMS",
@@ -210,6 +212,11 @@ class LayerConfig(BlockConfig):
                              "bert 1e-12)")
     rounding: str = spec("half_even", Choice(ROUNDINGS),
                          "rounding of every re-quantisation and residual")
+    scheme: str = spec("static", Choice(SCHEMES),
+                       "numerics: static (every activation int8 at one calibrated scale per "
+                       "tensor) or dynamic (the residual stream int16; each linear stage reads "
+                       "int8 at a per-token power-of-two scale: holds on trained weights, "
+                       "whose outlier channels int8 at one scale cannot)")
     engine: str = spec("gemm", Choice(ENGINES),
                        "which engine every linear stage (q, k, v, o, f1, f2) uses: gemm the "
                        "output-stationary array (prefill: each weight reused over a token "
@@ -325,8 +332,25 @@ class LayerConfig(BlockConfig):
 
     @property
     def description(self):
-        """The architecture's layer: its stages and the tensors between them."""
-        return DESCRIPTIONS[self.arch]
+        """The architecture's layer in this config's numerics scheme: its stages and the
+        tensors between them."""
+        return DESCRIPTIONS[self.arch].for_scheme(self.scheme)
+
+    def tensor_length(self, tensor):
+        """Elements per row of ``tensor``: ``d_ff`` for the FFN's hidden tensors (FFN1's
+        output and what follows it up to FFN2), else ``d_model``."""
+        st = self.description.producer(tensor)
+        if st is None:
+            return self.d_model
+        if st.kind == "linear":
+            return self.linear_shape(st.name)[1]
+        if st.kind in ("act", "quant"):
+            return self.tensor_length(st.inputs[0])
+        return self.d_model
+
+    def width(self, tensor):
+        """Bits of ``tensor`` (16 on the residual stream of the dynamic scheme, else 8)."""
+        return self.description.width(tensor)
 
     @property
     def eps_value(self):
@@ -420,12 +444,19 @@ class LayerConfig(BlockConfig):
         st = self.description[name]
         n = self.linear_shape(name)[1]
 
+        desc, src = self.description, st.inputs[0]
+
         def calibrated(nums):
             p, s = nums.params(st.params), nums.scales
-            s_in = getattr(s, st.inputs[0])
+            s_in = getattr(s, desc.base(src))
             return {"acc_scale": tuple(s_in * w for w in p.w_scale), "bias": p.bias,
                     "out_scale": getattr(s, st.output)}
+        # a per-token input (the dynamic scheme): its row's exponent undoes the narrowing
+        exponent = ({"row_exponent": True,
+                     "e_max": self.width(desc.base(src)) - self.width(src)}
+                    if desc.row_exponent(src) else {})
         return RequantConfig(length=n, lanes=self.lanes, rounding=self.rounding,
+                             out_width=self.width(st.output), **exponent,
                              **self._constants(st, n, calibrated))
 
     q_gemm = property(lambda self: self.gemm("q"), doc="Q projection GEMM (d×d)")
@@ -449,6 +480,8 @@ class LayerConfig(BlockConfig):
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output),
                     "gamma": p.gamma, "beta": p.beta}
         return LayerNormConfig(length=self.d_model, lanes=self.lanes, eps=self.eps_value,
+                               in_width=self.width(st.inputs[0]),
+                               out_width=self.width(st.output),
                                **self._constants(st, self.d_model, calibrated))
 
     @property
@@ -472,6 +505,7 @@ class LayerConfig(BlockConfig):
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output)}
         return GeluConfig(length=self.d_ff, lanes=self.lanes,
                           approximation=self.description.act.removeprefix("gelu_"),
+                          out_width=self.width(st.output),
                           **self._constants(st, self.d_ff, calibrated))
 
     def _residual(self, name):
@@ -482,7 +516,10 @@ class LayerConfig(BlockConfig):
             branch, skip = st.inputs
             return {"x_scale": getattr(s, branch), "r_scale": getattr(s, skip),
                     "out_scale": getattr(s, st.output)}
+        branch, skip = st.inputs
         return ResidualConfig(length=self.d_model, lanes=self.lanes, rounding=self.rounding,
+                              x_width=self.width(branch), r_width=self.width(skip),
+                              out_width=self.width(st.output),
                               **self._constants(st, self.d_model, calibrated))
 
     @property
@@ -495,12 +532,24 @@ class LayerConfig(BlockConfig):
         """``r2 = f + skip`` with skip ``r1`` (GPT-2) or ``n1`` (BERT)."""
         return self._residual("residual2")
 
+    def quant(self, name):
+        """The per-token quantiser of ``quant`` stage ``name`` (the dynamic scheme): a wide
+        tensor's rows to int8, one power-of-two exponent per row."""
+        st = self.description[name]
+        if st.kind != "quant":
+            raise ConfigError(f"stage {name!r} is a {st.kind} stage, not a quant stage")
+        return DynQuantConfig(length=self.tensor_length(st.inputs[0]), lanes=self.lanes,
+                              in_width=self.width(st.inputs[0]), out_width=self.width(st.output),
+                              rounding=self.rounding)
+
     def stage_config(self, name):
         """The block config of stage ``name``: ``(engine, requant)`` for a linear stage (the
         engine of :meth:`linear`), else the block's own config."""
         st = self.description[name]
         if st.kind == "linear":
             return self.linear(name), self.requant(name)
+        if st.kind == "quant":
+            return self.quant(name)
         return getattr(self, name)
 
     @property

@@ -13,6 +13,7 @@ import numpy as np
 from ...hw.layers.config import DESCRIPTIONS
 from .activation import activation_bitexact
 from .attention import attention, attention_bitexact, attention_scores_float, softmax
+from .dynquant import dynquant_bitexact
 from .gemm import gemm_bitexact
 from .norm import norm_bitexact
 from .requant import requant_bitexact
@@ -136,20 +137,21 @@ class KVCache:
         return f"KVCache(positions={len(self)}, d_model={self.k.shape[1]})"
 
 
-def _linear(cfg, weights, name, x):
+def _linear(cfg, weights, name, x, e=None):
     return requant_bitexact(cfg.requant(name),
-                            gemm_bitexact(cfg.gemm(name), x, weights.matrix(name)))
+                            gemm_bitexact(cfg.gemm(name), x, weights.matrix(name)), e)
 
 
 def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
-    """The layer's int8 output rows exactly as the composed RTL computes them.
+    """The layer's output rows exactly as the composed RTL computes them (int8; int16 in the
+    dynamic scheme, whose residual stream is wide).
 
     Parameters
     ----------
     cfg : LayerConfig
         Calibrated (``cfg.calibrated``).
     weights : LayerWeights
-    x_int : int8 array, rows × d_model
+    x_int : int array, rows × d_model (int8, or int16 in the dynamic scheme)
         Input rows at scale ``cfg.x_scale``.
     mode : "prefill" | "decode"
         ``prefill``: the rows are positions ``0 .. rows−1`` of a new sequence (``cache`` must be
@@ -158,19 +160,22 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
         the empty cache).
     cache : KVCache or None
 
-    Returns ``(y, cache)``: int8 rows × d_model at ``cfg.y_scale`` and the cache with this
-    call's K and V rows appended. Every stage but attention is row-wise and attention reads
-    only the cached rows, so decode after a prefill of l−1 tokens gives, bit for bit, the last
-    row of a prefill of l tokens.
+    Returns ``(y, cache)``: rows × d_model at ``cfg.y_scale`` (int8 or int16) and the cache
+    with this call's K and V rows appended. Every stage but attention is row-wise and attention
+    reads only the cached rows, so decode after a prefill of l−1 tokens gives, bit for bit, the
+    last row of a prefill of l tokens.
     """
     t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
-    return t[cfg.description.output].astype(np.int8), cache
+    out = cfg.description.output
+    return t[out].astype(np.int16 if cfg.width(out) > 8 else np.int8), cache
 
 
 def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     """:func:`layer_bitexact` with every intermediate integer tensor: ``(t, cache)``, ``t``
-    named as the description's tensors (``x n1 q k v attn o r1 n2 u g f r2``), each at its
-    scale in ``cfg.numbers.scales``."""
+    named as the description's tensors (``x n1 q k v attn o r1 n2 u g f r2``, and in the
+    dynamic scheme the quant stages' ``x_i8``...), each at its scale in
+    ``cfg.numbers.scales`` (a quant stage's output at its input's, times each row's
+    ``2**e``)."""
     if not cfg.calibrated:
         raise ValueError("the layer config is not calibrated (a shape-only config has no "
                          "numbers); calibrate it with llmloom.sim.quantize")
@@ -178,8 +183,10 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     x = np.asarray(x_int)
     if x.ndim != 2 or x.shape[1] != cfg.d_model or x.shape[0] < 1:
         raise ValueError(f"x_int has shape {x.shape}; expected rows×{cfg.d_model}, rows >= 1")
-    if not np.issubdtype(x.dtype, np.integer) or x.min() < -128 or x.max() > 127:
-        raise ValueError("x_int must hold int8 values")
+    bits = cfg.width("x")
+    if not np.issubdtype(x.dtype, np.integer) or x.min() < -2 ** (bits - 1) or \
+            x.max() >= 2 ** (bits - 1):
+        raise ValueError(f"x_int must hold int{bits} values")
     x = x.astype(np.int64)
     if mode == "prefill":
         if cache is not None:
@@ -196,10 +203,13 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     pos = len(cache)
 
     t = {"x": x}
+    exponents = {}      # a quant stage's output tensor → its rows' exponents
     for st in cfg.description.stages:
         a = [t[name] for name in st.inputs]
         if st.kind == "linear":
-            out = _linear(cfg, weights, st.name, a[0])
+            out = _linear(cfg, weights, st.name, a[0], exponents.get(st.inputs[0]))
+        elif st.kind == "quant":
+            out, exponents[st.output] = dynquant_bitexact(cfg.stage_config(st.name), a[0])
         elif st.kind == "attention":
             cache = cache.append(a[1], a[2], cfg.seq)
             out = attention_bitexact(cfg.attention, a[0], cache.k, cache.v,

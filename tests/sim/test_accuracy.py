@@ -40,12 +40,30 @@ def test_minilm_float_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(m
 
 @pytest.fixture(scope="module")
 def report(minilm):
-    return model_accuracy(minilm, TEXT)
+    return model_accuracy(minilm, TEXT, scheme="static")
+
+
+@pytest.fixture(scope="module")
+def chosen(minilm):
+    return model_accuracy(minilm, "She finished the marathon in just under four hours.")
+
+
+def test_minilm_reaches_float_accuracy_with_the_int16_stream_on_a_held_out_sentence(chosen):
+    # issue 13's target, on the bit-exact model: every layer's output within cosine 0.995 of
+    # float, calibrated on another text; the static scheme does not make it, so the dynamic
+    # one is chosen
+    assert chosen.scheme == "dynamic"
+    assert chosen.schemes["static"]["worst_layer_cosine"] < 0.9
+    assert chosen.worst_layer_cosine >= 0.995
+    assert chosen.chained["embedding_cosine"] >= 0.99
+    # the wide input keeps what int8 lost: the input's own error is tiny
+    assert all(layer["tensors"]["x"]["sqnr_db"] > 50 for layer in chosen.layers)
 
 
 def test_report_holds_every_layer_and_tensor_in_dataflow_order(report, minilm):
     assert report.tensors == ("x", "q", "k", "v", "attn", "o", "r1", "n1", "u", "g", "f", "r2",
                               "n2")
+    assert report.scheme == "static" and set(report.schemes) == {"static"}
     assert [layer["layer"] for layer in report.layers] == list(range(6))
     for layer in report.layers:
         assert set(layer["tensors"]) == set(report.tensors)
@@ -164,6 +182,7 @@ def test_a_gpt2_folder_runs_layer_by_layer_and_chained(tmp_path):
     assert np.allclose(y, layer_float(xs[1], m.layer(1), "gpt2", 2))
     r = model_accuracy(m, "the cat sat on the mat", "a dog ran far away on the mat")
     assert r.tensors[-1] == "r2" and len(r.layers) == 2
+    assert r.scheme == "static"             # random weights: the cheaper scheme is enough
     assert all(layer["y"]["cosine"] > 0.99 for layer in r.layers)     # random weights: close
     assert "embedding_cosine" not in r.chained
 
