@@ -467,6 +467,10 @@ def layer_tensor(cfg, rows, trace=None):
             out = attention(*a, cfg.attention, trace)
         elif st.kind == "norm":
             out = row_kernel(a[0], *norm, trace, st.name)
+        elif st.kind == "quant":
+            # its row exponents wait in queues for the re-quantisers: never later than the
+            # row's results, so they cost the linear stages nothing
+            out = row_kernel(a[0], *row_kernel_of(cfg.stage_config(st.name)), trace, st.name)
         elif st.kind == "act":
             out = eltwise(a[0], lat[st.name], trace, st.name)
         else:                       # residual: both inputs joined beat by beat

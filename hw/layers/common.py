@@ -5,7 +5,7 @@ must pass to be built, and the depth of the queues on its skips."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -104,6 +104,17 @@ def skip_rows(cfg, stage):
                for st in branch if st.kind == "linear") + BRANCH_SLACK_ROWS
 
 
+def exponent_depth(cfg, stage):
+    """Beats (one per row) of the queue that carries a quant stage's row exponents to the
+    re-quantiser of linear ``stage``: as many rows as its engine can hold
+    (:func:`engine_held_rows`) and :data:`BRANCH_SLACK_ROWS`. A row's exponent leaves the
+    quant stage with the row, and the re-quantiser takes it with the row's first result; in
+    between the row goes through the engine, which starts a token tile only once its rows are
+    in, so the queue must hold the exponents of every row the engine holds, or the quant stage
+    (whose next row waits for its exponent to be taken) would stall the engine's input."""
+    return engine_held_rows(cfg, cfg.linear(stage.name).rows) + BRANCH_SLACK_ROWS
+
+
 def skip_depth(cfg, stage):
     """Beats of the queue on the skip of residual ``stage`` (:func:`skip_rows` rows)."""
     return skip_rows(cfg, stage) * _beats(cfg, cfg.d_model)
@@ -143,7 +154,11 @@ class Linear(wiring.Component):
         Input rows (``in`` features), ``end`` on the last beat of a tensor (it flushes the
         GEMM's partial token tile; the GEMV needs no flush).
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
-        Output rows at the stage's output scale.
+        Output rows at the stage's output scale (int16 where the dynamic scheme widens the
+        stage's output).
+    e : In(stream.Signature(row_layout(unsigned(e_width), 1)))
+        When the input is a quant stage's (the dynamic scheme): one exponent per input row,
+        which the re-quantiser undoes (:class:`~llmloom.hw.blocks.requant.Requant`).
 
     Latency: GEMM, a token tile (``rows`` rows, or fewer at a tensor's end) starts when it is
     all in (:class:`~llmloom.hw.blocks.gemm.Gemm`); GEMV, a row starts when it is in and takes
@@ -153,8 +168,14 @@ class Linear(wiring.Component):
 
     def __init__(self, cfg: LayerConfig, weights: LayerWeights, name):
         self._cfg, self._w, self._name = cfg, weights, name
-        beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
-        super().__init__({"i": In(beat), "o": Out(beat)})
+        st = cfg.description[name]
+        members = {"i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
+                   "o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
+                                                        cfg.lanes)))}
+        req = cfg.requant(name)
+        if req.row_exponent:
+            members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg, name = self._cfg, self._name
@@ -168,6 +189,10 @@ class Linear(wiring.Component):
         m.submodules.requant = req = Requant(cfg.requant(name))
         wiring.connect(m, wiring.flipped(self.i), engine.act)
         wiring.connect(m, engine.o, gear.i)
-        wiring.connect(m, gear.o, req.i)
+        if req.cfg.row_exponent:
+            wiring.connect(m, gear.o, req.acc)
+            wiring.connect(m, wiring.flipped(self.e), req.e)
+        else:
+            wiring.connect(m, gear.o, req.i)
         wiring.connect(m, req.o, wiring.flipped(self.o))
         return m

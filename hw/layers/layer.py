@@ -11,17 +11,17 @@ equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit, whatever th
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..blocks.activation import Gelu
 from ..blocks.attention import Attention
+from ..blocks.dynquant import DynQuant
 from ..blocks.norm import Norm
 from ..blocks.residual import Residual
-from ..numeric import INT8
 from ..stream import Fork, Queue, row_layout
-from .common import Linear, check_layer_rtl, skip_depth
+from .common import Linear, check_layer_rtl, exponent_depth, skip_depth
 from .config import LayerConfig, LayerWeights
 
 __all__ = ["Layer", "Gpt2Block", "BertLayer"]
@@ -73,30 +73,38 @@ class Layer(wiring.Component):
                              f"arch={self.arch!r}")
         self._MustUse__silence = False
         self.cfg, self.weights = cfg, weights
-        beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
-        members = {"i": In(beat), "o": Out(beat), "clear": In(1), "overflow": Out(1)}
+        members = {"i": In(stream.Signature(self._beat("x"))),
+                   "o": Out(stream.Signature(self._beat(cfg.description.output))),
+                   "clear": In(1), "overflow": Out(1)}
         if cfg.causal:
             members["pos"] = Out(range(cfg.seq + 1))
         super().__init__(members)
+
+    def _beat(self, tensor):
+        """The stream beat of ``tensor``: ``lanes`` elements of its width."""
+        return row_layout(signed(self.cfg.width(tensor)), self.cfg.lanes)
 
     def _block(self, stage):
         cfg = self.cfg
         if stage.kind == "linear":
             return Linear(cfg, self.weights, stage.name)
         block = {"norm": Norm, "attention": Attention, "act": Gelu,
-                 "residual": Residual}[stage.kind]
+                 "residual": Residual, "quant": DynQuant}[stage.kind]
         return block(cfg.stage_config(stage.name))
 
     def elaborate(self, platform):
         cfg, desc = self.cfg, self.cfg.description
         m = Module()
-        beat = row_layout(INT8.shape, cfg.lanes)
         blocks = {}
         for st in desc.stages:
             m.submodules[st.name] = blocks[st.name] = self._block(st)
         sources = {"x": wiring.flipped(self.i)}
-        sources |= {st.output: blocks[st.name].o for st in desc.stages}
+        sources |= {st.output: blocks[st.name].o_y if st.kind == "quant" else blocks[st.name].o
+                    for st in desc.stages}
+        for st in desc.of_kind("quant"):
+            self._exponents(m, st, blocks)
         for tensor in desc.tensors:
+            beat = self._beat(tensor)
             readers = desc.readers(tensor)
             if tensor == desc.output:
                 readers = readers + [(None, None)]          # the layer's output port
@@ -126,6 +134,24 @@ class Layer(wiring.Component):
             # which wins.
             m.d.comb += attn.clear.eq(self.clear | (attn.pos == cfg.seq))
         return m
+
+    def _exponents(self, m, quant, blocks):
+        """The row exponents of ``quant`` (a quant stage) to the re-quantiser of every linear
+        stage reading its output: a fork when there are several, a queue on each
+        (:func:`~.common.exponent_depth`)."""
+        cfg, desc = self.cfg, self.cfg.description
+        readers = [st for st, _ in desc.readers(quant.output)]
+        src = blocks[quant.name].o_e
+        beat = row_layout(unsigned(cfg.quant(quant.name).e_width), 1)
+        outs = [src]
+        if len(readers) > 1:
+            m.submodules[f"fork_{quant.output}_e"] = fork = Fork(beat, len(readers))
+            wiring.connect(m, src, fork.i)
+            outs = [getattr(fork, f"o_{n}") for n in range(len(readers))]
+        for out, st in zip(outs, readers, strict=True):
+            m.submodules[f"exp_{st.name}"] = queue = Queue(beat, exponent_depth(cfg, st))
+            wiring.connect(m, out, queue.i)
+            wiring.connect(m, queue.o, blocks[st.name].e)
 
 
 class Gpt2Block(Layer):

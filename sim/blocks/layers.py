@@ -1,7 +1,8 @@
 """Harnesses of the composed layers: ``gpt2-block`` and ``bert-layer``.
 
 Tensors: ``x`` (rows × d_model float32, the layer input) → ``y`` (rows × d_model float32, the
-int8 output dequantised at ``cfg.y_scale``) and ``y_int`` (int8).
+int8 output dequantised at ``cfg.y_scale``) and ``y_int`` (int8; int16 in the dynamic scheme,
+whose layer input and output are wide).
 
 The float weights are not a tensor of the run: they come from a ``.safetensors``/``.npz`` file
 (Hugging Face names) or a dict under canonical names, given to :meth:`LayerHarness.options`
@@ -22,11 +23,11 @@ each remaining row as a decode step, all through the same instance (its KV cache
 from __future__ import annotations
 
 import numpy as np
+from amaranth.hdl import signed
 
 from ...hw.config import ConfigError
 from ...hw.layers.config import LayerConfig
 from ...hw.layers.layer import BertLayer, Gpt2Block
-from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float
 from ..harness import (
@@ -70,7 +71,15 @@ def layer_golden(cfg, weights, x_int, sizes):
             y, cache = layer_bitexact(cfg, weights, chunk, "decode", cache)
         out.append(y)
         start += size
-    return np.concatenate(out).astype(np.int8)
+    return np.concatenate(out).astype(_dtype(cfg, cfg.description.output))
+
+
+def _dtype(cfg, tensor):
+    return np.int16 if cfg.width(tensor) > 8 else np.int8
+
+
+def _beat(cfg, tensor):
+    return row_layout(signed(cfg.width(tensor)), cfg.lanes)
 
 
 def layer_drive(cfg, x_int, sizes, gated=True):
@@ -82,7 +91,7 @@ def layer_drive(cfg, x_int, sizes, gated=True):
     one's output through the model; so every tensor meets an empty pipeline and the run's
     cycles are the sum of its tensors'. Without it the tensors follow each other back to
     back and overlap in the pipeline."""
-    beat = row_layout(INT8.shape, cfg.lanes)
+    beat = _beat(cfg, "x")
     per_row = cfg.d_model // cfg.lanes
     words, gates, segments, start = [], [], [], 0
     for size in sizes:
@@ -96,8 +105,9 @@ def layer_drive(cfg, x_int, sizes, gated=True):
 
 
 def layer_collect(cfg, words, sizes):
-    """Output beats → int8 rows, checking ``last`` per row and ``end`` per tensor."""
-    beat = row_layout(INT8.shape, cfg.lanes)
+    """Output beats → rows (int8, or int16 in the dynamic scheme), checking ``last`` per row
+    and ``end`` per tensor."""
+    beat = _beat(cfg, cfg.description.output)
     per_row = cfg.d_model // cfg.lanes
     y, last, end = unpack_rows(beat, words, cfg.d_model)
     want_last = np.zeros(len(last), dtype=bool)
@@ -106,7 +116,7 @@ def layer_collect(cfg, words, sizes):
     want_end[np.cumsum(sizes) * per_row - 1] = True
     if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
         raise AssertionError("output framing (last/end bits) is wrong")
-    return y.astype(np.int8)
+    return y.astype(_dtype(cfg, cfg.description.output))
 
 
 class LayerHarness(BlockHarness):
@@ -117,7 +127,8 @@ class LayerHarness(BlockHarness):
                          "calibrated input scale; also the calibration data)"),)
     outputs = (
         TensorSpec("y", "float32", "rows×d_model", "layer output, dequantised (y_int · y_scale)"),
-        TensorSpec("y_int", "int8", "rows×d_model", "layer output at cfg.y_scale"),
+        TensorSpec("y_int", "int8", "rows×d_model", "layer output at cfg.y_scale (int16 in the "
+                   "dynamic scheme)"),
     )
     shape_fields = ("d_model",)
 
@@ -209,7 +220,8 @@ class LayerHarness(BlockHarness):
         if not cfg.calibrated:
             raise TensorError("the layer is not calibrated: give its float weights (--weights "
                               "W.safetensors|W.npz; harness.options(weights=...))")
-        return {"x": x, "x_int": quantize_input(x, cfg.x_scale).astype(np.int64),
+        return {"x": x,
+                "x_int": quantize_input(x, cfg.x_scale, cfg.width("x")).astype(np.int64),
                 "sizes": split_rows(rows, self.mode, self.prefill)}
 
     def drive(self, cfg, tensors):
@@ -220,7 +232,7 @@ class LayerHarness(BlockHarness):
 
     @staticmethod
     def _outputs(cfg, y_int):
-        y_int = np.asarray(y_int).astype(np.int8)
+        y_int = np.asarray(y_int).astype(_dtype(cfg, cfg.description.output))
         return {"y": dequantize(y_int, cfg.y_scale).astype(np.float32), "y_int": y_int}
 
     def golden(self, cfg, tensors):
