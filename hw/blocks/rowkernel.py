@@ -205,7 +205,6 @@ class RowKernel(wiring.Component):
     def __init__(self, cfg, out_shape, in_shape=INT8.shape):
         self.cfg = cfg
         self._out_shape = out_shape
-        self._in_shape = in_shape
         super().__init__({
             "i": In(stream.Signature(row_layout(in_shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(out_shape, cfg.lanes))),
@@ -249,7 +248,7 @@ class RowKernel(wiring.Component):
         cfg = self.cfg
         m = Module()
         B, depth = cfg.beats, cfg.buffer_depth
-        lanes_shape = data.ArrayLayout(self._in_shape, cfg.lanes)
+        lanes_shape = self.i.payload.data.shape()       # the input port's lanes
 
         m.submodules.buf = buf = memory.Memory(shape=lanes_shape, depth=depth, init=[])
         wr = buf.write_port()
