@@ -265,7 +265,7 @@ class RowKernel(wiring.Component):
         m = Module()
         B, depth = cfg.beats, cfg.buffer_depth
         out = getattr(self, self._out_name)
-        lanes_shape = data.ArrayLayout(self._in_shape, cfg.lanes)
+        lanes_shape = self.i.payload.data.shape()       # the input port's lanes
 
         m.submodules.buf = buf = memory.Memory(shape=lanes_shape, depth=depth, init=[])
         wr = buf.write_port()

@@ -451,3 +451,18 @@ def test_wide_tensor_checks(rng):
         h.prepare(narrow, {"x": np.full((2, 8), 200, dtype=np.uint8)})
     # int8 arrays are fine for an int16 input
     assert h.prepare(narrow.replace(in_width=16), {"x": x16.astype(np.int8)})["x"].shape == (2, 8)
+
+
+@pytest.mark.parametrize("block, length, lanes", [("layernorm", 384, 16),
+                                                  ("rmsnorm", 4096, 32)])
+def test_wide_model_width_rows(block, length, lanes, rng):
+    """Rows as wide as MiniLM's (384) and a LLaMA's (4096), int16 in and out, random stalls:
+    bit-exact, within the bound."""
+    x = _wide_rows(rng, 3, length, 16)
+    x[0, :2] = [-32768, 32767]
+    gamma, beta = _minilm_affine(rng, length)
+    tensors = {"x": x, "x_scale": np.float64(3e-4), "gamma": gamma, "beta": beta}
+    cfg, result = _check_wide(block, tensors, "random", seed=int(rng.integers(1 << 30)),
+                              lanes=lanes, in_width=16, out_width=16, eps=1e-12)
+    err, bound = _wide_bound(cfg, x, result.outputs["y_float"])
+    assert np.all(err <= bound) and np.abs(result.outputs["y"]).max() == 32767
