@@ -153,9 +153,9 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
         Input rows at scale ``cfg.scales.x``.
     mode : "prefill" | "decode"
         ``prefill``: the rows are positions ``0 .. rows−1`` of a new sequence (``cache`` must be
-        None); GPT-2 needs ``rows <= seq``, BERT ``rows == seq``. ``decode`` (GPT-2 only): one
-        row at position ``len(cache)``, attending to the cache and itself (``cache=None`` is
-        the empty cache).
+        None), ``rows <= seq`` (BERT: one sentence, the keys past ``rows`` masked, as a layer
+        of ``seq = rows`` computes it). ``decode`` (GPT-2 only): one row at position
+        ``len(cache)``, attending to the cache and itself (``cache=None`` is the empty cache).
     cache : KVCache or None
 
     Returns ``(y, cache)``: int8 rows × d_model at ``cfg.y_scale`` and the cache with this
