@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmloom.hw.config import ConfigError
 from llmloom.sim.golden.layers import (
     KVCache,
     bert_layer_float,
