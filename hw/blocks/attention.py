@@ -25,13 +25,15 @@ of one row at ``pos``) the block works in three phases:
    so a weight load never meets a running array. The engines are identical and start
    together, so they run in lock step: a round takes exactly one head's time, whatever E.
 3. **Output**: the buffered rows leave on ``o``, heads concatenated (each row's beats from
-   the engines' banks in turn); then ``pos`` advances by ``l``.
+   the engines' banks in turn); then ``pos`` advances by ``l`` (causal), or the caches
+   empty themselves (bidirectional: a tensor is a whole sentence of ``l <= seq`` tokens,
+   whose queries attend to its ``l`` keys through the softmax's key padding mask).
 
-Every block is configured from :class:`~.attention_config.AttentionConfig` (the softmax with
-``runtime_offset``), so the result equals
+Every block is configured from :class:`~.attention_config.AttentionConfig` (the softmax is
+its ``softmax_block``: ``runtime_offset`` or ``runtime_keys``), so the result equals
 :func:`llmloom.sim.golden.attention.attention_bitexact` ``(cfg, q, cache.k, cache.v,
-q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``,
-for every ``head_engines``. With one engine the RTL is the heads-in-sequence design (its
+q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``
+(bidirectional: the tensor's own rows), for every ``head_engines``. With one engine the RTL is the heads-in-sequence design (its
 submodules keep their names: ``cache``, ``qk``, ...; with more they are ``e0_cache``, ...).
 """
 
