@@ -33,8 +33,9 @@ Every block is configured from :class:`~.attention_config.AttentionConfig` (the 
 its ``softmax_block``: ``runtime_offset`` or ``runtime_keys``), so the result equals
 :func:`llmloom.sim.golden.attention.attention_bitexact` ``(cfg, q, cache.k, cache.v,
 q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``
-(bidirectional: the tensor's own rows), for every ``head_engines``. With one engine the RTL is the heads-in-sequence design (its
-submodules keep their names: ``cache``, ``qk``, ...; with more they are ``e0_cache``, ...).
+(bidirectional: the tensor's own rows), for every ``head_engines``. With one engine the RTL
+is the heads-in-sequence design (its submodules keep their names: ``cache``, ``qk``, ...;
+with more they are ``e0_cache``, ...).
 """
 
 from __future__ import annotations
