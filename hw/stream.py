@@ -172,8 +172,10 @@ class Cast(wiring.Component):
 
 class Gearbox(wiring.Component):
     """Change the lanes of a row stream: ``in_lanes`` → ``out_lanes`` elements per beat, one a
-    multiple of the other and both dividing the row ``length``. It lets each stage of a layer
-    run at its own parallelism (a GEMM's ``cols`` outputs per beat into a kernel's ``lanes``).
+    multiple of the other and both dividing the row ``length`` (with ``in_lanes ==
+    out_lanes`` it is a wire and ``length`` may be anything: rows keep their padded last
+    beat). It lets each stage of a layer run at its own parallelism (a GEMM's ``cols`` outputs
+    per beat into a kernel's ``lanes``).
 
     Members
     -------
@@ -189,7 +191,8 @@ class Gearbox(wiring.Component):
     def __init__(self, shape, in_lanes, out_lanes, length):
         self._MustUse__silence = True
         for name, lanes in (("in_lanes", in_lanes), ("out_lanes", out_lanes)):
-            if not isinstance(lanes, int) or lanes < 1 or length % lanes:
+            if not isinstance(lanes, int) or lanes < 1 or (
+                    length % lanes and in_lanes != out_lanes):
                 raise ConfigError(f"{name}={lanes!r} does not divide length={length}; "
                                   "allowed: a divisor of the row length")
         if max(in_lanes, out_lanes) % min(in_lanes, out_lanes):

@@ -187,5 +187,6 @@ def gpt2_block_cycles(cfg, sizes):
 @predicts("bert-layer")
 def bert_layer_cycles(cfg, sizes):
     """Cycles of :class:`~llmloom.hw.layers.layer.BertLayer` on tensors of ``sizes`` rows (one
-    tensor of ``seq`` rows per run); see :func:`gpt2_block_cycles`."""
+    sentence of 1..``seq`` rows per run: the arrays span ``seq`` keys whatever its length); see
+    :func:`gpt2_block_cycles`."""
     return layer_timing(cfg, sizes).cycles

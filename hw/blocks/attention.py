@@ -25,14 +25,17 @@ of one row at ``pos``) the block works in three phases:
    so a weight load never meets a running array. The engines are identical and start
    together, so they run in lock step: a round takes exactly one head's time, whatever E.
 3. **Output**: the buffered rows leave on ``o``, heads concatenated (each row's beats from
-   the engines' banks in turn); then ``pos`` advances by ``l``.
+   the engines' banks in turn); then ``pos`` advances by ``l`` (causal), or the caches
+   empty themselves (bidirectional: a tensor is a whole sentence of ``l <= seq`` tokens,
+   whose queries attend to its ``l`` keys through the softmax's key padding mask).
 
-Every block is configured from :class:`~.attention_config.AttentionConfig` (the softmax with
-``runtime_offset``), so the result equals
+Every block is configured from :class:`~.attention_config.AttentionConfig` (the softmax is
+its ``softmax_block``: ``runtime_offset`` or ``runtime_keys``), so the result equals
 :func:`llmloom.sim.golden.attention.attention_bitexact` ``(cfg, q, cache.k, cache.v,
-q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``,
-for every ``head_engines``. With one engine the RTL is the heads-in-sequence design (its
-submodules keep their names: ``cache``, ``qk``, ...; with more they are ``e0_cache``, ...).
+q_offset=pos)`` bit for bit, ``cache`` holding every row appended since the last ``clear``
+(bidirectional: the tensor's own rows), for every ``head_engines``. With one engine the RTL
+is the heads-in-sequence design (its submodules keep their names: ``cache``, ``qk``, ...;
+with more they are ``e0_cache``, ...).
 """
 
 from __future__ import annotations
@@ -86,12 +89,19 @@ def _select(m, sel, target, sources):
 def check_rtl(cfg):
     """:class:`ConfigError` unless the RTL can be built for ``cfg``: its gearboxes need
     ``qk_cols`` to divide ``seq`` and ``pv_cols`` to divide ``d_head`` (no padding lanes in
-    the GEMM outputs), each one a multiple or a divisor of ``lanes``."""
+    the GEMM outputs), each one a multiple or a divisor of ``lanes``. Where ``qk_cols`` equals
+    ``lanes`` the score gearbox is a wire and ``seq`` may be any length (the Q·Kᵀ output rows
+    and the score rows then share their padded last beat); a ``seq`` that ``lanes`` does not
+    divide needs that."""
+    if cfg.seq % cfg.lanes and cfg.qk_cols != cfg.lanes:
+        raise ConfigError(f"qk_cols={cfg.qk_cols} with seq={cfg.seq} not a multiple of "
+                          f"lanes={cfg.lanes}; allowed: qk_cols={cfg.lanes} (= lanes: the "
+                          "score rows keep the Q·Kᵀ array's padded last beat)")
     for name, cols, length, what in (("qk_cols", cfg.qk_cols, cfg.seq, "seq"),
                                      ("pv_cols", cfg.pv_cols, cfg.d_head, "d_head")):
-        if length % cols:
+        if length % cols and cols != cfg.lanes:
             raise ConfigError(f"{name}={cols} does not divide {what}={length}; allowed: a "
-                              f"divisor of {what} (the attention RTL)")
+                              f"divisor of {what}, or lanes={cfg.lanes} (the attention RTL)")
         if max(cols, cfg.lanes) % min(cols, cfg.lanes):
             raise ConfigError(f"{name}={cols} and lanes={cfg.lanes}: allowed: one a multiple "
                               "of the other (the attention RTL)")
@@ -117,13 +127,15 @@ class Attention(wiring.Component):
         Plain control strobe: a new sequence (``pos`` and the cache emptied). Assert it
         between tensors only.
     pos : Out(range(seq + 1))
-        The position of the next tensor's first row (rows seen since ``clear``).
+        Causal: the position of the next tensor's first row (rows seen since ``clear``).
+        Bidirectional: 0 (every tensor is a whole sentence).
     overflow : Out(1)
         Sticky, from the cache: more than ``seq`` positions were offered.
 
-    What a tensor may be is :meth:`AttentionConfig.check_call`'s contract: the RTL does not
-    check it, and a bidirectional tensor of fewer than ``seq`` rows attends to the zero keys
-    past the length as well (the golden model refuses that call).
+    What a tensor may be is :meth:`AttentionConfig.check_call`'s contract (the RTL does not
+    check it). Bidirectional, a tensor of ``n <= seq`` rows is a sentence: its queries attend
+    to its ``n`` keys (the softmax's key padding mask, fed the row count), and the caches
+    empty themselves in the cycle its last output row is read, ready for the next sentence.
 
     The three phases do not overlap (inputs are refused outside the input phase), so a
     tensor's cycles are the sum of its phases (:func:`llmloom.perf.cycles.attention_cycles`).
@@ -270,14 +282,20 @@ class Attention(wiring.Component):
                     m.d.sync += e_sub.eq(e_sub + 1)
         # the next tensor may come in as soon as the last row is being read out
         with m.If(e_finish):
-            m.d.sync += [pos.eq(pos + rows), rows.eq(0), q_base.eq(0), phase_in.eq(1)]
+            m.d.sync += [rows.eq(0), q_base.eq(0), phase_in.eq(1)]
+            if cfg.causal:
+                m.d.sync += pos.eq(pos + rows)
+        # Bidirectional: every tensor is a whole sentence, so the caches empty themselves as
+        # it leaves (no K/V beat is taken in that cycle: the input phase is closed) and pos
+        # stays 0.
+        auto_clear = e_finish if not cfg.causal else 0
 
         with m.If(self.clear):
             m.d.sync += pos.eq(0)
             # (rows are whole between tensors; reset anyway, as the cache resets its own)
             m.d.sync += [sig.eq(0) for split in splitters for sig in split[:2]]
         for en in engines:
-            m.d.comb += en.cache.clear.eq(self.clear)
+            m.d.comb += en.cache.clear.eq(self.clear | auto_clear)
         return m
 
     def _engine(self, m, e, cache_cfg, beat_shape, phase_heads, rnd, head_base, rows, pos):
@@ -299,10 +317,7 @@ class Attention(wiring.Component):
         pv = add("pv", Gemm(cfg.pv_gemm))
         g1 = add("score_gear", Gearbox(signed(32), cfg.qk_cols, LN, S))
         sreq = add("score_requant", Requant(cfg.score_requant))
-        smax_cfg = cfg.softmax(0)
-        if cfg.causal:
-            smax_cfg = smax_cfg.replace(runtime_offset=True)
-        smax = add("softmax", Softmax(smax_cfg))
+        smax = add("softmax", Softmax(cfg.softmax_block))
         cast = add("cast", Cast(unsigned(8), signed(9), LN))
         g2 = add("out_gear", Gearbox(signed(32), cfg.pv_cols, LN, cfg.d_head))
         oreq = add("out_requant", Requant(cfg.out_requant))
@@ -317,6 +332,9 @@ class Attention(wiring.Component):
         wiring.connect(m, g2.o, oreq.i)
         if cfg.causal:
             m.d.comb += smax.offset.eq(pos)
+        else:
+            # the key padding mask: the tensor's rows are all the keys there are
+            m.d.comb += smax.keys.eq(rows)
 
         qbuf = add("qbuf", memory.Memory(shape=beat_shape, depth=S * EB, init=[]))
         obuf = add("obuf", memory.Memory(shape=beat_shape, depth=S * EB, init=[]))

@@ -26,11 +26,16 @@ Contract (what a call computes; the golden model checks it):
   beyond every query's position and masked by causality, which is why the softmax block's
   causal mask is all the masking a causal attention needs. Prefill of ``l`` tokens is
   ``q_offset = 0, ctx = l``; decode at position ``p`` is one row, ``q_offset = p, ctx = p + 1``.
-* **Bidirectional** (BERT): the softmax block has no key-length mask, so a non-causal call must
-  have ``ctx == seq`` (and ``q_offset == 0``): an encoder config is built for the sequence
-  length it processes (as the paper's BERT design is, for l = 512). Padding keys cannot be
-  excluded by their values (a score of −128 still has a nonzero exp), so this is the simplest
-  correct contract; a runtime key limit in the softmax would lift it.
+* **Bidirectional** (BERT): a call is one whole sentence of ``n = ctx`` tokens,
+  ``1 <= n <= seq``, ``q_offset == 0``, every query attending to those ``n`` keys (the RTL's
+  tensors carry as many queries as keys, ``rows == ctx``; the golden model takes any rows).
+  Keys ``n .. seq − 1`` are masked by the softmax's key padding mask (``runtime_keys``, the
+  count ``n`` given per tensor): they reach neither its max nor its sum, which padding by
+  value could not do (a score of −128 still has a nonzero exp). A sentence of ``n`` tokens
+  therefore gives what a config of ``seq = n`` gives (the score rows' first ``n`` entries
+  are cut into the same beats), bit for bit where the two softmax lengths share their
+  ``exp_frac`` (all up to 16; a longer ``seq`` keeps more exp fraction bits, so it is at
+  least as accurate): one design serves sentences of every length.
 * Masked probabilities are exactly 0, so the contents of the V rows of masked keys never
   reach the output (the golden model pads K and V with zeros; any padding gives the same bits).
 
@@ -67,7 +72,8 @@ class AttentionConfig(BlockConfig):
     seq: int = spec(64, Range(1, MAX_LENGTH), "maximum context length: the score row length "
                     "and the KV cache capacity in positions")
     causal: bool = spec(False, None, "mask keys after each query's position (GPT-2); "
-                        "false: bidirectional (BERT), which needs ctx == seq")
+                        "false: bidirectional (BERT), a tensor of n <= seq rows attends to "
+                        "its n keys")
     q_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 queries")
     k_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 keys")
     v_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 values")
@@ -76,7 +82,7 @@ class AttentionConfig(BlockConfig):
         "can exceed")
     out_scale: float | None = spec(None, Scale(), "scale of the int8 output; none: v_scale")
     lanes: int = spec(4, Range(1, 64), "elements per beat of every stream; divides d_head "
-                      "and seq")
+                      "(score rows of seq pad their last beat)")
     qk_rows: int = spec(4, Range(1, 64), "Q·Kᵀ array rows (query rows at once)")
     qk_cols: int = spec(4, Range(1, 64), "Q·Kᵀ array columns (keys at once)")
     pv_rows: int = spec(4, Range(1, 64), "P·V array rows (query rows at once)")
@@ -96,15 +102,13 @@ class AttentionConfig(BlockConfig):
         if self.d_head % self.lanes:
             raise ConfigError(f"lanes={self.lanes} does not divide d_head={self.d_head} "
                               f"(d_model/heads); allowed: a divisor of d_head")
-        if self.seq % self.lanes:
-            raise ConfigError(f"lanes={self.lanes} does not divide seq={self.seq}; "
-                              "allowed: a divisor of seq")
         for name in ("q_scale", "k_scale", "v_scale", "score_scale", "out_scale"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_scale(name, getattr(self, name)))
         # Build every derived block config once, so that their own limits (accumulator
         # widths, multiplier widths) are reported at construction, not at first use.
-        _ = (self.qk_gemm, self.score_requant, self.softmax(0), self.pv_gemm, self.out_requant)
+        _ = (self.qk_gemm, self.score_requant, self.softmax_block, self.pv_gemm,
+             self.out_requant)
 
     # Derived sizes ----------------------------------------------------------------------------
     @property
@@ -173,6 +177,16 @@ class AttentionConfig(BlockConfig):
                              causal=self.causal, causal_offset=offset if self.causal else 0)
 
     @property
+    def softmax_block(self):
+        """The one softmax instance of the RTL: causal, with the offset from its port
+        (``runtime_offset``); bidirectional, with the key count from its port
+        (``runtime_keys``). :func:`llmloom.sim.golden.attention.attention_bitexact` runs the
+        same config."""
+        if self.causal:
+            return self.softmax(0).replace(runtime_offset=True)
+        return self.softmax(0).replace(runtime_keys=True)
+
+    @property
     def pv_gemm(self):
         """``P · V_h``: k = seq, n = d_head; P (uint8) rides on 9-bit signed lanes."""
         return GemmConfig(rows=self.pv_rows, cols=self.pv_cols, k=self.seq, n=self.d_head,
@@ -198,7 +212,7 @@ class AttentionConfig(BlockConfig):
                 raise ConfigError(
                     f"queries at positions {q_offset}..{q_offset + rows - 1} need keys up to "
                     f"{q_offset + rows - 1}, but ctx={ctx}; allowed: q_offset + rows <= ctx")
-        elif ctx != self.seq or q_offset != 0:
+        elif q_offset != 0:
             raise ConfigError(
-                f"bidirectional attention needs ctx == seq={self.seq} and q_offset 0 (the "
-                f"softmax masks by causality only); got ctx={ctx}, q_offset={q_offset}")
+                f"bidirectional attention takes one whole sentence at q_offset 0; got "
+                f"q_offset={q_offset}")

@@ -14,6 +14,16 @@ does the same steps with the same constants, taken from :class:`SoftmaxConfig`):
   reciprocal), so one instance computes, bit for bit, what the configs with
   ``causal_offset = offset`` compute: a decode step or a prefill chunk at any position needs
   no new hardware.
+* **Key padding mask** (not causal, ``runtime_keys``): every row of a tensor keeps the keys
+  ``j < keys``, ``keys`` read from the plain input port ``keys`` (unsigned,
+  :data:`KEYS_BITS` = 14 bits) when the tensor's first beat is accepted, as the offset is;
+  0 acts as 1 and counts past ``length`` keep every key. The masked keys are left out exactly
+  as causally masked ones are, so a row of ``length`` scores with ``keys = n`` gives, in its
+  first ``n`` lanes, the probabilities a config of ``length = n`` gives on its first ``n``
+  scores (the beat boundaries are the same, so the online max and sum are too) and 0 after,
+  bit for bit where the two lengths share ``exp_frac`` (every length up to 16 does; a longer
+  row's table keeps more fraction bits, so it is at least as close to float): one instance
+  serves sequences of any length up to ``length``.
 * **exp.** The scores are int8, so ``d = max − q`` is an integer in 0..255 and
   ``exp(−x_scale·d)`` has only 256 values: a 256-entry table :attr:`SoftmaxConfig.exp_table`
   holds them exactly rounded to ``F = exp_frac`` fraction bits (better than I-BERT's
@@ -68,7 +78,7 @@ from ..stream import row_layout
 from .rowkernel import MAX_LENGTH, RowKernel, RowKernelConfig, bit_length_hw, check_positive
 
 __all__ = ["SoftmaxConfig", "Softmax", "OUT_LEVELS", "RECIP_TABLE",
-           "RECIP_INDEX_BITS", "RECIP_FRAC", "MANT_BITS", "OFFSET_BITS"]
+           "RECIP_INDEX_BITS", "RECIP_FRAC", "MANT_BITS", "OFFSET_BITS", "KEYS_BITS"]
 
 #: Fraction bits of the exp table: at least 15, and ``ceil(log2(length)) + 11`` so that the
 #: rounding of up to ``length`` small exps (0.5 unit each) moves a probability by at most 1/16
@@ -93,6 +103,8 @@ RECIP_TABLE = tuple(
 R_BITS = 18
 #: Width of the ``offset`` port (``runtime_offset``): any position of a ``MAX_LENGTH`` context.
 OFFSET_BITS = (MAX_LENGTH - 1).bit_length()
+#: Width of the ``keys`` port (``runtime_keys``): any key count 0..MAX_LENGTH.
+KEYS_BITS = MAX_LENGTH.bit_length()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -107,6 +119,9 @@ class SoftmaxConfig(RowKernelConfig):
     runtime_offset: bool = spec(False, None,
                                 "take the causal offset from the `offset` port at each tensor's "
                                 "first beat (causal only; causal_offset must stay 0)")
+    runtime_keys: bool = spec(False, None,
+                              "key padding mask: every row keeps keys j < the `keys` port, "
+                              "taken at each tensor's first beat (not causal)")
 
     STATS_LATENCY = 10
     EMIT_STAGES = 1
@@ -118,6 +133,9 @@ class SoftmaxConfig(RowKernelConfig):
         if self.runtime_offset and not self.causal:
             raise ConfigError("runtime_offset=true needs causal=true; allowed: runtime_offset "
                               "only with the causal mask")
+        if self.runtime_keys and self.causal:
+            raise ConfigError("runtime_keys=true needs causal=false; allowed: the key padding "
+                              "mask on bidirectional rows only (causality masks the rest)")
         if self.runtime_offset and self.causal_offset:
             raise ConfigError(f"causal_offset={self.causal_offset} is not allowed with "
                               "runtime_offset=true (the port gives the offset); allowed: 0")
@@ -190,6 +208,9 @@ class Softmax(RowKernel):
     offset : In(unsigned(OFFSET_BITS)), only with ``cfg.runtime_offset``
         A plain control input: the position of the next tensor's first row, read in the
         cycle that tensor's first beat is accepted (it need not be held afterwards).
+    keys : In(unsigned(KEYS_BITS)), only with ``cfg.runtime_keys``
+        A plain control input: the keys every row of the next tensor keeps (``j < keys``),
+        read like ``offset``.
     o : Out(stream.Signature(row_layout(unsigned(8), lanes)))
         Probabilities (code/255), same framing; 0 in the padding lanes.
 
@@ -203,15 +224,17 @@ class Softmax(RowKernel):
     def __init__(self, cfg: SoftmaxConfig):
         if not isinstance(cfg, SoftmaxConfig):
             raise TypeError(f"cfg must be a SoftmaxConfig, not {cfg!r}")
-        if not cfg.runtime_offset:
+        if not (cfg.runtime_offset or cfg.runtime_keys):
             super().__init__(cfg, unsigned(8))
             return
-        # The row kernel's stream ports plus the plain control input ``offset``.
+        # The row kernel's stream ports plus the plain control input ``offset`` or ``keys``.
         self.cfg, self._out_shape = cfg, unsigned(8)
+        control = ({"offset": In(unsigned(OFFSET_BITS))} if cfg.runtime_offset else
+                   {"keys": In(unsigned(KEYS_BITS))})
         wiring.Component.__init__(self, {
             "i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(unsigned(8), cfg.lanes))),
-            "offset": In(unsigned(OFFSET_BITS)),
+            **control,
         })
 
     def record_layout(self):
@@ -220,10 +243,10 @@ class Softmax(RowKernel):
 
     def _keep(self, beat, lim, n):
         """Lane ``n`` of beat ``beat`` is a key of the row that is kept: not a padding lane of
-        the last beat, and with ``causal`` not past the row's limit (which, at most
-        ``length − 1``, leaves the padding out too)."""
+        the last beat, and with ``causal`` or ``runtime_keys`` not past the row's limit
+        (which, at most ``length − 1``, leaves the padding out too)."""
         cfg = self.cfg
-        if not cfg.causal:
+        if not (cfg.causal or cfg.runtime_keys):
             return self.lane_valid(beat == cfg.beats - 1, n)
         return beat * cfg.lanes + n <= lim
 
@@ -240,20 +263,24 @@ class Softmax(RowKernel):
         self._emit_ports = [p[1] for p in exp_ports]
         (rescale,) = self._exp_rom(m, "exp_rescale", 1)
 
-        # causal limit of the row now in stage A
+        # the last key kept by the row now in stage A (causal limit or key count − 1)
         lim = Signal(range(L), init=cfg.first_limit)
-        if cfg.runtime_offset:
+        if cfg.runtime_offset or cfg.runtime_keys:
             # The next accepted beat starts a tensor after reset and after an `end` row (whose
-            # last beat may be in stage A right now). Its offset is sampled on acceptance and
-            # overrides the row counter's update below (the later assignment wins), so the
-            # tensor's first beat reaches stage A with its own limit.
+            # last beat may be in stage A right now). Its offset (key count) is sampled on
+            # acceptance and overrides the row counter's update below (the later assignment
+            # wins), so the tensor's first beat reaches stage A with its own limit.
             starting = Signal(init=1, name="tensor_start")
             start_now = starting | (a.valid & a.last & a.end)
             accept = self.i.valid & self.i.ready
             m.d.sync += starting.eq(start_now & ~accept)
-            first_lim = Mux(self.offset > L - 1, L - 1, self.offset)
-            with m.If(a.valid & a.last & ~a.end & (lim != L - 1)):
-                m.d.sync += lim.eq(lim + 1)
+            if cfg.runtime_offset:
+                first_lim = Mux(self.offset > L - 1, L - 1, self.offset)
+                with m.If(a.valid & a.last & ~a.end & (lim != L - 1)):
+                    m.d.sync += lim.eq(lim + 1)
+            else:          # the key padding mask: one limit for every row of the tensor
+                first_lim = Mux(self.keys > L, L - 1,
+                                Mux(self.keys == 0, 0, self.keys - 1))
             with m.If(accept & start_now):
                 m.d.sync += lim.eq(first_lim)
         elif cfg.causal:

@@ -204,10 +204,9 @@ class LayerConfig(BlockConfig):
     heads: int = spec(4, Range(1, 4096), "attention heads; divides d_model")
     d_ff: int = spec(256, Range(1, 65536), "FFN width")
     seq: int = spec(16, Range(1, MAX_LENGTH), "GPT-2: KV cache capacity (maximum context); "
-                    "BERT: the sequence length processed (non-causal attention needs all "
-                    "seq keys)")
+                    "BERT: the longest sentence (a tensor of 1..seq rows)")
     lanes: int = spec(4, Range(1, 64), "elements per beat of every stream; divides d_model, "
-                      "d_ff, d_head and seq")
+                      "d_ff and d_head")
     eps: float | None = spec(None, None, "layernorm epsilon; none: the arch's (gpt2 1e-5, "
                              "bert 1e-12)")
     rounding: str = spec("half_even", Choice(ROUNDINGS),
@@ -268,11 +267,10 @@ class LayerConfig(BlockConfig):
         if self.heads % self.head_engines:
             raise ConfigError(f"head_engines={self.head_engines} does not divide "
                               f"heads={self.heads}; allowed: a divisor of heads")
-        for name, n in (("d_model", d), ("d_ff", f), ("d_head", self.d_head),
-                        ("seq", self.seq)):
+        for name, n in (("d_model", d), ("d_ff", f), ("d_head", self.d_head)):
             if n % self.lanes:
                 raise ConfigError(f"lanes={self.lanes} does not divide {name}={n}; allowed: "
-                                  f"a common divisor of d_model, d_ff, d_head and seq")
+                                  f"a common divisor of d_model, d_ff and d_head")
         if self.engine == "gemv":
             # the GEMV writes whole input beats into words of `rows` activations
             for name in ("linear_rows", "ffn_rows"):

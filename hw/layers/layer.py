@@ -49,8 +49,8 @@ class Layer(wiring.Component):
         Plain strobe: start a new sequence (empties the KV cache). Between tensors only.
     pos : Out(range(seq + 1))
         Causal layers: rows of the sequence the attention has taken so far. (A
-        bidirectional layer's tensor is a whole sequence: its cache empties itself once the
-        tensor has left the attention.)
+        bidirectional layer's tensor is a whole sentence of 1..seq rows: its cache empties
+        itself once the tensor has left the attention.)
     overflow : Out(1)
         Sticky: more than ``seq`` positions were offered (the chunk is refused).
 
@@ -125,14 +125,10 @@ class Layer(wiring.Component):
                 wiring.connect(m, out, sink)
         attn = blocks[desc.of_kind("attention")[0].name]
         m.d.comb += self.overflow.eq(attn.overflow)
+        # (a bidirectional attention empties its cache itself once a sentence has left it)
+        m.d.comb += attn.clear.eq(self.clear)
         if cfg.causal:
-            m.d.comb += [attn.clear.eq(self.clear), self.pos.eq(attn.pos)]
-        else:
-            # Every tensor is a whole sequence: empty the cache once a tensor has left the
-            # attention, i.e. while `pos` reads seq. A K/V beat offered in that cycle is
-            # refused (the cache is full) and its overflow flag is reset by the same clear,
-            # which wins.
-            m.d.comb += attn.clear.eq(self.clear | (attn.pos == cfg.seq))
+            m.d.comb += self.pos.eq(attn.pos)
         return m
 
     def _exponents(self, m, quant, blocks):

@@ -94,7 +94,8 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
         Queries at positions ``q_offset, q_offset + 1, ...``.
     k, v : int8 arrays, ctx × d_model
         Keys and values of positions ``0 .. ctx − 1`` (``ctx <= seq``; see the contract in
-        :mod:`llmloom.hw.blocks.attention_config`).
+        :mod:`llmloom.hw.blocks.attention_config`: bidirectional, ``ctx`` = rows, the keys
+        past ``ctx`` masked, so the result is that of a config with ``seq = ctx``).
     q_offset : int
         Position of the first query (causal only).
 
@@ -106,14 +107,16 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
                 t.min() >= -128 and t.max() <= 127)):
             raise ValueError(f"{name} must hold int8 values")
     dh = cfg.d_head
-    qk, sreq, smax = cfg.qk_gemm, cfg.score_requant, cfg.softmax(q_offset)
+    qk, sreq, smax = cfg.qk_gemm, cfg.score_requant, cfg.softmax_block
     pv, oreq = cfg.pv_gemm, cfg.out_requant
+    # the softmax's port: the causal offset, or the key count of the padding mask
+    port = {"offset": q_offset} if cfg.causal else {"keys": k.shape[0]}
     kp, vp = _padded(k, cfg.seq), _padded(v, cfg.seq)
     out = np.empty((q.shape[0], cfg.d_model), dtype=np.int8)
     for h in range(cfg.heads):
         cols = slice(h * dh, (h + 1) * dh)
         scores = requant_bitexact(sreq, gemm_bitexact(qk, q[:, cols], kp[:, cols].T))
-        probs = softmax_bitexact(smax, scores)
+        probs = softmax_bitexact(smax, scores, **port)
         out[:, cols] = requant_bitexact(oreq, gemm_bitexact(pv, probs, vp[:, cols]))
     return out
 

@@ -155,9 +155,9 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
         Input rows at scale ``cfg.x_scale``.
     mode : "prefill" | "decode"
         ``prefill``: the rows are positions ``0 .. rows−1`` of a new sequence (``cache`` must be
-        None); GPT-2 needs ``rows <= seq``, BERT ``rows == seq``. ``decode`` (GPT-2 only): one
-        row at position ``len(cache)``, attending to the cache and itself (``cache=None`` is
-        the empty cache).
+        None), ``rows <= seq`` (BERT: one sentence, the keys past ``rows`` masked, as a layer
+        of ``seq = rows`` computes it). ``decode`` (GPT-2 only): one row at position
+        ``len(cache)``, attending to the cache and itself (``cache=None`` is the empty cache).
     cache : KVCache or None
 
     Returns ``(y, cache)``: rows × d_model at ``cfg.y_scale`` (int8 or int16) and the cache

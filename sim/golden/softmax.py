@@ -21,17 +21,20 @@ from ...hw.blocks.softmax import (
 __all__ = ["causal_keep", "softmax_float", "softmax_bitexact", "reciprocal_bitexact"]
 
 
-def causal_keep(rows, length, causal, offset=0):
-    """Boolean ``rows × length``: key j of row r is kept (``j <= r + offset`` if causal)."""
+def causal_keep(rows, length, causal, offset=0, keys=None):
+    """Boolean ``rows × length``: key j of row r is kept (``j <= r + offset`` if causal;
+    otherwise ``j < keys``, every key when ``keys`` is None)."""
     j = np.arange(length)[None, :]
     r = np.arange(rows)[:, None]
-    return (j <= r + offset) if causal else np.ones((rows, length), dtype=bool)
+    if causal:
+        return j <= r + offset
+    return np.broadcast_to(j < (length if keys is None else keys), (rows, length)).copy()
 
 
-def softmax_float(x, x_scale, causal=False, offset=0):
+def softmax_float(x, x_scale, causal=False, offset=0, keys=None):
     """Softmax of ``x · x_scale`` over each row's kept keys in float64; masked keys get 0."""
     z = np.asarray(x, dtype=np.float64) * x_scale
-    keep = causal_keep(*z.shape, causal, offset)
+    keep = causal_keep(*z.shape, causal, offset, keys)
     zmax = np.where(keep, z, -np.inf).max(axis=1, keepdims=True)
     e = np.where(keep, np.exp(np.where(keep, z - zmax, 0.0)), 0.0)
     return e / e.sum(axis=1, keepdims=True)
@@ -54,11 +57,13 @@ def reciprocal_bitexact(cfg, s):
     return (OUT_LEVELS * y1 + (np.int64(1) << (sh - 1))) >> sh
 
 
-def softmax_bitexact(cfg, x, offset=None):
+def softmax_bitexact(cfg, x, offset=None, keys=None):
     """uint8 probabilities (scale 1/255) exactly as the RTL computes them; ``x`` is one tensor
     (its row r has the causal limit ``r + causal_offset``). With ``cfg.runtime_offset`` the
     offset is the ``offset`` argument (the value on the block's ``offset`` port; default 0);
-    otherwise ``offset`` must be None."""
+    otherwise ``offset`` must be None. With ``cfg.runtime_keys`` every row keeps the keys
+    ``j < keys`` (the ``keys`` port; default: all; 0 acts as 1, as in the RTL); otherwise
+    ``keys`` must be None."""
     x = np.asarray(x, dtype=np.int64)
     rows, length = x.shape
     ln = cfg.lanes
@@ -71,7 +76,14 @@ def softmax_bitexact(cfg, x, offset=None):
         raise ValueError("offset is given by the config (causal_offset) unless runtime_offset")
     else:
         offset = cfg.causal_offset
-    keep = causal_keep(rows, length, cfg.causal, offset)
+    if getattr(cfg, "runtime_keys", False):
+        keys = length if keys is None else int(keys)
+        if keys < 0:
+            raise ValueError(f"keys={keys} must be >= 0")
+        keys = max(keys, 1)
+    elif keys is not None:
+        raise ValueError("keys is for a config with runtime_keys (the key padding mask)")
+    keep = causal_keep(rows, length, cfg.causal, offset, keys)
     M = np.full(rows, -128, dtype=np.int64)
     S = np.zeros(rows, dtype=np.int64)
     F = cfg.exp_frac

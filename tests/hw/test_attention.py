@@ -1,7 +1,8 @@
 """Multi-head attention with its KV cache on Amaranth's simulator: bit-exact with
 ``attention_bitexact`` (keys and values: the whole cache so far, queries at ``pos``) for a
-prefill, prefill chunks, decode steps after a prefill and bidirectional attention, under
-stalls; ``clear`` starts a new sequence; overflow is refused."""
+prefill, prefill chunks, decode steps after a prefill and bidirectional attention (sentences
+of any length up to ``seq``, the keys past it masked; ``seq`` not a multiple of ``lanes``),
+under stalls; ``clear`` starts a new sequence; overflow is refused."""
 
 from __future__ import annotations
 
@@ -31,14 +32,23 @@ BERT = GPT.replace(causal=False)
 WIDE = AttentionConfig(d_model=12, heads=3, seq=8, lanes=2, qk_rows=3, qk_cols=8, pv_rows=4,
                        pv_cols=4, causal=True, k_scale=1 / 64)
 
+# bidirectional at d 16, 2 heads, lanes 4: sentences shorter than seq, and a seq (6) that is
+# not a multiple of lanes (score rows of two beats, the last padded)
+BERT16 = AttentionConfig(d_model=16, heads=2, seq=8, lanes=4, qk_rows=2, qk_cols=4, pv_rows=2,
+                         pv_cols=4, causal=False, score_scale=0.05)
+BERT6 = BERT16.replace(seq=6)
+
 
 def _qkv(cfg, rows, rng):
     return {n: rng.integers(-128, 128, (rows, cfg.d_model), dtype=np.int8) for n in "qkv"}
 
 
 @pytest.mark.parametrize("stall", STALLS)
-@pytest.mark.parametrize("cfg, rows", [(GPT, 5), (GPT, 8), (GPT, 1), (BERT, 8), (WIDE, 7)],
-                         ids=["gpt_l5", "gpt_full", "gpt_l1", "bert", "wide_l7"])
+@pytest.mark.parametrize("cfg, rows", [
+    (GPT, 5), (GPT, 8), (GPT, 1), (BERT, 8), (WIDE, 7), (BERT16, 3), (BERT16, 5), (BERT16, 8),
+    (BERT6, 5), (BERT6, 6)],
+    ids=["gpt_l5", "gpt_full", "gpt_l1", "bert", "wide_l7", "bert16_n3", "bert16_n5",
+         "bert16_n8", "bert_s6_n5", "bert_s6_n6"])
 def test_prefill_equals_golden(cfg, rows, stall, rng):
     t = _qkv(cfg, rows, rng)
     seed = int(rng.integers(1 << 30))
@@ -96,6 +106,18 @@ def test_chunks_and_decode_steps(stall, rng):
     got = _run_tensors(cfg, chunks, stall, int(rng.integers(1 << 30)))
     for g, w in zip(got, _golden_sequence(cfg, chunks), strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("cfg", [BERT16, BERT6], ids=["seq8", "seq6"])
+def test_sentences_of_any_length_back_to_back(cfg, stall, rng):
+    """Bidirectional sentences of several lengths through one instance, no ``clear``: each
+    attends to its own keys only (the caches empty themselves after each), ``pos`` stays 0."""
+    sizes = [5, cfg.seq, 1, 3]
+    chunks = [_qkv(cfg, n, rng) for n in sizes]
+    got = _run_tensors(cfg, chunks, stall, int(rng.integers(1 << 30)))
+    for g, c in zip(got, chunks, strict=True):
+        np.testing.assert_array_equal(g, attention_bitexact(cfg, c["q"], c["k"], c["v"]))
 
 
 @pytest.mark.parametrize("kind", ["all_min", "all_max", "zeros"])
@@ -170,3 +192,7 @@ def test_rtl_limits():
         Attention(GPT.replace(qk_cols=3))
     with pytest.raises(ConfigError, match="pv_cols=4 and lanes=3"):
         Attention(AttentionConfig(d_model=24, heads=2, seq=6, lanes=3, qk_cols=3, pv_cols=4))
+    # seq 6 is no multiple of lanes 4: the score rows keep the array's padded beat
+    with pytest.raises(ConfigError, match="qk_cols=2 with seq=6 not a multiple of lanes=4"):
+        Attention(BERT6.replace(qk_cols=2))
+    Attention(BERT6)._MustUse__silence = True

@@ -61,7 +61,6 @@ def test_attention_blocks():
 @pytest.mark.parametrize("fields, message", [
     ({"heads": 3}, "heads=3 does not divide d_model=64; allowed: a divisor of d_model"),
     ({"lanes": 32}, "lanes=32 does not divide d_head=16 (d_model/heads)"),
-    ({"seq": 20, "lanes": 8}, "lanes=8 does not divide seq=20"),
     ({"seq": 9000}, "seq=9000 is out of range; allowed: 1..8192"),
     ({"q_scale": 0.0}, "q_scale=0.0 is not allowed; allowed: finite and > 0"),
     ({"score_scale": float("inf")}, "score_scale=inf is not allowed"),
@@ -88,9 +87,11 @@ def test_attention_call_contract():
         _one_line(info)
     bidir = causal.replace(causal=False)
     bidir.check_call(rows=8, ctx=8, q_offset=0)
-    with pytest.raises(ConfigError, match="ctx == seq=8") as info:
-        bidir.check_call(rows=4, ctx=4, q_offset=0)
-    _one_line(info)
+    bidir.check_call(rows=4, ctx=4, q_offset=0)         # a sentence shorter than seq
+    for rows, ctx, off, msg in [(3, 3, 1, "q_offset=1"), (1, 9, 0, "ctx=9")]:
+        with pytest.raises(ConfigError, match=msg) as info:
+            bidir.check_call(rows, ctx, off)
+        _one_line(info)
 
 
 # ---- layer ---------------------------------------------------------------------------------
@@ -195,12 +196,18 @@ def test_shape_only_layer_is_a_whole_config(arch):
         _one_line(info)
 
 
+def test_seq_need_not_be_a_multiple_of_lanes():
+    """Score rows of ``seq`` keys pad their last beat, as every row kernel's rows may."""
+    att = AttentionConfig(d_model=64, heads=4, seq=20, lanes=8)
+    assert (att.softmax_block.beats, att.score_requant.beats) == (3, 3)
+    assert _calibrated(seq=10).attention.seq == 10
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"arch": "llama"}, "arch='llama' is not allowed; allowed: gpt2 | bert"),
     ({"heads": 3}, "heads=3 does not divide d_model=16"),
     ({"d_ff": 30}, "lanes=4 does not divide d_ff=30"),
     ({"heads": 8}, "lanes=4 does not divide d_head=2"),
-    ({"seq": 10}, "lanes=4 does not divide seq=10"),
     ({"eps": -1.0}, "eps=-1.0 is not allowed; allowed: finite and >= 0"),
     ({"ffn_rows": 65}, "ffn_rows=65 is out of range"),
     ({"head_engines": 3}, "head_engines=3 does not divide heads=2"),

@@ -1,7 +1,8 @@
 """The cycle prediction of attention (the pipeline model, ``perf/pipeline.py``) equals the
 cycles its RTL takes (stall-free) for every chunk size — decode steps, chunks of one token
-tile and chunks of several, where P·V's tiles overlap the softmax's later rows — across
-gearbox ratios, head counts, array sizes and V cache write rates."""
+tile and chunks of several, where P·V's tiles overlap the softmax's later rows, bidirectional
+sentences shorter than seq — across gearbox ratios, head counts, array sizes, V cache write
+rates and a seq that lanes does not divide."""
 
 from __future__ import annotations
 
@@ -41,13 +42,25 @@ SEVERAL_TILES = [
     (dict(causal=False, seq=8, qk_rows=3, pv_rows=3), 8),   # bidirectional
 ]
 
+# bidirectional sentences shorter than seq (the keys past them masked: same arrays, fewer
+# rows), and a seq that lanes does not divide (score rows with a padded last beat)
+SHORT_SENTENCES = [
+    (dict(causal=False), 3), (dict(causal=False), 5),
+    (dict(causal=False, qk_rows=3, pv_rows=3, qk_cols=4), 7),
+    (dict(causal=False, d_model=16, lanes=4, qk_cols=4, pv_cols=4), 5),
+    (dict(causal=False, d_model=16, seq=6, lanes=4, qk_cols=4, pv_cols=4), 5),
+    (dict(causal=False, d_model=16, seq=6, lanes=4, qk_cols=4, pv_cols=4), 6),
+    (dict(causal=True, d_model=16, seq=6, lanes=4, qk_cols=4, pv_cols=2, qk_rows=4), 4),
+]
+
 
 def _measure(cfg, rows, rng):
     t = {n: rng.integers(-128, 128, (rows, cfg.d_model), dtype=np.int8) for n in "qkv"}
     return run_block("attention", cfg, t).cycles
 
 
-@pytest.mark.parametrize("changes, rows", ONE_TILE + SEVERAL_TILES, ids=lambda v: str(v))
+@pytest.mark.parametrize("changes, rows", ONE_TILE + SEVERAL_TILES + SHORT_SENTENCES,
+                         ids=lambda v: str(v))
 def test_prediction_equals_simulation(changes, rows, rng):
     cfg = AttentionConfig(**{**BASE, **changes})
     assert _measure(cfg, rows, rng) == attention_cycles(cfg, rows)
@@ -79,6 +92,7 @@ def test_registered():
     (dict(d_model=16, heads=4, head_engines=2, qk_cols=4, pv_cols=1), 5),
     (dict(d_model=16, heads=4, head_engines=4, lanes=4, qk_cols=8, pv_cols=2), 3),
     (dict(causal=False, seq=4, head_engines=2, qk_cols=4, qk_rows=4, pv_rows=4), 4),
+    (dict(causal=False, head_engines=2), 3),                # a sentence shorter than seq
 ], ids=lambda v: str(v))
 def test_head_engines_equal_simulation(changes, rows, rng):
     """Heads in parallel (``head_engines`` > 1): rounds of engines in lock step."""

@@ -2,7 +2,8 @@
 ``bert_layer_cycles``: the pipeline model of ``perf/pipeline.py``) against the cycles their RTL
 takes on Amaranth's simulator, stall-free, through the layer harnesses: GPT-2 prefill chunks
 below and above one token tile, decode steps after a prefill (gated on the previous tensor's
-output, each tensor timed on its own), BERT tensors, and parallelism that makes the gearboxes
+output, each tensor timed on its own), BERT sentences of seq rows and fewer (seq 6 with lanes
+4 too), and parallelism that makes the gearboxes
 narrow and widen, the V cache take several cycles per beat and the GEMMs input- or
 compute-bound; and layers whose linear stages run on the decode GEMV.
 
@@ -96,6 +97,24 @@ def test_gpt2_decode_after_prefill(rng):
 @pytest.mark.parametrize("par", [TILE2, WIDE], ids=["tile2", "wide"])
 def test_bert_layer(par, rng):
     check(*measure_and_predict(rng, "bert", par, 8))
+
+
+#: lanes 4 at d 16: with seq 6, score rows of two beats, the last padded
+LANES4 = dict(lanes=4, linear_rows=2, linear_cols=4, ffn_rows=2, ffn_cols=4, qk_rows=2,
+              qk_cols=4, pv_rows=2, pv_cols=4)
+
+
+@pytest.mark.parametrize("par, rows, dims", [
+    (TILE2, 3, {}),
+    (LANES4, 5, dict(d=16, ff=32, seq=8)),
+    (LANES4, 5, dict(d=16, ff=32, seq=6)),
+], ids=["tile2-n3-seq8", "lanes4-n5-seq8", "lanes4-n5-seq6"])
+def test_bert_sentence_shorter_than_seq(par, rows, dims, rng):
+    """A sentence of fewer rows than seq (its keys past it masked): predicted exactly."""
+    sizes, result, timing = measure_and_predict(rng, "bert", par, rows, **dims)
+    assert sizes == (rows,)
+    check(sizes, result, timing)
+    assert timing["cycles"] == result.cycles
 
 
 #: the decode engine on every linear stage; lanes 1 with 8 columns: the gearbox takes 8 cycles

@@ -48,6 +48,25 @@ def test_bitexact_within_bound_of_float(shape, causal, kind, rng):
     assert err.max() <= 4 * cfg.out_scale_value
 
 
+@pytest.mark.parametrize("seq, lanes", [(8, 4), (6, 4), (16, 4)], ids=["s8l4", "s6l4", "s16l4"])
+def test_bidirectional_sentence_equals_a_config_of_its_length(seq, lanes, rng):
+    """The key padding mask: a sentence of n < seq tokens attends to its n keys only, bit for
+    bit what a config of ``seq = n`` computes (keys n..seq−1 reach neither the softmax's max
+    nor its sum), and the float golden likewise; masked keys are not zeros in disguise."""
+    d = 16
+    cfg = _cfg(d, 2, seq, lanes, False).replace(score_scale=0.05)
+    for n in range(1, seq + 1):
+        q, k, v = (_ints(rng, (n, d)) for _ in range(3))
+        y = attention_bitexact(cfg, q, k, v)
+        np.testing.assert_array_equal(y, attention_bitexact(cfg.replace(seq=n), q, k, v))
+        np.testing.assert_array_equal(attention_float(cfg, q, k, v),
+                                      attention_float(cfg.replace(seq=n), q, k, v))
+        if n < seq:        # zero keys at n.. would have taken probability
+            kz = np.vstack([k, np.zeros((seq - n, d), np.int64)])
+            vz = np.vstack([v, np.zeros((seq - n, d), np.int64)])
+            assert not np.array_equal(y, attention_bitexact(cfg, q, kz, vz)[:n])
+
+
 def test_float_is_the_layers_attention(rng):
     cfg = _cfg(32, 2, 8, 4, True)
     q, k, v = (_ints(rng, (8, 32)) for _ in range(3))
@@ -133,8 +152,8 @@ def test_default_scales():
 def test_contract_violations(rng):
     d, seq = 16, 8
     t = _ints(rng, (seq, d))
-    with pytest.raises(ConfigError, match="ctx == seq"):
-        attention_bitexact(_cfg(d, 2, seq, 4, False), t, t[:6], t[:6])
+    with pytest.raises(ConfigError, match="q_offset=2"):
+        attention_bitexact(_cfg(d, 2, seq, 4, False), t[:6], t[:6], t[:6], q_offset=2)
     with pytest.raises(ConfigError, match="q_offset \\+ rows <= ctx"):
         attention_bitexact(_cfg(d, 2, seq, 4, True), t[:3], t[:4], t[:4], q_offset=2)
     with pytest.raises(ConfigError, match="ctx=9"):

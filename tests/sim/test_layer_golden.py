@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmloom.hw.config import ConfigError
 from llmloom.sim.golden.layers import (
     KVCache,
     bert_layer_float,
@@ -142,8 +141,14 @@ def test_bert_contract(rng):
     assert y.shape == (SEQ, D) and len(cache) == SEQ
     with pytest.raises(ValueError, match="bidirectional"):
         layer_bitexact(cfg, weights, xi[:1], mode="decode", cache=cache)
-    with pytest.raises(ConfigError, match="ctx == seq"):
-        layer_bitexact(cfg, weights, xi[:8])
+    with pytest.raises(ValueError, match="overflow"):
+        layer_bitexact(cfg, weights, np.concatenate([xi, xi[:1]]))
+    # a sentence shorter than seq: what a layer of seq = its length computes, bit for bit
+    for n in (1, 5, SEQ - 1):
+        y_n, cache_n = layer_bitexact(cfg, weights, xi[:n])
+        assert len(cache_n) == n
+        np.testing.assert_array_equal(y_n, layer_bitexact(cfg.replace(seq=n), weights,
+                                                          xi[:n])[0])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
