@@ -128,33 +128,36 @@ def round_shift_hw(value, shift, mode=Rounding.HALF_UP):
     return q + up
 
 
-def round_shift_var_hw(value, shift, max_shift, mode=Rounding.HALF_UP):
-    """The Amaranth expression of :func:`round_shift` for a variable ``shift`` (an unsigned
-    value in ``0..max_shift``): a barrel shifter, the half-LSB constant chosen by ``shift``
+def round_shift_var_hw(value, shift, max_shift, mode=Rounding.HALF_UP, offset=0):
+    """The Amaranth expression of :func:`round_shift` by ``offset + shift``, for a variable
+    ``shift`` (an unsigned value in ``0..max_shift``) and a constant ``offset``: a barrel
+    shifter over ``max_shift + 1`` positions, the half-LSB constant chosen by ``shift``
     (HALF_UP: one adder) and, for HALF_EVEN, a tie detector on the masked remainder.
 
     Like :func:`round_shift_hw` the result is one bit wider than ``value`` (saturate it with
-    :func:`saturate_hw`); ``value`` must be at least ``max_shift`` bits wide."""
+    :func:`saturate_hw`); ``value`` must be at least ``offset + max_shift`` bits wide."""
     mode = Rounding(mode)
-    if len(value) < max_shift:
-        raise ValueError(f"value of {len(value)} bits is narrower than max_shift={max_shift}")
-    if max_shift == 0:
+    top = offset + max_shift
+    if len(value) < top:
+        raise ValueError(f"value of {len(value)} bits is narrower than offset + max_shift = "
+                         f"{top}")
+    if top == 0:
         return value
     wide = value.as_signed() if value.shape().signed else value.as_unsigned()
     if mode is Rounding.FLOOR:
-        return wide >> shift
-    n = max_shift + 1
-    pow2 = (Const(1, n) << shift)[:n]           # 2**shift
-    half = pow2 >> 1                            # 2**(shift−1), 0 for shift 0
+        return (wide >> offset) >> shift
+    n = top + 1
+    pow2 = (Const(1 << offset, n) << shift)[:n]     # 2**(offset + shift)
+    half = pow2 >> 1                                # half of it, 0 for a zero shift
     if mode is Rounding.HALF_UP:
-        return (wide + half) >> shift
-    q = wide >> shift
-    rem = value[:max_shift] & (pow2 - 1)[:max_shift]
-    up = (rem > half) | ((rem == half) & (shift != 0) & q[0])
+        return ((wide + half) >> offset) >> shift
+    q = (wide >> offset) >> shift
+    rem = value[:top] & (pow2 - 1)[:top]
+    up = (rem > half) | ((rem == half) & (pow2 != 1) & q[0])
     return q + up
 
 
-def round_shift_split_hw(value, const, var, var_max, mode=Rounding.HALF_UP):
+def round_shift_split_hw(value, const, var, var_max, mode=Rounding.HALF_UP, sat_width=None):
     """:func:`round_shift` of ``value`` by ``const + var``: a constant shift ``const`` and a
     variable one ``var`` in ``0..var_max``, so that the barrel shifter spans ``var_max + 1``
     positions (``log2`` of that in mux levels), not ``const + var_max + 1``.
@@ -163,7 +166,12 @@ def round_shift_split_hw(value, const, var, var_max, mode=Rounding.HALF_UP):
     highest dropped) and a sticky bit (any of the others set): ``round_shift(value, const +
     var)`` equals ``round_shift(q·4 + guard·2 + sticky, var + 2)`` with ``q = value >>
     const`` in every rounding mode (the floor is the same, and the remainder compares with
-    half a step as the true one does). ``value`` must be at least ``const + var_max`` bits."""
+    half a step as the true one does). ``value`` must be at least ``const + var_max`` bits.
+
+    ``sat_width``: the caller saturates the result to a signed type of that many bits, so the
+    barrel needs only ``sat_width + var_max + 3`` bits of the kept value: it is clamped to
+    them first (a value beyond them, shifted by at most ``var_max + 2``, is still beyond the
+    saturated type, on the same side), which narrows the barrel shifter to that width."""
     if const == 0:
         return round_shift_var_hw(value, var, var_max, mode)
     if len(value) < const + var_max:
@@ -175,7 +183,9 @@ def round_shift_split_hw(value, const, var, var_max, mode=Rounding.HALF_UP):
     sticky = value[:const - 1].any() if const >= 2 else Const(0, 1)
     kept = Cat(sticky, guard, q)
     kept = kept.as_signed() if value.shape().signed else kept
-    return round_shift_var_hw(kept, var + 2, var_max + 2, mode)
+    if sat_width is not None and value.shape().signed and len(kept) > sat_width + var_max + 3:
+        kept = saturate_hw(kept, IntType(sat_width + var_max + 3))
+    return round_shift_var_hw(kept, var, var_max, mode, offset=2)
 
 
 def saturate_hw(value, itype):

@@ -550,7 +550,7 @@ class Requant(wiring.Component):
         with m.If(adv):
             for j in range(lanes):
                 rounded = round_shift_split_hw(prods[j], shift - cfg.e_max, final, cfg.e_max,
-                                               rounding) \
+                                               rounding, sat_width=cfg.OUT.width) \
                     if cfg.row_exponent else round_shift_hw(prods[j], shift, rounding)
                 m.d.sync += out[j].eq(saturate_hw(rounded, cfg.OUT))
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(lanes)]

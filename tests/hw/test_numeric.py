@@ -101,6 +101,7 @@ def test_round_shift_split_hw_equals_numpy(mode, const):
     a = Signal(signed(10))
     v = Signal(range(var_max + 1))
     out = Signal(signed(12))
+    sat = Signal(signed(3))
     values = list(range(-512, 512, 3)) + [-512, 511] + [
         sign * (k << (const + s - 1)) + d for s in range(var_max + 1) for k in (1, 3, 5)
         for d in (-1, 0, 1) for sign in (1, -1)]
@@ -112,17 +113,21 @@ def test_round_shift_split_hw_equals_numpy(mode, const):
             for x in values:
                 ctx.set(a, x)
                 ctx.set(v, s)
-                got[s, x] = ctx.get(out)
+                got[s, x] = ctx.get(out), ctx.get(sat)
 
     from amaranth.hdl import Module
     m = Module()
-    m.d.comb += out.eq(round_shift_split_hw(a, const, v, var_max, mode))
+    m.d.comb += [out.eq(round_shift_split_hw(a, const, v, var_max, mode)),
+                 sat.eq(saturate_hw(round_shift_split_hw(a, const, v, var_max, mode,
+                                                         sat_width=3), IntType(3)))]
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
     for s in range(var_max + 1):
         want = round_shift(np.array(values), const + s, mode)
-        assert [got[s, x] for x in values] == list(want), s
+        assert [got[s, x][0] for x in values] == list(want), s
+        # with the clamp before the barrel (to 3 + 3 + 3 bits), saturated the same
+        assert [got[s, x][1] for x in values] == list(IntType(3).saturate(want)), s
 
 
 def test_int_types():
