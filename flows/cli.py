@@ -123,11 +123,20 @@ def cmd_run(args):
     out.add(args.report, "--report")
     h = _harness(args.block)
     if hasattr(h, "options"):
+        calib = None
+        if args.calib:
+            if not args.weights:
+                raise UserError("--calib calibrates the layer's float weights: give --weights")
+            calib = load_npz(args.calib).get("x")
+            if calib is None:
+                raise UserError(f"{args.calib} holds no tensor 'x' (rows×d_model float "
+                                "calibration input)")
         h = h.options(weights=args.weights, mode=args.mode, prefill=args.prefill,
-                      prefix=args.prefix)
-    elif args.weights or args.mode != "prefill" or args.prefill is not None or args.prefix:
-        raise UserError(f"--weights, --prefix, --mode and --prefill apply to layer blocks "
-                        f"only, not {args.block}")
+                      prefix=args.prefix, calib=calib)
+    elif (args.weights or args.mode != "prefill" or args.prefill is not None or args.prefix
+          or args.calib):
+        raise UserError(f"--weights, --prefix, --calib, --mode and --prefill apply to layer "
+                        f"blocks only, not {args.block}")
     if args.sim == GOLDEN and args.stalls != "none":
         raise UserError(f"--stalls {args.stalls} needs a simulator; --sim {GOLDEN} runs the "
                         "golden model alone")
@@ -219,6 +228,9 @@ def build_parser():
     p.add_argument("--prefix", metavar="PREFIX",
                    help="layers: the layer's name prefix in a file of several (h.3., "
                         "encoder.layer.0.)")
+    p.add_argument("--calib", metavar="C.npz",
+                   help="layers, with --weights: float rows 'x' to calibrate on (default: the "
+                        "inputs' own x)")
     p.add_argument("--mode", choices=("prefill", "decode"), default="prefill",
                    help="layers: one prefill tensor, or a prefill then one decode step per row")
     p.add_argument("--prefill", type=int, metavar="P",

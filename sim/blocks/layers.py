@@ -132,7 +132,7 @@ class LayerHarness(BlockHarness):
     )
     shape_fields = ("d_model",)
 
-    def __init__(self, weights=None, mode="prefill", prefill=None, prefix=None):
+    def __init__(self, weights=None, mode="prefill", prefill=None, prefix=None, calib=None):
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not allowed; allowed: {' | '.join(MODES)}")
         if mode == "decode" and self.arch != "gpt2":
@@ -141,14 +141,17 @@ class LayerHarness(BlockHarness):
         if prefill is not None and mode != "decode":
             raise ConfigError("prefill=P is for mode=decode only")
         self.weights, self.mode, self.prefill, self.prefix = weights, mode, prefill, prefix
+        self.calib = None if calib is None else np.asarray(calib)
         #: The layer the quantiser calibrated for the last :meth:`config` (a QuantizedLayer).
         self.layer: QuantizedLayer | None = None
 
-    def options(self, *, weights=None, mode="prefill", prefill=None, prefix=None):
+    def options(self, *, weights=None, mode="prefill", prefill=None, prefix=None, calib=None):
         """A copy of this harness with the float weights (path or canonical dict), the mode,
-        the prefill length and the layer's name prefix in a file of several layers (``h.3.``,
-        ``encoder.layer.0.``; found alone when the file holds one layer) set."""
-        return type(self)(weights=weights, mode=mode, prefill=prefill, prefix=prefix)
+        the prefill length, the layer's name prefix in a file of several layers (``h.3.``,
+        ``encoder.layer.0.``; found alone when the file holds one layer) and the calibration
+        rows (float, rows × d_model; default: the run's own ``x``) set."""
+        return type(self)(weights=weights, mode=mode, prefill=prefill, prefix=prefix,
+                          calib=calib)
 
     # -- configuration --------------------------------------------------------------------------
     def infer(self, tensors):
@@ -158,8 +161,8 @@ class LayerHarness(BlockHarness):
     def config(self, values=None, tensors=None):
         """The calibrated LayerConfig: the user's fields (``heads``, ``seq``, ``lanes``,
         parallelism...) with ``d_ff`` the weights' (see :meth:`options`), calibrated by the
-        quantiser with ``x`` as the calibration data (the layer it gives is :attr:`layer`).
-        Without weights or ``x``, the shape-only config."""
+        quantiser on the calibration rows of :meth:`options`, else on ``x`` (the layer it gives
+        is :attr:`layer`). Without weights or ``x``, the shape-only config."""
         from ..weights import load_layer_weights
 
         values = dict(values or {})
@@ -178,6 +181,8 @@ class LayerHarness(BlockHarness):
         d_ff = np.shape(fw["w1"])[1]
         if "d_ff" in values and values["d_ff"] != d_ff:
             raise ConfigError(f"d_ff={values['d_ff']} but the weights have d_ff={d_ff}")
+        if self.calib is not None:
+            x = self._float_x({"x": self.calib}, cfg.d_model, "calibration tensor 'x'")
         self.layer = calibrate(cfg.replace(d_ff=d_ff), fw, x)
         return self.layer.config
 
@@ -198,13 +203,13 @@ class LayerHarness(BlockHarness):
 
     # -- tensors --------------------------------------------------------------------------------
     @staticmethod
-    def _float_x(tensors, d_model):
+    def _float_x(tensors, d_model, what="tensor 'x'"):
         x = np.asarray(tensors["x"])
         if x.ndim != 2 or x.shape[1] != d_model or x.shape[0] < 1:
-            raise TensorError(f"tensor 'x' has shape {'×'.join(map(str, x.shape))}; expected "
+            raise TensorError(f"{what} has shape {'×'.join(map(str, x.shape))}; expected "
                               f"rows×{d_model}, rows >= 1")
         if not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
-            raise TensorError(f"tensor 'x' must hold finite floats; got {x.dtype}")
+            raise TensorError(f"{what} must hold finite floats; got {x.dtype}")
         return x.astype(np.float64)
 
     def prepare(self, cfg, tensors):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from llmloom.flows.cli import main
 
@@ -89,3 +90,26 @@ def test_sim_golden_refuses_stalls(tmp_path, rng, capsys):
                  "golden", "--stalls", "random"]) == 2
     assert "--stalls random needs a simulator" in capsys.readouterr().err
     assert not (tmp_path / "y.npz").exists()
+
+
+def test_calib_calibrates_on_other_rows_than_the_inputs(tmp_path, rng, capsys):
+    _gpt2_weights(tmp_path / "w.npz", rng)
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    np.savez(tmp_path / "c.npz", x=3 * x)           # a calibration reaching 3x further
+    own = _run(tmp_path, "--sim", "golden")
+    other = _run(tmp_path, "--sim", "golden", "--calib", str(tmp_path / "c.npz"))
+    scale = other["config"]["numbers"]["scales"]["x"]
+    assert scale == pytest.approx(3 * own["config"]["numbers"]["scales"]["x"])
+    assert other["cosine_vs_float"] < own["cosine_vs_float"]      # coarser steps on x
+    # a calibration file without x, or without weights, is one line and nothing written
+    np.savez(tmp_path / "bad.npz", y=x)
+    args = ["run", "gpt2-block", "--set", "heads=2", "--set", "seq=4", "--set", "lanes=2",
+            "--inputs", str(tmp_path / "x.npz"), "--outputs", str(tmp_path / "o.npz"),
+            "--sim", "golden"]
+    assert main([*args, "--weights", str(tmp_path / "w.npz"), "--calib",
+                 str(tmp_path / "bad.npz")]) == 2
+    assert "holds no tensor 'x'" in capsys.readouterr().err
+    assert main([*args, "--calib", str(tmp_path / "c.npz")]) == 2
+    assert "give --weights" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
