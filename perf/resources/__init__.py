@@ -85,7 +85,27 @@ def _check(block, cfg):
         want = "gpt2" if block == "gpt2-block" else "bert"
         if cfg.arch != want:
             cfg = cfg.replace(arch=want)
+    unmodelled = _unmodelled(cfg)
+    if unmodelled:
+        raise ConfigError(f"{block} with {unmodelled} has no resource model yet (the fits are "
+                          "of int8 blocks); measure it with `llmloom synth`")
     return cfg
+
+
+#: Fields of the block configs that widen a block beyond what the fits cover, with the value
+#: every fitted design has.
+_FITTED = {"scheme": "static", "out_width": 8, "in_width": 8, "x_width": 8, "r_width": 8,
+           "row_exponent": False}
+
+
+def _unmodelled(cfg):
+    """``"field=value"`` of the first field of ``cfg`` outside the fitted designs, else
+    ``""``."""
+    for name, fitted in _FITTED.items():
+        value = getattr(cfg, name, fitted)
+        if value != fitted:
+            return f"{name}={str(value).lower() if isinstance(value, bool) else value}"
+    return ""
 
 
 def estimate_parts(block, cfg, family):

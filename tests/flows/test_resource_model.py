@@ -289,3 +289,15 @@ def test_fresh_checks_are_held_out():
     for target, block, values, _slow in FR.CHECK_DESIGNS:
         did = design_id(block, get_harness(block).config(values))
         assert did not in fitted[target], f"{did} on {target} is a fitted design"
+
+
+def test_unfitted_widths_and_schemes_are_refused_not_guessed():
+    from llmloom.hw.blocks.residual import ResidualConfig
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.perf.errors import ConfigError as PerfConfigError
+
+    with pytest.raises(PerfConfigError, match="scheme=dynamic has no resource model yet"):
+        R.estimate_block("gpt2-block", LayerConfig(scheme="dynamic"), "ecp5")
+    with pytest.raises(PerfConfigError, match="x_width=16 has no resource model yet"):
+        R.estimate_block("residual", ResidualConfig(x_width=16), "ecp5")
+    assert R.estimate_block("residual", ResidualConfig(), "ecp5")["lut"] > 0

@@ -33,6 +33,8 @@ def _run(harness, rng, rows, seq, sim, stalls="none", **fields):
 ], ids=["gpt2-prefill+decode", "bert-5-of-6"])
 @pytest.mark.parametrize("stalls", ["none", "random"])
 def test_dynamic_layer_on_amaranth(harness, rows, seq, stalls, rng):
+    if stalls == "random" and harness.arch == "gpt2":
+        pytest.skip("GPT-2 under random stalls runs on Icarus and Verilator below")
     cfg, v = _run(harness, rng, rows, seq, "amaranth", stalls)
     assert cfg.description.of_kind("quant")
     assert v.exact
@@ -56,7 +58,7 @@ def test_dynamic_layer_on_the_gemv_engine(rng):
     (BertLayerHarness(), 5, 6),
 ], ids=["gpt2-prefill+decode", "bert-5-of-6"])
 def test_dynamic_layer_on_hdl_simulators(hdl_sim, harness, rows, seq, rng):
-    if hdl_sim == "verilator" and harness.arch == "bert":
-        pytest.skip("one Verilator build of a dynamic layer (GPT-2) is enough by default")
+    if harness.arch == "bert":
+        pytest.skip("BERT under random stalls runs on Amaranth's simulator above")
     _, v = _run(harness, rng, rows, seq, hdl_sim, "random")
     assert v.exact
