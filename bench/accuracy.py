@@ -5,11 +5,11 @@ Prints one JSON object to stdout::
 
     .venv/bin/python bench/accuracy.py [--model all-minilm-l6-v2] [--calib-text TEXT]
 
-``sentences[]`` holds, per judged sentence, each layer's output cosine (each layer fed the float
-input) and the chained result (the integer layers end to end: last hidden state, and for BERT
-the sentence embedding); ``worst_layer_cosine`` is the minimum over sentences of each layer's
-cosine, ``target_layer_cosine`` the issue's target (0.995), and ``scheme`` the quantisation
-measured.
+``schemes`` holds, per numerics scheme (``static``, ``dynamic``: ``LayerConfig.scheme``),
+``worst_layer_cosine`` (the minimum over the sentences of each layer's output cosine, each
+layer fed the float input), ``worst_embedding_cosine`` (BERT: the integer layers chained, the
+sentence embedding against float's), ``meets_target`` (every layer ≥ ``target_layer_cosine``,
+the issue's 0.995) and ``sentences[]`` with each sentence's figures.
 """
 
 from __future__ import annotations
@@ -35,26 +35,33 @@ TARGET = 0.995
 
 
 def main(argv=None):
+    from llmloom.hw.layers.description import SCHEMES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="all-minilm-l6-v2")
     ap.add_argument("--calib-text", default=DEFAULT_CALIB_TEXT)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     m = load_model(args.model)
-    runs = []
-    for text in SENTENCES:
-        r = model_accuracy(m, text, args.calib_text)
-        runs.append({"text": text, "tokens": r.tokens,
-                     "layer_cosine": [layer["y"]["cosine"] for layer in r.layers],
-                     "chained": r.chained})
-        print(f"{text[:40]!r}: worst layer cosine {r.worst_layer_cosine:.4f}", file=sys.stderr)
-    worst = [min(run["layer_cosine"][n] for run in runs) for n in range(m.layers)]
-    doc = {"model": args.model, "arch": m.arch, "scheme": r.scheme,
-           "calib_tokens": r.calib_tokens, "target_layer_cosine": TARGET,
-           "worst_layer_cosine": worst, "meets_target": min(worst) >= TARGET,
-           "worst_embedding_cosine": min(run["chained"].get("embedding_cosine", 1.0)
-                                         for run in runs),
-           "sentences": runs, "seconds": round(time.perf_counter() - t0, 1)}
+    doc = {"model": args.model, "arch": m.arch, "target_layer_cosine": TARGET, "schemes": {}}
+    for scheme in SCHEMES:
+        runs = []
+        for text in SENTENCES:
+            r = model_accuracy(m, text, args.calib_text, scheme=scheme)
+            runs.append({"text": text, "tokens": r.tokens,
+                         "layer_cosine": [layer["y"]["cosine"] for layer in r.layers],
+                         "chained": r.chained})
+            print(f"{scheme} {text[:40]!r}: worst layer cosine {r.worst_layer_cosine:.4f}",
+                  file=sys.stderr)
+        worst = [min(run["layer_cosine"][n] for run in runs) for n in range(m.layers)]
+        doc["calib_tokens"] = r.calib_tokens
+        doc["schemes"][scheme] = {
+            "text": r.scheme_text, "worst_layer_cosine": worst,
+            "meets_target": min(worst) >= TARGET,
+            "worst_embedding_cosine": min(run["chained"].get("embedding_cosine", 1.0)
+                                          for run in runs),
+            "sentences": runs}
+    doc["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(doc, indent=2))
     return 0
 
