@@ -29,17 +29,22 @@ _CALIB_HELP = ("the text the activation scales are calibrated on (default: a bui
                "paragraph, not the judged text)")
 
 
-def add_subcommands(subparsers):
+def _model_args(p, text_help, scheme_help, scheme_default=None):
+    """The arguments both commands take: the model, the text, the calibration text and the
+    numerics scheme."""
     from ..hw.layers.description import SCHEMES
+    p.add_argument("--model", required=True, metavar="DIR|FILE|NAME", help=_MODEL_HELP)
+    p.add_argument("--text", required=True, help=text_help)
+    p.add_argument("--calib-text", metavar="TEXT", help=_CALIB_HELP)
+    p.add_argument("--scheme", choices=SCHEMES, default=scheme_default, help=scheme_help)
+
+
+def add_subcommands(subparsers):
     p = subparsers.add_parser(
         "accuracy", help="a real checkpoint's bit-exact integer layers against float, per "
                          "layer and per tensor")
-    p.add_argument("--model", required=True, metavar="DIR|FILE|NAME", help=_MODEL_HELP)
-    p.add_argument("--text", required=True, help="the text judged")
-    p.add_argument("--calib-text", metavar="TEXT", help=_CALIB_HELP)
-    p.add_argument("--scheme", choices=SCHEMES,
-                   help="measure this numerics scheme only (default: every scheme, reporting "
-                        "the cheapest whose every layer reaches cosine 0.995)")
+    _model_args(p, "the text judged", "measure this numerics scheme only (default: every "
+                "scheme, reporting the cheapest whose every layer reaches cosine 0.995)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="write the error per tensor per layer")
     p.set_defaults(func=cmd_accuracy)
@@ -49,9 +54,8 @@ def add_subcommands(subparsers):
     p = subparsers.add_parser(
         "embed", help="a BERT sentence embedding through the integer layers (bit-exact model "
                       "or RTL)")
-    p.add_argument("--model", required=True, metavar="DIR|FILE|NAME", help=_MODEL_HELP)
-    p.add_argument("--text", required=True, help="the sentence")
-    p.add_argument("--calib-text", metavar="TEXT", help=_CALIB_HELP)
+    _model_args(p, "the sentence", "the layers' numerics scheme (default dynamic: the one "
+                "that holds on trained weights)", scheme_default="dynamic")
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
@@ -157,7 +161,8 @@ def cmd_embed(args):
                          "encoder (a sentence embedding is the mean of its last hidden states)")
     ids = model.tokens(args.text)
     calib = args.calib_text if args.calib_text is not None else DEFAULT_CALIB_TEXT
-    qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=len(ids))
+    qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=len(ids),
+                        scheme=args.scheme)
     xs, y_float = model.float_inputs(ids)
     cycles = []
     run_layer = golden_layer if args.sim == GOLDEN else _rtl_layer(
@@ -170,7 +175,8 @@ def cmd_embed(args):
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
     e = sentence_embedding(y)
-    doc = {"model": model.name, "sim": args.sim, "tokens": len(ids), "dim": len(e),
+    doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "tokens": len(ids),
+           "dim": len(e),
            "cosine_vs_float": cosine(e, sentence_embedding(y_float)),
            "cycles": sum(cycles) if cycles else None, "embedding": [float(v) for v in e]}
     if args.json:
