@@ -132,7 +132,7 @@ def cmd_run(args):
     cfg = h.config(load_config_values(args.config, args.set), tensors)
     v = verify(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
                stalls_in=Stalls(args.stalls, args.seed),
-               stalls_out=Stalls(args.stalls, args.seed + 1))
+               stalls_out=Stalls(args.stalls, args.seed + 1), driver=args.driver)
     report = v.report()
     with out.open(args.outputs, "wb") as fh:
         np.savez(fh, **v.outputs)
@@ -160,7 +160,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from llmloom.sim.runner import SIMULATORS
+    from llmloom.sim.runner import DRIVERS, SIMULATORS
     from llmloom.sim.streams import STALL_KINDS
 
     parser = _Parser(
@@ -199,6 +199,9 @@ def build_parser():
     p.add_argument("--inputs", required=True, metavar="IN.npz")
     p.add_argument("--outputs", required=True, metavar="OUT.npz")
     p.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    p.add_argument("--driver", choices=DRIVERS,
+                   help="verilator: drive the model from C++ (compiled, the default) or from "
+                        "Python through cocotb")
     p.add_argument("--report", metavar="REPORT.json")
     p.add_argument("--stalls", choices=STALL_KINDS, default="none",
                    help="stall pattern on input valid and output ready")

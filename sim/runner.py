@@ -50,6 +50,10 @@ class RunResult:
     #: per tensor (the drive's segments, e.g. a layer's prefill and decode steps): first input
     #: transfer to last output transfer, inclusive; ``None`` when the drive has no segments
     tensor_cycles: list | None = None
+    #: processor time of the simulation, all its threads (the span of ``wall_s``; for the
+    #: compiled driver, its process's whole life, model construction included): a rate that a
+    #: loaded machine distorts less than ``wall_s``
+    cpu_s: float | None = None
 
     @property
     def cycles_per_s(self):
@@ -88,12 +92,12 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
         max_cycles = 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
             harness, cfg, tensors) + 1000
     comp = component if component is not None else harness.component(cfg)
-    beats, cycles, sim_cycles, wall, segments = simulate(
+    beats, cycles, sim_cycles, wall, segments, cpu = _simulate(
         comp, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out, max_cycles=max_cycles,
         progress=progress, family=family, driver=driver, threads=threads)
     outputs = harness.collect(cfg, tensors, beats)
     return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles,
-                     tensor_cycles=segments if drive.segments else None)
+                     tensor_cycles=segments if drive.segments else None, cpu_s=cpu)
 
 
 def _check_family(sim, family):
@@ -126,6 +130,14 @@ def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_ou
     ``(beats, cycles, sim_cycles, wall_s, segment_cycles)`` (the last one per
     ``drive.segments``, empty without them). ``driver`` and ``threads``: see
     :func:`run_block`."""
+    return _simulate(component, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out,
+                     max_cycles=max_cycles, progress=progress, family=family, driver=driver,
+                     threads=threads)[:5]
+
+
+def _simulate(component, drive, *, sim, stalls_in, stalls_out, max_cycles, progress, family,
+              driver, threads):
+    """:func:`simulate`'s tuple and the simulation's processor time (``None`` if unknown)."""
     _check_family(sim, family)
     _check_driver(sim, driver, threads)
     if sim == "amaranth":
@@ -172,14 +184,14 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
     simulator = Simulator(top)
     simulator.add_clock(1e-8)
     simulator.add_testbench(bench)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         simulator.run()
     finally:
         if bar:
             bar.close()
     return (engine.results(), engine.cycles, engine.cycle, time.perf_counter() - t0,
-            engine.segment_cycles)
+            engine.segment_cycles, time.process_time() - c0)
 
 
 # ---- Icarus and Verilator through cocotb ----------------------------------------------------
@@ -378,7 +390,7 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         raise kind(result.get("error") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
     return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
-            result.get("segment_cycles", []))
+            result.get("segment_cycles", []), result.get("cpu_s"))
 
 
 # ---- Verilator driven from C++ --------------------------------------------------------------

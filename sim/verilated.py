@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -244,18 +245,22 @@ def read_result(path, engine, streams):
 def run(exe, streams, drive, stalls_in, stalls_out, max_cycles, run_dir, progress_path=None,
         env=None):
     """Run ``drive`` on the built executable ``exe`` in ``run_dir``; returns what
-    :func:`read_result` does. A model that stops on its own (a ``$fatal``, a crash) raises
-    ``RuntimeError`` with the tail of its output."""
+    :func:`read_result` does and the processor time of the driver's process (its whole life:
+    the model's construction and the files are a few milliseconds of it). A model that stops
+    on its own (a ``$fatal``, a crash) raises ``RuntimeError`` with the tail of its output."""
     run_dir = Path(run_dir)
     engine = write_stimulus(run_dir / "stimulus.bin", streams, drive, stalls_in, stalls_out,
                             max_cycles)
     argv = [str(exe), str(run_dir / "stimulus.bin"), str(run_dir / "result.bin")]
     if progress_path is not None:
         argv.append(str(progress_path))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(run_dir / "sim.log", "w") as log:
         proc = subprocess.run(argv, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode or not (run_dir / "result.bin").exists():
         tail = (run_dir / "sim.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"verilator simulation failed to run (exit {proc.returncode}); "
                            f"log tail:\n{tail}")
-    return read_result(run_dir / "result.bin", engine, streams)
+    return (*read_result(run_dir / "result.bin", engine, streams), cpu)
