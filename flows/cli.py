@@ -144,7 +144,7 @@ def cmd_run(args):
     cfg = h.config(load_config_values(args.config, args.set), tensors)
     v = verify(h, cfg, tensors, sim=args.sim, progress=sys.stderr.isatty(),
                stalls_in=Stalls(args.stalls, args.seed),
-               stalls_out=Stalls(args.stalls, args.seed + 1))
+               stalls_out=Stalls(args.stalls, args.seed + 1), driver=args.driver)
     report = v.report()
     with out.open(args.outputs, "wb") as fh:
         np.savez(fh, **v.outputs)
@@ -178,7 +178,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     from llmloom.flows.verify import GOLDEN
-    from llmloom.sim.runner import SIMULATORS
+    from llmloom.sim.runner import DRIVERS, SIMULATORS
     from llmloom.sim.streams import STALL_KINDS
 
     parser = _Parser(
@@ -219,6 +219,9 @@ def build_parser():
     p.add_argument("--sim", choices=(*SIMULATORS, GOLDEN), default="verilator",
                    help=f"the simulator of the RTL, or {GOLDEN}: the bit-exact model alone (no "
                         "cycles measured)")
+    p.add_argument("--driver", choices=DRIVERS,
+                   help="verilator: drive the model from C++ (compiled, the default) or from "
+                        "Python through cocotb")
     p.add_argument("--report", metavar="REPORT.json")
     p.add_argument("--stalls", choices=STALL_KINDS, default="none",
                    help="stall pattern on input valid and output ready")

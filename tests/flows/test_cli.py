@@ -101,6 +101,7 @@ def test_blocks_listing(capsys):
     (["--set", "rows=0"], "rows=0 is out of range"),
     (["--set", "lanes=65"], "lanes=65 is out of range"),
     (["--set", "k=9", "--set", "lanes=1"], "tensor 'a' has shape 5×8; expected ?×9"),
+    (["--driver", "cocotb"], "driver='cocotb' applies to sim='verilator' only, not 'amaranth'"),
 ])
 def test_bad_config(tmp_path, rng, capsys, argv_extra, message):
     _gemm_inputs(tmp_path / "in.npz", rng)

@@ -1,0 +1,229 @@
+"""The compiled stream driver (``sim="verilator"``'s default) against the cocotb engine: the
+same beats, the same cycle counts (whole run, all simulated cycles, per tensor) on every block
+and both layers under every stall pattern; its errors are the engine's.
+
+The reference is the cocotb bench on Icarus (a build costs nothing there); one GEMM also runs
+both drivers on the same Verilator model. The configs are those of the blocks' own HDL tests,
+so the Verilator builds are shared with them through the build cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from llmloom.hw.blocks.attention_config import AttentionConfig
+from llmloom.hw.blocks.gemm import GemmConfig
+from llmloom.hw.blocks.gemv import GemvConfig
+from llmloom.hw.blocks.kvcache import KvCacheConfig
+from llmloom.sim import verilated
+from llmloom.sim.blocks.layers import BertLayerHarness, Gpt2BlockHarness
+from llmloom.sim.engine import SimTimeout
+from llmloom.sim.harness import Drive, get_harness
+from llmloom.sim.runner import run_block, simulate
+from llmloom.sim.streams import STALL_KINDS, Stalls
+from llmloom.sim.tools import ToolMissing, require
+
+
+@pytest.fixture(autouse=True)
+def _simulators():
+    """Verilator and Icarus; missing ones fail in CI (which installs them), skip elsewhere."""
+    for tool in ("verilator", "iverilog"):
+        try:
+            require(tool)
+        except ToolMissing:
+            if os.environ.get("CI"):
+                pytest.fail(f"{tool} is not installed; CI must install it")
+            pytest.skip(f"{tool} is not installed")
+
+
+L = 12
+
+
+def _ints(rng, shape, lo=-128, hi=128, dtype=np.int8):
+    return rng.integers(lo, hi, shape).astype(dtype)
+
+
+def _affine(length):
+    g = np.random.default_rng(11)
+    return dict(gamma=tuple(g.normal(1.0, 0.3, length)), beta=tuple(g.normal(0.0, 0.2, length)))
+
+
+def _norm(rng):
+    return {"x": _ints(rng, (6, L)), "x_scale": np.float64(1 / 32),
+            "gamma": rng.normal(1.0, 0.3, L), "beta": rng.normal(0.0, 0.2, L)}
+
+
+def _layer_weights(rng, d=8, ff=16):
+    def n(*shape, s=0.3):
+        return rng.normal(0.0, s, shape)
+    w = {name: n(d, d) for name in ("wq", "wk", "wv", "wo")}
+    w.update({f"b{c}": n(d, s=0.1) for c in "qkvo"})
+    w.update(w1=n(d, ff), b1=n(ff, s=0.1), w2=n(ff, d), b2=n(d, s=0.1))
+    for ln in ("ln1", "ln2"):
+        w[f"{ln}_g"], w[f"{ln}_b"] = 1 + n(d, s=0.1), n(d, s=0.1)
+    return w
+
+
+LAYER_PAR = dict(heads=2, seq=4, lanes=2, linear_rows=2, linear_cols=2, ffn_rows=2, ffn_cols=2,
+                 qk_rows=2, qk_cols=2, pv_rows=2, pv_cols=2)
+
+
+def _layer(harness):
+    def make(rng):
+        h = harness.options(weights=_layer_weights(rng), mode=harness.mode)
+        x = rng.normal(0.0, 1.0, (4, 8)).astype(np.float32)
+        return h, h.config(LAYER_PAR, {"x": x}), {"x": x}
+    return make
+
+
+def _block(name, values_or_cfg, tensors):
+    def make(rng):
+        h = get_harness(name)
+        t = tensors(rng)
+        cfg = (values_or_cfg if not isinstance(values_or_cfg, dict)
+               else h.config(values_or_cfg, t))
+        return h, cfg, t
+    return make
+
+
+_scales = tuple(np.random.default_rng(5).uniform(1e-5, 1e-4, L))
+
+# block → a maker of (harness, config, tensors); every registered block is here
+CASES = {
+    "gemm": _block("gemm", GemmConfig(rows=2, cols=3, k=6, n=7, lanes=3),
+                   lambda r: {"a": _ints(r, (5, 6)), "w": _ints(r, (6, 7))}),
+    "gemv": _block("gemv", GemvConfig(rows=4, cols=3, k=10, n=7, lanes=2),
+                   lambda r: {"a": _ints(r, (4, 10)), "w": _ints(r, (10, 7))}),
+    "attention": _block(
+        "attention", AttentionConfig(d_model=8, heads=2, seq=8, lanes=2, qk_rows=2, qk_cols=4,
+                                     pv_rows=2, pv_cols=2, causal=True, score_scale=0.05),
+        lambda r: {n: _ints(r, (5, 8)) for n in "qkv"}),
+    "kvcache": _block(
+        "kvcache", KvCacheConfig(d_model=16, heads=4, seq=9, lanes=4, qk_cols=2, pv_cols=3),
+        lambda r: {"k": _ints(r, (7, 16)), "v": _ints(r, (7, 16)),
+                   "heads": np.array([2, 0, 3, 1, 2])}),
+    "softmax": _block("softmax", dict(lanes=3, causal=True, causal_offset=1),
+                      lambda r: {"x": _ints(r, (6, L)), "x_scale": np.float64(1 / 8)}),
+    "layernorm": _block("layernorm", dict(lanes=4, out_scale=0.03), _norm),
+    "rmsnorm": _block("rmsnorm", dict(lanes=2, out_scale=0.03), _norm),
+    "requant": _block("requant", dict(lanes=4, acc_scale=_scales, out_scale=0.05,
+                                      bias=tuple(range(-600, 600, 100))),
+                      lambda r: {"acc": _ints(r, (7, L), -(1 << 21), 1 << 21, np.int32)}),
+    "residual": _block("residual", dict(lanes=3, x_scale=0.05, r_scale=0.02, out_scale=0.06),
+                       lambda r: {"x": _ints(r, (7, L)), "r": _ints(r, (7, L))}),
+    "gelu": _block("gelu", dict(lanes=4, x_scale=0.04, approximation="erf"),
+                   lambda r: {"x": _ints(r, (7, L))}),
+    "silu": _block("silu", dict(lanes=6, x_scale=0.05), lambda r: {"x": _ints(r, (7, L))}),
+    # a prefill, then decode steps gated on the previous output, timed per tensor
+    "gpt2-block": _layer(Gpt2BlockHarness().options(mode="decode")),
+    "bert-layer": _layer(BertLayerHarness()),
+}
+
+
+def test_every_block_has_a_case():
+    from llmloom.sim.harness import HARNESSES, load_harnesses
+    load_harnesses()
+    assert set(CASES) == set(HARNESSES)
+
+
+def _same(a, b):
+    assert a.outputs.keys() == b.outputs.keys()
+    for key in a.outputs:
+        np.testing.assert_array_equal(a.outputs[key], b.outputs[key], err_msg=key)
+    assert (a.cycles, a.sim_cycles, a.tensor_cycles) == (b.cycles, b.sim_cycles, b.tensor_cycles)
+
+
+@pytest.mark.parametrize("stall", STALL_KINDS)
+@pytest.mark.parametrize("block", sorted(CASES))
+def test_compiled_driver_matches_the_cocotb_engine(block, stall, rng):
+    h, cfg, tensors = CASES[block](rng)
+    seed = int(rng.integers(1 << 30))
+    stalls = dict(stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    compiled = run_block(h, cfg, tensors, sim="verilator", **stalls)
+    reference = run_block(h, cfg, tensors, sim="icarus", **stalls)
+    _same(compiled, reference)
+    golden = h.golden(cfg, h.prepare(cfg, tensors))
+    for key, want in golden.items():
+        np.testing.assert_array_equal(compiled.outputs[key], want, err_msg=key)
+
+
+@pytest.mark.parametrize("stall", STALL_KINDS)
+def test_both_drivers_on_one_verilator_model(stall, rng):
+    h, cfg, tensors = CASES["gemm"](rng)
+    stalls = dict(stalls_in=Stalls(stall, 3), stalls_out=Stalls(stall, 4))
+    compiled = run_block(h, cfg, tensors, sim="verilator", driver="compiled", **stalls)
+    cocotb = run_block(h, cfg, tensors, sim="verilator", driver="cocotb", **stalls)
+    _same(compiled, cocotb)
+    assert compiled.sim == cocotb.sim == "verilator"
+    assert compiled.wall_s > 0 and compiled.cycles_per_s > 0
+
+
+def _gemm_drive(rng):
+    h, cfg, tensors = CASES["gemm"](rng)
+    return h.component(cfg), h.drive(cfg, h.prepare(cfg, tensors))
+
+
+def test_too_many_beats_is_the_engines_error(rng):
+    comp, drive = _gemm_drive(rng)
+    drive.timed = {"act": drive.timed["act"] * 4}   # four tensors in, one expected out
+    with pytest.raises(AssertionError, match="produced more than the .* beats expected"):
+        simulate(comp, drive, sim="verilator")
+
+
+def test_timeout_is_the_engines_error(rng):
+    comp, drive = _gemm_drive(rng)
+    drive.expect = {p: n + 1 for p, n in drive.expect.items()}
+    with pytest.raises(SimTimeout, match=r"within 500 cycles \(outputs o: \d+ of \d+ beats; "
+                                         r"inputs taken weight: 18 of 18, act: 10 of 10\)"):
+        simulate(comp, drive, sim="verilator", max_cycles=500)
+
+
+def test_bad_drive_is_refused_before_running(rng):
+    comp, drive = _gemm_drive(rng)
+    with pytest.raises(ValueError, match="no stream port 'nope'"):
+        simulate(comp, Drive(preload={}, timed={"nope": [1]}, expect={}), sim="verilator")
+    drive.gates = {"act": [(0, "o", 10_000)]}
+    with pytest.raises(ValueError, match="would never open"):
+        simulate(comp, drive, sim="verilator")
+
+
+def test_driver_and_threads_are_checked(rng):
+    h, cfg, tensors = CASES["gemm"](rng)
+    with pytest.raises(ValueError, match="unknown driver 'fast'; allowed: compiled, cocotb"):
+        run_block(h, cfg, tensors, sim="verilator", driver="fast")
+    with pytest.raises(ValueError, match="applies to sim='verilator' only"):
+        run_block(h, cfg, tensors, sim="icarus", driver="compiled")
+    with pytest.raises(ValueError, match="threads"):
+        run_block(h, cfg, tensors, sim="verilator", driver="cocotb", threads=2)
+
+
+def test_progress_file_holds_the_beats_so_far(rng, tmp_path):
+    from llmloom.sim.runner import _build_compiled
+
+    comp, drive = _gemm_drive(rng)
+    build = _build_compiled(comp, None, 1)
+    streams = json.loads((build / "ports.json").read_text())
+    beats, *_ = verilated.run(build / "obj" / "Vtop_driver", streams, drive, Stalls(),
+                              Stalls(), 10_000, tmp_path, progress_path=tmp_path / "progress")
+    assert int((tmp_path / "progress").read_text()) == sum(map(len, beats.values())) == sum(
+        drive.expect.values())
+
+
+def test_seed_keys_are_cpythons():
+    # random.Random(n) seeds MT19937 with |n| cut into 32-bit words, least significant first
+    assert verilated._seed_key(Stalls("random", 0), 5) == [5]
+    n = 5000 * 1_000_003 + 200
+    assert verilated._seed_key(Stalls("random", 5000), 200) == [n & 0xFFFFFFFF, n >> 32]
+    assert verilated._seed_key(Stalls("random", -1), 0) == [1_000_003]
+
+
+def test_build_key_follows_the_design():
+    key = verilated.build_key("module top; endmodule", {}, 1)
+    assert key == verilated.build_key("module top; endmodule", {}, 1)
+    assert key != verilated.build_key("module top; wire a; endmodule", {}, 1)
+    assert key != verilated.build_key("module top; endmodule", {}, 2)
+    assert key != verilated.build_key("module top; endmodule", {"m.v": "module m; endmodule"}, 1)
