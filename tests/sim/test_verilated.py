@@ -118,6 +118,10 @@ CASES = {
     "gelu": _block("gelu", dict(lanes=4, x_scale=0.04, approximation="erf"),
                    lambda r: {"x": _ints(r, (7, L))}),
     "silu": _block("silu", dict(lanes=6, x_scale=0.05), lambda r: {"x": _ints(r, (7, L))}),
+    "dynquant": _block("dynquant", dict(lanes=4),
+                       lambda r: {"x": _ints(r, (7, L), -(1 << 15), 1 << 15, np.int16)}),
+    "rope": _block("rope", dict(length=L, d_head=6, lanes=2, positions=16, x_scale=0.05),
+                   lambda r: {"x": _ints(r, (7, L)), "pos": np.int64(3)}),
     # a prefill, then decode steps gated on the previous output, timed per tensor
     "gpt2-block": _layer(Gpt2BlockHarness().options(mode="decode")),
     "bert-layer": _layer(BertLayerHarness()),
@@ -137,8 +141,16 @@ def _same(a, b):
     assert (a.cycles, a.sim_cycles, a.tensor_cycles) == (b.cycles, b.sim_cycles, b.tensor_cycles)
 
 
+#: Blocks whose three stall patterns run by default (a Verilator build each): a GEMM, a row
+#: kernel with two outputs, an element-wise block and a whole layer with gated tensors. The
+#: others (a build each) run with --runslow.
+DEFAULT_BLOCKS = ("gemm", "dynquant", "requant", "gpt2-block")
+
+
 @pytest.mark.parametrize("stall", STALL_KINDS)
-@pytest.mark.parametrize("block", sorted(CASES))
+@pytest.mark.parametrize("block", [b if b in DEFAULT_BLOCKS else
+                                   pytest.param(b, marks=pytest.mark.slow)
+                                   for b in sorted(CASES)])
 def test_compiled_driver_matches_the_cocotb_engine(block, stall, rng):
     h, cfg, tensors = CASES[block](rng)
     seed = int(rng.integers(1 << 30))
