@@ -291,13 +291,48 @@ def test_fresh_checks_are_held_out():
         assert did not in fitted[target], f"{did} on {target} is a fitted design"
 
 
-def test_unfitted_widths_and_schemes_are_refused_not_guessed():
-    from llmloom.hw.blocks.residual import ResidualConfig
+def test_dynamic_scheme_is_estimated_from_its_parts():
+    """A dynamic layer is its stages' estimates plus the exponent plumbing: a DynQuant per
+    quant stage, a queue of row exponents per linear stage reading it (a fork where there are
+    several), its requants with the row exponent, and int16 skip queues."""
+    from llmloom.hw.layers.common import exponent_depth, skip_depth
     from llmloom.hw.layers.config import LayerConfig
+    from llmloom.perf.resources.blocks import dynquant_parts, queue_bill, requant_parts
+
+    cfg = FR.synthesized_config("gpt2-block", LayerConfig(arch="gpt2", scheme="dynamic"))
+    parts = R.estimate_parts("gpt2-block", cfg, "ecp5")
+    desc = cfg.description
+    quants = desc.of_kind("quant")
+    assert quants
+    for st in quants:
+        for key, bill in dynquant_parts(cfg.quant(st.name), R.family_of("ecp5")).items():
+            assert parts[f"{st.name}.{key}"] == bill
+        for reader, _ in desc.readers(st.output):
+            want = queue_bill(R.family_of("ecp5"), cfg.quant(st.name).e_width + 2,
+                              exponent_depth(cfg, reader))
+            assert parts[f"exp_{reader.name}"] == want
+            rq = requant_parts(cfg.requant(reader.name), R.family_of("ecp5"),
+                               cfg.linear(reader.name).acc_width)
+            assert "wide_logic" in rq and parts[f"{reader.name}.requant.wide_logic"] == \
+                rq["wide_logic"]
+    res = desc["residual1"]
+    assert parts["skip_residual1"] == queue_bill(R.family_of("ecp5"), cfg.lanes * 16 + 2,
+                                                 skip_depth(cfg, res))
+    static = R.estimate_block("gpt2-block", cfg.replace(scheme="static"), "ecp5")
+    dynamic = R.estimate_block("gpt2-block", cfg, "ecp5")
+    assert dynamic["lut"] > static["lut"] and dynamic["ff"] > static["ff"]
+
+
+def test_unfitted_widths_are_refused_not_guessed():
+    from llmloom.hw.blocks.dynquant import DynQuantConfig
+    from llmloom.hw.blocks.residual import ResidualConfig
     from llmloom.perf.errors import ConfigError as PerfConfigError
 
-    with pytest.raises(PerfConfigError, match="scheme=dynamic has no resource model yet"):
-        R.estimate_block("gpt2-block", LayerConfig(scheme="dynamic"), "ecp5")
-    with pytest.raises(PerfConfigError, match="x_width=16 has no resource model yet"):
-        R.estimate_block("residual", ResidualConfig(x_width=16), "ecp5")
-    assert R.estimate_block("residual", ResidualConfig(), "ecp5")["lut"] > 0
+    with pytest.raises(PerfConfigError, match="dynquant with in_width=12 has no resource "
+                                              "model yet"):
+        R.estimate_block("dynquant", DynQuantConfig(in_width=12), "ecp5")
+    with pytest.raises(PerfConfigError, match="out_width=4 has no resource model yet"):
+        R.estimate_block("dynquant", DynQuantConfig(out_width=4), "ecp5")
+    wide = R.estimate_block("residual", ResidualConfig(x_width=16, r_width=16, out_width=16),
+                            "ecp5")
+    assert wide["lut"] > R.estimate_block("residual", ResidualConfig(), "ecp5")["lut"]
