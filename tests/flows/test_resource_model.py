@@ -323,6 +323,31 @@ def test_dynamic_scheme_is_estimated_from_its_parts():
     assert dynamic["lut"] > static["lut"] and dynamic["ff"] > static["ff"]
 
 
+_WIDE = ("in_width", "out_width", "x_width", "r_width")
+
+
+def _is_dynamic(block, values):
+    return (block == "dynquant" or values.get("row_exponent") or values.get("scheme") ==
+            "dynamic" or any(values.get(k, 8) != 8 for k in _WIDE))
+
+
+@pytest.mark.parametrize("target", list(FAMILY_TARGETS.values()))
+def test_dynamic_scheme_designs_held_to_their_baselines(target):
+    """The dynamic scheme's blocks (DynQuant, requants with a row exponent or an int16 output,
+    int16 residuals, norms and tables) are stored on every family, some held out, and each
+    is within the tolerances with its multipliers and block RAMs exact."""
+    fitted = FR.fitted_ids()[target]
+    designs = [(b, c) for b, c in _modelled(target) if _is_dynamic(b, c.to_dict())]
+    blocks = {b for b, _ in designs}
+    assert {"dynquant", "requant", "residual", "layernorm", "rmsnorm", "gelu", "silu"} <= blocks
+    assert any(design_id(b, c) not in fitted for b, c in designs), "nothing held out"
+    report = compare_estimates(designs, model_estimate, target, results=from_baselines(target))
+    for row in report.rows:
+        assert not row.problems, f"{row.design_id}: {row.problems}"
+        assert row.estimate["dsp"] == row.synth["dsp"], row.design_id
+        assert row.estimate["bram"] == row.synth["bram"], row.design_id
+
+
 def test_unfitted_widths_are_refused_not_guessed():
     from llmloom.hw.blocks.dynquant import DynQuantConfig
     from llmloom.hw.blocks.residual import ResidualConfig
