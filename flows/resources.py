@@ -27,7 +27,8 @@ from .tolerance import Tolerance
 __all__ = ["ESTIMATE_TOLERANCES", "ResourceRow", "ResourceReport",
            "check_estimate", "compare_estimates", "from_baselines", "synthesized_config",
            "model_estimate", "FIT_DESIGNS", "HOSTLINK_FIT", "FIT_TARGETS", "CHECK_DESIGNS",
-           "MEASURED_PRODUCTS", "hostlink_id", "stored_hostlinks", "fitted_ids", "fit_logic"]
+           "MEASURED_PRODUCTS", "FIT_HARNESS", "hostlink_id", "stored_hostlinks", "fitted_ids",
+           "fit_logic"]
 
 RESOURCES = ("lut", "ff", "dsp", "bram")
 
@@ -173,6 +174,9 @@ def model_estimate(block, cfg, target):
 #: constants are a least-squares fit of its features over these runs, less the modelled
 #: memories and multipliers; the checks (``tests/flows/test_resource_model.py``) use other
 #: configurations as well.
+_W16 = {"x_width": 16, "r_width": 16, "out_width": 16}
+_N16 = {"in_width": 16, "out_width": 16}
+
 FIT_DESIGNS = {
     "gemm": ({"rows": 2, "cols": 2}, {}, {"rows": 8, "cols": 8}, {"rows": 4, "cols": 8},
              {"rows": 4, "cols": 4, "k": 256, "n": 256, "lanes": 8},
@@ -198,7 +202,27 @@ FIT_DESIGNS = {
     "rmsnorm": ({}, {"lanes": 8, "length": 256}, {"lanes": 2, "length": 32},
                 {"lanes": 8, "length": 64}, {"lanes": 1, "length": 16}),
     "kvcache": ({}, {"d_model": 128, "seq": 32, "lanes": 8, "qk_cols": 8, "pv_cols": 8}),
+    # the dynamic scheme's blocks: its per-row quantiser, and what the int16 residual stream
+    # and the row exponents add to the int8 blocks (fitted with those blocks' own terms as
+    # above, so the int8 estimates stay what they were)
+    "dynquant": ({}, {"lanes": 2, "length": 32}, {"lanes": 8, "length": 256},
+                 {"lanes": 1, "length": 16}),
+    "requant_wide": ({"row_exponent": True}, {"row_exponent": True, "out_width": 16},
+                     {"out_width": 16}, {"row_exponent": True, "lanes": 2, "length": 32}),
+    "residual_wide": (_W16, {**_W16, "lanes": 8, "length": 256}),
+    "layernorm_wide": (_N16, {**_N16, "lanes": 2, "length": 32}),
+    "rmsnorm_wide": (_N16, {**_N16, "lanes": 2, "length": 32}),
+    "gelu_wide": ({"out_width": 16}, {"out_width": 16, "lanes": 1, "length": 16},
+                  {"out_width": 16, "lanes": 2, "length": 32}),
+    "silu_wide": ({"out_width": 16}, {"out_width": 16, "lanes": 1, "length": 16},
+                  {"out_width": 16, "lanes": 2, "length": 32}),
 }
+
+#: The block (``sim`` harness) of each fitted term that is not a block's own: the logic the
+#: wide (int16, row exponent) configurations add to a block.
+FIT_HARNESS = {"requant_wide": "requant", "residual_wide": "residual",
+               "layernorm_wide": "layernorm", "rmsnorm_wide": "rmsnorm", "gelu_wide": "gelu",
+               "silu_wide": "silu"}
 
 #: Configurations none of the fitted constants come from, synthesised afresh by the tests
 #: (Yosys only) and held to the tolerances: ``(target, block, values, slow)``.
@@ -220,6 +244,16 @@ CHECK_DESIGNS = (
     ("ice40-up5k", "bert-layer", {"d_model": 32, "heads": 2, "d_ff": 64, "seq": 8, "lanes": 2,
                                   **{f"{a}_{d}": 2 for a in ("linear", "ffn", "qk", "pv")
                                      for d in ("rows", "cols")}}, True),
+    # the dynamic scheme's blocks
+    ("ecp5-85f", "dynquant", {"lanes": 4, "length": 128}, False),
+    ("xcup", "requant", {"row_exponent": True, "out_width": 16, "lanes": 2, "length": 32},
+     False),
+    ("ecp5-85f", "residual", {**_W16, "lanes": 2, "length": 32}, False),
+    ("xcup", "layernorm", {**_N16, "lanes": 4, "length": 128}, False),
+    ("ecp5-85f", "gpt2-block", {"d_model": 32, "heads": 2, "d_ff": 64, "seq": 8, "lanes": 2,
+                                "scheme": "dynamic",
+                                **{f"{a}_{d}": 2 for a in ("linear", "ffn", "qk", "pv")
+                                   for d in ("rows", "cols")}}, True),
 )
 
 #: A registered Amaranth product ``(a bits, a signed, b bits, b signed)`` or ``(x bits, x
@@ -278,12 +312,13 @@ def fitted_ids():
     from ..sim.harness import get_harness
     out = {t: set() for t in FIT_TARGETS.values()}
     for block, designs in FIT_DESIGNS.items():
-        harness = get_harness(block)
+        name = FIT_HARNESS.get(block, block)
+        harness = get_harness(name)
         for values in designs:
             families = FIT_TARGETS
             if isinstance(values, tuple):
                 values, families = values
-            did = design_id(block, harness.config(values))
+            did = design_id(name, harness.config(values))
             for fam in families:
                 out[FIT_TARGETS[fam]].add(did)
     for target, values, max_rows in HOSTLINK_FIT:
@@ -363,7 +398,8 @@ def _fit_block(R, block, designs, results):
             out[fam] = _solve(R, block, runs, results)
         return out
     from ..sim.harness import get_harness
-    harness = get_harness(block)
+    name = FIT_HARNESS.get(block, block)
+    harness = get_harness(name)
     for fam, target in FIT_TARGETS.items():
         runs = []
         for values in designs:
@@ -372,8 +408,8 @@ def _fit_block(R, block, designs, results):
                 if fam not in families:
                     continue
             cfg = harness.config(values)
-            runs.append((design_id(block, cfg), target,
-                         R.estimate_parts(block, synthesized_config(block, cfg), fam)))
+            runs.append((design_id(name, cfg), target,
+                         R.estimate_parts(name, synthesized_config(name, cfg), fam)))
         out[fam] = _solve(R, block, runs, results)
     return out
 

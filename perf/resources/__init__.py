@@ -4,10 +4,10 @@ synthesis: LUT, FF, DSP and BRAM of one block configuration on an iCE40 UltraPlu
 
 :func:`estimate_block` takes a block name (the ``sim`` harness names: ``gemm``, ``gemv``,
 ``requant``, ``residual``, ``gelu``, ``silu``, ``softmax``, ``layernorm``, ``rmsnorm``,
-``kvcache``, ``attention``, ``gpt2-block``, ``bert-layer``), its ``hw`` config and a family
-(``ice40``, ``ecp5``, ``xcup``, or an open-flow target name such as ``ecp5-85f``), and returns
-``{"lut", "ff", "dsp", "bram"}`` in the units of the open flow's ``SynthResult``
-(``llmloom.flows.synth``): LUT4s on iCE40 and ECP5 (an ECP5 carry cell counts two, a
+``dynquant``, ``kvcache``, ``attention``, ``gpt2-block``, ``bert-layer``), its ``hw`` config
+and a family (``ice40``, ``ecp5``, ``xcup``, or an open-flow target name such as
+``ecp5-85f``), and returns ``{"lut", "ff", "dsp", "bram"}`` in the units of the open flow's
+``SynthResult`` (``llmloom.flows.synth``): LUT4s on iCE40 and ECP5 (an ECP5 carry cell counts two, a
 distributed-RAM cell four), LUTs on UltraScale+ (a LUTRAM cell the LUTs it occupies),
 flip-flops, multipliers (``SB_MAC16``, ``MULT18X18D``, ``DSP48E2``) and block RAMs
 (``SB_RAM40_4K``; ``DP16KD``; ``RAMB36E2`` with a ``RAMB18E2`` as a half).
@@ -32,7 +32,12 @@ How each number is formed
 * **Logic** (the LUTs and FFs outside memories and multipliers) is a linear function of a few
   features per block and family: lanes for the element-wise kernels; lanes, lanes × log2 of the
   row length and log2 of it for the row kernels; PEs × accumulator bits, array edges and lane
-  select for the GEMM; adder-tree and accumulator bits for the GEMV (:data:`LOGIC`). The
+  select for the GEMM; adder-tree and accumulator bits for the GEMV (:data:`LOGIC`). What the
+  dynamic scheme's int16 streams and row exponents add to a block is a term of its own
+  (``requant_wide``, ``residual_wide``, ``layernorm_wide``, ...: lanes × the levels of the
+  exponent's shifters, lanes × the extra bits), fitted to int16 designs with the block's own
+  terms held, so that its int8 estimates are unchanged; widths other than 8 and 16 are
+  refused with one line. The
   coefficients are least-squares fits of our own Yosys runs (the designs of
   ``flows.resources.FIT_DESIGNS``, stored as baselines), and tests hold them equal to a refit.
 * **Composite blocks** (attention, the layers) are the sum of their parts (the same functions,
@@ -88,23 +93,22 @@ def _check(block, cfg):
     unmodelled = _unmodelled(cfg)
     if unmodelled:
         raise ConfigError(f"{block} with {unmodelled} has no resource model yet (the fits are "
-                          "of int8 blocks); measure it with `llmloom synth`")
+                          "of int8 and int16 blocks); measure it with `llmloom synth`")
     return cfg
 
 
-#: Fields of the block configs that widen a block beyond what the fits cover, with the value
-#: every fitted design has.
-_FITTED = {"scheme": "static", "out_width": 8, "in_width": 8, "x_width": 8, "r_width": 8,
-           "row_exponent": False}
+#: Fields of the block configs that widen a block, with the values the fitted designs cover
+#: (int8, and the int16 of the dynamic scheme's residual stream).
+_FITTED = {"out_width": (8, 16), "in_width": (8, 16), "x_width": (8, 16), "r_width": (8, 16)}
 
 
 def _unmodelled(cfg):
     """``"field=value"`` of the first field of ``cfg`` outside the fitted designs, else
     ``""``."""
     for name, fitted in _FITTED.items():
-        value = getattr(cfg, name, fitted)
-        if value != fitted:
-            return f"{name}={str(value).lower() if isinstance(value, bool) else value}"
+        value = getattr(cfg, name, fitted[0])
+        if value not in fitted:
+            return f"{name}={value}"
     return ""
 
 

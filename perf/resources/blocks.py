@@ -18,7 +18,7 @@ from .mapping import (
 )
 
 __all__ = ["BLOCKS", "estimator", "gemm_parts", "gemv_parts", "requant_parts",
-           "residual_parts", "activation_parts", "softmax_parts", "norm_parts",
+           "residual_parts", "activation_parts", "softmax_parts", "norm_parts", "dynquant_parts",
            "kvcache_parts", "gearbox_bill", "queue_bill", "fork_bill"]
 
 
@@ -166,6 +166,15 @@ def requant_parts(cfg, fam, in_bits=None):
                              table_lane=cfg.lanes if table else 0,
                              bias_lane=cfg.lanes if bias else 0),
              "multiply": Bill(dsp=dsp)}
+    if cfg.row_exponent or cfg.out_width != 8:
+        # the widened requant (the dynamic scheme): per lane, with a row exponent, the bias's
+        # barrel shift, the variable final shift (log2(e_max + 1) levels of 2:1 muxes each)
+        # and its rounding; with an int16 output a wider clamp and output register
+        levels = counter_bits(cfg.e_max + 1)
+        parts["wide_logic"] = logic_bill(
+            "requant_wide", fam,
+            exp_lane=cfg.lanes * levels if cfg.row_exponent else 0,
+            wide_lane=cfg.lanes * (cfg.out_width - 8) // 8)
     if table:
         # one word per beat: each lane's bias (if any) and multiplier (if they vary)
         ln, beats = cfg.lanes, cfg.beats
@@ -183,22 +192,34 @@ def requant_parts(cfg, fam, in_bits=None):
 @estimator("residual")
 def residual_parts(cfg, fam):
     mx, mr, _ = cfg.multipliers
-    dsp = const_multiplier_dsps(fam, 8, True, mx) + const_multiplier_dsps(fam, 8, True, mr)
-    return {"logic": logic_bill("residual", fam, lane=cfg.lanes),
-            "multiply": Bill(dsp=cfg.lanes * dsp)}
+    dsp = (const_multiplier_dsps(fam, cfg.x_width, True, mx)
+           + const_multiplier_dsps(fam, cfg.r_width, True, mr))
+    parts = {"logic": logic_bill("residual", fam, lane=cfg.lanes),
+             "multiply": Bill(dsp=cfg.lanes * dsp)}
+    wide = cfg.x_width + cfg.r_width + cfg.out_width - 24
+    if wide:
+        # int16 streams (the dynamic scheme): the products, the sum and the clamp widen
+        parts["wide_logic"] = logic_bill("residual_wide", fam, lane_bits=cfg.lanes * wide)
+    return parts
 
 
 @estimator("gelu", "silu")
 def activation_parts(cfg, fam):
-    table = map_memory(fam, rom_width(packed(cfg.lut, 8)), 256, rom=True,
+    table = map_memory(fam, rom_width(packed(cfg.lut, cfg.out_width)), 256, rom=True,
                        read_ports=cfg.lanes)
     # a table left in logic is the bulk of the block (its LUTs depend on its contents): its
     # lanes have their own coefficient
     soft = table.kind == "logic"
     name = "silu" if type(cfg).__name__ == "SiluConfig" else "gelu"
-    return {"logic": logic_bill(name, fam, soft_lane=cfg.lanes if soft else 0,
-                            block_lane=0 if soft else cfg.lanes),
-            "table": Bill(bram=table.bram, lut=table.lut if table.kind != "logic" else 0)}
+    parts = {"logic": logic_bill(name, fam, soft_lane=cfg.lanes if soft else 0,
+                                 block_lane=0 if soft else cfg.lanes),
+             "table": Bill(bram=table.bram, lut=table.lut if table.kind != "logic" else 0)}
+    if cfg.out_width != 8:
+        # int16 entries (the dynamic scheme): a table in logic twice as wide, wider outputs
+        parts["wide_logic"] = logic_bill(f"{name}_wide", fam,
+                                         soft_lane=cfg.lanes if soft else 0,
+                                         block_lane=0 if soft else cfg.lanes)
+    return parts
 
 
 def _records(fam, cfg, bits):
@@ -208,7 +229,7 @@ def _records(fam, cfg, bits):
 
 
 def _row_buffer(fam, cfg):
-    return map_memory(fam, cfg.lanes * 8, cfg.buffer_depth).bill()
+    return map_memory(fam, cfg.lanes * cfg.IN.width, cfg.buffer_depth).bill()
 
 
 def _keep_mults(fam, cfg):
@@ -245,46 +266,67 @@ def softmax_parts(cfg, fam):
 
 @estimator("layernorm", "rmsnorm")
 def norm_parts(cfg, fam):
-    from ...hw.blocks.norm import G_BITS, MANT_BITS, RSQRT_FRAC, RSQRT_TABLE, Y_BITS
-    ln, L = cfg.lanes, cfg.length
-    s2_width = (L * 128 * 128).bit_length()
-    g_t = 2 * (RSQRT_FRAC + 2) - (2 * RSQRT_FRAC - 16)
+    rs = cfg.rsqrt                      # the rsqrt unit and gamma width of the output's width
+    ln, L, w = cfg.lanes, cfg.length, cfg.in_width
+    s2_width = cfg.s2_width
+    g_t = 2 * (rs.frac + 2) - (2 * rs.frac - rs.t_frac)
     # c = L·x − S1 (layernorm); rmsnorm's c = L·x is x itself when L is a power of two (Yosys
     # drops the constant low bits and the sign copies), which can leave the top slice of
     # c·y1 below the family's minimum product width
     if cfg.CENTERED:
         c_bits = cfg.c_width
     else:
-        c_bits = 8 if L & (L - 1) == 0 else (128 * L).bit_length() + 1
-    lane = (multiplier_dsps(fam, 8, True, 8, True)                          # x²
-            + const_multiplier_dsps(fam, 8, True, L)                        # L·x
-            + multiplier_dsps(fam, c_bits, True, Y_BITS, False)             # c·y1
-            + multiplier_dsps(fam, cfg.n_width, True, G_BITS, True))        # n·G
+        c_bits = w if L & (L - 1) == 0 else (2 ** (w - 1) * L).bit_length() + 1
+    lane = (multiplier_dsps(fam, w, True, w, True)                          # x²
+            + const_multiplier_dsps(fam, w, True, L)                        # L·x
+            + multiplier_dsps(fam, c_bits, True, rs.y_bits, False)          # c·y1
+            + multiplier_dsps(fam, cfg.n_width, True, rs.g_bits, True))     # n·G
     fixed = (const_multiplier_dsps(fam, s2_width, False, L)                 # L·S2
              + (multiplier_dsps(fam, cfg.s1_width, True, cfg.s1_width, True)
                 if cfg.CENTERED else 0)                                     # S1²
-             + multiplier_dsps(fam, RSQRT_FRAC + 2, False, RSQRT_FRAC + 2, False)   # y0²
-             + multiplier_dsps(fam, g_t, False, MANT_BITS, False)           # m·y0²
-             + multiplier_dsps(fam, RSQRT_FRAC + 2, False, g_t + 2, True))  # y0·(3 − t)
+             + multiplier_dsps(fam, rs.frac + 2, False, rs.frac + 2, False)  # y0²
+             + multiplier_dsps(fam, g_t, False, rs.mant_bits, False)        # m·y0²
+             + multiplier_dsps(fam, rs.frac + 2, False, g_t + 2, True))     # y0·(3 − t)
     B = cfg.beats
-    rec_bits = cfg.s1_width + Y_BITS + counter_bits(cfg.v_width // 2 + 1) + 1
+    rec_bits = cfg.s1_width + rs.y_bits + counter_bits(cfg.v_width // 2 + 1) + 1
     parts = {
         "logic": logic_bill(cfg.KIND, fam, lane=ln, lane_log=ln * counter_bits(L),
                             log_length=counter_bits(L)),
         "multiply": Bill(dsp=ln * lane + fixed),
-        "rsqrt": map_memory(fam, rom_width(RSQRT_TABLE), len(RSQRT_TABLE), rom=True).bill(),
+        "rsqrt": map_memory(fam, rom_width(rs.table), len(rs.table), rom=True).bill(),
         "buffer": _row_buffer(fam, cfg),
         "records": _records(fam, cfg, rec_bits),
     }
     # gamma and beta tables, one word of lanes per beat: only their varying columns count (a
     # constant table, no gamma or no beta, is no memory at all)
-    for name, values, bits in (("gamma", cfg.gamma_q, G_BITS),
+    if cfg.in_width != 8 or cfg.out_width != 8:
+        # int16 rows (the dynamic scheme): the sums, the centring and the output stages widen
+        parts["wide_logic"] = logic_bill(
+            f"{cfg.KIND}_wide", fam, lane_bits=ln * (cfg.in_width + cfg.out_width - 16) // 8)
+    for name, values, bits in (("gamma", cfg.gamma_q, rs.g_bits),
                                ("beta", cfg.beta_q, cfg.beta_width)):
         width = sum(rom_width(packed((values[b * ln + j] for b in range(B)), bits))
                     for j in range(ln))
         if width:
             parts[name] = map_memory(fam, width, B, rom=True).bill()
     return parts
+
+
+@estimator("dynquant")
+def dynquant_parts(cfg, fam):
+    """Per-row quantisation (no multiplier): per lane a magnitude and a round-shift by the row
+    exponent, a max tree over the lanes, the running max and the exponent's comparators (the
+    fitted logic); the row buffer, the record queue and the exponent queue (two records of
+    the exponent and its row's flags, an Amaranth ``SyncFIFO``)."""
+    from ...hw.blocks.dynquant import EXP_QUEUE
+    ln, L = cfg.lanes, cfg.length
+    return {
+        "logic": logic_bill("dynquant", fam, lane_bits=ln * cfg.in_width,
+                            log_length=counter_bits(L)),
+        "buffer": _row_buffer(fam, cfg),
+        "records": _records(fam, cfg, cfg.e_width + 1),
+        "exponents": map_memory(fam, cfg.e_width + 2, EXP_QUEUE, async_read=True).bill(),
+    }
 
 
 @estimator("kvcache")

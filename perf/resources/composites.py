@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .blocks import (
     activation_parts,
+    dynquant_parts,
     estimator,
     fork_bill,
     gearbox_bill,
@@ -79,24 +80,38 @@ def _linear(cfg, name, fam):
 @estimator("gpt2-block", "bert-layer")
 def _layer(cfg, fam):
     """The layer as its RTL composes it (:mod:`llmloom.hw.layers.layer`, walking the
-    description): a part per stage, a queue per skip, a fork per tensor of several readers."""
-    from ...hw.layers.common import skip_depth
+    description): a part per stage, a queue per skip, a fork per tensor of several readers
+    (their beats as wide as the tensor: int16 on the dynamic scheme's residual stream); per
+    quant stage (the dynamic scheme) the row exponents to each linear stage reading it, a fork
+    when there are several and a queue each."""
+    from ...hw.layers.common import exponent_depth, skip_depth
     desc = cfg.description
-    beat = cfg.lanes * 8 + 2
+
+    def beat(tensor):
+        return cfg.lanes * cfg.width(tensor) + 2
+
     parts, queues, forks = {}, {}, Bill()
     for st in desc.stages:
         if st.kind == "linear":
             _sub(parts, st.name, _linear(cfg, st.name, fam))
         else:
             part = {"attention": attention_parts, "norm": norm_parts, "act": activation_parts,
-                    "residual": residual_parts}[st.kind]
+                    "residual": residual_parts, "quant": dynquant_parts}[st.kind]
             _sub(parts, st.name, part(cfg.stage_config(st.name), fam))
         if st.kind == "residual":
-            queues[f"skip_{st.name}"] = queue_bill(fam, beat, skip_depth(cfg, st))
+            # the skip: the residual's second input
+            queues[f"skip_{st.name}"] = queue_bill(fam, beat(st.inputs[1]), skip_depth(cfg, st))
+        if st.kind == "quant":
+            readers = [r for r, _ in desc.readers(st.output)]
+            e_beat = cfg.quant(st.name).e_width + 2
+            if len(readers) > 1:
+                forks = forks + fork_bill(len(readers))
+            for r in readers:
+                queues[f"exp_{r.name}"] = queue_bill(fam, e_beat, exponent_depth(cfg, r))
     for tensor in desc.tensors:
         readers = len(desc.readers(tensor)) + (tensor == desc.output)
         if readers > 1:
-            forks = forks + fork_bill(readers)
+            forks = forks + fork_bill(readers)      # taken-flags only, whatever the beat
     parts |= queues
     parts["forks"] = forks
     return parts

@@ -291,13 +291,73 @@ def test_fresh_checks_are_held_out():
         assert did not in fitted[target], f"{did} on {target} is a fitted design"
 
 
-def test_unfitted_widths_and_schemes_are_refused_not_guessed():
-    from llmloom.hw.blocks.residual import ResidualConfig
+def test_dynamic_scheme_is_estimated_from_its_parts():
+    """A dynamic layer is its stages' estimates plus the exponent plumbing: a DynQuant per
+    quant stage, a queue of row exponents per linear stage reading it (a fork where there are
+    several), its requants with the row exponent, and int16 skip queues."""
+    from llmloom.hw.layers.common import exponent_depth, skip_depth
     from llmloom.hw.layers.config import LayerConfig
+    from llmloom.perf.resources.blocks import dynquant_parts, queue_bill, requant_parts
+
+    cfg = FR.synthesized_config("gpt2-block", LayerConfig(arch="gpt2", scheme="dynamic"))
+    parts = R.estimate_parts("gpt2-block", cfg, "ecp5")
+    desc = cfg.description
+    quants = desc.of_kind("quant")
+    assert quants
+    for st in quants:
+        for key, bill in dynquant_parts(cfg.quant(st.name), R.family_of("ecp5")).items():
+            assert parts[f"{st.name}.{key}"] == bill
+        for reader, _ in desc.readers(st.output):
+            want = queue_bill(R.family_of("ecp5"), cfg.quant(st.name).e_width + 2,
+                              exponent_depth(cfg, reader))
+            assert parts[f"exp_{reader.name}"] == want
+            rq = requant_parts(cfg.requant(reader.name), R.family_of("ecp5"),
+                               cfg.linear(reader.name).acc_width)
+            assert "wide_logic" in rq and parts[f"{reader.name}.requant.wide_logic"] == \
+                rq["wide_logic"]
+    res = desc["residual1"]
+    assert parts["skip_residual1"] == queue_bill(R.family_of("ecp5"), cfg.lanes * 16 + 2,
+                                                 skip_depth(cfg, res))
+    static = R.estimate_block("gpt2-block", cfg.replace(scheme="static"), "ecp5")
+    dynamic = R.estimate_block("gpt2-block", cfg, "ecp5")
+    assert dynamic["lut"] > static["lut"] and dynamic["ff"] > static["ff"]
+
+
+_WIDE = ("in_width", "out_width", "x_width", "r_width")
+
+
+def _is_dynamic(block, values):
+    return (block == "dynquant" or values.get("row_exponent") or values.get("scheme") ==
+            "dynamic" or any(values.get(k, 8) != 8 for k in _WIDE))
+
+
+@pytest.mark.parametrize("target", list(FAMILY_TARGETS.values()))
+def test_dynamic_scheme_designs_held_to_their_baselines(target):
+    """The dynamic scheme's blocks (DynQuant, requants with a row exponent or an int16 output,
+    int16 residuals, norms and tables) are stored on every family, some held out, and each
+    is within the tolerances with its multipliers and block RAMs exact."""
+    fitted = FR.fitted_ids()[target]
+    designs = [(b, c) for b, c in _modelled(target) if _is_dynamic(b, c.to_dict())]
+    blocks = {b for b, _ in designs}
+    assert {"dynquant", "requant", "residual", "layernorm", "rmsnorm", "gelu", "silu"} <= blocks
+    assert any(design_id(b, c) not in fitted for b, c in designs), "nothing held out"
+    report = compare_estimates(designs, model_estimate, target, results=from_baselines(target))
+    for row in report.rows:
+        assert not row.problems, f"{row.design_id}: {row.problems}"
+        assert row.estimate["dsp"] == row.synth["dsp"], row.design_id
+        assert row.estimate["bram"] == row.synth["bram"], row.design_id
+
+
+def test_unfitted_widths_are_refused_not_guessed():
+    from llmloom.hw.blocks.dynquant import DynQuantConfig
+    from llmloom.hw.blocks.residual import ResidualConfig
     from llmloom.perf.errors import ConfigError as PerfConfigError
 
-    with pytest.raises(PerfConfigError, match="scheme=dynamic has no resource model yet"):
-        R.estimate_block("gpt2-block", LayerConfig(scheme="dynamic"), "ecp5")
-    with pytest.raises(PerfConfigError, match="x_width=16 has no resource model yet"):
-        R.estimate_block("residual", ResidualConfig(x_width=16), "ecp5")
-    assert R.estimate_block("residual", ResidualConfig(), "ecp5")["lut"] > 0
+    with pytest.raises(PerfConfigError, match="dynquant with in_width=12 has no resource "
+                                              "model yet"):
+        R.estimate_block("dynquant", DynQuantConfig(in_width=12), "ecp5")
+    with pytest.raises(PerfConfigError, match="out_width=4 has no resource model yet"):
+        R.estimate_block("dynquant", DynQuantConfig(out_width=4), "ecp5")
+    wide = R.estimate_block("residual", ResidualConfig(x_width=16, r_width=16, out_width=16),
+                            "ecp5")
+    assert wide["lut"] > R.estimate_block("residual", ResidualConfig(), "ecp5")["lut"]
