@@ -202,7 +202,8 @@ def plot_accuracy(report, path_or_file, fmt="png"):
         ax.plot(xs, db, marker="o", label=f"layer {layer['layer']}")
     ax.set_xticks(xs, report.tensors)
     ax.set_ylabel("SQNR vs float (dB)")
-    ax.set_title(f"{report.model} ({report.arch}), {report.tokens} tokens: error per tensor")
+    ax.set_title(f"{report.model} ({report.arch}, {report.scheme} scheme), {report.tokens} tokens: "
+                 "error per tensor")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=3)
     n = [layer["layer"] for layer in report.layers]
