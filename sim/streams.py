@@ -13,7 +13,7 @@ import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-__all__ = ["pack_rows", "unpack_rows", "Stalls", "STALL_KINDS", "NO_STALLS"]
+__all__ = ["pack_rows", "unpack_rows", "check_framing", "Stalls", "STALL_KINDS", "NO_STALLS"]
 
 
 def _data_geometry(layout):
@@ -81,6 +81,21 @@ def unpack_rows(layout, words, length):
     last = np.array([(w >> layout["last"].offset) & 1 for w in words], dtype=bool)
     end = np.array([(w >> layout["end"].offset) & 1 for w in words], dtype=bool)
     return vals, last, end
+
+
+def check_framing(last, end, per_row, tensor_rows=None):
+    """``AssertionError`` unless ``last`` (per beat, from :func:`unpack_rows`) is set on every
+    row's last beat (rows of ``per_row`` beats) and ``end`` on each tensor's last beat: of one
+    tensor, or of the tensors of ``tensor_rows`` rows each."""
+    want_last = np.zeros(len(last), dtype=bool)
+    want_last[per_row - 1::per_row] = True
+    want_end = np.zeros(len(end), dtype=bool)
+    if tensor_rows is None:
+        want_end[-1:] = True
+    else:
+        want_end[np.cumsum(tensor_rows) * per_row - 1] = True
+    if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
+        raise AssertionError("output framing (last/end bits) is wrong")
 
 
 STALL_KINDS = ("none", "pattern", "random")

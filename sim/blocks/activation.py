@@ -8,7 +8,7 @@ from ...hw.blocks.activation import Gelu, GeluConfig, Silu, SiluConfig
 from ...hw.numeric import INT8
 from ..golden.activation import activation_bitexact, activation_float
 from ..harness import TensorSpec, register
-from .requant import RowHarness, scale_of
+from .requant import RowHarness, infer_rows
 
 __all__ = ["GeluHarness", "SiluHarness"]
 
@@ -28,13 +28,7 @@ class _ActivationHarness(RowHarness):
     shape_fields = ("length", "x_scale", "out_scale")
 
     def infer(self, tensors):
-        out = {}
-        x = tensors.get("x")
-        if x is not None and getattr(x, "ndim", 0) == 2:
-            out["length"] = int(x.shape[1])
-        if "x_scale" in tensors:
-            out["x_scale"] = scale_of(tensors, "x_scale")
-        return out
+        return infer_rows(tensors)
 
     def prepare(self, cfg, tensors):
         return {"x": self.require_rows(tensors, "x", cfg.IN, cfg.length)}

@@ -10,22 +10,15 @@ from amaranth.hdl import unsigned
 from ...hw.blocks.dynquant import DynQuant, DynQuantConfig
 from ...hw.stream import row_layout
 from ..golden.dynquant import dynquant_bitexact
-from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
-from ..streams import pack_rows, unpack_rows
+from ..harness import Drive, TensorSpec, register
+from ..streams import check_framing, pack_rows, unpack_rows
+from .rowkernel import RowKernelHarness
 
 __all__ = ["DynQuantHarness"]
 
 
-def _framing_ok(last, end, per_row):
-    want_last = np.zeros(len(last), dtype=bool)
-    want_last[per_row - 1::per_row] = True
-    want_end = np.zeros(len(end), dtype=bool)
-    want_end[-1:] = True
-    return np.array_equal(last, want_last) and np.array_equal(end, want_end)
-
-
 @register
-class DynQuantHarness(BlockHarness):
+class DynQuantHarness(RowKernelHarness):
     name = "dynquant"
     summary = ("int16 rows → int8 rows and one power-of-two exponent per row (the smallest "
                "that fits the row's max |x|), rounded")
@@ -43,14 +36,8 @@ class DynQuantHarness(BlockHarness):
     shape_fields = ("length",)
 
     def infer(self, tensors):
-        x = tensors.get("x")
-        return {"length": int(np.shape(x)[1])} if x is not None and np.ndim(x) == 2 else {}
-
-    def prepare(self, cfg, tensors):
-        x = self.require_int(tensors, "x", cfg.IN, (None, cfg.length))
-        if x.shape[0] < 1:
-            raise TensorError("tensor 'x' has no rows; expected at least one")
-        return {"x": x}
+        # the rows' length only: the block has no scale (its output is in units of x)
+        return {k: v for k, v in super().infer(tensors).items() if k == "length"}
 
     def drive(self, cfg, tensors):
         x = tensors["x"]
@@ -61,8 +48,8 @@ class DynQuantHarness(BlockHarness):
         y, last, end = unpack_rows(row_layout(cfg.OUT.shape, cfg.lanes), beats["o_y"],
                                    cfg.length)
         e, e_last, e_end = unpack_rows(row_layout(unsigned(cfg.e_width), 1), beats["o_e"], 1)
-        if not (_framing_ok(last, end, cfg.beats) and _framing_ok(e_last, e_end, 1)):
-            raise AssertionError("output framing (last/end bits) is wrong")
+        check_framing(last, end, cfg.beats)
+        check_framing(e_last, e_end, 1)
         return self.outputs_of(cfg, y, e[:, 0])
 
     def outputs_of(self, cfg, y, e):

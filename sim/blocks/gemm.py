@@ -9,7 +9,7 @@ from ...hw.numeric import INT32, IntType
 from ...hw.stream import row_layout
 from ..golden.gemm import gemm_bitexact
 from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
-from ..streams import pack_rows, unpack_rows
+from ..streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["GemmHarness"]
 
@@ -55,12 +55,7 @@ class GemmHarness(BlockHarness):
         layout = row_layout(INT32.shape, cfg.cols)
         c, last, end = unpack_rows(layout, beats["o"], cfg.n)
         per_row = cfg.n_tiles
-        want_last = np.zeros(len(last), dtype=bool)
-        want_last[per_row - 1::per_row] = True
-        want_end = np.zeros(len(end), dtype=bool)
-        want_end[-1:] = True
-        if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
-            raise AssertionError("output framing (last/end bits) is wrong")
+        check_framing(last, end, per_row)
         return {"c": c.astype(np.int32)}
 
     def golden(self, cfg, tensors):

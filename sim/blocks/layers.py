@@ -41,7 +41,7 @@ from ..harness import (
     register,
 )
 from ..quantize import QuantizedLayer, calibrate, quantize_input, quantize_placeholder
-from ..streams import pack_rows, unpack_rows
+from ..streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "split_rows",
            "layer_golden", "layer_drive"]
@@ -110,12 +110,7 @@ def layer_collect(cfg, words, sizes):
     beat = _beat(cfg, cfg.description.output)
     per_row = cfg.d_model // cfg.lanes
     y, last, end = unpack_rows(beat, words, cfg.d_model)
-    want_last = np.zeros(len(last), dtype=bool)
-    want_last[per_row - 1::per_row] = True
-    want_end = np.zeros(len(end), dtype=bool)
-    want_end[np.cumsum(sizes) * per_row - 1] = True
-    if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
-        raise AssertionError("output framing (last/end bits) is wrong")
+    check_framing(last, end, per_row, sizes)
     return y.astype(_dtype(cfg, cfg.description.output))
 
 

@@ -14,9 +14,9 @@ from ...hw.numeric import INT8, QuantParams
 from ...hw.stream import row_layout
 from ..golden.requant import requant_bitexact, requant_float
 from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
-from ..streams import pack_rows, unpack_rows
+from ..streams import check_framing, pack_rows, unpack_rows
 
-__all__ = ["RequantHarness", "RowHarness", "scale_of", "calibrated_scale"]
+__all__ = ["RequantHarness", "RowHarness", "scale_of", "infer_rows", "calibrated_scale"]
 
 
 def scale_of(tensors, name):
@@ -28,6 +28,18 @@ def scale_of(tensors, name):
     if v.size == 1 and v.ndim <= 1 and np.issubdtype(v.dtype, np.number):
         return float(v.reshape(()))
     return v.tolist()
+
+
+def infer_rows(tensors, name="x"):
+    """What rows of tensor ``name`` and its scale ``<name>_scale`` tell of a row kernel's
+    config: ``length`` (the rows' width) and ``<name>_scale``, where given."""
+    out = {}
+    x = tensors.get(name)
+    if x is not None and getattr(x, "ndim", 0) == 2:
+        out["length"] = int(x.shape[1])
+    if f"{name}_scale" in tensors:
+        out[f"{name}_scale"] = scale_of(tensors, f"{name}_scale")
+    return out
 
 
 def calibrated_scale(reference, itype=INT8):
@@ -83,12 +95,7 @@ class RowHarness(BlockHarness):
     def collect(self, cfg, tensors, beats):
         layout = row_layout(cfg.OUT.shape, cfg.lanes)
         y, last, end = unpack_rows(layout, beats["o"], cfg.length)
-        want_last = np.zeros(len(last), dtype=bool)
-        want_last[cfg.beats - 1::cfg.beats] = True
-        want_end = np.zeros(len(end), dtype=bool)
-        want_end[-1:] = True
-        if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
-            raise AssertionError("output framing (last/end bits) is wrong")
+        check_framing(last, end, cfg.beats)
         return self.outputs_of(cfg, y)
 
     def outputs_of(self, cfg, y):

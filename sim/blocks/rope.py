@@ -13,7 +13,7 @@ from ...hw.stream import row_layout
 from ..golden.rope import rope_bitexact, rope_float
 from ..harness import ControlStreams, TensorError, TensorSpec, register
 from ..streams import pack_rows
-from .requant import RowHarness, scale_of
+from .requant import RowHarness, infer_rows
 
 __all__ = ["RopeHarness"]
 
@@ -40,13 +40,7 @@ class RopeHarness(RowHarness):
     shape_fields = ("length", "x_scale", "out_scale")
 
     def infer(self, tensors):
-        out = {}
-        x = tensors.get("x")
-        if x is not None and getattr(x, "ndim", 0) == 2:
-            out["length"] = int(x.shape[1])
-        if "x_scale" in tensors:
-            out["x_scale"] = scale_of(tensors, "x_scale")
-        return out
+        return infer_rows(tensors)
 
     def component(self, cfg):
         return ControlStreams(Rope(cfg), held=("pos",))

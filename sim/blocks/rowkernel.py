@@ -7,7 +7,7 @@ import numpy as np
 
 from ...hw.stream import row_layout
 from ..harness import BlockHarness, Drive, TensorError
-from ..streams import pack_rows, unpack_rows
+from ..streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["RowKernelHarness", "scalar_of"]
 
@@ -52,12 +52,7 @@ class RowKernelHarness(BlockHarness):
     def collect(self, cfg, tensors, beats):
         y, last, end = unpack_rows(row_layout(cfg.OUT.shape, cfg.lanes), beats["o"],
                                    cfg.length)
-        want_last = np.zeros(len(last), dtype=bool)
-        want_last[cfg.beats - 1::cfg.beats] = True
-        want_end = np.zeros(len(end), dtype=bool)
-        want_end[-1:] = True
-        if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
-            raise AssertionError("output framing (last/end bits) is wrong")
+        check_framing(last, end, cfg.beats)
         return self.outputs_of(cfg, y)
 
     def outputs_of(self, cfg, y):
