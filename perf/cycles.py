@@ -3,7 +3,7 @@
 This is the cross-check hook: tests in ``tests/perf`` hold these numbers against the cycles the
 RTL takes in simulation. The spatial model of a whole layer is built on them. Single blocks
 have closed forms here; attention and the composed layers (``gpt2-block``, ``bert-layer``,
-``llama-layer``) use the beat-level pipeline model of :mod:`llmloom.perf.pipeline`, whose stages
+``llama-block``) use the beat-level pipeline model of :mod:`llmloom.perf.pipeline`, whose stages
 reproduce these closed forms in isolation.
 """
 
@@ -171,7 +171,7 @@ def layer_timing(cfg, sizes):
     return timing(cfg, sizes)
 
 
-BLOCK_TIMING["gpt2-block"] = BLOCK_TIMING["bert-layer"] = BLOCK_TIMING["llama-layer"] = \
+BLOCK_TIMING["gpt2-block"] = BLOCK_TIMING["bert-layer"] = BLOCK_TIMING["llama-block"] = \
     layer_timing
 
 
@@ -193,7 +193,7 @@ def bert_layer_cycles(cfg, sizes):
     return layer_timing(cfg, sizes).cycles
 
 
-@predicts("llama-layer")
+@predicts("llama-block")
 def llama_layer_cycles(cfg, sizes):
     """Cycles of the LLaMA-class layer (``arch="llama"``) on tensors of ``sizes`` rows, as
     :func:`gpt2_block_cycles` (RoPE and the product are element-wise stages of their blocks'

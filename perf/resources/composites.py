@@ -133,7 +133,7 @@ def _mul(cfg, fam):
     return mul_parts(cfg, fam)
 
 
-@estimator("gpt2-block", "bert-layer", "llama-layer")
+@estimator("gpt2-block", "bert-layer", "llama-block")
 def _layer(cfg, fam):
     """The layer as its RTL composes it (:mod:`llmloom.hw.layers.layer`, walking the
     description): a part per stage, a queue per skip, a fork per tensor of several readers

@@ -12,15 +12,15 @@ from llmloom.perf.resources.mapping import family_of, multiplier_dsps
 def test_llama_layer_has_a_part_per_stage():
     cfg = LayerConfig(arch="llama", d_model=64, heads=4, kv_heads=2, d_ff=128, seq=32, lanes=4,
                       head_engines=2)
-    parts = estimate_parts("llama-layer", cfg, "xcup")
+    parts = estimate_parts("llama-block", cfg, "xcup")
     stages = {k.split(".")[0] for k in parts}
     assert {st.name for st in cfg.description.stages} <= stages
     assert {"skip_residual1", "skip_residual2", "forks"} <= stages
-    est = estimate_block("llama-layer", cfg, "xcup")
+    est = estimate_block("llama-block", cfg, "xcup")
     # a longer context: a bigger KV cache and RoPE tables
-    assert estimate_block("llama-layer", cfg.replace(seq=512), "xcup")["bram"] > est["bram"]
+    assert estimate_block("llama-block", cfg.replace(seq=512), "xcup")["bram"] > est["bram"]
     # the dynamic scheme: a quantiser before the down projection too
-    dyn = estimate_parts("llama-layer", cfg.replace(scheme="dynamic"), "xcup")
+    dyn = estimate_parts("llama-block", cfg.replace(scheme="dynamic"), "xcup")
     assert any(k.startswith("quant_p.") for k in dyn)
 
 
