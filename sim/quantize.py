@@ -42,7 +42,13 @@ and why:
     and 16 bits can spare two; the other tensors are int8 as above. The linear stages read
     the wide tensors through per-token quantisers (int8, a power-of-two exponent per row),
     whose exponents the re-quantisers undo. On MiniLM every layer's cosine is ≥ 0.997 on
-    held-out sentences.
+    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` too, and
+    its residual stream has 2× headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value
+    is the first token's massive activation (22 000 in layer 20, beside ~130 in every other
+    token), the same whatever the text to within +30 % (measured over four texts), so two
+    bits of headroom would cost the other tokens two bits of resolution for nothing (layer
+    20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
+    the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
   never reach the softmax's max or sum, so they must not widen its range).
 * **Softmax output**: fixed scale 1/255 (uint8; 255 is probability 1.0), set by the softmax
@@ -63,7 +69,7 @@ import numpy as np
 
 from ..hw.config import ConfigError
 from ..hw.layers.config import (
-    LINEARS,
+    DESCRIPTIONS,
     NORMS,
     ActScales,
     LayerConfig,
@@ -78,15 +84,15 @@ from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "SCALE_SPREAD_BITS", "STREAM_HEADROOM"]
+           "SCALE_SPREAD_BITS", "STREAM_HEADROOM", "STREAM_HEADROOMS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = 12
 #: The dynamic scheme's wide tensors are calibrated to this many times the calibration's
 #: largest magnitude (two of int16's bits spent on inputs that reach further).
 STREAM_HEADROOM = 4
-_W = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "f1": "w1", "f2": "w2"}
-_B = {"q": "bq", "k": "bk", "v": "bv", "o": "bo", "f1": "b1", "f2": "b2"}
+#: Architectures whose wide tensors take another headroom (see the module text).
+STREAM_HEADROOMS = {"llama": 2}
 
 
 def calibrate_scale(t, bits=8, headroom=1.0):
@@ -159,44 +165,64 @@ def calibrate(cfg, float_weights, x_calib):
     ----------
     cfg : LayerConfig
         The hardware: arch, dimensions, parallelism, eps, rounding (numbers it has are
-        replaced). The weights' dimensions must be its ``d_model`` and ``d_ff``.
+        replaced). Each weight matrix must have the shape its linear stage has in ``cfg``.
     float_weights : dict or path
-        Canonical float weights (``wq bq ... ln2_b``, ``x @ W`` orientation), or a
-        ``.safetensors``/``.npz`` file of one layer under Hugging Face names.
+        Canonical float weights (``wq bq ... ln2_b``, ``x @ W`` orientation; LLaMA: ``ln1_g wq
+        wk wv wo ln2_g w_gate w_up w_down``, a bias or a norm offset that is not there is
+        zero), or a ``.safetensors``/``.npz`` file of one GPT-2 or BERT layer under Hugging
+        Face names.
     x_calib : float array, rows × d_model
         Calibration input of the float layer (any rows: not the layer's ``seq``).
 
     Returns a :class:`QuantizedLayer`. The int8 weights, scales and biases are the same for
-    every engine and array size: only ``arch``, ``heads``, ``eps`` and ``rounding``'s effect
-    on the float reference shape them.
+    every engine and array size: only ``arch``, ``heads``, ``kv_heads``, ``rope_base``,
+    ``eps`` and ``rounding``'s effect on the float reference shape them.
     """
     w = float_weights if isinstance(float_weights, dict) else load_layer_weights(
         float_weights, cfg.arch)
-    got = tuple(np.shape(w["w1"]))
-    if got != (cfg.d_model, cfg.d_ff):
-        raise ConfigError(f"the weights have d_model={got[0]}, d_ff={got[1]}; the config "
-                          f"d_model={cfg.d_model}, d_ff={cfg.d_ff}")
+    linears = cfg.description.of_kind("linear")
+    for st in linears:
+        got, want = tuple(np.shape(w[st.weight])), cfg.linear_shape(st.name)
+        if got != want:
+            raise ConfigError(f"weight {st.weight} is {'×'.join(map(str, got))}; the config "
+                              f"(d_model={cfg.d_model}, d_ff={cfg.d_ff}, kv_heads="
+                              f"{cfg.kv_heads_value}) needs {want[0]}×{want[1]}")
     x_calib = np.asarray(x_calib, np.float64)
     if x_calib.ndim != 2 or x_calib.shape[1] != cfg.d_model or x_calib.shape[0] < 1:
         raise ValueError(f"x_calib has shape {x_calib.shape}; expected rows×{cfg.d_model}")
-    trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps)
+    trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps,
+                              kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     act = {}
-    for name in ("x", "n1", "q", "k", "v", "attn", "o", "r1", "n2", "u", "g", "f", "r2"):
+    for name in cfg.scale_names:
+        if name == "score":
+            act[name] = calibrate_scale(trace["scores"][:, trace["keep"]])
+            continue
         bits = cfg.width(name)
-        act[name] = calibrate_scale(trace[name], bits, STREAM_HEADROOM if bits > 8 else 1.0)
-    act["score"] = calibrate_scale(trace["scores"][:, trace["keep"]])
+        headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if bits > 8 else 1.0
+        act[name] = calibrate_scale(trace[name], bits, headroom)
     mats, params = {}, {}
-    for name in LINEARS:
-        q, s_w = quantize_weight(w[_W[name]])
-        s_in = act[cfg.description.base(cfg.linear_io(name)[0])]
-        mats[_W[name]] = q
-        params[name] = LinearParams(w_scale=tuple(float(v) for v in s_w),
-                                    bias=_bias(name, w[_B[name]], s_in * s_w))
+    for st in linears:
+        q, s_w = quantize_weight(w[st.weight])
+        s_in = act[cfg.description.base(st.inputs[0])]
+        mats[st.weight] = q
+        bias = w.get(st.bias, np.zeros(q.shape[1]))     # LLaMA: no biases
+        params[st.name] = LinearParams(w_scale=tuple(float(v) for v in s_w),
+                                       bias=_bias(st.name, bias, s_in * s_w))
     for name in NORMS:
+        beta = w.get(f"{name}_b")                       # rmsnorm: a gain only
         params[name] = NormParams(gamma=tuple(map(float, w[f"{name}_g"])),
-                                  beta=tuple(map(float, w[f"{name}_b"])))
+                                  beta=None if beta is None else tuple(map(float, beta)))
     cfg = cfg.replace(numbers=LayerNumbers(scales=ActScales(**act), **params))
     return QuantizedLayer(cfg, LayerWeights(**mats).check(cfg), w)
+
+
+def _ffn_dims(w, arch):
+    """``(d_model, d_ff)`` of float weights: the shape of the description's first linear stage
+    into ``d_ff`` (GPT-2, BERT ``w1``; LLaMA ``w_gate``)."""
+    if arch not in DESCRIPTIONS:
+        raise ConfigError(f"arch={arch!r} is not allowed; allowed: {' | '.join(DESCRIPTIONS)}")
+    st = next(st for st in DESCRIPTIONS[arch].of_kind("linear") if st.features == "d_ff")
+    return tuple(np.shape(w[st.weight]))
 
 
 def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, eps=None,
@@ -208,21 +234,22 @@ def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, ep
     ----------
     float_weights, x_calib
         As :func:`calibrate`'s.
-    arch : "gpt2" | "bert"
+    arch : "gpt2" | "bert" | "llama"
     heads : int
     seq : int, optional
         GPT-2: the KV cache capacity; BERT: the sequence length. Default: ``x_calib``'s rows.
     lanes, eps, rounding, **parallelism
         :class:`~llmloom.hw.layers.config.LayerConfig` fields (``engine``, ``linear_rows``,
-        ``qk_cols``...), passed through: they shape the hardware, not the numbers (the int8
-        weights, scales and biases are the same for every engine and array size).
+        ``qk_cols``..., and LLaMA's ``kv_heads``, ``rope_base``), passed through: the
+        parallelism shapes the hardware, not the numbers (the int8 weights, scales and biases
+        are the same for every engine and array size).
 
     Returns ``(cfg, weights, input_scale)``: the calibrated LayerConfig, the int8
     LayerWeights, and the scale to quantise inputs with (:func:`quantize_input`).
     """
     w = float_weights if isinstance(float_weights, dict) else load_layer_weights(
         float_weights, arch)
-    d_model, d_ff = w["w1"].shape
+    d_model, d_ff = _ffn_dims(w, arch)
     x_calib = np.asarray(x_calib, np.float64)
     if x_calib.ndim != 2 or x_calib.shape[1] != d_model or x_calib.shape[0] < 1:
         raise ValueError(f"x_calib has shape {x_calib.shape}; expected rows×{d_model}")
@@ -240,12 +267,16 @@ def quantize_placeholder(cfg):
     numbers (``llmloom verilog`` without weights, lint, naming and synthesis checks). The same
     ``cfg`` gives the same layer."""
     rng = np.random.default_rng(0)
-    d, f = cfg.d_model, cfg.d_ff
-    fw = {n: rng.normal(0.0, d ** -0.5, (d, d)) for n in ("wq", "wk", "wv", "wo")}
-    fw.update(w1=rng.normal(0.0, d ** -0.5, (d, f)), w2=rng.normal(0.0, f ** -0.5, (f, d)),
-              b1=np.zeros(f))
-    fw.update({b: np.zeros(d) for b in ("bq", "bk", "bv", "bo", "b2", "ln1_b", "ln2_b")})
-    fw.update(ln1_g=np.ones(d), ln2_g=np.ones(d))
+    d = cfg.d_model
+    fw = {}
+    for st in cfg.description.of_kind("linear"):
+        k, n = cfg.linear_shape(st.name)
+        fw[st.weight] = rng.normal(0.0, k ** -0.5, (k, n))
+        fw[st.bias] = np.zeros(n)
+    for name in NORMS:
+        fw[f"{name}_g"] = np.ones(d)
+        if cfg.description.norm == "layernorm":
+            fw[f"{name}_b"] = np.zeros(d)
     return calibrate(cfg, fw, rng.normal(0.0, 1.0, (cfg.seq, d)))
 
 
@@ -264,7 +295,8 @@ def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **qu
     cfg, weights, x_scale = quantize_layer(float_weights, x if x_calib is None else x_calib,
                                            arch, heads, **quantize_kw)
     y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale, cfg.width("x")))
-    y_float = layer_float(x, float_weights, arch, heads)
+    y_float = layer_float(x, float_weights, arch, heads, eps=cfg.eps,
+                          kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     y_deq = dequantize(y_int, cfg.y_scale)
     err = float(np.max(np.abs(y_deq - y_float)))
     return {"cosine": cosine(y_deq, y_float), "max_abs_error": err,

@@ -8,10 +8,13 @@ of one row at ``pos``) the block works in three phases:
    ``d_model``. The phase ends when all three streams have carried their ``end`` beat.
 2. **Heads**, ``head_engines`` (E) at once in ``head_rounds = heads / E`` rounds. Engine ``e``
    owns the contiguous head group ``e·R .. e·R + R − 1`` (R = ``head_rounds``), i.e. the
-   features ``e·d_model/E ..`` of Q, K, V and the output, and computes head ``e·R + r`` in
-   round ``r``. Each engine has its own :class:`~.kvcache.KvCache` (the cache banked by head
-   group: an input beat lies in one head, so it is routed whole to its group's cache, and each
-   bank is the cache of a ``d_model/E``-wide, R-head attention), its own bank of the Q buffer
+   features ``e·d_model/E ..`` of Q and the output and ``e·kv_width/E ..`` of K and V (with
+   grouped-query attention, ``kv_heads/E`` KV heads: those its query heads read, query head
+   ``h`` reading KV head ``h // kv_group``; E divides ``kv_heads``), and computes head
+   ``e·R + r`` in round ``r``. Each engine has its own :class:`~.kvcache.KvCache` (the cache
+   banked by head group: an input beat lies in one head, so it is routed whole to its
+   group's cache, and each bank is the cache of a ``d_model/E``-wide, R-head attention), its
+   own bank of the Q buffer
    and of the head-output buffer, and its own copy of the blocks of one head. In a round
    every engine's cache reads K_hᵀ into its Q·Kᵀ :class:`~.gemm.Gemm` and V_h into its P·V
    one through their ``weight`` streams; once both are loaded (so that no activation ever
@@ -117,8 +120,9 @@ class Attention(wiring.Component):
     Members
     -------
     q, k, v : In(stream.Signature(row_layout(signed(8), lanes)))
-        The tensor's rows (``d_model / lanes`` beats each, beats counted), ``end`` on the
-        last beat of each; the three carry the same number of rows ``l``. K and V rows are
+        The tensor's rows (``d_model / lanes`` beats each for q, ``kv_width / lanes`` for k
+        and v; beats counted), ``end`` on the last beat of each; the three carry the same
+        number of rows ``l``. K and V rows are
         appended to the cache at positions ``pos ..``; a chunk that would pass ``seq`` is
         refused (ready stays low) and raises ``overflow``.
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
@@ -174,8 +178,10 @@ class Attention(wiring.Component):
         LN, S, E, R = cfg.lanes, cfg.seq, cfg.head_engines, cfg.head_rounds
         EB = cfg.engine_width // LN      # beats per row of one engine's head group
         HB = cfg.d_head // LN            # beats per head's columns
+        KB = cfg.kv_width // E // LN     # beats per K or V row of one engine's KV heads
         beat_shape = data.ArrayLayout(INT8.shape, LN)
-        cache_cfg = KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=R)
+        cache_cfg = KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=R,
+                                                  kv_heads=cfg.kv_heads // E)
 
         pos = Signal(range(S + 1))
         rows = Signal(range(S + 1))      # l, rows of the current tensor
@@ -186,9 +192,10 @@ class Attention(wiring.Component):
         head_base = Signal(range(R * HB + 1))      # rnd·HB: the head's beats in a group row
         m.d.comb += self.pos.eq(pos)
 
-        def splitter(take):
+        def splitter(take, EB=EB):
             """The engine (``bank``) and the beat within that engine's group (``sub``) of a row
-            stream's current beat, and whether it is the row's last; advanced on ``take``."""
+            stream's current beat (``EB`` beats per group), and whether it is the row's last;
+            advanced on ``take``."""
             bank, sub, row_end = Signal(_counter(E)), Signal(_counter(EB)), Signal()
             m.d.comb += row_end.eq((sub == EB - 1) & (bank == E - 1))
             with m.If(take):
@@ -208,7 +215,7 @@ class Attention(wiring.Component):
         splitters = []
         for port, done, name in ((self.k, k_done, "k"), (self.v, v_done, "v")):
             open_ = phase_in & ~done
-            bank, _, _ = split = splitter(port.valid & port.ready)
+            bank, _, _ = split = splitter(port.valid & port.ready, KB)
             splitters.append(split)
             for e, en in enumerate(engines):
                 dst = getattr(en.cache, name)

@@ -7,7 +7,11 @@ Attention is not a block of its own arithmetic: per head it is the composition
         ─▶ out_requant (int8 at out_scale)
 
 and the heads' outputs are concatenated along the features (head h owns columns
-``h·d_head .. (h+1)·d_head − 1`` of Q, K, V and of the output). :class:`AttentionConfig`
+``h·d_head .. (h+1)·d_head − 1`` of Q and of the output). **Grouped-query attention**
+(``kv_heads`` < ``heads``, LLaMA-class models): K and V have ``kv_heads`` heads
+(``kv_width = kv_heads·d_head`` features, the KV cache holds those), and query head ``h``
+reads KV head ``h // (heads / kv_heads)``; ``kv_heads = heads`` (``0``, the default) is
+multi-head attention, where head h owns the same columns of Q, K and V. :class:`AttentionConfig`
 derives the exact configuration of each of those blocks; the bit-exact golden model
 (:func:`llmloom.sim.golden.attention.attention_bitexact`) and the RTL are built from them, so
 every constant (multipliers, exp table, reciprocal) is shared and nothing is re-derived.
@@ -69,6 +73,8 @@ class AttentionConfig(BlockConfig):
 
     d_model: int = spec(64, Range(1, 65536), "model width d (features of Q, K, V and output)")
     heads: int = spec(4, Range(1, 4096), "attention heads h; divides d_model")
+    kv_heads: int = spec(0, Range(0, 4096), "K and V heads (grouped-query attention: query "
+                         "head h reads KV head h // (heads/kv_heads)); divides heads; 0: heads")
     seq: int = spec(64, Range(1, MAX_LENGTH), "maximum context length: the score row length "
                     "and the KV cache capacity in positions")
     causal: bool = spec(False, None, "mask keys after each query's position (GPT-2); "
@@ -99,6 +105,13 @@ class AttentionConfig(BlockConfig):
         if self.heads % self.head_engines:
             raise ConfigError(f"head_engines={self.head_engines} does not divide "
                               f"heads={self.heads}; allowed: a divisor of heads")
+        if self.heads % self.kv_heads_value:
+            raise ConfigError(f"kv_heads={self.kv_heads} does not divide heads={self.heads}; "
+                              "allowed: a divisor of heads, or 0 (= heads)")
+        if self.kv_heads_value % self.head_engines:
+            raise ConfigError(f"head_engines={self.head_engines} does not divide "
+                              f"kv_heads={self.kv_heads_value}; allowed: a divisor of kv_heads "
+                              "(each engine holds the KV heads of its query heads)")
         if self.d_head % self.lanes:
             raise ConfigError(f"lanes={self.lanes} does not divide d_head={self.d_head} "
                               f"(d_model/heads); allowed: a divisor of d_head")
@@ -114,6 +127,22 @@ class AttentionConfig(BlockConfig):
     @property
     def d_head(self):
         return self.d_model // self.heads
+
+    @property
+    def kv_heads_value(self):
+        """The KV heads in use: ``kv_heads``, or ``heads`` (0: multi-head attention)."""
+        return self.kv_heads or self.heads
+
+    @property
+    def kv_group(self):
+        """Query heads per KV head, ``heads / kv_heads``: query head h reads KV head
+        ``h // kv_group``."""
+        return self.heads // self.kv_heads_value
+
+    @property
+    def kv_width(self):
+        """Features of a K or V row: ``kv_heads·d_head`` (``d_model`` without grouping)."""
+        return self.kv_heads_value * self.d_head
 
     @property
     def head_rounds(self):
@@ -153,8 +182,8 @@ class AttentionConfig(BlockConfig):
 
     @property
     def kv_cache_bytes(self):
-        """On-chip K and V storage: ``seq`` positions of ``d_model`` int8 each, twice."""
-        return 2 * self.seq * self.d_model
+        """On-chip K and V storage: ``seq`` positions of ``kv_width`` int8 each, twice."""
+        return 2 * self.seq * self.kv_width
 
     # The blocks of one head -----------------------------------------------------------------
     @property

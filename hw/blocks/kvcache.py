@@ -19,6 +19,12 @@ so that each of those words is one memory read:
   ``pv_cols``, which divides ``d_head``, or ``pv_cols`` = ``lanes``) and up to ``lanes`` cycles
   otherwise. That is the cost of reading V_h at one word per cycle for any array width.
 
+**Grouped-query attention** (``kv_heads`` < ``heads``): the rows appended are ``kv_width =
+kv_heads·d_head`` wide (the cache holds ``kv_heads`` heads) and a read request names a query
+head ``h``, which reads KV head ``h // (heads / kv_heads)``; every size above is then that of
+``kv_width`` (``d_model/lanes`` becomes ``kv_width/lanes``, ``heads`` in the V words
+``kv_heads``).
+
 Positions at or beyond the length at the time of a read request read as zero, so a readout is
 exactly the zero-padded weight matrix the golden model (:mod:`llmloom.sim.golden.kvcache`)
 builds. Appending beyond ``seq`` is an error, never a wrap: the input is refused (``ready``
@@ -53,6 +59,9 @@ class KvCacheConfig(BlockConfig):
 
     d_model: int = spec(64, Range(1, 65536), "model width d (features of each K and V row)")
     heads: int = spec(4, Range(1, 4096), "attention heads h; divides d_model")
+    kv_heads: int = spec(0, Range(0, 4096), "K and V heads held (grouped-query attention: a "
+                         "read of query head h reads KV head h // (heads/kv_heads)); divides "
+                         "heads; 0: heads")
     seq: int = spec(64, Range(1, MAX_LENGTH), "capacity in positions")
     lanes: int = spec(4, Range(1, 64), "elements per beat of the k and v inputs; divides "
                       "d_head")
@@ -63,6 +72,9 @@ class KvCacheConfig(BlockConfig):
         if self.d_model % self.heads:
             raise ConfigError(f"heads={self.heads} does not divide d_model={self.d_model}; "
                               "allowed: a divisor of d_model")
+        if self.heads % self.kv_heads_value:
+            raise ConfigError(f"kv_heads={self.kv_heads} does not divide heads={self.heads}; "
+                              "allowed: a divisor of heads, or 0 (= heads)")
         if self.d_head % self.lanes:
             raise ConfigError(f"lanes={self.lanes} does not divide d_head={self.d_head} "
                               "(d_model/heads); allowed: a divisor of d_head")
@@ -70,8 +82,9 @@ class KvCacheConfig(BlockConfig):
     @classmethod
     def of(cls, attention):
         """The cache of an :class:`~llmloom.hw.blocks.attention_config.AttentionConfig`."""
-        return cls(d_model=attention.d_model, heads=attention.heads, seq=attention.seq,
-                   lanes=attention.lanes, qk_cols=attention.qk_cols, pv_cols=attention.pv_cols)
+        return cls(d_model=attention.d_model, heads=attention.heads,
+                   kv_heads=attention.kv_heads, seq=attention.seq, lanes=attention.lanes,
+                   qk_cols=attention.qk_cols, pv_cols=attention.pv_cols)
 
     # Derived sizes -----------------------------------------------------------------------------
     @property
@@ -79,9 +92,24 @@ class KvCacheConfig(BlockConfig):
         return self.d_model // self.heads
 
     @property
+    def kv_heads_value(self):
+        """The KV heads held: ``kv_heads``, or ``heads`` (0)."""
+        return self.kv_heads or self.heads
+
+    @property
+    def kv_group(self):
+        """Query heads per KV head: query head h reads KV head ``h // kv_group``."""
+        return self.heads // self.kv_heads_value
+
+    @property
+    def kv_width(self):
+        """Features of an appended K or V row: ``kv_heads·d_head``."""
+        return self.kv_heads_value * self.d_head
+
+    @property
     def beats(self):
         """Input beats per K or V row."""
-        return self.d_model // self.lanes
+        return self.kv_width // self.lanes
 
     @property
     def pos_tiles(self):
@@ -148,12 +176,13 @@ class KvCache(wiring.Component):
     Members
     -------
     k, v : In(stream.Signature(row_layout(signed(8), lanes)))
-        One row per token, in position order, ``d_model / lanes`` beats each (beats are
+        One row per token, in position order, ``kv_width / lanes`` beats each (beats are
         counted; ``last`` and ``end`` are not read). K and V are appended independently; a K
         beat is taken every cycle, a V beat in ``v_row_cycles / beats`` cycles on average.
         Refused (``ready`` low) once ``seq`` positions are held.
     rd : In(stream.Signature(row_layout(unsigned(head_bits), 1)))
-        Read requests, ``data[0]`` the head h. Taken when both readouts are idle; the
+        Read requests, ``data[0]`` the (query) head h, which reads KV head
+        ``h // kv_group``. Taken when both readouts are idle; the
         readouts then use the K and V lengths of that cycle.
     o_kt : Out(stream.Signature(row_layout(signed(8), qk_cols)))
         K_hᵀ: ``d_head`` rows (features) of ``pos_tiles`` beats of ``qk_cols`` positions,
@@ -200,7 +229,8 @@ class KvCache(wiring.Component):
         m = Module()
         C, PC, DB, PT, DT = cfg.qk_cols, cfg.pv_cols, cfg.beats, cfg.pos_tiles, cfg.head_tiles
         LN, S, dh = cfg.lanes, cfg.seq, cfg.d_head
-        WPP = cfg.heads * DT                       # V words per position
+        KH, G = cfg.kv_heads_value, cfg.kv_group
+        WPP = KH * DT                              # V words per position
 
         k_len = Signal(range(S + 1))
         v_len = Signal(range(S + 1))
@@ -268,13 +298,22 @@ class KvCache(wiring.Component):
         # ---- read requests -----------------------------------------------------------------
         k_active = Signal()
         v_active = Signal()
-        head_fb = Signal(range(cfg.heads * (dh // LN) + 1))    # h·d_head/lanes
+        head_fb = Signal(range(KH * (dh // LN) + 1))           # h·d_head/lanes
         head_vw = Signal(range(WPP + 1))                       # h·head_tiles
         rd_klen = Signal(range(S + 1))
         rd_vlen = Signal(range(S + 1))
         m.d.comb += self.rd.ready.eq(~k_active & ~v_active)
+        h = self.rd.payload.data[0]
+        if G > 1:
+            # the KV head of query head h: h // G, a table of the heads
+            h, qh = Signal(_counter(KH), name="kv_head"), h
+            with m.Switch(qh):
+                for n in range(cfg.heads - 1):
+                    with m.Case(n):
+                        m.d.comb += h.eq(n // G)
+                with m.Default():
+                    m.d.comb += h.eq(KH - 1)
         with m.If(self.rd.valid & self.rd.ready):
-            h = self.rd.payload.data[0]
             m.d.sync += [k_active.eq(1), v_active.eq(1), head_fb.eq(h * (dh // LN)),
                          head_vw.eq(h * DT), rd_klen.eq(k_len), rd_vlen.eq(v_len)]
 

@@ -28,7 +28,7 @@ BERT = LayerDescription(
         Stage("o", "linear", ("attn",), "o", params="o", weight="wo"),
         Stage("residual1", "residual", ("o", "x"), "r1"),
         Stage("norm1", "norm", ("r1",), "n1", params="ln1"),
-        Stage("f1", "linear", ("n1",), "u", params="f1", weight="w1"),
+        Stage("f1", "linear", ("n1",), "u", params="f1", weight="w1", features="d_ff"),
         Stage("gelu", "act", ("u",), "g"),
         Stage("f2", "linear", ("g",), "f", params="f2", weight="w2"),
         Stage("residual2", "residual", ("f", "n1"), "r2"),

@@ -12,6 +12,12 @@ followed by a :class:`RequantConfig` with a **per-output-channel** accumulator s
 ``s_in · w_scale[c]`` and the int32 bias ``round(b[c] / (s_in · w_scale[c]))``. Residual
 adds take the branch as ``x`` (main path) and the skip as ``r``.
 
+A layer's numbers follow its description: :class:`ActScales` has one scale per tensor of any
+architecture's description, and a layer gives those of its own (the others are ``None``);
+:class:`LayerNumbers` and :class:`LayerWeights` likewise hold the linear stages' constants and
+matrices of the layer's own linear stages (``q k v o f1 f2`` for GPT-2 and BERT, ``q k v o
+gate up down`` for LLaMA), and :class:`LayerConfig` checks that they are exactly those.
+
 What lives where: :class:`LayerConfig` is what the hardware *is* — architecture, dimensions,
 parallelism, rounding — and optionally its *numbers*, :class:`LayerNumbers`: the activation
 scales, per-channel weight scales and int32 biases (the re-quantisers' per-channel ROMs and
@@ -33,34 +39,44 @@ import numbers
 
 import numpy as np
 
-from ..blocks.activation import GeluConfig
+from ..blocks.activation import GeluConfig, SiluConfig
 from ..blocks.attention_config import AttentionConfig
 from ..blocks.dynquant import DynQuantConfig
 from ..blocks.gemm_config import GemmConfig
 from ..blocks.gemv import GemvConfig
-from ..blocks.norm import LayerNormConfig
+from ..blocks.mul import MulConfig
+from ..blocks.norm import LayerNormConfig, RMSNormConfig
 from ..blocks.requant import ROUNDINGS, RequantConfig, check_scale, check_scales
 from ..blocks.residual import ResidualConfig
+from ..blocks.rope import RopeConfig
 from ..blocks.rowkernel import MAX_LENGTH, check_vector
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT32
 from .bert import BERT
 from .description import SCHEMES
 from .gpt2 import GPT2
+from .llama import LLAMA
 
-__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "NORMS",
-           "nominal_constants", "ActScales", "LinearParams", "NormParams", "LayerNumbers",
-           "LayerConfig", "LayerWeights"]
+__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "ALL_LINEARS", "NORMS",
+           "WEIGHTS", "nominal_constants", "ActScales", "LinearParams", "NormParams",
+           "LayerNumbers", "LayerConfig", "LayerWeights"]
 
 #: The architectures: name → its layer's description.
-DESCRIPTIONS = {d.arch: d for d in (GPT2, BERT)}
+DESCRIPTIONS = {d.arch: d for d in (GPT2, BERT, LLAMA)}
 ARCHS = tuple(DESCRIPTIONS)
-#: Layernorm epsilon of each architecture (Hugging Face defaults).
+#: Norm epsilon of each architecture (Hugging Face defaults).
 LN_EPS = {arch: d.eps for arch, d in DESCRIPTIONS.items()}
-#: The linear stages (each one a :class:`LinearParams` field of :class:`LayerNumbers`).
+#: The linear stages of GPT-2 and BERT (a layer's own: :attr:`LayerConfig.linears`).
 LINEARS = tuple(st.name for st in GPT2.of_kind("linear"))
-assert all(tuple(st.name for st in d.of_kind("linear")) == LINEARS
-           for d in DESCRIPTIONS.values())
+assert tuple(st.name for st in BERT.of_kind("linear")) == LINEARS
+#: Every architecture's linear stages (each one a :class:`LinearParams` field of
+#: :class:`LayerNumbers`), in order of first appearance.
+ALL_LINEARS = tuple(dict.fromkeys(st.name for d in DESCRIPTIONS.values()
+                                  for st in d.of_kind("linear")))
+#: A linear stage's weight matrix (:class:`LayerWeights` field), the same in every description.
+WEIGHTS = {st.name: st.weight for d in DESCRIPTIONS.values() for st in d.of_kind("linear")}
+assert all(WEIGHTS[st.name] == st.weight for d in DESCRIPTIONS.values()
+           for st in d.of_kind("linear"))
 #: The norms (each one a :class:`NormParams` field of :class:`LayerNumbers`).
 NORMS = tuple(st.params for st in GPT2.of_kind("norm"))
 assert all(tuple(st.params for st in d.of_kind("norm")) == NORMS for d in DESCRIPTIONS.values())
@@ -69,36 +85,54 @@ ENGINES = ("gemm", "gemv")
 
 
 def _scale_field(doc):
-    return dataclasses.field(metadata={"allowed": None, "doc": doc})
+    return dataclasses.field(default=None, metadata={"allowed": None, "doc": doc})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ActScales:
-    """The per-tensor scale of every int8 activation of the layer (real = int · scale).
+    """The per-tensor scale of every activation of the layer (real = int · scale): one field
+    per tensor of any architecture's description, plus ``score``; a layer gives those of its
+    own description's tensors (:meth:`LayerConfig.scale_names`) and leaves the others
+    ``None``.
 
-    ``y`` (the layer output) is ``r2`` for GPT-2 and ``n2`` for BERT
-    (:attr:`LayerConfig.y_scale`). The probabilities' scale is fixed (1/255), not listed.
+    ``y`` (the layer output) is ``r2`` for GPT-2 and LLaMA and ``n2`` for BERT
+    (:attr:`LayerConfig.y_scale`). The probabilities' scale is fixed (1/255), not listed; a
+    ``quant`` stage's output is at its input's scale times each row's ``2**e``, not listed.
     """
 
-    x: float = _scale_field("layer input")
-    n1: float = _scale_field("LN1 output (GPT-2: before attention; BERT: after residual 1)")
-    q: float = _scale_field("queries")
-    k: float = _scale_field("keys (and the K cache)")
-    v: float = _scale_field("values (and the V cache)")
-    score: float = _scale_field("attention scores q·kᵀ/sqrt(d_head), softmax input")
-    attn: float = _scale_field("attention output (all heads)")
-    o: float = _scale_field("output projection")
-    r1: float = _scale_field("first residual sum")
-    n2: float = _scale_field("LN2 output (GPT-2: before the FFN; BERT: the layer output)")
-    u: float = _scale_field("FFN1 output (GELU input)")
-    g: float = _scale_field("GELU output")
-    f: float = _scale_field("FFN2 output")
-    r2: float = _scale_field("second residual sum (GPT-2: the layer output)")
+    x: float | None = _scale_field("layer input")
+    n1: float | None = _scale_field("norm1 output (GPT-2, LLaMA: before attention; BERT: "
+                                    "after residual 1)")
+    q: float | None = _scale_field("queries")
+    k: float | None = _scale_field("keys (GPT-2, BERT: and the K cache)")
+    v: float | None = _scale_field("values (and the V cache)")
+    qr: float | None = _scale_field("LLaMA: rotated queries")
+    kr: float | None = _scale_field("LLaMA: rotated keys (and the K cache)")
+    score: float | None = _scale_field("attention scores q·kᵀ/sqrt(d_head), softmax input")
+    attn: float | None = _scale_field("attention output (all heads)")
+    o: float | None = _scale_field("output projection")
+    r1: float | None = _scale_field("first residual sum")
+    n2: float | None = _scale_field("norm2 output (GPT-2, LLaMA: before the FFN; BERT: the "
+                                    "layer output)")
+    u: float | None = _scale_field("GPT-2, BERT: FFN1 output (GELU input)")
+    g: float | None = _scale_field("GPT-2, BERT: GELU output")
+    hg: float | None = _scale_field("LLaMA: gate projection output (SiLU input)")
+    hu: float | None = _scale_field("LLaMA: up projection output")
+    s: float | None = _scale_field("LLaMA: SiLU output")
+    p: float | None = _scale_field("LLaMA: SiLU(gate) ⊙ up, the down projection's input")
+    f: float | None = _scale_field("FFN2 (LLaMA: down projection) output")
+    r2: float | None = _scale_field("second residual sum (GPT-2, LLaMA: the layer output)")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, check_scale(f"scales.{f.name}",
-                                                         getattr(self, f.name)))
+            if getattr(self, f.name) is not None:
+                object.__setattr__(self, f.name, check_scale(f"scales.{f.name}",
+                                                             getattr(self, f.name)))
+
+    def given(self):
+        """``{tensor: scale}`` of the scales given (not ``None``), in field order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,37 +164,56 @@ def _nested(cls, value, name):
                       f"{cls.__name__} or a dict of its fields")
 
 
+def _missing(name, cls):
+    return ConfigError(f"numbers.{name} is missing; allowed: {cls.__name__} or a dict of its "
+                       "fields (a calibrated layer has them all)")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LayerNumbers:
     """The numbers of a calibrated layer, computed by :mod:`llmloom.sim.quantize` from float
     weights and calibration data: every activation's scale (``scales``), each linear stage's
-    per-channel weight scales and int32 bias (``q k v o f1 f2``, the stages' ``params``) and
-    each norm's gamma and beta (``ln1 ln2``). Each may be given as a dict of its fields (a JSON
-    file); their lengths are checked against the structure by :class:`LayerConfig`."""
+    per-channel weight scales and int32 bias (the stages' ``params``: ``q k v o f1 f2`` for
+    GPT-2 and BERT, ``q k v o gate up down`` for LLaMA; the other architectures' are ``None``)
+    and each norm's gamma and beta (``ln1 ln2``). Each may be given as a dict of its fields (a
+    JSON file); which are needed, and their lengths, are checked against the layer by
+    :class:`LayerConfig`."""
 
-    scales: ActScales
-    q: LinearParams
-    k: LinearParams
-    v: LinearParams
-    o: LinearParams
-    f1: LinearParams
-    f2: LinearParams
-    ln1: NormParams
-    ln2: NormParams
+    scales: ActScales | None = None
+    q: LinearParams | None = None
+    k: LinearParams | None = None
+    v: LinearParams | None = None
+    o: LinearParams | None = None
+    f1: LinearParams | None = None
+    f2: LinearParams | None = None
+    gate: LinearParams | None = None
+    up: LinearParams | None = None
+    down: LinearParams | None = None
+    ln1: NormParams | None = None
+    ln2: NormParams | None = None
 
     def __post_init__(self):
-        for names, cls in ((("scales",), ActScales), (LINEARS, LinearParams),
+        if self.scales is None:
+            raise _missing("scales", ActScales)
+        for names, cls in ((("scales",), ActScales), (ALL_LINEARS, LinearParams),
                            (NORMS, NormParams)):
             for name in names:
-                if getattr(self, name) is None:
-                    raise ConfigError(f"numbers.{name} is missing; allowed: {cls.__name__} or "
-                                      "a dict of its fields (a calibrated layer has them all)")
                 object.__setattr__(self, name, _nested(cls, getattr(self, name),
                                                        f"numbers.{name}"))
 
     def params(self, name):
         """The constants of a stage's ``params`` (a linear stage's or a norm's)."""
         return getattr(self, name)
+
+    def to_dict(self):
+        """A plain dict (a JSON file) of what is given: the ``None`` fields and scales of
+        other architectures are left out."""
+        out = {"scales": self.scales.given()}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "scales" and value is not None:
+                out[f.name] = dataclasses.asdict(value)
+        return out
 
 
 def nominal_constants(kind, length):
@@ -186,8 +239,8 @@ def nominal_constants(kind, length):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LayerConfig(BlockConfig):
-    """One GPT-2 block or BERT encoder layer, W8A8: its structure, and its numbers once
-    calibrated; every block config is a property.
+    """One GPT-2 block, BERT encoder layer or LLaMA-class block, W8A8: its structure, and its
+    numbers once calibrated; every block config is a property (:meth:`stage_config`).
 
     The fields up to ``head_engines`` are the hardware: dimensions, parallelism, rounding.
     ``numbers`` (:class:`LayerNumbers`, from :func:`llmloom.sim.quantize.calibrate`) are the
@@ -199,16 +252,23 @@ class LayerConfig(BlockConfig):
     """
 
     arch: str = spec("gpt2", Choice(ARCHS), "gpt2: pre-norm, causal; bert: post-norm, "
-                     "bidirectional")
+                     "bidirectional; llama: pre-norm rmsnorm, rotary positions, grouped-query "
+                     "attention, SwiGLU, no biases, causal")
     d_model: int = spec(64, Range(1, MAX_LENGTH), "model width d")
     heads: int = spec(4, Range(1, 4096), "attention heads; divides d_model")
+    kv_heads: int = spec(0, Range(0, 4096), "key/value heads (grouped-query attention: query "
+                         "head h reads KV head h // (heads / kv_heads)); divides heads; 0: "
+                         "heads; other than heads for llama only")
     d_ff: int = spec(256, Range(1, 65536), "FFN width")
-    seq: int = spec(16, Range(1, MAX_LENGTH), "GPT-2: KV cache capacity (maximum context); "
-                    "BERT: the longest sentence (a tensor of 1..seq rows)")
+    seq: int = spec(16, Range(1, MAX_LENGTH), "GPT-2, LLaMA: KV cache capacity (maximum "
+                    "context; LLaMA: the positions of the RoPE tables, >= 2); BERT: the longest "
+                    "sentence (a tensor of 1..seq rows)")
     lanes: int = spec(4, Range(1, 64), "elements per beat of every stream; divides d_model, "
-                      "d_ff and d_head")
-    eps: float | None = spec(None, None, "layernorm epsilon; none: the arch's (gpt2 1e-5, "
-                             "bert 1e-12)")
+                      "d_ff and d_head; llama: even (RoPE rotates pairs within a beat)")
+    eps: float | None = spec(None, None, "norm epsilon; none: the arch's (gpt2 1e-5, "
+                             "bert 1e-12, llama 1e-5)")
+    rope_base: float = spec(10000.0, None, "RoPE frequency base, finite > 1 (llama only; "
+                            "LLaMA 10000, SmolLM2 100000)")
     rounding: str = spec("half_even", Choice(ROUNDINGS),
                          "rounding of every re-quantisation and residual")
     scheme: str = spec("static", Choice(SCHEMES),
@@ -217,7 +277,8 @@ class LayerConfig(BlockConfig):
                        "int8 at a per-token power-of-two scale: holds on trained weights, "
                        "whose outlier channels int8 at one scale cannot)")
     engine: str = spec("gemm", Choice(ENGINES),
-                       "which engine every linear stage (q, k, v, o, f1, f2) uses: gemm the "
+                       "which engine every linear stage (q, k, v, o, f1, f2; llama: gate, "
+                       "up, down for f1, f2) uses: gemm the "
                        "output-stationary array (prefill: each weight reused over a token "
                        "tile), gemv the decode engine (each weight used once per token, every "
                        "multiplier busy on one token; prefill rows go through one at a time)")
@@ -225,10 +286,11 @@ class LayerConfig(BlockConfig):
                             "tile; gemv: inner-dimension lanes, a multiple of lanes)")
     linear_cols: int = spec(4, Range(1, 64), "columns of the q, k, v, o arrays (output "
                             "features at once)")
-    ffn_rows: int = spec(4, Range(1, 64), "rows of the FFN1 and FFN2 arrays (gemm: token "
-                         "tile; gemv: inner-dimension lanes, a multiple of lanes)")
-    ffn_cols: int = spec(4, Range(1, 64), "columns of the FFN1 and FFN2 arrays (output "
-                         "features at once)")
+    ffn_rows: int = spec(4, Range(1, 64), "rows of the FFN1 and FFN2 arrays (llama: gate, up "
+                         "and down; gemm: token tile; gemv: inner-dimension lanes, a multiple "
+                         "of lanes)")
+    ffn_cols: int = spec(4, Range(1, 64), "columns of the FFN1 and FFN2 arrays (llama: gate, "
+                         "up and down; output features at once)")
     qk_rows: int = spec(4, Range(1, 64), "rows of the Q·Kᵀ array")
     qk_cols: int = spec(4, Range(1, 64), "columns of the Q·Kᵀ array")
     pv_rows: int = spec(4, Range(1, 64), "rows of the P·V array")
@@ -237,11 +299,12 @@ class LayerConfig(BlockConfig):
                              "engine its own Q·Kᵀ and P·V arrays and KV cache bank); divides "
                              "heads: 1 = heads in sequence, heads = all in parallel")
     numbers: LayerNumbers | None = spec(
-        None, None, "the calibrated constants (LayerNumbers: scales, q k v o f1 f2 weight "
-        "scales and biases, ln1 ln2 gamma and beta); none: a shape-only config")
+        None, None, "the calibrated constants (LayerNumbers: scales, the linear stages' "
+        "weight scales and biases (q k v o f1 f2; llama q k v o gate up down), ln1 ln2 gamma "
+        "and beta); none: a shape-only config")
 
     #: The fields of the older flat form of a config file (the numbers beside the structure),
-    #: which :meth:`from_dict` still reads.
+    #: which :meth:`from_dict` still reads (GPT-2 and BERT files only).
     FLAT_NUMBERS = ("scales", *LINEARS, *NORMS)
 
     @classmethod
@@ -259,11 +322,38 @@ class LayerConfig(BlockConfig):
             values["numbers"] = flat
         return super().from_dict(values)
 
+    def to_dict(self):
+        """A plain dict (a JSON file); the numbers as :meth:`LayerNumbers.to_dict` gives them
+        (what the layer has, not the other architectures' ``None`` fields)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["numbers"] = None if self.numbers is None else self.numbers.to_dict()
+        return out
+
     def _validate(self):
         d, f = self.d_model, self.d_ff
         if d % self.heads:
             raise ConfigError(f"heads={self.heads} does not divide d_model={d}; allowed: a "
                               "divisor of d_model")
+        desc = DESCRIPTIONS[self.arch]
+        if self.heads % self.kv_heads_value:
+            raise ConfigError(f"kv_heads={self.kv_heads} does not divide heads={self.heads}; "
+                              "allowed: a divisor of heads (0: heads)")
+        if self.kv_heads_value != self.heads and not any(
+                st.features == "kv" for st in desc.of_kind("linear")):
+            raise ConfigError(f"kv_heads={self.kv_heads} is not allowed with arch={self.arch} "
+                              f"(its K and V have every head); allowed: 0 or {self.heads}")
+        if desc.of_kind("rope"):
+            if self.lanes % 2:
+                raise ConfigError(f"lanes={self.lanes} is odd; allowed with arch={self.arch}: "
+                                  "even (RoPE rotates pairs within a beat)")
+            if self.seq < 2:
+                raise ConfigError(f"seq={self.seq} is too small for arch={self.arch}; allowed: "
+                                  ">= 2 (the positions of the RoPE tables)")
+        if isinstance(self.rope_base, bool) or not isinstance(self.rope_base, numbers.Real) \
+                or not (math.isfinite(self.rope_base) and self.rope_base > 1):
+            raise ConfigError(f"rope_base={self.rope_base!r} is not allowed; allowed: finite "
+                              "and > 1")
+        object.__setattr__(self, "rope_base", float(self.rope_base))
         if self.heads % self.head_engines:
             raise ConfigError(f"head_engines={self.head_engines} does not divide "
                               f"heads={self.heads}; allowed: a divisor of heads")
@@ -287,13 +377,32 @@ class LayerConfig(BlockConfig):
         object.__setattr__(self, "numbers", None if nums is None else self._checked(nums))
         # Build every block of a calibrated layer once, so that their own limits (those of
         # its constants) are reported now; the engines' of any layer.
-        _ = self.stages if self.calibrated else [self.linear(name) for name in LINEARS]
+        _ = self.stages if self.calibrated else [self.linear(name) for name in self.linears]
 
     def _checked(self, nums):
-        """``nums`` with every per-channel list checked against this structure (weight scales
-        per channel as a tuple, biases int32)."""
+        """``nums`` with exactly the scales and constants this layer's description has, and
+        every per-channel list checked against this structure (weight scales per channel as a
+        tuple, biases int32)."""
+        desc = DESCRIPTIONS[self.arch]
+        given = nums.scales.given()
+        missing = [t for t in self.scale_names if t not in given]
+        if missing:
+            raise ConfigError(f"numbers.scales: {', '.join(missing)} missing; a {self.arch} "
+                              f"layer has a scale for each of {', '.join(self.scale_names)}")
+        extra = [t for t in given if t not in self.scale_names]
+        if extra:
+            raise ConfigError(f"numbers.scales: {', '.join(extra)} given, but a {self.arch} "
+                              f"layer has no such tensor; allowed: {', '.join(self.scale_names)}")
+        own = {st.params for st in desc.stages if st.kind in ("linear", "norm")}
+        for name, cls in [(n, LinearParams) for n in ALL_LINEARS] + [(n, NormParams)
+                                                                     for n in NORMS]:
+            if name in own and nums.params(name) is None:
+                raise _missing(name, cls)
+            if name not in own and nums.params(name) is not None:
+                raise ConfigError(f"numbers.{name} is given, but a {self.arch} layer has no "
+                                  f"stage {name}; allowed: {' | '.join(sorted(own))}")
         out = {}
-        for name in LINEARS:
+        for name in self.linears:
             p = nums.params(name)
             n_out = self.linear_shape(name)[1]
             ws = check_scales(f"numbers.{name}.w_scale", p.w_scale, n_out)
@@ -329,22 +438,63 @@ class LayerConfig(BlockConfig):
         return self.d_model // self.heads
 
     @property
+    def kv_heads_value(self):
+        """The KV heads in use: ``kv_heads``, or ``heads`` for 0."""
+        return self.kv_heads or self.heads
+
+    @property
+    def kv_group(self):
+        """Query heads per KV head, ``heads / kv_heads``: query head ``h`` reads KV head
+        ``h // kv_group``."""
+        return self.heads // self.kv_heads_value
+
+    @property
+    def kv_dim(self):
+        """Elements of a K or V row: ``kv_heads · d_head``."""
+        return self.kv_heads_value * self.d_head
+
+    @property
     def description(self):
         """The architecture's layer in this config's numerics scheme: its stages and the
         tensors between them."""
         return DESCRIPTIONS[self.arch].for_scheme(self.scheme)
 
-    def tensor_length(self, tensor):
-        """Elements per row of ``tensor``: ``d_ff`` for the FFN's hidden tensors (FFN1's
-        output and what follows it up to FFN2), else ``d_model``."""
+    @property
+    def linears(self):
+        """This layer's linear stages, in order (their ``params`` are these names)."""
+        return tuple(st.name for st in self.description.of_kind("linear"))
+
+    @property
+    def scale_names(self):
+        """The tensors with a scale of their own in :class:`ActScales`: every tensor of the
+        description but the ``quant`` stages' outputs (at their input's scale), and
+        ``score``."""
+        desc = DESCRIPTIONS[self.arch]
+        return tuple(t for t in ActScales.__dataclass_fields__
+                     if t in desc.tensors or t == "score")
+
+    def features(self, dim):
+        """Elements of a row of dimension ``dim`` (a key of
+        :data:`~.description.FEATURES`)."""
+        return {"d_model": self.d_model, "d_ff": self.d_ff, "kv": self.kv_dim}[dim]
+
+    def tensor_dim(self, tensor):
+        """The dimension of ``tensor``'s rows: a linear stage's output its ``features``; the
+        output of an element-wise stage (act, quant, rope, mul) its first input's; else
+        (norm, attention, residual) ``d_model``."""
         st = self.description.producer(tensor)
         if st is None:
-            return self.d_model
+            return "d_model"
         if st.kind == "linear":
-            return self.linear_shape(st.name)[1]
-        if st.kind in ("act", "quant"):
-            return self.tensor_length(st.inputs[0])
-        return self.d_model
+            return st.features
+        if st.kind in ("act", "quant", "rope", "mul"):
+            return self.tensor_dim(st.inputs[0])
+        return "d_model"
+
+    def tensor_length(self, tensor):
+        """Elements per row of ``tensor`` (:meth:`tensor_dim`): ``d_ff`` for the FFN's hidden
+        tensors, ``kv_heads · d_head`` for K and V (and the rotated K), else ``d_model``."""
+        return self.features(self.tensor_dim(tensor))
 
     def width(self, tensor):
         """Bits of ``tensor`` (16 on the residual stream of the dynamic scheme, else 8)."""
@@ -388,9 +538,17 @@ class LayerConfig(BlockConfig):
         return calibrated(self.numbers)
 
     def linear_shape(self, name):
-        """``(in, out)`` features of a linear stage."""
-        d, f = self.d_model, self.d_ff
-        return {"f1": (d, f), "f2": (f, d)}.get(name, (d, d))
+        """``(in, out)`` features of a linear stage: its input tensor's length and its
+        ``features``."""
+        self._check_linear(name)
+        st = self.description[name]
+        return self.tensor_length(st.inputs[0]), self.features(st.features)
+
+    def is_ffn(self, name):
+        """Whether linear stage ``name`` is on the FFN's arrays (``ffn_rows``, ``ffn_cols``):
+        its input or output is ``d_ff`` wide (f1, f2; gate, up, down)."""
+        st = self.description[name]
+        return "d_ff" in (st.features, self.tensor_dim(st.inputs[0]))
 
     def linear_io(self, name):
         """``(input tensor, output tensor)`` names of a linear stage (keys of ActScales)."""
@@ -398,16 +556,14 @@ class LayerConfig(BlockConfig):
         return st.inputs[0], st.output
 
     # Block configs ---------------------------------------------------------------------------
-    @staticmethod
-    def _check_linear(name):
-        if name not in LINEARS:
+    def _check_linear(self, name):
+        if name not in self.linears:
             raise ConfigError(f"linear stage {name!r} is not allowed; allowed: "
-                              f"{' | '.join(LINEARS)}")
+                              f"{' | '.join(self.linears)}")
 
     def _linear_fields(self, name):
-        self._check_linear(name)
         k, n = self.linear_shape(name)
-        ffn = name in ("f1", "f2")
+        ffn = self.is_ffn(name)
         return dict(rows=self.ffn_rows if ffn else self.linear_rows,
                     cols=self.ffn_cols if ffn else self.linear_cols,
                     k=k, n=n, lanes=self.lanes, a_width=8, w_width=8)
@@ -430,10 +586,10 @@ class LayerConfig(BlockConfig):
 
     @property
     def linear_macs_per_cycle(self):
-        """``{stage: peak multiply-accumulates per cycle}`` of the six linear stages: the
+        """``{stage: peak multiply-accumulates per cycle}`` of the linear stages: the
         engine's ``rows × cols`` multipliers, which both engines have (the GEMV's are all busy
         on one token, the GEMM's on a token tile of ``rows``)."""
-        return {name: self.linear(name).peak_macs_per_cycle for name in LINEARS}
+        return {name: self.linear(name).peak_macs_per_cycle for name in self.linears}
 
     def requant(self, name):
         """The re-quantisation after a linear stage: per-channel ``s_in·w_scale[c]``, the int32
@@ -477,34 +633,86 @@ class LayerConfig(BlockConfig):
             p, s = nums.params(st.params), nums.scales
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output),
                     "gamma": p.gamma, "beta": p.beta}
-        return LayerNormConfig(length=self.d_model, lanes=self.lanes, eps=self.eps_value,
+        cls = RMSNormConfig if self.description.norm == "rmsnorm" else LayerNormConfig
+        return cls(length=self.d_model, lanes=self.lanes, eps=self.eps_value,
                                in_width=self.width(st.inputs[0]),
                                out_width=self.width(st.output),
                                **self._constants(st, self.d_model, calibrated))
 
     @property
     def norm1(self):
-        """LN1: of the input (GPT-2) or of the first residual sum (BERT)."""
+        """norm1: of the input (GPT-2, LLaMA) or of the first residual sum (BERT); layernorm,
+        or rmsnorm for LLaMA (the description's ``norm``)."""
         return self._norm("norm1")
 
     @property
     def norm2(self):
-        """LN2: of the first residual sum (GPT-2) or of the second (BERT)."""
+        """norm2: of the first residual sum (GPT-2, LLaMA) or of the second (BERT)."""
         return self._norm("norm2")
 
-    @property
-    def gelu(self):
-        """GELU table: GPT-2's tanh formula, or BERT's exact (erf) GELU (the description's
-        ``act``)."""
-        st = self.description["gelu"]
+    def activation(self, name):
+        """The table activation of ``act`` stage ``name`` (the description's ``act``): GELU
+        with GPT-2's tanh formula or BERT's exact (erf) one, or SiLU (LLaMA)."""
+        st = self.description[name]
+        length = self.tensor_length(st.inputs[0])
 
         def calibrated(nums):
             s = nums.scales
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output)}
-        return GeluConfig(length=self.d_ff, lanes=self.lanes,
-                          approximation=self.description.act.removeprefix("gelu_"),
-                          out_width=self.width(st.output),
-                          **self._constants(st, self.d_ff, calibrated))
+        act = self.description.act
+        kind = ({"approximation": act.removeprefix("gelu_")} if act.startswith("gelu_")
+                else {})
+        cls = GeluConfig if act.startswith("gelu_") else SiluConfig
+        return cls(length=length, lanes=self.lanes, **kind, out_width=self.width(st.output),
+                   **self._constants(st, length, calibrated))
+
+    @property
+    def gelu(self):
+        """GELU table (GPT-2, BERT): :meth:`activation` of stage ``gelu``."""
+        return self.activation("gelu")
+
+    @property
+    def silu(self):
+        """SiLU table (LLaMA): :meth:`activation` of stage ``silu``."""
+        return self.activation("silu")
+
+    def rope(self, name):
+        """The RoPE of ``rope`` stage ``name`` (LLaMA's ``rope_q``, ``rope_k``): rows of its
+        input's length (all heads of Q, or all KV heads of K), ``d_head`` per head, a table of
+        ``seq`` positions at base ``rope_base``, input and output at their tensors' scales."""
+        st = self._stage(name, "rope")
+        length = self.tensor_length(st.inputs[0])
+
+        def calibrated(nums):
+            s = nums.scales
+            return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output)}
+        return RopeConfig(length=length, d_head=self.d_head, lanes=self.lanes,
+                          positions=self.seq, base=self.rope_base, rounding=self.rounding,
+                          **self._constants(st, length, calibrated))
+
+    def mul(self, name):
+        """The element-wise product of ``mul`` stage ``name`` (LLaMA's ``mul``: SiLU(gate) ⊙
+        up), re-quantised to its output's scale and width."""
+        st = self._stage(name, "mul")
+        length = self.tensor_length(st.inputs[0])
+        a, b = st.inputs
+
+        def calibrated(nums):
+            s = nums.scales
+            return {"a_scale": getattr(s, a), "b_scale": getattr(s, b),
+                    "out_scale": getattr(s, st.output)}
+        out_width = self.width(st.output)
+        # an int16 output wants the finer multiplier (hw/blocks/mul.py)
+        return MulConfig(length=length, lanes=self.lanes, rounding=self.rounding,
+                         a_width=self.width(a), b_width=self.width(b), out_width=out_width,
+                         mult_bits=24 if out_width > 8 else 16,
+                         **self._constants(st, length, calibrated))
+
+    def _stage(self, name, kind):
+        st = self.description[name]
+        if st.kind != kind:
+            raise ConfigError(f"stage {name!r} is a {st.kind} stage, not a {kind} stage")
+        return st
 
     def _residual(self, name):
         st = self.description[name]
@@ -533,22 +741,21 @@ class LayerConfig(BlockConfig):
     def quant(self, name):
         """The per-token quantiser of ``quant`` stage ``name`` (the dynamic scheme): a wide
         tensor's rows to int8, one power-of-two exponent per row."""
-        st = self.description[name]
-        if st.kind != "quant":
-            raise ConfigError(f"stage {name!r} is a {st.kind} stage, not a quant stage")
+        st = self._stage(name, "quant")
         return DynQuantConfig(length=self.tensor_length(st.inputs[0]), lanes=self.lanes,
                               in_width=self.width(st.inputs[0]), out_width=self.width(st.output),
                               rounding=self.rounding)
 
     def stage_config(self, name):
         """The block config of stage ``name``: ``(engine, requant)`` for a linear stage (the
-        engine of :meth:`linear`), else the block's own config."""
+        engine of :meth:`linear`), else the block's own config, by its kind."""
         st = self.description[name]
         if st.kind == "linear":
             return self.linear(name), self.requant(name)
-        if st.kind == "quant":
-            return self.quant(name)
-        return getattr(self, name)
+        if st.kind == "attention":
+            return self.attention
+        return {"quant": self.quant, "norm": self._norm, "act": self.activation,
+                "residual": self._residual, "rope": self.rope, "mul": self.mul}[st.kind](name)
 
     @property
     def attention(self):
@@ -560,8 +767,10 @@ class LayerConfig(BlockConfig):
             q, k, v = (getattr(s, t) for t in st.inputs)
             return {"q_scale": q, "k_scale": k, "v_scale": v, "score_scale": s.score,
                     "out_scale": getattr(s, st.output)}
+        # grouped-query attention (llama): the K and V rows, and the KV cache, have kv_heads
+        gqa = {"kv_heads": self.kv_heads_value} if self.kv_heads_value != self.heads else {}
         return AttentionConfig(d_model=self.d_model, heads=self.heads, seq=self.seq,
-                               causal=self.causal, lanes=self.lanes,
+                               causal=self.causal, lanes=self.lanes, **gqa,
                                qk_rows=self.qk_rows, qk_cols=self.qk_cols,
                                pv_rows=self.pv_rows, pv_cols=self.pv_cols,
                                rounding=self.rounding, head_engines=self.head_engines,
@@ -575,13 +784,16 @@ class LayerConfig(BlockConfig):
 
     @property
     def kv_cache_bytes(self):
-        """On-chip K and V cache: ``seq`` positions × ``d_model`` int8, twice."""
-        return 2 * self.seq * self.d_model
+        """On-chip K and V cache: ``seq`` positions × ``kv_heads · d_head`` int8 (``d_model``
+        but with grouped-query attention), twice."""
+        return 2 * self.seq * self.kv_dim
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LayerWeights:
-    """The int8 weight matrices of one layer (``x @ W`` orientation: in × out), read-only.
+    """The int8 weight matrices of one layer (``x @ W`` orientation: in × out), read-only: one
+    per linear stage of its description, named by the stage's ``weight`` (``wq wk wv wo w1 w2``
+    for GPT-2 and BERT, ``wq wk wv wo w_gate w_up w_down`` for LLaMA; the others ``None``).
 
     Biases are not here: they are per-channel constants of the re-quantisers and live in
     :class:`LayerNumbers` (``cfg.numbers.q.bias``, ...), next to the per-channel weight
@@ -592,11 +804,16 @@ class LayerWeights:
     wk: np.ndarray
     wv: np.ndarray
     wo: np.ndarray
-    w1: np.ndarray
-    w2: np.ndarray
+    w1: np.ndarray | None = None
+    w2: np.ndarray | None = None
+    w_gate: np.ndarray | None = None
+    w_up: np.ndarray | None = None
+    w_down: np.ndarray | None = None
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
+            if getattr(self, f.name) is None:
+                continue
             a = np.asarray(getattr(self, f.name))
             if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer) or (
                     a.size and (a.min() < -128 or a.max() > 127)):
@@ -607,18 +824,32 @@ class LayerWeights:
             object.__setattr__(self, f.name, a)
 
     def matrix(self, name):
-        """The weights of a linear stage (``q k v o f1 f2``)."""
-        return getattr(self, GPT2[name].weight)
+        """The weights of a linear stage (``q k v o f1 f2``; ``gate up down``)."""
+        if name not in WEIGHTS:
+            raise ConfigError(f"linear stage {name!r} is not allowed; allowed: "
+                              f"{' | '.join(WEIGHTS)}")
+        return getattr(self, WEIGHTS[name])
 
     def check(self, cfg):
-        """Raise :class:`ConfigError` unless every matrix has the shape ``cfg`` needs."""
-        for name in LINEARS:
+        """Raise :class:`ConfigError` unless there is a matrix for each linear stage of
+        ``cfg``, of the shape it needs, and none else."""
+        own = {WEIGHTS[name] for name in cfg.linears}
+        for f in dataclasses.fields(self):
+            if f.name not in own and getattr(self, f.name) is not None:
+                raise ConfigError(f"weight {f.name} is given, but a {cfg.arch} layer has no "
+                                  f"stage reading it; allowed: {', '.join(sorted(own))}")
+        for name in cfg.linears:
             want = cfg.linear_shape(name)
+            if self.matrix(name) is None:
+                raise ConfigError(f"weight {WEIGHTS[name]} is missing; a {cfg.arch} layer "
+                                  f"needs {want[0]}×{want[1]}")
             got = self.matrix(name).shape
             if got != want:
-                raise ConfigError(f"weight {GPT2[name].weight} has shape {got[0]}×{got[1]}; "
+                raise ConfigError(f"weight {WEIGHTS[name]} has shape {got[0]}×{got[1]}; "
                                   f"expected {want[0]}×{want[1]} for this layer config")
         return self
 
     def to_dict(self):
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """``{weight name: matrix}`` of the matrices given."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}

@@ -19,11 +19,16 @@ Who walks it:
 * :mod:`llmloom.perf.pipeline` — the beat-level timing; :mod:`llmloom.perf.resources` — the
   resource model (one part per stage, queue and fork).
 
-The kinds: ``norm`` (layernorm of one input), ``linear`` (engine → requant; its weight and
-bias are ``weight`` and ``b…``), ``attention`` (reads q, k, v; holds a whole tensor before it
-emits), ``act`` (the element-wise activation, ``LayerDescription.act``), ``residual`` (reads
-the branch, then the skip), ``quant`` (a wide tensor to int8 with one power-of-two exponent
-per row, which travels beside the row to the re-quantisers of the linear stages that read it).
+The kinds: ``norm`` (the architecture's norm, :attr:`LayerDescription.norm`: layernorm or
+rmsnorm, of one input), ``linear`` (engine → requant; its weight and bias are ``weight`` and
+``b…``; its output features :attr:`Stage.features`), ``attention`` (reads q, k, v; holds a
+whole tensor before it emits; query head ``h`` reads KV head ``h // (heads / kv_heads)``),
+``act`` (the element-wise activation, ``LayerDescription.act``), ``residual`` (reads the
+branch, then the skip), ``quant`` (a wide tensor to int8 with one power-of-two exponent per
+row, which travels beside the row to the re-quantisers of the linear stages that read it),
+``rope`` (rotates the adjacent pairs of each head of q or k by the token's position: the row's
+index plus the runtime offset the attention has for decode), ``mul`` (the element-wise product
+of two tensors of one shape, re-quantised to the output's scale).
 
 Numerics schemes (:data:`SCHEMES`; :meth:`LayerDescription.for_scheme`): ``static`` is the
 description as written, every tensor int8 at one calibrated scale. ``dynamic`` widens the
@@ -40,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["KINDS", "SCHEMES", "Stage", "LayerDescription"]
+__all__ = ["KINDS", "SCHEMES", "NORMS", "ACTS", "FEATURES", "Stage", "LayerDescription"]
 
 #: The numerics schemes a description comes in (see the module text).
 SCHEMES = ("static", "dynamic")
@@ -53,7 +58,16 @@ KINDS = {
     "act": ("i",),
     "residual": ("x", "r"),
     "quant": ("i",),
+    "rope": ("i",),
+    "mul": ("a", "b"),
 }
+#: The norms a layer's ``norm`` stages can be (:attr:`LayerDescription.norm`).
+NORMS = ("layernorm", "rmsnorm")
+#: The activations of an ``act`` stage (:attr:`LayerDescription.act`).
+ACTS = ("gelu_tanh", "gelu_erf", "silu")
+#: A linear stage's output features (:attr:`Stage.features`), by the layer config's dimension:
+#: ``d_model``, ``d_ff``, or ``kv`` (``kv_heads · d_head``: the K and V projections).
+FEATURES = ("d_model", "d_ff", "kv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +93,9 @@ class Stage:
     weight : str
         A linear stage's weight matrix (canonical name, ``x @ W``); its bias is ``b`` and the
         rest of the name.
+    features : str
+        A linear stage's output features, a key of :data:`FEATURES` (``d_model`` unless said);
+        its input features are its input tensor's.
     """
 
     name: str
@@ -87,6 +104,7 @@ class Stage:
     output: str
     params: str = ""
     weight: str = ""
+    features: str = "d_model"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -97,6 +115,10 @@ class Stage:
                              f"tensor(s), not {len(self.inputs)}")
         if self.kind == "linear" and not self.weight.startswith("w"):
             raise ValueError(f"stage {self.name}: a linear stage names its weight (w...)")
+        if self.features not in FEATURES or (self.kind != "linear" and
+                                             self.features != "d_model"):
+            raise ValueError(f"stage {self.name}: features={self.features!r} is not allowed; "
+                             f"allowed: {' | '.join(FEATURES)} (linear stages only)")
 
     @property
     def bias(self):
@@ -124,7 +146,8 @@ class LayerDescription:
     causal : bool
         Whether the attention masks future positions (and so whether decode is possible).
     act : str
-        The activation of the ``act`` stage: ``gelu_tanh`` or ``gelu_erf``.
+        The activation of the ``act`` stage (:data:`ACTS`): ``gelu_tanh``, ``gelu_erf`` or
+        ``silu``.
     eps : float
         The norms' epsilon (the Hugging Face default of the architecture).
     stream : tuple of str
@@ -132,6 +155,9 @@ class LayerDescription:
     scheme : str
         The numerics scheme this description is in (:data:`SCHEMES`); written as ``static``,
         the others made by :meth:`for_scheme`.
+    norm : str
+        What every ``norm`` stage is (:data:`NORMS`): ``layernorm`` (gain and shift, params
+        ``<p>_g`` and ``<p>_b``) or ``rmsnorm`` (gain only, ``<p>_g``).
     """
 
     arch: str
@@ -142,6 +168,7 @@ class LayerDescription:
     eps: float
     stream: tuple = ()
     scheme: str = "static"
+    norm: str = "layernorm"
 
     def __post_init__(self):
         seen = {"x"}
@@ -165,6 +192,10 @@ class LayerDescription:
         if self.scheme not in SCHEMES:
             raise ValueError(f"{self.arch}: scheme {self.scheme!r} is not allowed; allowed: "
                              f"{' | '.join(SCHEMES)}")
+        for field, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS)):
+            if value not in allowed:
+                raise ValueError(f"{self.arch}: {field}={value!r} is not allowed; allowed: "
+                                 f"{' | '.join(allowed)}")
 
     def for_scheme(self, scheme):
         """This layer in numerics ``scheme`` (see the module text): itself for ``static``; for
@@ -241,7 +272,8 @@ class LayerDescription:
             if tensor in on_path:
                 return on_path[tensor]
             prod = self.producer(tensor)
-            on_path[tensor] = prod is not None and any(reaches(t) for t in prod.inputs)
+            # every input visited (no short cut): each one on a path is marked
+            on_path[tensor] = prod is not None and any([reaches(t) for t in prod.inputs])
             return on_path[tensor]
 
         reaches(stage.inputs[0])

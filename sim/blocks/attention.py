@@ -1,5 +1,6 @@
-"""The attention harness: ``q``, ``k``, ``v`` (rows × d_model int8, one prefill of a new
-sequence: positions 0 .. rows−1) and optionally their scales ``q_scale``, ``k_scale``,
+"""The attention harness: ``q`` (rows × d_model int8), ``k``, ``v`` (rows × kv_width int8;
+``kv_width = d_model`` unless ``kv_heads`` groups the queries), one prefill of a new
+sequence: positions 0 .. rows−1, and optionally their scales ``q_scale``, ``k_scale``,
 ``v_scale`` → ``y`` (rows × d_model int8 at the config's ``out_scale_value``), ``y_scale``."""
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class AttentionHarness(BlockHarness):
     component_cls = Attention
     inputs = (
         TensorSpec("q", "int8", "rows×d_model", "queries at positions 0 .. rows−1"),
-        TensorSpec("k", "int8", "rows×d_model", "keys, appended to the cache"),
-        TensorSpec("v", "int8", "rows×d_model", "values, appended to the cache"),
+        TensorSpec("k", "int8", "rows×kv_width", "keys, appended to the cache (kv_width = "
+                   "kv_heads·d_head)"),
+        TensorSpec("v", "int8", "rows×kv_width", "values, appended to the cache"),
         TensorSpec("q_scale", "float", "scalar", "scale of q", optional=True),
         TensorSpec("k_scale", "float", "scalar", "scale of k", optional=True),
         TensorSpec("v_scale", "float", "scalar", "scale of v", optional=True),
@@ -56,8 +58,8 @@ class AttentionHarness(BlockHarness):
 
     def prepare(self, cfg, tensors):
         q = self.require_int(tensors, "q", INT8, (None, cfg.d_model))
-        k = self.require_int(tensors, "k", INT8, (q.shape[0], cfg.d_model))
-        v = self.require_int(tensors, "v", INT8, (q.shape[0], cfg.d_model))
+        k = self.require_int(tensors, "k", INT8, (q.shape[0], cfg.kv_width))
+        v = self.require_int(tensors, "v", INT8, (q.shape[0], cfg.kv_width))
         try:
             cfg.check_call(q.shape[0], q.shape[0], 0)
         except ConfigError as exc:

@@ -1,5 +1,7 @@
-"""The KV cache's harness: rows ``k`` and ``v`` (positions × d_model int8) are appended, then
-each head in ``heads`` (default: every head once, in order) is read out: ``kt`` (requests ×
+"""The KV cache's harness: rows ``k`` and ``v`` (positions × kv_width int8; kv_width = d_model
+unless ``kv_heads`` groups the heads, then d_model is inferred as kv_width·heads/kv_heads) are
+appended, then each (query) head in ``heads`` (default: every head once, in order) is read
+out: ``kt`` (requests ×
 d_head × seq) and ``vh`` (requests × seq × d_head), int8, zero past the appended positions.
 The cycles counted are the readouts' (the appends are preloaded)."""
 
@@ -24,8 +26,8 @@ class KvCacheHarness(BlockHarness):
     config_cls = KvCacheConfig
     component_cls = KvCache
     inputs = (
-        TensorSpec("k", "int8", "positions×d_model", "K rows, appended first"),
-        TensorSpec("v", "int8", "positions×d_model", "V rows, appended first"),
+        TensorSpec("k", "int8", "positions×kv_width", "K rows, appended first"),
+        TensorSpec("v", "int8", "positions×kv_width", "V rows, appended first"),
         TensorSpec("heads", "int", "requests", "heads to read out, in order (default: all)",
                    optional=True),
     )
@@ -35,17 +37,24 @@ class KvCacheHarness(BlockHarness):
     )
     shape_fields = ("d_model",)
 
-    def infer(self, tensors):
-        k = tensors.get("k")
-        return {"d_model": int(np.shape(k)[1])} if k is not None and np.ndim(k) == 2 else {}
+    def config(self, values=None, tensors=None):
+        # the rows are kv_width wide: d_model is that times the heads per KV head
+        values = dict(values or {})
+        k = (tensors or {}).get("k")
+        if "d_model" not in values and k is not None and np.ndim(k) == 2:
+            heads = values.get("heads", KvCacheConfig.heads)
+            kv = values.get("kv_heads") or heads
+            if isinstance(heads, int) and isinstance(kv, int) and kv > 0:
+                values["d_model"] = int(np.shape(k)[1]) * heads // kv
+        return super().config(values, tensors)
 
     def component(self, cfg):
         # `clear` stays low: one sequence per run
         return ControlStreams(KvCache(cfg))
 
     def prepare(self, cfg, tensors):
-        k = self.require_int(tensors, "k", INT8, (None, cfg.d_model))
-        v = self.require_int(tensors, "v", INT8, (k.shape[0], cfg.d_model))
+        k = self.require_int(tensors, "k", INT8, (None, cfg.kv_width))
+        v = self.require_int(tensors, "v", INT8, (k.shape[0], cfg.kv_width))
         if k.shape[0] > cfg.seq:
             raise TensorError(f"{k.shape[0]} positions overflow the cache; allowed: at most "
                               f"seq={cfg.seq}")

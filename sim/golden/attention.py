@@ -48,28 +48,33 @@ def softmax(s, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def attention(q, k, v, heads, causal, q_offset=0):
-    """Multi-head scaled dot-product attention; query row r sits at position r + q_offset."""
+def attention(q, k, v, heads, causal, q_offset=0, kv_heads=None):
+    """Multi-head scaled dot-product attention; query row r sits at position r + q_offset.
+    Grouped-query with ``kv_heads`` (None: ``heads``): K and V have ``kv_heads`` heads and
+    query head h reads KV head ``h // (heads / kv_heads)``."""
     lq, d = q.shape
     lk = k.shape[0]
     dh = d // heads
+    group = heads // (kv_heads or heads)
     out = np.empty((lq, d))
     for h in range(heads):
         sl = slice(h * dh, (h + 1) * dh)
-        s = q[:, sl] @ k[:, sl].T / math.sqrt(dh)
+        kv = slice(h // group * dh, (h // group + 1) * dh)
+        s = q[:, sl] @ k[:, kv].T / math.sqrt(dh)
         if causal:
             mask = np.arange(lk)[None, :] > (np.arange(lq)[:, None] + q_offset)
             s = np.where(mask, -np.inf, s)
-        out[:, sl] = softmax(s) @ v[:, sl]
+        out[:, sl] = softmax(s) @ v[:, kv]
     return out
 
 
 # ---- the block's golden models -----------------------------------------------------------------
 def _inputs(cfg, q, k, v, q_offset):
     q, k, v = (np.asarray(t) for t in (q, k, v))
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 2 or t.shape[1] != cfg.d_model:
-            raise ValueError(f"{name} has shape {t.shape}; expected rows×{cfg.d_model}")
+    for name, t, width in (("q", q, cfg.d_model), ("k", k, cfg.kv_width),
+                           ("v", v, cfg.kv_width)):
+        if t.ndim != 2 or t.shape[1] != width:
+            raise ValueError(f"{name} has shape {t.shape}; expected rows×{width}")
     if k.shape != v.shape:
         raise ValueError(f"k has shape {k.shape} but v has {v.shape}; expected the same")
     cfg.check_call(q.shape[0], k.shape[0], q_offset)
@@ -92,8 +97,9 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
     cfg : AttentionConfig
     q : int8 array, rows × d_model
         Queries at positions ``q_offset, q_offset + 1, ...``.
-    k, v : int8 arrays, ctx × d_model
-        Keys and values of positions ``0 .. ctx − 1`` (``ctx <= seq``; see the contract in
+    k, v : int8 arrays, ctx × kv_width
+        Keys and values of positions ``0 .. ctx − 1`` (``kv_heads`` heads: query head h
+        reads KV head ``h // kv_group``) (``ctx <= seq``; see the contract in
         :mod:`llmloom.hw.blocks.attention_config`: bidirectional, ``ctx`` = rows, the keys
         past ``ctx`` masked, so the result is that of a config with ``seq = ctx``).
     q_offset : int
@@ -115,9 +121,11 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
     out = np.empty((q.shape[0], cfg.d_model), dtype=np.int8)
     for h in range(cfg.heads):
         cols = slice(h * dh, (h + 1) * dh)
-        scores = requant_bitexact(sreq, gemm_bitexact(qk, q[:, cols], kp[:, cols].T))
+        g = h // cfg.kv_group
+        kv = slice(g * dh, (g + 1) * dh)
+        scores = requant_bitexact(sreq, gemm_bitexact(qk, q[:, cols], kp[:, kv].T))
         probs = softmax_bitexact(smax, scores, **port)
-        out[:, cols] = requant_bitexact(oreq, gemm_bitexact(pv, probs, vp[:, cols]))
+        out[:, cols] = requant_bitexact(oreq, gemm_bitexact(pv, probs, vp[:, kv]))
     return out
 
 
@@ -126,15 +134,18 @@ def attention_float(cfg, q, k, v, q_offset=0):
     :func:`attention_bitexact` approximates. Keys beyond ``ctx`` do not exist here at all."""
     q, k, v = _inputs(cfg, q, k, v, q_offset)
     return attention(q * cfg.q_scale, k * cfg.k_scale, v * cfg.v_scale, cfg.heads, cfg.causal,
-                     q_offset)
+                     q_offset, cfg.kv_heads_value)
 
 
-def attention_scores_float(q, k, heads, causal, q_offset=0):
+def attention_scores_float(q, k, heads, causal, q_offset=0, kv_heads=None):
     """The real scores ``q_h·k_hᵀ/sqrt(d_head)`` of every head (heads × rows × ctx) and the
-    boolean mask of kept keys (rows × ctx), for calibration."""
+    boolean mask of kept keys (rows × ctx), for calibration (``kv_heads``: as
+    :func:`attention`)."""
     q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
     dh = q.shape[1] // heads
-    s = np.stack([q[:, h * dh:(h + 1) * dh] @ k[:, h * dh:(h + 1) * dh].T / math.sqrt(dh)
+    group = heads // (kv_heads or heads)
+    s = np.stack([q[:, h * dh:(h + 1) * dh]
+                  @ k[:, h // group * dh:(h // group + 1) * dh].T / math.sqrt(dh)
                   for h in range(heads)])
     keep = causal_keep(q.shape[0], k.shape[0], causal, q_offset)
     return s, keep
@@ -145,7 +156,7 @@ def calibrate_attention(cfg, q, k, v, q_offset=0):
     magnitude of the kept float scores, and of the float output, each onto 127."""
     q, k, v = _inputs(cfg, q, k, v, q_offset)
     s, keep = attention_scores_float(q * cfg.q_scale, k * cfg.k_scale, cfg.heads, cfg.causal,
-                                     q_offset)
+                                     q_offset, cfg.kv_heads_value)
     kept = s[:, keep]
     score = float(QuantParams.calibrate(kept).scale) if kept.size else None
     y = attention_float(cfg, q, k, v, q_offset)

@@ -13,16 +13,18 @@ __all__ = ["kvcache_fill", "kvcache_readout"]
 def kvcache_fill(cfg, k, v, cache=None):
     """The cache after appending rows ``k``, ``v`` (``ValueError`` on overflow, as the block
     refuses the append)."""
-    cache = KVCache.empty(cfg.d_model) if cache is None else cache
+    cache = KVCache.empty(cfg.kv_width) if cache is None else cache
     return cache.append(np.asarray(k), np.asarray(v), cfg.seq)
 
 
 def kvcache_readout(cfg, cache, head):
-    """``(kt, vh)`` of ``head``: K_hᵀ (d_head × seq) and V_h (seq × d_head), int8, positions
-    at or past ``len(cache)`` zero (what ``o_kt`` and ``o_vh`` carry, padding lanes dropped)."""
+    """``(kt, vh)`` of (query) ``head``: K_hᵀ (d_head × seq) and V_h (seq × d_head) of its KV
+    head ``head // kv_group``, int8, positions at or past ``len(cache)`` zero (what ``o_kt``
+    and ``o_vh`` carry, padding lanes dropped)."""
     if not 0 <= head < cfg.heads:
         raise ValueError(f"head={head} is out of range; allowed: 0..{cfg.heads - 1}")
-    cols = slice(head * cfg.d_head, (head + 1) * cfg.d_head)
+    kvh = head // cfg.kv_group
+    cols = slice(kvh * cfg.d_head, (kvh + 1) * cfg.d_head)
     k = np.zeros((cfg.seq, cfg.d_head), dtype=np.int8)
     v = np.zeros((cfg.seq, cfg.d_head), dtype=np.int8)
     k[:len(cache)] = cache.k[:, cols]

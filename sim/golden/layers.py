@@ -1,7 +1,11 @@
 """Whole transformer layers: the float64 maths and the bit-exact integer model, both by walking
 the architecture's description (:mod:`llmloom.hw.layers.description`), stage by stage.
 
-Weights under the canonical names of :mod:`llmloom.sim.weights` (``x @ W`` orientation).
+Weights under the canonical names of :mod:`llmloom.sim.weights` (``x @ W`` orientation); a
+LLaMA layer's are those of :meth:`llmloom.sim.checkpoint.GgufModel.layer_weights` (``ln1_g wq
+wk wv wo ln2_g w_gate w_up w_down``, no biases, no norm offsets). Its float maths are those of
+the float reference :mod:`llmloom.sim.golden.llama` (RMSNorm; RoPE on adjacent pairs, row
+``r`` at position ``pos + r``; grouped-query attention; SiLU; the product).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from .activation import activation_bitexact
 from .attention import attention, attention_bitexact, attention_scores_float, softmax
 from .dynquant import dynquant_bitexact
 from .gemm import gemm_bitexact
+from .llama import rms_norm, rope_adjacent, silu
+from .mul import mul_bitexact
 from .norm import norm_bitexact
 from .requant import requant_bitexact
 from .residual import residual_bitexact
+from .rope import rope_bitexact
 
 # softmax and attention, the float maths of the attention block, live in .attention (below this
 # module, which composes the blocks); they stay importable from here.
@@ -66,34 +73,56 @@ def _description(arch):
     return DESCRIPTIONS[arch]
 
 
-def layer_float(x, w, arch, heads):
-    """The float64 layer of ``arch``: the output of :func:`layer_float_trace`."""
-    return layer_float_trace(x, w, arch, heads)["y"]
+def layer_float(x, w, arch, heads, **kw):
+    """The float64 layer of ``arch``: the output of :func:`layer_float_trace` (``kw``: its
+    ``eps``, ``kv_heads``, ``rope_base``)."""
+    return layer_float_trace(x, w, arch, heads, **kw)["y"]
 
 
-_ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf}
+_ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf, "silu": silu}
 
 
-def layer_float_trace(x, w, arch, heads, eps=None):
+def layer_float_trace(x, w, arch, heads, eps=None, *, kv_heads=None, rope_base=10000.0,
+                      pos=0):
     """Every intermediate tensor of the float64 layer, named as in
-    :class:`~llmloom.hw.layers.config.ActScales` (``x n1 q k v attn o r1 n2 u g f r2``), plus
-    ``scores`` (heads × rows × rows, real ``q·kᵀ/sqrt(d_head)``), ``keep`` (the kept keys) and
-    ``y`` (the description's output), for calibration: the description's stages in order, each
-    the plain maths of its kind."""
+    :class:`~llmloom.hw.layers.config.ActScales` (GPT-2: ``x n1 q k v attn o r1 n2 u g f r2``),
+    plus ``scores`` (heads × rows × rows, real ``q·kᵀ/sqrt(d_head)``), ``keep`` (the kept
+    keys) and ``y`` (the description's output), for calibration: the description's stages in
+    order, each the plain maths of its kind.
+
+    ``kv_heads`` (default ``heads``): the K and V heads of grouped-query attention (LLaMA);
+    ``rope_base`` and ``pos`` (the position of the first row; the rows attend among
+    themselves): LLaMA's rotary positions."""
     desc = _description(arch)
     eps = desc.eps if eps is None else eps
-    t = {"x": np.asarray(x, np.float64)}
+    kv_heads = heads if kv_heads is None else kv_heads
+    x = np.asarray(x, np.float64)
+    positions = np.arange(pos, pos + x.shape[0])
+    t = {"x": x}
     for st in desc.stages:
         a = [t[name] for name in st.inputs]
         if st.kind == "norm":
-            out = layernorm(a[0], w[f"{st.params}_g"], w[f"{st.params}_b"], eps)
+            if desc.norm == "rmsnorm":
+                out = rms_norm(a[0], w[f"{st.params}_g"], eps)
+            else:
+                out = layernorm(a[0], w[f"{st.params}_g"], w[f"{st.params}_b"], eps)
         elif st.kind == "linear":
-            out = a[0] @ w[st.weight] + w[st.bias]
+            out = a[0] @ w[st.weight]
+            if st.bias in w:
+                out = out + w[st.bias]
         elif st.kind == "attention":
-            t["scores"], t["keep"] = attention_scores_float(a[0], a[1], heads, desc.causal)
-            out = attention(*a, heads, causal=desc.causal)
+            t["scores"], t["keep"] = attention_scores_float(a[0], a[1], heads, desc.causal,
+                                                            kv_heads=kv_heads)
+            out = attention(*a, heads, causal=desc.causal, kv_heads=kv_heads)
         elif st.kind == "act":
             out = _ACTIVATIONS[desc.act](a[0])
+        elif st.kind == "rope":
+            rows, width = a[0].shape
+            dh = x.shape[1] // heads
+            out = rope_adjacent(a[0].reshape(rows, width // dh, dh), positions,
+                                rope_base).reshape(rows, width)
+        elif st.kind == "mul":
+            out = a[0] * a[1]
         else:                       # residual: branch + skip
             out = a[0] + a[1]
         t[st.output] = out
@@ -102,23 +131,25 @@ def layer_float_trace(x, w, arch, heads, eps=None):
 
 
 class KVCache:
-    """The K and V rows of the positions seen so far (int8, positions × d_model each), as
-    the on-chip cache holds them. Immutable: :meth:`append` returns a new cache."""
+    """The K and V rows of the positions seen so far (int8, positions × ``kv_heads · d_head``
+    each: ``d_model`` but with grouped-query attention; LLaMA's keys rotated), as the on-chip
+    cache holds them. Immutable: :meth:`append` returns a new cache."""
 
     __slots__ = ("k", "v")
 
     def __init__(self, k, v):
         k, v = np.asarray(k), np.asarray(v)
         if k.ndim != 2 or k.shape != v.shape:
-            raise ValueError(f"KV cache rows must be positions×d_model, equal for K and V; "
+            raise ValueError(f"KV cache rows must be positions×features, equal for K and V; "
                              f"got {k.shape} and {v.shape}")
         self.k, self.v = k.astype(np.int8), v.astype(np.int8)
         self.k.setflags(write=False)
         self.v.setflags(write=False)
 
     @classmethod
-    def empty(cls, d_model):
-        z = np.zeros((0, d_model), dtype=np.int8)
+    def empty(cls, width):
+        """No positions, rows of ``width`` (``cfg.kv_dim``)."""
+        z = np.zeros((0, width), dtype=np.int8)
         return cls(z, z)
 
     def __len__(self):
@@ -134,7 +165,7 @@ class KVCache:
         return KVCache(np.concatenate([self.k, k]), np.concatenate([self.v, v]))
 
     def __repr__(self):
-        return f"KVCache(positions={len(self)}, d_model={self.k.shape[1]})"
+        return f"KVCache(positions={len(self)}, width={self.k.shape[1]})"
 
 
 def _linear(cfg, weights, name, x, e=None):
@@ -156,14 +187,15 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     mode : "prefill" | "decode"
         ``prefill``: the rows are positions ``0 .. rows−1`` of a new sequence (``cache`` must be
         None), ``rows <= seq`` (BERT: one sentence, the keys past ``rows`` masked, as a layer
-        of ``seq = rows`` computes it). ``decode`` (GPT-2 only): one row at position
-        ``len(cache)``, attending to the cache and itself (``cache=None`` is the empty cache).
+        of ``seq = rows`` computes it). ``decode`` (causal layers: GPT-2, LLaMA): one row at
+        position ``len(cache)`` (LLaMA: rotated by that position), attending to the cache and
+        itself (``cache=None`` is the empty cache).
     cache : KVCache or None
 
     Returns ``(y, cache)``: rows × d_model at ``cfg.y_scale`` (int8 or int16) and the cache
-    with this call's K and V rows appended. Every stage but attention is row-wise and attention
-    reads only the cached rows, so decode after a prefill of l−1 tokens gives, bit for bit, the
-    last row of a prefill of l tokens.
+    with this call's K and V rows appended. Every stage but attention is row-wise (RoPE by the
+    row's position) and attention reads only the cached rows, so decode after a prefill of l−1
+    tokens gives, bit for bit, the last row of a prefill of l tokens.
     """
     t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
     out = cfg.description.output
@@ -172,7 +204,7 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
 
 def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     """:func:`layer_bitexact` with every intermediate integer tensor: ``(t, cache)``, ``t``
-    named as the description's tensors (``x n1 q k v attn o r1 n2 u g f r2``, and in the
+    named as the description's tensors (GPT-2: ``x n1 q k v attn o r1 n2 u g f r2``, and in the
     dynamic scheme the quant stages' ``x_i8``...), each at its scale in
     ``cfg.numbers.scales`` (a quant stage's output at its input's, times each row's
     ``2**e``)."""
@@ -191,16 +223,19 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     if mode == "prefill":
         if cache is not None:
             raise ValueError("prefill starts a sequence: cache must be None")
-        cache = KVCache.empty(cfg.d_model)
+        cache = KVCache.empty(cfg.kv_dim)
     elif mode == "decode":
         if not cfg.causal:
             raise ValueError(f"decode needs a causal layer; arch={cfg.arch!r} is bidirectional")
         if x.shape[0] != 1:
             raise ValueError(f"decode takes one row; got {x.shape[0]}")
-        cache = KVCache.empty(cfg.d_model) if cache is None else cache
+        cache = KVCache.empty(cfg.kv_dim) if cache is None else cache
     else:
         raise ValueError(f"mode={mode!r} is not allowed; allowed: prefill | decode")
     pos = len(cache)
+    if pos + x.shape[0] > cfg.seq:      # before any stage (RoPE's table ends there too)
+        raise ValueError(f"KV cache overflow: {pos + x.shape[0]} positions exceed the "
+                         f"capacity seq={cfg.seq}")
 
     t = {"x": x}
     exponents = {}      # a quant stage's output tensor → its rows' exponents
@@ -218,6 +253,10 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
             out = norm_bitexact(cfg.stage_config(st.name), a[0])
         elif st.kind == "act":
             out = activation_bitexact(cfg.stage_config(st.name), a[0])
+        elif st.kind == "rope":     # row r at position pos + r
+            out = rope_bitexact(cfg.stage_config(st.name), a[0], pos)
+        elif st.kind == "mul":
+            out = mul_bitexact(cfg.stage_config(st.name), a[0], a[1])
         else:                       # residual: the branch as x, the skip as r
             out = residual_bitexact(cfg.stage_config(st.name), a[0], a[1])
         t[st.output] = out

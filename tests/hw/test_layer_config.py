@@ -19,7 +19,6 @@ from llmloom.hw.blocks.residual import ResidualConfig
 from llmloom.hw.blocks.softmax import SoftmaxConfig
 from llmloom.hw.config import ConfigError
 from llmloom.hw.layers.config import (
-    LINEARS,
     ActScales,
     LayerConfig,
     LayerNumbers,
@@ -100,13 +99,16 @@ D, H, F, S = 16, 2, 32, 8
 
 def _calibrated(arch="gpt2", **over):
     rng = np.random.default_rng(0)
-    scales = ActScales(**{f.name: float(v) for f, v in zip(
-        dataclasses.fields(ActScales), rng.uniform(0.01, 0.1, 14), strict=True)})
+    shape = LayerConfig(arch=arch, d_model=D, heads=H, d_ff=F, seq=S, lanes=4,
+                        **{k: v for k, v in over.items() if k == "kv_heads"})
+    names = shape.scale_names
+    scales = ActScales(**{t: float(v) for t, v in zip(
+        names, rng.uniform(0.01, 0.1, len(names)), strict=True)})
 
     def lin(n):
         return LinearParams(w_scale=tuple(rng.uniform(0.001, 0.01, n)),
                             bias=tuple(int(b) for b in rng.integers(-1000, 1000, n)))
-    linears = {n: lin(F if n == "f1" else D) for n in LINEARS}
+    linears = {n: lin(shape.linear_shape(n)[1]) for n in shape.linears}
     norms = {n: NormParams(gamma=tuple(rng.uniform(0.5, 1.5, D)),
                            beta=tuple(rng.uniform(-0.1, 0.1, D))) for n in ("ln1", "ln2")}
     nums = dict(scales=scales, **linears, **norms)
@@ -204,7 +206,7 @@ def test_seq_need_not_be_a_multiple_of_lanes():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"arch": "llama"}, "arch='llama' is not allowed; allowed: gpt2 | bert"),
+    ({"arch": "mistral"}, "arch='mistral' is not allowed; allowed: gpt2 | bert | llama"),
     ({"heads": 3}, "heads=3 does not divide d_model=16"),
     ({"d_ff": 30}, "lanes=4 does not divide d_ff=30"),
     ({"heads": 8}, "lanes=4 does not divide d_head=2"),

@@ -115,6 +115,8 @@ CASES = {
                       lambda r: {"acc": _ints(r, (7, L), -(1 << 21), 1 << 21, np.int32)}),
     "residual": _block("residual", dict(lanes=3, x_scale=0.05, r_scale=0.02, out_scale=0.06),
                        lambda r: {"x": _ints(r, (7, L)), "r": _ints(r, (7, L))}),
+    "mul": _block("mul", dict(lanes=3, a_scale=0.05, b_scale=0.02, out_scale=0.004),
+                  lambda r: {"a": _ints(r, (7, L)), "b": _ints(r, (7, L))}),
     "gelu": _block("gelu", dict(lanes=4, x_scale=0.04, approximation="erf"),
                    lambda r: {"x": _ints(r, (7, L))}),
     "silu": _block("silu", dict(lanes=6, x_scale=0.05), lambda r: {"x": _ints(r, (7, L))}),

@@ -1,0 +1,52 @@
+"""The LLaMA-class block (pre-norm RMSNorm, rotary positions, grouped-query attention, SwiGLU,
+no biases; SmolLM2, LLaMA 2/3), as one description (:mod:`.description`)::
+
+    x ─▶ norm1 ─▶ n1 ─┬─▶ q ─▶ rope_q ─▶ qr ─┐
+    │                 ├─▶ k ─▶ rope_k ─▶ kr ─┼─▶ attention ─▶ attn ─▶ o ─▶ residual1 ◀─ x ─▶ r1
+    │                 └─▶ v ─────────────────┘
+    r1 ─▶ norm2 ─▶ n2 ─┬─▶ gate ─▶ hg ─▶ silu ─▶ s ─┐
+                       └─▶ up ─▶ hu ────────────────┴─▶ mul ─▶ p ─▶ down ─▶ f
+    f ─▶ residual2 ◀─ r1 (skip) ─▶ r2 = y
+
+``n1 = RMSNorm(x)``; ``q = rope(n1·Wq)``, ``k = rope(n1·Wk)``, ``v = n1·Wv`` (K and V of
+``kv_heads`` heads: ``d_model × kv_heads·d_head``); ``attn = SDPA(q, k, v)``, causal, query
+head ``h`` reading KV head ``h // (heads / kv_heads)``; ``r1 = attn·Wo + x``;
+``r2 = (silu(RMSNorm(r1)·W_gate) ⊙ (RMSNorm(r1)·W_up))·W_down + r1``. RoPE rotates adjacent
+pairs of each head (GGUF's permuted ``attn_q``/``attn_k`` rows) by the row's position. No
+biases: the linear stages' re-quantisers still have their int32 bias constants, all zero.
+The float reference of a whole model is :mod:`llmloom.sim.golden.llama`.
+
+The dynamic scheme's residual stream adds ``p``, the down projection's input, to the
+tensors GPT-2 widens: the gate-times-up product is where LLaMA's massive activations
+appear (a few channels of a few tokens thousands of times the median), which int8 at one
+scale cannot hold beside the rest; the product of two int8 tensors has 16 bits of range
+anyway, so ``mul`` writes it int16 and the down projection reads it per token.
+"""
+
+from __future__ import annotations
+
+from .description import LayerDescription, Stage
+
+__all__ = ["LLAMA"]
+
+LLAMA = LayerDescription(
+    arch="llama", output="r2", causal=True, act="silu", eps=1e-5, norm="rmsnorm",
+    stream=("x", "n1", "o", "r1", "n2", "p", "f", "r2"),
+    stages=(
+        Stage("norm1", "norm", ("x",), "n1", params="ln1"),
+        Stage("q", "linear", ("n1",), "q", params="q", weight="wq"),
+        Stage("k", "linear", ("n1",), "k", params="k", weight="wk", features="kv"),
+        Stage("v", "linear", ("n1",), "v", params="v", weight="wv", features="kv"),
+        Stage("rope_q", "rope", ("q",), "qr"),
+        Stage("rope_k", "rope", ("k",), "kr"),
+        Stage("attention", "attention", ("qr", "kr", "v"), "attn"),
+        Stage("o", "linear", ("attn",), "o", params="o", weight="wo"),
+        Stage("residual1", "residual", ("o", "x"), "r1"),
+        Stage("norm2", "norm", ("r1",), "n2", params="ln2"),
+        Stage("gate", "linear", ("n2",), "hg", params="gate", weight="w_gate", features="d_ff"),
+        Stage("up", "linear", ("n2",), "hu", params="up", weight="w_up", features="d_ff"),
+        Stage("silu", "act", ("hg",), "s"),
+        Stage("mul", "mul", ("s", "hu"), "p"),
+        Stage("down", "linear", ("p",), "f", params="down", weight="w_down"),
+        Stage("residual2", "residual", ("f", "r1"), "r2"),
+    ))
