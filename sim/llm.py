@@ -38,8 +38,8 @@ from .golden.llama import LlamaFloat, rms_norm
 from .quantize import quantize_input, quantize_layer
 
 __all__ = ["QUANTS", "CALIB_TEXT", "QuantizedLlama", "quantize_llama", "float_llama",
-           "golden_step", "host_logits", "tokenizer_of", "stop_ids", "LlamaSession", "generate", "Generation", "teacher_forced",
-           "layer_weight_bytes", "clear_cache"]
+           "golden_step", "host_logits", "tokenizer_of", "stop_ids", "LlamaSession",
+           "generate", "Generation", "teacher_forced", "layer_weight_bytes", "clear_cache"]
 
 #: The quantisations ``llmloom generate --quant`` names (perf's names).
 QUANTS = ("W8A8", "W4A8")
