@@ -2,9 +2,9 @@
 
 This is the cross-check hook: tests in ``tests/perf`` hold these numbers against the cycles the
 RTL takes in simulation. The spatial model of a whole layer is built on them. Single blocks
-have closed forms here; attention and the composed layers (``gpt2-block``, ``bert-layer``)
-use the beat-level pipeline model of :mod:`llmloom.perf.pipeline`, whose stages reproduce
-these closed forms in isolation.
+have closed forms here; attention and the composed layers (``gpt2-block``, ``bert-layer``,
+``llama-block``) use the beat-level pipeline model of :mod:`llmloom.perf.pipeline`, whose stages
+reproduce these closed forms in isolation.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def layer_timing(cfg, sizes):
     return timing(cfg, sizes)
 
 
-BLOCK_TIMING["gpt2-block"] = BLOCK_TIMING["bert-layer"] = layer_timing
+BLOCK_TIMING["gpt2-block"] = BLOCK_TIMING["bert-layer"] = BLOCK_TIMING["llama-block"] = \
+    layer_timing
 
 
 @predicts("gpt2-block")
@@ -189,4 +190,12 @@ def bert_layer_cycles(cfg, sizes):
     """Cycles of :class:`~llmloom.hw.layers.layer.BertLayer` on tensors of ``sizes`` rows (one
     sentence of 1..``seq`` rows per run: the arrays span ``seq`` keys whatever its length); see
     :func:`gpt2_block_cycles`."""
+    return layer_timing(cfg, sizes).cycles
+
+
+@predicts("llama-block")
+def llama_layer_cycles(cfg, sizes):
+    """Cycles of the LLaMA-class layer (``arch="llama"``) on tensors of ``sizes`` rows, as
+    :func:`gpt2_block_cycles` (RoPE and the product are element-wise stages of their blocks'
+    latencies)."""
     return layer_timing(cfg, sizes).cycles

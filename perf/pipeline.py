@@ -92,8 +92,9 @@ def ii_stage(a, ii=1):
 
 
 def eltwise(a, latency, trace=None, name=None):
-    """An element-wise kernel (requant, residual, GELU, SiLU): II = 1, output ``latency``
-    cycles after the input transfer (``hw.blocks.requant.EltwiseTiming``)."""
+    """An element-wise kernel (requant, residual, GELU, SiLU, the product; RoPE, whose table
+    read is one of its stages): II = 1, output ``latency`` cycles after the input transfer
+    (``hw.blocks.requant.EltwiseTiming``, ``RopeConfig.cycles_np``)."""
     t = ii_stage(a)
     _add(trace, name, busy=len(t))
     return t + latency
@@ -101,7 +102,7 @@ def eltwise(a, latency, trace=None, name=None):
 
 def join(*streams):
     """Offer times of a stage that takes a beat from each input in the same cycle (the
-    residual add): every input's beat must be there."""
+    residual add, the product): every input's beat must be there."""
     return np.maximum.reduce([np.asarray(s, dtype=np.int64) for s in streams])
 
 
@@ -432,7 +433,7 @@ def _latencies(cfg):
     for st in cfg.description.stages:
         if st.kind == "linear":
             lat[st.name] = cfg.requant(st.name).latency
-        elif st.kind in ("act", "residual"):
+        elif st.kind in ("act", "residual", "rope", "mul"):
             lat[st.name] = cfg.stage_config(st.name).latency
     return lat
 
@@ -471,9 +472,10 @@ def layer_tensor(cfg, rows, trace=None):
             # its row exponents wait in queues for the re-quantisers: never later than the
             # row's results, so they cost the linear stages nothing
             out = row_kernel(a[0], *row_kernel_of(cfg.stage_config(st.name)), trace, st.name)
-        elif st.kind == "act":
+        elif st.kind in ("act", "rope"):
+            # RoPE: a row's position is the tensor's offset plus its index, no wait
             out = eltwise(a[0], lat[st.name], trace, st.name)
-        else:                       # residual: both inputs joined beat by beat
+        else:                       # residual, mul: both inputs joined beat by beat
             out = eltwise(join(*a), lat[st.name], trace, st.name)
         t[st.output] = out
     return t[desc.output]

@@ -42,7 +42,13 @@ and why:
     and 16 bits can spare two; the other tensors are int8 as above. The linear stages read
     the wide tensors through per-token quantisers (int8, a power-of-two exponent per row),
     whose exponents the re-quantisers undo. On MiniLM every layer's cosine is ≥ 0.997 on
-    held-out sentences.
+    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` too, and
+    its residual stream has 2× headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value
+    is the first token's massive activation (22 000 in layer 20, beside ~130 in every other
+    token), the same whatever the text to within +30 % (measured over four texts), so two
+    bits of headroom would cost the other tokens two bits of resolution for nothing (layer
+    20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
+    the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
   never reach the softmax's max or sum, so they must not widen its range).
 * **Softmax output**: fixed scale 1/255 (uint8; 255 is probability 1.0), set by the softmax
@@ -78,13 +84,15 @@ from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "SCALE_SPREAD_BITS", "STREAM_HEADROOM"]
+           "SCALE_SPREAD_BITS", "STREAM_HEADROOM", "STREAM_HEADROOMS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = 12
 #: The dynamic scheme's wide tensors are calibrated to this many times the calibration's
 #: largest magnitude (two of int16's bits spent on inputs that reach further).
 STREAM_HEADROOM = 4
+#: Architectures whose wide tensors take another headroom (see the module text).
+STREAM_HEADROOMS = {"llama": 2}
 
 
 def calibrate_scale(t, bits=8, headroom=1.0):
@@ -190,7 +198,8 @@ def calibrate(cfg, float_weights, x_calib):
             act[name] = calibrate_scale(trace["scores"][:, trace["keep"]])
             continue
         bits = cfg.width(name)
-        act[name] = calibrate_scale(trace[name], bits, STREAM_HEADROOM if bits > 8 else 1.0)
+        headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if bits > 8 else 1.0
+        act[name] = calibrate_scale(trace[name], bits, headroom)
     mats, params = {}, {}
     for st in linears:
         q, s_w = quantize_weight(w[st.weight])

@@ -45,7 +45,7 @@ def check_layer_shape(cfg):
     calibrated config or a shape-only one (the structural part of :func:`check_layer_rtl`:
     every linear stage's ``cols`` dividing its output width and a multiple or divisor of
     ``lanes``; the attention's gearbox rules)."""
-    for name in ("q", "k", "v", "o", "f1", "f2"):
+    for name in cfg.linears:
         g = cfg.linear(name)
         if g.n % g.cols:
             raise ConfigError(f"{name}: cols={g.cols} does not divide the output width "
@@ -92,7 +92,9 @@ def skip_rows(cfg, stage):
     * A branch through the attention: ``seq`` rows. The attention holds a whole tensor (up to
       ``seq`` rows) before it emits its first row, so every input row of the tensor must have
       passed the fork — and sit in the queue — by then, whichever engine the linear stages use.
-    * Otherwise its engines' :func:`engine_held_rows` and :data:`BRANCH_SLACK_ROWS`. Deadlock
+    * Otherwise its engines' :func:`engine_held_rows` and :data:`BRANCH_SLACK_ROWS` (a branch
+      that forks and joins again, LLaMA's gate and up projections into the ``mul``, counts
+      both engines). Deadlock
       freedom needs far less — a GEMM starts a token tile when its ``rows`` rows (or a
       tensor's ``end``) are in, a GEMV a row as soon as it is in — but a queue this deep also
       never throttles the branch.

@@ -2,6 +2,15 @@
 a :class:`~llmloom.hw.stream.Fork` where a tensor has several readers, a
 :class:`~llmloom.hw.stream.Queue` on every skip (:func:`~.common.skip_depth`).
 
+The blocks of the kinds (:data:`BLOCKS`): ``norm`` → :class:`~llmloom.hw.blocks.norm.Norm`
+(layernorm or rmsnorm, by the description's ``norm``), ``act`` → GELU or SiLU (its ``act``),
+``attention`` (grouped-query where ``kv_heads`` < ``heads``), ``residual``, ``quant``
+(:class:`~llmloom.hw.blocks.dynquant.DynQuant`), ``rope``
+(:class:`~llmloom.hw.blocks.rope.Rope`, its position: the rows it has taken since ``clear``,
+i.e. the row's index in its tensor plus the sequence position the attention starts that
+tensor at), ``mul`` (:class:`~llmloom.hw.blocks.mul.Mul`) and ``linear``
+(:class:`~.common.Linear`).
+
 Each linear stage is an engine (weights at elaboration) → gearbox → re-quantiser
 (:class:`~.common.Linear`): the output-stationary GEMM, or with ``engine="gemv"`` the decode
 GEMV (every multiplier busy on one token row). Every block is configured from the one
@@ -11,20 +20,29 @@ equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit, whatever th
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..blocks.activation import Gelu
+from ..blocks.activation import Gelu, Silu
 from ..blocks.attention import Attention
 from ..blocks.dynquant import DynQuant
+from ..blocks.mul import Mul
 from ..blocks.norm import Norm
 from ..blocks.residual import Residual
+from ..blocks.rope import Rope
 from ..stream import Fork, Queue, row_layout
 from .common import Linear, check_layer_rtl, exponent_depth, skip_depth
 from .config import LayerConfig, LayerWeights
 
-__all__ = ["Layer", "Gpt2Block", "BertLayer"]
+__all__ = ["Layer", "Gpt2Block", "BertLayer", "LlamaBlock", "BLOCKS"]
+
+#: The block of each kind but ``linear`` (:class:`~.common.Linear`) and ``act`` (the
+#: description's activation: :data:`ACTIVATIONS`), built on the stage's config.
+BLOCKS = {"norm": Norm, "attention": Attention, "residual": Residual, "quant": DynQuant,
+          "rope": Rope, "mul": Mul}
+#: The block of an ``act`` stage, by the description's ``act``.
+ACTIVATIONS = {"gelu_tanh": Gelu, "gelu_erf": Gelu, "silu": Silu}
 
 
 class Layer(wiring.Component):
@@ -88,8 +106,8 @@ class Layer(wiring.Component):
         cfg = self.cfg
         if stage.kind == "linear":
             return Linear(cfg, self.weights, stage.name)
-        block = {"norm": Norm, "attention": Attention, "act": Gelu,
-                 "residual": Residual, "quant": DynQuant}[stage.kind]
+        block = (ACTIVATIONS[cfg.description.act] if stage.kind == "act"
+                 else BLOCKS[stage.kind])
         return block(cfg.stage_config(stage.name))
 
     def elaborate(self, platform):
@@ -123,6 +141,8 @@ class Layer(wiring.Component):
                     wiring.connect(m, out, queue.i)
                     out = queue.o
                 wiring.connect(m, out, sink)
+        for st in desc.of_kind("rope"):
+            self._positions(m, st.name, blocks[st.name])
         attn = blocks[desc.of_kind("attention")[0].name]
         m.d.comb += self.overflow.eq(attn.overflow)
         # (a bidirectional attention empties its cache itself once a sentence has left it)
@@ -130,6 +150,22 @@ class Layer(wiring.Component):
         if cfg.causal:
             m.d.comb += self.pos.eq(attn.pos)
         return m
+
+    def _positions(self, m, name, rope):
+        """The position of the rows entering ``rope`` (a RoPE block): the rows it has taken
+        since ``clear``. The block samples it at a tensor's first beat, so row ``r`` of a
+        tensor is at the tensor's start position plus ``r`` — the position the attention's
+        causal mask gives it (its ``pos``, which advances only once the tensor has left the
+        attention, so a count of its own lets the next tensor be rotated while this one is
+        still in the attention). Past ``seq`` the attention refuses the rows (``overflow``)."""
+        cfg = self.cfg
+        rows = Signal(range(cfg.seq + 1), name=f"{name}_rows")
+        i = rope.i
+        with m.If(i.valid & i.ready & i.payload.last & (rows != cfg.seq)):
+            m.d.sync += rows.eq(rows + 1)
+        with m.If(self.clear):
+            m.d.sync += rows.eq(0)
+        m.d.comb += rope.pos.eq(Mux(rows == cfg.seq, 0, rows))
 
     def _exponents(self, m, quant, blocks):
         """The row exponents of ``quant`` (a quant stage) to the re-quantiser of every linear
@@ -161,3 +197,10 @@ class BertLayer(Layer):
     ``arch="bert"``."""
 
     arch = "bert"
+
+
+class LlamaBlock(Layer):
+    """The LLaMA-class block (:data:`~.llama.LLAMA`): a :class:`Layer` that takes
+    ``arch="llama"``."""
+
+    arch = "llama"

@@ -4,7 +4,8 @@ synthesis: LUT, FF, DSP and BRAM of one block configuration on an iCE40 UltraPlu
 
 :func:`estimate_block` takes a block name (the ``sim`` harness names: ``gemm``, ``gemv``,
 ``requant``, ``residual``, ``gelu``, ``silu``, ``softmax``, ``layernorm``, ``rmsnorm``,
-``dynquant``, ``kvcache``, ``attention``, ``gpt2-block``, ``bert-layer``), its ``hw`` config
+``dynquant``, ``kvcache``, ``attention``, ``gpt2-block``, ``bert-layer``, and ``rope``,
+``mul``, ``llama-block`` whose own logic is not fitted yet), its ``hw`` config
 and a family (``ice40``, ``ecp5``, ``xcup``, or an open-flow target name such as
 ``ecp5-85f``), and returns ``{"lut", "ff", "dsp", "bram"}`` in the units of the open flow's
 ``SynthResult`` (``llmloom.flows.synth``): LUT4s on iCE40 and ECP5 (an ECP5 carry cell counts two, a
@@ -86,8 +87,8 @@ def _check(block, cfg):
     if block not in BLOCKS:
         raise ConfigError(f"no resource model for block {block!r}; allowed: "
                           f"{', '.join(sorted(BLOCKS))}")
-    if block in ("gpt2-block", "bert-layer"):
-        want = "gpt2" if block == "gpt2-block" else "bert"
+    if block in ("gpt2-block", "bert-layer", "llama-block"):
+        want = {"gpt2-block": "gpt2", "bert-layer": "bert", "llama-block": "llama"}[block]
         if cfg.arch != want:
             cfg = cfg.replace(arch=want)
     unmodelled = _unmodelled(cfg)

@@ -4,6 +4,8 @@ its own buffers and stream plumbing, with no constant fitted to it: the attentio
 
 from __future__ import annotations
 
+import numpy as np
+
 from .blocks import (
     activation_parts,
     dynquant_parts,
@@ -20,9 +22,15 @@ from .blocks import (
     softmax_parts,
 )
 from .logic import logic_bill
-from .mapping import Bill, family_of, map_memory
+from .mapping import (
+    Bill,
+    const_multiplier_dsps,
+    family_of,
+    map_memory,
+    multiplier_dsps,
+)
 
-__all__ = ["attention_parts", "estimate_hostlink_parts"]
+__all__ = ["attention_parts", "rope_parts", "mul_parts", "estimate_hostlink_parts"]
 
 
 def _sub(parts, prefix, sub, k=1):
@@ -36,7 +44,10 @@ def attention_parts(cfg, fam):
     LN, S, E = cfg.lanes, cfg.seq, getattr(cfg, "head_engines", 1)
     EB = cfg.d_model // E // LN
     parts = {}
-    cache = KvCacheConfig.of(cfg).replace(d_model=cfg.d_model // E, heads=cfg.heads // E)
+    # each engine its bank: 1/E of the heads, and of the KV heads (grouped-query attention)
+    kv = KvCacheConfig.of(cfg)
+    cache = kv.replace(d_model=cfg.d_model // E, heads=cfg.heads // E,
+                       kv_heads=kv.kv_heads and kv.kv_heads // E)
     engine = {}
     _sub(engine, "cache", kvcache_parts(cache, fam))
     _sub(engine, "qk", gemm_parts(cfg.qk_gemm, fam))
@@ -77,7 +88,52 @@ def _linear(cfg, name, fam):
     return parts
 
 
-@estimator("gpt2-block", "bert-layer")
+def rope_parts(cfg, fam):
+    """:class:`~llmloom.hw.blocks.rope.Rope`: its cos/sin table (a ROM of ``positions ·
+    d_head/lanes`` words of ``lanes/2`` (C, S) pairs; only the bit columns that vary count),
+    the four products of each pair (int8 × a signed table entry) and its fitted logic (its
+    registers, sums, rounding: ``rope`` in :data:`~.logic.LOGIC`, zero until synthesis
+    baselines of the block are fitted)."""
+    pairs = cfg.lanes // 2
+    word = 0
+    for table in cfg.table:
+        bits = table & ((1 << cfg.table_width) - 1)     # two's complement, as stored
+        for j in range(pairs):
+            # lane pair j of every word: entries j, j + pairs, ... of each position
+            column = bits[:, j::pairs].ravel()
+            word += bin(int(np.bitwise_or.reduce(column ^ column[0]))).count("1")
+    dsp = 4 * pairs * multiplier_dsps(fam, cfg.IN.width, True, cfg.table_width, True)
+    return {"logic": logic_bill("rope", fam, lane=cfg.lanes),
+            "multiply": Bill(dsp=dsp),
+            "table": map_memory(fam, word, cfg.positions * cfg.head_beats, rom=True).bill()}
+
+
+def mul_parts(cfg, fam):
+    """:class:`~llmloom.hw.blocks.mul.Mul`: per lane the product ``a·b`` and its product by
+    the constant multiplier, and its fitted logic (``mul`` in :data:`~.logic.LOGIC`, zero
+    until synthesis baselines of the block are fitted; ``mul_wide`` for int16 streams)."""
+    m, _ = cfg.multiplier
+    dsp = (multiplier_dsps(fam, cfg.a_width, True, cfg.b_width, True)
+           + const_multiplier_dsps(fam, cfg.ab_width, True, m))
+    parts = {"logic": logic_bill("mul", fam, lane=cfg.lanes),
+             "multiply": Bill(dsp=cfg.lanes * dsp)}
+    wide = cfg.a_width + cfg.b_width + cfg.out_width - 24
+    if wide:
+        parts["wide_logic"] = logic_bill("mul_wide", fam, lane_bits=cfg.lanes * wide)
+    return parts
+
+
+@estimator("rope")
+def _rope(cfg, fam):
+    return rope_parts(cfg, fam)
+
+
+@estimator("mul")
+def _mul(cfg, fam):
+    return mul_parts(cfg, fam)
+
+
+@estimator("gpt2-block", "bert-layer", "llama-block")
 def _layer(cfg, fam):
     """The layer as its RTL composes it (:mod:`llmloom.hw.layers.layer`, walking the
     description): a part per stage, a queue per skip, a fork per tensor of several readers
@@ -96,7 +152,8 @@ def _layer(cfg, fam):
             _sub(parts, st.name, _linear(cfg, st.name, fam))
         else:
             part = {"attention": attention_parts, "norm": norm_parts, "act": activation_parts,
-                    "residual": residual_parts, "quant": dynquant_parts}[st.kind]
+                    "residual": residual_parts, "quant": dynquant_parts, "rope": rope_parts,
+                    "mul": mul_parts}[st.kind]
             _sub(parts, st.name, part(cfg.stage_config(st.name), fam))
         if st.kind == "residual":
             # the skip: the residual's second input

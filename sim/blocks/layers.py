@@ -1,4 +1,4 @@
-"""Harnesses of the composed layers: ``gpt2-block`` and ``bert-layer``.
+"""Harnesses of the composed layers: ``gpt2-block``, ``bert-layer`` and ``llama-block``.
 
 Tensors: ``x`` (rows × d_model float32, the layer input) → ``y`` (rows × d_model float32, the
 int8 output dequantised at ``cfg.y_scale``) and ``y_int`` (int8; int16 in the dynamic scheme,
@@ -14,8 +14,9 @@ weights) is elaborated on the quantiser's placeholder layer
 (:func:`~llmloom.sim.quantize.quantize_placeholder`).
 
 Modes: ``prefill`` (default): the rows are one tensor at positions ``0 .. rows−1``.
-``decode`` (GPT-2 only): a prefill of the first ``prefill`` rows (default ``rows − 1``), then
-each remaining row as a decode step, all through the same instance (its KV cache persists);
+``decode`` (causal layers: GPT-2, LLaMA): a prefill of the first ``prefill`` rows (default
+``rows − 1``), then each remaining row as a decode step, all through the same instance (its
+KV cache persists);
 ``y`` holds every row's output. Each tensor is offered once the previous one's output is out
 (:func:`layer_drive`), and the run reports each tensor's cycles (``tensor_cycles``).
 """
@@ -26,8 +27,8 @@ import numpy as np
 from amaranth.hdl import signed
 
 from ...hw.config import ConfigError
-from ...hw.layers.config import LayerConfig
-from ...hw.layers.layer import BertLayer, Gpt2Block
+from ...hw.layers.config import DESCRIPTIONS, LayerConfig
+from ...hw.layers.layer import BertLayer, Gpt2Block, LlamaBlock
 from ...hw.stream import row_layout
 from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float
 from ..harness import (
@@ -43,8 +44,8 @@ from ..harness import (
 from ..quantize import QuantizedLayer, calibrate, quantize_input, quantize_placeholder
 from ..streams import check_framing, pack_rows, unpack_rows
 
-__all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "MODES", "split_rows",
-           "layer_golden", "layer_drive"]
+__all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "LlamaBlockHarness",
+           "MODES", "split_rows", "layer_golden", "layer_drive"]
 
 MODES = ("prefill", "decode")
 
@@ -130,7 +131,7 @@ class LayerHarness(BlockHarness):
     def __init__(self, weights=None, mode="prefill", prefill=None, prefix=None, calib=None):
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not allowed; allowed: {' | '.join(MODES)}")
-        if mode == "decode" and self.arch != "gpt2":
+        if mode == "decode" and not DESCRIPTIONS[self.arch].causal:
             raise ConfigError(f"mode=decode needs a causal layer; {self.name} is "
                               "bidirectional")
         if prefill is not None and mode != "decode":
@@ -162,9 +163,10 @@ class LayerHarness(BlockHarness):
 
         values = dict(values or {})
         if values.get("arch", self.arch) != self.arch:
-            other = "bert-layer" if self.arch == "gpt2" else "gpt2-block"
+            other = {h.arch: h.name for h in LAYER_HARNESSES}.get(values["arch"])
+            hint = f" (or run {other})" if other else ""
             raise ConfigError(f"arch={values['arch']!r} in the config, but {self.name} is a "
-                              f"{self.arch} layer; allowed: arch={self.arch} (or run {other})")
+                              f"{self.arch} layer; allowed: arch={self.arch}{hint}")
         values["arch"] = self.arch
         cfg = super().config(values, tensors)
         if self.weights is None or tensors is None or "x" not in tensors:
@@ -173,7 +175,9 @@ class LayerHarness(BlockHarness):
         if not isinstance(fw, dict):
             fw = load_layer_weights(fw, self.arch, prefix=self.prefix)
         x = self._float_x(tensors, cfg.d_model)
-        d_ff = np.shape(fw["w1"])[1]
+        # the FFN width: the output of the first linear stage that is d_ff wide (w1, w_gate)
+        ffn = next(st for st in cfg.description.of_kind("linear") if st.features == "d_ff")
+        d_ff = np.shape(fw[ffn.weight])[1]
         if "d_ff" in values and values["d_ff"] != d_ff:
             raise ConfigError(f"d_ff={values['d_ff']} but the weights have d_ff={d_ff}")
         if self.calib is not None:
@@ -240,7 +244,9 @@ class LayerHarness(BlockHarness):
         """``cosine_vs_float`` and ``max_abs_error_vs_float`` of the output ``y`` against the
         float64 layer on ``x`` (for the run report)."""
         fw = self.quantized(cfg).float_weights
-        y_float = layer_float(tensors["x"], fw, self.arch, cfg.heads)
+        kw = ({"kv_heads": cfg.kv_heads_value, "rope_base": cfg.rope_base}
+              if cfg.description.of_kind("rope") else {})
+        y_float = layer_float(tensors["x"], fw, self.arch, cfg.heads, **kw)
         y = np.asarray(outputs["y"], np.float64)
         return {"cosine_vs_float": cosine(y, y_float),
                 "max_abs_error_vs_float": float(np.max(np.abs(y - y_float)))}
@@ -252,11 +258,11 @@ class LayerHarness(BlockHarness):
 
     def macs(self, cfg, tensors):
         rows, d = int(tensors["x_int"].shape[0]), cfg.d_model
-        linear = rows * (4 * d * d + 2 * d * cfg.d_ff)
+        linear = rows * sum(k * n for k, n in map(cfg.linear_shape, cfg.linears))
         return linear + 2 * rows * cfg.seq * d      # the attention arrays span all seq keys
 
     def peak_macs_per_cycle(self, cfg):
-        return (4 * cfg.linear_rows * cfg.linear_cols + 2 * cfg.ffn_rows * cfg.ffn_cols
+        return (sum(cfg.linear(name).rows * cfg.linear(name).cols for name in cfg.linears)
                 + cfg.head_engines * (cfg.qk_rows * cfg.qk_cols + cfg.pv_rows * cfg.pv_cols))
 
 
@@ -276,3 +282,17 @@ class BertLayerHarness(LayerHarness):
                "weights quantised W8A8 and calibrated on x")
     arch = "bert"
     layer_cls = BertLayer
+
+
+@register
+class LlamaBlockHarness(LayerHarness):
+    name = "llama-block"
+    summary = ("LLaMA-class block (pre-norm RMSNorm, RoPE, grouped-query attention, SwiGLU; "
+               "causal) composed of the blocks, KV cache on chip; float weights quantised W8A8 "
+               "and calibrated on x")
+    arch = "llama"
+    layer_cls = LlamaBlock
+
+
+#: The layer harnesses, one per architecture.
+LAYER_HARNESSES = (Gpt2BlockHarness, BertLayerHarness, LlamaBlockHarness)

@@ -63,7 +63,7 @@ def bert_layer_float(x, w, heads):
 # ---- the whole layer: float trace, bit-exact integer model, comparison -----------------------
 # (below the float references above, which stay the plain maths they were)
 
-__all__ += ["layer_float", "layer_float_trace", "repeat_kv", "KVCache", "layer_bitexact",
+__all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact",
             "layer_bitexact_trace", "dequantize", "cosine", "sqnr_db"]
 
 
@@ -80,18 +80,6 @@ def layer_float(x, w, arch, heads, **kw):
 
 
 _ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf, "silu": silu}
-
-
-def repeat_kv(t, heads, kv_heads):
-    """Rows of ``kv_heads`` heads (K or V of grouped-query attention) as rows of ``heads``
-    heads: query head ``h``'s columns hold KV head ``h // (heads / kv_heads)``."""
-    t = np.asarray(t)
-    if kv_heads == heads:
-        return t
-    rows, width = t.shape
-    dh = width // kv_heads
-    return np.repeat(t.reshape(rows, kv_heads, dh), heads // kv_heads, axis=1).reshape(
-        rows, heads * dh)
 
 
 def layer_float_trace(x, w, arch, heads, eps=None, *, kv_heads=None, rope_base=10000.0,
@@ -123,9 +111,9 @@ def layer_float_trace(x, w, arch, heads, eps=None, *, kv_heads=None, rope_base=1
             if st.bias in w:
                 out = out + w[st.bias]
         elif st.kind == "attention":
-            q, k, v = a[0], repeat_kv(a[1], heads, kv_heads), repeat_kv(a[2], heads, kv_heads)
-            t["scores"], t["keep"] = attention_scores_float(q, k, heads, desc.causal)
-            out = attention(q, k, v, heads, causal=desc.causal)
+            t["scores"], t["keep"] = attention_scores_float(a[0], a[1], heads, desc.causal,
+                                                            kv_heads=kv_heads)
+            out = attention(*a, heads, causal=desc.causal, kv_heads=kv_heads)
         elif st.kind == "act":
             out = _ACTIVATIONS[desc.act](a[0])
         elif st.kind == "rope":
@@ -245,6 +233,9 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     else:
         raise ValueError(f"mode={mode!r} is not allowed; allowed: prefill | decode")
     pos = len(cache)
+    if pos + x.shape[0] > cfg.seq:      # before any stage (RoPE's table ends there too)
+        raise ValueError(f"KV cache overflow: {pos + x.shape[0]} positions exceed the "
+                         f"capacity seq={cfg.seq}")
 
     t = {"x": x}
     exponents = {}      # a quant stage's output tensor → its rows' exponents

@@ -1,0 +1,36 @@
+"""The resource model of the LLaMA-class layer (`perf/resources/composites.py`): a part per
+stage of its description, RoPE's table and products, the product block's multipliers."""
+
+from llmloom.hw.blocks.mul import MulConfig
+from llmloom.hw.blocks.rope import RopeConfig
+from llmloom.hw.layers.config import LayerConfig
+from llmloom.perf.resources import estimate_block, estimate_parts
+from llmloom.perf.resources.composites import mul_parts, rope_parts
+from llmloom.perf.resources.mapping import family_of, multiplier_dsps
+
+
+def test_llama_layer_has_a_part_per_stage():
+    cfg = LayerConfig(arch="llama", d_model=64, heads=4, kv_heads=2, d_ff=128, seq=32, lanes=4,
+                      head_engines=2)
+    parts = estimate_parts("llama-block", cfg, "xcup")
+    stages = {k.split(".")[0] for k in parts}
+    assert {st.name for st in cfg.description.stages} <= stages
+    assert {"skip_residual1", "skip_residual2", "forks"} <= stages
+    est = estimate_block("llama-block", cfg, "xcup")
+    # a longer context: a bigger KV cache and RoPE tables
+    assert estimate_block("llama-block", cfg.replace(seq=512), "xcup")["bram"] > est["bram"]
+    # the dynamic scheme: a quantiser before the down projection too
+    dyn = estimate_parts("llama-block", cfg.replace(scheme="dynamic"), "xcup")
+    assert any(k.startswith("quant_p.") for k in dyn)
+
+
+def test_rope_and_mul_parts():
+    fam = family_of("xcup")
+    rope = RopeConfig(length=64, d_head=16, lanes=4, positions=64)
+    parts = rope_parts(rope, fam)
+    assert parts["multiply"].dsp == 2 * rope.lanes * multiplier_dsps(fam, 8, True,
+                                                                      rope.table_width, True)
+    longer = rope_parts(rope.replace(positions=4096), fam)["table"]
+    assert longer.bram > parts["table"].bram
+    mul = mul_parts(MulConfig(length=64, lanes=4, out_width=16, mult_bits=24), fam)
+    assert mul["multiply"].dsp >= 4 and "wide_logic" in mul
