@@ -2,7 +2,8 @@
 RoPE on q and k, grouped-query attention, SwiGLU through the ``mul`` block) on Amaranth's
 simulator, through the ``llama-block`` harness: bit-exact with ``layer_bitexact`` for a prefill
 then decode steps, static and dynamic schemes, under stalls; tensors back to back (not gated
-on the previous output) rotated at their own positions."""
+on the previous output) rotated at their own positions; stall-free, the cycles of the
+pipeline model (``perf.cycles``), per tensor."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from llmloom.hw.layers.layer import LlamaBlock
+from llmloom.perf.cycles import BLOCK_CYCLES, layer_timing
 from llmloom.sim.blocks.layers import (
     LlamaBlockHarness,
     layer_collect,
@@ -47,7 +49,7 @@ def llama_case(rng, scheme, rows=6, prefill=4):
 
 
 @pytest.mark.parametrize("scheme, stall", [("static", "none"), ("static", "random"),
-                                           ("dynamic", "pattern")])
+                                           ("dynamic", "none"), ("dynamic", "pattern")])
 def test_llama_block_prefill_then_decode(scheme, stall, rng):
     h, cfg, t = llama_case(rng, scheme)
     seed = int(rng.integers(1 << 30))
@@ -58,6 +60,10 @@ def test_llama_block_prefill_then_decode(scheme, stall, rng):
         np.testing.assert_array_equal(result.outputs[k], golden[k])
     assert result.outputs["y_int"].dtype == (np.int16 if scheme == "dynamic" else np.int8)
     assert len(result.tensor_cycles) == 3
+    if stall == "none":
+        sizes = h.shape_args(cfg, h.prepare(cfg, t))[0]
+        assert result.cycles == BLOCK_CYCLES["llama-block"](cfg, sizes)
+        assert list(result.tensor_cycles) == layer_timing(cfg, sizes).tensor_cycles
     fm = h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)
     assert fm["cosine_vs_float"] > 0.999
 

@@ -20,7 +20,7 @@ from llmloom.hw.blocks.gemm import GemmConfig
 from llmloom.hw.blocks.gemv import GemvConfig
 from llmloom.hw.blocks.kvcache import KvCacheConfig
 from llmloom.sim import verilated
-from llmloom.sim.blocks.layers import BertLayerHarness, Gpt2BlockHarness
+from llmloom.sim.blocks.layers import BertLayerHarness, Gpt2BlockHarness, LlamaBlockHarness
 from llmloom.sim.engine import SimTimeout
 from llmloom.sim.harness import Drive, get_harness
 from llmloom.sim.runner import run_block, simulate
@@ -80,6 +80,14 @@ def _layer(harness):
     return make
 
 
+def _llama(rng):
+    from ..hw.test_llama_block import llama_weights
+
+    h = LlamaBlockHarness().options(weights=llama_weights(rng, 8, 16, 2, 1), mode="decode")
+    x = rng.normal(0.0, 1.0, (4, 8)).astype(np.float32)
+    return h, h.config({**LAYER_PAR, "kv_heads": 1}, {"x": x}), {"x": x}
+
+
 def _block(name, values_or_cfg, tensors):
     def make(rng):
         h = get_harness(name)
@@ -127,6 +135,7 @@ CASES = {
     # a prefill, then decode steps gated on the previous output, timed per tensor
     "gpt2-block": _layer(Gpt2BlockHarness().options(mode="decode")),
     "bert-layer": _layer(BertLayerHarness()),
+    "llama-block": _llama,
 }
 
 
