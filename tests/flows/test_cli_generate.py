@@ -136,3 +136,29 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
     assert code == 0, out[-3000:]
     assert "Traceback" not in out
     assert "prefill of" in out              # the progress line was drawn
+
+
+def test_rtl_runner_replays_a_layers_tensors_for_each_decode_step(rng):
+    """``generate --sim`` runs each layer's RTL (here Amaranth's simulator on a tiny LLaMA
+    block): a decode step replays the layer's prefill and earlier steps, and its new row is
+    checked against and equals the bit-exact model's."""
+    from llmloom.flows.model_cli import RtlLayers
+    from llmloom.perf.cycles import layer_timing
+    from llmloom.sim.golden.layers import layer_bitexact
+    from llmloom.sim.quantize import quantize_input
+
+    from ..hw.test_llama_block import llama_case
+
+    h, cfg, t = llama_case(rng, "static")
+    q = h.quantized(cfg)
+    cfg, w = q.config, q.weights
+    x = quantize_input(t["x"], q.input_scale, cfg.width("x"))
+    rtl = RtlLayers("amaranth")
+    ys, cache = [], None
+    for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
+                       (slice(5, 6), "decode")):
+        y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
+        ys.append(y)
+    np.testing.assert_array_equal(np.concatenate(ys), layer_bitexact(cfg, w, x)[0])
+    assert len(cache) == 6
+    assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
