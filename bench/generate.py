@@ -8,8 +8,10 @@ Prints one JSON object to stdout::
 ``schemes`` holds, per numerics scheme (``LayerConfig.scheme``), at W8A8, over a held-out text
 run teacher-forced (one prefill, every position's next token predicted): ``agreement`` (share
 of positions whose greedy next token equals the float model's), ``perplexity`` and
-``float_perplexity`` (of the text's own next tokens), ``perplexity_ratio`` and ``meets_target``
-(agreement ≥ 95 %, perplexity within 5 %). Each layer is calibrated on
+``float_perplexity`` (of the text's own next tokens), ``perplexity_ratio``, ``meets_target``
+(agreement ≥ 95 %, perplexity within 5 %) and ``input_steps`` (per layer, the median token's
+RMS on the judged text in steps of the layer's input scale: the resolution the residual stream
+leaves ordinary tokens beside the first token's massive activation). Each layer is calibrated on
 :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text. ``projection`` holds, for SmolLM2-135M
 and GPT-2 medium on perf's U280 design, prefill and decode tokens/s and the decode's share of
 time the memory bus streams weights. W4A8 is not measured: the layer holds no 4-bit weights
@@ -21,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+import numpy as np
 
 from llmloom.flows.model_cli import projection
 from llmloom.sim.golden.llama import next_token_agreement, perplexity
@@ -59,12 +63,18 @@ def main(argv=None):
         logits, ref = teacher_forced(qm, ids)
         ppl, ppl_f = perplexity(logits, ids), perplexity(ref, ids)
         agree = next_token_agreement(logits, ref)
+        steps = []
+        host, cache, x = qm.host, qm.host.new_cache(), qm.host.embed(ids)
+        for n, (_, _, x_scale) in enumerate(qm.layers):
+            rms = np.sqrt(np.mean(np.asarray(x, np.float64) ** 2, axis=1))
+            steps.append(round(float(np.median(rms)) / x_scale, 1))
+            x = host.layer(n, x, 0, cache)
         doc["model"], doc["num_layers"] = qm.spec.name, qm.num_layers
         doc["schemes"][scheme] = {
             "agreement": round(agree, 4), "perplexity": round(ppl, 3),
             "float_perplexity": round(ppl_f, 3), "perplexity_ratio": round(ppl / ppl_f, 4),
             "meets_target": agree >= TARGET_AGREEMENT and ppl / ppl_f <= TARGET_PPL_RATIO,
-            "wall_s": round(time.perf_counter() - t, 1)}
+            "input_steps": steps, "wall_s": round(time.perf_counter() - t, 1)}
     doc["projection"] = {}
     for name in ("smollm2-135m", "gpt2-medium"):
         p = projection(name, "W8A8", prompt_tokens=128, context=256)

@@ -356,12 +356,13 @@ def _layer_cycles(cfg, sizes):
 
 def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES_PER_CYCLE):
     """Weights fetched and cycles waited for them over a run of ``layers`` layers on tensors
-    whose layer cycles are ``pass_cycles`` (one per pass: the prefill, each decode step):
+    whose layer cycles are ``pass_cycles`` (one per pass: the prefill, each decode step;
+    ``None`` where unknown):
     every pass fetches every layer's weights again, double-buffered: layer k + 1's arrive
     while layer k runs, so a layer waits only for what its predecessor's run does not cover
     (the first waits for all of its own). Returns ``(bytes, wait cycles or None)``."""
     fetched = per_layer_bytes * layers * len(pass_cycles)
-    if pass_cycles is None or None in pass_cycles:
+    if None in pass_cycles:
         return fetched, None
     fetch = -(-per_layer_bytes // bytes_per_cycle)
     runs = [c for c in pass_cycles for _ in range(layers)]
