@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from llmloom.sim.checkpoint import CheckpointError, chat_prompt, smollm2_path
+from llmloom.sim.golden.layers import cosine
 from llmloom.sim.golden.llama import next_token_agreement
 from llmloom.sim.llm import (
     LlamaSession,
@@ -88,9 +89,16 @@ def test_generation_stops_at_a_stop_token(qm2, prompt, generation):
     assert tokenizer_of().token_id("<|im_end|>") in stop_ids()
 
 
-def test_two_layers_follow_float_teacher_forced(qm2, prompt):
-    logits, ref = teacher_forced(qm2, prompt)
-    assert next_token_agreement(logits, ref) >= 0.9
+def test_two_layers_follow_float_teacher_forced(qm2):
+    """Each position's logits within cosine 0.995 of the float model's (two layers: the
+    greedy tokens of a cut-down model are near ties, so their agreement is judged loosely;
+    bench/generate.py judges the whole model)."""
+    ids = tokenizer_of().encode(chat_prompt(
+        "The weather today is sunny with a light breeze from the west, and temperatures "
+        "around 21 degrees."))
+    logits, ref = teacher_forced(qm2, ids)
+    assert min(cosine(a, b) for a, b in zip(logits, ref, strict=True)) >= 0.995
+    assert next_token_agreement(logits, ref) >= 0.8
 
 
 def test_bad_requests_are_one_line_errors(qm2):
