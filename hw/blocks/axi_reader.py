@@ -1,0 +1,277 @@
+"""An AXI4 read master that streams a range of off-chip memory out as row beats: the path by
+which a layer's weights (:mod:`llmloom.hw.layers.weights_image`) reach an engine's ``weight``
+stream when they do not fit on chip.
+
+Commands arrive on a stream rather than through registers: a layer sequencer (or the host
+link) queues "fetch ``bytes`` from ``addr``" like any other beat, under the same valid/ready
+rules, and a command waiting in front of the reader is the next layer's fetch; registers
+would need a bus of their own and a start/done handshake that a stream already is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..stream import row_layout
+
+__all__ = ["AxiReaderConfig", "AxiReadSignature", "AxiReader", "AXI_BOUNDARY", "INCR",
+           "bursts"]
+
+#: An AXI4 burst never crosses a 4 KB address boundary (AMBA AXI4, A3.4.1).
+AXI_BOUNDARY = 4096
+#: ARBURST code of an incrementing burst.
+INCR = 0b01
+
+
+def bursts(addr, nbytes, bus_bytes, max_burst):
+    """The bursts that read ``nbytes`` from byte address ``addr`` on a bus of ``bus_bytes``
+    bytes: ``[(word-aligned byte address, beats)]``, each at most ``max_burst`` beats and never
+    crossing a 4 KB boundary. The RTL issues exactly these; the timing model walks them."""
+    if nbytes <= 0:
+        return []
+    per_4k = AXI_BOUNDARY // bus_bytes
+    word = addr // bus_bytes
+    words = -(-(addr % bus_bytes + nbytes) // bus_bytes)
+    out = []
+    while words:
+        beats = min(words, max_burst, per_4k - word % per_4k)
+        out.append((word * bus_bytes, beats))
+        word += beats
+        words -= beats
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AxiReaderConfig(BlockConfig):
+    """An AXI4 read master (AR and R channels, INCR bursts of full-width beats, one ID) that
+    streams ``bytes`` bytes from ``addr`` as beats of ``data_width/8`` byte lanes."""
+
+    data_width: int = spec(64, Choice((32, 64, 128, 256, 512)),
+                           "AXI data bus bits; an output beat carries data_width/8 bytes")
+    addr_width: int = spec(32, Range(13, 64), "AXI address bits")
+    id_width: int = spec(1, Range(1, 16), "ARID/RID bits (the reader uses ID 0: its bursts "
+                         "return in order)")
+    max_burst: int = spec(256, Range(1, 256), "beats per burst at most (AXI4 INCR allows 256; "
+                          "a burst also stops at each 4 KB boundary)")
+    outstanding: int = spec(4, Range(1, 64), "bursts requested and not yet fully returned, at "
+                            "most: how much memory latency the reader hides")
+    max_bytes: int = spec(1 << 24, Range(1, 1 << 40), "largest byte count of one command "
+                          "(sizes the counters)")
+
+    #: Cycles from a command's transfer to its first burst's AR transfer (a ready slave):
+    #: the command is registered, then the first AR is computed into the AR registers.
+    ISSUE = 2
+
+    def _validate(self):
+        if self.max_bytes >= 1 << self.addr_width:
+            raise ConfigError(f"max_bytes={self.max_bytes} does not fit addr_width="
+                              f"{self.addr_width}; allowed: max_bytes < 2**addr_width")
+
+    @property
+    def lanes(self):
+        """Bytes per bus word and per output beat."""
+        return self.data_width // 8
+
+    @property
+    def size(self):
+        """ARSIZE: log2 of the bytes per beat (every beat is full width)."""
+        return (self.lanes - 1).bit_length()
+
+    @property
+    def max_words(self):
+        """Bus words one command may touch (an unaligned start adds one)."""
+        return -(-(self.lanes - 1 + self.max_bytes) // self.lanes)
+
+    def bursts(self, addr, nbytes):
+        """The bursts of one command (:func:`bursts`)."""
+        return bursts(addr, nbytes, self.lanes, self.max_burst)
+
+    def out_beats(self, nbytes):
+        """Output beats of a command: ``ceil(nbytes / lanes)``, the last one zero-padded."""
+        return -(-nbytes // self.lanes)
+
+    # Timing (one home: perf.cycles calls it) ---------------------------------------------------
+    def cycles(self, addr, nbytes, latency):
+        """Cycles of one command, from its transfer to its last output beat's, inclusive, with
+        the output always ready and a memory that takes every AR at once and returns a burst's
+        first beat ``latency`` cycles after its AR transfer (or right after the previous
+        burst's last beat, if later; bursts return in order), then one beat per cycle.
+
+        The reader issues an AR per cycle while fewer than ``outstanding`` bursts are in
+        flight, and the next one in the cycle after a burst's last beat frees a slot. Each
+        word leaves the output register the cycle after it arrives; a start that is not word
+        aligned realigns through one word of storage, which costs one more cycle when the last
+        output beat needs no new word. Exact under this model (the cocotb tests hold the RTL to
+        it against cocotbext-axi's slave); random latency and stalls only add cycles."""
+        if nbytes <= 0:
+            raise ValueError(f"nbytes={nbytes} must be >= 1")
+        if latency < 1:
+            raise ValueError(f"latency={latency} must be >= 1")
+        bl = self.bursts(addr, nbytes)
+        issue, end = [], []
+        for i, (_, beats) in enumerate(bl):
+            if i < self.outstanding:
+                a = self.ISSUE + i
+            else:
+                a = max(end[i - self.outstanding] + 1, issue[i - 1] + 1)
+            start = a + latency if i == 0 else max(a + latency, end[i - 1] + 1)
+            issue.append(a)
+            end.append(start + beats - 1)
+        words = sum(b for _, b in bl)
+        flush = int(addr % self.lanes != 0 and words == self.out_beats(nbytes))
+        return end[-1] + 1 + flush + 1
+
+    def bytes_per_cycle(self, latency, burst=None):
+        """Sustained bytes per cycle of a long transfer in bursts of ``burst`` beats (default
+        ``max_burst``, capped by the 4 KB boundary): a full bus word per cycle when the
+        ``outstanding`` bursts in flight cover the latency, else ``outstanding`` bursts per
+        round trip (``latency`` + one cycle to issue the next AR + the burst)."""
+        b = min(burst or self.max_burst, AXI_BOUNDARY // self.lanes)
+        period = max(b, (latency + b) / self.outstanding)
+        return self.lanes * b / period
+
+
+def AxiReadSignature(cfg):
+    """The AR and R channels of an AXI4 master (directions as seen from the master); ports
+    come out as ``axi__araddr``, ``axi__rdata``... (the AXI names, for bus models)."""
+    return wiring.Signature({
+        "arid": Out(cfg.id_width), "araddr": Out(cfg.addr_width), "arlen": Out(8),
+        "arsize": Out(3), "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+        "rid": In(cfg.id_width), "rdata": In(cfg.data_width), "rresp": In(2), "rlast": In(1),
+        "rvalid": In(1), "rready": Out(1),
+    })
+
+
+def command_layout(cfg):
+    """A command: read ``bytes`` bytes from byte address ``addr``."""
+    return data.StructLayout({"addr": cfg.addr_width, "bytes": range(cfg.max_bytes + 1)})
+
+
+__all__ += ["command_layout"]
+
+
+class AxiReader(wiring.Component):
+    """Reads byte ranges over AXI4 and streams them out, ``lanes`` bytes per beat.
+
+    Parameters
+    ----------
+    cfg : AxiReaderConfig
+
+    Members
+    -------
+    i : In(stream.Signature(command_layout(cfg)))
+        Commands, one beat each: ``addr`` (any byte address) and ``bytes`` (0 is taken and does
+        nothing). A command is taken once the previous one's last beat is in the output
+        register.
+    o : Out(stream.Signature(row_layout(signed(8), lanes)))
+        The bytes from ``addr`` on, lane ``j`` of beat ``b`` holding byte ``addr + b·lanes +
+        j`` (as an int8: an int8 weight, or a byte of a wider number); the last beat's lanes
+        past ``bytes`` are zero; ``last`` and ``end`` on a command's last beat. With
+        ``lanes`` equal to an engine's ``cols``, the beats of a weight image's weight section
+        are the engine's ``weight`` beats.
+    axi : Out(AxiReadSignature(cfg))
+        The AXI4 read channels: INCR bursts of full-width beats (ARSIZE = log2 lanes) of at
+        most ``max_burst`` beats, none crossing a 4 KB boundary, ID 0, at most
+        ``outstanding`` in flight.
+    error : Out(1)
+        Set by a beat with a non-OKAY RRESP, cleared when the next command is taken (the data
+        of that beat is passed on as it came).
+
+    Latency and rate: the first AR transfers ``ISSUE`` cycles after the command (to a ready
+    slave); each R beat leaves the output register one cycle after it arrives, one per cycle;
+    :meth:`AxiReaderConfig.cycles` gives a command's cycles. Backpressure: ``RREADY`` is low
+    whenever the output register is full and not taken, so the slave holds its data: nothing
+    is buffered, dropped or reordered. An unaligned ``addr`` is realigned through one word
+    of storage (a byte shifter of ``lanes`` positions).
+    """
+
+    def __init__(self, cfg: AxiReaderConfig):
+        if not isinstance(cfg, AxiReaderConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"cfg must be an AxiReaderConfig, not {cfg!r}")
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(command_layout(cfg))),
+            "o": Out(stream.Signature(row_layout(signed(8), cfg.lanes))),
+            "axi": Out(AxiReadSignature(cfg)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        B, SZ, N = cfg.lanes, cfg.size, cfg.outstanding
+        per_4k = AXI_BOUNDARY // B
+        axi, cmd, o = self.axi, self.i, self.o
+
+        busy = Signal()
+        word_addr = Signal(cfg.addr_width - SZ)          # next burst's first word
+        words_left = Signal(range(cfg.max_words + 1))    # words not yet requested
+        r_left = Signal(range(cfg.max_words + 1))        # words not yet received
+        out_left = Signal(range(cfg.out_beats(cfg.max_bytes) + 1))
+        shift = Signal(range(B + 1))      # byte offset of the output in (prev, word)
+        tail = Signal(range(B + 1))       # bytes of the last output beat
+        need_first = Signal()             # unaligned start: the first word only fills prev
+        issued = Signal(range(N + 1))
+        prev = Signal(8 * B)
+
+        # ---- commands ------------------------------------------------------------------------
+        m.d.comb += cmd.ready.eq(~busy)
+        with m.If(cmd.valid & cmd.ready):
+            offset = cmd.payload.addr[:SZ] if SZ else Const(0, 1)
+            words = (offset + cmd.payload.bytes + (B - 1)) >> SZ
+            m.d.sync += [
+                busy.eq(cmd.payload.bytes != 0),
+                word_addr.eq(cmd.payload.addr[SZ:]),
+                words_left.eq(words), r_left.eq(words),
+                out_left.eq((cmd.payload.bytes + (B - 1)) >> SZ),
+                tail.eq(((cmd.payload.bytes - 1) & (B - 1)) + 1),
+                shift.eq(Mux(offset == 0, B, offset)),
+                need_first.eq(offset != 0),
+                self.error.eq(0),
+            ]
+
+        # ---- read address channel ------------------------------------------------------------
+        r_fire = axi.rvalid & axi.rready
+        last_fire = r_fire & axi.rlast
+        to_4k = per_4k - (word_addr & (per_4k - 1))
+        beats = Signal(range(max(cfg.max_burst, per_4k) + 1))
+        capped = Mux(words_left > cfg.max_burst, cfg.max_burst, words_left)
+        m.d.comb += beats.eq(Mux(to_4k < capped, to_4k, capped))
+        issue = busy & (words_left != 0) & ((issued != N) | last_fire) & \
+            (~axi.arvalid | axi.arready)
+        m.d.comb += [axi.arid.eq(0), axi.arsize.eq(SZ), axi.arburst.eq(INCR)]
+        with m.If(issue):
+            m.d.sync += [axi.araddr.eq(word_addr << SZ), axi.arlen.eq(beats - 1),
+                         axi.arvalid.eq(1), word_addr.eq(word_addr + beats),
+                         words_left.eq(words_left - beats)]
+        with m.Elif(axi.arready):
+            m.d.sync += axi.arvalid.eq(0)
+        m.d.sync += issued.eq(issued + issue - last_fire)
+
+        # ---- read data → output register ------------------------------------------------------
+        advance = ~o.valid | o.ready
+        flush = busy & ~need_first & (r_left == 0) & (out_left != 0)
+        m.d.comb += axi.rready.eq(busy & (r_left != 0) & (need_first | advance))
+        word = Mux(flush, 0, axi.rdata)
+        aligned = Cat(prev, word).bit_select(shift * 8, 8 * B)
+        final = out_left == 1
+        keep = Cat(*(Mux(~final | (k < tail), 0xff, Const(0, 8)) for k in range(B)))
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(r_fire):
+            m.d.sync += [prev.eq(axi.rdata), r_left.eq(r_left - 1), need_first.eq(0)]
+            with m.If(axi.rresp != 0):
+                m.d.sync += self.error.eq(1)
+        with m.If((r_fire & ~need_first) | (flush & advance)):
+            m.d.sync += [o.payload.data.as_value().eq(aligned & keep), o.valid.eq(1),
+                         o.payload.last.eq(final), o.payload.end.eq(final),
+                         out_left.eq(out_left - 1)]
+            with m.If(final):
+                m.d.sync += busy.eq(0)
+        return m

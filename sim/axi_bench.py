@@ -1,0 +1,162 @@
+"""The cocotb test that runs the AXI read master against cocotbext-axi's read slave (a job
+written by :func:`llmloom.sim.axi.run_axi_reader`; not a pytest file).
+
+The slave is :class:`cocotbext.axi.AxiRamRead` with a memory latency: the first beat of each
+burst is held until ``latency`` cycles after the burst's AR transfer (drawn per burst from the
+job's range; bursts still return in order, so a fast burst behind a slow one waits). Its AR
+sink takes every AR at once (unless the job pauses ``ARREADY``), its R source may pause
+``RVALID``, and the bench may drop the output's ``ready``: all from the job's seed. Values are
+driven on the falling edge and sampled in the read-only phase before the rising edge, as in
+:mod:`llmloom.sim.cocotb_bench`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotbext.axi import AxiRamRead, AxiReadBus
+
+#: Cycles between the AR transfer the bench observes and the R beat the slave model puts on
+#: the bus, beyond the wait the model asks for: its AR sink's, its R source's and our own
+#: sampling's edges. Subtracted so that ``latency`` is the latency seen on the bus (the tests
+#: check the measured one).
+MODEL_DELAY = 2
+
+
+class _Clocked:
+    cycle = 0
+
+
+class _LatencyRam(AxiRamRead):
+    """AxiRamRead whose bursts' first beats wait for their latency (the AR times come from
+    the bench's monitor, in order)."""
+
+    def __init__(self, *args, clocked, ar_times, latencies, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clocked, self._ar_times, self._latencies = clocked, ar_times, latencies
+
+    async def _process_read(self):
+        # the slave's loop reads one burst's words in order; know where bursts start
+        while True:
+            await self._burst(await self.ar_channel.recv())
+
+    async def _burst(self, ar):
+        from cocotbext.axi.constants import AxiResp
+
+        while not self._ar_times:            # the monitor sees the transfer first
+            await RisingEdge(self.clock)
+        t_ar = self._ar_times.popleft()
+        due = t_ar + self._latencies.pop(0) - MODEL_DELAY
+        while self._clocked.cycle < due:
+            await RisingEdge(self.clock)
+        addr, length = int(ar.araddr), int(getattr(ar, "arlen", 0)) + 1
+        size = 2 ** int(getattr(ar, "arsize", self.max_burst_size))
+        assert int(ar.arburst) == 1, "only INCR bursts are expected"
+        assert size == self.byte_lanes, "only full-width beats are expected"
+        assert 0x1000 - (addr & 0xfff) >= size * length, "a burst crosses a 4 KB boundary"
+        for n in range(length):
+            r = self.r_channel._transaction_obj()
+            r.rid = int(getattr(ar, "arid", 0))
+            r.rlast = n == length - 1
+            r.rresp = AxiResp.OKAY
+            r.rdata = int.from_bytes(self.read((addr + n * size) % self.size, size), "little")
+            await self.r_channel.send(r)
+
+
+def _pauses(rng, p):
+    while True:
+        yield rng.random() < p
+
+
+@cocotb.test()
+async def run_job(dut):
+    with open(os.environ["LLMLOOM_JOB"]) as fh:
+        job = json.load(fh)
+    rng = random.Random(job["seed"])
+    memory = bytes.fromhex(job["memory"])
+    commands = [tuple(c) for c in job["commands"]]
+    lo, hi = job["latency"]
+    clocked = _Clocked()
+    ar_times = collections.deque()
+    bursts_total = job["bursts"]
+    latencies = [rng.randint(lo, hi) for _ in range(bursts_total + 1)]
+
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    bus = AxiReadBus.from_prefix(dut, "axi", bus_separator="__")
+    size = max(4096, -(-len(memory) // 4096) * 4096)
+    ram = _LatencyRam(bus, dut.clk, dut.rst, size=size, clocked=clocked, ar_times=ar_times,
+                      latencies=latencies)
+    ram.write(0, memory)
+    ram.ar_channel.queue_occupancy_limit = 1 << 16
+    if job["ar_pause"]:
+        ram.ar_channel.set_pause_generator(_pauses(random.Random(rng.random()), job["ar_pause"]))
+    if job["r_pause"]:
+        ram.r_channel.set_pause_generator(_pauses(random.Random(rng.random()), job["r_pause"]))
+    out_rng = random.Random(rng.random())
+
+    dut.rst.value = 1
+    dut.i__valid.value = 0
+    dut.o__ready.value = 0
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+    lanes = len(dut.axi__rdata) // 8
+    pending = list(commands)
+    beats, cmd_cycles, bursts, first_valid = [], [], [], []
+    starts = collections.deque()             # transfer cycles of commands not yet finished
+    waiting_first = collections.deque()      # AR cycles of bursts whose first beat is due
+    in_burst = False
+    result = {}
+    try:
+        while len(cmd_cycles) < len(commands):
+            if clocked.cycle > job["max_cycles"]:
+                raise TimeoutError(f"no end after {job['max_cycles']} cycles: "
+                                   f"{len(cmd_cycles)} of {len(commands)} commands done")
+            if pending:
+                addr, nbytes = pending[0]
+                dut.i__payload.value = addr | nbytes << len(dut.axi__araddr)
+                dut.i__valid.value = 1
+            else:
+                dut.i__valid.value = 0
+            ready = out_rng.random() >= job["out_stall"]
+            dut.o__ready.value = int(ready)
+            await ReadOnly()
+            c = clocked.cycle
+            if int(dut.i__valid.value) and int(dut.i__ready.value):
+                if pending.pop(0)[1] == 0:
+                    cmd_cycles.append(0)
+                else:
+                    starts.append(c)
+            if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):
+                bursts.append([int(dut.axi__araddr.value), int(dut.axi__arlen.value) + 1,
+                               int(dut.axi__arsize.value), int(dut.axi__arburst.value)])
+                ar_times.append(c)
+                waiting_first.append(c)
+            if int(dut.axi__rvalid.value):
+                if not in_burst:
+                    first_valid.append(c - waiting_first.popleft())
+                    in_burst = True
+                if int(dut.axi__rready.value) and int(dut.axi__rlast.value):
+                    in_burst = False
+            if int(dut.o__valid.value) and ready:
+                word = dut.o__payload.value.to_unsigned()
+                beats.append(hex(word))
+                if word >> (8 * lanes) & 1:              # `last`: the command's final beat
+                    cmd_cycles.append(c - starts.popleft() + 1)
+            await FallingEdge(dut.clk)
+            clocked.cycle += 1
+        result = {"beats": beats, "cycles": cmd_cycles, "bursts": bursts,
+                  "latencies": first_valid, "error": int(dut.error.value)}
+    except Exception as exc:  # reported to the caller, which raises it
+        result = {"fail": f"{type(exc).__name__}: {exc}"}
+    finally:
+        with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
+            json.dump(result, fh)
