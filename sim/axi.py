@@ -22,6 +22,8 @@ class AxiRun:
     latencies: list       # per burst: AR transfer to its first beat's RVALID, as on the bus
     error: int            # the reader's error flag at the end
     ends: list            # per command: indices of its beats that carry last/end
+    max_in_flight: int    # most bursts requested and not yet fully returned, at once
+    sim_cycles: int       # all cycles simulated after reset
 
 
 def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", latency=(8, 8),
@@ -63,7 +65,8 @@ def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", late
         raise AssertionError(f"{len(words_out)} output beats; expected {k}")
     return AxiRun(data=data, padding=padding, cycles=result["cycles"],
                   bursts=[tuple(b) for b in result["bursts"]], latencies=result["latencies"],
-                  error=result["error"], ends=ends)
+                  error=result["error"], ends=ends,
+                  max_in_flight=result["max_in_flight"], sim_cycles=result["sim_cycles"])
 
 
 def random_image(rng, nbytes):

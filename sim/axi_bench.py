@@ -110,10 +110,12 @@ async def run_job(dut):
 
     lanes = len(dut.axi__rdata) // 8
     pending = list(commands)
-    beats, cmd_cycles, bursts, first_valid = [], [], [], []
-    starts = collections.deque()             # transfer cycles of commands not yet finished
+    beats, bursts, first_valid = [], [], []
+    cmd_cycles = {}                          # command index → its cycles
+    starts = collections.deque()             # (index, transfer cycle) of unfinished commands
     waiting_first = collections.deque()      # AR cycles of bursts whose first beat is due
     in_burst = False
+    in_flight = max_in_flight = 0
     result = {}
     try:
         while len(cmd_cycles) < len(commands):
@@ -131,30 +133,37 @@ async def run_job(dut):
             await ReadOnly()
             c = clocked.cycle
             if int(dut.i__valid.value) and int(dut.i__ready.value):
+                index = len(commands) - len(pending)
                 if pending.pop(0)[1] == 0:
-                    cmd_cycles.append(0)
+                    cmd_cycles[index] = 0
                 else:
-                    starts.append(c)
+                    starts.append((index, c))
             if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):
                 bursts.append([int(dut.axi__araddr.value), int(dut.axi__arlen.value) + 1,
                                int(dut.axi__arsize.value), int(dut.axi__arburst.value)])
                 ar_times.append(c)
                 waiting_first.append(c)
+                in_flight += 1
+                max_in_flight = max(max_in_flight, in_flight)
             if int(dut.axi__rvalid.value):
                 if not in_burst:
                     first_valid.append(c - waiting_first.popleft())
                     in_burst = True
                 if int(dut.axi__rready.value) and int(dut.axi__rlast.value):
                     in_burst = False
+                    in_flight -= 1
             if int(dut.o__valid.value) and ready:
                 word = dut.o__payload.value.to_unsigned()
                 beats.append(hex(word))
                 if word >> (8 * lanes) & 1:              # `last`: the command's final beat
-                    cmd_cycles.append(c - starts.popleft() + 1)
+                    index, start = starts.popleft()
+                    cmd_cycles[index] = c - start + 1
             await FallingEdge(dut.clk)
             clocked.cycle += 1
-        result = {"beats": beats, "cycles": cmd_cycles, "bursts": bursts,
-                  "latencies": first_valid, "error": int(dut.error.value)}
+        result = {"beats": beats, "cycles": [cmd_cycles[k] for k in range(len(commands))],
+                  "bursts": bursts,
+                  "latencies": first_valid, "error": int(dut.error.value),
+                  "max_in_flight": max_in_flight, "sim_cycles": clocked.cycle}
     except Exception as exc:  # reported to the caller, which raises it
         result = {"fail": f"{type(exc).__name__}: {exc}"}
     finally:
