@@ -190,3 +190,32 @@ def bert_layer_cycles(cfg, sizes):
     sentence of 1..``seq`` rows per run: the arrays span ``seq`` keys whatever its length); see
     :func:`gpt2_block_cycles`."""
     return layer_timing(cfg, sizes).cycles
+
+
+def axi_read_cycles(reader, addr, nbytes, latency):
+    """Cycles of :class:`~llmloom.hw.blocks.axi_reader.AxiReader` (config ``reader``) to
+    stream ``nbytes`` from byte address ``addr`` off a memory of ``latency`` cycles (AR
+    transfer to the burst's first beat), from the command's transfer to the last output
+    beat, inclusive, output always ready: the config's own
+    :meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.cycles` (exact against cocotbext-axi's
+    slave, ``tests/sim/test_axi_reader_hdl.py``)."""
+    return reader.cycles(addr, nbytes, latency)
+
+
+def weight_fetch_cycles(cfg, reader, latency):
+    """``{stage: cycles}`` to fetch each linear stage's sections of the layer's weight image
+    (:func:`~llmloom.hw.layers.weights_image.image_layout`: weights, per-channel multipliers,
+    biases) through ``reader``, one command per section, back to back (each command pays the
+    memory latency once: the reader takes a command after the previous one's last beat), with
+    every engine ready to take its beats. ``cfg`` is a
+    :class:`~llmloom.hw.layers.config.LayerConfig`; the sum is a layer's weight fetch time
+    when one reader feeds the engines in turn."""
+    from ..hw.layers.weights_image import image_layout
+
+    out = {}
+    for sec in image_layout(cfg):
+        out[sec.stage] = out.get(sec.stage, 0) + reader.cycles(sec.offset, sec.nbytes, latency)
+    return out
+
+
+__all__ += ["axi_read_cycles", "weight_fetch_cycles"]

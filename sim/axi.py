@@ -24,6 +24,7 @@ class AxiRun:
     ends: list            # per command: indices of its beats that carry last/end
     max_in_flight: int    # most bursts requested and not yet fully returned, at once
     sim_cycles: int       # all cycles simulated after reset
+    span: int             # first command's transfer .. last command's end, inclusive
 
 
 def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", latency=(8, 8),
@@ -66,7 +67,8 @@ def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", late
     return AxiRun(data=data, padding=padding, cycles=result["cycles"],
                   bursts=[tuple(b) for b in result["bursts"]], latencies=result["latencies"],
                   error=result["error"], ends=ends,
-                  max_in_flight=result["max_in_flight"], sim_cycles=result["sim_cycles"])
+                  max_in_flight=result["max_in_flight"], sim_cycles=result["sim_cycles"],
+                  span=result["span"])
 
 
 def random_image(rng, nbytes):

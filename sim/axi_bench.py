@@ -116,6 +116,7 @@ async def run_job(dut):
     waiting_first = collections.deque()      # AR cycles of bursts whose first beat is due
     in_burst = False
     in_flight = max_in_flight = 0
+    first = last_out = None
     result = {}
     try:
         while len(cmd_cycles) < len(commands):
@@ -134,8 +135,10 @@ async def run_job(dut):
             c = clocked.cycle
             if int(dut.i__valid.value) and int(dut.i__ready.value):
                 index = len(commands) - len(pending)
+                first = c if first is None else first
                 if pending.pop(0)[1] == 0:
                     cmd_cycles[index] = 0
+                    last_out = c
                 else:
                     starts.append((index, c))
             if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):
@@ -158,12 +161,14 @@ async def run_job(dut):
                 if word >> (8 * lanes) & 1:              # `last`: the command's final beat
                     index, start = starts.popleft()
                     cmd_cycles[index] = c - start + 1
+                    last_out = c
             await FallingEdge(dut.clk)
             clocked.cycle += 1
         result = {"beats": beats, "cycles": [cmd_cycles[k] for k in range(len(commands))],
                   "bursts": bursts,
                   "latencies": first_valid, "error": int(dut.error.value),
-                  "max_in_flight": max_in_flight, "sim_cycles": clocked.cycle}
+                  "max_in_flight": max_in_flight, "sim_cycles": clocked.cycle,
+                  "span": last_out - first + 1}
     except Exception as exc:  # reported to the caller, which raises it
         result = {"fail": f"{type(exc).__name__}: {exc}"}
     finally:

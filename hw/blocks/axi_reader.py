@@ -126,6 +126,20 @@ class AxiReaderConfig(BlockConfig):
         flush = int(addr % self.lanes != 0 and words == self.out_beats(nbytes))
         return end[-1] + 1 + flush + 1
 
+    def sequence_cycles(self, commands, latency):
+        """Cycles of ``commands`` (``[(addr, nbytes)]``) offered back to back, from the first
+        one's transfer to the last output beat, inclusive (the :meth:`cycles` model): a command
+        is taken in the cycle its predecessor's last beat leaves, and one of 0 bytes takes a
+        cycle of its own."""
+        t = end = 0
+        for addr, nbytes in commands:
+            if nbytes:
+                end = t + self.cycles(addr, nbytes, latency) - 1
+                t = end
+            else:
+                end, t = t, t + 1
+        return end + 1
+
     def bytes_per_cycle(self, latency, burst=None):
         """Sustained bytes per cycle of a long transfer in bursts of ``burst`` beats (default
         ``max_burst``, capped by the 4 KB boundary): a full bus word per cycle when the

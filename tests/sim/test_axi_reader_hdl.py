@@ -47,6 +47,7 @@ def test_fixed_latency_cycles_are_exact(hdl_sim, case, rng):
     _check(cfg, mem, cmds, run)
     assert min(run.latencies) == latency        # what the slave model gives, on the bus
     assert run.cycles == [cfg.cycles(a, n, latency) if n else 0 for a, n in cmds]
+    assert run.span == cfg.sequence_cycles(cmds, latency)
     # with more bursts than `outstanding` the limit is reached
     assert run.max_in_flight == cfg.outstanding
 
