@@ -62,6 +62,9 @@ class AxiReaderConfig(BlockConfig):
                             "most: how much memory latency the reader hides")
     max_bytes: int = spec(1 << 24, Range(1, 1 << 40), "largest byte count of one command "
                           "(sizes the counters)")
+    unaligned: bool = spec(True, None, "start addresses may be any byte (a byte rotator "
+                           "realigns them: ~12k LUT4 on ECP5 at 512 bits); false: word-aligned "
+                           "starts only, as a weight image's sections are")
 
     #: Cycles from a command's transfer to its first burst's AR transfer (a ready slave):
     #: the command is registered, then the first AR is computed into the AR registers.
@@ -193,15 +196,16 @@ class AxiReader(wiring.Component):
         most ``max_burst`` beats, none crossing a 4 KB boundary, ID 0, at most
         ``outstanding`` in flight.
     error : Out(1)
-        Set by a beat with a non-OKAY RRESP, cleared when the next command is taken (the data
-        of that beat is passed on as it came).
+        Set by a beat with a non-OKAY RRESP, or (without ``unaligned``) by a command whose
+        ``addr`` is not word aligned, which is then read from the word-aligned address below;
+        cleared when the next command is taken (the data is passed on as it came).
 
     Latency and rate: the first AR transfers ``ISSUE`` cycles after the command (to a ready
     slave); each R beat leaves the output register one cycle after it arrives, one per cycle;
     :meth:`AxiReaderConfig.cycles` gives a command's cycles. Backpressure: ``RREADY`` is low
     whenever the output register is full and not taken, so the slave holds its data: nothing
     is buffered, dropped or reordered. An unaligned ``addr`` is realigned through one word
-    of storage (a byte shifter of ``lanes`` positions).
+    of storage (a byte rotator of log2(lanes) stages).
     """
 
     def __init__(self, cfg: AxiReaderConfig):
@@ -228,26 +232,28 @@ class AxiReader(wiring.Component):
         words_left = Signal(range(cfg.max_words + 1))    # words not yet requested
         r_left = Signal(range(cfg.max_words + 1))        # words not yet received
         out_left = Signal(range(cfg.out_beats(cfg.max_bytes) + 1))
-        shift = Signal(range(B + 1))      # byte offset of the output in (prev, word)
+        offset = Signal(max(SZ, 1))       # byte offset of the start in its word
+        from_prev = Signal(B)             # output bytes taken from the previous word
         tail = Signal(range(B + 1))       # bytes of the last output beat
         need_first = Signal()             # unaligned start: the first word only fills prev
         issued = Signal(range(N + 1))
-        prev = Signal(8 * B)
+        prev = Signal(8 * B)              # the previous word, rotated
 
         # ---- commands ------------------------------------------------------------------------
         m.d.comb += cmd.ready.eq(~busy)
         with m.If(cmd.valid & cmd.ready):
-            offset = cmd.payload.addr[:SZ] if SZ else Const(0, 1)
-            words = (offset + cmd.payload.bytes + (B - 1)) >> SZ
+            start = cmd.payload.addr[:SZ] if cfg.unaligned else Const(0, max(SZ, 1))
+            words = (start + cmd.payload.bytes + (B - 1)) >> SZ
             m.d.sync += [
                 busy.eq(cmd.payload.bytes != 0),
                 word_addr.eq(cmd.payload.addr[SZ:]),
                 words_left.eq(words), r_left.eq(words),
                 out_left.eq((cmd.payload.bytes + (B - 1)) >> SZ),
                 tail.eq(((cmd.payload.bytes - 1) & (B - 1)) + 1),
-                shift.eq(Mux(offset == 0, B, offset)),
-                need_first.eq(offset != 0),
-                self.error.eq(0),
+                offset.eq(start),
+                from_prev.eq(Cat(*((start != 0) & (k < B - start) for k in range(B)))),
+                need_first.eq(start != 0),
+                self.error.eq(0 if cfg.unaligned else cmd.payload.addr[:SZ] != 0),
             ]
 
         # ---- read address channel ------------------------------------------------------------
@@ -273,13 +279,23 @@ class AxiReader(wiring.Component):
         flush = busy & ~need_first & (r_left == 0) & (out_left != 0)
         m.d.comb += axi.rready.eq(busy & (r_left != 0) & (need_first | advance))
         word = Mux(flush, 0, axi.rdata)
-        aligned = Cat(prev, word).bit_select(shift * 8, 8 * B)
+        # Realignment: each word is rotated once by the start's offset (byte k of the rotated
+        # word is byte k + offset mod B), and `prev` keeps the rotated previous word; an output
+        # beat takes its first B − offset bytes from `prev` and the rest from the new word.
+        # One rotator of log2(B) byte-wide stages instead of a shifter across two words.
+        rot = word
+        for k in range(SZ if cfg.unaligned else 0):
+            rot = Mux(offset[k], rot.rotate_right(8 << k), rot)
+        rot_now = Signal(8 * B)
+        m.d.comb += rot_now.eq(rot)
+        aligned = Cat(*(Mux(from_prev[k], prev[8 * k:8 * k + 8], rot_now[8 * k:8 * k + 8])
+                        for k in range(B)))
         final = out_left == 1
         keep = Cat(*(Mux(~final | (k < tail), 0xff, Const(0, 8)) for k in range(B)))
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.If(r_fire):
-            m.d.sync += [prev.eq(axi.rdata), r_left.eq(r_left - 1), need_first.eq(0)]
+            m.d.sync += [prev.eq(rot_now), r_left.eq(r_left - 1), need_first.eq(0)]
             with m.If(axi.rresp != 0):
                 m.d.sync += self.error.eq(1)
         with m.If((r_fire & ~need_first) | (flush & advance)):

@@ -72,3 +72,17 @@ def test_random_latency_and_backpressure(hdl_sim, case, rng):
     for (a, n), c in zip(cmds, run.cycles, strict=True):
         if n:
             assert c >= cfg.cycles(a, n, lo), (a, n)
+
+
+def test_word_aligned_only(hdl_sim, rng):
+    """Without ``unaligned`` (no realignment logic) aligned commands stream exactly, with the
+    same timing; an unaligned one reads from the word below and raises ``error``."""
+    cfg = AxiReaderConfig(data_width=64, max_burst=32, outstanding=2, max_bytes=1 << 13,
+                          unaligned=False)
+    mem = random_image(rng, 8192)
+    cmds = [(8, 100), (4000, 300), (0, 8)]
+    run = run_axi_reader(cfg, mem, cmds, sim=hdl_sim, latency=(6, 6))
+    _check(cfg, mem, cmds, run)
+    assert run.cycles == [cfg.cycles(a, n, 6) for a, n in cmds]
+    run = run_axi_reader(cfg, mem, [(19, 10)], sim=hdl_sim, latency=(6, 6))
+    assert run.data == [mem[16:26]] and run.error == 1
