@@ -49,8 +49,9 @@ def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", late
            "latency": list(latency), "bursts": n_bursts, "seed": seed, "out_stall": out_stall,
            "r_pause": r_pause, "ar_pause": ar_pause, "max_cycles": max_cycles}
     result = run_cocotb_test(AxiReader(cfg), sim, "llmloom.sim.axi_bench", job)
-    if "fail" in result:
-        raise AssertionError(result["fail"])
+    if "beats" not in result:
+        raise AssertionError(result.get("fail") or "the simulation ended without a result (a "
+                             "failed assertion of the AXI slave model, e.g. a burst across 4 KB)")
     lanes = cfg.lanes
     words_out = [int(w, 16) for w in result["beats"]]
     data, padding, ends, k = [], [], [], 0

@@ -1,9 +1,10 @@
 """The cocotb test that runs the AXI read master against cocotbext-axi's read slave (a job
 written by :func:`llmloom.sim.axi.run_axi_reader`; not a pytest file).
 
-The slave is :class:`cocotbext.axi.AxiRamRead` with a memory latency: the first beat of each
-burst is held until ``latency`` cycles after the burst's AR transfer (drawn per burst from the
-job's range; bursts still return in order, so a fast burst behind a slow one waits). Its AR
+The slave is :class:`cocotbext.axi.AxiSlaveRead` (which itself asserts that no INCR burst
+crosses 4 KB) over a memory with a latency: the first beat of each burst is held until
+``latency`` cycles after the burst's AR transfer (drawn per burst from the job's range;
+bursts still return in order, so a fast burst behind a slow one waits). Its AR
 sink takes every AR at once (unless the job pauses ``ARREADY``), its R source may pause
 ``RVALID``, and the bench may drop the output's ``ready``: all from the job's seed. Values are
 driven on the falling edge and sampled in the read-only phase before the rising edge, as in
@@ -20,7 +21,7 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
-from cocotbext.axi import AxiRamRead, AxiReadBus
+from cocotbext.axi import AxiReadBus, AxiSlaveRead
 
 #: Cycles between the AR transfer the bench observes and the R beat the slave model puts on
 #: the bus, beyond the wait the model asks for: its AR sink's, its R source's and our own
@@ -33,40 +34,27 @@ class _Clocked:
     cycle = 0
 
 
-class _LatencyRam(AxiRamRead):
-    """AxiRamRead whose bursts' first beats wait for their latency (the AR times come from
-    the bench's monitor, in order)."""
+class _LatencyMemory:
+    """The slave's target (``AxiSlaveRead(target=...)``, whose ``read`` it awaits for each
+    word of a burst, in order): bytes at address 0, and the first word of each burst held
+    until its latency after the burst's AR transfer (the AR times and lengths come from the
+    bench's monitor, in order)."""
 
-    def __init__(self, *args, clocked, ar_times, latencies, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._clocked, self._ar_times, self._latencies = clocked, ar_times, latencies
+    def __init__(self, memory, clock, clocked, ars, latencies):
+        self.mem, self.clock, self.clocked = bytes(memory), clock, clocked
+        self.ars, self.latencies, self.beats_left = ars, latencies, 0
 
-    async def _process_read(self):
-        # the slave's loop reads one burst's words in order; know where bursts start
-        while True:
-            await self._burst(await self.ar_channel.recv())
-
-    async def _burst(self, ar):
-        from cocotbext.axi.constants import AxiResp
-
-        while not self._ar_times:            # the monitor sees the transfer first
-            await RisingEdge(self.clock)
-        t_ar = self._ar_times.popleft()
-        due = t_ar + self._latencies.pop(0) - MODEL_DELAY
-        while self._clocked.cycle < due:
-            await RisingEdge(self.clock)
-        addr, length = int(ar.araddr), int(getattr(ar, "arlen", 0)) + 1
-        size = 2 ** int(getattr(ar, "arsize", self.max_burst_size))
-        assert int(ar.arburst) == 1, "only INCR bursts are expected"
-        assert size == self.byte_lanes, "only full-width beats are expected"
-        assert 0x1000 - (addr & 0xfff) >= size * length, "a burst crosses a 4 KB boundary"
-        for n in range(length):
-            r = self.r_channel._transaction_obj()
-            r.rid = int(getattr(ar, "arid", 0))
-            r.rlast = n == length - 1
-            r.rresp = AxiResp.OKAY
-            r.rdata = int.from_bytes(self.read((addr + n * size) % self.size, size), "little")
-            await self.r_channel.send(r)
+    async def read(self, address, length):
+        if not self.beats_left:
+            while not self.ars:               # the monitor sees the transfer first
+                await RisingEdge(self.clock)
+            t_ar, self.beats_left = self.ars.popleft()
+            due = t_ar + self.latencies.pop(0) - MODEL_DELAY
+            while self.clocked.cycle < due:
+                await RisingEdge(self.clock)
+        self.beats_left -= 1
+        data = self.mem[address:address + length]
+        return data + bytes(length - len(data))
 
 
 def _pauses(rng, p):
@@ -83,16 +71,14 @@ async def run_job(dut):
     commands = [tuple(c) for c in job["commands"]]
     lo, hi = job["latency"]
     clocked = _Clocked()
-    ar_times = collections.deque()
+    ars = collections.deque()                # (AR transfer cycle, beats) for the memory
     bursts_total = job["bursts"]
     latencies = [rng.randint(lo, hi) for _ in range(bursts_total + 1)]
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     bus = AxiReadBus.from_prefix(dut, "axi", bus_separator="__")
-    size = max(4096, -(-len(memory) // 4096) * 4096)
-    ram = _LatencyRam(bus, dut.clk, dut.rst, size=size, clocked=clocked, ar_times=ar_times,
-                      latencies=latencies)
-    ram.write(0, memory)
+    ram = AxiSlaveRead(bus, dut.clk, dut.rst,
+                       target=_LatencyMemory(memory, dut.clk, clocked, ars, latencies))
     ram.ar_channel.queue_occupancy_limit = 1 << 16
     if job["ar_pause"]:
         ram.ar_channel.set_pause_generator(_pauses(random.Random(rng.random()), job["ar_pause"]))
@@ -144,7 +130,7 @@ async def run_job(dut):
             if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):
                 bursts.append([int(dut.axi__araddr.value), int(dut.axi__arlen.value) + 1,
                                int(dut.axi__arsize.value), int(dut.axi__arburst.value)])
-                ar_times.append(c)
+                ars.append((c, bursts[-1][1]))
                 waiting_first.append(c)
                 in_flight += 1
                 max_in_flight = max(max_in_flight, in_flight)
