@@ -103,6 +103,7 @@ async def run_job(dut):
     in_burst = False
     in_flight = max_in_flight = 0
     first = last_out = None
+    held_ar = held_out = None                # a valid offered and not taken last cycle
     result = {}
     try:
         while len(cmd_cycles) < len(commands):
@@ -119,6 +120,16 @@ async def run_job(dut):
             dut.o__ready.value = int(ready)
             await ReadOnly()
             c = clocked.cycle
+            # AXI (A3.2.1) and stream rules: a valid not yet taken stays, its payload unchanged
+            ar = (int(dut.axi__arvalid.value), int(dut.axi__araddr.value),
+                  int(dut.axi__arlen.value))
+            out = (int(dut.o__valid.value), dut.o__payload.value.to_unsigned())
+            if held_ar is not None and ar != held_ar:
+                raise AssertionError(f"cycle {c}: ARVALID/ARADDR/ARLEN changed before ARREADY")
+            if held_out is not None and out != held_out:
+                raise AssertionError(f"cycle {c}: o.valid or o.payload changed before o.ready")
+            held_ar = ar if ar[0] and not int(dut.axi__arready.value) else None
+            held_out = out if out[0] and not ready else None
             if int(dut.i__valid.value) and int(dut.i__ready.value):
                 index = len(commands) - len(pending)
                 first = c if first is None else first
