@@ -20,7 +20,7 @@ from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..stream import row_layout
 
 __all__ = ["AxiReaderConfig", "AxiReadSignature", "AxiReader", "AXI_BOUNDARY", "INCR",
-           "bursts"]
+           "bursts", "command_layout"]
 
 #: An AXI4 burst never crosses a 4 KB address boundary (AMBA AXI4, A3.4.1).
 AXI_BOUNDARY = 4096
@@ -90,9 +90,14 @@ class AxiReaderConfig(BlockConfig):
         """Bus words one command may touch (an unaligned start adds one)."""
         return -(-(self.lanes - 1 + self.max_bytes) // self.lanes)
 
+    def start(self, addr):
+        """Where a command at ``addr`` starts reading: ``addr`` itself, or without
+        ``unaligned`` the word-aligned address at or below it."""
+        return addr if self.unaligned else addr - addr % self.lanes
+
     def bursts(self, addr, nbytes):
-        """The bursts of one command (:func:`bursts`)."""
-        return bursts(addr, nbytes, self.lanes, self.max_burst)
+        """The bursts of one command (:func:`bursts` from :meth:`start`)."""
+        return bursts(self.start(addr), nbytes, self.lanes, self.max_burst)
 
     def out_beats(self, nbytes):
         """Output beats of a command: ``ceil(nbytes / lanes)``, the last one zero-padded."""
@@ -126,7 +131,7 @@ class AxiReaderConfig(BlockConfig):
             issue.append(a)
             end.append(start + beats - 1)
         words = sum(b for _, b in bl)
-        flush = int(addr % self.lanes != 0 and words == self.out_beats(nbytes))
+        flush = int(self.start(addr) % self.lanes != 0 and words == self.out_beats(nbytes))
         return end[-1] + 1 + flush + 1
 
     def sequence_cycles(self, commands, latency):
@@ -147,7 +152,9 @@ class AxiReaderConfig(BlockConfig):
         """Sustained bytes per cycle of a long transfer in bursts of ``burst`` beats (default
         ``max_burst``, capped by the 4 KB boundary): a full bus word per cycle when the
         ``outstanding`` bursts in flight cover the latency, else ``outstanding`` bursts per
-        round trip (``latency`` + one cycle to issue the next AR + the burst)."""
+        round trip of ``latency + burst`` cycles (a burst's last beat frees the slot whose AR
+        goes out the next cycle, and that burst's first beat comes ``latency`` later). The
+        :meth:`cycles` of a long transfer tend to it (``tests/hw/test_axi_reader.py``)."""
         b = min(burst or self.max_burst, AXI_BOUNDARY // self.lanes)
         period = max(b, (latency + b) / self.outstanding)
         return self.lanes * b / period
@@ -167,9 +174,6 @@ def AxiReadSignature(cfg):
 def command_layout(cfg):
     """A command: read ``bytes`` bytes from byte address ``addr``."""
     return data.StructLayout({"addr": cfg.addr_width, "bytes": range(cfg.max_bytes + 1)})
-
-
-__all__ += ["command_layout"]
 
 
 class AxiReader(wiring.Component):

@@ -86,3 +86,4 @@ def test_word_aligned_only(hdl_sim, rng):
     assert run.cycles == [cfg.cycles(a, n, 6) for a, n in cmds]
     run = run_axi_reader(cfg, mem, [(19, 10)], sim=hdl_sim, latency=(6, 6))
     assert run.data == [mem[16:26]] and run.error == 1
+    assert run.bursts == [(16, 2, cfg.size, INCR)] and run.cycles == [cfg.cycles(19, 10, 6)]
