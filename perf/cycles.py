@@ -205,17 +205,24 @@ def axi_read_cycles(reader, addr, nbytes, latency):
 def weight_fetch_cycles(cfg, reader, latency):
     """``{stage: cycles}`` to fetch each linear stage's sections of the layer's weight image
     (:func:`~llmloom.hw.layers.weights_image.image_layout`: weights, per-channel multipliers,
-    biases) through ``reader``, one command per section, back to back (each command pays the
-    memory latency once: the reader takes a command after the previous one's last beat), with
-    every engine ready to take its beats. ``cfg`` is a
-    :class:`~llmloom.hw.layers.config.LayerConfig`; the sum is a layer's weight fetch time
-    when one reader feeds the engines in turn."""
+    biases) through ``reader``, one command per section, offered back to back, every engine
+    ready to take its beats (:meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.
+    sequence_cycles`). ``cfg`` is a :class:`~llmloom.hw.layers.config.LayerConfig`."""
     from ..hw.layers.weights_image import image_layout
 
-    out = {}
+    stages = {}
     for sec in image_layout(cfg):
-        out[sec.stage] = out.get(sec.stage, 0) + reader.cycles(sec.offset, sec.nbytes, latency)
-    return out
+        stages.setdefault(sec.stage, []).append((sec.offset, sec.nbytes))
+    return {stage: reader.sequence_cycles(cmds, latency) for stage, cmds in stages.items()}
 
 
-__all__ += ["axi_read_cycles", "weight_fetch_cycles"]
+def layer_fetch_cycles(cfg, reader, latency):
+    """Cycles to fetch a layer's whole weight image through ``reader``, its sections as
+    commands back to back (consecutive commands' bursts overlap, so this is less than the sum
+    of :func:`weight_fetch_cycles`)."""
+    from ..hw.layers.weights_image import image_layout
+
+    return reader.sequence_cycles([(s.offset, s.nbytes) for s in image_layout(cfg)], latency)
+
+
+__all__ += ["axi_read_cycles", "weight_fetch_cycles", "layer_fetch_cycles"]

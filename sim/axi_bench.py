@@ -21,17 +21,26 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiReadBus, AxiSlaveRead
 
-#: Cycles between the AR transfer the bench observes and the R beat the slave model puts on
-#: the bus, beyond the wait the model asks for: its AR sink's, its R source's and our own
-#: sampling's edges. Subtracted so that ``latency`` is the latency seen on the bus (the tests
-#: check the measured one).
-MODEL_DELAY = 2
+#: Cycles between the falling edge on which the memory hands a burst's first word to the
+#: slave and the cycle the bench sees it valid on the bus (the R source drives it on the next
+#: rising edge). Subtracted so that ``latency`` is the latency seen on the bus (the tests check
+#: the measured one).
+MODEL_DELAY = 1
 
 
 class _Clocked:
+    """The bench's cycle count, and the time of cycle 0's falling edge (so that any coroutine
+    can tell the cycle at a falling edge from the time, whichever of them runs first)."""
+
     cycle = 0
+    t0 = None
+    PERIOD_NS = 10
+
+    def at_falling_edge(self):
+        return round((get_sim_time("ns") - self.t0) / self.PERIOD_NS)
 
 
 class _LatencyMemory:
@@ -50,8 +59,12 @@ class _LatencyMemory:
                 await RisingEdge(self.clock)
             t_ar, self.beats_left = self.ars.popleft()
             due = t_ar + self.latencies.pop(0) - MODEL_DELAY
-            while self.clocked.cycle < due:
-                await RisingEdge(self.clock)
+            # Hand the beat over on a falling edge, always: the R source drives it at the next
+            # rising edge whether it was idle or polling (on a rising edge the order of the two
+            # coroutines would decide, and the latency would vary by a cycle).
+            await FallingEdge(self.clock)
+            while self.clocked.at_falling_edge() < due:
+                await FallingEdge(self.clock)
         self.beats_left -= 1
         data = self.mem[address:address + length]
         return data + bytes(length - len(data))
@@ -75,7 +88,7 @@ async def run_job(dut):
     bursts_total = job["bursts"]
     latencies = [rng.randint(lo, hi) for _ in range(bursts_total + 1)]
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, _Clocked.PERIOD_NS, unit="ns").start())
     bus = AxiReadBus.from_prefix(dut, "axi", bus_separator="__")
     ram = AxiSlaveRead(bus, dut.clk, dut.rst,
                        target=_LatencyMemory(memory, dut.clk, clocked, ars, latencies))
@@ -93,6 +106,7 @@ async def run_job(dut):
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
+    clocked.t0 = get_sim_time("ns")
 
     lanes = len(dut.axi__rdata) // 8
     pending = list(commands)
@@ -135,7 +149,7 @@ async def run_job(dut):
                 first = c if first is None else first
                 if pending.pop(0)[1] == 0:
                     cmd_cycles[index] = 0
-                    last_out = c
+                    last_out = c if last_out is None else max(last_out, c)
                 else:
                     starts.append((index, c))
             if int(dut.axi__arvalid.value) and int(dut.axi__arready.value):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
@@ -104,49 +104,67 @@ class AxiReaderConfig(BlockConfig):
         return -(-nbytes // self.lanes)
 
     # Timing (one home: perf.cycles calls it) ---------------------------------------------------
-    def cycles(self, addr, nbytes, latency):
-        """Cycles of one command, from its transfer to its last output beat's, inclusive, with
-        the output always ready and a memory that takes every AR at once and returns a burst's
-        first beat ``latency`` cycles after its AR transfer (or right after the previous
-        burst's last beat, if later; bursts return in order), then one beat per cycle.
+    def timeline(self, commands, latency):
+        """``[(transfer, end)]`` of ``commands`` (``[(addr, nbytes)]``) offered back to back:
+        the cycle each command is taken and the cycle its last output beat leaves (the same
+        for a command of 0 bytes), counted from the first command's transfer, with the output
+        always ready and a memory that takes every AR at once and returns a burst's first beat
+        ``latency`` cycles after its AR transfer (or right after the previous burst's last
+        beat, if later: bursts return in order), then one beat per cycle.
 
-        The reader issues an AR per cycle while fewer than ``outstanding`` bursts are in
-        flight, and the next one in the cycle after a burst's last beat frees a slot. Each
-        word leaves the output register the cycle after it arrives; a start that is not word
-        aligned realigns through one word of storage, which costs one more cycle when the last
-        output beat needs no new word. Exact under this model (the cocotb tests hold the RTL to
-        it against cocotbext-axi's slave); random latency and stalls only add cycles."""
-        if nbytes <= 0:
-            raise ValueError(f"nbytes={nbytes} must be >= 1")
+        The reader issues an AR per cycle, ``ISSUE`` cycles after a command's transfer for its
+        first, while fewer than ``outstanding`` bursts are in flight (a burst's last beat frees
+        its slot for an AR the next cycle), and takes the next command once the current one's
+        last AR is out: the next command's bursts overlap this one's data. Each word leaves
+        the output register the cycle after it arrives; a start that is not word aligned
+        realigns through one word of storage, which costs one more cycle when the last output
+        beat needs no new word (the next command's words wait for it). Exact under this model
+        (the cocotb tests hold the RTL to it against cocotbext-axi's slave); random latency
+        and stalls only add cycles."""
         if latency < 1:
             raise ValueError(f"latency={latency} must be >= 1")
-        bl = self.bursts(addr, nbytes)
-        issue, end = [], []
-        for i, (_, beats) in enumerate(bl):
-            if i < self.outstanding:
-                a = self.ISSUE + i
-            else:
-                a = max(end[i - self.outstanding] + 1, issue[i - 1] + 1)
-            start = a + latency if i == 0 else max(a + latency, end[i - 1] + 1)
-            issue.append(a)
-            end.append(start + beats - 1)
-        words = sum(b for _, b in bl)
-        flush = int(self.start(addr) % self.lanes != 0 and words == self.out_beats(nbytes))
-        return end[-1] + 1 + flush + 1
+        N = self.outstanding
+        issue, done, out = [], [], []
+        t = 0                   # when the next command can be taken
+        r_free = 0              # when the next command's first word can be taken
+        for addr, nbytes in commands:
+            if nbytes < 0:
+                raise ValueError(f"nbytes={nbytes} must be >= 0")
+            if not nbytes:
+                out.append((t, t))
+                t += 1
+                continue
+            bl = self.bursts(addr, nbytes)
+            for i, (_, beats) in enumerate(bl):
+                j = len(issue)
+                a = t + self.ISSUE if i == 0 else issue[-1] + 1
+                if j >= N:
+                    a = max(a, done[j - N] + 1)
+                first = a + latency
+                if j:
+                    first = max(first, r_free if i == 0 else done[-1] + 1)
+                issue.append(a)
+                done.append(first + beats - 1)
+            words = sum(b for _, b in bl)
+            flush = int(self.start(addr) % self.lanes != 0 and words == self.out_beats(nbytes))
+            out.append((t, done[-1] + 1 + flush))
+            r_free = done[-1] + 1 + flush
+            t = issue[-1]
+        return out
+
+    def cycles(self, addr, nbytes, latency):
+        """Cycles of one command alone, from its transfer to its last output beat's, inclusive
+        (:meth:`timeline`)."""
+        if nbytes <= 0:
+            raise ValueError(f"nbytes={nbytes} must be >= 1")
+        (start, end), = self.timeline([(addr, nbytes)], latency)
+        return end - start + 1
 
     def sequence_cycles(self, commands, latency):
-        """Cycles of ``commands`` (``[(addr, nbytes)]``) offered back to back, from the first
-        one's transfer to the last output beat, inclusive (the :meth:`cycles` model): a command
-        is taken in the cycle its predecessor's last beat leaves, and one of 0 bytes takes a
-        cycle of its own."""
-        t = end = 0
-        for addr, nbytes in commands:
-            if nbytes:
-                end = t + self.cycles(addr, nbytes, latency) - 1
-                t = end
-            else:
-                end, t = t, t + 1
-        return end + 1
+        """Cycles of ``commands`` offered back to back, from the first one's transfer to the
+        last output beat, inclusive (:meth:`timeline`)."""
+        tl = self.timeline(commands, latency)
+        return max(e for _, e in tl) + 1 if tl else 0
 
     def bytes_per_cycle(self, latency, burst=None):
         """Sustained bytes per cycle of a long transfer in bursts of ``burst`` beats (default
@@ -187,8 +205,8 @@ class AxiReader(wiring.Component):
     -------
     i : In(stream.Signature(command_layout(cfg)))
         Commands, one beat each: ``addr`` (any byte address) and ``bytes`` (0 is taken and does
-        nothing). A command is taken once the previous one's last beat is in the output
-        register.
+        nothing). A command is taken once the previous one's last AR is out, so consecutive
+        commands' bursts overlap (up to ``outstanding`` in flight in all).
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         The bytes from ``addr`` on, lane ``j`` of beat ``b`` holding byte ``addr + b·lanes +
         j`` (as an int8: an int8 weight, or a byte of a wider number); the last beat's lanes
@@ -200,16 +218,19 @@ class AxiReader(wiring.Component):
         most ``max_burst`` beats, none crossing a 4 KB boundary, ID 0, at most
         ``outstanding`` in flight.
     error : Out(1)
-        Set by a beat with a non-OKAY RRESP, or (without ``unaligned``) by a command whose
-        ``addr`` is not word aligned, which is then read from the word-aligned address below;
-        cleared when the next command is taken (the data is passed on as it came).
+        Set by a beat with a non-OKAY RRESP (whose data is passed on as it came), or without
+        ``unaligned`` by a command whose ``addr`` is not word aligned (then read from the
+        word-aligned address below); held until reset.
 
     Latency and rate: the first AR transfers ``ISSUE`` cycles after the command (to a ready
     slave); each R beat leaves the output register one cycle after it arrives, one per cycle;
-    :meth:`AxiReaderConfig.cycles` gives a command's cycles. Backpressure: ``RREADY`` is low
-    whenever the output register is full and not taken, so the slave holds its data: nothing
-    is buffered, dropped or reordered. An unaligned ``addr`` is realigned through one word
-    of storage (a byte rotator of log2(lanes) stages).
+    :meth:`AxiReaderConfig.timeline` gives each command's transfer and end. The read data side
+    follows the commands through a queue of ``outstanding + 1`` descriptors (word count, beat
+    count, last beat's bytes, offset) and moves to the next command in the cycle it loads the
+    last beat of the current one, so back-to-back commands stream without a gap.
+    Backpressure: ``RREADY`` is low whenever the output register is full and not taken, so the
+    slave holds its data: nothing is buffered, dropped or reordered. An unaligned ``addr`` is
+    realigned through one word of storage (a byte rotator of log2(lanes) stages).
     """
 
     def __init__(self, cfg: AxiReaderConfig):
@@ -231,34 +252,39 @@ class AxiReader(wiring.Component):
         per_4k = AXI_BOUNDARY // B
         axi, cmd, o = self.axi, self.i, self.o
 
-        busy = Signal()
         word_addr = Signal(cfg.addr_width - SZ)          # next burst's first word
         words_left = Signal(range(cfg.max_words + 1))    # words not yet requested
+        issued = Signal(range(N + 1))
+        # The read data side's view of each command, queued by the address side: the address
+        # side takes the next command once the last AR of this one is out, so the next
+        # command's bursts are in flight while this one's data still arrives. A queued command
+        # has a burst issued, but for the newest: at most N + 1 wait.
+        desc = data.StructLayout({"words": range(cfg.max_words + 1),
+                                  "beats": range(cfg.out_beats(cfg.max_bytes) + 1),
+                                  "tail": range(B + 1), "start": max(SZ, 1)})
+        m.submodules.queue = queue = fifo.SyncFIFO(width=desc.size, depth=N + 1)
         r_left = Signal(range(cfg.max_words + 1))        # words not yet received
         out_left = Signal(range(cfg.out_beats(cfg.max_bytes) + 1))
         offset = Signal(max(SZ, 1))       # byte offset of the start in its word
         from_prev = Signal(B)             # output bytes taken from the previous word
         tail = Signal(range(B + 1))       # bytes of the last output beat
         need_first = Signal()             # unaligned start: the first word only fills prev
-        issued = Signal(range(N + 1))
         prev = Signal(8 * B)              # the previous word, rotated
 
         # ---- commands ------------------------------------------------------------------------
-        m.d.comb += cmd.ready.eq(~busy)
+        m.d.comb += cmd.ready.eq((words_left == 0) & queue.w_rdy)
+        start = cmd.payload.addr[:SZ] if cfg.unaligned else Const(0, max(SZ, 1))
+        words = (start + cmd.payload.bytes + (B - 1)) >> SZ
+        entry = Signal(desc)
+        m.d.comb += [entry.words.eq(words), entry.beats.eq((cmd.payload.bytes + (B - 1)) >> SZ),
+                     entry.tail.eq(((cmd.payload.bytes - 1) & (B - 1)) + 1),
+                     entry.start.eq(start), queue.w_data.eq(entry)]
         with m.If(cmd.valid & cmd.ready):
-            start = cmd.payload.addr[:SZ] if cfg.unaligned else Const(0, max(SZ, 1))
-            words = (start + cmd.payload.bytes + (B - 1)) >> SZ
-            m.d.sync += [
-                busy.eq(cmd.payload.bytes != 0),
-                word_addr.eq(cmd.payload.addr[SZ:]),
-                words_left.eq(words), r_left.eq(words),
-                out_left.eq((cmd.payload.bytes + (B - 1)) >> SZ),
-                tail.eq(((cmd.payload.bytes - 1) & (B - 1)) + 1),
-                offset.eq(start),
-                from_prev.eq(Cat(*((start != 0) & (k < B - start) for k in range(B)))),
-                need_first.eq(start != 0),
-                self.error.eq(0 if cfg.unaligned else cmd.payload.addr[:SZ] != 0),
-            ]
+            m.d.comb += queue.w_en.eq(cmd.payload.bytes != 0)
+            m.d.sync += [word_addr.eq(cmd.payload.addr[SZ:]), words_left.eq(words)]
+            if not cfg.unaligned:
+                with m.If(cmd.payload.addr[:SZ] != 0):
+                    m.d.sync += self.error.eq(1)
 
         # ---- read address channel ------------------------------------------------------------
         r_fire = axi.rvalid & axi.rready
@@ -267,8 +293,7 @@ class AxiReader(wiring.Component):
         beats = Signal(range(max(cfg.max_burst, per_4k) + 1))
         capped = Mux(words_left > cfg.max_burst, cfg.max_burst, words_left)
         m.d.comb += beats.eq(Mux(to_4k < capped, to_4k, capped))
-        issue = busy & (words_left != 0) & ((issued != N) | last_fire) & \
-            (~axi.arvalid | axi.arready)
+        issue = (words_left != 0) & ((issued != N) | last_fire) & (~axi.arvalid | axi.arready)
         m.d.comb += [axi.arid.eq(0), axi.arsize.eq(SZ), axi.arburst.eq(INCR)]
         with m.If(issue):
             m.d.sync += [axi.araddr.eq(word_addr << SZ), axi.arlen.eq(beats - 1),
@@ -280,8 +305,8 @@ class AxiReader(wiring.Component):
 
         # ---- read data → output register ------------------------------------------------------
         advance = ~o.valid | o.ready
-        flush = busy & ~need_first & (r_left == 0) & (out_left != 0)
-        m.d.comb += axi.rready.eq(busy & (r_left != 0) & (need_first | advance))
+        flush = ~need_first & (r_left == 0) & (out_left != 0)
+        m.d.comb += axi.rready.eq((r_left != 0) & (need_first | advance))
         word = Mux(flush, 0, axi.rdata)
         # Realignment: each word is rotated once by the start's offset (byte k of the rotated
         # word is byte k + offset mod B), and `prev` keeps the rotated previous word; an output
@@ -302,10 +327,18 @@ class AxiReader(wiring.Component):
             m.d.sync += [prev.eq(rot_now), r_left.eq(r_left - 1), need_first.eq(0)]
             with m.If(axi.rresp != 0):
                 m.d.sync += self.error.eq(1)
-        with m.If((r_fire & ~need_first) | (flush & advance)):
+        load = (r_fire & ~need_first) | (flush & advance)
+        with m.If(load):
             m.d.sync += [o.payload.data.as_value().eq(aligned & keep), o.valid.eq(1),
                          o.payload.last.eq(final), o.payload.end.eq(final),
                          out_left.eq(out_left - 1)]
-            with m.If(final):
-                m.d.sync += busy.eq(0)
+        # the next command's view, in the cycle this one's last beat is loaded (or when idle)
+        head = Signal(desc)
+        m.d.comb += head.eq(queue.r_data)
+        with m.If(queue.r_rdy & ((out_left == 0) | (load & final))):
+            m.d.comb += queue.r_en.eq(1)
+            hs = head.start if cfg.unaligned else Const(0, max(SZ, 1))
+            m.d.sync += [r_left.eq(head.words), out_left.eq(head.beats), tail.eq(head.tail),
+                         offset.eq(hs), need_first.eq(hs != 0),
+                         from_prev.eq(Cat(*((hs != 0) & (k < B - hs) for k in range(B))))]
         return m
