@@ -32,7 +32,7 @@ from ..boards.platforms import get_board
 from ..hw.blocks.uart import UartConfig, uart_divisor
 
 __all__ = ["FitResult", "LayerFit", "candidates", "largest_gemm", "largest_layer",
-           "layer_fits", "fits_table", "LOGIC_CEILING", "BRAM_CEILING"]
+           "layer_config", "layer_fits", "fits_table", "LOGIC_CEILING", "BRAM_CEILING"]
 
 #: The share of a device's LUTs and FFs the model may fill: nextpnr needs slack to route,
 #: and the model's LUT/FF estimates are held to synthesis within 35 % only.
@@ -173,7 +173,10 @@ LAYER_SEQS = (1024, 512, 256, 128, 64, 32, 16)
 _ARRAYS = ("linear", "ffn", "qk", "pv")
 
 
-def _layer_config(d_model, seq, *, lanes=1, arrays=None, arch="gpt2"):
+def layer_config(d_model, seq, *, lanes=1, arrays=None, arch="gpt2"):
+    """The layer config the fit search tries at ``d_model`` and ``seq``: one head per 64 of
+    width, d_ff = 4·d_model, and ``arrays`` (``{"linear": (rows, cols), ...}``, 1×1 where not
+    given)."""
     from ..hw.layers.config import LayerConfig
     heads = max(1, d_model // 64)
     fields = {"arch": arch, "d_model": d_model, "heads": heads, "d_ff": 4 * d_model,
@@ -245,7 +248,7 @@ def largest_layer(board, *, arch="gpt2", confirm=True, max_tries=2, progress=Non
     for d_model in LAYER_D_MODELS:
         for seq in LAYER_SEQS:
             try:
-                cfg = _layer_config(d_model, seq, arch=arch)
+                cfg = layer_config(d_model, seq, arch=arch)
             except ConfigError:
                 continue
             est, over = layer_fits(cfg, target)

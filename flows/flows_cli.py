@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import sys
 
-__all__ = ["add_subcommands", "cmd_synth", "cmd_resources", "cmd_build"]
+__all__ = ["add_subcommands", "cmd_synth", "cmd_resources", "cmd_build", "check_table"]
 
 
 def _positive_float(text):
@@ -144,11 +144,11 @@ def cmd_synth(args):
         if res.fits is False:
             print(f"does not fit {res.target}: {res.raw.get('pnr_error')}")
         if table is not None:
-            print(_check_table(table))
+            print(check_table(table))
     return 0 if res.fits is not False else 1
 
 
-def _check_table(report):
+def check_table(report):
     """Estimate against synthesis, one line per resource, for the terminal."""
     row = report.rows[0]
     lines = [f"{'':5} {'synthesis':>10} {'estimate':>10} {'error':>8}  tolerance"]

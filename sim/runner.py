@@ -23,7 +23,7 @@ from pathlib import Path
 
 from amaranth.hdl import ClockDomain, Module, Value
 
-from ..hw.emit import FamilyHint, emit_verilog
+from ..hw.emit import FamilyHint, emit_verilog, split_memory_init
 from . import verilated
 from .engine import StreamEngine
 from .harness import get_harness
@@ -227,7 +227,7 @@ def _build(component, sim, family=None):
 
     require("iverilog" if sim == "icarus" else "verilator")
     models = family_sources(family) if family is not None else {}
-    text = verilog_for_sim(component, sim, family)
+    text, images = split_memory_init(verilog_for_sim(component, sim, family))
     text_and_models = text + "".join(models.values())
     # The model links against this environment's cocotb libraries: key on them too, so a
     # cached build never points into another (perhaps deleted) environment.
@@ -254,7 +254,14 @@ def _build(component, sim, family=None):
                              build_dir=build_dir, timescale=("1ns", "1ps"), build_args=args,
                              always=True)
             (build_dir / ".built").write_text("ok\n")
-    return build_dir
+    return build_dir, images
+
+
+def _write_images(images, run_dir):
+    """The memories' contents, where the model's ``$readmemh`` looks (its working directory):
+    the build holds no weights or tables, so one build serves every set of them."""
+    for image in images:
+        (run_dir / image.file).write_text(image.text())
 
 
 @contextlib.contextmanager
@@ -344,8 +351,9 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
                      family=None):
     from cocotb_tools.runner import get_runner
 
-    build_dir = _build(component, sim, family)
+    build_dir, images = _build(component, sim, family)
     with _run_dir(sim) as tmp:
+        _write_images(images, tmp)
         job = {
             "preload": {p: [hex(w) for w in ws] for p, ws in drive.preload.items()},
             "timed": {p: [hex(w) for w in ws] for p, ws in drive.timed.items()},
@@ -430,7 +438,7 @@ def _build_compiled(component, family, threads):
     """Build (or reuse, keyed by :func:`verilated.build_key`) the compiled driver's model."""
     require("verilator")
     models = family_sources(family) if family is not None else {}
-    text = verilog_for_sim(component, "verilator", family)
+    text, images = split_memory_init(verilog_for_sim(component, "verilator", family))
     key = verilated.build_key(text, models, threads)
     build_dir = cache_dir() / "sim" / f"verilator-driver-{key}"
     with _locked(build_dir):
@@ -443,14 +451,15 @@ def _build_compiled(component, family, threads):
             env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
             verilated.build(build_dir, text, models, threads=threads, env=env)
             (build_dir / ".built").write_text("ok\n")
-    return build_dir
+    return build_dir, images
 
 
 def _simulate_compiled(component, drive, stalls_in, stalls_out, max_cycles, progress, family,
                        threads):
-    build_dir = _build_compiled(component, family, threads)
+    build_dir, images = _build_compiled(component, family, threads)
     streams = json.loads((build_dir / "ports.json").read_text())
     with _run_dir("verilator") as tmp:
+        _write_images(images, tmp)
         progress_path = tmp / "progress" if progress else None
         with _progress_watch(drive, progress, "verilator", progress_path):
             return verilated.run(build_dir / "obj" / "Vtop_driver", streams, drive, stalls_in,

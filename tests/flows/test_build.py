@@ -210,9 +210,9 @@ def test_largest_layer_by_the_model_on_the_ulx3s_leaves_room_to_route():
 
 
 def test_layer_fits_refuses_what_the_rtl_cannot_build():
-    from llmloom.flows.fit import _layer_config, layer_fits
+    from llmloom.flows.fit import layer_config, layer_fits
     from llmloom.flows.synth_targets import get_target
-    cfg = _layer_config(64, 16, arrays={"linear": (1, 3)})
+    cfg = layer_config(64, 16, arrays={"linear": (1, 3)})
     est, over = layer_fits(cfg, get_target("ecp5-85f"))
     assert est is None and "cols=3" in over[0]
 

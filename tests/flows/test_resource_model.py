@@ -271,16 +271,16 @@ def test_cli_synth_estimate(capsys, synth_tools):
 
 def test_synth_estimate_table():
     """The terminal table of ``synth --estimate`` (on a stored result: no synthesis)."""
-    from llmloom.flows.flows_cli import _check_table
+    from llmloom.flows.flows_cli import check_table
     cfg = get_harness("gemm").config({})
     good = compare_estimates([("gemm", cfg)], model_estimate, "xcup",
                              results=from_baselines("xcup"))
-    text = _check_table(good)
+    text = check_table(good)
     assert text.splitlines()[0].split() == ["synthesis", "estimate", "error", "tolerance"]
     assert "DSP" in text and "±0: ok" in text and "OUT OF TOLERANCE" not in text
     bad = compare_estimates([("gemm", cfg)], lambda *a: dict(model_estimate(*a), dsp=0),
                             "xcup", results=from_baselines("xcup"))
-    assert "±0: OUT OF TOLERANCE" in _check_table(bad)
+    assert "±0: OUT OF TOLERANCE" in check_table(bad)
 
 
 def test_fresh_checks_are_held_out():

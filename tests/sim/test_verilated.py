@@ -217,7 +217,9 @@ def test_progress_file_holds_the_beats_so_far(rng, tmp_path):
     from llmloom.sim.runner import _build_compiled
 
     comp, drive = _gemm_drive(rng)
-    build = _build_compiled(comp, None, 1)
+    build, images = _build_compiled(comp, None, 1)
+    for image in images:                            # the memories' contents, read at time 0
+        (tmp_path / image.file).write_text(image.text())
     streams = json.loads((build / "ports.json").read_text())
     beats, *_ = verilated.run(build / "obj" / "Vtop_driver", streams, drive, Stalls(),
                               Stalls(), 10_000, tmp_path, progress_path=tmp_path / "progress")
