@@ -411,8 +411,9 @@ def run_cocotb_test(component, sim, test_module, job):
 
     if sim not in ("icarus", "verilator"):
         raise ValueError(f"unknown cocotb simulator {sim!r}; allowed: icarus, verilator")
-    build_dir = _build(component, sim)
+    build_dir, images = _build(component, sim)
     with _run_dir(sim) as tmp:
+        _write_images(images, tmp)
         (tmp / "job.json").write_text(json.dumps(job))
         env = tool_env()
         env.update({"LLMLOOM_JOB": str(tmp / "job.json"),
