@@ -199,3 +199,39 @@ def llama_layer_cycles(cfg, sizes):
     :func:`gpt2_block_cycles` (RoPE and the product are element-wise stages of their blocks'
     latencies)."""
     return layer_timing(cfg, sizes).cycles
+
+
+def axi_read_cycles(reader, addr, nbytes, latency):
+    """Cycles of :class:`~llmloom.hw.blocks.axi_reader.AxiReader` (config ``reader``) to
+    stream ``nbytes`` from byte address ``addr`` off a memory of ``latency`` cycles (AR
+    transfer to the burst's first beat), from the command's transfer to the last output
+    beat, inclusive, output always ready: the config's own
+    :meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.cycles` (exact against cocotbext-axi's
+    slave, ``tests/sim/test_axi_reader_hdl.py``)."""
+    return reader.cycles(addr, nbytes, latency)
+
+
+def weight_fetch_cycles(cfg, reader, latency):
+    """``{stage: cycles}`` to fetch each linear stage's sections of the layer's weight image
+    (:func:`~llmloom.hw.layers.weights_image.image_layout`: weights, per-channel multipliers,
+    biases) through ``reader``, one command per section, offered back to back, every engine
+    ready to take its beats (:meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.
+    sequence_cycles`). ``cfg`` is a :class:`~llmloom.hw.layers.config.LayerConfig`."""
+    from ..hw.layers.weights_image import image_layout
+
+    stages = {}
+    for sec in image_layout(cfg):
+        stages.setdefault(sec.stage, []).append((sec.offset, sec.nbytes))
+    return {stage: reader.sequence_cycles(cmds, latency) for stage, cmds in stages.items()}
+
+
+def layer_fetch_cycles(cfg, reader, latency):
+    """Cycles to fetch a layer's whole weight image through ``reader``, its sections as
+    commands back to back (consecutive commands' bursts overlap, so this is less than the sum
+    of :func:`weight_fetch_cycles`)."""
+    from ..hw.layers.weights_image import image_layout
+
+    return reader.sequence_cycles([(s.offset, s.nbytes) for s in image_layout(cfg)], latency)
+
+
+__all__ += ["axi_read_cycles", "weight_fetch_cycles", "layer_fetch_cycles"]

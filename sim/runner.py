@@ -31,7 +31,8 @@ from .streams import NO_STALLS
 from .tools import ToolMissing, cache_dir, require, tool_env
 from .vendor import family_sources
 
-__all__ = ["SIMULATORS", "DRIVERS", "RunResult", "run_block", "simulate", "verilog_for_sim"]
+__all__ = ["SIMULATORS", "DRIVERS", "RunResult", "run_block", "simulate", "verilog_for_sim",
+           "run_cocotb_test"]
 
 SIMULATORS = ("amaranth", "icarus", "verilator")
 #: how Verilator's model is driven: ``compiled`` (C++, :mod:`llmloom.sim.verilated`; the
@@ -397,6 +398,40 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
     return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
             result.get("segment_cycles", []), result.get("cpu_s"))
+
+
+def run_cocotb_test(component, sim, test_module, job):
+    """Run the cocotb test module ``test_module`` (a dotted name) on ``component`` built for
+    ``sim`` (Icarus or Verilator), for benches that need a reactive model on a port (a bus
+    slave) rather than :mod:`.cocotb_bench`'s stream engine. The test reads the JSON ``job``
+    from the file named by ``$LLMLOOM_JOB`` and writes its result as JSON to
+    ``$LLMLOOM_RESULT``; returns that result (a dict). Raises ``RuntimeError`` with the log's
+    tail if the simulation wrote no result."""
+    from cocotb_tools.runner import get_runner
+
+    if sim not in ("icarus", "verilator"):
+        raise ValueError(f"unknown cocotb simulator {sim!r}; allowed: icarus, verilator")
+    build_dir, images = _build(component, sim)
+    with _run_dir(sim) as tmp:
+        _write_images(images, tmp)
+        (tmp / "job.json").write_text(json.dumps(job))
+        env = tool_env()
+        env.update({"LLMLOOM_JOB": str(tmp / "job.json"),
+                    "LLMLOOM_RESULT": str(tmp / "result.json"),
+                    "COCOTB_RESULTS_FILE": str(tmp / "results.xml")})
+        crashed = None
+        with _patched_environ(env), _quiet(tmp / "sim.log"), contextlib.suppress(SystemExit):
+            try:
+                get_runner(sim).test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
+                                     test_module=test_module, build_dir=build_dir,
+                                     test_dir=tmp, timescale=("1ns", "1ps"), extra_env=env)
+            except RuntimeError as exc:
+                crashed = exc
+        result_path = tmp / "result.json"
+        if not result_path.exists():
+            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}") from crashed
+        return json.loads(result_path.read_text())
 
 
 # ---- Verilator driven from C++ --------------------------------------------------------------

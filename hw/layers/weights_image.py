@@ -1,0 +1,139 @@
+"""A layer's constants as one off-chip memory image, in the order its engines consume them, so
+that :class:`~llmloom.hw.blocks.axi_reader.AxiReader` streaming a section of it is exactly
+what an engine's ``weight`` stream loads.
+
+For each linear stage, in the order of the layer's description, three sections:
+
+``weights``
+    The int8 matrix as the engine's ``weight`` stream carries it (:class:`Gemm` and
+    :class:`Gemv` alike): ``k`` rows of ``n_tiles·cols`` bytes, the lanes past ``n`` zero, row
+    by row. Read with ``lanes == cols`` (a ``data_width`` of ``8·cols``), beat ``b`` of the
+    reader is beat ``b`` of the weight stream.
+``scales``
+    The per-output-channel scale in the form the stage's re-quantiser computes with: its
+    aligned fixed-point multiplier ``M_c`` (:attr:`RequantConfig.multipliers`; ``M_c·2**-s``
+    is ``s_in·w_scale[c]/s_out``), int32 little-endian, channel order, padded to the
+    re-quantiser's ``beats·lanes`` channel-table words (a float ``w_scale`` is what calibration
+    keeps, not what hardware multiplies by; the common shift ``s`` is a constant of the
+    re-quantiser's shifter and stays in the config).
+``bias``
+    The int32 bias per channel (accumulator units), likewise.
+
+Every section starts on a multiple of :data:`ALIGN` bytes (a 512-bit bus word), so a reader
+of any width starts each one on a word boundary; the gaps are zero. The layout depends on the
+config's shapes only (:func:`image_layout`); :func:`pack_layer_image` fills it and
+:func:`unpack_layer_image` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..config import ConfigError
+
+__all__ = ["ALIGN", "Section", "LinearImage", "image_layout", "pack_layer_image",
+           "unpack_layer_image"]
+
+#: Section alignment in bytes: the widest AXI data bus the reader supports (512 bits).
+ALIGN = 64
+PARTS = ("weights", "scales", "bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One section of the image: ``rows × cols`` values of ``dtype`` at byte ``offset``."""
+
+    stage: str
+    part: str
+    offset: int
+    rows: int
+    cols: int
+    dtype: str
+
+    @property
+    def nbytes(self):
+        return self.rows * self.cols * np.dtype(self.dtype).itemsize
+
+    @property
+    def end(self):
+        return self.offset + self.nbytes
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LinearImage:
+    """What a linear stage's sections hold: the k×n int8 weights, the re-quantiser's
+    per-channel multipliers and int32 biases (``n`` each)."""
+
+    weights: np.ndarray
+    multipliers: np.ndarray
+    bias: np.ndarray
+
+
+def _linear_stages(cfg):
+    return [st.name for st in cfg.description.of_kind("linear")]
+
+
+def _align(n):
+    return -(-n // ALIGN) * ALIGN
+
+
+def image_layout(cfg):
+    """The sections of ``cfg``'s image (a :class:`~llmloom.hw.layers.config.LayerConfig`), in
+    memory order; from its shapes alone."""
+    out, offset = [], 0
+    for name in _linear_stages(cfg):
+        eng, rq = cfg.linear(name), cfg.requant(name)
+        channels = rq.beats * rq.lanes
+        for part, rows, cols, dtype in (("weights", eng.k, eng.n_tiles * eng.cols, "int8"),
+                                        ("scales", 1, channels, "<i4"),
+                                        ("bias", 1, channels, "<i4")):
+            sec = Section(name, part, offset, rows, cols, dtype)
+            out.append(sec)
+            offset = _align(sec.end)
+    return tuple(out)
+
+
+def pack_layer_image(cfg, weights):
+    """The image (``bytes``) of a calibrated layer: ``cfg`` with its numbers, ``weights`` its
+    :class:`~llmloom.hw.layers.config.LayerWeights`."""
+    if cfg.numbers is None:
+        raise ConfigError("a weight image needs a calibrated config (its scales and biases); "
+                          "this one is shape-only")
+    weights.check(cfg)
+    layout = image_layout(cfg)
+    buf = bytearray(layout[-1].end if layout else 0)
+    for sec in layout:
+        arr = np.zeros((sec.rows, sec.cols), dtype=sec.dtype)
+        if sec.part == "weights":
+            w = cfg.linear(sec.stage).check_weights(weights.matrix(sec.stage))
+            arr[:, :w.shape[1]] = w
+        else:
+            rq = cfg.requant(sec.stage)
+            vals = rq.multipliers[0] if sec.part == "scales" else rq.channel_bias
+            arr[0, :rq.length] = vals
+        buf[sec.offset:sec.end] = arr.tobytes()
+    return bytes(buf)
+
+
+def unpack_layer_image(cfg, image):
+    """``{stage: LinearImage}`` read back from an image of ``cfg``'s layout (the inverse of
+    :func:`pack_layer_image`). Raises ``ValueError`` if the image is too short or a padding
+    lane is not zero."""
+    layout = image_layout(cfg)
+    need = layout[-1].end if layout else 0
+    if len(image) < need:
+        raise ValueError(f"the image has {len(image)} bytes; the layout needs {need}")
+    parts = {}
+    for sec in layout:
+        arr = np.frombuffer(image, dtype=sec.dtype, count=sec.rows * sec.cols,
+                            offset=sec.offset).reshape(sec.rows, sec.cols)
+        n = cfg.linear(sec.stage).n
+        if np.any(arr[:, n:]):
+            raise ValueError(f"{sec.stage} {sec.part}: padding past channel {n} is not zero")
+        parts[sec.stage, sec.part] = arr[:, :n].astype(np.int8 if sec.part == "weights"
+                                                       else np.int64)
+    return {name: LinearImage(weights=parts[name, "weights"],
+                              multipliers=parts[name, "scales"][0], bias=parts[name, "bias"][0])
+            for name in _linear_stages(cfg)}
