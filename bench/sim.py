@@ -48,8 +48,8 @@ FLAGS = {
     "cxx-O1": (verilated.VERILATOR_FLAGS, ("OPT_FAST=-O1", "OPT_GLOBAL=-O1")),
     "split": ((*verilated.VERILATOR_FLAGS, "--output-split-cfuncs", "2000"),
               verilated.MAKE_FLAGS),
-    "verilator-O0": ((*(f for f in verilated.VERILATOR_FLAGS if f != "-O3"), "-O0"),
-                     verilated.MAKE_FLAGS),
+    "merge-cond": (tuple(f for f in verilated.VERILATOR_FLAGS if f != "-fno-merge-cond"),
+                   verilated.MAKE_FLAGS),
 }
 #: the issue's targets, simulated cycles per second
 TARGETS = {"gemm": 1_000_000, "gpt2-block": 100_000}

@@ -10,7 +10,10 @@ reads the beats, cycle counts and segment cycles back (:func:`read_result`).
 The C++ follows :class:`~llmloom.sim.engine.StreamEngine`'s rules step for step and draws
 its stalls from the same generator (CPython's Mersenne Twister, reimplemented), so a run gives
 the same beats and the same cycle counts as the cocotb bench; ``tests/sim/test_verilated.py``
-holds them equal.
+holds them equal. Per cycle it calls the model's full ``eval()`` only when an input differs from
+what the last ``eval()`` settled; the rising edge, and the cycles that offer what the previous
+one did, run only Verilator's active and NBA phases (:func:`has_phases` checks that the model
+has them; the driver falls back to ``eval()`` otherwise).
 
 Both files are arrays of little-endian 64-bit words. Stimulus: magic, max_cycles, the counts
 of inputs, outputs and segments, then per input (the engine's order: preload, then timed)
@@ -44,13 +47,17 @@ __all__ = ["DRIVER_SOURCE", "VERILATOR_FLAGS", "MAKE_FLAGS", "build_key", "build
 
 #: the C++ harness, compiled beside each model (its text is part of the build key)
 DRIVER_SOURCE = Path(__file__).with_name("stream_driver.cpp")
-#: Verilator's flags, the cocotb build's: Amaranth's width and case warnings are not ours to fix.
-#: Measured on the 8×8 GEMM (bench/sim.py's shape, a loaded 2-core machine), neither
-#: ``--x-assign fast --x-initial fast`` nor the C++ compiler at -O2 for the model's code
-#: (``OPT_FAST=-O2 OPT_GLOBAL=-O2`` against Verilator's -Os) changed cycles per processor
-#: second beyond the noise (412k–457k), nor the build time: the defaults stay.
+#: Verilator's flags, the cocotb build's: Amaranth's width and case warnings are not ours to fix
+#: (no UNOPTFLAT is hidden today: the GEMM and the GPT-2 block d 64 have no combinational loop).
+#: Chosen by measurement (processor time, a loaded 2-core machine; bench/sim.py --flags):
+#: ``-fno-merge-cond`` — Verilator's merge-conditionals pass took ~90% of the verilation
+#: (8×8 GEMM 12.0 s → 1.4 s of CPU, GPT-2 block d 64 102 s → 22 s) and the simulation is as
+#: fast without it (GEMM 1.03M → 1.09M cycles per CPU-second). Neither
+#: ``--x-assign fast --x-initial fast`` nor the C++ at -O2 (``OPT_FAST=-O2 OPT_GLOBAL=-O2``
+#: against Verilator's -Os) changed cycles per CPU-second beyond the noise (GEMM 634k–668k
+#: against 639k–655k) nor the build.
 VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE",
-                   "-Wno-UNOPTFLAT", "-O3")
+                   "-Wno-UNOPTFLAT", "-O3", "-fno-merge-cond")
 #: make's variables for the model's C++ (none: Verilator's own)
 MAKE_FLAGS = ()
 

