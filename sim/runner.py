@@ -232,7 +232,10 @@ def _build(component, sim, family=None):
     # The model links against this environment's cocotb libraries: key on them too, so a
     # cached build never points into another (perhaps deleted) environment.
     import cocotb_tools.config
+    # Verilator's flags change the model too.
     salt = f"{sim}\n{cocotb_tools.config.libs_dir}\n{sys.executable}\n"
+    if sim == "verilator":
+        salt += " ".join(verilated.VERILATOR_FLAGS) + "\n"
     key = hashlib.sha256((salt + text_and_models).encode()).hexdigest()[:16]
     build_dir = cache_dir() / "sim" / f"{sim}-{key}"
     with _locked(build_dir):

