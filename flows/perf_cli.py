@@ -430,14 +430,16 @@ def format_validate(doc):
     def num(x):
         return "-" if x is None else f"{x:,.4g}"
 
-    lines = [f"{'row':<38} {'predicted':>10} {'measured':>9} {'unit':<9} {'error':>7}  "
+    wn = max([38] + [len(r["name"]) for r in doc["rows"]])
+    wu = max([9] + [len(r["unit"]) for r in doc["rows"]])
+    lines = [f"{'row':<{wn}} {'predicted':>10} {'measured':>9} {'unit':<{wu}} {'error':>7}  "
              f"{'held out':<8} {'target':<6}"]
     for r in doc["rows"]:
         err = "-" if r["error"] is None else f"{r['error'] * 100:+.1f}%"
         mark = "" if r["within"] is None else ("ok" if r["within"] else "MISS")
-        lines.append(f"{r['name']:<38} {num(r['predicted']):>10} {num(r['measured']):>9} "
-                     f"{r['unit']:<9} {err:>7}  {'yes' if r['held_out'] else 'no':<8} "
-                     f"{mark:<6}")
+        lines.append(f"{r['name']:<{wn}} {num(r['predicted']):>10} {num(r['measured']):>9} "
+                     f"{r['unit']:<{wu}} {err:>7}  {'yes' if r['held_out'] else 'no':<8} "
+                     f"{mark:<6}".rstrip())
     lines.append("")
     for v in doc["verdicts"]:
         lines.append(f"{v['publication']}, {v['phase']}: {v['winner']} faster; model: "

@@ -231,11 +231,21 @@ class MemorySpec:
     efficiency: float            # achievable / theoretical bandwidth for long sequential reads
     pj_per_bit: float            # access energy, for the power estimate
     source: str
+    #: AXI ports the memory subsystem offers kernels (0: one per channel). A port streams from
+    #: one channel at full rate, so a kernel's stream uses at most as many channels as it has
+    #: ports, and the ports of all kernels together are at most these.
+    axi_ports: int = 0
+    ports_source: str = ""
 
     @property
     def bandwidth(self):
         """Achievable bytes/s over all channels."""
         return self.channels * self.gbps_per_channel * 1e9 * self.efficiency
+
+    @property
+    def max_ports(self):
+        """AXI ports kernels can attach (``axi_ports``, else one per channel)."""
+        return self.axi_ports or self.channels
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -328,7 +338,12 @@ def _hbm2_u280(capacity):
                       efficiency=0.92, pj_per_bit=7.0,
                       source="32 pseudo-channels x 14.375 GB/s = 460 GB/s (Alveo data sheet); "
                              "92% achievable per channel measured by Shuhai (Wang et al., "
-                             "FCCM 2020); energy approximate")
+                             "FCCM 2020); energy approximate",
+                      axi_ports=32,
+                      ports_source="the HBM subsystem's 32 AXI3 slave ports, one per "
+                                   "pseudo-channel (AMD PG276, AXI HBM controller); a port "
+                                   "reaches the other channels only through the switch, at "
+                                   "a lower rate")
 
 
 def _ddr4_x4(source):

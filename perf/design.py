@@ -98,8 +98,9 @@ class KernelDesign:
     packing : int
         MACs per DSP (1, 2 or 4), limited by the device and quantisation.
     channels : int or None
-        Off-chip channels the kernel's streamed operands come from; ``None`` shares the
-        device's bandwidth in proportion to the bytes each kernel streams.
+        Off-chip channels (one AXI port each) the kernel's streamed operands come from;
+        ``None``: automatic (:func:`llmloom.perf.spatial.port_plan`: on HBM a share of the
+        memory's ports by the bytes each kernel streams; on DDR a share of its bandwidth).
     """
 
     rows: int = 8

@@ -3,7 +3,7 @@
 The formulas are the block configs' own (``GemmConfig.cycles_np``, ``GemvConfig.cycles_np``:
 the same closed forms that :mod:`llmloom.perf.cycles` evaluates for one config, held to the
 RTL's simulated cycles); this module adds what the explorer chooses around them (input lanes,
-padding) and :func:`two_pass_row_cycles_np`, the paper's row-reduction unit.
+padding) and :func:`two_pass_row_cycles_np`, the row-reduction units' one-row latency.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import numpy as np
 
 from ..hw.blocks.gemm_config import GemmConfig
 from ..hw.blocks.gemv import GemvConfig
+from ..hw.blocks.norm import NormConfig
+from ..hw.blocks.softmax import SoftmaxConfig
 
 __all__ = ["gemm_cycles_np", "gemm_parts_np", "gemv_cycles_np", "gemm_lanes", "gemm_lanes_np",
-           "pv_lanes_np", "pad_to", "divisors_upto", "two_pass_row_cycles_np"]
+           "pv_lanes_np", "pad_to", "divisors_upto", "two_pass_row_cycles_np",
+           "ROW_UNITS", "row_drain_cycles"]
 
 
 def _cdiv(a, b):
@@ -57,14 +60,28 @@ def gemv_cycles_np(rows, cols, k, n, m=1, lanes=None):
     return GemvConfig.cycles_np(rows, cols, k, n, lanes, m)
 
 
-def two_pass_row_cycles_np(length, lanes):
-    """Cycles of one row of ``length`` through the spatial model's row-reduction unit (softmax,
-    norm): the paper's two passes over the row, ``ceil(length/lanes)`` beats each (statistics,
-    then scale), plus 8 cycles of pipeline. This is the paper's unit, not our row kernel
-    (:meth:`~llmloom.hw.blocks.rowkernel.RowKernelConfig.cycles_np`, which overlaps one
-    row's output pass with the next row's input and has its own stage counts); the spatial
-    model keeps it. Arguments broadcast."""
-    return 2 * _cdiv(length, lanes) + 8
+#: The ``hw`` row kernel of each row-reduction unit of the spatial model.
+ROW_UNITS = {"softmax": SoftmaxConfig, "norm": NormConfig}
+
+
+def row_drain_cycles(unit):
+    """The drain latency of a row-reduction unit (``softmax``, ``norm``): cycles from a row's
+    last input beat to its last output beat beyond the output pass's own beats, from the
+    ``hw`` block's config: the statistics latency and the record queue
+    (:meth:`~llmloom.hw.blocks.rowkernel.RowKernelConfig.row_gap`), the output stages
+    (``EMIT_STAGES``) and the output register. Softmax 10 + 2 + 1 + 1 = 14, norm 8 + 2 + 4 +
+    1 = 15 cycles (the same for LayerNorm and RMSNorm)."""
+    cfg = ROW_UNITS[unit]
+    return cfg.row_gap() + cfg.EMIT_STAGES + 1
+
+
+def two_pass_row_cycles_np(length, lanes, unit):
+    """Cycles of one row of ``length`` through a row-reduction unit (softmax, norm) on its
+    own: two passes over the row, ``ceil(length/lanes)`` beats each (statistics, then
+    scale), plus the unit's drain latency (:func:`row_drain_cycles`). This is the ``hw``
+    row kernel's one-row latency (``RowKernelConfig.cycles_np(length, lanes, 1)``); the
+    spatial model adds it once to the unit's stream of beats. Arguments broadcast."""
+    return 2 * _cdiv(length, lanes) + row_drain_cycles(unit)
 
 
 def pad_to(k, lanes):

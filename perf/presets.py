@@ -28,15 +28,23 @@ class Preset:
     notes: str
 
 
-def _paper_design(name, *, clock_mhz, quant, decode_kernel, weight_buffer="tile"):
-    # Linear kernels: 8x16 output-stationary arrays, DSP packing 2 (256 MACs/cycle), all the
-    # same size; attention Q.K^T and .V: 8x8 int8 arrays without packing. Each weight matrix
-    # streams from its own HBM channel; the two attention kernels get one channel each for the
-    # KV cache in decode (the paper does not say; one is the least it can have).
-    lin = KernelDesign(rows=8, cols=16, packing=2, channels=1)
+_ST_SRC = ("H. Ye and D. Chen, 'StreamTensor: Make Tensors Stream in Dataflow Accelerators for "
+           "LLMs', arXiv 2509.13694 (2025): GPT-2 (and Llama, Qwen, Gemma) compiled from "
+           "PyTorch to stream dataflow on an Alveo U55C; its design-space exploration sizes "
+           "each kernel (tiling, fusion, resource allocation) to balance the pipeline")
+
+
+def _paper_design(name, *, clock_mhz, quant, decode_kernel, weight_buffer="tile",
+                  proj_cols=16, ffn_cols=16, source=_SRC):
+    # Linear kernels: 8xN output-stationary arrays, DSP packing 2; the paper's are all 8x16
+    # (256 MACs/cycle); attention Q.K^T and .V: 8x8 int8 arrays without packing. Each weight
+    # matrix streams from its own HBM channel; the two attention kernels get one channel each
+    # for the KV cache in decode (the paper does not say; one is the least it can have).
+    proj = KernelDesign(rows=8, cols=proj_cols, packing=2, channels=1)
+    ffn = KernelDesign(rows=8, cols=ffn_cols, packing=2, channels=1)
     att = KernelDesign(rows=8, cols=8, packing=1, channels=1)
-    kernels = {k: lin for k in ("q", "k", "v", "o", "f1", "f2")}
-    kernels.update(qk=att, pv=att)
+    kernels = {k: proj for k in ("q", "k", "v", "o")}
+    kernels.update(f1=ffn, f2=ffn, qk=att, pv=att)
     # One layer in three regions, one per SLR: SLR0 Q/K/V; SLR1 attention, output projection,
     # residual and layernorm; SLR2 FFN1, GELU (the act unit), FFN2, residual, layernorm.
     regions = {"q": "SLR0", "k": "SLR0", "v": "SLR0", "qk": "SLR1", "softmax": "SLR1",
@@ -45,7 +53,7 @@ def _paper_design(name, *, clock_mhz, quant, decode_kernel, weight_buffer="tile"
                   lanes={"softmax": 8, "norm": 8, "act": 16}, layers_on_chip=1,
                   weights="stream", decode_kernel=decode_kernel, double_buffer=True,
                   weight_buffer=weight_buffer,
-                  regions=regions, source=_SRC)
+                  regions=regions, source=source)
 
 
 PRESETS = {p.name: p for p in (
@@ -62,6 +70,17 @@ PRESETS = {p.name: p for p in (
                  "not say): each kernel's weights stream into a FIFO one layer deep (URAM; "
                  "271 of SLR2's 320 at W8A8), so every kernel fetches its next layer's "
                  "matrix while the others compute"),
+    Preset(name="streamtensor-gpt2-u55c", model="gpt2-medium", device="u55c", seq=32,
+           design=_paper_design("streamtensor-gpt2-u55c", clock_mhz=250, quant="W4A8",
+                                decode_kernel="gemv", weight_buffer="layer", proj_cols=8,
+                                ffn_cols=32, source=_ST_SRC),
+           notes="StreamTensor's GPT-2 medium on an Alveo U55C as its publication allows: its "
+                 "resource allocation balances the dataflow pipeline, so each linear kernel's "
+                 "MACs follow its work (FFN matrices 4x the projections'). Assumed (not "
+                 "published in what we hold): the same linear MAC total as the paper's design "
+                 "(1,536 per cycle: 8x8x2 for Q/K/V/O, 8x32x2 for FFN1/FFN2; 896 DSPs in all), "
+                 "8x8 attention arrays, 250 MHz, W4A8, one HBM channel per weight matrix and a "
+                 "layer-deep weight FIFO, as the paper's design"),
 )}
 
 

@@ -45,7 +45,7 @@ from .models import get_model
 from .resources import gemm_pe_cost, unit_costs
 from .workload import LINEAR, get_quant
 
-__all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck",
+__all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck", "port_plan",
            "raise_if_infeasible", "LINK_EFFICIENCY", "LINK_HOP_S", "PORT_EFFICIENCY",
            "TILE_DEPTH", "COST", "region_plan", "layer_plan", "LayerPlan",
            "activation_latency"]
@@ -104,10 +104,25 @@ def unit_cost(unit):
 
 def _groups(model):
     """Stage -> region group (buffers follow their owner); the activation stage is named after
-    the model's function (gelu, relu, silu)."""
-    return {"q": "qkv", "k": "qkv", "v": "qkv",
-            "qk": "attn", "softmax": "attn", "pv": "attn", "o": "attn", "norm1": "attn",
-            "f1": "ffn1", "fg": "ffn1", model.activation: "ffn1", "f2": "ffn2", "norm2": "ffn2"}
+    the model's function. A norm sits with the stage whose (residual-added) output it
+    normalises, walking the ``hw`` layer description (:func:`layer_plan`), or with the
+    projections it feeds when it comes before them: BERT's (post-norm) first norm follows
+    the output projection (the paper's SLR1: "attention, output projection, residual and
+    layernorm"), its second the FFN; GPT-2's (pre-norm) first norm feeds Q/K/V (SLR0), its
+    second follows the output projection (SLR1)."""
+    groups = {"q": "qkv", "k": "qkv", "v": "qkv",
+              "qk": "attn", "softmax": "attn", "pv": "attn", "o": "attn",
+              "f1": "ffn1", "fg": "ffn1", "ffn_in": "ffn1", model.activation: "ffn1",
+              "f2": "ffn2"}
+    plan = layer_plan(model)
+    last = "qkv"
+    out = {k: v for k, v in groups.items() if k != "ffn_in"}
+    for name in plan.head + plan.chain:
+        if name in plan.norms:
+            out[name] = last
+        elif name in groups:
+            last = groups[name]
+    return out
 
 
 def _unit_stages(model):
@@ -398,7 +413,8 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             stream_bytes[k] = np.where(on_chip, 0.0, passes * kk * nn * wb / 8)
         for k in ("qk", "pv"):
             stream_bytes[k] = np.full(P, B * keys * dkv_loc * kvb / 8 if decode else 0.0)
-        bpc = _stream_rates(db, stream_bytes, decode, layer_buf, bw_total, ch_bw, f)
+        bpc = _stream_rates(db, stream_bytes, decode, layer_buf, bw_total, ch_bw, f,
+                             res["ports"], res["ports_limited"])
 
         stages = {}
         t_mem = {}
@@ -442,12 +458,12 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
 
         lam = db.lanes
         sm_e = B * h_loc * qrows * keys
-        row_sm = two_pass_row_cycles_np(keys, lam["softmax"])
+        row_sm = two_pass_row_cycles_np(keys, lam["softmax"], "softmax")
         t = _cdiv(sm_e, lam["softmax"]) + row_sm
         stages["softmax"] = (t.astype(float), (t if decode else row_sm).astype(float),
                              np.zeros(P, int))
         for u in plan.norms:
-            row = two_pass_row_cycles_np(d, lam["norm"])
+            row = two_pass_row_cycles_np(d, lam["norm"], "norm")
             t = _cdiv(rows_m * d, lam["norm"]) + row
             stages[u] = (t.astype(float), (t if decode else row).astype(float), np.zeros(P, int))
         act_latency = activation_latency(m.activation)
@@ -571,14 +587,97 @@ def _mem_bound(by, bpc, t_comp, first, ahead):
     return (t, np.minimum(first * scale, t), np.where(t_wait > t_comp, 1, 0)), t_mem
 
 
-def _stream_rates(db, stream_bytes, decode, ahead, bw_total, ch_bw, f):
-    """Bits per cycle each streaming kernel gets. Explicit channels are a kernel's own, all
-    the time, at the rate a kernel's port achieves on one (``PORT_EFFICIENCY``). Automatic:
-    every streamed matrix is striped over all channels (at ``PORT_EFFICIENCY`` too), and the
-    kernels that stream at the same time share the bandwidth in proportion to their bytes:
-    all of them where their weights run a layer ahead of the chain (``ahead``),
-    else by phase (decode: Q/K/V, then qk, then pv, then o, then the FFN's kernels at once:
-    the norm between o and the FFN needs o's whole row; prefill: Q/K/V, then the rest)."""
+def port_plan(ctx, db, lin, shapes, on_chip):
+    """AXI ports of each kernel of one layer copy: ``{kernel: ports}`` (float arrays), and
+    their sum over the design's copies.
+
+    A port streams from one off-chip channel at full rate, so a kernel's stream uses at most
+    as many channels as it has ports, and every kernel's ports together are at most the
+    memory's (``MemorySpec.max_ports``: 32 on the U280/U55C's HBM). A kernel with explicit
+    ``channels`` has that many ports; the others (automatic) divide what a copy's share of the
+    device's ports leaves: the K/V readers (``qk``, ``pv``, decoders) one each, the streamed
+    weight matrices the rest, handed out one at a time to the matrix with the most bytes per
+    port (the allocation that minimises the slowest stream), at least one each. Weights held
+    on chip need no port.
+
+    A memory without a port limit (``MemorySpec.axi_ports`` 0: DDR, whose one controller per
+    channel takes any number of masters through an interconnect) gives an automatic kernel
+    one port into that interconnect; its kernels share the channels (:func:`_stream_rates`),
+    and only explicit channels count against the memory's.
+
+    Returns ``(ports, total, limited)``: ``total`` what the ``offchip_channels`` constraint
+    counts, ``limited`` whether the memory limits ports."""
+    m, dev = ctx.model, ctx.device
+    P = db.size
+    mem = dev.memory
+    limited = bool(mem and mem.axi_ports)
+    users = {k: np.where(on_chip, False, True) for k in lin}
+    for k in ("qk", "pv"):
+        users[k] = np.full(P, bool(m.decoder))
+    if not limited:
+        ports = {k: np.where(uses, np.where(np.isnan(db.chan[k]), 1.0,
+                                            np.nan_to_num(db.chan[k])), 0.0)
+                 for k, uses in users.items()}
+        explicit = sum(np.where(users[k], np.nan_to_num(db.chan[k]), 0.0) for k in users)
+        return ports, explicit * db.C, False
+    budget = np.floor(mem.max_ports / db.C)
+    ports = {}
+    auto = []
+    for k, uses in users.items():
+        ch = db.chan[k]
+        fixed = ~np.isnan(ch)
+        ports[k] = np.where(uses & fixed, np.nan_to_num(ch), 0.0)
+        if k in ("qk", "pv"):
+            ports[k] = np.where(uses & ~fixed, 1.0, ports[k])
+        else:
+            auto.append(k)
+    left = budget - sum(ports.values())
+    weight = {k: np.where(users[k] & np.isnan(db.chan[k]),
+                          float(shapes[k][0] * shapes[k][1]), 0.0) for k in auto}
+    for k in auto:                       # one port each first
+        give = weight[k] > 0
+        ports[k] = ports[k] + give
+        left = left - give
+    if auto:
+        w = np.stack([weight[k] for k in auto])          # kernels x points
+        n = np.stack([ports[k] for k in auto])
+        for _ in range(int(np.max(budget, initial=0))):
+            more = left >= 1
+            if not more.any():
+                break
+            load = np.where(w > 0, w / np.maximum(n, 1), -1.0)
+            j = np.argmax(load, axis=0)
+            pick = (np.arange(len(auto))[:, None] == j[None, :]) & more[None, :] \
+                & (np.take_along_axis(load, j[None, :], 0) > 0)
+            n = n + pick
+            left = left - pick.any(axis=0)
+        for i, k in enumerate(auto):
+            ports[k] = n[i].astype(float)
+    total = sum(ports.values()) * db.C
+    return ports, total, True
+
+
+def _stream_rates(db, stream_bytes, decode, ahead, bw_total, ch_bw, f, ports, limited):
+    """Bits per cycle each streaming kernel gets.
+
+    Where the memory limits AXI ports (HBM, ``limited``): a kernel's own ports
+    (:func:`port_plan`), each one channel at the rate a kernel's port achieves on it
+    (``PORT_EFFICIENCY``), all the time; a kernel with explicit ``channels`` shares them among
+    the design's ``C`` copies of it. A port idles while its kernel does not stream: it is
+    wired to that kernel's AXI master, so no other kernel can use it.
+
+    Otherwise (DDR behind an interconnect): explicit channels as above; an automatic kernel's
+    stream is striped over all channels (at ``PORT_EFFICIENCY`` too), and the kernels that
+    stream at the same time share the bandwidth in proportion to their bytes: all of them
+    where their weights run a layer ahead of the chain (``ahead``), else by phase (decode:
+    Q/K/V, then qk, then pv, then o, then the FFN's kernels at once: the norm between o and
+    the FFN needs o's whole row; prefill: Q/K/V, then the rest)."""
+    bpc = {}
+    if limited:
+        for k in stream_bytes:
+            per_copy = np.where(np.isnan(db.chan[k]), ports[k], ports[k] / db.C)
+            bpc[k] = per_copy * ch_bw * PORT_EFFICIENCY * 8 / f     # bits per cycle
+        return bpc
     by_phase = ([["q", "k", "v"], ["qk"], ["pv"], ["o"], ["f1", "fg", "f2"]] if decode
                 else [["q", "k", "v"], ["o", "f1", "fg", "f2", "qk", "pv"]])
     together = [[k for g in by_phase for k in g]]
@@ -594,7 +693,6 @@ def _stream_rates(db, stream_bytes, decode, ahead, bw_total, ch_bw, f):
         return out
 
     phase, joint = shares(by_phase), shares(together)
-    bpc = {}
     for k in stream_bytes:
         share = np.where(ahead, joint[k], phase[k])
         bw = np.where(np.isnan(db.chan[k]), share, np.nan_to_num(db.chan[k]) * ch_bw) \
@@ -759,19 +857,20 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
     on_chip = np.where(db.weights == 2, fits, db.weights == 1)
     dies = {i: {key: np.where(on_chip, chip_dies[i][key], stream_dies[i][key])
                 for key in chip_dies[i]} for i in range(dev.dies)}
-    ports = len(lin) + (2 if m.decoder else 0)
-    uses_mem = (~on_chip) | m.decoder
-    shared_lut = np.where(uses_mem, ports * COST["lut_port"], 0) + (
-        COST["lut_link"] if ctx.tp * ctx.pp > 1 else 0)
-    shared_ff = np.where(uses_mem, ports * COST["ff_port"], 0) + (
-        COST["ff_link"] if ctx.tp * ctx.pp > 1 else 0)
+    # every AXI port (one per channel a kernel streams from) costs its master and width
+    # converter
+    port_of, counted, limited = port_plan(ctx, db, lin, shapes, on_chip)
+    ports = sum(port_of.values()) * C
+    shared_lut = ports * COST["lut_port"] + (COST["lut_link"] if ctx.tp * ctx.pp > 1 else 0)
+    shared_ff = ports * COST["ff_port"] + (COST["ff_link"] if ctx.tp * ctx.pp > 1 else 0)
     dies[0]["lut"] = dies[0]["lut"] + shared_lut
     dies[0]["ff"] = dies[0]["ff"] + shared_ff
     total = {key: sum(dies[i][key] for i in dies) for key in ("dsp", "lut", "ff", "bram",
                                                                 "uram")}
     return {"dsp": total["dsp"], "lut": total["lut"], "ff": total["ff"],
             "bram36": total["bram"], "uram": total["uram"], "dies": dies, "on_chip": on_chip,
-            "die_of": die_of}
+            "die_of": die_of, "ports": port_of, "ports_total": counted,
+            "ports_limited": limited}
 
 
 def _die_index(dev, name):
@@ -802,8 +901,8 @@ def _violations(ctx, db, res, budget_dsp):
     v["packing"] = (np.maximum.reduce([db.pack[k] for k in lin]),
                     np.full(P, dev.max_packing.get(q.name, 1)))
     if dev.memory:
-        chans = sum(np.nan_to_num(db.chan[k]) for k in lin) * db.C
-        v["offchip_channels"] = (chans, np.full(P, dev.memory.channels))
+        # AXI ports, each streaming from one channel (port_plan)
+        v["offchip_channels"] = (res["ports_total"], np.full(P, float(dev.memory.max_ports)))
         weights = m.params * q.w_bits / 8 / ctx.tp / ctx.pp
         kv = (2 * ctx.batch * (ctx.context + 1) * m.d_kv * q.kv_bits / 8 * m.n_layers
               / ctx.tp / ctx.pp) if m.decoder else 0.0
@@ -830,7 +929,8 @@ def raise_if_infeasible(ctx, result, i=0):
     labels = {"dsp": "DSP", "lut": "LUT", "ff": "FF", "bram36": f"{dev.bram.kind} blocks",
               "uram": f"{dev.uram.kind if dev.uram else 'URAM'} blocks",
               "packing": f"MACs per DSP (packing) for {ctx.quant.name}",
-              "offchip_channels": f"off-chip {dev.memory.kind if dev.memory else ''} channels",
+              "offchip_channels": f"off-chip {dev.memory.kind if dev.memory else ''} channels "
+                                  "(AXI ports)",
               "offchip_capacity_gb": f"GB of off-chip {dev.memory.kind if dev.memory else ''}",
               "dsp_budget": "DSP"}
     base, _, die = name.partition("@")

@@ -58,3 +58,16 @@ def test_export_gives_the_hw_gemm_configs():
                                          "f1": {"rows": 8, "cols": 64, "packing": 2}}})
     with pytest.raises(ConfigError, match="cols\\*packing=128 is out of range"):
         wide.gemm_configs("gpt2")
+
+
+def test_the_row_units_one_row_latency_is_the_hw_row_kernels():
+    """The spatial model's softmax and norm units take two passes over a row plus the drain
+    the hw block's config states (statistics latency, record queue, output stages)."""
+    from llmloom.hw.blocks.norm import LayerNormConfig, RMSNormConfig
+    from llmloom.hw.blocks.softmax import SoftmaxConfig
+    from llmloom.perf.kernels import row_drain_cycles, two_pass_row_cycles_np
+    assert row_drain_cycles("softmax") == 14 and row_drain_cycles("norm") == 15
+    for cfg, unit in ((SoftmaxConfig, "softmax"), (LayerNormConfig, "norm"),
+                      (RMSNormConfig, "norm")):
+        for length, lanes in ((1024, 8), (129, 8), (64, 64), (1, 4)):
+            assert two_pass_row_cycles_np(length, lanes, unit) == cfg.cycles_np(length, lanes, 1)

@@ -226,3 +226,66 @@ def test_prefill_reuses_a_layer_deep_buffer_and_a_host_sync_adds_per_layer():
     synced = estimate(m, "u280", base.replace(host_sync_us=50), mode="prefill",
                       seq=256)["prefill"]
     assert synced["latency_s"] - tile["latency_s"] == pytest.approx(m.n_layers * 50e-6)
+
+
+def test_a_kernels_stream_is_limited_by_its_axi_ports_and_the_ports_by_the_hbm():
+    """On HBM (32 AXI ports, one per pseudo-channel) an automatic kernel streams only through
+    its own ports: the ports of a layer copy go to its matrices by bytes (FFN matrices 4x the
+    projections'), their sum never exceeds the device's, and each kernel's decode stream
+    takes its bytes over its ports' channels; more layer copies share the same 32 ports."""
+    import numpy as np
+
+    from llmloom.perf.design import linear_shapes
+    from llmloom.perf.spatial import PORT_EFFICIENCY, DesignBatch, make_context, port_plan
+    from llmloom.perf.workload import LINEAR
+    m = get_model("gpt2-medium")
+    mem = get_fpga("u280").memory
+    assert mem.max_ports == 32 and get_fpga("u55c").memory.max_ports == 32
+    ctx = make_context(m, "u280", "W8A8", seq=128)
+    base = uniform(8, 16, weights="stream", weight_buffer="layer")
+    lin = [k for k in LINEAR if k != "fg"]
+    for C in (1, 2):
+        db = DesignBatch.from_designs([base.replace(layers_on_chip=C)])
+        ports, total, limited = port_plan(ctx, db, lin, linear_shapes(m, 1), np.zeros(1, bool))
+        assert limited and total[0] <= 32
+        assert ports["qk"][0] == ports["pv"][0] == 1
+        assert ports["f1"][0] >= 2 * ports["q"][0] >= 2
+        if C == 1:
+            assert total[0] == 32 and ports["f1"][0] == 3 * ports["q"][0]
+            one = ports
+    assert ports["f1"][0] < one["f1"][0]
+    doc = estimate(m, "u280", base, mode="decode", seq=128)
+    ch = mem.gbps_per_channel * 1e9 * mem.efficiency * PORT_EFFICIENCY
+    slowest = max(m.d_model * m.d_ff / (one["f1"][0] * ch), m.d_model ** 2 / (one["q"][0] * ch))
+    assert doc["decode"]["latency_s_per_token"] >= m.n_layers * slowest * (1 - 1e-6)
+    assert doc["decode"]["latency_s_per_token"] >= doc["decode"]["bandwidth_floor_s"]
+    # explicit channels beyond the HBM's ports are refused, naming the ports
+    wide = base.replace(kernels={n: KernelDesign(rows=8, cols=16, packing=2, channels=5)
+                                 for n in base.kernels})
+    with pytest.raises(ConstraintError, match=r"needs 40 off-chip HBM2 channels \(AXI ports\)"):
+        estimate(m, "u280", wide, mode="decode", seq=128)
+
+
+def test_each_axi_port_costs_fabric():
+    from llmloom.perf.spatial import COST
+    one = KernelDesign(rows=8, cols=16, packing=2, channels=1)
+    two = KernelDesign(rows=8, cols=16, packing=2, channels=2)
+    names = ("q", "k", "v", "qk", "pv", "o", "f1", "f2")
+    a = Design(clock_mhz=250, kernels={n: one for n in names})
+    b = a.replace(kernels={**{n: one for n in names}, "f1": two, "f2": two})
+    ra = estimate("gpt2-medium", "u280", a, mode="decode", seq=128)["resources"]
+    rb = estimate("gpt2-medium", "u280", b, mode="decode", seq=128)["resources"]
+    assert rb["lut"] - ra["lut"] == 2 * COST["lut_port"]
+
+
+def test_a_norm_sits_with_the_stage_it_normalises():
+    """GPT-2 is pre-norm: its first norm feeds Q/K/V (the paper's SLR0), its second follows
+    the output projection (SLR1); BERT is post-norm: after o (SLR1) and after the FFN."""
+    gpt2 = estimate("gpt2-medium", "u280", "chen2024-gpt2-u280", mode="prefill", seq=64)
+    bert = estimate("bert-base", "u280", "chen2024-bert-u280", mode="prefill", seq=64)
+    region = {d: {s["name"]: s["region"] for s in doc["prefill"]["stages"]}
+              for d, doc in (("gpt2", gpt2), ("bert", bert))}
+    assert region["gpt2"]["norm1"] == region["gpt2"]["q"] == "SLR0"
+    assert region["gpt2"]["norm2"] == region["gpt2"]["o"] == "SLR1"
+    assert region["bert"]["norm1"] == region["bert"]["o"] == "SLR1"
+    assert region["bert"]["norm2"] == region["bert"]["f2"] == "SLR2"
