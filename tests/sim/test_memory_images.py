@@ -22,8 +22,8 @@ class _Roms(wiring.Component):
 
     def __init__(self, inits):
         self.inits = inits
-        super().__init__({f"d{n}": Out(Shape.cast(shape).width) for n, (shape, _) in enumerate(inits)} |
-                         {"a": In(2)})
+        outs = {f"d{n}": Out(Shape.cast(shape).width) for n, (shape, _) in enumerate(inits)}
+        super().__init__(outs | {"a": In(2)})
 
     def elaborate(self, platform):
         m = Module()
