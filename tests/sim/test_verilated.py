@@ -244,7 +244,7 @@ def test_the_pinned_verilator_gives_the_edge_its_phases(rng):
     from llmloom.sim.runner import _build_compiled
 
     comp, _ = _gemm_drive(rng)
-    build = _build_compiled(comp, None, 1)
+    build, _ = _build_compiled(comp, None, 1)
     assert verilated.has_phases(build / "obj")
     assert "#define LLMLOOM_PHASES 1" in (build / "ports.h").read_text()
 
