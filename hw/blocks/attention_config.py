@@ -64,11 +64,36 @@ from .requant import ROUNDINGS, RequantConfig, Scale, check_scale
 from .rowkernel import MAX_LENGTH
 from .softmax import SoftmaxConfig
 
-__all__ = ["AttentionConfig"]
+__all__ = ["AttentionConfig", "HeadGeometry"]
+
+
+class HeadGeometry:
+    """The heads of an attention, from ``d_model``, ``heads`` and ``kv_heads`` (0: as many as
+    ``heads``): shared by :class:`AttentionConfig` and the layer's config."""
+
+    @property
+    def d_head(self):
+        return self.d_model // self.heads
+
+    @property
+    def kv_heads_value(self):
+        """The KV heads in use: ``kv_heads``, or ``heads`` (0: multi-head attention)."""
+        return self.kv_heads or self.heads
+
+    @property
+    def kv_group(self):
+        """Query heads per KV head, ``heads / kv_heads``: query head h reads KV head
+        ``h // kv_group``."""
+        return self.heads // self.kv_heads_value
+
+    @property
+    def kv_width(self):
+        """Features of a K or V row: ``kv_heads·d_head`` (``d_model`` without grouping)."""
+        return self.kv_heads_value * self.d_head
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AttentionConfig(BlockConfig):
+class AttentionConfig(HeadGeometry, BlockConfig):
     """Multi-head SDPA on int8 Q, K, V rows; per-head block configs are derived properties."""
 
     d_model: int = spec(64, Range(1, 65536), "model width d (features of Q, K, V and output)")
@@ -124,26 +149,6 @@ class AttentionConfig(BlockConfig):
              self.out_requant)
 
     # Derived sizes ----------------------------------------------------------------------------
-    @property
-    def d_head(self):
-        return self.d_model // self.heads
-
-    @property
-    def kv_heads_value(self):
-        """The KV heads in use: ``kv_heads``, or ``heads`` (0: multi-head attention)."""
-        return self.kv_heads or self.heads
-
-    @property
-    def kv_group(self):
-        """Query heads per KV head, ``heads / kv_heads``: query head h reads KV head
-        ``h // kv_group``."""
-        return self.heads // self.kv_heads_value
-
-    @property
-    def kv_width(self):
-        """Features of a K or V row: ``kv_heads·d_head`` (``d_model`` without grouping)."""
-        return self.kv_heads_value * self.d_head
-
     @property
     def head_rounds(self):
         """Rounds of the heads phase: ``heads / head_engines`` (engine ``e`` computes head

@@ -40,7 +40,7 @@ import numbers
 import numpy as np
 
 from ..blocks.activation import GeluConfig, SiluConfig
-from ..blocks.attention_config import AttentionConfig
+from ..blocks.attention_config import AttentionConfig, HeadGeometry
 from ..blocks.dynquant import DynQuantConfig
 from ..blocks.gemm_config import GemmConfig
 from ..blocks.gemv import GemvConfig
@@ -238,7 +238,7 @@ def nominal_constants(kind, length):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LayerConfig(BlockConfig):
+class LayerConfig(HeadGeometry, BlockConfig):
     """One GPT-2 block, BERT encoder layer or LLaMA-class block, W8A8: its structure, and its
     numbers once calibrated; every block config is a property (:meth:`stage_config`).
 
@@ -434,26 +434,6 @@ class LayerConfig(BlockConfig):
 
     # Derived ---------------------------------------------------------------------------------
     @property
-    def d_head(self):
-        return self.d_model // self.heads
-
-    @property
-    def kv_heads_value(self):
-        """The KV heads in use: ``kv_heads``, or ``heads`` for 0."""
-        return self.kv_heads or self.heads
-
-    @property
-    def kv_group(self):
-        """Query heads per KV head, ``heads / kv_heads``: query head ``h`` reads KV head
-        ``h // kv_group``."""
-        return self.heads // self.kv_heads_value
-
-    @property
-    def kv_dim(self):
-        """Elements of a K or V row: ``kv_heads · d_head``."""
-        return self.kv_heads_value * self.d_head
-
-    @property
     def description(self):
         """The architecture's layer in this config's numerics scheme: its stages and the
         tensors between them."""
@@ -476,7 +456,7 @@ class LayerConfig(BlockConfig):
     def features(self, dim):
         """Elements of a row of dimension ``dim`` (a key of
         :data:`~.description.FEATURES`)."""
-        return {"d_model": self.d_model, "d_ff": self.d_ff, "kv": self.kv_dim}[dim]
+        return {"d_model": self.d_model, "d_ff": self.d_ff, "kv": self.kv_width}[dim]
 
     def tensor_dim(self, tensor):
         """The dimension of ``tensor``'s rows: a linear stage's output its ``features``; the
@@ -786,7 +766,7 @@ class LayerConfig(BlockConfig):
     def kv_cache_bytes(self):
         """On-chip K and V cache: ``seq`` positions × ``kv_heads · d_head`` int8 (``d_model``
         but with grouped-query attention), twice."""
-        return 2 * self.seq * self.kv_dim
+        return 2 * self.seq * self.kv_width
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -148,7 +148,7 @@ class KVCache:
 
     @classmethod
     def empty(cls, width):
-        """No positions, rows of ``width`` (``cfg.kv_dim``)."""
+        """No positions, rows of ``width`` (``cfg.kv_width``)."""
         z = np.zeros((0, width), dtype=np.int8)
         return cls(z, z)
 
@@ -223,13 +223,13 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     if mode == "prefill":
         if cache is not None:
             raise ValueError("prefill starts a sequence: cache must be None")
-        cache = KVCache.empty(cfg.kv_dim)
+        cache = KVCache.empty(cfg.kv_width)
     elif mode == "decode":
         if not cfg.causal:
             raise ValueError(f"decode needs a causal layer; arch={cfg.arch!r} is bidirectional")
         if x.shape[0] != 1:
             raise ValueError(f"decode takes one row; got {x.shape[0]}")
-        cache = KVCache.empty(cfg.kv_dim) if cache is None else cache
+        cache = KVCache.empty(cfg.kv_width) if cache is None else cache
     else:
         raise ValueError(f"mode={mode!r} is not allowed; allowed: prefill | decode")
     pos = len(cache)

@@ -82,7 +82,7 @@ def test_llama_shapes_and_blocks(scheme):
     cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=S, lanes=4,
                       rope_base=1e5, scheme=scheme, linear_cols=2, ffn_cols=8)
     dh = D // H
-    assert (cfg.kv_heads_value, cfg.kv_group, cfg.kv_dim) == (KV, H // KV, KV * dh)
+    assert (cfg.kv_heads_value, cfg.kv_group, cfg.kv_width) == (KV, H // KV, KV * dh)
     assert {n: cfg.linear_shape(n) for n in cfg.linears} == {
         "q": (D, D), "k": (D, KV * dh), "v": (D, KV * dh), "o": (D, D),
         "gate": (D, F), "up": (D, F), "down": (F, D)}

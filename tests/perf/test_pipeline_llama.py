@@ -22,7 +22,7 @@ def test_llama_layer_timing_counts_the_work(scheme):
     assert t.cycles == sum(t.tensor_cycles)
     assert t.tensor_cycles[1] == t.tensor_cycles[2] < t.tensor_cycles[0]
     stages = {s.name: s for s in t.stages}
-    rows, d, f, kv, ln = sum(sizes), cfg.d_model, cfg.d_ff, cfg.kv_dim, cfg.lanes
+    rows, d, f, kv, ln = sum(sizes), cfg.d_model, cfg.d_ff, cfg.kv_width, cfg.lanes
     assert stages["q"].macs == rows * d * d and stages["k"].macs == rows * d * kv
     assert stages["gate"].macs == stages["up"].macs == stages["down"].macs == rows * d * f
     assert stages["down"].peak_macs_per_cycle == cfg.ffn_rows * cfg.ffn_cols
