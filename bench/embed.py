@@ -16,9 +16,17 @@ does. ``schemes`` holds, per numerics scheme (``LayerConfig.scheme``):
 * ``pairs``: the cosine similarity of every pair of sentences, integer against float:
   ``spearman`` and ``kendall`` (rank agreement of the integer pair similarities with float's),
   ``same_order`` (the pairs sorted by similarity come out in the same order),
-  ``max_abs_error`` (of a pair's similarity) and ``paraphrases_first`` (every paraphrase pair
-  more similar than every unrelated pair, in the integer model);
-* ``meets_target``: ``embedding_cosine.min ≥ targets.embedding_cosine`` and ``same_order``.
+  ``discordant`` (how many of the ``comparisons`` of two pairs the integer model orders
+  otherwise than float), ``order_resolution`` (the largest float gap between two pairs it
+  orders otherwise: any two pairs further apart keep float's order), ``max_abs_error`` (of a
+  pair's similarity), ``nearest_same`` (sentences whose most similar other sentence is
+  float's) and ``paraphrases_first`` (every paraphrase pair more similar than every
+  unrelated pair, in the integer model);
+* ``meets_cosine_target`` (``embedding_cosine.min ≥ targets.embedding_cosine``) and
+  ``meets_target`` (that and ``same_order``).
+
+``float_min_gap`` is the smallest gap between two pair similarities in float: the strict order
+holds only where every pair similarity is closer to float's than half of it.
 """
 
 from __future__ import annotations
@@ -82,6 +90,11 @@ def pair_similarities(embeddings):
             for i, j in itertools.combinations(range(len(embeddings)), 2)}
 
 
+def nearest(sims, a, n):
+    """The sentence of ``0..n-1`` most similar to sentence ``a`` by pair similarities ``sims``."""
+    return max((b for b in range(n) if b != a), key=lambda b: sims[min(a, b), max(a, b)])
+
+
 def main(argv=None):
     from llmloom.hw.layers.description import SCHEMES
 
@@ -108,6 +121,7 @@ def main(argv=None):
            "targets": {"embedding_cosine": TARGET_COSINE, "same_order": True},
            "float_paraphrases_first": (min(sim_float[p] for p in PARAPHRASES)
                                        > max(sim_float[p] for p in unrelated)),
+           "float_min_gap": round(float(np.min(np.diff(np.sort(f)))), 6),
            "schemes": {}}
     calib = m.tokens(args.calib_text, "calibration text")
     for scheme in SCHEMES:
@@ -118,15 +132,24 @@ def main(argv=None):
         sim_int = pair_similarities(e_int)
         q = np.array([sim_int[p] for p in pairs])
         same = bool(np.array_equal(np.argsort(q, kind="stable"), np.argsort(f, kind="stable")))
+        i, j = np.triu_indices(len(pairs), 1)
+        disc = np.sign(f[i] - f[j]) != np.sign(q[i] - q[j])
+        n = len(SENTENCES)
         doc["calib_tokens"] = qm.calib_tokens
         doc["schemes"][scheme] = {
             "embedding_cosine": {"min": round(min(cos), 5), "mean": round(float(np.mean(cos)), 5),
                                  "per_sentence": [round(c, 5) for c in cos]},
             "pairs": {"count": len(pairs), "spearman": round(spearman(q, f), 5),
                       "kendall": round(kendall(q, f), 5), "same_order": same,
+                      "comparisons": len(i), "discordant": int(disc.sum()),
+                      "order_resolution": round(float(np.max(np.abs(f[i] - f[j])[disc],
+                                                             initial=0.0)), 5),
+                      "nearest_same": sum(nearest(sim_int, a, n) == nearest(sim_float, a, n)
+                                          for a in range(n)),
                       "max_abs_error": round(float(np.max(np.abs(q - f))), 5),
                       "paraphrases_first": (min(sim_int[p] for p in PARAPHRASES)
                                             > max(sim_int[p] for p in unrelated))},
+            "meets_cosine_target": min(cos) >= TARGET_COSINE,
             "meets_target": min(cos) >= TARGET_COSINE and same,
             "wall_s": round(time.perf_counter() - t, 1)}
         print(f"{scheme}: embedding cosine min {min(cos):.4f}, pair order "

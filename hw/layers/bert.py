@@ -19,7 +19,7 @@ __all__ = ["BERT"]
 
 BERT = LayerDescription(
     arch="bert", output="n2", causal=False, act="gelu_erf", eps=1e-12,
-    stream=("x", "o", "r1", "n1", "g", "f", "r2", "n2"),
+    stream=("x", "o", "r1", "n1", "g", "f", "r2", "n2"), narrow=9,
     stages=(
         Stage("q", "linear", ("x",), "q", params="q", weight="wq"),
         Stage("k", "linear", ("x",), "k", params="k", weight="wk"),
