@@ -49,8 +49,9 @@ and why:
     bits of headroom would cost the other tokens two bits of resolution for nothing (layer
     20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
     the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
-    BERT (MiniLM) takes 3×: its held-out sentences reach at most 1.6× the calibration's
-    largest value in any stream tensor (0.39 of int16 at 4×), and the spare quarter bit
+    BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
+    and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
+    largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained
     lifts the chained sentence embedding (worst of 12 held-out sentences 0.9948 → 0.9960;
     ``bench/embed.py``).
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
