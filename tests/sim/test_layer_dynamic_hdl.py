@@ -71,3 +71,9 @@ def test_dynamic_bert_int9_linear_inputs_on_hdl_simulators(hdl_sim, rng):
     cfg, v = _run(BertLayerHarness(), rng, 5, 6, hdl_sim)
     assert cfg.linear("q").a_width == 9 and cfg.quant("quant_g").out_width == 9
     assert v.exact
+
+
+def test_dynamic_bert_int9_linear_inputs_on_the_gemv_engine(rng):
+    cfg, v = _run(BertLayerHarness(), rng, 5, 6, "amaranth", "random", engine="gemv")
+    assert cfg.linear("f2").a_width == 9 and cfg.engine == "gemv"
+    assert v.exact
