@@ -14,7 +14,6 @@ from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
 from ..config import ConfigError
-from ..numeric import INT8
 from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
@@ -154,7 +153,8 @@ class Linear(wiring.Component):
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
         Input rows (``in`` features), ``end`` on the last beat of a tensor (it flushes the
-        GEMM's partial token tile; the GEMV needs no flush).
+        GEMM's partial token tile; the GEMV needs no flush); int9 where the description's
+        ``narrow`` widens the quant stage feeding it (the engine's ``a_width``).
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         Output rows at the stage's output scale (int16 where the dynamic scheme widens the
         stage's output).
@@ -171,7 +171,8 @@ class Linear(wiring.Component):
     def __init__(self, cfg: LayerConfig, weights: LayerWeights, name):
         self._cfg, self._w, self._name = cfg, weights, name
         st = cfg.description[name]
-        members = {"i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
+        members = {"i": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
+                                                        cfg.lanes))),
                    "o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
                                                         cfg.lanes)))}
         req = cfg.requant(name)

@@ -546,7 +546,8 @@ class LayerConfig(HeadGeometry, BlockConfig):
         ffn = self.is_ffn(name)
         return dict(rows=self.ffn_rows if ffn else self.linear_rows,
                     cols=self.ffn_cols if ffn else self.linear_cols,
-                    k=k, n=n, lanes=self.lanes, a_width=8, w_width=8)
+                    k=k, n=n, lanes=self.lanes, w_width=8,
+                    a_width=self.width(self.description[name].inputs[0]))
 
     def gemm(self, name):
         """The output-stationary GEMM of a linear stage (``q k v o f1 f2``), whatever

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["KINDS", "SCHEMES", "NORMS", "ACTS", "FEATURES", "Stage", "LayerDescription"]
+__all__ = ["KINDS", "SCHEMES", "NARROW", "NORMS", "ACTS", "FEATURES", "Stage", "LayerDescription"]
 
 #: The numerics schemes a description comes in (see the module text).
 SCHEMES = ("static", "dynamic")
@@ -61,6 +61,9 @@ KINDS = {
     "rope": ("i",),
     "mul": ("a", "b"),
 }
+#: Bits a ``quant`` stage's output may have (:attr:`LayerDescription.narrow`): what the
+#: linear engines read (``GemmConfig.a_width``).
+NARROW = (8, 9)
 #: The norms a layer's ``norm`` stages can be (:attr:`LayerDescription.norm`).
 NORMS = ("layernorm", "rmsnorm")
 #: The activations of an ``act`` stage (:attr:`LayerDescription.act`).
@@ -152,6 +155,10 @@ class LayerDescription:
         The norms' epsilon (the Hugging Face default of the architecture).
     stream : tuple of str
         The tensors of the residual stream, int16 in the ``dynamic`` scheme.
+    narrow : int
+        Bits of the ``dynamic`` scheme's per-token linear inputs (the ``quant`` stages'
+        outputs, ``<t>_i8``): 8, or 9, the engines' widest activation (``GemmConfig.a_width``),
+        one more bit of every row for the same multipliers (BERT: see :mod:`.bert`).
     scheme : str
         The numerics scheme this description is in (:data:`SCHEMES`); written as ``static``,
         the others made by :meth:`for_scheme`.
@@ -167,6 +174,7 @@ class LayerDescription:
     act: str
     eps: float
     stream: tuple = ()
+    narrow: int = 8
     scheme: str = "static"
     norm: str = "layernorm"
 
@@ -192,6 +200,9 @@ class LayerDescription:
         if self.scheme not in SCHEMES:
             raise ValueError(f"{self.arch}: scheme {self.scheme!r} is not allowed; allowed: "
                              f"{' | '.join(SCHEMES)}")
+        if self.narrow not in NARROW:
+            raise ValueError(f"{self.arch}: narrow={self.narrow!r} is not allowed; allowed: "
+                             f"{' | '.join(map(str, NARROW))}")
         for field, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS)):
             if value not in allowed:
                 raise ValueError(f"{self.arch}: {field}={value!r} is not allowed; allowed: "
@@ -219,8 +230,11 @@ class LayerDescription:
         return dataclasses.replace(self, stages=tuple(stages), scheme=scheme)
 
     def width(self, tensor):
-        """Bits of ``tensor``: 16 for a stream tensor in the ``dynamic`` scheme, else 8."""
-        return 16 if self.scheme == "dynamic" and tensor in self.stream else 8
+        """Bits of ``tensor``: in the ``dynamic`` scheme 16 for a stream tensor and
+        :attr:`narrow` for a ``quant`` stage's output; else 8."""
+        if self.scheme != "dynamic":
+            return 8
+        return 16 if tensor in self.stream else self.narrow if self.row_exponent(tensor) else 8
 
     def base(self, tensor):
         """The tensor whose static scale ``tensor`` is at: itself, or for a ``quant`` stage's
