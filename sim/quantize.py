@@ -49,6 +49,13 @@ and why:
     bits of headroom would cost the other tokens two bits of resolution for nothing (layer
     20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
     the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
+* **Row exponents** (``LayerConfig.stream_exponent`` E > 0, LLaMA's ``x r1 r2``: block
+  floating point per token, :class:`~llmloom.sim.golden.layers.RowScaled`): the static scale
+  is the **median row's** largest magnitude onto the largest value
+  (:func:`calibrate_row_scale`), not the largest row's; a row above it takes an exponent
+  ``e`` in ``1..E`` and keeps at least half the range of its own. SmolLM2's first token
+  (|x| ≈ 22 500 from layer ~12 on, beside an RMS of ~6) then takes ``e`` ≈ 9 instead of
+  leaving every other token 4–15 steps of one static scale.
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
   never reach the softmax's max or sum, so they must not widen its range).
 * **Softmax output**: fixed scale 1/255 (uint8; 255 is probability 1.0), set by the softmax
@@ -79,12 +86,20 @@ from ..hw.layers.config import (
     NormParams,
 )
 from ..hw.numeric import INT8, INT32
-from .golden.layers import cosine, dequantize, layer_bitexact, layer_float, layer_float_trace
+from .golden.layers import (
+    RowScaled,
+    cosine,
+    dequantize,
+    layer_bitexact,
+    layer_float,
+    layer_float_trace,
+)
+from .golden.residual import exponents_of
 from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "SCALE_SPREAD_BITS", "STREAM_HEADROOM", "STREAM_HEADROOMS"]
+           "calibrate_row_scale", "SCALE_SPREAD_BITS", "STREAM_HEADROOM", "STREAM_HEADROOMS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = 12
@@ -102,9 +117,32 @@ def calibrate_scale(t, bits=8, headroom=1.0):
     return amax * headroom / (2 ** (bits - 1) - 1) if amax > 0 else 1.0
 
 
-def quantize_input(x, scale, bits=8):
+def calibrate_row_scale(t, bits=8):
+    """The static scale of a tensor with row exponents (block floating point per row): the
+    median row's largest magnitude onto the largest ``bits``-bit value. Rows above it take an
+    exponent ``e > 0`` and keep at least half the range, ``Q/2`` steps of their own largest
+    value; the few rows thousands of times the others' (LLaMA's first token) no longer set
+    the scale of every row."""
+    amax = np.max(np.abs(np.asarray(t, np.float64)), axis=-1)
+    med = float(np.median(amax)) if amax.size else 0.0
+    return med / (2 ** (bits - 1) - 1) if med > 0 else calibrate_scale(t, bits)
+
+
+def quantize_input(x, scale, bits=8, e_max=0):
     """Float rows → ``bits``-bit integers at ``scale`` (round half to even, saturate; int8,
-    or int16 for the dynamic scheme's wide input)."""
+    or int16 for the dynamic scheme's wide input).
+
+    ``e_max > 0`` (a layer's ``stream_exponent``): block floating point per row, a
+    :class:`~llmloom.sim.golden.layers.RowScaled`: row ``i``'s exponent is the smallest ``e``
+    in ``0..e_max`` with ``max |rint(x_i/scale)| ≤ Q·2**e``, its values
+    ``rint(x_i/(scale·2**e))``, saturated (only rows beyond ``Q·2**e_max`` steps)."""
+    if e_max:
+        q = (1 << (bits - 1)) - 1
+        x = np.asarray(x, np.float64)
+        wide = np.clip(np.rint(x / scale), -(q + 1) << e_max, q << e_max)
+        e = exponents_of(wide.astype(np.int64), q, e_max)
+        v = np.clip(np.rint(x / (scale * np.exp2(e)[:, None])), -q - 1, q)
+        return RowScaled(v.astype(np.int8 if bits <= 8 else np.int16), e)
     q = np.clip(np.rint(np.asarray(x, np.float64) / scale), -2 ** (bits - 1),
                 2 ** (bits - 1) - 1)
     return q.astype(np.int8 if bits <= 8 else np.int16)
@@ -198,6 +236,9 @@ def calibrate(cfg, float_weights, x_calib):
             act[name] = calibrate_scale(trace["scores"][:, trace["keep"]])
             continue
         bits = cfg.width(name)
+        if cfg.row_exponent(name):
+            act[name] = calibrate_row_scale(trace[name], bits)
+            continue
         headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if bits > 8 else 1.0
         act[name] = calibrate_scale(trace[name], bits, headroom)
     mats, params = {}, {}
@@ -294,7 +335,8 @@ def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **qu
     x = np.asarray(x, np.float64)
     cfg, weights, x_scale = quantize_layer(float_weights, x if x_calib is None else x_calib,
                                            arch, heads, **quantize_kw)
-    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale, cfg.width("x")))
+    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale, cfg.width("x"),
+                                                           cfg.stream_exponent))
     y_float = layer_float(x, float_weights, arch, heads, eps=cfg.eps,
                           kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     y_deq = dequantize(y_int, cfg.y_scale)
