@@ -228,3 +228,49 @@ def test_row_exponents_are_llama_only_and_golden_only(rng):
         off = quantize_placeholder(cfg.replace(stream_exponent=0))
         layer_bitexact(off.config, off.weights,
                        quantize_input(np.ones((2, D)), off.config.x_scale, 8, 4))
+
+
+# ---- smoothing (SmoothQuant) of LLaMA's float weights before quantisation --------------------
+
+def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
+    """The smoothed weights compute the same layer in float64 (their gains, up columns and
+    the readers' rows rescaled); a few input channels 50× the others then no longer take
+    the range of the per-token int8 of n1, n2 and p from the others."""
+    from llmloom.hw.layers.llama import LLAMA
+    from llmloom.sim import quantize
+    rng = np.random.default_rng(rng)
+    w = _weights(rng)
+    # outlier channels of n1, n2 and p, their readers' weight rows small (as trained layers
+    # have them: a channel 50× the others that carries no more than they do)
+    for g, cols, mats in (("ln1_g", [3, 17], ("wq", "wk", "wv")), ("ln2_g", [5], ("w_gate",
+                                                                                 "w_up"))):
+        w[g][cols] *= 50.0
+        for m in mats:
+            w[m][cols] /= 50.0
+    w["w_up"][:, [7, 30]] *= 50.0
+    w["w_down"][[7, 30]] /= 50.0
+    x = rng.normal(size=(12, D))
+    trace = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)
+    sw = quantize.smooth_weights(LLAMA, w, trace, 0.5)
+    t2 = layer_float_trace(x, sw, "llama", H, kv_heads=KV, rope_base=BASE)
+    np.testing.assert_allclose(t2["y"], trace["y"], rtol=1e-9, atol=1e-9)
+    assert np.abs(t2["n1"]).max(axis=0).max() < np.abs(trace["n1"]).max(axis=0).max() / 4
+    assert set(sw) == set(w) and not np.array_equal(sw["w_down"], w["w_down"])
+    cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=16,
+                      rope_base=BASE, scheme="dynamic")
+    got = {}
+    for alpha in (None, 0.5):
+        saved = dict(quantize.SMOOTHING)
+        try:
+            quantize.SMOOTHING["llama"] = alpha
+            if alpha is None:
+                del quantize.SMOOTHING["llama"]
+            layer = calibrate(cfg, w, x)
+        finally:
+            quantize.SMOOTHING.clear()
+            quantize.SMOOTHING.update(saved)
+        assert layer.float_weights is w            # the reference, as given
+        c = layer.config
+        y, _ = layer_bitexact(c, layer.weights, quantize_input(x, c.x_scale, c.width("x")))
+        got[alpha] = cosine(dequantize(y, c.y_scale) - x, trace["y"] - x)
+    assert got[0.5] > 0.999 and got[None] < 0.98
