@@ -274,3 +274,15 @@ def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
         y, _ = layer_bitexact(c, layer.weights, quantize_input(x, c.x_scale, c.width("x")))
         got[alpha] = cosine(dequantize(y, c.y_scale) - x, trace["y"] - x)
     assert got[0.5] > 0.999 and got[None] < 0.98
+
+
+def test_the_llama_harness_refuses_row_exponents(rng):
+    """``llmloom run llama-block`` runs the RTL's numbers: a config with row exponents is one
+    line of refusal, on every simulator, until the RTL has them."""
+    from llmloom.hw.config import ConfigError
+    from llmloom.sim.blocks.layers import LlamaBlockHarness
+    rng = np.random.default_rng(rng)
+    h = LlamaBlockHarness().options(weights=_weights(rng))
+    with pytest.raises(ConfigError, match="stream_exponent=15: the layer's RTL does not"):
+        h.config({"d_model": D, "heads": H, "kv_heads": KV, "d_ff": F, "seq": 8,
+                  "stream_exponent": 15}, {"x": rng.normal(size=(4, D)).astype(np.float32)})
