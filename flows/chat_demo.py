@@ -85,7 +85,9 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
           f"equal at every step.", file=out)
     with tqdm(total=n_layers, desc="calibrating", unit="layer", leave=False, disable=not tty,
               file=err) as bar:
-        qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n))
+        # as `generate` does: the RTL has no row exponents on the residual stream yet
+        qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n),
+                            stream_exponent=0)
     qm = qm.with_seq(max(2, len(ids) + max_new))
     cfg = qm.layers[k][0]
     # what the RTL will simulate, at most: the prefill, then each decode step replaying all

@@ -26,8 +26,10 @@ def check_layer_rtl(cfg, weights):
     """:class:`ConfigError` unless the composed layer can be built: calibrated, weights of the
     right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
     or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
-    divisor of ``lanes``, and the attention's own limits. (The GEMV's own rule, ``lanes``
-    dividing its ``rows``, is the config's: :class:`LayerConfig` rejects it.)"""
+    divisor of ``lanes``, and the attention's own limits; no row exponents on the residual
+    stream (``stream_exponent`` 0: the RTL does not implement them yet). (The GEMV's own
+    rule, ``lanes`` dividing its ``rows``, is the config's: :class:`LayerConfig` rejects
+    it.)"""
     if not isinstance(cfg, LayerConfig):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(weights, LayerWeights):
@@ -35,6 +37,10 @@ def check_layer_rtl(cfg, weights):
     if not cfg.calibrated:
         raise ConfigError("the layer config is not calibrated (a shape-only config has no "
                           "numbers); calibrate it with llmloom.sim.quantize")
+    if cfg.stream_exponent:
+        raise ConfigError(f"stream_exponent={cfg.stream_exponent}: the layer's RTL does not "
+                          "implement the residual stream's row exponents yet (the bit-exact "
+                          "model does); allowed: 0")
     weights.check(cfg)
     check_layer_shape(cfg)
 

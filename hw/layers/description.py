@@ -39,6 +39,16 @@ one: a linear's input is then int8 at a per-token scale (the wide tensor's scale
 ``2**e``, ``e`` chosen per row so that the row's largest value fits). Trained models put
 outliers of 100× the typical magnitude into a few channels of exactly these tensors; int8 at
 one scale cannot hold both.
+
+Row exponents (:attr:`LayerDescription.row_exponents`; the layer config's ``stream_exponent``
+``E``, 0 = off): the tensors of the residual stream proper (the layer's input and the
+residual sums, LLaMA's ``x r1 r2``) may carry one power-of-two exponent per row, block
+floating point per token: a row's real value is ``t_int · s_t · 2**e``, ``e`` in ``0..E``,
+chosen after each residual add from the row's largest value. A few tokens (LLaMA's first
+token, its "attention sink") carry activations thousands of times the others'; with one
+static scale the others keep a handful of steps. Such a tensor is read only by norms (scale
+invariant: the exponent scales their epsilon only) and as a residual's skip (aligned to the
+branch by ``2**e``); a residual writing one picks the exponent.
 """
 
 from __future__ import annotations
@@ -165,6 +175,10 @@ class LayerDescription:
     norm : str
         What every ``norm`` stage is (:data:`NORMS`): ``layernorm`` (gain and shift, params
         ``<p>_g`` and ``<p>_b``) or ``rmsnorm`` (gain only, ``<p>_g``).
+    row_exponents : tuple of str
+        The tensors that carry a power-of-two exponent per row when the layer config's
+        ``stream_exponent`` is not 0 (see the module text): the input ``x`` or a residual's
+        output, each read only by norms and as a residual's skip.
     """
 
     arch: str
@@ -177,6 +191,7 @@ class LayerDescription:
     narrow: int = 8
     scheme: str = "static"
     norm: str = "layernorm"
+    row_exponents: tuple = ()
 
     def __post_init__(self):
         seen = {"x"}
@@ -203,6 +218,15 @@ class LayerDescription:
         if self.narrow not in NARROW:
             raise ValueError(f"{self.arch}: narrow={self.narrow!r} is not allowed; allowed: "
                              f"{' | '.join(map(str, NARROW))}")
+        for t in self.row_exponents:
+            prod = self.producer(t)
+            if t not in seen or (prod is not None and prod.kind != "residual"):
+                raise ValueError(f"{self.arch}: row-exponent tensor {t!r} is not the input or "
+                                 "a residual's output")
+            if any(st.kind != "norm" and not self.is_skip(st, port)
+                   for st, port in self.readers(t)):
+                raise ValueError(f"{self.arch}: row-exponent tensor {t!r} is read by a stage "
+                                 "other than a norm or a residual's skip")
         for field, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS)):
             if value not in allowed:
                 raise ValueError(f"{self.arch}: {field}={value!r} is not allowed; allowed: "

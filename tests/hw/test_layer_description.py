@@ -53,3 +53,19 @@ def test_unknown_scheme_is_refused():
     from llmloom.hw.layers.gpt2 import GPT2
     with pytest.raises(ValueError, match="scheme='w4' is not allowed; allowed: static | dynamic"):
         GPT2.for_scheme("w4")
+
+
+def test_row_exponent_tensors_are_read_by_norms_and_skips_only():
+    """LLaMA's residual stream proper (x r1 r2) may carry row exponents; a tensor a linear
+    stage or a residual's branch reads may not (its readers would need the exponent)."""
+    import dataclasses
+
+    from llmloom.hw.layers.description import Stage
+    from llmloom.hw.layers.gpt2 import GPT2
+    from llmloom.hw.layers.llama import LLAMA
+    assert LLAMA.row_exponents == ("x", "r1", "r2") and GPT2.row_exponents == ()
+    assert LLAMA.for_scheme("dynamic").row_exponents == LLAMA.row_exponents
+    with pytest.raises(ValueError, match="'n1' is not the input or a residual's output"):
+        dataclasses.replace(LLAMA, row_exponents=("n1",))
+    with pytest.raises(ValueError, match="'r1' is read by a stage other than a norm"):
+        dataclasses.replace(LLAMA, stages=(*LLAMA.stages, Stage("extra", "act", ("r1",), "z")))
