@@ -125,11 +125,11 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         return 1
     stream.finish()
     wall = time.monotonic() - t0
+    cycles_said = ("each tensor as many as the analytical model predicts" if predicted_ok
+                   else "cycles DIFFER from the analytical model's prediction")
     print(f"\nlayer {k} on {sim}: {len(checked)} runs (the prefill, then {len(checked) - 1} "
           f"decode steps), every output row equal to the bit-exact model; "
-          f"{sum(checked):,} cycles,\n"
-          f"{'each tensor as many as the analytical model predicts' if predicted_ok else 'cycles DIFFER from the prediction'}"
-          f" ({_minutes(wall)} so far)", file=out)
+          f"{sum(checked):,} cycles,\n{cycles_said} ({_minutes(wall)} so far)", file=out)
 
     # this conversation, teacher-forced, against the float model
     logits, float_logits = teacher_forced(qm, gen.tokens)
@@ -142,6 +142,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     print(f"projected for all {spec.layers} layers on a U280-class design ({PROJECTION_DESIGN}"
           f", {proj['clock_hz'] / 1e6:.0f} MHz, {proj['quant']}): prefill "
           f"{proj['prefill_tokens_per_s']:,.0f} tokens/s, decode "
-          f"{proj['decode_tokens_per_s']:,.0f} tokens/s ({100 * proj['decode_weight_stream_share']:.0f} %"
-          f" of a decode step streaming weights)", file=out)
+          f"{proj['decode_tokens_per_s']:,.0f} tokens/s "
+          f"({100 * proj['decode_weight_stream_share']:.0f} % of a decode step streaming "
+          "weights)", file=out)
     return 0 if predicted_ok else 1
