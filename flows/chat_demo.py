@@ -27,7 +27,7 @@ __all__ = ["run_chat_demo", "CHAT_PROMPT", "CHAT_SETTINGS"]
 
 CHAT_PROMPT = "What is the capital of France?"
 #: (layers kept, new tokens at most, the layer whose RTL runs); ``None``: all layers
-CHAT_SETTINGS = {"full": (None, 12, 0), "quick": (2, 2, 1)}
+CHAT_SETTINGS = {"full": (None, 8, 0), "quick": (2, 2, 1)}
 
 
 def _minutes(seconds):

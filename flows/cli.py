@@ -253,7 +253,7 @@ def build_parser():
     p.add_argument("--rtl-layer", type=int, metavar="K",
                    help="chat: the layer also run by its RTL (default 0; --quick: 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
-                   help="chat: new tokens at most (default 12; --quick: 2)")
+                   help="chat: new tokens at most (default 8; --quick: 2)")
     p.add_argument("--blocks", action="store_true",
                    help="instead: an LLM-shaped GEMM on two arrays and a small GPT-2 block "
                         "through the RTL, cycles measured against predicted")

@@ -160,6 +160,7 @@ class RtlLayers:
         self.sim, self.progress = sim, progress
         self.cycles = {}
         self._inputs = {}           # layer → its input tensors so far
+        self._components = {}       # id(weights) → (cfg, weights, the layer's component)
 
     def check(self, arch):
         """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
@@ -174,10 +175,15 @@ class RtlLayers:
 
         harness = _layer_harness(cfg.arch)
         prepared = {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
+        # one component per layer, so the simulator runner emits its Verilog once for all of
+        # the layer's runs (a decode step replays the layer)
+        kept = self._components.get(id(weights))
+        if kept is None or kept[0] is not cfg or kept[1] is not weights:
+            kept = self._components[id(weights)] = (cfg, weights,
+                                                    ControlStreams(Layer(cfg, weights)))
         # looked up on the module at call time, so a test can stand in for the simulator
         return runner.run_block(harness, cfg, prepared, sim=self.sim, prepared=True,
-                                component=ControlStreams(Layer(cfg, weights)),
-                                progress=self.progress)
+                                component=kept[2], progress=self.progress)
 
     def _check(self, n, y, want):
         import numpy as np
