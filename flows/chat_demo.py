@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -78,7 +79,8 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     rtl.check("llama")
 
     t0 = time.monotonic()
-    print(f"llmloom demo: {spec.name or 'SmolLM2'} ({n_layers} of its {spec.layers} layers, "
+    name = Path(model.path).name.split(".")[0]          # SmolLM2-135M-Instruct.Q4_1.gguf
+    print(f"llmloom demo: {name} ({n_layers} of its {spec.layers} layers, "
           f"d {spec.d_model}, {spec.heads} heads on {spec.kv_heads} KV heads) answers a chat "
           f"prompt\nthrough the accelerator: every layer by the bit-exact model of its "
           f"hardware (W8A8, dynamic scheme),\nlayer {k} also by its RTL on {sim}, checked "
