@@ -103,7 +103,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
           f"minutes; cached\nin ~/.cache/llmloom). Layers {cfg.lanes} lanes, arrays "
           f"{cfg.linear_rows}×{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n",
           file=out)
-    print(f"user: {prompt}\nassistant: ", end="", file=out, flush=True)
+    print(f"user: {prompt}\nassistant:", file=out, flush=True)
 
     checked, predicted_ok = [], True
 
@@ -119,7 +119,8 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         return y, cache
 
     session = LlamaSession(qm, run_layer)
-    stream = TextStream(tokenizer, out)
+    # the RTL's progress bar shares the terminal between tokens: the answer's line is redrawn
+    stream = TextStream(tokenizer, out, redraw=tty and out.isatty())
     try:
         gen = generate(session, ids, max_new, stop=stop_ids(model.path), on_token=stream)
     except LayerDiffers as exc:

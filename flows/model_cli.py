@@ -305,23 +305,32 @@ def _generate_args(p):
 
 class TextStream:
     """Prints the text of new tokens as they come: whole characters only (a token may end
-    inside a UTF-8 sequence), special tokens left out."""
+    inside a UTF-8 sequence), special tokens left out. ``redraw``: each print starts at the
+    line's beginning and writes the whole line so far, so that a progress bar drawn on the
+    same terminal between tokens (and cleared) does not leave the line blank."""
 
-    def __init__(self, tokenizer, out):
+    def __init__(self, tokenizer, out, redraw=False):
         self.tokenizer, self.out, self.ids, self.shown = tokenizer, out, [], 0
+        self.redraw = redraw
+
+    def _show(self, text, end=""):
+        if self.redraw:
+            start = text.rfind("\n", 0, self.shown) + 1
+            self.out.write("\r" + text[start:] + end)
+        else:
+            self.out.write(text[self.shown:] + end)
+        self.out.flush()
+        self.shown = len(text)
 
     def __call__(self, token):
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special=True)
         if not text.endswith("\ufffd"):
-            self.out.write(text[self.shown:])
-            self.out.flush()
-            self.shown = len(text)
+            self._show(text)
 
     def finish(self):
         text = self.tokenizer.decode(self.ids, skip_special=True)
-        self.out.write(text[self.shown:] + "\n")
-        self.out.flush()
+        self._show(text, "\n")
         return text
 
 

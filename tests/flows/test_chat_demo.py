@@ -82,3 +82,20 @@ def test_quick_chat_demo_in_a_terminal(smollm2, tmp_path):
     assert status == 0, out[-3000:]
     assert "Traceback" not in out
     assert "every output row equal to the bit-exact model" in out
+
+
+def test_text_stream_redraws_its_line_after_a_progress_bar(smollm2):
+    """In a terminal the RTL's progress bar is drawn and cleared between tokens on the
+    answer's line: each token redraws the whole line so far."""
+    from llmloom.flows.model_cli import TextStream
+    from llmloom.sim.llm import tokenizer_of
+    tok = tokenizer_of()
+    ids = tok.encode("The capital\nof France")
+    out = io.StringIO()
+    stream = TextStream(tok, out, redraw=True)
+    for i in ids:
+        stream(i)
+        out.write("\r" + " " * 40 + "\r")            # a bar, cleared
+    assert stream.finish() == "The capital\nof France"
+    last = out.getvalue().split("\r")[-1]
+    assert last == "of France\n"                     # the last line, whole, after the bar
