@@ -418,6 +418,7 @@ def cmd_generate(args):
 
     from ..sim.checkpoint import chat_prompt
     from ..sim.llm import (
+        RTL_STREAM_EXPONENT,
         LlamaSession,
         float_llama,
         generate,
@@ -450,10 +451,10 @@ def cmd_generate(args):
     tty = sys.stderr.isatty()
     with tqdm(total=args.num_layers or spec.layers, desc="calibrating", unit="layer",
               leave=False, disable=not tty, file=sys.stderr) as bar:
-        # the RTL has no row exponents on the residual stream yet (stream_exponent): golden
-        # and simulator runs go without, so that they stay the same numbers, checked equal
+        # golden and simulator runs are the same numbers, checked equal: the RTL's
         qm = quantize_llama(model.path, args.num_layers, args.quant, args.scheme,
-                            progress=lambda n: bar.update(n - bar.n), stream_exponent=0)
+                            progress=lambda n: bar.update(n - bar.n),
+                            stream_exponent=RTL_STREAM_EXPONENT)
     session = LlamaSession(qm.with_seq(max(2, need)),
                            golden_step if rtl is None else rtl.step)
     stream = None if args.json else TextStream(tokenizer, sys.stdout)

@@ -37,9 +37,10 @@ from .golden.layers import dequantize, layer_bitexact
 from .golden.llama import LlamaFloat, rms_norm
 from .quantize import quantize_input, quantize_layer
 
-__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "QuantizedLlama", "quantize_llama",
-           "float_llama", "golden_step", "host_logits", "tokenizer_of", "stop_ids", "LlamaSession",
-           "generate", "Generation", "teacher_forced", "layer_weight_bytes", "clear_cache"]
+__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "RTL_STREAM_EXPONENT", "QuantizedLlama",
+           "quantize_llama", "float_llama", "golden_step", "host_logits", "tokenizer_of",
+           "stop_ids", "LlamaSession", "generate", "Generation", "teacher_forced",
+           "layer_weight_bytes", "clear_cache"]
 
 #: The quantisations ``llmloom generate --quant`` names (perf's names).
 QUANTS = ("W8A8", "W4A8")
@@ -55,6 +56,9 @@ CALIB_TEXT = chat_prompt("Tell me about the lighthouse keeper.") + DEFAULT_CALIB
 #: the first token's massive activation (the golden model only: the RTL refuses it, so a run
 #: on a simulator asks for 0).
 STREAM_EXPONENT = 15
+#: The row exponents the layer's RTL implements (none yet): what a run that is checked against
+#: the RTL calibrates with (``generate``, the demo), golden and simulator alike.
+RTL_STREAM_EXPONENT = 0
 
 #: The layer's hardware shape, when not given: the layer config's defaults (the parallelism
 #: shapes the cycles, not the numbers).
