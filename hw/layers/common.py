@@ -27,7 +27,8 @@ def check_layer_rtl(cfg, weights):
     right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
     or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
     divisor of ``lanes``, and the attention's own limits; no row exponents on the residual
-    stream (``stream_exponent`` 0: the RTL does not implement them yet). (The GEMV's own
+    stream (``stream_exponent`` 0: the RTL does not implement them yet) and int8 weights
+    (``weight_bits`` 8: nor W4's weight groups). (The GEMV's own
     rule, ``lanes`` dividing its ``rows``, is the config's: :class:`LayerConfig` rejects
     it.)"""
     if not isinstance(cfg, LayerConfig):
@@ -41,6 +42,9 @@ def check_layer_rtl(cfg, weights):
         raise ConfigError(f"stream_exponent={cfg.stream_exponent}: the layer's RTL does not "
                           "implement the residual stream's row exponents yet (the bit-exact "
                           "model does); allowed: 0")
+    if cfg.weight_bits != 8:
+        raise ConfigError(f"weight_bits={cfg.weight_bits}: the layer's RTL does not implement "
+                          "W4 weight groups yet (the bit-exact model does); allowed: 8")
     weights.check(cfg)
     check_layer_shape(cfg)
 

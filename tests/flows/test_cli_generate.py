@@ -69,6 +69,18 @@ def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
     assert 0 <= p["decode_weight_stream_share"] <= 1
 
 
+def test_w4a8_keeps_the_gguf_codes_on_the_bit_exact_model(smollm2, tmp_path, capsys):
+    """--quant W4A8: the 4-bit codes with their groups' scales and minima; the report counts
+    half a byte a weight and 4 bytes a group of 32, and projects at W4A8."""
+    assert main([*QUICK, "--quant", "W4A8", "--json", "--report", str(tmp_path / "r.json")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["tokens"]) == 3
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["quant"] == "W4A8" and r["projection"]["quant"] == "W4A8"
+    weights = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
+    assert r["weight_bytes_per_layer"] == weights // 2 + weights // 32 * 4
+
+
 def test_text_is_printed_as_it_is_generated(smollm2, capsys, quick_json):
     doc, _, _ = quick_json
     assert main(QUICK) == 0
@@ -103,7 +115,7 @@ def _non_llama_gguf(path):
     (["--num-layers", "31"], "allowed: 1..30"),
     (["--max-new-tokens", "9000"], "context is 8192"),
     (["--max-new-tokens", "0"], "allowed: >= 1"),
-    (["--quant", "W4A8"], "W4A8 is not available yet"),
+    (["--quant", "W4A8", "--sim", "verilator"], "--quant W4A8 runs on --sim golden only"),
     (["--prompt", "  "], "--prompt is empty"),
     (["--logits", "{tmp}/no/dir/l.npz"], "output directory"),
 ])
