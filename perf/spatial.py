@@ -10,8 +10,10 @@ Formulas (README.md has them with their derivation from the paper's §3):
   its time there is ``max(compute, (streamed − ahead) bits / its bandwidth)``.
 - One layer walks the ``hw`` layer description (:func:`layer_plan`): the stages before the
   projections, a synchronisation ``S = max(T_k, T_v)`` (K and V complete before attention;
-  decode: Q too), then streaming stages ``j`` with first-tile latency ``L_j`` and total
-  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
+  decode: Q too; none in a causal prefill whose design starts attention per tile,
+  ``Design.kv_sync == "tile"``: Q/K/V are then the chain's first stage), then streaming
+  stages ``j`` with first-tile latency ``L_j`` (prefill: the first ``token_tile`` rows) and
+  total ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
 - ``C`` layers on chip (and ``pp`` devices in a pipeline) chain ``pp·C`` layers per pass:
   ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``,
   ``T = ceil(N / (pp·C))·max(T_pass, busiest stream)``.
