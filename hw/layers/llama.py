@@ -39,7 +39,7 @@ __all__ = ["LLAMA"]
 
 LLAMA = LayerDescription(
     arch="llama", output="r2", causal=True, act="silu", eps=1e-5, norm="rmsnorm",
-    stream=("x", "n1", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
+    stream=("x", "n1", "attn", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
     row_exponents=("x", "r1", "r2"),
     stages=(
         Stage("norm1", "norm", ("x",), "n1", params="ln1"),
