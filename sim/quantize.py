@@ -51,7 +51,8 @@ and why:
     and 16 bits can spare two; the other tensors are int8 as above. The linear stages read
     the wide tensors through per-token quantisers (int8, a power-of-two exponent per row),
     whose exponents the re-quantisers undo. On MiniLM every layer's cosine is ≥ 0.997 on
-    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` too, and
+    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` and the attention's output
+    ``attn`` too (``hw/layers/llama.py``), and
     its residual stream has 2× headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value
     is the first token's massive activation (22 000 in layer 20, beside ~130 in every other
     token), the same whatever the text to within +30 % (measured over four texts), so two

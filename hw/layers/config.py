@@ -841,6 +841,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
                                qk_rows=self.qk_rows, qk_cols=self.qk_cols,
                                pv_rows=self.pv_rows, pv_cols=self.pv_cols,
                                rounding=self.rounding, head_engines=self.head_engines,
+                               out_width=self.width(st.output),
                                **self._constants(st, self.seq, calibrated))
 
     @property

@@ -62,7 +62,7 @@ def attention_parts(cfg, fam):
     engine["out_gear"] = gearbox_bill(fam, 32, cfg.pv_cols, LN)
     _sub(engine, "out_requant", requant_parts(cfg.out_requant, fam, cfg.pv_gemm.acc_width))
     engine["qbuf"] = map_memory(fam, LN * 8, S * EB).bill()
-    engine["obuf"] = map_memory(fam, LN * 8, S * EB).bill()
+    engine["obuf"] = map_memory(fam, LN * cfg.out_width, S * EB).bill()     # int8 or int16
     # (the phase control and the Q/output walks are left out: a few hundred cells, within the
     # tolerance; nothing is fitted to the composite, its synthesis checks the sum)
     _sub(parts, "engine", engine, E)
