@@ -32,7 +32,14 @@ from ..blocks.norm import Norm
 from ..blocks.residual import Residual
 from ..blocks.rope import Rope
 from ..stream import Fork, Queue, row_layout
-from .common import Linear, check_layer_rtl, exponent_depth, skip_depth
+from .common import (
+    Linear,
+    RowResidual,
+    check_layer_rtl,
+    exponent_depth,
+    row_exponent_depth,
+    skip_depth,
+)
 from .config import LayerConfig, LayerWeights
 
 __all__ = ["Layer", "Gpt2Block", "BertLayer", "LlamaBlock", "BLOCKS"]
@@ -96,7 +103,15 @@ class Layer(wiring.Component):
                    "clear": In(1), "overflow": Out(1)}
         if cfg.causal:
             members["pos"] = Out(range(cfg.seq + 1))
+        if cfg.row_exponent("x"):
+            members["i_e"] = In(stream.Signature(self._exponent_beat()))
+        if cfg.row_exponent(cfg.description.output):
+            members["o_e"] = Out(stream.Signature(self._exponent_beat()))
         super().__init__(members)
+
+    def _exponent_beat(self):
+        """The beat of a row-exponent stream: one exponent ``0..stream_exponent``."""
+        return row_layout(unsigned(self.cfg.stream_exponent.bit_length()), 1)
 
     def _beat(self, tensor):
         """The stream beat of ``tensor``: ``lanes`` elements of its width."""
@@ -106,6 +121,8 @@ class Layer(wiring.Component):
         cfg = self.cfg
         if stage.kind == "linear":
             return Linear(cfg, self.weights, stage.name)
+        if cfg.row_quant(stage.name) is not None:
+            return RowResidual(cfg, stage.name)
         block = (ACTIVATIONS[cfg.description.act] if stage.kind == "act"
                  else BLOCKS[stage.kind])
         return block(cfg.stage_config(stage.name))
@@ -121,6 +138,9 @@ class Layer(wiring.Component):
                     for st in desc.stages}
         for st in desc.of_kind("quant"):
             self._exponents(m, st, blocks)
+        for tensor in desc.row_exponents:
+            if cfg.row_exponent(tensor):
+                self._row_exponents(m, tensor, blocks)
         for tensor in desc.tensors:
             beat = self._beat(tensor)
             readers = desc.readers(tensor)
@@ -166,6 +186,36 @@ class Layer(wiring.Component):
         with m.If(self.clear):
             m.d.sync += rows.eq(0)
         m.d.comb += rope.pos.eq(Mux(rows == cfg.seq, 0, rows))
+
+    def _row_exponents(self, m, tensor, blocks):
+        """The row exponents of ``tensor`` (the residual stream's, with ``stream_exponent``:
+        from the layer's ``i_e`` for the input, else from the residual writing it) to every
+        reader of the tensor — a norm's ``e``, a residual's skip exponents ``r_e``, the
+        layer's ``o_e`` — through a fork when there are several, a queue on a skip's
+        (:func:`~.common.row_exponent_depth`)."""
+        desc = self.cfg.description
+        prod = desc.producer(tensor)
+        src = wiring.flipped(self.i_e) if prod is None else blocks[prod.name].o_e
+        readers = desc.readers(tensor)
+        if tensor == desc.output:
+            readers = readers + [(None, None)]
+        beat = self._exponent_beat()
+        outs = [src]
+        if len(readers) > 1:
+            m.submodules[f"fork_{tensor}_e"] = fork = Fork(beat, len(readers))
+            wiring.connect(m, src, fork.i)
+            outs = [getattr(fork, f"o_{n}") for n in range(len(readers))]
+        for out, (st, port) in zip(outs, readers, strict=True):
+            if st is None:
+                wiring.connect(m, out, wiring.flipped(self.o_e))
+                continue
+            sink = blocks[st.name].r_e if desc.is_skip(st, port) else blocks[st.name].e
+            depth = row_exponent_depth(self.cfg, st)
+            if depth:
+                m.submodules[f"rexp_{st.name}"] = queue = Queue(beat, depth)
+                wiring.connect(m, out, queue.i)
+                out = queue.o
+            wiring.connect(m, out, sink)
 
     def _exponents(self, m, quant, blocks):
         """The row exponents of ``quant`` (a quant stage) to the re-quantiser of every linear
