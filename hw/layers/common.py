@@ -19,9 +19,10 @@ from ..config import ConfigError
 from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
-__all__ = ["Linear", "RowResidual", "row_exponent_depth", "check_layer_rtl", "check_layer_shape", "attention_bypass_depth",
-           "ffn_bypass_depth", "ffn_in_flight_rows", "engine_held_rows", "skip_rows",
-           "skip_depth", "BRANCH_SLACK_ROWS"]
+__all__ = ["Linear", "RowResidual", "row_exponent_depth", "check_layer_rtl",
+           "check_layer_shape", "attention_bypass_depth", "ffn_bypass_depth",
+           "ffn_in_flight_rows", "engine_held_rows", "skip_rows", "skip_depth",
+           "BRANCH_SLACK_ROWS"]
 
 
 def check_layer_rtl(cfg, weights):

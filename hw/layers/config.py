@@ -301,8 +301,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
                                 "E: the residual stream's input and sums carry one "
                                 "power-of-two exponent per row, 0..E (block floating point "
                                 "per token, for the few tokens whose activations are thousands "
-                                "of times the others'); 0: off; llama only, golden model only "
-                                "(the RTL refuses it)")
+                                "of times the others'); 0: off; llama only")
     engine: str = spec("gemm", Choice(ENGINES),
                        "which engine every linear stage (q, k, v, o, f1, f2; llama: gate, "
                        "up, down for f1, f2) uses: gemm the "

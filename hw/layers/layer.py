@@ -9,7 +9,10 @@ The blocks of the kinds (:data:`BLOCKS`): ``norm`` → :class:`~llmloom.hw.block
 (:class:`~llmloom.hw.blocks.rope.Rope`, its position: the rows it has taken since ``clear``,
 i.e. the row's index in its tensor plus the sequence position the attention starts that
 tensor at), ``mul`` (:class:`~llmloom.hw.blocks.mul.Mul`) and ``linear``
-(:class:`~.common.Linear`).
+(:class:`~.common.Linear`). With row exponents on the residual stream (``stream_exponent``)
+a residual writing a row-exponent tensor is a :class:`~.common.RowResidual` (the sum, then
+the row's exponent picked as the dynamic scheme's quant stages pick theirs), whose exponents
+travel beside the rows to the norms (their epsilon) and the next residual's skip.
 
 Each linear stage is an engine (weights at elaboration) → gearbox → re-quantiser
 (:class:`~.common.Linear`): the output-stationary GEMM, or with ``engine="gemv"`` the decode
@@ -78,6 +81,13 @@ class Layer(wiring.Component):
         itself once the tensor has left the attention.)
     overflow : Out(1)
         Sticky: more than ``seq`` positions were offered (the chunk is refused).
+    i_e : In(stream.Signature(row_layout(unsigned(e_width), 1)))
+        Only with row exponents on the residual stream (``cfg.stream_exponent`` E > 0): each
+        input row's exponent ``0..E`` (the row at ``cfg.x_scale · 2**e``), one beat a row, taken
+        with the row's first beat by the first norm (offer it with the row or before).
+    o_e : Out(stream.Signature(row_layout(unsigned(e_width), 1)))
+        Likewise each output row's exponent, offered before the row leaves ``o``; take it
+        (a row does not leave while two exponents wait here).
 
     Timing: the attention holds a whole tensor before it emits (its three phases), so a
     tensor's first output row leaves after all its rows went through the stages before it and

@@ -15,7 +15,7 @@ from llmloom.sim.blocks.layers import LlamaBlockHarness
 from llmloom.sim.runner import run_block
 from llmloom.sim.streams import Stalls
 
-from .test_llama_block import D, PAR, llama_weights
+from .test_llama_block import PAR, D, llama_weights
 
 E = 15
 
