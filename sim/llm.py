@@ -54,11 +54,13 @@ CALIB_TEXT = chat_prompt("Tell me about the lighthouse keeper.") + DEFAULT_CALIB
 
 #: The residual stream's row exponents (``LayerConfig.stream_exponent``) of the layers
 #: :func:`quantize_llama` calibrates, unless told: block floating point per token, 0..15, for
-#: the first token's massive activation (the golden model only: the RTL refuses it, so a run
-#: on a simulator asks for 0).
+#: the first token's massive activation (the layer's RTL has them too, its ``i_e`` and ``o_e``
+#: streams; a run on a simulator asks for :data:`RTL_STREAM_EXPONENT`).
 STREAM_EXPONENT = 15
-#: The row exponents the layer's RTL implements (none yet): what a run that is checked against
-#: the RTL calibrates with (``generate``, the demo), golden and simulator alike.
+#: The row exponents a run that is checked against the RTL calibrates with (``generate``, the
+#: demo), golden and simulator alike: 0 while their RTL runner hands the layer plain rows
+#: (the layer harness drives ``i_e`` from a :class:`~llmloom.sim.golden.layers.RowScaled`
+#: input's exponents, ``x_e`` of its prepared tensors, and returns ``y_e``).
 RTL_STREAM_EXPONENT = 0
 
 #: The layer's hardware shape, when not given: the layer config's defaults (the parallelism

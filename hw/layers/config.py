@@ -301,8 +301,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
                                 "E: the residual stream's input and sums carry one "
                                 "power-of-two exponent per row, 0..E (block floating point "
                                 "per token, for the few tokens whose activations are thousands "
-                                "of times the others'); 0: off; llama only, golden model only "
-                                "(the RTL refuses it)")
+                                "of times the others'); 0: off; llama only")
     engine: str = spec("gemm", Choice(ENGINES),
                        "which engine every linear stage (q, k, v, o, f1, f2; llama: gate, "
                        "up, down for f1, f2) uses: gemm the "
@@ -701,9 +700,11 @@ class LayerConfig(HeadGeometry, BlockConfig):
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output),
                     "gamma": p.gamma, "beta": p.beta}
         cls = RMSNormConfig if self.description.norm == "rmsnorm" else LayerNormConfig
+        # (a norm of a row-exponent tensor takes the row's exponent for its epsilon)
+        rows = {"e_max": self.stream_exponent} if self.row_exponent(st.inputs[0]) else {}
         return cls(length=self.d_model, lanes=self.lanes, eps=self.eps_value,
                                in_width=self.width(st.inputs[0]),
-                               out_width=self.width(st.output),
+                               out_width=self.width(st.output), **rows,
                                **self._constants(st, self.d_model, calibrated))
 
     @property
@@ -790,10 +791,26 @@ class LayerConfig(HeadGeometry, BlockConfig):
             return {"x_scale": getattr(s, branch), "r_scale": getattr(s, skip),
                     "out_scale": getattr(s, st.output)}
         branch, skip = st.inputs
+        # a residual writing a row-exponent tensor: the skip aligned by its rows' exponents,
+        # the sum on out_width + E bits for the row quantiser (:meth:`row_quant`)
+        rows = {"e_max": self.stream_exponent} if self.row_exponent(st.output) else {}
         return ResidualConfig(length=self.d_model, lanes=self.lanes, rounding=self.rounding,
                               x_width=self.width(branch), r_width=self.width(skip),
-                              out_width=self.width(st.output),
+                              out_width=self.width(st.output), **rows,
                               **self._constants(st, self.d_model, calibrated))
+
+    def row_quant(self, name):
+        """The row quantiser after residual stage ``name`` when its output carries row
+        exponents (:meth:`row_exponent`): the wide sum (``out_width + stream_exponent`` bits)
+        to the output's width and its row's exponent ``0..stream_exponent``, exactly the
+        per-token quantiser of the dynamic scheme; ``None`` for any other stage."""
+        st = self.description[name]
+        if st.kind != "residual" or not self.row_exponent(st.output):
+            return None
+        out = self.width(st.output)
+        return DynQuantConfig(length=self.d_model, lanes=self.lanes,
+                              in_width=out + self.stream_exponent, out_width=out,
+                              rounding=self.rounding)
 
     @property
     def residual1(self):

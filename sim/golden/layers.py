@@ -251,8 +251,8 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     add aligns its skip by the skip row's ``2**e`` and picks its output row's exponent
     (:func:`~llmloom.sim.golden.residual.residual_rows_bitexact`, whose error bound it is);
     the norms take the row's exponent for their epsilon only
-    (:func:`~llmloom.sim.golden.norm.norm_bitexact`). The RTL does not implement this yet
-    (:func:`~llmloom.hw.layers.common.check_layer_rtl` refuses such a config).
+    (:func:`~llmloom.sim.golden.norm.norm_bitexact`). The RTL computes the same
+    (:class:`~llmloom.hw.layers.common.RowResidual`, the norms' ``e`` input).
     """
     t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
     out = cfg.description.output
