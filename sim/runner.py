@@ -121,14 +121,17 @@ def _check_driver(sim, driver, threads):
 
 def _max_cycles(harness, cfg, tensors, drive):
     """The default deadline of a run: ten cycles a beat and twenty a peak-rate cycle of work."""
-    beats = sum(map(len, drive.preload.values())) + sum(map(len, drive.timed.values()))
-    return 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
-        harness, cfg, tensors) + 1000
+    return _deadline(harness, cfg, _beats(drive), harness.macs(cfg, tensors))
 
 
-def _work_bound(harness, cfg, tensors):
+def _beats(drive):
+    return (sum(map(len, drive.preload.values())) + sum(map(len, drive.timed.values()))
+            + sum(drive.expect.values()))
+
+
+def _deadline(harness, cfg, beats, macs):
     peak = harness.peak_macs_per_cycle(cfg)
-    return harness.macs(cfg, tensors) // peak if peak else 0
+    return 10 * beats + 20 * (macs // peak if peak else 0) + 1000
 
 
 def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
@@ -510,6 +513,7 @@ class BlockSession:
     def __init__(self, harness, cfg, component, stalls_in, stalls_out, progress, family,
                  threads):
         self.harness, self.cfg, self.progress = harness, cfg, progress
+        self._beats = self._macs = 0        # the session's so far, for the default deadline
         build_dir, images = _build_compiled(component, family, threads)
         self._streams = json.loads((build_dir / "ports.json").read_text())
         self._dir = Path(tempfile.mkdtemp(prefix="llmloom-verilator-session-"))
@@ -524,15 +528,19 @@ class BlockSession:
             raise
 
     def run(self, tensors, *, prepared=False, max_cycles=None):
-        """The next run, on ``tensors`` (as :func:`run_block` takes them; ``max_cycles``:
-        this run's deadline); returns its :class:`RunResult` (cycles and simulated cycles
-        counted from this run's start)."""
+        """The next run, on ``tensors`` (as :func:`run_block` takes them); returns its
+        :class:`RunResult` (cycles and simulated cycles counted from this run's start).
+        ``max_cycles``: this run's deadline; by default the one :func:`run_block` gives the
+        one run of all the session's tensors so far (a decode step's single row crosses a
+        layer's stages one after the other, far slower than its share of the work)."""
         cfg = self.cfg
         if not prepared:
             tensors = self.harness.prepare(cfg, tensors)
         drive = self.harness.drive(cfg, tensors)
+        self._beats += _beats(drive)
+        self._macs += self.harness.macs(cfg, tensors)
         if max_cycles is None:
-            max_cycles = _max_cycles(self.harness, cfg, tensors, drive)
+            max_cycles = _deadline(self.harness, cfg, self._beats, self._macs)
         with _progress_watch(drive, self.progress, "verilator", self._progress_path):
             beats, cycles, sim_cycles, wall, segments, cpu = self._session.run(drive, max_cycles)
         return RunResult(outputs=self.harness.collect(cfg, tensors, beats), cycles=cycles,
