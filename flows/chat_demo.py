@@ -103,10 +103,10 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     planned = (f"at most {total:,} simulated cycles in {len(sizes)} runs" if total is not None
                else f"{len(sizes)} runs")
     print(f"Layer {k}'s RTL: {planned} (a prompt of {len(ids)} tokens, up to {max_new} new "
-          f"ones);\nthe first run on a machine also builds the layer's {sim} model (a few "
-          f"minutes; cached\nin ~/.cache/llmloom). Layers {cfg.lanes} lanes, arrays "
-          f"{cfg.linear_rows}×{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n",
-          file=out)
+          f"ones);\nits Verilog takes ~2 min to emit (its weights are memory contents), and the "
+          f"first run\non a machine also builds the layer's {sim} model (~1 min; cached in "
+          f"~/.cache/llmloom).\nLayers {cfg.lanes} lanes, arrays {cfg.linear_rows}×"
+          f"{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n", file=out)
     print(f"user: {prompt}\nassistant:", file=out, flush=True)
 
     checked, predicted_ok = [], True

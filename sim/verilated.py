@@ -377,7 +377,7 @@ class Session:
         self.run_dir, self.progress_path = Path(run_dir), progress_path
         self._ports = None          # (preload, timed, outputs) of the first run
         self._status = None
-        log = open(self.run_dir / "sim.log", "w")
+        log = open(self.run_dir / "sim.log", "w")  # noqa: SIM115 - the process writes it until _end
         read_fd, write_fd = os.pipe()
         argv = [str(exe), "--session", str(write_fd)]
         if progress_path is not None:
