@@ -245,7 +245,10 @@ class RtlLayers:
         if not self.replays:
             from ..sim import runner
             session = self._sessions.get(n)
-            if mode == "prefill" or session is None or session.closed:
+            if mode != "prefill" and (session is None or session.closed):
+                raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
+                                   "closed): a decode step needs its prefill's live model")
+            if mode == "prefill":
                 if session is not None:
                     session.close()
                 # looked up on the module at call time, so a test can stand in for it

@@ -164,6 +164,9 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rng):
         sessions = list(rtl._sessions.values())
         assert len(sessions) == (sim == "verilator")
     assert all(s.closed for s in sessions)
+    if sim == "verilator":                        # a closed layer has no KV cache to go on
+        with pytest.raises(RuntimeError, match="layer 0's simulation has ended"):
+            rtl.step(0, cfg, w, x[5:6], "decode", cache)
 
 
 @pytest.mark.slow
