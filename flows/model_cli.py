@@ -146,44 +146,73 @@ class RtlLayers:
     model; the one runner of ``embed`` (:meth:`__call__`, a BERT prefill) and ``generate``
     (:meth:`step`, a causal layer's prefill and decode steps).
 
-    The simulator starts from reset on every run, so a decode step replays the layer's
-    tensors so far (its prefill, then one row per step) and takes the last row: the RTL's KV
-    cache refills the same way, and the decode path, not a prefill, computes the new row.
+    On Verilator a layer's model stays alive from its prefill to its last decode step (a
+    :class:`~llmloom.sim.runner.BlockSession` per layer): its KV cache carries over, so a
+    decode step sends only its new row. The other simulators start from reset on every run,
+    so there a decode step replays the layer's tensors so far (its prefill, then one row per
+    step) and takes the last row: the RTL's KV cache refills the same way, and the decode
+    path, not a prefill, computes the new row. Either way each tensor's cycles are those of
+    the one run of all of them. :meth:`close` (or a ``with`` block) ends the sessions.
 
     Members
     -------
     cycles : dict
-        Layer index → the measured cycles of each of its tensors (the last run's).
+        Layer index → the measured cycles of each of its tensors so far.
     """
 
     def __init__(self, sim, progress=False):
         self.sim, self.progress = sim, progress
         self.cycles = {}
-        self._inputs = {}           # layer → its input tensors so far
+        self._inputs = {}           # layer → its input tensors so far (replayed runs)
+        self._sessions = {}         # layer → its live simulation (Verilator)
         self._components = {}       # id(weights) → (cfg, weights, the layer's component)
 
     def check(self, arch):
         """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
         _layer_harness(arch)
 
-    def _run(self, cfg, weights, x_int, sizes):
-        import numpy as np
+    @property
+    def replays(self):
+        """True when a decode step replays the layer's tensors so far (every simulator but
+        Verilator, whose model stays alive)."""
+        return self.sim != "verilator"
 
+    def close(self):
+        """End every layer's simulation session."""
+        while self._sessions:
+            self._sessions.popitem()[1].close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _component(self, cfg, weights):
         from ..hw.layers.layer import Layer
-        from ..sim import runner
         from ..sim.harness import ControlStreams
 
-        harness = _layer_harness(cfg.arch)
-        prepared = {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
         # one component per layer, so the simulator runner emits its Verilog once for all of
-        # the layer's runs (a decode step replays the layer)
+        # the layer's runs
         kept = self._components.get(id(weights))
         if kept is None or kept[0] is not cfg or kept[1] is not weights:
             kept = self._components[id(weights)] = (cfg, weights,
                                                     ControlStreams(Layer(cfg, weights)))
+        return kept[2]
+
+    @staticmethod
+    def _prepared(x_int, sizes):
+        import numpy as np
+        return {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
+
+    def _run(self, cfg, weights, x_int, sizes):
+        from ..sim import runner
+
         # looked up on the module at call time, so a test can stand in for the simulator
-        return runner.run_block(harness, cfg, prepared, sim=self.sim, prepared=True,
-                                component=kept[2], progress=self.progress)
+        return runner.run_block(_layer_harness(cfg.arch), cfg, self._prepared(x_int, sizes),
+                                sim=self.sim, prepared=True,
+                                component=self._component(cfg, weights),
+                                progress=self.progress)
 
     def _check(self, n, y, want):
         import numpy as np
@@ -205,12 +234,31 @@ class RtlLayers:
 
     def step(self, n, cfg, weights, x_int, mode, cache):
         """``run_layer`` of :class:`~llmloom.sim.llm.LlamaSession`: layer ``n``'s RTL on its
-        tensors so far, the new rows checked against the bit-exact model, whose ``(y,
-        cache)`` it returns."""
+        next tensor (a prefill starts the layer over), its rows checked against the bit-exact
+        model, whose ``(y, cache)`` it returns."""
         import numpy as np
 
         from ..sim.golden.layers import layer_bitexact
         want, cache = layer_bitexact(cfg, weights, x_int, mode, cache)
+        if mode == "prefill":
+            self.cycles[n] = []
+        if not self.replays:
+            from ..sim import runner
+            session = self._sessions.get(n)
+            if mode != "prefill" and (session is None or session.closed):
+                raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
+                                   "closed): a decode step needs its prefill's live model")
+            if mode == "prefill":
+                if session is not None:
+                    session.close()
+                # looked up on the module at call time, so a test can stand in for it
+                session = self._sessions[n] = runner.open_session(
+                    _layer_harness(cfg.arch), cfg, component=self._component(cfg, weights),
+                    progress=self.progress)
+            result = session.run(self._prepared(x_int, [len(x_int)]), prepared=True)
+            self._check(n, result.outputs["y_int"], want)
+            self.cycles[n] = [*self.cycles.get(n, ()), *result.tensor_cycles]
+            return want, cache
         inputs = self._inputs.setdefault(n, [])
         if mode == "prefill":
             inputs.clear()
@@ -474,6 +522,9 @@ def cmd_generate(args):
     except LayerDiffers as exc:
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if rtl is not None:
+            rtl.close()             # the layers' simulations
     text = tokenizer.decode(gen.new, skip_special=True)
     if stream is not None:
         stream.finish()

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def install_standin(wrong=False):
-    """Replace the simulator under ``RtlLayers`` by the bit-exact model with the predicted
-    cycles (``wrong``: one output integer off)."""
+    """Replace the simulator under ``RtlLayers`` (runs, and Verilator's sessions) by the
+    bit-exact model with the predicted cycles (``wrong``: one output integer off)."""
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim import runner
     from llmloom.sim.golden.layers import layer_bitexact
@@ -33,13 +33,37 @@ def install_standin(wrong=False):
         cyc = layer_timing(cfg, tuple(sizes)).tensor_cycles
         return runner.RunResult(outputs={"y_int": y}, cycles=sum(cyc), sim="verilator",
                                 wall_s=0.0, sim_cycles=sum(cyc), tensor_cycles=list(cyc))
+
+    class Session:
+        closed = False
+
+        def __init__(self, harness, cfg, *, component, **_):
+            self.harness, self.cfg, self.component = harness, cfg, component
+            self.x, self.sizes = np.zeros((0, cfg.d_model), np.int64), []
+
+        def run(self, tensors, **_):
+            self.x = np.concatenate([self.x, tensors["x_int"]])
+            self.sizes += tensors["sizes"]
+            whole = run_block(self.harness, self.cfg, {"x_int": self.x, "sizes": self.sizes},
+                              component=self.component)
+            rows, tensors_now = len(tensors["x_int"]), len(tensors["sizes"])
+            cyc = whole.tensor_cycles[-tensors_now:]
+            return runner.RunResult(outputs={"y_int": whole.outputs["y_int"][-rows:]},
+                                    cycles=sum(cyc), sim="verilator", wall_s=0.0,
+                                    sim_cycles=sum(cyc), tensor_cycles=cyc)
+
+        def close(self):
+            self.closed = True
+
     runner.run_block = run_block
+    runner.open_session = Session
 
 
 @pytest.fixture
 def standin(monkeypatch):
     from llmloom.sim import runner
     monkeypatch.setattr(runner, "run_block", runner.run_block)    # restored after the test
+    monkeypatch.setattr(runner, "open_session", runner.open_session)
     return install_standin
 
 

@@ -139,10 +139,12 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
     assert "prefill of" in out              # the progress line was drawn
 
 
-def test_rtl_runner_replays_a_layers_tensors_for_each_decode_step(rng):
-    """``generate --sim`` runs each layer's RTL (here Amaranth's simulator on a tiny LLaMA
-    block): a decode step replays the layer's prefill and earlier steps, and its new row is
-    checked against and equals the bit-exact model's."""
+@pytest.mark.parametrize("sim", ["amaranth", "verilator"])
+def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rng):
+    """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
+    simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
+    layer's model stays alive and takes the new row only. Either way the new row is checked
+    against and equals the bit-exact model's, and each tensor's cycles are predicted."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim.golden.layers import layer_bitexact
@@ -150,19 +152,33 @@ def test_rtl_runner_replays_a_layers_tensors_for_each_decode_step(rng):
 
     from ..hw.test_llama_block import llama_case
 
+    if sim == "verilator":
+        from llmloom.sim.tools import ToolMissing, require
+        try:
+            require("verilator")
+        except ToolMissing:
+            pytest.skip("verilator is not installed")
     h, cfg, t = llama_case(rng, "static")
     q = h.quantized(cfg)
     cfg, w = q.config, q.weights
     x = quantize_input(t["x"], q.input_scale, cfg.width("x"))
-    rtl = RtlLayers("amaranth")
-    ys, cache = [], None
-    for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
-                       (slice(5, 6), "decode")):
-        y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
-        ys.append(y)
-    np.testing.assert_array_equal(np.concatenate(ys), layer_bitexact(cfg, w, x)[0])
-    assert len(cache) == 6
-    assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
+    with RtlLayers(sim) as rtl:
+        assert rtl.replays == (sim != "verilator")
+        for _ in range(2):                        # a second prefill starts the layer over
+            ys, cache = [], None
+            for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
+                               (slice(5, 6), "decode")):
+                y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
+                ys.append(y)
+            np.testing.assert_array_equal(np.concatenate(ys), layer_bitexact(cfg, w, x)[0])
+            assert len(cache) == 6
+            assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
+        sessions = list(rtl._sessions.values())
+        assert len(sessions) == (sim == "verilator")
+    assert all(s.closed for s in sessions)
+    if sim == "verilator":                        # a closed layer has no KV cache to go on
+        with pytest.raises(RuntimeError, match="layer 0's simulation has ended"):
+            rtl.step(0, cfg, w, x[5:6], "decode", cache)
 
 
 @pytest.mark.slow
