@@ -44,7 +44,6 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     from llmloom.sim.checkpoint import chat_prompt
     from llmloom.sim.golden.llama import next_token_agreement, perplexity
     from llmloom.sim.llm import (
-        RTL_STREAM_EXPONENT,
         LlamaSession,
         float_llama,
         generate,
@@ -90,8 +89,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
           f"equal at every step.", file=out)
     with tqdm(total=n_layers, desc="calibrating", unit="layer", leave=False, disable=not tty,
               file=err) as bar:
-        qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n),
-                            stream_exponent=RTL_STREAM_EXPONENT)
+        qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n))
     qm = qm.with_seq(max(2, len(ids) + max_new))
     cfg = qm.layers[k][0]
     # what the RTL will simulate, at most: the prefill, then each decode step (replaying all

@@ -202,8 +202,17 @@ class RtlLayers:
 
     @staticmethod
     def _prepared(x_int, sizes):
+        """The harness's tensors of input rows ``x_int``: with row exponents on the residual
+        stream (a :class:`~llmloom.sim.golden.layers.RowScaled`), their values and ``x_e``."""
         import numpy as np
-        return {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
+
+        from ..sim.golden.layers import RowScaled
+        out = {"sizes": list(sizes)}
+        if isinstance(x_int, RowScaled):
+            out["x_e"] = np.asarray(x_int.e, np.int64)
+            x_int = x_int.values
+        out["x_int"] = np.asarray(x_int, np.int64)
+        return out
 
     def _run(self, cfg, weights, x_int, sizes):
         from ..sim import runner
@@ -214,13 +223,25 @@ class RtlLayers:
                                 component=self._component(cfg, weights),
                                 progress=self.progress)
 
-    def _check(self, n, y, want):
+    def _check(self, n, outputs, want, rows=None):
+        """Raise :class:`LayerDiffers` unless the run's ``outputs`` (its last ``rows`` rows)
+        are ``want``: the values, and with row exponents (a ``RowScaled``) each row's
+        exponent."""
         import numpy as np
 
+        from ..sim.golden.layers import RowScaled
         from .verify import mismatch_count
-        if np.shape(y) != np.shape(want) or not np.array_equal(y, want):
-            raise LayerDiffers(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model in "
-                           f"{mismatch_count(y, want)} elements")
+        got = {"y_int": outputs["y_int"], "y_e": outputs.get("y_e")}
+        pairs = [("y_int", want)]
+        if isinstance(want, RowScaled):
+            pairs = [("y_int", want.values), ("y_e", want.e)]
+        for key, w in pairs:
+            y = got[key] if rows is None or got[key] is None else got[key][-rows:]
+            if y is None or np.shape(y) != np.shape(w) or not np.array_equal(y, w):
+                what = "elements" if key == "y_int" else "row exponents"
+                count = "all" if y is None else mismatch_count(y, w)
+                raise LayerDiffers(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model "
+                                   f"in {count} {what}")
 
     def __call__(self, cfg, weights, x_int):
         """``run_layer`` of :func:`~llmloom.sim.model.run_layers`: one prefill."""
@@ -228,7 +249,7 @@ class RtlLayers:
         n = len(self.cycles)
         result = self._run(cfg, weights, x_int, [len(x_int)])
         y = result.outputs["y_int"]
-        self._check(n, y, golden_layer(cfg, weights, x_int))
+        self._check(n, result.outputs, golden_layer(cfg, weights, x_int))
         self.cycles[n] = [result.cycles]
         return y
 
@@ -256,15 +277,19 @@ class RtlLayers:
                     _layer_harness(cfg.arch), cfg, component=self._component(cfg, weights),
                     progress=self.progress)
             result = session.run(self._prepared(x_int, [len(x_int)]), prepared=True)
-            self._check(n, result.outputs["y_int"], want)
+            self._check(n, result.outputs, want)
             self.cycles[n] = [*self.cycles.get(n, ()), *result.tensor_cycles]
             return want, cache
+        from ..sim.golden.layers import RowScaled
         inputs = self._inputs.setdefault(n, [])
         if mode == "prefill":
             inputs.clear()
-        inputs.append(np.asarray(x_int))
-        result = self._run(cfg, weights, np.concatenate(inputs), [len(x) for x in inputs])
-        self._check(n, result.outputs["y_int"][-len(x_int):], want)
+        inputs.append(x_int if isinstance(x_int, RowScaled) else np.asarray(x_int))
+        joined = (RowScaled(np.concatenate([x.values for x in inputs]),
+                            np.concatenate([x.e for x in inputs]))
+                  if isinstance(x_int, RowScaled) else np.concatenate(inputs))
+        result = self._run(cfg, weights, joined, [len(x) for x in inputs])
+        self._check(n, result.outputs, want, rows=len(x_int))
         self.cycles[n] = list(result.tensor_cycles or [result.cycles])
         return want, cache
 
@@ -467,7 +492,6 @@ def cmd_generate(args):
 
     from ..sim.checkpoint import chat_prompt
     from ..sim.llm import (
-        RTL_STREAM_EXPONENT,
         LlamaSession,
         float_llama,
         generate,
@@ -503,10 +527,8 @@ def cmd_generate(args):
     tty = sys.stderr.isatty()
     with tqdm(total=args.num_layers or spec.layers, desc="calibrating", unit="layer",
               leave=False, disable=not tty, file=sys.stderr) as bar:
-        # golden and simulator runs are the same numbers, checked equal: the RTL's
         qm = quantize_llama(model.path, args.num_layers, args.quant, args.scheme,
-                            progress=lambda n: bar.update(n - bar.n),
-                            stream_exponent=RTL_STREAM_EXPONENT)
+                            progress=lambda n: bar.update(n - bar.n))
     session = LlamaSession(qm.with_seq(max(2, need)),
                            golden_step if rtl is None else rtl.step)
     stream = None if args.json else TextStream(tokenizer, sys.stdout)

@@ -38,7 +38,7 @@ from .golden.layers import dequantize, layer_bitexact
 from .golden.llama import LlamaFloat, rms_norm
 from .quantize import quantize_input, quantize_layer
 
-__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "RTL_STREAM_EXPONENT", "QuantizedLlama",
+__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "QuantizedLlama",
            "quantize_llama", "float_llama", "golden_step", "host_logits", "tokenizer_of",
            "stop_ids", "LlamaSession", "generate", "Generation", "teacher_forced",
            "layer_weight_bytes", "clear_cache"]
@@ -54,14 +54,9 @@ CALIB_TEXT = chat_prompt("Tell me about the lighthouse keeper.") + DEFAULT_CALIB
 
 #: The residual stream's row exponents (``LayerConfig.stream_exponent``) of the layers
 #: :func:`quantize_llama` calibrates, unless told: block floating point per token, 0..15, for
-#: the first token's massive activation (the layer's RTL has them too, its ``i_e`` and ``o_e``
-#: streams; a run on a simulator asks for :data:`RTL_STREAM_EXPONENT`).
+#: the first token's massive activation. The layer's RTL has them too (its ``i_e`` and ``o_e``
+#: streams), so ``generate`` and the demo calibrate with them on every simulator.
 STREAM_EXPONENT = 15
-#: The row exponents a run that is checked against the RTL calibrates with (``generate``, the
-#: demo), golden and simulator alike: 0 while their RTL runner hands the layer plain rows
-#: (the layer harness drives ``i_e`` from a :class:`~llmloom.sim.golden.layers.RowScaled`
-#: input's exponents, ``x_e`` of its prepared tensors, and returns ``y_e``).
-RTL_STREAM_EXPONENT = 0
 
 #: The layer's hardware shape, when not given: the layer config's defaults (the parallelism
 #: shapes the cycles, not the numbers).

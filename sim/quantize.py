@@ -51,14 +51,14 @@ and why:
     and 16 bits can spare two; the other tensors are int8 as above. The linear stages read
     the wide tensors through per-token quantisers (int8, a power-of-two exponent per row),
     whose exponents the re-quantisers undo. On MiniLM every layer's cosine is ≥ 0.997 on
-    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` and the attention's output
-    ``attn`` too (``hw/layers/llama.py``), and
-    its residual stream has 2× headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value
-    is the first token's massive activation (22 000 in layer 20, beside ~130 in every other
-    token), the same whatever the text to within +30 % (measured over four texts), so two
-    bits of headroom would cost the other tokens two bits of resolution for nothing (layer
-    20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
-    the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
+    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` and the
+    attention's output ``attn`` too (``hw/layers/llama.py``), and its residual stream has 2×
+    headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value is the first token's massive
+    activation (22 000 in layer 20, beside ~130 in every other token), the same whatever the
+    text to within +30 % (measured over four texts), so two bits of headroom would cost the
+    other tokens two bits of resolution for nothing (layer 20, tokens after the first, held-out
+    text: output cosine 0.990 at 4×, 0.997 at 2×; what the layer adds, 0.916 and 0.974;
+    ``bench/llama_layers.py``).
     BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
     and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
     largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained

@@ -126,7 +126,8 @@ class Attention(wiring.Component):
         appended to the cache at positions ``pos ..``; a chunk that would pass ``seq`` is
         refused (ready stays low) and raises ``overflow``.
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
-        The attention output rows at ``out_scale`` (int8, or int16 with ``out_width`` 16), ``last`` per row, ``end`` on the last.
+        The attention output rows at ``out_scale`` (int8, or int16 with ``out_width`` 16),
+        ``last`` per row, ``end`` on the last.
     clear : In(1)
         Plain control strobe: a new sequence (``pos`` and the cache emptied). Assert it
         between tensors only.

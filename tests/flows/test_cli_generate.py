@@ -139,18 +139,22 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
     assert "prefill of" in out              # the progress line was drawn
 
 
-@pytest.mark.parametrize("sim", ["amaranth", "verilator"])
-def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rng):
+@pytest.mark.parametrize("sim, rows_scaled", [("amaranth", False), ("verilator", False),
+                                               ("amaranth", True), ("verilator", True)])
+def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rows_scaled, rng):
     """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
     simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
     layer's model stays alive and takes the new row only. Either way the new row is checked
-    against and equals the bit-exact model's, and each tensor's cycles are predicted."""
+    against and equals the bit-exact model's, and each tensor's cycles are predicted. With row
+    exponents on the residual stream (``rows_scaled``: a first row 1000× the others, as
+    ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
-    from llmloom.sim.golden.layers import layer_bitexact
+    from llmloom.sim.golden.layers import RowScaled, layer_bitexact
     from llmloom.sim.quantize import quantize_input
 
     from ..hw.test_llama_block import llama_case
+    from ..hw.test_llama_row_exponents import row_exponent_case
 
     if sim == "verilator":
         from llmloom.sim.tools import ToolMissing, require
@@ -158,10 +162,11 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rng):
             require("verilator")
         except ToolMissing:
             pytest.skip("verilator is not installed")
-    h, cfg, t = llama_case(rng, "static")
+    h, cfg, t = row_exponent_case(rng) if rows_scaled else llama_case(rng, "static")
     q = h.quantized(cfg)
     cfg, w = q.config, q.weights
-    x = quantize_input(t["x"], q.input_scale, cfg.width("x"))
+    x = quantize_input(t["x"], q.input_scale, cfg.width("x"), cfg.stream_exponent)
+    assert isinstance(x, RowScaled) == rows_scaled and (not rows_scaled or x.e.max() > 0)
     with RtlLayers(sim) as rtl:
         assert rtl.replays == (sim != "verilator")
         for _ in range(2):                        # a second prefill starts the layer over
@@ -170,7 +175,11 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rng):
                                (slice(5, 6), "decode")):
                 y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
                 ys.append(y)
-            np.testing.assert_array_equal(np.concatenate(ys), layer_bitexact(cfg, w, x)[0])
+            want = layer_bitexact(cfg, w, x)[0]
+            if rows_scaled:
+                np.testing.assert_array_equal(np.concatenate([y.e for y in ys]), want.e)
+                ys, want = [y.values for y in ys], want.values
+            np.testing.assert_array_equal(np.concatenate(ys), want)
             assert len(cache) == 6
             assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
         sessions = list(rtl._sessions.values())
