@@ -56,8 +56,8 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int, help="judge the first T tokens of the text")
     ap.add_argument("--stream-exponent", type=int, default=STREAM_EXPONENT,
                     help="E of the residual stream's row exponents (LayerConfig."
-                         f"stream_exponent; default {STREAM_EXPONENT}; 0: one static scale, "
-                         "as the RTL has it)")
+                         f"stream_exponent; default {STREAM_EXPONENT}; 0: one static scale "
+                         "per tensor)")
     ap.add_argument("--quant", choices=QUANTS, action="append",
                     help="a quantisation to measure (repeatable; default all)")
     ap.add_argument("--scheme", choices=SCHEMES, action="append",

@@ -193,9 +193,9 @@ def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
     parallelism (:class:`~llmloom.hw.layers.config.LayerConfig` fields). Kept in memory per
     (file, num_layers, quant, scheme, calibration text, fields). ``progress(n)`` after each
     layer calibrated. ``stream_exponent``: the layers' residual stream in block floating point
-    per token, exponents 0..E (:data:`STREAM_EXPONENT`; 0: one static scale, as the RTL
-    has it). Returns a :class:`QuantizedLlama` (KV cache of the calibration's length:
-    :meth:`QuantizedLlama.with_seq` sizes it)."""
+    per token, exponents 0..E (:data:`STREAM_EXPONENT`; 0: one static scale
+    per tensor; the RTL has both). Returns a :class:`QuantizedLlama` (KV cache of the
+    calibration's length: :meth:`QuantizedLlama.with_seq` sizes it)."""
     layer_fields = {**layer_fields, "stream_exponent": stream_exponent}
     if quant not in QUANTS:
         raise CheckpointError(f"quant={quant!r} is not allowed; allowed: {' | '.join(QUANTS)}")
