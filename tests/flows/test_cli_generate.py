@@ -169,19 +169,23 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rows_s
     assert isinstance(x, RowScaled) == rows_scaled and (not rows_scaled or x.e.max() > 0)
     with RtlLayers(sim) as rtl:
         assert rtl.replays == (sim != "verilator")
-        for _ in range(2):                        # a second prefill starts the layer over
+        # a second, shorter prefill starts the layer over (the replays and the live model
+        # alike forget the first conversation)
+        for prompt, steps in ((4, 2), (2, 1)):
             ys, cache = [], None
-            for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
-                               (slice(5, 6), "decode")):
+            splits = [(slice(0, prompt), "prefill")] + [
+                (slice(prompt + i, prompt + i + 1), "decode") for i in range(steps)]
+            for rows, mode in splits:
                 y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
                 ys.append(y)
-            want = layer_bitexact(cfg, w, x)[0]
+            n = prompt + steps
+            want = layer_bitexact(cfg, w, x[:n])[0]
             if rows_scaled:
                 np.testing.assert_array_equal(np.concatenate([y.e for y in ys]), want.e)
                 ys, want = [y.values for y in ys], want.values
             np.testing.assert_array_equal(np.concatenate(ys), want)
-            assert len(cache) == 6
-            assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
+            assert len(cache) == n
+            assert rtl.cycles[0] == layer_timing(cfg, (prompt,) + (1,) * steps).tensor_cycles
         sessions = list(rtl._sessions.values())
         assert len(sessions) == (sim == "verilator")
     assert all(s.closed for s in sessions)
