@@ -19,6 +19,7 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "weight_buffer": "tile",             # tile | layer: streamed weights' on-chip buffer
       "host_sync_us": 0,                   # host synchronisation per layer (µs), if any
       "kv_sync": "layer",                  # layer | tile: when prefill attention may start
+      "stream_order": "tile",              # tile | production: how a kernel reads its input
       "regions": {"q": "SLR0", ...}        # optional: die of each kernel or lanes unit
     }
 
@@ -51,7 +52,7 @@ from .models import get_model
 from .workload import ATTENTION, LINEAR, get_quant
 
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
-           "WEIGHT_BUFFERS", "KV_SYNCS",
+           "WEIGHT_BUFFERS", "KV_SYNCS", "STREAM_ORDERS",
            "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "layer_config_dict",
            "save_layer_config"]
 
@@ -68,6 +69,15 @@ WEIGHT_BUFFERS = ("tile", "layer")
 #: query tile starts once the K/V tiles up to it are out, so Q/K/V stream into attention as
 #: every other stage does; a bidirectional encoder needs every key and waits regardless).
 KV_SYNCS = ("layer", "tile")
+#: How a linear kernel reads the stream its producer writes, in prefill
+#: (``Design.stream_order``): ``tile`` (the ``hw`` GEMM: a whole token tile of its input first,
+#: then one output column group after another, each over the whole of k, so the first tile's
+#: outputs come after a whole pass over the weights) or ``production`` (its loops in the order
+#: the producer writes: each input beat, as it arrives, updates every output of the token tile,
+#: kept as partial sums in an on-chip accumulator of ``rows × n``; of the first tile only the
+#: work on its last input beat follows the producer, so the kernels' fills no longer add up
+#: along the layer's chain).
+STREAM_ORDERS = ("tile", "production")
 #: Kernel names of design files written before the kernels took the ``hw`` stage names.
 OLD_KERNEL_NAMES = {"p": "o", "a1": "qk", "a2": "pv"}
 _POW2 = (1, 2, 4, 8, 16, 32, 64)
@@ -161,6 +171,7 @@ class Design:
     weight_buffer: str = "tile"
     host_sync_us: float = 0.0
     kv_sync: str = "layer"
+    stream_order: str = "tile"
     regions: types.MappingProxyType | None = None
     name: str = "custom"
     source: str = ""
@@ -185,6 +196,9 @@ class Design:
         if self.kv_sync not in KV_SYNCS:
             raise ConfigError(f"kv_sync={self.kv_sync!r} is not allowed; allowed: "
                               f"{' | '.join(KV_SYNCS)}")
+        if self.stream_order not in STREAM_ORDERS:
+            raise ConfigError(f"stream_order={self.stream_order!r} is not allowed; allowed: "
+                              f"{' | '.join(STREAM_ORDERS)}")
         if self.decode_kernel not in ("gemv", "gemm"):
             raise ConfigError(f"decode_kernel={self.decode_kernel!r} is not allowed; allowed: "
                               "gemv | gemm")
@@ -237,6 +251,8 @@ class Design:
             d["host_sync_us"] = self.host_sync_us
         if self.kv_sync != "layer":
             d["kv_sync"] = self.kv_sync
+        if self.stream_order != "tile":
+            d["stream_order"] = self.stream_order
         if self.regions is not None:
             d["regions"] = dict(self.regions)
         if self.source:

@@ -12,8 +12,10 @@ Formulas (README.md has them with their derivation from the paper's §3):
   projections, a synchronisation ``S = max(T_k, T_v)`` (K and V complete before attention;
   decode: Q too; none in a causal prefill whose design starts attention per tile,
   ``Design.kv_sync == "tile"``: Q/K/V are then the chain's first stage), then streaming
-  stages ``j`` with first-tile latency ``L_j`` (prefill: the first ``token_tile`` rows) and
-  total ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
+  stages ``j`` with first-tile latency ``L_j`` (prefill: the first ``token_tile`` rows; a
+  linear kernel reading its input in production order, ``Design.stream_order ==
+  "production"``: the first tile's work on its last input beat) and total ``T_j``:
+  ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
 - ``C`` layers on chip (and ``pp`` devices in a pipeline) chain ``pp·C`` layers per pass:
   ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``,
   ``T = ceil(N / (pp·C))·max(T_pass, busiest stream)``.
@@ -262,11 +264,14 @@ class DesignBatch:
     unit (``softmax``, ``norm``, ``act``); ``C``, ``weights`` (0 stream, 1 on chip, 2 auto),
     ``gemv``, ``double``, ``clock_mhz``, ``token_tile``, ``layer_buffer`` (streamed weights
     buffered a whole layer deep: ``Design.weight_buffer == "layer"``), ``host_sync_us``,
-    ``kv_tile`` (``Design.kv_sync == "tile"``: a causal prefill's attention starts per tile).
+    ``kv_tile`` (``Design.kv_sync == "tile"``: a causal prefill's attention starts per tile),
+    ``production`` (``Design.stream_order == "production"``: linear kernels read their input
+    in the order it is produced).
     """
 
     def __init__(self, *, rows, cols, pack, chan, lanes, C, weights, gemv, double, clock_mhz,
-                 token_tile, layer_buffer=None, host_sync_us=None, kv_tile=None, regions=None):
+                 token_tile, layer_buffer=None, host_sync_us=None, kv_tile=None,
+                 production=None, regions=None):
         self.rows, self.cols, self.pack, self.chan = rows, cols, pack, chan
         P = len(C)
         self.layer_buffer = (np.zeros(P, dtype=bool) if layer_buffer is None
@@ -275,6 +280,8 @@ class DesignBatch:
                              else np.asarray(host_sync_us, dtype=float))
         self.kv_tile = (np.zeros(P, dtype=bool) if kv_tile is None
                         else np.asarray(kv_tile, dtype=bool))
+        self.production = (np.zeros(P, dtype=bool) if production is None
+                           else np.asarray(production, dtype=bool))
         self.lanes, self.C, self.weights, self.gemv = lanes, C, weights, gemv
         self.double, self.clock_mhz, self.token_tile = double, clock_mhz, token_tile
         self.regions = regions
@@ -306,6 +313,7 @@ class DesignBatch:
             layer_buffer=arr(lambda d: d.weight_buffer == "layer", bool),
             host_sync_us=arr(lambda d: d.host_sync_us, float),
             kv_tile=arr(lambda d: d.kv_sync == "tile", bool),
+            production=arr(lambda d: d.stream_order == "production", bool),
             regions=dict(regions) if regions is not None else None)
 
     def design(self, i, *, name="explored", quant="W8A8", weights=None):
@@ -325,7 +333,9 @@ class DesignBatch:
                       double_buffer=bool(self.double[i]),
                       weight_buffer="layer" if self.layer_buffer[i] else "tile",
                       host_sync_us=float(self.host_sync_us[i]),
-                      kv_sync="tile" if self.kv_tile[i] else "layer", regions=self.regions)
+                      kv_sync="tile" if self.kv_tile[i] else "layer",
+                      stream_order="production" if self.production[i] else "tile",
+                      regions=self.regions)
 
 
 def _cdiv(a, b):
@@ -433,6 +443,12 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             # Design.token_tile) through the whole projection
             first_gemm = t_gemm if decode else gemm_cycles_np(
                 r[k], cl[k], kk, nn, lanes, np.minimum(rows_m, db.token_tile))
+            if not decode:
+                # read in production order (Design.stream_order "production"): the kernel
+                # works on each input beat as it arrives, so of the first tile's cycles only
+                # the last of its ceil(k / lanes) beats' share follows its producer's output
+                first_gemm = np.where(db.production, _cdiv(first_gemm, _cdiv(kk, lanes)),
+                                      first_gemm)
             t_gemv, first_gemv = gemv_cycles_np(r[k], cl[k], kk, nn, rows_m)
             t = np.where(gemv, t_gemv, t_gemm).astype(float)
             first = np.where(gemv, first_gemv, first_gemm).astype(float)
@@ -823,6 +839,15 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
         per[k]["bulk_bram"] += nb * _blocks(bram, cl[k], ab, kv_words[k])
         if uram:
             per[k]["bulk_uram"] += nb * _blocks(uram, cl[k], ab, kv_words[k])
+    # a kernel reading its input in production order keeps a token tile's partial sums of
+    # all its n outputs (32-bit accumulators), cols*packing of them read and written a cycle
+    for k in lin:
+        nn = shapes[k][1]
+        acc_words = _cdiv(db.rows[k] * nn, cl[k])
+        per[k]["bulk_bram"] += np.where(db.production, _blocks(bram, cl[k], 32, acc_words), 0)
+        if uram:
+            per[k]["bulk_uram"] += np.where(db.production, _blocks(uram, cl[k], 32, acc_words),
+                                            0)
     for owner, bits in (("qk", lmax * d_loc * ab), ("o", lmax * m.d_model * ab),
                         ("f2", lmax * m.d_model * ab)):
         per[owner]["bulk_bram"] += _bulk_blocks(bram, bits)

@@ -17,7 +17,8 @@ A row's ``kind`` says how it is predicted:
 ``metric`` is ``tokens_per_s`` (decode), ``ttft_ms`` (prefill latency), ``ms_per_layer``
 (prefill latency over the layers) or ``speedup``. A row whose ``fits`` names constants was
 used to set them and is not held out; the targets are 20 % for every row, 25 % for held-out
-ones (:data:`TARGET`, :data:`TARGET_HELD_OUT`).
+ones (:data:`TARGET`, :data:`TARGET_HELD_OUT`). :func:`fit` sets a design's unpublished
+number from one row (which then names it in ``fits``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from __future__ import annotations
 import json
 import pathlib
 
-from .errors import ConfigError
+from .errors import ConfigError, ConstraintError
 from .estimate import estimate
 from .gpu import gpu_estimate
 from .models import get_model
 
 __all__ = ["MEASURED", "VALIDATE_SCHEMA", "TARGET", "TARGET_HELD_OUT", "load_measured",
-           "validate", "predict"]
+           "validate", "predict", "fit"]
 
 MEASURED = pathlib.Path(__file__).parent / "data" / "measured.json"
 VALIDATE_SCHEMA = "llmloom.perf.validate/1"
@@ -168,6 +169,32 @@ def predict(row):
     if metric == "ttft_ms":
         return t * 1e3
     return t * 1e3 / get_model(row["model"]).n_layers      # ms_per_layer
+
+
+def fit(row_name, candidates, design_of, path=None):
+    """Fit one unpublished number of a design to measured row ``row_name`` (an ``fpga`` row):
+    the candidate value whose design, ``design_of(value)``, predicts the row with the smallest
+    relative error. Candidates whose design breaks a device constraint are skipped.
+
+    Returns ``(best, {value: error})``; raises :class:`ConfigError` for an unknown or
+    non-``fpga`` row, or when no candidate is feasible."""
+    rows = {r["name"]: r for r in load_measured(path)["rows"]}
+    if row_name not in rows:
+        raise ConfigError(f"unknown measured row {row_name!r}; allowed: "
+                          f"{', '.join(sorted(rows))}")
+    row = rows[row_name]
+    if row["kind"] != "fpga":
+        raise ConfigError(f"row {row_name!r} is of kind {row['kind']}; fit needs an fpga row")
+    errors = {}
+    for value in candidates:
+        try:
+            errors[value] = predict({**row, "design": design_of(value)}) / row["measured"] - 1
+        except ConstraintError:
+            continue
+    if not errors:
+        raise ConfigError(f"no candidate design is feasible for row {row_name!r}")
+    best = min(errors, key=lambda v: abs(errors[v]))
+    return best, errors
 
 
 def validate(path=None):

@@ -253,6 +253,53 @@ def test_a_causal_prefill_starting_attention_per_tile_skips_the_kv_synchronisati
         base.replace(kv_sync="early")
 
 
+def test_kernels_reading_streams_in_production_order_drop_the_chains_fill():
+    """stream_order "production": a linear kernel works on each input beat as its producer
+    writes it, so only its last beat's share of the first tile is on the layer's chain (the
+    tile order waits for a whole pass over the producer's weights). The prefill gets faster
+    by a fixed part, the same at every prompt length (the kernels' fills no longer add up;
+    the bottleneck's steady state is unchanged), with or without the K/V synchronisation;
+    the accumulators of a token tile's outputs cost on-chip memory; decode is unchanged; the
+    choice round-trips through the design JSON and a bad value is one clear error."""
+    base = uniform(8, 16, weights="stream", weight_buffer="layer")
+    for kv in ("layer", "tile"):
+        tile = base.replace(kv_sync=kv)
+        prod = tile.replace(stream_order="production")
+        saved = []
+        for seq in (16, 64, 256):
+            a = estimate("gpt2", "u280", tile, mode="prefill", seq=seq)
+            b = estimate("gpt2", "u280", prod, mode="prefill", seq=seq)
+            assert b["prefill"]["latency_s"] < a["prefill"]["latency_s"]
+            saved.append(a["prefill"]["latency_s"] - b["prefill"]["latency_s"])
+            fa = {s["name"]: s["fill_cycles"] for s in a["prefill"]["stages"]}
+            fb = {s["name"]: s["fill_cycles"] for s in b["prefill"]["stages"]}
+            for k in ("q", "k", "v", "o", "f1", "f2"):
+                assert fb[k] < fa[k] / 50, k
+            assert b["resources"]["uram"] + b["resources"]["bram36"] \
+                > a["resources"]["uram"] + a["resources"]["bram36"]
+        assert saved[0] == pytest.approx(saved[1], rel=1e-6) == pytest.approx(saved[2],
+                                                                               rel=1e-6)
+    prod = base.replace(stream_order="production")
+    da = estimate("gpt2-medium", "u280", base, mode="decode", seq=128)["decode"]
+    db = estimate("gpt2-medium", "u280", prod, mode="decode", seq=128)["decode"]
+    assert da["latency_s_per_token"] == db["latency_s_per_token"]
+    assert Design.from_dict(prod.to_dict()).stream_order == "production"
+    assert "stream_order" not in base.to_dict()
+    with pytest.raises(ConfigError, match="stream_order='random' is not allowed; allowed: "
+                                          "tile | production"):
+        base.replace(stream_order="random")
+
+
+def test_only_streamtensors_preset_reads_streams_in_production_order():
+    """The paper's presets keep the hw GEMM's tile order (their rows do not move);
+    StreamTensor's, whose compiler matches every producer-consumer stream order, reads in
+    production order, with its attention still waiting for the whole K and V."""
+    assert get_preset("chen2024-bert-u280").design.stream_order == "tile"
+    assert get_preset("chen2024-gpt2-u280").design.stream_order == "tile"
+    st = get_preset("streamtensor-gpt2-u55c").design
+    assert st.stream_order == "production" and st.kv_sync == "layer"
+
+
 def test_a_kernels_stream_is_limited_by_its_axi_ports_and_the_ports_by_the_hbm():
     """On HBM (32 AXI ports, one per pseudo-channel) an automatic kernel streams only through
     its own ports: the ports of a layer copy go to its matrices by bytes (FFN matrices 4x the
