@@ -66,6 +66,9 @@ class SystolicArray(wiring.Component):
         step S is complete from step S + cols + PE_STAGES + i + 1 until step
         S + L + PE_STAGES + i + 1 (L >= cols the tile length).
 
+    ``w`` is the multipliers' operand, ``mul_w_width`` bits: with ``weight_groups`` the
+    expanded weights ``D·q + M``, and every sum starts from ``cfg.acc_bias``.
+
     With ``dsp_packing`` a PE holds columns 2p and 2p+1, the weight skew carries the pairs
     (:func:`pack_weight_pair`) and results are complete ``cols/2`` steps sooner; the window
     above holds all the same.
@@ -76,7 +79,7 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "en": In(1),
             "a": In(data.ArrayLayout(signed(cfg.a_width), cfg.rows)),
-            "w": In(data.ArrayLayout(signed(cfg.w_width), cfg.cols)),
+            "w": In(data.ArrayLayout(signed(cfg.mul_w_width), cfg.cols)),
             "flag": In(1),
             "sel": In(range(cfg.rows)),
             "row": Out(data.ArrayLayout(signed(cfg.acc_width), cfg.cols)),
@@ -97,7 +100,7 @@ class SystolicArray(wiring.Component):
             m.d.comb += [w_skew.i[p].eq(pack_weight_pair(self.w[2 * p], self.w[2 * p + 1]))
                          for p in range(pcols)]
         else:
-            m.submodules.w_skew = w_skew = Skew(signed(cfg.w_width), C)
+            m.submodules.w_skew = w_skew = Skew(signed(cfg.mul_w_width), C)
             m.d.comb += w_skew.i.eq(self.w)
         m.d.comb += [a_skew.en.eq(self.en), a_skew.i.eq(self.a),
                      w_skew.en.eq(self.en), f_skew.en.eq(self.en)]
@@ -111,7 +114,8 @@ class SystolicArray(wiring.Component):
                     pe = PackedProcessingElement(cfg.a_width, cfg.w_width, cfg.acc_width)
                     results[i][2 * j:2 * j + 2] = pe.result_lo, pe.result_hi
                 else:
-                    pe = ProcessingElement(cfg.a_width, cfg.w_width, cfg.acc_width)
+                    pe = ProcessingElement(cfg.a_width, cfg.mul_w_width, cfg.acc_width,
+                                           cfg.acc_bias)
                     results[i][j] = pe.result
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j] = pe
                 left = pes[i][j - 1] if j else None
