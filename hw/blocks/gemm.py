@@ -115,8 +115,8 @@ class Gemm(wiring.Component):
     @staticmethod
     def group_words(cfg, group_scale, group_min):
         """The group tables ((k/32)×n each) as the group memory's rows: one per (feature tile,
-        group), the tile's ``cols`` scales then its ``cols`` minima (the ``group`` stream's
-        beats in the same order, but group-major)."""
+        group), the tile's ``cols`` scales then its ``cols`` minima (the ``group`` stream
+        carries the same beats group-major: :meth:`group_rows`)."""
         d, mn = (cfg.check_group_table(name, t) for name, t in
                  (("group_scale", group_scale), ("group_min", group_min)))
         width = cfg.n_tiles * cfg.cols
@@ -203,7 +203,6 @@ class Gemm(wiring.Component):
             with m.Else():
                 m.d.sync += wl_nt.eq(wl_nt + 1)
         # the group tables' loader, alike: (group, feature tile) in the weights' order
-        group_busy = 0
         if grouped:
             gl_g = Signal(range(G))
             gl_nt = Signal(range(NT))
@@ -222,7 +221,6 @@ class Gemm(wiring.Component):
                     m.d.sync += [gl_nt.eq(0), gl_g.eq(gl_g + 1)]
                 with m.Else():
                     m.d.sync += gl_nt.eq(gl_nt + 1)
-            group_busy = g_loading | self.group.valid
 
         # ---- activation writer: fills token tiles into two banks ------------------------------
         bank_full = Signal(2)
@@ -262,7 +260,9 @@ class Gemm(wiring.Component):
         cur_full = bank_full.bit_select(f_bank, 1)
         cur_end = bank_end.bit_select(f_bank, 1)
         cur_last = Mux(f_bank, bank_last[1], bank_last[0])
-        start_ok = cur_full & ~loading & ~self.weight.valid & ~group_busy
+        start_ok = cur_full & ~loading & ~self.weight.valid
+        if grouped:         # nor while the group tables load
+            start_ok = start_ok & ~g_loading & ~self.group.valid
         active = running | flushing | start_ok
         # `go` decides a step from registered state only (two LUT levels) and drives the few
         # registers of the control: the feeder, the memory reads and the readout schedule. The
