@@ -74,9 +74,10 @@ class Gemm(wiring.Component):
 
     With ``weight_groups`` (GGUF's Q4_1) the weight memory holds 4-bit codes ``q`` and a group
     table memory one ``(D, M)`` pair per (feature tile, group, column), read alongside. An
-    expander per column between the array's registered inputs and its weight skew makes
-    ``W' = D·q + M`` (20 bits signed, :meth:`GemmConfig.expanded_range`), so its multiplier
-    sits between registers and adds no cycle: timing is the plain GEMM's. The PEs multiply
+    expander per column (:class:`~.systolic.WeightExpander`) makes ``W' = D·q + M`` (20 bits
+    signed, :meth:`GemmConfig.expanded_range`) as the weight skew's first step: its
+    multiplier and its adder each sit between registers, and it adds no cycle (timing is the
+    plain GEMM's). The PEs multiply
     ``a_width × 20`` bits into ``acc_width``-bit sums (which may exceed 32), each sum starting
     from ``acc_bias``; a result row is shifted right by ``cfg.shift`` as it is written to its
     output buffer (wiring, and for half-even a tie detector on the dropped bits), into int32
@@ -339,17 +340,12 @@ class Gemm(wiring.Component):
             lane_val = a_rd.data[i * LN:(i + 1) * LN]
             m.d.sync += x_a[i].eq(Mux(s1_real, lane_val[s1_lane] if LN > 1 else lane_val[0], 0))
         if grouped:
-            # the expander: W' = D·q + M per column, from registers (the code and the group's
-            # pair, zero code and minimum on a step without data) into the weight skew's first
-            # register, so it adds no cycle
-            x_q = Signal(data.ArrayLayout(unsigned(CODE_BITS), C))
-            x_d = Signal(data.ArrayLayout(signed(GROUP_SCALE_BITS), C))
-            x_m = Signal(data.ArrayLayout(signed(GROUP_SCALE_BITS), C))
+            # the code and its group's pair (zero code and minimum on a step without data);
+            # the array's expander makes W' = D·q + M in its weight skew's first step
             for j in range(C):
-                m.d.sync += [x_q[j].eq(Mux(s1_real, w_rd.data[j], 0)),
-                             x_d[j].eq(g_rd.data[j]),
-                             x_m[j].eq(Mux(s1_real, g_rd.data[C + j], 0))]
-                m.d.comb += x_w[j].eq(x_d[j] * x_q[j] + x_m[j])
+                m.d.sync += [x_w[j].q.eq(Mux(s1_real, w_rd.data[j], 0)),
+                             x_w[j].d.eq(g_rd.data[j]),
+                             x_w[j].m.eq(Mux(s1_real, g_rd.data[C + j], 0))]
         else:
             for j in range(C):
                 m.d.sync += x_w[j].eq(Mux(s1_real, w_rd.data[j], 0))

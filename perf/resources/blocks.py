@@ -54,7 +54,8 @@ def _gemm_registers(cfg, fam):
     elsewhere Yosys may pull some into the hard multiplier, which the fitted coefficient
     (below 1 on iCE40) takes up. With ``weight_groups`` the PE's weight is the expanded one
     (``mul_w_width`` bits), the array's registered weight inputs are the code and the group's
-    scale and minimum, and the group tables' loader has its counters."""
+    scale and minimum, the expander's product and minimum registers stand for the weight
+    skew's first, and the group tables' loader has its counters."""
     from ...hw.blocks.gemm_config import CODE_BITS, GROUP_SCALE_BITS, GemmConfig
     R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.mul_w_width, cfg.acc_width
     NT, K, KB, LN = cfg.n_tiles, cfg.k, cfg.k_beats, cfg.lanes
@@ -73,6 +74,10 @@ def _gemm_registers(cfg, fam):
     in_dsp = _dev.multiplier_registers(fam.name, a, w, packed=cfg.dsp_packing)
     skews = R * (R + 1) // 2 * (a + 1) + pcols * (pcols + 1) // 2 * wp
     x_w = CODE_BITS + 2 * GROUP_SCALE_BITS if cfg.weight_groups else w
+    if cfg.weight_groups:
+        # the expander takes the weight skew's first step: a product D·q and a minimum per
+        # column instead of a weight
+        skews += C * (GROUP_SCALE_BITS + CODE_BITS + 1 + GROUP_SCALE_BITS - wp)
     inputs = R * a + C * x_w + 2                                     # x_a, x_w, flag, step
     meta = 4 + counter_bits(NT) + counter_bits(R)
     sched = (cfg.readout_step + R + 3) * meta
