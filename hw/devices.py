@@ -25,7 +25,8 @@ import dataclasses
 
 __all__ = ["Multiplier", "Family", "FAMILIES", "MULTIPLIERS", "multipliers", "PACK_SHIFT",
            "QUANT_BITS", "packed_weight_bits", "products_per_dsp", "packing_table",
-           "multiplier_registers", "MemorySpec", "BlockRamSpec", "Device", "DEVICES", "ALIASES",
+           "multiplier_registers", "split_weight_bits", "MemorySpec", "BlockRamSpec", "Device",
+           "DEVICES", "ALIASES",
            "SynthTarget", "SYNTH_TARGETS", "device_name", "family_name"]
 
 
@@ -147,10 +148,22 @@ def packing_table(kind):
 def multiplier_registers(family, a_bits, w_bits, *, packed=False):
     """Whether ``hw``'s GEMM instantiates ``family``'s hard multiplier itself with its own
     operand and product registers (which Yosys does not infer): on a family whose
-    :attr:`Family.instantiates_multiplier`, for an unpacked product that fits one multiplier."""
+    :attr:`Family.instantiates_multiplier`, for an unpacked product whose activation fits one
+    multiplier and whose weight fits one, or two (:func:`split_weight_bits`: the grouped W4
+    GEMM's 20-bit expanded weights, in two multipliers as ``mul2dsp`` would use)."""
     fam = FAMILIES.get(family_name(family)) if family is not None else None
-    return (fam is not None and fam.instantiates_multiplier and not packed
-            and max(a_bits, w_bits) <= min(fam.mult.a, fam.mult.b))
+    if fam is None or not fam.instantiates_multiplier or packed:
+        return False
+    port = min(fam.mult.a, fam.mult.b)
+    return a_bits <= port and w_bits <= port + split_weight_bits(family)
+
+
+def split_weight_bits(family):
+    """Low weight bits of the second multiplier when a weight is wider than one multiplier's
+    operand (:func:`multiplier_registers`): the port's width less one, so that the low part
+    is a non-negative signed operand (``w = hi·2**split + lo``)."""
+    fam = FAMILIES[family_name(family)]
+    return min(fam.mult.a, fam.mult.b) - 1
 
 
 # ---- families of the open flow ----------------------------------------------------------------

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Instance, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, ResetSignal, Signal, signed
 
 from .. import devices
 
@@ -39,9 +39,18 @@ def operand_product_registers(m, en, a, w, operand=None, platform=None):
     MULT18X18D's own input and output registers, which Yosys does not infer: the multiplier's
     delay then stays inside the hard block, between registers, wherever the placer puts it.
     """
-    if devices.multiplier_registers(getattr(platform, "family", None), len(a), len(w),
-                                    packed=operand is not None):
-        return mult18x18d(m, en, a, w)
+    family = getattr(platform, "family", None)
+    if devices.multiplier_registers(family, len(a), len(w), packed=operand is not None):
+        if len(w) <= ECP5_MULT_WIDTH:
+            return mult18x18d(m, en, a, w)
+        # a weight wider than the port (the grouped W4 GEMM's): two multipliers, the low bits
+        # as a non-negative operand; their registered products are added by the caller's
+        # next register (PE_STAGES' third), so no adder sits between a multiplier and its
+        # output register
+        split = devices.split_weight_bits(family)
+        lo = mult18x18d(m, en, a, Cat(w[:split], Const(0, 1)).as_signed(), name="mult_lo")
+        hi = mult18x18d(m, en, a, w[split:].as_signed(), name="mult_hi")
+        return (hi << split) + lo
     a_m = Signal.like(a, name="a_mul", reset_less=True)
     w_m = Signal.like(w, name="w_mul", reset_less=True)
     w_op = w_m if operand is None else operand(w_m)
@@ -51,14 +60,14 @@ def operand_product_registers(m, en, a, w, operand=None, platform=None):
     return product
 
 
-def mult18x18d(m, en, a, w):
+def mult18x18d(m, en, a, w, name="mult"):
     """A MULT18X18D with input and output registers (clock enable ``en``, synchronous reset
     from the domain's, none in a reset-less domain such as a board's: what they hold is
-    flushed like the portable form's operand registers), added to ``m`` as ``mult``:
+    flushed like the portable form's operand registers), added to ``m`` as ``name``:
     ``a·w`` two enabled steps after its operands, as the portable form's ``product0``."""
-    a_ext = Signal(signed(ECP5_MULT_WIDTH), name="mult_a")
-    w_ext = Signal(signed(ECP5_MULT_WIDTH), name="mult_b")
-    p = Signal(signed(2 * ECP5_MULT_WIDTH), name="mult_p")
+    a_ext = Signal(signed(ECP5_MULT_WIDTH), name=f"{name}_a")
+    w_ext = Signal(signed(ECP5_MULT_WIDTH), name=f"{name}_b")
+    p = Signal(signed(2 * ECP5_MULT_WIDTH), name=f"{name}_p")
     m.d.comb += [a_ext.eq(a), w_ext.eq(w)]
     ports = {f"i_A{k}": a_ext[k] for k in range(ECP5_MULT_WIDTH)}
     ports |= {f"i_B{k}": w_ext[k] for k in range(ECP5_MULT_WIDTH)}
@@ -72,7 +81,7 @@ def mult18x18d(m, en, a, w):
     # the enum prjtrellis fuzzed and ecppack packs, nothing else). B_SHIFT with SOURCEB low takes
     # the B operand from the B pins, as Yosys's own MULT18X18D mapping does; SOURCEB high would
     # take it from the neighbour's shift chain (SRIB).
-    m.submodules.mult = Instance(
+    m.submodules[name] = Instance(
         "MULT18X18D", **regs,
         p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_SHIFT",
         p_MULT_BYPASS="DISABLED", p_CAS_MATCH_REG="FALSE",

@@ -16,12 +16,12 @@ Three levels, after gemmini's PE → Tile → Mesh (and allo's ``systolic.py``),
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..stream import row_layout
-from .gemm_config import GemmConfig
+from .gemm_config import CODE_BITS, GROUP_SCALE_BITS, WEIGHT_GROUP, GemmConfig
 from .systolic import SystolicArray
 
 __all__ = ["GemmConfig", "Gemm"]
@@ -34,8 +34,10 @@ class Gemm(wiring.Component):
     ----------
     cfg : GemmConfig
     weights : ndarray of shape (k, n), optional
-        Initial weights (memory contents at configuration). Weights can also be (re)loaded
-        through the ``weight`` stream.
+        Initial weights (memory contents at configuration), with ``weight_groups`` the codes
+        (0..15). Weights can also be (re)loaded through the ``weight`` stream.
+    group_scale, group_min : ndarray of shape (k/32, n), optional
+        ``weight_groups`` only: the initial group tables (int16), loadable through ``group``.
 
     Members
     -------
@@ -49,6 +51,11 @@ class Gemm(wiring.Component):
         W, row by row (k rows of ``n_tiles`` beats, lanes past n zero-padded), ``end`` on the
         last beat. Accepted only while no tile is being computed, and computation waits while
         a load is under way, so a load never mixes with a product.
+    group : In(stream.Signature(row_layout(signed(16), 2 * cols)))
+        ``weight_groups`` only: the group tables, ``k/32`` rows of ``n_tiles`` beats, each beat
+        one feature tile's scales (lanes ``0..cols-1``) then its minima (lanes
+        ``cols..2·cols-1``), lanes past n zero; ``end`` on the last beat. Accepted like
+        ``weight`` (either may come first, or both at once); a product waits for both.
     o : Out(stream.Signature(row_layout(signed(32), cols)))
         C, row by row: ``n_tiles`` beats per row, lanes past n are zero; ``last`` and ``end``
         as on ``act``.
@@ -64,25 +71,81 @@ class Gemm(wiring.Component):
 
     With ``dsp_packing`` the array has ``cols/2`` multipliers per row, each computing two
     adjacent output columns; results and timing are those of the unpacked GEMM.
+
+    With ``weight_groups`` (GGUF's Q4_1) the weight memory holds 4-bit codes ``q`` and a group
+    table memory one ``(D, M)`` pair per (feature tile, group, column), read alongside. An
+    expander per column (:class:`~.systolic.WeightExpander`) makes ``W' = D·q + M`` (20 bits
+    signed, :meth:`GemmConfig.expanded_range`) as the weight skew's first step: its
+    multiplier and its adder each sit between registers, and it adds no cycle (timing is the
+    plain GEMM's). The PEs multiply
+    ``a_width × 20`` bits into ``acc_width``-bit sums (which may exceed 32), each sum starting
+    from ``acc_bias``; a result row is shifted right by ``cfg.shift`` as it is written to its
+    output buffer (wiring, and for half-even a tie detector on the dropped bits), into int32
+    that never saturates (``GemmConfig.min_group_shift``). Exactly
+    ``sim.golden.gemm.group_gemm_bitexact``.
     """
 
-    def __init__(self, cfg: GemmConfig, *, weights=None):
+    def __init__(self, cfg: GemmConfig, *, weights=None, group_scale=None, group_min=None):
         self._MustUse__silence = True       # until the checks below have passed
         if not isinstance(cfg, GemmConfig):
             raise TypeError(f"cfg must be a GemmConfig, not {cfg!r}")
         self.cfg = cfg
         self._weights = None if weights is None else self.weight_words(cfg, weights)
+        tables = (group_scale, group_min)
+        if not cfg.weight_groups and any(t is not None for t in tables):
+            raise ValueError("group_scale/group_min are given, but cfg.weight_groups is false")
+        if any(t is not None for t in tables) and any(t is None for t in tables):
+            raise ValueError("group_scale and group_min go together; one is missing")
+        self._groups = None if group_scale is None else self.group_words(cfg, *tables)
         self._MustUse__silence = False
-        super().__init__({
+        members = {
             "act": In(stream.Signature(row_layout(signed(cfg.a_width), cfg.lanes))),
-            "weight": In(stream.Signature(row_layout(signed(cfg.w_width), cfg.cols))),
+            "weight": In(stream.Signature(row_layout(self.weight_shape(cfg), cfg.cols))),
             "o": Out(stream.Signature(row_layout(signed(cfg.OUT_WIDTH), cfg.cols))),
-        })
+        }
+        if cfg.weight_groups:
+            members["group"] = In(stream.Signature(
+                row_layout(signed(GROUP_SCALE_BITS), 2 * cfg.cols)))
+        super().__init__(members)
+
+    @staticmethod
+    def weight_shape(cfg):
+        """A weight lane: a signed ``w_width``-bit weight, or with ``weight_groups`` a code."""
+        return unsigned(CODE_BITS) if cfg.weight_groups else signed(cfg.w_width)
+
+    @staticmethod
+    def group_words(cfg, group_scale, group_min):
+        """The group tables ((k/32)×n each) as the group memory's rows: one per (feature tile,
+        group), the tile's ``cols`` scales then its ``cols`` minima (the ``group`` stream
+        carries the same beats group-major: :meth:`group_rows`)."""
+        d, mn = (cfg.check_group_table(name, t) for name, t in
+                 (("group_scale", group_scale), ("group_min", group_min)))
+        width = cfg.n_tiles * cfg.cols
+        rows = []
+        for nt in range(cfg.n_tiles):
+            for g in range(cfg.groups):
+                row = []
+                for t in (d, mn):
+                    padded = np.zeros(width, dtype=np.int64)
+                    padded[:cfg.n] = t[g]
+                    row += list(map(int, padded[nt * cfg.cols:(nt + 1) * cfg.cols]))
+                rows.append(row)
+        return rows
+
+    @staticmethod
+    def group_rows(cfg, group_scale, group_min):
+        """The ``group`` stream's tensor: (k/32) rows of ``n_tiles · 2·cols`` int16, each tile's
+        scales then minima (cut into beats by ``sim.streams.pack_rows``)."""
+        words = Gemm.group_words(cfg, group_scale, group_min)     # tile-major
+        nt, g = cfg.n_tiles, cfg.groups
+        return np.asarray(words, dtype=np.int64).reshape(nt, g, 2 * cfg.cols) \
+            .transpose(1, 0, 2).reshape(g, nt * 2 * cfg.cols)
 
     @staticmethod
     def weight_words(cfg, weights):
-        """W (k×n) as the weight memory's rows: one per (feature tile, k), ``cols`` lanes each."""
-        w = cfg.check_weights(weights)
+        """W (k×n) as the weight memory's rows: one per (feature tile, k), ``cols`` lanes each
+        (with ``weight_groups``, W holds the codes)."""
+        w = cfg.check_codes(weights) if cfg.weight_groups else cfg.check_weights(weights)
         padded = np.zeros((cfg.k, cfg.n_tiles * cfg.cols), dtype=np.int64)
         padded[:, :cfg.n] = w
         tiles = padded.reshape(cfg.k, cfg.n_tiles, cfg.cols).transpose(1, 0, 2)
@@ -102,12 +165,20 @@ class Gemm(wiring.Component):
         a_wr = abuf.write_port(granularity=LN)
         a_rd = abuf.read_port()
         m.submodules.wmem = wmem = memory.Memory(
-            shape=data.ArrayLayout(signed(cfg.w_width), C), depth=NT * K,
+            shape=data.ArrayLayout(self.weight_shape(cfg), C), depth=NT * K,
             init=self._weights or [])
         w_wr = wmem.write_port()
         w_rd = wmem.read_port()
+        grouped = cfg.weight_groups
+        if grouped:
+            G = cfg.groups
+            m.submodules.gmem = gmem = memory.Memory(
+                shape=data.ArrayLayout(signed(GROUP_SCALE_BITS), 2 * C), depth=NT * G,
+                init=self._groups or [])
+            g_wr = gmem.write_port()
+            g_rd = gmem.read_port()
         m.submodules.obuf = obuf = memory.Memory(
-            shape=data.ArrayLayout(signed(cfg.acc_width), C), depth=2 * R * NT, init=[])
+            shape=data.ArrayLayout(signed(cfg.obuf_width), C), depth=2 * R * NT, init=[])
         o_wr = obuf.write_port()
         o_rd = obuf.read_port()
         m.submodules.array = array = SystolicArray(cfg)
@@ -132,6 +203,25 @@ class Gemm(wiring.Component):
                 m.d.sync += [wl_nt.eq(0), wl_k.eq(wl_k + 1)]
             with m.Else():
                 m.d.sync += wl_nt.eq(wl_nt + 1)
+        # the group tables' loader, alike: (group, feature tile) in the weights' order
+        if grouped:
+            gl_g = Signal(range(G))
+            gl_nt = Signal(range(NT))
+            g_loading = Signal()
+            m.d.comb += [
+                self.group.ready.eq(~running & ~flushing),
+                g_wr.addr.eq(gl_nt * G + gl_g),
+                g_wr.data.eq(self.group.payload.data),
+            ]
+            with m.If(self.group.valid & self.group.ready):
+                m.d.comb += g_wr.en.eq(1)
+                m.d.sync += g_loading.eq(~self.group.payload.end)
+                with m.If(self.group.payload.end):
+                    m.d.sync += [gl_g.eq(0), gl_nt.eq(0)]
+                with m.Elif(gl_nt == NT - 1):
+                    m.d.sync += [gl_nt.eq(0), gl_g.eq(gl_g + 1)]
+                with m.Else():
+                    m.d.sync += gl_nt.eq(gl_nt + 1)
 
         # ---- activation writer: fills token tiles into two banks ------------------------------
         bank_full = Signal(2)
@@ -172,6 +262,8 @@ class Gemm(wiring.Component):
         cur_end = bank_end.bit_select(f_bank, 1)
         cur_last = Mux(f_bank, bank_last[1], bank_last[0])
         start_ok = cur_full & ~loading & ~self.weight.valid
+        if grouped:         # nor while the group tables load
+            start_ok = start_ok & ~g_loading & ~self.group.valid
         active = running | flushing | start_ok
         # `go` decides a step from registered state only (two LUT levels) and drives the few
         # registers of the control: the feeder, the memory reads and the readout schedule. The
@@ -186,6 +278,11 @@ class Gemm(wiring.Component):
             a_rd.addr.eq(f_bank * KB + f_beat), a_rd.en.eq(go),
             w_rd.addr.eq(f_wbase + f_k), w_rd.en.eq(go),
         ]
+        if grouped:
+            # a group is WEIGHT_GROUP consecutive k of one tile: the weight address over 32
+            # (k is a multiple of 32; past k the read is not used)
+            gbits = WEIGHT_GROUP.bit_length() - 1
+            m.d.comb += [g_rd.addr.eq((f_wbase + f_k)[gbits:]), g_rd.en.eq(go)]
         with m.If(go):
             with m.If(flushing):
                 m.d.sync += flush_cnt.eq(flush_cnt + 1)
@@ -242,8 +339,16 @@ class Gemm(wiring.Component):
         for i in range(R):
             lane_val = a_rd.data[i * LN:(i + 1) * LN]
             m.d.sync += x_a[i].eq(Mux(s1_real, lane_val[s1_lane] if LN > 1 else lane_val[0], 0))
-        for j in range(C):
-            m.d.sync += x_w[j].eq(Mux(s1_real, w_rd.data[j], 0))
+        if grouped:
+            # the code and its group's pair (zero code and minimum on a step without data);
+            # the array's expander makes W' = D·q + M in its weight skew's first step
+            for j in range(C):
+                m.d.sync += [x_w[j].q.eq(Mux(s1_real, w_rd.data[j], 0)),
+                             x_w[j].d.eq(g_rd.data[j]),
+                             x_w[j].m.eq(Mux(s1_real, g_rd.data[C + j], 0))]
+        else:
+            for j in range(C):
+                m.d.sync += x_w[j].eq(Mux(s1_real, w_rd.data[j], 0))
         m.d.sync += x_flag.eq(s1_flag)
         m.d.comb += [array.en.eq(step), array.a.eq(x_a), array.w.eq(x_w),
                      array.flag.eq(x_flag)]
@@ -293,9 +398,21 @@ class Gemm(wiring.Component):
         m.d.comb += [
             array.sel.eq(wr_row),
             o_wr.addr.eq((wr_meta.bank * R + wr_row) * NT + wr_meta.nt),
-            o_wr.data.eq(array.row),
             o_wr.en.eq(wr_en),
         ]
+        if grouped:
+            # each sum started from acc_bias (half a step when rounding to nearest): the floor
+            # shift is wiring; half-even turns a tie (no dropped bit set after the bias) to the
+            # even neighbour by clearing bit 0
+            for j in range(C):
+                y = array.row[j]
+                q = y >> cfg.shift
+                if cfg.rounding == "half_even" and cfg.shift:
+                    tie = y[:cfg.shift] == 0
+                    q = Cat(q[0] & ~tie, q[1:]).as_signed()
+                m.d.comb += o_wr.data[j].eq(q)
+        else:
+            m.d.comb += o_wr.data.eq(array.row)
         bank_written = Signal(2)
         with m.If(wr_en & (wr_row == R - 1) & wr_meta.last_nt):
             m.d.comb += bank_written.eq(1 << wr_meta.bank)

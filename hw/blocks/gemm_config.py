@@ -10,8 +10,20 @@ import numpy as np
 
 from .. import devices
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..numeric import INT32
+from .requant import ROUNDINGS
 
-__all__ = ["LinearSizes", "GemmConfig"]
+__all__ = ["LinearSizes", "GemmConfig", "WEIGHT_GROUP", "GROUP_SCALE_BITS", "CODE_BITS"]
+
+#: W4 weights: inputs per group, each group of an output channel with its own scale and
+#: minimum (GGUF's Q4_1: ``w = d·q + m``, ``q`` in 0..15). ``hw.layers.config`` re-exports it.
+WEIGHT_GROUP = 32
+#: Bits of a W4 group's integer scale and minimum (signed): they hold GGUF's float16 ``d`` and
+#: ``m`` to 2**-15 of the channel's largest, finer than float16's own 11-bit mantissa for the
+#: groups within a factor 16 of it. ``hw.layers.config`` re-exports it.
+GROUP_SCALE_BITS = 16
+#: Bits of a W4 weight's code ``q`` (unsigned, 0..15).
+CODE_BITS = 4
 
 
 class LinearSizes:
@@ -21,9 +33,16 @@ class LinearSizes:
     OUT_WIDTH = 32  # results are int32 at the block boundary, whatever the accumulator
 
     @property
+    def mul_w_width(self):
+        """Bits of the multipliers' weight operand (signed): ``w_width`` (more for
+        :class:`GemmConfig`'s grouped weights, which are expanded before the multipliers)."""
+        return self.w_width
+
+    @property
     def acc_width(self):
-        """Accumulator bits: a + w + ceil(log2 k) holds any sum of k products exactly."""
-        return self.a_width + self.w_width + max(0, math.ceil(math.log2(self.k)))
+        """Accumulator bits: a + w + ceil(log2 k) holds any sum of k products exactly (w the
+        multipliers' weight operand, :attr:`mul_w_width`)."""
+        return self.a_width + self.mul_w_width + max(0, math.ceil(math.log2(self.k)))
 
     @property
     def n_tiles(self):
@@ -81,6 +100,16 @@ class GemmConfig(LinearSizes, BlockConfig):
                              "two MACs per multiplier: output columns 2p and 2p+1 share one "
                              "(27x18, DSP48E2) multiplier and its activation; needs an even cols "
                              "(on ECP5/iCE40 Yosys splits the 27-bit product: no DSP saved)")
+    weight_groups: bool = spec(False, None,
+                               "W4 weights as GGUF's Q4_1 stores them: 4-bit codes q (0..15), "
+                               "each group of 32 inputs of a column with a 16-bit scale D and "
+                               "minimum M, w = D·q + M; needs w_width=4 and k a multiple of 32; "
+                               "results are rounded and shifted right by group_shift")
+    group_shift: int | None = spec(None, Range(0, 62),
+                                   "weight_groups: the right shift of the results into int32; "
+                                   "none: the least that can never saturate")
+    rounding: str = spec("half_even", Choice(ROUNDINGS),
+                         "weight_groups: rounding of the results' shift")
 
     #: Where the high weight sits in a packed multiplier operand, ``w_hi·2^PACK_SHIFT + w_lo``:
     #: 18 bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high
@@ -98,7 +127,117 @@ class GemmConfig(LinearSizes, BlockConfig):
         if self.dsp_packing and self.cols % 2:
             raise ConfigError(f"cols={self.cols} is odd, but dsp_packing pairs output columns; "
                               "allowed: an even cols (2..64) with dsp_packing=true")
-        self._check_accumulator()
+        if not self.weight_groups:
+            if self.group_shift is not None:
+                raise ConfigError(f"group_shift={self.group_shift} is given, but weight_groups "
+                                  "is false; allowed: none (or weight_groups=true)")
+            self._check_accumulator()
+            return
+        if self.w_width != CODE_BITS:
+            raise ConfigError(f"w_width={self.w_width} with weight_groups; allowed: "
+                              f"w_width={CODE_BITS} (the codes)")
+        if self.k % WEIGHT_GROUP:
+            raise ConfigError(f"k={self.k} with weight_groups; allowed: a multiple of "
+                              f"{WEIGHT_GROUP} (whole groups)")
+        if self.dsp_packing:
+            raise ConfigError("dsp_packing with weight_groups: the expanded weights "
+                              f"({self.mul_w_width} bits) leave no room for a pair; allowed: "
+                              "dsp_packing=false")
+        if self.group_shift is not None and (isinstance(self.group_shift, bool) or not
+                                             isinstance(self.group_shift, int)):
+            raise ConfigError(f"group_shift={self.group_shift!r} must be an integer")
+        if self.group_shift is not None and self.group_shift < self.min_group_shift:
+            raise ConfigError(f"group_shift={self.group_shift} lets k={self.k} sums of "
+                              f"{self.a_width}-bit activations and expanded weights overflow "
+                              f"int32; allowed: group_shift >= {self.min_group_shift}")
+        if self.group_shift is not None and self.group_shift > self.acc_width - 2:
+            raise ConfigError(f"group_shift={self.group_shift} drops every bit of the "
+                              f"{self.acc_width}-bit sums; allowed: group_shift <= "
+                              f"{self.acc_width - 2}")
+
+    # Grouped weights (weight_groups) -------------------------------------------------------------
+    @property
+    def mul_w_width(self):
+        """Bits of the multipliers' weight operand: ``w_width``, or with ``weight_groups`` the
+        expanded weight ``W' = D·q + M`` (:meth:`expanded_range`): ``GROUP_SCALE_BITS + 4``."""
+        return GROUP_SCALE_BITS + CODE_BITS if self.weight_groups else self.w_width
+
+    @staticmethod
+    def expanded_range():
+        """``(lo, hi)`` of ``W' = D·q + M`` over int16 ``D``, ``M`` and ``q`` in 0..15:
+        ``(-2**19, 2**19 - 16)`` (``D = M = -2**15``, ``q = 15``; ``D = M = 2**15 - 1``,
+        ``q = 15``): a signed ``GROUP_SCALE_BITS + 4``-bit number."""
+        lo, hi = -(1 << (GROUP_SCALE_BITS - 1)), (1 << (GROUP_SCALE_BITS - 1)) - 1
+        top = (1 << CODE_BITS) - 1
+        return lo * top + lo, hi * top + hi
+
+    @property
+    def groups(self):
+        """Weight groups along k (``k / WEIGHT_GROUP``)."""
+        return self.k // WEIGHT_GROUP
+
+    @property
+    def sum_bound(self):
+        """The largest ``|Σ_k a·W'|`` of grouped weights: ``k · 2**(a_width-1) · 2**19``
+        (every ``a = -2**(a_width-1)`` and ``W' = -2**19``); every other sum is above
+        ``-sum_bound``."""
+        lo, _ = self.expanded_range()
+        return self.k * (1 << (self.a_width - 1)) * -lo
+
+    @property
+    def min_group_shift(self):
+        """The least shift whose rounded result of any sum (``|x| <= sum_bound``) fits int32
+        in every rounding: ``ceil(sum_bound / 2**s) <= INT32.max`` (a rounding never leaves
+        ``[floor, ceil]`` of the quotient)."""
+        s = 0
+        while -(-self.sum_bound >> s) > INT32.max:
+            s += 1
+        return s
+
+    @property
+    def shift(self):
+        """The results' right shift: ``group_shift``, or its least value; 0 without groups."""
+        if not self.weight_groups:
+            return 0
+        return self.min_group_shift if self.group_shift is None else self.group_shift
+
+    @property
+    def acc_bias(self):
+        """What each accumulator starts from: half of the shift's step when the rounding is to
+        nearest (then the drain's floor shift, with a tie fix for half-even, rounds), else 0.
+        ``sum_bound + acc_bias`` stays below ``2**(acc_width-1)``: ``acc_width`` has a bit to
+        spare over ``sum_bound`` and the bias is below ``2**(shift-1)``, far smaller."""
+        if self.shift == 0 or self.rounding == "floor":
+            return 0
+        return 1 << (self.shift - 1)
+
+    @property
+    def obuf_width(self):
+        """Bits of a result in the output buffer: the accumulator, or with ``weight_groups``
+        the shifted int32."""
+        return self.OUT_WIDTH if self.weight_groups else self.acc_width
+
+    def check_codes(self, codes):
+        """The grouped weights' codes as an int64 k×n array in 0..15."""
+        q = np.asarray(codes)
+        if q.shape != (self.k, self.n):
+            raise ValueError(f"codes have shape {q.shape}; expected (k, n) = "
+                             f"({self.k}, {self.n})")
+        if q.size and (q.min() < 0 or q.max() >= 1 << CODE_BITS):
+            raise ValueError(f"codes outside 0..{(1 << CODE_BITS) - 1}")
+        return q.astype(np.int64)
+
+    def check_group_table(self, name, table):
+        """A group table (``group_scale`` or ``group_min``) as an int64 (k/32)×n array of
+        ``GROUP_SCALE_BITS``-bit signed integers."""
+        t = np.asarray(table)
+        if t.shape != (self.groups, self.n):
+            raise ValueError(f"{name} has shape {t.shape}; expected (k/{WEIGHT_GROUP}, n) = "
+                             f"({self.groups}, {self.n})")
+        lo, hi = -(1 << (GROUP_SCALE_BITS - 1)), (1 << (GROUP_SCALE_BITS - 1)) - 1
+        if t.size and (t.min() < lo or t.max() > hi):
+            raise ValueError(f"{name} outside int{GROUP_SCALE_BITS} range {lo}..{hi}")
+        return t.astype(np.int64)
 
     # Derived sizes (more in LinearSizes) --------------------------------------------------------
     @property

@@ -36,11 +36,15 @@ class ProcessingElement(wiring.Component):
         The sum of the previous tile, valid from ``PE_STAGES + 1`` steps after ``flag_i`` (the
         product passes the multiplier's stages first) until as long after the next flag.
 
+    ``bias``: what each sum starts from (a constant; ``GemmConfig.acc_bias``, the half step
+    of a rounded shift of the results), 0 for the plain sum.
+
     ``platform.family == "ecp5"``: the multiplier is a MULT18X18D using its own registers.
     """
 
-    def __init__(self, a_width, w_width, acc_width):
+    def __init__(self, a_width, w_width, acc_width, bias=0):
         self._acc_width = acc_width
+        self._bias = bias
         super().__init__({
             "en": In(1),
             "a_i": In(signed(a_width)), "w_i": In(signed(w_width)), "flag_i": In(1),
@@ -57,7 +61,8 @@ class ProcessingElement(wiring.Component):
             m.d.sync += [self.a_o.eq(self.a_i), self.w_o.eq(self.w_i),
                          self.flag_o.eq(self.flag_i)]
             with m.If(first):
-                m.d.sync += [self.result.eq(acc), acc.eq(product)]
+                m.d.sync += [self.result.eq(acc),
+                             acc.eq(product + self._bias if self._bias else product)]
             with m.Else():
                 m.d.sync += acc.eq(acc + product)
         return m

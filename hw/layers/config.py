@@ -42,7 +42,7 @@ import numpy as np
 from ..blocks.activation import GeluConfig, SiluConfig
 from ..blocks.attention_config import AttentionConfig, HeadGeometry
 from ..blocks.dynquant import DynQuantConfig
-from ..blocks.gemm_config import GemmConfig
+from ..blocks.gemm_config import GROUP_SCALE_BITS, WEIGHT_GROUP, GemmConfig
 from ..blocks.gemv import GemvConfig
 from ..blocks.mul import MulConfig
 from ..blocks.norm import LayerNormConfig, RMSNormConfig
@@ -85,13 +85,8 @@ assert all(tuple(st.params for st in d.of_kind("norm")) == NORMS for d in DESCRI
 MAX_STREAM_EXPONENT = 15
 #: The weight widths a layer can have (:attr:`LayerConfig.weight_bits`).
 WEIGHT_BITS = (8, 4)
-#: W4 weights: inputs per group, each group of an output channel with its own scale and
-#: minimum (GGUF's Q4_1: ``w = d·q + m``, ``q`` in 0..15).
-WEIGHT_GROUP = 32
-#: Bits of a W4 group's integer scale and minimum (signed): they hold GGUF's float16 ``d`` and
-#: ``m`` to 2**-15 of the channel's largest, finer than float16's own 11-bit mantissa for the
-#: groups within a factor 16 of it.
-GROUP_SCALE_BITS = 16
+#: W4 weights: inputs per group (:data:`WEIGHT_GROUP`) and bits of a group's scale and minimum
+#: (:data:`GROUP_SCALE_BITS`) live with the GEMM that computes them (``hw.blocks.gemm_config``).
 #: The engines a linear stage can run on (:attr:`LayerConfig.engine`).
 ENGINES = ("gemm", "gemv")
 

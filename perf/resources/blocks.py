@@ -52,9 +52,12 @@ def _gemm_registers(cfg, fam):
     one); the counters and flags of the loader, writer, feeder, readout and drain. On ECP5
     the multiplier's operand and first product registers are the MULT18X18D's own, not FFs;
     elsewhere Yosys may pull some into the hard multiplier, which the fitted coefficient
-    (below 1 on iCE40) takes up."""
-    from ...hw.blocks.gemm_config import GemmConfig
-    R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.w_width, cfg.acc_width
+    (below 1 on iCE40) takes up. With ``weight_groups`` the PE's weight is the expanded one
+    (``mul_w_width`` bits), the array's registered weight inputs are the code and the group's
+    scale and minimum, the expander's product and minimum registers stand for the weight
+    skew's first, and the group tables' loader has its counters."""
+    from ...hw.blocks.gemm_config import CODE_BITS, GROUP_SCALE_BITS, GemmConfig
+    R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.mul_w_width, cfg.acc_width
     NT, K, KB, LN = cfg.n_tiles, cfg.k, cfg.k_beats, cfg.lanes
     stages = GemmConfig.PE_STAGES
     if cfg.dsp_packing:
@@ -70,7 +73,12 @@ def _gemm_registers(cfg, fam):
     # the rule hw.blocks.gemm follows: unpacked products that fit the MULT18X18D
     in_dsp = _dev.multiplier_registers(fam.name, a, w, packed=cfg.dsp_packing)
     skews = R * (R + 1) // 2 * (a + 1) + pcols * (pcols + 1) // 2 * wp
-    inputs = R * a + C * w + 2                                       # x_a, x_w, flag, step
+    x_w = CODE_BITS + 2 * GROUP_SCALE_BITS if cfg.weight_groups else w
+    if cfg.weight_groups:
+        # the expander takes the weight skew's first step: a product D·q and a minimum per
+        # column instead of a weight
+        skews += C * (GROUP_SCALE_BITS + CODE_BITS + 1 + GROUP_SCALE_BITS - wp)
+    inputs = R * a + C * x_w + 2                                     # x_a, x_w, flag, step
     meta = 4 + counter_bits(NT) + counter_bits(R)
     sched = (cfg.readout_step + R + 3) * meta
     readout = 2 + 2 * counter_bits(R)                                          # due, wr_en and rows
@@ -80,6 +88,8 @@ def _gemm_registers(cfg, fam):
                 + 4 + w_(cfg.tile_steps) + w_(KB) + 2 * w_(LN) + w_(NT) + w_(NT * K)
                 + w_(cfg.flush_steps)                                       # feeder, stage 1
                 + 7 + 3 * w_(R) + 1 + w_(NT) + 3)                           # banks, drain
+    if cfg.weight_groups:
+        counters += w_(cfg.groups) + w_(NT) + 1                             # group loader
     return pes * (pe + (0 if in_dsp else mult)) + skews + inputs + sched + readout + counters
 
 
@@ -93,17 +103,28 @@ def gemm_parts(cfg, fam, *, rom_weights=False):
                                   True)
         macs = R * -(-C // 2)
     else:
-        per_mac = multiplier_dsps(fam, cfg.a_width, True, cfg.w_width, True)
+        # a_width × mul_w_width: with weight_groups the expanded 20-bit weight (one DSP48E2,
+        # two 18×18 multipliers)
+        per_mac = multiplier_dsps(fam, cfg.a_width, True, cfg.mul_w_width, True)
         macs = R * C
     # addresses: weight loader nt·K, output bank rows (bank·R + row)·NT (twice)
     addr = (0 if rom_weights else _addr_mul(fam, NT, K)) + \
         2 * const_multiplier_dsps(fam, counter_bits(2 * R), False, NT)
-    return {
+    expander, expander_bits = 0, 0
+    if cfg.weight_groups:
+        from ...hw.blocks.gemm_config import CODE_BITS, GROUP_SCALE_BITS
+        # one D·q per column (int16 × the unsigned code), and the group loader's nt·G
+        per = multiplier_dsps(fam, GROUP_SCALE_BITS, True, CODE_BITS, False)
+        expander = C * per + (0 if rom_weights else _addr_mul(fam, NT, cfg.groups))
+        # its adder (+ M) per bit, counted as PE bits (an adder a bit, as the accumulators:
+        # not fitted on its own); a product left in fabric adds its partial-product adders
+        expander_bits = C * cfg.mul_w_width * (1 if per else CODE_BITS)
+    parts = {
         # LUTs: the PEs' accumulators (adder and first-step mux per bit), the readout (a
         # rows:1 mux of each column's accumulator), the feeder's lane select (an LN:1 mux of
         # each array row's activation); FFs: the registers the RTL writes (_gemm_registers)
         "logic": logic_bill("gemm", fam,
-                        lut_features={"pe_bits": R * C * cfg.acc_width,
+                        lut_features={"pe_bits": R * C * cfg.acc_width + expander_bits,
                                       "readout_bits": (R - 1) * C * cfg.acc_width,
                                       "lane_sel": R * (LN - 1) * cfg.a_width},
                         ff_features={"registers": _gemm_registers(cfg, fam)}),
@@ -111,8 +132,14 @@ def gemm_parts(cfg, fam, *, rom_weights=False):
         "abuf": map_memory(fam, R * LN * cfg.a_width, 2 * KB,
                            granularity=LN * cfg.a_width).bill(),
         "wmem": map_memory(fam, C * cfg.w_width, NT * K, rom=rom_weights).bill(),
-        "obuf": map_memory(fam, C * cfg.acc_width, 2 * R * NT).bill(),
+        "obuf": map_memory(fam, C * cfg.obuf_width, 2 * R * NT).bill(),
     }
+    if cfg.weight_groups:
+        # the group tables: a (D, M) pair of each column per (feature tile, group)
+        parts["expander"] = Bill(dsp=expander)
+        parts["gmem"] = map_memory(fam, 2 * C * GROUP_SCALE_BITS, NT * cfg.groups,
+                                   rom=rom_weights).bill()
+    return parts
 
 
 @estimator("gemm")

@@ -1,13 +1,16 @@
-"""The GEMM's harness: tensors ``a`` (M×k int8), ``w`` (k×n int8 or int4) → ``c`` (M×n int32)."""
+"""The GEMM's harness: tensors ``a`` (M×k int8), ``w`` (k×n int8 or int4) → ``c`` (M×n int32);
+with ``weight_groups``, ``w`` holds 4-bit codes and ``group_scale``/``group_min`` their groups'
+int16 scales and minima."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...hw.blocks.gemm import Gemm, GemmConfig
+from ...hw.blocks.gemm_config import CODE_BITS, GROUP_SCALE_BITS, WEIGHT_GROUP
 from ...hw.numeric import INT32, IntType
 from ...hw.stream import row_layout
-from ..golden.gemm import gemm_bitexact
+from ..golden.gemm import gemm_bitexact, group_gemm_bitexact
 from ..harness import BlockHarness, Drive, TensorError, TensorSpec, register
 from ..streams import check_framing, pack_rows, unpack_rows
 
@@ -22,7 +25,12 @@ class GemmHarness(BlockHarness):
     component_cls = Gemm
     inputs = (
         TensorSpec("a", "int8", "M×k", "activations, streamed in rows"),
-        TensorSpec("w", "int8", "k×n", "weights (int4 values when w_width=4), loaded first"),
+        TensorSpec("w", "int8", "k×n", "weights (int4 values when w_width=4; with weight_groups "
+                   "the 4-bit codes 0..15), loaded first"),
+        TensorSpec("group_scale", "int16", f"(k/{WEIGHT_GROUP})×n",
+                   "weight_groups: each group's scale D (w = D·q + M)", optional=True),
+        TensorSpec("group_min", "int16", f"(k/{WEIGHT_GROUP})×n",
+                   "weight_groups: each group's minimum M", optional=True),
     )
     outputs = (TensorSpec("c", "int32", "M×n", "products, exact"),)
     shape_fields = ("k", "n")
@@ -36,17 +44,31 @@ class GemmHarness(BlockHarness):
 
     def prepare(self, cfg, tensors):
         a = self.require_int(tensors, "a", IntType(cfg.a_width), (None, cfg.k))
-        w = self.require_int(tensors, "w", IntType(cfg.w_width), (cfg.k, cfg.n))
         if a.shape[0] < 1:
             raise TensorError("tensor 'a' has no rows; expected M >= 1")
-        return {"a": a, "w": w}
+        if not cfg.weight_groups:
+            for name in ("group_scale", "group_min"):
+                if name in tensors:
+                    raise TensorError(f"tensor {name!r} is given, but weight_groups is false")
+            w = self.require_int(tensors, "w", IntType(cfg.w_width), (cfg.k, cfg.n))
+            return {"a": a, "w": w}
+        w = self.require_int(tensors, "w", IntType(CODE_BITS, signed=False), (cfg.k, cfg.n))
+        tables = {name: self.require_int(tensors, name, IntType(GROUP_SCALE_BITS),
+                                         (cfg.groups, cfg.n))
+                  for name in ("group_scale", "group_min")}
+        return {"a": a, "w": w, **tables}
 
     def drive(self, cfg, tensors):
         comp_act = row_layout(IntType(cfg.a_width).shape, cfg.lanes)
-        comp_w = row_layout(IntType(cfg.w_width).shape, cfg.cols)
+        comp_w = row_layout(Gemm.weight_shape(cfg), cfg.cols)
         m = tensors["a"].shape[0]
+        preload = {"weight": pack_rows(comp_w, tensors["w"])}
+        if cfg.weight_groups:
+            comp_g = row_layout(IntType(GROUP_SCALE_BITS).shape, 2 * cfg.cols)
+            preload["group"] = pack_rows(comp_g, Gemm.group_rows(
+                cfg, tensors["group_scale"], tensors["group_min"]))
         return Drive(
-            preload={"weight": pack_rows(comp_w, tensors["w"])},
+            preload=preload,
             timed={"act": pack_rows(comp_act, tensors["a"])},
             expect={"o": m * cfg.n_tiles},
         )
@@ -59,6 +81,9 @@ class GemmHarness(BlockHarness):
         return {"c": c.astype(np.int32)}
 
     def golden(self, cfg, tensors):
+        if cfg.weight_groups:
+            return {"c": group_gemm_bitexact(tensors["a"], tensors["w"], tensors["group_scale"],
+                                             tensors["group_min"], cfg.shift, cfg.rounding)}
         return {"c": gemm_bitexact(cfg, tensors["a"], tensors["w"])}
 
     def macs(self, cfg, tensors):

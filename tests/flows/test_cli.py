@@ -89,7 +89,8 @@ def test_blocks_listing(capsys):
     listing = json.loads(capsys.readouterr().out)
     gemm = next(b for b in listing if b["name"] == "gemm")
     assert {f["name"] for f in gemm["config"]} >= {"rows", "cols", "k", "n", "lanes"}
-    assert [t["name"] for t in gemm["inputs"]] == ["a", "w"]
+    # the group tables are inputs of the grouped-W4 GEMM (weight_groups) only
+    assert [t["name"] for t in gemm["inputs"]] == ["a", "w", "group_scale", "group_min"]
     assert main(["blocks"]) == 0
     assert "rows" in capsys.readouterr().out
 

@@ -361,3 +361,26 @@ def test_unfitted_widths_are_refused_not_guessed():
     wide = R.estimate_block("residual", ResidualConfig(x_width=16, r_width=16, out_width=16),
                             "ecp5")
     assert wide["lut"] > R.estimate_block("residual", ResidualConfig(), "ecp5")["lut"]
+
+
+@pytest.mark.parametrize("family", ["xcup", "ecp5", "ice40"])
+def test_grouped_w4_gemm_counts_its_expander_and_wider_multipliers(family):
+    """``weight_groups``: the PEs multiply by the 20-bit expanded weight, each column has an
+    int16 × code multiplier, the group tables have their memory and the output buffer holds
+    int32 (the model's structural counts; its LUT/FF fit has not seen this variant)."""
+    from llmloom.hw.blocks.gemm_config import GemmConfig
+    from llmloom.perf.resources.mapping import family_of, multiplier_dsps
+
+    fam = family_of(family)
+    plain = GemmConfig(rows=4, cols=4, k=256, n=16, lanes=8, w_width=4)
+    grouped = plain.replace(weight_groups=True)
+    p, g = (R.estimate_parts("gemm", c, family) for c in (plain, grouped))
+    per_pe = {c: multiplier_dsps(fam, 8, True, c.mul_w_width, True) for c in (plain, grouped)}
+    assert g["array"].dsp - p["array"].dsp == 16 * (per_pe[grouped] - per_pe[plain])
+    assert g["expander"].dsp >= 4 * multiplier_dsps(fam, 16, True, 4, False)
+    assert "gmem" in g and "gmem" not in p and "expander" not in p
+    assert g["logic"].lut > p["logic"].lut and g["logic"].ff > p["logic"].ff
+    if family == "xcup":
+        assert per_pe[grouped] == 1       # 8 × 20 bits: one DSP48E2
+    elif family == "ecp5":
+        assert per_pe[grouped] == 2       # 20 bits: two MULT18X18D

@@ -64,3 +64,20 @@ def test_gpt2_projection_on_verilator(rng):
     result = run_block(H, cfg, {"a": a, "w": w}, sim="verilator",
                        stalls_in=Stalls("random", 5), stalls_out=Stalls("random", 6))
     np.testing.assert_array_equal(result.outputs["c"], gemm_bitexact(cfg, a, w))
+
+
+def test_grouped_w4_on_hdl_simulators(hdl_sim, rng):
+    """Grouped 4-bit weights (``weight_groups``): the codes and the group tables loaded through
+    their streams, bit-exact and in the cycles of Amaranth's simulator."""
+    cfg = GemmConfig(rows=2, cols=3, k=32, n=4, lanes=4, w_width=4, weight_groups=True)
+    lo, hi = -(1 << 15), (1 << 15) - 1
+    t = {"a": rng.integers(-128, 128, (3, 32), dtype=np.int8),
+         "w": rng.integers(0, 16, (32, 4), dtype=np.int8),
+         "group_scale": np.array([[lo, hi, 7, -300]], dtype=np.int16),
+         "group_min": np.array([[lo, hi, -5, 1234]], dtype=np.int16)}
+    t["a"][0] = -128
+    t["w"][:, 0] = 15
+    stalls = dict(stalls_in=Stalls("random", 7), stalls_out=Stalls("random", 8))
+    result = run_block(H, cfg, t, sim=hdl_sim, **stalls)
+    np.testing.assert_array_equal(result.outputs["c"], H.golden(cfg, H.prepare(cfg, t))["c"])
+    assert result.cycles == run_block(H, cfg, t, sim="amaranth", **stalls).cycles

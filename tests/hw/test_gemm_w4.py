@@ -1,0 +1,235 @@
+"""The systolic GEMM with grouped 4-bit weights (``GemmConfig.weight_groups``, GGUF's Q4_1) on
+Amaranth's simulator: bit-exact with ``group_gemm_bitexact`` under stalls, in the plain GEMM's
+cycles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed
+
+from llmloom.hw.blocks.gemm import Gemm, GemmConfig
+from llmloom.hw.blocks.gemm_config import GROUP_SCALE_BITS, WEIGHT_GROUP
+from llmloom.hw.config import ConfigError
+from llmloom.hw.layers.config import LayerConfig
+from llmloom.hw.stream import row_layout
+from llmloom.perf.cycles import gemm_cycles
+from llmloom.sim.blocks.gemm import GemmHarness
+from llmloom.sim.golden.gemm import group_gemm_bitexact
+from llmloom.sim.harness import Drive
+from llmloom.sim.runner import run_block, simulate
+from llmloom.sim.streams import Stalls, pack_rows, unpack_rows
+
+H = GemmHarness()
+LO, HI = -(1 << (GROUP_SCALE_BITS - 1)), (1 << (GROUP_SCALE_BITS - 1)) - 1
+STALLS = ["none", "pattern", "random"]
+
+# (M, K, N, rows, cols, lanes, rounding): k a multiple of 32; n not a multiple of cols; M not
+# a multiple of rows; lanes dividing k or not; K < tile_steps never (k >= 32 > rows, cols)
+SHAPES = [
+    (5, 32, 7, 2, 3, 4, "half_even"),
+    (1, 32, 1, 1, 1, 1, "half_even"),
+    (7, 64, 9, 3, 4, 8, "half_up"),
+    (9, 96, 5, 4, 2, 5, "floor"),        # lanes=5 does not divide 96: a padded beat per row
+    (4, 64, 4, 4, 4, 4, "half_even"),
+    (10, 32, 3, 2, 2, 1, "half_even"),   # input-bound: a tile's 64 beats outlast its 64 steps
+]
+
+
+def _gen(cfg, m, rng):
+    a = rng.integers(-128, 128, (m, cfg.k), dtype=np.int8)
+    q = rng.integers(0, 16, (cfg.k, cfg.n), dtype=np.int8)
+    d = rng.integers(LO, HI + 1, (cfg.groups, cfg.n), dtype=np.int16)
+    mn = rng.integers(LO, HI + 1, (cfg.groups, cfg.n), dtype=np.int16)
+    return {"a": a, "w": q, "group_scale": d, "group_min": mn}
+
+
+def _golden(cfg, t):
+    return group_gemm_bitexact(t["a"], t["w"], t["group_scale"], t["group_min"], cfg.shift,
+                               cfg.rounding)
+
+
+def _check(cfg, t, stall, seed=1):
+    result = run_block(H, cfg, t, stalls_in=Stalls(stall, seed),
+                       stalls_out=Stalls(stall, seed + 1))
+    assert result.outputs["c"].dtype == np.int32
+    np.testing.assert_array_equal(result.outputs["c"], _golden(cfg, t))
+    if stall == "none":
+        assert result.cycles == gemm_cycles(cfg, t["a"].shape[0])
+    return result
+
+
+def _cfg(k, n, rows=2, cols=3, lanes=4, **kw):
+    return GemmConfig(rows=rows, cols=cols, k=k, n=n, lanes=lanes, w_width=4,
+                      weight_groups=True, **kw)
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}K{}N{}_{}x{}_l{}_{}".format(*s))
+def test_random_shapes(shape, stall, rng):
+    m, k, n, r, c, lanes, rounding = shape
+    cfg = _cfg(k, n, r, c, lanes, rounding=rounding)
+    _check(cfg, _gen(cfg, m, rng), stall, seed=int(rng.integers(1 << 30)))
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("kind", ["most_positive", "most_negative", "alternating", "edges"])
+def test_extremes(kind, stall, rng):
+    """Scales and minima at the int16 bounds, codes 0 and 15, activations -128 and 127: the
+    largest sums come out exactly, at the edge of int32 with the least shift."""
+    m, k, n = 5, 64, 5
+    cfg = _cfg(k, n, rows=2, cols=2, lanes=8)
+    g = cfg.groups
+    if kind == "most_positive":    # a·W' = -128·-2**19 every step: the sum bound itself
+        t = {"a": np.full((m, k), -128), "w": np.full((k, n), 15),
+             "group_scale": np.full((g, n), LO), "group_min": np.full((g, n), LO)}
+    elif kind == "most_negative":
+        t = {"a": np.full((m, k), 127), "w": np.full((k, n), 15),
+             "group_scale": np.full((g, n), LO), "group_min": np.full((g, n), LO)}
+    elif kind == "alternating":
+        t = {"a": np.where(np.indices((m, k)).sum(0) % 2, 127, -128),
+             "w": np.where(np.indices((k, n)).sum(0) % 3, 15, 0),
+             "group_scale": np.where(np.indices((g, n)).sum(0) % 2, HI, LO),
+             "group_min": np.where(np.indices((g, n)).sum(0) % 2, LO, HI)}
+    else:
+        t = {"a": rng.choice([-128, 127, 0, 1, -1], (m, k)),
+             "w": rng.choice([0, 15], (k, n)),
+             "group_scale": rng.choice([LO, HI, 0], (g, n)),
+             "group_min": rng.choice([LO, HI, 0], (g, n))}
+    t = {"a": t["a"].astype(np.int8), "w": t["w"].astype(np.int8),
+         "group_scale": t["group_scale"].astype(np.int16),
+         "group_min": t["group_min"].astype(np.int16)}
+    result = _check(cfg, t, stall)
+    if kind == "most_positive":
+        # k · 128 · 2**19 = 2**32, shifted by the least shift (2) with nothing dropped
+        assert cfg.shift == cfg.min_group_shift == 2
+        assert (result.outputs["c"] == 1 << 30).all()
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up", "floor"])
+def test_ties_round_as_the_golden_model(rounding, rng):
+    """A larger shift than needed (8) and sums chosen to land on ties and either side of them."""
+    k, n, m = 32, 4, 6
+    cfg = _cfg(k, n, rows=3, cols=4, lanes=4, group_shift=8, rounding=rounding)
+    t = _gen(cfg, m, rng)
+    t["group_min"][:] = 0
+    t["w"][:] = 0
+    t["w"][0] = 1
+    t["a"][:, 0] = 1
+    # sum = D: ties at D ≡ 128 (mod 256), even and odd quotients, both signs
+    t["group_scale"][0] = [128, 384, -128, -384]
+    t["a"][1, 0] = -1
+    t["a"][2, 0] = 0
+    result = _check(cfg, t, "random")
+    got = result.outputs["c"]
+    if rounding == "half_even":
+        assert list(got[0]) == [0, 2, 0, -2]
+
+
+def test_weights_and_tables_at_elaboration_then_reloaded(rng):
+    """Codes and tables as the memories' initial contents (no stream needed); then the same
+    contents replaced by new codes and tables through ``weight`` and ``group``."""
+    cfg = _cfg(64, 5, rows=2, cols=2, lanes=4)
+    t1, t2 = _gen(cfg, 3, rng), _gen(cfg, 4, rng)
+    comp = Gemm(cfg, weights=t1["w"], group_scale=t1["group_scale"],
+                group_min=t1["group_min"])
+    act = comp.act.payload.shape()
+    drive = Drive(preload={}, timed={"act": pack_rows(act, t1["a"])},
+                  expect={"o": 3 * cfg.n_tiles})
+    beats, cycles, *_ = simulate(comp, drive)
+    c, _, _ = unpack_rows(row_layout(signed(32), cfg.cols), beats["o"], cfg.n)
+    np.testing.assert_array_equal(c, _golden(cfg, t1))
+    assert cycles == gemm_cycles(cfg, 3)
+
+    # the same initial contents, replaced through the streams before the product
+    comp = Gemm(cfg, weights=t1["w"], group_scale=t1["group_scale"],
+                group_min=t1["group_min"])
+    drive = Drive(
+        preload={"group": pack_rows(comp.group.payload.shape(),
+                                    Gemm.group_rows(cfg, t2["group_scale"], t2["group_min"])),
+                 "weight": pack_rows(comp.weight.payload.shape(), t2["w"])},
+        timed={"act": pack_rows(act, t1["a"])}, expect={"o": 3 * cfg.n_tiles})
+    beats, *_ = simulate(comp, drive, stalls_in=Stalls("random", 5),
+                         stalls_out=Stalls("random", 6))
+    c, _, _ = unpack_rows(row_layout(signed(32), cfg.cols), beats["o"], cfg.n)
+    np.testing.assert_array_equal(c, _golden(cfg, dict(t2, a=t1["a"])))
+
+
+def test_reload_between_products(rng):
+    """Two tensors in one run, the codes and tables loaded before them through the streams."""
+    cfg = _cfg(32, 3, rows=3, cols=2, lanes=4, rounding="half_up")
+    t = _gen(cfg, 5, rng)
+    a2 = rng.integers(-128, 128, (2, 32), dtype=np.int8)
+    comp = Gemm(cfg)
+    act = comp.act.payload.shape()
+    drive = Drive(
+        preload={"weight": pack_rows(comp.weight.payload.shape(), t["w"]),
+                 "group": pack_rows(comp.group.payload.shape(),
+                                    Gemm.group_rows(cfg, t["group_scale"], t["group_min"]))},
+        timed={"act": pack_rows(act, t["a"]) + pack_rows(act, a2)},
+        expect={"o": 7 * cfg.n_tiles})
+    beats, *_ = simulate(comp, drive, stalls_in=Stalls("random", 3),
+                         stalls_out=Stalls("random", 4))
+    c, _, end = unpack_rows(row_layout(signed(32), cfg.cols), beats["o"], cfg.n)
+    np.testing.assert_array_equal(c, np.vstack([_golden(cfg, t), _golden(cfg, dict(t, a=a2))]))
+    assert list(np.flatnonzero(end)) == [5 * cfg.n_tiles - 1, 7 * cfg.n_tiles - 1]
+
+
+def test_widths_and_shift_are_derived():
+    cfg = _cfg(64, 8)
+    assert GemmConfig.expanded_range() == (-(1 << 19), (1 << 19) - 16)
+    assert cfg.mul_w_width == 20
+    assert cfg.acc_width == 8 + 20 + 6
+    assert cfg.min_group_shift == 2 and cfg.shift == 2 and cfg.obuf_width == 32
+    big = _cfg(4096, 8, a_width=9)
+    assert big.acc_width == 41 and big.min_group_shift == 9
+    assert _cfg(32, 8, rounding="floor").acc_bias == 0
+    assert _cfg(32, 8, group_shift=5).acc_bias == 16
+
+
+@pytest.mark.parametrize("k", [32, 64, 96, 768, 2048, 3072, 8192])
+@pytest.mark.parametrize("a_width", [8, 9])
+def test_least_shift_is_tight_and_below_the_layers(k, a_width):
+    """The least shift keeps the sum bound in int32 and one less does not; the layer's own
+    shift (``LayerConfig.group_shift``, with a bit to spare) is never below it."""
+    cfg = _cfg(k, 4, a_width=a_width)
+    s = cfg.min_group_shift
+    assert -(-cfg.sum_bound >> s) <= 2**31 - 1
+    assert s == 0 or -(-cfg.sum_bound >> (s - 1)) > 2**31 - 1
+    layer = LayerConfig(arch="gpt2", d_model=64, heads=4, d_ff=k, seq=4, weight_bits=4)
+    if a_width == 8:
+        assert layer.group_shift("f2") >= _cfg(k, 4).min_group_shift
+
+
+def test_group_tables_checked():
+    cfg = _cfg(64, 4)
+    with pytest.raises(ValueError, match=r"group_scale has shape \(3, 4\); expected"):
+        Gemm(cfg, weights=np.zeros((64, 4)), group_scale=np.zeros((3, 4)),
+             group_min=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="group_min outside int16"):
+        Gemm(cfg, group_scale=np.zeros((2, 4)), group_min=np.full((2, 4), 1 << 15))
+    with pytest.raises(ValueError, match="codes outside 0..15"):
+        Gemm(cfg, weights=np.full((64, 4), 16))
+    with pytest.raises(ValueError, match="go together"):
+        Gemm(cfg, group_scale=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="weight_groups is false"):
+        Gemm(GemmConfig(k=64, n=4), group_scale=np.zeros((2, 4)), group_min=np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(w_width=8), "w_width=8 with weight_groups; allowed: w_width=4"),
+    (dict(k=48), f"k=48 with weight_groups; allowed: a multiple of {WEIGHT_GROUP}"),
+    (dict(dsp_packing=True, cols=4), "dsp_packing with weight_groups"),
+    (dict(group_shift=1), "overflow int32; allowed: group_shift >= 2"),
+    (dict(group_shift=33), "allowed: group_shift <= 32"),
+    (dict(rounding="nearest"), "rounding='nearest' is not allowed"),
+])
+def test_config_rejects(bad, message):
+    fields = dict(k=64, n=8, w_width=4, weight_groups=True) | bad
+    with pytest.raises(ConfigError, match=message):
+        GemmConfig(**fields)
+
+
+def test_shift_without_groups_rejected():
+    with pytest.raises(ConfigError, match="group_shift=3 is given, but weight_groups is false"):
+        GemmConfig(k=64, n=8, group_shift=3)
