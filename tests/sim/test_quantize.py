@@ -157,3 +157,31 @@ def test_parallelism_and_seq_reach_the_config(rng):
     assert cfg.seq == 32 and cfg.attention.seq == 32 and cfg.lanes == 8
     assert (cfg.q_gemm.rows, cfg.f2_gemm.cols) == (2, 8)
     assert (cfg.attention.qk_gemm.rows, cfg.attention.pv_gemm.cols) == (1, 2)
+
+
+def test_clipped_scale_lets_the_massive_rows_saturate(rng):
+    """LLaMA's SiLU input ``hg`` (dynamic scheme) is calibrated to a quantile of its rows'
+    largest magnitudes: a massive row (the first token's) saturates, the others keep their
+    steps; the static scheme keeps the largest."""
+    from llmloom.sim.quantize import CLIP_QUANTILES, calibrate_clipped_scale
+
+    from ..hw.test_llama_block import D, HEADS, KV, llama_weights
+
+    t = rng.normal(size=(100, 16))
+    t[0] *= 1000
+    rows = np.abs(t).max(axis=1)
+    assert calibrate_clipped_scale(t, 0.98) == pytest.approx(np.quantile(rows, 0.98) / 127)
+    assert calibrate_clipped_scale(t, 0.98) < calibrate_scale(t) / 100
+    assert calibrate_clipped_scale(np.zeros((4, 4)), 0.98) == 1.0
+    w = llama_weights(rng)
+    x = rng.normal(size=(64, D))
+    x[0] *= 300                                 # a massive first row
+    hg = layer_float_trace(x, w, "llama", HEADS, 1e-5, kv_heads=KV)["hg"]
+    scales = {}
+    for scheme in ("static", "dynamic"):
+        cfg, _, _ = quantize_layer(w, x, "llama", HEADS, kv_heads=KV, scheme=scheme)
+        scales[scheme] = cfg.numbers.scales.hg
+    q = CLIP_QUANTILES["llama"]["hg"]
+    assert scales["dynamic"] == pytest.approx(calibrate_clipped_scale(hg, q))
+    assert scales["static"] == pytest.approx(calibrate_scale(hg))
+    assert scales["dynamic"] < scales["static"]
