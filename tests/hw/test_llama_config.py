@@ -67,7 +67,9 @@ def test_llama_description_is_the_contract():
     cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=S,
                       scheme="dynamic")
     assert cfg.attention.out_width == 16 and cfg.attention.out_requant.out_width == 16
-    assert cfg.requant("o").row_exponent and cfg.requant("o").e_max == 8
+    # int9 per-token inputs (narrow=9): an exponent undoes 16 − 9 bits at most
+    assert dyn.width("attn_i8") == 9 and cfg.linear("o").a_width == 9
+    assert cfg.requant("o").row_exponent and cfg.requant("o").e_max == 7
     assert cfg.replace(scheme="static").attention.out_width == 8
 
 

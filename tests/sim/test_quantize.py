@@ -11,13 +11,17 @@ from llmloom.hw.blocks.requant import RequantConfig
 from llmloom.hw.layers.config import LINEARS
 from llmloom.sim.golden.layers import layer_bitexact, layer_float_trace
 from llmloom.sim.quantize import (
+    CLIP_QUANTILES,
     SCALE_SPREAD_BITS,
+    calibrate_clipped_scale,
     calibrate_scale,
     quantize_input,
     quantize_layer,
     quantize_weight,
     run_layer_float_and_int,
 )
+
+from ..hw import test_llama_block as llama
 
 D, HEADS, F, SEQ = 64, 4, 256, 16
 
@@ -157,3 +161,28 @@ def test_parallelism_and_seq_reach_the_config(rng):
     assert cfg.seq == 32 and cfg.attention.seq == 32 and cfg.lanes == 8
     assert (cfg.q_gemm.rows, cfg.f2_gemm.cols) == (2, 8)
     assert (cfg.attention.qk_gemm.rows, cfg.attention.pv_gemm.cols) == (1, 2)
+
+
+def test_clipped_scale_lets_the_massive_rows_saturate(rng):
+    """LLaMA's SiLU input ``hg`` (dynamic scheme) is calibrated to a quantile of its rows'
+    largest magnitudes: a massive row (the first token's) saturates, the others keep their
+    steps; the static scheme keeps the largest."""
+    t = rng.normal(size=(100, 16))
+    t[0] *= 1000
+    rows = np.abs(t).max(axis=1)
+    assert calibrate_clipped_scale(t, 0.98) == pytest.approx(np.quantile(rows, 0.98) / 127)
+    assert calibrate_clipped_scale(t, 0.98) < calibrate_scale(t) / 100
+    assert calibrate_clipped_scale(np.zeros((4, 4)), 0.98) == 1.0
+    w = llama.llama_weights(rng)
+    x = rng.normal(size=(64, llama.D))
+    x[0] *= 300                                 # a massive first row
+    hg = layer_float_trace(x, w, "llama", llama.HEADS, 1e-5, kv_heads=llama.KV)["hg"]
+    scales = {}
+    for scheme in ("static", "dynamic"):
+        cfg, _, _ = quantize_layer(w, x, "llama", llama.HEADS, kv_heads=llama.KV,
+                                   scheme=scheme)
+        scales[scheme] = cfg.numbers.scales.hg
+    q = CLIP_QUANTILES["llama"]["hg"]
+    assert scales["dynamic"] == pytest.approx(calibrate_clipped_scale(hg, q))
+    assert scales["static"] == pytest.approx(calibrate_scale(hg))
+    assert scales["dynamic"] < scales["static"]
