@@ -7,11 +7,13 @@ Prints one JSON object to stdout::
 
 ``quants`` holds, per quantisation (``--quant``, default both: W8A8, and W4A8 with the GGUF's
 4-bit codes kept exactly) and per numerics scheme (``LayerConfig.scheme``), over a held-out text
-run teacher-forced (one prefill, every position's next token predicted): ``agreement`` (share
-of positions whose greedy next token equals the float model's), ``perplexity`` and
-``float_perplexity`` (of the text's own next tokens), ``perplexity_ratio``, ``meets_target``
-and ``input_steps`` (per layer, the median token's
-RMS on the judged text in steps of the layer's input scale: the resolution the residual stream
+run teacher-forced (one prefill per text, every position's next token predicted), pooled over
+the :data:`TEXTS` (each judged on its own, then every position counted once): ``agreement``
+(share of positions whose greedy next token equals the float model's), ``perplexity`` and
+``float_perplexity`` (of the texts' own next tokens), ``perplexity_ratio``, ``meets_target``,
+``texts`` (the same per text: a single text of ~150 tokens moves by a few points with any
+change) and ``input_steps`` (per layer, the median token's
+RMS on the first text in steps of the layer's input scale: the resolution the residual stream
 leaves ordinary tokens beside the first token's massive activation; with row exponents,
 ``stream_exponent`` > 0, the first token takes ``e > 0`` and the scale is the median row's).
 Each layer is calibrated on :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text.
@@ -33,8 +35,8 @@ from llmloom.flows.model_cli import projection
 from llmloom.sim.golden.llama import next_token_agreement, perplexity
 from llmloom.sim.llm import QUANTS, STREAM_EXPONENT, quantize_llama, teacher_forced, tokenizer_of
 
-#: Held-out text: encyclopaedic prose, none of it in the calibration text.
-TEXT = (
+#: Held-out texts: encyclopaedic prose, none of it in the calibration text.
+AMAZON = (
     "The Amazon rainforest covers much of the Amazon basin of South America. The basin "
     "encompasses seven million square kilometres, of which five and a half million are covered "
     "by the rainforest. The region includes territory belonging to nine nations and 3,344 "
@@ -43,6 +45,23 @@ TEXT = (
     "been in decline in recent decades, mostly because of deforestation for cattle ranching "
     "and farming. Scientists study the forest to understand how it stores carbon, how rain "
     "falls over it, and how the many species that live there depend on one another.")
+REEF = (
+    "The Great Barrier Reef is the world's largest coral reef system, composed of over "
+    "2,900 individual reefs and 900 islands stretching for over 2,300 kilometres over an area "
+    "of approximately 344,400 square kilometres. The reef is located in the Coral Sea, off the "
+    "coast of Queensland, Australia. It can be seen from outer space and is the world's biggest "
+    "single structure made by living organisms. This reef structure is composed of and built by "
+    "billions of tiny organisms, known as coral polyps. It supports a wide diversity of life and "
+    "was selected as a World Heritage Site in 1981. A large part of the reef is protected by "
+    "the Great Barrier Reef Marine Park, which helps to limit the impact of human use, such as "
+    "fishing and tourism. Other environmental pressures on the reef and its ecosystem include "
+    "runoff, climate change accompanied by mass coral bleaching, dumping of dredging sludge and "
+    "cyclic population outbreaks of the crown-of-thorns starfish. The reef has long been known "
+    "to and used by the Aboriginal Australian and Torres Strait Islander peoples, and is an "
+    "important part of local groups' cultures and spirituality. Captain James Cook sailed along "
+    "its length in 1770, and his ship ran aground on it, which nearly ended the voyage before "
+    "it had properly begun.")
+TEXTS = {"amazon": AMAZON, "reef": REEF}
 #: Issue 14's targets per quantisation: (agreement at least, perplexity ratio at most).
 TARGETS = {"W8A8": (0.95, 1.05), "W4A8": (0.90, 1.10)}
 
@@ -53,7 +72,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", help="a LLaMA-class GGUF file (default SmolLM2-135M-Instruct)")
     ap.add_argument("--num-layers", type=int, help="the first N layers (default all)")
-    ap.add_argument("--max-tokens", type=int, help="judge the first T tokens of the text")
+    ap.add_argument("--max-tokens", type=int, help="judge the first T tokens of each text")
     ap.add_argument("--stream-exponent", type=int, default=STREAM_EXPONENT,
                     help="E of the residual stream's row exponents (LayerConfig."
                          f"stream_exponent; default {STREAM_EXPONENT}; 0: one static scale "
@@ -64,9 +83,12 @@ def main(argv=None):
                     help="a numerics scheme to measure (repeatable; default all)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    ids = tokenizer_of(args.gguf).encode(TEXT)[:args.max_tokens]
+    tok = tokenizer_of(args.gguf)
+    texts = {k: tok.encode(v)[:args.max_tokens] for k, v in TEXTS.items()}
+    ids = texts["amazon"]
     quants = args.quant or list(QUANTS)
-    doc = {"tokens": len(ids), "stream_exponent": args.stream_exponent,
+    doc = {"tokens": sum(len(t) for t in texts.values()),
+           "text_tokens": {k: len(t) for k, t in texts.items()}, "stream_exponent": args.stream_exponent,
            "targets": {q: {"agreement": a, "perplexity_ratio": p}
                        for q, (a, p) in TARGETS.items() if q in quants},
            "quants": {q: {} for q in quants}}
@@ -74,9 +96,17 @@ def main(argv=None):
         t = time.perf_counter()
         qm = quantize_llama(args.gguf, args.num_layers, quant, scheme,
                             stream_exponent=args.stream_exponent)
-        logits, ref = teacher_forced(qm, ids)
-        ppl, ppl_f = perplexity(logits, ids), perplexity(ref, ids)
-        agree = next_token_agreement(logits, ref)
+        per_text, pooled = {}, np.zeros(5)    # positions, agreeing, predicted, -log ppl's
+        for name, t_ids in texts.items():
+            logits, ref = teacher_forced(qm, t_ids)
+            a, p, pf = (next_token_agreement(logits, ref), perplexity(logits, t_ids),
+                        perplexity(ref, t_ids))
+            per_text[name] = {"tokens": len(t_ids), "agreement": round(a, 4),
+                              "perplexity_ratio": round(p / pf, 4)}
+            n = len(t_ids) - 1
+            pooled += (len(t_ids), a * len(t_ids), n, n * np.log(p), n * np.log(pf))
+        agree = pooled[1] / pooled[0]
+        ppl, ppl_f = np.exp(pooled[3] / pooled[2]), np.exp(pooled[4] / pooled[2])
         steps = []
         host, cache, x = qm.host, qm.host.new_cache(), qm.host.embed(ids)
         for n, (_, _, x_scale) in enumerate(qm.layers):
@@ -86,10 +116,11 @@ def main(argv=None):
         doc["model"], doc["num_layers"] = qm.spec.name, qm.num_layers
         least, most = TARGETS[quant]
         doc["quants"][quant][scheme] = {
-            "agreement": round(agree, 4), "perplexity": round(ppl, 3),
-            "float_perplexity": round(ppl_f, 3), "perplexity_ratio": round(ppl / ppl_f, 4),
-            "meets_target": agree >= least and ppl / ppl_f <= most,
-            "input_steps": steps, "wall_s": round(time.perf_counter() - t, 1)}
+            "agreement": round(float(agree), 4), "perplexity": round(float(ppl), 3),
+            "float_perplexity": round(float(ppl_f), 3),
+            "perplexity_ratio": round(float(ppl / ppl_f), 4),
+            "meets_target": bool(agree >= least and ppl / ppl_f <= most),
+            "texts": per_text, "input_steps": steps, "wall_s": round(time.perf_counter() - t, 1)}
     doc["projection"] = {}
     for name, quant in ((n, q) for n in ("smollm2-135m", "gpt2-medium") for q in quants):
         p = projection(name, quant, prompt_tokens=128, context=256)
