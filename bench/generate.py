@@ -11,11 +11,12 @@ of positions whose greedy next token equals the float model's), ``perplexity`` a
 ``float_perplexity`` (of the text's own next tokens), ``perplexity_ratio``, ``meets_target``
 (agreement ≥ 95 %, perplexity within 5 %) and ``input_steps`` (per layer, the median token's
 RMS on the judged text in steps of the layer's input scale: the resolution the residual stream
-leaves ordinary tokens beside the first token's massive activation). Each layer is calibrated on
-:data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text. ``projection`` holds, for SmolLM2-135M
-and GPT-2 medium on perf's U280 design, prefill and decode tokens/s and the decode's share of
-time the memory bus streams weights. W4A8 is not measured: the layer holds no 4-bit weights
-yet.
+leaves ordinary tokens beside the first token's massive activation; with row exponents,
+``stream_exponent`` > 0, the first token takes ``e > 0`` and the scale is the median row's).
+Each layer is calibrated on :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text.
+``projection`` holds, for SmolLM2-135M and GPT-2 medium on perf's U280 design, prefill and
+decode tokens/s and the decode's share of time the memory bus streams weights. W4A8 is not
+measured: the layer holds no 4-bit weights yet.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from llmloom.flows.model_cli import projection
 from llmloom.sim.golden.llama import next_token_agreement, perplexity
-from llmloom.sim.llm import quantize_llama, teacher_forced, tokenizer_of
+from llmloom.sim.llm import STREAM_EXPONENT, quantize_llama, teacher_forced, tokenizer_of
 
 #: Held-out text: encyclopaedic prose, none of it in the calibration text.
 TEXT = (
@@ -51,15 +52,20 @@ def main(argv=None):
     ap.add_argument("--gguf", help="a LLaMA-class GGUF file (default SmolLM2-135M-Instruct)")
     ap.add_argument("--num-layers", type=int, help="the first N layers (default all)")
     ap.add_argument("--max-tokens", type=int, help="judge the first T tokens of the text")
+    ap.add_argument("--stream-exponent", type=int, default=STREAM_EXPONENT,
+                    help="E of the residual stream's row exponents (LayerConfig."
+                         f"stream_exponent; default {STREAM_EXPONENT}; 0: one static scale, "
+                         "as the RTL has it)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     ids = tokenizer_of(args.gguf).encode(TEXT)[:args.max_tokens]
-    doc = {"tokens": len(ids), "quant": "W8A8",
+    doc = {"tokens": len(ids), "quant": "W8A8", "stream_exponent": args.stream_exponent,
            "targets": {"agreement": TARGET_AGREEMENT, "perplexity_ratio": TARGET_PPL_RATIO},
            "schemes": {}}
     for scheme in SCHEMES:
         t = time.perf_counter()
-        qm = quantize_llama(args.gguf, args.num_layers, "W8A8", scheme)
+        qm = quantize_llama(args.gguf, args.num_layers, "W8A8", scheme,
+                            stream_exponent=args.stream_exponent)
         logits, ref = teacher_forced(qm, ids)
         ppl, ppl_f = perplexity(logits, ids), perplexity(ref, ids)
         agree = next_token_agreement(logits, ref)

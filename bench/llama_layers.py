@@ -49,6 +49,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", default="0,1,2,3,10,20,29",
                     help="comma-separated layer numbers")
+    ap.add_argument("--stream-exponent", type=int, default=15,
+                    help="E of the residual stream's row exponents (0: one static scale)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     model = open_gguf()
@@ -67,7 +69,8 @@ def main(argv=None):
     calib = hidden(CALIB_TEXT)
     held = [hidden(t) for t in TEXTS]
     seq = max(h[0].shape[0] for h in [calib, *held])
-    doc = {"model": spec.name, "layers": layers, "calib_tokens": calib[0].shape[0],
+    doc = {"model": spec.name, "layers": layers, "stream_exponent": args.stream_exponent,
+           "calib_tokens": calib[0].shape[0],
            "tokens": [h[0].shape[0] for h in held], "schemes": {}}
     for scheme in SCHEMES:
         rows = {}
@@ -75,14 +78,15 @@ def main(argv=None):
             w = ref.layers[n]
             cfg = LayerConfig(arch="llama", d_model=spec.d_model, heads=spec.heads,
                               kv_heads=spec.kv_heads, d_ff=spec.d_ff, seq=seq,
-                              rope_base=spec.rope_base, eps=spec.rms_eps, scheme=scheme)
+                              rope_base=spec.rope_base, eps=spec.rms_eps, scheme=scheme,
+                              stream_exponent=args.stream_exponent)
             layer = calibrate(cfg, w, calib[n])
             c = layer.config
             figs = []
             for h in held:
                 x = h[n]
-                y, _ = layer_bitexact(c, layer.weights, quantize_input(x, c.x_scale,
-                                                                       c.width("x")))
+                y, _ = layer_bitexact(c, layer.weights, quantize_input(
+                    x, c.x_scale, c.width("x"), c.stream_exponent))
                 yq = dequantize(y, c.y_scale)
                 yf = layer_float(x, w, "llama", spec.heads, eps=spec.rms_eps,
                                  kv_heads=spec.kv_heads, rope_base=spec.rope_base)

@@ -164,8 +164,12 @@ def cmd_run(args):
 
 # ---- demo -------------------------------------------------------------------------------------
 def cmd_demo(args):
-    from llmloom.flows.demo import run_demo
-    return run_demo(sim=args.sim, quick=args.quick)
+    if args.blocks:
+        from llmloom.flows.demo import run_demo
+        return run_demo(sim=args.sim, quick=args.quick)
+    from llmloom.flows.chat_demo import run_chat_demo
+    return run_chat_demo(sim=args.sim, quick=args.quick, rtl_layer=args.rtl_layer,
+                         max_new_tokens=args.max_new_tokens)
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -240,9 +244,19 @@ def build_parser():
                    help="decode mode: rows run as the prefill (default: rows - 1)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the main job on its built-in default")
-    p.add_argument("--sim", choices=SIMULATORS, default="verilator")
-    p.add_argument("--quick", action="store_true", help="a smaller problem, for a smoke test")
+    p = sub.add_parser("demo", help="the main job on its built-in default: SmolLM2 answers a "
+                                     "chat prompt through the accelerator")
+    p.add_argument("--sim", choices=SIMULATORS, default="verilator",
+                   help="the simulator of the RTL layer (default verilator)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller problem, for a smoke test (chat: 2 layers, 2 new tokens)")
+    p.add_argument("--rtl-layer", type=int, metavar="K",
+                   help="chat: the layer also run by its RTL (default 0; --quick: 1)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N",
+                   help="chat: new tokens at most (default 8; --quick: 2)")
+    p.add_argument("--blocks", action="store_true",
+                   help="instead: an LLM-shaped GEMM on two arrays and a small GPT-2 block "
+                        "through the RTL, cycles measured against predicted")
     p.set_defaults(func=cmd_demo)
 
     from llmloom.flows.perf_cli import add_subcommands as add_perf_subcommands

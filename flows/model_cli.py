@@ -22,7 +22,8 @@ from tqdm import tqdm
 from .userio import Outputs, UserError
 
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
-           "projection", "weight_fetch"]
+           "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
+           "PROJECTION_DESIGN"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -123,7 +124,7 @@ def _print_table(report):
     print(line)
 
 
-class _Differs(Exception):
+class LayerDiffers(Exception):
     """The RTL of a layer gave other integers than the bit-exact model (a bug, not bad input:
     exit status 1)."""
 
@@ -159,6 +160,7 @@ class RtlLayers:
         self.sim, self.progress = sim, progress
         self.cycles = {}
         self._inputs = {}           # layer → its input tensors so far
+        self._components = {}       # id(weights) → (cfg, weights, the layer's component)
 
     def check(self, arch):
         """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
@@ -173,17 +175,22 @@ class RtlLayers:
 
         harness = _layer_harness(cfg.arch)
         prepared = {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
+        # one component per layer, so the simulator runner emits its Verilog once for all of
+        # the layer's runs (a decode step replays the layer)
+        kept = self._components.get(id(weights))
+        if kept is None or kept[0] is not cfg or kept[1] is not weights:
+            kept = self._components[id(weights)] = (cfg, weights,
+                                                    ControlStreams(Layer(cfg, weights)))
         # looked up on the module at call time, so a test can stand in for the simulator
         return runner.run_block(harness, cfg, prepared, sim=self.sim, prepared=True,
-                                component=ControlStreams(Layer(cfg, weights)),
-                                progress=self.progress)
+                                component=kept[2], progress=self.progress)
 
     def _check(self, n, y, want):
         import numpy as np
 
         from .verify import mismatch_count
         if np.shape(y) != np.shape(want) or not np.array_equal(y, want):
-            raise _Differs(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model in "
+            raise LayerDiffers(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model in "
                            f"{mismatch_count(y, want)} elements")
 
     def __call__(self, cfg, weights, x_int):
@@ -236,7 +243,7 @@ def cmd_embed(args):
         with tqdm(total=model.layers, desc=f"embed on {args.sim}", unit="layer", leave=False,
                   disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
             y = run_layers(qm, xs[0], run_layer, progress=lambda n: bar.update(n - bar.n))
-    except _Differs as exc:
+    except LayerDiffers as exc:
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
     e = sentence_embedding(y)
@@ -296,29 +303,38 @@ def _generate_args(p):
                         "tokens/s projected on a U280-class design")
 
 
-class _TextStream:
+class TextStream:
     """Prints the text of new tokens as they come: whole characters only (a token may end
-    inside a UTF-8 sequence), special tokens left out."""
+    inside a UTF-8 sequence), special tokens left out. ``redraw``: each print starts at the
+    line's beginning and writes the whole line so far, so that a progress bar drawn on the
+    same terminal between tokens (and cleared) does not leave the line blank."""
 
-    def __init__(self, tokenizer, out):
+    def __init__(self, tokenizer, out, redraw=False):
         self.tokenizer, self.out, self.ids, self.shown = tokenizer, out, [], 0
+        self.redraw = redraw
+
+    def _show(self, text, end=""):
+        if self.redraw:
+            start = text.rfind("\n", 0, self.shown) + 1
+            self.out.write("\r" + text[start:] + end)
+        else:
+            self.out.write(text[self.shown:] + end)
+        self.out.flush()
+        self.shown = len(text)
 
     def __call__(self, token):
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special=True)
         if not text.endswith("\ufffd"):
-            self.out.write(text[self.shown:])
-            self.out.flush()
-            self.shown = len(text)
+            self._show(text)
 
     def finish(self):
         text = self.tokenizer.decode(self.ids, skip_special=True)
-        self.out.write(text[self.shown:] + "\n")
-        self.out.flush()
+        self._show(text, "\n")
         return text
 
 
-def _perf_model(spec, layers):
+def perf_model(spec, layers):
     """perf's view of a LLaMA-class model (:class:`~llmloom.perf.models.ModelSpec`) with
     ``layers`` layers."""
     from ..perf.models import ModelSpec
@@ -344,7 +360,7 @@ def projection(model, quant, prompt_tokens, context, device="u280", design=PROJE
             "decode_weight_stream_share": dec["bandwidth_floor_s"] / dec["latency_s_per_token"]}
 
 
-def _layer_cycles(cfg, sizes):
+def layer_cycles(cfg, sizes):
     """perf's prediction of one layer's cycles on each tensor of ``sizes``, or ``(None,
     why)`` when perf cannot time this layer."""
     from ..perf.cycles import layer_timing
@@ -373,7 +389,7 @@ def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES
 def _generation_report(qm, gen, sizes, args, rtl):
     from ..sim.llm import layer_weight_bytes
     cfg, weights, _ = qm.layers[0]
-    pass_cycles, why = _layer_cycles(cfg, sizes)
+    pass_cycles, why = layer_cycles(cfg, sizes)
     per_layer = layer_weight_bytes(cfg, weights)
     fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
     cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
@@ -391,7 +407,7 @@ def _generation_report(qm, gen, sizes, args, rtl):
         "measured_cycles": measured,
         "weight_bytes_per_layer": per_layer, "weight_bytes_fetched": fetched,
         "weight_wait_cycles": wait, "axi_bytes_per_cycle": AXI_BYTES_PER_CYCLE,
-        "projection": projection(_perf_model(qm.spec, qm.num_layers), qm.quant,
+        "projection": projection(perf_model(qm.spec, qm.num_layers), qm.quant,
                                  len(gen.prompt), len(gen.tokens)),
     }
     return report
@@ -402,6 +418,7 @@ def cmd_generate(args):
 
     from ..sim.checkpoint import chat_prompt
     from ..sim.llm import (
+        RTL_STREAM_EXPONENT,
         LlamaSession,
         float_llama,
         generate,
@@ -434,11 +451,13 @@ def cmd_generate(args):
     tty = sys.stderr.isatty()
     with tqdm(total=args.num_layers or spec.layers, desc="calibrating", unit="layer",
               leave=False, disable=not tty, file=sys.stderr) as bar:
+        # golden and simulator runs are the same numbers, checked equal: the RTL's
         qm = quantize_llama(model.path, args.num_layers, args.quant, args.scheme,
-                            progress=lambda n: bar.update(n - bar.n))
+                            progress=lambda n: bar.update(n - bar.n),
+                            stream_exponent=RTL_STREAM_EXPONENT)
     session = LlamaSession(qm.with_seq(max(2, need)),
                            golden_step if rtl is None else rtl.step)
-    stream = None if args.json else _TextStream(tokenizer, sys.stdout)
+    stream = None if args.json else TextStream(tokenizer, sys.stdout)
     try:
         with tqdm(total=qm.num_layers, desc=f"prefill of {len(prompt)} tokens on {args.sim}",
                   unit="layer", leave=False, disable=not tty, file=sys.stderr) as bar:
@@ -448,7 +467,7 @@ def cmd_generate(args):
                     bar.close()         # the progress line goes before the text comes
             gen = generate(session, prompt, args.max_new_tokens, stop=stop_ids(model.path),
                            on_token=stream, on_prefill=prefilled)
-    except _Differs as exc:
+    except LayerDiffers as exc:
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
     text = tokenizer.decode(gen.new, skip_special=True)

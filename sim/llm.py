@@ -37,9 +37,10 @@ from .golden.layers import dequantize, layer_bitexact
 from .golden.llama import LlamaFloat, rms_norm
 from .quantize import quantize_input, quantize_layer
 
-__all__ = ["QUANTS", "CALIB_TEXT", "QuantizedLlama", "quantize_llama", "float_llama",
-           "golden_step", "host_logits", "tokenizer_of", "stop_ids", "LlamaSession",
-           "generate", "Generation", "teacher_forced", "layer_weight_bytes", "clear_cache"]
+__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "RTL_STREAM_EXPONENT", "QuantizedLlama",
+           "quantize_llama", "float_llama", "golden_step", "host_logits", "tokenizer_of",
+           "stop_ids", "LlamaSession", "generate", "Generation", "teacher_forced",
+           "layer_weight_bytes", "clear_cache"]
 
 #: The quantisations ``llmloom generate --quant`` names (perf's names).
 QUANTS = ("W8A8", "W4A8")
@@ -49,6 +50,15 @@ QUANTS = ("W8A8", "W4A8")
 #: text.
 CALIB_TEXT = chat_prompt("Tell me about the lighthouse keeper.") + DEFAULT_CALIB_TEXT + \
     "<|im_end|>\n"
+
+#: The residual stream's row exponents (``LayerConfig.stream_exponent``) of the layers
+#: :func:`quantize_llama` calibrates, unless told: block floating point per token, 0..15, for
+#: the first token's massive activation (the golden model only: the RTL refuses it, so a run
+#: on a simulator asks for 0).
+STREAM_EXPONENT = 15
+#: The row exponents the layer's RTL implements (none yet): what a run that is checked against
+#: the RTL calibrates with (``generate``, the demo), golden and simulator alike.
+RTL_STREAM_EXPONENT = 0
 
 #: The layer's hardware shape, when not given: the layer config's defaults (the parallelism
 #: shapes the cycles, not the numbers).
@@ -177,14 +187,18 @@ class QuantizedLlama:
 
 
 def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
-                   calib_text=None, progress=None, **layer_fields):
+                   calib_text=None, progress=None, stream_exponent=STREAM_EXPONENT,
+                   **layer_fields):
     """The GGUF model ``path`` (default SmolLM2) with its first ``num_layers`` layers
     quantised ``quant`` in numerics ``scheme``, each layer calibrated on the float input that
     ``calib_text`` (default :data:`CALIB_TEXT`) gives it. ``layer_fields``: the layer's
     parallelism (:class:`~llmloom.hw.layers.config.LayerConfig` fields). Kept in memory per
     (file, num_layers, quant, scheme, calibration text, fields). ``progress(n)`` after each
-    layer calibrated. Returns a :class:`QuantizedLlama` (KV cache of the calibration's length:
+    layer calibrated. ``stream_exponent``: the layers' residual stream in block floating point
+    per token, exponents 0..E (:data:`STREAM_EXPONENT`; 0: one static scale, as the RTL
+    has it). Returns a :class:`QuantizedLlama` (KV cache of the calibration's length:
     :meth:`QuantizedLlama.with_seq` sizes it)."""
+    layer_fields = {**layer_fields, "stream_exponent": stream_exponent}
     if quant not in QUANTS:
         raise CheckpointError(f"quant={quant!r} is not allowed; allowed: {' | '.join(QUANTS)}")
     if quant != "W8A8":
@@ -274,7 +288,7 @@ class LlamaSession:
                              f"{seq}")
         x = self.qmodel.host.embed(ids).astype(np.float64)
         for n, (cfg, weights, x_scale) in enumerate(layers):
-            x_int = quantize_input(x, x_scale, cfg.width("x"))
+            x_int = quantize_input(x, x_scale, cfg.width("x"), cfg.stream_exponent)
             y, self.caches[n] = self.run_layer(n, cfg, weights, x_int, mode, self.caches[n])
             x = dequantize(y, cfg.y_scale)
             if progress is not None:

@@ -49,6 +49,26 @@ and why:
     bits of headroom would cost the other tokens two bits of resolution for nothing (layer
     20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
     the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
+    BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
+    and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
+    largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained
+    lifts the chained sentence embedding (worst of 12 held-out sentences 0.9948 → 0.9960;
+    ``bench/embed.py``).
+* **Row exponents** (``LayerConfig.stream_exponent`` E > 0, LLaMA's ``x r1 r2``: block
+  floating point per token, :class:`~llmloom.sim.golden.layers.RowScaled`): the static scale
+  is the **median row's** largest magnitude onto the largest value
+  (:func:`calibrate_row_scale`), not the largest row's; a row above it takes an exponent
+  ``e`` in ``1..E`` and keeps at least half the range of its own. SmolLM2's first token
+  (|x| ≈ 22 500 from layer ~12 on, beside an RMS of ~6) then takes ``e`` ≈ 9 instead of
+  leaving every other token 4–15 steps of one static scale.
+* **Smoothing** (LLaMA, :data:`SMOOTHING`; SmoothQuant, Xiao et al. 2023): before the
+  weights are quantised, each input channel of a linear stage is divided by
+  ``f_j = amax_j**0.5 / wmax_j**0.5`` where it is made — the norm's gain (n1, n2), the up
+  projection's output column (p = silu(hg) ⊙ hu) — and the readers' weight row ``j``
+  multiplied by it (:func:`smooth_weights`): the same layer in float, at no cost in
+  hardware, whose per-token int8 GEMM inputs no longer give their range to a few channels
+  (SmolLM2's gains have channels tens of times the median). The float reference keeps the
+  weights as given.
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
   never reach the softmax's max or sum, so they must not widen its range).
 * **Softmax output**: fixed scale 1/255 (uint8; 255 is probability 1.0), set by the softmax
@@ -79,12 +99,21 @@ from ..hw.layers.config import (
     NormParams,
 )
 from ..hw.numeric import INT8, INT32
-from .golden.layers import cosine, dequantize, layer_bitexact, layer_float, layer_float_trace
+from .golden.layers import (
+    RowScaled,
+    cosine,
+    dequantize,
+    layer_bitexact,
+    layer_float,
+    layer_float_trace,
+)
+from .golden.residual import exponents_of
 from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "SCALE_SPREAD_BITS", "STREAM_HEADROOM", "STREAM_HEADROOMS"]
+           "calibrate_row_scale", "smooth_weights", "SMOOTHING", "SCALE_SPREAD_BITS",
+           "STREAM_HEADROOM", "STREAM_HEADROOMS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = 12
@@ -92,7 +121,10 @@ SCALE_SPREAD_BITS = 12
 #: largest magnitude (two of int16's bits spent on inputs that reach further).
 STREAM_HEADROOM = 4
 #: Architectures whose wide tensors take another headroom (see the module text).
-STREAM_HEADROOMS = {"llama": 2}
+STREAM_HEADROOMS = {"llama": 2, "bert": 3}
+#: Architectures whose float weights are smoothed before they are quantised, with
+#: SmoothQuant's migration strength (:func:`smooth_weights`; see the module text).
+SMOOTHING = {"llama": 0.5}
 
 
 def calibrate_scale(t, bits=8, headroom=1.0):
@@ -102,9 +134,32 @@ def calibrate_scale(t, bits=8, headroom=1.0):
     return amax * headroom / (2 ** (bits - 1) - 1) if amax > 0 else 1.0
 
 
-def quantize_input(x, scale, bits=8):
+def calibrate_row_scale(t, bits=8):
+    """The static scale of a tensor with row exponents (block floating point per row): the
+    median row's largest magnitude onto the largest ``bits``-bit value. Rows above it take an
+    exponent ``e > 0`` and keep at least half the range, ``Q/2`` steps of their own largest
+    value; the few rows thousands of times the others' (LLaMA's first token) no longer set
+    the scale of every row."""
+    amax = np.max(np.abs(np.asarray(t, np.float64)), axis=-1)
+    med = float(np.median(amax)) if amax.size else 0.0
+    return med / (2 ** (bits - 1) - 1) if med > 0 else calibrate_scale(t, bits)
+
+
+def quantize_input(x, scale, bits=8, e_max=0):
     """Float rows → ``bits``-bit integers at ``scale`` (round half to even, saturate; int8,
-    or int16 for the dynamic scheme's wide input)."""
+    or int16 for the dynamic scheme's wide input).
+
+    ``e_max > 0`` (a layer's ``stream_exponent``): block floating point per row, a
+    :class:`~llmloom.sim.golden.layers.RowScaled`: row ``i``'s exponent is the smallest ``e``
+    in ``0..e_max`` with ``max |rint(x_i/scale)| ≤ Q·2**e``, its values
+    ``rint(x_i/(scale·2**e))``, saturated (only rows beyond ``Q·2**e_max`` steps)."""
+    if e_max:
+        q = (1 << (bits - 1)) - 1
+        x = np.asarray(x, np.float64)
+        wide = np.clip(np.rint(x / scale), -(q + 1) << e_max, q << e_max)
+        e = exponents_of(wide.astype(np.int64), q, e_max)
+        v = np.clip(np.rint(x / (scale * np.exp2(e)[:, None])), -q - 1, q)
+        return RowScaled(v.astype(np.int8 if bits <= 8 else np.int16), e)
     q = np.clip(np.rint(np.asarray(x, np.float64) / scale), -2 ** (bits - 1),
                 2 ** (bits - 1) - 1)
     return q.astype(np.int8 if bits <= 8 else np.int16)
@@ -144,7 +199,9 @@ class QuantizedLayer:
     weights : LayerWeights
         The int8 matrices, of the shapes ``config`` needs.
     float_weights : dict
-        The canonical float weights they were quantised from (the float reference's).
+        The canonical float weights given (the float reference's): the int8 matrices are
+        those of their smoothed equivalent where the architecture is smoothed
+        (:data:`SMOOTHING`).
     """
 
     config: LayerConfig
@@ -192,12 +249,20 @@ def calibrate(cfg, float_weights, x_calib):
         raise ValueError(f"x_calib has shape {x_calib.shape}; expected rows×{cfg.d_model}")
     trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps,
                               kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
+    given, alpha = w, SMOOTHING.get(cfg.arch)
+    if alpha is not None:       # the same layer, its input channels' outliers in the weights
+        w = smooth_weights(DESCRIPTIONS[cfg.arch], w, trace, alpha)
+        trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps,
+                                  kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     act = {}
     for name in cfg.scale_names:
         if name == "score":
             act[name] = calibrate_scale(trace["scores"][:, trace["keep"]])
             continue
         bits = cfg.width(name)
+        if cfg.row_exponent(name):
+            act[name] = calibrate_row_scale(trace[name], bits)
+            continue
         headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if bits > 8 else 1.0
         act[name] = calibrate_scale(trace[name], bits, headroom)
     mats, params = {}, {}
@@ -213,7 +278,57 @@ def calibrate(cfg, float_weights, x_calib):
         params[name] = NormParams(gamma=tuple(map(float, w[f"{name}_g"])),
                                   beta=None if beta is None else tuple(map(float, beta)))
     cfg = cfg.replace(numbers=LayerNumbers(scales=ActScales(**act), **params))
-    return QuantizedLayer(cfg, LayerWeights(**mats).check(cfg), w)
+    return QuantizedLayer(cfg, LayerWeights(**mats).check(cfg), given)
+
+
+def smooth_weights(desc, w, trace, alpha):
+    """The same layer's float weights with the per-channel outliers of its linear stages'
+    inputs migrated into their weights (SmoothQuant, Xiao et al. 2023), exactly equivalent in
+    float: for each input channel ``j`` a factor ``f_j = amax_j**alpha / wmax_j**(1 − alpha)``
+    (``amax_j`` the calibration's largest ``|input[:, j]|``, ``wmax_j`` the largest weight of
+    row ``j`` over every linear stage reading that input) divides the channel where it is
+    made and multiplies the weights' row ``j``. Where it is made, at no cost in hardware:
+
+    * a norm's output (``n1`` → q, k, v; ``n2`` → gate, up): its gain (and shift) ``/ f``;
+    * an element-wise product one of whose factors is a linear stage's output (LLaMA's ``p =
+      silu(hg) ⊙ hu`` → down): that linear stage's output columns (and bias) ``/ f``.
+
+    ``desc`` the layer's description, ``w`` canonical float weights, ``trace`` the float
+    trace of the calibration input (:func:`layer_float_trace`). Returns a new dict."""
+    w = dict(w)
+
+    def factor(tensor, readers):
+        a = np.max(np.abs(trace[tensor]), axis=0)
+        m = np.max(np.concatenate([np.abs(w[st.weight]) for st in readers], axis=1), axis=1)
+        ok = (a > 0) & (m > 0)
+        f = np.ones(a.shape)
+        f[ok] = a[ok] ** alpha / m[ok] ** (1 - alpha)
+        return f
+
+    for st in desc.stages:
+        readers = [r for r, _ in desc.readers(st.output) if r.kind == "linear"]
+        if not readers:
+            continue
+        if st.kind == "norm":
+            f = factor(st.output, readers)
+            for key in (f"{st.params}_g", f"{st.params}_b"):
+                if key in w:
+                    w[key] = np.asarray(w[key], np.float64) / f
+        elif st.kind == "mul":
+            src = next((desc.producer(t) for t in st.inputs
+                        if desc.producer(t) is not None and desc.producer(t).kind == "linear"),
+                       None)
+            if src is None:
+                continue
+            f = factor(st.output, readers)
+            w[src.weight] = np.asarray(w[src.weight], np.float64) / f[None, :]
+            if src.bias in w:
+                w[src.bias] = np.asarray(w[src.bias], np.float64) / f
+        else:
+            continue
+        for r in readers:
+            w[r.weight] = np.asarray(w[r.weight], np.float64) * f[:, None]
+    return w
 
 
 def _ffn_dims(w, arch):
@@ -294,7 +409,8 @@ def run_layer_float_and_int(float_weights, x, arch, heads, *, x_calib=None, **qu
     x = np.asarray(x, np.float64)
     cfg, weights, x_scale = quantize_layer(float_weights, x if x_calib is None else x_calib,
                                            arch, heads, **quantize_kw)
-    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale, cfg.width("x")))
+    y_int, _ = layer_bitexact(cfg, weights, quantize_input(x, x_scale, cfg.width("x"),
+                                                           cfg.stream_exponent))
     y_float = layer_float(x, float_weights, arch, heads, eps=cfg.eps,
                           kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     y_deq = dequantize(y_int, cfg.y_scale)

@@ -8,6 +8,7 @@ the golden model's check and the analytical model's prediction.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -210,6 +211,28 @@ def verilog_for_sim(component, sim, family=None):
     return text
 
 
+#: the split Verilog of the last few components run on an HDL simulator, by the component
+#: itself (held, so its identity stays its own): a caller that runs one component many times
+#: (a layer's RTL at every decode step) emits it once — a full-width layer's 900k memory
+#: words take minutes through Yosys
+_EMITTED = collections.OrderedDict()
+_EMITTED_KEPT = 4
+
+
+def _split_verilog(component, sim, family):
+    """``split_memory_init(verilog_for_sim(...))``, remembered per component."""
+    key = (id(component), sim, family)
+    hit = _EMITTED.get(key)
+    if hit is not None and hit[0] is component:
+        _EMITTED.move_to_end(key)
+        return hit[1]
+    split = split_memory_init(verilog_for_sim(component, sim, family))
+    _EMITTED[key] = (component, split)
+    while len(_EMITTED) > _EMITTED_KEPT:
+        _EMITTED.popitem(last=False)
+    return split
+
+
 @contextlib.contextmanager
 def _locked(path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +250,7 @@ def _build(component, sim, family=None):
 
     require("iverilog" if sim == "icarus" else "verilator")
     models = family_sources(family) if family is not None else {}
-    text, images = split_memory_init(verilog_for_sim(component, sim, family))
+    text, images = _split_verilog(component, sim, family)
     text_and_models = text + "".join(models.values())
     # The model links against this environment's cocotb libraries: key on them too, so a
     # cached build never points into another (perhaps deleted) environment.
@@ -442,7 +465,7 @@ def _build_compiled(component, family, threads):
     """Build (or reuse, keyed by :func:`verilated.build_key`) the compiled driver's model."""
     require("verilator")
     models = family_sources(family) if family is not None else {}
-    text, images = split_memory_init(verilog_for_sim(component, "verilator", family))
+    text, images = _split_verilog(component, "verilator", family)
     key = verilated.build_key(text, models, threads)
     build_dir = cache_dir() / "sim" / f"verilator-driver-{key}"
     with _locked(build_dir):

@@ -47,12 +47,23 @@ def simulator_available(sim):
 @pytest.fixture(params=["icarus", "verilator"])
 def hdl_sim(request):
     """Each cocotb simulator; missing ones fail in CI (which installs them) and skip elsewhere."""
-    sim = request.param
+    return _required(request.param)
+
+
+def _required(sim):
+    """``sim``, or the test fails (in CI, which installs every simulator) or skips."""
     if not simulator_available(sim):
         if os.environ.get("CI"):
             pytest.fail(f"{sim} is not installed; CI must install it")
         pytest.skip(f"{sim} is not installed")
     return sim
+
+
+@pytest.fixture
+def verilator_sim():
+    """Verilator, for a test whose check needs it (a reference run, the fast stall-free run);
+    missing, it fails in CI and skips elsewhere, as :func:`hdl_sim`."""
+    return _required("verilator")
 
 
 class _GarbagePadding:

@@ -69,7 +69,7 @@ __all__ = ["AttentionConfig", "HeadGeometry"]
 
 class HeadGeometry:
     """The heads of an attention, from ``d_model``, ``heads`` and ``kv_heads`` (0: as many as
-    ``heads``): shared by :class:`AttentionConfig` and the layer's config."""
+    ``heads``): shared by :class:`AttentionConfig`, the KV cache's config and the layer's config."""
 
     @property
     def d_head(self):

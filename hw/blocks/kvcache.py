@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import BlockConfig, ConfigError, Range, spec
 from ..numeric import INT8
 from ..stream import row_layout
+from .attention_config import HeadGeometry
 from .rowkernel import MAX_LENGTH
 
 __all__ = ["KvCacheConfig", "KvCache"]
@@ -54,7 +55,7 @@ def _counter(n):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class KvCacheConfig(BlockConfig):
+class KvCacheConfig(HeadGeometry, BlockConfig):
     """K and V of ``seq`` positions × ``d_model`` int8, read out per head."""
 
     d_model: int = spec(64, Range(1, 65536), "model width d (features of each K and V row)")
@@ -86,26 +87,7 @@ class KvCacheConfig(BlockConfig):
                    kv_heads=attention.kv_heads, seq=attention.seq, lanes=attention.lanes,
                    qk_cols=attention.qk_cols, pv_cols=attention.pv_cols)
 
-    # Derived sizes -----------------------------------------------------------------------------
-    @property
-    def d_head(self):
-        return self.d_model // self.heads
-
-    @property
-    def kv_heads_value(self):
-        """The KV heads held: ``kv_heads``, or ``heads`` (0)."""
-        return self.kv_heads or self.heads
-
-    @property
-    def kv_group(self):
-        """Query heads per KV head: query head h reads KV head ``h // kv_group``."""
-        return self.heads // self.kv_heads_value
-
-    @property
-    def kv_width(self):
-        """Features of an appended K or V row: ``kv_heads·d_head``."""
-        return self.kv_heads_value * self.d_head
-
+    # Derived sizes (the head geometry: d_head, kv_heads_value, kv_group, kv_width) -----------
     @property
     def beats(self):
         """Input beats per K or V row."""

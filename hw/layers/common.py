@@ -14,7 +14,6 @@ from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
 from ..config import ConfigError
-from ..numeric import INT8
 from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
@@ -27,8 +26,10 @@ def check_layer_rtl(cfg, weights):
     """:class:`ConfigError` unless the composed layer can be built: calibrated, weights of the
     right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
     or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
-    divisor of ``lanes``, and the attention's own limits. (The GEMV's own rule, ``lanes``
-    dividing its ``rows``, is the config's: :class:`LayerConfig` rejects it.)"""
+    divisor of ``lanes``, and the attention's own limits; no row exponents on the residual
+    stream (``stream_exponent`` 0: the RTL does not implement them yet). (The GEMV's own
+    rule, ``lanes`` dividing its ``rows``, is the config's: :class:`LayerConfig` rejects
+    it.)"""
     if not isinstance(cfg, LayerConfig):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(weights, LayerWeights):
@@ -36,6 +37,10 @@ def check_layer_rtl(cfg, weights):
     if not cfg.calibrated:
         raise ConfigError("the layer config is not calibrated (a shape-only config has no "
                           "numbers); calibrate it with llmloom.sim.quantize")
+    if cfg.stream_exponent:
+        raise ConfigError(f"stream_exponent={cfg.stream_exponent}: the layer's RTL does not "
+                          "implement the residual stream's row exponents yet (the bit-exact "
+                          "model does); allowed: 0")
     weights.check(cfg)
     check_layer_shape(cfg)
 
@@ -154,7 +159,8 @@ class Linear(wiring.Component):
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
         Input rows (``in`` features), ``end`` on the last beat of a tensor (it flushes the
-        GEMM's partial token tile; the GEMV needs no flush).
+        GEMM's partial token tile; the GEMV needs no flush); int9 where the description's
+        ``narrow`` widens the quant stage feeding it (the engine's ``a_width``).
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         Output rows at the stage's output scale (int16 where the dynamic scheme widens the
         stage's output).
@@ -171,7 +177,8 @@ class Linear(wiring.Component):
     def __init__(self, cfg: LayerConfig, weights: LayerWeights, name):
         self._cfg, self._w, self._name = cfg, weights, name
         st = cfg.description[name]
-        members = {"i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
+        members = {"i": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
+                                                        cfg.lanes))),
                    "o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
                                                         cfg.lanes)))}
         req = cfg.requant(name)

@@ -57,9 +57,9 @@ from .description import SCHEMES
 from .gpt2 import GPT2
 from .llama import LLAMA
 
-__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "LN_EPS", "LINEARS", "ALL_LINEARS", "NORMS",
-           "WEIGHTS", "nominal_constants", "ActScales", "LinearParams", "NormParams",
-           "LayerNumbers", "LayerConfig", "LayerWeights"]
+__all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "MAX_STREAM_EXPONENT", "LN_EPS", "LINEARS",
+           "ALL_LINEARS", "NORMS", "WEIGHTS", "nominal_constants", "ActScales", "LinearParams",
+           "NormParams", "LayerNumbers", "LayerConfig", "LayerWeights"]
 
 #: The architectures: name → its layer's description.
 DESCRIPTIONS = {d.arch: d for d in (GPT2, BERT, LLAMA)}
@@ -80,6 +80,8 @@ assert all(WEIGHTS[st.name] == st.weight for d in DESCRIPTIONS.values()
 #: The norms (each one a :class:`NormParams` field of :class:`LayerNumbers`).
 NORMS = tuple(st.params for st in GPT2.of_kind("norm"))
 assert all(tuple(st.params for st in d.of_kind("norm")) == NORMS for d in DESCRIPTIONS.values())
+#: The largest ``stream_exponent`` (a sum then has 16 + 15 bits before its row's shift).
+MAX_STREAM_EXPONENT = 15
 #: The engines a linear stage can run on (:attr:`LayerConfig.engine`).
 ENGINES = ("gemm", "gemv")
 
@@ -276,6 +278,12 @@ class LayerConfig(HeadGeometry, BlockConfig):
                        "tensor) or dynamic (the residual stream int16; each linear stage reads "
                        "int8 at a per-token power-of-two scale: holds on trained weights, "
                        "whose outlier channels int8 at one scale cannot)")
+    stream_exponent: int = spec(0, Range(0, MAX_STREAM_EXPONENT),
+                                "E: the residual stream's input and sums carry one "
+                                "power-of-two exponent per row, 0..E (block floating point "
+                                "per token, for the few tokens whose activations are thousands "
+                                "of times the others'); 0: off; llama only, golden model only "
+                                "(the RTL refuses it)")
     engine: str = spec("gemm", Choice(ENGINES),
                        "which engine every linear stage (q, k, v, o, f1, f2; llama: gate, "
                        "up, down for f1, f2) uses: gemm the "
@@ -342,6 +350,10 @@ class LayerConfig(HeadGeometry, BlockConfig):
                 st.features == "kv" for st in desc.of_kind("linear")):
             raise ConfigError(f"kv_heads={self.kv_heads} is not allowed with arch={self.arch} "
                               f"(its K and V have every head); allowed: 0 or {self.heads}")
+        if self.stream_exponent and not desc.row_exponents:
+            raise ConfigError(f"stream_exponent={self.stream_exponent} is not allowed with "
+                              f"arch={self.arch} (its residual stream has no row exponents); "
+                              "allowed: 0")
         if desc.of_kind("rope"):
             if self.lanes % 2:
                 raise ConfigError(f"lanes={self.lanes} is odd; allowed with arch={self.arch}: "
@@ -480,6 +492,13 @@ class LayerConfig(HeadGeometry, BlockConfig):
         """Bits of ``tensor`` (16 on the residual stream of the dynamic scheme, else 8)."""
         return self.description.width(tensor)
 
+    def row_exponent(self, tensor):
+        """Whether ``tensor`` carries one power-of-two exponent per row, ``0..stream_exponent``
+        (:attr:`~.description.LayerDescription.row_exponents`, when ``stream_exponent`` is
+        on); a ``quant`` stage's output carries its own (:meth:`LayerDescription.row_exponent
+        <.description.LayerDescription.row_exponent>`)."""
+        return bool(self.stream_exponent) and tensor in self.description.row_exponents
+
     @property
     def eps_value(self):
         return self.description.eps if self.eps is None else self.eps
@@ -546,7 +565,8 @@ class LayerConfig(HeadGeometry, BlockConfig):
         ffn = self.is_ffn(name)
         return dict(rows=self.ffn_rows if ffn else self.linear_rows,
                     cols=self.ffn_cols if ffn else self.linear_cols,
-                    k=k, n=n, lanes=self.lanes, a_width=8, w_width=8)
+                    k=k, n=n, lanes=self.lanes, w_width=8,
+                    a_width=self.width(self.description[name].inputs[0]))
 
     def gemm(self, name):
         """The output-stationary GEMM of a linear stage (``q k v o f1 f2``), whatever

@@ -39,13 +39,23 @@ one: a linear's input is then int8 at a per-token scale (the wide tensor's scale
 ``2**e``, ``e`` chosen per row so that the row's largest value fits). Trained models put
 outliers of 100× the typical magnitude into a few channels of exactly these tensors; int8 at
 one scale cannot hold both.
+
+Row exponents (:attr:`LayerDescription.row_exponents`; the layer config's ``stream_exponent``
+``E``, 0 = off): the tensors of the residual stream proper (the layer's input and the
+residual sums, LLaMA's ``x r1 r2``) may carry one power-of-two exponent per row, block
+floating point per token: a row's real value is ``t_int · s_t · 2**e``, ``e`` in ``0..E``,
+chosen after each residual add from the row's largest value. A few tokens (LLaMA's first
+token, its "attention sink") carry activations thousands of times the others'; with one
+static scale the others keep a handful of steps. Such a tensor is read only by norms (scale
+invariant: the exponent scales their epsilon only) and as a residual's skip (aligned to the
+branch by ``2**e``); a residual writing one picks the exponent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["KINDS", "SCHEMES", "NORMS", "ACTS", "FEATURES", "Stage", "LayerDescription"]
+__all__ = ["KINDS", "SCHEMES", "NARROW", "NORMS", "ACTS", "FEATURES", "Stage", "LayerDescription"]
 
 #: The numerics schemes a description comes in (see the module text).
 SCHEMES = ("static", "dynamic")
@@ -61,6 +71,9 @@ KINDS = {
     "rope": ("i",),
     "mul": ("a", "b"),
 }
+#: Bits a ``quant`` stage's output may have (:attr:`LayerDescription.narrow`): what the
+#: linear engines read (``GemmConfig.a_width``).
+NARROW = (8, 9)
 #: The norms a layer's ``norm`` stages can be (:attr:`LayerDescription.norm`).
 NORMS = ("layernorm", "rmsnorm")
 #: The activations of an ``act`` stage (:attr:`LayerDescription.act`).
@@ -152,12 +165,20 @@ class LayerDescription:
         The norms' epsilon (the Hugging Face default of the architecture).
     stream : tuple of str
         The tensors of the residual stream, int16 in the ``dynamic`` scheme.
+    narrow : int
+        Bits of the ``dynamic`` scheme's per-token linear inputs (the ``quant`` stages'
+        outputs, ``<t>_i8``): 8, or 9, the engines' widest activation (``GemmConfig.a_width``),
+        one more bit of every row for the same multipliers (BERT: see :mod:`.bert`).
     scheme : str
         The numerics scheme this description is in (:data:`SCHEMES`); written as ``static``,
         the others made by :meth:`for_scheme`.
     norm : str
         What every ``norm`` stage is (:data:`NORMS`): ``layernorm`` (gain and shift, params
         ``<p>_g`` and ``<p>_b``) or ``rmsnorm`` (gain only, ``<p>_g``).
+    row_exponents : tuple of str
+        The tensors that carry a power-of-two exponent per row when the layer config's
+        ``stream_exponent`` is not 0 (see the module text): the input ``x`` or a residual's
+        output, each read only by norms and as a residual's skip.
     """
 
     arch: str
@@ -167,8 +188,10 @@ class LayerDescription:
     act: str
     eps: float
     stream: tuple = ()
+    narrow: int = 8
     scheme: str = "static"
     norm: str = "layernorm"
+    row_exponents: tuple = ()
 
     def __post_init__(self):
         seen = {"x"}
@@ -192,6 +215,18 @@ class LayerDescription:
         if self.scheme not in SCHEMES:
             raise ValueError(f"{self.arch}: scheme {self.scheme!r} is not allowed; allowed: "
                              f"{' | '.join(SCHEMES)}")
+        if self.narrow not in NARROW:
+            raise ValueError(f"{self.arch}: narrow={self.narrow!r} is not allowed; allowed: "
+                             f"{' | '.join(map(str, NARROW))}")
+        for t in self.row_exponents:
+            prod = self.producer(t)
+            if t not in seen or (prod is not None and prod.kind != "residual"):
+                raise ValueError(f"{self.arch}: row-exponent tensor {t!r} is not the input or "
+                                 "a residual's output")
+            if any(st.kind != "norm" and not self.is_skip(st, port)
+                   for st, port in self.readers(t)):
+                raise ValueError(f"{self.arch}: row-exponent tensor {t!r} is read by a stage "
+                                 "other than a norm or a residual's skip")
         for field, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS)):
             if value not in allowed:
                 raise ValueError(f"{self.arch}: {field}={value!r} is not allowed; allowed: "
@@ -219,8 +254,11 @@ class LayerDescription:
         return dataclasses.replace(self, stages=tuple(stages), scheme=scheme)
 
     def width(self, tensor):
-        """Bits of ``tensor``: 16 for a stream tensor in the ``dynamic`` scheme, else 8."""
-        return 16 if self.scheme == "dynamic" and tensor in self.stream else 8
+        """Bits of ``tensor``: in the ``dynamic`` scheme 16 for a stream tensor and
+        :attr:`narrow` for a ``quant`` stage's output; else 8."""
+        if self.scheme != "dynamic":
+            return 8
+        return 16 if tensor in self.stream else self.narrow if self.row_exponent(tensor) else 8
 
     def base(self, tensor):
         """The tensor whose static scale ``tensor`` is at: itself, or for a ``quant`` stage's

@@ -169,6 +169,10 @@ class LayerHarness(BlockHarness):
                               f"{self.arch} layer; allowed: arch={self.arch}{hint}")
         values["arch"] = self.arch
         cfg = super().config(values, tensors)
+        if cfg.stream_exponent:
+            raise ConfigError(f"stream_exponent={cfg.stream_exponent}: the layer's RTL does not "
+                              "implement the residual stream's row exponents yet (the bit-exact "
+                              "model does: llmloom.sim.golden.layers); allowed: 0")
         if self.weights is None or tensors is None or "x" not in tensors:
             return cfg
         fw = self.weights

@@ -10,6 +10,7 @@ the float reference :mod:`llmloom.sim.golden.llama` (RMSNorm; RoPE on adjacent p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ from .llama import rms_norm, rope_adjacent, silu
 from .mul import mul_bitexact
 from .norm import norm_bitexact
 from .requant import requant_bitexact
-from .residual import residual_bitexact
+from .residual import residual_bitexact, residual_rows_bitexact
 from .rope import rope_bitexact
 
 # softmax and attention, the float maths of the attention block, live in .attention (below this
@@ -63,8 +64,45 @@ def bert_layer_float(x, w, heads):
 # ---- the whole layer: float trace, bit-exact integer model, comparison -----------------------
 # (below the float references above, which stay the plain maths they were)
 
-__all__ += ["layer_float", "layer_float_trace", "KVCache", "layer_bitexact",
+__all__ += ["layer_float", "layer_float_trace", "KVCache", "RowScaled", "layer_bitexact",
             "layer_bitexact_trace", "dequantize", "cosine", "sqnr_db"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RowScaled:
+    """Integer rows with one power-of-two exponent each (block floating point per token): row
+    ``i``'s real value is ``values[i] · scale · 2**e[i]``, ``scale`` the tensor's static one.
+    The residual stream of a layer with ``stream_exponent`` (``x``, and the output) comes and
+    goes in this form; :func:`dequantize` takes it."""
+
+    values: np.ndarray
+    e: np.ndarray
+
+    def __post_init__(self):
+        v, e = np.asarray(self.values), np.asarray(self.e, dtype=np.int64).reshape(-1)
+        if v.ndim != 2 or e.shape[0] != v.shape[0]:
+            raise ValueError(f"RowScaled: values of shape {v.shape} and {e.shape[0]} "
+                             "exponents; expected rows × features and one exponent a row")
+        if e.size and e.min() < 0:
+            raise ValueError("RowScaled: exponents must be >= 0")
+        object.__setattr__(self, "values", v)
+        object.__setattr__(self, "e", e)
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def __len__(self):
+        return self.values.shape[0]
+
+    def __getitem__(self, rows):
+        """Rows ``rows`` (a slice), with their exponents."""
+        return RowScaled(self.values[rows], self.e[rows])
+
+    @classmethod
+    def concatenate(cls, parts):
+        return cls(np.concatenate([p.values for p in parts]),
+                   np.concatenate([p.e for p in parts]))
 
 
 def _description(arch):
@@ -196,10 +234,22 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     with this call's K and V rows appended. Every stage but attention is row-wise (RoPE by the
     row's position) and attention reads only the cached rows, so decode after a prefill of l−1
     tokens gives, bit for bit, the last row of a prefill of l tokens.
+
+    With ``cfg.stream_exponent`` (LLaMA: the residual stream in block floating point per
+    token, :attr:`~llmloom.hw.layers.description.LayerDescription.row_exponents`), ``x_int``
+    is a :class:`RowScaled` (a plain array: every exponent 0) and so is ``y``: each residual
+    add aligns its skip by the skip row's ``2**e`` and picks its output row's exponent
+    (:func:`~llmloom.sim.golden.residual.residual_rows_bitexact`, whose error bound it is);
+    the norms take the row's exponent for their epsilon only
+    (:func:`~llmloom.sim.golden.norm.norm_bitexact`). The RTL does not implement this yet
+    (:func:`~llmloom.hw.layers.common.check_layer_rtl` refuses such a config).
     """
     t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
     out = cfg.description.output
-    return t[out].astype(np.int16 if cfg.width(out) > 8 else np.int8), cache
+    dtype = np.int16 if cfg.width(out) > 8 else np.int8
+    if isinstance(t[out], RowScaled):
+        return RowScaled(t[out].values.astype(dtype), t[out].e), cache
+    return t[out].astype(dtype), cache
 
 
 def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
@@ -207,15 +257,26 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
     named as the description's tensors (GPT-2: ``x n1 q k v attn o r1 n2 u g f r2``, and in the
     dynamic scheme the quant stages' ``x_i8``...), each at its scale in
     ``cfg.numbers.scales`` (a quant stage's output at its input's, times each row's
-    ``2**e``)."""
+    ``2**e``; with ``cfg.stream_exponent`` the residual stream's tensors are
+    :class:`RowScaled`)."""
     if not cfg.calibrated:
         raise ValueError("the layer config is not calibrated (a shape-only config has no "
                          "numbers); calibrate it with llmloom.sim.quantize")
     weights.check(cfg)
-    x = np.asarray(x_int)
+    x = np.asarray(x_int.values if isinstance(x_int, RowScaled) else x_int)
     if x.ndim != 2 or x.shape[1] != cfg.d_model or x.shape[0] < 1:
         raise ValueError(f"x_int has shape {x.shape}; expected rows×{cfg.d_model}, rows >= 1")
     bits = cfg.width("x")
+    exponents = {}      # a tensor with row exponents → its rows' exponents
+    if isinstance(x_int, RowScaled):
+        if not cfg.row_exponent("x"):
+            raise ValueError("x_int has row exponents (RowScaled), but the layer's input has "
+                             "none (stream_exponent=0)")
+        if x_int.e.size and x_int.e.max() > cfg.stream_exponent:
+            raise ValueError(f"x_int's row exponents must be in 0..{cfg.stream_exponent}")
+        exponents["x"] = x_int.e
+    elif cfg.row_exponent("x"):
+        exponents["x"] = np.zeros(x.shape[0], np.int64)
     if not np.issubdtype(x.dtype, np.integer) or x.min() < -2 ** (bits - 1) or \
             x.max() >= 2 ** (bits - 1):
         raise ValueError(f"x_int must hold int{bits} values")
@@ -238,7 +299,7 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
                          f"capacity seq={cfg.seq}")
 
     t = {"x": x}
-    exponents = {}      # a quant stage's output tensor → its rows' exponents
+    # (and a quant stage's output tensor → its rows' exponents)
     for st in cfg.description.stages:
         a = [t[name] for name in st.inputs]
         if st.kind == "linear":
@@ -250,22 +311,32 @@ def layer_bitexact_trace(cfg, weights, x_int, mode="prefill", cache=None):
             out = attention_bitexact(cfg.attention, a[0], cache.k, cache.v,
                                      q_offset=pos if cfg.causal else 0)
         elif st.kind == "norm":
-            out = norm_bitexact(cfg.stage_config(st.name), a[0])
+            out = norm_bitexact(cfg.stage_config(st.name), a[0], exponents.get(st.inputs[0]))
         elif st.kind == "act":
             out = activation_bitexact(cfg.stage_config(st.name), a[0])
         elif st.kind == "rope":     # row r at position pos + r
             out = rope_bitexact(cfg.stage_config(st.name), a[0], pos)
         elif st.kind == "mul":
             out = mul_bitexact(cfg.stage_config(st.name), a[0], a[1])
+        elif cfg.row_exponent(st.output):   # residual in block floating point per row
+            skip_e = exponents.get(st.inputs[1], np.zeros(len(a[1]), np.int64))
+            out, exponents[st.output] = residual_rows_bitexact(
+                cfg.stage_config(st.name), a[0], a[1], skip_e, cfg.stream_exponent)
         else:                       # residual: the branch as x, the skip as r
             out = residual_bitexact(cfg.stage_config(st.name), a[0], a[1])
         t[st.output] = out
+    for name in cfg.description.row_exponents:
+        if cfg.row_exponent(name):
+            t[name] = RowScaled(t[name], exponents[name])
     return t, cache
 
 
 def dequantize(q, scale):
     """Integers back to reals: ``q · scale`` (scale per tensor, or per channel on the last
-    axis), float64."""
+    axis), float64; a :class:`RowScaled` ``q`` times its rows' ``2**e`` too."""
+    if isinstance(q, RowScaled):
+        return np.asarray(q.values, np.float64) * np.asarray(scale, np.float64) * \
+            np.exp2(q.e.astype(np.float64))[:, None]
     return np.asarray(q, np.float64) * np.asarray(scale, np.float64)
 
 

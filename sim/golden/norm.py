@@ -55,8 +55,14 @@ def rsqrt_bitexact(cfg, V):
     return y1, np.maximum(h, cfg.h_min)
 
 
-def norm_bitexact(cfg, x):
-    """int8 (int16: ``cfg.out_width``) outputs exactly as the RTL computes them."""
+def norm_bitexact(cfg, x, e=None):
+    """int8 (int16: ``cfg.out_width``) outputs exactly as the RTL computes them.
+
+    ``e`` (one per row): the rows carry a power-of-two exponent, row ``i`` at ``x_scale ·
+    2**e[i]`` (the residual stream's row exponents). The norm is scale invariant but for its
+    epsilon, which is ``eps_term >> 2·e[i]`` in that row's units (floored: eps in a row with
+    ``e > 0`` is at most one unit of ``V`` low, against ``V ≥ 4**e_frac`` for any non-zero
+    row). The golden model only: the RTL has no per-row epsilon yet."""
     x = np.asarray(x, dtype=np.int64)
     L = cfg.length
     s1 = x.sum(axis=1)
@@ -65,7 +71,10 @@ def norm_bitexact(cfg, x):
     assert np.all(d >= 0)
     if cfg.v_width > 62:             # V = D·4**e_frac outgrows int64: Python ints
         d = d.astype(object)
-    V = (d << 2 * cfg.rsqrt.e_frac) + cfg.eps_term
+    eps = cfg.eps_term if e is None else np.array(
+        [cfg.eps_term >> 2 * int(k) for k in np.asarray(e).reshape(-1)],
+        dtype=object if cfg.v_width > 62 else np.int64)
+    V = (d << 2 * cfg.rsqrt.e_frac) + eps
     assert max(V.tolist(), default=0) < (1 << cfg.v_width), "V out of range"
     y1, h = rsqrt_bitexact(cfg, V)
     c = L * x - s1[:, None] if cfg.CENTERED else L * x

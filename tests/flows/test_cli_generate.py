@@ -4,30 +4,19 @@ the bit-exact layers; its JSON, logits file and report; bad input; a run in a te
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from llmloom.flows.cli import main
 from llmloom.flows.model_cli import weight_fetch
-from llmloom.sim.checkpoint import CheckpointError, chat_prompt, smollm2_path
+from llmloom.sim.checkpoint import chat_prompt
 from llmloom.sim.llm import tokenizer_of
 
 from .test_cli_terminal import llmloom, run_in_terminal
 
 QUICK = ["generate", "--prompt", "What is the capital of France?", "--num-layers", "2",
          "--max-new-tokens", "3"]
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    try:
-        return smollm2_path()
-    except CheckpointError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,8 @@ def test_run_in_a_terminal_shows_progress(tmp_path, rng, hdl_sim):
 
 
 def test_demo_in_a_terminal(tmp_path):
-    code, out = run_in_terminal(llmloom("demo", "--quick", "--sim", "icarus"), tmp_path)
+    code, out = run_in_terminal(llmloom("demo", "--blocks", "--quick", "--sim", "icarus"),
+                                tmp_path)
     assert code == 0, out[-3000:]
     assert "Traceback" not in out
     assert "bit-exact against the golden model on every array" in out
@@ -97,7 +98,8 @@ def test_dev_llmloom_reads_paths_from_where_it_is_called(tmp_path, rng):
 def test_demo_prints_as_it_goes_when_piped(tmp_path):
     """Piped (`./dev demo | tee log`), the first lines arrive while the demo still runs, not
     all at its end."""
-    proc = subprocess.Popen(llmloom("demo", "--quick", "--sim", "icarus"), cwd=tmp_path,
+    proc = subprocess.Popen(llmloom("demo", "--blocks", "--quick", "--sim", "icarus"),
+                            cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         first = proc.stdout.readline()

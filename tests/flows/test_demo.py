@@ -39,5 +39,5 @@ def test_quick_demo_is_bit_exact_and_predicted():
 
 
 def test_demo_command(capsys):
-    assert main(["demo", "--quick", "--sim", "amaranth"]) == 0
+    assert main(["demo", "--blocks", "--quick", "--sim", "amaranth"]) == 0
     assert "utilization" in capsys.readouterr().out

@@ -14,7 +14,8 @@ def test_dynamic_scheme_narrows_each_stream_tensor_once_before_its_linear_reader
         assert dyn.scheme == "dynamic" and dyn.for_scheme("dynamic") is dyn
         for st in dyn.of_kind("linear"):
             t = st.inputs[0]
-            assert dyn.width(t) == 8                     # every engine multiplies int8
+            # every engine multiplies int8, or the description's narrow width (BERT: int9)
+            assert dyn.width(t) == (dyn.narrow if dyn.row_exponent(t) else 8)
             if dyn.row_exponent(t):
                 assert dyn.width(dyn.base(t)) == 16 and dyn.producer(t).kind == "quant"
         quants = dyn.of_kind("quant")
@@ -30,7 +31,41 @@ def test_dynamic_scheme_narrows_each_stream_tensor_once_before_its_linear_reader
     assert bert["residual1"].inputs == ("o", "x")            # the skip stays wide
 
 
+def test_narrow_width_is_the_quant_outputs_and_the_engines_activation_width():
+    import dataclasses
+
+    from llmloom.hw.layers.bert import BERT
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.hw.layers.gpt2 import GPT2
+
+    assert GPT2.narrow == 8 and BERT.narrow == 9
+    cfg = LayerConfig(arch="bert", d_model=16, heads=2, d_ff=32, seq=4, scheme="dynamic")
+    for name in ("q", "k", "v", "f1", "f2"):
+        assert cfg.linear(name).a_width == 9 and cfg.requant(name).e_max == 16 - 9
+    assert cfg.linear("o").a_width == 8                    # attn stays int8
+    assert cfg.quant("quant_x").out_width == 9
+    assert LayerConfig(arch="bert", d_model=16, heads=2, d_ff=32, seq=4).linear("q").a_width == 8
+    with pytest.raises(ValueError, match="narrow=10 is not allowed; allowed: 8 | 9"):
+        dataclasses.replace(BERT, narrow=10)
+
+
 def test_unknown_scheme_is_refused():
     from llmloom.hw.layers.gpt2 import GPT2
     with pytest.raises(ValueError, match="scheme='w4' is not allowed; allowed: static | dynamic"):
         GPT2.for_scheme("w4")
+
+
+def test_row_exponent_tensors_are_read_by_norms_and_skips_only():
+    """LLaMA's residual stream proper (x r1 r2) may carry row exponents; a tensor a linear
+    stage or a residual's branch reads may not (its readers would need the exponent)."""
+    import dataclasses
+
+    from llmloom.hw.layers.description import Stage
+    from llmloom.hw.layers.gpt2 import GPT2
+    from llmloom.hw.layers.llama import LLAMA
+    assert LLAMA.row_exponents == ("x", "r1", "r2") and GPT2.row_exponents == ()
+    assert LLAMA.for_scheme("dynamic").row_exponents == LLAMA.row_exponents
+    with pytest.raises(ValueError, match="'n1' is not the input or a residual's output"):
+        dataclasses.replace(LLAMA, row_exponents=("n1",))
+    with pytest.raises(ValueError, match="'r1' is read by a stage other than a norm"):
+        dataclasses.replace(LLAMA, stages=(*LLAMA.stages, Stage("extra", "act", ("r1",), "z")))

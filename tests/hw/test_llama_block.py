@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from llmloom.hw.layers.layer import LlamaBlock
-from llmloom.perf.cycles import BLOCK_CYCLES, layer_timing
 from llmloom.sim.blocks.layers import (
     LlamaBlockHarness,
     layer_collect,
@@ -48,9 +47,10 @@ def llama_case(rng, scheme, rows=6, prefill=4):
     return h, h.config({**PAR, "scheme": scheme}, {"x": x}), {"x": x}
 
 
-@pytest.mark.parametrize("scheme, stall", [("static", "none"), ("static", "random"),
-                                           ("dynamic", "none"), ("dynamic", "pattern")])
+@pytest.mark.parametrize("scheme, stall", [("static", "random"), ("dynamic", "pattern")])
 def test_llama_block_prefill_then_decode(scheme, stall, rng):
+    """Under stalls on Amaranth's simulator (stall-free cycles against the pipeline model run
+    on Verilator, ``tests/sim/test_llama_block_hdl.py``: the same RTL, built once, seconds)."""
     h, cfg, t = llama_case(rng, scheme)
     seed = int(rng.integers(1 << 30))
     result = run_block(h, cfg, t, stalls_in=Stalls(stall, seed),
@@ -60,10 +60,6 @@ def test_llama_block_prefill_then_decode(scheme, stall, rng):
         np.testing.assert_array_equal(result.outputs[k], golden[k])
     assert result.outputs["y_int"].dtype == (np.int16 if scheme == "dynamic" else np.int8)
     assert len(result.tensor_cycles) == 3
-    if stall == "none":
-        sizes = h.shape_args(cfg, h.prepare(cfg, t))[0]
-        assert result.cycles == BLOCK_CYCLES["llama-block"](cfg, sizes)
-        assert list(result.tensor_cycles) == layer_timing(cfg, sizes).tensor_cycles
     fm = h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)
     assert fm["cosine_vs_float"] > 0.999
 

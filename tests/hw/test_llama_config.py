@@ -59,7 +59,8 @@ def test_llama_description_is_the_contract():
     dyn = LLAMA.for_scheme("dynamic")
     assert [st.name for st in dyn.of_kind("quant")] == ["quant_n1", "quant_n2", "quant_p"]
     assert dyn["down"].inputs == ("p_i8",) and dyn.width("p") == 16
-    assert {dyn.width(t) for t in ("q", "k", "qr", "kr", "v", "hg", "hu", "s")} == {8}
+    assert {dyn.width(t) for t in ("q", "k", "qr", "kr", "v", "hg")} == {8}
+    assert {dyn.width(t) for t in ("hu", "s")} == {16}      # the product's factors wide too
 
 
 def test_description_refuses_bad_kinds_and_fields():
@@ -97,7 +98,8 @@ def test_llama_shapes_and_blocks(scheme):
     assert isinstance(cfg.silu, SiluConfig) and cfg.silu.length == F
     mul = cfg.stage_config("mul")
     assert isinstance(mul, MulConfig) and mul.length == F
-    assert (mul.a_width, mul.b_width, mul.out_width) == (8, 8, 16 if scheme == "dynamic" else 8)
+    assert (mul.a_width, mul.b_width, mul.out_width) == ((16,) * 3 if scheme == "dynamic"
+                                                         else (8,) * 3)
     for st in cfg.description.stages:
         if st.kind not in ("attention", "linear"):
             assert cfg.stage_config(st.name).lanes == 4

@@ -55,7 +55,7 @@ def test_minilm_reaches_float_accuracy_with_the_int16_stream_on_a_held_out_sente
     assert chosen.scheme == "dynamic"
     assert chosen.schemes["static"]["worst_layer_cosine"] < 0.9
     assert chosen.worst_layer_cosine >= 0.995
-    assert chosen.chained["embedding_cosine"] >= 0.99
+    assert chosen.chained["embedding_cosine"] >= 0.995       # int9 linear inputs (bench/embed.py)
     # the wide input keeps what int8 lost: the input's own error is tiny
     assert all(layer["tensors"]["x"]["sqnr_db"] > 50 for layer in chosen.layers)
 

@@ -62,3 +62,18 @@ def test_dynamic_layer_on_hdl_simulators(hdl_sim, harness, rows, seq, rng):
         pytest.skip("BERT under random stalls runs on Amaranth's simulator above")
     _, v = _run(harness, rng, rows, seq, hdl_sim, "random")
     assert v.exact
+
+
+def test_dynamic_bert_int9_linear_inputs_on_hdl_simulators(hdl_sim, rng):
+    """BERT's dynamic layer reads its linear stages' per-token inputs as int9 (the
+    description's ``narrow``): the int9 quantisers, engines and re-quantisers in Verilog
+    equal the bit-exact model (a sentence shorter than seq, no stalls)."""
+    cfg, v = _run(BertLayerHarness(), rng, 5, 6, hdl_sim)
+    assert cfg.linear("q").a_width == 9 and cfg.quant("quant_g").out_width == 9
+    assert v.exact
+
+
+def test_dynamic_bert_int9_linear_inputs_on_the_gemv_engine(rng):
+    cfg, v = _run(BertLayerHarness(), rng, 5, 6, "amaranth", "random", engine="gemv")
+    assert cfg.linear("f2").a_width == 9 and cfg.engine == "gemv"
+    assert v.exact

@@ -110,3 +110,179 @@ def test_placeholder_llama_layer():
     layer = quantize_placeholder(cfg)
     assert layer.config.calibrated and set(layer.weights.to_dict()) == {
         "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"}
+
+
+# ---- the residual stream's row exponents (stream_exponent) -----------------------------------
+
+def _residual_cfg(rng):
+    from llmloom.hw.blocks.residual import ResidualConfig
+    return ResidualConfig(length=24, lanes=4, x_scale=0.02 * (1 + rng.random()),
+                          r_scale=0.003 * (1 + rng.random()), out_scale=0.004, x_width=16,
+                          r_width=16, out_width=16)
+
+
+def test_residual_rows_hold_their_error_bound(rng):
+    """``y·2**e`` is the real sum within half a step of the base scale plus half a step of the
+    row's own, beyond the multipliers' error; ``e`` is the smallest that fits the row."""
+    from llmloom.sim.golden.residual import residual_rows_bitexact
+    rng = np.random.default_rng(rng)
+    cfg = _residual_cfg(rng)
+    rows = 40
+    x = rng.integers(-2 ** 15, 2 ** 15, (rows, 24)) >> rng.integers(0, 12, (rows, 1))
+    r = rng.integers(-2 ** 15, 2 ** 15, (rows, 24)) >> rng.integers(0, 12, (rows, 1))
+    r_e = rng.integers(0, 9, rows)
+    y, e = residual_rows_bitexact(cfg, x, r, r_e, 15)
+    real = (x * cfg.x_scale + r * cfg.r_scale * 2.0 ** r_e[:, None]) / cfg.out_scale
+    mx, mr, s = cfg.multipliers
+    delta = (np.abs(x) * abs(mx * 2.0 ** -s - cfg.x_scale / cfg.out_scale)
+             + np.abs(r) * 2.0 ** r_e[:, None] * abs(mr * 2.0 ** -s - cfg.r_scale / cfg.out_scale))
+    err = np.abs(y * 2.0 ** e[:, None] - real)
+    assert np.all(err <= 0.5 + 2.0 ** (e[:, None] - 1) + delta + 1e-9)
+    amax = np.abs(y).max(axis=1)
+    assert np.all(amax <= 32767) and np.all(amax[e > 0] >= 16384)
+    assert e.max() >= 3 and e.min() == 0
+    # a skip with every exponent 0 is the plain residual (no row exponents), where it fits
+    from llmloom.sim.golden.residual import residual_bitexact
+    small = np.abs(residual_rows_bitexact(cfg, x, r, 0 * r_e, 15)[1]) == 0
+    np.testing.assert_array_equal(residual_rows_bitexact(cfg, x, r, 0 * r_e, 15)[0][small],
+                                  residual_bitexact(cfg, x, r)[small])
+
+
+def test_norm_takes_the_row_exponent_for_its_epsilon_only(rng):
+    """RMSNorm is scale invariant: rows at ``2**e`` normalise as the rows shifted left by
+    ``e`` do (exactly, with eps 0; within a step with eps)."""
+    from llmloom.hw.blocks.norm import RMSNormConfig
+    from llmloom.sim.golden.norm import norm_bitexact
+    rng = np.random.default_rng(rng)
+    x = rng.integers(-200, 200, (6, 32))
+    e = np.array([0, 1, 3, 5, 7, 6])
+    for eps in (0.0, 1e-5):
+        cfg = RMSNormConfig(length=32, lanes=4, eps=eps, x_scale=0.01, out_scale=0.02,
+                            in_width=16, out_width=16, gamma=tuple(1 + 0.1 * rng.random(32)))
+        got = norm_bitexact(cfg, x, e)
+        want = np.concatenate([norm_bitexact(cfg, x[i:i + 1] << int(e[i])) for i in range(6)])
+        assert np.abs(got.astype(int) - want).max() <= (0 if eps == 0 else 1)
+
+
+def _massive(rng, rows=12, factor=3000.0):
+    """Rows like a LLaMA residual stream: the first thousands of times the others."""
+    x = rng.normal(size=(rows, D))
+    x[0] *= factor
+    return x
+
+
+def test_row_exponents_keep_ordinary_rows_beside_a_massive_one(rng):
+    """With a first row 3000× the others, one static scale leaves the others a few steps;
+    row exponents keep them whole (what the layer adds to them, against float64)."""
+    from llmloom.sim.golden.layers import RowScaled
+    rng = np.random.default_rng(rng)
+    w = _weights(rng)
+    x = _massive(rng)
+    ref = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)["y"]
+    got = {}
+    for E in (0, 15):
+        cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=16,
+                          rope_base=BASE, scheme="dynamic", stream_exponent=E)
+        layer = calibrate(cfg, w, _massive(np.random.default_rng(1)))
+        c = layer.config
+        xq = quantize_input(x, c.x_scale, c.width("x"), E)
+        assert isinstance(xq, RowScaled) == bool(E)
+        y, _ = layer_bitexact(c, layer.weights, xq)
+        assert isinstance(y, RowScaled) == bool(E)
+        if E:
+            assert y.e[0] >= 8 and y.e[1:].max() <= 2
+        got[E] = cosine(dequantize(y, c.y_scale)[1:] - x[1:], ref[1:] - x[1:])
+    assert got[15] > 0.99 and got[15] > got[0] + 0.05
+
+
+def test_row_exponent_decode_after_prefill_is_prefill(rng):
+    rng = np.random.default_rng(rng)
+    w = _weights(rng)
+    x = _massive(rng, 9)
+    cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=12,
+                      rope_base=BASE, stream_exponent=15)
+    layer = calibrate(cfg, w, x)
+    cfg, weights = layer.config, layer.weights
+    xq = quantize_input(x, cfg.x_scale, cfg.width("x"), 15)
+    full, _ = layer_bitexact(cfg, weights, xq)
+    _, cache = layer_bitexact(cfg, weights, xq[:6])
+    y, _ = layer_bitexact(cfg, weights, xq[6:7], mode="decode", cache=cache)
+    np.testing.assert_array_equal(y.values[0], full.values[6])
+    assert y.e[0] == full.e[6]
+
+
+def test_row_exponents_are_llama_only_and_golden_only(rng):
+    """GPT-2 and BERT have no row exponents; the RTL refuses a layer with them, one line."""
+    from llmloom.hw.config import ConfigError
+    from llmloom.hw.layers.common import check_layer_rtl
+    for arch in ("gpt2", "bert"):
+        with pytest.raises(ConfigError, match="stream_exponent=3 is not allowed"):
+            LayerConfig(arch=arch, stream_exponent=3)
+    cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=8,
+                      stream_exponent=15)
+    layer = quantize_placeholder(cfg)
+    with pytest.raises(ConfigError, match="RTL does not implement the residual stream's row "
+                                          "exponents"):
+        check_layer_rtl(layer.config, layer.weights)
+    with pytest.raises(ValueError, match="x_int has row exponents"):
+        off = quantize_placeholder(cfg.replace(stream_exponent=0))
+        layer_bitexact(off.config, off.weights,
+                       quantize_input(np.ones((2, D)), off.config.x_scale, 8, 4))
+
+
+# ---- smoothing (SmoothQuant) of LLaMA's float weights before quantisation --------------------
+
+def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
+    """The smoothed weights compute the same layer in float64 (their gains, up columns and
+    the readers' rows rescaled); a few input channels 50× the others then no longer take
+    the range of the per-token int8 of n1, n2 and p from the others."""
+    from llmloom.hw.layers.llama import LLAMA
+    from llmloom.sim import quantize
+    rng = np.random.default_rng(rng)
+    w = _weights(rng)
+    # outlier channels of n1, n2 and p, their readers' weight rows small (as trained layers
+    # have them: a channel 50× the others that carries no more than they do)
+    for g, cols, mats in (("ln1_g", [3, 17], ("wq", "wk", "wv")), ("ln2_g", [5], ("w_gate",
+                                                                                 "w_up"))):
+        w[g][cols] *= 50.0
+        for m in mats:
+            w[m][cols] /= 50.0
+    w["w_up"][:, [7, 30]] *= 50.0
+    w["w_down"][[7, 30]] /= 50.0
+    x = rng.normal(size=(12, D))
+    trace = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)
+    sw = quantize.smooth_weights(LLAMA, w, trace, 0.5)
+    t2 = layer_float_trace(x, sw, "llama", H, kv_heads=KV, rope_base=BASE)
+    np.testing.assert_allclose(t2["y"], trace["y"], rtol=1e-9, atol=1e-9)
+    assert np.abs(t2["n1"]).max(axis=0).max() < np.abs(trace["n1"]).max(axis=0).max() / 4
+    assert set(sw) == set(w) and not np.array_equal(sw["w_down"], w["w_down"])
+    cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=16,
+                      rope_base=BASE, scheme="dynamic")
+    got = {}
+    for alpha in (None, 0.5):
+        saved = dict(quantize.SMOOTHING)
+        try:
+            quantize.SMOOTHING["llama"] = alpha
+            if alpha is None:
+                del quantize.SMOOTHING["llama"]
+            layer = calibrate(cfg, w, x)
+        finally:
+            quantize.SMOOTHING.clear()
+            quantize.SMOOTHING.update(saved)
+        assert layer.float_weights is w            # the reference, as given
+        c = layer.config
+        y, _ = layer_bitexact(c, layer.weights, quantize_input(x, c.x_scale, c.width("x")))
+        got[alpha] = cosine(dequantize(y, c.y_scale) - x, trace["y"] - x)
+    assert got[0.5] > 0.999 and got[None] < 0.98
+
+
+def test_the_llama_harness_refuses_row_exponents(rng):
+    """``llmloom run llama-block`` runs the RTL's numbers: a config with row exponents is one
+    line of refusal, on every simulator, until the RTL has them."""
+    from llmloom.hw.config import ConfigError
+    from llmloom.sim.blocks.layers import LlamaBlockHarness
+    rng = np.random.default_rng(rng)
+    h = LlamaBlockHarness().options(weights=_weights(rng))
+    with pytest.raises(ConfigError, match="stream_exponent=15: the layer's RTL does not"):
+        h.config({"d_model": D, "heads": H, "kv_heads": KV, "d_ff": F, "seq": 8,
+                  "stream_exponent": 15}, {"x": rng.normal(size=(4, D)).astype(np.float32)})

@@ -1,0 +1,101 @@
+"""The README's main job (``llmloom demo``: SmolLM2 answers a chat prompt, one layer's RTL
+checked at every step) on its quick setting, with a stand-in for the simulator: the flow,
+the text, the checks and the report lines, in seconds, piped and in a terminal. The RTL of a
+real SmolLM2 layer on Verilator runs in ``test_cli_generate.py``'s slow test and the demo
+itself, typed in a terminal, in the stop's note."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .test_cli_terminal import run_in_terminal
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def install_standin(wrong=False):
+    """Replace the simulator under ``RtlLayers`` by the bit-exact model with the predicted
+    cycles (``wrong``: one output integer off)."""
+    from llmloom.perf.cycles import layer_timing
+    from llmloom.sim import runner
+    from llmloom.sim.golden.layers import layer_bitexact
+
+    def run_block(harness, cfg, tensors, *, component, **_):
+        x, sizes = tensors["x_int"], tensors["sizes"]
+        y = np.array(layer_bitexact(cfg, component.inner.weights, x)[0])
+        if wrong:
+            y[-1, 0] += 1
+        cyc = layer_timing(cfg, tuple(sizes)).tensor_cycles
+        return runner.RunResult(outputs={"y_int": y}, cycles=sum(cyc), sim="verilator",
+                                wall_s=0.0, sim_cycles=sum(cyc), tensor_cycles=list(cyc))
+    runner.run_block = run_block
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    from llmloom.sim import runner
+    monkeypatch.setattr(runner, "run_block", runner.run_block)    # restored after the test
+    return install_standin
+
+
+def test_quick_chat_demo_checks_every_step_and_reports(smollm2, standin):
+    from llmloom.flows.chat_demo import run_chat_demo
+    standin()
+    out, err = io.StringIO(), io.StringIO()
+    assert run_chat_demo(quick=True, out=out, err=err) == 0
+    text = out.getvalue()
+    assert text.startswith("llmloom demo: ")
+    assert "user: What is the capital of France?" in text
+    assert "3 runs (the prefill, then 2 decode steps), every output row equal" in text
+    assert "each tensor as many as the analytical model predicts" in text
+    assert "accuracy against float over this conversation" in text
+    assert "tokens/s" in text and "projected for all 30 layers" in text
+
+
+def test_a_layer_that_differs_stops_the_demo(smollm2, standin):
+    from llmloom.flows.chat_demo import run_chat_demo
+    standin(wrong=True)
+    out, err = io.StringIO(), io.StringIO()
+    assert run_chat_demo(quick=True, out=out, err=err) == 1
+    assert "DIFFERS FROM the bit-exact model in 1 elements" in err.getvalue()
+
+
+def test_rtl_layer_out_of_range_is_one_line(smollm2, capsys):
+    from llmloom.flows.cli import main
+    assert main(["demo", "--quick", "--rtl-layer", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--rtl-layer 2 is not allowed; allowed: 0..1" in err
+
+
+def test_quick_chat_demo_in_a_terminal(smollm2, tmp_path):
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from tests.flows.test_chat_demo import install_standin\n"
+            "install_standin()\n"
+            "from llmloom.flows.cli import main\n"
+            "sys.exit(main(['demo', '--quick']))\n")
+    status, out = run_in_terminal([sys.executable, "-c", code], tmp_path, timeout=600)
+    assert status == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "every output row equal to the bit-exact model" in out
+
+
+def test_text_stream_redraws_its_line_after_a_progress_bar(smollm2):
+    """In a terminal the RTL's progress bar is drawn and cleared between tokens on the
+    answer's line: each token redraws the whole line so far."""
+    from llmloom.flows.model_cli import TextStream
+    from llmloom.sim.llm import tokenizer_of
+    tok = tokenizer_of()
+    ids = tok.encode("The capital\nof France")
+    out = io.StringIO()
+    stream = TextStream(tok, out, redraw=True)
+    for i in ids:
+        stream(i)
+        out.write("\r" + " " * 40 + "\r")            # a bar, cleared
+    assert stream.finish() == "The capital\nof France"
+    last = out.getvalue().split("\r")[-1]
+    assert last == "of France\n"                     # the last line, whole, after the bar
