@@ -114,8 +114,14 @@ EPS_BITS = 60
 #: The largest final shift T = n_frac + g_frac (the hardware's loaded shift spans 0..this).
 MAX_TOTAL_SHIFT = MAX_N_FRAC + MAX_G_FRAC
 #: The default hardware width of n (``NormConfig.n_bits``) holds n_frac up to N_FRAC + this
-#: (a largest gamma/out_scale up to 2**(N_FRAC + this − 5)).
+#: (a largest gamma/out_scale up to 2**(N_FRAC + this − 5)); an int16 output 8 more. The real
+#: calibrations need none at int8 (MiniLM, SmolLM2: n_frac 12) and n_frac 15..19 at int16;
+#: a row kernel calibrated on tiny or degenerate rows (tests/hw/test_norm.py) up to 18.
 N_FRAC_ROOM = 6
+#: The default hardware width of B (``NormConfig.beta_bits``) is out_width + this: it holds
+#: B's clamp (:attr:`NormConfig.beta_q`) up to T = 32; the real calibrations' B need 27..30
+#: bits at an int8 output (MiniLM) and 39..41 at int16 (T 22..30).
+BETA_ROOM = 34
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +206,9 @@ class NormConfig(RowKernelConfig):
         None, Range(2, 64), "bits of the normalised value n in the hardware (fixed by the "
         "config, not by gamma/out_scale, so that one build serves every calibration); none: "
         f"those of n_frac up to {N_FRAC + N_FRAC_ROOM} (int16 output: 8 more)")
+    beta_bits: int | None = spec(
+        None, Range(2, 80), "bits of the quantised beta B in the hardware (fixed by the config, "
+        f"not by beta/out_scale); none: out_width + {BETA_ROOM}")
 
     KIND = "layernorm"
     CENTERED = True
@@ -245,6 +254,11 @@ class NormConfig(RowKernelConfig):
                 f"gamma/out_scale up to {self.gamma_max:.3g} needs n_frac={self.n_frac}, a "
                 f"{self.n_width}-bit n; n_bits={self.n_bits_value} allows {self.n_bits_value} "
                 "(raise n_bits)")
+        if self.beta is not None and self.beta_width > self.beta_bits_value:
+            raise ConfigError(
+                f"beta/out_scale up to {max(abs(b) for b in self.beta_values) / self.out_scale_value:.3g} "
+                f"needs a {self.beta_width}-bit B at T={self.total_shift}; beta_bits="
+                f"{self.beta_bits_value} allows {self.beta_bits_value} (raise beta_bits)")
 
     # -- gamma, beta and the output scale -------------------------------------------------
     @functools.cached_property
@@ -372,14 +386,12 @@ class NormConfig(RowKernelConfig):
         return self._n_width(N_FRAC + N_FRAC_ROOM + self.out_width - 8)
 
     @property
-    def beta_bits(self):
-        """Bits of B in the hardware, fixed by the config: those of the clamp of
-        :attr:`beta_q` at the largest T and n (1 without a beta)."""
+    def beta_bits_value(self):
+        """Bits of B in the hardware, fixed by the config: ``beta_bits``, or out_width +
+        :data:`BETA_ROOM` (1 without a beta)."""
         if self.beta is None:
             return 1
-        clamp = (1 << (MAX_TOTAL_SHIFT + self.out_width)) + (
-            1 << (self.n_bits_value - 1 + self.rsqrt.g_bits - 1))
-        return signed_width(-clamp, clamp)
+        return self.beta_bits if self.beta_bits is not None else self.out_width + BETA_ROOM
 
     @functools.cached_property
     def beta_q(self):
@@ -569,7 +581,7 @@ class Norm(RowKernel):
         bq[-1] += pad
         g_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.rsqrt.g_bits), ln), depth=B,
                               init=gq)
-        b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_bits), ln), depth=B,
+        b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_bits_value), ln), depth=B,
                               init=bq)
         word = self.constants(m)
         m.submodules.gamma = g_rom

@@ -79,6 +79,10 @@ ROUNDINGS = tuple(r.value for r in (Rounding.HALF_EVEN, Rounding.HALF_UP, Roundi
 #: The widest aligned multiplier accepted: keeps ``(acc + bias) · M`` below 2**62, so the
 #: golden model's int64 arithmetic is exact.
 MAX_MULT_WIDTH = 29
+#: The default room above ``mult_bits`` of the aligned multipliers of a per-channel scale (or
+#: with a row exponent) in the hardware (``mult_width``): the real calibrations (MiniLM,
+#: SmolLM2, static and dynamic) need at most 8 bits.
+CHANNEL_SPREAD_BITS = 10
 
 
 # ---- shared by the element-wise blocks ---------------------------------------------------------
@@ -246,8 +250,8 @@ class RequantConfig(EltwiseTiming, BlockConfig):
     mult_width: int | None = spec(
         None, Range(2, MAX_MULT_WIDTH), "bits of the aligned multipliers in the hardware (a "
         "width fixed by the config, not by the calibrated values, so that one build serves "
-        f"every calibration); none: mult_bits per tensor, {MAX_MULT_WIDTH} per channel (the "
-        "spread the quantiser allows)")
+        f"every calibration); none: mult_bits per tensor, mult_bits + {CHANNEL_SPREAD_BITS} "
+        "per channel or with a row exponent")
 
     ACC = INT32
 
@@ -339,7 +343,9 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         or with a row exponent (the aligned multipliers are wider there)."""
         if self.mult_width is not None:
             return self.mult_width
-        return MAX_MULT_WIDTH if (self.per_channel or self.row_exponent) else self.mult_bits
+        if self.per_channel or self.row_exponent:
+            return min(MAX_MULT_WIDTH, self.mult_bits + CHANNEL_SPREAD_BITS)
+        return self.mult_bits
 
     @property
     def shift_max(self):

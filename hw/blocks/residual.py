@@ -61,8 +61,9 @@ __all__ = ["ResidualConfig", "Residual"]
 #: far inside the golden model's int64 and a DSP or two per lane.
 MAX_MULT_WIDTH = 40
 #: The default room for the two scales' spread in the aligned multipliers (``mult_width``):
-#: an int8 branch onto an int16 stream is 2**8 apart, and calibrations move it a few more.
-SPREAD_BITS = 12
+#: an int8 branch onto an int16 stream is 2**8 apart, and calibrations move it a few more
+#: (the real calibrations, MiniLM and SmolLM2: at most 9 bits).
+SPREAD_BITS = 10
 #: Integer widths of the streams: int8, or int16 (a wide residual stream).
 WIDTHS = (8, 16)
 
