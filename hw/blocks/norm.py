@@ -255,10 +255,10 @@ class NormConfig(RowKernelConfig):
                 f"{self.n_width}-bit n; n_bits={self.n_bits_value} allows {self.n_bits_value} "
                 "(raise n_bits)")
         if self.beta is not None and self.beta_width > self.beta_bits_value:
+            top = max(abs(b) for b in self.beta_values) / self.out_scale_value
             raise ConfigError(
-                f"beta/out_scale up to {max(abs(b) for b in self.beta_values) / self.out_scale_value:.3g} "
-                f"needs a {self.beta_width}-bit B at T={self.total_shift}; beta_bits="
-                f"{self.beta_bits_value} allows {self.beta_bits_value} (raise beta_bits)")
+                f"beta/out_scale up to {top:.3g} needs a {self.beta_width}-bit B at "
+                f"T={self.total_shift}; beta_bits={self.beta_bits_value} allows {self.beta_bits_value} (raise beta_bits)")
 
     # -- gamma, beta and the output scale -------------------------------------------------
     @functools.cached_property

@@ -86,7 +86,7 @@ def _layer_cases():
     from llmloom.sim.blocks.layers import Gpt2BlockHarness
 
     from ..hw.test_llama_block import llama_case
-    from .test_layer_hdl import D, HEADS, PAR, SEQ, _float_weights
+    from .test_layer_hdl import HEADS, PAR, SEQ, D, _float_weights
 
     def gpt2(rng, scheme):
         h = Gpt2BlockHarness().options(weights=_float_weights(rng), mode="decode")
