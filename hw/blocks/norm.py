@@ -258,7 +258,8 @@ class NormConfig(RowKernelConfig):
             top = max(abs(b) for b in self.beta_values) / self.out_scale_value
             raise ConfigError(
                 f"beta/out_scale up to {top:.3g} needs a {self.beta_width}-bit B at "
-                f"T={self.total_shift}; beta_bits={self.beta_bits_value} allows {self.beta_bits_value} (raise beta_bits)")
+                f"T={self.total_shift}; beta_bits={self.beta_bits_value} allows "
+                f"{self.beta_bits_value} (raise beta_bits)")
 
     # -- gamma, beta and the output scale -------------------------------------------------
     @functools.cached_property
