@@ -11,9 +11,11 @@ end: the accuracy of this very conversation against the float model (teacher-for
 next-token agreement and perplexity), and the speed the analytical model projects on a
 U280-class board.
 
-The simulator restarts from reset on every run, so a decode step replays the layer's
-tensors so far (:class:`~llmloom.flows.model_cli.RtlLayers`): step ``t`` costs the whole
-sequence's cycles, and the demo says beforehand how many cycles that is.
+On Verilator the layer's model stays alive from the prefill to the last decode step, its KV
+cache carried over, so each step simulates its own row only; the other simulators restart
+from reset on every run, so there a decode step replays the layer's tensors so far
+(:class:`~llmloom.flows.model_cli.RtlLayers`). The demo says beforehand how many cycles that
+is.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     from llmloom.sim.checkpoint import chat_prompt
     from llmloom.sim.golden.llama import next_token_agreement, perplexity
     from llmloom.sim.llm import (
-        RTL_STREAM_EXPONENT,
         LlamaSession,
         float_llama,
         generate,
@@ -88,21 +89,22 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
           f"equal at every step.", file=out)
     with tqdm(total=n_layers, desc="calibrating", unit="layer", leave=False, disable=not tty,
               file=err) as bar:
-        qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n),
-                            stream_exponent=RTL_STREAM_EXPONENT)
+        qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n))
     qm = qm.with_seq(max(2, len(ids) + max_new))
     cfg = qm.layers[k][0]
-    # what the RTL will simulate, at most: the prefill, then each decode step replaying all
+    # what the RTL will simulate, at most: the prefill, then each decode step (replaying all
+    # the tensors before it where the simulator restarts from reset)
     sizes = [len(ids)] + [1] * max_new
-    runs = [layer_cycles(cfg, sizes[:t + 1])[0] for t in range(len(sizes))]
+    runs = ([layer_cycles(cfg, sizes[:t + 1])[0] for t in range(len(sizes))] if rtl.replays
+            else [layer_cycles(cfg, sizes)[0]])
     total = None if None in runs else sum(sum(r) for r in runs)
     planned = (f"at most {total:,} simulated cycles in {len(sizes)} runs" if total is not None
                else f"{len(sizes)} runs")
     print(f"Layer {k}'s RTL: {planned} (a prompt of {len(ids)} tokens, up to {max_new} new "
-          f"ones);\nthe first run on a machine also builds the layer's {sim} model (a few "
-          f"minutes; cached\nin ~/.cache/llmloom). Layers {cfg.lanes} lanes, arrays "
-          f"{cfg.linear_rows}×{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n",
-          file=out)
+          f"ones);\nits Verilog takes ~2 min to emit (its weights are memory contents), and the "
+          f"first run\non a machine also builds the layer's {sim} model (~1 min; cached in "
+          f"~/.cache/llmloom).\nLayers {cfg.lanes} lanes, arrays {cfg.linear_rows}×"
+          f"{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n", file=out)
     print(f"user: {prompt}\nassistant:", file=out, flush=True)
 
     checked, predicted_ok = [], True
@@ -115,7 +117,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         sofar = session.sizes + [len(x_int)]
         want = layer_cycles(cfg_n, sofar)[0]
         predicted_ok &= want is not None and list(rtl.cycles[n]) == list(want)
-        checked.append(sum(rtl.cycles[n]))
+        checked.append(sum(rtl.cycles[n]) if rtl.replays else rtl.cycles[n][-1])
         return y, cache
 
     session = LlamaSession(qm, run_layer)
@@ -126,6 +128,8 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     except LayerDiffers as exc:
         print(f"\nllmloom: {exc}", file=err)
         return 1
+    finally:
+        rtl.close()                 # the layer's simulation
     stream.finish()
     wall = time.monotonic() - t0
     cycles_said = ("each tensor as many as the analytical model predicts" if predicted_ok

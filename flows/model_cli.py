@@ -146,52 +146,102 @@ class RtlLayers:
     model; the one runner of ``embed`` (:meth:`__call__`, a BERT prefill) and ``generate``
     (:meth:`step`, a causal layer's prefill and decode steps).
 
-    The simulator starts from reset on every run, so a decode step replays the layer's
-    tensors so far (its prefill, then one row per step) and takes the last row: the RTL's KV
-    cache refills the same way, and the decode path, not a prefill, computes the new row.
+    On Verilator a layer's model stays alive from its prefill to its last decode step (a
+    :class:`~llmloom.sim.runner.BlockSession` per layer): its KV cache carries over, so a
+    decode step sends only its new row. The other simulators start from reset on every run,
+    so there a decode step replays the layer's tensors so far (its prefill, then one row per
+    step) and takes the last row: the RTL's KV cache refills the same way, and the decode
+    path, not a prefill, computes the new row. Either way each tensor's cycles are those of
+    the one run of all of them. :meth:`close` (or a ``with`` block) ends the sessions.
 
     Members
     -------
     cycles : dict
-        Layer index → the measured cycles of each of its tensors (the last run's).
+        Layer index → the measured cycles of each of its tensors so far.
     """
 
     def __init__(self, sim, progress=False):
         self.sim, self.progress = sim, progress
         self.cycles = {}
-        self._inputs = {}           # layer → its input tensors so far
+        self._inputs = {}           # layer → its input tensors so far (replayed runs)
+        self._sessions = {}         # layer → its live simulation (Verilator)
         self._components = {}       # id(weights) → (cfg, weights, the layer's component)
 
     def check(self, arch):
         """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
         _layer_harness(arch)
 
-    def _run(self, cfg, weights, x_int, sizes):
-        import numpy as np
+    @property
+    def replays(self):
+        """True when a decode step replays the layer's tensors so far (every simulator but
+        Verilator, whose model stays alive)."""
+        return self.sim != "verilator"
 
+    def close(self):
+        """End every layer's simulation session."""
+        while self._sessions:
+            self._sessions.popitem()[1].close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _component(self, cfg, weights):
         from ..hw.layers.layer import Layer
-        from ..sim import runner
         from ..sim.harness import ControlStreams
 
-        harness = _layer_harness(cfg.arch)
-        prepared = {"x_int": np.asarray(x_int, np.int64), "sizes": list(sizes)}
         # one component per layer, so the simulator runner emits its Verilog once for all of
-        # the layer's runs (a decode step replays the layer)
+        # the layer's runs
         kept = self._components.get(id(weights))
         if kept is None or kept[0] is not cfg or kept[1] is not weights:
             kept = self._components[id(weights)] = (cfg, weights,
                                                     ControlStreams(Layer(cfg, weights)))
-        # looked up on the module at call time, so a test can stand in for the simulator
-        return runner.run_block(harness, cfg, prepared, sim=self.sim, prepared=True,
-                                component=kept[2], progress=self.progress)
+        return kept[2]
 
-    def _check(self, n, y, want):
+    @staticmethod
+    def _prepared(x_int, sizes):
+        """The harness's tensors of input rows ``x_int``: with row exponents on the residual
+        stream (a :class:`~llmloom.sim.golden.layers.RowScaled`), their values and ``x_e``."""
         import numpy as np
 
+        from ..sim.golden.layers import RowScaled
+        out = {"sizes": list(sizes)}
+        if isinstance(x_int, RowScaled):
+            out["x_e"] = np.asarray(x_int.e, np.int64)
+            x_int = x_int.values
+        out["x_int"] = np.asarray(x_int, np.int64)
+        return out
+
+    def _run(self, cfg, weights, x_int, sizes):
+        from ..sim import runner
+
+        # looked up on the module at call time, so a test can stand in for the simulator
+        return runner.run_block(_layer_harness(cfg.arch), cfg, self._prepared(x_int, sizes),
+                                sim=self.sim, prepared=True,
+                                component=self._component(cfg, weights),
+                                progress=self.progress)
+
+    def _check(self, n, outputs, want, rows=None):
+        """Raise :class:`LayerDiffers` unless the run's ``outputs`` (its last ``rows`` rows)
+        are ``want``: the values, and with row exponents (a ``RowScaled``) each row's
+        exponent."""
+        import numpy as np
+
+        from ..sim.golden.layers import RowScaled
         from .verify import mismatch_count
-        if np.shape(y) != np.shape(want) or not np.array_equal(y, want):
-            raise LayerDiffers(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model in "
-                           f"{mismatch_count(y, want)} elements")
+        got = {"y_int": outputs["y_int"], "y_e": outputs.get("y_e")}
+        pairs = [("y_int", want)]
+        if isinstance(want, RowScaled):
+            pairs = [("y_int", want.values), ("y_e", want.e)]
+        for key, w in pairs:
+            y = got[key] if rows is None or got[key] is None else got[key][-rows:]
+            if y is None or np.shape(y) != np.shape(w) or not np.array_equal(y, w):
+                what = "elements" if key == "y_int" else "row exponents"
+                count = "all" if y is None else mismatch_count(y, w)
+                raise LayerDiffers(f"layer {n} on {self.sim} DIFFERS FROM the bit-exact model "
+                                   f"in {count} {what}")
 
     def __call__(self, cfg, weights, x_int):
         """``run_layer`` of :func:`~llmloom.sim.model.run_layers`: one prefill."""
@@ -199,24 +249,47 @@ class RtlLayers:
         n = len(self.cycles)
         result = self._run(cfg, weights, x_int, [len(x_int)])
         y = result.outputs["y_int"]
-        self._check(n, y, golden_layer(cfg, weights, x_int))
+        self._check(n, result.outputs, golden_layer(cfg, weights, x_int))
         self.cycles[n] = [result.cycles]
         return y
 
     def step(self, n, cfg, weights, x_int, mode, cache):
         """``run_layer`` of :class:`~llmloom.sim.llm.LlamaSession`: layer ``n``'s RTL on its
-        tensors so far, the new rows checked against the bit-exact model, whose ``(y,
-        cache)`` it returns."""
+        next tensor (a prefill starts the layer over), its rows checked against the bit-exact
+        model, whose ``(y, cache)`` it returns."""
         import numpy as np
 
         from ..sim.golden.layers import layer_bitexact
         want, cache = layer_bitexact(cfg, weights, x_int, mode, cache)
+        if mode == "prefill":
+            self.cycles[n] = []
+        if not self.replays:
+            from ..sim import runner
+            session = self._sessions.get(n)
+            if mode != "prefill" and (session is None or session.closed):
+                raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
+                                   "closed): a decode step needs its prefill's live model")
+            if mode == "prefill":
+                if session is not None:
+                    session.close()
+                # looked up on the module at call time, so a test can stand in for it
+                session = self._sessions[n] = runner.open_session(
+                    _layer_harness(cfg.arch), cfg, component=self._component(cfg, weights),
+                    progress=self.progress)
+            result = session.run(self._prepared(x_int, [len(x_int)]), prepared=True)
+            self._check(n, result.outputs, want)
+            self.cycles[n] = [*self.cycles.get(n, ()), *result.tensor_cycles]
+            return want, cache
+        from ..sim.golden.layers import RowScaled
         inputs = self._inputs.setdefault(n, [])
         if mode == "prefill":
             inputs.clear()
-        inputs.append(np.asarray(x_int))
-        result = self._run(cfg, weights, np.concatenate(inputs), [len(x) for x in inputs])
-        self._check(n, result.outputs["y_int"][-len(x_int):], want)
+        inputs.append(x_int if isinstance(x_int, RowScaled) else np.asarray(x_int))
+        joined = (RowScaled(np.concatenate([x.values for x in inputs]),
+                            np.concatenate([x.e for x in inputs]))
+                  if isinstance(x_int, RowScaled) else np.concatenate(inputs))
+        result = self._run(cfg, weights, joined, [len(x) for x in inputs])
+        self._check(n, result.outputs, want, rows=len(x_int))
         self.cycles[n] = list(result.tensor_cycles or [result.cycles])
         return want, cache
 
@@ -288,7 +361,8 @@ def _generate_args(p):
                    help="golden: every layer by the bit-exact model (default); else every "
                         "layer's RTL on that simulator, checked against it")
     p.add_argument("--quant", choices=QUANTS, default="W8A8",
-                   help="weights and activations (W4A8 is not available yet)")
+                   help="weights and activations (default W8A8; W4A8: the GGUF's 4-bit "
+                        "codes kept exactly, on --sim golden only)")
     p.add_argument("--scheme", choices=SCHEMES, default="dynamic",
                    help="the layers' numerics scheme (default dynamic)")
     p.add_argument("--num-layers", type=int, metavar="N",
@@ -418,7 +492,6 @@ def cmd_generate(args):
 
     from ..sim.checkpoint import chat_prompt
     from ..sim.llm import (
-        RTL_STREAM_EXPONENT,
         LlamaSession,
         float_llama,
         generate,
@@ -438,6 +511,9 @@ def cmd_generate(args):
         raise UserError("--prompt is empty")
     rtl = None
     if args.sim != GOLDEN:
+        if args.quant != "W8A8":
+            raise UserError(f"--quant {args.quant} runs on --sim {GOLDEN} only: the layer's RTL "
+                            "has int8 weights, not W4's weight groups, yet")
         rtl = RtlLayers(args.sim, False)
         rtl.check("llama")
     model, _ = float_llama(args.gguf, args.num_layers)
@@ -451,10 +527,8 @@ def cmd_generate(args):
     tty = sys.stderr.isatty()
     with tqdm(total=args.num_layers or spec.layers, desc="calibrating", unit="layer",
               leave=False, disable=not tty, file=sys.stderr) as bar:
-        # golden and simulator runs are the same numbers, checked equal: the RTL's
         qm = quantize_llama(model.path, args.num_layers, args.quant, args.scheme,
-                            progress=lambda n: bar.update(n - bar.n),
-                            stream_exponent=RTL_STREAM_EXPONENT)
+                            progress=lambda n: bar.update(n - bar.n))
     session = LlamaSession(qm.with_seq(max(2, need)),
                            golden_step if rtl is None else rtl.step)
     stream = None if args.json else TextStream(tokenizer, sys.stdout)
@@ -470,6 +544,9 @@ def cmd_generate(args):
     except LayerDiffers as exc:
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if rtl is not None:
+            rtl.close()             # the layers' simulations
     text = tokenizer.decode(gen.new, skip_special=True)
     if stream is not None:
         stream.finish()

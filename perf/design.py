@@ -18,6 +18,7 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
       "double_buffer": true,
       "weight_buffer": "tile",             # tile | layer: streamed weights' on-chip buffer
       "host_sync_us": 0,                   # host synchronisation per layer (µs), if any
+      "kv_sync": "layer",                  # layer | tile: when prefill attention may start
       "regions": {"q": "SLR0", ...}        # optional: die of each kernel or lanes unit
     }
 
@@ -50,7 +51,7 @@ from .models import get_model
 from .workload import ATTENTION, LINEAR, get_quant
 
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
-           "WEIGHT_BUFFERS",
+           "WEIGHT_BUFFERS", "KV_SYNCS",
            "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "layer_config_dict",
            "save_layer_config"]
 
@@ -62,6 +63,11 @@ LANE_UNITS = ("softmax", "norm", "act")
 #: fetches its next weights while the others compute, and in prefill every token tile reuses
 #: the buffered matrix instead of streaming it again).
 WEIGHT_BUFFERS = ("tile", "layer")
+#: When a prefill's attention may start (``Design.kv_sync``): ``layer`` (the paper's
+#: synchronisation: K and V of the whole prompt complete first) or ``tile`` (a causal model's
+#: query tile starts once the K/V tiles up to it are out, so Q/K/V stream into attention as
+#: every other stage does; a bidirectional encoder needs every key and waits regardless).
+KV_SYNCS = ("layer", "tile")
 #: Kernel names of design files written before the kernels took the ``hw`` stage names.
 OLD_KERNEL_NAMES = {"p": "o", "a1": "qk", "a2": "pv"}
 _POW2 = (1, 2, 4, 8, 16, 32, 64)
@@ -154,6 +160,7 @@ class Design:
     double_buffer: bool = True
     weight_buffer: str = "tile"
     host_sync_us: float = 0.0
+    kv_sync: str = "layer"
     regions: types.MappingProxyType | None = None
     name: str = "custom"
     source: str = ""
@@ -175,6 +182,9 @@ class Design:
                 or not 0 <= self.host_sync_us <= 1e6:
             raise ConfigError(f"host_sync_us={self.host_sync_us!r} is out of range; allowed: "
                               "0..1000000")
+        if self.kv_sync not in KV_SYNCS:
+            raise ConfigError(f"kv_sync={self.kv_sync!r} is not allowed; allowed: "
+                              f"{' | '.join(KV_SYNCS)}")
         if self.decode_kernel not in ("gemv", "gemm"):
             raise ConfigError(f"decode_kernel={self.decode_kernel!r} is not allowed; allowed: "
                               "gemv | gemm")
@@ -225,6 +235,8 @@ class Design:
             d["weight_buffer"] = self.weight_buffer
         if self.host_sync_us:
             d["host_sync_us"] = self.host_sync_us
+        if self.kv_sync != "layer":
+            d["kv_sync"] = self.kv_sync
         if self.regions is not None:
             d["regions"] = dict(self.regions)
         if self.source:

@@ -42,8 +42,6 @@ class GpuRuntime:
     dispatch_s: float           # host time to issue one kernel
     launch_s: float             # GPU-side fixed cost per kernel (launch latency, ramp, tail)
     sync_s: float               # device-to-host synchronisation per decode step
-    step_s: float = 0.0         # host work per generated token outside the layers (a
-    #                             generation loop's logits processing, sampling, bookkeeping)
     source: str
     fitted: tuple = ()
 
@@ -62,14 +60,6 @@ RUNTIMES = {r.name: r for r in (
                       "the measured 113-115 tok/s (PyTorch's tuning guide gives ~10 us of "
                       "Python/ATen dispatch per op as the order)",
                fitted=("a100-gpt2-medium-decode",)),
-    GpuRuntime(name="hf-generate", extra_kernels=22, fused_qkv=True, fused_attention=False,
-               dispatch_s=12.5e-6, launch_s=3e-6, sync_s=30e-6, step_s=9.8e-3,
-               source=_EAGER_KERNELS + "Dispatch as eager; plus the per-token host work of "
-                      "transformers' generate() (logits processors and warpers, stopping "
-                      "criteria, cache and input bookkeeping, the Python loop): 9.8 ms per "
-                      "token, fitted to the A100 the paper measured (its FPGA decode at 1.10 x "
-                      "DFX's 93.1 tok/s is 1.9 x the A100: 53.9 tok/s)",
-               fitted=("chen2024-gpt2-decode-vs-a100",)),
     GpuRuntime(name="fused", extra_kernels=4, fused_qkv=True, fused_attention=True,
                dispatch_s=4e-6, launch_s=3e-6, sync_s=20e-6,
                source="FasterTransformer/TensorRT-LLM-style fused kernels: fused QKV, fused "
@@ -144,7 +134,7 @@ def gpu_estimate(model, gpu, mode="decode", *, seq=512, context=None, batch=1, q
         As in :func:`llmloom.perf.workload.layer_ops`; ``context`` defaults to ``seq``.
     quant : str
         ``fp16`` (the usual deployment), ``W8A8`` (int8 tensor cores), ``W4A16``...
-    runtime : {"eager", "hf-generate", "fused", "graphs"}
+    runtime : {"eager", "fused", "graphs"}
 
     Returns
     -------
@@ -171,7 +161,7 @@ def gpu_estimate(model, gpu, mode="decode", *, seq=512, context=None, batch=1, q
         t_c += tc
         t_m += tm
     n = model.n_layers
-    latency = n * total + (rt.sync_s + rt.step_s if mode == "decode" else 0.0)
+    latency = n * total + (rt.sync_s if mode == "decode" else 0.0)
     roofline = n * roof
     overhead = latency - roofline
     bound = "launch" if overhead > roofline else ("compute" if t_c > t_m else "memory")

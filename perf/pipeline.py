@@ -438,6 +438,13 @@ def _latencies(cfg):
     return lat
 
 
+def _row_quant(cfg, name):
+    """The row quantiser after residual stage ``name`` (a layer config with row exponents on
+    its residual stream: ``LayerConfig.row_quant``), else ``None``."""
+    get = getattr(cfg, "row_quant", None)
+    return get(name) if callable(get) else None
+
+
 def _norm_timing(cfg):
     from ..hw.blocks.norm import LayerNormConfig
     beats = cfg.d_model // cfg.lanes
@@ -477,6 +484,11 @@ def layer_tensor(cfg, rows, trace=None):
             out = eltwise(a[0], lat[st.name], trace, st.name)
         else:                       # residual, mul: both inputs joined beat by beat
             out = eltwise(join(*a), lat[st.name], trace, st.name)
+            rows_q = _row_quant(cfg, st.name)
+            if rows_q is not None:
+                # the residual stream's row exponents: the wide sum through its row
+                # quantiser (the skip's exponents wait in a queue, ahead of the rows)
+                out = row_kernel(out, *row_kernel_of(rows_q), trace, f"{st.name}_rows")
         t[st.output] = out
     return t[desc.output]
 

@@ -10,8 +10,10 @@ Formulas (README.md has them with their derivation from the paper's §3):
   its time there is ``max(compute, (streamed − ahead) bits / its bandwidth)``.
 - One layer walks the ``hw`` layer description (:func:`layer_plan`): the stages before the
   projections, a synchronisation ``S = max(T_k, T_v)`` (K and V complete before attention;
-  decode: Q too), then streaming stages ``j`` with first-tile latency ``L_j`` and total
-  ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
+  decode: Q too; none in a causal prefill whose design starts attention per tile,
+  ``Design.kv_sync == "tile"``: Q/K/V are then the chain's first stage), then streaming
+  stages ``j`` with first-tile latency ``L_j`` (prefill: the first ``token_tile`` rows) and
+  total ``T_j``: ``T2 = Σ L_j + max_j (T_j - L_j)`` per segment between whole-row stages.
 - ``C`` layers on chip (and ``pp`` devices in a pipeline) chain ``pp·C`` layers per pass:
   ``T_pass = S + T2 + (pp·C - 1)·(max(T2, S) + L_kv)``,
   ``T = ceil(N / (pp·C))·max(T_pass, busiest stream)``.
@@ -59,12 +61,12 @@ LINK_HOP_S = 1e-6
 # Off-chip streaming into a kernel: the fraction of the memory's achievable bandwidth
 # (MemorySpec.efficiency, long sequential reads) that a kernel's read port gets while it
 # streams its weights in bursts through the width converter to its array. Fitted: the one
-# value that puts the paper's GPT-2 medium decode (W8A8, 250 MHz, 1.10 x DFX's 93.1 tok/s;
-# perf/data/measured.json row "chen2024-gpt2-w8a8-decode") on the model; every other measured
-# row is held out of it. 0.78 x 0.92 x 14.375 GB/s = 10.3 GB/s per HBM2 pseudo-channel,
-# against 13.3 GB/s that HBM benchmarks on the U280 reach with long bursts at the memory's own
-# clock.
-PORT_EFFICIENCY = 0.78
+# value that puts the paper's group's GPT-2 medium decode (W4A8, 250 MHz, one U280, 204.05
+# tok/s; perf/data/measured.json row "allo-gpt2-medium-w4a8-decode", the measurement behind
+# Chen et al.'s 1.10 x DFX) on the model; every other measured row is held out of it.
+# 0.777 x 0.92 x 14.375 GB/s = 10.3 GB/s per HBM2 pseudo-channel, against 13.3 GB/s that HBM
+# benchmarks on the U280 reach with long bursts at the memory's own clock.
+PORT_EFFICIENCY = 0.777
 #: Depth (words of ``cols*packing`` weights) of one streamed weight tile's buffer.
 TILE_DEPTH = 512
 
@@ -259,17 +261,20 @@ class DesignBatch:
     ``chan[k]`` (NaN = automatic bandwidth share) per kernel ``k``; ``lanes[u]`` per non-linear
     unit (``softmax``, ``norm``, ``act``); ``C``, ``weights`` (0 stream, 1 on chip, 2 auto),
     ``gemv``, ``double``, ``clock_mhz``, ``token_tile``, ``layer_buffer`` (streamed weights
-    buffered a whole layer deep: ``Design.weight_buffer == "layer"``), ``host_sync_us``.
+    buffered a whole layer deep: ``Design.weight_buffer == "layer"``), ``host_sync_us``,
+    ``kv_tile`` (``Design.kv_sync == "tile"``: a causal prefill's attention starts per tile).
     """
 
     def __init__(self, *, rows, cols, pack, chan, lanes, C, weights, gemv, double, clock_mhz,
-                 token_tile, layer_buffer=None, host_sync_us=None, regions=None):
+                 token_tile, layer_buffer=None, host_sync_us=None, kv_tile=None, regions=None):
         self.rows, self.cols, self.pack, self.chan = rows, cols, pack, chan
         P = len(C)
         self.layer_buffer = (np.zeros(P, dtype=bool) if layer_buffer is None
                              else np.asarray(layer_buffer, dtype=bool))
         self.host_sync_us = (np.zeros(P) if host_sync_us is None
                              else np.asarray(host_sync_us, dtype=float))
+        self.kv_tile = (np.zeros(P, dtype=bool) if kv_tile is None
+                        else np.asarray(kv_tile, dtype=bool))
         self.lanes, self.C, self.weights, self.gemv = lanes, C, weights, gemv
         self.double, self.clock_mhz, self.token_tile = double, clock_mhz, token_tile
         self.regions = regions
@@ -300,6 +305,7 @@ class DesignBatch:
             token_tile=arr(lambda d: d.token_tile),
             layer_buffer=arr(lambda d: d.weight_buffer == "layer", bool),
             host_sync_us=arr(lambda d: d.host_sync_us, float),
+            kv_tile=arr(lambda d: d.kv_sync == "tile", bool),
             regions=dict(regions) if regions is not None else None)
 
     def design(self, i, *, name="explored", quant="W8A8", weights=None):
@@ -318,7 +324,8 @@ class DesignBatch:
                       decode_kernel="gemv" if self.gemv[i] else "gemm",
                       double_buffer=bool(self.double[i]),
                       weight_buffer="layer" if self.layer_buffer[i] else "tile",
-                      host_sync_us=float(self.host_sync_us[i]), regions=self.regions)
+                      host_sync_us=float(self.host_sync_us[i]),
+                      kv_sync="tile" if self.kv_tile[i] else "layer", regions=self.regions)
 
 
 def _cdiv(a, b):
@@ -422,8 +429,10 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             kk, nn = shapes[k]
             lanes = gemm_lanes_np(kk, r[k], cl[k], nn)
             t_gemm = gemm_cycles_np(r[k], cl[k], kk, nn, lanes, rows_m)
+            # prefill: the first token tile (the rows streamed between kernels at once,
+            # Design.token_tile) through the whole projection
             first_gemm = t_gemm if decode else gemm_cycles_np(
-                r[k], cl[k], kk, nn, lanes, np.minimum(rows_m, r[k]))
+                r[k], cl[k], kk, nn, lanes, np.minimum(rows_m, db.token_tile))
             t_gemv, first_gemv = gemv_cycles_np(r[k], cl[k], kk, nn, rows_m)
             t = np.where(gemv, t_gemv, t_gemm).astype(float)
             first = np.where(gemv, first_gemv, first_gemm).astype(float)
@@ -448,7 +457,8 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
                 kk, kk_v = pad_to(keys, lanes), pad_to(keys, lanes_v)
             fill, comp, tail = gemm_parts_np(r[k], cl[k], kk, nn, lanes, qrows)
             t_gemm = fill + count * comp + tail
-            first_gemm = gemm_cycles_np(r[k], cl[k], kk, nn, lanes, np.minimum(qrows, r[k]))
+            first_gemm = gemm_cycles_np(r[k], cl[k], kk, nn, lanes,
+                                        np.minimum(qrows, db.token_tile))
             t_gemv, _ = gemv_cycles_np(r[k], cl[k], kk_v, nn, count, lanes_v)
             t = np.where(gemv, t_gemv, t_gemm).astype(float)
             # softmax needs whole score rows, so in decode (one row) nothing overlaps
@@ -492,6 +502,11 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
         sync = ["q", "k", "v"] if decode else ["k", "v"]
         S = np.maximum.reduce([stages[k][0] for k in sync])
         L_sync = np.maximum.reduce([stages[k][1] for k in sync])
+        # a causal prefill whose attention starts per tile (Design.kv_sync "tile") has no
+        # synchronisation: Q, K and V stream into attention as one stage of the chain
+        tile_start = db.kv_tile & (not decode) & bool(m.decoder)
+        S = np.where(tile_start, 0.0, S)
+        L_sync = np.where(tile_start, 0.0, L_sync)
         ffn_keys = ["f1", "fg"] if m.gated_ffn else ["f1"]
 
         def entry(k, stages=stages, ffn_keys=ffn_keys):
@@ -504,7 +519,10 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
         chain = []
         if not decode:
             tq, lq, bq = stages["q"]
-            chain.append(("q", np.maximum(tq - S, 0.0), np.zeros(P), bq))
+            t_qkv = np.maximum.reduce([stages[k][0] for k in ("q", "k", "v")])
+            l_qkv = np.maximum.reduce([stages[k][1] for k in ("q", "k", "v")])
+            chain.append(("q", np.where(tile_start, t_qkv, np.maximum(tq - S, 0.0)),
+                          np.where(tile_start, l_qkv, 0.0), bq))
         for k in plan.chain:
             if k in ("ar1", "ar2") and tp == 1:
                 continue

@@ -18,9 +18,9 @@ the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for B
 * :func:`generate` is greedy decoding on a session; :func:`teacher_forced` the logits of a
   whole text in one prefill (next-token agreement and perplexity against float).
 
-W4A8 (the GGUF's 4-bit codes kept exactly, a scale and a minimum per group of 32) is not a
-quantisation of this layer yet: its weights are int8 per channel. Quantising the Q4_1 weights
-dequantised from their codes to int8 would still be W8, so :func:`quantize_llama` refuses it.
+W4A8 keeps the GGUF's 4-bit codes exactly, with each group of 32's scale and minimum as
+16-bit integers (``LayerConfig.weight_bits`` 4; the bit-exact model only: the layer's RTL
+refuses it); W8A8 quantises the weights the codes stand for to int8 per output channel.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hw.layers.config import GROUP_SCALE_BITS, WEIGHT_GROUP
 from .accuracy import DEFAULT_CALIB_TEXT
-from .checkpoint import CheckpointError, GgufModel, chat_prompt, smollm2_path
+from .checkpoint import LAYER_TENSORS, CheckpointError, GgufModel, chat_prompt, smollm2_path
 from .golden.layers import dequantize, layer_bitexact
 from .golden.llama import LlamaFloat, rms_norm
 from .quantize import quantize_input, quantize_layer
 
-__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "RTL_STREAM_EXPONENT", "QuantizedLlama",
+__all__ = ["QUANTS", "CALIB_TEXT", "STREAM_EXPONENT", "QuantizedLlama",
            "quantize_llama", "float_llama", "golden_step", "host_logits", "tokenizer_of",
            "stop_ids", "LlamaSession", "generate", "Generation", "teacher_forced",
            "layer_weight_bytes", "clear_cache"]
@@ -53,12 +54,9 @@ CALIB_TEXT = chat_prompt("Tell me about the lighthouse keeper.") + DEFAULT_CALIB
 
 #: The residual stream's row exponents (``LayerConfig.stream_exponent``) of the layers
 #: :func:`quantize_llama` calibrates, unless told: block floating point per token, 0..15, for
-#: the first token's massive activation (the golden model only: the RTL refuses it, so a run
-#: on a simulator asks for 0).
+#: the first token's massive activation. The layer's RTL has them too (its ``i_e`` and ``o_e``
+#: streams), so ``generate`` and the demo calibrate with them on every simulator.
 STREAM_EXPONENT = 15
-#: The row exponents the layer's RTL implements (none yet): what a run that is checked against
-#: the RTL calibrates with (``generate``, the demo), golden and simulator alike.
-RTL_STREAM_EXPONENT = 0
 
 #: The layer's hardware shape, when not given: the layer config's defaults (the parallelism
 #: shapes the cycles, not the numbers).
@@ -195,17 +193,14 @@ def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
     parallelism (:class:`~llmloom.hw.layers.config.LayerConfig` fields). Kept in memory per
     (file, num_layers, quant, scheme, calibration text, fields). ``progress(n)`` after each
     layer calibrated. ``stream_exponent``: the layers' residual stream in block floating point
-    per token, exponents 0..E (:data:`STREAM_EXPONENT`; 0: one static scale, as the RTL
-    has it). Returns a :class:`QuantizedLlama` (KV cache of the calibration's length:
-    :meth:`QuantizedLlama.with_seq` sizes it)."""
+    per token, exponents 0..E (:data:`STREAM_EXPONENT`; 0: one static scale
+    per tensor; the RTL has both). Returns a :class:`QuantizedLlama` (KV cache of the
+    calibration's length: :meth:`QuantizedLlama.with_seq` sizes it)."""
     layer_fields = {**layer_fields, "stream_exponent": stream_exponent}
     if quant not in QUANTS:
         raise CheckpointError(f"quant={quant!r} is not allowed; allowed: {' | '.join(QUANTS)}")
-    if quant != "W8A8":
-        raise CheckpointError(
-            f"--quant {quant} is not available yet: the layer holds int8 weights per output "
-            "channel, not the GGUF's 4-bit codes (Q4_1); int8-quantising them would still be "
-            "W8A8")
+    if quant == "W4A8":
+        layer_fields["weight_bits"] = 4
     model, fm = float_llama(path, num_layers)
     calib = CALIB_TEXT if calib_text is None else calib_text
     key = (*_file_key(model.path), fm.num_layers, quant, scheme, calib,
@@ -221,9 +216,13 @@ def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
     # each layer calibrated on the float input the calibration text gives it
     x, cache, layers = fm.embed(ids), fm.new_cache(), []
     for n in range(fm.num_layers):
+        q4 = None if quant == "W8A8" else {
+            name: model.q4_1(f"blk.{n}.{tensor}.weight")
+            for tensor, (name, matrix) in LAYER_TENSORS.items() if matrix}
         layers.append(quantize_layer(fm.layers[n], x, _LAYER_ARCH, s.heads, seq=len(ids),
                                      eps=s.rms_eps, kv_heads=s.kv_heads,
-                                     rope_base=s.rope_base, scheme=scheme, **layer_fields))
+                                     rope_base=s.rope_base, scheme=scheme, q4_weights=q4,
+                                     **layer_fields))
         x = fm.layer(n, x, 0, cache)
         if progress is not None:
             progress(n + 1)
@@ -350,8 +349,14 @@ def teacher_forced(qmodel, ids, run_layer=golden_step, progress=None):
 
 
 def layer_weight_bytes(cfg, weights):
-    """Bytes of one layer's weight matrices as the engines read them (int8: one a weight);
-    the per-channel re-quantiser constants, well under 1 % of them, are not counted."""
-    bits = 8
-    return sum(int(np.asarray(weights.matrix(st.name)).size) * bits // 8
-               for st in cfg.description.of_kind("linear"))
+    """Bytes of one layer's weight matrices as the engines read them: int8, one a weight; W4
+    (``cfg.weight_bits`` 4), half a byte a weight and each group's 16-bit scale and minimum
+    (GROUP_SCALE_BITS). The per-channel re-quantiser constants, well under 1 % of them, are
+    not counted."""
+    total = 0
+    for st in cfg.description.of_kind("linear"):
+        size = int(np.asarray(weights.matrix(st.name)).size)
+        total += size * cfg.weight_bits // 8
+        if cfg.weight_bits == 4:
+            total += size // WEIGHT_GROUP * 2 * GROUP_SCALE_BITS // 8
+    return total

@@ -18,6 +18,15 @@ and why:
   scale costs nothing in hardware: it folds into the re-quantiser's per-channel multiplier
   (``acc_scale[c] = s_in · s_c``). Symmetric (no zero point) so that the GEMM is a plain
   int8 × int8 product.
+* **W4 weights** (``LayerConfig.weight_bits`` 4, ``generate --quant W4A8``): 4-bit codes
+  ``q`` in 0..15 with a scale ``d`` and a minimum ``m`` per group of 32 inputs of each output
+  channel, ``w = d·q + m`` — GGUF's Q4_1, whose codes are kept exactly (other float weights are
+  quantised to it, :func:`q4_1_of`). ``d`` and ``m`` become 16-bit integers in a unit per
+  output channel (:func:`group_multipliers`); the engine sums ``x·q`` and ``x`` per group and
+  weighs them by those integers (:func:`~llmloom.sim.golden.gemm.group_gemm_bitexact`), so the
+  layer's linear stages are the file's weights to about 2**-15 of each channel's largest
+  scale. Smoothing (below) then takes one factor per group of 32 input channels, which moves
+  into the groups' ``d`` and ``m``, the codes unchanged.
 * **Scale floor.** The re-quantiser aligns its per-channel multipliers to one shift, which
   limits the spread of ``acc_scale`` (:data:`llmloom.hw.blocks.requant.MAX_MULT_WIDTH`, 29
   bits with 16-bit multipliers: a factor 2**13). Channel scales are therefore floored at
@@ -42,13 +51,14 @@ and why:
     and 16 bits can spare two; the other tensors are int8 as above. The linear stages read
     the wide tensors through per-token quantisers (int8, a power-of-two exponent per row),
     whose exponents the re-quantisers undo. On MiniLM every layer's cosine is ≥ 0.997 on
-    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` too, and
-    its residual stream has 2× headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value
-    is the first token's massive activation (22 000 in layer 20, beside ~130 in every other
-    token), the same whatever the text to within +30 % (measured over four texts), so two
-    bits of headroom would cost the other tokens two bits of resolution for nothing (layer
-    20, tokens after the first, held-out text: output cosine 0.990 at 4×, 0.997 at 2×; what
-    the layer adds, 0.916 and 0.974; ``bench/llama_layers.py``).
+    held-out sentences. LLaMA (SmolLM2) widens the down projection's input ``p`` and the
+    attention's output ``attn`` too (``hw/layers/llama.py``), and its residual stream has 2×
+    headroom, not 4× (:data:`STREAM_HEADROOMS`): its largest value is the first token's massive
+    activation (22 000 in layer 20, beside ~130 in every other token), the same whatever the
+    text to within +30 % (measured over four texts), so two bits of headroom would cost the
+    other tokens two bits of resolution for nothing (layer 20, tokens after the first, held-out
+    text: output cosine 0.990 at 4×, 0.997 at 2×; what the layer adds, 0.916 and 0.974;
+    ``bench/llama_layers.py``).
     BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
     and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
     largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained
@@ -90,7 +100,9 @@ import numpy as np
 from ..hw.config import ConfigError
 from ..hw.layers.config import (
     DESCRIPTIONS,
+    GROUP_SCALE_BITS,
     NORMS,
+    WEIGHT_GROUP,
     ActScales,
     LayerConfig,
     LayerNumbers,
@@ -99,6 +111,7 @@ from ..hw.layers.config import (
     NormParams,
 )
 from ..hw.numeric import INT8, INT32
+from .checkpoint import Q4_1Weights
 from .golden.layers import (
     RowScaled,
     cosine,
@@ -112,7 +125,8 @@ from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "calibrate_row_scale", "smooth_weights", "SMOOTHING", "SCALE_SPREAD_BITS",
+           "calibrate_row_scale", "smooth_weights", "smoothed_q4", "q4_1_of", "group_multipliers",
+           "SMOOTHING", "SCALE_SPREAD_BITS",
            "STREAM_HEADROOM", "STREAM_HEADROOMS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
@@ -180,6 +194,38 @@ def quantize_weight(w):
     return q, scale
 
 
+def q4_1_of(w):
+    """A float in × out matrix as GGUF's Q4_1 would store it (:class:`~llmloom.sim.checkpoint.
+    Q4_1Weights`, out × in): per group of :data:`~llmloom.hw.layers.config.WEIGHT_GROUP`
+    inputs of an output channel, ``m`` its minimum, ``d = (max − m)/15`` (as float16, as the
+    file holds them) and ``q = round((w − m)/d)`` in 0..15 (ggml's ``quantize_row_q4_1``)."""
+    w = np.asarray(w, np.float64).T
+    out, k = w.shape
+    g = w.reshape(out, k // WEIGHT_GROUP, WEIGHT_GROUP)
+    m = g.min(axis=2).astype(np.float16).astype(np.float64)
+    d = ((g.max(axis=2) - m) / 15).astype(np.float16).astype(np.float64)
+    safe = np.where(d > 0, d, 1.0)
+    q = np.clip(np.rint((g - m[:, :, None]) / safe[:, :, None]), 0, 15)
+    return Q4_1Weights(codes=q.reshape(out, k).astype(np.uint8), scales=d.astype(np.float32),
+                       mins=m.astype(np.float32))
+
+
+def group_multipliers(q4):
+    """The integer form of a Q4_1 matrix's group scales and minima (:class:`LinearParams`'s
+    ``group_scale``, ``group_min``, in × out orientation: groups × out) and the unit ``u[c]``
+    they count in per output channel: ``u = max(|d|, |m|) / (2**(GROUP_SCALE_BITS−1) − 1)``
+    over the channel's groups (floored at the largest channel's 2**-SCALE_SPREAD_BITS, as
+    int8 weight scales are), ``D = round(d/u)``, ``M = round(m/u)``."""
+    d = np.asarray(q4.scales, np.float64).T
+    m = np.asarray(q4.mins, np.float64).T
+    top = (1 << (GROUP_SCALE_BITS - 1)) - 1
+    amax = np.maximum(np.abs(d), np.abs(m)).max(axis=0)
+    peak = float(amax.max(initial=0.0))
+    unit = np.ones(d.shape[1]) if peak == 0 else np.maximum(
+        amax, peak * 2.0 ** -SCALE_SPREAD_BITS) / top
+    return (np.rint(d / unit).astype(np.int32), np.rint(m / unit).astype(np.int32), unit)
+
+
 def _bias(name, b, acc_scale):
     q = np.rint(np.asarray(b, np.float64) / acc_scale)
     if q.min() < INT32.min or q.max() > INT32.max:
@@ -214,7 +260,7 @@ class QuantizedLayer:
         return self.config.x_scale
 
 
-def calibrate(cfg, float_weights, x_calib):
+def calibrate(cfg, float_weights, x_calib, q4_weights=None):
     """W8A8 quantisation of the layer ``cfg`` describes, calibrated on ``x_calib`` (see the
     module text).
 
@@ -230,6 +276,11 @@ def calibrate(cfg, float_weights, x_calib):
         Face names.
     x_calib : float array, rows × d_model
         Calibration input of the float layer (any rows: not the layer's ``seq``).
+    q4_weights : dict, optional
+        ``cfg.weight_bits`` 4: weight name → the matrix's Q4_1 codes, scales and minima
+        (:class:`~llmloom.sim.checkpoint.Q4_1Weights`, out × in, as a GGUF file holds them),
+        kept exactly; a matrix not given is quantised Q4_1 from its float weights
+        (:func:`q4_1_of`). Ignored at W8.
 
     Returns a :class:`QuantizedLayer`. The int8 weights, scales and biases are the same for
     every engine and array size: only ``arch``, ``heads``, ``kv_heads``, ``rope_base``,
@@ -250,8 +301,19 @@ def calibrate(cfg, float_weights, x_calib):
     trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps,
                               kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     given, alpha = w, SMOOTHING.get(cfg.arch)
+    w4 = cfg.weight_bits == 4
+    q4 = {st.weight: (q4_weights or {}).get(st.weight) or q4_1_of(w[st.weight])
+          for st in linears} if w4 else {}
+    for st in linears if w4 else ():
+        got, want = q4[st.weight].codes.shape[::-1], cfg.linear_shape(st.name)
+        if got != want:
+            raise ConfigError(f"Q4_1 weight {st.weight} is {got[1]}×{got[0]} (out × in); the "
+                              f"config needs {want[1]}×{want[0]}")
     if alpha is not None:       # the same layer, its input channels' outliers in the weights
-        w = smooth_weights(DESCRIPTIONS[cfg.arch], w, trace, alpha)
+        factors = {}
+        w = smooth_weights(DESCRIPTIONS[cfg.arch], w, trace, alpha,
+                           group=WEIGHT_GROUP if w4 else 1, factors=factors)
+        q4 = {name: smoothed_q4(m, *factors.get(name, (None, None))) for name, m in q4.items()}
         trace = layer_float_trace(x_calib, w, cfg.arch, cfg.heads, cfg.eps,
                                   kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     act = {}
@@ -267,12 +329,20 @@ def calibrate(cfg, float_weights, x_calib):
         act[name] = calibrate_scale(trace[name], bits, headroom)
     mats, params = {}, {}
     for st in linears:
-        q, s_w = quantize_weight(w[st.weight])
+        groups = {}
+        if cfg.weight_bits == 4:
+            m4 = q4[st.weight]
+            q = m4.codes.T.astype(np.int8)
+            scale, minimum, unit = group_multipliers(m4)
+            s_w = unit * 2.0 ** cfg.group_shift(st.name)
+            groups = {"group_scale": scale, "group_min": minimum}
+        else:
+            q, s_w = quantize_weight(w[st.weight])
         s_in = act[cfg.description.base(st.inputs[0])]
         mats[st.weight] = q
         bias = w.get(st.bias, np.zeros(q.shape[1]))     # LLaMA: no biases
         params[st.name] = LinearParams(w_scale=tuple(float(v) for v in s_w),
-                                       bias=_bias(st.name, bias, s_in * s_w))
+                                       bias=_bias(st.name, bias, s_in * s_w), **groups)
     for name in NORMS:
         beta = w.get(f"{name}_b")                       # rmsnorm: a gain only
         params[name] = NormParams(gamma=tuple(map(float, w[f"{name}_g"])),
@@ -281,7 +351,7 @@ def calibrate(cfg, float_weights, x_calib):
     return QuantizedLayer(cfg, LayerWeights(**mats).check(cfg), given)
 
 
-def smooth_weights(desc, w, trace, alpha):
+def smooth_weights(desc, w, trace, alpha, group=1, factors=None):
     """The same layer's float weights with the per-channel outliers of its linear stages'
     inputs migrated into their weights (SmoothQuant, Xiao et al. 2023), exactly equivalent in
     float: for each input channel ``j`` a factor ``f_j = amax_j**alpha / wmax_j**(1 − alpha)``
@@ -294,16 +364,30 @@ def smooth_weights(desc, w, trace, alpha):
       silu(hg) ⊙ hu`` → down): that linear stage's output columns (and bias) ``/ f``.
 
     ``desc`` the layer's description, ``w`` canonical float weights, ``trace`` the float
-    trace of the calibration input (:func:`layer_float_trace`). Returns a new dict."""
+    trace of the calibration input (:func:`layer_float_trace`). ``group`` > 1: one factor per
+    group of that many consecutive channels, from the group's largest ``amax`` and ``wmax``
+    (W4: a group's rows share a Q4_1 scale and minimum, which then take the factor, the 4-bit
+    codes unchanged). ``factors``: a dict to fill with weight name → ``(rows, columns)``, the
+    factors its rows are multiplied and its columns divided by (``None``: not). Returns a new
+    dict."""
     w = dict(w)
 
     def factor(tensor, readers):
         a = np.max(np.abs(trace[tensor]), axis=0)
         m = np.max(np.concatenate([np.abs(w[st.weight]) for st in readers], axis=1), axis=1)
+        if group > 1:
+            a = np.repeat(a.reshape(-1, group).max(axis=1), group)
+            m = np.repeat(m.reshape(-1, group).max(axis=1), group)
         ok = (a > 0) & (m > 0)
         f = np.ones(a.shape)
         f[ok] = a[ok] ** alpha / m[ok] ** (1 - alpha)
         return f
+
+    def note(weight, rows=None, cols=None):
+        if factors is not None:
+            old_rows, old_cols = factors.get(weight, (None, None))
+            factors[weight] = (rows if rows is not None else old_rows,
+                               cols if cols is not None else old_cols)
 
     for st in desc.stages:
         readers = [r for r, _ in desc.readers(st.output) if r.kind == "linear"]
@@ -322,13 +406,27 @@ def smooth_weights(desc, w, trace, alpha):
                 continue
             f = factor(st.output, readers)
             w[src.weight] = np.asarray(w[src.weight], np.float64) / f[None, :]
+            note(src.weight, cols=f)
             if src.bias in w:
                 w[src.bias] = np.asarray(w[src.bias], np.float64) / f
         else:
             continue
         for r in readers:
             w[r.weight] = np.asarray(w[r.weight], np.float64) * f[:, None]
+            note(r.weight, rows=f)
     return w
+
+
+def smoothed_q4(q4, rows, cols):
+    """A Q4_1 matrix (out × in) with its rows (inputs: one factor per group) multiplied and its
+    columns (outputs) divided as :func:`smooth_weights` did the float matrix: the scales and
+    minima change, the codes do not."""
+    f = np.ones(q4.scales.shape)
+    if rows is not None:
+        f = f * np.asarray(rows, np.float64)[::WEIGHT_GROUP][None, :]
+    if cols is not None:
+        f = f / np.asarray(cols, np.float64)[:, None]
+    return Q4_1Weights(codes=q4.codes, scales=q4.scales * f, mins=q4.mins * f)
 
 
 def _ffn_dims(w, arch):
@@ -341,7 +439,7 @@ def _ffn_dims(w, arch):
 
 
 def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, eps=None,
-                   rounding="half_even", **parallelism):
+                   rounding="half_even", q4_weights=None, **parallelism):
     """:func:`calibrate` of the layer of ``arch`` and ``heads`` whose ``d_model`` and ``d_ff``
     are the weights'.
 
@@ -371,7 +469,7 @@ def quantize_layer(float_weights, x_calib, arch, heads, seq=None, *, lanes=4, ep
     cfg = LayerConfig(arch=arch, d_model=d_model, heads=heads, d_ff=d_ff,
                       seq=x_calib.shape[0] if seq is None else seq, lanes=lanes, eps=eps,
                       rounding=rounding, **parallelism)
-    layer = calibrate(cfg, w, x_calib)
+    layer = calibrate(cfg, w, x_calib, q4_weights)
     return layer.config, layer.weights, layer.input_scale
 
 

@@ -33,7 +33,7 @@ from .tools import ToolMissing, cache_dir, require, tool_env
 from .vendor import family_sources
 
 __all__ = ["SIMULATORS", "DRIVERS", "RunResult", "run_block", "simulate", "verilog_for_sim",
-           "run_cocotb_test"]
+           "run_cocotb_test", "open_session", "BlockSession"]
 
 SIMULATORS = ("amaranth", "icarus", "verilator")
 #: how Verilator's model is driven: ``compiled`` (C++, :mod:`llmloom.sim.verilated`; the
@@ -90,9 +90,7 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
         tensors = harness.prepare(cfg, tensors)
     drive = harness.drive(cfg, tensors)
     if max_cycles is None:
-        beats = sum(map(len, drive.preload.values())) + sum(map(len, drive.timed.values()))
-        max_cycles = 10 * (beats + sum(drive.expect.values())) + 20 * _work_bound(
-            harness, cfg, tensors) + 1000
+        max_cycles = _max_cycles(harness, cfg, tensors, drive)
     comp = component if component is not None else harness.component(cfg)
     beats, cycles, sim_cycles, wall, segments, cpu = _simulate(
         comp, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out, max_cycles=max_cycles,
@@ -121,9 +119,19 @@ def _check_driver(sim, driver, threads):
         raise ValueError("threads > 1 needs sim='verilator' with the compiled driver")
 
 
-def _work_bound(harness, cfg, tensors):
+def _max_cycles(harness, cfg, tensors, drive):
+    """The default deadline of a run: ten cycles a beat and twenty a peak-rate cycle of work."""
+    return _deadline(harness, cfg, _beats(drive), harness.macs(cfg, tensors))
+
+
+def _beats(drive):
+    return (sum(map(len, drive.preload.values())) + sum(map(len, drive.timed.values()))
+            + sum(drive.expect.values()))
+
+
+def _deadline(harness, cfg, beats, macs):
     peak = harness.peak_macs_per_cycle(cfg)
-    return harness.macs(cfg, tensors) // peak if peak else 0
+    return 10 * beats + 20 * (macs // peak if peak else 0) + 1000
 
 
 def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_out=NO_STALLS,
@@ -491,6 +499,88 @@ def _simulate_compiled(component, drive, stalls_in, stalls_out, max_cycles, prog
         with _progress_watch(drive, progress, "verilator", progress_path):
             return verilated.run(build_dir / "obj" / "Vtop_driver", streams, drive, stalls_in,
                                  stalls_out, max_cycles, tmp, progress_path=progress_path)
+
+
+# ---- a session: the compiled driver's model kept alive between runs -------------------------
+class BlockSession:
+    """Runs of one block, one after the other, on one Verilator model that stays alive between
+    them (:func:`open_session`): the block's state carries over (a layer's KV cache), so a
+    decode step sends only its new row. Each run's cycles are those of the one run of all the
+    session's tensors in which each run waits for the previous one's last output beat
+    (:class:`~llmloom.sim.verilated.Session`); the stall patterns go on from run to run.
+    Close it (:meth:`close`, or a ``with`` block) to end the model's process."""
+
+    def __init__(self, harness, cfg, component, stalls_in, stalls_out, progress, family,
+                 threads):
+        self.harness, self.cfg, self.progress = harness, cfg, progress
+        self._beats = self._macs = 0        # the session's so far, for the default deadline
+        build_dir, images = _build_compiled(component, family, threads)
+        self._streams = json.loads((build_dir / "ports.json").read_text())
+        self._dir = Path(tempfile.mkdtemp(prefix="llmloom-verilator-session-"))
+        try:
+            _write_images(images, self._dir)
+            self._progress_path = self._dir / "progress" if progress else None
+            self._session = verilated.Session(
+                build_dir / "obj" / "Vtop_driver", self._streams, self._dir, stalls_in,
+                stalls_out, progress_path=self._progress_path)
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+
+    def run(self, tensors, *, prepared=False, max_cycles=None):
+        """The next run, on ``tensors`` (as :func:`run_block` takes them); returns its
+        :class:`RunResult` (cycles and simulated cycles counted from this run's start).
+        ``max_cycles``: this run's deadline; by default the one :func:`run_block` gives the
+        one run of all the session's tensors so far (a decode step's single row crosses a
+        layer's stages one after the other, far slower than its share of the work)."""
+        cfg = self.cfg
+        if not prepared:
+            tensors = self.harness.prepare(cfg, tensors)
+        drive = self.harness.drive(cfg, tensors)
+        self._beats += _beats(drive)
+        self._macs += self.harness.macs(cfg, tensors)
+        if max_cycles is None:
+            max_cycles = _deadline(self.harness, cfg, self._beats, self._macs)
+        with _progress_watch(drive, self.progress, "verilator", self._progress_path):
+            beats, cycles, sim_cycles, wall, segments, cpu = self._session.run(drive, max_cycles)
+        return RunResult(outputs=self.harness.collect(cfg, tensors, beats), cycles=cycles,
+                         sim="verilator", wall_s=wall, sim_cycles=sim_cycles,
+                         tensor_cycles=segments if drive.segments else None, cpu_s=cpu)
+
+    @property
+    def closed(self):
+        return self._session.closed
+
+    def close(self):
+        """End the model's process and remove its directory (kept with ``LLMLOOM_KEEP``)."""
+        self._session.close()
+        if not os.environ.get("LLMLOOM_KEEP"):
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_session(block, cfg, *, sim="verilator", driver=None, component=None,
+                 stalls_in=NO_STALLS, stalls_out=NO_STALLS, progress=False, family=None,
+                 threads=1):
+    """A :class:`BlockSession` of ``block`` (a name or a harness) with config ``cfg``: the
+    Verilator model of ``component`` (default: the harness's) built or reused and started,
+    reset, waiting for its first run. Sessions need ``sim="verilator"`` with the compiled
+    driver (``ValueError`` otherwise); the other arguments are :func:`run_block`'s."""
+    harness = get_harness(block) if isinstance(block, str) else block
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}")
+    _check_family(sim, family)
+    _check_driver(sim, driver, threads)
+    if sim != "verilator" or driver == "cocotb":
+        raise ValueError(f"a simulation session needs sim='verilator' with the compiled "
+                         f"driver, not sim={sim!r}" + (f", driver={driver!r}" if driver else ""))
+    comp = component if component is not None else harness.component(cfg)
+    return BlockSession(harness, cfg, comp, stalls_in, stalls_out, progress, family, threads)
 
 
 __all__ += ["ToolMissing"]

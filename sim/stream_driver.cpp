@@ -1,9 +1,17 @@
 // The compiled stream driver: llmloom.sim.engine.StreamEngine's rules, in C++, around a
 // Verilated model (llmloom.sim.verilated builds it and writes the files read here).
 //
-//   Vtop_driver STIMULUS RESULT [PROGRESS]
+//   Vtop_driver STIMULUS RESULT [PROGRESS]       one run: a stimulus file in, a result file out
+//   Vtop_driver --session REPLY_FD [PROGRESS]     a session: runs one after the other on the
+//                                                 same model, its state carried over
 //
-// STIMULUS and RESULT are arrays of little-endian 64-bit words (layout in verilated.py).
+// STIMULUS and RESULT are arrays of little-endian 64-bit words (layout in verilated.py). A
+// session reads stimuli from stdin and writes results to REPLY_FD, each message its length in
+// words then its words; the first stimulus sets the ports and their stall patterns, each
+// later one appends beats to them (its indices counted from its own start), and the clock
+// stands still between runs: a session fed tensor by tensor is cycle for cycle the one run of
+// all of them in which each tensor waits for the previous one's last output beat. End of
+// stdin ends the session.
 // Stall decisions come from CPython's random.Random (MT19937 seeded with init_by_array,
 // random() from two draws), reproduced here so that both engines see the same stimulus.
 // The port table (PORTS) comes from ports.h, generated from the model's own header.
@@ -15,6 +23,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <memory>
+#include <string>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <vector>
 
@@ -153,7 +163,7 @@ struct Gen {
 struct Reader {
     const uint64_t *p, *end;
     uint64_t get() {
-        if (p >= end) { fprintf(stderr, "stimulus file is truncated\n"); exit(3); }
+        if (p >= end) { fprintf(stderr, "stimulus is truncated\n"); exit(3); }
         return *p++;
     }
     Gen gen() {
@@ -173,21 +183,22 @@ struct Mark { uint64_t at, slot; };     // word (input) or beat (output) index â
 struct In {
     Port *port;
     bool timed;
-    uint64_t n, w;            // beats, 64-bit words per beat
-    const uint64_t *words;
+    uint64_t n = 0, w;        // beats so far (all runs), 64-bit words per beat
+    std::vector<uint64_t> words;
     std::vector<Mark> gates;  // at: word; slot: out index; beats in gate_beats
     std::vector<uint64_t> gate_beats;
     std::vector<Mark> marks;  // segment starts
     size_t gate_c = 0, mark_c = 0;
-    uint64_t idx = 0;
+    uint64_t idx = 0, run_base = 0;   // words taken, over all runs and before this one
     bool offered = false;
     Gen gen;
 };
 
 struct Out {
     Port *port;
-    uint64_t expect, w;
-    std::vector<uint64_t> got;    // expect * w words
+    uint64_t expect = 0, w;       // beats expected so far (all runs)
+    uint64_t base = 0;            // beats before this run
+    std::vector<uint64_t> got;    // this run's beats
     uint64_t n = 0;
     std::vector<Mark> marks;      // segment ends
     size_t mark_c = 0;
@@ -206,10 +217,241 @@ struct Progress {
     }
 };
 
+static double cpu_now() {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+struct Driver {
+    Vtop *top;
+    std::vector<Port> ports;
+    std::vector<In> ins;
+    std::vector<Out> outs;
+    bool started = false, changed = true;
+    uint64_t cycle = 0;                // since reset, over all runs
+    Progress progress;
+
+    // one stimulus: the first sets the ports up, later ones append to them; false if the
+    // stimulus does not continue the session's ports
+    uint64_t max_cycles = 0;
+    std::vector<uint64_t> seg_start, seg_end;
+    bool load(Reader &r) {
+        if (r.get() != MAGIC) { fprintf(stderr, "not a stimulus\n"); return false; }
+        max_cycles = r.get();
+        uint64_t n_in = r.get(), n_out = r.get();
+        seg_start.assign(r.get(), NONE);
+        seg_end.assign(seg_start.size(), NONE);
+        if (!started) { ins.resize(n_in); outs.resize(n_out); }
+        else if (n_in != ins.size() || n_out != outs.size()) {
+            fprintf(stderr, "a stimulus with other ports than the session's\n");
+            return false;
+        }
+        std::vector<uint64_t> out_base(outs.size());
+        for (size_t k = 0; k < outs.size(); k++) out_base[k] = outs[k].expect;
+        for (auto &s : ins) {
+            Port *port = &ports.at(r.get());
+            bool timed = r.get();
+            uint64_t beats = r.get(), w = r.get();
+            Gen gen = r.gen();
+            if (!started) { s.port = port; s.timed = timed; s.w = w; s.gen = gen; }
+            else if (s.port != port || s.timed != timed || s.w != w) {
+                fprintf(stderr, "a stimulus with other ports than the session's\n");
+                return false;
+            }
+            uint64_t base = s.n;
+            for (uint64_t g = r.get(); g; g--) {
+                uint64_t word = r.get(), out = r.get();
+                if (out >= outs.size()) { fprintf(stderr, "a gate on no output\n"); return false; }
+                s.gates.push_back({base + word, out});
+                s.gate_beats.push_back(out_base[out] + r.get());
+            }
+            for (uint64_t m = r.get(); m; m--) {
+                uint64_t word = r.get();
+                s.marks.push_back({base + word, r.get()});
+            }
+            if (r.p + beats * w > r.end) { fprintf(stderr, "stimulus is truncated\n"); return false; }
+            s.words.insert(s.words.end(), r.p, r.p + beats * w);
+            r.p += beats * w;
+            s.n += beats;
+        }
+        for (size_t k = 0; k < outs.size(); k++) {
+            Out &o = outs[k];
+            Port *port = &ports.at(r.get());
+            uint64_t expect = r.get(), w = r.get();
+            Gen gen = r.gen();
+            if (!started) { o.port = port; o.w = w; o.gen = gen; }
+            else if (o.port != port || o.w != w) {
+                fprintf(stderr, "a stimulus with other ports than the session's\n");
+                return false;
+            }
+            for (uint64_t m = r.get(); m; m--) {
+                uint64_t beat = r.get();
+                o.marks.push_back({out_base[k] + beat, r.get()});
+            }
+            o.base = o.n;
+            o.expect += expect;
+            o.got.assign(expect * o.w, 0);
+        }
+        if (!started) reset();
+        started = true;
+        return true;
+    }
+
+    // reset as the cocotb bench does: two rising edges with rst high, released at a falling one
+    void reset() {
+        top->clk = 0;
+        top->rst = 1;
+        for (auto &s : ins) *s.port->valid = 0;
+        for (auto &o : outs) *o.port->ready = 0;
+        top->eval();
+        for (int i = 0; i < 2; i++) {
+            top->clk = 1; top->eval();
+            top->clk = 0; top->eval();
+        }
+        top->rst = 0;
+        changed = true;                // rst, since the last eval()
+    }
+
+    // simulate until the beats loaded so far are all in and out; returns the result (cycles
+    // counted from this run's start)
+    std::vector<uint64_t> run() {
+        const uint64_t c0 = cycle;
+        uint64_t first_timed = NONE, last_out = NONE, total = 0;
+        uint64_t status = 0, detail = 0;   // 1: timeout; 2: output `detail` gave too many beats
+        size_t inputs_left = 0, outputs_left = 0, preload_left = 0;
+        for (auto &s : ins) {
+            s.run_base = s.idx;
+            if (s.idx < s.n) { inputs_left++; if (!s.timed) preload_left++; }
+        }
+        for (auto &o : outs) if (o.n < o.expect) outputs_left++;
+        auto t0 = std::chrono::steady_clock::now();
+        double cpu0 = cpu_now();
+        progress.last = t0;
+        progress.write(0);
+
+        while (inputs_left || outputs_left) {
+            // drive (StreamEngine.drive)
+            bool preloading = preload_left > 0;
+            for (auto &s : ins) {
+                bool active = s.idx < s.n && (!s.timed || !preloading);
+                if (active && !s.offered && !s.gates.empty()) {
+                    while (s.gate_c < s.gates.size() && s.gates[s.gate_c].at < s.idx) s.gate_c++;
+                    if (s.gate_c < s.gates.size() && s.gates[s.gate_c].at == s.idx
+                        && outs[s.gates[s.gate_c].slot].n < s.gate_beats[s.gate_c])
+                        active = false;
+                }
+                if (active && !s.offered) s.offered = s.gen.next();
+                if (!active) s.offered = false;
+                if (*s.port->valid != s.offered) { *s.port->valid = s.offered; changed = true; }
+                if (s.offered && s.port->payload) {
+                    const uint64_t *beat = s.words.data() + s.idx * s.w;
+                    if (memcmp(s.port->payload, beat, s.port->bytes)) {
+                        memcpy(s.port->payload, beat, s.port->bytes);
+                        changed = true;
+                    }
+                }
+            }
+            for (auto &o : outs) {
+                o.ready = o.gen.next();
+                if (*o.port->ready != o.ready) { *o.port->ready = o.ready; changed = true; }
+            }
+            settle(top, changed);
+            changed = false;
+            // observe (StreamEngine.observe)
+            for (auto &s : ins) {
+                if (s.offered && *s.port->ready) {
+                    if (s.timed && first_timed == NONE) first_timed = cycle - c0;
+                    while (s.mark_c < s.marks.size() && s.marks[s.mark_c].at == s.idx)
+                        seg_start[s.marks[s.mark_c++].slot] = cycle - c0;
+                    s.idx++;
+                    s.offered = false;
+                    if (s.idx == s.n) { inputs_left--; if (!s.timed) preload_left--; }
+                }
+            }
+            for (size_t k = 0; k < outs.size(); k++) {
+                Out &o = outs[k];
+                if (o.ready && *o.port->valid) {
+                    if (o.n >= o.expect) { status = 2; detail = k; goto end; }
+                    if (o.port->payload)
+                        memcpy(&o.got[(o.n - o.base) * o.w], o.port->payload, o.port->bytes);
+                    last_out = cycle - c0;
+                    while (o.mark_c < o.marks.size() && o.marks[o.mark_c].at == o.n)
+                        seg_end[o.marks[o.mark_c++].slot] = cycle - c0;
+                    o.n++;
+                    total++;
+                    if (o.n == o.expect) outputs_left--;
+                }
+            }
+            cycle++;
+            if (cycle - c0 > max_cycles && (inputs_left || outputs_left)) { status = 1; goto end; }
+            rising_edge(top);
+            if (progress.fd >= 0 && (cycle & 4095) == 0) {
+                auto now = std::chrono::steady_clock::now();
+                if (now - progress.last >= std::chrono::milliseconds(100)) {
+                    progress.last = now;
+                    progress.write(total);
+                }
+            }
+        }
+    end:
+        auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - t0).count();
+        uint64_t cpu = (uint64_t)((cpu_now() - cpu0) * 1e9);
+        progress.write(total);
+
+        std::vector<uint64_t> res = {MAGIC, status, detail, cycle - c0, first_timed, last_out,
+                                     (uint64_t)wall, cpu};
+        for (auto &s : ins) res.push_back(s.idx - s.run_base);
+        for (auto &o : outs) res.push_back(o.n - o.base);
+        for (size_t i = 0; i < seg_start.size(); i++) {
+            res.push_back(seg_start[i]);
+            res.push_back(seg_end[i]);
+        }
+        for (auto &o : outs) res.insert(res.end(), o.got.begin(), o.got.begin() + (o.n - o.base) * o.w);
+        return res;
+    }
+};
+
+static bool read_all(int fd, void *buf, size_t len) {
+    char *p = (char *)buf;
+    while (len) {
+        ssize_t got = read(fd, p, len);
+        if (got <= 0) return false;
+        p += got;
+        len -= got;
+    }
+    return true;
+}
+
+static bool write_all(int fd, const void *buf, size_t len) {
+    const char *p = (const char *)buf;
+    while (len) {
+        ssize_t put = write(fd, p, len);
+        if (put <= 0) return false;
+        p += put;
+        len -= put;
+    }
+    return true;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 3) { fprintf(stderr, "usage: %s STIMULUS RESULT [PROGRESS]\n", argv[0]); return 3; }
-    std::vector<uint64_t> stim;
-    {
+    bool session = argc >= 3 && !strcmp(argv[1], "--session");
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s STIMULUS RESULT [PROGRESS] | --session REPLY_FD [PROGRESS]\n",
+                argv[0]);
+        return 3;
+    }
+    auto ctx = std::make_unique<VerilatedContext>();
+    ctx->commandArgs(1, argv);
+    auto top = std::make_unique<Vtop>(ctx.get());
+    Driver d;
+    d.top = top.get();
+    bind_ports(top.get(), d.ports);
+    if (argc > 3) d.progress.fd = open(argv[3], O_WRONLY | O_CREAT, 0644);
+
+    if (!session) {
+        std::vector<uint64_t> stim;
         FILE *fh = fopen(argv[1], "rb");
         if (!fh) { perror(argv[1]); return 3; }
         fseek(fh, 0, SEEK_END);
@@ -218,159 +460,34 @@ int main(int argc, char **argv) {
         stim.resize(size / 8);
         if (fread(stim.data(), 8, stim.size(), fh) != stim.size()) { perror(argv[1]); return 3; }
         fclose(fh);
-    }
-    Reader r{stim.data(), stim.data() + stim.size()};
-    if (r.get() != MAGIC) { fprintf(stderr, "%s is not a stimulus file\n", argv[1]); return 3; }
-
-    auto ctx = std::make_unique<VerilatedContext>();
-    ctx->commandArgs(1, argv);
-    auto top = std::make_unique<Vtop>(ctx.get());
-    std::vector<Port> ports;
-    bind_ports(top.get(), ports);
-
-    uint64_t max_cycles = r.get();
-    std::vector<In> ins(r.get());
-    std::vector<Out> outs(r.get());
-    std::vector<uint64_t> seg_start(r.get(), NONE), seg_end(seg_start.size(), NONE);
-    for (auto &s : ins) {
-        s.port = &ports.at(r.get());
-        s.timed = r.get();
-        s.n = r.get();
-        s.w = r.get();
-        s.gen = r.gen();
-        for (uint64_t g = r.get(); g; g--) {
-            uint64_t word = r.get(), out = r.get();
-            s.gates.push_back({word, out});
-            s.gate_beats.push_back(r.get());
+        Reader r{stim.data(), stim.data() + stim.size()};
+        if (!d.load(r)) { fprintf(stderr, "%s is not a stimulus file\n", argv[1]); return 3; }
+        std::vector<uint64_t> res = d.run();
+        top->final();
+        fh = fopen(argv[2], "wb");
+        if (!fh || fwrite(res.data(), 8, res.size(), fh) != res.size() || fclose(fh)) {
+            perror(argv[2]);
+            return 3;
         }
-        for (uint64_t m = r.get(); m; m--) {
-            uint64_t word = r.get();
-            s.marks.push_back({word, r.get()});
-        }
-        s.words = r.p;
-        r.p += s.n * s.w;
-        if (r.p > r.end) { fprintf(stderr, "stimulus file is truncated\n"); return 3; }
-    }
-    for (auto &o : outs) {
-        o.port = &ports.at(r.get());
-        o.expect = r.get();
-        o.w = r.get();
-        o.gen = r.gen();
-        for (uint64_t m = r.get(); m; m--) {
-            uint64_t beat = r.get();
-            o.marks.push_back({beat, r.get()});
-        }
-        o.got.assign(o.expect * o.w, 0);
+        return 0;
     }
 
-    Progress progress;
-    if (argc > 3) progress.fd = open(argv[3], O_WRONLY | O_CREAT, 0644);
-
-    // reset as the cocotb bench does: two rising edges with rst high, released at a falling one
-    top->clk = 0;
-    top->rst = 1;
-    for (auto &s : ins) *s.port->valid = 0;
-    for (auto &o : outs) *o.port->ready = 0;
-    top->eval();
-    for (int i = 0; i < 2; i++) {
-        top->clk = 1; top->eval();
-        top->clk = 0; top->eval();
+    int reply = atoi(argv[2]);
+    for (;;) {
+        uint64_t len;
+        if (!read_all(0, &len, sizeof len)) break;            // end of the session
+        std::vector<uint64_t> stim(len);
+        if (!read_all(0, stim.data(), 8 * len)) { fprintf(stderr, "stimulus is truncated\n"); return 3; }
+        Reader r{stim.data(), stim.data() + stim.size()};
+        if (!d.load(r)) return 3;
+        std::vector<uint64_t> res = d.run();
+        uint64_t n = res.size();
+        if (!write_all(reply, &n, sizeof n) || !write_all(reply, res.data(), 8 * n)) {
+            perror("reply");
+            return 3;
+        }
+        if (res[1] != 0) break;           // a timeout or too many beats: the session is over
     }
-    top->rst = 0;
-    bool changed = true;               // rst, since the last eval()
-
-    uint64_t cycle = 0, first_timed = NONE, last_out = NONE, total = 0;
-    uint64_t status = 0, detail = 0;   // 1: timeout; 2: output `detail` gave too many beats
-    size_t inputs_left = 0, outputs_left = 0, preload_left = 0;
-    for (auto &s : ins) {
-        if (s.idx < s.n) { inputs_left++; if (!s.timed) preload_left++; }
-    }
-    for (auto &o : outs) if (o.expect > 0) outputs_left++;
-    auto t0 = std::chrono::steady_clock::now();
-    progress.last = t0;
-
-    while (inputs_left || outputs_left) {
-        // drive (StreamEngine.drive)
-        bool preloading = preload_left > 0;
-        for (auto &s : ins) {
-            bool active = s.idx < s.n && (!s.timed || !preloading);
-            if (active && !s.offered && !s.gates.empty()) {
-                while (s.gate_c < s.gates.size() && s.gates[s.gate_c].at < s.idx) s.gate_c++;
-                if (s.gate_c < s.gates.size() && s.gates[s.gate_c].at == s.idx
-                    && outs[s.gates[s.gate_c].slot].n < s.gate_beats[s.gate_c])
-                    active = false;
-            }
-            if (active && !s.offered) s.offered = s.gen.next();
-            if (!active) s.offered = false;
-            if (*s.port->valid != s.offered) { *s.port->valid = s.offered; changed = true; }
-            if (s.offered && s.port->payload) {
-                const uint64_t *beat = s.words + s.idx * s.w;
-                if (memcmp(s.port->payload, beat, s.port->bytes)) {
-                    memcpy(s.port->payload, beat, s.port->bytes);
-                    changed = true;
-                }
-            }
-        }
-        for (auto &o : outs) {
-            o.ready = o.gen.next();
-            if (*o.port->ready != o.ready) { *o.port->ready = o.ready; changed = true; }
-        }
-        settle(top.get(), changed);
-        changed = false;
-        // observe (StreamEngine.observe)
-        for (auto &s : ins) {
-            if (s.offered && *s.port->ready) {
-                if (s.timed && first_timed == NONE) first_timed = cycle;
-                while (s.mark_c < s.marks.size() && s.marks[s.mark_c].at == s.idx)
-                    seg_start[s.marks[s.mark_c++].slot] = cycle;
-                s.idx++;
-                s.offered = false;
-                if (s.idx == s.n) { inputs_left--; if (!s.timed) preload_left--; }
-            }
-        }
-        for (size_t k = 0; k < outs.size(); k++) {
-            Out &o = outs[k];
-            if (o.ready && *o.port->valid) {
-                if (o.n >= o.expect) { status = 2; detail = k; goto end; }
-                if (o.port->payload) memcpy(&o.got[o.n * o.w], o.port->payload, o.port->bytes);
-                last_out = cycle;
-                while (o.mark_c < o.marks.size() && o.marks[o.mark_c].at == o.n)
-                    seg_end[o.marks[o.mark_c++].slot] = cycle;
-                o.n++;
-                total++;
-                if (o.n == o.expect) outputs_left--;
-            }
-        }
-        cycle++;
-        if (cycle > max_cycles && (inputs_left || outputs_left)) { status = 1; goto end; }
-        rising_edge(top.get());
-        if (progress.fd >= 0 && (cycle & 4095) == 0) {
-            auto now = std::chrono::steady_clock::now();
-            if (now - progress.last >= std::chrono::milliseconds(100)) {
-                progress.last = now;
-                progress.write(total);
-            }
-        }
-    }
-end:
-    auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::steady_clock::now() - t0).count();
-    progress.write(total);
     top->final();
-
-    std::vector<uint64_t> res = {MAGIC, status, detail, cycle, first_timed, last_out,
-                                 (uint64_t)wall};
-    for (auto &s : ins) res.push_back(s.idx);
-    for (auto &o : outs) res.push_back(o.n);
-    for (size_t i = 0; i < seg_start.size(); i++) {
-        res.push_back(seg_start[i]);
-        res.push_back(seg_end[i]);
-    }
-    for (auto &o : outs) res.insert(res.end(), o.got.begin(), o.got.begin() + o.n * o.w);
-    FILE *fh = fopen(argv[2], "wb");
-    if (!fh || fwrite(res.data(), 8, res.size(), fh) != res.size() || fclose(fh)) {
-        perror(argv[2]);
-        return 3;
-    }
     return 0;
 }

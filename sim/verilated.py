@@ -29,21 +29,26 @@ output, start and end cycle per segment, then each output's beats.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import resource
 import shutil
 import struct
 import subprocess
+import weakref
 from pathlib import Path
 
 import numpy as np
 
 from .engine import SimTimeout, StreamEngine
+from .harness import Drive
+from .streams import NO_STALLS
 
 __all__ = ["DRIVER_SOURCE", "VERILATOR_FLAGS", "MAKE_FLAGS", "build_key", "build",
-           "has_phases", "write_stimulus", "read_result", "run"]
+           "has_phases", "write_stimulus", "read_result", "run", "Session"]
 
 #: the C++ harness, compiled beside each model (its text is part of the build key)
 DRIVER_SOURCE = Path(__file__).with_name("stream_driver.cpp")
@@ -218,6 +223,13 @@ def write_stimulus(path, streams, drive, stalls_in, stalls_out, max_cycles):
     """Write ``drive`` for the model whose ports are ``streams`` (its ``ports.json``).
     The drive is checked as the engine checks it (:class:`StreamEngine` raises
     ``ValueError``); returns the engine, whose ports give the result's order."""
+    engine, words = _stimulus(streams, drive, stalls_in, stalls_out, max_cycles)
+    words.tofile(path)
+    return engine
+
+
+def _stimulus(streams, drive, stalls_in, stalls_out, max_cycles):
+    """``(engine, the stimulus's words)``: :func:`write_stimulus` without the file."""
     engine = StreamEngine(drive, stalls_in, stalls_out, max_cycles)
     for port in [s.port for s in engine.inputs] + [o.port for o in engine.outputs]:
         if port not in streams:
@@ -250,18 +262,22 @@ def write_stimulus(path, streams, drive, stalls_in, stalls_out, max_cycles):
         meta = [port["index"], o.expect, max(1, -(-port["width"] // 64)),
                 *_gen(stalls_out, o.salt), len(marks), *(v for mark in marks for v in mark)]
         parts.append(np.array(meta, dtype=np.uint64))
-    np.concatenate(parts).astype("<u8").tofile(path)
-    return engine
+    return engine, np.concatenate(parts).astype("<u8")
 
 
 def read_result(path, engine, streams):
     """``(beats, cycles, sim_cycles, wall_s, segment_cycles)`` as :func:`runner.simulate`
     returns them; raises :class:`SimTimeout` or ``AssertionError`` as the engine would."""
-    res = np.fromfile(path, dtype="<u8")
-    if len(res) < 7 or int(res[0]) != _MAGIC:
-        raise RuntimeError(f"{path} is not a result of the stream driver")
-    status, detail, cycle, first, last, wall_ns = (int(v) for v in res[1:7])
-    pos = 7
+    return _result(np.fromfile(path, dtype="<u8"), engine, streams, path)[:5]
+
+
+def _result(res, engine, streams, what):
+    """:func:`read_result`'s tuple and the processor time of the run's loop, from the
+    result's words ``res``."""
+    if len(res) < 8 or int(res[0]) != _MAGIC:
+        raise RuntimeError(f"{what} is not a result of the stream driver")
+    status, detail, cycle, first, last, wall_ns, cpu_ns = (int(v) for v in res[1:8])
+    pos = 8
     n_in, n_out, n_seg = len(engine.inputs), len(engine.outputs), len(engine.segments)
     taken = [int(v) for v in res[pos:pos + n_in]]
     pos += n_in
@@ -293,7 +309,7 @@ def read_result(path, engine, streams):
     cycles = 0 if first == _NONE or last == _NONE else last - first + 1
     segments = [None if a == _NONE or b == _NONE else b - a + 1
                 for a, b in zip(marks[::2], marks[1::2], strict=True)]
-    return beats, cycles, cycle, wall_ns / 1e9, segments
+    return beats, cycles, cycle, wall_ns / 1e9, segments, cpu_ns / 1e9
 
 
 def run(exe, streams, drive, stalls_in, stalls_out, max_cycles, run_dir, progress_path=None,
@@ -318,3 +334,124 @@ def run(exe, streams, drive, stalls_in, stalls_out, max_cycles, run_dir, progres
         raise RuntimeError(f"verilator simulation failed to run (exit {proc.returncode}); "
                            f"log tail:\n{tail}")
     return (*read_result(run_dir / "result.bin", engine, streams), cpu)
+
+
+def _log_tail(path):
+    return Path(path).read_text(errors="replace")[-3000:]
+
+
+def _end(proc, reply, log, timeout=60):
+    """End a session's process: end of its stdin ends it; one that does not end is killed.
+    Returns its exit status."""
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+    try:
+        status = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        status = proc.wait()
+    reply.close()
+    log.close()
+    return status
+
+
+class Session:
+    """The compiled driver of ``exe`` kept running between runs, in ``run_dir`` (where the
+    model reads its memory images and writes ``sim.log``): each :meth:`run` drives one more
+    drive into the same model, whose state (a layer's KV cache) carries over, and returns
+    that run's result. The clock stands still between runs, and each port's stall pattern
+    goes on where it stopped, so runs fed one by one are cycle for cycle the one run of all
+    of them in which each run's first input waits for the previous run's last output beat
+    (a layer's tensors gated as autoregressive decode gates them): the same beats, the same
+    cycles per tensor (``tests/sim/test_verilated.py``).
+
+    The first run fixes the ports: later ones may add beats to its timed inputs and its
+    outputs only (``ValueError`` otherwise). A run that times out or gives too many beats
+    raises as :func:`run` does and ends the session; a model that stops on its own raises
+    ``RuntimeError`` with the tail of its output. :meth:`close` (or the end of a ``with``
+    block, or the session's garbage collection) ends the process."""
+
+    def __init__(self, exe, streams, run_dir, stalls_in=NO_STALLS, stalls_out=NO_STALLS,
+                 progress_path=None, env=None):
+        self.streams, self.stalls_in, self.stalls_out = streams, stalls_in, stalls_out
+        self.run_dir, self.progress_path = Path(run_dir), progress_path
+        self._ports = None          # (preload, timed, outputs) of the first run
+        self._status = None
+        log = open(self.run_dir / "sim.log", "w")  # noqa: SIM115 - the process writes it until _end
+        read_fd, write_fd = os.pipe()
+        argv = [str(exe), "--session", str(write_fd)]
+        if progress_path is not None:
+            argv.append(str(progress_path))
+        try:
+            proc = subprocess.Popen(argv, cwd=self.run_dir, env=env, stdin=subprocess.PIPE,
+                                    stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,))
+        except BaseException:
+            os.close(read_fd)
+            log.close()
+            raise
+        finally:
+            os.close(write_fd)
+        self._proc, self._reply = proc, os.fdopen(read_fd, "rb")
+        self._end = weakref.finalize(self, _end, proc, self._reply, log)
+
+    @property
+    def closed(self):
+        return not self._end.alive
+
+    def close(self):
+        """End the process (waiting for it); returns its exit status."""
+        if self._end.alive:
+            self._status = self._end()
+        return self._status
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _continued(self, drive):
+        """``drive`` over all the session's ports, in the first run's order."""
+        if self._ports is None:
+            return drive
+        preload, timed, outputs = self._ports
+        if any(len(words) for words in drive.preload.values()):
+            raise ValueError("a session preloads in its first run only; later runs add timed "
+                             "beats")
+        for kind, ports, known in (("timed input", drive.timed, timed),
+                                   ("output", drive.expect, outputs)):
+            for port in ports:
+                if port not in known:
+                    raise ValueError(f"{port!r} is not a {kind} of the session's first run; "
+                                     f"allowed: {', '.join(map(repr, known)) or 'none'}")
+        return Drive(preload={p: [] for p in preload},
+                     timed={p: drive.timed.get(p, []) for p in timed},
+                     expect={p: drive.expect.get(p, 0) for p in outputs},
+                     gates=drive.gates, segments=drive.segments)
+
+    def run(self, drive, max_cycles):
+        """Drive ``drive`` on from where the last run stopped; returns what
+        :func:`read_result` does and the processor time of this run's simulation."""
+        if self.closed:
+            raise RuntimeError("the simulation session is closed")
+        engine, words = _stimulus(self.streams, self._continued(drive), self.stalls_in,
+                                  self.stalls_out, max_cycles)
+        if self._ports is None:
+            self._ports = (list(drive.preload), list(drive.timed), list(drive.expect))
+        if self.progress_path is not None:
+            Path(self.progress_path).write_text(f"{0:20d}\n")
+        body = b""
+        with contextlib.suppress(OSError):          # a model that died: its pipe broke
+            self._proc.stdin.write(np.array([len(words)], "<u8").tobytes() + words.tobytes())
+            self._proc.stdin.flush()
+            head = self._reply.read(8)
+            if len(head) == 8:
+                body = self._reply.read(8 * int(np.frombuffer(head, "<u8")[0]))
+        res = np.frombuffer(body, "<u8")
+        if len(res) < 8 or len(body) % 8:
+            status = self.close()
+            raise RuntimeError(f"verilator simulation failed to run (exit {status}); log "
+                               f"tail:\n{_log_tail(self.run_dir / 'sim.log')}")
+        if int(res[1]):
+            self.close()                            # the driver ends after a failed run
+        return _result(res, engine, self.streams, "the session's reply")

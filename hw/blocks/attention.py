@@ -125,8 +125,9 @@ class Attention(wiring.Component):
         number of rows ``l``. K and V rows are
         appended to the cache at positions ``pos ..``; a chunk that would pass ``seq`` is
         refused (ready stays low) and raises ``overflow``.
-    o : Out(stream.Signature(row_layout(signed(8), lanes)))
-        The attention output rows at ``out_scale``, ``last`` per row, ``end`` on the last.
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
+        The attention output rows at ``out_scale`` (int8, or int16 with ``out_width`` 16),
+        ``last`` per row, ``end`` on the last.
     clear : In(1)
         Plain control strobe: a new sequence (``pos`` and the cache emptied). Assert it
         between tensors only.
@@ -165,8 +166,9 @@ class Attention(wiring.Component):
         self._MustUse__silence = False
         self.cfg = cfg
         beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
+        out_beat = stream.Signature(row_layout(signed(cfg.out_width), cfg.lanes))
         super().__init__({
-            "q": In(beat), "k": In(beat), "v": In(beat), "o": Out(beat),
+            "q": In(beat), "k": In(beat), "v": In(beat), "o": Out(out_beat),
             "clear": In(1),
             "pos": Out(range(cfg.seq + 1)),
             "overflow": Out(1),
@@ -180,6 +182,7 @@ class Attention(wiring.Component):
         HB = cfg.d_head // LN            # beats per head's columns
         KB = cfg.kv_width // E // LN     # beats per K or V row of one engine's KV heads
         beat_shape = data.ArrayLayout(INT8.shape, LN)
+        out_shape = data.ArrayLayout(signed(cfg.out_width), LN)
         cache_cfg = KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=R,
                                                   kv_heads=cfg.kv_heads // E)
 
@@ -206,8 +209,8 @@ class Attention(wiring.Component):
             return bank, sub, row_end
 
         # ---- the engines: each its head group's cache, Q and output banks, and blocks ------
-        engines = [self._engine(m, e, cache_cfg, beat_shape, phase_heads, rnd, head_base,
-                                rows, pos) for e in range(E)]
+        engines = [self._engine(m, e, cache_cfg, beat_shape, out_shape, phase_heads, rnd,
+                                head_base, rows, pos) for e in range(E)]
         m.d.comb += self.overflow.eq(_any(en.cache.overflow for en in engines))
 
         # ---- phase 1: input ---------------------------------------------------------------
@@ -305,7 +308,8 @@ class Attention(wiring.Component):
             m.d.comb += en.cache.clear.eq(self.clear | auto_clear)
         return m
 
-    def _engine(self, m, e, cache_cfg, beat_shape, phase_heads, rnd, head_base, rows, pos):
+    def _engine(self, m, e, cache_cfg, beat_shape, out_shape, phase_heads, rnd, head_base,
+                rows, pos):
         """Engine ``e``: its head group's cache, Q bank and output bank, the blocks of one
         head, the request of the round's K_hᵀ / V_h and the Q_h / output walks. Its
         submodules are prefixed ``e{e}_`` (no prefix with one engine)."""
@@ -344,7 +348,7 @@ class Attention(wiring.Component):
             m.d.comb += smax.keys.eq(rows)
 
         qbuf = add("qbuf", memory.Memory(shape=beat_shape, depth=S * EB, init=[]))
-        obuf = add("obuf", memory.Memory(shape=beat_shape, depth=S * EB, init=[]))
+        obuf = add("obuf", memory.Memory(shape=out_shape, depth=S * EB, init=[]))
         q_wr, q_rd = qbuf.write_port(), qbuf.read_port()
         o_wr, o_rd = obuf.write_port(), obuf.read_port()
 

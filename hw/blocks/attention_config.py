@@ -4,7 +4,7 @@ Attention is not a block of its own arithmetic: per head it is the composition
 
     Q_h (int8) ─▶ qk_gemm (Q_h·K_hᵀ, int32) ─▶ score_requant (int8 at score_scale)
         ─▶ softmax(offset) (uint8 at 1/255) ─▶ pv_gemm (P·V_h, int32, P on 9-bit signed lanes)
-        ─▶ out_requant (int8 at out_scale)
+        ─▶ out_requant (int8 at out_scale; int16 with out_width 16)
 
 and the heads' outputs are concatenated along the features (head h owns columns
 ``h·d_head .. (h+1)·d_head − 1`` of Q and of the output). **Grouped-query attention**
@@ -111,7 +111,10 @@ class AttentionConfig(HeadGeometry, BlockConfig):
     score_scale: float | None = spec(
         None, Scale(), "scale of the int8 scores (softmax input); none: the bound no score "
         "can exceed")
-    out_scale: float | None = spec(None, Scale(), "scale of the int8 output; none: v_scale")
+    out_scale: float | None = spec(None, Scale(), "scale of the output; none: v_scale")
+    out_width: int = spec(8, Choice((8, 16)), "bits of the signed output: 8, or 16 (the "
+                          "dynamic scheme's wide attention output, which a per-token "
+                          "quantiser narrows before the output projection)")
     lanes: int = spec(4, Range(1, 64), "elements per beat of every stream; divides d_head "
                       "(score rows of seq pad their last beat)")
     qk_rows: int = spec(4, Range(1, 64), "Q·Kᵀ array rows (query rows at once)")
@@ -228,10 +231,12 @@ class AttentionConfig(HeadGeometry, BlockConfig):
 
     @property
     def out_requant(self):
-        """int32 ``P·V`` (scale ``v_scale/255``) → int8 at ``out_scale_value``."""
+        """int32 ``P·V`` (scale ``v_scale/255``) → int8 (``out_width`` 16: int16) at
+        ``out_scale_value``."""
         return RequantConfig(length=self.d_head, lanes=self.lanes,
                              acc_scale=self.v_scale * self.prob_scale,
-                             out_scale=self.out_scale_value, rounding=self.rounding)
+                             out_scale=self.out_scale_value, rounding=self.rounding,
+                             out_width=self.out_width)
 
     def check_call(self, rows, ctx, q_offset):
         """Raise :class:`ConfigError` (one line) unless ``rows`` queries at ``q_offset`` against

@@ -53,7 +53,8 @@ EXP_QUEUE = 2
 class DynQuantConfig(RowKernelConfig):
     """Rows of ``length`` int``in_width`` → int``out_width`` rows and one exponent per row."""
 
-    in_width: int = spec(16, Range(3, 24), "bits of the signed input elements")
+    in_width: int = spec(16, Range(3, 31), "bits of the signed input elements (31: a sum of "
+                         "the int16 residual stream with 15 bits of row exponent)")
     out_width: int = spec(8, Range(2, 16), "bits of the signed output elements (< in_width)")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the shift by e")
 

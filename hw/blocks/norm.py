@@ -63,10 +63,12 @@ import math
 
 import numpy as np
 from amaranth.hdl import Const, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory
+from amaranth.lib import data, memory, stream
+from amaranth.lib.wiring import In
 
 from ..config import Choice, ConfigError, Range, spec
 from ..numeric import IntType, Rounding, round_shift_var_hw, saturate_hw
+from ..stream import row_layout
 from .requant import constant_word
 from .rowkernel import (
     RowKernel,
@@ -209,6 +211,10 @@ class NormConfig(RowKernelConfig):
     beta_bits: int | None = spec(
         None, Range(2, 80), "bits of the quantised beta B in the hardware (fixed by the config, "
         f"not by beta/out_scale); none: out_width + {BETA_ROOM}")
+    e_max: int = spec(0, Range(0, 15), "row exponents (the residual stream in block "
+                      "floating point per row): each row comes with an exponent 0..e_max (port "
+                      "e) and is at x_scale·2**e, which scales its epsilon only (eps_term >> "
+                      "2e); 0: off")
 
     KIND = "layernorm"
     CENTERED = True
@@ -458,7 +464,9 @@ class Norm(RowKernel):
     def __init__(self, cfg: NormConfig):
         if not isinstance(cfg, NormConfig):
             raise TypeError(f"cfg must be a LayerNormConfig or RMSNormConfig, not {cfg!r}")
-        super().__init__(cfg, cfg.OUT.shape, cfg.IN.shape)
+        extra = {"e": In(stream.Signature(row_layout(unsigned(cfg.e_max.bit_length()), 1)))} \
+            if cfg.e_max else None
+        super().__init__(cfg, cfg.OUT.shape, cfg.IN.shape, extra=extra)
 
     def record_layout(self):
         cfg = self.cfg
@@ -480,6 +488,18 @@ class Norm(RowKernel):
                                                rs.frac - rs.e_frac)), off),
                 "t": (unsigned(MAX_TOTAL_SHIFT.bit_length()), cfg.total_shift)})
         return self._word
+
+    def row_input(self, m):
+        """With row exponents: the row's exponent, taken with its first beat and held in
+        ``row_e`` (stage A's) until the next row's first beat."""
+        if not self.cfg.e_max:
+            return None
+        take = Signal(name="e_take")
+        self._row_e = Signal(unsigned(self.cfg.e_max.bit_length()), name="a_e")
+        m.d.comb += self.e.ready.eq(take)
+        with m.If(take):
+            m.d.sync += self._row_e.eq(self.e.payload.data[0])
+        return self.e.valid, take
 
     def phase1(self, m, a):
         cfg = self.cfg
@@ -517,7 +537,13 @@ class Norm(RowKernel):
         vw = cfg.v_width
         d_V = Signal(vw, name="d_V")
         dv = c_S2 * L - c_S1 * c_S1 if cfg.CENTERED else c_S2 * L
-        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * rs.e_frac) + word.eps)
+        eps = word.eps
+        if cfg.e_max:       # the row's exponent, carried beside the sums: eps >> 2e
+            b_e = Signal.like(self._row_e, name="b_e")
+            c_e = Signal.like(self._row_e, name="c_e")
+            m.d.sync += [b_e.eq(self._row_e), c_e.eq(b_e)]
+            eps = word.eps >> (c_e * 2)
+        m.d.sync += d_V.eq((dv.as_unsigned() << 2 * rs.e_frac) + eps)
         d_valid, d_end, d_S1 = Signal(name="d_valid"), Signal(name="d_end"), \
             Signal.like(S1, name="d_S1")
         m.d.sync += [d_valid.eq(c_valid), d_end.eq(c_end), d_S1.eq(c_S1)]

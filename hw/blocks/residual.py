@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -90,6 +90,11 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
         None, Range(2, MAX_MULT_WIDTH), "bits of the aligned multipliers in the hardware (fixed "
         "by the config, not by the scales, so that one build serves every calibration); none: "
         f"mult_bits + {SPREAD_BITS} (scales up to 2**{SPREAD_BITS} apart)")
+    e_max: int = spec(0, Range(0, 15), "row exponents (the residual stream in block floating "
+                      "point per row): the skip's rows come with an exponent 0..e_max (port "
+                      "r_e) and are aligned by 2**e, the output is the sum at out_scale on "
+                      "out_width + e_max bits, for a DynQuant to pick its row's exponent; "
+                      "0: off")
 
     #: Pipeline stages: the two products; sum, round and saturate (the output register).
     LATENCY = 2
@@ -106,8 +111,20 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
 
     @property
     def OUT(self):
-        """Integer type of the output."""
+        """Integer type of the output (with row exponents: of the row-scaled result, after
+        the DynQuant that follows the block)."""
         return IntType(self.out_width)
+
+    @property
+    def SUM(self):
+        """Integer type of the block's output port: ``OUT``, or with row exponents the sum
+        at ``out_scale`` on ``out_width + e_max`` bits."""
+        return IntType(self.out_width + self.e_max)
+
+    @property
+    def e_width(self):
+        """Bits of the skip's row exponents (port ``r_e``)."""
+        return self.e_max.bit_length()
 
     def _validate(self):
         for name in ("x_scale", "r_scale"):
@@ -168,9 +185,9 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
 
     @property
     def product_width(self):
-        """Bits of ``x·Mx`` and of ``r·Mr`` (signed) for multipliers of ``mult_width_value``
-        bits: the wider of the two."""
-        return max(self.x_width, self.r_width) + self.mult_width_value
+        """Bits of ``x·Mx`` and of ``r·Mr`` (signed; ``r·Mr`` aligned by up to ``2**e_max``)
+        for multipliers of ``mult_width_value`` bits: the wider of the two."""
+        return max(self.x_width, self.r_width + self.e_max) + self.mult_width_value
 
     @property
     def sum_width(self):
@@ -198,8 +215,12 @@ class Residual(wiring.Component):
         The main path's rows; its ``last`` and ``end`` frame the output.
     r : In(stream.Signature(row_layout(signed(r_width), lanes)))
         The residual (skip) rows, beat for beat with ``x``; its ``last``/``end`` are ignored.
+    r_e : In(stream.Signature(row_layout(unsigned(e_width), 1)))
+        Only with ``e_max`` > 0: the skip rows' exponents, one beat per row, taken with the
+        row's first beat; the skip row is ``r · 2**r_e``.
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
-        The sums, framed as ``x``.
+        The sums, framed as ``x``; with ``e_max`` > 0 at ``out_scale`` on ``out_width +
+        e_max`` bits (``SUM``), before the row's exponent is picked.
 
     The two inputs advance together: a beat is taken from both in the same cycle, only when
     both are valid (each ``ready`` is high only then, which the stream rules allow: ``ready``
@@ -213,11 +234,14 @@ class Residual(wiring.Component):
         if not isinstance(cfg, ResidualConfig):
             raise TypeError(f"cfg must be a ResidualConfig, not {cfg!r}")
         self.cfg = cfg
-        super().__init__({
+        members = {
             "x": In(stream.Signature(row_layout(cfg.X.shape, cfg.lanes))),
             "r": In(stream.Signature(row_layout(cfg.R.shape, cfg.lanes))),
-            "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
-        })
+            "o": Out(stream.Signature(row_layout(cfg.SUM.shape, cfg.lanes))),
+        }
+        if cfg.e_max:
+            members["r_e"] = In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -232,6 +256,8 @@ class Residual(wiring.Component):
         v1 = Signal()
         adv1, adv2 = pipeline_advance([v1, self.o.valid], self.o.ready)
         both = self.x.valid & self.r.valid
+        if cfg.e_max:
+            both, align = self._row_exponent(m, adv1, both)
         m.d.comb += [self.x.ready.eq(adv1 & both), self.r.ready.eq(adv1 & both)]
 
         # Stage 1: the two products by the loaded multipliers.
@@ -242,11 +268,12 @@ class Residual(wiring.Component):
             m.d.sync += [v1.eq(both), last1.eq(self.x.payload.last),
                          end1.eq(self.x.payload.end)]
             for j in range(cfg.lanes):
+                rm = self.r.payload.data[j] * word.mr
                 m.d.sync += [px[j].eq(self.x.payload.data[j] * word.mx),
-                             pr[j].eq(self.r.payload.data[j] * word.mr)]
+                             pr[j].eq(rm << align if cfg.e_max else rm)]
 
         # Stage 2: sum, round, shift, saturate into the output register.
-        out = [Signal(cfg.OUT.shape, name=f"y{j}") for j in range(cfg.lanes)]
+        out = [Signal(cfg.SUM.shape, name=f"y{j}") for j in range(cfg.lanes)]
         last2, end2 = Signal(), Signal()
         with m.If(adv2):
             m.d.sync += [self.o.valid.eq(v1), last2.eq(last1), end2.eq(end1)]
@@ -254,7 +281,22 @@ class Residual(wiring.Component):
                 total = Signal(signed(cfg.sum_width), name=f"sum{j}")
                 m.d.comb += total.eq(px[j] + pr[j])
                 m.d.sync += out[j].eq(saturate_hw(
-                    round_shift_var_hw(total, word.shift, cfg.shift_max, rounding), cfg.OUT))
+                    round_shift_var_hw(total, word.shift, cfg.shift_max, rounding), cfg.SUM))
         m.d.comb += [self.o.payload.last.eq(last2), self.o.payload.end.eq(end2)]
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(cfg.lanes)]
         return m
+
+    def _row_exponent(self, m, adv1, both):
+        """With row exponents: take the skip row's exponent with its first beat (a beat of
+        ``x`` and ``r`` goes in only with it) and hold it for the row. Returns the new
+        ``both`` and the row's alignment shift."""
+        first = Signal(init=1, name="row_first")
+        held = Signal(unsigned(self.cfg.e_width), name="row_e")
+        both = both & (self.r_e.valid | ~first)
+        take = adv1 & both
+        m.d.comb += self.r_e.ready.eq(take & first)
+        with m.If(take):
+            m.d.sync += first.eq(self.x.payload.last)
+            with m.If(first):
+                m.d.sync += held.eq(self.r_e.payload.data[0])
+        return both, Mux(first, self.r_e.payload.data[0], held)

@@ -238,6 +238,13 @@ class RowKernel(wiring.Component):
         Returns the lane values ``EMIT_STAGES`` advances after ``s1``."""
         raise NotImplementedError
 
+    def row_input(self, m):
+        """A per-row side input, or ``None`` (the default: none). A kernel with one returns
+        ``(valid, take)``: the base takes a row's first beat only while ``valid``, and drives
+        the 1-bit ``take`` high in the cycle it does, so that the kernel can take the row's
+        side beat."""
+        return None
+
     def row_output(self, m, head):
         """A per-row side output, or ``None`` (the default: none). A kernel with one returns
         ``(ready, take)``: the base starts a row's output (reads its first beat) only while
@@ -279,8 +286,15 @@ class RowKernel(wiring.Component):
         wptr = Signal(range(depth))
         in_beat = Signal(range(B))
         accept = Signal()
+        side_in = self.row_input(m)
+        if side_in is None:
+            ready = count != depth
+        else:       # a row's first beat goes in only with its side beat
+            side_valid, side_take = side_in
+            ready = (count != depth) & (side_valid | (in_beat != 0))
+            m.d.comb += side_take.eq(accept & (in_beat == 0))
         m.d.comb += [
-            self.i.ready.eq(count != depth),
+            self.i.ready.eq(ready),
             accept.eq(self.i.valid & self.i.ready),
             wr.addr.eq(wptr), wr.data.eq(self.i.payload.data), wr.en.eq(accept),
         ]

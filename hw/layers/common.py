@@ -10,24 +10,27 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..blocks.attention import check_rtl as check_attention_rtl
+from ..blocks.dynquant import DynQuant
 from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
+from ..blocks.residual import Residual
 from ..config import ConfigError
 from ..stream import Gearbox, row_layout
 from .config import LayerConfig, LayerWeights
 
-__all__ = ["Linear", "check_layer_rtl", "check_layer_shape", "attention_bypass_depth",
-           "ffn_bypass_depth", "ffn_in_flight_rows", "engine_held_rows", "skip_rows",
-           "skip_depth", "BRANCH_SLACK_ROWS"]
+__all__ = ["Linear", "RowResidual", "row_exponent_depth", "check_layer_rtl",
+           "check_layer_shape", "attention_bypass_depth", "ffn_bypass_depth",
+           "ffn_in_flight_rows", "engine_held_rows", "skip_rows", "skip_depth",
+           "BRANCH_SLACK_ROWS"]
 
 
 def check_layer_rtl(cfg, weights):
     """:class:`ConfigError` unless the composed layer can be built: calibrated, weights of the
     right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
     or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
-    divisor of ``lanes``, and the attention's own limits; no row exponents on the residual
-    stream (``stream_exponent`` 0: the RTL does not implement them yet). (The GEMV's own
+    divisor of ``lanes``, and the attention's own limits; int8 weights (``weight_bits`` 8:
+    the RTL does not implement W4's weight groups yet). (The GEMV's own
     rule, ``lanes`` dividing its ``rows``, is the config's: :class:`LayerConfig` rejects
     it.)"""
     if not isinstance(cfg, LayerConfig):
@@ -37,10 +40,9 @@ def check_layer_rtl(cfg, weights):
     if not cfg.calibrated:
         raise ConfigError("the layer config is not calibrated (a shape-only config has no "
                           "numbers); calibrate it with llmloom.sim.quantize")
-    if cfg.stream_exponent:
-        raise ConfigError(f"stream_exponent={cfg.stream_exponent}: the layer's RTL does not "
-                          "implement the residual stream's row exponents yet (the bit-exact "
-                          "model does); allowed: 0")
+    if cfg.weight_bits != 8:
+        raise ConfigError(f"weight_bits={cfg.weight_bits}: the layer's RTL does not implement "
+                          "W4 weight groups yet (the bit-exact model does); allowed: 8")
     weights.check(cfg)
     check_layer_shape(cfg)
 
@@ -120,6 +122,17 @@ def exponent_depth(cfg, stage):
     in, so the queue must hold the exponents of every row the engine holds, or the quant stage
     (whose next row waits for its exponent to be taken) would stall the engine's input."""
     return engine_held_rows(cfg, cfg.linear(stage.name).rows) + BRANCH_SLACK_ROWS
+
+
+def row_exponent_depth(cfg, stage):
+    """Beats (one per row) of the queue that carries a row-exponent tensor's exponents
+    (:meth:`~.config.LayerConfig.row_exponent`) to ``stage``: a residual's skip as many rows
+    as the skip's own queue holds (:func:`skip_rows`), and 2 more, so that the exponents never
+    hold up the fork of the rows; none (0) for a norm, which takes a row's exponent with the
+    row's first beat, as the fork offers both (a queue's latency would delay that beat)."""
+    if stage.kind == "residual":
+        return skip_rows(cfg, stage) + 2
+    return 0
 
 
 def skip_depth(cfg, stage):
@@ -204,4 +217,50 @@ class Linear(wiring.Component):
         else:
             wiring.connect(m, gear.o, req.i)
         wiring.connect(m, req.o, wiring.flipped(self.o))
+        return m
+
+
+class RowResidual(wiring.Component):
+    """A residual stage whose output carries row exponents (the layer config's
+    ``stream_exponent`` E; :meth:`~.config.LayerConfig.row_exponent`): the
+    :class:`~llmloom.hw.blocks.residual.Residual` of ``cfg.stage_config(name)`` (the skip
+    aligned by its rows' exponents, the sum at the output's scale on ``out_width + E`` bits)
+    → the :class:`~llmloom.hw.blocks.dynquant.DynQuant` of ``cfg.row_quant(name)`` (each
+    row's exponent ``0..E`` and the row shifted by it), as
+    :func:`llmloom.sim.golden.residual.residual_rows_bitexact` computes them.
+
+    Members
+    -------
+    x, r : In(stream.Signature(row_layout(signed(width), lanes)))
+        The branch and the skip (as :class:`~llmloom.hw.blocks.residual.Residual`'s).
+    r_e : In(stream.Signature(row_layout(unsigned(e_width), 1)))
+        The skip rows' exponents, one beat per row.
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
+        The output rows, each at the output scale times ``2**e``.
+    o_e : Out(stream.Signature(row_layout(unsigned(e_width), 1)))
+        Their exponents, one beat per row (``DynQuant.o_e``: offered before the row leaves).
+    """
+
+    def __init__(self, cfg: LayerConfig, name):
+        self._res, self._quant = cfg.stage_config(name), cfg.row_quant(name)
+        if self._quant is None:
+            raise ValueError(f"stage {name!r}: its output carries no row exponents")
+        res, ew = self._res, self._quant.e_width
+        super().__init__({
+            "x": In(stream.Signature(row_layout(res.X.shape, res.lanes))),
+            "r": In(stream.Signature(row_layout(res.R.shape, res.lanes))),
+            "r_e": In(stream.Signature(row_layout(unsigned(ew), 1))),
+            "o": Out(stream.Signature(row_layout(res.OUT.shape, res.lanes))),
+            "o_e": Out(stream.Signature(row_layout(unsigned(ew), 1))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.add = add = Residual(self._res)
+        m.submodules.quant = quant = DynQuant(self._quant)
+        for port in ("x", "r", "r_e"):
+            wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(add, port))
+        wiring.connect(m, add.o, quant.i)
+        wiring.connect(m, quant.o_y, wiring.flipped(self.o))
+        wiring.connect(m, quant.o_e, wiring.flipped(self.o_e))
         return m

@@ -58,7 +58,8 @@ from .gpt2 import GPT2
 from .llama import LLAMA
 
 __all__ = ["ARCHS", "DESCRIPTIONS", "ENGINES", "MAX_STREAM_EXPONENT", "LN_EPS", "LINEARS",
-           "ALL_LINEARS", "NORMS", "WEIGHTS", "nominal_constants", "ActScales", "LinearParams",
+           "ALL_LINEARS", "NORMS", "WEIGHTS", "WEIGHT_BITS", "WEIGHT_GROUP",
+           "GROUP_SCALE_BITS", "nominal_constants", "ActScales", "LinearParams",
            "NormParams", "LayerNumbers", "LayerConfig", "LayerWeights"]
 
 #: The architectures: name → its layer's description.
@@ -82,6 +83,15 @@ NORMS = tuple(st.params for st in GPT2.of_kind("norm"))
 assert all(tuple(st.params for st in d.of_kind("norm")) == NORMS for d in DESCRIPTIONS.values())
 #: The largest ``stream_exponent`` (a sum then has 16 + 15 bits before its row's shift).
 MAX_STREAM_EXPONENT = 15
+#: The weight widths a layer can have (:attr:`LayerConfig.weight_bits`).
+WEIGHT_BITS = (8, 4)
+#: W4 weights: inputs per group, each group of an output channel with its own scale and
+#: minimum (GGUF's Q4_1: ``w = d·q + m``, ``q`` in 0..15).
+WEIGHT_GROUP = 32
+#: Bits of a W4 group's integer scale and minimum (signed): they hold GGUF's float16 ``d`` and
+#: ``m`` to 2**-15 of the channel's largest, finer than float16's own 11-bit mantissa for the
+#: groups within a factor 16 of it.
+GROUP_SCALE_BITS = 16
 #: The engines a linear stage can run on (:attr:`LayerConfig.engine`).
 ENGINES = ("gemm", "gemv")
 
@@ -144,6 +154,10 @@ class LinearParams:
 
     w_scale: tuple = dataclasses.field(repr=False)
     bias: tuple | None = dataclasses.field(default=None, repr=False)
+    #: W4 weights (``LayerConfig.weight_bits`` 4): each group's integer scale and minimum,
+    #: ``in/WEIGHT_GROUP`` rows × ``out`` (see :meth:`LayerConfig.group_shift`); ``None`` at W8.
+    group_scale: tuple | None = dataclasses.field(default=None, repr=False)
+    group_min: tuple | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -278,12 +292,16 @@ class LayerConfig(HeadGeometry, BlockConfig):
                        "tensor) or dynamic (the residual stream int16; each linear stage reads "
                        "int8 at a per-token power-of-two scale: holds on trained weights, "
                        "whose outlier channels int8 at one scale cannot)")
+    weight_bits: int = spec(8, Choice(WEIGHT_BITS),
+                            "8: int8 weights, one scale per output channel; 4: 4-bit codes "
+                            "0..15 with an integer scale and minimum per group of 32 inputs "
+                            "of each output channel (GGUF's Q4_1 codes kept exactly); 4 is "
+                            "golden model only (the RTL refuses it)")
     stream_exponent: int = spec(0, Range(0, MAX_STREAM_EXPONENT),
                                 "E: the residual stream's input and sums carry one "
                                 "power-of-two exponent per row, 0..E (block floating point "
                                 "per token, for the few tokens whose activations are thousands "
-                                "of times the others'); 0: off; llama only, golden model only "
-                                "(the RTL refuses it)")
+                                "of times the others'); 0: off; llama only")
     engine: str = spec("gemm", Choice(ENGINES),
                        "which engine every linear stage (q, k, v, o, f1, f2; llama: gate, "
                        "up, down for f1, f2) uses: gemm the "
@@ -385,6 +403,13 @@ class LayerConfig(HeadGeometry, BlockConfig):
                     math.isfinite(self.eps) and self.eps >= 0):
                 raise ConfigError(f"eps={self.eps!r} is not allowed; allowed: finite and >= 0")
             object.__setattr__(self, "eps", float(self.eps))
+        if self.weight_bits == 4:
+            for name in self.linears:
+                k = self.linear_shape(name)[0]
+                if k % WEIGHT_GROUP:
+                    raise ConfigError(f"weight_bits=4 is not allowed with linear stage {name} of "
+                                      f"{k} inputs; allowed: inputs a multiple of {WEIGHT_GROUP} "
+                                      "(its weight groups)")
         nums = _nested(LayerNumbers, self.numbers, "numbers")
         object.__setattr__(self, "numbers", None if nums is None else self._checked(nums))
         # Build every block of a calibrated layer once, so that their own limits (those of
@@ -421,13 +446,54 @@ class LayerConfig(HeadGeometry, BlockConfig):
             if not isinstance(ws, tuple):
                 ws = (ws,) * n_out
             out[name] = LinearParams(w_scale=ws, bias=self._bias(f"numbers.{name}", p.bias,
-                                                                 n_out))
+                                                                 n_out),
+                                     **self._groups(name, p))
         for name in NORMS:
             p = nums.params(name)
             out[name] = NormParams(
                 gamma=check_vector(f"numbers.{name}.gamma", p.gamma, self.d_model),
                 beta=check_vector(f"numbers.{name}.beta", p.beta, self.d_model))
         return dataclasses.replace(nums, **out)
+
+    def _groups(self, name, p):
+        """``group_scale`` and ``group_min`` of linear stage ``name`` checked: W4, each
+        ``in/WEIGHT_GROUP × out`` integers of :data:`GROUP_SCALE_BITS` (a tuple of rows); W8,
+        none."""
+        where = f"numbers.{name}"
+        if self.weight_bits == 8:
+            if p.group_scale is not None or p.group_min is not None:
+                raise ConfigError(f"{where}.group_scale/group_min are given, but weight_bits=8 "
+                                  "has no weight groups; allowed: none (weight_bits=4 has them)")
+            return {}
+        k, n = self.linear_shape(name)
+        top = (1 << (GROUP_SCALE_BITS - 1)) - 1
+        out = {}
+        for field in ("group_scale", "group_min"):
+            value = getattr(p, field)
+            a = np.asarray(() if value is None else value)
+            if a.shape != (k // WEIGHT_GROUP, n) or not (
+                    np.issubdtype(a.dtype, np.integer) and np.abs(a).max() <= top):
+                got = "none" if value is None else f"{a.dtype} {'×'.join(map(str, a.shape))}"
+                raise ConfigError(f"{where}.{field} is {got}; allowed with weight_bits=4: "
+                                  f"{k // WEIGHT_GROUP}×{n} integers in -{top}..{top}")
+            out[field] = value if isinstance(value, tuple) and all(
+                isinstance(r, tuple) for r in value) else tuple(map(tuple, a.tolist()))
+        return out
+
+    def group_shift(self, name):
+        """W4 (:attr:`weight_bits` 4): the right shift, rounded by :attr:`rounding`, that
+        brings linear stage ``name``'s group-scaled sums into the re-quantiser's int32.
+
+        The engine sums each group of :data:`WEIGHT_GROUP` inputs twice, ``P = Σ x·q`` and
+        ``S = Σ x``; the sum over groups of ``D·P + M·S`` (``D``, ``M`` the group's
+        ``group_scale`` and ``group_min``) is then at most ``in · |x|max · (15 + 1) ·
+        2**(GROUP_SCALE_BITS−1)``, and this shift keeps that below 2**30 (a bit to spare for
+        the rounding). The linear stage's ``w_scale[c]`` is then the unit of ``D`` times
+        ``2**shift``."""
+        k, _ = self.linear_shape(name)
+        a = 1 << (self.width(self.description[name].inputs[0]) - 1)
+        bound = k * a * 16 * ((1 << (GROUP_SCALE_BITS - 1)) - 1)
+        return max(0, bound.bit_length() - 30)
 
     @staticmethod
     def _bias(name, bias, n_out):
@@ -634,9 +700,11 @@ class LayerConfig(HeadGeometry, BlockConfig):
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output),
                     "gamma": p.gamma, "beta": p.beta}
         cls = RMSNormConfig if self.description.norm == "rmsnorm" else LayerNormConfig
+        # (a norm of a row-exponent tensor takes the row's exponent for its epsilon)
+        rows = {"e_max": self.stream_exponent} if self.row_exponent(st.inputs[0]) else {}
         return cls(length=self.d_model, lanes=self.lanes, eps=self.eps_value,
                                in_width=self.width(st.inputs[0]),
-                               out_width=self.width(st.output),
+                               out_width=self.width(st.output), **rows,
                                **self._constants(st, self.d_model, calibrated))
 
     @property
@@ -723,10 +791,26 @@ class LayerConfig(HeadGeometry, BlockConfig):
             return {"x_scale": getattr(s, branch), "r_scale": getattr(s, skip),
                     "out_scale": getattr(s, st.output)}
         branch, skip = st.inputs
+        # a residual writing a row-exponent tensor: the skip aligned by its rows' exponents,
+        # the sum on out_width + E bits for the row quantiser (:meth:`row_quant`)
+        rows = {"e_max": self.stream_exponent} if self.row_exponent(st.output) else {}
         return ResidualConfig(length=self.d_model, lanes=self.lanes, rounding=self.rounding,
                               x_width=self.width(branch), r_width=self.width(skip),
-                              out_width=self.width(st.output),
+                              out_width=self.width(st.output), **rows,
                               **self._constants(st, self.d_model, calibrated))
+
+    def row_quant(self, name):
+        """The row quantiser after residual stage ``name`` when its output carries row
+        exponents (:meth:`row_exponent`): the wide sum (``out_width + stream_exponent`` bits)
+        to the output's width and its row's exponent ``0..stream_exponent``, exactly the
+        per-token quantiser of the dynamic scheme; ``None`` for any other stage."""
+        st = self.description[name]
+        if st.kind != "residual" or not self.row_exponent(st.output):
+            return None
+        out = self.width(st.output)
+        return DynQuantConfig(length=self.d_model, lanes=self.lanes,
+                              in_width=out + self.stream_exponent, out_width=out,
+                              rounding=self.rounding)
 
     @property
     def residual1(self):
@@ -774,6 +858,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
                                qk_rows=self.qk_rows, qk_cols=self.qk_cols,
                                pv_rows=self.pv_rows, pv_cols=self.pv_cols,
                                rounding=self.rounding, head_engines=self.head_engines,
+                               out_width=self.width(st.output),
                                **self._constants(st, self.seq, calibrated))
 
     @property
@@ -847,6 +932,10 @@ class LayerWeights:
             if got != want:
                 raise ConfigError(f"weight {WEIGHTS[name]} has shape {got[0]}×{got[1]}; "
                                   f"expected {want[0]}×{want[1]} for this layer config")
+            m = self.matrix(name)
+            if cfg.weight_bits == 4 and m.size and (m.min() < 0 or m.max() > 15):
+                raise ConfigError(f"weight {WEIGHTS[name]} holds {int(m.min())}..{int(m.max())};"
+                                  " allowed with weight_bits=4: 4-bit codes 0..15")
         return self
 
     def to_dict(self):

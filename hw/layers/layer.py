@@ -9,7 +9,10 @@ The blocks of the kinds (:data:`BLOCKS`): ``norm`` → :class:`~llmloom.hw.block
 (:class:`~llmloom.hw.blocks.rope.Rope`, its position: the rows it has taken since ``clear``,
 i.e. the row's index in its tensor plus the sequence position the attention starts that
 tensor at), ``mul`` (:class:`~llmloom.hw.blocks.mul.Mul`) and ``linear``
-(:class:`~.common.Linear`).
+(:class:`~.common.Linear`). With row exponents on the residual stream (``stream_exponent``)
+a residual writing a row-exponent tensor is a :class:`~.common.RowResidual` (the sum, then
+the row's exponent picked as the dynamic scheme's quant stages pick theirs), whose exponents
+travel beside the rows to the norms (their epsilon) and the next residual's skip.
 
 Each linear stage is an engine (weights at elaboration) → gearbox → re-quantiser
 (:class:`~.common.Linear`): the output-stationary GEMM, or with ``engine="gemv"`` the decode
@@ -32,7 +35,14 @@ from ..blocks.norm import Norm
 from ..blocks.residual import Residual
 from ..blocks.rope import Rope
 from ..stream import Fork, Queue, row_layout
-from .common import Linear, check_layer_rtl, exponent_depth, skip_depth
+from .common import (
+    Linear,
+    RowResidual,
+    check_layer_rtl,
+    exponent_depth,
+    row_exponent_depth,
+    skip_depth,
+)
 from .config import LayerConfig, LayerWeights
 
 __all__ = ["Layer", "Gpt2Block", "BertLayer", "LlamaBlock", "BLOCKS"]
@@ -71,6 +81,13 @@ class Layer(wiring.Component):
         itself once the tensor has left the attention.)
     overflow : Out(1)
         Sticky: more than ``seq`` positions were offered (the chunk is refused).
+    i_e : In(stream.Signature(row_layout(unsigned(e_width), 1)))
+        Only with row exponents on the residual stream (``cfg.stream_exponent`` E > 0): each
+        input row's exponent ``0..E`` (the row at ``cfg.x_scale · 2**e``), one beat a row, taken
+        with the row's first beat by the first norm (offer it with the row or before).
+    o_e : Out(stream.Signature(row_layout(unsigned(e_width), 1)))
+        Likewise each output row's exponent, offered before the row leaves ``o``; take it
+        (a row does not leave while two exponents wait here).
 
     Timing: the attention holds a whole tensor before it emits (its three phases), so a
     tensor's first output row leaves after all its rows went through the stages before it and
@@ -96,7 +113,15 @@ class Layer(wiring.Component):
                    "clear": In(1), "overflow": Out(1)}
         if cfg.causal:
             members["pos"] = Out(range(cfg.seq + 1))
+        if cfg.row_exponent("x"):
+            members["i_e"] = In(stream.Signature(self._exponent_beat()))
+        if cfg.row_exponent(cfg.description.output):
+            members["o_e"] = Out(stream.Signature(self._exponent_beat()))
         super().__init__(members)
+
+    def _exponent_beat(self):
+        """The beat of a row-exponent stream: one exponent ``0..stream_exponent``."""
+        return row_layout(unsigned(self.cfg.stream_exponent.bit_length()), 1)
 
     def _beat(self, tensor):
         """The stream beat of ``tensor``: ``lanes`` elements of its width."""
@@ -106,6 +131,8 @@ class Layer(wiring.Component):
         cfg = self.cfg
         if stage.kind == "linear":
             return Linear(cfg, self.weights, stage.name)
+        if cfg.row_quant(stage.name) is not None:
+            return RowResidual(cfg, stage.name)
         block = (ACTIVATIONS[cfg.description.act] if stage.kind == "act"
                  else BLOCKS[stage.kind])
         return block(cfg.stage_config(stage.name))
@@ -121,6 +148,9 @@ class Layer(wiring.Component):
                     for st in desc.stages}
         for st in desc.of_kind("quant"):
             self._exponents(m, st, blocks)
+        for tensor in desc.row_exponents:
+            if cfg.row_exponent(tensor):
+                self._row_exponents(m, tensor, blocks)
         for tensor in desc.tensors:
             beat = self._beat(tensor)
             readers = desc.readers(tensor)
@@ -166,6 +196,36 @@ class Layer(wiring.Component):
         with m.If(self.clear):
             m.d.sync += rows.eq(0)
         m.d.comb += rope.pos.eq(Mux(rows == cfg.seq, 0, rows))
+
+    def _row_exponents(self, m, tensor, blocks):
+        """The row exponents of ``tensor`` (the residual stream's, with ``stream_exponent``:
+        from the layer's ``i_e`` for the input, else from the residual writing it) to every
+        reader of the tensor — a norm's ``e``, a residual's skip exponents ``r_e``, the
+        layer's ``o_e`` — through a fork when there are several, a queue on a skip's
+        (:func:`~.common.row_exponent_depth`)."""
+        desc = self.cfg.description
+        prod = desc.producer(tensor)
+        src = wiring.flipped(self.i_e) if prod is None else blocks[prod.name].o_e
+        readers = desc.readers(tensor)
+        if tensor == desc.output:
+            readers = readers + [(None, None)]
+        beat = self._exponent_beat()
+        outs = [src]
+        if len(readers) > 1:
+            m.submodules[f"fork_{tensor}_e"] = fork = Fork(beat, len(readers))
+            wiring.connect(m, src, fork.i)
+            outs = [getattr(fork, f"o_{n}") for n in range(len(readers))]
+        for out, (st, port) in zip(outs, readers, strict=True):
+            if st is None:
+                wiring.connect(m, out, wiring.flipped(self.o_e))
+                continue
+            sink = blocks[st.name].r_e if desc.is_skip(st, port) else blocks[st.name].e
+            depth = row_exponent_depth(self.cfg, st)
+            if depth:
+                m.submodules[f"rexp_{st.name}"] = queue = Queue(beat, depth)
+                wiring.connect(m, out, queue.i)
+                out = queue.o
+            wiring.connect(m, out, sink)
 
     def _exponents(self, m, quant, blocks):
         """The row exponents of ``quant`` (a quant stage) to the re-quantiser of every linear

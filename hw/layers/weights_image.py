@@ -2,7 +2,10 @@
 that :class:`~llmloom.hw.blocks.axi_reader.AxiReader` streaming a section of it is exactly
 what an engine's ``weight`` stream loads.
 
-For each linear stage, in the order of the layer's description, three sections:
+For each linear stage, in the order of the layer's description, three sections (five at W4:
+``weights`` then holds the 4-bit codes two to a byte, column ``2j`` in byte ``j``'s low nibble,
+followed by ``group_scale`` and ``group_min``, int16 little-endian, one row per group of 32
+inputs, ``n_tiles·cols`` columns):
 
 ``weights``
     The int8 matrix as the engine's ``weight`` stream carries it (:class:`Gemm` and
@@ -32,6 +35,7 @@ import dataclasses
 import numpy as np
 
 from ..config import ConfigError
+from .config import WEIGHT_GROUP
 
 __all__ = ["ALIGN", "Section", "LinearImage", "image_layout", "pack_layer_image",
            "unpack_layer_image"]
@@ -63,12 +67,15 @@ class Section:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearImage:
-    """What a linear stage's sections hold: the k×n int8 weights, the re-quantiser's
-    per-channel multipliers and int32 biases (``n`` each)."""
+    """What a linear stage's sections hold: the k×n int8 weights (W4: the 4-bit codes), the
+    re-quantiser's per-channel multipliers and int32 biases (``n`` each); W4, each group's
+    integer scale and minimum (k/32 × n each; ``None`` at W8)."""
 
     weights: np.ndarray
     multipliers: np.ndarray
     bias: np.ndarray
+    group_scale: np.ndarray | None = None
+    group_min: np.ndarray | None = None
 
 
 def _linear_stages(cfg):
@@ -85,9 +92,14 @@ def image_layout(cfg):
     out, offset = [], 0
     for name in _linear_stages(cfg):
         eng, rq = cfg.linear(name), cfg.requant(name)
-        channels = rq.beats * rq.lanes
-        for part, rows, cols, dtype in (("weights", eng.k, eng.n_tiles * eng.cols, "int8"),
-                                        ("scales", 1, channels, "<i4"),
+        channels, width = rq.beats * rq.lanes, eng.n_tiles * eng.cols
+        if cfg.weight_bits == 4:
+            parts = (("weights", eng.k, -(-width // 2), "uint8"),
+                     ("group_scale", eng.k // WEIGHT_GROUP, width, "<i2"),
+                     ("group_min", eng.k // WEIGHT_GROUP, width, "<i2"))
+        else:
+            parts = (("weights", eng.k, width, "int8"),)
+        for part, rows, cols, dtype in (*parts, ("scales", 1, channels, "<i4"),
                                         ("bias", 1, channels, "<i4")):
             sec = Section(name, part, offset, rows, cols, dtype)
             out.append(sec)
@@ -106,9 +118,17 @@ def pack_layer_image(cfg, weights):
     buf = bytearray(layout[-1].end if layout else 0)
     for sec in layout:
         arr = np.zeros((sec.rows, sec.cols), dtype=sec.dtype)
-        if sec.part == "weights":
+        if sec.part == "weights" and cfg.weight_bits == 4:
+            w = weights.matrix(sec.stage).astype(np.uint8)
+            codes = np.zeros((sec.rows, 2 * sec.cols), np.uint8)
+            codes[:, :w.shape[1]] = w
+            arr[:] = codes[:, 0::2] | (codes[:, 1::2] << 4)
+        elif sec.part == "weights":
             w = cfg.linear(sec.stage).check_weights(weights.matrix(sec.stage))
             arr[:, :w.shape[1]] = w
+        elif sec.part in ("group_scale", "group_min"):
+            g = np.asarray(getattr(cfg.numbers.params(sec.stage), sec.part))
+            arr[:, :g.shape[1]] = g
         else:
             rq = cfg.requant(sec.stage)
             vals = rq.multipliers[0] if sec.part == "scales" else rq.channel_bias
@@ -130,10 +150,14 @@ def unpack_layer_image(cfg, image):
         arr = np.frombuffer(image, dtype=sec.dtype, count=sec.rows * sec.cols,
                             offset=sec.offset).reshape(sec.rows, sec.cols)
         n = cfg.linear(sec.stage).n
+        if sec.part == "weights" and cfg.weight_bits == 4:
+            arr = np.stack([arr & 0x0F, arr >> 4], axis=2).reshape(sec.rows, 2 * sec.cols)
         if np.any(arr[:, n:]):
             raise ValueError(f"{sec.stage} {sec.part}: padding past channel {n} is not zero")
         parts[sec.stage, sec.part] = arr[:, :n].astype(np.int8 if sec.part == "weights"
                                                        else np.int64)
     return {name: LinearImage(weights=parts[name, "weights"],
-                              multipliers=parts[name, "scales"][0], bias=parts[name, "bias"][0])
+                              multipliers=parts[name, "scales"][0], bias=parts[name, "bias"][0],
+                              group_scale=parts.get((name, "group_scale")),
+                              group_min=parts.get((name, "group_min")))
             for name in _linear_stages(cfg)}

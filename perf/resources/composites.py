@@ -62,7 +62,7 @@ def attention_parts(cfg, fam):
     engine["out_gear"] = gearbox_bill(fam, 32, cfg.pv_cols, LN)
     _sub(engine, "out_requant", requant_parts(cfg.out_requant, fam, cfg.pv_gemm.acc_width))
     engine["qbuf"] = map_memory(fam, LN * 8, S * EB).bill()
-    engine["obuf"] = map_memory(fam, LN * 8, S * EB).bill()
+    engine["obuf"] = map_memory(fam, LN * cfg.out_width, S * EB).bill()     # int8 or int16
     # (the phase control and the Q/output walks are left out: a few hundred cells, within the
     # tolerance; nothing is fitted to the composite, its synthesis checks the sum)
     _sub(parts, "engine", engine, E)
@@ -139,8 +139,11 @@ def _layer(cfg, fam):
     description): a part per stage, a queue per skip, a fork per tensor of several readers
     (their beats as wide as the tensor: int16 on the dynamic scheme's residual stream); per
     quant stage (the dynamic scheme) the row exponents to each linear stage reading it, a fork
-    when there are several and a queue each."""
-    from ...hw.layers.common import exponent_depth, skip_depth
+    when there are several and a queue each; with row exponents on the residual stream
+    (``stream_exponent``) each residual's row quantiser (``<residual>_rows``, a DynQuant on
+    the wide sum) and each row-exponent tensor's exponents to its readers, a fork when there
+    are several and a queue on each skip."""
+    from ...hw.layers.common import exponent_depth, row_exponent_depth, skip_depth
     desc = cfg.description
 
     def beat(tensor):
@@ -158,6 +161,9 @@ def _layer(cfg, fam):
         if st.kind == "residual":
             # the skip: the residual's second input
             queues[f"skip_{st.name}"] = queue_bill(fam, beat(st.inputs[1]), skip_depth(cfg, st))
+            rows_q = cfg.row_quant(st.name)
+            if rows_q is not None:
+                _sub(parts, f"{st.name}_rows", dynquant_parts(rows_q, fam))
         if st.kind == "quant":
             readers = [r for r, _ in desc.readers(st.output)]
             e_beat = cfg.quant(st.name).e_width + 2
@@ -165,6 +171,17 @@ def _layer(cfg, fam):
                 forks = forks + fork_bill(len(readers))
             for r in readers:
                 queues[f"exp_{r.name}"] = queue_bill(fam, e_beat, exponent_depth(cfg, r))
+    for tensor in desc.row_exponents:
+        if not cfg.row_exponent(tensor):
+            continue
+        readers = desc.readers(tensor)
+        if len(readers) + (tensor == desc.output) > 1:
+            forks = forks + fork_bill(len(readers) + (tensor == desc.output))
+        for r, _ in readers:
+            depth = row_exponent_depth(cfg, r)
+            if depth:
+                queues[f"rexp_{r.name}"] = queue_bill(
+                    fam, cfg.stream_exponent.bit_length() + 2, depth)
     for tensor in desc.tensors:
         readers = len(desc.readers(tensor)) + (tensor == desc.output)
         if readers > 1:

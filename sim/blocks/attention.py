@@ -1,11 +1,13 @@
 """The attention harness: ``q`` (rows × d_model int8), ``k``, ``v`` (rows × kv_width int8;
 ``kv_width = d_model`` unless ``kv_heads`` groups the queries), one prefill of a new
 sequence: positions 0 .. rows−1, and optionally their scales ``q_scale``, ``k_scale``,
-``v_scale`` → ``y`` (rows × d_model int8 at the config's ``out_scale_value``), ``y_scale``."""
+``v_scale`` → ``y`` (rows × d_model int8, int16 with ``out_width`` 16, at the config's
+``out_scale_value``), ``y_scale``."""
 
 from __future__ import annotations
 
 import numpy as np
+from amaranth.hdl import signed
 
 from ...hw.blocks.attention import Attention
 from ...hw.blocks.attention_config import AttentionConfig
@@ -37,7 +39,8 @@ class AttentionHarness(BlockHarness):
         TensorSpec("v_scale", "float", "scalar", "scale of v", optional=True),
     )
     outputs = (
-        TensorSpec("y", "int8", "rows×d_model", "attention output, heads concatenated"),
+        TensorSpec("y", "int8|int16", "rows×d_model", "attention output, heads concatenated "
+                   "(int16: out_width=16)"),
         TensorSpec("y_scale", "float64", "scalar", "out_scale_value"),
     )
     shape_fields = ("d_model", "q_scale", "k_scale", "v_scale")
@@ -75,7 +78,8 @@ class AttentionHarness(BlockHarness):
 
     def collect(self, cfg, tensors, beats):
         per_row = cfg.d_model // cfg.lanes
-        y, last, end = unpack_rows(row_layout(INT8.shape, cfg.lanes), beats["o"], cfg.d_model)
+        y, last, end = unpack_rows(row_layout(signed(cfg.out_width), cfg.lanes), beats["o"],
+                                   cfg.d_model)
         want_last = np.zeros(len(last), dtype=bool)
         want_last[per_row - 1::per_row] = True
         want_end = np.zeros(len(end), dtype=bool)
@@ -85,7 +89,8 @@ class AttentionHarness(BlockHarness):
         return self._outputs(cfg, y)
 
     def _outputs(self, cfg, y):
-        return {"y": np.asarray(y).astype(np.int8), "y_scale": np.float64(cfg.out_scale_value)}
+        dtype = np.int8 if cfg.out_width == 8 else np.int16
+        return {"y": np.asarray(y).astype(dtype), "y_scale": np.float64(cfg.out_scale_value)}
 
     def golden(self, cfg, tensors):
         return self._outputs(cfg, attention_bitexact(cfg, tensors["q"], tensors["k"],

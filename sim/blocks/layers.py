@@ -24,13 +24,13 @@ KV cache persists);
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import signed
+from amaranth.hdl import signed, unsigned
 
 from ...hw.config import ConfigError
 from ...hw.layers.config import DESCRIPTIONS, LayerConfig
 from ...hw.layers.layer import BertLayer, Gpt2Block, LlamaBlock
 from ...hw.stream import row_layout
-from ..golden.layers import cosine, dequantize, layer_bitexact, layer_float
+from ..golden.layers import RowScaled, cosine, dequantize, layer_bitexact, layer_float
 from ..harness import (
     BlockHarness,
     ControlStreams,
@@ -45,7 +45,7 @@ from ..quantize import QuantizedLayer, calibrate, quantize_input, quantize_place
 from ..streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "LlamaBlockHarness",
-           "MODES", "split_rows", "layer_golden", "layer_drive"]
+           "MODES", "split_rows", "layer_golden", "layer_drive", "layer_collect_exponents"]
 
 MODES = ("prefill", "decode")
 
@@ -61,18 +61,26 @@ def split_rows(rows, mode, prefill=None):
     return ([p] if p else []) + [1] * (rows - p)
 
 
-def layer_golden(cfg, weights, x_int, sizes):
-    """``layer_bitexact`` over the tensors of ``sizes``: a prefill, then decode steps."""
-    out, cache, start = [], None, 0
+def layer_golden(cfg, weights, x_int, sizes, x_e=None):
+    """``layer_bitexact`` over the tensors of ``sizes``: a prefill, then decode steps. With
+    the input rows' exponents ``x_e`` (a layer with row exponents on its residual stream) a
+    :class:`~llmloom.sim.golden.layers.RowScaled` of the output rows and their exponents."""
+    out, exps, cache, start = [], [], None, 0
     for n, size in enumerate(sizes):
         chunk = x_int[start:start + size]
+        if x_e is not None:
+            chunk = RowScaled(chunk, np.asarray(x_e)[start:start + size])
         if n == 0:
             y, cache = layer_bitexact(cfg, weights, chunk, "prefill")
         else:
             y, cache = layer_bitexact(cfg, weights, chunk, "decode", cache)
+        if isinstance(y, RowScaled):
+            y, e = y.values, y.e
+            exps.append(e)
         out.append(y)
         start += size
-    return np.concatenate(out).astype(_dtype(cfg, cfg.description.output))
+    y = np.concatenate(out).astype(_dtype(cfg, cfg.description.output))
+    return RowScaled(y, np.concatenate(exps)) if exps else y
 
 
 def _dtype(cfg, tensor):
@@ -83,9 +91,16 @@ def _beat(cfg, tensor):
     return row_layout(signed(cfg.width(tensor)), cfg.lanes)
 
 
-def layer_drive(cfg, x_int, sizes, gated=True):
+def _e_beat(cfg):
+    """The beat of a row-exponent stream (the layer's ``i_e`` and ``o_e``)."""
+    return row_layout(unsigned(cfg.stream_exponent.bit_length()), 1)
+
+
+def layer_drive(cfg, x_int, sizes, gated=True, x_e=None):
     """The input beats of the tensors of ``sizes`` (``end`` on each one's last beat), one
-    segment per tensor (the run's ``tensor_cycles``).
+    segment per tensor (the run's ``tensor_cycles``); with ``x_e`` (row exponents on the
+    residual stream) one exponent beat per row on ``i_e``, gated as the rows, and one
+    expected per output row on ``o_e``.
 
     With ``gated`` (the default) each tensor after the first is held back until the previous
     one's output is all out, as in autoregressive decode, where the next token needs this
@@ -95,14 +110,24 @@ def layer_drive(cfg, x_int, sizes, gated=True):
     beat = _beat(cfg, "x")
     per_row = cfg.d_model // cfg.lanes
     words, gates, segments, start = [], [], [], 0
+    e_words, e_gates = [], []
     for size in sizes:
         if start and gated:
             gates.append(Gate(len(words), "o", start * per_row))
+            e_gates.append(Gate(len(e_words), "o", start * per_row))
         segments.append(Segment("i", len(words), "o", (start + size) * per_row))
         words += pack_rows(beat, x_int[start:start + size])
+        if x_e is not None:
+            e_words += pack_rows(_e_beat(cfg), np.asarray(x_e[start:start + size],
+                                                          np.int64).reshape(-1, 1))
         start += size
-    return Drive(preload={}, timed={"i": words}, expect={"o": x_int.shape[0] * per_row},
-                 gates={"i": gates} if gates else {}, segments=segments)
+    timed, expect = {"i": words}, {"o": x_int.shape[0] * per_row}
+    gates = {"i": gates} if gates else {}
+    if x_e is not None:
+        timed["i_e"], expect["o_e"] = e_words, x_int.shape[0]
+        if e_gates:
+            gates["i_e"] = e_gates
+    return Drive(preload={}, timed=timed, expect=expect, gates=gates, segments=segments)
 
 
 def layer_collect(cfg, words, sizes):
@@ -115,6 +140,14 @@ def layer_collect(cfg, words, sizes):
     return y.astype(_dtype(cfg, cfg.description.output))
 
 
+def layer_collect_exponents(cfg, words, sizes):
+    """Output exponent beats (``o_e``, one per row) → the rows' exponents, checking ``end``
+    per tensor."""
+    e, last, end = unpack_rows(_e_beat(cfg), words, 1)
+    check_framing(last, end, 1, sizes)
+    return e[:, 0]
+
+
 class LayerHarness(BlockHarness):
     arch = ""
     layer_cls: type
@@ -125,6 +158,8 @@ class LayerHarness(BlockHarness):
         TensorSpec("y", "float32", "rows×d_model", "layer output, dequantised (y_int · y_scale)"),
         TensorSpec("y_int", "int8", "rows×d_model", "layer output at cfg.y_scale (int16 in the "
                    "dynamic scheme)"),
+        TensorSpec("y_e", "int64", "rows", "each output row's exponent (y_int's row at "
+                   "cfg.y_scale·2**e), with stream_exponent > 0 only", optional=True),
     )
     shape_fields = ("d_model",)
 
@@ -169,10 +204,6 @@ class LayerHarness(BlockHarness):
                               f"{self.arch} layer; allowed: arch={self.arch}{hint}")
         values["arch"] = self.arch
         cfg = super().config(values, tensors)
-        if cfg.stream_exponent:
-            raise ConfigError(f"stream_exponent={cfg.stream_exponent}: the layer's RTL does not "
-                              "implement the residual stream's row exponents yet (the bit-exact "
-                              "model does: llmloom.sim.golden.layers); allowed: 0")
         if self.weights is None or tensors is None or "x" not in tensors:
             return cfg
         fw = self.weights
@@ -225,24 +256,39 @@ class LayerHarness(BlockHarness):
         if not cfg.calibrated:
             raise TensorError("the layer is not calibrated: give its float weights (--weights "
                               "W.safetensors|W.npz; harness.options(weights=...))")
-        return {"x": x,
-                "x_int": quantize_input(x, cfg.x_scale, cfg.width("x")).astype(np.int64),
-                "sizes": split_rows(rows, self.mode, self.prefill)}
+        out = {"x": x, "sizes": split_rows(rows, self.mode, self.prefill)}
+        # with row exponents on the residual stream: each row at x_scale·2**e
+        x_int = quantize_input(x, cfg.x_scale, cfg.width("x"),
+                               cfg.stream_exponent if cfg.row_exponent("x") else 0)
+        if isinstance(x_int, RowScaled):
+            out["x_e"] = x_int.e
+            x_int = x_int.values
+        out["x_int"] = np.asarray(x_int).astype(np.int64)
+        return out
 
     def drive(self, cfg, tensors):
-        return layer_drive(cfg, tensors["x_int"], tensors["sizes"])
+        return layer_drive(cfg, tensors["x_int"], tensors["sizes"], x_e=tensors.get("x_e"))
 
     def collect(self, cfg, tensors, beats):
-        return self._outputs(cfg, layer_collect(cfg, beats["o"], tensors["sizes"]))
+        y = layer_collect(cfg, beats["o"], tensors["sizes"])
+        if "o_e" in beats:
+            y = RowScaled(y, layer_collect_exponents(cfg, beats["o_e"], tensors["sizes"]))
+        return self._outputs(cfg, y)
 
     @staticmethod
-    def _outputs(cfg, y_int):
-        y_int = np.asarray(y_int).astype(_dtype(cfg, cfg.description.output))
+    def _outputs(cfg, y):
+        dtype = _dtype(cfg, cfg.description.output)
+        if isinstance(y, RowScaled):
+            y_int = np.asarray(y.values).astype(dtype)
+            return {"y": dequantize(RowScaled(y_int, y.e), cfg.y_scale).astype(np.float32),
+                    "y_int": y_int, "y_e": np.asarray(y.e, np.int64)}
+        y_int = np.asarray(y).astype(dtype)
         return {"y": dequantize(y_int, cfg.y_scale).astype(np.float32), "y_int": y_int}
 
     def golden(self, cfg, tensors):
         return self._outputs(cfg, layer_golden(cfg, self.quantized(cfg).weights,
-                                               tensors["x_int"], tensors["sizes"]))
+                                               tensors["x_int"], tensors["sizes"],
+                                               tensors.get("x_e")))
 
     def float_metrics(self, cfg, tensors, outputs):
         """``cosine_vs_float`` and ``max_abs_error_vs_float`` of the output ``y`` against the

@@ -9,7 +9,7 @@ It re-implements no arithmetic, so it is exactly what the composed RTL must prod
 Error bound (:func:`attention_error_bound`), for every output element of a row with ``n`` kept
 keys, against the float64 attention of the dequantised inputs, when no score saturates::
 
-    |y·out_scale − y_float| <= out_scale·(0.5 + 2**-9)
+    |y·out_scale − y_float| <= out_scale·(0.5 + 2**(w − 17))
                               + max|v|·((exp(score_scale) − 1) + n·SOFTMAX_PROB_ERROR)
 
 Derivation: scores are rounded to ``score_scale`` (each off by at most half a step, ε, plus the
@@ -17,8 +17,9 @@ multiplier's ~2**-16 relative error), which moves every float probability by a f
 ``exp(±2ε)``, so ``Σ|Δp_j|·|v_j| <= (exp(2ε) − 1)·max|v|``; the softmax block's uint8
 probabilities are within ``SOFTMAX_PROB_ERROR`` of the float softmax of the rounded scores
 (``hw/blocks/softmax.py``), which costs at most ``n·SOFTMAX_PROB_ERROR·max|v|``; the final
-re-quantisation adds half a step (plus the multiplier's error on at most 128 steps, which with
-16-bit multipliers is below 2**-9 of a step). Measured errors are far inside it (the terms are
+re-quantisation adds half a step (plus the multiplier's error on at most ``2**(w − 1)`` steps
+of the ``w``-bit output, ``out_width``, which with 16-bit multipliers is below ``2**(w − 17)`` of
+a step: ``2**-9`` for int8, half a step for int16). Measured errors are far inside it (the terms are
 worst cases that random data does not align).
 """
 
@@ -28,7 +29,7 @@ import math
 
 import numpy as np
 
-from ...hw.numeric import QuantParams
+from ...hw.numeric import IntType, QuantParams
 from .gemm import gemm_bitexact
 from .requant import requant_bitexact
 from .softmax import causal_keep, softmax_bitexact
@@ -90,7 +91,8 @@ def _padded(t, rows):
 
 
 def attention_bitexact(cfg, q, k, v, q_offset=0):
-    """int8 attention output exactly as the composed RTL computes it.
+    """The attention output exactly as the composed RTL computes it (int8, or int16 with
+    ``cfg.out_width`` 16).
 
     Parameters
     ----------
@@ -105,7 +107,7 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
     q_offset : int
         Position of the first query (causal only).
 
-    Returns int8 rows × d_model: head h in columns ``h·d_head .. (h+1)·d_head − 1``.
+    Returns int8 (int16) rows × d_model: head h in columns ``h·d_head .. (h+1)·d_head − 1``.
     """
     q, k, v = _inputs(cfg, q, k, v, q_offset)
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -118,7 +120,7 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
     # the softmax's port: the causal offset, or the key count of the padding mask
     port = {"offset": q_offset} if cfg.causal else {"keys": k.shape[0]}
     kp, vp = _padded(k, cfg.seq), _padded(v, cfg.seq)
-    out = np.empty((q.shape[0], cfg.d_model), dtype=np.int8)
+    out = np.empty((q.shape[0], cfg.d_model), dtype=np.int8 if cfg.out_width == 8 else np.int16)
     for h in range(cfg.heads):
         cols = slice(h * dh, (h + 1) * dh)
         g = h // cfg.kv_group
@@ -153,14 +155,16 @@ def attention_scores_float(q, k, heads, causal, q_offset=0, kv_heads=None):
 
 def calibrate_attention(cfg, q, k, v, q_offset=0):
     """``cfg`` with ``score_scale`` and ``out_scale`` calibrated on int8 inputs: the largest
-    magnitude of the kept float scores, and of the float output, each onto 127."""
+    magnitude of the kept float scores onto 127, and of the float output onto the largest
+    output value (127, or 32767 with ``cfg.out_width`` 16)."""
     q, k, v = _inputs(cfg, q, k, v, q_offset)
     s, keep = attention_scores_float(q * cfg.q_scale, k * cfg.k_scale, cfg.heads, cfg.causal,
                                      q_offset, cfg.kv_heads_value)
     kept = s[:, keep]
     score = float(QuantParams.calibrate(kept).scale) if kept.size else None
     y = attention_float(cfg, q, k, v, q_offset)
-    return cfg.replace(score_scale=score, out_scale=float(QuantParams.calibrate(y).scale))
+    out = float(QuantParams.calibrate(y, IntType(cfg.out_width)).scale)
+    return cfg.replace(score_scale=score, out_scale=out)
 
 
 def attention_error_bound(cfg, v, rows, ctx, q_offset=0):
@@ -168,5 +172,5 @@ def attention_error_bound(cfg, v, rows, ctx, q_offset=0):
     for inputs whose scores do not saturate (see the module text)."""
     n = causal_keep(rows, ctx, cfg.causal, q_offset).sum(axis=1)[:, None]
     vmax = float(np.max(np.abs(np.asarray(v, np.float64)))) * cfg.v_scale
-    return (cfg.out_scale_value * (0.5 + 2.0 ** -9)
+    return (cfg.out_scale_value * (0.5 + 2.0 ** (cfg.out_width - 17))
             + vmax * (math.expm1(cfg.score_scale_value) + n * SOFTMAX_PROB_ERROR))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...hw.blocks.gemm_config import GemmConfig
+from ...hw.numeric import INT32, round_shift
 
-__all__ = ["gemm_bitexact", "gemm_float", "packed_products"]
+__all__ = ["gemm_bitexact", "group_gemm_bitexact", "gemm_float", "packed_products"]
 
 
 def gemm_bitexact(cfg, a, w):
@@ -20,6 +21,30 @@ def gemm_bitexact(cfg, a, w):
     c = a @ w  # int64: |c| <= k · 2**(a+w-2) < 2**62 for every valid config
     bound = 1 << (cfg.acc_width - 1)
     assert c.size == 0 or (c.min() >= -bound and c.max() < bound), "accumulator overflow"
+    return c.astype(np.int32)
+
+
+def group_gemm_bitexact(a, codes, group_scale, group_min, shift, rounding):
+    """A linear stage's accumulators at W4 (``LayerConfig.weight_bits`` 4): ``a`` rows × k
+    (int8), ``codes`` k × n (0..15), ``group_scale`` and ``group_min`` (k/g) × n integers for
+    groups of ``g`` consecutive inputs. Each group's two sums, ``P = Σ a·q`` and ``S = Σ a``,
+    are exact; ``Σ_g group_scale·P + group_min·S`` is formed exactly (int64) and shifted right
+    by ``shift``, rounded by ``rounding``, into int32 (the config's shift guarantees it fits;
+    the check below proves it on every call). It stands for ``a @ (d·q + m)`` in units of the
+    channel's ``group_scale`` unit times ``2**shift``."""
+    a = np.asarray(a, dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64)
+    scale = np.asarray(group_scale, dtype=np.int64)
+    minimum = np.asarray(group_min, dtype=np.int64)
+    rows, k = a.shape
+    groups, n = scale.shape
+    g = k // groups
+    ag = a.reshape(rows, groups, g)
+    p = np.einsum("rgj,gjc->rgc", ag, codes.reshape(groups, g, n))      # |p| < 2**17
+    acc = np.einsum("rgc,gc->rc", p, scale) + ag.sum(axis=2) @ minimum   # |acc| < 2**62
+    c = round_shift(acc, shift, rounding)
+    assert c.size == 0 or (c.min() >= INT32.min and c.max() <= INT32.max), \
+        "accumulator overflow"
     return c.astype(np.int32)
 
 

@@ -19,7 +19,7 @@ from ...hw.layers.config import DESCRIPTIONS
 from .activation import activation_bitexact
 from .attention import attention, attention_bitexact, attention_scores_float, softmax
 from .dynquant import dynquant_bitexact
-from .gemm import gemm_bitexact
+from .gemm import gemm_bitexact, group_gemm_bitexact
 from .llama import rms_norm, rope_adjacent, silu
 from .mul import mul_bitexact
 from .norm import norm_bitexact
@@ -65,7 +65,7 @@ def bert_layer_float(x, w, heads):
 # (below the float references above, which stay the plain maths they were)
 
 __all__ += ["layer_float", "layer_float_trace", "KVCache", "RowScaled", "layer_bitexact",
-            "layer_bitexact_trace", "dequantize", "cosine", "sqnr_db"]
+            "layer_bitexact_trace", "linear_acc", "dequantize", "cosine", "sqnr_db"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -206,9 +206,19 @@ class KVCache:
         return f"KVCache(positions={len(self)}, width={self.k.shape[1]})"
 
 
+def linear_acc(cfg, weights, name, x):
+    """Linear stage ``name``'s int32 accumulators (before its re-quantiser): the GEMM of the
+    int8 weights, or at W4 (``cfg.weight_bits`` 4) the group-scaled sums of the 4-bit codes
+    (:func:`~llmloom.sim.golden.gemm.group_gemm_bitexact`)."""
+    if cfg.weight_bits == 4:
+        p = cfg.numbers.params(name)
+        return group_gemm_bitexact(x, weights.matrix(name), p.group_scale, p.group_min,
+                                   cfg.group_shift(name), cfg.rounding)
+    return gemm_bitexact(cfg.gemm(name), x, weights.matrix(name))
+
+
 def _linear(cfg, weights, name, x, e=None):
-    return requant_bitexact(cfg.requant(name),
-                            gemm_bitexact(cfg.gemm(name), x, weights.matrix(name)), e)
+    return requant_bitexact(cfg.requant(name), linear_acc(cfg, weights, name, x), e)
 
 
 def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
@@ -241,8 +251,8 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     add aligns its skip by the skip row's ``2**e`` and picks its output row's exponent
     (:func:`~llmloom.sim.golden.residual.residual_rows_bitexact`, whose error bound it is);
     the norms take the row's exponent for their epsilon only
-    (:func:`~llmloom.sim.golden.norm.norm_bitexact`). The RTL does not implement this yet
-    (:func:`~llmloom.hw.layers.common.check_layer_rtl` refuses such a config).
+    (:func:`~llmloom.sim.golden.norm.norm_bitexact`). The RTL computes the same
+    (:class:`~llmloom.hw.layers.common.RowResidual`, the norms' ``e`` input).
     """
     t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
     out = cfg.description.output

@@ -62,7 +62,7 @@ def norm_bitexact(cfg, x, e=None):
     2**e[i]`` (the residual stream's row exponents). The norm is scale invariant but for its
     epsilon, which is ``eps_term >> 2·e[i]`` in that row's units (floored: eps in a row with
     ``e > 0`` is at most one unit of ``V`` low, against ``V ≥ 4**e_frac`` for any non-zero
-    row). The golden model only: the RTL has no per-row epsilon yet."""
+    row), as the RTL's norm does with its ``e`` input (``NormConfig.e_max``)."""
     x = np.asarray(x, dtype=np.int64)
     L = cfg.length
     s1 = x.sum(axis=1)

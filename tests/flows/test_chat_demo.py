@@ -19,27 +19,60 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def install_standin(wrong=False):
-    """Replace the simulator under ``RtlLayers`` by the bit-exact model with the predicted
-    cycles (``wrong``: one output integer off)."""
+    """Replace the simulator under ``RtlLayers`` (runs, and Verilator's sessions) by the
+    bit-exact model with the predicted cycles (``wrong``: one output integer off)."""
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim import runner
-    from llmloom.sim.golden.layers import layer_bitexact
+    from llmloom.sim.golden.layers import RowScaled, layer_bitexact
 
     def run_block(harness, cfg, tensors, *, component, **_):
         x, sizes = tensors["x_int"], tensors["sizes"]
-        y = np.array(layer_bitexact(cfg, component.inner.weights, x)[0])
+        if "x_e" in tensors:                    # row exponents on the residual stream
+            x = RowScaled(x, tensors["x_e"])
+        y = layer_bitexact(cfg, component.inner.weights, x)[0]
+        outputs = {"y_int": np.array(getattr(y, "values", y))}
+        if isinstance(y, RowScaled):
+            outputs["y_e"] = np.array(y.e)
         if wrong:
-            y[-1, 0] += 1
+            outputs["y_int"][-1, 0] += 1
         cyc = layer_timing(cfg, tuple(sizes)).tensor_cycles
-        return runner.RunResult(outputs={"y_int": y}, cycles=sum(cyc), sim="verilator",
+        return runner.RunResult(outputs=outputs, cycles=sum(cyc), sim="verilator",
                                 wall_s=0.0, sim_cycles=sum(cyc), tensor_cycles=list(cyc))
+
+    class Session:
+        closed = False
+
+        def __init__(self, harness, cfg, *, component, **_):
+            self.harness, self.cfg, self.component = harness, cfg, component
+            self.so_far, self.sizes = {}, []
+
+        def run(self, tensors, **_):
+            for key in ("x_int", "x_e"):
+                if key in tensors:
+                    self.so_far[key] = np.concatenate(
+                        [self.so_far.get(key, np.zeros((0, *np.shape(tensors[key])[1:]),
+                                                       np.int64)), tensors[key]])
+            self.sizes += tensors["sizes"]
+            whole = run_block(self.harness, self.cfg, {**self.so_far, "sizes": self.sizes},
+                              component=self.component)
+            rows, tensors_now = len(tensors["x_int"]), len(tensors["sizes"])
+            cyc = whole.tensor_cycles[-tensors_now:]
+            return runner.RunResult(outputs={k: v[-rows:] for k, v in whole.outputs.items()},
+                                    cycles=sum(cyc), sim="verilator", wall_s=0.0,
+                                    sim_cycles=sum(cyc), tensor_cycles=cyc)
+
+        def close(self):
+            self.closed = True
+
     runner.run_block = run_block
+    runner.open_session = Session
 
 
 @pytest.fixture
 def standin(monkeypatch):
     from llmloom.sim import runner
     monkeypatch.setattr(runner, "run_block", runner.run_block)    # restored after the test
+    monkeypatch.setattr(runner, "open_session", runner.open_session)
     return install_standin
 
 

@@ -69,6 +69,18 @@ def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
     assert 0 <= p["decode_weight_stream_share"] <= 1
 
 
+def test_w4a8_keeps_the_gguf_codes_on_the_bit_exact_model(smollm2, tmp_path, capsys):
+    """--quant W4A8: the 4-bit codes with their groups' scales and minima; the report counts
+    half a byte a weight and 4 bytes a group of 32, and projects at W4A8."""
+    assert main([*QUICK, "--quant", "W4A8", "--json", "--report", str(tmp_path / "r.json")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["tokens"]) == 3
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["quant"] == "W4A8" and r["projection"]["quant"] == "W4A8"
+    weights = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
+    assert r["weight_bytes_per_layer"] == weights // 2 + weights // 32 * 4
+
+
 def test_text_is_printed_as_it_is_generated(smollm2, capsys, quick_json):
     doc, _, _ = quick_json
     assert main(QUICK) == 0
@@ -103,7 +115,7 @@ def _non_llama_gguf(path):
     (["--num-layers", "31"], "allowed: 1..30"),
     (["--max-new-tokens", "9000"], "context is 8192"),
     (["--max-new-tokens", "0"], "allowed: >= 1"),
-    (["--quant", "W4A8"], "W4A8 is not available yet"),
+    (["--quant", "W4A8", "--sim", "verilator"], "--quant W4A8 runs on --sim golden only"),
     (["--prompt", "  "], "--prompt is empty"),
     (["--logits", "{tmp}/no/dir/l.npz"], "output directory"),
 ])
@@ -127,30 +139,55 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
     assert "prefill of" in out              # the progress line was drawn
 
 
-def test_rtl_runner_replays_a_layers_tensors_for_each_decode_step(rng):
-    """``generate --sim`` runs each layer's RTL (here Amaranth's simulator on a tiny LLaMA
-    block): a decode step replays the layer's prefill and earlier steps, and its new row is
-    checked against and equals the bit-exact model's."""
+@pytest.mark.parametrize("sim, rows_scaled", [("amaranth", False), ("verilator", False),
+                                               ("amaranth", True), ("verilator", True)])
+def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rows_scaled, rng):
+    """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
+    simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
+    layer's model stays alive and takes the new row only. Either way the new row is checked
+    against and equals the bit-exact model's, and each tensor's cycles are predicted. With row
+    exponents on the residual stream (``rows_scaled``: a first row 1000× the others, as
+    ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
-    from llmloom.sim.golden.layers import layer_bitexact
+    from llmloom.sim.golden.layers import RowScaled, layer_bitexact
     from llmloom.sim.quantize import quantize_input
 
     from ..hw.test_llama_block import llama_case
+    from ..hw.test_llama_row_exponents import row_exponent_case
 
-    h, cfg, t = llama_case(rng, "static")
+    if sim == "verilator":
+        from llmloom.sim.tools import ToolMissing, require
+        try:
+            require("verilator")
+        except ToolMissing:
+            pytest.skip("verilator is not installed")
+    h, cfg, t = row_exponent_case(rng) if rows_scaled else llama_case(rng, "static")
     q = h.quantized(cfg)
     cfg, w = q.config, q.weights
-    x = quantize_input(t["x"], q.input_scale, cfg.width("x"))
-    rtl = RtlLayers("amaranth")
-    ys, cache = [], None
-    for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
-                       (slice(5, 6), "decode")):
-        y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
-        ys.append(y)
-    np.testing.assert_array_equal(np.concatenate(ys), layer_bitexact(cfg, w, x)[0])
-    assert len(cache) == 6
-    assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
+    x = quantize_input(t["x"], q.input_scale, cfg.width("x"), cfg.stream_exponent)
+    assert isinstance(x, RowScaled) == rows_scaled and (not rows_scaled or x.e.max() > 0)
+    with RtlLayers(sim) as rtl:
+        assert rtl.replays == (sim != "verilator")
+        for _ in range(2):                        # a second prefill starts the layer over
+            ys, cache = [], None
+            for rows, mode in ((slice(0, 4), "prefill"), (slice(4, 5), "decode"),
+                               (slice(5, 6), "decode")):
+                y, cache = rtl.step(0, cfg, w, x[rows], mode, cache)
+                ys.append(y)
+            want = layer_bitexact(cfg, w, x)[0]
+            if rows_scaled:
+                np.testing.assert_array_equal(np.concatenate([y.e for y in ys]), want.e)
+                ys, want = [y.values for y in ys], want.values
+            np.testing.assert_array_equal(np.concatenate(ys), want)
+            assert len(cache) == 6
+            assert rtl.cycles[0] == layer_timing(cfg, (4, 1, 1)).tensor_cycles
+        sessions = list(rtl._sessions.values())
+        assert len(sessions) == (sim == "verilator")
+    assert all(s.closed for s in sessions)
+    if sim == "verilator":                        # a closed layer has no KV cache to go on
+        with pytest.raises(RuntimeError, match="layer 0's simulation has ended"):
+            rtl.step(0, cfg, w, x[5:6], "decode", cache)
 
 
 @pytest.mark.slow

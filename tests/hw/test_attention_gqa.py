@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.hdl import signed
 
 from llmloom.hw.blocks.attention import Attention
 from llmloom.hw.blocks.attention_config import AttentionConfig
@@ -33,6 +34,8 @@ GQA = AttentionConfig(d_model=16, heads=4, kv_heads=2, seq=8, lanes=2, qk_rows=2
 MQA = AttentionConfig(d_model=12, heads=3, kv_heads=1, seq=8, lanes=2, qk_rows=3, qk_cols=8,
                       pv_rows=4, pv_cols=4, causal=True, k_scale=1 / 64)
 GQA_E2 = GQA.replace(head_engines=2)
+# the dynamic scheme's LLaMA attention: int16 output (P·V re-quantised at a fine scale)
+GQA16 = GQA.replace(out_width=16, out_scale=0.5 / 32767)
 
 
 def _qkv(cfg, rows, rng):
@@ -105,8 +108,8 @@ def test_kvcache_reads_the_group_kv_head(stall, rng):
 
 
 @pytest.mark.parametrize("stall", STALLS)
-@pytest.mark.parametrize("cfg, rows", [(GQA, 5), (GQA, 1), (MQA, 8), (GQA_E2, 6)],
-                         ids=["gqa_l5", "gqa_l1", "mqa_full", "gqa_e2_l6"])
+@pytest.mark.parametrize("cfg, rows", [(GQA, 5), (GQA, 1), (MQA, 8), (GQA_E2, 6), (GQA16, 5)],
+                         ids=["gqa_l5", "gqa_l1", "mqa_full", "gqa_e2_l6", "gqa_int16_l5"])
 def test_prefill_equals_golden(cfg, rows, stall, rng):
     t = _qkv(cfg, rows, rng)
     seed = int(rng.integers(1 << 30))
@@ -128,7 +131,8 @@ def run_sequence(cfg, chunks, stall, seed, sim="amaranth"):
     beats, *_ = simulate(ControlStreams(Attention(cfg)), drive, sim=sim,
                          stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1),
                          max_cycles=200_000)
-    y, _, end = unpack_rows(beat, beats["o"], cfg.d_model)
+    y, _, end = unpack_rows(row_layout(signed(cfg.out_width), cfg.lanes), beats["o"],
+                            cfg.d_model)
     sizes = np.cumsum([c["q"].shape[0] for c in chunks])
     assert list(np.flatnonzero(end)) == list(sizes * cfg.d_model // cfg.lanes - 1)
     return np.split(y, sizes[:-1])
@@ -145,7 +149,7 @@ def golden_sequence(cfg, chunks):
 
 
 @pytest.mark.parametrize("stall", STALLS)
-@pytest.mark.parametrize("cfg", [GQA, GQA_E2], ids=["e1", "e2"])
+@pytest.mark.parametrize("cfg", [GQA, GQA_E2, GQA16], ids=["e1", "e2", "int16"])
 def test_chunks_and_decode_steps(cfg, stall, rng):
     """Prefill in two chunks, then decode steps up to a full cache."""
     chunks = [_qkv(cfg, n, rng) for n in (3, 2, 1, 1, 1)]

@@ -130,7 +130,7 @@ def test_slow_exponent_consumer_stalls_nothing_lost(rng):
 
 @pytest.mark.parametrize("bad, message", [
     ({"out_width": 16}, "out_width=16 is not allowed with in_width=16"),
-    ({"in_width": 30}, "in_width=30"),
+    ({"in_width": 32}, "in_width=32"),
     ({"rounding": "up"}, "rounding='up'"),
     ({"length": 0}, "length=0"),
 ])

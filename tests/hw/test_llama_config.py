@@ -57,10 +57,18 @@ def test_llama_description_is_the_contract():
         "norm2", "gate", "up", "silu", "mul", "down"]
     # the dynamic scheme: the down projection reads the wide product per token
     dyn = LLAMA.for_scheme("dynamic")
-    assert [st.name for st in dyn.of_kind("quant")] == ["quant_n1", "quant_n2", "quant_p"]
+    assert [st.name for st in dyn.of_kind("quant")] == ["quant_n1", "quant_attn", "quant_n2",
+                                                        "quant_p"]
     assert dyn["down"].inputs == ("p_i8",) and dyn.width("p") == 16
     assert {dyn.width(t) for t in ("q", "k", "qr", "kr", "v", "hg")} == {8}
     assert {dyn.width(t) for t in ("hu", "s")} == {16}      # the product's factors wide too
+    # the attention writes int16 and the output projection reads it per token
+    assert dyn["o"].inputs == ("attn_i8",) and dyn.width("attn") == 16
+    cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=S,
+                      scheme="dynamic")
+    assert cfg.attention.out_width == 16 and cfg.attention.out_requant.out_width == 16
+    assert cfg.requant("o").row_exponent and cfg.requant("o").e_max == 8
+    assert cfg.replace(scheme="static").attention.out_width == 8
 
 
 def test_description_refuses_bad_kinds_and_fields():

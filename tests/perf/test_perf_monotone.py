@@ -83,8 +83,8 @@ def test_the_issues_case_is_continuous_at_512():
     # the token is Q/K/V's, o's and the FFN's weight streams one after the other (the norms
     # between need whole rows) plus the chain's fill; each kernel streams through its own AXI
     # ports only (3 for each projection, 9 for each FFN matrix, one each for K/V: the HBM's
-    # 32), each at PORT_EFFICIENCY of a channel (fitted to the paper's GPT-2 row)
-    assert [round(got[s][0] * 1e6, 2) for s in (511, 512, 513)] == [2894.3, 2898.46, 2898.46]
+    # 32), each at PORT_EFFICIENCY of a channel (fitted to the group's GPT-2 W4A8 decode row)
+    assert [round(got[s][0] * 1e6, 2) for s in (511, 512, 513)] == [2904.73, 2908.89, 2908.89]
 
 
 def test_p_v_lanes_are_fixed_by_the_design_and_its_cycles_grow_with_the_keys():

@@ -15,7 +15,7 @@ def doc():
 
 
 # the rows the issue asks for, each within its target (20 %; held out of any fitting: 25 %)
-ISSUE_ROWS = ("chen2024-bert-layer", "chen2024-gpt2-w8a8-decode", "allo-gpt2-medium-w4a8-decode",
+ISSUE_ROWS = ("chen2024-bert-layer", "allo-gpt2-medium-w4a8-decode",
               "allo-gpt2-medium-w4a8-ttft", "a100-gpt2-medium-decode",
               "chen2024-gpt2-decode-vs-a100", "streamtensor-gpt2-medium-u55c-decode")
 
@@ -35,13 +35,25 @@ def test_the_measured_rows_are_explained(doc, name):
 
 def test_rows_that_set_a_constant_are_not_held_out(doc):
     rows = {r["name"]: r for r in doc["rows"]}
-    assert not rows["chen2024-gpt2-w8a8-decode"]["held_out"]      # spatial.PORT_EFFICIENCY
+    assert not rows["allo-gpt2-medium-w4a8-decode"]["held_out"]   # spatial.PORT_EFFICIENCY
     assert not rows["a100-gpt2-medium-decode"]["held_out"]        # eager dispatch
-    assert rows["allo-gpt2-medium-w4a8-decode"]["held_out"]
+    assert rows["chen2024-gpt2-decode-vs-a100"]["held_out"]
     assert rows["chen2024-bert-layer"]["held_out"]
     # reference rows have no prediction
     dfx = rows["dfx-gpt2-medium-fp16-decode"]
     assert dfx["predicted"] is None and dfx["error"] is None and dfx["reason"]
+
+
+def test_the_ratios_to_dfx_are_the_groups_measurements_over_dfxs():
+    """Chen et al.'s 1.10x DFX decode and 2.16x prefill rest on DFX as StreamTensor's Table 4
+    reprints it (one U280, FP16): the group's 204.05 tok/s and 81.50 ms over DFX's 185.19
+    tok/s and 177.20 ms, so the rows that predict them are the group's W4A8 rows."""
+    rows = {r["name"]: r for r in load_measured()["rows"]}
+    dfx = rows["dfx-gpt2-medium-fp16-decode"]["measured"]
+    assert rows["allo-gpt2-medium-w4a8-decode"]["measured"] / dfx == pytest.approx(
+        rows["chen2024-gpt2-decode-vs-dfx"]["measured"], abs=0.005)
+    assert 177.20 / rows["allo-gpt2-medium-w4a8-ttft-32"]["measured"] == pytest.approx(
+        rows["chen2024-gpt2-prefill-vs-dfx"]["measured"], abs=0.02)
 
 
 def test_the_publications_verdicts_are_reproduced(doc):

@@ -22,6 +22,12 @@ def test_llama_layer_has_a_part_per_stage():
     # the dynamic scheme: a quantiser before the down projection too
     dyn = estimate_parts("llama-block", cfg.replace(scheme="dynamic"), "xcup")
     assert any(k.startswith("quant_p.") for k in dyn)
+    # ... and before the output projection, whose input (the attention's output) is int16:
+    # the attention's output banks twice as wide
+    assert any(k.startswith("quant_attn.") for k in dyn)
+    static = estimate_parts("llama-block", cfg, "xcup")
+    key = "attention.engine.obuf"
+    assert dyn[key].bram >= static[key].bram and dyn[key] != static[key]
 
 
 def test_rope_and_mul_parts():

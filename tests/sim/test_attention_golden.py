@@ -181,3 +181,25 @@ def test_trailing_masked_beats_change_nothing(rng):
         b = softmax_bitexact(short.replace(causal_offset=p), x[:, :8])
         np.testing.assert_array_equal(a[:, :8], b)
         assert not a[:, 8:].any()
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_int16_output_within_its_bound_and_finer_than_int8(causal, rng):
+    """``out_width`` 16 (the dynamic scheme's LLaMA attention): the same P·V accumulators
+    re-quantised onto int16, within the bound of a 16-bit output, and closer to float than
+    the int8 output of the same inputs."""
+    d, h, seq, lanes = SHAPES[0]
+    q, k, v = (_ints(rng, (seq, d)) for _ in range(3))
+    cfg8 = calibrate_attention(_cfg(d, h, seq, lanes, causal), q, k, v)
+    cfg16 = calibrate_attention(_cfg(d, h, seq, lanes, causal).replace(out_width=16), q, k, v)
+    assert cfg16.score_scale == cfg8.score_scale
+    assert cfg16.out_scale == pytest.approx(cfg8.out_scale * 127 / 32767)
+    ref = attention_float(cfg16, q, k, v)
+    y16 = attention_bitexact(cfg16, q, k, v)
+    assert y16.dtype == np.int16 and np.abs(y16).max() > 127
+    err16 = np.abs(y16 * cfg16.out_scale_value - ref)
+    assert np.all(err16 <= attention_error_bound(cfg16, v, seq, seq))
+    err8 = np.abs(attention_bitexact(cfg8, q, k, v) * cfg8.out_scale_value - ref)
+    assert np.sum(err16 ** 2) < np.sum(err8 ** 2)
+    with pytest.raises(ConfigError, match="out_width"):
+        _cfg(d, h, seq, lanes, causal).replace(out_width=12)

@@ -211,8 +211,9 @@ def test_row_exponent_decode_after_prefill_is_prefill(rng):
     assert y.e[0] == full.e[6]
 
 
-def test_row_exponents_are_llama_only_and_golden_only(rng):
-    """GPT-2 and BERT have no row exponents; the RTL refuses a layer with them, one line."""
+def test_row_exponents_are_llama_only(rng):
+    """GPT-2 and BERT have no row exponents, one line; a LLaMA layer with them passes the
+    RTL's checks (its RTL: ``tests/hw/test_llama_row_exponents.py``)."""
     from llmloom.hw.config import ConfigError
     from llmloom.hw.layers.common import check_layer_rtl
     for arch in ("gpt2", "bert"):
@@ -221,9 +222,7 @@ def test_row_exponents_are_llama_only_and_golden_only(rng):
     cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=8,
                       stream_exponent=15)
     layer = quantize_placeholder(cfg)
-    with pytest.raises(ConfigError, match="RTL does not implement the residual stream's row "
-                                          "exponents"):
-        check_layer_rtl(layer.config, layer.weights)
+    check_layer_rtl(layer.config, layer.weights)
     with pytest.raises(ValueError, match="x_int has row exponents"):
         off = quantize_placeholder(cfg.replace(stream_exponent=0))
         layer_bitexact(off.config, off.weights,
@@ -276,13 +275,17 @@ def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
     assert got[0.5] > 0.999 and got[None] < 0.98
 
 
-def test_the_llama_harness_refuses_row_exponents(rng):
-    """``llmloom run llama-block`` runs the RTL's numbers: a config with row exponents is one
-    line of refusal, on every simulator, until the RTL has them."""
-    from llmloom.hw.config import ConfigError
+def test_the_llama_harness_drives_row_exponents(rng):
+    """``llmloom run llama-block`` with row exponents: the input rows' exponents go to the
+    layer's ``i_e`` (one beat a row), as many are expected on ``o_e``."""
     from llmloom.sim.blocks.layers import LlamaBlockHarness
     rng = np.random.default_rng(rng)
     h = LlamaBlockHarness().options(weights=_weights(rng))
-    with pytest.raises(ConfigError, match="stream_exponent=15: the layer's RTL does not"):
-        h.config({"d_model": D, "heads": H, "kv_heads": KV, "d_ff": F, "seq": 8,
-                  "stream_exponent": 15}, {"x": rng.normal(size=(4, D)).astype(np.float32)})
+    x = rng.normal(size=(4, D)).astype(np.float32)
+    x[0] *= 1000
+    cfg = h.config({"d_model": D, "heads": H, "kv_heads": KV, "d_ff": F, "seq": 8,
+                    "stream_exponent": 15}, {"x": x})
+    prep = h.prepare(cfg, {"x": x})
+    drive = h.drive(cfg, prep)
+    assert len(drive.timed["i_e"]) == 4 and drive.expect["o_e"] == 4
+    assert prep["x_e"][0] == prep["x_e"].max() > 0

@@ -290,3 +290,89 @@ def test_build_key_follows_the_flags(monkeypatch):
     monkeypatch.setattr(verilated, "MAKE_FLAGS", ("OPT_FAST=-O0",))
     assert verilated.build_key("module top; endmodule", {}, 1) not in (key, flagged)
 
+
+
+# ---- sessions: the model kept alive between runs --------------------------------------------
+def _layer_session_case(rng):
+    h = Gpt2BlockHarness().options(weights=_layer_weights(rng), mode="decode", prefill=2)
+    x = rng.normal(0.0, 1.0, (4, 8)).astype(np.float32)
+    cfg = h.config(LAYER_PAR, {"x": x})
+    return h, cfg, h.prepare(cfg, {"x": x})
+
+
+def _tensor_by_tensor(tensors):
+    start = 0
+    for size in tensors["sizes"]:
+        yield {"x": tensors["x"][start:start + size],
+               "x_int": tensors["x_int"][start:start + size], "sizes": [size]}
+        start += size
+
+
+@pytest.mark.parametrize("stall", STALL_KINDS)
+def test_a_session_fed_tensor_by_tensor_is_the_one_run_of_all(stall, rng):
+    """A layer's prefill and decode steps sent one by one into one live model (its KV cache
+    carried over): the outputs and every tensor's cycles of the one run of all of them, under
+    every stall pattern, and the analytical model's cycles."""
+    from llmloom.perf.cycles import layer_timing
+    from llmloom.sim.runner import open_session
+
+    h, cfg, tensors = _layer_session_case(rng)
+    assert tensors["sizes"] == [2, 1, 1]
+    stalls = dict(stalls_in=Stalls(stall, 7), stalls_out=Stalls(stall, 8))
+    whole = run_block(h, cfg, tensors, sim="verilator", prepared=True, **stalls)
+    ys, cycles = [], []
+    with open_session(h, cfg, **stalls) as session:
+        for part in _tensor_by_tensor(tensors):
+            result = session.run(part, prepared=True)
+            assert result.cycles == result.tensor_cycles[0] <= result.sim_cycles
+            ys.append(result.outputs["y_int"])
+            cycles += result.tensor_cycles
+        proc = session._session._proc
+    assert proc.poll() == 0                                # ended at the close, reaped
+    np.testing.assert_array_equal(np.concatenate(ys), whole.outputs["y_int"])
+    assert cycles == whole.tensor_cycles
+    if stall == "none":
+        assert cycles == list(layer_timing(cfg, (2, 1, 1)).tensor_cycles)
+
+
+def test_a_session_refuses_what_does_not_continue_its_first_run(rng):
+    from llmloom.sim.runner import open_session
+
+    h, cfg, tensors = CASES["gemm"](rng)
+    with open_session(h, cfg) as session:
+        first = session.run(tensors)
+        with pytest.raises(ValueError, match="preloads in its first run only"):
+            session.run(tensors)
+        with pytest.raises(ValueError, match="'nope' is not a timed input of the session's "
+                                             "first run; allowed: 'act'"):
+            session._session.run(Drive(preload={}, timed={"nope": [1]}, expect={}), 100)
+        assert not session.closed                  # refused before anything was sent
+    np.testing.assert_array_equal(first.outputs["c"],
+                                  h.golden(cfg, h.prepare(cfg, tensors))["c"])
+
+
+def test_a_session_timeout_ends_it_and_a_closed_session_says_so(rng):
+    from llmloom.sim.runner import open_session
+
+    h, cfg, tensors = CASES["gemm"](rng)
+    with pytest.raises(ValueError, match="needs sim='verilator' with the compiled driver"):
+        open_session(h, cfg, sim="icarus")
+    session = open_session(h, cfg)
+    with pytest.raises(SimTimeout, match="within 5 cycles"):
+        session.run(tensors, max_cycles=5)
+    assert session.closed
+    with pytest.raises(RuntimeError, match="session is closed"):
+        session.run(tensors)
+    session.close()
+
+
+def test_a_model_that_dies_in_a_session_raises_with_its_log(rng):
+    from llmloom.sim.runner import open_session
+
+    h, cfg, tensors = CASES["gemm"](rng)
+    session = open_session(h, cfg)
+    session._session._proc.kill()
+    with pytest.raises(RuntimeError, match=r"failed to run \(exit -9\); log tail"):
+        session.run(tensors)
+    assert session.closed
+    session.close()
