@@ -6,6 +6,7 @@
     .venv/bin/python bench/resources.py --refit --write   # ... and stored as the model's
     .venv/bin/python bench/resources.py --multipliers     # single products through Yosys
     .venv/bin/python bench/resources.py --store BLOCK --target T [--set k=v ...]
+    .venv/bin/python bench/resources.py --resynth BLOCK[,BLOCK...] [--targets T,...]
 
 Prints JSON. The default compares ``llmloom.perf.resources`` with every stored baseline
 (``flows/baselines/<target>.json``) of a modelled block on each family's target, and
@@ -15,7 +16,9 @@ for the README instead. ``--synth`` adds fresh Yosys runs (no place and route) o
 designs. ``--refit`` prints the least-squares refit of the fitted constants
 (``perf.resources.LOGIC``) from the stored baselines (``--write`` stores it as the model's,
 ``perf/data/resource_logic.json``). ``--store`` synthesises one design
-(Yosys only) and adds it to the baselines.
+(Yosys only) and adds it to the baselines; ``--resynth`` synthesises again (Yosys only) every
+stored baseline of the given blocks on the given targets and stores the new results (after a
+change of the blocks' RTL).
 """
 
 from __future__ import annotations
@@ -234,6 +237,37 @@ def store(block, target, sets):
     return update_baseline(block, cfg, target, result=res)
 
 
+def resynth(blocks, targets, skip=()):
+    """Every stored baseline of ``blocks`` on ``targets`` synthesised again (Yosys only) and
+    stored, block by block in the order given, the designs the constants are fitted to first
+    (those not in ``skip``): ``[{target, design_id, before, after}]``."""
+    from llmloom.flows.resources import fitted_ids
+    from llmloom.flows.synth import synthesize
+    from llmloom.flows.synth_baselines import design_id, load_baselines, update_baseline
+    from llmloom.sim.harness import get_harness
+    fitted = fitted_ids()
+    out = []
+    for block in blocks:
+        for target in targets:
+            entries = [(did, e) for did, e in load_baselines(target).items()
+                       if e["block"] == block and did not in skip]
+            entries.sort(key=lambda de: de[0] not in fitted.get(target, ()))
+            for did, entry in entries:
+                h = get_harness(block)
+                cfg = h.config(entry["config"])
+                if design_id(block, cfg) != did:
+                    continue
+                res = synthesize(h.component(cfg), target,
+                                 place=entry.get("fmax_mhz") is not None, progress=False)
+                new = update_baseline(block, cfg, target, result=res)
+                row = {"target": target, "design_id": did,
+                       "before": {k: entry[k] for k in ("lut", "ff", "dsp", "bram")},
+                       "after": {k: new[k] for k in ("lut", "ff", "dsp", "bram")}}
+                out.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--markdown", action="store_true", help="the table for the README")
@@ -245,6 +279,8 @@ def main(argv=None):
                     help="with --refit: store them as the model's (perf/data/resource_logic.json)")
     ap.add_argument("--multipliers", action="store_true", help="single products via Yosys")
     ap.add_argument("--store", metavar="BLOCK", help="synthesise and store one baseline")
+    ap.add_argument("--resynth", metavar="BLOCKS",
+                    help="synthesise again and store every baseline of these blocks")
     ap.add_argument("--target", default="xcup", help="with --store")
     ap.add_argument("--set", action="append", default=[], help="with --store: config field")
     ap.add_argument("--targets", default=",".join(TARGETS))
@@ -264,6 +300,9 @@ def main(argv=None):
         return 0 if doc["mismatches"] == 0 else 1
     if args.store:
         print(json.dumps(store(args.store, args.target, args.set), indent=1))
+        return 0
+    if args.resynth:
+        print(json.dumps(resynth(args.resynth.split(","), args.targets.split(",")), indent=1))
         return 0
     doc = compare(args.targets.split(","), fresh=args.synth, slow=args.slow)
     if args.by_block:

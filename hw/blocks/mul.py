@@ -25,12 +25,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
-from ..numeric import IntType, Rounding, round_shift_hw, saturate_hw
+from ..numeric import IntType, Rounding, round_shift_var_hw, saturate_hw
 from ..stream import row_layout
 from .requant import (
     ROUNDINGS,
@@ -38,6 +38,7 @@ from .requant import (
     Scale,
     aligned_multipliers,
     check_scale,
+    constant_word,
     pipeline_advance,
 )
 
@@ -69,6 +70,10 @@ class MulConfig(EltwiseTiming, BlockConfig):
     a_width: int = spec(8, Choice(WIDTHS), "bits of a (int8 or int16)")
     b_width: int = spec(8, Choice(WIDTHS), "bits of b (int8 or int16)")
     out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16)")
+    mult_width: int | None = spec(
+        None, Range(2, MAX_MULT_WIDTH), "bits of the multiplier in the hardware (fixed by the "
+        "config, not by the scales, so that one build serves every calibration); none: "
+        "mult_bits (a ratio a_scale·b_scale/out_scale below 2**mult_bits)")
 
     #: Pipeline stages: the integer product; times the multiplier; round and saturate (the
     #: output register).
@@ -100,6 +105,18 @@ class MulConfig(EltwiseTiming, BlockConfig):
             raise ConfigError(
                 f"a_scale·b_scale/out_scale = {ratio:.3g} needs a {width}-bit multiplier; "
                 f"allowed: at most {MAX_MULT_WIDTH} bits (a larger out_scale)")
+        if width > self.mult_width_value:
+            raise ConfigError(
+                f"a_scale·b_scale/out_scale = "
+                f"{self.a_scale * self.b_scale / self.out_scale_value:.3g} needs a {width}-bit "
+                f"multiplier; mult_width={self.mult_width_value} allows {self.mult_width_value}"
+                f" (raise mult_width, at most {MAX_MULT_WIDTH})")
+        if self.multiplier[1] > self.shift_max:
+            raise ConfigError(
+                f"a_scale·b_scale/out_scale = "
+                f"{self.a_scale * self.b_scale / self.out_scale_value:.3g} needs a shift of "
+                f"{self.multiplier[1]}; allowed: at most {self.shift_max} (the "
+                f"{self.product_width}-bit product's)")
 
     @property
     def beats(self):
@@ -129,11 +146,21 @@ class MulConfig(EltwiseTiming, BlockConfig):
         return self.a_width + self.b_width
 
     @property
+    def mult_width_value(self):
+        """Bits of the hardware's multiplier word: ``mult_width``, or ``mult_bits``."""
+        return self.mult_width if self.mult_width is not None else self.mult_bits
+
+    @property
     def product_width(self):
-        """Bits of ``a·b·M`` (signed), at least ``s + 2`` so that the rounding shift never
-        reads past the top bit."""
-        m, s = self.multiplier
-        return max(self.ab_width + m.bit_length(), s + 2)
+        """Bits of ``a·b·M`` (signed) for a multiplier of ``mult_width_value`` bits."""
+        return self.ab_width + self.mult_width_value
+
+    @property
+    def shift_max(self):
+        """The largest shift ``s`` the hardware takes (loaded at run time, its register's
+        width fixed by the config): the product's width less two, so that the rounding shift
+        never reads past the top bit."""
+        return self.product_width - 2
 
 
 class Mul(wiring.Component):
@@ -174,6 +201,10 @@ class Mul(wiring.Component):
         m = Module()
         mult, shift = cfg.multiplier
         rounding = Rounding(cfg.rounding)
+        # the calibrated numbers, loaded at run time (one build serves every calibration)
+        word = constant_word(m, {
+            "mult": (unsigned(cfg.mult_width_value), mult),
+            "shift": (unsigned(cfg.shift_max.bit_length()), shift)})
         lanes = range(cfg.lanes)
 
         v1, v2 = Signal(), Signal()
@@ -190,20 +221,21 @@ class Mul(wiring.Component):
             m.d.sync += [ab[j].eq(self.a.payload.data[j] * self.b.payload.data[j])
                          for j in lanes]
 
-        # Stage 2: times the constant multiplier.
+        # Stage 2: times the (loaded) multiplier.
         prod = [Signal(signed(cfg.product_width), name=f"prod{j}") for j in lanes]
         last2, end2 = Signal(), Signal()
         with m.If(adv2):
             m.d.sync += [v2.eq(v1), last2.eq(last1), end2.eq(end1)]
-            m.d.sync += [prod[j].eq(ab[j] * mult) for j in lanes]
+            m.d.sync += [prod[j].eq(ab[j] * word.mult) for j in lanes]
 
         # Stage 3: round, shift, saturate into the output register.
         out = [Signal(cfg.OUT.shape, name=f"y{j}") for j in lanes]
         last3, end3 = Signal(), Signal()
         with m.If(adv3):
             m.d.sync += [self.o.valid.eq(v2), last3.eq(last2), end3.eq(end2)]
-            m.d.sync += [out[j].eq(saturate_hw(round_shift_hw(prod[j], shift, rounding),
-                                               cfg.OUT)) for j in lanes]
+            m.d.sync += [out[j].eq(saturate_hw(
+                round_shift_var_hw(prod[j], word.shift, cfg.shift_max, rounding), cfg.OUT))
+                for j in lanes]
         m.d.comb += [self.o.payload.last.eq(last3), self.o.payload.end.eq(end3)]
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in lanes]
         return m

@@ -67,8 +67,9 @@ from amaranth.lib import data, memory, stream
 from amaranth.lib.wiring import In
 
 from ..config import Choice, ConfigError, Range, spec
-from ..numeric import IntType, Rounding, round_shift_hw, saturate_hw
+from ..numeric import IntType, Rounding, round_shift_var_hw, saturate_hw
 from ..stream import row_layout
+from .requant import constant_word
 from .rowkernel import (
     RowKernel,
     RowKernelConfig,
@@ -110,6 +111,19 @@ MAX_G_FRAC = 30
 WIDTHS = (8, 16)
 #: The golden model's products stay below 2**INT64_MARGIN (n·G, c·y1): n_frac is capped so.
 INT64_MARGIN = 62
+#: Bits of eps in units of V (``eps_term``) the config accepts.
+EPS_BITS = 60
+#: The largest final shift T = n_frac + g_frac (the hardware's loaded shift spans 0..this).
+MAX_TOTAL_SHIFT = MAX_N_FRAC + MAX_G_FRAC
+#: The default hardware width of n (``NormConfig.n_bits``) holds n_frac up to N_FRAC + this
+#: (a largest gamma/out_scale up to 2**(N_FRAC + this − 5)); an int16 output 8 more. The real
+#: calibrations need none at int8 (MiniLM, SmolLM2: n_frac 12) and n_frac 15..19 at int16;
+#: a row kernel calibrated on tiny or degenerate rows (tests/hw/test_norm.py) up to 18.
+N_FRAC_ROOM = 6
+#: The default hardware width of B (``NormConfig.beta_bits``) is out_width + this: it holds
+#: B's clamp (:attr:`NormConfig.beta_q`) up to T = 32; the real calibrations' B need 27..30
+#: bits at an int8 output (MiniLM) and 39..41 at int16 (T 22..30).
+BETA_ROOM = 34
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +204,13 @@ class NormConfig(RowKernelConfig):
     in_width: int = spec(8, Choice(WIDTHS), "bits of the input (int8 or int16)")
     out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16; int16 uses "
                           "the finer rsqrt unit and 8 more bits of gamma)")
+    n_bits: int | None = spec(
+        None, Range(2, 64), "bits of the normalised value n in the hardware (fixed by the "
+        "config, not by gamma/out_scale, so that one build serves every calibration); none: "
+        f"those of n_frac up to {N_FRAC + N_FRAC_ROOM} (int16 output: 8 more)")
+    beta_bits: int | None = spec(
+        None, Range(2, 80), "bits of the quantised beta B in the hardware (fixed by the config, "
+        f"not by beta/out_scale); none: out_width + {BETA_ROOM}")
     e_max: int = spec(0, Range(0, 15), "row exponents (the residual stream in block "
                       "floating point per row): each row comes with an exponent 0..e_max (port "
                       "e) and is at x_scale·2**e, which scales its epsilon only (eps_term >> "
@@ -225,15 +246,26 @@ class NormConfig(RowKernelConfig):
         object.__setattr__(self, "beta", check_vector("beta", self.beta, self.length))
         ef = self.rsqrt.e_frac
         eps_units = self.eps * self.length ** 2 / self.x_scale ** 2 * 4 ** ef
-        if not eps_units < 2 ** 60:
+        if not eps_units < 2 ** EPS_BITS:
             raise ConfigError(f"eps={self.eps!r} is too large for x_scale={self.x_scale!r} "
                               f"(eps/x_scale² = {self.eps / self.x_scale ** 2:.3g}); allowed: "
-                              f"eps/x_scale² < 2**{60 - 2 * ef} / length²")
+                              f"eps/x_scale² < 2**{EPS_BITS - 2 * ef} / length²")
         if self.n_frac + self.g_frac < 1:
             raise ConfigError(
                 f"gamma/out_scale up to {self.gamma_max:.3g} is too large for "
                 f"out_scale={self.out_scale_value!r}; allowed: below "
                 f"{2.0 ** (self.rsqrt.g_bits + 10):.3g}")
+        if self.n_width > self.n_bits_value:
+            raise ConfigError(
+                f"gamma/out_scale up to {self.gamma_max:.3g} needs n_frac={self.n_frac}, a "
+                f"{self.n_width}-bit n; n_bits={self.n_bits_value} allows {self.n_bits_value} "
+                "(raise n_bits)")
+        if self.beta is not None and self.beta_width > self.beta_bits_value:
+            top = max(abs(b) for b in self.beta_values) / self.out_scale_value
+            raise ConfigError(
+                f"beta/out_scale up to {top:.3g} needs a {self.beta_width}-bit B at "
+                f"T={self.total_shift}; beta_bits={self.beta_bits_value} allows "
+                f"{self.beta_bits_value} (raise beta_bits)")
 
     # -- gamma, beta and the output scale -------------------------------------------------
     @functools.cached_property
@@ -280,11 +312,19 @@ class NormConfig(RowKernelConfig):
         return (self.length * self.IN.min ** 2).bit_length()
 
     @property
-    def v_width(self):
-        """Bits of V = D·4**e_frac + eps_term (D <= L²·2**14 for int8 inputs, L²·2**30 for
-        int16), rounded up to even."""
+    def eps_width(self):
+        """Bits of the loaded ``eps_term``, fixed by the config: those of the largest
+        ``D·4**e_frac`` (D <= L²·2**14 for int8 inputs, L²·2**30 for int16), at least
+        :data:`EPS_BITS` (every eps the config accepts)."""
         d_bits = 2 * (self.in_width - 1)
-        w = ((self.length ** 2 << d_bits << 2 * self.rsqrt.e_frac) + self.eps_term).bit_length()
+        return max((self.length ** 2 << d_bits << 2 * self.rsqrt.e_frac).bit_length(),
+                   EPS_BITS + 1)
+
+    @property
+    def v_width(self):
+        """Bits of V = D·4**e_frac + eps_term (both below 2**eps_width), rounded up to even.
+        Any even width that holds V gives the same mantissa and h."""
+        w = self.eps_width + 1
         return w + (w & 1)
 
     @functools.cached_property
@@ -333,11 +373,32 @@ class NormConfig(RowKernelConfig):
         return tuple(int(v) for v in np.rint(self.gamma_values / self.out_scale_value
                                              * 2.0 ** self.g_frac))
 
+    def _n_width(self, n_frac):
+        bound = math.ceil(math.sqrt(self.length) * 2 ** n_frac * (1 + 2 ** -12)) + 1
+        return signed_width(-bound, bound)
+
     @property
     def n_width(self):
         """Bits of n (signed): |n| <= sqrt(L)·2**n_frac·(1 + 2**-12) + 1."""
-        bound = math.ceil(math.sqrt(self.length) * 2 ** self.n_frac * (1 + 2 ** -12)) + 1
-        return signed_width(-bound, bound)
+        return self._n_width(self.n_frac)
+
+    @property
+    def n_bits_value(self):
+        """Bits of n in the hardware: ``n_bits``, or :attr:`n_width` at n_frac = N_FRAC +
+        :data:`N_FRAC_ROOM` (+ 8 for an int16 output): a config value, so that every
+        calibration of the config builds alike."""
+        if self.n_bits is not None:
+            return self.n_bits
+        # an int16 output's out_scale is 256 times finer: gamma/out_scale 256 times larger
+        return self._n_width(N_FRAC + N_FRAC_ROOM + self.out_width - 8)
+
+    @property
+    def beta_bits_value(self):
+        """Bits of B in the hardware, fixed by the config: ``beta_bits``, or out_width +
+        :data:`BETA_ROOM` (1 without a beta)."""
+        if self.beta is None:
+            return 1
+        return self.beta_bits if self.beta_bits is not None else self.out_width + BETA_ROOM
 
     @functools.cached_property
     def beta_q(self):
@@ -413,6 +474,21 @@ class Norm(RowKernel):
             "S1": signed(cfg.s1_width), "y1": unsigned(cfg.rsqrt.y_bits),
             "h": range(cfg.v_width // 2 + 1), "end": 1})
 
+    def constants(self, m):
+        """The calibrated numbers of the datapath in one memory word (loaded at run time,
+        widths fixed by the config; see :func:`~.requant.constant_word`): eps in units of V,
+        the floor of h, the offset of n's shift and the final shift T."""
+        if getattr(self, "_word", None) is None:
+            cfg, rs = self.cfg, self.cfg.rsqrt
+            off = rs.frac - rs.e_frac - cfg.n_frac
+            self._word = constant_word(m, {
+                "eps": (unsigned(cfg.eps_width), cfg.eps_term),
+                "h_min": (unsigned((cfg.v_width // 2).bit_length()), cfg.h_min),
+                "sh_off": (signed(signed_width(rs.frac - rs.e_frac - MAX_N_FRAC,
+                                               rs.frac - rs.e_frac)), off),
+                "t": (unsigned(MAX_TOTAL_SHIFT.bit_length()), cfg.total_shift)})
+        return self._word
+
     def row_input(self, m):
         """With row exponents: the row's exponent, taken with its first beat and held in
         ``row_e`` (stage A's) until the next row's first beat."""
@@ -430,6 +506,7 @@ class Norm(RowKernel):
         ln, L = cfg.lanes, cfg.length
         rs = cfg.rsqrt
         s2_width = cfg.s2_width
+        word = self.constants(m)
 
         # B: beat sums
         b_valid, b_first, b_last, b_end = (Signal(name=f"b_{k}") for k in
@@ -460,12 +537,12 @@ class Norm(RowKernel):
         vw = cfg.v_width
         d_V = Signal(vw, name="d_V")
         dv = c_S2 * L - c_S1 * c_S1 if cfg.CENTERED else c_S2 * L
-        eps = cfg.eps_term
-        if cfg.e_max:       # the row's exponent, carried beside the sums: eps_term >> 2e
+        eps = word.eps
+        if cfg.e_max:       # the row's exponent, carried beside the sums: eps >> 2e
             b_e = Signal.like(self._row_e, name="b_e")
             c_e = Signal.like(self._row_e, name="c_e")
             m.d.sync += [b_e.eq(self._row_e), c_e.eq(b_e)]
-            eps = Const(cfg.eps_term, max(1, cfg.eps_term.bit_length())) >> (c_e * 2)
+            eps = word.eps >> (c_e * 2)
         m.d.sync += d_V.eq((dv.as_unsigned() << 2 * rs.e_frac) + eps)
         d_valid, d_end, d_S1 = Signal(name="d_valid"), Signal(name="d_end"), \
             Signal.like(S1, name="d_S1")
@@ -483,7 +560,7 @@ class Norm(RowKernel):
             e_mant.eq(aligned >> (vw - rs.mant_bits) if vw >= rs.mant_bits
                       else aligned << (rs.mant_bits - vw)),
             # h >= h_min whenever D >= 1; for D = 0 every c is 0 and h does not matter
-            e_h.eq(Mux(h < cfg.h_min, cfg.h_min, h)),
+            e_h.eq(Mux(h < word.h_min, word.h_min, h)),
         ]
 
         def carry(prefix, src):
@@ -531,8 +608,9 @@ class Norm(RowKernel):
         bq[-1] += pad
         g_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.rsqrt.g_bits), ln), depth=B,
                               init=gq)
-        b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_width), ln), depth=B,
+        b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_bits_value), ln), depth=B,
                               init=bq)
+        word = self.constants(m)
         m.submodules.gamma = g_rom
         m.submodules.beta = b_rom
         g_port, b_port = g_rom.read_port(), b_rom.read_port()
@@ -557,7 +635,7 @@ class Norm(RowKernel):
         y1_2 = stage("s2_y1", rec.y1)
         sh_2 = Signal(sh_width, name="s2_sh")
         with m.If(adv):
-            m.d.sync += sh_2.eq(rec.h + (cfg.rsqrt.frac - cfg.rsqrt.e_frac - cfg.n_frac))
+            m.d.sync += sh_2.eq(rec.h + word.sh_off)
         g_2, b_2 = stage("s2_g", g_port.data), stage("s2_b", b_port.data)
         # s3: times y1
         p3 = [stage(f"s3_p{n}", c2[n] * y1_2) for n in range(ln)]
@@ -566,11 +644,15 @@ class Norm(RowKernel):
         half = (Const(1, len(p3[0])) << sh_3) >> 1
         n4 = []
         for n in range(ln):
-            n4.append(Signal(signed(cfg.n_width), name=f"s4_n{n}"))
+            n4.append(Signal(signed(cfg.n_bits_value), name=f"s4_n{n}"))
             with m.If(adv):
                 m.d.sync += n4[n].eq((p3[n] + half) >> sh_3)
         g_4, b_4 = stage("s4_g", g_3), stage("s4_b", b_3)
         # s5: n·G + B
         acc5 = [stage(f"s5_acc{n}", n4[n] * g_4[n] + b_4[n]) for n in range(ln)]
-        return [saturate_hw(round_shift_hw(acc5[n], cfg.total_shift, Rounding.HALF_UP), cfg.OUT)
+        # the final shift T, loaded: the sum sign-extended so that the shift can span every T
+        wide = [Signal(signed(max(len(acc5[n]), MAX_TOTAL_SHIFT + 1)), name=f"s5_wide{n}")
                 for n in range(ln)]
+        m.d.comb += [wide[n].eq(acc5[n]) for n in range(ln)]
+        return [saturate_hw(round_shift_var_hw(wide[n], word.t, MAX_TOTAL_SHIFT,
+                                               Rounding.HALF_UP), cfg.OUT) for n in range(ln)]

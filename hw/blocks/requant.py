@@ -56,7 +56,7 @@ import functools
 import math
 import numbers
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -66,21 +66,24 @@ from ..numeric import (
     IntType,
     Rounding,
     quantize_multiplier,
-    round_shift_hw,
-    round_shift_split_hw,
     round_shift_var_hw,
     saturate_hw,
 )
 from ..stream import row_layout
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
-           "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale", "ChannelInts"]
+           "constant_word", "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale",
+           "ChannelInts"]
 
 ROUNDINGS = tuple(r.value for r in (Rounding.HALF_EVEN, Rounding.HALF_UP, Rounding.FLOOR))
 
 #: The widest aligned multiplier accepted: keeps ``(acc + bias) · M`` below 2**62, so the
 #: golden model's int64 arithmetic is exact.
 MAX_MULT_WIDTH = 29
+#: The default room above ``mult_bits`` of the aligned multipliers of a per-channel scale (or
+#: with a row exponent) in the hardware (``mult_width``): the real calibrations (MiniLM,
+#: SmolLM2, static and dynamic) need at most 8 bits.
+CHANNEL_SPREAD_BITS = 10
 
 
 # ---- shared by the element-wise blocks ---------------------------------------------------------
@@ -152,6 +155,20 @@ def aligned_multipliers(reals, mult_bits):
     pairs = [quantize_multiplier(r, mult_bits) for r in reals]
     s = max(0, max(sh for _, sh in pairs))
     return tuple(mult << (s - sh) for mult, sh in pairs), s
+
+
+def constant_word(m, fields, name="consts"):
+    """Constants of a block held in one memory word, read combinationally, rather than
+    folded into its logic: the memory's contents are cut out of the Verilog and loaded at run
+    time (:func:`~llmloom.hw.emit.split_memory_init`), so the Verilog, and a simulator model
+    built from it, is the same for every set of calibrated numbers of one config. ``fields``
+    maps a name to ``(shape, value)``: the shape fixed by the config (never by the value), so
+    that the text does not change. Returns the word (a view with one field per name); the
+    memory is submodule ``name`` of ``m``."""
+    layout = data.StructLayout({k: shape for k, (shape, _) in fields.items()})
+    m.submodules[name] = mem = memory.Memory(shape=layout, depth=1,
+                                             init=[{k: v for k, (_, v) in fields.items()}])
+    return mem.read_port(domain="comb").data
 
 
 def pipeline_advance(valids, out_ready):
@@ -231,6 +248,11 @@ class RequantConfig(EltwiseTiming, BlockConfig):
                               "exponent: the accumulators of that row are in units of "
                               "acc_scale·2**e (a dynamically quantised GEMM input)")
     e_max: int = spec(8, Range(1, 24), "the largest row exponent (with row_exponent)")
+    mult_width: int | None = spec(
+        None, Range(2, MAX_MULT_WIDTH), "bits of the aligned multipliers in the hardware (a "
+        "width fixed by the config, not by the calibrated values, so that one build serves "
+        f"every calibration); none: mult_bits per tensor, mult_bits + {CHANNEL_SPREAD_BITS} "
+        "per channel or with a row exponent")
 
     ACC = INT32
 
@@ -263,6 +285,17 @@ class RequantConfig(EltwiseTiming, BlockConfig):
                 f"acc_scale spans a factor of {spread:.3g}, which needs {width}-bit aligned "
                 f"multipliers; allowed: at most {MAX_MULT_WIDTH} bits (lower mult_bits or "
                 "narrow the spread of acc_scale)")
+        if width > self.mult_width_value:
+            raise ConfigError(
+                f"the calibrated multipliers need {width} bits; mult_width="
+                f"{self.mult_width_value} allows {self.mult_width_value} (raise mult_width, "
+                f"at most {MAX_MULT_WIDTH})")
+        shift = self.multipliers[1]
+        if shift > self.shift_max:
+            raise ConfigError(
+                f"acc_scale/out_scale={min(self.channel_scales) / self.out_scale_value:.3g} "
+                f"needs a shift of {shift}; allowed: at most {self.shift_max} (the "
+                f"{self.product_width}-bit product's)")
 
     def _check_bias(self, bias):
         try:
@@ -292,14 +325,34 @@ class RequantConfig(EltwiseTiming, BlockConfig):
 
     @property
     def varying_multipliers(self):
-        """True when the channels' multipliers differ (else one constant serves all)."""
-        return len(set(self.multipliers[0])) > 1
+        """True when the channels may have their own multipliers (a per-channel scale): a
+        property of the config, not of the calibrated values, so that one build serves every
+        calibration."""
+        return self.per_channel
 
     @property
     def channel_table(self):
-        """True when the per-channel constants change from beat to beat of a row, so that
-        they are read from a ROM of ``beats`` words (else they are constants per lane)."""
-        return self.beats > 1 and (self.varying_multipliers or any(self.channel_bias))
+        """True when the per-channel constants (a per-channel multiplier or a bias) change
+        from beat to beat of a row, so that they are read from a ROM of ``beats`` words (else
+        one word holds them for every beat)."""
+        return self.beats > 1 and (self.per_channel or self.bias is not None)
+
+    @property
+    def mult_width_value(self):
+        """Bits of the hardware's multiplier words: ``mult_width``, or without it
+        ``mult_bits`` for a per-tensor scale and :data:`MAX_MULT_WIDTH` for a per-channel one
+        or with a row exponent (the aligned multipliers are wider there)."""
+        if self.mult_width is not None:
+            return self.mult_width
+        if self.per_channel or self.row_exponent:
+            return min(MAX_MULT_WIDTH, self.mult_bits + CHANNEL_SPREAD_BITS)
+        return self.mult_bits
+
+    @property
+    def shift_max(self):
+        """The largest common shift ``s`` the hardware takes (it is loaded at run time, so its
+        register's width is fixed by the config): the product's width less two."""
+        return self.product_width - 2
 
     #: Pipeline stages without the channel table: bias add, multiply, round and saturate
     #: (output register included).
@@ -369,10 +422,10 @@ class RequantConfig(EltwiseTiming, BlockConfig):
 
     @property
     def product_width(self):
-        """Bits of ``(acc + bias) · M`` (signed), at least ``s + 2`` so that the rounding shift
-        never reads past the top bit."""
-        mults, shift = self.multipliers
-        return max(self.sum_width + max(mults).bit_length(), shift + 2)
+        """Bits of ``(acc + bias) · M`` (signed) for any multiplier of ``mult_width_value``
+        bits; the shift ``s`` is at most this less two (:attr:`shift_max`), so that the
+        rounding shift never reads past the top bit."""
+        return self.sum_width + self.mult_width_value
 
 
 class Requant(wiring.Component):
@@ -431,8 +484,8 @@ class Requant(wiring.Component):
         # channel 0's multiplier and no bias: any constants would do, their results are dropped.
         pad = beats * lanes - cfg.length
         mults, bias = tuple(mults) + (mults[0],) * pad, tuple(bias) + (0,) * pad
-        mult_width = max(mults).bit_length()
-        varying = cfg.varying_multipliers
+        mult_shape = unsigned(cfg.mult_width_value)
+        per_channel, has_bias = cfg.per_channel, cfg.bias is not None
         rounding = Rounding(cfg.rounding)
         inp = self.acc if cfg.row_exponent else self.i
 
@@ -487,71 +540,83 @@ class Requant(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
+        # The calibrated numbers live in memories, not in the logic: their words are loaded at
+        # run time (``hw.emit.split_memory_init``), so the Verilog is the same for every
+        # calibration of one config. ``consts``: one word, read combinationally: the common
+        # shift and whatever does not change from beat to beat.
+        table = cfg.channel_table
+        fields = {"shift": unsigned(cfg.shift_max.bit_length())}
+        if not per_channel:
+            fields["mult"] = mult_shape
+        if not table and per_channel:
+            fields["mults"] = data.ArrayLayout(mult_shape, lanes)
+        if not table and has_bias:
+            fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
+        init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
+                "bias": list(bias[:lanes])}
+        word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()})
+        shift_sig = word.shift
+
         acc = [inp.payload.data[j] for j in range(lanes)]
-        if cfg.channel_table:
+        if table:
             # Stage: the channel constants of this beat, read from a ROM addressed by the
             # beat's index within the row; the read port's register is this stage's register.
             adv = next(stage)
             if beat is None:
                 beat = beat_counter()
             exp = carry_exponent(adv, exp, "e_rom")
-            fields = {"bias": cfg.ACC.shape} if any(bias) else {}
-            if varying:
-                fields["mult"] = unsigned(mult_width)
-            word = data.ArrayLayout(data.StructLayout(fields), lanes)
-            init = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
-                      for name in fields} for j in range(lanes)] for b in range(beats)]
-            m.submodules.channels = rom = memory.Memory(shape=word, depth=beats, init=init)
+            lane_fields = {"bias": cfg.ACC.shape} if has_bias else {}
+            if per_channel:
+                lane_fields["mult"] = mult_shape
+            layout = data.ArrayLayout(data.StructLayout(lane_fields), lanes)
+            rows = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
+                      for name in lane_fields} for j in range(lanes)] for b in range(beats)]
+            m.submodules.channels = rom = memory.Memory(shape=layout, depth=beats, init=rows)
             port = rom.read_port()
             m.d.comb += [port.addr.eq(beat), port.en.eq(adv)]
             acc_r = [Signal(cfg.ACC.shape, name=f"acc{j}") for j in range(lanes)]
             with m.If(adv):
                 m.d.sync += [acc_r[j].eq(acc[j]) for j in range(lanes)]
             acc = acc_r
-            lane_bias = [port.data[j].bias if "bias" in fields else 0 for j in range(lanes)]
-            lane_mult = [port.data[j].mult if varying else mults[0] for j in range(lanes)]
+            lane_bias = [port.data[j].bias if has_bias else 0 for j in range(lanes)]
+            lane_mult = [port.data[j].mult if per_channel else word.mult for j in range(lanes)]
         else:
-            lane_bias = [bias[j] for j in range(lanes)]
-            lane_mult = [mults[j] for j in range(lanes)]
+            lane_bias = [word.bias[j] if has_bias else 0 for j in range(lanes)]
+            lane_mult = [word.mults[j] if per_channel else word.mult for j in range(lanes)]
 
         if cfg.row_exponent:
-            # the bias at the row's unit: round_shift(bias, e), a barrel shift (constants fold)
-            lane_bias = [b if isinstance(b, int) and b == 0 else round_shift_var_hw(
-                Const(b, cfg.ACC.shape) if isinstance(b, int) else b, exp, cfg.e_max, rounding)
-                for b in lane_bias]
+            # the bias at the row's unit: round_shift(bias, e), a barrel shift
+            lane_bias = [b if isinstance(b, int) else round_shift_var_hw(
+                b, exp, cfg.e_max, rounding) for b in lane_bias]
 
-        # Stage: acc + bias (and the multiplier, when it comes from the table).
+        # Stage: acc + bias (and the multiplier, registered).
         adv = next(stage)
         sums = [Signal(signed(cfg.sum_width), name=f"sum{j}") for j in range(lanes)]
-        factor = [Signal(unsigned(mult_width), name=f"mult{j}") for j in range(lanes)] \
-            if cfg.channel_table and varying else lane_mult
+        factor = [Signal(mult_shape, name=f"mult{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
-                m.d.sync += sums[j].eq(acc[j] + lane_bias[j])
-                if factor is not lane_mult:
-                    m.d.sync += factor[j].eq(lane_mult[j])
+                m.d.sync += [sums[j].eq(acc[j] + lane_bias[j]), factor[j].eq(lane_mult[j])]
         exp = carry_exponent(adv, exp, "e_sum")
 
-        # Stage: the multiply (and, with a row exponent, the variable part e_max − e of the
-        # final shift s − e; its constant part s − e_max needs no logic).
+        # Stage: the multiply (and, with a row exponent, the final shift s − e).
         adv = next(stage)
         prods = [Signal(signed(cfg.product_width), name=f"prod{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
                 m.d.sync += prods[j].eq(sums[j] * factor[j])
         if cfg.row_exponent:
-            final = Signal(range(cfg.e_max + 1), name="final_shift")
+            final = Signal(range(cfg.shift_max + 1), name="final_shift")
             with m.If(adv):
-                m.d.sync += final.eq(cfg.e_max - exp)
+                m.d.sync += final.eq(shift_sig - exp)
+        else:
+            final = shift_sig
 
-        # Stage: round, shift, saturate into the output register.
+        # Stage: round, shift (by the loaded s, or s − e), saturate into the output register.
         adv = next(stage)
         out = [Signal(cfg.OUT.shape, name=f"y{j}") for j in range(lanes)]
         with m.If(adv):
             for j in range(lanes):
-                rounded = round_shift_split_hw(prods[j], shift - cfg.e_max, final, cfg.e_max,
-                                               rounding, sat_width=cfg.OUT.width) \
-                    if cfg.row_exponent else round_shift_hw(prods[j], shift, rounding)
+                rounded = round_shift_var_hw(prods[j], final, cfg.shift_max, rounding)
                 m.d.sync += out[j].eq(saturate_hw(rounded, cfg.OUT))
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(lanes)]
         return m

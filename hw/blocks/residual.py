@@ -43,7 +43,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
-from ..numeric import IntType, Rounding, round_shift_hw, saturate_hw
+from ..numeric import IntType, Rounding, round_shift_var_hw, saturate_hw
 from ..stream import row_layout
 from .requant import (
     ROUNDINGS,
@@ -51,6 +51,7 @@ from .requant import (
     Scale,
     aligned_multipliers,
     check_scale,
+    constant_word,
     pipeline_advance,
 )
 
@@ -59,6 +60,10 @@ __all__ = ["ResidualConfig", "Residual"]
 #: Widest aligned multiplier accepted (two scales 2**24 apart at 16 bits): the products stay
 #: far inside the golden model's int64 and a DSP or two per lane.
 MAX_MULT_WIDTH = 40
+#: The default room for the two scales' spread in the aligned multipliers (``mult_width``):
+#: an int8 branch onto an int16 stream is 2**8 apart, and calibrations move it a few more
+#: (the real calibrations, MiniLM and SmolLM2: at most 9 bits).
+SPREAD_BITS = 10
 #: Integer widths of the streams: int8, or int16 (a wide residual stream).
 WIDTHS = (8, 16)
 
@@ -81,6 +86,10 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
     x_width: int = spec(8, Choice(WIDTHS), "bits of x (int8 or int16)")
     r_width: int = spec(8, Choice(WIDTHS), "bits of r (int8 or int16)")
     out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16)")
+    mult_width: int | None = spec(
+        None, Range(2, MAX_MULT_WIDTH), "bits of the aligned multipliers in the hardware (fixed "
+        "by the config, not by the scales, so that one build serves every calibration); none: "
+        f"mult_bits + {SPREAD_BITS} (scales up to 2**{SPREAD_BITS} apart)")
     e_max: int = spec(0, Range(0, 15), "row exponents (the residual stream in block floating "
                       "point per row): the skip's rows come with an exponent 0..e_max (port "
                       "r_e) and are aligned by 2**e, the output is the sum at out_scale on "
@@ -129,6 +138,16 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
                 f"{max(self.x_scale, self.r_scale) / min(self.x_scale, self.r_scale):.3g} "
                 f"apart, which needs {width}-bit aligned multipliers; allowed: at most "
                 f"{MAX_MULT_WIDTH} bits")
+        if width > self.mult_width_value:
+            raise ConfigError(
+                f"x_scale={self.x_scale!r} and r_scale={self.r_scale!r} need {width}-bit "
+                f"aligned multipliers; mult_width={self.mult_width_value} allows "
+                f"{self.mult_width_value} (raise mult_width, at most {MAX_MULT_WIDTH})")
+        if self.multipliers[2] > self.shift_max:
+            raise ConfigError(
+                f"x_scale={self.x_scale!r} and r_scale={self.r_scale!r} at out_scale="
+                f"{self.out_scale_value!r} need a shift of {self.multipliers[2]}; allowed: at "
+                f"most {self.shift_max} (the {self.sum_width}-bit sum's)")
 
     @property
     def beats(self):
@@ -157,17 +176,30 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
         return mx, mr, s
 
     @property
+    def mult_width_value(self):
+        """Bits of the hardware's multiplier words: ``mult_width``, or ``mult_bits +``
+        :data:`SPREAD_BITS` (at most :data:`MAX_MULT_WIDTH`)."""
+        if self.mult_width is not None:
+            return self.mult_width
+        return min(MAX_MULT_WIDTH, self.mult_bits + SPREAD_BITS)
+
+    @property
     def product_width(self):
-        """Bits of ``x·Mx`` and of ``r·Mr`` (signed; ``r·Mr`` aligned by up to ``2**e_max``):
-        the wider of the two."""
-        mx, mr, _ = self.multipliers
-        return max(self.x_width + mx.bit_length(), self.r_width + mr.bit_length() + self.e_max)
+        """Bits of ``x·Mx`` and of ``r·Mr`` (signed; ``r·Mr`` aligned by up to ``2**e_max``)
+        for multipliers of ``mult_width_value`` bits: the wider of the two."""
+        return max(self.x_width, self.r_width + self.e_max) + self.mult_width_value
 
     @property
     def sum_width(self):
-        """Bits of ``x·Mx + r·Mr`` (signed), at least ``s + 2`` so that the rounding shift
-        never reads past the top bit."""
-        return max(self.product_width + 1, self.multipliers[2] + 2)
+        """Bits of ``x·Mx + r·Mr`` (signed)."""
+        return self.product_width + 1
+
+    @property
+    def shift_max(self):
+        """The largest shift ``s`` the hardware takes (loaded at run time, its register's
+        width fixed by the config): the sum's width less two, so that the rounding shift never
+        reads past the top bit."""
+        return self.sum_width - 2
 
 
 class Residual(wiring.Component):
@@ -216,6 +248,10 @@ class Residual(wiring.Component):
         m = Module()
         mx, mr, shift = cfg.multipliers
         rounding = Rounding(cfg.rounding)
+        # the calibrated numbers, loaded at run time (one build serves every calibration)
+        mult = unsigned(cfg.mult_width_value)
+        word = constant_word(m, {"mx": (mult, mx), "mr": (mult, mr),
+                                 "shift": (unsigned(cfg.shift_max.bit_length()), shift)})
 
         v1 = Signal()
         adv1, adv2 = pipeline_advance([v1, self.o.valid], self.o.ready)
@@ -224,7 +260,7 @@ class Residual(wiring.Component):
             both, align = self._row_exponent(m, adv1, both)
         m.d.comb += [self.x.ready.eq(adv1 & both), self.r.ready.eq(adv1 & both)]
 
-        # Stage 1: the two products by constants.
+        # Stage 1: the two products by the loaded multipliers.
         px = [Signal(signed(cfg.product_width), name=f"px{j}") for j in range(cfg.lanes)]
         pr = [Signal(signed(cfg.product_width), name=f"pr{j}") for j in range(cfg.lanes)]
         last1, end1 = Signal(), Signal()
@@ -232,8 +268,8 @@ class Residual(wiring.Component):
             m.d.sync += [v1.eq(both), last1.eq(self.x.payload.last),
                          end1.eq(self.x.payload.end)]
             for j in range(cfg.lanes):
-                rm = self.r.payload.data[j] * mr
-                m.d.sync += [px[j].eq(self.x.payload.data[j] * mx),
+                rm = self.r.payload.data[j] * word.mr
+                m.d.sync += [px[j].eq(self.x.payload.data[j] * word.mx),
                              pr[j].eq(rm << align if cfg.e_max else rm)]
 
         # Stage 2: sum, round, shift, saturate into the output register.
@@ -244,8 +280,8 @@ class Residual(wiring.Component):
             for j in range(cfg.lanes):
                 total = Signal(signed(cfg.sum_width), name=f"sum{j}")
                 m.d.comb += total.eq(px[j] + pr[j])
-                m.d.sync += out[j].eq(saturate_hw(round_shift_hw(total, shift, rounding),
-                                                  cfg.SUM))
+                m.d.sync += out[j].eq(saturate_hw(
+                    round_shift_var_hw(total, word.shift, cfg.shift_max, rounding), cfg.SUM))
         m.d.comb += [self.o.payload.last.eq(last2), self.o.payload.end.eq(end2)]
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(cfg.lanes)]
         return m

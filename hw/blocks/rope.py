@@ -54,7 +54,7 @@ from ..stream import row_layout
 from .requant import ROUNDINGS, Scale, check_scale, pipeline_advance
 from .rowkernel import signed_width
 
-__all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "RATIO_RANGE"]
+__all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "RATIO_RANGE", "WIDE_ENTRY_BITS"]
 
 #: Most positions a table holds (the ROM's depth in positions).
 MAX_POSITIONS = 1 << 16
@@ -62,6 +62,9 @@ MAX_POSITIONS = 1 << 16
 #: well inside 40 bits, and covers every out_scale that calibration can give (a non-zero int8
 #: pair keeps a rotated component of at least 0.707 LSB, which maps to at most 180·out_scale).
 RATIO_RANGE = (2.0 ** -8, 2.0 ** 8)
+#: Bits above ``frac_bits`` of a table entry that holds any ratio of :data:`RATIO_RANGE`
+#: (``RopeConfig.entry_width = frac_bits + WIDE_ENTRY_BITS``).
+WIDE_ENTRY_BITS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +100,11 @@ class RopeConfig(BlockConfig):
         "float result's max magnitude maps to 127), else x_scale")
     frac_bits: int = spec(14, Range(4, 20), "fraction bits F of the cos/sin table entries")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
+    entry_width: int | None = spec(
+        None, Range(4, 40), "bits of a signed table entry (fixed by the config, not by the "
+        "scales, so that one build serves every calibration); none: frac_bits + 2, entries "
+        "up to 2**(F+1): x_scale/out_scale below 2, as calibration gives (a rotation keeps "
+        "lengths, so at most √2)")
 
     #: Pipeline stages: table read (with the input registered beside it), the four products
     #: of a pair, then sum, round and saturate into the output register.
@@ -121,6 +129,11 @@ class RopeConfig(BlockConfig):
         if not lo <= ratio <= hi:
             raise ConfigError(f"x_scale/out_scale={ratio:.6g} is out of range; allowed: "
                               f"{lo:g}..{hi:g}")
+        m = round(ratio * 2.0 ** self.frac_bits)
+        if signed_width(-m, m) > self.table_width:
+            raise ConfigError(f"x_scale/out_scale={ratio:.6g} needs {signed_width(-m, m)}-bit "
+                              f"table entries; entry_width={self.table_width} allows "
+                              f"{self.table_width} (raise entry_width)")
 
     # Derived ------------------------------------------------------------------------------------
     @property
@@ -175,9 +188,8 @@ class RopeConfig(BlockConfig):
 
     @property
     def table_width(self):
-        """Bits of a signed table entry (holds ``±round(r·2**F)``)."""
-        m = round(self.ratio * 2.0 ** self.frac_bits)
-        return signed_width(-m, m)
+        """Bits of a signed table entry: ``entry_width``, or ``frac_bits + 2``."""
+        return self.entry_width if self.entry_width is not None else self.frac_bits + 2
 
     @property
     def product_width(self):

@@ -21,7 +21,11 @@ How each number is formed
   ``18×18`` on ECP5, ``27×18`` signed-only on UltraScale+ with products under 9 bits left in
   fabric); a constant's trailing zeros are a shift, a power of two is no multiplier at all.
   Exact: 38 single products through Yosys (``flows.resources.MEASURED_PRODUCTS``) and every
-  stored design agree.
+  stored design agree. The calibrated numbers of requant, residual, mul and the norms are
+  loaded from one-word memories (``hw.blocks.requant.constant_word``) at the config's widths,
+  so their products are counted at those widths (``mult_width_value`` bits, whatever the
+  calibrated value), as Yosys splits them: it folds the word's contents only after the
+  arithmetic's widths are fixed.
 * **Memories** go through :func:`map_memory`, which repeats Yosys's ``memory_libmap`` choice:
   the cost of every block-RAM and distributed-RAM geometry of the family's memory library
   (``ice40/brams.txt``, ``lattice/brams_16kd.txt`` and ``lutrams_trellis.txt``,
@@ -33,9 +37,12 @@ How each number is formed
 * **Logic** (the LUTs and FFs outside memories and multipliers) is a linear function of a few
   features per block and family: lanes for the element-wise kernels; lanes, lanes × log2 of the
   row length and log2 of it for the row kernels; PEs × accumulator bits, array edges and lane
-  select for the GEMM; adder-tree and accumulator bits for the GEMV (:data:`LOGIC`). What the
+  select for the GEMM; adder-tree and accumulator bits for the GEMV; for the requant and the
+  residual the bits of their config-wide products and sums (the rounding by the loaded shift),
+  and of the residual's skip alignment by row exponents (a barrel shifter: product bits ×
+  log2(e_max + 1) levels) (:data:`LOGIC`). What the
   dynamic scheme's int16 streams and row exponents add to a block is a term of its own
-  (``requant_wide``, ``residual_wide``, ``layernorm_wide``, ...: lanes × the levels of the
+  (``requant_wide``, ``layernorm_wide``, ...: lanes × the mux bits of the
   exponent's shifters, lanes × the extra bits), fitted to int16 designs with the block's own
   terms held, so that its int8 estimates are unchanged; widths other than 8 and 16 are
   refused with one line. The

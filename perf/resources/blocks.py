@@ -171,46 +171,56 @@ def _gemv(cfg, fam):
 
 @estimator("requant")
 def requant_parts(cfg, fam, in_bits=None):
-    """``in_bits``: the significant bits of the int32 input when it comes from an engine whose
+    """The calibrated numbers are the hardware's data, not its logic (one word of
+    ``hw.blocks.requant.constant_word``, a channel table): each lane multiplies its sum by a
+    registered multiplier word of the config's ``mult_width_value`` bits, a variable product
+    whatever the calibrated values, and rounds the ``product_width``-bit product by the loaded
+    shift. Yosys folds the word's constant shift once the arithmetic's widths are fixed, so
+    the logic grows with the widths: a product split over several hard multipliers is summed
+    again in fabric, an adder of the product's width per extra piece (``split_bits``), the
+    registers grow with the multiplier's and the product's bits (``reg_bits``); with a row
+    exponent the final shift ``s − e`` is a barrel shifter (``requant_wide``).
+
+    ``in_bits``: the significant bits of the int32 input when it comes from an engine whose
     accumulator is narrower (a composed layer or attention): where the synthesis flattens the
     design, Yosys sees the copies of the sign bit (merged registers) and narrows the product,
     which can need fewer multipliers (two in a lane of a 2×2 layer on iCE40)."""
     mults, _shift = cfg.multipliers
-    mult_width = max(mults).bit_length()
-    table, varying = cfg.channel_table, cfg.varying_multipliers
-    bias = any(cfg.channel_bias)
+    mwv, ln = cfg.mult_width_value, cfg.lanes
+    table, per_channel, bias = cfg.channel_table, cfg.per_channel, cfg.bias is not None
     a_bits = cfg.sum_width if in_bits is None or not fam.flattens else \
         min(cfg.sum_width, in_bits + bias)
-    if table and varying:
-        dsp = cfg.lanes * multiplier_dsps(fam, a_bits, True, mult_width, False)
-    else:
-        # constants per lane (the same one, or the lane's own when a row is one beat)
-        dsp = sum(const_multiplier_dsps(fam, a_bits, True, mults[j])
-                  for j in range(cfg.lanes))
+    pieces = multiplier_dsps(fam, a_bits, True, mwv, False)
+    dsp = ln * pieces
     # with a channel table a stage more (the accumulators wait a cycle for the table word);
-    # a bias is an adder per lane (a zero bias is optimised away)
-    parts = {"logic": logic_bill("requant", fam, lane=cfg.lanes,
-                             table_lane=cfg.lanes if table else 0,
-                             bias_lane=cfg.lanes if bias else 0),
+    # a bias is an adder per lane
+    own = {"lane": ln, "table_lane": ln if table else 0, "bias_lane": ln if bias else 0}
+    split = ln * max(0, pieces - 1) * cfg.product_width
+    parts = {"logic": logic_bill("requant", fam,
+                                 lut_features={**own, "split_bits": split},
+                                 ff_features={**own, "reg_bits": ln * (mwv + cfg.product_width)}),
              "multiply": Bill(dsp=dsp)}
     if cfg.row_exponent or cfg.out_width != 8:
         # the widened requant (the dynamic scheme): per lane, with a row exponent, the bias's
-        # barrel shift, the variable final shift (log2(e_max + 1) levels of 2:1 muxes each)
-        # and its rounding; with an int16 output a wider clamp and output register
-        levels = counter_bits(cfg.e_max + 1)
+        # barrel shift by e (ACC bits, log2(e_max + 1) levels of 2:1 muxes) and the final
+        # shift s − e (product bits, log2(shift_max + 1) levels); with an int16 output a wider
+        # clamp and output register
+        shifter = (cfg.product_width * counter_bits(cfg.shift_max + 1)
+                   + (cfg.ACC.width * counter_bits(cfg.e_max + 1) if bias else 0))
         parts["wide_logic"] = logic_bill(
             "requant_wide", fam,
-            exp_lane=cfg.lanes * levels if cfg.row_exponent else 0,
-            wide_lane=cfg.lanes * (cfg.out_width - 8) // 8)
+            shift_bits=ln * shifter if cfg.row_exponent else 0,
+            wide_lane=ln * (cfg.out_width - 8) // 8)
     if table:
-        # one word per beat: each lane's bias (if any) and multiplier (if they vary)
-        ln, beats = cfg.lanes, cfg.beats
+        # one word per beat: each lane's bias (if any) and multiplier (if per channel); the
+        # columns that vary (Yosys drops the constant ones)
+        beats = cfg.beats
         word = 0
         for j in range(ln):
-            if any(cfg.channel_bias):
+            if bias:
                 word += rom_width(packed((cfg.channel_bias[b * ln + j] for b in range(beats)),
                                           32))
-            if varying:
+            if per_channel:
                 word += rom_width(mults[b * ln + j] for b in range(beats))
         parts["channels"] = map_memory(fam, word, beats, rom=True).bill()
     return parts
@@ -218,15 +228,23 @@ def requant_parts(cfg, fam, in_bits=None):
 
 @estimator("residual")
 def residual_parts(cfg, fam):
-    mx, mr, _ = cfg.multipliers
-    dsp = (const_multiplier_dsps(fam, cfg.x_width, True, mx)
-           + const_multiplier_dsps(fam, cfg.r_width, True, mr))
-    parts = {"logic": logic_bill("residual", fam, lane=cfg.lanes),
-             "multiply": Bill(dsp=cfg.lanes * dsp)}
-    wide = cfg.x_width + cfg.r_width + cfg.out_width - 24
-    if wide:
-        # int16 streams (the dynamic scheme): the products, the sum and the clamp widen
-        parts["wide_logic"] = logic_bill("residual_wide", fam, lane_bits=cfg.lanes * wide)
+    """Each lane's two products by the loaded multiplier words (``mult_width_value`` bits:
+    Yosys splits them by that width, whatever the calibrated values), their
+    ``sum_width``-bit sum rounded by the loaded shift (``sum_bits``); with row exponents
+    (``e_max`` > 0) the skip's product aligned by ``<< r_e``, a barrel shifter of the
+    product's bits over log2(e_max + 1) levels (``align_bits``). int16 streams widen the
+    products and the sum, which these features count (no term of their own)."""
+    mwv, ln = cfg.mult_width_value, cfg.lanes
+    dsp = (multiplier_dsps(fam, cfg.x_width, True, mwv, False)
+           + multiplier_dsps(fam, cfg.r_width, True, mwv, False))
+    align = cfg.product_width * counter_bits(cfg.e_max + 1) if cfg.e_max else 0
+    parts = {"logic": logic_bill("residual", fam,
+                                 lut_features={"lane": ln, "sum_bits": ln * cfg.sum_width,
+                                               "align_bits": ln * align},
+                                 ff_features={"lane": ln, "reg_bits": ln * (
+                                     2 * cfg.product_width + cfg.out_width),
+                                              "exp": cfg.e_width if cfg.e_max else 0}),
+             "multiply": Bill(dsp=ln * dsp)}
     return parts
 
 
@@ -307,7 +325,7 @@ def norm_parts(cfg, fam):
     lane = (multiplier_dsps(fam, w, True, w, True)                          # x²
             + const_multiplier_dsps(fam, w, True, L)                        # L·x
             + multiplier_dsps(fam, c_bits, True, rs.y_bits, False)          # c·y1
-            + multiplier_dsps(fam, cfg.n_width, True, rs.g_bits, True))     # n·G
+            + multiplier_dsps(fam, cfg.n_bits_value, True, rs.g_bits, True))  # n·G
     fixed = (const_multiplier_dsps(fam, s2_width, False, L)                 # L·S2
              + (multiplier_dsps(fam, cfg.s1_width, True, cfg.s1_width, True)
                 if cfg.CENTERED else 0)                                     # S1²
@@ -331,7 +349,7 @@ def norm_parts(cfg, fam):
         parts["wide_logic"] = logic_bill(
             f"{cfg.KIND}_wide", fam, lane_bits=ln * (cfg.in_width + cfg.out_width - 16) // 8)
     for name, values, bits in (("gamma", cfg.gamma_q, rs.g_bits),
-                               ("beta", cfg.beta_q, cfg.beta_width)):
+                               ("beta", cfg.beta_q, cfg.beta_bits_value)):
         width = sum(rom_width(packed((values[b * ln + j] for b in range(B)), bits))
                     for j in range(ln))
         if width:

@@ -24,7 +24,6 @@ from .blocks import (
 from .logic import logic_bill
 from .mapping import (
     Bill,
-    const_multiplier_dsps,
     family_of,
     map_memory,
     multiplier_dsps,
@@ -110,11 +109,11 @@ def rope_parts(cfg, fam):
 
 def mul_parts(cfg, fam):
     """:class:`~llmloom.hw.blocks.mul.Mul`: per lane the product ``a·b`` and its product by
-    the constant multiplier, and its fitted logic (``mul`` in :data:`~.logic.LOGIC`, zero
-    until synthesis baselines of the block are fitted; ``mul_wide`` for int16 streams)."""
-    m, _ = cfg.multiplier
+    the loaded multiplier word (``mult_width_value`` bits, whatever the calibrated value), and
+    its fitted logic (``mul`` in :data:`~.logic.LOGIC`, zero until synthesis baselines of the
+    block are fitted; ``mul_wide`` for int16 streams)."""
     dsp = (multiplier_dsps(fam, cfg.a_width, True, cfg.b_width, True)
-           + const_multiplier_dsps(fam, cfg.ab_width, True, m))
+           + multiplier_dsps(fam, cfg.ab_width, True, cfg.mult_width_value, False))
     parts = {"logic": logic_bill("mul", fam, lane=cfg.lanes),
              "multiply": Bill(dsp=cfg.lanes * dsp)}
     wide = cfg.a_width + cfg.b_width + cfg.out_width - 24

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Shape
 
-from ...hw.blocks.rope import Rope, RopeConfig
+from ...hw.blocks.rope import WIDE_ENTRY_BITS, Rope, RopeConfig
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.rope import rope_bitexact, rope_float
@@ -41,6 +41,19 @@ class RopeHarness(RowHarness):
 
     def infer(self, tensors):
         return infer_rows(tensors)
+
+    def config(self, values=None, tensors=None):
+        """As the row kernels' (``out_scale`` calibrated from the data when not given); a
+        calibrated ratio ``x_scale/out_scale`` may be anything
+        :data:`~llmloom.hw.blocks.rope.RATIO_RANGE` allows (a
+        lone small input maps far up), so the table's entries are then as wide as that needs
+        unless ``entry_width`` is given."""
+        values = dict(values or {})
+        if tensors is not None and values.get("out_scale") is None \
+                and values.get("entry_width") is None:
+            frac = values.get("frac_bits", RopeConfig.__dataclass_fields__["frac_bits"].default)
+            values["entry_width"] = int(frac) + WIDE_ENTRY_BITS
+        return super().config(values, tensors)
 
     def component(self, cfg):
         return ControlStreams(Rope(cfg), held=("pos",))

@@ -135,8 +135,11 @@ def test_rounding_ties_with_an_exponent(mode, expected):
 
 def test_shift_raised_to_e_max():
     """acc_scale/out_scale = 16 needs no shift at all (s = 0); with row_exponent the
-    multiplier is scaled up so that s = e_max, and the results are unchanged at e = 0."""
-    plain = RequantConfig(length=4, lanes=2, acc_scale=1.0, out_scale=1 / 16, mult_bits=4)
+    multiplier is scaled up so that s = e_max, and the results are unchanged at e = 0 (a
+    factor of 2**mult_bits or more: the aligned multiplier is wider than mult_bits, which
+    ``mult_width`` allows)."""
+    plain = RequantConfig(length=4, lanes=2, acc_scale=1.0, out_scale=1 / 16, mult_bits=4,
+                          mult_width=12)
     cfg = plain.replace(row_exponent=True, e_max=6, out_width=16)
     assert plain.multipliers[1] == 0 and cfg.multipliers[1] == 6
     assert cfg.multipliers[0][0] == plain.multipliers[0][0] << 6

@@ -45,7 +45,7 @@ def test_random_rows(shape, stall, rng):
     cfg = RopeConfig(length=length, d_head=d_head, lanes=lanes, positions=positions,
                      base=float(rng.choice([10000.0, 100000.0, 7.5])),
                      x_scale=float(rng.uniform(0.01, 0.1)),
-                     out_scale=float(rng.uniform(0.01, 0.1)))
+                     out_scale=float(rng.uniform(0.01, 0.1)), entry_width=24)
     x = rng.integers(-128, 128, (rows, length)).astype(np.int8)
     result = _check(cfg, x, pos, stall, seed=int(rng.integers(1 << 30)))
     if stall == "none":

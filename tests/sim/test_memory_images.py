@@ -80,3 +80,38 @@ def test_weights_in_memory_are_not_in_the_verilog(rng):
     texts = {split_memory_init(emit_verilog(Gemm(cfg, weights=w)))[0]
              for w in rng.integers(-128, 128, (2, 8, 4))}
     assert len(texts) == 1
+
+
+def _layer_cases():
+    from llmloom.sim.blocks.layers import Gpt2BlockHarness
+
+    from ..hw.test_llama_block import llama_case
+    from .test_layer_hdl import HEADS, PAR, SEQ, D, _float_weights
+
+    def gpt2(rng, scheme):
+        h = Gpt2BlockHarness().options(weights=_float_weights(rng), mode="decode")
+        x = rng.normal(0.0, 1.0, (SEQ, D)).astype(np.float32)
+        return h, h.config({"heads": HEADS, "seq": SEQ, **PAR}, {"x": x})
+
+    def llama(rng, scheme):
+        h, cfg, _ = llama_case(rng, scheme)
+        return h, cfg
+    return {"gpt2": gpt2, "llama": llama}
+
+
+@pytest.mark.parametrize("arch, scheme", [("gpt2", "static"), ("llama", "static"),
+                                          ("llama", "dynamic")])
+def test_two_calibrations_of_a_layer_are_one_build(arch, scheme, rng):
+    """Two calibrations of one layer config (other weights, so other scales, multipliers,
+    shifts, norm constants and RoPE ratios): their calibrated numbers differ, yet the Verilog
+    after :func:`split_memory_init` is the same text, so one Verilator build key (one build
+    serves every weight set of the config, issue 15)."""
+    from llmloom.sim.verilated import build_key
+
+    make = _layer_cases()[arch]
+    (h1, c1), (h2, c2) = make(rng, scheme), make(rng, scheme)
+    assert h1.quantized(c1).config != h2.quantized(c2).config    # the calibrations differ
+    texts = [split_memory_init(verilog_for_sim(h.component(c), "verilator"))[0]
+             for h, c in ((h1, c1), (h2, c2))]
+    assert texts[0] == texts[1]
+    assert build_key(texts[0], {}, 1) == build_key(texts[1], {}, 1)
