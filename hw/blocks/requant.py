@@ -44,6 +44,12 @@ outputs with the default 16 bits that is 0.502 LSB: measured 0.5007 worst on ran
 or more (at 16 the multiplier alone may cost half an LSB). Saturated outputs are the output
 type's bound.
 
+**Run-time constants** (``Requant(cfg, load=True)``): a ``load`` stream (re)writes the
+calibrated numbers — the per-channel multipliers, the biases and the common shift — so that
+one build serves several weight sets (:class:`~llmloom.hw.layers.fetched.FetchedLinear` feeds
+it from a layer's weight image). The widths stay the config's (``mult_width_value``,
+``shift_max``): a set whose numbers do not fit is refused where its image is packed.
+
 This module also holds the scale checks shared by the element-wise blocks (``check_scale``,
 ``check_scales``), the stage-advance rule of their pipelines (:func:`pipeline_advance`) and
 their timing (:class:`EltwiseTiming`).
@@ -55,8 +61,9 @@ import dataclasses
 import functools
 import math
 import numbers
+import types
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,7 +79,7 @@ from ..numeric import (
 from ..stream import row_layout
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
-           "constant_word", "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale",
+           "constant_word", "constant_memory", "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale",
            "ChannelInts"]
 
 ROUNDINGS = tuple(r.value for r in (Rounding.HALF_EVEN, Rounding.HALF_UP, Rounding.FLOOR))
@@ -165,10 +172,16 @@ def constant_word(m, fields, name="consts"):
     maps a name to ``(shape, value)``: the shape fixed by the config (never by the value), so
     that the text does not change. Returns the word (a view with one field per name); the
     memory is submodule ``name`` of ``m``."""
+    return constant_memory(m, fields, name).read_port(domain="comb").data
+
+
+def constant_memory(m, fields, name="consts"):
+    """The one-word memory of :func:`constant_word` itself (submodule ``name`` of ``m``), for
+    a block that also writes it at run time (a write port of its own)."""
     layout = data.StructLayout({k: shape for k, (shape, _) in fields.items()})
     m.submodules[name] = mem = memory.Memory(shape=layout, depth=1,
                                              init=[{k: v for k, (_, v) in fields.items()}])
-    return mem.read_port(domain="comb").data
+    return mem
 
 
 def pipeline_advance(valids, out_ready):
@@ -354,6 +367,50 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         register's width is fixed by the config): the product's width less two."""
         return self.product_width - 2
 
+    @property
+    def load_beats(self):
+        """Beats of one load on the ``load`` stream of ``Requant(cfg, load=True)``: ``beats``
+        of multipliers, ``beats`` of biases, one with the shift."""
+        return 2 * self.beats + 1
+
+    def load_values(self):
+        """This config's numbers as the ``load`` beats of ``Requant(build, load=True)``
+        (:attr:`load_beats` lists of ``lanes`` ints): the aligned multipliers and the biases by
+        channel, the padding lanes 0, then the shift in lane 0."""
+        pad = self.beats * self.lanes - self.length
+        mults, shift = self.multipliers
+        rows = []
+        for vals in (list(mults) + [0] * pad, list(self.channel_bias) + [0] * pad):
+            rows += [vals[b * self.lanes:(b + 1) * self.lanes] for b in range(self.beats)]
+        return rows + [[shift] + [0] * (self.lanes - 1)]
+
+    #: Fields that shape a re-quantiser's hardware (its ports, memories and widths); the
+    #: numbers of any config that agrees on them and fits the widths load into it.
+    STRUCTURE = ("length", "lanes", "rounding", "out_width", "row_exponent", "e_max")
+
+    def check_loadable(self, other):
+        """:class:`ConfigError` unless ``other``'s numbers can be loaded into a re-quantiser
+        built for this config (``Requant(self, load=True)``): the same :data:`STRUCTURE`, a
+        per-channel scale and a bias alike, and multipliers and shift within this build's
+        ``mult_width_value`` and ``shift_max``."""
+        for name in self.STRUCTURE:
+            if getattr(other, name) != getattr(self, name):
+                raise ConfigError(f"{name}={getattr(other, name)!r} differs from the build's "
+                                  f"{getattr(self, name)!r}; allowed: the same")
+        for what, a, b in (("a per-channel scale", self.per_channel, other.per_channel),
+                           ("a bias", self.bias is not None, other.bias is not None)):
+            if a != b:
+                raise ConfigError(f"the numbers {'have' if b else 'lack'} {what}; the build "
+                                  f"{'has' if a else 'lacks'} it; allowed: the same")
+        mults, shift = other.multipliers
+        width = max(mults).bit_length()
+        if width > self.mult_width_value:
+            raise ConfigError(f"the multipliers need {width} bits; the build's mult_width "
+                              f"is {self.mult_width_value} (raise mult_width)")
+        if shift > self.shift_max:
+            raise ConfigError(f"the shift {shift} exceeds the build's shift_max="
+                              f"{self.shift_max}")
+
     #: Pipeline stages without the channel table: bias add, multiply, round and saturate
     #: (output register included).
     BASE_LATENCY = 3
@@ -447,6 +504,18 @@ class Requant(wiring.Component):
         ``i``, and ``e`` (``row_layout(unsigned(e_width), 1)``) carries one exponent per row,
         ``0..e_max``, taken in the cycle the row's first accumulator beat is (neither is taken
         without the other).
+    load : In(stream.Signature(row_layout(signed(32), lanes)))
+        Only with ``load=True`` (then ``acc`` replaces ``i`` too): the calibrated numbers, as
+        ``cfg.load_beats`` beats — ``beats`` beats of aligned multipliers ``M_c`` (lane ``j``
+        of beat ``b`` is channel ``b·lanes + j``, as on ``acc``; only the low
+        ``mult_width_value`` bits are kept, and a per-tensor scale takes channel 0's), then
+        ``beats`` beats of int32 biases (ignored without a bias), then one beat whose lane 0
+        is the common shift ``s`` (low ``shift_max.bit_length()`` bits); ``last``/``end`` are
+        ignored, the beats are counted. A load beat is taken only while no accumulator beat is
+        in the pipeline, and no accumulator beat is taken from the cycle a load beat is
+        offered until the load's last beat is in (the engines' ``weight`` rule: a load never
+        mixes with results). Until the first load the numbers are the config's (the memories'
+        initial contents).
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
         The results in the same order, with ``last`` and ``end`` carried through.
 
@@ -463,14 +532,16 @@ class Requant(wiring.Component):
     ``s − e``; the latency is the same.
     """
 
-    def __init__(self, cfg: RequantConfig):
+    def __init__(self, cfg: RequantConfig, *, load=False):
         if not isinstance(cfg, RequantConfig):
             raise TypeError(f"cfg must be a RequantConfig, not {cfg!r}")
-        self.cfg = cfg
-        ports = {"i": In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))}
+        self.cfg, self._load = cfg, bool(load)
+        acc = In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))
+        ports = {"acc": acc} if cfg.row_exponent or load else {"i": acc}
         if cfg.row_exponent:
-            ports = {"acc": ports["i"],
-                     "e": In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))}
+            ports["e"] = In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))
+        if load:
+            ports["load"] = In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))
         super().__init__({**ports, "o": Out(stream.Signature(row_layout(cfg.OUT.shape,
                                                                          cfg.lanes)))})
 
@@ -487,11 +558,23 @@ class Requant(wiring.Component):
         mult_shape = unsigned(cfg.mult_width_value)
         per_channel, has_bias = cfg.per_channel, cfg.bias is not None
         rounding = Rounding(cfg.rounding)
-        inp = self.acc if cfg.row_exponent else self.i
+        load = self._load
+        inp = self.acc if cfg.row_exponent or load else self.i
 
         valids = [Signal(name=f"valid{k}") for k in range(1, cfg.latency)] + [self.o.valid]
         advs = pipeline_advance(valids, self.o.ready)
         beat = None
+        # `hold`: no accumulator beat enters while a load is offered or under way
+        hold = Const(0, 1)
+        if load:
+            load_at = Signal(range(cfg.load_beats), name="load_at")    # the next load beat
+            hold = (load_at != 0) | self.load.valid
+            empty = ~valids[0]
+            for v in valids[1:]:
+                empty = empty & ~v
+            m.d.comb += self.load.ready.eq(empty)
+            with m.If(self.load.valid & self.load.ready):
+                m.d.sync += load_at.eq(Mux(load_at == cfg.load_beats - 1, 0, load_at + 1))
 
         def beat_counter():
             # the beat's index within the row (``last`` or the count's wrap starts a new row)
@@ -510,16 +593,16 @@ class Requant(wiring.Component):
             first = Signal(name="first")
             held = Signal(unsigned(cfg.e_width), name="e_held")
             in_ok = Signal(name="in_ok")
-            m.d.comb += [first.eq(beat == 0), in_ok.eq(~first | self.e.valid),
+            m.d.comb += [first.eq(beat == 0), in_ok.eq((~first | self.e.valid) & ~hold),
                          inp.ready.eq(advs[0] & in_ok),
-                         self.e.ready.eq(advs[0] & inp.valid & first)]
+                         self.e.ready.eq(advs[0] & inp.valid & first & ~hold)]
             with m.If(self.e.valid & self.e.ready):
                 m.d.sync += held.eq(self.e.payload.data[0])
             exp = Mux(first, self.e.payload.data[0], held)
             in_valid = inp.valid & in_ok
         else:
-            m.d.comb += inp.ready.eq(advs[0])
-            in_valid, exp = inp.valid, None
+            m.d.comb += inp.ready.eq(advs[0] & ~hold)
+            in_valid, exp = inp.valid & ~hold, None
         # Each stage: (valid, advance, last, end) with the previous stage's signals as source.
         frame = [(in_valid, inp.payload.last, inp.payload.end)]
         for k, (valid, adv) in enumerate(zip(valids, advs, strict=True)):
@@ -554,7 +637,13 @@ class Requant(wiring.Component):
             fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
         init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
                 "bias": list(bias[:lanes])}
-        word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()})
+        if load:
+            # one memory per field, each written by the load beats that carry it
+            word = types.SimpleNamespace(**{
+                k: self._loaded_constant(m, k, shape, init[k], load_at)
+                for k, shape in fields.items()})
+        else:
+            word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()})
         shift_sig = word.shift
 
         acc = [inp.payload.data[j] for j in range(lanes)]
@@ -571,15 +660,25 @@ class Requant(wiring.Component):
             layout = data.ArrayLayout(data.StructLayout(lane_fields), lanes)
             rows = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
                       for name in lane_fields} for j in range(lanes)] for b in range(beats)]
-            m.submodules.channels = rom = memory.Memory(shape=layout, depth=beats, init=rows)
-            port = rom.read_port()
-            m.d.comb += [port.addr.eq(beat), port.en.eq(adv)]
+            if load:
+                # a table per field (a word's multipliers and biases arrive in different load
+                # beats), read alike
+                reads = self._loaded_tables(m, lane_fields, rows, beat, adv, load_at)
+                lane_data = [{k: reads[k][j] for k in reads} for j in range(lanes)]
+            else:
+                m.submodules.channels = rom = memory.Memory(shape=layout, depth=beats,
+                                                            init=rows)
+                port = rom.read_port()
+                m.d.comb += [port.addr.eq(beat), port.en.eq(adv)]
+                lane_data = [{k: getattr(port.data[j], k) for k in lane_fields}
+                             for j in range(lanes)]
             acc_r = [Signal(cfg.ACC.shape, name=f"acc{j}") for j in range(lanes)]
             with m.If(adv):
                 m.d.sync += [acc_r[j].eq(acc[j]) for j in range(lanes)]
             acc = acc_r
-            lane_bias = [port.data[j].bias if has_bias else 0 for j in range(lanes)]
-            lane_mult = [port.data[j].mult if per_channel else word.mult for j in range(lanes)]
+            lane_bias = [lane_data[j]["bias"] if has_bias else 0 for j in range(lanes)]
+            lane_mult = [lane_data[j]["mult"] if per_channel else word.mult
+                         for j in range(lanes)]
         else:
             lane_bias = [word.bias[j] if has_bias else 0 for j in range(lanes)]
             lane_mult = [word.mults[j] if per_channel else word.mult for j in range(lanes)]
@@ -620,3 +719,48 @@ class Requant(wiring.Component):
                 m.d.sync += out[j].eq(saturate_hw(rounded, cfg.OUT))
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(lanes)]
         return m
+
+    def _load_phase(self, field, at):
+        """``(taken, index)``: whether load beat ``at`` carries ``field`` (for a channel
+        field: the table word it writes; for a constant, lane 0 or the lanes of beat 0)."""
+        beats = self.cfg.beats
+        if field == "shift":
+            return at == 2 * beats, 0
+        if field in ("bias",):
+            return (at >= beats) & (at < 2 * beats), at - beats
+        return at < beats, at                   # "mult", "mults": the multiplier beats
+
+    def _loaded_constant(self, m, field, shape, init, at):
+        """A constant of the ``consts`` word (:func:`constant_word`) in a one-word memory of
+        its own, written by the load beats that carry it (lane 0, or the first beat's lanes
+        for a per-lane field, ``mults`` or ``bias``). Returns its value, read
+        combinationally."""
+        mem = constant_memory(m, {field: (shape, init)}, name=f"consts_{field}")
+        wr = mem.write_port()
+        taken, index = self._load_phase(field, at)
+        lanes = self.load.payload.data
+        if field in ("mults", "bias"):
+            m.d.comb += [wr.data[field][j].eq(lanes[j]) for j in range(self.cfg.lanes)]
+        else:
+            m.d.comb += wr.data[field].eq(lanes[0])
+        m.d.comb += wr.en.eq(self.load.valid & self.load.ready & taken & (index == 0))
+        return mem.read_port(domain="comb").data[field]
+
+    def _loaded_tables(self, m, lane_fields, rows, beat, adv, at):
+        """The channel table as one memory per field (``channels_mult``, ``channels_bias``),
+        each written by its load beats and read, like the single table, by the beat's index
+        (enabled by the stage's advance). Returns ``{field: read data}`` (``lanes`` values)."""
+        lanes = self.cfg.lanes
+        reads = {}
+        for name, shape in lane_fields.items():
+            init = [[row[j][name] for j in range(lanes)] for row in rows]
+            mem = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=self.cfg.beats,
+                                init=init)
+            m.submodules[f"channels_{name}"] = mem
+            rd, wr = mem.read_port(), mem.write_port()
+            m.d.comb += [rd.addr.eq(beat), rd.en.eq(adv)]
+            taken, index = self._load_phase(name, at)
+            m.d.comb += [wr.addr.eq(index), wr.en.eq(self.load.valid & self.load.ready & taken)]
+            m.d.comb += [wr.data[j].eq(self.load.payload.data[j]) for j in range(lanes)]
+            reads[name] = rd.data
+        return reads
