@@ -235,3 +235,20 @@ def layer_fetch_cycles(cfg, reader, latency):
 
 
 __all__ += ["axi_read_cycles", "weight_fetch_cycles", "layer_fetch_cycles"]
+
+
+def fetched_linear_cycles(cfg, name, reader, latency, rows, base=0):
+    """Cycles of one run of :class:`~llmloom.hw.layers.fetched.FetchedLinear` on ``rows``
+    activation rows, from the command's transfer to the last output beat, inclusive: the
+    activations offered every cycle from the command on, the output always ready, a memory of
+    ``latency`` cycles (:func:`llmloom.perf.pipeline.fetched_linear`, which says what
+    overlaps)."""
+    from .pipeline import fetched_linear
+
+    beats = rows * cfg.linear(name).k_beats
+    return int(fetched_linear(np.zeros(beats, dtype=np.int64), cfg, name, reader, latency,
+                              base)[-1]) + 1
+
+
+__all__ += ["fetched_linear_cycles"]
+

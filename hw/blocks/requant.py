@@ -79,8 +79,8 @@ from ..numeric import (
 from ..stream import row_layout
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
-           "constant_word", "constant_memory", "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale",
-           "ChannelInts"]
+           "constant_word", "constant_memory", "pipeline_advance", "EltwiseTiming", "ROUNDINGS",
+           "Scale", "ChannelInts"]
 
 ROUNDINGS = tuple(r.value for r in (Rounding.HALF_EVEN, Rounding.HALF_UP, Rounding.FLOOR))
 

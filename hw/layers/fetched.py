@@ -1,0 +1,260 @@
+"""A linear stage whose numbers come from off-chip memory at run time: the first step towards
+one layer's hardware running every layer (the paper's temporal axis), each layer's weights
+fetched from its weight image (:mod:`.weights_image`) before its activations go through.
+
+:class:`FetchedLinear` is an :class:`~llmloom.hw.blocks.axi_reader.AxiReader` and the stage of
+:class:`~.common.Linear` (engine → gearbox → re-quantiser), with the engine's memory and the
+re-quantiser's constants loaded through their streams (``weight``, ``load``) instead of fixed
+at elaboration; one build runs any weight set whose image has this config's layout.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..blocks.axi_reader import AxiReader, AxiReaderConfig, AxiReadSignature
+from ..blocks.gemm import Gemm
+from ..blocks.gemv import Gemv
+from ..blocks.requant import Requant
+from ..config import ConfigError
+from ..stream import Gearbox, row_layout
+from .common import check_layer_shape
+from .config import LayerConfig
+from .weights_image import image_layout
+
+__all__ = ["FetchedLinear", "fetch_commands", "check_fetched"]
+
+#: The sections a run fetches, in order: the engine's weights, then the re-quantiser's load.
+SECTIONS = ("weights", "scales", "bias", "shift")
+
+
+def check_fetched(cfg, name, reader):
+    """:class:`ConfigError` unless stage ``name`` of ``cfg`` can fetch its numbers through
+    ``reader``: int8 weights, the layer RTL's shape rules, a bus of exactly the engine's
+    ``cols`` bytes (a reader beat is a ``weight`` beat) and no more int32 per bus word than
+    the stream ``lanes`` (a bus word of constants widens into the re-quantiser's beats)."""
+    if not isinstance(cfg, LayerConfig):
+        raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
+    if not isinstance(reader, AxiReaderConfig):
+        raise TypeError(f"reader must be an AxiReaderConfig, not {reader!r}")
+    if cfg.weight_bits != 8:
+        raise ConfigError(f"weight_bits={cfg.weight_bits}: a fetched stage loads int8 weights; "
+                          "allowed: 8")
+    check_layer_shape(cfg)
+    cols = cfg.linear(name).cols
+    if reader.lanes != cols:
+        raise ConfigError(f"{name}: reader data_width={reader.data_width} gives {reader.lanes}"
+                          f"-byte beats; the engine's weight beats are cols={cols} bytes; "
+                          f"allowed: data_width={8 * cols}")
+    if reader.lanes // 4 > cfg.lanes:
+        raise ConfigError(f"{name}: a {reader.data_width}-bit bus word holds "
+                          f"{reader.lanes // 4} int32, more than lanes={cfg.lanes}; allowed: "
+                          f"data_width <= {32 * cfg.lanes} (narrowing is not built yet)")
+    last = max(s.end for s in image_layout(cfg))
+    if last > reader.max_bytes or last >= 1 << reader.addr_width:
+        raise ConfigError(f"the image is {last} bytes; reader max_bytes={reader.max_bytes}; "
+                          "allowed: an image within max_bytes")
+
+
+def fetch_commands(cfg, name, base):
+    """The reader commands of a run of stage ``name`` with the image at byte address ``base``:
+    ``[(addr, bytes)]`` of its :data:`SECTIONS`, in order (what the RTL issues and the timing
+    model walks)."""
+    secs = {s.part: s for s in image_layout(cfg) if s.stage == name}
+    return [(base + secs[p].offset, secs[p].nbytes) for p in SECTIONS]
+
+
+class _Words(wiring.Component):
+    """Bytes from the reader (``cols`` lanes of int8, ``last`` on a command's last beat) into
+    int32 beats of ``lanes`` lanes, little-endian, for the re-quantiser's ``load``: ``r =
+    lanes·4/cols`` reader beats make one output beat, the last of a command's beats emitted
+    early (zero-padded) on its ``last``. One register stage; takes a beat whenever its output
+    register is empty or being taken."""
+
+    def __init__(self, cols, lanes):
+        self._cols, self._lanes = cols, lanes
+        super().__init__({"i": In(stream.Signature(row_layout(signed(8), cols))),
+                          "o": Out(stream.Signature(row_layout(signed(32), lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        per = self._cols // 4                      # int32 per reader beat
+        r = self._lanes // per
+        fill = Signal(range(max(r, 2)))
+        word = Signal(32 * self._lanes)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        incoming = self.i.payload.data.as_value()
+        with m.If(self.i.valid & self.i.ready):
+            done = (fill == r - 1) | self.i.payload.last
+            # this beat's int32s go to lanes fill·per ..; earlier parts are kept, later zeroed
+            parts = []
+            for f in range(r):
+                part = word[f * 32 * per:(f + 1) * 32 * per]
+                parts.append(Mux(fill == f, incoming, Mux(fill > f, part, 0)))
+            new = Cat(*parts)
+            with m.If(done):
+                m.d.sync += [self.o.payload.data.as_value().eq(new), self.o.valid.eq(1),
+                             self.o.payload.last.eq(self.i.payload.last),
+                             self.o.payload.end.eq(self.i.payload.end),
+                             word.eq(0), fill.eq(0)]
+            with m.Else():
+                m.d.sync += [word.eq(new), fill.eq(fill + 1)]
+        return m
+
+
+class FetchedLinear(wiring.Component):
+    """Linear stage ``name`` of ``cfg`` (engine → gearbox → re-quantiser, as
+    :class:`~.common.Linear`) with its weights, per-channel multipliers, biases and shift read
+    at run time from a weight image in AXI memory, so that one build runs the stage of every
+    layer in turn.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        The shapes (and, for the memories' initial contents, any calibration: the fetched
+        numbers replace them). Every weight set run must have this config's image layout and
+        numbers that fit the re-quantiser's widths
+        (:meth:`~llmloom.hw.blocks.requant.RequantConfig.check_loadable`).
+    name : str
+        The linear stage (``q``, ``f1``...).
+    reader : AxiReaderConfig
+        ``data_width = 8·cols`` of the stage's engine (:func:`check_fetched`).
+
+    Members
+    -------
+    cmd : In(stream.Signature(StructLayout({"addr": addr_width})))
+        "Run the stage with the weight image at byte ``addr``" (a layer image's base, aligned
+        to :data:`~.weights_image.ALIGN`): one beat per activation tensor, taken when the
+        stage is idle (the previous run's last output beat has left).
+    act : In(stream.Signature(row_layout(signed(a_width), lanes)))
+        The run's activation rows (``end`` on the tensor's last beat, as :class:`Linear`'s
+        ``i``), taken from the cycle after the run's first weight beat reached the engine.
+    e : In(...)
+        Row exponents, as :class:`Linear`'s (only where the stage's input carries them).
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
+        The result rows, ``end`` on the run's last beat.
+    axi : Out(AxiReadSignature(reader))
+        The reader's AR and R channels.
+    error : Out(1)
+        The reader's (a non-OKAY response), sticky.
+
+    A run: the command is registered; then four reader commands (:func:`fetch_commands`:
+    weights, scales, bias, shift) are offered back to back, so the constants' bursts go out
+    while the weights still stream. The weight beats go straight into the engine's
+    ``weight`` stream; the constants' bytes become int32 beats (``_Words``) into the
+    re-quantiser's ``load``. What overlaps: the activations fill the engine's input banks
+    while the weights stream in (the engine starts its first tile only once its load is
+    complete, by its own rule), and the constants' fetch overlaps the weights' tail and the
+    engine's first tiles (results wait at the re-quantiser's input until its load is in).
+    What does not: set l+1's weights are not fetched while set l computes — the engine's
+    weight memory is single-buffered, so the next command waits for the run's last output
+    (double-buffering the weight memory would hide the fetch behind the compute; not built).
+    ``perf.pipeline.fetched_linear`` gives the cycles of a run.
+    """
+
+    def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig):
+        self._MustUse__silence = True
+        check_fetched(cfg, name, reader)
+        self._MustUse__silence = False
+        self.cfg, self.name, self.reader = cfg, name, reader
+        st = cfg.description[name]
+        req = cfg.requant(name)
+        members = {
+            "cmd": In(stream.Signature(data.StructLayout({"addr": reader.addr_width}))),
+            "act": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
+                                                  cfg.lanes))),
+        }
+        if req.row_exponent:
+            members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
+        members |= {"o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
+                                                         cfg.lanes))),
+                    "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg, name, rcfg = self.cfg, self.name, self.reader
+        g = cfg.linear(name)
+        m = Module()
+        m.submodules.reader = reader = AxiReader(rcfg)
+        cls = Gemv if cfg.engine == "gemv" else Gemm
+        m.submodules[cfg.engine] = engine = cls(g)
+        m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
+        m.submodules.requant = req = Requant(cfg.requant(name), load=True)
+        m.submodules.words = words = _Words(g.cols, cfg.lanes)
+        wiring.connect(m, wiring.flipped(self.axi), reader.axi)
+        m.d.comb += self.error.eq(reader.error)
+
+        # ---- the run's state -------------------------------------------------------------
+        busy = Signal()              # a command taken, its last output not yet out
+        base = Signal(rcfg.addr_width)
+        issued = Signal(range(len(SECTIONS) + 1))     # reader commands taken this run
+        section = Signal(range(len(SECTIONS)))        # what the reader's output carries
+        w_started = Signal()         # the run's first weight beat is in the engine
+        act_done = Signal()          # the run's last activation beat is in
+        loaded = Signal()            # the re-quantiser's load is complete
+        load_at = Signal(range(req.cfg.load_beats))
+
+        m.d.comb += self.cmd.ready.eq(~busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [busy.eq(1), base.eq(self.cmd.payload.addr), issued.eq(0),
+                         section.eq(0), w_started.eq(0), act_done.eq(0), loaded.eq(0)]
+
+        # ---- reader commands: the four sections, back to back ----------------------------
+        cmds = fetch_commands(cfg, name, 0)
+        offset = Signal(rcfg.addr_width)
+        nbytes = Signal(range(rcfg.max_bytes + 1))
+        with m.Switch(issued):
+            for k, (off, n) in enumerate(cmds):
+                with m.Case(k):
+                    m.d.comb += [offset.eq(off), nbytes.eq(n)]
+        m.d.comb += [reader.i.valid.eq(busy & (issued != len(SECTIONS))),
+                     reader.i.payload.addr.eq(base + offset),
+                     reader.i.payload.bytes.eq(nbytes)]
+        with m.If(reader.i.valid & reader.i.ready):
+            m.d.sync += issued.eq(issued + 1)
+
+        # ---- the reader's beats: weights to the engine, the rest to the re-quantiser -------
+        to_engine = section == 0
+        m.d.comb += [
+            engine.weight.payload.data.as_value().eq(reader.o.payload.data.as_value()),
+            engine.weight.payload.last.eq(reader.o.payload.last),
+            engine.weight.payload.end.eq(reader.o.payload.end),
+            engine.weight.valid.eq(reader.o.valid & to_engine),
+            words.i.payload.eq(reader.o.payload),
+            words.i.valid.eq(reader.o.valid & ~to_engine),
+            reader.o.ready.eq(Mux(to_engine, engine.weight.ready, words.i.ready)),
+        ]
+        with m.If(reader.o.valid & reader.o.ready):
+            with m.If(reader.o.payload.last):
+                m.d.sync += section.eq(section + 1)
+            with m.If(to_engine):
+                m.d.sync += w_started.eq(1)
+        wiring.connect(m, words.o, req.load)
+        with m.If(req.load.valid & req.load.ready):
+            with m.If(load_at == req.cfg.load_beats - 1):
+                m.d.sync += [load_at.eq(0), loaded.eq(1)]
+            with m.Else():
+                m.d.sync += load_at.eq(load_at + 1)
+
+        # ---- activations in (once the weights have begun), results out (once loaded) ------
+        act_open = busy & w_started & ~act_done
+        m.d.comb += [engine.act.payload.eq(self.act.payload),
+                     engine.act.valid.eq(self.act.valid & act_open),
+                     self.act.ready.eq(engine.act.ready & act_open)]
+        with m.If(self.act.valid & self.act.ready & self.act.payload.last & self.act.payload.end):
+            m.d.sync += act_done.eq(1)
+        wiring.connect(m, engine.o, gear.i)
+        acc = req.acc
+        m.d.comb += [acc.payload.eq(gear.o.payload), acc.valid.eq(gear.o.valid & loaded),
+                     gear.o.ready.eq(acc.ready & loaded)]
+        if req.cfg.row_exponent:
+            wiring.connect(m, wiring.flipped(self.e), req.e)
+        wiring.connect(m, req.o, wiring.flipped(self.o))
+        with m.If(self.o.valid & self.o.ready & self.o.payload.end):
+            m.d.sync += busy.eq(0)
+        return m

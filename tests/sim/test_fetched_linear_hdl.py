@@ -1,0 +1,202 @@
+"""A linear stage fetching its numbers at run time (:class:`FetchedLinear`): one build runs two
+different weight sets (two calibrations of one layer shape, their images in one AXI memory)
+back to back, each bit-exact against the golden model, under random stalls on the activation
+and output ports and on the AXI channels; without stalls its cycles are the perf model's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module, Value
+from amaranth.sim import Simulator
+
+from llmloom.hw.blocks.axi_reader import AxiReaderConfig
+from llmloom.hw.config import ConfigError
+from llmloom.hw.layers.fetched import FetchedLinear, check_fetched
+from llmloom.hw.layers.weights_image import image_layout, pack_layer_image
+from llmloom.hw.stream import row_layout
+from llmloom.perf.cycles import fetched_linear_cycles
+from llmloom.sim.golden.layers import linear_acc
+from llmloom.sim.golden.requant import requant_bitexact
+from llmloom.sim.streams import check_framing, pack_rows, unpack_rows
+
+from ..hw.test_gpt2_block import quantised
+
+# q on 4 columns (32-bit bus, one int32 a word: 2 words per load beat), f1 on 8 (64-bit bus,
+# 2 int32 a word: one per load beat); token tiles of 3 rows (a run of 5 rows ends partial)
+PAR = dict(lanes=2, linear_rows=3, linear_cols=4, ffn_rows=3, ffn_cols=8, qk_rows=3,
+           qk_cols=4, pv_rows=2, pv_cols=4)
+BASES = (0, 0x1040)          # the second image across a 4 KB boundary from the first
+
+
+def reader_for(cfg, name, **kw):
+    return AxiReaderConfig(data_width=8 * cfg.linear(name).cols, max_burst=8, outstanding=2,
+                           max_bytes=1 << 12, addr_width=16, **kw)
+
+
+def run(comp, memory, runs, *, latency, stall=0.0, seed=0, max_cycles=20_000,
+        extra=lambda addr: 0):
+    """Drive ``runs`` (``[(base, x_int rows)]``) through ``comp`` with an AXI slave over
+    ``memory`` (first beat of a burst ``latency`` cycles after its AR, a range drawn per
+    burst, plus ``extra(byte address)``); ``stall``: probability per cycle of no activation
+    offered, no output ready, no ARREADY, no RVALID. Returns (per run: output rows, cycles
+    from command to last beat)."""
+    cfg, name = comp.cfg, comp.name
+    rng = np.random.default_rng(seed)
+    lanes_in = row_layout(comp.act.payload.data.shape().elem_shape, cfg.lanes)
+    out_layout = comp.o.payload.shape()
+    n = cfg.linear(name).n
+    act_words = []
+    for _, x in runs:
+        act_words.append(pack_rows(lanes_in, x))
+    bus = comp.reader.lanes
+    mem = bytes(memory)
+    result = {"words": [[] for _ in runs], "start": [], "end": []}
+
+    async def bench(ctx):
+        axi = comp.axi
+        cmds = list(range(len(runs)))
+        act_run, act_at = 0, 0
+        out_run = 0
+        bursts = []           # (due cycle, word address, beats)
+        cur = None            # [word address, beats left]
+        cycle = 0
+        while out_run < len(runs):
+            if cycle > max_cycles:
+                raise TimeoutError(f"{out_run} of {len(runs)} runs out after {cycle} cycles")
+            go = rng.random() >= stall
+            # command
+            ctx.set(comp.cmd.valid, int(bool(cmds)))
+            if cmds:
+                ctx.set(comp.cmd.payload.addr, runs[cmds[0]][0])
+            # activations, run after run (the stage takes a run's once its command is in)
+            offer = act_run < len(runs) and go
+            ctx.set(comp.act.valid, int(offer))
+            if offer:
+                ctx.set(Value.cast(comp.act.payload), act_words[act_run][act_at])
+            ctx.set(comp.o.ready, int(rng.random() >= stall))
+            # AXI slave: AR
+            ctx.set(axi.arready, int(rng.random() >= stall))
+            if cur is None and bursts and bursts[0][0] <= cycle:
+                _, word, beats = bursts.pop(0)
+                cur = [word, beats]
+            r_on = cur is not None and rng.random() >= stall
+            ctx.set(axi.rvalid, int(r_on))
+            if r_on:
+                a = cur[0] * bus
+                ctx.set(axi.rdata, int.from_bytes(mem[a:a + bus].ljust(bus, b"\0"), "little"))
+                ctx.set(axi.rlast, int(cur[1] == 1))
+                ctx.set(axi.rresp, 0)
+            # transfers
+            if cmds and ctx.get(comp.cmd.ready):
+                result["start"].append(cycle)
+                cmds.pop(0)
+            if offer and ctx.get(comp.act.ready):
+                act_at += 1
+                if act_at == len(act_words[act_run]):
+                    act_run, act_at = act_run + 1, 0
+            if ctx.get(axi.arvalid) and ctx.get(axi.arready):
+                lo, hi = latency
+                assert ctx.get(axi.arsize) == (bus - 1).bit_length()
+                addr = ctx.get(axi.araddr)
+                bursts.append((cycle + int(rng.integers(lo, hi + 1)) + extra(addr),
+                               addr // bus, ctx.get(axi.arlen) + 1))
+            if r_on and ctx.get(axi.rready):
+                cur[0] += 1
+                cur[1] -= 1
+                if cur[1] == 0:
+                    cur = None
+            if ctx.get(comp.o.valid) and ctx.get(comp.o.ready):
+                word = ctx.get(Value.cast(comp.o.payload))
+                result["words"][out_run].append(word)
+                if out_layout.from_bits(word).end:
+                    result["end"].append(cycle)
+                    out_run += 1
+            await ctx.tick()
+            cycle += 1
+        assert not ctx.get(comp.error)
+
+    top = Module()
+    top.domains.sync = ClockDomain()
+    top.submodules.dut = comp
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    outs = []
+    for w in result["words"]:
+        rows, last, end = unpack_rows(out_layout, w, n)
+        check_framing(last, end, -(-n // cfg.lanes))
+        outs.append(rows)
+    cycles = [e - s + 1 for s, e in zip(result["start"], result["end"], strict=True)]
+    return outs, cycles
+
+
+def two_sets(rng, name):
+    """Two calibrations of one layer shape (layer l and l+1), their images in one memory."""
+    (cfg_a, w_a, *_), (cfg_b, w_b, *_) = quantised(rng, par=PAR), quantised(rng, par=PAR)
+    assert cfg_a.requant(name).multipliers != cfg_b.requant(name).multipliers
+    cfg_a.requant(name).check_loadable(cfg_b.requant(name))
+    memory = bytearray(BASES[1] + 4096)
+    for base, (c, w) in zip(BASES, ((cfg_a, w_a), (cfg_b, w_b)), strict=True):
+        image = pack_layer_image(c, w)
+        memory[base:base + len(image)] = image
+    return (cfg_a, w_a), (cfg_b, w_b), bytes(memory)
+
+
+def golden(cfg, w, name, x):
+    return requant_bitexact(cfg.requant(name), linear_acc(cfg, w, name, x))
+
+
+@pytest.mark.parametrize("name", ["q", "f1"])
+def test_two_weight_sets_one_build_random_stalls(name, rng):
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+    k = cfg_a.linear(name).k
+    xs = [rng.integers(-128, 128, (rows, k)) for rows in (5, 2, 4)]
+    # the build's initial numbers are set a's; run b, a, b so that each run needs its load
+    sets = [(BASES[1], cfg_b, w_b), (BASES[0], cfg_a, w_a), (BASES[1], cfg_b, w_b)]
+    comp = FetchedLinear(cfg_a, name, reader_for(cfg_a, name))
+    outs, _ = run(comp, memory, [(b, x) for (b, _, _), x in zip(sets, xs, strict=True)],
+                  latency=(3, 30), stall=0.3, seed=int(rng.integers(1 << 30)))
+    for (_, c, w), x, got in zip(sets, xs, outs, strict=True):
+        np.testing.assert_array_equal(got, golden(c, w, name, x))
+    # the two sets do give different results on the same rows
+    assert not np.array_equal(golden(cfg_a, w_a, name, xs[0]), golden(cfg_b, w_b, name, xs[0]))
+
+
+def test_results_wait_for_late_constants(rng):
+    """The constants' bursts come back long after the engine's results: the results wait at
+    the re-quantiser's input (computed with the build's initial numbers, set a's, they would
+    be wrong for set b)."""
+    name = "q"
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+    weights = [s for s in image_layout(cfg_a) if s.stage == name and s.part == "weights"][0]
+
+    def extra(addr):
+        return 0 if any(b + weights.offset <= addr < b + weights.end for b in BASES) else 300
+
+    comp = FetchedLinear(cfg_a, name, reader_for(cfg_a, name))
+    x = rng.integers(-128, 128, (4, cfg_a.linear(name).k))
+    (got,), (cycles,) = run(comp, memory, [(BASES[1], x)], latency=(4, 4), extra=extra)
+    np.testing.assert_array_equal(got, golden(cfg_b, w_b, name, x))
+    assert cycles > 300
+
+
+@pytest.mark.parametrize("name, rows, latency", [("q", 5, 12), ("f1", 1, 40), ("f1", 7, 5)])
+def test_cycles_are_the_models(name, rows, latency, rng):
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+    reader = reader_for(cfg_a, name)
+    comp = FetchedLinear(cfg_a, name, reader)
+    x = rng.integers(-128, 128, (rows, cfg_a.linear(name).k))
+    outs, cycles = run(comp, memory, [(BASES[1], x), (BASES[0], x)], latency=(latency, latency))
+    np.testing.assert_array_equal(outs[0], golden(cfg_b, w_b, name, x))
+    np.testing.assert_array_equal(outs[1], golden(cfg_a, w_a, name, x))
+    want = [fetched_linear_cycles(cfg_a, name, reader, latency, rows, base) for base in
+            (BASES[1], BASES[0])]
+    assert cycles == want
+
+
+def test_bad_reader_is_one_clear_error(rng):
+    cfg, *_ = quantised(rng, par=PAR)
+    with pytest.raises(ConfigError, match="data_width=32"):
+        check_fetched(cfg, "q", AxiReaderConfig(data_width=64))
