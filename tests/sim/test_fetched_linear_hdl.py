@@ -26,6 +26,8 @@ from ..hw.test_gpt2_block import quantised
 # 2 int32 a word: one per load beat); token tiles of 3 rows (a run of 5 rows ends partial)
 PAR = dict(lanes=2, linear_rows=3, linear_cols=4, ffn_rows=3, ffn_cols=8, qk_rows=3,
            qk_cols=4, pv_rows=2, pv_cols=4)
+#: the decode GEMV instead (its rows a multiple of the lanes)
+GEMV = dict(PAR, engine="gemv", linear_rows=4, ffn_rows=4)
 BASES = (0, 0x1040)          # the second image across a 4 KB boundary from the first
 
 
@@ -132,9 +134,9 @@ def run(comp, memory, runs, *, latency, stall=0.0, seed=0, max_cycles=20_000,
     return outs, cycles
 
 
-def two_sets(rng, name):
+def two_sets(rng, name, par=PAR):
     """Two calibrations of one layer shape (layer l and l+1), their images in one memory."""
-    (cfg_a, w_a, *_), (cfg_b, w_b, *_) = quantised(rng, par=PAR), quantised(rng, par=PAR)
+    (cfg_a, w_a, *_), (cfg_b, w_b, *_) = quantised(rng, par=par), quantised(rng, par=par)
     assert cfg_a.requant(name).multipliers != cfg_b.requant(name).multipliers
     cfg_a.requant(name).check_loadable(cfg_b.requant(name))
     memory = bytearray(BASES[1] + 4096)
@@ -148,9 +150,10 @@ def golden(cfg, w, name, x):
     return requant_bitexact(cfg.requant(name), linear_acc(cfg, w, name, x))
 
 
-@pytest.mark.parametrize("name", ["q", "f1"])
-def test_two_weight_sets_one_build_random_stalls(name, rng):
-    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+@pytest.mark.parametrize("name, par", [("q", PAR), ("f1", PAR), ("f1", GEMV)],
+                         ids=["q", "f1", "f1-gemv"])
+def test_two_weight_sets_one_build_random_stalls(name, par, rng):
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
     k = cfg_a.linear(name).k
     xs = [rng.integers(-128, 128, (rows, k)) for rows in (5, 2, 4)]
     # the build's initial numbers are set a's; run b, a, b so that each run needs its load
@@ -182,9 +185,11 @@ def test_results_wait_for_late_constants(rng):
     assert cycles > 300
 
 
-@pytest.mark.parametrize("name, rows, latency", [("q", 5, 12), ("f1", 1, 40), ("f1", 7, 5)])
-def test_cycles_are_the_models(name, rows, latency, rng):
-    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+@pytest.mark.parametrize("name, rows, latency, par", [("q", 5, 12, PAR), ("f1", 1, 40, PAR),
+                                                      ("f1", 7, 5, PAR), ("q", 3, 9, GEMV)],
+                         ids=["q", "f1-one-row", "f1", "q-gemv"])
+def test_cycles_are_the_models(name, rows, latency, par, rng):
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
     reader = reader_for(cfg_a, name)
     comp = FetchedLinear(cfg_a, name, reader)
     x = rng.integers(-128, 128, (rows, cfg_a.linear(name).k))
