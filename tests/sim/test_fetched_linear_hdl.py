@@ -16,6 +16,7 @@ from llmloom.hw.layers.fetched import FetchedLinear, check_fetched
 from llmloom.hw.layers.weights_image import image_layout, pack_layer_image
 from llmloom.hw.stream import row_layout
 from llmloom.perf.cycles import fetched_linear_cycles
+from llmloom.sim.fetched import run_fetched_linear
 from llmloom.sim.golden.layers import linear_acc
 from llmloom.sim.golden.requant import requant_bitexact
 from llmloom.sim.streams import check_framing, pack_rows, unpack_rows
@@ -205,3 +206,29 @@ def test_bad_reader_is_one_clear_error(rng):
     cfg, *_ = quantised(rng, par=PAR)
     with pytest.raises(ConfigError, match="data_width=32"):
         check_fetched(cfg, "q", AxiReaderConfig(data_width=64))
+
+
+def test_cocotbext_axi_slave_on_icarus(icarus_sim, rng):
+    """The smallest case on Icarus against cocotbext-axi's read slave: two weight sets through
+    one build, bit-exact, first with random latency and stalls everywhere, then with a fixed
+    latency and no stalls, in the model's cycles."""
+    name = "q"
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+    reader = reader_for(cfg_a, name)
+    comp = FetchedLinear(cfg_a, name, reader)
+    xs = [rng.integers(-128, 128, (rows, cfg_a.linear(name).k)) for rows in (4, 2)]
+    runs = [(BASES[1], xs[0]), (BASES[0], xs[1])]
+    sets = [(cfg_b, w_b), (cfg_a, w_a)]
+    got = run_fetched_linear(comp, memory, runs, sim=icarus_sim, latency=(3, 40),
+                             act_stall=0.3, out_stall=0.3, r_pause=0.3, ar_pause=0.3,
+                             seed=int(rng.integers(1 << 30)))
+    for (c, w), x, out in zip(sets, xs, got.outputs, strict=True):
+        np.testing.assert_array_equal(out, golden(c, w, name, x))
+    assert got.error == 0
+    latency = 10
+    got = run_fetched_linear(comp, memory, runs, sim=icarus_sim, latency=(latency, latency))
+    for (c, w), x, out in zip(sets, xs, got.outputs, strict=True):
+        np.testing.assert_array_equal(out, golden(c, w, name, x))
+    assert got.cycles == [fetched_linear_cycles(cfg_a, name, reader, latency, len(x), base)
+                          for base, x in runs]
+
