@@ -36,6 +36,11 @@ class Gemm(wiring.Component):
     weights : ndarray of shape (k, n), optional
         Initial weights (memory contents at configuration). Weights can also be (re)loaded
         through the ``weight`` stream.
+    weight_banks : 1 or 2
+        2: the weight memory holds two matrices, so that the next one loads while the array
+        computes with the other (double buffering, for weights fetched per tensor from off-chip
+        memory); then each activation tensor consumes one load, in order (see ``weight``),
+        and there are no initial weights.
 
     Members
     -------
@@ -48,7 +53,11 @@ class Gemm(wiring.Component):
     weight : In(stream.Signature(row_layout(signed(w_width), cols)))
         W, row by row (k rows of ``n_tiles`` beats, lanes past n zero-padded), ``end`` on the
         last beat. Accepted only while no tile is being computed, and computation waits while
-        a load is under way, so a load never mixes with a product.
+        a load is under way, so a load never mixes with a product. With two weight banks,
+        loads fill the banks in turn and tensors use them in turn: a tensor's first token tile
+        starts once its bank's load is complete (its ``end`` beat taken the cycle before), a
+        load is taken while its bank is free — its previous matrix's tensor has issued its
+        last step — whatever the array does with the other bank.
     o : Out(stream.Signature(row_layout(signed(32), cols)))
         C, row by row: ``n_tiles`` beats per row, lanes past n are zero; ``last`` and ``end``
         as on ``act``.
@@ -66,11 +75,16 @@ class Gemm(wiring.Component):
     adjacent output columns; results and timing are those of the unpacked GEMM.
     """
 
-    def __init__(self, cfg: GemmConfig, *, weights=None):
+    def __init__(self, cfg: GemmConfig, *, weights=None, weight_banks=1):
         self._MustUse__silence = True       # until the checks below have passed
         if not isinstance(cfg, GemmConfig):
             raise TypeError(f"cfg must be a GemmConfig, not {cfg!r}")
-        self.cfg = cfg
+        if weight_banks not in (1, 2):
+            raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
+        if weight_banks == 2 and weights is not None:
+            raise ValueError("two weight banks are filled by loads only; allowed: "
+                             "weights=None with weight_banks=2")
+        self.cfg, self.weight_banks = cfg, weight_banks
         self._weights = None if weights is None else self.weight_words(cfg, weights)
         self._MustUse__silence = False
         super().__init__({
@@ -101,8 +115,9 @@ class Gemm(wiring.Component):
             shape=data.ArrayLayout(signed(cfg.a_width), R * LN), depth=2 * KB, init=[])
         a_wr = abuf.write_port(granularity=LN)
         a_rd = abuf.read_port()
+        WB = self.weight_banks
         m.submodules.wmem = wmem = memory.Memory(
-            shape=data.ArrayLayout(signed(cfg.w_width), C), depth=NT * K,
+            shape=data.ArrayLayout(signed(cfg.w_width), C), depth=WB * NT * K,
             init=self._weights or [])
         w_wr = wmem.write_port()
         w_rd = wmem.read_port()
@@ -118,14 +133,25 @@ class Gemm(wiring.Component):
         loading = Signal()       # between the first and the end beat of a weight load
         running = Signal()       # inside a token tile
         flushing = Signal()
-        m.d.comb += [
-            self.weight.ready.eq(~running & ~flushing),
-            w_wr.addr.eq(wl_nt * K + wl_k),
-            w_wr.data.eq(self.weight.payload.data),
-        ]
+        # two banks: the bank the next load fills, the bank the array computes with, and
+        # which banks hold a complete load not yet used up by its tensor
+        wl_bank, f_wbank, w_ready = Signal(), Signal(), Signal(2)
+        if WB == 1:
+            m.d.comb += [self.weight.ready.eq(~running & ~flushing),
+                         w_wr.addr.eq(wl_nt * K + wl_k)]
+        else:
+            m.d.comb += [self.weight.ready.eq(~w_ready.bit_select(wl_bank, 1)),
+                         w_wr.addr.eq(wl_bank * (NT * K) + wl_nt * K + wl_k)]
+        m.d.comb += w_wr.data.eq(self.weight.payload.data)
         with m.If(self.weight.valid & self.weight.ready):
             m.d.comb += w_wr.en.eq(1)
             m.d.sync += loading.eq(~self.weight.payload.end)
+            if WB == 2:
+                with m.If(self.weight.payload.end):
+                    m.d.sync += wl_bank.eq(~wl_bank)
+                    for b in range(2):
+                        with m.If(wl_bank == b):
+                            m.d.sync += w_ready[b].eq(1)
             with m.If(self.weight.payload.end):
                 m.d.sync += [wl_k.eq(0), wl_nt.eq(0)]
             with m.Elif(wl_nt == NT - 1):
@@ -171,7 +197,10 @@ class Gemm(wiring.Component):
         cur_full = bank_full.bit_select(f_bank, 1)
         cur_end = bank_end.bit_select(f_bank, 1)
         cur_last = Mux(f_bank, bank_last[1], bank_last[0])
-        start_ok = cur_full & ~loading & ~self.weight.valid
+        if WB == 1:
+            start_ok = cur_full & ~loading & ~self.weight.valid
+        else:
+            start_ok = cur_full & w_ready.bit_select(f_wbank, 1)
         active = running | flushing | start_ok
         # `go` decides a step from registered state only (two LUT levels) and drives the few
         # registers of the control: the feeder, the memory reads and the readout schedule. The
@@ -184,7 +213,8 @@ class Gemm(wiring.Component):
 
         m.d.comb += [
             a_rd.addr.eq(f_bank * KB + f_beat), a_rd.en.eq(go),
-            w_rd.addr.eq(f_wbase + f_k), w_rd.en.eq(go),
+            w_rd.addr.eq((f_wbank * (NT * K) if WB == 2 else 0) + f_wbase + f_k),
+            w_rd.en.eq(go),
         ]
         with m.If(go):
             with m.If(flushing):
@@ -197,6 +227,13 @@ class Gemm(wiring.Component):
                     with m.If(f_nt == NT - 1):
                         m.d.sync += [f_nt.eq(0), f_wbase.eq(0), running.eq(0),
                                      f_bank.eq(~f_bank), flushing.eq(cur_end)]
+                        if WB == 2:
+                            # the tensor's last step: its bank is free for the next load
+                            with m.If(cur_end):
+                                m.d.sync += f_wbank.eq(~f_wbank)
+                                for b in range(2):
+                                    with m.If(f_wbank == b):
+                                        m.d.sync += w_ready[b].eq(0)
                         for b in range(2):
                             with m.If(f_bank == b):
                                 m.d.sync += bank_full[b].eq(0)

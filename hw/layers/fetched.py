@@ -157,11 +157,17 @@ class FetchedLinear(wiring.Component):
     ``perf.pipeline.fetched_linear`` gives the cycles of a run.
     """
 
-    def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig):
+    def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig, *, weight_banks=1):
         self._MustUse__silence = True
         check_fetched(cfg, name, reader)
+        if weight_banks not in (1, 2):
+            raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
+        if weight_banks == 2 and cfg.engine != "gemm":
+            raise ConfigError(f"engine={cfg.engine!r} has one weight bank; allowed: "
+                              "weight_banks=2 with engine='gemm'")
         self._MustUse__silence = False
         self.cfg, self.name, self.reader = cfg, name, reader
+        self.weight_banks = weight_banks
         st = cfg.description[name]
         req = cfg.requant(name)
         members = {
@@ -181,8 +187,9 @@ class FetchedLinear(wiring.Component):
         g = cfg.linear(name)
         m = Module()
         m.submodules.reader = reader = AxiReader(rcfg)
-        cls = Gemv if cfg.engine == "gemv" else Gemm
-        m.submodules[cfg.engine] = engine = cls(g)
+        banked = self.weight_banks == 2
+        m.submodules[cfg.engine] = engine = (Gemv(g) if cfg.engine == "gemv"
+                                             else Gemm(g, weight_banks=self.weight_banks))
         m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
         m.submodules.requant = req = Requant(cfg.requant(name), load=True)
         m.submodules.words = words = _Words(g.cols, cfg.lanes)
@@ -190,19 +197,25 @@ class FetchedLinear(wiring.Component):
         m.d.comb += self.error.eq(reader.error)
 
         # ---- the run's state -------------------------------------------------------------
-        busy = Signal()              # a command taken, its last output not yet out
+        busy = Signal()              # one bank: a command taken, its last output not yet out
         base = Signal(rcfg.addr_width)
-        issued = Signal(range(len(SECTIONS) + 1))     # reader commands taken this run
+        # reader commands of the newest run taken (none pending at reset)
+        issued = Signal(range(len(SECTIONS) + 1), init=len(SECTIONS))
         section = Signal(range(len(SECTIONS)))        # what the reader's output carries
-        w_started = Signal()         # the run's first weight beat is in the engine
-        act_done = Signal()          # the run's last activation beat is in
-        loaded = Signal()            # the re-quantiser's load is complete
+        w_started = Signal()         # one bank: the run's first weight beat is in the engine
+        act_done = Signal()          # one bank: the run's last activation beat is in
+        # the re-quantiser holds the numbers of the tensor now passing through it: set by a
+        # load's last beat, cleared by the tensor's last beat into it (loads and tensors
+        # alternate, so a load never overtakes the previous tensor's results)
+        loaded = Signal()
         load_at = Signal(range(req.cfg.load_beats))
 
-        m.d.comb += self.cmd.ready.eq(~busy)
+        # One bank: a run at a time. Two: the next command as soon as the reader has taken
+        # this run's commands (its weights then fill the other bank while this run computes).
+        m.d.comb += self.cmd.ready.eq(issued == len(SECTIONS) if banked else ~busy)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [busy.eq(1), base.eq(self.cmd.payload.addr), issued.eq(0),
-                         section.eq(0), w_started.eq(0), act_done.eq(0), loaded.eq(0)]
+                         w_started.eq(0), act_done.eq(0)]
 
         # ---- reader commands: the four sections, back to back ----------------------------
         cmds = fetch_commands(cfg, name, 0)
@@ -212,7 +225,7 @@ class FetchedLinear(wiring.Component):
             for k, (off, n) in enumerate(cmds):
                 with m.Case(k):
                     m.d.comb += [offset.eq(off), nbytes.eq(n)]
-        m.d.comb += [reader.i.valid.eq(busy & (issued != len(SECTIONS))),
+        m.d.comb += [reader.i.valid.eq(issued != len(SECTIONS)),
                      reader.i.payload.addr.eq(base + offset),
                      reader.i.payload.bytes.eq(nbytes)]
         with m.If(reader.i.valid & reader.i.ready):
@@ -234,7 +247,9 @@ class FetchedLinear(wiring.Component):
                 m.d.sync += section.eq(section + 1)
             with m.If(to_engine):
                 m.d.sync += w_started.eq(1)
-        wiring.connect(m, words.o, req.load)
+        m.d.comb += [req.load.payload.eq(words.o.payload),
+                     req.load.valid.eq(words.o.valid & ~loaded),
+                     words.o.ready.eq(req.load.ready & ~loaded)]
         with m.If(req.load.valid & req.load.ready):
             with m.If(load_at == req.cfg.load_beats - 1):
                 m.d.sync += [load_at.eq(0), loaded.eq(1)]
@@ -242,7 +257,10 @@ class FetchedLinear(wiring.Component):
                 m.d.sync += load_at.eq(load_at + 1)
 
         # ---- activations in (once the weights have begun), results out (once loaded) ------
-        act_open = busy & w_started & ~act_done
+        # one bank: the activations wait for the run's weights to begin (the engine then
+        # holds its first tile until they are all in); two: the engine pairs each tensor
+        # with its own bank's load
+        act_open = 1 if banked else busy & w_started & ~act_done
         m.d.comb += [engine.act.payload.eq(self.act.payload),
                      engine.act.valid.eq(self.act.valid & act_open),
                      self.act.ready.eq(engine.act.ready & act_open)]
@@ -252,6 +270,8 @@ class FetchedLinear(wiring.Component):
         acc = req.acc
         m.d.comb += [acc.payload.eq(gear.o.payload), acc.valid.eq(gear.o.valid & loaded),
                      gear.o.ready.eq(acc.ready & loaded)]
+        with m.If(acc.valid & acc.ready & acc.payload.last & acc.payload.end):
+            m.d.sync += loaded.eq(0)
         if req.cfg.row_exponent:
             wiring.connect(m, wiring.flipped(self.e), req.e)
         wiring.connect(m, req.o, wiring.flipped(self.o))

@@ -132,6 +132,7 @@ def run(comp, memory, runs, *, latency, stall=0.0, seed=0, max_cycles=20_000,
         check_framing(last, end, -(-n // cfg.lanes))
         outs.append(rows)
     cycles = [e - s + 1 for s, e in zip(result["start"], result["end"], strict=True)]
+    run.span = result["end"][-1] - result["start"][0] + 1     # all runs, first command on
     return outs, cycles
 
 
@@ -151,15 +152,17 @@ def golden(cfg, w, name, x):
     return requant_bitexact(cfg.requant(name), linear_acc(cfg, w, name, x))
 
 
-@pytest.mark.parametrize("name, par", [("q", PAR), ("f1", PAR), ("f1", GEMV)],
-                         ids=["q", "f1", "f1-gemv"])
-def test_two_weight_sets_one_build_random_stalls(name, par, rng):
+@pytest.mark.parametrize("name, par, banks", [("q", PAR, 1), ("f1", PAR, 1), ("f1", GEMV, 1),
+                                              ("q", PAR, 2), ("f1", PAR, 2)],
+                         ids=["q", "f1", "f1-gemv", "q-2banks", "f1-2banks"])
+def test_two_weight_sets_one_build_random_stalls(name, par, banks, rng):
     (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
     k = cfg_a.linear(name).k
-    xs = [rng.integers(-128, 128, (rows, k)) for rows in (5, 2, 4)]
-    # the build's initial numbers are set a's; run b, a, b so that each run needs its load
-    sets = [(BASES[1], cfg_b, w_b), (BASES[0], cfg_a, w_a), (BASES[1], cfg_b, w_b)]
-    comp = FetchedLinear(cfg_a, name, reader_for(cfg_a, name))
+    xs = [rng.integers(-128, 128, (rows, k)) for rows in (5, 2, 4, 1, 3)]
+    # the build's initial numbers are set a's; run b first so that each run needs its load
+    sets = [(BASES[1], cfg_b, w_b), (BASES[0], cfg_a, w_a), (BASES[1], cfg_b, w_b),
+            (BASES[1], cfg_b, w_b), (BASES[0], cfg_a, w_a)]
+    comp = FetchedLinear(cfg_a, name, reader_for(cfg_a, name), weight_banks=banks)
     outs, _ = run(comp, memory, [(b, x) for (b, _, _), x in zip(sets, xs, strict=True)],
                   latency=(3, 30), stall=0.3, seed=int(rng.integers(1 << 30)))
     for (_, c, w), x, got in zip(sets, xs, outs, strict=True):
