@@ -332,7 +332,7 @@ def linear(a, cfg, lanes, trace=None, name=None, start_at=NEVER):
     return gearbox(taken, cfg.cols, lanes)
 
 
-def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None):
+def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None, weight_banks=1):
     """:class:`~llmloom.hw.layers.fetched.FetchedLinear` (stage ``name`` of ``cfg``, the
     :class:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig` ``reader``, its image at ``base``)
     on one run: the command taken at cycle 0, activation beats offered at ``a``, a memory of
@@ -345,14 +345,16 @@ def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None):
     re-quantiser's load. Overlaps: activations are taken from the cycle after the first
     weight beat (the first such beat leaves ``ISSUE + latency + 1`` cycles after the reader's
     command), the engine starts the cycle after the last weight beat, and results enter the
-    re-quantiser from the second cycle after the shift's beat left the reader."""
+    re-quantiser from the second cycle after the shift's beat left the reader (with two
+    weight banks the constants pass a queue: :data:`QUEUE_LATENCY` more). For a stream of
+    runs with two banks see :func:`llmloom.perf.cycles.fetched_linear_span`."""
     from ..hw.layers.fetched import fetch_commands
 
     r0 = 1
     tl = reader.timeline(fetch_commands(cfg, name, base), latency)
     first_weight = r0 + reader.ISSUE + latency + 1
     weights_in = r0 + tl[0][1]
-    loaded = r0 + tl[-1][1] + 2
+    loaded = r0 + tl[-1][1] + 2 + (QUEUE_LATENCY if weight_banks == 2 else 0)
     a = np.maximum(np.asarray(a, dtype=np.int64), first_weight + 1)
     g = linear(a, cfg.linear(name), cfg.lanes, trace=trace, name=name, start_at=weights_in + 1)
     return eltwise(np.maximum(g, loaded), cfg.requant(name).latency, trace,

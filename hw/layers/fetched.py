@@ -19,7 +19,7 @@ from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
 from ..config import ConfigError
-from ..stream import Gearbox, row_layout
+from ..stream import Gearbox, Queue, row_layout
 from .common import check_layer_shape
 from .config import LayerConfig
 from .weights_image import image_layout
@@ -124,16 +124,20 @@ class FetchedLinear(wiring.Component):
         The linear stage (``q``, ``f1``...).
     reader : AxiReaderConfig
         ``data_width = 8·cols`` of the stage's engine (:func:`check_fetched`).
+    weight_banks : 1 or 2
+        2: double-buffered weights (the GEMM engine only); see below.
 
     Members
     -------
     cmd : In(stream.Signature(StructLayout({"addr": addr_width})))
         "Run the stage with the weight image at byte ``addr``" (a layer image's base, aligned
-        to :data:`~.weights_image.ALIGN`): one beat per activation tensor, taken when the
-        stage is idle (the previous run's last output beat has left).
+        to :data:`~.weights_image.ALIGN`): one beat per activation tensor, in the order the
+        tensors come on ``act``; taken when the stage is idle (one bank: the previous run's
+        last output beat has left) or once the reader has the previous run's commands (two).
     act : In(stream.Signature(row_layout(signed(a_width), lanes)))
-        The run's activation rows (``end`` on the tensor's last beat, as :class:`Linear`'s
-        ``i``), taken from the cycle after the run's first weight beat reached the engine.
+        The runs' activation rows, a tensor per command (``end`` on its last beat, as
+        :class:`Linear`'s ``i``); one bank: taken from the cycle after the run's first weight
+        beat reached the engine.
     e : In(...)
         Row exponents, as :class:`Linear`'s (only where the stage's input carries them).
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
@@ -147,14 +151,26 @@ class FetchedLinear(wiring.Component):
     weights, scales, bias, shift) are offered back to back, so the constants' bursts go out
     while the weights still stream. The weight beats go straight into the engine's
     ``weight`` stream; the constants' bytes become int32 beats (``_Words``) into the
-    re-quantiser's ``load``. What overlaps: the activations fill the engine's input banks
-    while the weights stream in (the engine starts its first tile only once its load is
-    complete, by its own rule), and the constants' fetch overlaps the weights' tail and the
-    engine's first tiles (results wait at the re-quantiser's input until its load is in).
-    What does not: set l+1's weights are not fetched while set l computes — the engine's
-    weight memory is single-buffered, so the next command waits for the run's last output
-    (double-buffering the weight memory would hide the fetch behind the compute; not built).
-    ``perf.pipeline.fetched_linear`` gives the cycles of a run.
+    re-quantiser's ``load``, which takes them once the previous tensor has left it; the
+    tensor's results wait at its input until they are in.
+
+    What overlaps, with one weight bank (``weight_banks=1``, any engine): the activations
+    fill the engine's input banks while the weights stream in (from the cycle after the first
+    weight beat; the engine starts its first tile once its load is complete, by its own
+    rule), and the constants' fetch overlaps the weights' tail and the engine's first tiles.
+    Runs do not overlap: the next command is taken once this run's last output beat has
+    left, so each run pays its whole fetch.
+
+    With two (``weight_banks=2``, the GEMM: :class:`~llmloom.hw.blocks.gemm.Gemm` with two
+    weight banks, twice the weight memory): double buffering. The next command is taken as
+    soon as the reader has taken this run's four, so run l+1's weights stream into the other
+    bank while run l computes, and its constants wait in a queue of ``load_beats`` beats
+    until run l's tensor has left the re-quantiser; the engine pairs each tensor with its own
+    bank's load. What stays serial: the re-quantiser's one set of numbers (its load, about
+    ``2·n/lanes`` cycles, falls between two tensors' results), and a run's weights wait for
+    the bank of run l−1 to be free (its tensor's last step). Timing:
+    ``perf.cycles.fetched_linear_cycles`` (a run alone, exact) and
+    ``perf.cycles.fetched_linear_span`` (a stream of runs).
     """
 
     def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig, *, weight_banks=1):
@@ -247,9 +263,16 @@ class FetchedLinear(wiring.Component):
                 m.d.sync += section.eq(section + 1)
             with m.If(to_engine):
                 m.d.sync += w_started.eq(1)
-        m.d.comb += [req.load.payload.eq(words.o.payload),
-                     req.load.valid.eq(words.o.valid & ~loaded),
-                     words.o.ready.eq(req.load.ready & ~loaded)]
+        consts = words.o
+        if banked:
+            # Two banks: the next run's numbers wait here while the re-quantiser finishes
+            # this run's tensor, so that the reader goes on to the run after's weights.
+            m.submodules.consts = queue = Queue(words.o.payload.shape(), req.cfg.load_beats)
+            wiring.connect(m, words.o, queue.i)
+            consts = queue.o
+        m.d.comb += [req.load.payload.eq(consts.payload),
+                     req.load.valid.eq(consts.valid & ~loaded),
+                     consts.ready.eq(req.load.ready & ~loaded)]
         with m.If(req.load.valid & req.load.ready):
             with m.If(load_at == req.cfg.load_beats - 1):
                 m.d.sync += [load_at.eq(0), loaded.eq(1)]
