@@ -213,7 +213,7 @@ class Gemm(wiring.Component):
 
         m.d.comb += [
             a_rd.addr.eq(f_bank * KB + f_beat), a_rd.en.eq(go),
-            w_rd.addr.eq((f_wbank * (NT * K) if WB == 2 else 0) + f_wbase + f_k),
+            w_rd.addr.eq(f_wbase + f_k if WB == 1 else f_wbank * (NT * K) + f_wbase + f_k),
             w_rd.en.eq(go),
         ]
         with m.If(go):

@@ -63,7 +63,7 @@ import math
 import numbers
 import types
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -565,7 +565,6 @@ class Requant(wiring.Component):
         advs = pipeline_advance(valids, self.o.ready)
         beat = None
         # `hold`: no accumulator beat enters while a load is offered or under way
-        hold = Const(0, 1)
         if load:
             load_at = Signal(range(cfg.load_beats), name="load_at")    # the next load beat
             hold = (load_at != 0) | self.load.valid
@@ -593,16 +592,22 @@ class Requant(wiring.Component):
             first = Signal(name="first")
             held = Signal(unsigned(cfg.e_width), name="e_held")
             in_ok = Signal(name="in_ok")
-            m.d.comb += [first.eq(beat == 0), in_ok.eq((~first | self.e.valid) & ~hold),
-                         inp.ready.eq(advs[0] & in_ok),
-                         self.e.ready.eq(advs[0] & inp.valid & first & ~hold)]
+            ok = ~first | self.e.valid
+            e_ready = advs[0] & inp.valid & first
+            if load:
+                ok, e_ready = ok & ~hold, e_ready & ~hold
+            m.d.comb += [first.eq(beat == 0), in_ok.eq(ok), inp.ready.eq(advs[0] & in_ok),
+                         self.e.ready.eq(e_ready)]
             with m.If(self.e.valid & self.e.ready):
                 m.d.sync += held.eq(self.e.payload.data[0])
             exp = Mux(first, self.e.payload.data[0], held)
             in_valid = inp.valid & in_ok
-        else:
+        elif load:
             m.d.comb += inp.ready.eq(advs[0] & ~hold)
             in_valid, exp = inp.valid & ~hold, None
+        else:
+            m.d.comb += inp.ready.eq(advs[0])
+            in_valid, exp = inp.valid, None
         # Each stage: (valid, advance, last, end) with the previous stage's signals as source.
         frame = [(in_valid, inp.payload.last, inp.payload.end)]
         for k, (valid, adv) in enumerate(zip(valids, advs, strict=True)):
