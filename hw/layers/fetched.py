@@ -20,7 +20,6 @@ from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
 from ..config import ConfigError
 from ..stream import Gearbox, Queue, row_layout
-from .common import check_layer_shape
 from .config import LayerConfig
 from .weights_image import image_layout
 
@@ -32,9 +31,10 @@ SECTIONS = ("weights", "scales", "bias", "shift")
 
 def check_fetched(cfg, name, reader):
     """:class:`ConfigError` unless stage ``name`` of ``cfg`` can fetch its numbers through
-    ``reader``: int8 weights, the layer RTL's shape rules, a bus of exactly the engine's
-    ``cols`` bytes (a reader beat is a ``weight`` beat) and no more int32 per bus word than
-    the stream ``lanes`` (a bus word of constants widens into the re-quantiser's beats)."""
+    ``reader``: int8 weights, the layer RTL's shape rules for the stage, a bus of exactly
+    the engine's ``cols`` bytes (a reader beat is a ``weight`` beat), and the int32 per bus
+    word and ``lanes`` one a multiple of the other (a bus word of constants widens or
+    narrows into the re-quantiser's beats)."""
     if not isinstance(cfg, LayerConfig):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(reader, AxiReaderConfig):
@@ -42,16 +42,20 @@ def check_fetched(cfg, name, reader):
     if cfg.weight_bits != 8:
         raise ConfigError(f"weight_bits={cfg.weight_bits}: a fetched stage loads int8 weights; "
                           "allowed: 8")
-    check_layer_shape(cfg)
-    cols = cfg.linear(name).cols
+    g = cfg.linear(name)
+    cols = g.cols
+    # the layer RTL's rules for this stage (its gearbox carries no padding lanes)
+    if g.n % cols or max(cols, cfg.lanes) % min(cols, cfg.lanes):
+        raise ConfigError(f"{name}: cols={cols} with n={g.n} and lanes={cfg.lanes}; allowed: "
+                          "a divisor of n, and a multiple or divisor of lanes")
     if reader.lanes != cols:
         raise ConfigError(f"{name}: reader data_width={reader.data_width} gives {reader.lanes}"
                           f"-byte beats; the engine's weight beats are cols={cols} bytes; "
                           f"allowed: data_width={8 * cols}")
-    if reader.lanes // 4 > cfg.lanes:
-        raise ConfigError(f"{name}: a {reader.data_width}-bit bus word holds "
-                          f"{reader.lanes // 4} int32, more than lanes={cfg.lanes}; allowed: "
-                          f"data_width <= {32 * cfg.lanes} (narrowing is not built yet)")
+    per = reader.lanes // 4
+    if max(per, cfg.lanes) % max(1, min(per, cfg.lanes)):
+        raise ConfigError(f"{name}: a {reader.data_width}-bit bus word holds {per} int32 and "
+                          f"a beat lanes={cfg.lanes}; allowed: one a multiple of the other")
     last = max(s.end for s in image_layout(cfg))
     if last > reader.max_bytes or last >= 1 << reader.addr_width:
         raise ConfigError(f"the image is {last} bytes; reader max_bytes={reader.max_bytes}; "
@@ -68,19 +72,28 @@ def fetch_commands(cfg, name, base):
 
 class _Words(wiring.Component):
     """Bytes from the reader (``cols`` lanes of int8, ``last`` on a command's last beat) into
-    int32 beats of ``lanes`` lanes, little-endian, for the re-quantiser's ``load``: ``r =
-    lanes·4/cols`` reader beats make one output beat, the last of a command's beats emitted
-    early (zero-padded) on its ``last``. One register stage; takes a beat whenever its output
-    register is empty or being taken."""
+    int32 beats of ``lanes`` lanes, little-endian, for the re-quantiser's ``load``.
 
-    def __init__(self, cols, lanes):
+    Widening (``per = cols/4`` int32 a reader beat, at most ``lanes``): ``lanes/per`` reader
+    beats make one output beat, a command's last one emitted early (zero-padded) on its
+    ``last``; one register stage, a beat taken whenever the output register is empty or being
+    taken. Narrowing (``per > lanes``): a reader beat is held and leaves as ``per/lanes``
+    beats, one a cycle, the input waiting meanwhile; ``count`` (sampled with a command's first
+    beat) gives the beats the command must make, and those past it (the zero padding of its
+    last reader beat) are dropped."""
+
+    def __init__(self, cols, lanes, max_count):
         self._cols, self._lanes = cols, lanes
         super().__init__({"i": In(stream.Signature(row_layout(signed(8), cols))),
+                          "count": In(range(max_count + 1)),
                           "o": Out(stream.Signature(row_layout(signed(32), lanes)))})
 
     def elaborate(self, platform):
         m = Module()
         per = self._cols // 4                      # int32 per reader beat
+        incoming = self.i.payload.data.as_value()
+        if per > self._lanes:
+            return self._narrow(m, per // self._lanes, incoming)
         r = self._lanes // per
         fill = Signal(range(max(r, 2)))
         word = Signal(32 * self._lanes)
@@ -88,7 +101,6 @@ class _Words(wiring.Component):
         m.d.comb += self.i.ready.eq(advance)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        incoming = self.i.payload.data.as_value()
         with m.If(self.i.valid & self.i.ready):
             done = (fill == r - 1) | self.i.payload.last
             # this beat's int32s go to lanes fill·per ..; earlier parts are kept, later zeroed
@@ -104,6 +116,33 @@ class _Words(wiring.Component):
                              word.eq(0), fill.eq(0)]
             with m.Else():
                 m.d.sync += [word.eq(new), fill.eq(fill + 1)]
+        return m
+
+    def _narrow(self, m, r, incoming):
+        width = 32 * self._lanes
+        buf = Signal(len(incoming))
+        have, fresh = Signal(), Signal(init=1)
+        sub, nsub = Signal(range(r)), Signal(range(r + 1))
+        left = Signal.like(self.count)
+        buf_last, buf_end = Signal(), Signal()
+        final = sub == nsub - 1
+        m.d.comb += [
+            self.o.valid.eq(have),
+            self.o.payload.data.as_value().eq(buf.word_select(sub, width)),
+            self.o.payload.last.eq(final & buf_last),
+            self.o.payload.end.eq(final & buf_end),
+            self.i.ready.eq(~have | (self.o.ready & final)),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [sub.eq(sub + 1)]
+            with m.If(final):
+                m.d.sync += [have.eq(0), sub.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            need = Mux(fresh, self.count, left)
+            n = Mux(need > r, r, need)
+            m.d.sync += [buf.eq(incoming), have.eq(n != 0), sub.eq(0), nsub.eq(n),
+                         left.eq(need - n), fresh.eq(self.i.payload.last),
+                         buf_last.eq(self.i.payload.last), buf_end.eq(self.i.payload.end)]
         return m
 
 
@@ -150,7 +189,8 @@ class FetchedLinear(wiring.Component):
     A run: the command is registered; then four reader commands (:func:`fetch_commands`:
     weights, scales, bias, shift) are offered back to back, so the constants' bursts go out
     while the weights still stream. The weight beats go straight into the engine's
-    ``weight`` stream; the constants' bytes become int32 beats (``_Words``) into the
+    ``weight`` stream; the constants' bytes become int32 beats (``_Words``: a bus word
+    of more int32 than ``lanes`` leaves as several beats, holding the reader meanwhile) into the
     re-quantiser's ``load``, which takes them once the previous tensor has left it; the
     tensor's results wait at its input until they are in.
 
@@ -208,7 +248,8 @@ class FetchedLinear(wiring.Component):
                                              else Gemm(g, weight_banks=self.weight_banks))
         m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
         m.submodules.requant = req = Requant(cfg.requant(name), load=True)
-        m.submodules.words = words = _Words(g.cols, cfg.lanes)
+        rq = req.cfg
+        m.submodules.words = words = _Words(g.cols, cfg.lanes, rq.beats)
         wiring.connect(m, wiring.flipped(self.axi), reader.axi)
         m.d.comb += self.error.eq(reader.error)
 
@@ -255,6 +296,7 @@ class FetchedLinear(wiring.Component):
             engine.weight.payload.end.eq(reader.o.payload.end),
             engine.weight.valid.eq(reader.o.valid & to_engine),
             words.i.payload.eq(reader.o.payload),
+            words.count.eq(Mux(section == len(SECTIONS) - 1, 1, rq.beats)),
             words.i.valid.eq(reader.o.valid & ~to_engine),
             reader.o.ready.eq(Mux(to_engine, engine.weight.ready, words.i.ready)),
         ]

@@ -29,6 +29,9 @@ PAR = dict(lanes=2, linear_rows=3, linear_cols=4, ffn_rows=3, ffn_cols=8, qk_row
            qk_cols=4, pv_rows=2, pv_cols=4)
 #: the decode GEMV instead (its rows a multiple of the lanes)
 GEMV = dict(PAR, engine="gemv", linear_rows=4, ffn_rows=4)
+#: bus words wider than the stream's lanes of int32 (f1 on 16 columns: 128-bit words of 4
+#: int32, beats of 2; q on 8: as many as the lanes)
+NARROW = dict(PAR, linear_cols=8, ffn_cols=16)
 BASES = (0, 0x1040)          # the second image across a 4 KB boundary from the first
 
 
@@ -153,8 +156,10 @@ def golden(cfg, w, name, x):
 
 
 @pytest.mark.parametrize("name, par, banks", [("q", PAR, 1), ("f1", PAR, 1), ("f1", GEMV, 1),
-                                              ("q", PAR, 2), ("f1", PAR, 2)],
-                         ids=["q", "f1", "f1-gemv", "q-2banks", "f1-2banks"])
+                                              ("q", PAR, 2), ("f1", PAR, 2), ("f1", NARROW, 1),
+                                              ("q", NARROW, 2), ("f1", NARROW, 2)],
+                         ids=["q", "f1", "f1-gemv", "q-2banks", "f1-2banks", "f1-narrow",
+                              "q-8cols-2banks", "f1-narrow-2banks"])
 def test_two_weight_sets_one_build_random_stalls(name, par, banks, rng):
     (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
     k = cfg_a.linear(name).k
