@@ -344,7 +344,8 @@ def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None, weight_ban
     leaves the reader, the constants' one cycle later (``_Words``' register) into the
     re-quantiser's load. Overlaps: activations are taken from the cycle after the first
     weight beat (the first such beat leaves ``ISSUE + latency + 1`` cycles after the reader's
-    command), the engine starts the cycle after the last weight beat, and results enter the
+    command; with two weight banks from the start: the engine pairs tensors with loads),
+    the engine starts the cycle after the last weight beat, and results enter the
     re-quantiser from the second cycle after the shift's beat left the reader (with two
     weight banks the constants pass a queue: :data:`QUEUE_LATENCY` more). For a stream of
     runs with two banks see :func:`llmloom.perf.cycles.fetched_linear_span`."""
@@ -355,7 +356,9 @@ def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None, weight_ban
     first_weight = r0 + reader.ISSUE + latency + 1
     weights_in = r0 + tl[0][1]
     loaded = r0 + tl[-1][1] + 2 + (QUEUE_LATENCY if weight_banks == 2 else 0)
-    a = np.maximum(np.asarray(a, dtype=np.int64), first_weight + 1)
+    a = np.asarray(a, dtype=np.int64)
+    if weight_banks == 1:
+        a = np.maximum(a, first_weight + 1)
     g = linear(a, cfg.linear(name), cfg.lanes, trace=trace, name=name, start_at=weights_in + 1)
     return eltwise(np.maximum(g, loaded), cfg.requant(name).latency, trace,
                    f"{name}.requant" if name else None)

@@ -195,8 +195,9 @@ def test_results_wait_for_late_constants(rng):
 
 
 @pytest.mark.parametrize("name, rows, latency, par", [("q", 5, 12, PAR), ("f1", 1, 40, PAR),
-                                                      ("f1", 7, 5, PAR), ("q", 3, 9, GEMV)],
-                         ids=["q", "f1-one-row", "f1", "q-gemv"])
+                                                      ("f1", 7, 5, PAR), ("q", 3, 9, GEMV),
+                                                      ("f1", 3, 10, NARROW)],
+                         ids=["q", "f1-one-row", "f1", "q-gemv", "f1-narrow"])
 def test_cycles_are_the_models(name, rows, latency, par, rng):
     (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
     reader = reader_for(cfg_a, name)
@@ -210,13 +211,19 @@ def test_cycles_are_the_models(name, rows, latency, par, rng):
     assert cycles == want
 
 
-@pytest.mark.parametrize("name, rows, latency", [("q", 3, 20), ("f1", 9, 20), ("q", 1, 60)],
-                         ids=["fetch-bound", "stage-bound", "long-latency"])
-def test_double_buffered_stream_overlaps_fetch_and_compute(name, rows, latency, rng):
+@pytest.mark.parametrize("name, rows, latency, par, tol", [
+    ("q", 3, 20, PAR, 0), ("f1", 9, 20, PAR, 0), ("q", 1, 60, PAR, 0), ("f1", 6, 4, NARROW, 0),
+    # fetch-bound with bus words narrowed into the load: the reader waits while a word leaves
+    # as several beats, which its timeline (the model's fetch term) does not count
+    ("f1", 1, 30, NARROW, 0.03)],
+    ids=["fetch-bound", "stage-bound", "long-latency", "narrow-stage-bound",
+         "narrow-fetch-bound"])
+def test_double_buffered_stream_overlaps_fetch_and_compute(name, rows, latency, par, tol,
+                                                           rng):
     """Six runs, the two sets in turn: with two weight banks each run's fetch overlaps the
     previous run's compute, and the stream takes the perf model's cycles, as it does (run
     after run) with one bank."""
-    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
     reader = reader_for(cfg_a, name)
     x = rng.integers(-128, 128, (rows, cfg_a.linear(name).k))
     runs = [(BASES[j % 2], x) for j in range(6)]
@@ -229,8 +236,11 @@ def test_double_buffered_stream_overlaps_fetch_and_compute(name, rows, latency, 
             c, w = ((cfg_a, w_a), (cfg_b, w_b))[j % 2]
             np.testing.assert_array_equal(got, golden(c, w, name, x))
         span[banks] = run.span
-        assert span[banks] == fetched_linear_span(cfg_a, name, reader, latency, rows, bases,
-                                                  banks)
+        want = fetched_linear_span(cfg_a, name, reader, latency, rows, bases, banks)
+        if banks == 1 or not tol:
+            assert span[banks] == want
+        else:
+            assert abs(span[banks] - want) <= tol * want, (span[banks], want)
     assert span[2] < span[1]
 
 
