@@ -53,8 +53,14 @@ def run(comp, memory, runs, *, latency, stall=0.0, seed=0, max_cycles=20_000,
     out_layout = comp.o.payload.shape()
     n = cfg.linear(name).n
     act_words = []
-    for _, x in runs:
+    for _, x, *_ in runs:
         act_words.append(pack_rows(lanes_in, x))
+    # row exponents (a stage whose input carries them): all runs' in turn, one beat a row
+    e_words = []
+    if hasattr(comp, "e"):
+        e_layout = comp.e.payload.shape()
+        for _, _, e in runs:
+            e_words += pack_rows(e_layout, np.asarray(e)[:, None])
     bus = comp.reader.lanes
     mem = bytes(memory)
     result = {"words": [[] for _ in runs], "start": [], "end": []}
@@ -80,6 +86,11 @@ def run(comp, memory, runs, *, latency, stall=0.0, seed=0, max_cycles=20_000,
             ctx.set(comp.act.valid, int(offer))
             if offer:
                 ctx.set(Value.cast(comp.act.payload), act_words[act_run][act_at])
+            e_offer = bool(e_words) and rng.random() >= stall
+            if e_words:
+                ctx.set(comp.e.valid, int(e_offer))
+                if e_offer:
+                    ctx.set(Value.cast(comp.e.payload), e_words[0])
             ctx.set(comp.o.ready, int(rng.random() >= stall))
             # AXI slave: AR
             ctx.set(axi.arready, int(rng.random() >= stall))
@@ -101,6 +112,8 @@ def run(comp, memory, runs, *, latency, stall=0.0, seed=0, max_cycles=20_000,
                 act_at += 1
                 if act_at == len(act_words[act_run]):
                     act_run, act_at = act_run + 1, 0
+            if e_offer and ctx.get(comp.e.ready):
+                e_words.pop(0)
             if ctx.get(axi.arvalid) and ctx.get(axi.arready):
                 lo, hi = latency
                 assert ctx.get(axi.arsize) == (bus - 1).bit_length()
@@ -176,6 +189,29 @@ def test_two_weight_sets_one_build_random_stalls(name, par, banks, rng):
     assert not np.array_equal(golden(cfg_a, w_a, name, xs[0]), golden(cfg_b, w_b, name, xs[0]))
 
 
+@pytest.mark.parametrize("name, banks", [("q", 1), ("f2", 2)])
+def test_row_exponents_dynamic_scheme(name, banks, rng):
+    """The dynamic scheme: the stage's input rows carry exponents (``e``), which the loaded
+    re-quantiser undoes (f2: int16 outputs); two sets through one build, random stalls."""
+    par = dict(PAR, scheme="dynamic")
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name, par)
+    rq = cfg_a.requant(name)
+    assert rq.row_exponent
+    comp = FetchedLinear(cfg_a, name, reader_for(cfg_a, name), weight_banks=banks)
+    k = cfg_a.linear(name).k
+    lo = -(1 << (cfg_a.width(cfg_a.description[name].inputs[0]) - 1))
+    runs, want = [], []
+    for base, (c, w), rows in ((BASES[1], (cfg_b, w_b), 3), (BASES[0], (cfg_a, w_a), 4)):
+        x = rng.integers(lo, -lo, (rows, k))
+        e = rng.integers(0, rq.e_max + 1, rows)
+        runs.append((base, x, e))
+        want.append(requant_bitexact(c.requant(name), linear_acc(c, w, name, x), e))
+    outs, _ = run(comp, memory, runs, latency=(3, 20), stall=0.3,
+                  seed=int(rng.integers(1 << 30)))
+    for got, y in zip(outs, want, strict=True):
+        np.testing.assert_array_equal(got, y)
+
+
 def test_results_wait_for_late_constants(rng):
     """The constants' bursts come back long after the engine's results: the results wait at
     the re-quantiser's input (computed with the build's initial numbers, set a's, they would
@@ -203,7 +239,8 @@ def test_cycles_are_the_models(name, rows, latency, par, rng):
     reader = reader_for(cfg_a, name)
     comp = FetchedLinear(cfg_a, name, reader)
     x = rng.integers(-128, 128, (rows, cfg_a.linear(name).k))
-    outs, cycles = run(comp, memory, [(BASES[1], x), (BASES[0], x)], latency=(latency, latency))
+    outs, cycles = run(comp, memory, [(BASES[1], x), (BASES[0], x)],
+                       latency=(latency, latency))
     np.testing.assert_array_equal(outs[0], golden(cfg_b, w_b, name, x))
     np.testing.assert_array_equal(outs[1], golden(cfg_a, w_a, name, x))
     want = [fetched_linear_cycles(cfg_a, name, reader, latency, rows, base) for base in
