@@ -17,6 +17,7 @@ __all__ = ["FetchedRun", "run_fetched_linear"]
 class FetchedRun:
     outputs: list         # per run: the output rows (rows × n)
     cycles: list          # per run: command transfer .. last output beat, inclusive
+    span: int             # first command's transfer .. last run's last output beat, inclusive
     error: int            # the reader's error flag at the end
 
 
@@ -57,4 +58,5 @@ def run_fetched_linear(comp, memory, runs, *, sim="icarus", latency=(8, 8), act_
         rows, last, end = unpack_rows(out_layout, [int(w, 16) for w in words], n)
         check_framing(last, end, -(-n // cfg.lanes))
         outputs.append(rows)
-    return FetchedRun(outputs=outputs, cycles=result["cycles"], error=result["error"])
+    return FetchedRun(outputs=outputs, cycles=result["cycles"], span=result["span"],
+                      error=result["error"])

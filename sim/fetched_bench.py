@@ -98,7 +98,7 @@ async def run_job(dut):
             clocked.cycle += 1
         result = {"words": words, "cycles": [e - s + 1 for s, e in zip(starts, ends,
                                                                         strict=True)],
-                  "error": int(dut.error.value)}
+                  "span": ends[-1] - starts[0] + 1, "error": int(dut.error.value)}
     except Exception as exc:  # reported to the caller, which raises it
         result = {"fail": f"{type(exc).__name__}: {exc}"}
     finally:
