@@ -263,10 +263,8 @@ def fetched_linear_span(cfg, name, reader, latency, rows, bases, weight_banks=1)
     the first run each run adds the longer of (a) its fetch, the reader's time for its four
     commands in the stream of all runs' commands (its bursts overlapping the previous run's
     data), and (b) the stage's own time per tensor: the array's steps (``n_tiles ·
-    tile_steps`` per token tile, then the flush), or the re-quantiser's, if longer — its
-    output beats (``rows · beats``) and its turnaround: the next numbers are loaded once the
-    tensor has left its pipeline (``latency`` cycles) and take ``load_beats`` cycles, the one
-    set of constants being the part not double-buffered. A steady-state
+    tile_steps`` per token tile, then the flush) or its output beats (``rows · beats``),
+    whichever is longer (the re-quantiser's numbers are double-buffered too). A steady-state
     argument rather than a beat-level walk: it equals the RTL's cycles on the fetch-bound and
     stage-bound streams the tests measure (``tests/sim/test_fetched_linear_hdl.py``), but is
     2 % short where the reader waits while a bus word of constants leaves as several load
@@ -281,7 +279,7 @@ def fetched_linear_span(cfg, name, reader, latency, rows, bases, weight_banks=1)
     g, rq = cfg.linear(name), cfg.requant(name)
     tiles = -(-rows // g.rows) if cfg.engine == "gemm" else rows
     steps = tiles * g.n_tiles * g.tile_steps + g.flush_steps
-    stage = max(steps, rows * rq.beats + rq.latency + rq.load_beats)
+    stage = max(steps, rows * rq.beats)
     cmds, fetched = [], []
     for b in bases:
         cmds += fetch_commands(cfg, name, b)

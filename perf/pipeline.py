@@ -346,16 +346,15 @@ def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None, weight_ban
     weight beat (the first such beat leaves ``ISSUE + latency + 1`` cycles after the reader's
     command; with two weight banks from the start: the engine pairs tensors with loads),
     the engine starts the cycle after the last weight beat, and results enter the
-    re-quantiser from the second cycle after the shift's beat left the reader (with two
-    weight banks the constants pass a queue: :data:`QUEUE_LATENCY` more). For a stream of
-    runs with two banks see :func:`llmloom.perf.cycles.fetched_linear_span`."""
+    re-quantiser from the second cycle after the shift's beat left the reader. For a stream
+    of runs with two banks see :func:`llmloom.perf.cycles.fetched_linear_span`."""
     from ..hw.layers.fetched import fetch_commands
 
     r0 = 1
     tl = reader.timeline(fetch_commands(cfg, name, base), latency)
     first_weight = r0 + reader.ISSUE + latency + 1
     weights_in = r0 + tl[0][1]
-    loaded = r0 + tl[-1][1] + 2 + (QUEUE_LATENCY if weight_banks == 2 else 0)
+    loaded = r0 + tl[-1][1] + 2
     a = np.asarray(a, dtype=np.int64)
     if weight_banks == 1:
         a = np.maximum(a, first_weight + 1)

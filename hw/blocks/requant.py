@@ -492,6 +492,10 @@ class Requant(wiring.Component):
     Parameters
     ----------
     cfg : RequantConfig
+    load : bool
+        A ``load`` stream for the calibrated numbers (see ``load`` below).
+    banks : 1 or 2
+        With ``load``: two banks of numbers, double-buffered (see ``load``).
 
     Members
     -------
@@ -515,7 +519,10 @@ class Requant(wiring.Component):
         in the pipeline, and no accumulator beat is taken from the cycle a load beat is
         offered until the load's last beat is in (the engines' ``weight`` rule: a load never
         mixes with results). Until the first load the numbers are the config's (the memories'
-        initial contents).
+        initial contents). With ``banks=2`` the numbers are double-buffered: loads fill two
+        banks in turn and tensors (``end`` on a tensor's last beat) use them in turn, a load
+        taken while its bank is free (its previous tensor's last beat has left ``o``), a
+        tensor's beats while its bank is full; no initial numbers then.
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
         The results in the same order, with ``last`` and ``end`` carried through.
 
@@ -532,10 +539,12 @@ class Requant(wiring.Component):
     ``s − e``; the latency is the same.
     """
 
-    def __init__(self, cfg: RequantConfig, *, load=False):
+    def __init__(self, cfg: RequantConfig, *, load=False, banks=1):
         if not isinstance(cfg, RequantConfig):
             raise TypeError(f"cfg must be a RequantConfig, not {cfg!r}")
-        self.cfg, self._load = cfg, bool(load)
+        if banks not in (1, 2) or (banks == 2 and not load):
+            raise ValueError(f"banks={banks!r}; allowed: 1, or 2 with load=True")
+        self.cfg, self._load, self._banks = cfg, bool(load), banks
         acc = In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))
         ports = {"acc": acc} if cfg.row_exponent or load else {"i": acc}
         if cfg.row_exponent:
@@ -565,15 +574,31 @@ class Requant(wiring.Component):
         advs = pipeline_advance(valids, self.o.ready)
         beat = None
         # `hold`: no accumulator beat enters while a load is offered or under way
+        banked = self._banks == 2
+        ld_bank = rd_bank = full = None
         if load:
             load_at = Signal(range(cfg.load_beats), name="load_at")    # the next load beat
-            hold = (load_at != 0) | self.load.valid
-            empty = ~valids[0]
-            for v in valids[1:]:
-                empty = empty & ~v
-            m.d.comb += self.load.ready.eq(empty)
-            with m.If(self.load.valid & self.load.ready):
+            load_fire = self.load.valid & self.load.ready
+            with m.If(load_fire):
                 m.d.sync += load_at.eq(Mux(load_at == cfg.load_beats - 1, 0, load_at + 1))
+            if banked:
+                # two sets of numbers: loads fill the banks in turn, tensors use them in turn;
+                # a bank is full from its load's last beat until its tensor's last beat leaves
+                ld_bank, rd_bank = Signal(name="ld_bank"), Signal(name="rd_bank")
+                full = Signal(2, name="full")
+                hold = ~full.bit_select(rd_bank, 1)
+                m.d.comb += self.load.ready.eq(~full.bit_select(ld_bank, 1))
+                with m.If(load_fire & (load_at == cfg.load_beats - 1)):
+                    m.d.sync += ld_bank.eq(~ld_bank)
+                    for b in range(2):
+                        with m.If(ld_bank == b):
+                            m.d.sync += full[b].eq(1)
+            else:
+                hold = (load_at != 0) | self.load.valid
+                empty = ~valids[0]
+                for v in valids[1:]:
+                    empty = empty & ~v
+                m.d.comb += self.load.ready.eq(empty)
 
         def beat_counter():
             # the beat's index within the row (``last`` or the count's wrap starts a new row)
@@ -617,6 +642,22 @@ class Requant(wiring.Component):
                              end.eq(frame[-1][2])]
             frame.append((valid, last, end))
         m.d.comb += [self.o.payload.last.eq(frame[-1][1]), self.o.payload.end.eq(frame[-1][2])]
+        # two banks: each beat's bank rides along (bank_at[k]: the bank of stage k's beat,
+        # k = 0 the input's); a tensor's last beat in moves the input to the other bank, its
+        # last beat out frees its bank
+        bank_at = [rd_bank]
+        if banked:
+            with m.If(inp.valid & inp.ready & inp.payload.last & inp.payload.end):
+                m.d.sync += rd_bank.eq(~rd_bank)
+            for k, adv in enumerate(advs):
+                reg = Signal(name=f"bank{k + 1}")
+                with m.If(adv):
+                    m.d.sync += reg.eq(bank_at[-1])
+                bank_at.append(reg)
+            with m.If(self.o.valid & self.o.ready & self.o.payload.last & self.o.payload.end):
+                for b in range(2):
+                    with m.If(bank_at[-1] == b):
+                        m.d.sync += full[b].eq(0)
         stage = iter(advs)
 
         def carry_exponent(adv, value, name):
@@ -642,10 +683,16 @@ class Requant(wiring.Component):
             fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
         init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
                 "bias": list(bias[:lanes])}
+        ti = int(table)        # stages before the bias add
         if load:
-            # one memory per field, each written by the load beats that carry it
+            # one memory per field, each written by the load beats that carry it; two banks:
+            # each read at the bank of the beat in the stage that uses it (the shift at the
+            # final shift's stage, the rest at the bias add)
+            use = {k: bank_at[ti] if banked else None for k in fields}
+            if banked:
+                use["shift"] = bank_at[ti + 1] if cfg.row_exponent else bank_at[ti + 2]
             word = types.SimpleNamespace(**{
-                k: self._loaded_constant(m, k, shape, init[k], load_at)
+                k: self._loaded_constant(m, k, shape, init[k], load_at, ld_bank, use[k])
                 for k, shape in fields.items()})
         else:
             word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()})
@@ -668,7 +715,8 @@ class Requant(wiring.Component):
             if load:
                 # a table per field (a word's multipliers and biases arrive in different load
                 # beats), read alike
-                reads = self._loaded_tables(m, lane_fields, rows, beat, adv, load_at)
+                reads = self._loaded_tables(m, lane_fields, rows, beat, adv, load_at,
+                                            ld_bank, rd_bank)
                 lane_data = [{k: reads[k][j] for k in reads} for j in range(lanes)]
             else:
                 m.submodules.channels = rom = memory.Memory(shape=layout, depth=beats,
@@ -735,12 +783,17 @@ class Requant(wiring.Component):
             return (at >= beats) & (at < 2 * beats), at - beats
         return at < beats, at                   # "mult", "mults": the multiplier beats
 
-    def _loaded_constant(self, m, field, shape, init, at):
-        """A constant of the ``consts`` word (:func:`constant_word`) in a one-word memory of
-        its own, written by the load beats that carry it (lane 0, or the first beat's lanes
-        for a per-lane field, ``mults`` or ``bias``). Returns its value, read
-        combinationally."""
-        mem = constant_memory(m, {field: (shape, init)}, name=f"consts_{field}")
+    def _loaded_constant(self, m, field, shape, init, at, ld_bank=None, rd_bank=None):
+        """A constant of the ``consts`` word (:func:`constant_word`) in a memory of its own
+        (two words with two banks, written at ``ld_bank`` and read at ``rd_bank``), written by
+        the load beats that carry it (lane 0, or the first beat's lanes for a per-lane field,
+        ``mults`` or ``bias``). Returns its value, read combinationally."""
+        if ld_bank is None:
+            mem = constant_memory(m, {field: (shape, init)}, name=f"consts_{field}")
+        else:
+            layout = data.StructLayout({field: shape})
+            m.submodules[f"consts_{field}"] = mem = memory.Memory(
+                shape=layout, depth=2, init=[{field: init}] * 2)
         wr = mem.write_port()
         taken, index = self._load_phase(field, at)
         lanes = self.load.payload.data
@@ -749,23 +802,34 @@ class Requant(wiring.Component):
         else:
             m.d.comb += wr.data[field].eq(lanes[0])
         m.d.comb += wr.en.eq(self.load.valid & self.load.ready & taken & (index == 0))
-        return mem.read_port(domain="comb").data[field]
+        rd = mem.read_port(domain="comb")
+        if ld_bank is not None:
+            m.d.comb += [wr.addr.eq(ld_bank), rd.addr.eq(rd_bank)]
+        return rd.data[field]
 
-    def _loaded_tables(self, m, lane_fields, rows, beat, adv, at):
+    def _loaded_tables(self, m, lane_fields, rows, beat, adv, at, ld_bank=None, rd_bank=None):
         """The channel table as one memory per field (``channels_mult``, ``channels_bias``),
         each written by its load beats and read, like the single table, by the beat's index
-        (enabled by the stage's advance). Returns ``{field: read data}`` (``lanes`` values)."""
-        lanes = self.cfg.lanes
+        (enabled by the stage's advance); two banks (``ld_bank``, ``rd_bank``): ``2·beats``
+        words, a bank's ``beats`` after the other's. Returns ``{field: read data}``."""
+        lanes, beats = self.cfg.lanes, self.cfg.beats
+        nb = 1 if ld_bank is None else 2
         reads = {}
         for name, shape in lane_fields.items():
-            init = [[row[j][name] for j in range(lanes)] for row in rows]
-            mem = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=self.cfg.beats,
+            init = [[row[j][name] for j in range(lanes)] for row in rows] * nb
+            mem = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=nb * beats,
                                 init=init)
             m.submodules[f"channels_{name}"] = mem
             rd, wr = mem.read_port(), mem.write_port()
-            m.d.comb += [rd.addr.eq(beat), rd.en.eq(adv)]
             taken, index = self._load_phase(name, at)
-            m.d.comb += [wr.addr.eq(index), wr.en.eq(self.load.valid & self.load.ready & taken)]
+            if nb == 1:
+                m.d.comb += [rd.addr.eq(beat), wr.addr.eq(index)]
+            else:
+                m.d.comb += [rd.addr.eq(rd_bank * beats + beat),
+                             wr.addr.eq(ld_bank * beats + index[:len(beat)] if beats > 1
+                                        else ld_bank)]
+            m.d.comb += [rd.en.eq(adv),
+                         wr.en.eq(self.load.valid & self.load.ready & taken)]
             m.d.comb += [wr.data[j].eq(self.load.payload.data[j]) for j in range(lanes)]
             reads[name] = rd.data
         return reads

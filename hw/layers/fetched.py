@@ -19,7 +19,7 @@ from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
 from ..blocks.requant import Requant
 from ..config import ConfigError
-from ..stream import Gearbox, Queue, row_layout
+from ..stream import Gearbox, row_layout
 from .config import LayerConfig
 from .weights_image import image_layout
 
@@ -190,9 +190,8 @@ class FetchedLinear(wiring.Component):
     weights, scales, bias, shift) are offered back to back, so the constants' bursts go out
     while the weights still stream. The weight beats go straight into the engine's
     ``weight`` stream; the constants' bytes become int32 beats (``_Words``: a bus word
-    of more int32 than ``lanes`` leaves as several beats, holding the reader meanwhile) into the
-    re-quantiser's ``load``, which takes them once the previous tensor has left it; the
-    tensor's results wait at its input until they are in.
+    of more int32 than ``lanes`` leaves as several beats, holding the reader meanwhile) into
+    the re-quantiser's ``load``; the tensor's results wait at its input until they are in.
 
     What overlaps, with one weight bank (``weight_banks=1``, any engine): the activations
     fill the engine's input banks while the weights stream in (from the cycle after the first
@@ -201,14 +200,13 @@ class FetchedLinear(wiring.Component):
     Runs do not overlap: the next command is taken once this run's last output beat has
     left, so each run pays its whole fetch.
 
-    With two (``weight_banks=2``, the GEMM: :class:`~llmloom.hw.blocks.gemm.Gemm` with two
-    weight banks, twice the weight memory): double buffering. The next command is taken as
-    soon as the reader has taken this run's four, so run l+1's weights stream into the other
-    bank while run l computes, and its constants wait in a queue of ``load_beats`` beats
-    until run l's tensor has left the re-quantiser; the engine pairs each tensor with its own
-    bank's load. What stays serial: the re-quantiser's one set of numbers (its load, about
-    ``2·n/lanes`` cycles, falls between two tensors' results), and a run's weights wait for
-    the bank of run l−1 to be free (its tensor's last step). Timing:
+    With two (``weight_banks=2``, the GEMM: :class:`~llmloom.hw.blocks.gemm.Gemm` and
+    :class:`~llmloom.hw.blocks.requant.Requant` with two banks each, twice their memories):
+    double buffering. The next command is taken as soon as the reader has taken this run's
+    four, so run l+1's weights and numbers stream into the other banks while run l computes;
+    the engine and the re-quantiser each pair tensors with their banks' loads, in order. What
+    stays serial: a run's weights wait for the bank of run l−1 to be free (its tensor's last
+    step in the array), its numbers for run l−1's last result to leave the re-quantiser. Timing:
     ``perf.cycles.fetched_linear_cycles`` (a run alone, exact) and
     ``perf.cycles.fetched_linear_span`` (a stream of runs).
     """
@@ -247,7 +245,8 @@ class FetchedLinear(wiring.Component):
         m.submodules[cfg.engine] = engine = (Gemv(g) if cfg.engine == "gemv"
                                              else Gemm(g, weight_banks=self.weight_banks))
         m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
-        m.submodules.requant = req = Requant(cfg.requant(name), load=True)
+        m.submodules.requant = req = Requant(cfg.requant(name), load=True,
+                                             banks=self.weight_banks)
         rq = req.cfg
         m.submodules.words = words = _Words(g.cols, cfg.lanes, rq.beats)
         wiring.connect(m, wiring.flipped(self.axi), reader.axi)
@@ -305,16 +304,12 @@ class FetchedLinear(wiring.Component):
                 m.d.sync += section.eq(section + 1)
             with m.If(to_engine):
                 m.d.sync += w_started.eq(1)
-        consts = words.o
-        if banked:
-            # Two banks: the next run's numbers wait here while the re-quantiser finishes
-            # this run's tensor, so that the reader goes on to the run after's weights.
-            m.submodules.consts = queue = Queue(words.o.payload.shape(), req.cfg.load_beats)
-            wiring.connect(m, words.o, queue.i)
-            consts = queue.o
-        m.d.comb += [req.load.payload.eq(consts.payload),
-                     req.load.valid.eq(consts.valid & ~loaded),
-                     consts.ready.eq(req.load.ready & ~loaded)]
+        # One bank: the numbers load between tensors (`loaded`). Two: the re-quantiser's
+        # second bank takes the next run's numbers while this run's tensor passes.
+        gate = 1 if banked else ~loaded
+        m.d.comb += [req.load.payload.eq(words.o.payload),
+                     req.load.valid.eq(words.o.valid & gate),
+                     words.o.ready.eq(req.load.ready & gate)]
         with m.If(req.load.valid & req.load.ready):
             with m.If(load_at == req.cfg.load_beats - 1):
                 m.d.sync += [load_at.eq(0), loaded.eq(1)]
@@ -333,8 +328,9 @@ class FetchedLinear(wiring.Component):
             m.d.sync += act_done.eq(1)
         wiring.connect(m, engine.o, gear.i)
         acc = req.acc
-        m.d.comb += [acc.payload.eq(gear.o.payload), acc.valid.eq(gear.o.valid & loaded),
-                     gear.o.ready.eq(acc.ready & loaded)]
+        ready = 1 if banked else loaded
+        m.d.comb += [acc.payload.eq(gear.o.payload), acc.valid.eq(gear.o.valid & ready),
+                     gear.o.ready.eq(acc.ready & ready)]
         with m.If(acc.valid & acc.ready & acc.payload.last & acc.payload.end):
             m.d.sync += loaded.eq(0)
         if req.cfg.row_exponent:

@@ -78,3 +78,35 @@ def test_numbers_that_do_not_fit_are_refused(rng):
     with pytest.raises(ConfigError, match="mult_width"):
         build.replace(mult_width=16).check_loadable(_cfg(rng, 8, 4, True, True,
                                                          mult_bits=16))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{c[0]}l{c[1]}"
+                         f"{'pc' if c[2] else 'pt'}{'b' if c[3] else ''}"
+                         f"{'e' if c[4].get('row_exponent') else ''}")
+def test_two_banks_pair_loads_with_tensors(case, rng):
+    """``banks=2``: two loads, then two tensors: the first tensor computes with the first
+    load's numbers, the second with the second's (random stalls)."""
+    length, lanes, per_channel, bias, extra = case
+    build, *sets = (_cfg(rng, length, lanes, per_channel, bias, **extra) for _ in range(3))
+    comp = Requant(build, load=True, banks=2)
+    layout = row_layout(signed(32), lanes)
+    load, acc_words, e_words, want = [], [], [], []
+    for c in sets:
+        build.check_loadable(c)
+        load += pack_rows(layout, np.asarray(c.load_values()))
+        acc = rng.integers(-(1 << 14), 1 << 14, (4, length))
+        e = rng.integers(0, c.e_max + 1, 4) if c.row_exponent else None
+        acc_words += pack_rows(layout, acc)
+        if e is not None:
+            e_words += pack_rows(row_layout(unsigned(build.e_width), 1), e[:, None])
+        want.append(requant_bitexact(c, acc, e))
+    timed = {"acc": acc_words} | ({"e": e_words} if e_words else {})
+    seed = int(rng.integers(1 << 30))
+    beats, *_ = simulate(comp, Drive(preload={"load": load}, timed=timed,
+                                     expect={"o": 8 * build.beats}),
+                         stalls_in=Stalls("random", seed),
+                         stalls_out=Stalls("random", seed + 1), max_cycles=5000)
+    got, _, end = unpack_rows(comp.o.payload.shape(), beats["o"], length)
+    np.testing.assert_array_equal(got, np.concatenate(want))
+    assert end.sum() == 2
+
