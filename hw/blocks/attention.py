@@ -43,6 +43,7 @@ with more they are ``e0_cache``, ...).
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
@@ -55,6 +56,7 @@ from ..stream import Cast, Gearbox, row_layout
 from .attention_config import AttentionConfig
 from .gemm import Gemm
 from .kvcache import KvCache, KvCacheConfig
+from .loadable import constants_of
 from .requant import Requant
 from .softmax import Softmax
 
@@ -158,13 +160,13 @@ class Attention(wiring.Component):
     minus ``(heads − head_rounds)·T``: the timing of one engine with ``head_rounds`` heads.
     """
 
-    def __init__(self, cfg: AttentionConfig):
+    def __init__(self, cfg: AttentionConfig, *, loads=None):
         self._MustUse__silence = True
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         check_rtl(cfg)
         self._MustUse__silence = False
-        self.cfg = cfg
+        self.cfg, self._loads = cfg, loads
         beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
         out_beat = stream.Signature(row_layout(signed(cfg.out_width), cfg.lanes))
         super().__init__({
@@ -173,6 +175,25 @@ class Attention(wiring.Component):
             "pos": Out(range(cfg.seq + 1)),
             "overflow": Out(1),
         })
+
+    def _parts(self):
+        """The blocks holding calibrated numbers, by submodule name (each engine has its own,
+        all loaded alike)."""
+        cfg = self.cfg
+        return {"score_requant": lambda loads: Requant(cfg.score_requant, loads=loads),
+                "softmax": lambda loads: Softmax(cfg.softmax_block, loads=loads),
+                "out_requant": lambda loads: Requant(cfg.out_requant, loads=loads)}
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`) of the score and output
+        re-quantisers and the softmax's exp table, named ``score_requant.consts``..., each
+        written into every head engine's copy at once with ``loads``."""
+        return [dataclasses.replace(c, name=f"{name}.{c.name}")
+                for name, make in self._parts().items() for c in constants_of(make(None))]
+
+    def _part(self, name):
+        loads = None if self._loads is None else self._loads.scope(name)
+        return self._parts()[name](loads)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -327,11 +348,11 @@ class Attention(wiring.Component):
         qk = add("qk", Gemm(cfg.qk_gemm))
         pv = add("pv", Gemm(cfg.pv_gemm))
         g1 = add("score_gear", Gearbox(signed(32), cfg.qk_cols, LN, S))
-        sreq = add("score_requant", Requant(cfg.score_requant))
-        smax = add("softmax", Softmax(cfg.softmax_block))
+        sreq = add("score_requant", self._part("score_requant"))
+        smax = add("softmax", self._part("softmax"))
         cast = add("cast", Cast(unsigned(8), signed(9), LN))
         g2 = add("out_gear", Gearbox(signed(32), cfg.pv_cols, LN, cfg.d_head))
-        oreq = add("out_requant", Requant(cfg.out_requant))
+        oreq = add("out_requant", self._part("out_requant"))
         wiring.connect(m, cache.o_kt, qk.weight)
         wiring.connect(m, cache.o_vh, pv.weight)
         wiring.connect(m, qk.o, g1.i)

@@ -77,6 +77,7 @@ from ..numeric import (
     saturate_hw,
 )
 from ..stream import row_layout
+from .loadable import Constant, constant_memories
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
            "constant_word", "constant_memory", "pipeline_advance", "EltwiseTiming", "ROUNDINGS",
@@ -164,24 +165,29 @@ def aligned_multipliers(reals, mult_bits):
     return tuple(mult << (s - sh) for mult, sh in pairs), s
 
 
-def constant_word(m, fields, name="consts"):
+def constant_word(m, fields, name="consts", loads=None):
     """Constants of a block held in one memory word, read combinationally, rather than
     folded into its logic: the memory's contents are cut out of the Verilog and loaded at run
     time (:func:`~llmloom.hw.emit.split_memory_init`), so the Verilog, and a simulator model
     built from it, is the same for every set of calibrated numbers of one config. ``fields``
     maps a name to ``(shape, value)``: the shape fixed by the config (never by the value), so
     that the text does not change. Returns the word (a view with one field per name); the
-    memory is submodule ``name`` of ``m``."""
-    return constant_memory(m, fields, name).read_port(domain="comb").data
+    memory is submodule ``name`` of ``m``, written at run time through ``loads`` when given
+    (:func:`~.loadable.constant_memories`)."""
+    mems = constant_memories(m, [fields_constant(fields, name)], loads)
+    return mems[name].read_port(domain="comb").data
+
+
+def fields_constant(fields, name="consts"):
+    """The :class:`~.loadable.Constant` of :func:`constant_word`'s one-word memory."""
+    layout = data.StructLayout({k: shape for k, (shape, _) in fields.items()})
+    return Constant(name, layout, ({k: v for k, (_, v) in fields.items()},))
 
 
 def constant_memory(m, fields, name="consts"):
     """The one-word memory of :func:`constant_word` itself (submodule ``name`` of ``m``), for
     a block that also writes it at run time (a write port of its own)."""
-    layout = data.StructLayout({k: shape for k, (shape, _) in fields.items()})
-    m.submodules[name] = mem = memory.Memory(shape=layout, depth=1,
-                                             init=[{k: v for k, (_, v) in fields.items()}])
-    return mem
+    return constant_memories(m, [fields_constant(fields, name)])[name]
 
 
 def pipeline_advance(valids, out_ready):
@@ -539,12 +545,14 @@ class Requant(wiring.Component):
     ``s − e``; the latency is the same.
     """
 
-    def __init__(self, cfg: RequantConfig, *, load=False, banks=1):
+    def __init__(self, cfg: RequantConfig, *, load=False, banks=1, loads=None):
         if not isinstance(cfg, RequantConfig):
             raise TypeError(f"cfg must be a RequantConfig, not {cfg!r}")
         if banks not in (1, 2) or (banks == 2 and not load):
             raise ValueError(f"banks={banks!r}; allowed: 1, or 2 with load=True")
-        self.cfg, self._load, self._banks = cfg, bool(load), banks
+        if load and loads is not None:
+            raise ValueError("loads (a constant bus) is for a re-quantiser without load=True")
+        self.cfg, self._load, self._banks, self._loads = cfg, bool(load), banks, loads
         acc = In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))
         ports = {"acc": acc} if cfg.row_exponent or load else {"i": acc}
         if cfg.row_exponent:
@@ -554,9 +562,11 @@ class Requant(wiring.Component):
         super().__init__({**ports, "o": Out(stream.Signature(row_layout(cfg.OUT.shape,
                                                                          cfg.lanes)))})
 
-    def elaborate(self, platform):
+    def _numbers(self):
+        """``(fields, init, lane_fields, rows)``: the ``consts`` word's fields (shapes) and
+        values, and with a channel table its lanes' fields and its rows (a beat's constants
+        each)."""
         cfg = self.cfg
-        m = Module()
         lanes, beats = cfg.lanes, cfg.beats
         mults, shift = cfg.multipliers
         bias = cfg.channel_bias
@@ -564,6 +574,41 @@ class Requant(wiring.Component):
         # channel 0's multiplier and no bias: any constants would do, their results are dropped.
         pad = beats * lanes - cfg.length
         mults, bias = tuple(mults) + (mults[0],) * pad, tuple(bias) + (0,) * pad
+        mult_shape = unsigned(cfg.mult_width_value)
+        per_channel, has_bias = cfg.per_channel, cfg.bias is not None
+        table = cfg.channel_table
+        fields = {"shift": unsigned(cfg.shift_max.bit_length())}
+        if not per_channel:
+            fields["mult"] = mult_shape
+        if not table and per_channel:
+            fields["mults"] = data.ArrayLayout(mult_shape, lanes)
+        if not table and has_bias:
+            fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
+        init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
+                "bias": list(bias[:lanes])}
+        lane_fields = {"bias": cfg.ACC.shape} if has_bias else {}
+        if per_channel:
+            lane_fields["mult"] = mult_shape
+        rows = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
+                  for name in lane_fields} for j in range(lanes)] for b in range(beats)]
+        return fields, init, lane_fields, rows
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`) of a re-quantiser without
+        ``load``: the ``consts`` word and, with a channel table, ``channels``."""
+        if self._load:
+            raise ValueError("a re-quantiser with load=True takes its numbers on `load`")
+        fields, init, lane_fields, rows = self._numbers()
+        out = [fields_constant({k: (shape, init[k]) for k, shape in fields.items()})]
+        if self.cfg.channel_table:
+            layout = data.ArrayLayout(data.StructLayout(lane_fields), self.cfg.lanes)
+            out.append(Constant("channels", layout, tuple(rows)))
+        return out
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        lanes, beats = cfg.lanes, cfg.beats
         mult_shape = unsigned(cfg.mult_width_value)
         per_channel, has_bias = cfg.per_channel, cfg.bias is not None
         rounding = Rounding(cfg.rounding)
@@ -674,15 +719,7 @@ class Requant(wiring.Component):
         # calibration of one config. ``consts``: one word, read combinationally: the common
         # shift and whatever does not change from beat to beat.
         table = cfg.channel_table
-        fields = {"shift": unsigned(cfg.shift_max.bit_length())}
-        if not per_channel:
-            fields["mult"] = mult_shape
-        if not table and per_channel:
-            fields["mults"] = data.ArrayLayout(mult_shape, lanes)
-        if not table and has_bias:
-            fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
-        init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
-                "bias": list(bias[:lanes])}
+        fields, init, lane_fields, rows = self._numbers()
         ti = int(table)        # stages before the bias add
         if load:
             # one memory per field, each written by the load beats that carry it; two banks:
@@ -695,7 +732,8 @@ class Requant(wiring.Component):
                 k: self._loaded_constant(m, k, shape, init[k], load_at, ld_bank, use[k])
                 for k, shape in fields.items()})
         else:
-            word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()})
+            word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()},
+                                 loads=self._loads)
         shift_sig = word.shift
 
         acc = [inp.payload.data[j] for j in range(lanes)]
@@ -706,12 +744,6 @@ class Requant(wiring.Component):
             if beat is None:
                 beat = beat_counter()
             exp = carry_exponent(adv, exp, "e_rom")
-            lane_fields = {"bias": cfg.ACC.shape} if has_bias else {}
-            if per_channel:
-                lane_fields["mult"] = mult_shape
-            layout = data.ArrayLayout(data.StructLayout(lane_fields), lanes)
-            rows = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
-                      for name in lane_fields} for j in range(lanes)] for b in range(beats)]
             if load:
                 # a table per field (a word's multipliers and biases arrive in different load
                 # beats), read alike
@@ -719,8 +751,7 @@ class Requant(wiring.Component):
                                             ld_bank, rd_bank)
                 lane_data = [{k: reads[k][j] for k in reads} for j in range(lanes)]
             else:
-                m.submodules.channels = rom = memory.Memory(shape=layout, depth=beats,
-                                                            init=rows)
+                rom = constant_memories(m, self.constants()[1:], self._loads)["channels"]
                 port = rom.read_port()
                 m.d.comb += [port.addr.eq(beat), port.en.eq(adv)]
                 lane_data = [{k: getattr(port.data[j], k) for k in lane_fields}
