@@ -17,13 +17,17 @@ from amaranth.lib.wiring import In, Out
 from ..blocks.axi_reader import AxiReader, AxiReaderConfig, AxiReadSignature
 from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
+from ..blocks.loadable import ConstantBus, ConstantLoader
 from ..blocks.requant import Requant
 from ..config import ConfigError
 from ..stream import Gearbox, row_layout
+from .common import check_layer_shape
 from .config import LayerConfig
-from .weights_image import image_layout
+from .layer import Layer, layer_constants
+from .weights_image import fetched_layer_layout, image_layout
 
-__all__ = ["FetchedLinear", "fetch_commands", "check_fetched"]
+__all__ = ["FetchedLinear", "fetch_commands", "check_fetched", "FetchedLayer", "LoadedLinear",
+           "layer_fetch_commands", "check_fetched_layer"]
 
 #: The sections a run fetches, in order: the engine's weights, then the re-quantiser's load.
 SECTIONS = ("weights", "scales", "bias", "shift")
@@ -336,6 +340,224 @@ class FetchedLinear(wiring.Component):
         if req.cfg.row_exponent:
             wiring.connect(m, wiring.flipped(self.e), req.e)
         wiring.connect(m, req.o, wiring.flipped(self.o))
+        with m.If(self.o.valid & self.o.ready & self.o.payload.end):
+            m.d.sync += busy.eq(0)
+        return m
+
+
+class LoadedLinear(wiring.Component):
+    """A linear stage of a :class:`FetchedLayer`: :class:`~.common.Linear`'s engine → gearbox
+    → re-quantiser, its engine's memory written through ``weight`` and the re-quantiser's
+    numbers through ``load`` (``Requant(load=True)``, one bank each), both fed by the layer's
+    reader between tensors.
+
+    Members: ``i``, ``o``, ``e`` as :class:`~.common.Linear`'s; ``weight``, the engine's
+    (``cols`` int8 a beat); ``load``, the re-quantiser's."""
+
+    def __init__(self, cfg: LayerConfig, name):
+        self._cfg, self._name = cfg, name
+        st, g, req = cfg.description[name], cfg.linear(name), cfg.requant(name)
+        members = {"i": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
+                                                        cfg.lanes))),
+                   "o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
+                                                        cfg.lanes))),
+                   "weight": In(stream.Signature(row_layout(signed(8), g.cols))),
+                   "load": In(stream.Signature(row_layout(signed(32), cfg.lanes)))}
+        if req.row_exponent:
+            members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg, name = self._cfg, self._name
+        g = cfg.linear(name)
+        m = Module()
+        m.submodules[cfg.engine] = engine = Gemv(g) if cfg.engine == "gemv" else Gemm(g)
+        m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
+        m.submodules.requant = req = Requant(cfg.requant(name), load=True)
+        wiring.connect(m, wiring.flipped(self.i), engine.act)
+        wiring.connect(m, wiring.flipped(self.weight), engine.weight)
+        wiring.connect(m, wiring.flipped(self.load), req.load)
+        wiring.connect(m, engine.o, gear.i)
+        wiring.connect(m, gear.o, req.acc)
+        if req.cfg.row_exponent:
+            wiring.connect(m, wiring.flipped(self.e), req.e)
+        wiring.connect(m, req.o, wiring.flipped(self.o))
+        return m
+
+
+def layer_fetch_commands(cfg, base):
+    """The reader commands of one run of a :class:`FetchedLayer` with the layer's image at
+    byte ``base``: ``[(addr, bytes, stage, part)]``, the whole image
+    (:func:`~.weights_image.fetched_layer_layout`) in memory order."""
+    return [(base + s.offset, s.nbytes, s.stage, s.part) for s in fetched_layer_layout(cfg)]
+
+
+def check_fetched_layer(cfg, reader):
+    """:class:`ConfigError` unless ``cfg``'s layer can run fetched through ``reader``: each
+    linear stage's :func:`check_fetched` rules (one bus width for all: their engines'
+    ``cols`` equal), the layer RTL's shape rules, and its image within the reader's reach."""
+    if not isinstance(cfg, LayerConfig):
+        raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
+    if not cfg.calibrated:
+        raise ConfigError("a fetched layer's memories take a calibrated config's shapes; "
+                          "calibrate it with llmloom.sim.quantize")
+    check_layer_shape(cfg)
+    for name in cfg.linears:
+        check_fetched(cfg, name, reader)
+    last = fetched_layer_layout(cfg)[-1].end
+    if last > reader.max_bytes or last >= 1 << reader.addr_width:
+        raise ConfigError(f"the layer image is {last} bytes; reader max_bytes="
+                          f"{reader.max_bytes}; allowed: an image within max_bytes")
+
+
+class _Gate(wiring.Component):
+    """A stream passed on only while ``open``."""
+
+    def __init__(self, layout):
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
+                          "open": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.o.payload.eq(self.i.payload),
+                     self.o.valid.eq(self.i.valid & self.open),
+                     self.i.ready.eq(self.o.ready & self.open)]
+        return m
+
+
+class FetchedLayer(Layer):
+    """A whole layer (:class:`~.layer.Layer`'s stages and wiring) whose numbers all come from
+    a layer image in AXI memory at run time: every linear stage's weights, multipliers,
+    biases and shift (:class:`LoadedLinear`) and every other stage's calibrated memories
+    (their ``loads``, one :class:`~llmloom.hw.blocks.loadable.ConstantBus`), fetched by one
+    :class:`~llmloom.hw.blocks.axi_reader.AxiReader` in image order
+    (:func:`layer_fetch_commands`), so one build runs every layer of a model in turn.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        Calibrated (the memories' shapes, and their contents until the first run; every
+        image run must come from a calibration of the same config whose numbers fit its
+        widths).
+    reader : AxiReaderConfig
+        ``data_width = 8·cols`` of the linear engines (:func:`check_fetched_layer`).
+
+    Members
+    -------
+    cmd : In(stream.Signature(StructLayout({"addr": addr_width})))
+        "Run the layer whose image is at byte ``addr``" (aligned to
+        :data:`~.weights_image.ALIGN`): one beat per input tensor on ``i``, in order; taken
+        when the layer is idle (the previous tensor's last output beat has left ``o``).
+    axi : Out(AxiReadSignature(reader)), error : Out(1)
+        The reader's.
+    i, o, clear, pos, overflow, i_e, o_e
+        As :class:`~.layer.Layer`'s; ``i`` (and ``i_e``) taken only once the command's image
+        is all loaded, until the tensor's ``end`` beat.
+
+    A run: the command is registered, the image's sections are requested back to back
+    (weights to their engine's ``weight`` stream, a linear stage's constants as int32 beats
+    into its re-quantiser's ``load``, the ``constants`` section as 32-bit chunks into a
+    :class:`~llmloom.hw.blocks.loadable.ConstantLoader`); once the loader has written the
+    last word the input opens; the run ends with the tensor's last output beat. Nothing
+    overlaps across runs (one bank of every memory).
+    """
+
+    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig):
+        self._MustUse__silence = True
+        check_fetched_layer(cfg, reader)
+        if not isinstance(reader, AxiReaderConfig):
+            raise TypeError(f"reader must be an AxiReaderConfig, not {reader!r}")
+        self._MustUse__silence = False
+        self.cfg, self.weights, self.reader = cfg, None, reader
+        self._loads = ConstantBus(layer_constants(cfg))
+        members = self._members() | {
+            "cmd": In(stream.Signature(data.StructLayout({"addr": reader.addr_width}))),
+            "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
+        wiring.Component.__init__(self, members)
+
+    def _block(self, stage):
+        if stage.kind == "linear":
+            return LoadedLinear(self.cfg, stage.name)
+        return super()._block(stage)
+
+    def _input(self, m, name):
+        gate = _Gate(getattr(self, name).payload.shape())
+        m.submodules[f"gate_{name}"] = gate
+        wiring.connect(m, wiring.flipped(getattr(self, name)), gate.i)
+        m.d.comb += gate.open.eq(self._open)
+        return gate.o
+
+    def elaborate(self, platform):
+        cfg, rcfg = self.cfg, self.reader
+        self._open = Signal()
+        m, blocks = self._compose()
+        m.submodules.reader = reader = AxiReader(rcfg)
+        m.submodules.loader = loader = ConstantLoader(self._loads)
+        wiring.connect(m, wiring.flipped(self.axi), reader.axi)
+        m.d.comb += self.error.eq(reader.error)
+        cols = rcfg.lanes
+        cmds = layer_fetch_commands(cfg, 0)
+        n = len(cmds)
+
+        busy, loaded, in_done = Signal(), Signal(), Signal()
+        base = Signal(rcfg.addr_width)
+        issued = Signal(range(n + 1), init=n)
+        section = Signal(range(n + 1))             # whose data the reader's output carries
+        m.d.comb += self.cmd.ready.eq(~busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [busy.eq(1), loaded.eq(0), in_done.eq(0), base.eq(self.cmd.payload.addr),
+                         issued.eq(0), section.eq(0)]
+
+        offset = Signal(rcfg.addr_width)
+        nbytes = Signal(range(rcfg.max_bytes + 1))
+        with m.Switch(issued):
+            for k, (off, nb, _, _) in enumerate(cmds):
+                with m.Case(k):
+                    m.d.comb += [offset.eq(off), nbytes.eq(nb)]
+        m.d.comb += [reader.i.valid.eq(issued != n), reader.i.payload.addr.eq(base + offset),
+                     reader.i.payload.bytes.eq(nbytes)]
+        with m.If(reader.i.valid & reader.i.ready):
+            m.d.sync += issued.eq(issued + 1)
+
+        # the reader's beats, by section: weights to the engine, a linear stage's numbers
+        # through its own int32 packer to its re-quantiser, the constants to the loader
+        packers = {}
+        for name in cfg.linears:
+            rq = cfg.requant(name)
+            m.submodules[f"words_{name}"] = packers[name] = w = _Words(cols, cfg.lanes,
+                                                                        rq.beats)
+            wiring.connect(m, w.o, blocks[name].load)
+        total = sum(c.depth * c.chunks for _, c in self._loads.constants)
+        m.submodules.words_constants = cw = _Words(cols, 1, total)
+        m.d.comb += [loader.i.valid.eq(cw.o.valid), loader.i.payload.eq(cw.o.payload.data[0]),
+                     cw.o.ready.eq(loader.i.ready)]
+        ready = Signal()
+        with m.Switch(section):
+            for k, (_, _, stage, part) in enumerate(cmds):
+                with m.Case(k):
+                    if part == "weights":
+                        sink = blocks[stage].weight
+                    elif stage == "layer":
+                        sink = cw.i
+                        m.d.comb += cw.count.eq(total)
+                    else:
+                        sink = packers[stage].i
+                        m.d.comb += packers[stage].count.eq(
+                            1 if part == "shift" else cfg.requant(stage).beats)
+                    m.d.comb += [sink.payload.data.as_value().eq(
+                                     reader.o.payload.data.as_value()),
+                                 sink.payload.last.eq(reader.o.payload.last),
+                                 sink.payload.end.eq(reader.o.payload.end),
+                                 sink.valid.eq(reader.o.valid), ready.eq(sink.ready)]
+        m.d.comb += reader.o.ready.eq(ready)
+        with m.If(reader.o.valid & reader.o.ready & reader.o.payload.last):
+            m.d.sync += section.eq(section + 1)
+        with m.If(loader.done):
+            m.d.sync += loaded.eq(1)
+
+        m.d.comb += self._open.eq(busy & loaded & ~in_done)
+        with m.If(self.i.valid & self.i.ready & self.i.payload.last & self.i.payload.end):
+            m.d.sync += in_done.eq(1)
         with m.If(self.o.valid & self.o.ready & self.o.payload.end):
             m.d.sync += busy.eq(0)
         return m

@@ -26,6 +26,13 @@ inputs, ``n_tiles·cols`` columns):
     re-quantiser takes it at run time with the rest (``Requant(cfg, load=True)``, whose
     ``load`` stream these last three sections make, :class:`~.fetched.FetchedLinear`).
 
+A whole layer's image (:func:`fetched_layer_layout`, what
+:class:`~.fetched.FetchedLayer` fetches) is those sections and one more, ``constants``: the
+calibrated memories of every other stage (:func:`~.layer.layer_constants`: norm gains and
+constants, RoPE tables, the attention's re-quantisers and exp table, the activation table,
+the mul's and residuals' multipliers), each memory word as 32-bit chunks, low bits first
+(:meth:`~llmloom.hw.blocks.loadable.Constant.words`), in the list's order.
+
 Every section starts on a multiple of :data:`ALIGN` bytes (a 512-bit bus word), so a reader
 of any width starts each one on a word boundary; the gaps are zero. The layout depends on the
 config's shapes only (:func:`image_layout`); :func:`pack_layer_image` fills it and
@@ -40,9 +47,10 @@ import numpy as np
 
 from ..config import ConfigError
 from .config import WEIGHT_GROUP
+from .layer import layer_constants
 
 __all__ = ["ALIGN", "Section", "LinearImage", "image_layout", "pack_layer_image",
-           "unpack_layer_image"]
+           "unpack_layer_image", "fetched_layer_layout", "pack_fetched_layer"]
 
 #: Section alignment in bytes: the widest AXI data bus the reader supports (512 bits).
 ALIGN = 64
@@ -169,3 +177,24 @@ def unpack_layer_image(cfg, image):
                               group_min=parts.get((name, "group_min")),
                               shift=int(parts[name, "shift"][0, 0]))
             for name in _linear_stages(cfg)}
+
+
+def fetched_layer_layout(cfg):
+    """The sections of a whole layer's image (a calibrated ``cfg``: its stages' memories have
+    the config's shapes whatever the calibration): :func:`image_layout`'s, then
+    ``constants`` (stage ``"layer"``, one row of uint32)."""
+    layout = image_layout(cfg)
+    words = sum(c.depth * c.chunks for _, c in layer_constants(cfg))
+    start = _align(layout[-1].end) if layout else 0
+    return layout + (Section("layer", "constants", start, 1, words, "<u4"),)
+
+
+def pack_fetched_layer(cfg, weights):
+    """The whole image (``bytes``) of a calibrated layer, :func:`fetched_layer_layout`'s."""
+    linear = pack_layer_image(cfg, weights)
+    sec = fetched_layer_layout(cfg)[-1]
+    words = np.concatenate([c.words() for _, c in layer_constants(cfg)]).astype("<u4")
+    buf = bytearray(sec.end)
+    buf[:len(linear)] = linear
+    buf[sec.offset:sec.end] = words.tobytes()
+    return bytes(buf)
