@@ -290,3 +290,27 @@ def fetched_linear_span(cfg, name, reader, latency, rows, bases, weight_banks=1)
 
 __all__ += ["fetched_linear_cycles", "fetched_linear_span"]
 
+
+
+def fetched_layer_cycles(cfg, reader, latency, sizes, base=0):
+    """Per tensor of ``sizes`` rows (a prefill chunk, then decode steps of one layer's
+    sequence), the cycles of a run of :class:`~llmloom.hw.layers.fetched.FetchedLayer` with
+    the layer's image at ``base``: from the command's transfer to the tensor's last output
+    beat, inclusive, the rows offered from the command on, the output always ready, a memory
+    of ``latency`` cycles. Nothing overlaps: the whole image is fetched
+    (:meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.sequence_cycles` over
+    :func:`~llmloom.hw.layers.weights_image.fetched_layer_layout`, the first command offered
+    the cycle after the layer's), 2 cycles for the last constant word to be written (the
+    packer's register, the loader's), 1 for the input to open, then the tensor as a layer
+    with its numbers on chip (:func:`layer_timing`). A 32-bit bus (one 32-bit chunk a beat;
+    a wider one narrows the constants section into chunks and holds the reader meanwhile)."""
+    from ..hw.layers.weights_image import fetched_layer_layout
+
+    if reader.lanes != 4:
+        raise ValueError(f"data_width={reader.data_width}: the model times a 32-bit bus")
+    fetch = reader.sequence_cycles([(base + s.offset, s.nbytes)
+                                    for s in fetched_layer_layout(cfg)], latency)
+    return [fetch + 3 + t for t in layer_timing(cfg, sizes).tensor_cycles]
+
+
+__all__ += ["fetched_layer_cycles"]

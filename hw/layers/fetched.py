@@ -441,13 +441,18 @@ class FetchedLayer(Layer):
         widths).
     reader : AxiReaderConfig
         ``data_width = 8·cols`` of the linear engines (:func:`check_fetched_layer`).
+    layers : int
+        The model's layers: the attention keeps a KV cache region and a position per layer
+        (on chip, ``layers`` times one layer's cache), as do the RoPE stages.
 
     Members
     -------
-    cmd : In(stream.Signature(StructLayout({"addr": addr_width})))
-        "Run the layer whose image is at byte ``addr``" (aligned to
+    cmd : In(stream.Signature(StructLayout({"addr": addr_width, "layer": range(layers)})))
+        "Run layer ``layer``, whose image is at byte ``addr``" (aligned to
         :data:`~.weights_image.ALIGN`): one beat per input tensor on ``i``, in order; taken
-        when the layer is idle (the previous tensor's last output beat has left ``o``).
+        when the layer is idle (the previous tensor's last output beat has left ``o``). The
+        tensor appends to and attends over that layer's cache, at that layer's position
+        (``pos`` shows the running layer's).
     axi : Out(AxiReadSignature(reader)), error : Out(1)
         The reader's.
     i, o, clear, pos, overflow, i_e, o_e
@@ -462,16 +467,17 @@ class FetchedLayer(Layer):
     overlaps across runs (one bank of every memory).
     """
 
-    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig):
+    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1):
         self._MustUse__silence = True
         check_fetched_layer(cfg, reader)
-        if not isinstance(reader, AxiReaderConfig):
-            raise TypeError(f"reader must be an AxiReaderConfig, not {reader!r}")
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
         self._MustUse__silence = False
-        self.cfg, self.weights, self.reader = cfg, None, reader
+        self.cfg, self.weights, self.reader, self._layers = cfg, None, reader, layers
         self._loads = ConstantBus(layer_constants(cfg))
+        cmd = {"addr": reader.addr_width, "layer": range(max(2, layers))}
         members = self._members() | {
-            "cmd": In(stream.Signature(data.StructLayout({"addr": reader.addr_width}))),
+            "cmd": In(stream.Signature(data.StructLayout(cmd))),
             "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
         wiring.Component.__init__(self, members)
 
@@ -490,6 +496,7 @@ class FetchedLayer(Layer):
     def elaborate(self, platform):
         cfg, rcfg = self.cfg, self.reader
         self._open = Signal()
+        self._layer = Signal(range(max(2, self._layers)))      # the run's, from its command
         m, blocks = self._compose()
         m.submodules.reader = reader = AxiReader(rcfg)
         m.submodules.loader = loader = ConstantLoader(self._loads)
@@ -507,6 +514,8 @@ class FetchedLayer(Layer):
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [busy.eq(1), loaded.eq(0), in_done.eq(0), base.eq(self.cmd.payload.addr),
                          issued.eq(0), section.eq(0)]
+            if self._layers > 1:
+                m.d.sync += self._layer.eq(self.cmd.payload.layer)
 
         offset = Signal(rcfg.addr_width)
         nbytes = Signal(range(rcfg.max_bytes + 1))

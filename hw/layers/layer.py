@@ -23,7 +23,7 @@ equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit, whatever th
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -57,15 +57,18 @@ BLOCKS = {"norm": Norm, "attention": Attention, "residual": Residual, "quant": D
 ACTIVATIONS = {"gelu_tanh": Gelu, "gelu_erf": Gelu, "silu": Silu}
 
 
-def stage_block(cfg, stage, loads=None):
+def stage_block(cfg, stage, loads=None, layers=1):
     """The block of ``stage``, any kind but ``linear``, built on ``cfg.stage_config`` (a
     :class:`~.common.RowResidual` where the residual writes row exponents); with ``loads``
     (a :class:`~llmloom.hw.blocks.loadable.ConstantScope`) its calibrated memories are
-    written at run time (a ``quant`` stage has none)."""
+    written at run time (a ``quant`` stage has none); the attention with KV caches of
+    ``layers`` layers."""
     if cfg.row_quant(stage.name) is not None:
         return RowResidual(cfg, stage.name, loads=loads)
     if stage.kind == "quant":
         return DynQuant(cfg.stage_config(stage.name))
+    if stage.kind == "attention":
+        return Attention(cfg.stage_config(stage.name), loads=loads, layers=layers)
     block = ACTIVATIONS[cfg.description.act] if stage.kind == "act" else BLOCKS[stage.kind]
     return block(cfg.stage_config(stage.name), loads=loads)
 
@@ -127,6 +130,9 @@ class Layer(wiring.Component):
     """
 
     arch = None        # a subclass for one architecture checks it
+    #: KV caches (and positions) of this many layers; with more than one, ``_layer`` (a
+    #: signal a subclass drives) selects the one in use
+    _layers = 1
 
     def __init__(self, cfg: LayerConfig, weights: LayerWeights, *, loads=None):
         self._MustUse__silence = True
@@ -169,7 +175,7 @@ class Layer(wiring.Component):
         if stage.kind == "linear":
             return Linear(cfg, self.weights, stage.name)
         loads = None if self._loads is None else self._loads.scope(stage.name)
-        return stage_block(cfg, stage, loads)
+        return stage_block(cfg, stage, loads, self._layers)
 
     def elaborate(self, platform):
         return self._compose()[0]
@@ -217,6 +223,8 @@ class Layer(wiring.Component):
         m.d.comb += attn.clear.eq(self.clear)
         if cfg.causal:
             m.d.comb += self.pos.eq(attn.pos)
+        if self._layers > 1:
+            m.d.comb += attn.layer.eq(self._layer)
         return m, blocks
 
     def _positions(self, m, name, rope):
@@ -227,12 +235,14 @@ class Layer(wiring.Component):
         attention, so a count of its own lets the next tensor be rotated while this one is
         still in the attention). Past ``seq`` the attention refuses the rows (``overflow``)."""
         cfg = self.cfg
-        rows = Signal(range(cfg.seq + 1), name=f"{name}_rows")
+        counts = [Signal(range(cfg.seq + 1), name=f"{name}_rows_l{n}" if self._layers > 1
+                         else f"{name}_rows") for n in range(self._layers)]
+        rows = counts[0] if self._layers == 1 else Array(counts)[self._layer]
         i = rope.i
         with m.If(i.valid & i.ready & i.payload.last & (rows != cfg.seq)):
             m.d.sync += rows.eq(rows + 1)
-        with m.If(self.clear):
-            m.d.sync += rows.eq(0)
+        with m.If(self.clear):       # every layer's sequence
+            m.d.sync += [c.eq(0) for c in counts]
         m.d.comb += rope.pos.eq(Mux(rows == cfg.seq, 0, rows))
 
     def _row_exponents(self, m, tensor, blocks):

@@ -2,8 +2,10 @@
 (of one calibration) runs two other layers' calibrated images from one AXI memory — the
 weights, the linear stages' re-quantisers and every other stage's memories (norm gains, RoPE
 tables, attention's re-quantisers and exp table, SiLU table, mul and residual multipliers) —
-each sequence (a prefill, then decode steps) bit-exact against ``layer_bitexact`` of its own
-calibration, under random stalls on the rows and the AXI channels."""
+as layers 0 and 1 of a model, alternating tensor by tensor (a prefill of each, then decode
+steps), each layer with its own KV cache region and position; every output bit-exact against
+``layer_bitexact`` of its own calibration, under random stalls on the rows and the AXI
+channels."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from amaranth.sim import Simulator
 from llmloom.hw.blocks.axi_reader import AxiReaderConfig
 from llmloom.hw.layers.fetched import FetchedLayer, layer_fetch_commands
 from llmloom.hw.layers.weights_image import ALIGN, fetched_layer_layout, pack_fetched_layer
+from llmloom.perf.cycles import fetched_layer_cycles
 from llmloom.sim.blocks.layers import layer_collect, layer_golden
 from llmloom.sim.streams import pack_rows
 
@@ -36,18 +39,21 @@ def calibrations(rng, scheme, n):
     return out
 
 
-def run_layer(comp, memory, runs, *, stall, seed, max_cycles=400_000):
-    """Drive ``runs`` (``[(base, x_int rows of one tensor, clear before)]``) through ``comp``:
-    a command and the tensor's rows per run, ``clear`` strobed before a run that asks for it
-    (while the layer is idle); an AXI slave over ``memory`` (latency 2..12 cycles a burst);
-    ``stall``: probability per cycle of no row offered, no output ready, no ARREADY, no RVALID.
-    Returns each run's output beats."""
+def run_layer(comp, memory, runs, *, stall, seed, latency=(2, 12), max_cycles=400_000):
+    """Drive ``runs`` (``[(base, layer, x_int rows of one tensor, clear before)]``) through
+    ``comp``: a command and the tensor's rows per run, ``clear`` strobed before a run that asks
+    for it (while the layer is idle); an AXI slave over ``memory`` (a burst's first beat
+    ``latency`` cycles after its AR, a range drawn per burst); ``stall``: probability per
+    cycle of no row offered, no output ready, no ARREADY, no RVALID. Returns each run's output
+    beats; and ``run_layer.cycles``, each run's from its command's transfer to its last output
+    beat."""
     cfg = comp.cfg
     rng = np.random.default_rng(seed)
     beat = comp.i.payload.shape()
-    act = [pack_rows(beat, x) for _, x, _ in runs]
+    act = [pack_rows(beat, x) for _, _, x, _ in runs]
     bus = comp.reader.lanes
     outs = [[] for _ in runs]
+    starts, ends = [], []
 
     async def bench(ctx):
         axi = comp.axi
@@ -57,14 +63,15 @@ def run_layer(comp, memory, runs, *, stall, seed, max_cycles=400_000):
             assert cycle < max_cycles, f"{out_run} of {len(runs)} runs after {cycle} cycles"
             # a run's command once the previous run is all out (and its clear, if asked)
             idle = cmd_at == out_run and act_run == out_run
-            clear = idle and cmd_at < len(runs) and runs[cmd_at][2] == "clear"
+            clear = idle and cmd_at < len(runs) and runs[cmd_at][3] == "clear"
             ctx.set(comp.clear, int(clear))
             if clear:
-                runs[cmd_at] = runs[cmd_at][:2] + (None,)
+                runs[cmd_at] = runs[cmd_at][:3] + (None,)
             offer_cmd = idle and not clear and cmd_at < len(runs)
             ctx.set(comp.cmd.valid, int(offer_cmd))
             if offer_cmd:
                 ctx.set(comp.cmd.payload.addr, runs[cmd_at][0])
+                ctx.set(comp.cmd.payload.layer, runs[cmd_at][1])
             offer = act_run < cmd_at and rng.random() >= stall
             ctx.set(comp.i.valid, int(offer))
             if offer:
@@ -83,13 +90,15 @@ def run_layer(comp, memory, runs, *, stall, seed, max_cycles=400_000):
                 ctx.set(axi.rresp, 0)
             if offer_cmd and ctx.get(comp.cmd.ready):
                 cmd_at += 1
+                starts.append(cycle)
             if offer and ctx.get(comp.i.ready):
                 act_at += 1
                 if act_at == len(act[act_run]):
                     act_run, act_at = act_run + 1, 0
             if ctx.get(axi.arvalid) and ctx.get(axi.arready):
                 addr = ctx.get(axi.araddr)
-                bursts.append((cycle + int(rng.integers(2, 13)), addr // bus,
+                bursts.append((cycle + int(rng.integers(latency[0], latency[1] + 1)),
+                               addr // bus,
                                ctx.get(axi.arlen) + 1))
             if r_on and ctx.get(axi.rready):
                 cur[0] += 1
@@ -100,6 +109,7 @@ def run_layer(comp, memory, runs, *, stall, seed, max_cycles=400_000):
                 outs[out_run].append(ctx.get(Value.cast(comp.o.payload)))
                 if comp.o.payload.shape().from_bits(outs[out_run][-1]).end:
                     out_run += 1
+                    ends.append(cycle)
             await ctx.tick()
             cycle += 1
         assert not ctx.get(comp.error)
@@ -112,6 +122,7 @@ def run_layer(comp, memory, runs, *, stall, seed, max_cycles=400_000):
     sim.add_testbench(bench)
     sim.run()
     del cfg
+    run_layer.cycles = [e - s + 1 for s, e in zip(starts, ends, strict=True)]
     return outs
 
 
@@ -130,27 +141,34 @@ def memory_of(layers):
 
 
 @pytest.mark.parametrize("scheme", ["static"])
-def test_two_layers_one_build_random_stalls(scheme, rng):
-    """Built from calibration 0, the layer runs calibration 1's sequence (prefill, decode,
-    decode), then calibration 2's: each output bit-exact against its own golden model."""
+def test_two_layers_alternating_one_build_random_stalls(scheme, rng):
+    """Built from calibration 0, the layer runs calibrations 1 and 2 as layers 0 and 1:
+    layer 0's prefill, layer 1's, then a decode step of each in turn; each layer's outputs
+    bit-exact against its own golden model (its own KV cache)."""
     layers = calibrations(rng, scheme, 3)
     memory, bases = memory_of(layers)
-    comp = FetchedLayer(layers[0][0].config, reader_for(layers[0][0].config))
-    runs, expect = [], []
-    for n in (1, 2):
-        q, x, sizes = layers[n]
-        start = 0
-        for k, size in enumerate(sizes):
-            runs.append((bases[n], x[start:start + size], "clear" if k == 0 else None))
-            start += size
-        expect.append((q, x, sizes))
+    comp = FetchedLayer(layers[0][0].config, reader_for(layers[0][0].config), layers=2)
+    sizes = layers[1][2]
+    assert sizes == layers[2][2] and len(sizes) >= 3 and sizes[0] > 1
+    runs, which, start = [], [], 0
+    for k, size in enumerate(sizes):
+        for layer, n in enumerate((1, 2)):
+            x = layers[n][1]
+            runs.append((bases[n], layer, x[start:start + size],
+                         "clear" if k == layer == 0 else None))
+            which.append(layer)
+        start += size
     outs = run_layer(comp, memory, runs, stall=0.3, seed=int(rng.integers(1 << 30)))
-    at = 0
-    for q, x, sizes in expect:
-        words = sum(outs[at:at + len(sizes)], [])
-        at += len(sizes)
+    for layer, n in enumerate((1, 2)):
+        q, x, _ = layers[n]
+        words = sum((o for o, w in zip(outs, which, strict=True) if w == layer), [])
         got = layer_collect(q.config, words, sizes)
         np.testing.assert_array_equal(got, layer_golden(q.config, q.weights, x, sizes))
+    # the two layers' calibrations do give different results on one input
+    assert not np.array_equal(layer_golden(layers[1][0].config, layers[1][0].weights,
+                                           layers[1][1], sizes),
+                              layer_golden(layers[2][0].config, layers[2][0].weights,
+                                           layers[1][1], sizes))
 
 
 def test_image_is_the_fetch_order(rng):
@@ -161,3 +179,21 @@ def test_image_is_the_fetch_order(rng):
     assert [c[0] for c in cmds] == [0x100 + s.offset for s in layout]
     assert cmds[-1][2:] == ("layer", "constants")
     assert len(pack_fetched_layer(q.config, q.weights)) == layout[-1].end
+
+
+def test_cycles_are_the_models(rng):
+    """Stall-free, a fixed memory latency: each run (a prefill, then a decode step) takes the
+    cycles of ``perf.cycles.fetched_layer_cycles``: the whole image fetched, then the tensor."""
+    (q, x, sizes), = calibrations(rng, "static", 1)
+    sizes = sizes[:2]
+    memory, (base,) = memory_of([(q, x, sizes)])
+    reader = reader_for(q.config)
+    comp = FetchedLayer(q.config, reader)
+    runs, start = [], 0
+    for size in sizes:
+        runs.append((base, 0, x[start:start + size], None))
+        start += size
+    outs = run_layer(comp, memory, runs, stall=0.0, seed=1, latency=(10, 10))
+    got = layer_collect(q.config, sum(outs, []), sizes)
+    np.testing.assert_array_equal(got, layer_golden(q.config, q.weights, x[:start], sizes))
+    assert run_layer.cycles == fetched_layer_cycles(q.config, reader, 10, sizes, base)
