@@ -9,12 +9,15 @@ channels."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Value
 from amaranth.sim import Simulator
 
 from llmloom.hw.blocks.axi_reader import AxiReaderConfig
+from llmloom.hw.config import ConfigError
 from llmloom.hw.layers.fetched import FetchedLayer, layer_fetch_commands
 from llmloom.hw.layers.weights_image import ALIGN, fetched_layer_layout, pack_fetched_layer
 from llmloom.perf.cycles import fetched_layer_cycles
@@ -140,7 +143,7 @@ def memory_of(layers):
     return bytes(mem), bases
 
 
-@pytest.mark.parametrize("scheme", ["static"])
+@pytest.mark.parametrize("scheme", ["static", "dynamic"])
 def test_two_layers_alternating_one_build_random_stalls(scheme, rng):
     """Built from calibration 0, the layer runs calibrations 1 and 2 as layers 0 and 1:
     layer 0's prefill, layer 1's, then a decode step of each in turn; each layer's outputs
@@ -197,3 +200,14 @@ def test_cycles_are_the_models(rng):
     got = layer_collect(q.config, sum(outs, []), sizes)
     np.testing.assert_array_equal(got, layer_golden(q.config, q.weights, x[:start], sizes))
     assert run_layer.cycles == fetched_layer_cycles(q.config, reader, 10, sizes, base)
+
+
+def test_misfitting_bus_or_config_is_one_config_error(rng):
+    (q, _, _), = calibrations(rng, "static", 1)
+    cfg = q.config
+    with pytest.raises(ConfigError, match="allowed: data_width=32"):
+        FetchedLayer(cfg, AxiReaderConfig(data_width=64, max_bytes=1 << 14, addr_width=16))
+    with pytest.raises(ConfigError, match="within max_bytes"):
+        FetchedLayer(cfg, AxiReaderConfig(data_width=32, max_bytes=1 << 12, addr_width=16))
+    with pytest.raises(ConfigError, match="calibrated"):
+        FetchedLayer(dataclasses.replace(cfg, numbers=None), reader_for(cfg))
