@@ -27,9 +27,19 @@ from .test_llama_block import llama_case
 EXPONENTS = ("e", "r_e", "o_e")
 
 
-def _two_calibrations(scheme, seed):
+def _gpt2_case(rng, scheme):
+    from llmloom.sim.blocks.layers import Gpt2BlockHarness
+
+    from ..sim.test_layer_hdl import HEADS, PAR, SEQ, D, _float_weights
+    h = Gpt2BlockHarness().options(weights=_float_weights(rng), mode="decode")
+    x = rng.normal(0.0, 1.0, (SEQ, D)).astype(np.float32)
+    return h, h.config({"heads": HEADS, "seq": SEQ, **PAR, "scheme": scheme}, {"x": x}), None
+
+
+def _two_calibrations(scheme, seed, arch="llama"):
     rng = np.random.default_rng(seed)
-    (ha, ca, _), (hb, cb, _) = llama_case(rng, scheme), llama_case(rng, scheme)
+    case = llama_case if arch == "llama" else _gpt2_case
+    (ha, ca, _), (hb, cb, _) = case(rng, scheme), case(rng, scheme)
     return ha.quantized(ca).config, hb.quantized(cb).config
 
 
@@ -120,13 +130,16 @@ def _loaded_block(cfg, stage, constants):
 
 
 STAGES = ["norm1", "rope_q", "rope_k", "attention", "residual1", "silu", "mul", "residual2"]
+#: GPT-2's own: layernorm (its shifts ``beta``) and GELU
+GPT2_STAGES = ["norm1", "gelu"]
 
 
 @pytest.mark.parametrize("scheme", ["static", "dynamic"])
-@pytest.mark.parametrize("name", STAGES)
-def test_loaded_calibration_runs_as_the_built_one(name, scheme):
+@pytest.mark.parametrize("arch, name", [("llama", n) for n in STAGES] +
+                         [("gpt2", n) for n in GPT2_STAGES])
+def test_loaded_calibration_runs_as_the_built_one(arch, name, scheme):
     """Block of calibration A, loaded with B's numbers: beat for beat B's block."""
-    ca, cb = _two_calibrations(scheme, 7)
+    ca, cb = _two_calibrations(scheme, 7, arch)
     stage = ca.description[name]
     ref = stage_block(cb, stage)
     consts = constants_of(ref)
