@@ -235,3 +235,82 @@ def layer_fetch_cycles(cfg, reader, latency):
 
 
 __all__ += ["axi_read_cycles", "weight_fetch_cycles", "layer_fetch_cycles"]
+
+
+def fetched_linear_cycles(cfg, name, reader, latency, rows, base=0, weight_banks=1):
+    """Cycles of one run of :class:`~llmloom.hw.layers.fetched.FetchedLinear` on ``rows``
+    activation rows, from the command's transfer to the last output beat, inclusive: the
+    activations offered every cycle from the command on, the output always ready, a memory of
+    ``latency`` cycles (:func:`llmloom.perf.pipeline.fetched_linear`, which says what
+    overlaps). Exact against the RTL (``tests/sim/test_fetched_linear_hdl.py``)."""
+    from .pipeline import fetched_linear
+
+    beats = rows * cfg.linear(name).k_beats
+    return int(fetched_linear(np.zeros(beats, dtype=np.int64), cfg, name, reader, latency,
+                              base, weight_banks=weight_banks)[-1]) + 1
+
+
+def fetched_linear_span(cfg, name, reader, latency, rows, bases, weight_banks=1):
+    """Cycles of a stream of runs of :class:`~llmloom.hw.layers.fetched.FetchedLinear`, one
+    per image base in ``bases`` (say, the stage of each layer in turn), each on ``rows``
+    rows, commands and activations offered as soon as taken, the output always ready: from
+    the first command's transfer to the last output beat, inclusive.
+
+    One weight bank: the runs one after the other, each :func:`fetched_linear_cycles` (the
+    next command is taken the cycle after the last output beat): exact.
+
+    Two banks: run l+1's weights stream into the other bank while run l computes, so after
+    the first run each run adds the longer of (a) its fetch, the reader's time for its four
+    commands in the stream of all runs' commands (its bursts overlapping the previous run's
+    data), and (b) the stage's own time per tensor: the array's steps (``n_tiles ·
+    tile_steps`` per token tile, then the flush) or its output beats (``rows · beats``),
+    whichever is longer (the re-quantiser's numbers are double-buffered too). A steady-state
+    argument rather than a beat-level walk: it equals the RTL's cycles on the fetch-bound and
+    stage-bound streams the tests measure (``tests/sim/test_fetched_linear_hdl.py``), but is
+    2 % short where the reader waits while a bus word of constants leaves as several load
+    beats (more int32 a word than ``lanes``), which the reader's timeline does not count."""
+    bases = list(bases)
+    first = fetched_linear_cycles(cfg, name, reader, latency, rows, bases[0], weight_banks)
+    if weight_banks == 1:
+        return first + sum(fetched_linear_cycles(cfg, name, reader, latency, rows, b)
+                           for b in bases[1:])
+    from ..hw.layers.fetched import fetch_commands
+
+    g, rq = cfg.linear(name), cfg.requant(name)
+    tiles = -(-rows // g.rows) if cfg.engine == "gemm" else rows
+    steps = tiles * g.n_tiles * g.tile_steps + g.flush_steps
+    stage = max(steps, rows * rq.beats)
+    cmds, fetched = [], []
+    for b in bases:
+        cmds += fetch_commands(cfg, name, b)
+        fetched.append(reader.sequence_cycles(cmds, latency))
+    return first + sum(max(f1 - f0, stage) for f0, f1 in zip(fetched[:-1], fetched[1:],
+                                                             strict=True))
+
+
+__all__ += ["fetched_linear_cycles", "fetched_linear_span"]
+
+
+
+def fetched_layer_cycles(cfg, reader, latency, sizes, base=0):
+    """Per tensor of ``sizes`` rows (a prefill chunk, then decode steps of one layer's
+    sequence), the cycles of a run of :class:`~llmloom.hw.layers.fetched.FetchedLayer` with
+    the layer's image at ``base``: from the command's transfer to the tensor's last output
+    beat, inclusive, the rows offered from the command on, the output always ready, a memory
+    of ``latency`` cycles. Nothing overlaps: the whole image is fetched
+    (:meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.sequence_cycles` over
+    :func:`~llmloom.hw.layers.weights_image.fetched_layer_layout`, the first command offered
+    the cycle after the layer's), 2 cycles for the last constant word to be written (the
+    packer's register, the loader's), 1 for the input to open, then the tensor as a layer
+    with its numbers on chip (:func:`layer_timing`). A 32-bit bus (one 32-bit chunk a beat;
+    a wider one narrows the constants section into chunks and holds the reader meanwhile)."""
+    from ..hw.layers.weights_image import fetched_layer_layout
+
+    if reader.lanes != 4:
+        raise ValueError(f"data_width={reader.data_width}: the model times a 32-bit bus")
+    fetch = reader.sequence_cycles([(base + s.offset, s.nbytes)
+                                    for s in fetched_layer_layout(cfg)], latency)
+    return [fetch + 3 + t for t in layer_timing(cfg, sizes).tensor_cycles]
+
+
+__all__ += ["fetched_layer_cycles"]

@@ -33,6 +33,7 @@ import numpy as np
 
 __all__ = ["NEVER", "QUEUE_LATENCY", "StageFigures", "Trace", "ii_stage", "eltwise", "join",
            "gearbox", "gearbox_ii", "row_kernel", "row_kernel_of", "gemm", "gemv", "linear",
+           "fetched_linear",
            "kv_append", "attention", "LayerTiming", "layer_tensor", "layer_timing"]
 
 #: "no constraint": earlier than any cycle
@@ -173,7 +174,7 @@ class _Steps:
         return self.cycle0[k] + step - self.step0[k]
 
 
-def gemm(a, cfg, drain_ii=1, trace=None, name=None):
+def gemm(a, cfg, drain_ii=1, trace=None, name=None, start_at=NEVER):
     """:class:`~llmloom.hw.blocks.gemm.Gemm` (weights loaded) on activation beats offered at
     ``a`` (``m`` rows of ``k_beats``); returns the cycles in which its output beats (``n_tiles``
     per row) are taken by a consumer that takes one every ``drain_ii`` cycles at most.
@@ -216,7 +217,7 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None):
             x[0] = max(x[0], prev_in + 1)
             t = ii_stage(x)
             prev_in = int(t[-1])
-            start, nsteps = max(prev_in + 1, next_cycle), NT * L
+            start, nsteps = max(prev_in + 1, next_cycle, start_at), NT * L
         else:
             start, nsteps = next_cycle, FL
         s0 = clock.steps
@@ -279,7 +280,7 @@ class _Drain:
 
 
 # ---- the GEMV -------------------------------------------------------------------------------
-def gemv(a, cfg, drain_ii=1, trace=None, name=None):
+def gemv(a, cfg, drain_ii=1, trace=None, name=None, start_at=NEVER):
     """:class:`~llmloom.hw.blocks.gemv.Gemv` (weights loaded) on rows of ``k_beats`` beats
     offered at ``a``; returns the cycles in which its output beats are taken by a consumer
     that takes one every ``drain_ii`` cycles at most.
@@ -296,7 +297,7 @@ def gemv(a, cfg, drain_ii=1, trace=None, name=None):
     if m < 1 or m * KB != len(a):
         raise ValueError(f"{len(a)} activation beats are not rows of {KB} beats")
     bank_free = [NEVER, NEVER]
-    prev_in, engine_free, last = NEVER, NEVER, NEVER
+    prev_in, engine_free, last = NEVER, start_at, NEVER
     out = np.empty(m * NT, dtype=np.int64)
     for r in range(m):
         x = np.maximum(a[r * KB:(r + 1) * KB], bank_free[r % 2])
@@ -318,15 +319,48 @@ def gemv(a, cfg, drain_ii=1, trace=None, name=None):
     return out
 
 
-def linear(a, cfg, lanes, trace=None, name=None):
+def linear(a, cfg, lanes, trace=None, name=None, start_at=NEVER):
     """A linear kernel (:class:`GemmConfig` or :class:`GemvConfig`) and the gearbox from its
-    ``cols`` to ``lanes``: offer times of the gearbox's output beats."""
+    ``cols`` to ``lanes``: offer times of the gearbox's output beats. ``start_at``: the
+    engine's first step no earlier (a weight load ends the cycle before: the engines start
+    nothing while their ``weight`` stream is loading)."""
     from ..hw.blocks.gemv import GemvConfig
 
     ii = gearbox_ii(cfg.cols, lanes)
     engine = gemv if isinstance(cfg, GemvConfig) else gemm
-    taken = engine(a, cfg, drain_ii=ii, trace=trace, name=name)
+    taken = engine(a, cfg, drain_ii=ii, trace=trace, name=name, start_at=start_at)
     return gearbox(taken, cfg.cols, lanes)
+
+
+def fetched_linear(a, cfg, name, reader, latency, base=0, trace=None, weight_banks=1):
+    """:class:`~llmloom.hw.layers.fetched.FetchedLinear` (stage ``name`` of ``cfg``, the
+    :class:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig` ``reader``, its image at ``base``)
+    on one run: the command taken at cycle 0, activation beats offered at ``a``, a memory of
+    ``latency`` cycles as :meth:`AxiReaderConfig.timeline` has it, output always ready.
+    Returns the cycles of the output beats.
+
+    The reader takes its first command (the weights) at cycle 1 and the other sections back
+    to back (:meth:`~AxiReaderConfig.timeline`); a weight beat enters the engine the cycle it
+    leaves the reader, the constants' one cycle later (``_Words``' register) into the
+    re-quantiser's load. Overlaps: activations are taken from the cycle after the first
+    weight beat (the first such beat leaves ``ISSUE + latency + 1`` cycles after the reader's
+    command; with two weight banks from the start: the engine pairs tensors with loads),
+    the engine starts the cycle after the last weight beat, and results enter the
+    re-quantiser from the second cycle after the shift's beat left the reader. For a stream
+    of runs with two banks see :func:`llmloom.perf.cycles.fetched_linear_span`."""
+    from ..hw.layers.fetched import fetch_commands
+
+    r0 = 1
+    tl = reader.timeline(fetch_commands(cfg, name, base), latency)
+    first_weight = r0 + reader.ISSUE + latency + 1
+    weights_in = r0 + tl[0][1]
+    loaded = r0 + tl[-1][1] + 2
+    a = np.asarray(a, dtype=np.int64)
+    if weight_banks == 1:
+        a = np.maximum(a, first_weight + 1)
+    g = linear(a, cfg.linear(name), cfg.lanes, trace=trace, name=name, start_at=weights_in + 1)
+    return eltwise(np.maximum(g, loaded), cfg.requant(name).latency, trace,
+                   f"{name}.requant" if name else None)
 
 
 # ---- attention --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from cocotbext.axi import AxiReadBus, AxiSlaveRead
 MODEL_DELAY = 1
 
 
-class _Clocked:
+class Clocked:
     """The bench's cycle count, and the time of cycle 0's falling edge (so that any coroutine
     can tell the cycle at a falling edge from the time, whichever of them runs first)."""
 
@@ -43,7 +43,7 @@ class _Clocked:
         return round((get_sim_time("ns") - self.t0) / self.PERIOD_NS)
 
 
-class _LatencyMemory:
+class LatencyMemory:
     """The slave's target (``AxiSlaveRead(target=...)``, whose ``read`` it awaits for each
     word of a burst, in order): bytes at address 0, and the first word of each burst held
     until its latency after the burst's AR transfer (the AR times and lengths come from the
@@ -70,7 +70,7 @@ class _LatencyMemory:
         return data + bytes(length - len(data))
 
 
-def _pauses(rng, p):
+def pauses(rng, p):
     while True:
         yield rng.random() < p
 
@@ -83,20 +83,20 @@ async def run_job(dut):
     memory = bytes.fromhex(job["memory"])
     commands = [tuple(c) for c in job["commands"]]
     lo, hi = job["latency"]
-    clocked = _Clocked()
+    clocked = Clocked()
     ars = collections.deque()                # (AR transfer cycle, beats) for the memory
     bursts_total = job["bursts"]
     latencies = [rng.randint(lo, hi) for _ in range(bursts_total + 1)]
 
-    cocotb.start_soon(Clock(dut.clk, _Clocked.PERIOD_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, Clocked.PERIOD_NS, unit="ns").start())
     bus = AxiReadBus.from_prefix(dut, "axi", bus_separator="__")
     ram = AxiSlaveRead(bus, dut.clk, dut.rst,
-                       target=_LatencyMemory(memory, dut.clk, clocked, ars, latencies))
+                       target=LatencyMemory(memory, dut.clk, clocked, ars, latencies))
     ram.ar_channel.queue_occupancy_limit = 1 << 16
     if job["ar_pause"]:
-        ram.ar_channel.set_pause_generator(_pauses(random.Random(rng.random()), job["ar_pause"]))
+        ram.ar_channel.set_pause_generator(pauses(random.Random(rng.random()), job["ar_pause"]))
     if job["r_pause"]:
-        ram.r_channel.set_pause_generator(_pauses(random.Random(rng.random()), job["r_pause"]))
+        ram.r_channel.set_pause_generator(pauses(random.Random(rng.random()), job["r_pause"]))
     out_rng = random.Random(rng.random())
 
     dut.rst.value = 1

@@ -66,6 +66,13 @@ def verilator_sim():
     return _required("verilator")
 
 
+@pytest.fixture
+def icarus_sim():
+    """Icarus, for a test run on one simulator only (the smallest case of a slow bench);
+    missing, it fails in CI and skips elsewhere, as :func:`hdl_sim`."""
+    return _required("icarus")
+
+
 class _GarbagePadding:
     """A block harness whose input rows carry random values in the padding lanes of each
     row's last beat (the lanes past ``length``), as a producer that does not zero them would

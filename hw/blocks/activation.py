@@ -31,12 +31,13 @@ import math
 
 import numpy as np
 from amaranth.hdl import Module, Signal
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, Range, spec
 from ..numeric import INT8, IntType
 from ..stream import row_layout
+from .loadable import Constant, constant_memories
 from .requant import EltwiseTiming, Scale, check_scale
 
 __all__ = ["ActivationConfig", "GeluConfig", "SiluConfig", "LutActivation", "Gelu", "Silu",
@@ -194,20 +195,25 @@ class LutActivation(wiring.Component):
     (LUTs) or a block RAM, two lanes per dual-port block.
     """
 
-    def __init__(self, cfg: ActivationConfig):
+    def __init__(self, cfg: ActivationConfig, *, loads=None):
         if not isinstance(cfg, ActivationConfig):
             raise TypeError(f"cfg must be an ActivationConfig, not {cfg!r}")
-        self.cfg = cfg
+        self.cfg, self._loads = cfg, loads
         super().__init__({
             "i": In(stream.Signature(row_layout(cfg.IN.shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
         })
 
+    def constants(self):
+        """The calibrated memory (:class:`~.loadable.Constant`): the 256-entry ``table``
+        (its entries depend on the input and output scales), written at run time with
+        ``loads``."""
+        return [Constant("table", self.cfg.OUT.shape, tuple(int(v) for v in self.cfg.lut))]
+
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        m.submodules.table = table = memory.Memory(shape=cfg.OUT.shape, depth=256,
-                                                   init=cfg.lut)
+        table = constant_memories(m, self.constants(), self._loads)["table"]
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
         for j in range(cfg.lanes):
@@ -228,16 +234,16 @@ class LutActivation(wiring.Component):
 class Gelu(LutActivation):
     """GELU by table (see :class:`LutActivation`); ``cfg.approximation`` picks the formula."""
 
-    def __init__(self, cfg: GeluConfig):
+    def __init__(self, cfg: GeluConfig, *, loads=None):
         if not isinstance(cfg, GeluConfig):
             raise TypeError(f"cfg must be a GeluConfig, not {cfg!r}")
-        super().__init__(cfg)
+        super().__init__(cfg, loads=loads)
 
 
 class Silu(LutActivation):
     """SiLU by table (see :class:`LutActivation`)."""
 
-    def __init__(self, cfg: SiluConfig):
+    def __init__(self, cfg: SiluConfig, *, loads=None):
         if not isinstance(cfg, SiluConfig):
             raise TypeError(f"cfg must be a SiluConfig, not {cfg!r}")
-        super().__init__(cfg)
+        super().__init__(cfg, loads=loads)

@@ -43,9 +43,10 @@ with more they are ``e0_cache``, ...).
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -55,6 +56,7 @@ from ..stream import Cast, Gearbox, row_layout
 from .attention_config import AttentionConfig
 from .gemm import Gemm
 from .kvcache import KvCache, KvCacheConfig
+from .loadable import constants_of
 from .requant import Requant
 from .softmax import Softmax
 
@@ -116,6 +118,12 @@ class Attention(wiring.Component):
     Parameters
     ----------
     cfg : AttentionConfig
+    loads : ConstantScope, optional
+        The score and output re-quantisers' and the softmax's numbers written at run time
+        (:meth:`constants`, :mod:`~.loadable`).
+    layers : int
+        KV caches of this many layers (one region each, :class:`~.kvcache.KvCache`), and a
+        ``pos`` per layer: one block serves every layer of a model in turn.
 
     Members
     -------
@@ -136,6 +144,10 @@ class Attention(wiring.Component):
         Bidirectional: 0 (every tensor is a whole sentence).
     overflow : Out(1)
         Sticky, from the cache: more than ``seq`` positions were offered.
+    layer : In(range(layers))
+        Only with ``layers`` > 1: the layer whose cache and ``pos`` the tensor uses; held
+        from the tensor's first beat in until its last beat has left ``o``. ``clear``
+        starts every layer's sequence anew.
 
     What a tensor may be is :meth:`AttentionConfig.check_call`'s contract (the RTL does not
     check it). Bidirectional, a tensor of ``n <= seq`` rows is a sentence: its queries attend
@@ -158,21 +170,43 @@ class Attention(wiring.Component):
     minus ``(heads − head_rounds)·T``: the timing of one engine with ``head_rounds`` heads.
     """
 
-    def __init__(self, cfg: AttentionConfig):
+    def __init__(self, cfg: AttentionConfig, *, loads=None, layers=1):
         self._MustUse__silence = True
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         check_rtl(cfg)
         self._MustUse__silence = False
-        self.cfg = cfg
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
+        self.cfg, self._loads, self.layers = cfg, loads, layers
         beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
         out_beat = stream.Signature(row_layout(signed(cfg.out_width), cfg.lanes))
-        super().__init__({
+        extra = {"layer": In(range(layers))} if layers > 1 else {}
+        super().__init__({**extra,
             "q": In(beat), "k": In(beat), "v": In(beat), "o": Out(out_beat),
             "clear": In(1),
             "pos": Out(range(cfg.seq + 1)),
             "overflow": Out(1),
         })
+
+    def _parts(self):
+        """The blocks holding calibrated numbers, by submodule name (each engine has its own,
+        all loaded alike)."""
+        cfg = self.cfg
+        return {"score_requant": lambda loads: Requant(cfg.score_requant, loads=loads),
+                "softmax": lambda loads: Softmax(cfg.softmax_block, loads=loads),
+                "out_requant": lambda loads: Requant(cfg.out_requant, loads=loads)}
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`) of the score and output
+        re-quantisers and the softmax's exp table, named ``score_requant.consts``..., each
+        written into every head engine's copy at once with ``loads``."""
+        return [dataclasses.replace(c, name=f"{name}.{c.name}")
+                for name, make in self._parts().items() for c in constants_of(make(None))]
+
+    def _part(self, name):
+        loads = None if self._loads is None else self._loads.scope(name)
+        return self._parts()[name](loads)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -186,7 +220,12 @@ class Attention(wiring.Component):
         cache_cfg = KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=R,
                                                   kv_heads=cfg.kv_heads // E)
 
-        pos = Signal(range(S + 1))
+        if self.layers == 1:
+            pos = Signal(range(S + 1))
+            positions = [pos]
+        else:       # each layer's sequence position, the selected layer's in use
+            positions = [Signal(range(S + 1), name=f"pos_l{n}") for n in range(self.layers)]
+            pos = Array(positions)[self.layer]
         rows = Signal(range(S + 1))      # l, rows of the current tensor
         phase_in = Signal(init=1)
         phase_heads = Signal()
@@ -301,7 +340,7 @@ class Attention(wiring.Component):
         auto_clear = e_finish if not cfg.causal else 0
 
         with m.If(self.clear):
-            m.d.sync += pos.eq(0)
+            m.d.sync += [p.eq(0) for p in positions]
             # (rows are whole between tensors; reset anyway, as the cache resets its own)
             m.d.sync += [sig.eq(0) for split in splitters for sig in split[:2]]
         for en in engines:
@@ -323,15 +362,17 @@ class Attention(wiring.Component):
             m.submodules[pre + name] = block
             return block
 
-        cache = add("cache", KvCache(cache_cfg))
+        cache = add("cache", KvCache(cache_cfg, layers=self.layers))
+        if self.layers > 1:
+            m.d.comb += cache.layer.eq(self.layer)
         qk = add("qk", Gemm(cfg.qk_gemm))
         pv = add("pv", Gemm(cfg.pv_gemm))
         g1 = add("score_gear", Gearbox(signed(32), cfg.qk_cols, LN, S))
-        sreq = add("score_requant", Requant(cfg.score_requant))
-        smax = add("softmax", Softmax(cfg.softmax_block))
+        sreq = add("score_requant", self._part("score_requant"))
+        smax = add("softmax", self._part("softmax"))
         cast = add("cast", Cast(unsigned(8), signed(9), LN))
         g2 = add("out_gear", Gearbox(signed(32), cfg.pv_cols, LN, cfg.d_head))
-        oreq = add("out_requant", Requant(cfg.out_requant))
+        oreq = add("out_requant", self._part("out_requant"))
         wiring.connect(m, cache.o_kt, qk.weight)
         wiring.connect(m, cache.o_vh, pv.weight)
         wiring.connect(m, qk.o, g1.i)

@@ -38,6 +38,11 @@ class Gemm(wiring.Component):
         (0..15). Weights can also be (re)loaded through the ``weight`` stream.
     group_scale, group_min : ndarray of shape (k/32, n), optional
         ``weight_groups`` only: the initial group tables (int16), loadable through ``group``.
+    weight_banks : 1 or 2
+        2: the weight memory holds two matrices, so that the next one loads while the array
+        computes with the other (double buffering, for weights fetched per tensor from off-chip
+        memory); then each activation tensor consumes one load, in order (see ``weight``),
+        and there are no initial weights. Not with ``weight_groups`` (yet).
 
     Members
     -------
@@ -50,7 +55,11 @@ class Gemm(wiring.Component):
     weight : In(stream.Signature(row_layout(signed(w_width), cols)))
         W, row by row (k rows of ``n_tiles`` beats, lanes past n zero-padded), ``end`` on the
         last beat. Accepted only while no tile is being computed, and computation waits while
-        a load is under way, so a load never mixes with a product.
+        a load is under way, so a load never mixes with a product. With two weight banks,
+        loads fill the banks in turn and tensors use them in turn: a tensor's first token tile
+        starts once its bank's load is complete (its ``end`` beat taken the cycle before), a
+        load is taken while its bank is free — its previous matrix's tensor has issued its
+        last step — whatever the array does with the other bank.
     group : In(stream.Signature(row_layout(signed(16), 2 * cols)))
         ``weight_groups`` only: the group tables, ``k/32`` rows of ``n_tiles`` beats, each beat
         one feature tile's scales (lanes ``0..cols-1``) then its minima (lanes
@@ -85,11 +94,20 @@ class Gemm(wiring.Component):
     ``sim.golden.gemm.group_gemm_bitexact``.
     """
 
-    def __init__(self, cfg: GemmConfig, *, weights=None, group_scale=None, group_min=None):
+    def __init__(self, cfg: GemmConfig, *, weights=None, group_scale=None, group_min=None,
+                 weight_banks=1):
         self._MustUse__silence = True       # until the checks below have passed
         if not isinstance(cfg, GemmConfig):
             raise TypeError(f"cfg must be a GemmConfig, not {cfg!r}")
-        self.cfg = cfg
+        if weight_banks not in (1, 2):
+            raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
+        if weight_banks == 2 and cfg.weight_groups:
+            raise ValueError("two weight banks with grouped W4 weights are not built yet; "
+                             "allowed: weight_banks=1 with weight_groups")
+        if weight_banks == 2 and weights is not None:
+            raise ValueError("two weight banks are filled by loads only; allowed: "
+                             "weights=None with weight_banks=2")
+        self.cfg, self.weight_banks = cfg, weight_banks
         self._weights = None if weights is None else self.weight_words(cfg, weights)
         tables = (group_scale, group_min)
         if not cfg.weight_groups and any(t is not None for t in tables):
@@ -164,8 +182,9 @@ class Gemm(wiring.Component):
             shape=data.ArrayLayout(signed(cfg.a_width), R * LN), depth=2 * KB, init=[])
         a_wr = abuf.write_port(granularity=LN)
         a_rd = abuf.read_port()
+        WB = self.weight_banks
         m.submodules.wmem = wmem = memory.Memory(
-            shape=data.ArrayLayout(self.weight_shape(cfg), C), depth=NT * K,
+            shape=data.ArrayLayout(self.weight_shape(cfg), C), depth=WB * NT * K,
             init=self._weights or [])
         w_wr = wmem.write_port()
         w_rd = wmem.read_port()
@@ -189,14 +208,25 @@ class Gemm(wiring.Component):
         loading = Signal()       # between the first and the end beat of a weight load
         running = Signal()       # inside a token tile
         flushing = Signal()
-        m.d.comb += [
-            self.weight.ready.eq(~running & ~flushing),
-            w_wr.addr.eq(wl_nt * K + wl_k),
-            w_wr.data.eq(self.weight.payload.data),
-        ]
+        # two banks: the bank the next load fills, the bank the array computes with, and
+        # which banks hold a complete load not yet used up by its tensor
+        wl_bank, f_wbank, w_ready = Signal(), Signal(), Signal(2)
+        if WB == 1:
+            m.d.comb += [self.weight.ready.eq(~running & ~flushing),
+                         w_wr.addr.eq(wl_nt * K + wl_k)]
+        else:
+            m.d.comb += [self.weight.ready.eq(~w_ready.bit_select(wl_bank, 1)),
+                         w_wr.addr.eq(wl_bank * (NT * K) + wl_nt * K + wl_k)]
+        m.d.comb += w_wr.data.eq(self.weight.payload.data)
         with m.If(self.weight.valid & self.weight.ready):
             m.d.comb += w_wr.en.eq(1)
             m.d.sync += loading.eq(~self.weight.payload.end)
+            if WB == 2:
+                with m.If(self.weight.payload.end):
+                    m.d.sync += wl_bank.eq(~wl_bank)
+                    for b in range(2):
+                        with m.If(wl_bank == b):
+                            m.d.sync += w_ready[b].eq(1)
             with m.If(self.weight.payload.end):
                 m.d.sync += [wl_k.eq(0), wl_nt.eq(0)]
             with m.Elif(wl_nt == NT - 1):
@@ -261,7 +291,10 @@ class Gemm(wiring.Component):
         cur_full = bank_full.bit_select(f_bank, 1)
         cur_end = bank_end.bit_select(f_bank, 1)
         cur_last = Mux(f_bank, bank_last[1], bank_last[0])
-        start_ok = cur_full & ~loading & ~self.weight.valid
+        if WB == 1:
+            start_ok = cur_full & ~loading & ~self.weight.valid
+        else:
+            start_ok = cur_full & w_ready.bit_select(f_wbank, 1)
         if grouped:         # nor while the group tables load
             start_ok = start_ok & ~g_loading & ~self.group.valid
         active = running | flushing | start_ok
@@ -276,7 +309,8 @@ class Gemm(wiring.Component):
 
         m.d.comb += [
             a_rd.addr.eq(f_bank * KB + f_beat), a_rd.en.eq(go),
-            w_rd.addr.eq(f_wbase + f_k), w_rd.en.eq(go),
+            w_rd.addr.eq(f_wbase + f_k if WB == 1 else f_wbank * (NT * K) + f_wbase + f_k),
+            w_rd.en.eq(go),
         ]
         if grouped:
             # a group is WEIGHT_GROUP consecutive k of one tile: the weight address over 32
@@ -294,6 +328,13 @@ class Gemm(wiring.Component):
                     with m.If(f_nt == NT - 1):
                         m.d.sync += [f_nt.eq(0), f_wbase.eq(0), running.eq(0),
                                      f_bank.eq(~f_bank), flushing.eq(cur_end)]
+                        if WB == 2:
+                            # the tensor's last step: its bank is free for the next load
+                            with m.If(cur_end):
+                                m.d.sync += f_wbank.eq(~f_wbank)
+                                for b in range(2):
+                                    with m.If(f_wbank == b):
+                                        m.d.sync += w_ready[b].eq(0)
                         for b in range(2):
                             with m.If(f_bank == b):
                                 m.d.sync += bank_full[b].eq(0)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -181,6 +181,11 @@ class KvCache(wiring.Component):
         Sticky: a K or V beat was offered with ``seq`` positions already held.
     length : Out(range(seq + 1))
         Positions whose K and V rows are both complete.
+    layer : In(range(layers))
+        Only with ``layers`` > 1 (the cache of every layer of a model run through one layer's
+        hardware): the layer whose region (its own ``seq`` positions of both memories, its own
+        lengths) appends and readouts use. Change it only between tensors, when no row is half
+        appended and no readout runs; ``clear`` empties every layer's.
 
     Timing: a read request taken in cycle 0 puts its first beats on ``o_kt`` and ``o_vh`` in
     cycle 2, one per cycle while the consumer takes them; the next request is taken in the
@@ -191,11 +196,14 @@ class KvCache(wiring.Component):
     only (its read port and output register hold); the other runs on.
     """
 
-    def __init__(self, cfg: KvCacheConfig):
+    def __init__(self, cfg: KvCacheConfig, *, layers=1):
         if not isinstance(cfg, KvCacheConfig):
             raise TypeError(f"cfg must be a KvCacheConfig, not {cfg!r}")
-        self.cfg = cfg
-        super().__init__({
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
+        self.cfg, self.layers = cfg, layers
+        extra = {"layer": In(range(layers))} if layers > 1 else {}
+        super().__init__({**extra,
             "k": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
             "v": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
             "rd": In(stream.Signature(row_layout(unsigned(cfg.head_bits), 1))),
@@ -214,8 +222,17 @@ class KvCache(wiring.Component):
         KH, G = cfg.kv_heads_value, cfg.kv_group
         WPP = KH * DT                              # V words per position
 
-        k_len = Signal(range(S + 1))
-        v_len = Signal(range(S + 1))
+        NL = self.layers
+        # With layers: one region of both memories per layer, and the lengths (and the write
+        # addresses that follow them) per layer, all at the layer now selected.
+        def per_layer(shape, name):
+            if NL == 1:
+                return Signal(shape, name=name), [None]
+            regs = [Signal(shape, name=f"{name}_l{n}") for n in range(NL)]
+            return Array(regs)[self.layer], regs
+
+        k_len, k_lens = per_layer(range(S + 1), "k_len")
+        v_len, v_lens = per_layer(range(S + 1), "v_len")
         overflow = Signal()
         m.d.comb += [self.length.eq(Mux(k_len < v_len, k_len, v_len)),
                      self.overflow.eq(overflow)]
@@ -224,17 +241,23 @@ class KvCache(wiring.Component):
         beat_shape = data.ArrayLayout(INT8.shape, LN)
         k_banks = []
         for c in range(C):
-            mem = memory.Memory(shape=beat_shape, depth=PT * DB, init=[])
+            mem = memory.Memory(shape=beat_shape, depth=NL * PT * DB, init=[])
             m.submodules[f"k_bank{c}"] = mem
             k_banks.append((mem.write_port(), mem.read_port()))
         k_beat = Signal(_counter(DB))
-        k_bank = Signal(_counter(C))                  # k_len mod C
-        k_base = Signal(range(PT * DB + 1))        # (k_len // C)·DB
+        k_bank, k_banks_l = per_layer(_counter(C), "k_bank")          # k_len mod C
+        k_base, k_bases = per_layer(range(PT * DB + 1), "k_base")     # (k_len // C)·DB
+
+        def k_at(addr):         # in the layer's region
+            return addr if NL == 1 else self.layer * (PT * DB) + addr
+
+        def v_at(addr):
+            return addr if NL == 1 else self.layer * (S * WPP) + addr
         k_room = k_len != S
         m.d.comb += self.k.ready.eq(k_room)
         k_take = self.k.valid & k_room
         for c, (wr, _) in enumerate(k_banks):
-            m.d.comb += [wr.addr.eq(k_base + k_beat), wr.data.eq(self.k.payload.data),
+            m.d.comb += [wr.addr.eq(k_at(k_base + k_beat)), wr.data.eq(self.k.payload.data),
                          wr.en.eq(k_take & (k_bank == c))]
         with m.If(k_take):
             with m.If(k_beat == DB - 1):
@@ -249,12 +272,13 @@ class KvCache(wiring.Component):
         # ---- V: words of the P·V weight format, one segment of a beat per cycle ---------------
         segs = cfg.v_segments
         NS = len(segs)
-        v_mem = memory.Memory(shape=data.ArrayLayout(INT8.shape, PC), depth=S * WPP, init=[])
+        v_mem = memory.Memory(shape=data.ArrayLayout(INT8.shape, PC), depth=NL * S * WPP,
+                              init=[])
         m.submodules.v_mem = v_mem
         v_wr = v_mem.write_port(granularity=1)         # one enable per element
         v_rd = v_mem.read_port()
         v_seg = Signal(_counter(NS))
-        v_base = Signal(range(S * WPP + 1))        # v_len·WPP
+        v_base, v_bases = per_layer(range(S * WPP + 1), "v_base")    # v_len·WPP
         v_room = v_len != S
         v_go = self.v.valid & v_room
         seg_word = Signal(_counter(WPP))
@@ -267,7 +291,8 @@ class KvCache(wiring.Component):
                                  v_wr.en.eq(Mux(v_go, ((1 << n) - 1) << c0, 0))]
                     m.d.comb += [v_wr.data[c0 + j].eq(self.v.payload.data[e0 + j])
                                  for j in range(n)]
-        m.d.comb += [v_wr.addr.eq(v_base + seg_word), self.v.ready.eq(v_room & seg_end)]
+        m.d.comb += [v_wr.addr.eq(v_at(v_base + seg_word)),
+                     self.v.ready.eq(v_room & seg_end)]
         with m.If(v_go):
             with m.If(v_seg == NS - 1):
                 m.d.sync += [v_seg.eq(0), v_len.eq(v_len + 1), v_base.eq(v_base + WPP)]
@@ -309,7 +334,7 @@ class KvCache(wiring.Component):
         ko_keep = Signal(C)
         ko_last, ko_end = Signal(), Signal()
         for _, rd in k_banks:
-            m.d.comb += [rd.addr.eq(kr_pt * DB + head_fb + kr_fb), rd.en.eq(k_adv)]
+            m.d.comb += [rd.addr.eq(k_at(kr_pt * DB + head_fb + kr_fb)), rd.en.eq(k_adv)]
         m.d.comb += kr_last_row.eq((kr_fb == dh // LN - 1) & (kr_sel == LN - 1))
         with m.If(k_adv):
             m.d.sync += [self.o_kt.valid.eq(k_active), ko_sel.eq(kr_sel),
@@ -337,7 +362,7 @@ class KvCache(wiring.Component):
         vr_addr = Signal(range(S * WPP + 1))       # p·WPP
         v_adv = ~self.o_vh.valid | self.o_vh.ready
         vo_keep, vo_last, vo_end = Signal(), Signal(), Signal()
-        m.d.comb += [v_rd.addr.eq(vr_addr + head_vw + vr_t), v_rd.en.eq(v_adv)]
+        m.d.comb += [v_rd.addr.eq(v_at(vr_addr + head_vw + vr_t)), v_rd.en.eq(v_adv)]
         with m.If(v_adv):
             m.d.sync += [self.o_vh.valid.eq(v_active), vo_keep.eq(vr_p < rd_vlen),
                          vo_last.eq(vr_t == DT - 1),
@@ -357,7 +382,12 @@ class KvCache(wiring.Component):
 
         # ---- clear: a new sequence (after everything else, so it wins) -----------------------
         with m.If(self.clear):
-            m.d.sync += [k_len.eq(0), v_len.eq(0), overflow.eq(0), k_beat.eq(0), k_bank.eq(0),
-                         k_base.eq(0), v_seg.eq(0), v_base.eq(0)]
+            m.d.sync += [overflow.eq(0), k_beat.eq(0), v_seg.eq(0)]
+            if NL == 1:
+                m.d.sync += [k_len.eq(0), v_len.eq(0), k_bank.eq(0), k_base.eq(0),
+                             v_base.eq(0)]
+            else:       # every layer's sequence
+                m.d.sync += [r.eq(0) for regs in (k_lens, v_lens, k_banks_l, k_bases, v_bases)
+                             for r in regs]
         return m
 

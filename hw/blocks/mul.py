@@ -39,6 +39,7 @@ from .requant import (
     aligned_multipliers,
     check_scale,
     constant_word,
+    fields_constant,
     pipeline_advance,
 )
 
@@ -186,25 +187,33 @@ class Mul(wiring.Component):
     empty or its successor loads (:func:`~.requant.pipeline_advance`).
     """
 
-    def __init__(self, cfg: MulConfig):
+    def __init__(self, cfg: MulConfig, *, loads=None):
         if not isinstance(cfg, MulConfig):
             raise TypeError(f"cfg must be a MulConfig, not {cfg!r}")
-        self.cfg = cfg
+        self.cfg, self._loads = cfg, loads
         super().__init__({
             "a": In(stream.Signature(row_layout(cfg.A.shape, cfg.lanes))),
             "b": In(stream.Signature(row_layout(cfg.B.shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
         })
 
+    def _fields(self):
+        cfg = self.cfg
+        mult, shift = cfg.multiplier
+        return {"mult": (unsigned(cfg.mult_width_value), mult),
+                "shift": (unsigned(cfg.shift_max.bit_length()), shift)}
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`): the ``consts`` word (the
+        multiplier and its shift), written at run time with ``loads``."""
+        return [fields_constant(self._fields())]
+
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        mult, shift = cfg.multiplier
         rounding = Rounding(cfg.rounding)
         # the calibrated numbers, loaded at run time (one build serves every calibration)
-        word = constant_word(m, {
-            "mult": (unsigned(cfg.mult_width_value), mult),
-            "shift": (unsigned(cfg.shift_max.bit_length()), shift)})
+        word = constant_word(m, self._fields(), loads=self._loads)
         lanes = range(cfg.lanes)
 
         v1, v2 = Signal(), Signal()

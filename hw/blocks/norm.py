@@ -69,7 +69,8 @@ from amaranth.lib.wiring import In
 from ..config import Choice, ConfigError, Range, spec
 from ..numeric import IntType, Rounding, round_shift_var_hw, saturate_hw
 from ..stream import row_layout
-from .requant import constant_word
+from .loadable import Constant, constant_memories
+from .requant import constant_word, fields_constant
 from .rowkernel import (
     RowKernel,
     RowKernelConfig,
@@ -461,9 +462,10 @@ class Norm(RowKernel):
     the input is refused once the buffer is full; no beat is lost or reordered.
     """
 
-    def __init__(self, cfg: NormConfig):
+    def __init__(self, cfg: NormConfig, *, loads=None):
         if not isinstance(cfg, NormConfig):
             raise TypeError(f"cfg must be a LayerNormConfig or RMSNormConfig, not {cfg!r}")
+        self._loads = loads
         extra = {"e": In(stream.Signature(row_layout(unsigned(cfg.e_max.bit_length()), 1)))} \
             if cfg.e_max else None
         super().__init__(cfg, cfg.OUT.shape, cfg.IN.shape, extra=extra)
@@ -474,20 +476,39 @@ class Norm(RowKernel):
             "S1": signed(cfg.s1_width), "y1": unsigned(cfg.rsqrt.y_bits),
             "h": range(cfg.v_width // 2 + 1), "end": 1})
 
-    def constants(self, m):
-        """The calibrated numbers of the datapath in one memory word (loaded at run time,
-        widths fixed by the config; see :func:`~.requant.constant_word`): eps in units of V,
-        the floor of h, the offset of n's shift and the final shift T."""
-        if getattr(self, "_word", None) is None:
-            cfg, rs = self.cfg, self.cfg.rsqrt
-            off = rs.frac - rs.e_frac - cfg.n_frac
-            self._word = constant_word(m, {
-                "eps": (unsigned(cfg.eps_width), cfg.eps_term),
+    def _fields(self):
+        cfg, rs = self.cfg, self.cfg.rsqrt
+        off = rs.frac - rs.e_frac - cfg.n_frac
+        return {"eps": (unsigned(cfg.eps_width), cfg.eps_term),
                 "h_min": (unsigned((cfg.v_width // 2).bit_length()), cfg.h_min),
                 "sh_off": (signed(signed_width(rs.frac - rs.e_frac - MAX_N_FRAC,
                                                rs.frac - rs.e_frac)), off),
-                "t": (unsigned(MAX_TOTAL_SHIFT.bit_length()), cfg.total_shift)})
-        return self._word
+                "t": (unsigned(MAX_TOTAL_SHIFT.bit_length()), cfg.total_shift)}
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`): ``consts`` (eps in units
+        of V, the floor of h, the offset of n's shift and the final shift T), the per-beat
+        gains ``gamma`` and shifts ``beta`` (padding lanes 0), written at run time with
+        ``loads``."""
+        cfg = self.cfg
+        ln, L, B = cfg.lanes, cfg.length, cfg.beats
+        pad = [0] * (B * ln - L)        # the padding lanes of the last beat
+        gq = [list(cfg.gamma_q[b * ln:(b + 1) * ln]) for b in range(B)]
+        bq = [list(cfg.beta_q[b * ln:(b + 1) * ln]) for b in range(B)]
+        gq[-1] += pad
+        bq[-1] += pad
+        return [fields_constant(self._fields()),
+                Constant("gamma", data.ArrayLayout(signed(cfg.rsqrt.g_bits), ln),
+                         tuple(tuple(int(v) for v in r) for r in gq)),
+                Constant("beta", data.ArrayLayout(signed(cfg.beta_bits_value), ln),
+                         tuple(tuple(int(v) for v in r) for r in bq))]
+
+    def _word(self, m):
+        """The ``consts`` word (one memory read combinationally, made on the first call; see
+        :func:`~.requant.constant_word`)."""
+        if getattr(self, "_consts", None) is None:
+            self._consts = constant_word(m, self._fields(), loads=self._loads)
+        return self._consts
 
     def row_input(self, m):
         """With row exponents: the row's exponent, taken with its first beat and held in
@@ -506,7 +527,7 @@ class Norm(RowKernel):
         ln, L = cfg.lanes, cfg.length
         rs = cfg.rsqrt
         s2_width = cfg.s2_width
-        word = self.constants(m)
+        word = self._word(m)
 
         # B: beat sums
         b_valid, b_first, b_last, b_end = (Signal(name=f"b_{k}") for k in
@@ -600,19 +621,10 @@ class Norm(RowKernel):
 
     def emit(self, m, adv, issue, s1):
         cfg = self.cfg
-        ln, L, B = cfg.lanes, cfg.length, cfg.beats
-        pad = [0] * (B * ln - L)        # the padding lanes of the last beat
-        gq = [list(cfg.gamma_q[b * ln:(b + 1) * ln]) for b in range(B)]
-        bq = [list(cfg.beta_q[b * ln:(b + 1) * ln]) for b in range(B)]
-        gq[-1] += pad
-        bq[-1] += pad
-        g_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.rsqrt.g_bits), ln), depth=B,
-                              init=gq)
-        b_rom = memory.Memory(shape=data.ArrayLayout(signed(cfg.beta_bits_value), ln), depth=B,
-                              init=bq)
-        word = self.constants(m)
-        m.submodules.gamma = g_rom
-        m.submodules.beta = b_rom
+        ln, L = cfg.lanes, cfg.length
+        word = self._word(m)
+        roms = constant_memories(m, self.constants()[1:], self._loads)
+        g_rom, b_rom = roms["gamma"], roms["beta"]
         g_port, b_port = g_rom.read_port(), b_rom.read_port()
         m.d.comb += [g_port.addr.eq(issue["beat"]), b_port.addr.eq(issue["beat"]),
                      g_port.en.eq(adv), b_port.en.eq(adv)]

@@ -44,6 +44,12 @@ outputs with the default 16 bits that is 0.502 LSB: measured 0.5007 worst on ran
 or more (at 16 the multiplier alone may cost half an LSB). Saturated outputs are the output
 type's bound.
 
+**Run-time constants** (``Requant(cfg, load=True)``): a ``load`` stream (re)writes the
+calibrated numbers — the per-channel multipliers, the biases and the common shift — so that
+one build serves several weight sets (:class:`~llmloom.hw.layers.fetched.FetchedLinear` feeds
+it from a layer's weight image). The widths stay the config's (``mult_width_value``,
+``shift_max``): a set whose numbers do not fit is refused where its image is packed.
+
 This module also holds the scale checks shared by the element-wise blocks (``check_scale``,
 ``check_scales``), the stage-advance rule of their pipelines (:func:`pipeline_advance`) and
 their timing (:class:`EltwiseTiming`).
@@ -55,6 +61,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import types
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
@@ -70,10 +77,11 @@ from ..numeric import (
     saturate_hw,
 )
 from ..stream import row_layout
+from .loadable import Constant, constant_memories
 
 __all__ = ["RequantConfig", "Requant", "check_scale", "check_scales", "aligned_multipliers",
-           "constant_word", "pipeline_advance", "EltwiseTiming", "ROUNDINGS", "Scale",
-           "ChannelInts"]
+           "constant_word", "constant_memory", "pipeline_advance", "EltwiseTiming", "ROUNDINGS",
+           "Scale", "ChannelInts"]
 
 ROUNDINGS = tuple(r.value for r in (Rounding.HALF_EVEN, Rounding.HALF_UP, Rounding.FLOOR))
 
@@ -157,18 +165,29 @@ def aligned_multipliers(reals, mult_bits):
     return tuple(mult << (s - sh) for mult, sh in pairs), s
 
 
-def constant_word(m, fields, name="consts"):
+def constant_word(m, fields, name="consts", loads=None):
     """Constants of a block held in one memory word, read combinationally, rather than
     folded into its logic: the memory's contents are cut out of the Verilog and loaded at run
     time (:func:`~llmloom.hw.emit.split_memory_init`), so the Verilog, and a simulator model
     built from it, is the same for every set of calibrated numbers of one config. ``fields``
     maps a name to ``(shape, value)``: the shape fixed by the config (never by the value), so
     that the text does not change. Returns the word (a view with one field per name); the
-    memory is submodule ``name`` of ``m``."""
+    memory is submodule ``name`` of ``m``, written at run time through ``loads`` when given
+    (:func:`~.loadable.constant_memories`)."""
+    mems = constant_memories(m, [fields_constant(fields, name)], loads)
+    return mems[name].read_port(domain="comb").data
+
+
+def fields_constant(fields, name="consts"):
+    """The :class:`~.loadable.Constant` of :func:`constant_word`'s one-word memory."""
     layout = data.StructLayout({k: shape for k, (shape, _) in fields.items()})
-    m.submodules[name] = mem = memory.Memory(shape=layout, depth=1,
-                                             init=[{k: v for k, (_, v) in fields.items()}])
-    return mem.read_port(domain="comb").data
+    return Constant(name, layout, ({k: v for k, (_, v) in fields.items()},))
+
+
+def constant_memory(m, fields, name="consts"):
+    """The one-word memory of :func:`constant_word` itself (submodule ``name`` of ``m``), for
+    a block that also writes it at run time (a write port of its own)."""
+    return constant_memories(m, [fields_constant(fields, name)])[name]
 
 
 def pipeline_advance(valids, out_ready):
@@ -354,6 +373,50 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         register's width is fixed by the config): the product's width less two."""
         return self.product_width - 2
 
+    @property
+    def load_beats(self):
+        """Beats of one load on the ``load`` stream of ``Requant(cfg, load=True)``: ``beats``
+        of multipliers, ``beats`` of biases, one with the shift."""
+        return 2 * self.beats + 1
+
+    def load_values(self):
+        """This config's numbers as the ``load`` beats of ``Requant(build, load=True)``
+        (:attr:`load_beats` lists of ``lanes`` ints): the aligned multipliers and the biases by
+        channel, the padding lanes 0, then the shift in lane 0."""
+        pad = self.beats * self.lanes - self.length
+        mults, shift = self.multipliers
+        rows = []
+        for vals in (list(mults) + [0] * pad, list(self.channel_bias) + [0] * pad):
+            rows += [vals[b * self.lanes:(b + 1) * self.lanes] for b in range(self.beats)]
+        return rows + [[shift] + [0] * (self.lanes - 1)]
+
+    #: Fields that shape a re-quantiser's hardware (its ports, memories and widths); the
+    #: numbers of any config that agrees on them and fits the widths load into it.
+    STRUCTURE = ("length", "lanes", "rounding", "out_width", "row_exponent", "e_max")
+
+    def check_loadable(self, other):
+        """:class:`ConfigError` unless ``other``'s numbers can be loaded into a re-quantiser
+        built for this config (``Requant(self, load=True)``): the same :data:`STRUCTURE`, a
+        per-channel scale and a bias alike, and multipliers and shift within this build's
+        ``mult_width_value`` and ``shift_max``."""
+        for name in self.STRUCTURE:
+            if getattr(other, name) != getattr(self, name):
+                raise ConfigError(f"{name}={getattr(other, name)!r} differs from the build's "
+                                  f"{getattr(self, name)!r}; allowed: the same")
+        for what, a, b in (("a per-channel scale", self.per_channel, other.per_channel),
+                           ("a bias", self.bias is not None, other.bias is not None)):
+            if a != b:
+                raise ConfigError(f"the numbers {'have' if b else 'lack'} {what}; the build "
+                                  f"{'has' if a else 'lacks'} it; allowed: the same")
+        mults, shift = other.multipliers
+        width = max(mults).bit_length()
+        if width > self.mult_width_value:
+            raise ConfigError(f"the multipliers need {width} bits; the build's mult_width "
+                              f"is {self.mult_width_value} (raise mult_width)")
+        if shift > self.shift_max:
+            raise ConfigError(f"the shift {shift} exceeds the build's shift_max="
+                              f"{self.shift_max}")
+
     #: Pipeline stages without the channel table: bias add, multiply, round and saturate
     #: (output register included).
     BASE_LATENCY = 3
@@ -435,6 +498,10 @@ class Requant(wiring.Component):
     Parameters
     ----------
     cfg : RequantConfig
+    load : bool
+        A ``load`` stream for the calibrated numbers (see ``load`` below).
+    banks : 1 or 2
+        With ``load``: two banks of numbers, double-buffered (see ``load``).
 
     Members
     -------
@@ -447,6 +514,21 @@ class Requant(wiring.Component):
         ``i``, and ``e`` (``row_layout(unsigned(e_width), 1)``) carries one exponent per row,
         ``0..e_max``, taken in the cycle the row's first accumulator beat is (neither is taken
         without the other).
+    load : In(stream.Signature(row_layout(signed(32), lanes)))
+        Only with ``load=True`` (then ``acc`` replaces ``i`` too): the calibrated numbers, as
+        ``cfg.load_beats`` beats — ``beats`` beats of aligned multipliers ``M_c`` (lane ``j``
+        of beat ``b`` is channel ``b·lanes + j``, as on ``acc``; only the low
+        ``mult_width_value`` bits are kept, and a per-tensor scale takes channel 0's), then
+        ``beats`` beats of int32 biases (ignored without a bias), then one beat whose lane 0
+        is the common shift ``s`` (low ``shift_max.bit_length()`` bits); ``last``/``end`` are
+        ignored, the beats are counted. A load beat is taken only while no accumulator beat is
+        in the pipeline, and no accumulator beat is taken from the cycle a load beat is
+        offered until the load's last beat is in (the engines' ``weight`` rule: a load never
+        mixes with results). Until the first load the numbers are the config's (the memories'
+        initial contents). With ``banks=2`` the numbers are double-buffered: loads fill two
+        banks in turn and tensors (``end`` on a tensor's last beat) use them in turn, a load
+        taken while its bank is free (its previous tensor's last beat has left ``o``), a
+        tensor's beats while its bank is full; no initial numbers then.
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
         The results in the same order, with ``last`` and ``end`` carried through.
 
@@ -463,20 +545,28 @@ class Requant(wiring.Component):
     ``s − e``; the latency is the same.
     """
 
-    def __init__(self, cfg: RequantConfig):
+    def __init__(self, cfg: RequantConfig, *, load=False, banks=1, loads=None):
         if not isinstance(cfg, RequantConfig):
             raise TypeError(f"cfg must be a RequantConfig, not {cfg!r}")
-        self.cfg = cfg
-        ports = {"i": In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))}
+        if banks not in (1, 2) or (banks == 2 and not load):
+            raise ValueError(f"banks={banks!r}; allowed: 1, or 2 with load=True")
+        if load and loads is not None:
+            raise ValueError("loads (a constant bus) is for a re-quantiser without load=True")
+        self.cfg, self._load, self._banks, self._loads = cfg, bool(load), banks, loads
+        acc = In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))
+        ports = {"acc": acc} if cfg.row_exponent or load else {"i": acc}
         if cfg.row_exponent:
-            ports = {"acc": ports["i"],
-                     "e": In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))}
+            ports["e"] = In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))
+        if load:
+            ports["load"] = In(stream.Signature(row_layout(cfg.ACC.shape, cfg.lanes)))
         super().__init__({**ports, "o": Out(stream.Signature(row_layout(cfg.OUT.shape,
                                                                          cfg.lanes)))})
 
-    def elaborate(self, platform):
+    def _numbers(self):
+        """``(fields, init, lane_fields, rows)``: the ``consts`` word's fields (shapes) and
+        values, and with a channel table its lanes' fields and its rows (a beat's constants
+        each)."""
         cfg = self.cfg
-        m = Module()
         lanes, beats = cfg.lanes, cfg.beats
         mults, shift = cfg.multipliers
         bias = cfg.channel_bias
@@ -486,12 +576,74 @@ class Requant(wiring.Component):
         mults, bias = tuple(mults) + (mults[0],) * pad, tuple(bias) + (0,) * pad
         mult_shape = unsigned(cfg.mult_width_value)
         per_channel, has_bias = cfg.per_channel, cfg.bias is not None
+        table = cfg.channel_table
+        fields = {"shift": unsigned(cfg.shift_max.bit_length())}
+        if not per_channel:
+            fields["mult"] = mult_shape
+        if not table and per_channel:
+            fields["mults"] = data.ArrayLayout(mult_shape, lanes)
+        if not table and has_bias:
+            fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
+        init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
+                "bias": list(bias[:lanes])}
+        lane_fields = {"bias": cfg.ACC.shape} if has_bias else {}
+        if per_channel:
+            lane_fields["mult"] = mult_shape
+        rows = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
+                  for name in lane_fields} for j in range(lanes)] for b in range(beats)]
+        return fields, init, lane_fields, rows
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`) of a re-quantiser without
+        ``load``: the ``consts`` word and, with a channel table, ``channels``."""
+        if self._load:
+            raise ValueError("a re-quantiser with load=True takes its numbers on `load`")
+        fields, init, lane_fields, rows = self._numbers()
+        out = [fields_constant({k: (shape, init[k]) for k, shape in fields.items()})]
+        if self.cfg.channel_table:
+            layout = data.ArrayLayout(data.StructLayout(lane_fields), self.cfg.lanes)
+            out.append(Constant("channels", layout, tuple(rows)))
+        return out
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        lanes, beats = cfg.lanes, cfg.beats
+        mult_shape = unsigned(cfg.mult_width_value)
+        per_channel, has_bias = cfg.per_channel, cfg.bias is not None
         rounding = Rounding(cfg.rounding)
-        inp = self.acc if cfg.row_exponent else self.i
+        load = self._load
+        inp = self.acc if cfg.row_exponent or load else self.i
 
         valids = [Signal(name=f"valid{k}") for k in range(1, cfg.latency)] + [self.o.valid]
         advs = pipeline_advance(valids, self.o.ready)
         beat = None
+        # `hold`: no accumulator beat enters while a load is offered or under way
+        banked = self._banks == 2
+        ld_bank = rd_bank = full = None
+        if load:
+            load_at = Signal(range(cfg.load_beats), name="load_at")    # the next load beat
+            load_fire = self.load.valid & self.load.ready
+            with m.If(load_fire):
+                m.d.sync += load_at.eq(Mux(load_at == cfg.load_beats - 1, 0, load_at + 1))
+            if banked:
+                # two sets of numbers: loads fill the banks in turn, tensors use them in turn;
+                # a bank is full from its load's last beat until its tensor's last beat leaves
+                ld_bank, rd_bank = Signal(name="ld_bank"), Signal(name="rd_bank")
+                full = Signal(2, name="full")
+                hold = ~full.bit_select(rd_bank, 1)
+                m.d.comb += self.load.ready.eq(~full.bit_select(ld_bank, 1))
+                with m.If(load_fire & (load_at == cfg.load_beats - 1)):
+                    m.d.sync += ld_bank.eq(~ld_bank)
+                    for b in range(2):
+                        with m.If(ld_bank == b):
+                            m.d.sync += full[b].eq(1)
+            else:
+                hold = (load_at != 0) | self.load.valid
+                empty = ~valids[0]
+                for v in valids[1:]:
+                    empty = empty & ~v
+                m.d.comb += self.load.ready.eq(empty)
 
         def beat_counter():
             # the beat's index within the row (``last`` or the count's wrap starts a new row)
@@ -510,13 +662,19 @@ class Requant(wiring.Component):
             first = Signal(name="first")
             held = Signal(unsigned(cfg.e_width), name="e_held")
             in_ok = Signal(name="in_ok")
-            m.d.comb += [first.eq(beat == 0), in_ok.eq(~first | self.e.valid),
-                         inp.ready.eq(advs[0] & in_ok),
-                         self.e.ready.eq(advs[0] & inp.valid & first)]
+            ok = ~first | self.e.valid
+            e_ready = advs[0] & inp.valid & first
+            if load:
+                ok, e_ready = ok & ~hold, e_ready & ~hold
+            m.d.comb += [first.eq(beat == 0), in_ok.eq(ok), inp.ready.eq(advs[0] & in_ok),
+                         self.e.ready.eq(e_ready)]
             with m.If(self.e.valid & self.e.ready):
                 m.d.sync += held.eq(self.e.payload.data[0])
             exp = Mux(first, self.e.payload.data[0], held)
             in_valid = inp.valid & in_ok
+        elif load:
+            m.d.comb += inp.ready.eq(advs[0] & ~hold)
+            in_valid, exp = inp.valid & ~hold, None
         else:
             m.d.comb += inp.ready.eq(advs[0])
             in_valid, exp = inp.valid, None
@@ -529,6 +687,22 @@ class Requant(wiring.Component):
                              end.eq(frame[-1][2])]
             frame.append((valid, last, end))
         m.d.comb += [self.o.payload.last.eq(frame[-1][1]), self.o.payload.end.eq(frame[-1][2])]
+        # two banks: each beat's bank rides along (bank_at[k]: the bank of stage k's beat,
+        # k = 0 the input's); a tensor's last beat in moves the input to the other bank, its
+        # last beat out frees its bank
+        bank_at = [rd_bank]
+        if banked:
+            with m.If(inp.valid & inp.ready & inp.payload.last & inp.payload.end):
+                m.d.sync += rd_bank.eq(~rd_bank)
+            for k, adv in enumerate(advs):
+                reg = Signal(name=f"bank{k + 1}")
+                with m.If(adv):
+                    m.d.sync += reg.eq(bank_at[-1])
+                bank_at.append(reg)
+            with m.If(self.o.valid & self.o.ready & self.o.payload.last & self.o.payload.end):
+                for b in range(2):
+                    with m.If(bank_at[-1] == b):
+                        m.d.sync += full[b].eq(0)
         stage = iter(advs)
 
         def carry_exponent(adv, value, name):
@@ -545,16 +719,21 @@ class Requant(wiring.Component):
         # calibration of one config. ``consts``: one word, read combinationally: the common
         # shift and whatever does not change from beat to beat.
         table = cfg.channel_table
-        fields = {"shift": unsigned(cfg.shift_max.bit_length())}
-        if not per_channel:
-            fields["mult"] = mult_shape
-        if not table and per_channel:
-            fields["mults"] = data.ArrayLayout(mult_shape, lanes)
-        if not table and has_bias:
-            fields["bias"] = data.ArrayLayout(cfg.ACC.shape, lanes)
-        init = {"shift": shift, "mult": mults[0], "mults": list(mults[:lanes]),
-                "bias": list(bias[:lanes])}
-        word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()})
+        fields, init, lane_fields, rows = self._numbers()
+        ti = int(table)        # stages before the bias add
+        if load:
+            # one memory per field, each written by the load beats that carry it; two banks:
+            # each read at the bank of the beat in the stage that uses it (the shift at the
+            # final shift's stage, the rest at the bias add)
+            use = {k: bank_at[ti] if banked else None for k in fields}
+            if banked:
+                use["shift"] = bank_at[ti + 1] if cfg.row_exponent else bank_at[ti + 2]
+            word = types.SimpleNamespace(**{
+                k: self._loaded_constant(m, k, shape, init[k], load_at, ld_bank, use[k])
+                for k, shape in fields.items()})
+        else:
+            word = constant_word(m, {k: (shape, init[k]) for k, shape in fields.items()},
+                                 loads=self._loads)
         shift_sig = word.shift
 
         acc = [inp.payload.data[j] for j in range(lanes)]
@@ -565,21 +744,25 @@ class Requant(wiring.Component):
             if beat is None:
                 beat = beat_counter()
             exp = carry_exponent(adv, exp, "e_rom")
-            lane_fields = {"bias": cfg.ACC.shape} if has_bias else {}
-            if per_channel:
-                lane_fields["mult"] = mult_shape
-            layout = data.ArrayLayout(data.StructLayout(lane_fields), lanes)
-            rows = [[{name: (mults if name == "mult" else bias)[b * lanes + j]
-                      for name in lane_fields} for j in range(lanes)] for b in range(beats)]
-            m.submodules.channels = rom = memory.Memory(shape=layout, depth=beats, init=rows)
-            port = rom.read_port()
-            m.d.comb += [port.addr.eq(beat), port.en.eq(adv)]
+            if load:
+                # a table per field (a word's multipliers and biases arrive in different load
+                # beats), read alike
+                reads = self._loaded_tables(m, lane_fields, rows, beat, adv, load_at,
+                                            ld_bank, rd_bank)
+                lane_data = [{k: reads[k][j] for k in reads} for j in range(lanes)]
+            else:
+                rom = constant_memories(m, self.constants()[1:], self._loads)["channels"]
+                port = rom.read_port()
+                m.d.comb += [port.addr.eq(beat), port.en.eq(adv)]
+                lane_data = [{k: getattr(port.data[j], k) for k in lane_fields}
+                             for j in range(lanes)]
             acc_r = [Signal(cfg.ACC.shape, name=f"acc{j}") for j in range(lanes)]
             with m.If(adv):
                 m.d.sync += [acc_r[j].eq(acc[j]) for j in range(lanes)]
             acc = acc_r
-            lane_bias = [port.data[j].bias if has_bias else 0 for j in range(lanes)]
-            lane_mult = [port.data[j].mult if per_channel else word.mult for j in range(lanes)]
+            lane_bias = [lane_data[j]["bias"] if has_bias else 0 for j in range(lanes)]
+            lane_mult = [lane_data[j]["mult"] if per_channel else word.mult
+                         for j in range(lanes)]
         else:
             lane_bias = [word.bias[j] if has_bias else 0 for j in range(lanes)]
             lane_mult = [word.mults[j] if per_channel else word.mult for j in range(lanes)]
@@ -620,3 +803,64 @@ class Requant(wiring.Component):
                 m.d.sync += out[j].eq(saturate_hw(rounded, cfg.OUT))
         m.d.comb += [self.o.payload.data[j].eq(out[j]) for j in range(lanes)]
         return m
+
+    def _load_phase(self, field, at):
+        """``(taken, index)``: whether load beat ``at`` carries ``field`` (for a channel
+        field: the table word it writes; for a constant, lane 0 or the lanes of beat 0)."""
+        beats = self.cfg.beats
+        if field == "shift":
+            return at == 2 * beats, 0
+        if field in ("bias",):
+            return (at >= beats) & (at < 2 * beats), at - beats
+        return at < beats, at                   # "mult", "mults": the multiplier beats
+
+    def _loaded_constant(self, m, field, shape, init, at, ld_bank=None, rd_bank=None):
+        """A constant of the ``consts`` word (:func:`constant_word`) in a memory of its own
+        (two words with two banks, written at ``ld_bank`` and read at ``rd_bank``), written by
+        the load beats that carry it (lane 0, or the first beat's lanes for a per-lane field,
+        ``mults`` or ``bias``). Returns its value, read combinationally."""
+        if ld_bank is None:
+            mem = constant_memory(m, {field: (shape, init)}, name=f"consts_{field}")
+        else:
+            layout = data.StructLayout({field: shape})
+            m.submodules[f"consts_{field}"] = mem = memory.Memory(
+                shape=layout, depth=2, init=[{field: init}] * 2)
+        wr = mem.write_port()
+        taken, index = self._load_phase(field, at)
+        lanes = self.load.payload.data
+        if field in ("mults", "bias"):
+            m.d.comb += [wr.data[field][j].eq(lanes[j]) for j in range(self.cfg.lanes)]
+        else:
+            m.d.comb += wr.data[field].eq(lanes[0])
+        m.d.comb += wr.en.eq(self.load.valid & self.load.ready & taken & (index == 0))
+        rd = mem.read_port(domain="comb")
+        if ld_bank is not None:
+            m.d.comb += [wr.addr.eq(ld_bank), rd.addr.eq(rd_bank)]
+        return rd.data[field]
+
+    def _loaded_tables(self, m, lane_fields, rows, beat, adv, at, ld_bank=None, rd_bank=None):
+        """The channel table as one memory per field (``channels_mult``, ``channels_bias``),
+        each written by its load beats and read, like the single table, by the beat's index
+        (enabled by the stage's advance); two banks (``ld_bank``, ``rd_bank``): ``2·beats``
+        words, a bank's ``beats`` after the other's. Returns ``{field: read data}``."""
+        lanes, beats = self.cfg.lanes, self.cfg.beats
+        nb = 1 if ld_bank is None else 2
+        reads = {}
+        for name, shape in lane_fields.items():
+            init = [[row[j][name] for j in range(lanes)] for row in rows] * nb
+            mem = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=nb * beats,
+                                init=init)
+            m.submodules[f"channels_{name}"] = mem
+            rd, wr = mem.read_port(), mem.write_port()
+            taken, index = self._load_phase(name, at)
+            if nb == 1:
+                m.d.comb += [rd.addr.eq(beat), wr.addr.eq(index)]
+            else:
+                m.d.comb += [rd.addr.eq(rd_bank * beats + beat),
+                             wr.addr.eq(ld_bank * beats + index[:len(beat)] if beats > 1
+                                        else ld_bank)]
+            m.d.comb += [rd.en.eq(adv),
+                         wr.en.eq(self.load.valid & self.load.ready & taken)]
+            m.d.comb += [wr.data[j].eq(self.load.payload.data[j]) for j in range(lanes)]
+            reads[name] = rd.data
+        return reads

@@ -52,6 +52,7 @@ from .requant import (
     aligned_multipliers,
     check_scale,
     constant_word,
+    fields_constant,
     pipeline_advance,
 )
 
@@ -230,10 +231,10 @@ class Residual(wiring.Component):
     empty or its successor loads; no beat is lost or duplicated.
     """
 
-    def __init__(self, cfg: ResidualConfig):
+    def __init__(self, cfg: ResidualConfig, *, loads=None):
         if not isinstance(cfg, ResidualConfig):
             raise TypeError(f"cfg must be a ResidualConfig, not {cfg!r}")
-        self.cfg = cfg
+        self.cfg, self._loads = cfg, loads
         members = {
             "x": In(stream.Signature(row_layout(cfg.X.shape, cfg.lanes))),
             "r": In(stream.Signature(row_layout(cfg.R.shape, cfg.lanes))),
@@ -243,15 +244,24 @@ class Residual(wiring.Component):
             members["r_e"] = In(stream.Signature(row_layout(unsigned(cfg.e_width), 1)))
         super().__init__(members)
 
+    def _fields(self):
+        cfg = self.cfg
+        mx, mr, shift = cfg.multipliers
+        mult = unsigned(cfg.mult_width_value)
+        return {"mx": (mult, mx), "mr": (mult, mr),
+                "shift": (unsigned(cfg.shift_max.bit_length()), shift)}
+
+    def constants(self):
+        """The calibrated memories (:class:`~.loadable.Constant`): the ``consts`` word (the
+        two multipliers and their shift), written at run time with ``loads``."""
+        return [fields_constant(self._fields())]
+
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        mx, mr, shift = cfg.multipliers
         rounding = Rounding(cfg.rounding)
         # the calibrated numbers, loaded at run time (one build serves every calibration)
-        mult = unsigned(cfg.mult_width_value)
-        word = constant_word(m, {"mx": (mult, mx), "mr": (mult, mr),
-                                 "shift": (unsigned(cfg.shift_max.bit_length()), shift)})
+        word = constant_word(m, self._fields(), loads=self._loads)
 
         v1 = Signal()
         adv1, adv2 = pipeline_advance([v1, self.o.valid], self.o.ready)

@@ -45,12 +45,13 @@ import math
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
 from ..stream import row_layout
+from .loadable import Constant, constant_memories
 from .requant import ROUNDINGS, Scale, check_scale, pipeline_advance
 from .rowkernel import signed_width
 
@@ -242,15 +243,27 @@ class Rope(wiring.Component):
     is not taken; the ROM port is enabled by the first stage's advance, so its data holds too.
     """
 
-    def __init__(self, cfg: RopeConfig):
+    def __init__(self, cfg: RopeConfig, *, loads=None):
         if not isinstance(cfg, RopeConfig):
             raise TypeError(f"cfg must be a RopeConfig, not {cfg!r}")
-        self.cfg = cfg
+        self.cfg, self._loads = cfg, loads
         super().__init__({
             "i": In(stream.Signature(row_layout(cfg.IN.shape, cfg.lanes))),
             "o": Out(stream.Signature(row_layout(cfg.OUT.shape, cfg.lanes))),
             "pos": In(range(cfg.positions)),
         })
+
+    def constants(self):
+        """The calibrated memory (:class:`~.loadable.Constant`): the ``table``, word
+        ``p·H + k`` the (C, S) pairs of beat ``k`` of a head at position ``p`` (its entries
+        scaled by the calibration's ratio of scales), written at run time with ``loads``."""
+        cfg = self.cfg
+        pairs, H = cfg.lanes // 2, cfg.head_beats
+        entry = data.StructLayout({"c": signed(cfg.table_width), "s": signed(cfg.table_width)})
+        C, S = cfg.table
+        init = [[{"c": int(C[p, k * pairs + j]), "s": int(S[p, k * pairs + j])}
+                 for j in range(pairs)] for p in range(cfg.positions) for k in range(H)]
+        return [Constant("table", data.ArrayLayout(entry, pairs), tuple(init))]
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -259,13 +272,7 @@ class Rope(wiring.Component):
         tw, F = cfg.table_width, cfg.frac_bits
         rounding = Rounding(cfg.rounding)
 
-        # The table: word p·H + k holds the (C, S) pairs of beat k of a head at position p.
-        entry = data.StructLayout({"c": signed(tw), "s": signed(tw)})
-        word = data.ArrayLayout(entry, pairs)
-        C, S = cfg.table
-        init = [[{"c": int(C[p, k * pairs + j]), "s": int(S[p, k * pairs + j])}
-                 for j in range(pairs)] for p in range(cfg.positions) for k in range(H)]
-        m.submodules.table = rom = memory.Memory(shape=word, depth=cfg.positions * H, init=init)
+        rom = constant_memories(m, self.constants(), self._loads)["table"]
         port = rom.read_port()
 
         valids = [Signal(name="valid1"), Signal(name="valid2"), self.o.valid]

@@ -75,6 +75,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import ConfigError, Range, spec
 from ..numeric import INT8, UINT8
 from ..stream import row_layout
+from .loadable import Constant, constant_memories
 from .rowkernel import MAX_LENGTH, RowKernel, RowKernelConfig, bit_length_hw, check_positive
 
 __all__ = ["SoftmaxConfig", "Softmax", "OUT_LEVELS", "RECIP_TABLE",
@@ -221,9 +222,10 @@ class Softmax(RowKernel):
     beat is lost or reordered.
     """
 
-    def __init__(self, cfg: SoftmaxConfig):
+    def __init__(self, cfg: SoftmaxConfig, *, loads=None):
         if not isinstance(cfg, SoftmaxConfig):
             raise TypeError(f"cfg must be a SoftmaxConfig, not {cfg!r}")
+        self._loads = loads
         if not (cfg.runtime_offset or cfg.runtime_keys):
             super().__init__(cfg, unsigned(8))
             return
@@ -250,18 +252,22 @@ class Softmax(RowKernel):
             return self.lane_valid(beat == cfg.beats - 1, n)
         return beat * cfg.lanes + n <= lim
 
-    def _exp_rom(self, m, name, ports):
+    def constants(self):
+        """The calibrated memory (:class:`~.loadable.Constant`): the exp table (its entries
+        depend on the score scale), held in one memory per lane (``exp0``...) and one for
+        the rescale (``exp_rescale``), all written at once at run time with ``loads``."""
         cfg = self.cfg
-        rom = memory.Memory(shape=unsigned(cfg.exp_frac + 1), depth=256, init=cfg.exp_table)
-        m.submodules[name] = rom
-        return [rom.read_port() for _ in range(ports)]
+        copies = tuple(f"exp{n}" for n in range(cfg.lanes)) + ("exp_rescale",)
+        return [Constant("exp", unsigned(cfg.exp_frac + 1),
+                         tuple(int(v) for v in cfg.exp_table), copies)]
 
     def phase1(self, m, a):
         cfg = self.cfg
         ln, L = cfg.lanes, cfg.length
-        exp_ports = [self._exp_rom(m, f"exp{n}", 2) for n in range(ln)]
+        roms = constant_memories(m, self.constants(), self._loads)
+        exp_ports = [[roms[f"exp{n}"].read_port() for _ in range(2)] for n in range(ln)]
         self._emit_ports = [p[1] for p in exp_ports]
-        (rescale,) = self._exp_rom(m, "exp_rescale", 1)
+        rescale = roms["exp_rescale"].read_port()
 
         # the last key kept by the row now in stage A (causal limit or key count − 1)
         lim = Signal(range(L), init=cfg.first_limit)

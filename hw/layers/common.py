@@ -13,6 +13,7 @@ from ..blocks.attention import check_rtl as check_attention_rtl
 from ..blocks.dynquant import DynQuant
 from ..blocks.gemm import Gemm
 from ..blocks.gemv import Gemv
+from ..blocks.loadable import constants_of
 from ..blocks.requant import Requant
 from ..blocks.residual import Residual
 from ..config import ConfigError
@@ -241,7 +242,8 @@ class RowResidual(wiring.Component):
         Their exponents, one beat per row (``DynQuant.o_e``: offered before the row leaves).
     """
 
-    def __init__(self, cfg: LayerConfig, name):
+    def __init__(self, cfg: LayerConfig, name, *, loads=None):
+        self._loads = loads
         self._res, self._quant = cfg.stage_config(name), cfg.row_quant(name)
         if self._quant is None:
             raise ValueError(f"stage {name!r}: its output carries no row exponents")
@@ -254,9 +256,13 @@ class RowResidual(wiring.Component):
             "o_e": Out(stream.Signature(row_layout(unsigned(ew), 1))),
         })
 
+    def constants(self):
+        """The residual's calibrated memories (the row quantiser has none)."""
+        return constants_of(Residual(self._res))
+
     def elaborate(self, platform):
         m = Module()
-        m.submodules.add = add = Residual(self._res)
+        m.submodules.add = add = Residual(self._res, loads=self._loads)
         m.submodules.quant = quant = DynQuant(self._quant)
         for port in ("x", "r", "r_e"):
             wiring.connect(m, wiring.flipped(getattr(self, port)), getattr(add, port))

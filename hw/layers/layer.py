@@ -23,13 +23,14 @@ equals :func:`llmloom.sim.golden.layers.layer_bitexact` bit for bit, whatever th
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..blocks.activation import Gelu, Silu
 from ..blocks.attention import Attention
 from ..blocks.dynquant import DynQuant
+from ..blocks.loadable import constants_of
 from ..blocks.mul import Mul
 from ..blocks.norm import Norm
 from ..blocks.residual import Residual
@@ -45,7 +46,8 @@ from .common import (
 )
 from .config import LayerConfig, LayerWeights
 
-__all__ = ["Layer", "Gpt2Block", "BertLayer", "LlamaBlock", "BLOCKS"]
+__all__ = ["Layer", "Gpt2Block", "BertLayer", "LlamaBlock", "BLOCKS", "stage_block",
+           "layer_constants"]
 
 #: The block of each kind but ``linear`` (:class:`~.common.Linear`) and ``act`` (the
 #: description's activation: :data:`ACTIVATIONS`), built on the stage's config.
@@ -53,6 +55,35 @@ BLOCKS = {"norm": Norm, "attention": Attention, "residual": Residual, "quant": D
           "rope": Rope, "mul": Mul}
 #: The block of an ``act`` stage, by the description's ``act``.
 ACTIVATIONS = {"gelu_tanh": Gelu, "gelu_erf": Gelu, "silu": Silu}
+
+
+def stage_block(cfg, stage, loads=None, layers=1):
+    """The block of ``stage``, any kind but ``linear``, built on ``cfg.stage_config`` (a
+    :class:`~.common.RowResidual` where the residual writes row exponents); with ``loads``
+    (a :class:`~llmloom.hw.blocks.loadable.ConstantScope`) its calibrated memories are
+    written at run time (a ``quant`` stage has none); the attention with KV caches of
+    ``layers`` layers."""
+    if cfg.row_quant(stage.name) is not None:
+        return RowResidual(cfg, stage.name, loads=loads)
+    if stage.kind == "quant":
+        return DynQuant(cfg.stage_config(stage.name))
+    if stage.kind == "attention":
+        return Attention(cfg.stage_config(stage.name), loads=loads, layers=layers)
+    block = ACTIVATIONS[cfg.description.act] if stage.kind == "act" else BLOCKS[stage.kind]
+    return block(cfg.stage_config(stage.name), loads=loads)
+
+
+def layer_constants(cfg):
+    """``[(key, Constant)]``: the calibrated memories of the layer's stages but the linear
+    ones (whose numbers are a fetched stage's sections), in description order, keyed
+    ``stage.name`` (``norm1.gamma``, ``attention.softmax.exp``): what a
+    :class:`~llmloom.hw.blocks.loadable.ConstantBus` of the layer carries."""
+    out = []
+    for st in cfg.description.stages:
+        if st.kind in ("linear", "quant"):
+            continue
+        out += [(f"{st.name}.{c.name}", c) for c in constants_of(stage_block(cfg, st))]
+    return out
 
 
 class Layer(wiring.Component):
@@ -99,15 +130,23 @@ class Layer(wiring.Component):
     """
 
     arch = None        # a subclass for one architecture checks it
+    #: KV caches (and positions) of this many layers; with more than one, ``_layer`` (a
+    #: signal a subclass drives) selects the one in use
+    _layers = 1
 
-    def __init__(self, cfg: LayerConfig, weights: LayerWeights):
+    def __init__(self, cfg: LayerConfig, weights: LayerWeights, *, loads=None):
         self._MustUse__silence = True
         check_layer_rtl(cfg, weights)
         if self.arch is not None and cfg.arch != self.arch:
             raise ValueError(f"arch={cfg.arch!r}: {type(self).__name__} needs "
                              f"arch={self.arch!r}")
         self._MustUse__silence = False
-        self.cfg, self.weights = cfg, weights
+        self.cfg, self.weights, self._loads = cfg, weights, loads
+        super().__init__(self._members())
+
+    def _members(self):
+        """The layer's ports (the signature's members)."""
+        cfg = self.cfg
         members = {"i": In(stream.Signature(self._beat("x"))),
                    "o": Out(stream.Signature(self._beat(cfg.description.output))),
                    "clear": In(1), "overflow": Out(1)}
@@ -117,7 +156,11 @@ class Layer(wiring.Component):
             members["i_e"] = In(stream.Signature(self._exponent_beat()))
         if cfg.row_exponent(cfg.description.output):
             members["o_e"] = Out(stream.Signature(self._exponent_beat()))
-        super().__init__(members)
+        return members
+
+    def _input(self, m, name):
+        """The stream the layer's input port ``name`` (``i`` or ``i_e``) feeds its stages."""
+        return wiring.flipped(getattr(self, name))
 
     def _exponent_beat(self):
         """The beat of a row-exponent stream: one exponent ``0..stream_exponent``."""
@@ -131,19 +174,20 @@ class Layer(wiring.Component):
         cfg = self.cfg
         if stage.kind == "linear":
             return Linear(cfg, self.weights, stage.name)
-        if cfg.row_quant(stage.name) is not None:
-            return RowResidual(cfg, stage.name)
-        block = (ACTIVATIONS[cfg.description.act] if stage.kind == "act"
-                 else BLOCKS[stage.kind])
-        return block(cfg.stage_config(stage.name))
+        loads = None if self._loads is None else self._loads.scope(stage.name)
+        return stage_block(cfg, stage, loads, self._layers)
 
     def elaborate(self, platform):
+        return self._compose()[0]
+
+    def _compose(self):
+        """``(m, blocks)``: the module of the composed layer and its blocks by stage name."""
         cfg, desc = self.cfg, self.cfg.description
         m = Module()
         blocks = {}
         for st in desc.stages:
             m.submodules[st.name] = blocks[st.name] = self._block(st)
-        sources = {"x": wiring.flipped(self.i)}
+        sources = {"x": self._input(m, "i")}
         sources |= {st.output: blocks[st.name].o_y if st.kind == "quant" else blocks[st.name].o
                     for st in desc.stages}
         for st in desc.of_kind("quant"):
@@ -179,7 +223,9 @@ class Layer(wiring.Component):
         m.d.comb += attn.clear.eq(self.clear)
         if cfg.causal:
             m.d.comb += self.pos.eq(attn.pos)
-        return m
+        if self._layers > 1:
+            m.d.comb += attn.layer.eq(self._layer)
+        return m, blocks
 
     def _positions(self, m, name, rope):
         """The position of the rows entering ``rope`` (a RoPE block): the rows it has taken
@@ -189,12 +235,14 @@ class Layer(wiring.Component):
         attention, so a count of its own lets the next tensor be rotated while this one is
         still in the attention). Past ``seq`` the attention refuses the rows (``overflow``)."""
         cfg = self.cfg
-        rows = Signal(range(cfg.seq + 1), name=f"{name}_rows")
+        counts = [Signal(range(cfg.seq + 1), name=f"{name}_rows_l{n}" if self._layers > 1
+                         else f"{name}_rows") for n in range(self._layers)]
+        rows = counts[0] if self._layers == 1 else Array(counts)[self._layer]
         i = rope.i
         with m.If(i.valid & i.ready & i.payload.last & (rows != cfg.seq)):
             m.d.sync += rows.eq(rows + 1)
-        with m.If(self.clear):
-            m.d.sync += rows.eq(0)
+        with m.If(self.clear):       # every layer's sequence
+            m.d.sync += [c.eq(0) for c in counts]
         m.d.comb += rope.pos.eq(Mux(rows == cfg.seq, 0, rows))
 
     def _row_exponents(self, m, tensor, blocks):
@@ -205,7 +253,7 @@ class Layer(wiring.Component):
         (:func:`~.common.row_exponent_depth`)."""
         desc = self.cfg.description
         prod = desc.producer(tensor)
-        src = wiring.flipped(self.i_e) if prod is None else blocks[prod.name].o_e
+        src = self._input(m, "i_e") if prod is None else blocks[prod.name].o_e
         readers = desc.readers(tensor)
         if tensor == desc.output:
             readers = readers + [(None, None)]

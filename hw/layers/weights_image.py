@@ -2,7 +2,7 @@
 that :class:`~llmloom.hw.blocks.axi_reader.AxiReader` streaming a section of it is exactly
 what an engine's ``weight`` stream loads.
 
-For each linear stage, in the order of the layer's description, three sections (five at W4:
+For each linear stage, in the order of the layer's description, four sections (six at W4:
 ``weights`` then holds the 4-bit codes two to a byte, column ``2j`` in byte ``j``'s low nibble,
 followed by ``group_scale`` and ``group_min``, int16 little-endian, one row per group of 32
 inputs, ``n_tiles·cols`` columns):
@@ -21,6 +21,17 @@ inputs, ``n_tiles·cols`` columns):
     re-quantiser's shifter and stays in the config).
 ``bias``
     The int32 bias per channel (accumulator units), likewise.
+``shift``
+    The common shift ``s`` of the multipliers, one int32: calibrations differ in it, and the
+    re-quantiser takes it at run time with the rest (``Requant(cfg, load=True)``, whose
+    ``load`` stream these last three sections make, :class:`~.fetched.FetchedLinear`).
+
+A whole layer's image (:func:`fetched_layer_layout`, what
+:class:`~.fetched.FetchedLayer` fetches) is those sections and one more, ``constants``: the
+calibrated memories of every other stage (:func:`~.layer.layer_constants`: norm gains and
+constants, RoPE tables, the attention's re-quantisers and exp table, the activation table,
+the mul's and residuals' multipliers), each memory word as 32-bit chunks, low bits first
+(:meth:`~llmloom.hw.blocks.loadable.Constant.words`), in the list's order.
 
 Every section starts on a multiple of :data:`ALIGN` bytes (a 512-bit bus word), so a reader
 of any width starts each one on a word boundary; the gaps are zero. The layout depends on the
@@ -36,13 +47,14 @@ import numpy as np
 
 from ..config import ConfigError
 from .config import WEIGHT_GROUP
+from .layer import layer_constants
 
 __all__ = ["ALIGN", "Section", "LinearImage", "image_layout", "pack_layer_image",
-           "unpack_layer_image"]
+           "unpack_layer_image", "fetched_layer_layout", "pack_fetched_layer"]
 
 #: Section alignment in bytes: the widest AXI data bus the reader supports (512 bits).
 ALIGN = 64
-PARTS = ("weights", "scales", "bias")
+PARTS = ("weights", "scales", "bias", "shift")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +80,15 @@ class Section:
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearImage:
     """What a linear stage's sections hold: the k×n int8 weights (W4: the 4-bit codes), the
-    re-quantiser's per-channel multipliers and int32 biases (``n`` each); W4, each group's
-    integer scale and minimum (k/32 × n each; ``None`` at W8)."""
+    re-quantiser's per-channel multipliers and int32 biases (``n`` each) and their common
+    shift; W4, each group's integer scale and minimum (k/32 × n each; ``None`` at W8)."""
 
     weights: np.ndarray
     multipliers: np.ndarray
     bias: np.ndarray
     group_scale: np.ndarray | None = None
     group_min: np.ndarray | None = None
+    shift: int | None = None
 
 
 def _linear_stages(cfg):
@@ -100,7 +113,7 @@ def image_layout(cfg):
         else:
             parts = (("weights", eng.k, width, "int8"),)
         for part, rows, cols, dtype in (*parts, ("scales", 1, channels, "<i4"),
-                                        ("bias", 1, channels, "<i4")):
+                                        ("bias", 1, channels, "<i4"), ("shift", 1, 1, "<i4")):
             sec = Section(name, part, offset, rows, cols, dtype)
             out.append(sec)
             offset = _align(sec.end)
@@ -129,6 +142,8 @@ def pack_layer_image(cfg, weights):
         elif sec.part in ("group_scale", "group_min"):
             g = np.asarray(getattr(cfg.numbers.params(sec.stage), sec.part))
             arr[:, :g.shape[1]] = g
+        elif sec.part == "shift":
+            arr[0, 0] = cfg.requant(sec.stage).multipliers[1]
         else:
             rq = cfg.requant(sec.stage)
             vals = rq.multipliers[0] if sec.part == "scales" else rq.channel_bias
@@ -149,7 +164,7 @@ def unpack_layer_image(cfg, image):
     for sec in layout:
         arr = np.frombuffer(image, dtype=sec.dtype, count=sec.rows * sec.cols,
                             offset=sec.offset).reshape(sec.rows, sec.cols)
-        n = cfg.linear(sec.stage).n
+        n = 1 if sec.part == "shift" else cfg.linear(sec.stage).n
         if sec.part == "weights" and cfg.weight_bits == 4:
             arr = np.stack([arr & 0x0F, arr >> 4], axis=2).reshape(sec.rows, 2 * sec.cols)
         if np.any(arr[:, n:]):
@@ -159,5 +174,27 @@ def unpack_layer_image(cfg, image):
     return {name: LinearImage(weights=parts[name, "weights"],
                               multipliers=parts[name, "scales"][0], bias=parts[name, "bias"][0],
                               group_scale=parts.get((name, "group_scale")),
-                              group_min=parts.get((name, "group_min")))
+                              group_min=parts.get((name, "group_min")),
+                              shift=int(parts[name, "shift"][0, 0]))
             for name in _linear_stages(cfg)}
+
+
+def fetched_layer_layout(cfg):
+    """The sections of a whole layer's image (a calibrated ``cfg``: its stages' memories have
+    the config's shapes whatever the calibration): :func:`image_layout`'s, then
+    ``constants`` (stage ``"layer"``, one row of uint32)."""
+    layout = image_layout(cfg)
+    words = sum(c.depth * c.chunks for _, c in layer_constants(cfg))
+    start = _align(layout[-1].end) if layout else 0
+    return layout + (Section("layer", "constants", start, 1, words, "<u4"),)
+
+
+def pack_fetched_layer(cfg, weights):
+    """The whole image (``bytes``) of a calibrated layer, :func:`fetched_layer_layout`'s."""
+    linear = pack_layer_image(cfg, weights)
+    sec = fetched_layer_layout(cfg)[-1]
+    words = np.concatenate([c.words() for _, c in layer_constants(cfg)]).astype("<u4")
+    buf = bytearray(sec.end)
+    buf[:len(linear)] = linear
+    buf[sec.offset:sec.end] = words.tobytes()
+    return bytes(buf)

@@ -42,6 +42,7 @@ def test_round_trip(layer):
         np.testing.assert_array_equal(back[name].weights, weights.matrix(name))
         np.testing.assert_array_equal(back[name].multipliers, rq.multipliers[0])
         np.testing.assert_array_equal(back[name].bias, rq.channel_bias)
+        assert back[name].shift == rq.multipliers[1]
         # the multipliers are the per-channel scales: M·2^-s = s_in·w_scale/s_out
         s_in = getattr(cfg.numbers.scales, cfg.description.base(cfg.linear_io(name)[0]))
         s_out = getattr(cfg.numbers.scales, cfg.linear_io(name)[1])
@@ -53,7 +54,7 @@ def test_round_trip(layer):
 
 def test_layout(layer):
     layout = image_layout(CFG)
-    assert [s.part for s in layout[:3]] == ["weights", "scales", "bias"]
+    assert [s.part for s in layout[:4]] == ["weights", "scales", "bias", "shift"]
     assert all(s.offset % ALIGN == 0 for s in layout)
     assert all(a.end <= b.offset for a, b in zip(layout, layout[1:], strict=False))
     image = pack_layer_image(layer.config, layer.weights)

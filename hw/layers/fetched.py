@@ -1,0 +1,572 @@
+"""A linear stage whose numbers come from off-chip memory at run time: the first step towards
+one layer's hardware running every layer (the paper's temporal axis), each layer's weights
+fetched from its weight image (:mod:`.weights_image`) before its activations go through.
+
+:class:`FetchedLinear` is an :class:`~llmloom.hw.blocks.axi_reader.AxiReader` and the stage of
+:class:`~.common.Linear` (engine → gearbox → re-quantiser), with the engine's memory and the
+re-quantiser's constants loaded through their streams (``weight``, ``load``) instead of fixed
+at elaboration; one build runs any weight set whose image has this config's layout.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..blocks.axi_reader import AxiReader, AxiReaderConfig, AxiReadSignature
+from ..blocks.gemm import Gemm
+from ..blocks.gemv import Gemv
+from ..blocks.loadable import ConstantBus, ConstantLoader
+from ..blocks.requant import Requant
+from ..config import ConfigError
+from ..stream import Gearbox, row_layout
+from .common import check_layer_shape
+from .config import LayerConfig
+from .layer import Layer, layer_constants
+from .weights_image import fetched_layer_layout, image_layout
+
+__all__ = ["FetchedLinear", "fetch_commands", "check_fetched", "FetchedLayer", "LoadedLinear",
+           "layer_fetch_commands", "check_fetched_layer"]
+
+#: The sections a run fetches, in order: the engine's weights, then the re-quantiser's load.
+SECTIONS = ("weights", "scales", "bias", "shift")
+
+
+def check_fetched(cfg, name, reader):
+    """:class:`ConfigError` unless stage ``name`` of ``cfg`` can fetch its numbers through
+    ``reader``: int8 weights, the layer RTL's shape rules for the stage, a bus of exactly
+    the engine's ``cols`` bytes (a reader beat is a ``weight`` beat), and the int32 per bus
+    word and ``lanes`` one a multiple of the other (a bus word of constants widens or
+    narrows into the re-quantiser's beats)."""
+    if not isinstance(cfg, LayerConfig):
+        raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
+    if not isinstance(reader, AxiReaderConfig):
+        raise TypeError(f"reader must be an AxiReaderConfig, not {reader!r}")
+    if cfg.weight_bits != 8:
+        raise ConfigError(f"weight_bits={cfg.weight_bits}: a fetched stage loads int8 weights; "
+                          "allowed: 8")
+    g = cfg.linear(name)
+    cols = g.cols
+    # the layer RTL's rules for this stage (its gearbox carries no padding lanes)
+    if g.n % cols or max(cols, cfg.lanes) % min(cols, cfg.lanes):
+        raise ConfigError(f"{name}: cols={cols} with n={g.n} and lanes={cfg.lanes}; allowed: "
+                          "a divisor of n, and a multiple or divisor of lanes")
+    if reader.lanes != cols:
+        raise ConfigError(f"{name}: reader data_width={reader.data_width} gives {reader.lanes}"
+                          f"-byte beats; the engine's weight beats are cols={cols} bytes; "
+                          f"allowed: data_width={8 * cols}")
+    per = reader.lanes // 4
+    if max(per, cfg.lanes) % max(1, min(per, cfg.lanes)):
+        raise ConfigError(f"{name}: a {reader.data_width}-bit bus word holds {per} int32 and "
+                          f"a beat lanes={cfg.lanes}; allowed: one a multiple of the other")
+    last = max(s.end for s in image_layout(cfg))
+    if last > reader.max_bytes or last >= 1 << reader.addr_width:
+        raise ConfigError(f"the image is {last} bytes; reader max_bytes={reader.max_bytes}; "
+                          "allowed: an image within max_bytes")
+
+
+def fetch_commands(cfg, name, base):
+    """The reader commands of a run of stage ``name`` with the image at byte address ``base``:
+    ``[(addr, bytes)]`` of its :data:`SECTIONS`, in order (what the RTL issues and the timing
+    model walks)."""
+    secs = {s.part: s for s in image_layout(cfg) if s.stage == name}
+    return [(base + secs[p].offset, secs[p].nbytes) for p in SECTIONS]
+
+
+class _Words(wiring.Component):
+    """Bytes from the reader (``cols`` lanes of int8, ``last`` on a command's last beat) into
+    int32 beats of ``lanes`` lanes, little-endian, for the re-quantiser's ``load``.
+
+    Widening (``per = cols/4`` int32 a reader beat, at most ``lanes``): ``lanes/per`` reader
+    beats make one output beat, a command's last one emitted early (zero-padded) on its
+    ``last``; one register stage, a beat taken whenever the output register is empty or being
+    taken. Narrowing (``per > lanes``): a reader beat is held and leaves as ``per/lanes``
+    beats, one a cycle, the input waiting meanwhile; ``count`` (sampled with a command's first
+    beat) gives the beats the command must make, and those past it (the zero padding of its
+    last reader beat) are dropped."""
+
+    def __init__(self, cols, lanes, max_count):
+        self._cols, self._lanes = cols, lanes
+        super().__init__({"i": In(stream.Signature(row_layout(signed(8), cols))),
+                          "count": In(range(max_count + 1)),
+                          "o": Out(stream.Signature(row_layout(signed(32), lanes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        per = self._cols // 4                      # int32 per reader beat
+        incoming = self.i.payload.data.as_value()
+        if per > self._lanes:
+            return self._narrow(m, per // self._lanes, incoming)
+        r = self._lanes // per
+        fill = Signal(range(max(r, 2)))
+        word = Signal(32 * self._lanes)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            done = (fill == r - 1) | self.i.payload.last
+            # this beat's int32s go to lanes fill·per ..; earlier parts are kept, later zeroed
+            parts = []
+            for f in range(r):
+                part = word[f * 32 * per:(f + 1) * 32 * per]
+                parts.append(Mux(fill == f, incoming, Mux(fill > f, part, 0)))
+            new = Cat(*parts)
+            with m.If(done):
+                m.d.sync += [self.o.payload.data.as_value().eq(new), self.o.valid.eq(1),
+                             self.o.payload.last.eq(self.i.payload.last),
+                             self.o.payload.end.eq(self.i.payload.end),
+                             word.eq(0), fill.eq(0)]
+            with m.Else():
+                m.d.sync += [word.eq(new), fill.eq(fill + 1)]
+        return m
+
+    def _narrow(self, m, r, incoming):
+        width = 32 * self._lanes
+        buf = Signal(len(incoming))
+        have, fresh = Signal(), Signal(init=1)
+        sub, nsub = Signal(range(r)), Signal(range(r + 1))
+        left = Signal.like(self.count)
+        buf_last, buf_end = Signal(), Signal()
+        final = sub == nsub - 1
+        m.d.comb += [
+            self.o.valid.eq(have),
+            self.o.payload.data.as_value().eq(buf.word_select(sub, width)),
+            self.o.payload.last.eq(final & buf_last),
+            self.o.payload.end.eq(final & buf_end),
+            self.i.ready.eq(~have | (self.o.ready & final)),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [sub.eq(sub + 1)]
+            with m.If(final):
+                m.d.sync += [have.eq(0), sub.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            need = Mux(fresh, self.count, left)
+            n = Mux(need > r, r, need)
+            m.d.sync += [buf.eq(incoming), have.eq(n != 0), sub.eq(0), nsub.eq(n),
+                         left.eq(need - n), fresh.eq(self.i.payload.last),
+                         buf_last.eq(self.i.payload.last), buf_end.eq(self.i.payload.end)]
+        return m
+
+
+class FetchedLinear(wiring.Component):
+    """Linear stage ``name`` of ``cfg`` (engine → gearbox → re-quantiser, as
+    :class:`~.common.Linear`) with its weights, per-channel multipliers, biases and shift read
+    at run time from a weight image in AXI memory, so that one build runs the stage of every
+    layer in turn.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        The shapes (and, for the memories' initial contents, any calibration: the fetched
+        numbers replace them). Every weight set run must have this config's image layout and
+        numbers that fit the re-quantiser's widths
+        (:meth:`~llmloom.hw.blocks.requant.RequantConfig.check_loadable`).
+    name : str
+        The linear stage (``q``, ``f1``...).
+    reader : AxiReaderConfig
+        ``data_width = 8·cols`` of the stage's engine (:func:`check_fetched`).
+    weight_banks : 1 or 2
+        2: double-buffered weights (the GEMM engine only); see below.
+
+    Members
+    -------
+    cmd : In(stream.Signature(StructLayout({"addr": addr_width})))
+        "Run the stage with the weight image at byte ``addr``" (a layer image's base, aligned
+        to :data:`~.weights_image.ALIGN`): one beat per activation tensor, in the order the
+        tensors come on ``act``; taken when the stage is idle (one bank: the previous run's
+        last output beat has left) or once the reader has the previous run's commands (two).
+    act : In(stream.Signature(row_layout(signed(a_width), lanes)))
+        The runs' activation rows, a tensor per command (``end`` on its last beat, as
+        :class:`Linear`'s ``i``); one bank: taken from the cycle after the run's first weight
+        beat reached the engine.
+    e : In(...)
+        Row exponents, as :class:`Linear`'s (only where the stage's input carries them).
+    o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
+        The result rows, ``end`` on the run's last beat.
+    axi : Out(AxiReadSignature(reader))
+        The reader's AR and R channels.
+    error : Out(1)
+        The reader's (a non-OKAY response), sticky.
+
+    A run: the command is registered; then four reader commands (:func:`fetch_commands`:
+    weights, scales, bias, shift) are offered back to back, so the constants' bursts go out
+    while the weights still stream. The weight beats go straight into the engine's
+    ``weight`` stream; the constants' bytes become int32 beats (``_Words``: a bus word
+    of more int32 than ``lanes`` leaves as several beats, holding the reader meanwhile) into
+    the re-quantiser's ``load``; the tensor's results wait at its input until they are in.
+
+    What overlaps, with one weight bank (``weight_banks=1``, any engine): the activations
+    fill the engine's input banks while the weights stream in (from the cycle after the first
+    weight beat; the engine starts its first tile once its load is complete, by its own
+    rule), and the constants' fetch overlaps the weights' tail and the engine's first tiles.
+    Runs do not overlap: the next command is taken once this run's last output beat has
+    left, so each run pays its whole fetch.
+
+    With two (``weight_banks=2``, the GEMM: :class:`~llmloom.hw.blocks.gemm.Gemm` and
+    :class:`~llmloom.hw.blocks.requant.Requant` with two banks each, twice their memories):
+    double buffering. The next command is taken as soon as the reader has taken this run's
+    four, so run l+1's weights and numbers stream into the other banks while run l computes;
+    the engine and the re-quantiser each pair tensors with their banks' loads, in order. What
+    stays serial: a run's weights wait for the bank of run l−1 to be free (its tensor's last
+    step in the array), its numbers for run l−1's last result to leave the re-quantiser. Timing:
+    ``perf.cycles.fetched_linear_cycles`` (a run alone, exact) and
+    ``perf.cycles.fetched_linear_span`` (a stream of runs).
+    """
+
+    def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig, *, weight_banks=1):
+        self._MustUse__silence = True
+        check_fetched(cfg, name, reader)
+        if weight_banks not in (1, 2):
+            raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
+        if weight_banks == 2 and cfg.engine != "gemm":
+            raise ConfigError(f"engine={cfg.engine!r} has one weight bank; allowed: "
+                              "weight_banks=2 with engine='gemm'")
+        self._MustUse__silence = False
+        self.cfg, self.name, self.reader = cfg, name, reader
+        self.weight_banks = weight_banks
+        st = cfg.description[name]
+        req = cfg.requant(name)
+        members = {
+            "cmd": In(stream.Signature(data.StructLayout({"addr": reader.addr_width}))),
+            "act": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
+                                                  cfg.lanes))),
+        }
+        if req.row_exponent:
+            members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
+        members |= {"o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
+                                                         cfg.lanes))),
+                    "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg, name, rcfg = self.cfg, self.name, self.reader
+        g = cfg.linear(name)
+        m = Module()
+        m.submodules.reader = reader = AxiReader(rcfg)
+        banked = self.weight_banks == 2
+        m.submodules[cfg.engine] = engine = (Gemv(g) if cfg.engine == "gemv"
+                                             else Gemm(g, weight_banks=self.weight_banks))
+        m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
+        m.submodules.requant = req = Requant(cfg.requant(name), load=True,
+                                             banks=self.weight_banks)
+        rq = req.cfg
+        m.submodules.words = words = _Words(g.cols, cfg.lanes, rq.beats)
+        wiring.connect(m, wiring.flipped(self.axi), reader.axi)
+        m.d.comb += self.error.eq(reader.error)
+
+        # ---- the run's state -------------------------------------------------------------
+        busy = Signal()              # one bank: a command taken, its last output not yet out
+        base = Signal(rcfg.addr_width)
+        # reader commands of the newest run taken (none pending at reset)
+        issued = Signal(range(len(SECTIONS) + 1), init=len(SECTIONS))
+        section = Signal(range(len(SECTIONS)))        # what the reader's output carries
+        w_started = Signal()         # one bank: the run's first weight beat is in the engine
+        act_done = Signal()          # one bank: the run's last activation beat is in
+        # the re-quantiser holds the numbers of the tensor now passing through it: set by a
+        # load's last beat, cleared by the tensor's last beat into it (loads and tensors
+        # alternate, so a load never overtakes the previous tensor's results)
+        loaded = Signal()
+        load_at = Signal(range(req.cfg.load_beats))
+
+        # One bank: a run at a time. Two: the next command as soon as the reader has taken
+        # this run's commands (its weights then fill the other bank while this run computes).
+        m.d.comb += self.cmd.ready.eq(issued == len(SECTIONS) if banked else ~busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [busy.eq(1), base.eq(self.cmd.payload.addr), issued.eq(0),
+                         w_started.eq(0), act_done.eq(0)]
+
+        # ---- reader commands: the four sections, back to back ----------------------------
+        cmds = fetch_commands(cfg, name, 0)
+        offset = Signal(rcfg.addr_width)
+        nbytes = Signal(range(rcfg.max_bytes + 1))
+        with m.Switch(issued):
+            for k, (off, n) in enumerate(cmds):
+                with m.Case(k):
+                    m.d.comb += [offset.eq(off), nbytes.eq(n)]
+        m.d.comb += [reader.i.valid.eq(issued != len(SECTIONS)),
+                     reader.i.payload.addr.eq(base + offset),
+                     reader.i.payload.bytes.eq(nbytes)]
+        with m.If(reader.i.valid & reader.i.ready):
+            m.d.sync += issued.eq(issued + 1)
+
+        # ---- the reader's beats: weights to the engine, the rest to the re-quantiser -------
+        to_engine = section == 0
+        m.d.comb += [
+            engine.weight.payload.data.as_value().eq(reader.o.payload.data.as_value()),
+            engine.weight.payload.last.eq(reader.o.payload.last),
+            engine.weight.payload.end.eq(reader.o.payload.end),
+            engine.weight.valid.eq(reader.o.valid & to_engine),
+            words.i.payload.eq(reader.o.payload),
+            words.count.eq(Mux(section == len(SECTIONS) - 1, 1, rq.beats)),
+            words.i.valid.eq(reader.o.valid & ~to_engine),
+            reader.o.ready.eq(Mux(to_engine, engine.weight.ready, words.i.ready)),
+        ]
+        with m.If(reader.o.valid & reader.o.ready):
+            with m.If(reader.o.payload.last):
+                m.d.sync += section.eq(section + 1)
+            with m.If(to_engine):
+                m.d.sync += w_started.eq(1)
+        # One bank: the numbers load between tensors (`loaded`). Two: the re-quantiser's
+        # second bank takes the next run's numbers while this run's tensor passes.
+        gate = 1 if banked else ~loaded
+        m.d.comb += [req.load.payload.eq(words.o.payload),
+                     req.load.valid.eq(words.o.valid & gate),
+                     words.o.ready.eq(req.load.ready & gate)]
+        with m.If(req.load.valid & req.load.ready):
+            with m.If(load_at == req.cfg.load_beats - 1):
+                m.d.sync += [load_at.eq(0), loaded.eq(1)]
+            with m.Else():
+                m.d.sync += load_at.eq(load_at + 1)
+
+        # ---- activations in (once the weights have begun), results out (once loaded) ------
+        # one bank: the activations wait for the run's weights to begin (the engine then
+        # holds its first tile until they are all in); two: the engine pairs each tensor
+        # with its own bank's load
+        act_open = 1 if banked else busy & w_started & ~act_done
+        m.d.comb += [engine.act.payload.eq(self.act.payload),
+                     engine.act.valid.eq(self.act.valid & act_open),
+                     self.act.ready.eq(engine.act.ready & act_open)]
+        with m.If(self.act.valid & self.act.ready & self.act.payload.last & self.act.payload.end):
+            m.d.sync += act_done.eq(1)
+        wiring.connect(m, engine.o, gear.i)
+        acc = req.acc
+        ready = 1 if banked else loaded
+        m.d.comb += [acc.payload.eq(gear.o.payload), acc.valid.eq(gear.o.valid & ready),
+                     gear.o.ready.eq(acc.ready & ready)]
+        with m.If(acc.valid & acc.ready & acc.payload.last & acc.payload.end):
+            m.d.sync += loaded.eq(0)
+        if req.cfg.row_exponent:
+            wiring.connect(m, wiring.flipped(self.e), req.e)
+        wiring.connect(m, req.o, wiring.flipped(self.o))
+        with m.If(self.o.valid & self.o.ready & self.o.payload.end):
+            m.d.sync += busy.eq(0)
+        return m
+
+
+class LoadedLinear(wiring.Component):
+    """A linear stage of a :class:`FetchedLayer`: :class:`~.common.Linear`'s engine → gearbox
+    → re-quantiser, its engine's memory written through ``weight`` and the re-quantiser's
+    numbers through ``load`` (``Requant(load=True)``, one bank each), both fed by the layer's
+    reader between tensors.
+
+    Members: ``i``, ``o``, ``e`` as :class:`~.common.Linear`'s; ``weight``, the engine's
+    (``cols`` int8 a beat); ``load``, the re-quantiser's."""
+
+    def __init__(self, cfg: LayerConfig, name):
+        self._cfg, self._name = cfg, name
+        st, g, req = cfg.description[name], cfg.linear(name), cfg.requant(name)
+        members = {"i": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
+                                                        cfg.lanes))),
+                   "o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
+                                                        cfg.lanes))),
+                   "weight": In(stream.Signature(row_layout(signed(8), g.cols))),
+                   "load": In(stream.Signature(row_layout(signed(32), cfg.lanes)))}
+        if req.row_exponent:
+            members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg, name = self._cfg, self._name
+        g = cfg.linear(name)
+        m = Module()
+        m.submodules[cfg.engine] = engine = Gemv(g) if cfg.engine == "gemv" else Gemm(g)
+        m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
+        m.submodules.requant = req = Requant(cfg.requant(name), load=True)
+        wiring.connect(m, wiring.flipped(self.i), engine.act)
+        wiring.connect(m, wiring.flipped(self.weight), engine.weight)
+        wiring.connect(m, wiring.flipped(self.load), req.load)
+        wiring.connect(m, engine.o, gear.i)
+        wiring.connect(m, gear.o, req.acc)
+        if req.cfg.row_exponent:
+            wiring.connect(m, wiring.flipped(self.e), req.e)
+        wiring.connect(m, req.o, wiring.flipped(self.o))
+        return m
+
+
+def layer_fetch_commands(cfg, base):
+    """The reader commands of one run of a :class:`FetchedLayer` with the layer's image at
+    byte ``base``: ``[(addr, bytes, stage, part)]``, the whole image
+    (:func:`~.weights_image.fetched_layer_layout`) in memory order."""
+    return [(base + s.offset, s.nbytes, s.stage, s.part) for s in fetched_layer_layout(cfg)]
+
+
+def check_fetched_layer(cfg, reader):
+    """:class:`ConfigError` unless ``cfg``'s layer can run fetched through ``reader``: each
+    linear stage's :func:`check_fetched` rules (one bus width for all: their engines'
+    ``cols`` equal), the layer RTL's shape rules, and its image within the reader's reach."""
+    if not isinstance(cfg, LayerConfig):
+        raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
+    if not cfg.calibrated:
+        raise ConfigError("a fetched layer's memories take a calibrated config's shapes; "
+                          "calibrate it with llmloom.sim.quantize")
+    check_layer_shape(cfg)
+    for name in cfg.linears:
+        check_fetched(cfg, name, reader)
+    last = fetched_layer_layout(cfg)[-1].end
+    if last > reader.max_bytes or last >= 1 << reader.addr_width:
+        raise ConfigError(f"the layer image is {last} bytes; reader max_bytes="
+                          f"{reader.max_bytes}; allowed: an image within max_bytes")
+
+
+class _Gate(wiring.Component):
+    """A stream passed on only while ``open``."""
+
+    def __init__(self, layout):
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout)),
+                          "open": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.o.payload.eq(self.i.payload),
+                     self.o.valid.eq(self.i.valid & self.open),
+                     self.i.ready.eq(self.o.ready & self.open)]
+        return m
+
+
+class FetchedLayer(Layer):
+    """A whole layer (:class:`~.layer.Layer`'s stages and wiring) whose numbers all come from
+    a layer image in AXI memory at run time: every linear stage's weights, multipliers,
+    biases and shift (:class:`LoadedLinear`) and every other stage's calibrated memories
+    (their ``loads``, one :class:`~llmloom.hw.blocks.loadable.ConstantBus`), fetched by one
+    :class:`~llmloom.hw.blocks.axi_reader.AxiReader` in image order
+    (:func:`layer_fetch_commands`), so one build runs every layer of a model in turn.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        Calibrated (the memories' shapes, and their contents until the first run; every
+        image run must come from a calibration of the same config whose numbers fit its
+        widths).
+    reader : AxiReaderConfig
+        ``data_width = 8·cols`` of the linear engines (:func:`check_fetched_layer`).
+    layers : int
+        The model's layers: the attention keeps a KV cache region and a position per layer
+        (on chip, ``layers`` times one layer's cache), as do the RoPE stages.
+
+    Members
+    -------
+    cmd : In(stream.Signature(StructLayout({"addr": addr_width, "layer": range(layers)})))
+        "Run layer ``layer``, whose image is at byte ``addr``" (aligned to
+        :data:`~.weights_image.ALIGN`): one beat per input tensor on ``i``, in order; taken
+        when the layer is idle (the previous tensor's last output beat has left ``o``). The
+        tensor appends to and attends over that layer's cache, at that layer's position
+        (``pos`` shows the running layer's).
+    axi : Out(AxiReadSignature(reader)), error : Out(1)
+        The reader's.
+    i, o, clear, pos, overflow, i_e, o_e
+        As :class:`~.layer.Layer`'s; ``i`` (and ``i_e``) taken only once the command's image
+        is all loaded, until the tensor's ``end`` beat.
+
+    A run: the command is registered, the image's sections are requested back to back
+    (weights to their engine's ``weight`` stream, a linear stage's constants as int32 beats
+    into its re-quantiser's ``load``, the ``constants`` section as 32-bit chunks into a
+    :class:`~llmloom.hw.blocks.loadable.ConstantLoader`); once the loader has written the
+    last word the input opens; the run ends with the tensor's last output beat. Nothing
+    overlaps across runs (one bank of every memory).
+    """
+
+    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1):
+        self._MustUse__silence = True
+        check_fetched_layer(cfg, reader)
+        if not isinstance(layers, int) or layers < 1:
+            raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
+        self._MustUse__silence = False
+        self.cfg, self.weights, self.reader, self._layers = cfg, None, reader, layers
+        self._loads = ConstantBus(layer_constants(cfg))
+        cmd = {"addr": reader.addr_width, "layer": range(max(2, layers))}
+        members = self._members() | {
+            "cmd": In(stream.Signature(data.StructLayout(cmd))),
+            "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
+        wiring.Component.__init__(self, members)
+
+    def _block(self, stage):
+        if stage.kind == "linear":
+            return LoadedLinear(self.cfg, stage.name)
+        return super()._block(stage)
+
+    def _input(self, m, name):
+        gate = _Gate(getattr(self, name).payload.shape())
+        m.submodules[f"gate_{name}"] = gate
+        wiring.connect(m, wiring.flipped(getattr(self, name)), gate.i)
+        m.d.comb += gate.open.eq(self._open)
+        return gate.o
+
+    def elaborate(self, platform):
+        cfg, rcfg = self.cfg, self.reader
+        self._open = Signal()
+        self._layer = Signal(range(max(2, self._layers)))      # the run's, from its command
+        m, blocks = self._compose()
+        m.submodules.reader = reader = AxiReader(rcfg)
+        m.submodules.loader = loader = ConstantLoader(self._loads)
+        wiring.connect(m, wiring.flipped(self.axi), reader.axi)
+        m.d.comb += self.error.eq(reader.error)
+        cols = rcfg.lanes
+        cmds = layer_fetch_commands(cfg, 0)
+        n = len(cmds)
+
+        busy, loaded, in_done = Signal(), Signal(), Signal()
+        base = Signal(rcfg.addr_width)
+        issued = Signal(range(n + 1), init=n)
+        section = Signal(range(n + 1))             # whose data the reader's output carries
+        m.d.comb += self.cmd.ready.eq(~busy)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [busy.eq(1), loaded.eq(0), in_done.eq(0), base.eq(self.cmd.payload.addr),
+                         issued.eq(0), section.eq(0)]
+            if self._layers > 1:
+                m.d.sync += self._layer.eq(self.cmd.payload.layer)
+
+        offset = Signal(rcfg.addr_width)
+        nbytes = Signal(range(rcfg.max_bytes + 1))
+        with m.Switch(issued):
+            for k, (off, nb, _, _) in enumerate(cmds):
+                with m.Case(k):
+                    m.d.comb += [offset.eq(off), nbytes.eq(nb)]
+        m.d.comb += [reader.i.valid.eq(issued != n), reader.i.payload.addr.eq(base + offset),
+                     reader.i.payload.bytes.eq(nbytes)]
+        with m.If(reader.i.valid & reader.i.ready):
+            m.d.sync += issued.eq(issued + 1)
+
+        # the reader's beats, by section: weights to the engine, a linear stage's numbers
+        # through its own int32 packer to its re-quantiser, the constants to the loader
+        packers = {}
+        for name in cfg.linears:
+            rq = cfg.requant(name)
+            m.submodules[f"words_{name}"] = packers[name] = w = _Words(cols, cfg.lanes,
+                                                                        rq.beats)
+            wiring.connect(m, w.o, blocks[name].load)
+        total = sum(c.depth * c.chunks for _, c in self._loads.constants)
+        m.submodules.words_constants = cw = _Words(cols, 1, total)
+        m.d.comb += [loader.i.valid.eq(cw.o.valid), loader.i.payload.eq(cw.o.payload.data[0]),
+                     cw.o.ready.eq(loader.i.ready)]
+        ready = Signal()
+        with m.Switch(section):
+            for k, (_, _, stage, part) in enumerate(cmds):
+                with m.Case(k):
+                    if part == "weights":
+                        sink = blocks[stage].weight
+                    elif stage == "layer":
+                        sink = cw.i
+                        m.d.comb += cw.count.eq(total)
+                    else:
+                        sink = packers[stage].i
+                        m.d.comb += packers[stage].count.eq(
+                            1 if part == "shift" else cfg.requant(stage).beats)
+                    m.d.comb += [sink.payload.data.as_value().eq(
+                                     reader.o.payload.data.as_value()),
+                                 sink.payload.last.eq(reader.o.payload.last),
+                                 sink.payload.end.eq(reader.o.payload.end),
+                                 sink.valid.eq(reader.o.valid), ready.eq(sink.ready)]
+        m.d.comb += reader.o.ready.eq(ready)
+        with m.If(reader.o.valid & reader.o.ready & reader.o.payload.last):
+            m.d.sync += section.eq(section + 1)
+        with m.If(loader.done):
+            m.d.sync += loaded.eq(1)
+
+        m.d.comb += self._open.eq(busy & loaded & ~in_done)
+        with m.If(self.i.valid & self.i.ready & self.i.payload.last & self.i.payload.end):
+            m.d.sync += in_done.eq(1)
+        with m.If(self.o.valid & self.o.ready & self.o.payload.end):
+            m.d.sync += busy.eq(0)
+        return m
