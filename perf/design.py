@@ -415,8 +415,9 @@ class Design:
         _int_in("", "seq", seq, 1, model.max_positions)
         notes = []
         if self.quant != "W8A8":
-            notes.append(f"quant {self.quant} → W8A8: the layer RTL and its quantiser are "
-                         "int8 × int8")
+            notes.append(f"quant {self.quant} → W8A8: the layer RTL's linear stages are "
+                         "int8 × int8, or at weight_bits 4 GGUF's grouped 4-bit codes "
+                         "expanded to 20-bit weights (no packed int4 products)")
 
         def largest(group, names):
             ks = [(n, self.kernels[n]) for n in names]

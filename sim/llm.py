@@ -19,8 +19,9 @@ the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for B
   whole text in one prefill (next-token agreement and perplexity against float).
 
 W4A8 keeps the GGUF's 4-bit codes exactly, with each group of 32's scale and minimum as
-16-bit integers (``LayerConfig.weight_bits`` 4; the bit-exact model only: the layer's RTL
-refuses it); W8A8 quantises the weights the codes stand for to int8 per output channel.
+16-bit integers (``LayerConfig.weight_bits`` 4; in the layer's RTL each linear stage's GEMM
+holds the codes and the groups' tables); W8A8 quantises the weights the codes stand for to
+int8 per output channel.
 """
 
 from __future__ import annotations

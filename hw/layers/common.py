@@ -30,10 +30,10 @@ def check_layer_rtl(cfg, weights):
     """:class:`ConfigError` unless the composed layer can be built: calibrated, weights of the
     right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
     or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
-    divisor of ``lanes``, and the attention's own limits; int8 weights (``weight_bits`` 8:
-    the RTL does not implement W4's weight groups yet). (The GEMV's own
-    rule, ``lanes`` dividing its ``rows``, is the config's: :class:`LayerConfig` rejects
-    it.)"""
+    divisor of ``lanes``, and the attention's own limits; W4 weights (``weight_bits`` 4) on
+    the GEMM only (its grouped weights, ``GemmConfig.weight_groups``; the GEMV has none).
+    (The GEMV's own rule, ``lanes`` dividing its ``rows``, is the config's:
+    :class:`LayerConfig` rejects it.)"""
     if not isinstance(cfg, LayerConfig):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(weights, LayerWeights):
@@ -41,9 +41,10 @@ def check_layer_rtl(cfg, weights):
     if not cfg.calibrated:
         raise ConfigError("the layer config is not calibrated (a shape-only config has no "
                           "numbers); calibrate it with llmloom.sim.quantize")
-    if cfg.weight_bits != 8:
-        raise ConfigError(f"weight_bits={cfg.weight_bits}: the layer's RTL does not implement "
-                          "W4 weight groups yet (the bit-exact model does); allowed: 8")
+    if cfg.weight_bits == 4 and cfg.engine != "gemm":
+        raise ConfigError(f"weight_bits=4 with engine={cfg.engine}: the layer's RTL has W4 "
+                          "weight groups on the GEMM only; allowed: engine=gemm (or "
+                          "weight_bits=8)")
     weights.check(cfg)
     check_layer_shape(cfg)
 
@@ -159,7 +160,8 @@ def ffn_bypass_depth(cfg):
 
 class Linear(wiring.Component):
     """One linear stage of a layer: the engine of ``cfg.engine`` (weights held on chip from
-    elaboration) → ``Gearbox(cols → lanes)`` → ``Requant``.
+    elaboration; at W4 the GEMM's 4-bit codes and group tables) → ``Gearbox(cols → lanes)`` →
+    ``Requant``.
 
     The engine is :class:`~llmloom.hw.blocks.gemm.Gemm` (``engine="gemm"``) or
     :class:`~llmloom.hw.blocks.gemv.Gemv` (``engine="gemv"``), configured by
@@ -204,10 +206,17 @@ class Linear(wiring.Component):
         cfg, name = self._cfg, self._name
         g = cfg.linear(name)
         m = Module()
-        # the submodule is named after the engine (`gemm` or `gemv`); its weight stream is
-        # left idle (the weights are the memory's initial contents)
-        cls = Gemv if cfg.engine == "gemv" else Gemm
-        m.submodules[cfg.engine] = engine = cls(g, weights=self._w.matrix(name))
+        # the submodule is named after the engine (`gemm` or `gemv`); its weight (and group
+        # table) streams are left idle (the weights are the memories' initial contents)
+        if cfg.engine == "gemv":
+            engine = Gemv(g, weights=self._w.matrix(name))
+        else:
+            # at W4 the codes, with each group's scale and minimum (the stage's numbers)
+            p = cfg.numbers.params(name)
+            tables = ({"group_scale": p.group_scale, "group_min": p.group_min}
+                      if g.weight_groups else {})
+            engine = Gemm(g, weights=self._w.matrix(name), **tables)
+        m.submodules[cfg.engine] = engine
         m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
         m.submodules.requant = req = Requant(cfg.requant(name))
         wiring.connect(m, wiring.flipped(self.i), engine.act)

@@ -290,8 +290,8 @@ class LayerConfig(HeadGeometry, BlockConfig):
     weight_bits: int = spec(8, Choice(WEIGHT_BITS),
                             "8: int8 weights, one scale per output channel; 4: 4-bit codes "
                             "0..15 with an integer scale and minimum per group of 32 inputs "
-                            "of each output channel (GGUF's Q4_1 codes kept exactly); 4 is "
-                            "golden model only (the RTL refuses it)")
+                            "of each output channel (GGUF's Q4_1 codes kept exactly); 4 runs "
+                            "on the GEMM engine (not the GEMV)")
     stream_exponent: int = spec(0, Range(0, MAX_STREAM_EXPONENT),
                                 "E: the residual stream's input and sums carry one "
                                 "power-of-two exponent per row, 0..E (block floating point "
@@ -629,21 +629,35 @@ class LayerConfig(HeadGeometry, BlockConfig):
                     k=k, n=n, lanes=self.lanes, w_width=8,
                     a_width=self.width(self.description[name].inputs[0]))
 
+    def _group_fields(self, name):
+        """The GEMM's grouped-weight fields at W4 (:attr:`weight_bits` 4): 4-bit codes with
+        their group tables, the sums shifted by :meth:`group_shift` with :attr:`rounding`
+        (exactly the golden model's ``linear_acc``); none at W8."""
+        if self.weight_bits != 4:
+            return {}
+        return dict(w_width=4, weight_groups=True, group_shift=self.group_shift(name),
+                    rounding=self.rounding)
+
     def gemm(self, name):
         """The output-stationary GEMM of a linear stage (``q k v o f1 f2``), whatever
         :attr:`engine` is: the array the stage would be with ``engine="gemm"``, with the same
-        ``rows``×``cols`` multipliers, k, n and lanes. The golden model computes every linear
-        stage through it (both engines give the same integers); the stage's own engine is
-        :meth:`linear`."""
-        return GemmConfig(**self._linear_fields(name))
+        ``rows``×``cols`` multipliers, k, n and lanes; at W4 (:attr:`weight_bits` 4) its
+        weights are the grouped 4-bit codes (``weight_groups``, shifted by
+        :meth:`group_shift`). The golden model computes every linear stage through it (both
+        engines give the same integers); the stage's own engine is :meth:`linear`."""
+        return GemmConfig(**{**self._linear_fields(name), **self._group_fields(name)})
 
     def linear(self, name):
         """The engine config of a linear stage (``q k v o f1 f2``): a :class:`GemmConfig` when
         ``engine="gemm"``, a :class:`GemvConfig` when ``engine="gemv"``, from the same fields
         (``linear_rows``/``linear_cols`` for q, k, v, o; ``ffn_rows``/``ffn_cols`` for f1,
-        f2; k and n the stage's in and out features; ``lanes``; int8 × int8)."""
-        cls = GemvConfig if self.engine == "gemv" else GemmConfig
-        return cls(**self._linear_fields(name))
+        f2; k and n the stage's in and out features; ``lanes``; int8 × int8). At W4
+        (:attr:`weight_bits` 4) the GEMM is :meth:`gemm`'s, with grouped 4-bit weights; the
+        GEMV has no weight groups and stays the int8 one (the layer's RTL refuses it at W4:
+        ``hw.layers.common.check_layer_rtl``)."""
+        if self.engine == "gemv":
+            return GemvConfig(**self._linear_fields(name))
+        return self.gemm(name)
 
     @property
     def linear_macs_per_cycle(self):

@@ -83,7 +83,9 @@ def _linear(cfg, name, fam):
     else:
         _sub(parts, "gemm", gemm_parts(g, fam, rom_weights=True))
     parts["gear"] = gearbox_bill(fam, 32, g.cols, cfg.lanes)
-    _sub(parts, "requant", requant_parts(cfg.requant(name), fam, g.acc_width))
+    # the re-quantiser's input: the accumulators, or at W4 the grouped GEMM's shifted int32
+    _sub(parts, "requant", requant_parts(cfg.requant(name), fam, min(g.acc_width,
+                                                                    g.OUT_WIDTH)))
     return parts
 
 

@@ -115,7 +115,6 @@ def _non_llama_gguf(path):
     (["--num-layers", "31"], "allowed: 1..30"),
     (["--max-new-tokens", "9000"], "context is 8192"),
     (["--max-new-tokens", "0"], "allowed: >= 1"),
-    (["--quant", "W4A8", "--sim", "verilator"], "--quant W4A8 runs on --sim golden only"),
     (["--prompt", "  "], "--prompt is empty"),
     (["--logits", "{tmp}/no/dir/l.npz"], "output directory"),
 ])
@@ -139,15 +138,17 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
     assert "prefill of" in out              # the progress line was drawn
 
 
-@pytest.mark.parametrize("sim, rows_scaled", [("amaranth", False), ("verilator", False),
-                                               ("amaranth", True), ("verilator", True)])
-def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rows_scaled, rng):
+@pytest.mark.parametrize("sim, case", [(sim, case) for case in ("static", "rows_scaled", "w4")
+                                       for sim in ("amaranth", "verilator")])
+def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, rng):
     """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
     simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
     layer's model stays alive and takes the new row only. Either way the new row is checked
     against and equals the bit-exact model's, and each tensor's cycles are predicted. With row
     exponents on the residual stream (``rows_scaled``: a first row 1000× the others, as
-    ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too."""
+    ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too;
+    ``w4``: the same at W4A8 (``generate --quant W4A8``: the GEMMs' grouped 4-bit weights),
+    one short conversation (Amaranth's replays are slow)."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim.golden.layers import RowScaled, layer_bitexact
@@ -162,7 +163,10 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rows_s
             require("verilator")
         except ToolMissing:
             pytest.skip("verilator is not installed")
-    h, cfg, t = row_exponent_case(rng) if rows_scaled else llama_case(rng, "static")
+    rows_scaled = case != "static"
+    h, cfg, t = (row_exponent_case(rng, weight_bits=4 if case == "w4" else 8) if rows_scaled
+                 else llama_case(rng, "static"))
+    assert cfg.weight_bits == (4 if case == "w4" else 8)
     q = h.quantized(cfg)
     cfg, w = q.config, q.weights
     x = quantize_input(t["x"], q.input_scale, cfg.width("x"), cfg.stream_exponent)
@@ -171,7 +175,7 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, rows_s
         assert rtl.replays == (sim != "verilator")
         # a second, shorter prefill starts the layer over (the replays and the live model
         # alike forget the first conversation)
-        for prompt, steps in ((4, 2), (2, 1)):
+        for prompt, steps in ((2, 1),) if case == "w4" else ((4, 2), (2, 1)):
             ys, cache = [], None
             splits = [(slice(0, prompt), "prefill")] + [
                 (slice(prompt + i, prompt + i + 1), "decode") for i in range(steps)]

@@ -384,3 +384,26 @@ def test_grouped_w4_gemm_counts_its_expander_and_wider_multipliers(family):
         assert per_pe[grouped] == 1       # 8 × 20 bits: one DSP48E2
     elif family == "ecp5":
         assert per_pe[grouped] == 2       # 20 bits: two MULT18X18D
+
+
+def test_a_w4_llama_layer_counts_its_stages_grouped_gemms():
+    """``weight_bits`` 4: every linear stage of the layer is the grouped GEMM its config
+    derives (``LayerConfig.linear``), counted as :func:`gemm_parts` counts that block, and its
+    re-quantiser takes the GEMM's int32 (not the wider accumulators); the rest of the layer is
+    the W8 layer's."""
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.perf.resources.blocks import gemm_parts
+    from llmloom.perf.resources.mapping import family_of
+
+    w8 = LayerConfig(arch="llama", d_model=32, heads=4, kv_heads=2, d_ff=64, seq=8,
+                     linear_rows=2, ffn_rows=2)
+    w4 = w8.replace(weight_bits=4)
+    p8, p4 = (R.estimate_parts("llama-block", c, "ecp5") for c in (w8, w4))
+    for name in w4.linears:
+        # (its weights and group tables at elaboration: ROMs in the layer)
+        gemm = gemm_parts(w4.linear(name), family_of("ecp5"), rom_weights=True)
+        assert all(p4[f"{name}.gemm.{part}"] == bill for part, bill in gemm.items())
+        assert f"{name}.gemm.expander" in p4 and f"{name}.gemm.expander" not in p8
+        assert p4[f"{name}.gemm.array"].dsp > p8[f"{name}.gemm.array"].dsp
+    rest = [k for k in p8 if ".gemm." not in k and ".requant." not in k]
+    assert all(p4[k] == p8[k] for k in rest)

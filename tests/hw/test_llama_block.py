@@ -1,7 +1,8 @@
 """The LLaMA-class block composed in RTL (:class:`~llmloom.hw.layers.layer.LlamaBlock`: RMSNorm,
 RoPE on q and k, grouped-query attention, SwiGLU through the ``mul`` block) on Amaranth's
 simulator, through the ``llama-block`` harness: bit-exact with ``layer_bitexact`` for a prefill
-then decode steps, static and dynamic schemes, under stalls; tensors back to back (not gated
+then decode steps, static and dynamic schemes, W8A8 and W4A8 (grouped 4-bit weights), under
+stalls; tensors back to back (not gated
 on the previous output) rotated at their own positions; stall-free, the cycles of the
 pipeline model (``perf.cycles``), per tensor."""
 
@@ -40,11 +41,13 @@ def llama_weights(rng, d=D, ff=FF, heads=HEADS, kv_heads=KV):
                 w_up=n(d, ff), w_down=n(ff, d))
 
 
-def llama_case(rng, scheme, rows=6, prefill=4):
-    """``(harness, cfg, tensors)``: a prefill of ``prefill`` rows, then decode steps."""
+def llama_case(rng, scheme, rows=6, prefill=4, weight_bits=8):
+    """``(harness, cfg, tensors)``: a prefill of ``prefill`` rows, then decode steps; at
+    ``weight_bits`` 4 the weights are Q4_1 codes with their groups' scales and minima."""
     h = LlamaBlockHarness().options(weights=llama_weights(rng), mode="decode", prefill=prefill)
     x = rng.normal(0.0, 1.0, (rows, D)).astype(np.float32)
-    return h, h.config({**PAR, "scheme": scheme}, {"x": x}), {"x": x}
+    fields = {**PAR, "scheme": scheme, "weight_bits": weight_bits}
+    return h, h.config(fields, {"x": x}), {"x": x}
 
 
 @pytest.mark.parametrize("scheme, stall", [("static", "random"), ("dynamic", "pattern")])
@@ -62,6 +65,25 @@ def test_llama_block_prefill_then_decode(scheme, stall, rng):
     assert len(result.tensor_cycles) == 3
     fm = h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)
     assert fm["cosine_vs_float"] > 0.999
+
+
+def test_w4_llama_block_is_bit_exact_under_stalls(rng):
+    """W4A8 (``weight_bits`` 4, GGUF Q4_1 codes with each group's 16-bit scale and minimum):
+    every linear stage's GEMM holds the codes and group tables, bit-exact with
+    ``layer_bitexact`` (its ``group_gemm_bitexact``) under random stalls, prefill then decode
+    (stall-free cycles against ``layer_timing`` on Verilator:
+    ``tests/sim/test_llama_block_hdl.py``)."""
+    h, cfg, t = llama_case(rng, "dynamic", weight_bits=4)
+    assert all(cfg.linear(name).weight_groups for name in cfg.linears)
+    seed = int(rng.integers(1 << 30))
+    result = run_block(h, cfg, t, stalls_in=Stalls("random", seed),
+                       stalls_out=Stalls("random", seed + 1))
+    golden = h.golden(cfg, h.prepare(cfg, t))
+    for k in ("y", "y_int"):
+        np.testing.assert_array_equal(result.outputs[k], golden[k])
+    assert len(result.tensor_cycles) == 3
+    # 4-bit weights: as close to float as test_w4's layers
+    assert h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)["cosine_vs_float"] > 0.99
 
 
 def test_tensors_back_to_back_are_rotated_at_their_positions(rng):

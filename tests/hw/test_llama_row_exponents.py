@@ -20,13 +20,15 @@ from .test_llama_block import PAR, D, llama_weights
 E = 15
 
 
-def row_exponent_case(rng, rows=6, prefill=4, e_max=E):
-    """``(harness, cfg, tensors)``: the first row 1000× the others'."""
+def row_exponent_case(rng, rows=6, prefill=4, e_max=E, weight_bits=8):
+    """``(harness, cfg, tensors)``: the first row 1000× the others'; ``weight_bits`` 4: W4A8,
+    as ``generate --quant W4A8`` quantises its layers."""
     h = LlamaBlockHarness().options(weights=llama_weights(rng), mode="decode", prefill=prefill)
     x = rng.normal(0.0, 1.0, (rows, D))
     x[0] *= 1000.0
     x = x.astype(np.float32)
-    cfg = h.config({**PAR, "scheme": "dynamic", "stream_exponent": e_max}, {"x": x})
+    cfg = h.config({**PAR, "scheme": "dynamic", "stream_exponent": e_max,
+                    "weight_bits": weight_bits}, {"x": x})
     return h, cfg, {"x": x}
 
 

@@ -113,8 +113,10 @@ def test_w4_bad_configs_are_one_line_errors():
         w8.config.replace(weight_bits=4)
     with pytest.raises(ConfigError, match="weight_bits=8 has no weight groups"):
         w4.config.replace(weight_bits=8)
-    with pytest.raises(ConfigError, match="weight_bits=4: the layer's RTL does not implement"):
-        check_layer_rtl(w4.config, w4.weights)
+    check_layer_rtl(w4.config, w4.weights)          # the GEMM has W4 weight groups
+    with pytest.raises(ConfigError, match="weight_bits=4 with engine=gemv: .* allowed: "
+                                          "engine=gemm"):
+        check_layer_rtl(w4.config.replace(engine="gemv"), w4.weights)
     with pytest.raises(ConfigError, match="allowed with weight_bits=4: 4-bit codes 0..15"):
         w8.weights.check(w4.config)
 
