@@ -199,13 +199,15 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, 
 
 
 @pytest.mark.slow
-def test_generate_on_verilator_gives_the_golden_tokens_and_logits(smollm2, tmp_path, capsys):
+@pytest.mark.parametrize("quant", ["W8A8", "W4A8"])
+def test_generate_on_verilator_gives_the_golden_tokens_and_logits(smollm2, tmp_path, capsys,
+                                                                  quant):
     """Issue 14's check: two layers, a short prompt, three new tokens, every layer's RTL on
     Verilator (each run checked bit for bit as it goes) gives the tokens and logits of
-    ``--sim golden``."""
+    ``--sim golden``; W4A8 as W8A8 (the GEMMs' grouped 4-bit weights)."""
     runs = {}
     for sim in ("golden", "verilator"):
-        assert main([*QUICK, "--sim", sim, "--json", "--logits",
+        assert main([*QUICK, "--quant", quant, "--sim", sim, "--json", "--logits",
                      str(tmp_path / f"{sim}.npz")]) == 0
         runs[sim] = json.loads(capsys.readouterr().out)
     assert runs["verilator"] == runs["golden"]
