@@ -28,10 +28,11 @@ and why:
   scale. Smoothing (below) then takes one factor per group of 32 input channels, which moves
   into the groups' ``d`` and ``m``, the codes unchanged.
 * **Scale floor.** The re-quantiser aligns its per-channel multipliers to one shift, which
-  limits the spread of ``acc_scale`` (:data:`llmloom.hw.blocks.requant.MAX_MULT_WIDTH`, 29
-  bits with 16-bit multipliers: a factor 2**13). Channel scales are therefore floored at
-  ``max_c s_c · 2**-SCALE_SPREAD_BITS`` (12 bits); only near-dead channels (max |w| below
-  1/4096 of the largest channel's) are affected: they get fewer than 127 levels (coarser
+  limits the spread of ``acc_scale`` to what the hardware's multiplier words hold
+  (:data:`llmloom.hw.blocks.requant.CHANNEL_SPREAD_BITS`: 10 bits over the 16-bit
+  multipliers, one build serving every calibration). Channel scales are therefore floored at
+  ``max_c s_c · 2**-SCALE_SPREAD_BITS`` (the same 10 bits); only near-dead channels (max |w|
+  below 1/1024 of the largest channel's) are affected: they get fewer than 127 levels (coarser
   steps, never clipping). An all-zero matrix gets scale 1.
 * **Biases: int32 in accumulator units**, ``round_half_even(b[c] / (s_in · s_c))``, added to
   the accumulator before re-quantisation (exact, no extra rounding at the output). A bias
@@ -108,6 +109,7 @@ import dataclasses
 
 import numpy as np
 
+from ..hw.blocks.requant import CHANNEL_SPREAD_BITS
 from ..hw.config import ConfigError
 from ..hw.layers.config import (
     DESCRIPTIONS,
@@ -141,7 +143,7 @@ __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholde
            "STREAM_HEADROOM", "STREAM_HEADROOMS"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
-SCALE_SPREAD_BITS = 12
+SCALE_SPREAD_BITS = CHANNEL_SPREAD_BITS
 #: The dynamic scheme's wide tensors are calibrated to this many times the calibration's
 #: largest magnitude (two of int16's bits spent on inputs that reach further).
 STREAM_HEADROOM = 4

@@ -39,6 +39,10 @@ class GemvConfig(LinearSizes, BlockConfig):
                         "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
+    #: The GEMV has no grouped 4-bit weights (GGUF's Q4_1 runs on the GEMM's
+    #: ``GemmConfig.weight_groups``); its harness shares the GEMM's, which asks.
+    weight_groups = False
+
     def _validate(self):
         # A beat fills lanes of one memory word, so lanes must divide rows; k is free (the
         # last beat of a row is padded, and the weights past k are zero).

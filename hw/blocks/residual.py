@@ -170,10 +170,19 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
     @functools.cached_property
     def multipliers(self):
         """``(Mx, Mr, s)``: ``x_scale/out_scale ≈ Mx·2**-s`` and ``r_scale/out_scale ≈
-        Mr·2**-s``, one shift for both."""
+        Mr·2**-s``, one shift for both, each at most ``mult_width_value`` bits (the smaller
+        factor loses precision when the two are further apart than that allows)."""
         out = self.out_scale_value
         (mx, mr), s = aligned_multipliers([self.x_scale / out, self.r_scale / out],
                                           self.mult_bits)
+        # Scales further apart than the hardware's words hold (``mult_width_value``): the
+        # larger keeps its bits, the smaller drops the excess (rounded half up), so that one
+        # build still serves the calibration; a row-exponent stream's skip can sit 2**12 above
+        # the branch (a late SmolLM2 layer).
+        excess = min(max(mx, mr).bit_length() - self.mult_width_value, s)
+        if excess > 0:
+            half = 1 << (excess - 1)
+            mx, mr, s = (mx + half) >> excess, (mr + half) >> excess, s - excess
         return mx, mr, s
 
     @property
