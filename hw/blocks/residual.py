@@ -132,18 +132,16 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
             object.__setattr__(self, name, check_scale(name, getattr(self, name)))
         if self.out_scale is not None:
             object.__setattr__(self, "out_scale", check_scale("out_scale", self.out_scale))
-        width = max(self.multipliers[:2]).bit_length()
+        out = self.out_scale_value
+        # the aligned multipliers' width before any is made coarser to fit mult_width
+        width = max(aligned_multipliers([self.x_scale / out, self.r_scale / out],
+                                        self.mult_bits)[0]).bit_length()
         if width > MAX_MULT_WIDTH:
             raise ConfigError(
                 f"x_scale={self.x_scale!r} and r_scale={self.r_scale!r} are "
                 f"{max(self.x_scale, self.r_scale) / min(self.x_scale, self.r_scale):.3g} "
                 f"apart, which needs {width}-bit aligned multipliers; allowed: at most "
                 f"{MAX_MULT_WIDTH} bits")
-        if width > self.mult_width_value:
-            raise ConfigError(
-                f"x_scale={self.x_scale!r} and r_scale={self.r_scale!r} need {width}-bit "
-                f"aligned multipliers; mult_width={self.mult_width_value} allows "
-                f"{self.mult_width_value} (raise mult_width, at most {MAX_MULT_WIDTH})")
         if self.multipliers[2] > self.shift_max:
             raise ConfigError(
                 f"x_scale={self.x_scale!r} and r_scale={self.r_scale!r} at out_scale="
