@@ -192,6 +192,12 @@ class Linear(wiring.Component):
 
     def __init__(self, cfg: LayerConfig, weights: LayerWeights, name):
         self._cfg, self._w, self._name = cfg, weights, name
+        super().__init__(self.stage_members(cfg, name))
+
+    @staticmethod
+    def stage_members(cfg: LayerConfig, name):
+        """A linear stage's activation ports: ``i`` (its input rows), ``o`` (its output rows)
+        and, when its re-quantiser takes row exponents, ``e``."""
         st = cfg.description[name]
         members = {"i": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
                                                         cfg.lanes))),
@@ -200,7 +206,7 @@ class Linear(wiring.Component):
         req = cfg.requant(name)
         if req.row_exponent:
             members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
-        super().__init__(members)
+        return members
 
     def elaborate(self, platform):
         cfg, name = self._cfg, self._name

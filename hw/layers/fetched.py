@@ -21,7 +21,7 @@ from ..blocks.loadable import ConstantBus, ConstantLoader
 from ..blocks.requant import Requant
 from ..config import ConfigError
 from ..stream import Gearbox, row_layout
-from .common import check_layer_shape
+from .common import Linear, check_layer_shape
 from .config import LayerConfig
 from .layer import Layer, layer_constants
 from .weights_image import fetched_layer_layout, image_layout
@@ -356,15 +356,10 @@ class LoadedLinear(wiring.Component):
 
     def __init__(self, cfg: LayerConfig, name):
         self._cfg, self._name = cfg, name
-        st, g, req = cfg.description[name], cfg.linear(name), cfg.requant(name)
-        members = {"i": In(stream.Signature(row_layout(signed(cfg.width(st.inputs[0])),
-                                                        cfg.lanes))),
-                   "o": Out(stream.Signature(row_layout(signed(cfg.width(st.output)),
-                                                        cfg.lanes))),
+        g = cfg.linear(name)
+        members = {**Linear.stage_members(cfg, name),
                    "weight": In(stream.Signature(row_layout(signed(8), g.cols))),
                    "load": In(stream.Signature(row_layout(signed(32), cfg.lanes)))}
-        if req.row_exponent:
-            members["e"] = In(stream.Signature(row_layout(unsigned(req.e_width), 1)))
         super().__init__(members)
 
     def elaborate(self, platform):
