@@ -202,9 +202,11 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, 
 @pytest.mark.parametrize("quant", ["W8A8", "W4A8"])
 def test_generate_on_verilator_gives_the_golden_tokens_and_logits(smollm2, tmp_path, capsys,
                                                                   quant):
-    """Issue 14's check: two layers, a short prompt, three new tokens, every layer's RTL on
-    Verilator (each run checked bit for bit as it goes) gives the tokens and logits of
-    ``--sim golden``; W4A8 as W8A8 (the GEMMs' grouped 4-bit weights)."""
+    """Issue 14's check on SmolLM2: two layers, a short prompt, three new tokens, every
+    layer's RTL on Verilator (each run checked bit for bit as it goes) gives the tokens and
+    logits of ``--sim golden``; W8A8 on one fetched layer build for both layers, W4A8 on a
+    build per layer (the GEMMs' grouped 4-bit weights baked in). The tiny model's run above
+    is its default-run equivalent."""
     runs = {}
     for sim in ("golden", "verilator"):
         assert main([*QUICK, "--quant", quant, "--sim", sim, "--json", "--logits",
