@@ -20,7 +20,7 @@ import numpy as np
 from ..hw.blocks.axi_reader import AxiReaderConfig
 from ..hw.layers.fetched import FetchedLayer, fetch_commands
 from ..hw.layers.weights_image import ALIGN, fetched_layer_layout
-from .blocks.layers import LayerHarness, layer_collect, layer_collect_exponents, layer_drive
+from .blocks.layers import layer_collect, layer_collect_exponents, layer_drive, layer_outputs
 from .harness import ControlStreams, Drive, Gate, Segment
 from .runner import run_cocotb_test
 from .streams import check_framing, pack_rows, unpack_rows
@@ -99,7 +99,7 @@ class FetchedLayerHarness:
         if "o_e" in beats:
             from .golden.layers import RowScaled
             y = RowScaled(y, layer_collect_exponents(cfg, beats["o_e"], tensors["sizes"]))
-        return LayerHarness._outputs(cfg, y)
+        return layer_outputs(cfg, y)
 
     def macs(self, cfg, tensors):
         """The tensors' multiply-accumulates, and the image's bytes of each run at one MAC
