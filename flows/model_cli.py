@@ -173,6 +173,8 @@ class RtlLayers:
         Fetched runs: ``(layer, cycles, cycles once the image was in)`` each.
     fetched_bytes : int
         Bytes the fetched runs read from the AXI memory.
+    fetch_sim : list
+        The fetched runs' simulated cycles, wall seconds and processor seconds.
     """
 
     def __init__(self, sim, progress=False):
@@ -184,6 +186,7 @@ class RtlLayers:
         self._fetched = None        # the model's layers through one FetchedLayer build
         self.fetch_runs = []        # per fetched run: (layer, total cycles, compute cycles)
         self.fetched_bytes = 0      # bytes the fetched runs read from the AXI memory
+        self.fetch_sim = [0, 0.0, 0.0]  # the fetched runs' simulated cycles, wall s, CPU s
 
     def fetch(self, layers, latency=FETCH_LATENCY):
         """Run the model's ``layers`` (``[(cfg, weights)]``, in order: what :meth:`step`
@@ -251,6 +254,7 @@ class RtlLayers:
             f["runs"] = [0] * len(f["layers"])
             self.cycles.clear()
             self.fetch_runs, self.fetched_bytes = [], 0
+            self.fetch_sim = [0, 0.0, 0.0]
         if session is None or session.closed:
             raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
                                "closed): a decode step needs its prefill's live model")
@@ -266,6 +270,10 @@ class RtlLayers:
         self.cycles.setdefault(n, []).append(total)
         self.fetch_runs.append((n, total, compute))
         self.fetched_bytes += sum(result.axi_beats.values()) * f["reader"].lanes
+        self.fetch_sim = [a + b for a, b in zip(self.fetch_sim, (result.sim_cycles,
+                                                                   result.wall_s,
+                                                                   result.cpu_s or 0.0),
+                                                strict=True)]
 
     def check(self, arch):
         """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
@@ -581,7 +589,9 @@ def _generation_report(qm, gen, sizes, args, rtl):
         fetch = {"runs": len(rtl.fetch_runs), "image_bytes_fetched": fetched,
                  "cycles": sum(total for _, total, _ in rtl.fetch_runs),
                  "wait_cycles": wait, "axi_latency": FETCH_LATENCY,
-                 "axi_bytes_per_beat": rtl.fetch_bus_bytes}
+                 "axi_bytes_per_beat": rtl.fetch_bus_bytes,
+                 "sim_cycles": rtl.fetch_sim[0], "sim_wall_s": round(rtl.fetch_sim[1], 2),
+                 "sim_cpu_s": round(rtl.fetch_sim[2], 2)}
     report = {
         "model": qm.spec.name, "gguf": str(qm.path), "sim": args.sim, "quant": qm.quant,
         "scheme": qm.scheme, "num_layers": qm.num_layers, "calib_tokens": qm.calib_tokens,
