@@ -6,7 +6,10 @@ the simulator back ends (:mod:`llmloom.sim.runner`), the CLI, tests and benchmar
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import typing
+from pathlib import Path
 
 import numpy as np
 from amaranth.hdl import Module, Signal
@@ -261,3 +264,15 @@ class ControlStreams(wiring.Component):
             elif member.flow == Out:
                 m.d.comb += getattr(self, name).eq(port)
         return m
+
+    def structure(self):
+        """``inner``'s ``structure()`` (``None`` when it has none: its Verilog depends on more
+        than its structure) with the held inputs and this module's code, which writes the
+        wrapper's part of the Verilog."""
+        inner = getattr(self.inner, "structure", None)
+        if inner is None:
+            return None
+        self._MustUse__used = True      # keyed by it, a cached build never elaborates it
+        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        return json.dumps({"block": type(self).__qualname__, "held": self._held, "code": code,
+                           "inner": inner()}, sort_keys=True)

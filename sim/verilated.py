@@ -98,7 +98,9 @@ def _toolchain():
 def build_key(text, models, threads):
     """The cache key of a model: everything that changes the executable (the design, the
     driver's source, this module's build steps, Verilator's and make's flags, the threads,
-    the Verilator that builds)."""
+    the Verilator that builds). ``text``: the design's Verilog, or (a design whose Verilog is
+    a function of its structure) its ``structure()`` with
+    :func:`~llmloom.hw.emit.emitter_identity`."""
     h = hashlib.sha256()
     for part in (DRIVER_SOURCE.read_text(), Path(__file__).read_text(), _toolchain(),
                  " ".join(VERILATOR_FLAGS), " ".join(MAKE_FLAGS),

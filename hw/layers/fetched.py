@@ -10,6 +10,9 @@ at elaboration; one build runs any weight set whose image has this config's layo
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -475,6 +478,34 @@ class FetchedLayer(Layer):
             "cmd": In(stream.Signature(data.StructLayout(cmd))),
             "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
         wiring.Component.__init__(self, members)
+
+    def structure(self):
+        """What this layer's Verilog (its memories' contents split out,
+        :func:`~llmloom.hw.emit.split_memory_init`) is a function of, besides the code
+        (:func:`~llmloom.hw.emit.emitter_identity`), as text: the config without its numbers,
+        the reader, the layers, and what the numbers decide of the hardware's shape, each
+        linear stage's re-quantiser (:data:`~llmloom.hw.blocks.requant.RequantConfig.STRUCTURE`,
+        per-channel table or not, bias, multiplier width, shift range) and every other stage's
+        loaded memories (name, word shape, depth, copies) with the image's layout. The numbers themselves
+        only fill memories (loaded at run time), so every calibration of one structure has one
+        Verilog text; a simulator build keyed by this text needs no emission when cached."""
+        self._MustUse__used = True      # keyed by it, a cached build never elaborates it
+        cfg = self.cfg
+        requant = {}
+        for name in cfg.linears:
+            rq = cfg.requant(name)
+            requant[name] = {**{f: getattr(rq, f) for f in rq.STRUCTURE},
+                             "per_channel": rq.per_channel, "bias": rq.bias is not None,
+                             "mult_width": rq.mult_width_value, "shift_max": rq.shift_max}
+        return json.dumps({
+            "block": type(self).__qualname__,
+            "config": dataclasses.replace(cfg, numbers=None).to_dict(),
+            "reader": dataclasses.asdict(self.reader), "layers": self._layers,
+            "requant": requant,
+            "constants": [(k, repr(c.shape), c.depth, c.copies)
+                          for k, c in self._loads.constants],
+            "image": [(s.stage, s.part, s.offset, s.nbytes) for s in fetched_layer_layout(cfg)],
+        }, sort_keys=True, default=repr)
 
     def _block(self, stage):
         if stage.kind == "linear":

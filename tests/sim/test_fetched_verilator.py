@@ -184,3 +184,65 @@ def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, rng):
         np.testing.assert_array_equal(r.outputs["y_int"], results[0].outputs["y_int"])
         assert r.tensor_cycles == results[0].tensor_cycles
         assert r.axi_beats == results[0].axi_beats
+
+
+def test_structure_keys_every_calibration_alike_and_each_structure_apart(model):
+    """The structural build key (:func:`structure_of`): one text for every calibration of a
+    config (whose Verilog is one text), another for other layers, another reader, another
+    config; none for a baked layer (its memories hold its weights)."""
+    import dataclasses
+
+    from llmloom.hw.emit import split_memory_init
+    from llmloom.sim.runner import structure_of, verilog_for_sim
+
+    cfg, layers, memory, _, _ = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+
+    def of(c, r=reader, n=2):
+        return structure_of(FetchedLayerHarness(c, r, layers=n).component(c))
+
+    key = of(cfg)
+    assert key is not None
+    assert all(of(q.config) == key for q, _, _ in layers)      # other calibrations
+    assert layers[0][0].config != cfg
+    assert of(cfg, n=3) != key
+    assert of(cfg, r=dataclasses.replace(reader, outstanding=4)) != key
+    assert of(dataclasses.replace(cfg, rounding="half_up")) != key
+    assert structure_of(FetchedLayerHarness(cfg, reader).component(cfg), "ecp5") != \
+        structure_of(FetchedLayerHarness(cfg, reader).component(cfg))
+    # the claim the key rests on: the calibrations' Verilog is one text
+    texts = {split_memory_init(verilog_for_sim(FetchedLayerHarness(c, reader, layers=2)
+                                               .component(c), "verilator"))[0]
+             for c in (cfg, layers[0][0].config)}
+    assert len(texts) == 1
+    from llmloom.hw.layers.layer import Layer
+    from llmloom.sim.harness import ControlStreams
+
+    q = layers[0][0]
+    baked = ControlStreams(Layer(q.config, q.weights))
+    baked._MustUse__silence = baked.inner._MustUse__silence = True     # asked, never built
+    assert structure_of(baked) is None
+
+
+def test_cached_structural_build_emits_no_verilog(verilator_sim, model, monkeypatch, rng):
+    """Once a fetched layer's build is cached, a run of another calibration of its config (a
+    new component, as a new process makes) emits no Verilog, and is bit-exact."""
+    from llmloom.sim import runner
+
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    mem = AxiMemory(memory, reader.data_width, (2, 30), seed=3)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    tensors = {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs}
+    first = run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg, tensors,
+                      sim=verilator_sim, prepared=True)          # builds, if not cached
+    emitted = []
+    monkeypatch.setattr(runner, "verilog_for_sim",
+                        lambda *a, **k: emitted.append(a) or pytest.fail("emitted Verilog"))
+    monkeypatch.setattr(runner, "_EMITTED", type(runner._EMITTED)())
+    other = layers[1][0].config                             # another calibration, one structure
+    h = FetchedLayerHarness(other, reader, layers=2, memory=mem)
+    again = run_block(h, other, tensors, sim=verilator_sim, prepared=True)
+    assert emitted == []
+    check_layers(again.outputs["y_int"], layers, szs, runs, sizes)
+    assert again.tensor_cycles == first.tensor_cycles
