@@ -204,7 +204,8 @@ def main(argv=None):
     ap.add_argument("--num-layers", type=int)
     ap.add_argument("--alone", action="store_true",
                     help="each name quantised alone, every other exact")
-    ap.add_argument("--only", help="comma-separated names to leave exact (default each)")
+    ap.add_argument("--only", help="comma-separated names the entries range over (default every "
+                    "tensor and weight; with --alone, the names not given stay quantised)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     tok = tokenizer_of()
