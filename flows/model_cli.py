@@ -23,7 +23,7 @@ from .userio import Outputs, UserError
 
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
-           "PROJECTION_DESIGN"]
+           "PROJECTION_DESIGN", "FETCH_LATENCY"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -124,6 +124,11 @@ def _print_table(report):
     print(line)
 
 
+#: The AXI memory's latency (cycles from a burst's AR to its first beat) of ``generate``'s
+#: fetched layer on Verilator: a DDR4 read's order of magnitude at a 250 MHz fabric clock.
+FETCH_LATENCY = 32
+
+
 class LayerDiffers(Exception):
     """The RTL of a layer gave other integers than the bit-exact model (a bug, not bad input:
     exit status 1)."""
@@ -154,10 +159,22 @@ class RtlLayers:
     path, not a prefill, computes the new row. Either way each tensor's cycles are those of
     the one run of all of them. :meth:`close` (or a ``with`` block) ends the sessions.
 
+    On Verilator, after :meth:`fetch`, every layer runs on one
+    :class:`~llmloom.hw.layers.fetched.FetchedLayer` build instead (one Verilog emission and
+    one model build for the whole model): one session from layer 0's prefill on, each tensor
+    a command for its layer's image in the AXI memory, each layer's KV cache on chip; a
+    tensor's cycles then include its image's fetch.
+
     Members
     -------
     cycles : dict
         Layer index → the measured cycles of each of its tensors so far.
+    fetch_runs : list
+        Fetched runs: ``(layer, cycles, cycles once the image was in)`` each.
+    fetched_bytes : int
+        Bytes the fetched runs read from the AXI memory.
+    fetch_sim : list
+        The fetched runs' simulated cycles, wall seconds and processor seconds.
     """
 
     def __init__(self, sim, progress=False):
@@ -166,6 +183,97 @@ class RtlLayers:
         self._inputs = {}           # layer → its input tensors so far (replayed runs)
         self._sessions = {}         # layer → its live simulation (Verilator)
         self._components = {}       # id(weights) → (cfg, weights, the layer's component)
+        self._fetched = None        # the model's layers through one FetchedLayer build
+        self.fetch_runs = []        # per fetched run: (layer, total cycles, compute cycles)
+        self.fetched_bytes = 0      # bytes the fetched runs read from the AXI memory
+        self.fetch_sim = [0, 0.0, 0.0]  # the fetched runs' simulated cycles, wall s, CPU s
+
+    def fetch(self, layers, latency=FETCH_LATENCY):
+        """Run the model's ``layers`` (``[(cfg, weights)]``, in order: what :meth:`step`
+        will be given) on one :class:`~llmloom.hw.layers.fetched.FetchedLayer` build of
+        ``len(layers)`` layers (Verilator only): every layer's image
+        (:func:`~llmloom.hw.layers.weights_image.pack_fetched_layer`) in one AXI memory of
+        ``latency`` cycles, one simulation session for the whole sequence, each tensor of
+        layer ``n`` a command for its image, its KV cache region on chip. Returns ``None``
+        when it does; else (not Verilator, or a layer the fetched layer cannot run: W4, a
+        calibration beyond the build's widths, engines of unequal columns) the reason, and
+        each layer keeps its own build (its numbers baked in)."""
+        from ..hw.config import ConfigError
+        from ..hw.layers.fetched import check_fetched_layer
+        from ..hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
+        from ..sim.fetched import FetchedLayerHarness, fetched_reader, layer_memory
+        from ..sim.harness import AxiMemory
+
+        if self.sim != "verilator":
+            return f"a fetched layer runs on verilator only, not {self.sim}"
+        cfg0 = layers[0][0]
+        try:
+            images = []
+            for n, (cfg, weights) in enumerate(layers):
+                if fetched_layer_layout(cfg) != fetched_layer_layout(cfg0):
+                    raise ConfigError(f"layer {n}'s image has another layout than layer 0's")
+                for name in cfg.linears:
+                    cfg0.requant(name).check_loadable(cfg.requant(name))
+                images.append(pack_fetched_layer(cfg, weights))
+            memory, bases = layer_memory(images)
+            reader = fetched_reader(cfg0, len(memory))
+            check_fetched_layer(cfg0, reader)
+        except ConfigError as exc:
+            return str(exc)
+        mem = AxiMemory(memory, reader.data_width, latency)
+        self._fetched = {"layers": list(layers), "bases": bases, "memory": mem,
+                         "harness": FetchedLayerHarness(cfg0, reader, layers=len(layers)),
+                         "reader": reader, "session": None, "runs": [0] * len(layers)}
+        return None
+
+    @property
+    def fetched(self):
+        """True when the layers run on one fetched layer build (:meth:`fetch`)."""
+        return self._fetched is not None
+
+    @property
+    def fetch_bus_bytes(self):
+        """Bytes per beat of the fetched layer's AXI bus (``None`` unless :attr:`fetched`)."""
+        return None if self._fetched is None else self._fetched["reader"].lanes
+
+    def _fetched_step(self, n, cfg, weights, x_int, mode, want):
+        from ..sim import runner
+
+        f = self._fetched
+        if n >= len(f["layers"]) or f["layers"][n][0] is not cfg \
+                or f["layers"][n][1] is not weights:
+            raise RuntimeError(f"layer {n} is not the layer given to fetch()")
+        h, session = f["harness"], f["session"]
+        if mode == "prefill" and n == 0:
+            # a new sequence: a fresh model (reset empties every layer's KV cache)
+            if session is not None:
+                session.close()
+            h.memory = f["memory"]          # sent with the session's first run
+            session = f["session"] = runner.open_session(
+                h, h.cfg, component=h.component(h.cfg), progress=self.progress)
+            f["runs"] = [0] * len(f["layers"])
+            self.cycles.clear()
+            self.fetch_runs, self.fetched_bytes = [], 0
+            self.fetch_sim = [0, 0.0, 0.0]
+        if session is None or session.closed:
+            raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
+                               "closed): a decode step needs its prefill's live model")
+        if (mode == "prefill") != (f["runs"][n] == 0):
+            raise RuntimeError(f"layer {n}: a {mode} after {f['runs'][n]} tensors; a fetched "
+                               "sequence starts with layer 0's prefill")
+        tensors = {**self._prepared(x_int, [len(x_int)]), "runs": [(f["bases"][n], n)]}
+        result = session.run(tensors, prepared=True)
+        h.memory = None                   # the session's model keeps the memory
+        f["runs"][n] += 1
+        self._check(n, result.outputs, want)
+        total, compute = result.tensor_cycles
+        self.cycles.setdefault(n, []).append(total)
+        self.fetch_runs.append((n, total, compute))
+        self.fetched_bytes += sum(result.axi_beats.values()) * f["reader"].lanes
+        self.fetch_sim = [a + b for a, b in zip(self.fetch_sim, (result.sim_cycles,
+                                                                   result.wall_s,
+                                                                   result.cpu_s or 0.0),
+                                                strict=True)]
 
     def check(self, arch):
         """Fail at once (:class:`UserError`) when ``arch`` has no layer RTL."""
@@ -181,6 +289,8 @@ class RtlLayers:
         """End every layer's simulation session."""
         while self._sessions:
             self._sessions.popitem()[1].close()
+        if self._fetched is not None and self._fetched["session"] is not None:
+            self._fetched["session"].close()
 
     def __enter__(self):
         return self
@@ -261,6 +371,9 @@ class RtlLayers:
 
         from ..sim.golden.layers import layer_bitexact
         want, cache = layer_bitexact(cfg, weights, x_int, mode, cache)
+        if self._fetched is not None:
+            self._fetched_step(n, cfg, weights, x_int, mode, want)
+            return want, cache
         if mode == "prefill":
             self.cycles[n] = []
         if not self.replays:
@@ -468,6 +581,17 @@ def _generation_report(qm, gen, sizes, args, rtl):
     fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
     cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
     measured = (sum(sum(c) for c in rtl.cycles.values()) if rtl is not None else None)
+    fetch = None
+    if rtl is not None and rtl.fetched:
+        # measured: every layer's image read over AXI by the one fetched layer build
+        fetched = rtl.fetched_bytes
+        wait = sum(total - compute for _, total, compute in rtl.fetch_runs)
+        fetch = {"runs": len(rtl.fetch_runs), "image_bytes_fetched": fetched,
+                 "cycles": sum(total for _, total, _ in rtl.fetch_runs),
+                 "wait_cycles": wait, "axi_latency": FETCH_LATENCY,
+                 "axi_bytes_per_beat": rtl.fetch_bus_bytes,
+                 "sim_cycles": rtl.fetch_sim[0], "sim_wall_s": round(rtl.fetch_sim[1], 2),
+                 "sim_cpu_s": round(rtl.fetch_sim[2], 2)}
     report = {
         "model": qm.spec.name, "gguf": str(qm.path), "sim": args.sim, "quant": qm.quant,
         "scheme": qm.scheme, "num_layers": qm.num_layers, "calib_tokens": qm.calib_tokens,
@@ -480,7 +604,10 @@ def _generation_report(qm, gen, sizes, args, rtl):
         "cycles": cycles, "cycles_per_pass": pass_cycles, "cycles_note": why,
         "measured_cycles": measured,
         "weight_bytes_per_layer": per_layer, "weight_bytes_fetched": fetched,
-        "weight_wait_cycles": wait, "axi_bytes_per_cycle": AXI_BYTES_PER_CYCLE,
+        "weight_wait_cycles": wait,
+        "axi_bytes_per_cycle": AXI_BYTES_PER_CYCLE if fetch is None else rtl.fetch_bus_bytes,
+        "weight_fetch_source": "model" if fetch is None else "measured",
+        "fetched_layer": fetch,
         "projection": projection(perf_model(qm.spec, qm.num_layers), qm.quant,
                                  len(gen.prompt), len(gen.tokens)),
     }
@@ -528,6 +655,11 @@ def cmd_generate(args):
                             progress=lambda n: bar.update(n - bar.n))
     session = LlamaSession(qm.with_seq(max(2, need)),
                            golden_step if rtl is None else rtl.step)
+    if rtl is not None and args.sim == "verilator":
+        why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers])
+        if why is not None:
+            print(f"llmloom: note: each layer gets its own Verilator build (one fetched "
+                  f"layer for all cannot: {why})", file=sys.stderr)
     stream = None if args.json else TextStream(tokenizer, sys.stdout)
     try:
         with tqdm(total=qm.num_layers, desc=f"prefill of {len(prompt)} tokens on {args.sim}",

@@ -16,7 +16,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from llmloom.sim.engine import StreamEngine
-from llmloom.sim.harness import Drive, Gate, Segment
+from llmloom.sim.harness import AxiMemory, Drive, Gate, Segment
 from llmloom.sim.streams import Stalls
 
 
@@ -56,6 +56,8 @@ async def run_job(dut):
         expect=job["expect"],
         gates={p: [Gate(*g) for g in gs] for p, gs in job.get("gates", {}).items()},
         segments=[Segment(*seg) for seg in job.get("segments", [])],
+        memory={p: AxiMemory(bytes.fromhex(m["image"]), m["data_width"], tuple(m["latency"]),
+                             m["seed"]) for p, m in job.get("memory", {}).items()},
     )
     progress = _ProgressFile(os.environ.get("LLMLOOM_PROGRESS")) if job.get("progress") \
         else None
@@ -81,6 +83,9 @@ async def run_job(dut):
         handle(f"{port}__valid").value = 0
     for port in drive.expect:
         handle(f"{port}__ready").value = 0
+    for port in drive.memory:
+        handle(f"{port}__arready").value = 0
+        handle(f"{port}__rvalid").value = 0
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)
@@ -95,7 +100,7 @@ async def run_job(dut):
             await FallingEdge(dut.clk)
         result = {"beats": {p: [hex(w) for w in ws] for p, ws in engine.results().items()},
                   "cycles": engine.cycles, "sim_cycles": engine.cycle,
-                  "segment_cycles": engine.segment_cycles,
+                  "segment_cycles": engine.segment_cycles, "axi_beats": engine.axi_beats,
                   "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
     except Exception as exc:  # reported to the runner, which raises it in the caller
         result = {"error": str(exc), "kind": type(exc).__name__}

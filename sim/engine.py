@@ -15,11 +15,34 @@ transfer of a tensor's first input word to that of its last output beat
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import random
 
 from .streams import NO_STALLS
 
-__all__ = ["StreamEngine", "SimTimeout"]
+__all__ = ["StreamEngine", "SimTimeout", "AXI_INPUTS", "AXI_OUTPUTS", "AXI_PAGE", "AXI_SALT",
+           "latency_key"]
+
+#: The AXI read slave's signals the engine drives (``<port>__<name>``), and those it reads.
+AXI_INPUTS = ("arready", "rvalid", "rdata", "rlast", "rresp", "rid")
+AXI_OUTPUTS = ("arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
+#: No AXI4 burst crosses a 4 KB page (AMBA AXI4 A3.4.1); the slave model checks it.
+AXI_PAGE = 4096
+#: Salts of the slave's stall generators: RVALID ``AXI_SALT + n`` from the input pattern,
+#: ARREADY ``AXI_SALT + 50 + n`` from the output one (``n``: the memory's index).
+AXI_SALT = 300
+
+
+def latency_key(seed):
+    """The 32-bit words ``random.Random(seed)`` seeds its generator with (CPython's
+    ``init_by_array`` of ``abs(seed)``), for the compiled driver's copy."""
+    n, key = abs(int(seed)), []
+    while True:
+        key.append(n & 0xFFFFFFFF)
+        n >>= 32
+        if not n:
+            return key
 
 
 class SimTimeout(RuntimeError):
@@ -50,6 +73,39 @@ class _Out:
     salt: int
     got: list = dataclasses.field(default_factory=list)
     ready: bool = False
+
+
+@dataclasses.dataclass
+class _Axi:
+    port: str
+    memory: object          # harness.AxiMemory
+    r_gen: object
+    ar_gen: object
+    rng: random.Random
+    bursts: collections.deque = dataclasses.field(default_factory=collections.deque)
+    offered: bool = False
+    ar_ready: bool = False
+    beats: int = 0          # R beats transferred
+    ars: int = 0            # bursts accepted
+
+    def word(self, addr):
+        lanes = self.memory.lanes
+        chunk = self.memory.image[addr * lanes:(addr + 1) * lanes]
+        return int.from_bytes(chunk.ljust(lanes, b"\0"), "little")
+
+    def accept(self, addr, beats, size, burst, cycle):
+        """An AR transfer: the burst's checks, then it queues behind the others."""
+        lanes = self.memory.lanes
+        if burst != 1 or 1 << size != lanes or addr % lanes or \
+                addr % AXI_PAGE + beats * lanes > AXI_PAGE:
+            raise AssertionError(f"AXI port {self.port!r}: a burst the slave refuses "
+                                 f"(araddr={addr:#x}, {beats} beats, arsize={size}, "
+                                 f"arburst={burst}); allowed: INCR, full width, word aligned, "
+                                 "within a 4 KB page")
+        lo, hi = self.memory.latency_range
+        latency = lo + int(self.rng.random() * (hi - lo + 1))
+        self.bursts.append([cycle + latency, addr // lanes, beats])
+        self.ars += 1
 
 
 class StreamEngine:
@@ -98,6 +154,9 @@ class StreamEngine:
             if out not in self._out or not 1 <= beats <= self._out[out].expect:
                 raise ValueError(f"segment ends at beat {beats} of {out!r}, which is not an "
                                  "expected output beat")
+        self.axi = [_Axi(p, mem, stalls_in.generator(salt=AXI_SALT + n),
+                         stalls_out.generator(salt=AXI_SALT + 50 + n), random.Random(mem.seed))
+                    for n, (p, mem) in enumerate(getattr(drive, "memory", {}).items())]
         self.max_cycles = max_cycles
         self.cycle = 0
         self.first_timed = None
@@ -153,6 +212,19 @@ class StreamEngine:
         for o in self.outputs:
             o.ready = next(o.gen)
             sets.append((f"{o.port}__ready", int(o.ready)))
+        for a in self.axi:
+            a.ar_ready = next(a.ar_gen)
+            sets.append((f"{a.port}__arready", int(a.ar_ready)))
+            active = bool(a.bursts) and a.bursts[0][0] <= self.cycle
+            if active and not a.offered:
+                a.offered = next(a.r_gen)
+            if not active:
+                a.offered = False
+            sets.append((f"{a.port}__rvalid", int(a.offered)))
+            if a.offered:
+                _, word, beats = a.bursts[0]
+                sets += [(f"{a.port}__rdata", a.word(word)), (f"{a.port}__rlast", int(beats == 1)),
+                         (f"{a.port}__rresp", 0), (f"{a.port}__rid", 0)]
         return sets
 
     def observe(self, get):
@@ -176,6 +248,18 @@ class StreamEngine:
                     self._out_marks[(o.port, len(o.got) - 1)] = self.cycle
                 if self.on_output:
                     self.on_output()
+        for a in self.axi:
+            if a.offered and get(f"{a.port}__rready"):
+                burst = a.bursts[0]
+                burst[1] += 1
+                burst[2] -= 1
+                if not burst[2]:
+                    a.bursts.popleft()
+                a.offered = False
+                a.beats += 1
+            if a.ar_ready and get(f"{a.port}__arvalid"):
+                a.accept(get(f"{a.port}__araddr"), get(f"{a.port}__arlen") + 1,
+                         get(f"{a.port}__arsize"), get(f"{a.port}__arburst"), self.cycle)
         self.cycle += 1
         if self.cycle > self.max_cycles and not self.done:
             got = ", ".join(f"{o.port}: {len(o.got)} of {o.expect} beats" for o in self.outputs)
@@ -185,4 +269,9 @@ class StreamEngine:
 
     def results(self):
         return {o.port: o.got for o in self.outputs}
+
+    @property
+    def axi_beats(self):
+        """R beats each AXI memory has given so far, by port."""
+        return {a.port: a.beats for a in self.axi}
 

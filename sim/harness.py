@@ -16,8 +16,8 @@ from amaranth.lib.wiring import In, Out
 from ..hw.config import BlockConfig, ConfigError
 from ..hw.stream import row_layout
 
-__all__ = ["TensorSpec", "Drive", "Gate", "Segment", "BlockHarness", "HARNESSES", "get_harness",
-           "load_harnesses", "TensorError", "ControlStreams"]
+__all__ = ["TensorSpec", "Drive", "AxiMemory", "Gate", "Segment", "BlockHarness", "HARNESSES",
+           "get_harness", "load_harnesses", "TensorError", "ControlStreams"]
 
 
 class TensorError(ValueError):
@@ -52,6 +52,43 @@ class Segment(typing.NamedTuple):
     beats: int
 
 
+@dataclasses.dataclass(frozen=True)
+class AxiMemory:
+    """An AXI4 read slave on the block's AXI port ``<port>__ar*``/``__r*`` (as
+    :func:`~llmloom.hw.blocks.axi_reader.AxiReadSignature` names them), over ``image`` (bytes
+    at address 0; reads past its end give zeros), on a bus of ``data_width`` bits.
+
+    Each accepted burst's first beat is offered ``latency`` cycles after its AR transfer at
+    the earliest (an int, or an inclusive range ``(lo, hi)`` drawn per burst from
+    ``random.Random(seed)``), and never before the previous burst's last beat has gone:
+    bursts return in order, one beat a cycle. RVALID follows the run's input stall pattern
+    (once offered, a beat stays until RREADY takes it), ARREADY the output one. Bursts must be
+    INCR, full width, word aligned and within a 4 KB page (else the run fails)."""
+
+    image: bytes
+    data_width: int
+    latency: object = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        lo, hi = self.latency_range
+        if not 1 <= lo <= hi:
+            raise ValueError(f"latency={self.latency!r}; allowed: an int >= 1 or (lo, hi) "
+                             "with 1 <= lo <= hi")
+        if self.data_width % 8 or self.data_width & (self.data_width - 1) or \
+                not 8 <= self.data_width <= 1024:
+            raise ValueError(f"data_width={self.data_width}; allowed: a power of two, 8..1024")
+
+    @property
+    def latency_range(self):
+        lat = self.latency
+        return (lat, lat) if isinstance(lat, int) else tuple(int(v) for v in lat)
+
+    @property
+    def lanes(self):
+        return self.data_width // 8
+
+
 @dataclasses.dataclass
 class Drive:
     """Beats for one run. ``preload`` streams are driven to completion first (untimed);
@@ -61,13 +98,15 @@ class Drive:
     ``gates`` (optional) holds timed words back: ``{input port: [Gate(word, after, beats),
     ...]}``, e.g. the first word of a decode step until the previous tensor's output is all
     out, as autoregressive decode must wait. ``segments`` (optional, :class:`Segment`) are
-    timed separately (the run's ``tensor_cycles``)."""
+    timed separately (the run's ``tensor_cycles``). ``memory`` (optional): ``{AXI port:
+    AxiMemory}``, a read slave on each such port of the block."""
 
     preload: dict
     timed: dict
     expect: dict
     gates: dict = dataclasses.field(default_factory=dict)
     segments: list = dataclasses.field(default_factory=list)
+    memory: dict = dataclasses.field(default_factory=dict)
 
 
 class BlockHarness:

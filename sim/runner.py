@@ -26,7 +26,7 @@ from amaranth.hdl import ClockDomain, Module, Value
 
 from ..hw.emit import FamilyHint, emit_verilog, split_memory_init
 from . import verilated
-from .engine import StreamEngine
+from .engine import AXI_INPUTS, AXI_OUTPUTS, StreamEngine
 from .harness import get_harness
 from .streams import NO_STALLS
 from .tools import ToolMissing, cache_dir, require, tool_env
@@ -56,6 +56,9 @@ class RunResult:
     #: compiled driver, its process's whole life, model construction included): a rate that a
     #: loaded machine distorts less than ``wall_s``
     cpu_s: float | None = None
+    #: R beats each AXI memory of the drive (:class:`~llmloom.sim.harness.AxiMemory`) gave,
+    #: by port
+    axi_beats: dict = dataclasses.field(default_factory=dict)
 
     @property
     def cycles_per_s(self):
@@ -92,12 +95,13 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
     if max_cycles is None:
         max_cycles = _max_cycles(harness, cfg, tensors, drive)
     comp = component if component is not None else harness.component(cfg)
-    beats, cycles, sim_cycles, wall, segments, cpu = _simulate(
+    beats, cycles, sim_cycles, wall, segments, cpu, axi = _simulate(
         comp, drive, sim=sim, stalls_in=stalls_in, stalls_out=stalls_out, max_cycles=max_cycles,
         progress=progress, family=family, driver=driver, threads=threads)
     outputs = harness.collect(cfg, tensors, beats)
     return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles,
-                     tensor_cycles=segments if drive.segments else None, cpu_s=cpu)
+                     tensor_cycles=segments if drive.segments else None, cpu_s=cpu,
+                     axi_beats=axi)
 
 
 def _check_family(sim, family):
@@ -147,7 +151,8 @@ def simulate(component, drive, *, sim="amaranth", stalls_in=NO_STALLS, stalls_ou
 
 def _simulate(component, drive, *, sim, stalls_in, stalls_out, max_cycles, progress, family,
               driver, threads):
-    """:func:`simulate`'s tuple and the simulation's processor time (``None`` if unknown)."""
+    """:func:`simulate`'s tuple, the simulation's processor time (``None`` if unknown) and the
+    R beats of each AXI memory by port."""
     _check_family(sim, family)
     _check_driver(sim, driver, threads)
     if sim == "amaranth":
@@ -179,6 +184,10 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
         signals[f"{port}__valid"] = iface.valid
         signals[f"{port}__ready"] = iface.ready
         signals[f"{port}__payload"] = Value.cast(iface.payload)
+    for port in drive.memory:
+        iface = getattr(comp, port)
+        for name in AXI_INPUTS + AXI_OUTPUTS:
+            signals[f"{port}__{name}"] = getattr(iface, name)
 
     async def bench(ctx):
         while not engine.done:
@@ -201,7 +210,7 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
         if bar:
             bar.close()
     return (engine.results(), engine.cycles, engine.cycle, time.perf_counter() - t0,
-            engine.segment_cycles, time.process_time() - c0)
+            engine.segment_cycles, time.process_time() - c0, engine.axi_beats)
 
 
 # ---- Icarus and Verilator through cocotb ----------------------------------------------------
@@ -396,6 +405,9 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
             "segments": [list(seg) for seg in drive.segments],
             "stalls_in": dataclasses.asdict(stalls_in),
             "stalls_out": dataclasses.asdict(stalls_out),
+            "memory": {p: {"image": bytes(m.image).hex(), "data_width": m.data_width,
+                           "latency": list(m.latency_range), "seed": m.seed}
+                       for p, m in drive.memory.items()},
             "max_cycles": max_cycles,
             "progress": bool(progress),
         }
@@ -431,7 +443,7 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
         raise kind(result.get("error") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
     return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
-            result.get("segment_cycles", []), result.get("cpu_s"))
+            result.get("segment_cycles", []), result.get("cpu_s"), result.get("axi_beats", {}))
 
 
 def run_cocotb_test(component, sim, test_module, job):
@@ -542,10 +554,12 @@ class BlockSession:
         if max_cycles is None:
             max_cycles = _deadline(self.harness, cfg, self._beats, self._macs)
         with _progress_watch(drive, self.progress, "verilator", self._progress_path):
-            beats, cycles, sim_cycles, wall, segments, cpu = self._session.run(drive, max_cycles)
+            beats, cycles, sim_cycles, wall, segments, cpu, axi = self._session.run(drive,
+                                                                                   max_cycles)
         return RunResult(outputs=self.harness.collect(cfg, tensors, beats), cycles=cycles,
                          sim="verilator", wall_s=wall, sim_cycles=sim_cycles,
-                         tensor_cycles=segments if drive.segments else None, cpu_s=cpu)
+                         tensor_cycles=segments if drive.segments else None, cpu_s=cpu,
+                         axi_beats=axi)
 
     @property
     def closed(self):

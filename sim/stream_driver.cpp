@@ -38,7 +38,16 @@ struct Port {
     size_t bytes;        // sizeof the payload member
 };
 
-#include "ports.h"       // void bind_ports(Vtop *top, std::vector<Port> &ports); LLMLOOM_PHASES
+// An AXI4 read slave's signals on the model (a port `P` of AxiReadSignature: P__araddr ...);
+// each pointer's sizeof in the matching *_bytes (little-endian host: a value is its bytes).
+struct AxiPort {
+    CData *arvalid, *arready, *arlen, *arsize, *arburst, *rvalid, *rready, *rlast, *rresp;
+    void *araddr, *rdata, *rid;
+    size_t araddr_bytes, rdata_bytes, rid_bytes;
+};
+
+#include "ports.h"       // bind_ports(Vtop*, vector<Port>&), bind_axi(Vtop*, vector<AxiPort>&);
+                         // LLMLOOM_PHASES
 
 // The clock. Verilator's eval() starts with its input-combinational ("ico") phase, which
 // re-settles all the logic that depends on the top's inputs, unconditionally, then runs the
@@ -90,6 +99,7 @@ static void rising_edge(Vtop *top) {
 }
 
 static const uint64_t MAGIC = 0x314d4f4f4c4d4c4cULL;   // "LLMLOOM1"
+static const uint64_t AXI_PAGE = 4096;                  // no AXI4 burst crosses a 4 KB page
 static const uint64_t NONE = ~0ULL;
 
 // ---- CPython's random.Random --------------------------------------------------------------
@@ -206,6 +216,36 @@ struct Out {
     Gen gen;
 };
 
+// llmloom.sim.engine's AXI read slave (harness.AxiMemory): bursts queue in order, each
+// offered from `latency` cycles after its AR (drawn per burst), RVALID from the input stall
+// pattern (held until taken), ARREADY from the output one.
+struct Axi {
+    AxiPort *port;
+    uint64_t lanes = 0, lo = 1, hi = 1;
+    std::vector<uint8_t> image;
+    MT rng;
+    Gen r_gen, ar_gen;
+    struct Burst { uint64_t due, word, beats; };
+    std::vector<Burst> bursts;     // in order; head at `head`
+    size_t head = 0;
+    bool offered = false, ar_ready = false;
+    uint64_t beats = 0, ars = 0;   // R beats given, bursts accepted (all runs)
+    uint64_t run_beats = 0;        // R beats given before this run
+    std::vector<uint8_t> word;
+    void put_word(uint64_t w) {
+        word.assign(port->rdata_bytes, 0);
+        uint64_t a = w * lanes;
+        for (uint64_t k = 0; k < lanes && k < port->rdata_bytes; k++)
+            if (a + k < image.size()) word[k] = image[a + k];
+    }
+};
+
+static uint64_t read_bytes(const void *p, size_t n) {
+    uint64_t v = 0;
+    memcpy(&v, p, n < 8 ? n : 8);
+    return v;
+}
+
 struct Progress {
     int fd = -1;
     std::chrono::steady_clock::time_point last{};
@@ -228,6 +268,8 @@ struct Driver {
     std::vector<Port> ports;
     std::vector<In> ins;
     std::vector<Out> outs;
+    std::vector<AxiPort> axi_ports;
+    std::vector<Axi> axis;
     bool started = false, changed = true;
     uint64_t cycle = 0;                // since reset, over all runs
     Progress progress;
@@ -293,6 +335,35 @@ struct Driver {
             o.expect += expect;
             o.got.assign(expect * o.w, 0);
         }
+        // AXI memories: port, lanes, latency lo and hi, the latency generator's key, the R
+        // and AR stall patterns, the image's bytes (0: the session's stays) and its words
+        uint64_t n_axi = r.get();
+        if (!started) axis.resize(n_axi);
+        else if (n_axi != axis.size()) {
+            fprintf(stderr, "a stimulus with other AXI memories than the session's\n");
+            return false;
+        }
+        for (auto &a : axis) {
+            AxiPort *port = &axi_ports.at(r.get());
+            uint64_t lanes = r.get(), lo = r.get(), hi = r.get();
+            std::vector<uint32_t> key(r.get());
+            for (auto &k : key) k = (uint32_t)r.get();
+            Gen r_gen = r.gen(), ar_gen = r.gen();
+            uint64_t nbytes = r.get();
+            if (!started) {
+                a.port = port; a.lanes = lanes; a.lo = lo; a.hi = hi;
+                a.rng.init_by_array(key);
+                a.r_gen = r_gen; a.ar_gen = ar_gen;
+            } else if (a.port != port || a.lanes != lanes) {
+                fprintf(stderr, "a stimulus with other AXI memories than the session's\n");
+                return false;
+            }
+            uint64_t nwords = (nbytes + 7) / 8;
+            if (r.p + nwords > r.end) { fprintf(stderr, "stimulus is truncated\n"); return false; }
+            if (nbytes) a.image.assign((const uint8_t *)r.p, (const uint8_t *)r.p + nbytes);
+            r.p += nwords;
+            a.run_beats = a.beats;
+        }
         if (!started) reset();
         started = true;
         return true;
@@ -304,6 +375,7 @@ struct Driver {
         top->rst = 1;
         for (auto &s : ins) *s.port->valid = 0;
         for (auto &o : outs) *o.port->ready = 0;
+        for (auto &a : axis) { *a.port->arready = 0; *a.port->rvalid = 0; }
         top->eval();
         for (int i = 0; i < 2; i++) {
             top->clk = 1; top->eval();
@@ -318,7 +390,8 @@ struct Driver {
     std::vector<uint64_t> run() {
         const uint64_t c0 = cycle;
         uint64_t first_timed = NONE, last_out = NONE, total = 0;
-        uint64_t status = 0, detail = 0;   // 1: timeout; 2: output `detail` gave too many beats
+        uint64_t status = 0, detail = 0;   // 1: timeout; 2: output `detail` gave too many beats;
+                                           // 3: AXI memory `detail` refused a burst
         size_t inputs_left = 0, outputs_left = 0, preload_left = 0;
         for (auto &s : ins) {
             s.run_base = s.idx;
@@ -356,6 +429,26 @@ struct Driver {
                 o.ready = o.gen.next();
                 if (*o.port->ready != o.ready) { *o.port->ready = o.ready; changed = true; }
             }
+            for (auto &a : axis) {
+                AxiPort *p = a.port;
+                a.ar_ready = a.ar_gen.next();
+                if (*p->arready != a.ar_ready) { *p->arready = a.ar_ready; changed = true; }
+                bool active = a.head < a.bursts.size() && a.bursts[a.head].due <= cycle;
+                if (active && !a.offered) a.offered = a.r_gen.next();
+                if (!active) a.offered = false;
+                if (*p->rvalid != a.offered) { *p->rvalid = a.offered; changed = true; }
+                if (a.offered) {
+                    const Axi::Burst &b = a.bursts[a.head];
+                    a.put_word(b.word);
+                    if (memcmp(p->rdata, a.word.data(), p->rdata_bytes)) {
+                        memcpy(p->rdata, a.word.data(), p->rdata_bytes);
+                        changed = true;
+                    }
+                    CData last = b.beats == 1;
+                    if (*p->rlast != last) { *p->rlast = last; changed = true; }
+                    if (*p->rresp) { *p->rresp = 0; changed = true; }
+                }
+            }
             settle(top, changed);
             changed = false;
             // observe (StreamEngine.observe)
@@ -383,6 +476,33 @@ struct Driver {
                     if (o.n == o.expect) outputs_left--;
                 }
             }
+            for (size_t k = 0; k < axis.size(); k++) {
+                Axi &a = axis[k];
+                AxiPort *p = a.port;
+                if (a.offered && *p->rready) {
+                    Axi::Burst &b = a.bursts[a.head];
+                    b.word++;
+                    if (--b.beats == 0) a.head++;
+                    a.offered = false;
+                    a.beats++;
+                }
+                if (a.ar_ready && *p->arvalid) {
+                    uint64_t addr = read_bytes(p->araddr, p->araddr_bytes);
+                    uint64_t beats = (uint64_t)*p->arlen + 1;
+                    if (*p->arburst != 1 || (1ULL << *p->arsize) != a.lanes || addr % a.lanes
+                        || addr % AXI_PAGE + beats * a.lanes > AXI_PAGE) {
+                        fprintf(stderr, "AXI: a refused burst (araddr 0x%llx, %llu beats, arsize %u, "
+                                "arburst %u)\n", (unsigned long long)addr,
+                                (unsigned long long)beats, (unsigned)*p->arsize,
+                                (unsigned)*p->arburst);
+                        status = 3; detail = k; goto end;
+                    }
+                    uint64_t latency = a.lo + (uint64_t)(a.rng.random() * (double)(a.hi - a.lo + 1));
+                    if (a.head == a.bursts.size()) { a.bursts.clear(); a.head = 0; }
+                    a.bursts.push_back({cycle + latency, addr / a.lanes, beats});
+                    a.ars++;
+                }
+            }
             cycle++;
             if (cycle - c0 > max_cycles && (inputs_left || outputs_left)) { status = 1; goto end; }
             rising_edge(top);
@@ -408,6 +528,7 @@ struct Driver {
             res.push_back(seg_start[i]);
             res.push_back(seg_end[i]);
         }
+        for (auto &a : axis) res.push_back(a.beats - a.run_beats);
         for (auto &o : outs) res.insert(res.end(), o.got.begin(), o.got.begin() + (o.n - o.base) * o.w);
         return res;
     }
@@ -448,6 +569,7 @@ int main(int argc, char **argv) {
     Driver d;
     d.top = top.get();
     bind_ports(top.get(), d.ports);
+    bind_axi(top.get(), d.axi_ports);
     if (argc > 3) d.progress.fd = open(argv[3], O_WRONLY | O_CREAT, 0644);
 
     if (!session) {

@@ -45,7 +45,8 @@ from ..quantize import QuantizedLayer, calibrate, quantize_input, quantize_place
 from ..streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["LayerHarness", "Gpt2BlockHarness", "BertLayerHarness", "LlamaBlockHarness",
-           "MODES", "split_rows", "layer_golden", "layer_drive", "layer_collect_exponents"]
+           "MODES", "split_rows", "layer_golden", "layer_drive", "layer_collect_exponents",
+           "layer_outputs"]
 
 MODES = ("prefill", "decode")
 
@@ -146,6 +147,18 @@ def layer_collect_exponents(cfg, words, sizes):
     e, last, end = unpack_rows(_e_beat(cfg), words, 1)
     check_framing(last, end, 1, sizes)
     return e[:, 0]
+
+
+def layer_outputs(cfg, y):
+    """A layer harness's outputs of its output rows ``y`` (a ``RowScaled`` with row
+    exponents): ``y_int`` at the output's dtype, ``y`` dequantised, and ``y_e``."""
+    dtype = _dtype(cfg, cfg.description.output)
+    if isinstance(y, RowScaled):
+        y_int = np.asarray(y.values).astype(dtype)
+        return {"y": dequantize(RowScaled(y_int, y.e), cfg.y_scale).astype(np.float32),
+                "y_int": y_int, "y_e": np.asarray(y.e, np.int64)}
+    y_int = np.asarray(y).astype(dtype)
+    return {"y": dequantize(y_int, cfg.y_scale).astype(np.float32), "y_int": y_int}
 
 
 class LayerHarness(BlockHarness):
@@ -273,20 +286,10 @@ class LayerHarness(BlockHarness):
         y = layer_collect(cfg, beats["o"], tensors["sizes"])
         if "o_e" in beats:
             y = RowScaled(y, layer_collect_exponents(cfg, beats["o_e"], tensors["sizes"]))
-        return self._outputs(cfg, y)
-
-    @staticmethod
-    def _outputs(cfg, y):
-        dtype = _dtype(cfg, cfg.description.output)
-        if isinstance(y, RowScaled):
-            y_int = np.asarray(y.values).astype(dtype)
-            return {"y": dequantize(RowScaled(y_int, y.e), cfg.y_scale).astype(np.float32),
-                    "y_int": y_int, "y_e": np.asarray(y.e, np.int64)}
-        y_int = np.asarray(y).astype(dtype)
-        return {"y": dequantize(y_int, cfg.y_scale).astype(np.float32), "y_int": y_int}
+        return layer_outputs(cfg, y)
 
     def golden(self, cfg, tensors):
-        return self._outputs(cfg, layer_golden(cfg, self.quantized(cfg).weights,
+        return layer_outputs(cfg, layer_golden(cfg, self.quantized(cfg).weights,
                                                tensors["x_int"], tensors["sizes"],
                                                tensors.get("x_e")))
 

@@ -36,7 +36,7 @@ def _permute(w, heads):
     return w.reshape(heads, 2, out // heads // 2, n).swapaxes(1, 2).reshape(out, n)
 
 
-def _write(path, rng, arch="llama"):
+def write_tiny_gguf(path, rng, arch="llama"):
     """A 2-layer LLaMA in GGUF: attention F32 (q/k permuted as llama.cpp stores them), the MLP
     in Q4_1, tied embeddings; returns the Hugging Face-layout weights (out × in)."""
     tokens = _byte_alphabet() + ["Ġh", "<|im_start|>", "<|im_end|>"]
@@ -86,7 +86,7 @@ def _write(path, rng, arch="llama"):
 @pytest.fixture
 def tiny(tmp_path, rng):
     path = tmp_path / "tiny.gguf"
-    _write(path, rng)
+    write_tiny_gguf(path, rng)
     return GgufModel(path)
 
 
@@ -120,7 +120,7 @@ def test_tokenizer_from_the_file(tiny):
 
 def test_other_architectures_are_refused(tmp_path, rng):
     path = tmp_path / "gpt2.gguf"
-    _write(path, rng, arch="gpt2")
+    write_tiny_gguf(path, rng, arch="gpt2")
     with pytest.raises(CheckpointError, match=f"{path} holds a 'gpt2' model; allowed: llama"):
         GgufModel(path)
 

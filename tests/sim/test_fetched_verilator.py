@@ -1,0 +1,206 @@
+"""Blocks that fetch their numbers over AXI, on the compiled Verilator driver with its C++ read
+slave (:class:`~llmloom.sim.harness.AxiMemory`): a whole LLaMA layer (:class:`FetchedLayer`,
+the tiny config of ``test_fetched_layer_hdl.py``) built once runs two layers of a model from
+one memory, tensor by tensor, each layer's outputs bit-exact against its own golden model
+under every stall pattern (on RVALID and ARREADY too; the dynamic scheme under random
+stalls), and, stall-free at a fixed latency, in the perf model's cycles; a session runs the
+same tensors one by one with the memory sent once. A :class:`FetchedLinear` gives against the
+C++ slave the outputs and the cycles it gives against cocotbext-axi's slave on Icarus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmloom.hw.layers.fetched import FetchedLinear
+from llmloom.hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
+from llmloom.perf.cycles import fetched_layer_cycles, fetched_linear_cycles
+from llmloom.sim.blocks.layers import layer_golden
+from llmloom.sim.fetched import (
+    FetchedLayerHarness,
+    FetchedLinearHarness,
+    fetched_reader,
+    layer_memory,
+    run_fetched_linear,
+)
+from llmloom.sim.harness import AxiMemory
+from llmloom.sim.runner import open_session, run_block
+from llmloom.sim.streams import Stalls
+
+from .test_fetched_layer_hdl import calibrations
+from .test_fetched_linear_hdl import BASES, golden, reader_for, two_sets
+
+
+@pytest.fixture(scope="module")
+def models():
+    """``scheme`` → a build's calibration and two layers' (their images one after the other in
+    memory), each layer's input rows and the tensors' sizes (a prefill, then decode steps);
+    each scheme calibrated once per module."""
+    made = {}
+
+    def of(scheme):
+        if scheme not in made:
+            made[scheme] = model_of(scheme)
+        return made[scheme]
+    return of
+
+
+@pytest.fixture(scope="module")
+def model(models):
+    """The static scheme's :func:`model_of`."""
+    return models("static")
+
+
+def model_of(scheme):
+    """A build's calibration and two layers' of ``scheme`` (see :func:`models`)."""
+    layers = calibrations(np.random.default_rng(1414), scheme, 3)
+    memory, bases = layer_memory([pack_fetched_layer(q.config, q.weights)
+                                  for q, _, _ in layers[1:]])
+    sizes = layers[1][2]
+    assert sizes == layers[2][2] and sizes[0] > 1 and len(sizes) >= 3
+    return layers[0][0].config, layers[1:], memory, bases, sizes
+
+
+def interleaved(layers, bases, sizes):
+    """Each tensor of layer 0, then the same of layer 1: the tensors, ``(base, layer)`` per
+    tensor."""
+    xs, szs, runs, start = [], [], [], 0
+    for size in sizes:
+        for layer, (_, x, _) in enumerate(layers):
+            xs.append(x[start:start + size])
+            szs.append(size)
+            runs.append((bases[layer], layer))
+        start += size
+    return xs, szs, runs
+
+
+def check_layers(y, layers, szs, runs, sizes):
+    at, got = 0, [[] for _ in layers]
+    for size, (_, layer) in zip(szs, runs, strict=True):
+        got[layer].append(y[at:at + size])
+        at += size
+    for layer, (q, x, _) in enumerate(layers):
+        np.testing.assert_array_equal(np.concatenate(got[layer]),
+                                      layer_golden(q.config, q.weights, x, sizes))
+
+
+@pytest.mark.parametrize("scheme, stall", [("static", "none"), ("static", "pattern"),
+                                           ("static", "random"), ("dynamic", "random")])
+def test_fetched_layer_runs_two_layers_from_one_image(verilator_sim, models, scheme, stall,
+                                                      rng):
+    cfg, layers, memory, bases, sizes = models(scheme)
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    latency = 10 if stall == "none" else (2, 30)
+    mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
+    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    seed = int(rng.integers(1 << 30))
+    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
+                  sim=verilator_sim, prepared=True, stalls_in=Stalls(stall, seed),
+                  stalls_out=Stalls(stall, seed + 1))
+    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
+    # every run fetched each section of its layer's image, once
+    beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
+    assert r.axi_beats == {"axi": len(runs) * beats}
+    total, compute = r.tensor_cycles[:len(runs)], r.tensor_cycles[len(runs):]
+    assert all(t > c > 0 for t, c in zip(total, compute, strict=True))
+    if stall == "none":
+        want = [fetched_layer_cycles(cfg, reader, 10, sizes, base) for base in bases]
+        assert total == [want[layer][k // 2] for k, (_, layer) in enumerate(runs)]
+
+
+def test_session_sends_the_memory_once(verilator_sim, model, rng):
+    """The same tensors run one by one in a session (the memory in the first run only): the
+    same outputs and cycles as the one run of all of them."""
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    mem = AxiMemory(memory, reader.data_width, (2, 30), seed=5)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    stalls = Stalls("random", int(rng.integers(1 << 30)))
+    whole = run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
+                      {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
+                      sim=verilator_sim, prepared=True, stalls_in=stalls, stalls_out=stalls)
+    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem)
+    ys, total = [], []
+    with open_session(h, cfg, component=h.component(cfg), stalls_in=stalls,
+                      stalls_out=stalls) as s:
+        for x, size, run in zip(xs, szs, runs, strict=True):
+            r = s.run({"x_int": x, "sizes": [size], "runs": [run]}, prepared=True)
+            h.memory = None                 # later runs leave the memory out
+            ys.append(r.outputs["y_int"])
+            total.append(r.tensor_cycles[0])
+    np.testing.assert_array_equal(np.concatenate(ys), whole.outputs["y_int"])
+    assert total == whole.tensor_cycles[:len(runs)]
+
+
+@pytest.mark.parametrize("banks", [1, 2])
+def test_fetched_linear_cpp_slave_matches_cocotbext_axi(verilator_sim, icarus_sim, banks, rng):
+    """Two weight sets through one build: on Verilator against the C++ slave and on Icarus
+    against cocotbext-axi's, the same outputs (the golden model's) and, at a fixed latency
+    with no stalls, the same cycles per run (the perf model's); under random stalls and
+    latency on Verilator, the golden model's outputs still."""
+    name = "q"
+    (cfg_a, w_a), (cfg_b, w_b), memory = two_sets(rng, name)
+    reader = reader_for(cfg_a, name)
+    comp = FetchedLinear(cfg_a, name, reader, weight_banks=banks)
+    xs = [rng.integers(-128, 128, (rows, cfg_a.linear(name).k)) for rows in (4, 2)]
+    runs = [(BASES[1], xs[0]), (BASES[0], xs[1])]
+    want = [golden(c, w, name, x) for (c, w), x in zip([(cfg_b, w_b), (cfg_a, w_a)], xs,
+                                                        strict=True)]
+    latency = 10
+    cocotb = run_fetched_linear(comp, memory, runs, sim=icarus_sim, latency=(latency, latency))
+    h = FetchedLinearHarness(comp, AxiMemory(memory, reader.data_width, latency))
+    cpp = run_block(h, cfg_a, {"runs": runs}, sim=verilator_sim, prepared=True)
+    for got_c, got_v, w in zip(cocotb.outputs, cpp.outputs["y"], want, strict=True):
+        np.testing.assert_array_equal(got_c, w)
+        np.testing.assert_array_equal(got_v, w)
+    assert cpp.tensor_cycles == cocotb.cycles
+    model = [fetched_linear_cycles(cfg_a, name, reader, latency, len(x), base, banks)
+             for base, x in runs]
+    assert cpp.tensor_cycles == model if banks == 1 else cpp.tensor_cycles[0] == model[0]
+    h = FetchedLinearHarness(comp, AxiMemory(memory, reader.data_width, (3, 40), seed=9))
+    seed = int(rng.integers(1 << 30))
+    cpp = run_block(h, cfg_a, {"runs": runs}, sim=verilator_sim, prepared=True,
+                    stalls_in=Stalls("random", seed), stalls_out=Stalls("random", seed + 1))
+    for got_v, w in zip(cpp.outputs["y"], want, strict=True):
+        np.testing.assert_array_equal(got_v, w)
+
+
+def test_a_burst_the_slave_refuses_fails_the_run(verilator_sim, rng):
+    """A memory on a wider bus than the reader's: its 8-byte beats are not the reader's
+    4-byte ARSIZE, and the run fails with the port named, not with wrong numbers."""
+    name = "q"
+    (cfg_a, _), _, memory = two_sets(rng, name)
+    reader = reader_for(cfg_a, name)
+    comp = FetchedLinear(cfg_a, name, reader)
+    x = rng.integers(-128, 128, (2, cfg_a.linear(name).k))
+    h = FetchedLinearHarness(comp, AxiMemory(memory, reader.data_width, 4))
+    with pytest.raises(ValueError, match="32 bits wide, its memory data_width=64"):
+        run_block(FetchedLinearHarness(comp, AxiMemory(memory, 64, 4)), cfg_a,
+                  {"runs": [(BASES[0], x)]}, sim=verilator_sim, prepared=True)
+    # the Python engine's slave refuses what the C++ one does: a misaligned burst
+    from llmloom.sim.engine import StreamEngine
+    engine = StreamEngine(h.drive(cfg_a, {"runs": [(BASES[0], x)]}))
+    with pytest.raises(AssertionError, match="a burst the slave refuses"):
+        engine.axi[0].accept(2, 4, 2, 1, 0)
+
+
+@pytest.mark.slow
+def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, rng):
+    """The engine's read slave on every back end: Icarus (through cocotb) and Amaranth's
+    simulator give the outputs and cycles, tensor by tensor, that Verilator's compiled driver
+    gives, under random stalls and latency (Icarus ~2.5 min, Amaranth ~4.5 min loaded)."""
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    mem = AxiMemory(memory, reader.data_width, (2, 30), seed=11)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    stalls = Stalls("random", int(rng.integers(1 << 30)))
+    results = [run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
+                         {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
+                         sim=sim, prepared=True, stalls_in=stalls, stalls_out=stalls)
+               for sim in ("verilator", icarus_sim, "amaranth")]
+    check_layers(results[0].outputs["y_int"], layers, szs, runs, sizes)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r.outputs["y_int"], results[0].outputs["y_int"])
+        assert r.tensor_cycles == results[0].tensor_cycles
+        assert r.axi_beats == results[0].axi_beats
