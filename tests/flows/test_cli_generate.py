@@ -138,8 +138,10 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
     assert "prefill of" in out              # the progress line was drawn
 
 
-@pytest.mark.parametrize("sim, case", [(sim, case) for case in ("static", "rows_scaled", "w4")
-                                       for sim in ("amaranth", "verilator")])
+@pytest.mark.parametrize("sim, case", [
+    pytest.param(sim, case, marks=[pytest.mark.slow] if (sim, case) == ("amaranth", "rows_scaled")
+                 else []) for case in ("static", "rows_scaled", "w4")
+    for sim in ("amaranth", "verilator")])
 def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, rng):
     """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
     simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
@@ -148,7 +150,8 @@ def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, 
     exponents on the residual stream (``rows_scaled``: a first row 1000× the others, as
     ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too;
     ``w4``: the same at W4A8 (``generate --quant W4A8``: the GEMMs' grouped 4-bit weights),
-    one short conversation (Amaranth's replays are slow)."""
+    one short conversation (Amaranth's replays are slow). Amaranth's ``rows_scaled`` case is
+    slow: its replays of row exponents are also ``w4``'s, and its numbers Verilator's."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim.golden.layers import RowScaled, layer_bitexact

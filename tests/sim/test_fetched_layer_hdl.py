@@ -143,11 +143,14 @@ def memory_of(layers):
     return bytes(mem), bases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["static", "dynamic"])
 def test_two_layers_alternating_one_build_random_stalls(scheme, rng):
     """Built from calibration 0, the layer runs calibrations 1 and 2 as layers 0 and 1:
     layer 0's prefill, layer 1's, then a decode step of each in turn; each layer's outputs
-    bit-exact against its own golden model (its own KV cache)."""
+    bit-exact against its own golden model (its own KV cache). Slow on Amaranth's simulator
+    (minutes); the fast equivalent, the same runs on Verilator under every stall pattern, is
+    ``test_fetched_verilator.py::test_fetched_layer_runs_two_layers_from_one_image``."""
     layers = calibrations(rng, scheme, 3)
     memory, bases = memory_of(layers)
     comp = FetchedLayer(layers[0][0].config, reader_for(layers[0][0].config), layers=2)
@@ -184,9 +187,12 @@ def test_image_is_the_fetch_order(rng):
     assert len(pack_fetched_layer(q.config, q.weights)) == layout[-1].end
 
 
+@pytest.mark.slow
 def test_cycles_are_the_models(rng):
     """Stall-free, a fixed memory latency: each run (a prefill, then a decode step) takes the
-    cycles of ``perf.cycles.fetched_layer_cycles``: the whole image fetched, then the tensor."""
+    cycles of ``perf.cycles.fetched_layer_cycles``: the whole image fetched, then the tensor.
+    Slow on Amaranth's simulator; its fast equivalent is the stall-free case of
+    ``test_fetched_verilator.py::test_fetched_layer_runs_two_layers_from_one_image``."""
     (q, x, sizes), = calibrations(rng, "static", 1)
     sizes = sizes[:2]
     memory, (base,) = memory_of([(q, x, sizes)])

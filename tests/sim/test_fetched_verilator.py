@@ -2,10 +2,10 @@
 slave (:class:`~llmloom.sim.harness.AxiMemory`): a whole LLaMA layer (:class:`FetchedLayer`,
 the tiny config of ``test_fetched_layer_hdl.py``) built once runs two layers of a model from
 one memory, tensor by tensor, each layer's outputs bit-exact against its own golden model
-under every stall pattern (on RVALID and ARREADY too), and, stall-free at a fixed latency, in
-the perf model's cycles; a session runs the same tensors one by one with the memory sent once.
-A :class:`FetchedLinear` gives against the C++ slave the outputs and the cycles it gives
-against cocotbext-axi's slave on Icarus."""
+under every stall pattern (on RVALID and ARREADY too; the dynamic scheme under random
+stalls), and, stall-free at a fixed latency, in the perf model's cycles; a session runs the
+same tensors one by one with the memory sent once. A :class:`FetchedLinear` gives against the
+C++ slave the outputs and the cycles it gives against cocotbext-axi's slave on Icarus."""
 
 from __future__ import annotations
 
@@ -32,10 +32,28 @@ from .test_fetched_linear_hdl import BASES, golden, reader_for, two_sets
 
 
 @pytest.fixture(scope="module")
-def model():
-    """A build's calibration and two layers' (their images one after the other in memory),
-    each layer's input rows and the tensors' sizes (a prefill, then decode steps)."""
-    layers = calibrations(np.random.default_rng(1414), "static", 3)
+def models():
+    """``scheme`` → a build's calibration and two layers' (their images one after the other in
+    memory), each layer's input rows and the tensors' sizes (a prefill, then decode steps);
+    each scheme calibrated once per module."""
+    made = {}
+
+    def of(scheme):
+        if scheme not in made:
+            made[scheme] = model_of(scheme)
+        return made[scheme]
+    return of
+
+
+@pytest.fixture(scope="module")
+def model(models):
+    """The static scheme's :func:`model_of`."""
+    return models("static")
+
+
+def model_of(scheme):
+    """A build's calibration and two layers' of ``scheme`` (see :func:`models`)."""
+    layers = calibrations(np.random.default_rng(1414), scheme, 3)
     memory, bases = layer_memory([pack_fetched_layer(q.config, q.weights)
                                   for q, _, _ in layers[1:]])
     sizes = layers[1][2]
@@ -66,9 +84,11 @@ def check_layers(y, layers, szs, runs, sizes):
                                       layer_golden(q.config, q.weights, x, sizes))
 
 
-@pytest.mark.parametrize("stall", ["none", "pattern", "random"])
-def test_fetched_layer_runs_two_layers_from_one_image(verilator_sim, model, stall, rng):
-    cfg, layers, memory, bases, sizes = model
+@pytest.mark.parametrize("scheme, stall", [("static", "none"), ("static", "pattern"),
+                                           ("static", "random"), ("dynamic", "random")])
+def test_fetched_layer_runs_two_layers_from_one_image(verilator_sim, models, scheme, stall,
+                                                      rng):
+    cfg, layers, memory, bases, sizes = models(scheme)
     reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
     latency = 10 if stall == "none" else (2, 30)
     mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
