@@ -486,9 +486,10 @@ class FetchedLayer(Layer):
         the reader, the layers, and what the numbers decide of the hardware's shape, each
         linear stage's re-quantiser (:data:`~llmloom.hw.blocks.requant.RequantConfig.STRUCTURE`,
         per-channel table or not, bias, multiplier width, shift range) and every other stage's
-        loaded memories (name, word shape, depth, copies) with the image's layout. The numbers themselves
-        only fill memories (loaded at run time), so every calibration of one structure has one
-        Verilog text; a simulator build keyed by this text needs no emission when cached."""
+        loaded memories (name, word shape, depth, copies) with the image's layout. The numbers
+        themselves only fill memories (loaded at run time), so every calibration of one
+        structure has one Verilog text; a simulator build keyed by this text needs no emission
+        when cached."""
         self._MustUse__used = True      # keyed by it, a cached build never elaborates it
         cfg = self.cfg
         requant = {}
