@@ -88,7 +88,8 @@ def main(argv=None):
     ids = texts["amazon"]
     quants = args.quant or list(QUANTS)
     doc = {"tokens": sum(len(t) for t in texts.values()),
-           "text_tokens": {k: len(t) for k, t in texts.items()}, "stream_exponent": args.stream_exponent,
+           "text_tokens": {k: len(t) for k, t in texts.items()},
+           "stream_exponent": args.stream_exponent,
            "targets": {q: {"agreement": a, "perplexity_ratio": p}
                        for q, (a, p) in TARGETS.items() if q in quants},
            "quants": {q: {} for q in quants}}
