@@ -19,9 +19,10 @@ from amaranth.sim import Simulator
 from llmloom.hw.blocks.axi_reader import AxiReaderConfig
 from llmloom.hw.config import ConfigError
 from llmloom.hw.layers.fetched import FetchedLayer, layer_fetch_commands
-from llmloom.hw.layers.weights_image import ALIGN, fetched_layer_layout, pack_fetched_layer
+from llmloom.hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
 from llmloom.perf.cycles import fetched_layer_cycles
 from llmloom.sim.blocks.layers import layer_collect, layer_golden
+from llmloom.sim.fetched import layer_memory
 from llmloom.sim.streams import pack_rows
 
 from ..hw.test_llama_block import llama_case
@@ -130,17 +131,9 @@ def run_layer(comp, memory, runs, *, stall, seed, latency=(2, 12), max_cycles=40
 
 
 def memory_of(layers):
-    """The layers' images one after another (each on an :data:`ALIGN` boundary):
+    """The layers' images in one memory (:func:`~llmloom.sim.fetched.layer_memory`):
     ``(memory, bases)``."""
-    images = [pack_fetched_layer(q.config, q.weights) for q, _, _ in layers]
-    bases, at = [], 0
-    for im in images:
-        bases.append(at)
-        at += -(-len(im) // ALIGN) * ALIGN
-    mem = bytearray(at)
-    for b, im in zip(bases, images, strict=True):
-        mem[b:b + len(im)] = im
-    return bytes(mem), bases
+    return layer_memory([pack_fetched_layer(q.config, q.weights) for q, _, _ in layers])
 
 
 @pytest.mark.slow
