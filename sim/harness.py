@@ -175,7 +175,7 @@ class BlockHarness:
         if name not in tensors:
             raise TensorError(f"missing input tensor {name!r}")
         x = np.asarray(tensors[name])
-        container = 8 * -(-itype.width // 8)   # int4 travels in int8 arrays
+        container = 8 * itype.dtype.itemsize   # int4 travels in int8 arrays, int24 in int32
         if not np.issubdtype(x.dtype, np.integer) or x.dtype.itemsize * 8 > container:
             raise TensorError(f"tensor {name!r} has dtype {x.dtype}; expected {itype.name}")
         if not itype.contains(x):

@@ -42,7 +42,7 @@ def pack_rows(layout, rows, *, lanes=None):
     lanes_arr = (padded & ((1 << width) - 1)).reshape(n_rows * per_row, nlanes)
     last_bit = 1 << layout["last"].offset
     end_bit = 1 << layout["end"].offset
-    if width % 8 == 0 and width <= 64:
+    if width in (8, 16, 32, 64):        # a NumPy dtype: one tobytes a beat
         raw = lanes_arr.astype(f"<u{width // 8}" if width > 8 else np.uint8)
         words = [int.from_bytes(r.tobytes(), "little") << offset for r in raw]
     else:
@@ -67,7 +67,7 @@ def unpack_rows(layout, words, length):
     per_row = -(-length // nlanes)
     if len(words) % per_row:
         raise ValueError(f"{len(words)} beats are not whole rows of {per_row} beats")
-    if width % 8 == 0 and width <= 64:
+    if width in (8, 16, 32, 64):        # a NumPy dtype: one frombuffer
         nbytes = width * nlanes // 8
         buf = b"".join(((w >> offset) & mask).to_bytes(nbytes, "little") for w in words)
         vals = np.frombuffer(buf, dtype=f"<{'i' if signed else 'u'}{width // 8}").astype(

@@ -1,11 +1,12 @@
 """Element-wise product: two int8 or int16 streams of the same shape, each with its own scale →
-int8 or int16 at ``out_scale`` (SwiGLU's ``silu(gate) ⊙ up``).
+int8, int16 or int24 at ``out_scale`` (SwiGLU's ``silu(gate) ⊙ up``).
 
 ::
 
     y = saturate(round((a · a_scale) · (b · b_scale) / out_scale))
 
-``a_width``, ``b_width`` and ``out_width`` (8 or 16 each) set the three streams' integer types.
+``a_width``, ``b_width`` (8 or 16 each) and ``out_width`` (8, 16 or 24) set the three streams'
+integer types.
 The integer product ``a·b`` is exact; its real value is ``a·b · a_scale·b_scale``, so the one
 ratio ``a_scale·b_scale / out_scale`` is a fixed-point multiplier ``M·2**-s``
 (:func:`~llmloom.hw.blocks.requant.aligned_multipliers`, ``mult_bits`` bits, as every
@@ -17,7 +18,8 @@ Accuracy against float64 maths on the dequantised inputs, for outputs that do no
 ``|y·out_scale − a·a_scale·b·b_scale| ≤ 0.5·out_scale + 2**-mult_bits·|a·a_scale·b·b_scale|``
 (one rounding, plus the multiplier's relative error); ``floor`` rounding makes the 0.5 a 1.
 As for the residual add, an int16 output wants ``mult_bits`` 24 (at 16 the second term may
-reach half an LSB of an int16 output).
+reach half an LSB of an int16 output); an int24 output takes 24 too (its second term may then
+reach half an LSB at full scale, where the per-token quantiser after it keeps 2**-15 of it).
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ __all__ = ["MulConfig", "Mul"]
 #: Widest multiplier accepted: ``a·b·M`` of two int16 stays below 2**62 (the golden model's
 #: int64 is exact).
 MAX_MULT_WIDTH = 31
-#: Integer widths of the streams: int8, or int16 (the dynamic scheme's wide tensors).
+#: Integer widths of the input streams: int8, or int16 (the dynamic scheme's wide tensors).
 WIDTHS = (8, 16)
+#: Integer widths of the output: those, or int24 (a product whose rows differ in range by
+#: more than int16 holds, LLaMA's ``p``: ``hw/layers/llama.py``).
+OUT_WIDTHS = (8, 16, 24)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,7 +75,7 @@ class MulConfig(EltwiseTiming, BlockConfig):
                           "int16 output)")
     a_width: int = spec(8, Choice(WIDTHS), "bits of a (int8 or int16)")
     b_width: int = spec(8, Choice(WIDTHS), "bits of b (int8 or int16)")
-    out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16)")
+    out_width: int = spec(8, Choice(OUT_WIDTHS), "bits of the output (int8, int16 or int24)")
     mult_width: int | None = spec(
         None, Range(2, MAX_MULT_WIDTH), "bits of the multiplier in the hardware (fixed by the "
         "config, not by the scales, so that one build serves every calibration); none: "

@@ -261,8 +261,8 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         "float result's max magnitude maps to 127), else the largest value any input can give")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
     mult_bits: int = spec(16, Range(2, 24), "bits of each fixed-point multiplier")
-    out_width: int = spec(8, Choice((8, 16)), "bits of the signed output: 8, or 16 (the int16 "
-                          "residual stream)")
+    out_width: int = spec(8, Choice((8, 16, 24)), "bits of the signed output: 8, 16 (the "
+                          "int16 residual stream) or 24 (a wide branch into it)")
     row_exponent: bool = spec(False, None, "a second input stream `e` gives each row's "
                               "exponent: the accumulators of that row are in units of "
                               "acc_scale·2**e (a dynamically quantised GEMM input)")

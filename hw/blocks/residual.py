@@ -67,6 +67,9 @@ MAX_MULT_WIDTH = 40
 SPREAD_BITS = 10
 #: Integer widths of the streams: int8, or int16 (a wide residual stream).
 WIDTHS = (8, 16)
+#: Integer widths of the branch ``x``: those, or int24 (a branch whose rows differ in range by
+#: more than int16 holds, LLaMA's ``f``: ``hw/layers/llama.py``).
+X_WIDTHS = (8, 16, 24)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,7 +87,7 @@ class ResidualConfig(EltwiseTiming, BlockConfig):
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
     mult_bits: int = spec(16, Range(2, 24), "bits of each fixed-point multiplier (24 for an "
                           "int16 output, see the module text)")
-    x_width: int = spec(8, Choice(WIDTHS), "bits of x (int8 or int16)")
+    x_width: int = spec(8, Choice(X_WIDTHS), "bits of x (int8, int16 or int24)")
     r_width: int = spec(8, Choice(WIDTHS), "bits of r (int8 or int16)")
     out_width: int = spec(8, Choice(WIDTHS), "bits of the output (int8 or int16)")
     mult_width: int | None = spec(

@@ -24,7 +24,7 @@ def shift_rows(x, shifts, mode):
 
 def requant_bitexact(cfg, acc, e=None):
     """Results exactly as :class:`~llmloom.hw.blocks.requant.Requant` computes them (int8, or
-    int16 with ``out_width`` 16).
+    int16 or int24 with ``out_width`` 16 or 24, in int32).
 
     ``acc + bias`` and the product with the channel's aligned multiplier are formed on int64
     (the config keeps ``|(acc + bias) · M| < 2**62``), rounded by ``cfg.rounding`` in one shift
@@ -35,7 +35,7 @@ def requant_bitexact(cfg, acc, e=None):
     acc = np.asarray(acc, dtype=np.int64)
     mults, shift = cfg.multipliers
     bias = np.asarray(cfg.channel_bias, dtype=np.int64)
-    dtype = np.int8 if cfg.OUT.width <= 8 else np.int16
+    dtype = cfg.OUT.dtype
     if e is None:
         v = acc + bias
         p = v * np.asarray(mults, dtype=np.int64)

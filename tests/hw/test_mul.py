@@ -84,6 +84,21 @@ def test_int16_streams(rng):
                           [[32767, -32767, 0]])
 
 
+def test_int24_output(rng):
+    """LLaMA's p: int16 factors onto int24, 256 times finer than int16 at the same range."""
+    a = rng.integers(-32768, 32768, (3, 8)).astype(np.int16)
+    b = rng.integers(-32768, 32768, (3, 8)).astype(np.int16)
+    cfg = MulConfig(length=8, lanes=4, a_scale=1 / 1024, b_scale=1 / 2048, out_scale=1 / 2 ** 14,
+                    mult_bits=24, a_width=16, b_width=16, out_width=24)
+    result = run_block(H, cfg, {"a": a, "b": b}, sim="amaranth",
+                       stalls_in=Stalls("random", 5), stalls_out=Stalls("random", 6))
+    assert result.outputs["y"].dtype == np.int32
+    assert np.array_equal(result.outputs["y"], mul_bitexact(cfg, a, b))
+    # y = a·b·2**-7: past int16's range, the largest product still saturates at int24's
+    assert np.array_equal(mul_bitexact(cfg, [[-32768, 300, 3, 1]], [[-32768, 300, 5, -128]]),
+                          [[2 ** 23 - 1, 703, 0, -1]])
+
+
 def test_bad_config_and_tensors():
     with pytest.raises(ConfigError, match="a_scale"):
         MulConfig(a_scale=0.0)

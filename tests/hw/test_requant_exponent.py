@@ -30,7 +30,7 @@ def _check(cfg, acc, e, stall, seed=1):
     golden = H.golden(cfg, H.prepare(cfg, tensors))
     for key in golden:
         assert np.array_equal(result.outputs[key], golden[key]), key
-    assert result.outputs["y"].dtype == (np.int8 if cfg.out_width == 8 else np.int16)
+    assert result.outputs["y"].dtype == {8: np.int8, 16: np.int16, 24: np.int32}[cfg.out_width]
     return result
 
 
@@ -54,6 +54,9 @@ CASES = [
     (9, 13, 4, True, {}),                                       # padded last beat, table
     (8, 10, 4, False, {"out_width": 16}),                       # per tensor, no bias
     (7, 1, 1, True, {"e_max": 12}),
+    # LLaMA's down projection: int9 rows of an int24 tensor onto the int24 f
+    (9, 13, 4, True, {"out_width": 24, "e_max": 15, "mult_bits": 24,
+                      "out_scale": 0.05 / 2 ** 16}),
 ]
 
 

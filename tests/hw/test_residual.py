@@ -181,11 +181,11 @@ def test_padding_lanes_are_dropped(stall, rng, garbage_padding):
 # ---- int16 streams (the wide residual stream) --------------------------------------------------
 def _ints(rng, width, shape):
     hi = 1 << (width - 1)
-    return rng.integers(-hi, hi, shape).astype(np.int16 if width == 16 else np.int8)
+    return rng.integers(-hi, hi, shape).astype({8: np.int8, 16: np.int16, 24: np.int32}[width])
 
 
-# (x_width, r_width, out_width)
-WIDTHS = [(16, 16, 16), (8, 16, 16), (16, 8, 16), (16, 16, 8), (8, 8, 16)]
+# (x_width, r_width, out_width); an int24 branch: LLaMA's f
+WIDTHS = [(16, 16, 16), (8, 16, 16), (16, 8, 16), (16, 16, 8), (8, 8, 16), (24, 16, 16)]
 
 
 @pytest.mark.parametrize("stall", STALLS)
@@ -196,7 +196,7 @@ def test_wide_random_rows(widths, stall, rng):
     xw, rw, ow = widths
     for rows, length, lanes in ((5, 16, 4), (3, 13, 4)):
         x, r = _ints(rng, xw, (rows, length)), _ints(rng, rw, (rows, length))
-        tensors = {"x": x, "r": r, "x_scale": 3e-4 if xw == 16 else 0.05,
+        tensors = {"x": x, "r": r, "x_scale": {8: 0.05, 16: 3e-4, 24: 3e-4 / 256}[xw],
                    "r_scale": 2e-4 if rw == 16 else 0.03}
         cfg = H.config(dict(lanes=lanes, x_width=xw, r_width=rw, out_width=ow, mult_bits=24),
                        tensors)
