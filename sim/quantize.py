@@ -60,6 +60,10 @@ and why:
     other tokens two bits of resolution for nothing (layer 20, tokens after the first, held-out
     text: output cosine 0.990 at 4×, 0.997 at 2×; what the layer adds, 0.916 and 0.974;
     ``bench/llama_layers.py``).
+    LLaMA's ``p`` and ``f`` are int24 (the description's ``wide``) with
+    :data:`WIDE_HEADROOM` (16×): on held-out text SmolLM2's ``p`` reaches 3.4× the
+    calibration's largest value (``f`` 2.1×), and 24 bits can spare four for it
+    (``hw/layers/llama.py``).
     BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
     and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
     largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained
@@ -140,7 +144,7 @@ __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholde
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
            "calibrate_row_scale", "smooth_weights", "smoothed_q4", "q4_1_of", "group_multipliers",
            "calibrate_clipped_scale", "SMOOTHING", "CLIP_QUANTILES", "SCALE_SPREAD_BITS",
-           "STREAM_HEADROOM", "STREAM_HEADROOMS"]
+           "STREAM_HEADROOM", "STREAM_HEADROOMS", "WIDE_HEADROOM"]
 
 #: Per-channel weight scales are floored at the largest one times 2**-SCALE_SPREAD_BITS.
 SCALE_SPREAD_BITS = CHANNEL_SPREAD_BITS
@@ -149,6 +153,9 @@ SCALE_SPREAD_BITS = CHANNEL_SPREAD_BITS
 STREAM_HEADROOM = 4
 #: Architectures whose wide tensors take another headroom (see the module text).
 STREAM_HEADROOMS = {"llama": 2, "bert": 3}
+#: The headroom of the tensors wider than int16 (:attr:`~llmloom.hw.layers.description.
+#: LayerDescription.wide`, LLaMA's ``p`` and ``f``; see the module text).
+WIDE_HEADROOM = 16
 #: Architectures whose float weights are smoothed before they are quantised, with
 #: SmoothQuant's migration strength (:func:`smooth_weights`; see the module text).
 SMOOTHING = {"llama": 0.5}
@@ -351,6 +358,8 @@ def calibrate(cfg, float_weights, x_calib, q4_weights=None):
             act[name] = calibrate_row_scale(trace[name], bits)
             continue
         headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if bits > 8 else 1.0
+        if bits > 16:
+            headroom = WIDE_HEADROOM
         quantile = CLIP_QUANTILES.get(cfg.arch, {}).get(name)
         if quantile is not None and cfg.scheme == "dynamic":
             act[name] = calibrate_clipped_scale(trace[name], quantile, bits)

@@ -40,6 +40,10 @@ one: a linear's input is then int8 at a per-token scale (the wide tensor's scale
 outliers of 100× the typical magnitude into a few channels of exactly these tensors; int8 at
 one scale cannot hold both.
 
+A description may make some stream tensors wider than int16 (:attr:`LayerDescription.wide`,
+at most :data:`WIDEST` bits): LLaMA's gate-times-up product and the down projection's output,
+whose rows differ in range by more than int16 holds at one static scale.
+
 Row exponents (:attr:`LayerDescription.row_exponents`; the layer config's ``stream_exponent``
 ``E``, 0 = off): the tensors of the residual stream proper (the layer's input and the
 residual sums, LLaMA's ``x r1 r2``) may carry one power-of-two exponent per row, block
@@ -55,7 +59,8 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["KINDS", "SCHEMES", "NARROW", "NORMS", "ACTS", "FEATURES", "Stage", "LayerDescription"]
+__all__ = ["KINDS", "SCHEMES", "NARROW", "WIDEST", "NORMS", "ACTS", "FEATURES", "Stage",
+           "LayerDescription"]
 
 #: The numerics schemes a description comes in (see the module text).
 SCHEMES = ("static", "dynamic")
@@ -74,6 +79,10 @@ KINDS = {
 #: Bits a ``quant`` stage's output may have (:attr:`LayerDescription.narrow`): what the
 #: linear engines read (``GemmConfig.a_width``).
 NARROW = (8, 9)
+#: The most bits a :attr:`LayerDescription.wide` tensor may have: the per-token quantiser's
+#: input (:class:`~llmloom.hw.blocks.dynquant.DynQuantConfig`) takes 31, and a 24-bit one
+#: keeps the re-quantisers' and the residual's products within their words.
+WIDEST = 24
 #: The norms a layer's ``norm`` stages can be (:attr:`LayerDescription.norm`).
 NORMS = ("layernorm", "rmsnorm")
 #: The activations of an ``act`` stage (:attr:`LayerDescription.act`).
@@ -164,7 +173,8 @@ class LayerDescription:
     eps : float
         The norms' epsilon (the Hugging Face default of the architecture).
     stream : tuple of str
-        The tensors of the residual stream, int16 in the ``dynamic`` scheme.
+        The tensors of the residual stream, int16 in the ``dynamic`` scheme (or as
+        :attr:`wide` says).
     narrow : int
         Bits of the ``dynamic`` scheme's per-token linear inputs (the ``quant`` stages'
         outputs, ``<t>_i8``): 8, or 9, the engines' widest activation (``GemmConfig.a_width``),
@@ -179,6 +189,11 @@ class LayerDescription:
         The tensors that carry a power-of-two exponent per row when the layer config's
         ``stream_exponent`` is not 0 (see the module text): the input ``x`` or a residual's
         output, each read only by norms and as a residual's skip.
+    wide : tuple of (str, int)
+        Stream tensors wider than int16 in the ``dynamic`` scheme, with their bits (at most
+        :data:`WIDEST`): a tensor whose rows differ in range by more than int16 holds at one
+        static scale (LLaMA's ``p`` and ``f``, :mod:`.llama`). Each is written by a ``mul``
+        or a linear stage and read by a ``quant`` stage or as a residual's branch.
     """
 
     arch: str
@@ -192,6 +207,7 @@ class LayerDescription:
     scheme: str = "static"
     norm: str = "layernorm"
     row_exponents: tuple = ()
+    wide: tuple = ()
 
     def __post_init__(self):
         seen = {"x"}
@@ -227,6 +243,20 @@ class LayerDescription:
                    for st, port in self.readers(t)):
                 raise ValueError(f"{self.arch}: row-exponent tensor {t!r} is read by a stage "
                                  "other than a norm or a residual's skip")
+        for t, bits in self.wide:
+            prod = self.producer(t)
+            if t not in self.stream or prod is None or prod.kind not in ("mul", "linear"):
+                raise ValueError(f"{self.arch}: wide tensor {t!r} is not a stream tensor "
+                                 "written by a mul or a linear stage")
+            if not 16 < bits <= WIDEST:
+                raise ValueError(f"{self.arch}: wide tensor {t!r} of {bits!r} bits is not "
+                                 f"allowed; allowed: 17..{WIDEST}")
+            # (a linear stage reads it through the quant stage the dynamic scheme puts there)
+            if any(st.kind not in ("quant", "linear") and
+                   (st.kind != "residual" or self.is_skip(st, port))
+                   for st, port in self.readers(t)):
+                raise ValueError(f"{self.arch}: wide tensor {t!r} is read by a stage other "
+                                 "than a per-token quantiser or a residual's branch")
         for field, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS)):
             if value not in allowed:
                 raise ValueError(f"{self.arch}: {field}={value!r} is not allowed; allowed: "
@@ -254,11 +284,13 @@ class LayerDescription:
         return dataclasses.replace(self, stages=tuple(stages), scheme=scheme)
 
     def width(self, tensor):
-        """Bits of ``tensor``: in the ``dynamic`` scheme 16 for a stream tensor and
-        :attr:`narrow` for a ``quant`` stage's output; else 8."""
+        """Bits of ``tensor``: in the ``dynamic`` scheme 16 for a stream tensor (or its bits in
+        :attr:`wide`) and :attr:`narrow` for a ``quant`` stage's output; else 8."""
         if self.scheme != "dynamic":
             return 8
-        return 16 if tensor in self.stream else self.narrow if self.row_exponent(tensor) else 8
+        if tensor in self.stream:
+            return dict(self.wide).get(tensor, 16)
+        return self.narrow if self.row_exponent(tensor) else 8
 
     def base(self, tensor):
         """The tensor whose static scale ``tensor`` is at: itself, or for a ``quant`` stage's

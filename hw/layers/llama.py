@@ -39,6 +39,22 @@ a bit of the range, and the engines take 9-bit activations as they are. bench/ge
 tokens, 30 layers, row exponents on): perplexity 1.048× → 1.040× float's at W8A8, agreement
 91.2 % either way; W4A8 1.066× → 1.015×, agreement 93.4 % → 91.2 % (two tokens).
 
+``p`` and ``f``, the down projection's input and output, are **int24**
+(:attr:`~.description.LayerDescription.wide`; ``mul`` and down's re-quantiser write 24 bits,
+``quant_p`` narrows int24 rows to int9 with exponents 0..15, residual2 reads an int24 branch),
+each at one static scale with 16× headroom (``WIDE_HEADROOM``, :mod:`llmloom.sim.quantize`):
+held-out text takes ``p`` up to 3.4× the calibration's largest value (layers 5, 12, 13, 25 of
+SmolLM2; ``f`` 2.1×), which int16 at 2× headroom saturated, and ``f``'s largest row is up to
+4 900 times its median row (layer 11), which int16 left 3 steps. At int16 these two held most
+of the FFN's loss (bench/llama_attribution.py, each alone: ``p`` and ``p_i8`` KL 0.021 each,
+``f`` 0.008, of 0.062 in all). bench/generate.py (408 tokens, 30 layers, dynamic, E = 15):
+W8A8 agreement 91.4 % → 92.4 %, perplexity 1.026× → 1.017× float's; W4A8 89.5 % → 90.9 %,
+1.009× → 1.011×. The cost (SmolLM2's layer on xcup, perf.resources): +343 LUT, +117 FF,
++4 DSP (residual2's wider branch product), +0.5 BRAM (quant_p's row buffer), of 46 900 LUT,
+431 DSP, 1 110 BRAM; the cycles are unchanged (the same beats). Not kept: the SiLU input ``hg`` clipped at the 99.5th
+percentile instead of the 98th (fake-quant KL 0.062 → 0.043 with int16 ``p``, but the
+bit-exact model's agreement fell to 90.2 %, perplexity 1.035×).
+
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
 about layer 12 of SmolLM2 on, the first token's row reaches 22 500 beside an RMS of ~6 in the
@@ -54,7 +70,7 @@ __all__ = ["LLAMA"]
 LLAMA = LayerDescription(
     arch="llama", output="r2", causal=True, act="silu", eps=1e-5, norm="rmsnorm",
     stream=("x", "n1", "attn", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
-    row_exponents=("x", "r1", "r2"), narrow=9,
+    row_exponents=("x", "r1", "r2"), narrow=9, wide=(("p", 24), ("f", 24)),
     stages=(
         Stage("norm1", "norm", ("x",), "n1", params="ln1"),
         Stage("q", "linear", ("n1",), "q", params="q", weight="wq"),

@@ -69,3 +69,30 @@ def test_row_exponent_tensors_are_read_by_norms_and_skips_only():
         dataclasses.replace(LLAMA, row_exponents=("n1",))
     with pytest.raises(ValueError, match="'r1' is read by a stage other than a norm"):
         dataclasses.replace(LLAMA, stages=(*LLAMA.stages, Stage("extra", "act", ("r1",), "z")))
+
+
+def test_wide_tensors_are_wider_than_int16_in_the_dynamic_scheme_only():
+    """LLaMA's p (mul → down's quantiser) and f (down → residual2's branch) are int24: their
+    rows differ in range by more than int16 holds at one static scale (hw/layers/llama.py)."""
+    import dataclasses
+
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.hw.layers.description import Stage
+    from llmloom.hw.layers.llama import LLAMA
+
+    assert LLAMA.wide == (("p", 24), ("f", 24))
+    dyn = LLAMA.for_scheme("dynamic")
+    assert dyn.width("p") == dyn.width("f") == 24 and dyn.width("hu") == dyn.width("r1") == 16
+    assert LLAMA.width("p") == LLAMA.width("f") == 8                 # static: all int8
+    cfg = LayerConfig(arch="llama", d_model=16, heads=2, kv_heads=1, d_ff=32, seq=4,
+                      scheme="dynamic")
+    # down reads p's int9 rows with exponents 0..24-9; it writes int24 into residual2's branch
+    assert cfg.quant("quant_p").in_width == 24 and cfg.requant("down").e_max == 15
+    assert cfg.mul("mul").out_width == 24 and cfg.requant("down").out_width == 24
+    assert cfg.residual2.x_width == 24 and cfg.residual2.r_width == 16
+    with pytest.raises(ValueError, match="wide tensor 'n1' is not a stream tensor written by"):
+        dataclasses.replace(LLAMA, wide=(("n1", 24),))
+    with pytest.raises(ValueError, match="'p' of 32 bits is not allowed; allowed: 17..24"):
+        dataclasses.replace(LLAMA, wide=(("p", 32),))
+    with pytest.raises(ValueError, match="'f' is read by a stage other than a per-token"):
+        dataclasses.replace(LLAMA, stages=(*LLAMA.stages, Stage("extra", "norm", ("f",), "z")))

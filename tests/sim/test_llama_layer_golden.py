@@ -289,3 +289,26 @@ def test_the_llama_harness_drives_row_exponents(rng):
     drive = h.drive(cfg, prep)
     assert len(drive.timed["i_e"]) == 4 and drive.expect["o_e"] == 4
     assert prep["x_e"][0] == prep["x_e"].max() > 0
+
+
+def test_wide_tensors_keep_their_headroom(rng):
+    """p and f (int24, hw/layers/llama.py) are calibrated with WIDE_HEADROOM: the calibration's
+    largest value sits at 1/16 of int24 (held-out text takes p up to 3.4× the calibration's on
+    SmolLM2), and the layer still holds to float."""
+    from llmloom.sim.quantize import WIDE_HEADROOM
+
+    rng = np.random.default_rng(rng)
+    w = _weights(rng)
+    x = rng.normal(size=(12, D))
+    cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=16,
+                      rope_base=BASE, scheme="dynamic")
+    layer = calibrate(cfg, w, x)
+    cfg = layer.config
+    t, _ = layer_bitexact_trace(cfg, layer.weights, quantize_input(x, cfg.x_scale,
+                                                                   cfg.width("x")))
+    top = (1 << 23) // WIDE_HEADROOM
+    for name in ("p", "f"):
+        assert cfg.width(name) == 24 and t[name].dtype == np.int32
+        assert 0.9 * top < np.abs(t[name]).max() <= 1.1 * top, name
+    ref = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)
+    assert cosine(dequantize(t["r2"], cfg.y_scale), ref["y"]) > 0.995
