@@ -51,9 +51,9 @@ of the FFN's loss (bench/llama_attribution.py, each alone: ``p`` and ``p_i8`` KL
 W8A8 agreement 91.4 % → 92.4 %, perplexity 1.026× → 1.017× float's; W4A8 89.5 % → 90.9 %,
 1.009× → 1.011×. The cost (SmolLM2's layer on xcup, perf.resources): +343 LUT, +117 FF,
 +4 DSP (residual2's wider branch product), +0.5 BRAM (quant_p's row buffer), of 46 900 LUT,
-431 DSP, 1 110 BRAM; the cycles are unchanged (the same beats). Not kept: the SiLU input ``hg`` clipped at the 99.5th
-percentile instead of the 98th (fake-quant KL 0.062 → 0.043 with int16 ``p``, but the
-bit-exact model's agreement fell to 90.2 %, perplexity 1.035×).
+431 DSP, 1 110 BRAM; the cycles are unchanged (the same beats). Not kept: the SiLU input
+``hg`` clipped at the 99.5th percentile instead of the 98th (fake-quant KL 0.062 → 0.043 with
+int16 ``p``, but the bit-exact model's agreement fell to 90.2 %, perplexity 1.035×).
 
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
