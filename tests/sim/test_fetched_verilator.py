@@ -14,7 +14,7 @@ import pytest
 
 from llmloom.hw.layers.fetched import FetchedLinear
 from llmloom.hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
-from llmloom.perf.cycles import fetched_layer_cycles, fetched_linear_cycles
+from llmloom.perf.cycles import fetched_layer_cycles, fetched_layer_runs, fetched_linear_cycles
 from llmloom.sim.blocks.layers import layer_golden
 from llmloom.sim.fetched import (
     FetchedLayerHarness,
@@ -76,7 +76,7 @@ def interleaved(layers, bases, sizes):
 
 def check_layers(y, layers, szs, runs, sizes):
     at, got = 0, [[] for _ in layers]
-    for size, (_, layer) in zip(szs, runs, strict=True):
+    for size, (_, layer, *_) in zip(szs, runs, strict=True):
         got[layer].append(y[at:at + size])
         at += size
     for layer, (q, x, _) in enumerate(layers):
@@ -107,6 +107,52 @@ def test_fetched_layer_runs_two_layers_from_one_image(verilator_sim, models, sch
     if stall == "none":
         want = [fetched_layer_cycles(cfg, reader, 10, sizes, base) for base in bases]
         assert total == [want[layer][k // 2] for k, (_, layer) in enumerate(runs)]
+
+
+def prefetching(runs):
+    """``runs`` with each command prefetching the next run's image (the last none)."""
+    return [(base, layer, nxt[0]) for (base, layer), nxt in
+            zip(runs, [*runs[1:], (None,)], strict=True)]
+
+
+@pytest.mark.parametrize("stall", ["none", "pattern", "random"])
+def test_double_buffered_layer_prefetches_the_next_image(verilator_sim, model, stall, rng):
+    """Two banks, each command prefetching the next run's image: bit-exact under every
+    stall pattern, each image's bytes read once, and stall-free the model's cycles
+    (:func:`fetched_layer_runs`), each run after the first waiting for less than with one
+    bank: no longer for the linear sections when the previous run computed at least as
+    long as they take to load, only for its constants."""
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    latency = 10 if stall == "none" else (2, 30)
+    mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
+    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem, banks=2)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    runs = prefetching(runs)
+    seed = int(rng.integers(1 << 30))
+    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
+                  sim=verilator_sim, prepared=True, stalls_in=Stalls(stall, seed),
+                  stalls_out=Stalls(stall, seed + 1))
+    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
+    beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
+    assert r.axi_beats == {"axi": len(runs) * beats}
+    total, compute = r.tensor_cycles[:len(runs)], r.tensor_cycles[len(runs):]
+    if stall != "none":
+        return
+    assert total == fetched_layer_runs(cfg, reader, 10, szs, runs)
+    single = fetched_layer_runs(cfg, reader, 10, szs, [run[:2] for run in runs])
+    wait = [t - c for t, c in zip(total, compute, strict=True)]
+    assert wait[0] == single[0] - compute[0]
+    assert all(w < s - c for w, s, c in zip(wait[1:], single[1:], compute[1:], strict=True))
+    constants = fetched_layer_layout(cfg)[-1]
+    only = reader.cycles(0, constants.nbytes, 10) + 3        # the constants' fetch alone
+    linear = reader.sequence_cycles([(s.offset, s.nbytes)
+                                     for s in fetched_layer_layout(cfg)[:-1]], 10)
+    for k in range(1, len(runs)):
+        if compute[k - 1] >= linear:
+            assert wait[k] == only
+        else:
+            assert wait[k] > only
 
 
 def test_session_sends_the_memory_once(verilator_sim, model, rng):
