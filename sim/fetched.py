@@ -71,8 +71,10 @@ class FetchedLayerHarness:
     :class:`~llmloom.sim.blocks.layers.LayerHarness`'s prepared ones (``x_int``, ``sizes``,
     ``x_e`` with row exponents) and ``runs``: per tensor of ``sizes``, ``(image base,
     layer)`` or, with two banks, ``(image base, layer, next)`` (:func:`command`), the command
-    sent with it (a run after one that prefetched must be of the prefetched image); ``memory`` (an :class:`AxiMemory`, the images) goes
-    with each drive, unless ``None`` (a session's later runs: the model keeps its memory).
+    sent with it (a run after one that prefetched must be of the prefetched image);
+    ``memory`` (an :class:`AxiMemory`, the images) goes with each drive, unless ``None`` (a
+    session's later runs: the model keeps its memory). ``banks``: the layer's
+    (:func:`~llmloom.hw.layers.fetched.layer_banks`).
 
     Each tensor's command and rows wait for the previous tensor's last output beat (as
     autoregressive decode does; so a session fed tensor by tensor runs cycle for cycle as one

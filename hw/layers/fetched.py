@@ -459,6 +459,11 @@ class FetchedLayer(Layer):
     layers : int
         The model's layers: the attention keeps a KV cache region and a position per layer
         (on chip, ``layers`` times one layer's cache), as do the RoPE stages.
+    banks : 1, 2 or None
+        2: double-buffered, every linear stage's weights (the GEMM's two weight banks) and
+        re-quantiser numbers (two banks) twice on chip, so a command can prefetch the next
+        run's image; 1: fetch, then compute. ``None``: 2 on the GEMM, 1 on the GEMV (one
+        weight bank); see :func:`layer_banks`.
 
     Members
     -------
@@ -467,7 +472,13 @@ class FetchedLayer(Layer):
         :data:`~.weights_image.ALIGN`): one beat per input tensor on ``i``, in order; taken
         when the layer is idle (the previous tensor's last output beat has left ``o``). The
         tensor appends to and attends over that layer's cache, at that layer's position
-        (``pos`` shows the running layer's).
+        (``pos`` shows the running layer's). With two banks also ``next`` (an image's base)
+        and ``prefetch``: "then fetch the linear sections of the image at ``next``, for the
+        next command", which must then be of that image (its ``addr`` names its constants;
+        its linear sections are taken as prefetched). The host knows the next run's layer
+        when it sends this one's (a model's layers in turn, step after step), so the next
+        image loads while this run computes, though the next command comes only once this
+        run's output is out.
     axi : Out(AxiReadSignature(reader)), error : Out(1)
         The reader's.
     i, o, clear, pos, overflow, i_e, o_e
@@ -478,8 +489,12 @@ class FetchedLayer(Layer):
     (weights to their engine's ``weight`` stream, a linear stage's constants as int32 beats
     into its re-quantiser's ``load``, the ``constants`` section as 32-bit chunks into a
     :class:`~llmloom.hw.blocks.loadable.ConstantLoader`); once the loader has written the
-    last word the input opens; the run ends with the tensor's last output beat. Nothing
-    overlaps across runs (one bank of every memory).
+    last word the input opens; the run ends with the tensor's last output beat. With one
+    bank nothing overlaps across runs. With two and ``prefetch``, the next image's linear
+    sections follow this run's constants on the reader into the other banks (free: their
+    run has ended) while this tensor runs; the next run then fetches only its constants
+    (once the prefetch is all issued), the other stages' memories having one bank (they are
+    written between tensors). Timing: ``perf.cycles.fetched_layer_runs`` (exact).
     """
 
     def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1, banks=None):

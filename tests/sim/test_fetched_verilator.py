@@ -155,13 +155,17 @@ def test_double_buffered_layer_prefetches_the_next_image(verilator_sim, model, s
             assert wait[k] > only
 
 
-def test_session_sends_the_memory_once(verilator_sim, model, rng):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_session_sends_the_memory_once(verilator_sim, model, prefetch, rng):
     """The same tensors run one by one in a session (the memory in the first run only): the
-    same outputs and cycles as the one run of all of them."""
+    same outputs and cycles as the one run of all of them; with each command prefetching
+    the next image too (the prefetch goes on across the session's runs)."""
     cfg, layers, memory, bases, sizes = model
     reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
     mem = AxiMemory(memory, reader.data_width, (2, 30), seed=5)
     xs, szs, runs = interleaved(layers, bases, sizes)
+    if prefetch:
+        runs = prefetching(runs)
     stalls = Stalls("random", int(rng.integers(1 << 30)))
     whole = run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
                       {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
