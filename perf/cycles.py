@@ -323,13 +323,14 @@ def fetched_layer_runs(cfg, reader, latency, sizes, runs):
     in turn). A 32-bit bus (one 32-bit chunk a beat; a wider one narrows the constants
     section into chunks and holds the reader meanwhile). Exact against the RTL
     (``tests/sim/test_fetched_verilator.py``)."""
+    from ..hw.layers.fetched import prefetched_runs
     from ..hw.layers.weights_image import fetched_layer_layout
 
     if reader.lanes != 4:
         raise ValueError(f"data_width={reader.data_width}: the model times a 32-bit bus")
     if len(sizes) != len(runs):
         raise ValueError(f"{len(runs)} commands for {len(sizes)} tensors")
-    runs = [(*r, None)[:3] for r in runs]
+    runs = prefetched_runs(runs, 2)
     mine = {}
     for size, (_, layer, _) in zip(sizes, runs, strict=True):
         mine.setdefault(layer, []).append(size)

@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from ..hw.blocks.axi_reader import AxiReaderConfig
-from ..hw.layers.fetched import FetchedLayer, fetch_commands, layer_banks
+from ..hw.layers.fetched import FetchedLayer, fetch_commands, layer_banks, prefetched_runs
 from ..hw.layers.weights_image import ALIGN, fetched_layer_layout
 from .blocks.layers import layer_collect, layer_collect_exponents, layer_drive, layer_outputs
 from .harness import ControlStreams, Drive, Gate, Segment
@@ -53,15 +53,13 @@ def fetched_reader(cfg, memory_bytes, **fields):
 
 
 def command(banks, run):
-    """The command fields of ``run``, ``(image base, layer)`` or ``(image base, layer,
-    next)`` (``next``: the base of the image to prefetch while this run computes, ``None``
-    for none; two banks only)."""
-    base, layer, nxt = (*run, None)[:3]
+    """The command fields of ``run``, ``(image base, layer, next)`` (``next``: the base of
+    the image to prefetch while this run computes, ``None`` for none; two banks only:
+    :func:`~llmloom.hw.layers.fetched.prefetched_runs`)."""
+    base, layer, nxt = run
     fields = {"addr": int(base), "layer": int(layer)}
     if banks == 2:
         fields |= {"next": 0 if nxt is None else int(nxt), "prefetch": int(nxt is not None)}
-    elif nxt is not None:
-        raise ValueError(f"run {run!r} prefetches {nxt}; one bank cannot: allowed, banks=2")
     return fields
 
 
@@ -102,12 +100,8 @@ class FetchedLayerHarness:
         runs = list(tensors["runs"])
         if len(runs) != len(tensors["sizes"]):
             raise ValueError(f"{len(runs)} commands for {len(tensors['sizes'])} tensors")
-        cmds = [layout.const(command(self.banks, run)).as_bits() for run in runs]
-        for k in range(1, len(runs)):
-            if len(runs[k - 1]) > 2 and runs[k - 1][2] is not None \
-                    and runs[k][0] != runs[k - 1][2]:
-                raise ValueError(f"run {k} is of the image at {runs[k][0]}; the run before "
-                                 f"prefetched {runs[k - 1][2]}: allowed, that image")
+        cmds = [layout.const(command(self.banks, run)).as_bits()
+                for run in prefetched_runs(runs, self.banks)]
         segments = [Segment("cmd", k, seg.out, seg.beats) for k, seg in enumerate(d.segments)]
         # a tensor's command waits for the previous tensor's output, as its rows do
         gates = dict(d.gates)

@@ -30,7 +30,8 @@ from .layer import Layer, layer_constants
 from .weights_image import fetched_layer_layout, image_layout
 
 __all__ = ["FetchedLinear", "fetch_commands", "check_fetched", "FetchedLayer", "LoadedLinear",
-           "layer_fetch_commands", "check_fetched_layer", "layer_banks"]
+           "layer_fetch_commands", "check_fetched_layer", "layer_banks",
+           "prefetched_runs"]
 
 #: The sections a run fetches, in order: the engine's weights, then the re-quantiser's load.
 SECTIONS = ("weights", "scales", "bias", "shift")
@@ -423,6 +424,24 @@ def layer_banks(cfg, banks=None):
         raise ConfigError(f"banks=2 with engine={cfg.engine!r}: the GEMV has one weight bank; "
                           "allowed: banks=1, or engine='gemm'")
     return banks
+
+
+def prefetched_runs(runs, banks):
+    """``runs`` (a host's commands to a :class:`FetchedLayer` of ``banks`` banks, in order:
+    ``(image base, layer)`` or ``(image base, layer, next)``, ``next`` the image prefetched
+    or ``None``) as ``(base, layer, next)`` each; :class:`ConfigError` for a prefetch with
+    one bank or a run not of the image the run before prefetched."""
+    out = []
+    for k, run in enumerate(runs):
+        base, layer, nxt = (*run, None)[:3]
+        if nxt is not None and banks != 2:
+            raise ConfigError(f"run {k} prefetches the image at {nxt} with banks={banks}; "
+                              "allowed: no prefetch, or banks=2")
+        if out and out[-1][2] is not None and base != out[-1][2]:
+            raise ConfigError(f"run {k} is of the image at {base}; the run before prefetched "
+                              f"the image at {out[-1][2]}; allowed: {out[-1][2]}")
+        out.append((base, layer, nxt))
+    return out
 
 
 class _Gate(wiring.Component):
