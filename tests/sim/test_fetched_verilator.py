@@ -3,7 +3,8 @@ slave (:class:`~llmloom.sim.harness.AxiMemory`): a whole LLaMA layer (:class:`Fe
 the tiny config of ``test_fetched_layer_hdl.py``) built once runs two layers of a model from
 one memory, tensor by tensor, each layer's outputs bit-exact against its own golden model
 under every stall pattern (on RVALID and ARREADY too; the dynamic scheme under random
-stalls), and, stall-free at a fixed latency, in the perf model's cycles; a session runs the
+stalls), and, stall-free at a fixed latency, in the perf model's cycles; double-buffered,
+each command prefetching the next image, the same and a shorter wait; a session runs the
 same tensors one by one with the memory sent once. A :class:`FetchedLinear` gives against the
 C++ slave the outputs and the cycles it gives against cocotbext-axi's slave on Icarus."""
 
@@ -236,14 +237,18 @@ def test_a_burst_the_slave_refuses_fails_the_run(verilator_sim, rng):
 
 
 @pytest.mark.slow
-def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, rng):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, prefetch, rng):
     """The engine's read slave on every back end: Icarus (through cocotb) and Amaranth's
     simulator give the outputs and cycles, tensor by tensor, that Verilator's compiled driver
-    gives, under random stalls and latency (Icarus ~2.5 min, Amaranth ~4.5 min loaded)."""
+    gives, under random stalls and latency, each command prefetching the next image or not
+    (Icarus ~2.5 min, Amaranth ~4.5 min loaded)."""
     cfg, layers, memory, bases, sizes = model
     reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
     mem = AxiMemory(memory, reader.data_width, (2, 30), seed=11)
     xs, szs, runs = interleaved(layers, bases, sizes)
+    if prefetch:
+        runs = prefetching(runs)
     stalls = Stalls("random", int(rng.integers(1 << 30)))
     results = [run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
                          {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
