@@ -33,6 +33,12 @@ CHAT_PROMPT = "What is the capital of France?"
 CHAT_SETTINGS = {"full": (None, 8, 0), "quick": (2, 2, 1)}
 
 
+#: The cold build of the quick and the full demo's fetched layer (its Verilog emitted and its
+#: Verilator model built, once per machine and layer structure), as measured on a 2-core
+#: machine (the README's figures).
+FETCHED_BUILD = "3 min"
+
+
 def _minutes(seconds):
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -41,6 +47,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
                   max_new_tokens=None, out=None, err=None):
     """Run the chat demo; returns the exit status (0: every RTL run equal to the bit-exact
     model and its cycles to the prediction, 1 otherwise)."""
+    from llmloom.hw.layers.weights_image import fetched_layer_layout
     from llmloom.sim.checkpoint import chat_prompt
     from llmloom.sim.golden.llama import next_token_agreement, perplexity
     from llmloom.sim.llm import (
@@ -92,18 +99,37 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n))
     qm = qm.with_seq(max(2, len(ids) + max_new))
     cfg = qm.layers[k][0]
+    # Verilator: layer k on a fetched layer build (its weights an image in AXI memory, the
+    # build keyed by the layer's structure); elsewhere its own build, its weights baked in
+    why = rtl.fetch({k: qm.layers[k][:2]})
+    if why is not None:
+        print(f"llmloom: note: layer {k} gets its own build, its weights baked in (a fetched "
+              f"layer cannot: {why})", file=err)
     # what the RTL will simulate, at most: the prefill, then each decode step (replaying all
     # the tensors before it where the simulator restarts from reset)
     sizes = [len(ids)] + [1] * max_new
-    runs = ([layer_cycles(cfg, sizes[:t + 1])[0] for t in range(len(sizes))] if rtl.replays
-            else [layer_cycles(cfg, sizes)[0]])
+    if rtl.fetched:
+        runs = [rtl.fetched_cycles([(k, s) for s in sizes])]
+    else:
+        runs = ([layer_cycles(cfg, sizes[:t + 1])[0] for t in range(len(sizes))]
+                if rtl.replays else [layer_cycles(cfg, sizes)[0]])
     total = None if None in runs else sum(sum(r) for r in runs)
     planned = (f"at most {total:,} simulated cycles in {len(sizes)} runs" if total is not None
                else f"{len(sizes)} runs")
+    if rtl.fetched:
+        image = fetched_layer_layout(cfg)[-1].end
+        build = (f"its weights ({image / 1e6:.1f} MB with its other tables) are "
+                 f"an image in the AXI memory, fetched at each step,\nprefetched "
+                 f"(double-buffered) while the step before computes. The layer's Verilog "
+                 f"holds no weights:\nthe first run on a machine emits it and builds its "
+                 f"{sim} model (~{FETCHED_BUILD}, cached in ~/.cache/llmloom by\nthe layer's "
+                 f"structure), later runs, whatever the calibration, emit and build nothing.")
+    else:
+        build = (f"its Verilog takes ~2 min to emit (its weights are memory contents), and the "
+                 f"first run\non a machine also builds the layer's {sim} model (~1 min; "
+                 f"cached in ~/.cache/llmloom).")
     print(f"Layer {k}'s RTL: {planned} (a prompt of {len(ids)} tokens, up to {max_new} new "
-          f"ones);\nits Verilog takes ~2 min to emit (its weights are memory contents), and the "
-          f"first run\non a machine also builds the layer's {sim} model (~1 min; cached in "
-          f"~/.cache/llmloom).\nLayers {cfg.lanes} lanes, arrays {cfg.linear_rows}×"
+          f"ones);\n{build}\nLayers {cfg.lanes} lanes, arrays {cfg.linear_rows}×"
           f"{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n", file=out)
     print(f"user: {prompt}\nassistant:", file=out, flush=True)
 
@@ -114,8 +140,10 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
             return golden_step(n, cfg_n, weights, x_int, mode, cache)
         nonlocal predicted_ok
         y, cache = rtl.step(n, cfg_n, weights, x_int, mode, cache)
-        sofar = session.sizes + [len(x_int)]
-        want = layer_cycles(cfg_n, sofar)[0]
+        if rtl.fetched:             # every fetched run so far, its image's fetch included
+            want = rtl.fetched_cycles()
+        else:
+            want = layer_cycles(cfg_n, session.sizes + [len(x_int)])[0]
         predicted_ok &= want is not None and list(rtl.cycles[n]) == list(want)
         checked.append(sum(rtl.cycles[n]) if rtl.replays else rtl.cycles[n][-1])
         return y, cache
@@ -134,9 +162,15 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     wall = time.monotonic() - t0
     cycles_said = ("each tensor as many as the analytical model predicts" if predicted_ok
                    else "cycles DIFFER from the analytical model's prediction")
+    fetched = ""
+    if rtl.fetched:
+        wait = sum(total - compute for _, total, compute in rtl.fetch_runs)
+        fetched = (f" (a fetched layer: {rtl.fetched_bytes / 1e6:.1f} MB of weights and "
+                   f"tables read over AXI,\n{wait:,} cycles waiting for them)")
     print(f"\nlayer {k} on {sim}: {len(checked)} runs (the prefill, then {len(checked) - 1} "
           f"decode steps), every output row equal to the bit-exact model; "
-          f"{sum(checked):,} cycles,\n{cycles_said} ({_minutes(wall)} so far)", file=out)
+          f"{sum(checked):,} cycles{fetched},\n{cycles_said} ({_minutes(wall)} so far)",
+          file=out)
 
     # this conversation, teacher-forced, against the float model
     logits, float_logits = teacher_forced(qm, gen.tokens)
