@@ -11,11 +11,17 @@ end: the accuracy of this very conversation against the float model (teacher-for
 next-token agreement and perplexity), and the speed the analytical model projects on a
 U280-class board.
 
-On Verilator the layer's model stays alive from the prefill to the last decode step, its KV
-cache carried over, so each step simulates its own row only; the other simulators restart
-from reset on every run, so there a decode step replays the layer's tensors so far
-(:class:`~llmloom.flows.model_cli.RtlLayers`). The demo says beforehand how many cycles that
-is.
+On Verilator the layer runs on a fetched layer build of that one layer
+(:meth:`~llmloom.flows.model_cli.RtlLayers.fetch`): its weights and other tables are an image
+in the AXI memory that each step's command fetches (double-buffered: each command prefetches
+the next step's), so its Verilog holds no numbers and the build, keyed by the layer's
+structure, is made once per machine, whatever the calibration; its cycles, the fetch
+included, are checked against the fetched layer's model
+(:func:`~llmloom.perf.cycles.fetched_layer_runs`). Its model stays alive from the prefill to
+the last decode step, its KV cache carried over, so each step simulates its own row only. The
+other simulators (and a layer the fetched build cannot run: a note says why) keep a build
+with the layer's weights baked in, restarted from reset on every run, so there a decode step
+replays the layer's tensors so far. The demo says beforehand how many cycles that is.
 """
 
 from __future__ import annotations
@@ -33,10 +39,9 @@ CHAT_PROMPT = "What is the capital of France?"
 CHAT_SETTINGS = {"full": (None, 8, 0), "quick": (2, 2, 1)}
 
 
-#: The cold build of the quick and the full demo's fetched layer (its Verilog emitted and its
-#: Verilator model built, once per machine and layer structure), as measured on a 2-core
-#: machine (the README's figures).
-FETCHED_BUILD = "3 min"
+#: The cold build of the demo's fetched layer (its Verilog emitted and its Verilator model
+#: built, once per machine and layer structure), as measured (the README's figures).
+FETCHED_BUILD = "10 min on 2 busy cores"
 
 
 def _minutes(seconds):
@@ -118,12 +123,12 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
                else f"{len(sizes)} runs")
     if rtl.fetched:
         image = fetched_layer_layout(cfg)[-1].end
-        build = (f"its weights ({image / 1e6:.1f} MB with its other tables) are "
-                 f"an image in the AXI memory, fetched at each step,\nprefetched "
-                 f"(double-buffered) while the step before computes. The layer's Verilog "
-                 f"holds no weights:\nthe first run on a machine emits it and builds its "
-                 f"{sim} model (~{FETCHED_BUILD}, cached in ~/.cache/llmloom by\nthe layer's "
-                 f"structure), later runs, whatever the calibration, emit and build nothing.")
+        build = (f"one fetched layer build: its weights and tables ({image / 1e6:.1f} MB) are an "
+                 f"image in AXI memory,\nfetched at every step (the next step's prefetched "
+                 f"while this one computes), so its Verilog\nholds none. The first run on a "
+                 f"machine emits it and builds its {sim} model (~{FETCHED_BUILD}),\ncached "
+                 f"by the layer's structure in ~/.cache/llmloom: later runs, any calibration, "
+                 f"emit and\nbuild nothing.")
     else:
         build = (f"its Verilog takes ~2 min to emit (its weights are memory contents), and the "
                  f"first run\non a machine also builds the layer's {sim} model (~1 min; "
@@ -165,10 +170,10 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     fetched = ""
     if rtl.fetched:
         wait = sum(total - compute for _, total, compute in rtl.fetch_runs)
-        fetched = (f" (a fetched layer: {rtl.fetched_bytes / 1e6:.1f} MB of weights and "
-                   f"tables read over AXI,\n{wait:,} cycles waiting for them)")
+        fetched = (f", {wait:,} of them waiting for its weights and tables "
+                   f"({rtl.fetched_bytes / 1e6:.1f} MB read over AXI)")
     print(f"\nlayer {k} on {sim}: {len(checked)} runs (the prefill, then {len(checked) - 1} "
-          f"decode steps), every output row equal to the bit-exact model; "
+          f"decode steps), every output row equal to the bit-exact model;\n"
           f"{sum(checked):,} cycles{fetched},\n{cycles_said} ({_minutes(wall)} so far)",
           file=out)
 

@@ -291,3 +291,45 @@ def test_a_layer_the_fetched_build_cannot_run_keeps_its_own_build(sim, case, rng
     why = rtl.fetch([(q.config, q.weights)] * 2)
     assert ("weight_bits=4" if case == "w4" else "verilator only") in why
     assert not rtl.fetched
+
+
+@pytest.mark.slow
+def test_some_layers_on_a_fetched_build_of_their_own(verilator_sim, tiny_gguf, monkeypatch):
+    """The chat demo's RTL layer: ``RtlLayers.fetch({1: ...})`` builds a fetched layer of
+    that one layer (layer 0 stays with the bit-exact model), each step's command prefetching
+    its own image again; every run bit-exact (``step`` checks it) and its cycles perf's
+    (``fetched_cycles``: ``fetched_layer_runs`` of the commands sent), the tokens those of
+    the bit-exact model alone. Slow: its own Verilator build (~4.5 min cold on 2 loaded
+    cores); by default the demo's stand-in tests (``test_chat_demo.py``) and one image
+    prefetching itself on the real RTL (``test_fetched_verilator.py``) cover it."""
+    from llmloom.flows.model_cli import RtlLayers
+    from llmloom.sim import runner
+    from llmloom.sim.llm import LlamaSession, generate, golden_step, quantize_llama
+
+    opened, real = [], runner.open_session
+
+    def counted(harness, *args, **kw):
+        opened.append(harness)
+        return real(harness, *args, **kw)
+
+    monkeypatch.setattr(runner, "open_session", counted)
+    qm = quantize_llama(tiny_gguf, 2).with_seq(8)
+    prompt = tokenizer_of(tiny_gguf).encode("Hi")[:4]
+    want = generate(LlamaSession(qm, golden_step), prompt, 3)
+    with RtlLayers("verilator") as rtl:
+        assert rtl.fetch({1: qm.layers[1][:2]}) is None
+
+        def run_layer(n, *args):
+            return (rtl.step if n == 1 else golden_step)(n, *args)
+        gen = generate(LlamaSession(qm, run_layer), prompt, 3)
+        assert [h.layers for h in opened] == [1]         # one session, a one-layer build
+        assert gen.tokens == want.tokens
+        assert list(rtl.cycles) == [1] and len(rtl.cycles[1]) == 1 + 3
+        assert rtl.cycles[1] == rtl.fetched_cycles()
+        predicted = rtl.fetched_cycles([(1, len(prompt))] + [(1, 1)] * 3)
+        assert rtl.cycles[1] == predicted
+        waits = [total - compute for _, total, compute in rtl.fetch_runs]
+        assert all(w < waits[0] for w in waits[1:])     # the later runs' images prefetched
+        with pytest.raises(RuntimeError, match="layer 0 is not a layer given to fetch"):
+            rtl.step(0, *qm.layers[0][:2], np.zeros((1, qm.spec.d_model), np.int64),
+                     "decode", None)
