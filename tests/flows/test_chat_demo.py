@@ -157,10 +157,10 @@ def test_quick_chat_demo_checks_every_step_and_reports(smollm2, standin, monkeyp
     assert "note:" not in err.getvalue()
     assert [type(h) for h in opened] == [FetchedLayerHarness] and opened[0].layers == 1
     assert text.startswith("llmloom demo: ")
-    assert "The layer's Verilog holds no weights" in text and "~2 min to emit" not in text
+    assert "one fetched layer build" in text and "~2 min to emit" not in text
     assert "user: What is the capital of France?" in text
     assert "3 runs (the prefill, then 2 decode steps), every output row equal" in text
-    assert "MB of weights and tables read over AXI" in text
+    assert "of them waiting for its weights and tables" in text and "MB read over AXI" in text
     assert "each tensor as many as the analytical model predicts" in text
     assert "accuracy against float over this conversation" in text
     assert "tokens/s" in text and "projected for all 30 layers" in text
