@@ -194,7 +194,9 @@ class RtlLayers:
         ``len(layers)`` layers (Verilator only): every layer's image
         (:func:`~llmloom.hw.layers.weights_image.pack_fetched_layer`) in one AXI memory of
         ``latency`` cycles, one simulation session for the whole sequence, each tensor of
-        layer ``n`` a command for its image, its KV cache region on chip. Returns ``None``
+        layer ``n`` a command for its image that, on the GEMM (two banks), prefetches layer
+        ``n + 1``'s (double-buffered: the next image loads while this one runs), its KV
+        cache region on chip. Returns ``None``
         when it does; else (not Verilator, or a layer the fetched layer cannot run: W4, a
         calibration beyond the build's widths, engines of unequal columns) the reason, and
         each layer keeps its own build (its numbers baked in)."""
@@ -261,7 +263,10 @@ class RtlLayers:
         if (mode == "prefill") != (f["runs"][n] == 0):
             raise RuntimeError(f"layer {n}: a {mode} after {f['runs'][n]} tensors; a fetched "
                                "sequence starts with layer 0's prefill")
-        tensors = {**self._prepared(x_int, [len(x_int)]), "runs": [(f["bases"][n], n)]}
+        # double-buffered (two banks, the GEMM's), each command prefetches the next layer's
+        # image (after the last, layer 0's: the next step's) while this layer runs
+        nxt = f["bases"][(n + 1) % len(f["bases"])] if h.banks == 2 else None
+        tensors = {**self._prepared(x_int, [len(x_int)]), "runs": [(f["bases"][n], n, nxt)]}
         result = session.run(tensors, prepared=True)
         h.memory = None                   # the session's model keeps the memory
         f["runs"][n] += 1

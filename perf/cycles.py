@@ -295,22 +295,60 @@ __all__ += ["fetched_linear_cycles", "fetched_linear_span"]
 def fetched_layer_cycles(cfg, reader, latency, sizes, base=0):
     """Per tensor of ``sizes`` rows (a prefill chunk, then decode steps of one layer's
     sequence), the cycles of a run of :class:`~llmloom.hw.layers.fetched.FetchedLayer` with
-    the layer's image at ``base``: from the command's transfer to the tensor's last output
-    beat, inclusive, the rows offered from the command on, the output always ready, a memory
-    of ``latency`` cycles. Nothing overlaps: the whole image is fetched
-    (:meth:`~llmloom.hw.blocks.axi_reader.AxiReaderConfig.sequence_cycles` over
-    :func:`~llmloom.hw.layers.weights_image.fetched_layer_layout`, the first command offered
-    the cycle after the layer's), 2 cycles for the last constant word to be written (the
-    packer's register, the loader's), 1 for the input to open, then the tensor as a layer
-    with its numbers on chip (:func:`layer_timing`). A 32-bit bus (one 32-bit chunk a beat;
-    a wider one narrows the constants section into chunks and holds the reader meanwhile)."""
+    the layer's image at ``base``, each command without a prefetch: from the command's
+    transfer to the tensor's last output beat, inclusive (:func:`fetched_layer_runs`, where
+    nothing overlaps: the whole image fetched, then the tensor)."""
+    return fetched_layer_runs(cfg, reader, latency, sizes, [(base, 0)] * len(sizes))
+
+
+def fetched_layer_runs(cfg, reader, latency, sizes, runs):
+    """Per run, the cycles of a stream of runs of
+    :class:`~llmloom.hw.layers.fetched.FetchedLayer`, as its harness gives them
+    (:class:`~llmloom.sim.fetched.FetchedLayerHarness`): ``sizes`` the tensors' rows,
+    ``runs`` their commands, ``(image base, layer)`` or ``(image base, layer, next)`` (the
+    image the command prefetches, or ``None``; two banks). From each command's transfer to
+    its tensor's last output beat, inclusive; a command offered the cycle after the previous
+    tensor's last output beat (the first at cycle 0), the rows from the command on, the
+    output always ready, a memory of ``latency`` cycles.
+
+    The reader's commands are one stream (:meth:`~llmloom.hw.blocks.axi_reader.
+    AxiReaderConfig.timeline`): a run's whole image (:func:`~llmloom.hw.layers.
+    weights_image.fetched_layer_layout`), or, when the run before prefetched it, only its
+    ``constants`` section (the linear sections are in the other banks already), the first
+    offered the cycle after the layer's command and taken once the reader has issued what
+    is before it; then, with ``next``, that image's linear sections back to back, which
+    overlap this run's tensor. 2 cycles after the constants' last beat their last word is
+    written (the packer's register, the loader's), 1 more and the input opens, then the
+    tensor as a layer with its numbers on chip (:func:`layer_timing`, each layer's tensors
+    in turn). A 32-bit bus (one 32-bit chunk a beat; a wider one narrows the constants
+    section into chunks and holds the reader meanwhile). Exact against the RTL
+    (``tests/sim/test_fetched_verilator.py``)."""
+    from ..hw.layers.fetched import prefetched_runs
     from ..hw.layers.weights_image import fetched_layer_layout
 
     if reader.lanes != 4:
         raise ValueError(f"data_width={reader.data_width}: the model times a 32-bit bus")
-    fetch = reader.sequence_cycles([(base + s.offset, s.nbytes)
-                                    for s in fetched_layer_layout(cfg)], latency)
-    return [fetch + 3 + t for t in layer_timing(cfg, sizes).tensor_cycles]
+    if len(sizes) != len(runs):
+        raise ValueError(f"{len(runs)} commands for {len(sizes)} tensors")
+    runs = prefetched_runs(runs, 2)
+    mine = {}
+    for size, (_, layer, _) in zip(sizes, runs, strict=True):
+        mine.setdefault(layer, []).append(size)
+    compute = {layer: iter(layer_timing(cfg, s).tensor_cycles) for layer, s in mine.items()}
+    layout = fetched_layer_layout(cfg)
+    cmds, offered, out, start, ahead = [], [], [], 0, False
+    for base, layer, nxt in runs:
+        secs = layout[-1:] if ahead else layout
+        cmds += [(base + s.offset, s.nbytes) for s in secs]
+        offered += [start + 1] + [0] * (len(secs) - 1)
+        constants = len(cmds) - 1
+        if nxt is not None:
+            cmds += [(nxt + s.offset, s.nbytes) for s in layout[:-1]]
+            offered += [0] * (len(layout) - 1)
+        end = reader.timeline(cmds, latency, offered)[constants][1] + 2 + next(compute[layer])
+        out.append(end - start + 1)
+        start, ahead = end + 1, nxt is not None
+    return out
 
 
-__all__ += ["fetched_layer_cycles"]
+__all__ += ["fetched_layer_cycles", "fetched_layer_runs"]

@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from ..hw.blocks.axi_reader import AxiReaderConfig
-from ..hw.layers.fetched import FetchedLayer, fetch_commands
+from ..hw.layers.fetched import FetchedLayer, fetch_commands, layer_banks, prefetched_runs
 from ..hw.layers.weights_image import ALIGN, fetched_layer_layout
 from .blocks.layers import layer_collect, layer_collect_exponents, layer_drive, layer_outputs
 from .harness import ControlStreams, Drive, Gate, Segment
@@ -26,7 +26,7 @@ from .runner import run_cocotb_test
 from .streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["FetchedRun", "run_fetched_linear", "layer_memory", "fetched_reader",
-           "FetchedLayerHarness", "FetchedLinearHarness"]
+           "FetchedLayerHarness", "FetchedLinearHarness", "command"]
 
 
 def layer_memory(images):
@@ -52,13 +52,27 @@ def fetched_reader(cfg, memory_bytes, **fields):
                            unaligned=False, **fields)
 
 
+def command(banks, run):
+    """The command fields of ``run``, ``(image base, layer, next)`` (``next``: the base of
+    the image to prefetch while this run computes, ``None`` for none; two banks only:
+    :func:`~llmloom.hw.layers.fetched.prefetched_runs`)."""
+    base, layer, nxt = run
+    fields = {"addr": int(base), "layer": int(layer)}
+    if banks == 2:
+        fields |= {"next": 0 if nxt is None else int(nxt), "prefetch": int(nxt is not None)}
+    return fields
+
+
 class FetchedLayerHarness:
     """Runs of a :class:`FetchedLayer` (``layers`` layers, reader ``reader``) as
     :func:`~llmloom.sim.runner.run_block` takes a harness. Its tensors are a
     :class:`~llmloom.sim.blocks.layers.LayerHarness`'s prepared ones (``x_int``, ``sizes``,
     ``x_e`` with row exponents) and ``runs``: per tensor of ``sizes``, ``(image base,
-    layer)``, the command sent with it; ``memory`` (an :class:`AxiMemory`, the images) goes
-    with each drive, unless ``None`` (a session's later runs: the model keeps its memory).
+    layer)`` or, with two banks, ``(image base, layer, next)`` (:func:`command`), the command
+    sent with it (a run after one that prefetched must be of the prefetched image);
+    ``memory`` (an :class:`AxiMemory`, the images) goes with each drive, unless ``None`` (a
+    session's later runs: the model keeps its memory). ``banks``: the layer's
+    (:func:`~llmloom.hw.layers.fetched.layer_banks`).
 
     Each tensor's command and rows wait for the previous tensor's last output beat (as
     autoregressive decode does; so a session fed tensor by tensor runs cycle for cycle as one
@@ -66,13 +80,15 @@ class FetchedLayerHarness:
     from its command's transfer to its last output beat (the fetch included), then from its
     first input row's transfer (once its image is all loaded) to the same beat."""
 
-    def __init__(self, cfg, reader, layers=1, memory=None):
+    def __init__(self, cfg, reader, layers=1, memory=None, banks=None):
         self.cfg, self.reader, self.layers, self.memory = cfg, reader, layers, memory
+        self.banks = layer_banks(cfg, banks)
         self._component = None
 
     def component(self, cfg):
         if self._component is None:
-            self._component = ControlStreams(FetchedLayer(cfg, self.reader, layers=self.layers))
+            self._component = ControlStreams(FetchedLayer(cfg, self.reader, layers=self.layers,
+                                                          banks=self.banks))
         return self._component
 
     def prepare(self, cfg, tensors):
@@ -84,7 +100,8 @@ class FetchedLayerHarness:
         runs = list(tensors["runs"])
         if len(runs) != len(tensors["sizes"]):
             raise ValueError(f"{len(runs)} commands for {len(tensors['sizes'])} tensors")
-        cmds = [layout.const({"addr": int(a), "layer": int(n)}).as_bits() for a, n in runs]
+        cmds = [layout.const(command(self.banks, run)).as_bits()
+                for run in prefetched_runs(runs, self.banks)]
         segments = [Segment("cmd", k, seg.out, seg.beats) for k, seg in enumerate(d.segments)]
         # a tensor's command waits for the previous tensor's output, as its rows do
         gates = dict(d.gates)

@@ -105,10 +105,11 @@ class AxiReaderConfig(BlockConfig):
         return -(-nbytes // self.lanes)
 
     # Timing (one home: perf.cycles calls it) ---------------------------------------------------
-    def timeline(self, commands, latency):
-        """``[(transfer, end)]`` of ``commands`` (``[(addr, nbytes)]``) offered back to back:
-        the cycle each command is taken and the cycle its last output beat leaves (the same
-        for a command of 0 bytes), counted from the first command's transfer, with the output
+    def timeline(self, commands, latency, offered=None):
+        """``[(transfer, end)]`` of ``commands`` (``[(addr, nbytes)]``) offered back to back
+        (or each from its cycle in ``offered``, if later): the cycle each command is taken and
+        the cycle its last output beat leaves (the same for a command of 0 bytes), counted
+        from the first command's transfer (or from cycle 0 of ``offered``), with the output
         always ready and a memory that takes every AR at once and returns a burst's first beat
         ``latency`` cycles after its AR transfer (or right after the previous burst's last
         beat, if later: bursts return in order), then one beat per cycle.
@@ -128,7 +129,9 @@ class AxiReaderConfig(BlockConfig):
         issue, done, out = [], [], []
         t = 0                   # when the next command can be taken
         r_free = 0              # when the next command's first word can be taken
-        for addr, nbytes in commands:
+        for k, (addr, nbytes) in enumerate(commands):
+            if offered is not None:
+                t = max(t, offered[k])
             if nbytes < 0:
                 raise ValueError(f"nbytes={nbytes} must be >= 0")
             if not nbytes:

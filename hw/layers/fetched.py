@@ -30,7 +30,8 @@ from .layer import Layer, layer_constants
 from .weights_image import fetched_layer_layout, image_layout
 
 __all__ = ["FetchedLinear", "fetch_commands", "check_fetched", "FetchedLayer", "LoadedLinear",
-           "layer_fetch_commands", "check_fetched_layer"]
+           "layer_fetch_commands", "check_fetched_layer", "layer_banks",
+           "prefetched_runs"]
 
 #: The sections a run fetches, in order: the engine's weights, then the re-quantiser's load.
 SECTIONS = ("weights", "scales", "bias", "shift")
@@ -351,14 +352,15 @@ class FetchedLinear(wiring.Component):
 class LoadedLinear(wiring.Component):
     """A linear stage of a :class:`FetchedLayer`: :class:`~.common.Linear`'s engine → gearbox
     → re-quantiser, its engine's memory written through ``weight`` and the re-quantiser's
-    numbers through ``load`` (``Requant(load=True)``, one bank each), both fed by the layer's
-    reader between tensors.
+    numbers through ``load`` (``Requant(load=True)``), both fed by the layer's reader: with
+    ``banks=1`` between tensors, with ``banks=2`` (the GEMM's two weight banks and the
+    re-quantiser's two banks of numbers) the next tensor's load while this one passes.
 
     Members: ``i``, ``o``, ``e`` as :class:`~.common.Linear`'s; ``weight``, the engine's
     (``cols`` int8 a beat); ``load``, the re-quantiser's."""
 
-    def __init__(self, cfg: LayerConfig, name):
-        self._cfg, self._name = cfg, name
+    def __init__(self, cfg: LayerConfig, name, banks=1):
+        self._cfg, self._name, self._banks = cfg, name, banks
         g = cfg.linear(name)
         members = {**Linear.stage_members(cfg, name),
                    "weight": In(stream.Signature(row_layout(signed(8), g.cols))),
@@ -369,9 +371,10 @@ class LoadedLinear(wiring.Component):
         cfg, name = self._cfg, self._name
         g = cfg.linear(name)
         m = Module()
-        m.submodules[cfg.engine] = engine = Gemv(g) if cfg.engine == "gemv" else Gemm(g)
+        m.submodules[cfg.engine] = engine = (Gemv(g) if cfg.engine == "gemv"
+                                             else Gemm(g, weight_banks=self._banks))
         m.submodules.gear = gear = Gearbox(signed(g.OUT_WIDTH), g.cols, cfg.lanes, g.n)
-        m.submodules.requant = req = Requant(cfg.requant(name), load=True)
+        m.submodules.requant = req = Requant(cfg.requant(name), load=True, banks=self._banks)
         wiring.connect(m, wiring.flipped(self.i), engine.act)
         wiring.connect(m, wiring.flipped(self.weight), engine.weight)
         wiring.connect(m, wiring.flipped(self.load), req.load)
@@ -408,6 +411,39 @@ def check_fetched_layer(cfg, reader):
                           f"{reader.max_bytes}; allowed: an image within max_bytes")
 
 
+def layer_banks(cfg, banks=None):
+    """The banks of a :class:`FetchedLayer` of ``cfg`` asked for ``banks``: ``None`` gives 2
+    where the linear engine has two weight banks (the GEMM), else 1; 1 or 2 are checked
+    (:class:`ConfigError` naming the value and what is allowed)."""
+    if banks is None:
+        return 2 if cfg.engine == "gemm" else 1
+    if isinstance(banks, bool) or banks not in (1, 2):
+        raise ConfigError(f"banks={banks!r}; allowed: 1 (fetch, then compute) or 2 "
+                          "(double-buffered)")
+    if banks == 2 and cfg.engine != "gemm":
+        raise ConfigError(f"banks=2 with engine={cfg.engine!r}: the GEMV has one weight bank; "
+                          "allowed: banks=1, or engine='gemm'")
+    return banks
+
+
+def prefetched_runs(runs, banks):
+    """``runs`` (a host's commands to a :class:`FetchedLayer` of ``banks`` banks, in order:
+    ``(image base, layer)`` or ``(image base, layer, next)``, ``next`` the image prefetched
+    or ``None``) as ``(base, layer, next)`` each; :class:`ConfigError` for a prefetch with
+    one bank or a run not of the image the run before prefetched."""
+    out = []
+    for k, run in enumerate(runs):
+        base, layer, nxt = (*run, None)[:3]
+        if nxt is not None and banks != 2:
+            raise ConfigError(f"run {k} prefetches the image at {nxt} with banks={banks}; "
+                              "allowed: no prefetch, or banks=2")
+        if out and out[-1][2] is not None and base != out[-1][2]:
+            raise ConfigError(f"run {k} is of the image at {base}; the run before prefetched "
+                              f"the image at {out[-1][2]}; allowed: {out[-1][2]}")
+        out.append((base, layer, nxt))
+    return out
+
+
 class _Gate(wiring.Component):
     """A stream passed on only while ``open``."""
 
@@ -442,6 +478,11 @@ class FetchedLayer(Layer):
     layers : int
         The model's layers: the attention keeps a KV cache region and a position per layer
         (on chip, ``layers`` times one layer's cache), as do the RoPE stages.
+    banks : 1, 2 or None
+        2: double-buffered, every linear stage's weights (the GEMM's two weight banks) and
+        re-quantiser numbers (two banks) twice on chip, so a command can prefetch the next
+        run's image; 1: fetch, then compute. ``None``: 2 on the GEMM, 1 on the GEMV (one
+        weight bank); see :func:`layer_banks`.
 
     Members
     -------
@@ -450,7 +491,13 @@ class FetchedLayer(Layer):
         :data:`~.weights_image.ALIGN`): one beat per input tensor on ``i``, in order; taken
         when the layer is idle (the previous tensor's last output beat has left ``o``). The
         tensor appends to and attends over that layer's cache, at that layer's position
-        (``pos`` shows the running layer's).
+        (``pos`` shows the running layer's). With two banks also ``next`` (an image's base)
+        and ``prefetch``: "then fetch the linear sections of the image at ``next``, for the
+        next command", which must then be of that image (its ``addr`` names its constants;
+        its linear sections are taken as prefetched). The host knows the next run's layer
+        when it sends this one's (a model's layers in turn, step after step), so the next
+        image loads while this run computes, though the next command comes only once this
+        run's output is out.
     axi : Out(AxiReadSignature(reader)), error : Out(1)
         The reader's.
     i, o, clear, pos, overflow, i_e, o_e
@@ -461,19 +508,27 @@ class FetchedLayer(Layer):
     (weights to their engine's ``weight`` stream, a linear stage's constants as int32 beats
     into its re-quantiser's ``load``, the ``constants`` section as 32-bit chunks into a
     :class:`~llmloom.hw.blocks.loadable.ConstantLoader`); once the loader has written the
-    last word the input opens; the run ends with the tensor's last output beat. Nothing
-    overlaps across runs (one bank of every memory).
+    last word the input opens; the run ends with the tensor's last output beat. With one
+    bank nothing overlaps across runs. With two and ``prefetch``, the next image's linear
+    sections follow this run's constants on the reader into the other banks (free: their
+    run has ended) while this tensor runs; the next run then fetches only its constants
+    (once the prefetch is all issued), the other stages' memories having one bank (they are
+    written between tensors). Timing: ``perf.cycles.fetched_layer_runs`` (exact).
     """
 
-    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1):
+    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1, banks=None):
         self._MustUse__silence = True
         check_fetched_layer(cfg, reader)
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
+        banks = layer_banks(cfg, banks)
         self._MustUse__silence = False
         self.cfg, self.weights, self.reader, self._layers = cfg, None, reader, layers
+        self.banks = banks
         self._loads = ConstantBus(layer_constants(cfg))
         cmd = {"addr": reader.addr_width, "layer": range(max(2, layers))}
+        if banks == 2:
+            cmd |= {"next": reader.addr_width, "prefetch": 1}
         members = self._members() | {
             "cmd": In(stream.Signature(data.StructLayout(cmd))),
             "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
@@ -502,6 +557,7 @@ class FetchedLayer(Layer):
             "block": type(self).__qualname__,
             "config": dataclasses.replace(cfg, numbers=None).to_dict(),
             "reader": dataclasses.asdict(self.reader), "layers": self._layers,
+            "banks": self.banks,
             "requant": requant,
             "constants": [(k, repr(c.shape), c.depth, c.copies)
                           for k, c in self._loads.constants],
@@ -510,7 +566,7 @@ class FetchedLayer(Layer):
 
     def _block(self, stage):
         if stage.kind == "linear":
-            return LoadedLinear(self.cfg, stage.name)
+            return LoadedLinear(self.cfg, stage.name, self.banks)
         return super()._block(stage)
 
     def _input(self, m, name):
@@ -533,16 +589,45 @@ class FetchedLayer(Layer):
         cmds = layer_fetch_commands(cfg, 0)
         n = len(cmds)
 
+        # The reader's commands are one stream over the image's sections (`cmds`, the
+        # constants last): `issued` walks it from `base` up to `stop` (idle when equal). A run
+        # issues its whole image (0 .. n), or, when the previous command prefetched it, only
+        # its constants (n-1 .. n); then, asked to prefetch, the next image's linear sections
+        # (0 .. n-1) into the other banks, which the next command finds there. Either way
+        # the reader's output carries the sections in image order, round and round, so
+        # `section` wraps instead of starting over with each command.
         busy, loaded, in_done = Signal(), Signal(), Signal()
         base = Signal(rcfg.addr_width)
         issued = Signal(range(n + 1), init=n)
-        section = Signal(range(n + 1))             # whose data the reader's output carries
+        stop = Signal(range(n + 1), init=n)
+        section = Signal(range(n))                 # whose data the reader's output carries
         m.d.comb += self.cmd.ready.eq(~busy)
+        if self.banks == 2:
+            ahead = Signal()                       # the banks hold the next image's sections
+            after, after_base = Signal(), Signal(rcfg.addr_width)   # a prefetch to start
+            c_wait, c_base = Signal(), Signal(rcfg.addr_width)      # constants to issue
+            idle = issued == stop
+            with m.If(idle & c_wait):
+                m.d.sync += [issued.eq(n - 1), stop.eq(n), base.eq(c_base), c_wait.eq(0)]
+            with m.Elif(idle & after):
+                m.d.sync += [issued.eq(0), stop.eq(n - 1), base.eq(after_base), after.eq(0)]
         with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [busy.eq(1), loaded.eq(0), in_done.eq(0), base.eq(self.cmd.payload.addr),
-                         issued.eq(0), section.eq(0)]
+            m.d.sync += [busy.eq(1), loaded.eq(0), in_done.eq(0)]
             if self._layers > 1:
                 m.d.sync += self._layer.eq(self.cmd.payload.layer)
+            full = [issued.eq(0), stop.eq(n), base.eq(self.cmd.payload.addr)]
+            if self.banks == 1:
+                m.d.sync += full
+            else:
+                p = self.cmd.payload
+                m.d.sync += [ahead.eq(p.prefetch), after.eq(p.prefetch),
+                             after_base.eq(p.next)]
+                with m.If(~ahead):
+                    m.d.sync += full
+                with m.Elif(idle):          # the prefetch is all issued: the constants now
+                    m.d.sync += [issued.eq(n - 1), stop.eq(n), base.eq(p.addr)]
+                with m.Else():              # after the prefetch's last section
+                    m.d.sync += [c_wait.eq(1), c_base.eq(p.addr)]
 
         offset = Signal(rcfg.addr_width)
         nbytes = Signal(range(rcfg.max_bytes + 1))
@@ -550,7 +635,7 @@ class FetchedLayer(Layer):
             for k, (off, nb, _, _) in enumerate(cmds):
                 with m.Case(k):
                     m.d.comb += [offset.eq(off), nbytes.eq(nb)]
-        m.d.comb += [reader.i.valid.eq(issued != n), reader.i.payload.addr.eq(base + offset),
+        m.d.comb += [reader.i.valid.eq(issued != stop), reader.i.payload.addr.eq(base + offset),
                      reader.i.payload.bytes.eq(nbytes)]
         with m.If(reader.i.valid & reader.i.ready):
             m.d.sync += issued.eq(issued + 1)
@@ -587,7 +672,7 @@ class FetchedLayer(Layer):
                                  sink.valid.eq(reader.o.valid), ready.eq(sink.ready)]
         m.d.comb += reader.o.ready.eq(ready)
         with m.If(reader.o.valid & reader.o.ready & reader.o.payload.last):
-            m.d.sync += section.eq(section + 1)
+            m.d.sync += section.eq(Mux(section == n - 1, 0, section + 1))
         with m.If(loader.done):
             m.d.sync += loaded.eq(1)
 

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .blocks import BLOCKS, gemm_parts
-from .composites import estimate_hostlink_parts
+from .composites import estimate_hostlink_parts, fetched_memory_parts
 from .logic import LOGIC, LogicBill
 from .mapping import (
     FAMILIES,
@@ -87,7 +87,8 @@ from .mapping import (
 __all__ = ["FAMILIES", "Family", "RamDef", "family_of", "multiplier_dsps",
            "const_multiplier_dsps", "map_memory", "rom_width", "MemoryMap", "Bill",
            "LogicBill", "estimate_block", "estimate_parts", "BLOCKS", "LOGIC", "gemm_pe_cost",
-           "unit_costs", "estimate_hostlink_parts", "estimate_hostlink"]
+           "unit_costs", "estimate_hostlink_parts", "estimate_hostlink",
+           "estimate_fetched_memories"]
 
 
 def _check(block, cfg):
@@ -175,6 +176,16 @@ def gemm_pe_cost(family="xcup"):
     small, big = (gemm_parts(GemmConfig(rows=n, cols=n), fam)["logic"] for n in (8, 9))
     return {k: round((getattr(big, k) - getattr(small, k)) / (81 - 64), 1)
             for k in ("lut", "ff")}
+
+
+def estimate_fetched_memories(cfg, family, banks=None):
+    """LUT, FF, DSP and BRAM of the memories a fetched layer of ``cfg`` loads at run time
+    in its linear stages (:func:`~.composites.fetched_memory_parts`), ``banks`` of them
+    (:func:`~llmloom.hw.layers.fetched.layer_banks`: ``None`` is the layer's default; a bad
+    value is a :class:`ConfigError`)."""
+    from ...hw.layers.fetched import layer_banks
+    parts = fetched_memory_parts(cfg, family_of(family), layer_banks(cfg, banks))
+    return sum(parts.values(), Bill()).rounded()
 
 
 def estimate_hostlink(cfg, max_rows, family):

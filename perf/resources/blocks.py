@@ -93,7 +93,9 @@ def _gemm_registers(cfg, fam):
     return pes * (pe + (0 if in_dsp else mult)) + skews + inputs + sched + readout + counters
 
 
-def gemm_parts(cfg, fam, *, rom_weights=False):
+def gemm_parts(cfg, fam, *, rom_weights=False, weight_banks=1):
+    """``weight_banks=2``: the double-buffered GEMM (loaded weights), its weight memory twice
+    as deep."""
     R, C, LN = cfg.rows, cfg.cols, cfg.lanes
     KB, NT, K = cfg.k_beats, cfg.n_tiles, cfg.k
     if cfg.dsp_packing:
@@ -131,7 +133,8 @@ def gemm_parts(cfg, fam, *, rom_weights=False):
         "array": Bill(dsp=macs * per_mac + addr),
         "abuf": map_memory(fam, R * LN * cfg.a_width, 2 * KB,
                            granularity=LN * cfg.a_width).bill(),
-        "wmem": map_memory(fam, C * cfg.w_width, NT * K, rom=rom_weights).bill(),
+        "wmem": map_memory(fam, C * cfg.w_width, weight_banks * NT * K,
+                           rom=rom_weights).bill(),
         "obuf": map_memory(fam, C * cfg.obuf_width, 2 * R * NT).bill(),
     }
     if cfg.weight_groups:

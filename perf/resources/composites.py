@@ -29,7 +29,8 @@ from .mapping import (
     multiplier_dsps,
 )
 
-__all__ = ["attention_parts", "rope_parts", "mul_parts", "estimate_hostlink_parts"]
+__all__ = ["attention_parts", "rope_parts", "mul_parts", "estimate_hostlink_parts",
+           "fetched_memory_parts"]
 
 
 def _sub(parts, prefix, sub, k=1):
@@ -86,6 +87,30 @@ def _linear(cfg, name, fam):
     # the re-quantiser's input: the accumulators, or at W4 the grouped GEMM's shifted int32
     _sub(parts, "requant", requant_parts(cfg.requant(name), fam, min(g.acc_width,
                                                                     g.OUT_WIDTH)))
+    return parts
+
+
+def fetched_memory_parts(cfg, fam, banks=1):
+    """The memories a :class:`~llmloom.hw.layers.fetched.FetchedLayer` of ``cfg`` writes at
+    run time in its linear stages, ``banks`` each (``layer_banks``): each engine's weights
+    (a RAM, where the baked layer's is a ROM) and, with a channel table, its re-quantiser's
+    per-lane multipliers and biases (``banks·beats`` words each field). Two banks charge
+    them all twice. The layer's other memories (one bank) and logic are the layer's
+    (``estimate_parts("llama-block", ...)``); the reader and loaders are not modelled."""
+    parts = {}
+    for name in cfg.linears:
+        g, rq = cfg.linear(name), cfg.requant(name)
+        if cfg.engine == "gemv":
+            parts[f"{name}.wmem"] = gemv_parts(g, fam)["wmem"]
+        else:
+            parts[f"{name}.wmem"] = gemm_parts(g, fam, weight_banks=banks)["wmem"]
+        if rq.channel_table:
+            fields = {"mult": rq.mult_width_value if rq.per_channel else 0,
+                      "bias": rq.ACC.width if rq.bias is not None else 0}
+            for field, bits in fields.items():
+                if bits:
+                    parts[f"{name}.channels_{field}"] = map_memory(
+                        fam, rq.lanes * bits, banks * rq.beats).bill()
     return parts
 
 

@@ -269,8 +269,12 @@ def test_generate_on_verilator_runs_every_layer_on_one_fetched_build(verilator_s
     f = r["fetched_layer"]
     assert r["weight_fetch_source"] == "measured" and f["runs"] == 2 * len(r["passes"])
     cfg = quantize_llama(tiny_gguf, 2).with_seq(r["layer"]["seq"]).layers[0][0]
-    beats = sum(-(-s.nbytes // f["axi_bytes_per_beat"]) for s in fetched_layer_layout(cfg))
-    assert r["weight_bytes_fetched"] == f["runs"] * beats * f["axi_bytes_per_beat"]
+    layout, bus = fetched_layer_layout(cfg), f["axi_bytes_per_beat"]
+    images = f["runs"] * bus * sum(-(-s.nbytes // bus) for s in layout)
+    # each run's image once; the last run's prefetch (of the next step's layer 0, which
+    # does not come) as far as it got before that run's end
+    ahead = bus * sum(-(-s.nbytes // bus) for s in layout[:-1])
+    assert images <= r["weight_bytes_fetched"] <= images + ahead
     assert 0 < r["weight_wait_cycles"] < r["measured_cycles"] == f["cycles"]
 
 

@@ -65,3 +65,18 @@ def test_bandwidth_is_the_long_transfer_rate(outstanding, latency):
     rate = n / cfg.cycles(0, n, latency)
     assert rate == pytest.approx(cfg.bytes_per_cycle(latency), rel=0.01)
     assert cfg.bytes_per_cycle(latency) <= cfg.lanes
+
+
+def test_a_command_offered_late_starts_late():
+    """``timeline``'s ``offered``: a command offered after the reader could take it starts
+    then (the same bursts, shifted); one offered earlier waits for the reader as back to
+    back."""
+    cfg = AxiReaderConfig(data_width=32, max_burst=16, outstanding=2)
+    cmds = [(0, 256), (4096, 64)]
+    back = cfg.timeline(cmds, 10)
+    assert cfg.timeline(cmds, 10, [0, 0]) == back
+    late = back[0][1] + 50
+    got = cfg.timeline(cmds, 10, [0, late])
+    assert got[0] == back[0]
+    assert got[1] == (late, late + cfg.cycles(4096, 64, 10) - 1)
+    assert cfg.timeline(cmds, 10, [7, 0])[1] == tuple(t + 7 for t in back[1])

@@ -40,3 +40,31 @@ def test_rope_and_mul_parts():
     assert longer.bram > parts["table"].bram
     mul = mul_parts(MulConfig(length=64, lanes=4, out_width=16, mult_bits=24), fam)
     assert mul["multiply"].dsp >= 4 and "wide_logic" in mul
+
+
+def test_a_double_buffered_fetched_layer_charges_its_second_bank():
+    """The memories a fetched layer loads (``estimate_fetched_memories``): with two banks each
+    linear stage's weight memory is twice as deep, and the whole costs more; a bad banks value
+    is the layer's ConfigError."""
+    import pytest
+
+    from llmloom.hw.config import ConfigError
+    from llmloom.perf.resources import estimate_fetched_memories
+    from llmloom.perf.resources.composites import fetched_memory_parts
+    from llmloom.perf.resources.mapping import map_memory
+
+    cfg = LayerConfig(arch="llama", d_model=256, heads=4, kv_heads=2, d_ff=512, seq=32,
+                      lanes=4)
+    fam = family_of("xcup")
+    one, two = (fetched_memory_parts(cfg, fam, b) for b in (1, 2))
+    for name in cfg.linears:
+        g = cfg.linear(name)
+        assert two[f"{name}.wmem"] == map_memory(fam, g.cols * g.w_width,
+                                                 2 * g.n_tiles * g.k).bill()
+        assert one[f"{name}.wmem"] == map_memory(fam, g.cols * g.w_width,
+                                                 g.n_tiles * g.k).bill()
+    est = {b: estimate_fetched_memories(cfg, "xcup", b) for b in (1, 2)}
+    assert est[2]["bram"] > est[1]["bram"]
+    assert estimate_fetched_memories(cfg, "xcup") == est[2]       # the default: two banks
+    with pytest.raises(ConfigError, match=r"^banks=3; allowed: 1"):
+        estimate_fetched_memories(cfg, "xcup", 3)

@@ -3,7 +3,8 @@ slave (:class:`~llmloom.sim.harness.AxiMemory`): a whole LLaMA layer (:class:`Fe
 the tiny config of ``test_fetched_layer_hdl.py``) built once runs two layers of a model from
 one memory, tensor by tensor, each layer's outputs bit-exact against its own golden model
 under every stall pattern (on RVALID and ARREADY too; the dynamic scheme under random
-stalls), and, stall-free at a fixed latency, in the perf model's cycles; a session runs the
+stalls), and, stall-free at a fixed latency, in the perf model's cycles; double-buffered,
+each command prefetching the next image, the same and a shorter wait; a session runs the
 same tensors one by one with the memory sent once. A :class:`FetchedLinear` gives against the
 C++ slave the outputs and the cycles it gives against cocotbext-axi's slave on Icarus."""
 
@@ -14,7 +15,7 @@ import pytest
 
 from llmloom.hw.layers.fetched import FetchedLinear
 from llmloom.hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
-from llmloom.perf.cycles import fetched_layer_cycles, fetched_linear_cycles
+from llmloom.perf.cycles import fetched_layer_cycles, fetched_layer_runs, fetched_linear_cycles
 from llmloom.sim.blocks.layers import layer_golden
 from llmloom.sim.fetched import (
     FetchedLayerHarness,
@@ -76,7 +77,7 @@ def interleaved(layers, bases, sizes):
 
 def check_layers(y, layers, szs, runs, sizes):
     at, got = 0, [[] for _ in layers]
-    for size, (_, layer) in zip(szs, runs, strict=True):
+    for size, (_, layer, *_) in zip(szs, runs, strict=True):
         got[layer].append(y[at:at + size])
         at += size
     for layer, (q, x, _) in enumerate(layers):
@@ -109,13 +110,63 @@ def test_fetched_layer_runs_two_layers_from_one_image(verilator_sim, models, sch
         assert total == [want[layer][k // 2] for k, (_, layer) in enumerate(runs)]
 
 
-def test_session_sends_the_memory_once(verilator_sim, model, rng):
+def prefetching(runs):
+    """``runs`` with each command prefetching the next run's image (the last none)."""
+    return [(base, layer, nxt[0]) for (base, layer), nxt in
+            zip(runs, [*runs[1:], (None,)], strict=True)]
+
+
+@pytest.mark.parametrize("stall", ["none", "pattern", "random"])
+def test_double_buffered_layer_prefetches_the_next_image(verilator_sim, model, stall, rng):
+    """Two banks, each command prefetching the next run's image: bit-exact under every
+    stall pattern, each image's bytes read once, and stall-free the model's cycles
+    (:func:`fetched_layer_runs`), each run after the first waiting for less than with one
+    bank: no longer for the linear sections when the previous run computed at least as
+    long as they take to load, only for its constants."""
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    latency = 10 if stall == "none" else (2, 30)
+    mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
+    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem, banks=2)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    runs = prefetching(runs)
+    seed = int(rng.integers(1 << 30))
+    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
+                  sim=verilator_sim, prepared=True, stalls_in=Stalls(stall, seed),
+                  stalls_out=Stalls(stall, seed + 1))
+    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
+    beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
+    assert r.axi_beats == {"axi": len(runs) * beats}
+    total, compute = r.tensor_cycles[:len(runs)], r.tensor_cycles[len(runs):]
+    if stall != "none":
+        return
+    assert total == fetched_layer_runs(cfg, reader, 10, szs, runs)
+    single = fetched_layer_runs(cfg, reader, 10, szs, [run[:2] for run in runs])
+    wait = [t - c for t, c in zip(total, compute, strict=True)]
+    assert wait[0] == single[0] - compute[0]
+    assert all(w < s - c for w, s, c in zip(wait[1:], single[1:], compute[1:], strict=True))
+    constants = fetched_layer_layout(cfg)[-1]
+    only = reader.cycles(0, constants.nbytes, 10) + 3        # the constants' fetch alone
+    linear = reader.sequence_cycles([(s.offset, s.nbytes)
+                                     for s in fetched_layer_layout(cfg)[:-1]], 10)
+    for k in range(1, len(runs)):
+        if compute[k - 1] >= linear:
+            assert wait[k] == only
+        else:
+            assert wait[k] > only
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_session_sends_the_memory_once(verilator_sim, model, prefetch, rng):
     """The same tensors run one by one in a session (the memory in the first run only): the
-    same outputs and cycles as the one run of all of them."""
+    same outputs and cycles as the one run of all of them; with each command prefetching
+    the next image too (the prefetch goes on across the session's runs)."""
     cfg, layers, memory, bases, sizes = model
     reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
     mem = AxiMemory(memory, reader.data_width, (2, 30), seed=5)
     xs, szs, runs = interleaved(layers, bases, sizes)
+    if prefetch:
+        runs = prefetching(runs)
     stalls = Stalls("random", int(rng.integers(1 << 30)))
     whole = run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
                       {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
@@ -186,14 +237,18 @@ def test_a_burst_the_slave_refuses_fails_the_run(verilator_sim, rng):
 
 
 @pytest.mark.slow
-def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, rng):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, prefetch, rng):
     """The engine's read slave on every back end: Icarus (through cocotb) and Amaranth's
     simulator give the outputs and cycles, tensor by tensor, that Verilator's compiled driver
-    gives, under random stalls and latency (Icarus ~2.5 min, Amaranth ~4.5 min loaded)."""
+    gives, under random stalls and latency, each command prefetching the next image or not
+    (Icarus ~2.5 min, Amaranth ~4.5 min loaded)."""
     cfg, layers, memory, bases, sizes = model
     reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
     mem = AxiMemory(memory, reader.data_width, (2, 30), seed=11)
     xs, szs, runs = interleaved(layers, bases, sizes)
+    if prefetch:
+        runs = prefetching(runs)
     stalls = Stalls("random", int(rng.integers(1 << 30)))
     results = [run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
                          {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
