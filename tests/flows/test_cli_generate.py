@@ -139,33 +139,34 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
 
 
 @pytest.mark.parametrize("sim, case", [
-    pytest.param(sim, case, marks=[pytest.mark.slow] if (sim, case) == ("amaranth", "rows_scaled")
+    pytest.param(sim, case, marks=[pytest.mark.slow] if (sim, case) == ("icarus", "rows_scaled")
                  else []) for case in ("static", "rows_scaled", "w4")
-    for sim in ("amaranth", "verilator")])
+    for sim in ("icarus", "verilator")])
 def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, rng):
-    """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
-    simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
-    layer's model stays alive and takes the new row only. Either way the new row is checked
-    against and equals the bit-exact model's, and each tensor's cycles are predicted. With row
-    exponents on the residual stream (``rows_scaled``: a first row 1000× the others, as
-    ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too;
-    ``w4``: the same at W4A8 (``generate --quant W4A8``: the GEMMs' grouped 4-bit weights),
-    one short conversation (Amaranth's replays are slow). Amaranth's ``rows_scaled`` case is
-    slow: its replays of row exponents are also ``w4``'s, and its numbers Verilator's."""
+    """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Icarus (as
+    on Amaranth's simulator: every simulator but Verilator, one code path) a decode step
+    replays the layer's prefill and earlier steps; on Verilator the layer's model stays alive
+    and takes the new row only. Either way the new row is checked against and equals the
+    bit-exact model's, and each tensor's cycles are predicted. With row exponents on the
+    residual stream (``rows_scaled``: a first row 1000× the others, as ``generate`` calibrates
+    SmolLM2) the rows' exponents go in and come out checked too; ``w4``: the same at W4A8
+    (``generate --quant W4A8``: the GEMMs' grouped 4-bit weights), one short conversation
+    (replays are slow). The replays run on Icarus, not Amaranth's simulator: one emission of
+    the layer's Verilog, then each replay in about half of Amaranth's time. Icarus's
+    ``rows_scaled`` case is slow: its replays of row exponents are also ``w4``'s, and its
+    numbers Verilator's."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim.golden.layers import RowScaled, layer_bitexact
     from llmloom.sim.quantize import quantize_input
+    from llmloom.sim.tools import ToolMissing, require
 
     from ..hw.test_llama_block import llama_case
     from ..hw.test_llama_row_exponents import row_exponent_case
-
-    if sim == "verilator":
-        from llmloom.sim.tools import ToolMissing, require
-        try:
-            require("verilator")
-        except ToolMissing:
-            pytest.skip("verilator is not installed")
+    try:
+        require("iverilog" if sim == "icarus" else "verilator")
+    except ToolMissing:
+        pytest.skip(f"{sim} is not installed")
     rows_scaled = case != "static"
     h, cfg, t = (row_exponent_case(rng, weight_bits=4 if case == "w4" else 8) if rows_scaled
                  else llama_case(rng, "static"))
