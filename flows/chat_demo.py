@@ -41,7 +41,7 @@ CHAT_SETTINGS = {"full": (None, 8, 0), "quick": (2, 2, 1)}
 
 #: The cold build of the demo's fetched layer (its Verilog emitted and its Verilator model
 #: built, once per machine and layer structure), as measured (the README's figures).
-FETCHED_BUILD = "10 min on 2 busy cores"
+FETCHED_BUILD = "7-10 min on 2 busy cores"
 
 
 def _minutes(seconds):
@@ -126,9 +126,9 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         build = (f"one fetched layer build: its weights and tables ({image / 1e6:.1f} MB) are an "
                  f"image in AXI memory,\nfetched at every step (the next step's prefetched "
                  f"while this one computes), so its Verilog\nholds none. The first run on a "
-                 f"machine emits it and builds its {sim} model (~{FETCHED_BUILD}),\ncached "
-                 f"by the layer's structure in ~/.cache/llmloom: later runs, any calibration, "
-                 f"emit and\nbuild nothing.")
+                 f"machine emits it and builds its {sim} model\n(~{FETCHED_BUILD}), cached in "
+                 f"~/.cache/llmloom by the layer's structure (its shape and\nsequence length, "
+                 f"not its numbers): a later run emits and builds nothing.")
     else:
         build = (f"its Verilog takes ~2 min to emit (its weights are memory contents), and the "
                  f"first run\non a machine also builds the layer's {sim} model (~1 min; "
