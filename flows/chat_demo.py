@@ -11,11 +11,17 @@ end: the accuracy of this very conversation against the float model (teacher-for
 next-token agreement and perplexity), and the speed the analytical model projects on a
 U280-class board.
 
-On Verilator the layer's model stays alive from the prefill to the last decode step, its KV
-cache carried over, so each step simulates its own row only; the other simulators restart
-from reset on every run, so there a decode step replays the layer's tensors so far
-(:class:`~llmloom.flows.model_cli.RtlLayers`). The demo says beforehand how many cycles that
-is.
+On Verilator the layer runs on a fetched layer build of that one layer
+(:meth:`~llmloom.flows.model_cli.RtlLayers.fetch`): its weights and other tables are an image
+in the AXI memory that each step's command fetches (double-buffered: each command prefetches
+the next step's), so its Verilog holds no numbers and the build, keyed by the layer's
+structure, is made once per machine, whatever the calibration; its cycles, the fetch
+included, are checked against the fetched layer's model
+(:func:`~llmloom.perf.cycles.fetched_layer_runs`). Its model stays alive from the prefill to
+the last decode step, its KV cache carried over, so each step simulates its own row only. The
+other simulators (and a layer the fetched build cannot run: a note says why) keep a build
+with the layer's weights baked in, restarted from reset on every run, so there a decode step
+replays the layer's tensors so far. The demo says beforehand how many cycles that is.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ CHAT_PROMPT = "What is the capital of France?"
 CHAT_SETTINGS = {"full": (None, 8, 0), "quick": (2, 2, 1)}
 
 
+#: The cold build of the demo's fetched layer (its Verilog emitted and its Verilator model
+#: built, once per machine and layer structure), as measured (the README's figures).
+FETCHED_BUILD = "7-10 min on 2 busy cores"
+
+
 def _minutes(seconds):
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -41,6 +52,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
                   max_new_tokens=None, out=None, err=None):
     """Run the chat demo; returns the exit status (0: every RTL run equal to the bit-exact
     model and its cycles to the prediction, 1 otherwise)."""
+    from llmloom.hw.layers.weights_image import fetched_layer_layout
     from llmloom.sim.checkpoint import chat_prompt
     from llmloom.sim.golden.llama import next_token_agreement, perplexity
     from llmloom.sim.llm import (
@@ -92,18 +104,37 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n))
     qm = qm.with_seq(max(2, len(ids) + max_new))
     cfg = qm.layers[k][0]
+    # Verilator: layer k on a fetched layer build (its weights an image in AXI memory, the
+    # build keyed by the layer's structure); elsewhere its own build, its weights baked in
+    why = rtl.fetch({k: qm.layers[k][:2]})
+    if why is not None:
+        print(f"llmloom: note: layer {k} gets its own build, its weights baked in (a fetched "
+              f"layer cannot: {why})", file=err)
     # what the RTL will simulate, at most: the prefill, then each decode step (replaying all
     # the tensors before it where the simulator restarts from reset)
     sizes = [len(ids)] + [1] * max_new
-    runs = ([layer_cycles(cfg, sizes[:t + 1])[0] for t in range(len(sizes))] if rtl.replays
-            else [layer_cycles(cfg, sizes)[0]])
+    if rtl.fetched:
+        runs = [rtl.fetched_cycles([(k, s) for s in sizes])]
+    else:
+        runs = ([layer_cycles(cfg, sizes[:t + 1])[0] for t in range(len(sizes))]
+                if rtl.replays else [layer_cycles(cfg, sizes)[0]])
     total = None if None in runs else sum(sum(r) for r in runs)
     planned = (f"at most {total:,} simulated cycles in {len(sizes)} runs" if total is not None
                else f"{len(sizes)} runs")
+    if rtl.fetched:
+        image = fetched_layer_layout(cfg)[-1].end
+        build = (f"one fetched layer build: its weights and tables ({image / 1e6:.1f} MB) are an "
+                 f"image in AXI memory,\nfetched at every step (the next step's prefetched "
+                 f"while this one computes), so its Verilog\nholds none. The first run on a "
+                 f"machine emits it and builds its {sim} model\n(~{FETCHED_BUILD}), cached in "
+                 f"~/.cache/llmloom by the layer's structure (its shape and\nsequence length, "
+                 f"not its numbers): a later run emits and builds nothing.")
+    else:
+        build = (f"its Verilog takes ~2 min to emit (its weights are memory contents), and the "
+                 f"first run\non a machine also builds the layer's {sim} model (~1 min; "
+                 f"cached in ~/.cache/llmloom).")
     print(f"Layer {k}'s RTL: {planned} (a prompt of {len(ids)} tokens, up to {max_new} new "
-          f"ones);\nits Verilog takes ~2 min to emit (its weights are memory contents), and the "
-          f"first run\non a machine also builds the layer's {sim} model (~1 min; cached in "
-          f"~/.cache/llmloom).\nLayers {cfg.lanes} lanes, arrays {cfg.linear_rows}×"
+          f"ones);\n{build}\nLayers {cfg.lanes} lanes, arrays {cfg.linear_rows}×"
           f"{cfg.linear_cols} (FFN {cfg.ffn_rows}×{cfg.ffn_cols}).\n", file=out)
     print(f"user: {prompt}\nassistant:", file=out, flush=True)
 
@@ -114,8 +145,10 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
             return golden_step(n, cfg_n, weights, x_int, mode, cache)
         nonlocal predicted_ok
         y, cache = rtl.step(n, cfg_n, weights, x_int, mode, cache)
-        sofar = session.sizes + [len(x_int)]
-        want = layer_cycles(cfg_n, sofar)[0]
+        if rtl.fetched:             # every fetched run so far, its image's fetch included
+            want = rtl.fetched_cycles()
+        else:
+            want = layer_cycles(cfg_n, session.sizes + [len(x_int)])[0]
         predicted_ok &= want is not None and list(rtl.cycles[n]) == list(want)
         checked.append(sum(rtl.cycles[n]) if rtl.replays else rtl.cycles[n][-1])
         return y, cache
@@ -134,9 +167,15 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     wall = time.monotonic() - t0
     cycles_said = ("each tensor as many as the analytical model predicts" if predicted_ok
                    else "cycles DIFFER from the analytical model's prediction")
+    fetched = ""
+    if rtl.fetched:
+        wait = sum(total - compute for _, total, compute in rtl.fetch_runs)
+        fetched = (f", {wait:,} of them waiting for its weights and tables "
+                   f"({rtl.fetched_bytes / 1e6:.1f} MB read over AXI)")
     print(f"\nlayer {k} on {sim}: {len(checked)} runs (the prefill, then {len(checked) - 1} "
-          f"decode steps), every output row equal to the bit-exact model; "
-          f"{sum(checked):,} cycles,\n{cycles_said} ({_minutes(wall)} so far)", file=out)
+          f"decode steps), every output row equal to the bit-exact model;\n"
+          f"{sum(checked):,} cycles{fetched},\n{cycles_said} ({_minutes(wall)} so far)",
+          file=out)
 
     # this conversation, teacher-forced, against the float model
     logits, float_logits = teacher_forced(qm, gen.tokens)

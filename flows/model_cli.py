@@ -159,11 +159,12 @@ class RtlLayers:
     path, not a prefill, computes the new row. Either way each tensor's cycles are those of
     the one run of all of them. :meth:`close` (or a ``with`` block) ends the sessions.
 
-    On Verilator, after :meth:`fetch`, every layer runs on one
-    :class:`~llmloom.hw.layers.fetched.FetchedLayer` build instead (one Verilog emission and
-    one model build for the whole model): one session from layer 0's prefill on, each tensor
-    a command for its layer's image in the AXI memory, each layer's KV cache on chip; a
-    tensor's cycles then include its image's fetch.
+    On Verilator, after :meth:`fetch`, every layer given to it (all of the model's, or some)
+    runs on one :class:`~llmloom.hw.layers.fetched.FetchedLayer` build instead (one Verilog
+    emission and one model build, none when cached: the build is keyed by the layer's
+    structure, not its numbers): one session from the first such layer's prefill on, each
+    tensor a command for its layer's image in the AXI memory, each layer's KV cache on chip;
+    a tensor's cycles then include its image's fetch (:meth:`fetched_cycles` predicts them).
 
     Members
     -------
@@ -187,19 +188,24 @@ class RtlLayers:
         self.fetch_runs = []        # per fetched run: (layer, total cycles, compute cycles)
         self.fetched_bytes = 0      # bytes the fetched runs read from the AXI memory
         self.fetch_sim = [0, 0.0, 0.0]  # the fetched runs' simulated cycles, wall s, CPU s
+        self.fetched_cycles_note = None  # why perf could not time the fetched runs
 
     def fetch(self, layers, latency=FETCH_LATENCY):
-        """Run the model's ``layers`` (``[(cfg, weights)]``, in order: what :meth:`step`
-        will be given) on one :class:`~llmloom.hw.layers.fetched.FetchedLayer` build of
-        ``len(layers)`` layers (Verilator only): every layer's image
+        """Run the model's ``layers`` on one :class:`~llmloom.hw.layers.fetched.FetchedLayer`
+        build (Verilator only). ``layers``: ``[(cfg, weights)]``, every layer of the model in
+        order (what :meth:`step` will be given), or ``{n: (cfg, weights)}``, some of them
+        (model layer ``n``; :meth:`step` runs only these, the others stay with the caller):
+        a build of ``len(layers)`` layers, model layer ``n`` in slot ``i`` of them in order of
+        ``n``. Every layer's image
         (:func:`~llmloom.hw.layers.weights_image.pack_fetched_layer`) in one AXI memory of
-        ``latency`` cycles, one simulation session for the whole sequence, each tensor of
-        layer ``n`` a command for its image that, on the GEMM (two banks), prefetches layer
-        ``n + 1``'s (double-buffered: the next image loads while this one runs), its KV
-        cache region on chip. Returns ``None``
-        when it does; else (not Verilator, or a layer the fetched layer cannot run: W4, a
-        calibration beyond the build's widths, engines of unequal columns) the reason, and
-        each layer keeps its own build (its numbers baked in)."""
+        ``latency`` cycles, one simulation session for the whole sequence (from the first
+        layer's prefill on), each tensor of a layer a command for its image that, on the GEMM
+        (two banks), prefetches the next layer's (double-buffered: the next image loads while
+        this one runs; after the last layer, the first's, the next step's; with one layer, its
+        own again), its KV cache region on chip. Returns ``None`` when it does; else (not
+        Verilator, or a layer the fetched layer cannot run: W4, a calibration beyond the
+        build's widths, engines of unequal columns) the reason, and each layer keeps its own
+        build (its numbers baked in)."""
         from ..hw.config import ConfigError
         from ..hw.layers.fetched import check_fetched_layer
         from ..hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
@@ -208,12 +214,18 @@ class RtlLayers:
 
         if self.sim != "verilator":
             return f"a fetched layer runs on verilator only, not {self.sim}"
-        cfg0 = layers[0][0]
+        chosen = dict(layers) if isinstance(layers, dict) else dict(enumerate(layers))
+        if not chosen:
+            raise ValueError("fetch() needs at least one layer")
+        order = sorted(chosen)
+        cfg0 = chosen[order[0]][0]
         try:
             images = []
-            for n, (cfg, weights) in enumerate(layers):
+            for n in order:
+                cfg, weights = chosen[n]
                 if fetched_layer_layout(cfg) != fetched_layer_layout(cfg0):
-                    raise ConfigError(f"layer {n}'s image has another layout than layer 0's")
+                    raise ConfigError(f"layer {n}'s image has another layout than layer "
+                                      f"{order[0]}'s")
                 for name in cfg.linears:
                     cfg0.requant(name).check_loadable(cfg.requant(name))
                 images.append(pack_fetched_layer(cfg, weights))
@@ -223,9 +235,12 @@ class RtlLayers:
         except ConfigError as exc:
             return str(exc)
         mem = AxiMemory(memory, reader.data_width, latency)
-        self._fetched = {"layers": list(layers), "bases": bases, "memory": mem,
-                         "harness": FetchedLayerHarness(cfg0, reader, layers=len(layers)),
-                         "reader": reader, "session": None, "runs": [0] * len(layers)}
+        self._fetched = {"layers": chosen, "order": order,
+                         "slot": {n: i for i, n in enumerate(order)}, "bases": bases,
+                         "memory": mem, "latency": latency, "cfg": cfg0,
+                         "harness": FetchedLayerHarness(cfg0, reader, layers=len(order)),
+                         "reader": reader, "session": None, "runs": [0] * len(order),
+                         "sent": []}
         return None
 
     @property
@@ -238,38 +253,70 @@ class RtlLayers:
         """Bytes per beat of the fetched layer's AXI bus (``None`` unless :attr:`fetched`)."""
         return None if self._fetched is None else self._fetched["reader"].lanes
 
+    def _command(self, n):
+        """The fetched layer's command for a tensor of model layer ``n``: ``(image base,
+        slot, next)``; with two banks ``next`` is the next layer's image (after the last, the
+        first's: the next step's), else ``None``."""
+        f = self._fetched
+        slot, bases = f["slot"][n], f["bases"]
+        nxt = bases[(slot + 1) % len(bases)] if f["harness"].banks == 2 else None
+        return bases[slot], slot, nxt
+
+    def fetched_cycles(self, tensors=None):
+        """perf's prediction (:func:`~llmloom.perf.cycles.fetched_layer_runs`, exact against
+        the RTL) of each fetched run's cycles (command to last output beat): of ``tensors``
+        (``[(model layer, rows)]`` in order, the commands :meth:`step` sends for them), by
+        default the runs sent so far; ``None`` when perf cannot time them (its reason in
+        :attr:`fetched_cycles_note`)."""
+        from ..perf.cycles import fetched_layer_runs
+        f = self._fetched
+        if tensors is None:
+            sizes, runs = [s for s, _ in f["sent"]], [r for _, r in f["sent"]]
+        else:
+            sizes, runs = [s for _, s in tensors], [self._command(n) for n, _ in tensors]
+        self.fetched_cycles_note = None
+        try:
+            return fetched_layer_runs(f["cfg"], f["reader"], f["latency"], sizes, runs)
+        except (KeyError, ValueError, NotImplementedError) as exc:
+            self.fetched_cycles_note = (f"perf cannot time the fetched layer "
+                                        f"({type(exc).__name__}: {exc})")
+            return None
+
     def _fetched_step(self, n, cfg, weights, x_int, mode, want):
         from ..sim import runner
 
         f = self._fetched
-        if n >= len(f["layers"]) or f["layers"][n][0] is not cfg \
-                or f["layers"][n][1] is not weights:
-            raise RuntimeError(f"layer {n} is not the layer given to fetch()")
+        mine = f["layers"].get(n)
+        if mine is None or mine[0] is not cfg or mine[1] is not weights:
+            raise RuntimeError(f"layer {n} is not a layer given to fetch()")
         h, session = f["harness"], f["session"]
-        if mode == "prefill" and n == 0:
+        first = f["order"][0]
+        if mode == "prefill" and n == first:
             # a new sequence: a fresh model (reset empties every layer's KV cache)
             if session is not None:
                 session.close()
             h.memory = f["memory"]          # sent with the session's first run
             session = f["session"] = runner.open_session(
                 h, h.cfg, component=h.component(h.cfg), progress=self.progress)
-            f["runs"] = [0] * len(f["layers"])
+            f["runs"], f["sent"] = [0] * len(f["order"]), []
             self.cycles.clear()
             self.fetch_runs, self.fetched_bytes = [], 0
             self.fetch_sim = [0, 0.0, 0.0]
         if session is None or session.closed:
             raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
                                "closed): a decode step needs its prefill's live model")
-        if (mode == "prefill") != (f["runs"][n] == 0):
-            raise RuntimeError(f"layer {n}: a {mode} after {f['runs'][n]} tensors; a fetched "
-                               "sequence starts with layer 0's prefill")
+        slot = f["slot"][n]
+        if (mode == "prefill") != (f["runs"][slot] == 0):
+            raise RuntimeError(f"layer {n}: a {mode} after {f['runs'][slot]} tensors; a "
+                               f"fetched sequence starts with layer {first}'s prefill")
         # double-buffered (two banks, the GEMM's), each command prefetches the next layer's
-        # image (after the last, layer 0's: the next step's) while this layer runs
-        nxt = f["bases"][(n + 1) % len(f["bases"])] if h.banks == 2 else None
-        tensors = {**self._prepared(x_int, [len(x_int)]), "runs": [(f["bases"][n], n, nxt)]}
+        # image while this layer runs
+        run = self._command(n)
+        tensors = {**self._prepared(x_int, [len(x_int)]), "runs": [run]}
         result = session.run(tensors, prepared=True)
         h.memory = None                   # the session's model keeps the memory
-        f["runs"][n] += 1
+        f["runs"][slot] += 1
+        f["sent"].append((len(x_int), run))
         self._check(n, result.outputs, want)
         total, compute = result.tensor_cycles
         self.cycles.setdefault(n, []).append(total)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 # One BLAS thread per test process: the suite runs two pytest workers on two cores, and BLAS
 # threads on top of them oversubscribe the machine (SmolLM2's float64 greedy run took 32 s
@@ -13,6 +14,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest
 
+_TESTS = Path(__file__).resolve().parent
 SEED = int(os.environ.get("LLMLOOM_SEED", "20261125"))
 
 
@@ -20,7 +22,23 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
+#: The test folders from the heaviest tests (HDL simulations, Verilator builds, the CLI's runs)
+#: to the lightest: run in this order, the long tests start first and the run ends on short
+#: ones, so neither of ./dev test's two workers idles long at the end waiting for the other's
+#: last long test (with --dist worksteal, which hands an idle worker the other's queued tests).
+_HEAVY_FIRST = ("sim", "flows", "hw", "perf", "boards")
+
+
+def _weight_rank(item):
+    try:
+        top = item.path.resolve().relative_to(_TESTS).parts[0]
+    except ValueError:                      # a test file outside tests/
+        return len(_HEAVY_FIRST)
+    return _HEAVY_FIRST.index(top) if top in _HEAVY_FIRST else len(_HEAVY_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_weight_rank)            # stable: each file's tests keep their order
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow (a fast equivalent runs by default)")

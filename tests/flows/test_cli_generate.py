@@ -139,33 +139,34 @@ def test_generate_in_a_terminal(smollm2, tmp_path):
 
 
 @pytest.mark.parametrize("sim, case", [
-    pytest.param(sim, case, marks=[pytest.mark.slow] if (sim, case) == ("amaranth", "rows_scaled")
+    pytest.param(sim, case, marks=[pytest.mark.slow] if (sim, case) == ("icarus", "rows_scaled")
                  else []) for case in ("static", "rows_scaled", "w4")
-    for sim in ("amaranth", "verilator")])
+    for sim in ("icarus", "verilator")])
 def test_rtl_runner_runs_a_layers_decode_steps_on_its_tensors_so_far(sim, case, rng):
-    """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Amaranth's
-    simulator a decode step replays the layer's prefill and earlier steps; on Verilator the
-    layer's model stays alive and takes the new row only. Either way the new row is checked
-    against and equals the bit-exact model's, and each tensor's cycles are predicted. With row
-    exponents on the residual stream (``rows_scaled``: a first row 1000× the others, as
-    ``generate`` calibrates SmolLM2) the rows' exponents go in and come out checked too;
-    ``w4``: the same at W4A8 (``generate --quant W4A8``: the GEMMs' grouped 4-bit weights),
-    one short conversation (Amaranth's replays are slow). Amaranth's ``rows_scaled`` case is
-    slow: its replays of row exponents are also ``w4``'s, and its numbers Verilator's."""
+    """``generate --sim`` runs each layer's RTL (here on a tiny LLaMA block): on Icarus (as
+    on Amaranth's simulator: every simulator but Verilator, one code path) a decode step
+    replays the layer's prefill and earlier steps; on Verilator the layer's model stays alive
+    and takes the new row only. Either way the new row is checked against and equals the
+    bit-exact model's, and each tensor's cycles are predicted. With row exponents on the
+    residual stream (``rows_scaled``: a first row 1000× the others, as ``generate`` calibrates
+    SmolLM2) the rows' exponents go in and come out checked too; ``w4``: the same at W4A8
+    (``generate --quant W4A8``: the GEMMs' grouped 4-bit weights), one short conversation
+    (replays are slow). The replays run on Icarus, not Amaranth's simulator: one emission of
+    the layer's Verilog, then each replay in about half of Amaranth's time. Icarus's
+    ``rows_scaled`` case is slow: its replays of row exponents are also ``w4``'s, and its
+    numbers Verilator's."""
     from llmloom.flows.model_cli import RtlLayers
     from llmloom.perf.cycles import layer_timing
     from llmloom.sim.golden.layers import RowScaled, layer_bitexact
     from llmloom.sim.quantize import quantize_input
+    from llmloom.sim.tools import ToolMissing, require
 
     from ..hw.test_llama_block import llama_case
     from ..hw.test_llama_row_exponents import row_exponent_case
-
-    if sim == "verilator":
-        from llmloom.sim.tools import ToolMissing, require
-        try:
-            require("verilator")
-        except ToolMissing:
-            pytest.skip("verilator is not installed")
+    try:
+        require("iverilog" if sim == "icarus" else "verilator")
+    except ToolMissing:
+        pytest.skip(f"{sim} is not installed")
     rows_scaled = case != "static"
     h, cfg, t = (row_exponent_case(rng, weight_bits=4 if case == "w4" else 8) if rows_scaled
                  else llama_case(rng, "static"))
@@ -291,3 +292,45 @@ def test_a_layer_the_fetched_build_cannot_run_keeps_its_own_build(sim, case, rng
     why = rtl.fetch([(q.config, q.weights)] * 2)
     assert ("weight_bits=4" if case == "w4" else "verilator only") in why
     assert not rtl.fetched
+
+
+@pytest.mark.slow
+def test_some_layers_on_a_fetched_build_of_their_own(verilator_sim, tiny_gguf, monkeypatch):
+    """The chat demo's RTL layer: ``RtlLayers.fetch({1: ...})`` builds a fetched layer of
+    that one layer (layer 0 stays with the bit-exact model), each step's command prefetching
+    its own image again; every run bit-exact (``step`` checks it) and its cycles perf's
+    (``fetched_cycles``: ``fetched_layer_runs`` of the commands sent), the tokens those of
+    the bit-exact model alone. Slow: its own Verilator build (~4.5 min cold on 2 loaded
+    cores); by default the demo's stand-in tests (``test_chat_demo.py``) and one image
+    prefetching itself on the real RTL (``test_fetched_verilator.py``) cover it."""
+    from llmloom.flows.model_cli import RtlLayers
+    from llmloom.sim import runner
+    from llmloom.sim.llm import LlamaSession, generate, golden_step, quantize_llama
+
+    opened, real = [], runner.open_session
+
+    def counted(harness, *args, **kw):
+        opened.append(harness)
+        return real(harness, *args, **kw)
+
+    monkeypatch.setattr(runner, "open_session", counted)
+    qm = quantize_llama(tiny_gguf, 2).with_seq(8)
+    prompt = tokenizer_of(tiny_gguf).encode("Hi")[:4]
+    want = generate(LlamaSession(qm, golden_step), prompt, 3)
+    with RtlLayers("verilator") as rtl:
+        assert rtl.fetch({1: qm.layers[1][:2]}) is None
+
+        def run_layer(n, *args):
+            return (rtl.step if n == 1 else golden_step)(n, *args)
+        gen = generate(LlamaSession(qm, run_layer), prompt, 3)
+        assert [h.layers for h in opened] == [1]         # one session, a one-layer build
+        assert gen.tokens == want.tokens
+        assert list(rtl.cycles) == [1] and len(rtl.cycles[1]) == 1 + 3
+        assert rtl.cycles[1] == rtl.fetched_cycles()
+        predicted = rtl.fetched_cycles([(1, len(prompt))] + [(1, 1)] * 3)
+        assert rtl.cycles[1] == predicted
+        waits = [total - compute for _, total, compute in rtl.fetch_runs]
+        assert all(w < waits[0] for w in waits[1:])     # the later runs' images prefetched
+        with pytest.raises(RuntimeError, match="layer 0 is not a layer given to fetch"):
+            rtl.step(0, *qm.layers[0][:2], np.zeros((1, qm.spec.d_model), np.int64),
+                     "decode", None)

@@ -10,6 +10,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -97,17 +98,19 @@ def test_dev_llmloom_reads_paths_from_where_it_is_called(tmp_path, rng):
 
 def test_demo_prints_as_it_goes_when_piped(tmp_path):
     """Piped (`./dev demo | tee log`), the first lines arrive while the demo still runs, not
-    all at its end."""
+    all at its end. The demo is stopped there: that it then runs to a bit-exact end on Icarus
+    is :func:`test_demo_in_a_terminal`'s check (and, output not a terminal, as here,
+    ``tests/flows/test_demo.py``'s), a full second run of it here only cost minutes."""
     proc = subprocess.Popen(llmloom("demo", "--blocks", "--quick", "--sim", "icarus"),
-                            cwd=tmp_path,
+                            cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         first = proc.stdout.readline()
         running = proc.poll() is None
-        rest = proc.stdout.read()
     finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)     # the demo and the simulator it started
         proc.stdout.close()
-    assert proc.wait(timeout=600) == 0
+        proc.wait(timeout=60)
     assert first.startswith("llmloom demo:")
     assert running, "the first line came only when the demo had ended"
-    assert "bit-exact against the golden model on every array" in rest

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import re
 
 from llmloom.flows.cli import main
-from llmloom.flows.demo import run_demo
 
 
-def test_quick_demo_is_bit_exact_and_predicted():
-    out = io.StringIO()
-    assert run_demo(sim="amaranth", quick=True, out=out) == 0
-    text = out.getvalue()
+def test_quick_demo_is_bit_exact_and_predicted(capsys):
+    """Through the command, as a person runs it: one run checks the command and the demo."""
+    assert main(["demo", "--blocks", "--quick", "--sim", "amaranth"]) == 0
+    text = capsys.readouterr().out
+    assert "utilization" in text
     assert "bit-exact against the golden model on every array" in text
     rows = [line.split() for line in text.splitlines() if line.strip().startswith(("4×4", "8×8"))]
     assert len(rows) == 2
@@ -37,7 +36,3 @@ def test_quick_demo_is_bit_exact_and_predicted():
     assert gain > 1
     assert "ms/token" in text
 
-
-def test_demo_command(capsys):
-    assert main(["demo", "--blocks", "--quick", "--sim", "amaranth"]) == 0
-    assert "utilization" in capsys.readouterr().out

@@ -1,6 +1,9 @@
-"""The Verilog emission's compact memory contents (``hw.emit._emit_memory``, in place of
-Amaranth's own): the same Verilog text as Amaranth writes, for memories of negative, wide,
-short (fewer words than the depth) and zero contents, and for a whole fetched layer."""
+"""The Verilog emission's replacements of two of Amaranth's methods: the compact memory
+contents (``hw.emit._emit_memory``) write the same Verilog text as Amaranth, for memories of
+negative, wide, short (fewer words than the depth) and zero contents, and for a whole fetched
+layer; the cell-level combinational-cycle check (``hw.emit._check_comb_cycles``) finds a
+cycle where Amaranth's finds one, with Amaranth's message, and none where Amaranth finds none,
+a cycle of cells that is none of bits included."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import contextlib
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, signed
+from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl._nir import CombinationalCycle
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,8 +39,8 @@ class _Memories(wiring.Component):
 
 
 def _amaranths(monkeypatch, make):
-    """``emit_verilog(make())`` with Amaranth's own memory emitter."""
-    monkeypatch.setattr(emit, "_compact_memory_init", contextlib.nullcontext)
+    """``emit_verilog(make())`` with Amaranth's own methods."""
+    monkeypatch.setattr(emit, "_faster_conversion", contextlib.nullcontext)
     try:
         return emit.emit_verilog(make())
     finally:
@@ -62,3 +66,54 @@ def test_fetched_layer_emits_as_amaranth_emits_it(monkeypatch):
         return FetchedLayerHarness(cfg, fetched_reader(cfg, 1 << 16), layers=2).component(cfg)
 
     assert emit.emit_verilog(make()) == _amaranths(monkeypatch, make)
+
+
+class _Bits(wiring.Component):
+    """``y`` a sum of the input and ``y`` itself: combinational through the adder when
+    ``loop`` is ``"add"``; through one bit into another of a signal when ``"bits"`` (a cycle
+    of cells, none of bits: ``s[1]`` reads ``s[0]``, which reads the input)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        super().__init__({"a": In(4), "y": Out(4)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.loop == "add":
+            t = Signal(4)
+            m.d.comb += [t.eq(self.a + self.y), self.y.eq(t)]
+        else:
+            s = Signal(4)
+            m.d.comb += [s[0].eq(self.a[0]), s[1].eq(s[0]), s[2:].eq(self.a[2:]),
+                         self.y.eq(s)]
+        return m
+
+
+def test_a_combinational_cycle_is_amaranths_error(monkeypatch):
+    with pytest.raises(CombinationalCycle) as ours:
+        emit.emit_verilog(_Bits("add"))
+    with pytest.raises(CombinationalCycle) as theirs:
+        _amaranths(monkeypatch, lambda: _Bits("add"))
+    assert str(ours.value) == str(theirs.value)
+    assert "Combinational cycle detected" in str(ours.value)
+
+
+def test_a_cycle_of_cells_that_is_none_of_bits_converts(monkeypatch):
+    assert emit.emit_verilog(_Bits("bits")) == _amaranths(monkeypatch, lambda: _Bits("bits"))
+
+
+def test_the_cell_level_check_falls_back_only_on_a_cycle_of_cells(monkeypatch):
+    """Amaranth's bit-level walk runs for the netlist whose cells form a cycle, not for one
+    whose cells form none."""
+    calls = []
+    amaranths = emit._AMARANTH_CHECK_COMB_CYCLES
+
+    def counted(netlist):
+        calls.append(netlist)
+        return amaranths(netlist)
+
+    monkeypatch.setattr(emit, "_AMARANTH_CHECK_COMB_CYCLES", counted)
+    emit.emit_verilog(_Memories())
+    assert calls == []
+    emit.emit_verilog(_Bits("bits"))
+    assert len(calls) == 1

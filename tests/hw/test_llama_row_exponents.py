@@ -2,15 +2,14 @@
 layer's ``i_e`` and ``o_e``, each residual's row quantiser, the norms' per-row epsilon) on
 Amaranth's simulator through the ``llama-block`` harness: a prefill then decode steps, with a
 row a thousand times the others (whose exponents are then > 0), bit-exact with
-``layer_bitexact`` (values and exponents) under stalls; stall-free, the cycles of the pipeline
-model (``perf.cycles``), per tensor."""
+``layer_bitexact`` (values and exponents) under stalls (stall-free, the cycles of the pipeline
+model, per tensor, run on Verilator: ``tests/sim/test_llama_row_exponents_hdl.py``, the same
+RTL, built once, seconds)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from llmloom.perf.cycles import BLOCK_CYCLES, layer_timing
 from llmloom.sim.blocks.layers import LlamaBlockHarness
 from llmloom.sim.runner import run_block
 from llmloom.sim.streams import Stalls
@@ -32,19 +31,14 @@ def row_exponent_case(rng, rows=6, prefill=4, e_max=E, weight_bits=8):
     return h, cfg, {"x": x}
 
 
-@pytest.mark.parametrize("stall", ["random", "none"])
-def test_llama_block_with_row_exponents(stall, rng):
+def test_llama_block_with_row_exponents(rng):
     h, cfg, t = row_exponent_case(rng)
     prep = h.prepare(cfg, t)
     assert prep["x_e"].max() > 0
     seed = int(rng.integers(1 << 30))
-    result = run_block(h, cfg, t, stalls_in=Stalls(stall, seed),
-                       stalls_out=Stalls(stall, seed + 1))
+    result = run_block(h, cfg, t, stalls_in=Stalls("random", seed),
+                       stalls_out=Stalls("random", seed + 1))
     golden = h.golden(cfg, prep)
     assert golden["y_e"].max() > 0
     for k in ("y", "y_int", "y_e"):
         np.testing.assert_array_equal(result.outputs[k], golden[k])
-    if stall == "none":
-        sizes = h.shape_args(cfg, prep)[0]
-        assert result.cycles == BLOCK_CYCLES["llama-block"](cfg, sizes)
-        assert list(result.tensor_cycles) == layer_timing(cfg, sizes).tensor_cycles

@@ -156,6 +156,29 @@ def test_double_buffered_layer_prefetches_the_next_image(verilator_sim, model, s
             assert wait[k] > only
 
 
+def test_one_layer_prefetches_its_own_image(verilator_sim, model):
+    """One layer run alone, step after step (the chat demo's fetched layer): each command
+    prefetches its own image again, the next run's, into the other banks. Bit-exact, and
+    stall-free the model's cycles (:func:`fetched_layer_runs`), each run after the first
+    waiting for less than without a prefetch. Layer 1 in slot 1 of the tests' two-layer
+    build (the same protocol as a one-layer build, no other build)."""
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    h = FetchedLayerHarness(cfg, reader, layers=2, memory=AxiMemory(memory, reader.data_width,
+                                                                     10), banks=2)
+    q, x, _ = layers[1]
+    runs = [(bases[1], 1, bases[1])] * len(sizes)
+    r = run_block(h, cfg, {"x_int": x, "sizes": sizes, "runs": runs}, sim=verilator_sim,
+                  prepared=True)
+    np.testing.assert_array_equal(r.outputs["y_int"], layer_golden(q.config, q.weights, x,
+                                                                   sizes))
+    total = r.tensor_cycles[:len(runs)]
+    assert total == fetched_layer_runs(cfg, reader, 10, sizes, runs)
+    single = fetched_layer_runs(cfg, reader, 10, sizes, [run[:2] for run in runs])
+    assert total[0] == single[0] and all(t < s for t, s in zip(total[1:], single[1:],
+                                                               strict=True))
+
+
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_session_sends_the_memory_once(verilator_sim, model, prefetch, rng):
     """The same tensors run one by one in a session (the memory in the first run only): the

@@ -6,6 +6,7 @@ exponents); stall-free on Verilator, the cycles of the pipeline model (``perf.cy
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from llmloom.perf.cycles import BLOCK_CYCLES, layer_timing
 from llmloom.sim.runner import run_block
@@ -14,6 +15,12 @@ from llmloom.sim.streams import Stalls
 from ..hw.test_llama_row_exponents import row_exponent_case
 
 
+# Verilator runs this by default; Icarus with --runslow: the row exponents' Verilog runs on
+# Icarus under random stalls, bit-exact and in Verilator's cycles, in the W4 case of
+# tests/sim/test_llama_block_hdl.py (the block generate --quant W4A8 builds, 4 rows), and the
+# 8-bit GEMMs on Icarus in its static case.
+@pytest.mark.parametrize("hdl_sim", [pytest.param("icarus", marks=pytest.mark.slow),
+                                     "verilator"], indirect=True)
 def test_llama_row_exponents_on_hdl_simulators(hdl_sim, rng):
     h, cfg, t = row_exponent_case(rng)
     result = run_block(h, cfg, t, sim=hdl_sim, stalls_in=Stalls("random", 11),
