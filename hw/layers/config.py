@@ -250,8 +250,10 @@ def nominal_constants(kind, length):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LayerConfig(HeadGeometry, BlockConfig):
-    """One GPT-2 block, BERT encoder layer or LLaMA-class block, W8A8: its structure, and its
-    numbers once calibrated; every block config is a property (:meth:`stage_config`).
+    """One GPT-2 block, BERT encoder layer or LLaMA-class block (int8 or grouped 4-bit
+    weights, ``weight_bits``; int8 or int9 activations into the engines, the residual stream
+    per ``scheme``): its structure, and its numbers once calibrated; every block config is a
+    property (:meth:`stage_config`).
 
     The fields up to ``head_engines`` are the hardware: dimensions, parallelism, rounding.
     ``numbers`` (:class:`LayerNumbers`, from :func:`llmloom.sim.quantize.calibrate`) are the
