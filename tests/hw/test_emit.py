@@ -11,6 +11,7 @@ import contextlib
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed
 from amaranth.hdl._nir import CombinationalCycle
 from amaranth.lib import data, memory, wiring
@@ -117,3 +118,40 @@ def test_the_cell_level_check_falls_back_only_on_a_cycle_of_cells(monkeypatch):
     assert calls == []
     emit.emit_verilog(_Bits("bits"))
     assert len(calls) == 1
+
+
+class _Written(wiring.Component):
+    """Memories of zeros with a write port (what :func:`emit._zero_initialised` puts back
+    after Yosys) of widths around Yosys's decimal 32 bits, and one ROM of zeros (kept)."""
+
+    WIDTHS = (1, 6, 31, 32, 33, 64)
+
+    def __init__(self):
+        super().__init__({"addr": In(3), "d": In(64), "we": In(1),
+                          **{f"o{w}": Out(w) for w in self.WIDTHS}, "rom": Out(5)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for w in self.WIDTHS:
+            m.submodules[f"m{w}"] = mem = memory.Memory(shape=w, depth=8, init=[])
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [wr.addr.eq(self.addr), wr.data.eq(self.d[:w]), wr.en.eq(self.we),
+                         rd.addr.eq(self.addr), getattr(self, f"o{w}").eq(rd.data)]
+        m.submodules.rom = rom = memory.Memory(shape=5, depth=4, init=[])
+        rd = rom.read_port()
+        m.d.comb += [rd.addr.eq(self.addr[:2]), self.rom.eq(rd.data)]
+        return m
+
+
+def test_written_memories_of_zeros_emit_as_amaranth_emits_them(monkeypatch):
+    ours = emit.emit_verilog(_Written())
+    assert ours == _amaranths(monkeypatch, _Written)
+    assert ours.count("initial begin") >= len(_Written.WIDTHS) + 1
+
+
+def test_written_memories_of_zeros_skip_yosys():
+    """Their contents do not reach Yosys (a ROM's do): the cost was Yosys's."""
+    with emit._faster_conversion():
+        ours = rtlil.convert(_Written(), name="top", emit_src=False)
+    assert ours.count("$meminit_v2") == 1
+    assert rtlil.convert(_Written(), name="top", emit_src=False).count("$meminit_v2") == 7
