@@ -41,7 +41,7 @@ CHAT_SETTINGS = {"full": (None, 8, 0), "quick": (2, 2, 1)}
 
 #: The cold build of the demo's fetched layer (its Verilog emitted and its Verilator model
 #: built, once per machine and layer structure), as measured (the README's figures).
-FETCHED_BUILD = "7-10 min on 2 busy cores"
+FETCHED_BUILD = "2 min on 2 busy cores"
 
 
 def _minutes(seconds):
