@@ -89,25 +89,38 @@ def check_layers(y, layers, szs, runs, sizes):
                                            ("static", "random"), ("dynamic", "random")])
 def test_fetched_layer_runs_two_layers_from_one_image(verilator_sim, models, scheme, stall,
                                                       rng):
-    cfg, layers, memory, bases, sizes = models(scheme)
-    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
-    latency = 10 if stall == "none" else (2, 30)
-    mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
-    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem)
-    xs, szs, runs = interleaved(layers, bases, sizes)
-    seed = int(rng.integers(1 << 30))
-    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
-                  sim=verilator_sim, prepared=True, stalls_in=Stalls(stall, seed),
-                  stalls_out=Stalls(stall, seed + 1))
-    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
-    # every run fetched each section of its layer's image, once
-    beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
-    assert r.axi_beats == {"axi": len(runs) * beats}
+    model = models(scheme)
+    cfg, _, _, bases, sizes = model
+    reader, runs, szs, r = run_interleaved(verilator_sim, model, stall, rng)
     total, compute = r.tensor_cycles[:len(runs)], r.tensor_cycles[len(runs):]
     assert all(t > c > 0 for t, c in zip(total, compute, strict=True))
     if stall == "none":
         want = [fetched_layer_cycles(cfg, reader, 10, sizes, base) for base in bases]
         assert total == [want[layer][k // 2] for k, (_, layer) in enumerate(runs)]
+
+
+def run_interleaved(sim, model, stall, rng, banks=None, prefetch=False):
+    """Both layers of ``model`` interleaved on one build of ``banks`` banks (``None``: the
+    default), each command prefetching the next run's image if ``prefetch``, under
+    ``stall`` with an AXI memory of latency 10 (stall-free) or 2..30: ``(reader, runs,
+    sizes, result)``, checked bit-exact and each run having fetched every section of its
+    layer's image once."""
+    cfg, layers, memory, bases, sizes = model
+    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
+    latency = 10 if stall == "none" else (2, 30)
+    mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
+    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem, banks=banks)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    if prefetch:
+        runs = prefetching(runs)
+    seed = int(rng.integers(1 << 30))
+    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
+                  sim=sim, prepared=True, stalls_in=Stalls(stall, seed),
+                  stalls_out=Stalls(stall, seed + 1))
+    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
+    beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
+    assert r.axi_beats == {"axi": len(runs) * beats}
+    return reader, runs, szs, r
 
 
 def prefetching(runs):
@@ -123,20 +136,9 @@ def test_double_buffered_layer_prefetches_the_next_image(verilator_sim, model, s
     (:func:`fetched_layer_runs`), each run after the first waiting for less than with one
     bank: no longer for the linear sections when the previous run computed at least as
     long as they take to load, only for its constants."""
-    cfg, layers, memory, bases, sizes = model
-    reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
-    latency = 10 if stall == "none" else (2, 30)
-    mem = AxiMemory(memory, reader.data_width, latency, seed=int(rng.integers(1 << 30)))
-    h = FetchedLayerHarness(cfg, reader, layers=2, memory=mem, banks=2)
-    xs, szs, runs = interleaved(layers, bases, sizes)
-    runs = prefetching(runs)
-    seed = int(rng.integers(1 << 30))
-    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
-                  sim=verilator_sim, prepared=True, stalls_in=Stalls(stall, seed),
-                  stalls_out=Stalls(stall, seed + 1))
-    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
-    beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
-    assert r.axi_beats == {"axi": len(runs) * beats}
+    cfg = model[0]
+    reader, runs, szs, r = run_interleaved(verilator_sim, model, stall, rng, banks=2,
+                                          prefetch=True)
     total, compute = r.tensor_cycles[:len(runs)], r.tensor_cycles[len(runs):]
     if stall != "none":
         return
