@@ -166,6 +166,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     stream.finish()
     wall = time.monotonic() - t0
     cycles_said = ("each tensor as many as the analytical model predicts" if predicted_ok
+                   else rtl.fetched_cycles_note if rtl.fetched and rtl.fetched_cycles_note
                    else "cycles DIFFER from the analytical model's prediction")
     fetched = ""
     if rtl.fetched:

@@ -176,6 +176,24 @@ def test_fetched_cycles_off_the_model_fail_the_demo(smollm2, standin):
     assert "cycles DIFFER from the analytical model's prediction" in out.getvalue()
 
 
+def test_fetched_runs_perf_cannot_time_say_why(smollm2, standin, monkeypatch):
+    """Where perf's fetched-layer model cannot time the runs, the demo says so (the reason,
+    not "cycles DIFFER") and exits 1."""
+    import llmloom.perf.cycles as cycles
+    from llmloom.flows.chat_demo import run_chat_demo
+    standin()
+
+    def cannot(*args, **kwargs):
+        raise NotImplementedError("no such reader")
+
+    monkeypatch.setattr(cycles, "fetched_layer_runs", cannot)
+    out, err = io.StringIO(), io.StringIO()
+    assert run_chat_demo(quick=True, out=out, err=err) == 1
+    text = out.getvalue()
+    assert "perf cannot time the fetched layer (NotImplementedError: no such reader)" in text
+    assert "DIFFER" not in text
+
+
 def test_a_simulator_without_the_fetched_layer_keeps_the_baked_build(smollm2, standin):
     """Icarus (no fetched layer session): one note line, then the layer's own build, its
     weights baked in, replayed from reset at each step, cycles against ``layer_timing``."""
