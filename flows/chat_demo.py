@@ -49,9 +49,10 @@ def _minutes(seconds):
 
 
 def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=None,
-                  max_new_tokens=None, out=None, err=None):
+                  max_new_tokens=None, context=None, out=None, err=None):
     """Run the chat demo; returns the exit status (0: every RTL run equal to the bit-exact
-    model and its cycles to the prediction, 1 otherwise)."""
+    model and its cycles to the prediction, 1 otherwise). ``context``: the KV cache depth
+    (:func:`~llmloom.sim.llm.kv_positions`; default the prompt and new tokens)."""
     from llmloom.hw.layers.weights_image import fetched_layer_layout
     from llmloom.sim.checkpoint import chat_prompt
     from llmloom.sim.golden.llama import next_token_agreement, perplexity
@@ -60,6 +61,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         float_llama,
         generate,
         golden_step,
+        kv_positions,
         quantize_llama,
         stop_ids,
         teacher_forced,
@@ -89,6 +91,10 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     if not 0 <= k < n_layers:
         raise UserError(f"--rtl-layer {k} is not allowed; allowed: 0..{n_layers - 1}")
     ids = tokenizer.encode(chat_prompt(prompt))
+    try:
+        seq = kv_positions(len(ids) + max_new, spec.context, context)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     rtl = RtlLayers(sim, tty)
     rtl.check("llama")
 
@@ -102,7 +108,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     with tqdm(total=n_layers, desc="calibrating", unit="layer", leave=False, disable=not tty,
               file=err) as bar:
         qm = quantize_llama(None, layers, progress=lambda n: bar.update(n - bar.n))
-    qm = qm.with_seq(max(2, len(ids) + max_new))
+    qm = qm.with_seq(seq)
     cfg = qm.layers[k][0]
     # Verilator: layer k on a fetched layer build (its weights an image in AXI memory, the
     # build keyed by the layer's structure); elsewhere its own build, its weights baked in
@@ -127,8 +133,9 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
                  f"image in AXI memory,\nfetched at every step (the next step's prefetched "
                  f"while this one computes), so its Verilog\nholds none. The first run on a "
                  f"machine emits it and builds its {sim} model\n(~{FETCHED_BUILD}), cached in "
-                 f"~/.cache/llmloom by the layer's structure (its shape and\nsequence length, "
-                 f"not its numbers): a later run emits and builds nothing.")
+                 f"~/.cache/llmloom by the layer's structure (its shape and\nKV cache depth, "
+                 f"{seq} positions, not its numbers): a later run of that depth emits\nand "
+                 f"builds nothing (--context N|auto sets the depth for any prompt that fits).")
     else:
         build = (f"its Verilog takes ~2 min to emit (its weights are memory contents), and the "
                  f"first run\non a machine also builds the layer's {sim} model (~1 min; "

@@ -169,7 +169,7 @@ def cmd_demo(args):
         return run_demo(sim=args.sim, quick=args.quick)
     from llmloom.flows.chat_demo import run_chat_demo
     return run_chat_demo(sim=args.sim, quick=args.quick, rtl_layer=args.rtl_layer,
-                         max_new_tokens=args.max_new_tokens)
+                         max_new_tokens=args.max_new_tokens, context=args.context)
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -181,6 +181,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    from llmloom.flows.model_cli import context_arg
     from llmloom.flows.verify import GOLDEN
     from llmloom.sim.runner import DRIVERS, SIMULATORS
     from llmloom.sim.streams import STALL_KINDS
@@ -254,6 +255,10 @@ def build_parser():
                    help="chat: the layer also run by its RTL (default 0; --quick: 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help="chat: new tokens at most (default 8; --quick: 2)")
+    p.add_argument("--context", type=context_arg, metavar="N|auto",
+                   help="chat: the KV cache depth in positions, one fetched layer build for "
+                        "any prompt and --max-new-tokens that fit (default: their sum; auto: "
+                        "the next power of two from 16)")
     p.add_argument("--blocks", action="store_true",
                    help="instead: an LLM-shaped GEMM on two arrays and a small GPT-2 block "
                         "through the RTL, cycles measured against predicted")

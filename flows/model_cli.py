@@ -14,6 +14,7 @@ model. See :mod:`llmloom.sim.model`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -23,7 +24,7 @@ from .userio import Outputs, UserError
 
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
-           "PROJECTION_DESIGN", "FETCH_LATENCY"]
+           "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -203,7 +204,7 @@ class RtlLayers:
         (two banks), prefetches the next layer's (double-buffered: the next image loads while
         this one runs; after the last layer, the first's, the next step's; with one layer, its
         own again), its KV cache region on chip. Returns ``None`` when it does; else (not
-        Verilator, or a layer the fetched layer cannot run: W4, a calibration beyond the
+        Verilator, or a layer the fetched layer cannot run: a calibration beyond the
         build's widths, engines of unequal columns) the reason, and each layer keeps its own
         build (its numbers baked in)."""
         from ..hw.config import ConfigError
@@ -269,6 +270,7 @@ class RtlLayers:
         default the runs sent so far; ``None`` when perf cannot time them (its reason in
         :attr:`fetched_cycles_note`)."""
         from ..perf.cycles import fetched_layer_runs
+        from ..perf.errors import UntimedError
         f = self._fetched
         if tensors is None:
             sizes, runs = [s for s, _ in f["sent"]], [r for _, r in f["sent"]]
@@ -277,7 +279,7 @@ class RtlLayers:
         self.fetched_cycles_note = None
         try:
             return fetched_layer_runs(f["cfg"], f["reader"], f["latency"], sizes, runs)
-        except (KeyError, ValueError, NotImplementedError) as exc:
+        except UntimedError as exc:         # anything else is a bug, and surfaces
             self.fetched_cycles_note = (f"perf cannot time the fetched layer "
                                         f"({type(exc).__name__}: {exc})")
             return None
@@ -510,6 +512,18 @@ PROJECTION_DESIGN = "chen2024-gpt2-u280"
 AXI_BYTES_PER_CYCLE = 64
 
 
+def context_arg(text):
+    """``--context``'s value: ``auto`` or a whole number (its range is checked with the
+    prompt: :func:`~llmloom.sim.llm.kv_positions`)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a number of "
+                                         "positions or auto") from None
+
+
 def _generate_args(p):
     from ..hw.layers.description import SCHEMES
     from ..sim.llm import QUANTS
@@ -522,6 +536,11 @@ def _generate_args(p):
                    "applied around it)")
     p.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
                    help="stop after N new tokens (default 32), or at the end of the turn")
+    p.add_argument("--context", type=context_arg, metavar="N|auto",
+                   help="the layers' KV cache depth in positions, as llama.cpp's -c: one "
+                        "fetched layer build serves every prompt that fits (default: the "
+                        "prompt and --max-new-tokens exactly, the fewest cycles; auto: the "
+                        "next power of two from 16, the same outputs as the default)")
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: every layer by the bit-exact model (default); else every "
                         "layer's RTL on that simulator, checked against it")
@@ -603,9 +622,10 @@ def layer_cycles(cfg, sizes):
     """perf's prediction of one layer's cycles on each tensor of ``sizes``, or ``(None,
     why)`` when perf cannot time this layer."""
     from ..perf.cycles import layer_timing
+    from ..perf.errors import UntimedError
     try:
         return layer_timing(cfg, tuple(sizes)).tensor_cycles, None
-    except (KeyError, ValueError, NotImplementedError) as exc:
+    except UntimedError as exc:             # anything else is a bug, and surfaces
         return None, f"perf cannot time the {cfg.arch} layer yet ({type(exc).__name__}: {exc})"
 
 
@@ -675,6 +695,7 @@ def cmd_generate(args):
         float_llama,
         generate,
         golden_step,
+        kv_positions,
         quantize_llama,
         stop_ids,
         tokenizer_of,
@@ -700,12 +721,16 @@ def cmd_generate(args):
         raise UserError(f"the prompt ({len(prompt)} tokens with the chat template) and "
                         f"--max-new-tokens {args.max_new_tokens} need {need} positions; the "
                         f"model's context is {spec.context}")
+    try:
+        seq = kv_positions(need, spec.context, args.context)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     tty = sys.stderr.isatty()
     with tqdm(total=args.num_layers or spec.layers, desc="calibrating", unit="layer",
               leave=False, disable=not tty, file=sys.stderr) as bar:
         qm = quantize_llama(model.path, args.num_layers, args.quant, args.scheme,
                             progress=lambda n: bar.update(n - bar.n))
-    session = LlamaSession(qm.with_seq(max(2, need)),
+    session = LlamaSession(qm.with_seq(seq),
                            golden_step if rtl is None else rtl.step)
     if rtl is not None and args.sim == "verilator":
         why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers])

@@ -25,7 +25,7 @@ import dataclasses
 
 __all__ = ["Multiplier", "Family", "FAMILIES", "MULTIPLIERS", "multipliers", "PACK_SHIFT",
            "QUANT_BITS", "packed_weight_bits", "products_per_dsp", "packing_table",
-           "multiplier_registers", "split_weight_bits", "MemorySpec", "BlockRamSpec", "Device",
+           "multiplier_registers", "MemorySpec", "BlockRamSpec", "Device",
            "DEVICES", "ALIASES",
            "SynthTarget", "SYNTH_TARGETS", "device_name", "family_name"]
 
@@ -113,14 +113,11 @@ def _multiplier(x):
 #: (``hw.blocks.dsp``).
 PACK_SHIFT = 18
 
-#: (activation bits, weight bits) of the integer quantisations ``hw``'s GEMM builds; the others
-#: (W4A16, fp16) are one product per multiplier.
-QUANT_BITS = {"W8A8": (8, 8), "W4A8": (8, 4)}
-
-#: Packing beyond what ``hw`` builds, kept because ``perf`` models it from vendor notes: four
-#: int4 × int8 products in a DSP48E2 (AMD WP521; DSP58 keeps the DSP48E2 modes, AM004). ``hw``
-#: builds it as two per multiplier (``perf.design`` exports packing 4 as ``dsp_packing``).
-VENDOR_PACKING = {"DSP48E2": {"W4A8": 4}, "DSP58": {"W4A8": 4}}
+#: (activation bits, multiplier weight operand bits) of the integer quantisations ``hw``'s
+#: GEMM builds: W4A8's operand is the 4-bit code (0..15) as a signed 5-bit number, the grouped
+#: GEMM's ``GemmConfig.mul_w_width`` (its group scales and minima are applied after the
+#: array). The others (W4A16, fp16) are one product per multiplier.
+QUANT_BITS = {"W8A8": (8, 8), "W4A8": (8, 5)}
 
 
 def packed_weight_bits(w_bits):
@@ -138,32 +135,24 @@ def products_per_dsp(mult, a_bits=8, w_bits=8):
 
 def packing_table(kind):
     """``{quant: products per multiplier}`` of a DSP kind: :func:`products_per_dsp` for the
-    quantisations of :data:`QUANT_BITS`, 1 for the others, :data:`VENDOR_PACKING` on top."""
+    quantisations of :data:`QUANT_BITS`, 1 for the others: what ``hw`` builds (W4A8 two codes'
+    products per DSP48E2/DSP58, as W8A8; the four int4 products of AMD WP521 are int4 × int4,
+    whose fields an 8-bit activation would overlap in the 18-bit port)."""
     out = {q: products_per_dsp(kind, a, w) for q, (a, w) in QUANT_BITS.items()}
     out |= {"W4A16": 1, "fp16": 1}
-    out |= VENDOR_PACKING.get(_multiplier(kind).cell, {})
     return out
 
 
 def multiplier_registers(family, a_bits, w_bits, *, packed=False):
     """Whether ``hw``'s GEMM instantiates ``family``'s hard multiplier itself with its own
     operand and product registers (which Yosys does not infer): on a family whose
-    :attr:`Family.instantiates_multiplier`, for an unpacked product whose activation fits one
-    multiplier and whose weight fits one, or two (:func:`split_weight_bits`: the grouped W4
-    GEMM's 20-bit expanded weights, in two multipliers as ``mul2dsp`` would use)."""
+    :attr:`Family.instantiates_multiplier`, for an unpacked product whose operands fit one
+    multiplier (the grouped W4 GEMM's PEs multiply codes, so its products fit too)."""
     fam = FAMILIES.get(family_name(family)) if family is not None else None
     if fam is None or not fam.instantiates_multiplier or packed:
         return False
     port = min(fam.mult.a, fam.mult.b)
-    return a_bits <= port and w_bits <= port + split_weight_bits(family)
-
-
-def split_weight_bits(family):
-    """Low weight bits of the second multiplier when a weight is wider than one multiplier's
-    operand (:func:`multiplier_registers`): the port's width less one, so that the low part
-    is a non-negative signed operand (``w = hi·2**split + lo``)."""
-    fam = FAMILIES[family_name(family)]
-    return min(fam.mult.a, fam.mult.b) - 1
+    return a_bits <= port and w_bits <= port
 
 
 # ---- families of the open flow ----------------------------------------------------------------

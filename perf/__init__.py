@@ -3,7 +3,7 @@ of spatial LLM accelerators on one or many FPGAs, against GPUs (README.md in thi
 
 from .design import Design, KernelDesign, load_design, save_design
 from .devices import FPGAS, GPUS, FpgaSpec, GpuSpec, get_fpga, get_gpu
-from .errors import ConfigError, ConstraintError, UnknownNameError
+from .errors import ConfigError, ConstraintError, UnknownNameError, UntimedError
 from .estimate import compare, estimate, parallel_splits
 from .explore import ExploreResult, explore
 from .gpu import RUNTIMES, gpu_estimate
@@ -15,7 +15,7 @@ from .workload import QUANTS, Op, Workload, get_quant, layer_ops, workload
 __all__ = [
     "Design", "KernelDesign", "load_design", "save_design",
     "FPGAS", "GPUS", "FpgaSpec", "GpuSpec", "get_fpga", "get_gpu",
-    "ConfigError", "ConstraintError", "UnknownNameError",
+    "ConfigError", "ConstraintError", "UnknownNameError", "UntimedError",
     "compare", "estimate", "parallel_splits", "ExploreResult", "explore",
     "RUNTIMES", "gpu_estimate", "MODELS", "ModelSpec", "get_model", "load_hf_config",
     "PRESETS", "get_preset", "DesignBatch", "evaluate", "make_context",

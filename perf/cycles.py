@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UntimedError
+
 __all__ = ["gemm_cycles", "BLOCK_CYCLES", "BLOCK_TIMING", "predicts", "gearbox_span",
            "attention_cycles", "layer_timing", "gpt2_block_cycles", "bert_layer_cycles"]
 
@@ -327,7 +329,8 @@ def fetched_layer_runs(cfg, reader, latency, sizes, runs):
     from ..hw.layers.weights_image import fetched_layer_layout
 
     if reader.lanes != 4:
-        raise ValueError(f"data_width={reader.data_width}: the model times a 32-bit bus")
+        raise UntimedError(f"data_width={reader.data_width} is not timed; allowed: 32 (the "
+                           "model times a 32-bit bus)")
     if len(sizes) != len(runs):
         raise ValueError(f"{len(runs)} commands for {len(sizes)} tensors")
     runs = prefetched_runs(runs, 2)

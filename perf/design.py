@@ -352,8 +352,8 @@ class Design:
             if kd.logical_cols > 64:
                 raise ConfigError(f"kernel {name}: cols*packing={kd.logical_cols} is out of "
                                   "range for GemmConfig.cols; allowed: 1..64")
-            # hw packs two MACs per multiplier (dsp_packing); packing 4 (int4 x int8 in a
-            # DSP48E2, AMD WP521) exports as two: hw has no four-way packing.
+            # hw packs two MACs per multiplier (dsp_packing), W8A8's weights or W4A8's codes
+            # (hw.devices.packing_table: what hw builds, no more).
             out[name] = GemmConfig(rows=kd.rows, cols=kd.logical_cols, k=k, n=n,
                                    lanes=gemm_lanes(k, kd.rows, kd.logical_cols, n),
                                    a_width=8, w_width=q.w_bits, dsp_packing=kd.packing > 1)
@@ -417,7 +417,8 @@ class Design:
         if self.quant != "W8A8":
             notes.append(f"quant {self.quant} → W8A8: the layer RTL's linear stages are "
                          "int8 × int8, or at weight_bits 4 GGUF's grouped 4-bit codes "
-                         "expanded to 20-bit weights (no packed int4 products)")
+                         "with their group scales and minima, two products per DSP48E2 with "
+                         "dsp_packing")
 
         def largest(group, names):
             ks = [(n, self.kernels[n]) for n in names]
@@ -480,8 +481,16 @@ class Design:
                              f"a multiple of lanes and qk_cols ({step})")
         fields = {f"{g}_{a}": arrays[g][i] for g in arrays for i, a in enumerate(("rows",
                                                                                    "cols"))}
+        # the linear arrays pack two columns per multiplier where the design packs them (the
+        # layer has one packing for all its linear stages, and needs even columns for it)
+        packs = any(self.kernels[n].packing > 1 for n in LINEAR if n in self.kernels)
+        packing = packs and engine == "gemm" and all(arrays[g][1] % 2 == 0
+                                                     for g in ("linear", "ffn"))
+        if packs and not packing:
+            notes.append("dsp_packing off: the layer packs only with engine gemm and even "
+                         "linear_cols and ffn_cols")
         cfg = LayerConfig(arch=arch, d_model=d, heads=h, d_ff=f, seq=layer_seq, lanes=lanes,
-                          engine=engine, head_engines=1, **fields)
+                          engine=engine, head_engines=1, dsp_packing=packing, **fields)
         check_layer_shape(cfg)
         return cfg, notes
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from ..hw.config import ConfigError
 
-__all__ = ["ConfigError", "UnknownNameError", "ConstraintError", "unknown"]
+__all__ = ["ConfigError", "UnknownNameError", "UntimedError", "ConstraintError", "unknown"]
 
 
 class UnknownNameError(ConfigError):
     """A model, device, GPU, preset or quantisation name is not in the catalogue."""
+
+
+class UntimedError(ConfigError):
+    """A valid design the cycle model has no timing of (say, a bus width it does not walk):
+    a caller may carry on without the prediction. Any other exception from a prediction is a
+    bug, not this."""
 
 
 class ConstraintError(ValueError):

@@ -8,9 +8,9 @@ vocabulary, maximum positions, activation, normalisation, and whether the model 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
+from ..hw.hfconfig import hf_fields, read_hf_config
 from .errors import ConfigError, UnknownNameError
 
 __all__ = ["ModelSpec", "MODELS", "get_model", "load_hf_config", "model_names"]
@@ -176,18 +176,9 @@ def get_model(name):
     if key in MODELS:
         return MODELS[key]
     if name.endswith(".json") or os.path.sep in name:
-        if not os.path.exists(name):
-            raise ConfigError(f"model config file {name!r} does not exist")
         return load_hf_config(name)
     raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))} "
                            "(or the path of a Hugging Face config.json)")
-
-
-def _first(cfg, *keys, default=None):
-    for k in keys:
-        if cfg.get(k) is not None:
-            return cfg[k]
-    return default
 
 
 def load_hf_config(path_or_dict, *, name=None):
@@ -200,30 +191,19 @@ def load_hf_config(path_or_dict, *, name=None):
     if isinstance(path_or_dict, dict):
         cfg, src = path_or_dict, "config dict"
     else:
-        try:
-            with open(path_or_dict) as f:
-                cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path_or_dict}: not valid JSON ({e.msg} at line {e.lineno})") \
-                from None
-        src = str(path_or_dict)
-    model_type = str(cfg.get("model_type", "")).lower()
-    d = _first(cfg, "hidden_size", "n_embd", "d_model", "dim")
-    h = _first(cfg, "num_attention_heads", "n_head", "n_heads", "encoder_attention_heads")
-    n = _first(cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
-    if d is None or h is None or n is None:
-        raise ConfigError(f"{src}: needs hidden_size/n_embd, num_attention_heads/n_head and "
-                          "num_hidden_layers/n_layer")
-    d_ff = _first(cfg, "intermediate_size", "n_inner", "ffn_dim", "d_ff", default=4 * d)
-    act = str(_first(cfg, "hidden_act", "activation_function", default="gelu")).lower()
+        cfg, src = read_hf_config(path_or_dict), str(path_or_dict)
+    c = hf_fields(cfg, src)
+    d, h, n = c.need("d_model", "heads", "layers")
+    # no FFN width given (and not GPT-2, whose rule hf_fields applies): the usual 4·d, a guess
+    d_ff = c.d_ff if c.d_ff is not None else 4 * d
+    act = str(c.act or "gelu").lower()
     act = "silu" if act in ("silu", "swish") else "relu" if act == "relu" else "gelu"
-    gated = model_type in _GATED_TYPES
+    gated = c.model_type in _GATED_TYPES
     return ModelSpec(
-        name=name or cfg.get("_name_or_path") or model_type or os.path.basename(src),
+        name=name or c.name or c.model_type or os.path.basename(src),
         d_model=int(d), n_heads=int(h), n_layers=int(n), d_ff=int(d_ff),
-        n_kv_heads=int(_first(cfg, "num_key_value_heads", default=h)),
-        vocab=int(_first(cfg, "vocab_size", default=32000)),
-        max_positions=int(_first(cfg, "max_position_embeddings", "n_positions", "n_ctx",
-                                 default=2048)),
+        n_kv_heads=int(c.kv_heads),
+        vocab=int(c.vocab if c.vocab is not None else 32000),
+        max_positions=int(c.positions if c.positions is not None else 2048),
         activation=act, norm="rmsnorm" if gated else "layernorm", gated_ffn=gated,
-        decoder=model_type not in _ENCODER_TYPES, source=f"Hugging Face config: {src}")
+        decoder=c.model_type not in _ENCODER_TYPES, source=f"Hugging Face config: {src}")

@@ -191,7 +191,7 @@ def gemm(a, cfg, drain_ii=1, trace=None, name=None, start_at=NEVER):
     """
     a = np.asarray(a, dtype=np.int64)
     R, C, NT, L, KB = cfg.rows, cfg.cols, cfg.n_tiles, cfg.tile_steps, cfg.k_beats
-    FL, RS = cfg.flush_steps, cfg.readout_step
+    FL, RS = cfg.flush_steps, cfg.write_step
     m = len(a) // KB
     if m < 1 or m * KB != len(a):
         raise ValueError(f"{len(a)} activation beats are not rows of {KB} beats")

@@ -46,7 +46,7 @@ from .kernels import (
     two_pass_row_cycles_np,
 )
 from .models import get_model
-from .resources import gemm_pe_cost, unit_costs
+from .resources import gemm_group_cost, gemm_pe_cost, unit_costs
 from .workload import LINEAR, get_quant
 
 __all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck", "port_plan",
@@ -85,11 +85,16 @@ TILE_DEPTH = 512
 # and width conversion included, which the hw GEMM lacks: its own fixed logic is a few hundred
 # LUTs); off-chip ports and inter-FPGA links; stream FIFOs; dynamic power.
 _PE = gemm_pe_cost("xcup")
+#: Per logical output column of a W4A8 linear kernel: the W4 GEMM's group scaling after its
+#: array (two multipliers, adders, group memories), perf.resources' too.
+_GROUP = gemm_group_cost("xcup")
 COST = {
     "lut_pe_int": _PE["lut"], "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": _PE["ff"],
     "ff_pe_fp16": 400, "dsp_pe_fp16": 2, "lut_kernel": 2000, "ff_kernel": 3000,
     "lut_port": 3000, "ff_port": 5000, "lut_link": 20000, "ff_link": 30000,
     "fifos": 16,
+    "dsp_group_col": _GROUP["dsp"], "lut_group_col": _GROUP["lut"],
+    "ff_group_col": _GROUP["ff"],
     # dynamic power, mW per MHz per unit (Xilinx Power Estimator class figures, approximate)
     "mw_mhz": {"dsp": 0.012, "lut": 0.0001, "bram": 0.02, "uram": 0.03},
     "source": "int8 PE LUT/FF and non-linear units: perf.resources (fitted to yosys "
@@ -803,6 +808,11 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
             + COST["lut_kernel"]
         per[k]["ff"] += pe * (COST["ff_pe_fp16"] if fp else COST["ff_pe_int"]) \
             + COST["ff_kernel"]
+        if wb == 4 and not fp and k in lin:
+            # the W4 GEMM multiplies codes (the PEs above, packed as int8's) and scales each
+            # group's partial sums after the array, per logical column
+            for res_ in ("dsp", "lut", "ff"):
+                per[k][res_] += cl[k] * COST[f"{res_}_group_col"]
     for unit, names in _unit_stages(m):
         lanes = db.lanes[unit] * (2 if unit == "act" and m.gated_ffn else 1)
         cost = unit_cost(unit)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hw.hfconfig import ROPE_BASE_DEFAULT, hf_fields, read_hf_config
+
 __all__ = ["CheckpointError", "LlamaSpec", "Q4_1Weights", "GgufModel", "GgufTokenizer",
            "open_gguf", "smollm2_path", "chat_prompt", "LAYER_TENSORS", "Q4_1_GROUP"]
 
@@ -118,22 +120,22 @@ class LlamaSpec:
 
     @classmethod
     def from_hf_config(cls, config, source="config.json"):
-        """From a Hugging Face ``config.json`` (a dict) of a ``llama`` model."""
-        if config.get("model_type") != "llama":
+        """From a Hugging Face ``config.json`` of a ``llama`` model: the parsed dict, or its
+        path."""
+        if not isinstance(config, dict):
+            source = str(config)
+            config = read_hf_config(config, error=CheckpointError)
+        cfg = hf_fields(config, source)
+        if cfg.model_type != "llama":
             raise CheckpointError(f"{source}: model_type={config.get('model_type')!r}; "
                                   "allowed: llama")
-        try:
-            heads = config["num_attention_heads"]
-            return cls(layers=config["num_hidden_layers"], d_model=config["hidden_size"],
-                       heads=heads, kv_heads=config.get("num_key_value_heads", heads),
-                       d_ff=config["intermediate_size"], vocab=config["vocab_size"],
-                       context=config["max_position_embeddings"],
-                       rope_base=float(config.get("rope_theta", 10000.0)),
-                       rms_eps=float(config["rms_norm_eps"]),
-                       tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-                       name=str(config.get("_name_or_path", "")))
-        except KeyError as exc:
-            raise CheckpointError(f"{source} lacks {exc.args[0]!r}") from None
+        layers, d_model, heads, kv_heads, d_ff, vocab, context, rope_base, rms_eps = cfg.need(
+            "layers", "d_model", "heads", "kv_heads", "d_ff", "vocab", "positions", "rope_base",
+            "rms_eps", error=CheckpointError)
+        return cls(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, d_ff=d_ff,
+                   vocab=vocab, context=context, rope_base=float(rope_base),
+                   rms_eps=float(rms_eps), tied_embeddings=bool(cfg.tied_embeddings),
+                   name=str(cfg.name or ""))
 
     @property
     def d_head(self):
@@ -220,7 +222,7 @@ class GgufModel:
             d_ff=int(self.metadata("llama.feed_forward_length")),
             vocab=int(self._tensor("token_embd.weight").shape[-1]),
             context=int(self.metadata("llama.context_length")),
-            rope_base=float(self.metadata("llama.rope.freq_base", 10000.0)),
+            rope_base=float(self.metadata("llama.rope.freq_base", ROPE_BASE_DEFAULT)),
             rms_eps=float(self.metadata("llama.attention.layer_norm_rms_epsilon")),
             tied_embeddings="output.weight" not in self._tensors,
             name=str(self.metadata("general.name", "")),

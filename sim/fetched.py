@@ -18,7 +18,14 @@ import dataclasses
 import numpy as np
 
 from ..hw.blocks.axi_reader import AxiReaderConfig
-from ..hw.layers.fetched import FetchedLayer, fetch_commands, layer_banks, prefetched_runs
+from ..hw.layers.fetched import (
+    FetchedLayer,
+    command_fields,
+    command_layout,
+    fetch_commands,
+    layer_banks,
+    prefetched_runs,
+)
 from ..hw.layers.weights_image import ALIGN, fetched_layer_layout
 from .blocks.layers import layer_collect, layer_collect_exponents, layer_drive, layer_outputs
 from .harness import ControlStreams, Drive, Gate, Segment
@@ -26,7 +33,7 @@ from .runner import run_cocotb_test
 from .streams import check_framing, pack_rows, unpack_rows
 
 __all__ = ["FetchedRun", "run_fetched_linear", "layer_memory", "fetched_reader",
-           "FetchedLayerHarness", "FetchedLinearHarness", "command"]
+           "FetchedLayerHarness", "FetchedLinearHarness"]
 
 
 def layer_memory(images):
@@ -52,23 +59,13 @@ def fetched_reader(cfg, memory_bytes, **fields):
                            unaligned=False, **fields)
 
 
-def command(banks, run):
-    """The command fields of ``run``, ``(image base, layer, next)`` (``next``: the base of
-    the image to prefetch while this run computes, ``None`` for none; two banks only:
-    :func:`~llmloom.hw.layers.fetched.prefetched_runs`)."""
-    base, layer, nxt = run
-    fields = {"addr": int(base), "layer": int(layer)}
-    if banks == 2:
-        fields |= {"next": 0 if nxt is None else int(nxt), "prefetch": int(nxt is not None)}
-    return fields
-
-
 class FetchedLayerHarness:
     """Runs of a :class:`FetchedLayer` (``layers`` layers, reader ``reader``) as
     :func:`~llmloom.sim.runner.run_block` takes a harness. Its tensors are a
     :class:`~llmloom.sim.blocks.layers.LayerHarness`'s prepared ones (``x_int``, ``sizes``,
     ``x_e`` with row exponents) and ``runs``: per tensor of ``sizes``, ``(image base,
-    layer)`` or, with two banks, ``(image base, layer, next)`` (:func:`command`), the command
+    layer)`` or, with two banks, ``(image base, layer, next)``
+    (:func:`~llmloom.hw.layers.fetched.command_fields`), the command
     sent with it (a run after one that prefetched must be of the prefetched image);
     ``memory`` (an :class:`AxiMemory`, the images) goes with each drive, unless ``None`` (a
     session's later runs: the model keeps its memory). ``banks``: the layer's
@@ -96,11 +93,11 @@ class FetchedLayerHarness:
 
     def drive(self, cfg, tensors):
         d = layer_drive(cfg, tensors["x_int"], tensors["sizes"], x_e=tensors.get("x_e"))
-        layout = self.component(cfg).cmd.payload.shape()
+        layout = command_layout(self.reader, self.layers, self.banks)
         runs = list(tensors["runs"])
         if len(runs) != len(tensors["sizes"]):
             raise ValueError(f"{len(runs)} commands for {len(tensors['sizes'])} tensors")
-        cmds = [layout.const(command(self.banks, run)).as_bits()
+        cmds = [layout.const(command_fields(self.banks, run)).as_bits()
                 for run in prefetched_runs(runs, self.banks)]
         segments = [Segment("cmd", k, seg.out, seg.beats) for k, seg in enumerate(d.segments)]
         # a tensor's command waits for the previous tensor's output, as its rows do

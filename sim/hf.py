@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
 
+from ..hw.hfconfig import hf_fields, read_hf_config
 from .golden.layers import layer_float, layernorm
 from .weights import WeightsError, canonical_weights, read_tensors
 
@@ -35,14 +35,9 @@ class ModelError(WeightsError):
     """A model folder or file is missing, unreadable or of an architecture we do not run."""
 
 
-# config.json field names of each model_type: ours → theirs
-_FIELDS = {
-    "bert": {"d_model": "hidden_size", "heads": "num_attention_heads", "layers":
-             "num_hidden_layers", "d_ff": "intermediate_size", "eps": "layer_norm_eps",
-             "positions": "max_position_embeddings"},
-    "gpt2": {"d_model": "n_embd", "heads": "n_head", "layers": "n_layer",
-             "eps": "layer_norm_epsilon", "positions": "n_positions"},
-}
+# the HFConfig fields a model must give, under HFModel's names
+_NEEDS = {"d_model": "d_model", "heads": "heads", "layers": "layers", "d_ff": "d_ff",
+          "ln_eps": "eps", "positions": "positions"}
 # the activation each architecture's layer computes (its description's), as config.json says it
 _ACTS = {"bert": ("gelu",), "gpt2": ("gelu_new",)}
 
@@ -139,25 +134,15 @@ def _config(folder, weights):
     path = folder / "config.json"
     if not path.exists():
         raise ModelError(f"model {weights} has no config.json beside it")
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path} is not readable JSON ({exc})") from None
-    arch = cfg.get("model_type") if isinstance(cfg, dict) else None
-    if arch not in _FIELDS:
-        raise ModelError(f"{path}: model_type {arch!r} is not allowed; allowed: "
-                         f"{' | '.join(_FIELDS)}")
-    out = {"arch": arch}
-    for ours, theirs in _FIELDS[arch].items():
-        if theirs not in cfg:
-            raise ModelError(f"{path} lacks {theirs!r}")
-        out[ours] = cfg[theirs]
-    act = cfg.get("hidden_act", cfg.get("activation_function"))
-    if act not in _ACTS[arch]:
-        raise ModelError(f"{path}: activation {act!r} is not allowed for {arch}; allowed: "
-                         f"{' | '.join(_ACTS[arch])}")
-    if arch == "gpt2":
-        out["d_ff"] = cfg.get("n_inner") or 4 * out["d_model"]
+    cfg = hf_fields(read_hf_config(path, error=ModelError), path)
+    if cfg.model_type not in _ACTS:
+        raise ModelError(f"{path}: model_type {cfg.model_type or None!r} is not allowed; "
+                         f"allowed: {' | '.join(_ACTS)}")
+    out = dict(zip(_NEEDS.values(), cfg.need(*_NEEDS, error=ModelError), strict=True),
+               arch=cfg.model_type)
+    if cfg.act not in _ACTS[cfg.model_type]:
+        raise ModelError(f"{path}: activation {cfg.act!r} is not allowed for {cfg.model_type}; "
+                         f"allowed: {' | '.join(_ACTS[cfg.model_type])}")
     return out
 
 

@@ -84,17 +84,18 @@ and why:
   hardware, whose per-token int8 GEMM inputs no longer give their range to a few channels
   (SmolLM2's gains have channels tens of times the median). The float reference keeps the
   weights as given.
-* **Clipping** (LLaMA's gate projection output ``hg``, the SiLU's int8 input:
-  :data:`CLIP_QUANTILES`): in the dynamic scheme its static scale is the 98th percentile of
-  the calibration rows' largest magnitudes, not the largest: the one or two rows of the
-  massive activation (the first token, a special token) set the largest, and left every other
-  row 2–6 steps of RMS in some of SmolLM2's layers (2, 11, 28); those rows now saturate
-  (SiLU of a large input is the input, or 0), the others gain the steps. W8A8 with int9
-  inputs, next-token agreement and perplexity against float: ``bench/generate.py``'s 137
-  tokens 91.2 % → 92.7 %, 1.040× → 1.021×; another held-out text of 271 tokens 86.7 % →
-  90.8 %, 1.066× → 1.028×. At the 90th percentile it loses again (89.8 %, 1.040×), and
-  clipping the int8 q, k, v, qr, kr the same way as well does not help (91.2 %, 0.983×; 90.8 %,
-  1.038×).
+* **LLaMA's SiLU input** (the gate projection's output ``hg``): in the dynamic scheme it is
+  **int10** (the description's ``act_width``; a 1024-entry table, ``hw/layers/llama.py``) at
+  one static scale, the calibration's largest value (no headroom: it is not a stream tensor).
+  At int8 the one or two rows of the massive activation (the first token, a special token)
+  set the largest and left every other row 2–6 steps of RMS in some of SmolLM2's layers
+  (2, 11, 28), so it was clipped (:data:`CLIP_QUANTILES`, :func:`calibrate_clipped_scale`) to
+  the 98th percentile of the calibration rows' largest magnitudes (W8A8 with int9 inputs,
+  ``bench/generate.py``'s 137 tokens 91.2 % → 92.7 %, 1.040× → 1.021×; at the 90th
+  percentile it lost again). With four times the steps the clipping costs more than it
+  gains: ``bench/llama_attribution.py``'s fake-quant model, every tensor quantised, KL from
+  float 0.033 at int10 clipped to the 98th percentile, 0.018 at int10 unclipped (hg alone at
+  int8, clipped: 0.0146, the largest single tensor's).
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
   never reach the softmax's max or sum, so they must not widen its range).
 * **Softmax output**: fixed scale 1/255 (uint8; 255 is probability 1.0), set by the softmax
@@ -127,7 +128,7 @@ from ..hw.layers.config import (
     LinearParams,
     NormParams,
 )
-from ..hw.numeric import INT8, INT32
+from ..hw.numeric import INT8, INT32, IntType
 from .checkpoint import Q4_1Weights
 from .golden.layers import (
     RowScaled,
@@ -159,10 +160,10 @@ WIDE_HEADROOM = 16
 #: Architectures whose float weights are smoothed before they are quantised, with
 #: SmoothQuant's migration strength (:func:`smooth_weights`; see the module text).
 SMOOTHING = {"llama": 0.5}
-#: Architectures whose static int8 tensors named here are calibrated, in the dynamic scheme, to
-#: a quantile of their rows' largest magnitudes (:func:`calibrate_clipped_scale`), not to the
-#: largest (see the module text).
-CLIP_QUANTILES = {"llama": {"hg": 0.98}}
+#: Architectures whose static tensors named here are calibrated, in the dynamic scheme, to a
+#: quantile of their rows' largest magnitudes (:func:`calibrate_clipped_scale`), not to the
+#: largest (see the module text: LLaMA's int8 ``hg`` was, at the 98th percentile; at int10 none).
+CLIP_QUANTILES = {}
 
 
 def calibrate_scale(t, bits=8, headroom=1.0):
@@ -192,8 +193,8 @@ def calibrate_row_scale(t, bits=8):
 
 
 def quantize_input(x, scale, bits=8, e_max=0):
-    """Float rows → ``bits``-bit integers at ``scale`` (round half to even, saturate; int8,
-    or int16 for the dynamic scheme's wide input).
+    """Float rows → ``bits``-bit integers at ``scale`` (round half to even, saturate), held in
+    ``IntType(bits).dtype`` (int8; int16 for the dynamic scheme's wide input).
 
     ``e_max > 0`` (a layer's ``stream_exponent``): block floating point per row, a
     :class:`~llmloom.sim.golden.layers.RowScaled`: row ``i``'s exponent is the smallest ``e``
@@ -205,10 +206,10 @@ def quantize_input(x, scale, bits=8, e_max=0):
         wide = np.clip(np.rint(x / scale), -(q + 1) << e_max, q << e_max)
         e = exponents_of(wide.astype(np.int64), q, e_max)
         v = np.clip(np.rint(x / (scale * np.exp2(e)[:, None])), -q - 1, q)
-        return RowScaled(v.astype(np.int8 if bits <= 8 else np.int16), e)
+        return RowScaled(v.astype(IntType(bits).dtype), e)
     q = np.clip(np.rint(np.asarray(x, np.float64) / scale), -2 ** (bits - 1),
                 2 ** (bits - 1) - 1)
-    return q.astype(np.int8 if bits <= 8 else np.int16)
+    return q.astype(IntType(bits).dtype)
 
 
 def quantize_weight(w):
@@ -357,7 +358,8 @@ def calibrate(cfg, float_weights, x_calib, q4_weights=None):
         if cfg.row_exponent(name):
             act[name] = calibrate_row_scale(trace[name], bits)
             continue
-        headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if bits > 8 else 1.0
+        wide = bits > 8 and name in cfg.description.stream    # (not LLaMA's int10 hg)
+        headroom = STREAM_HEADROOMS.get(cfg.arch, STREAM_HEADROOM) if wide else 1.0
         if bits > 16:
             headroom = WIDE_HEADROOM
         quantile = CLIP_QUANTILES.get(cfg.arch, {}).get(name)

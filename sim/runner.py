@@ -219,8 +219,18 @@ def verilog_for_sim(component, sim, family=None):
     processes are re-fired with ``initial #0`` (under ``-g2012`` they do not run, leaving
     combinational logic at X). ``family``: elaborate for that device family
     (its vendor primitives; their models come from :mod:`llmloom.sim.vendor`)."""
-    text = emit_verilog(component, name=TOP,
+    return _for_sim(_emit(component, family), sim)
+
+
+def _emit(component, family):
+    return emit_verilog(component, name=TOP,
                         platform=FamilyHint(family) if family is not None else None)
+
+
+def _for_sim(text, sim):
+    """``text`` as ``sim`` takes it: Icarus's re-fired initialisers (:func:`verilog_for_sim`).
+    The lines it adds follow one-bit ``reg x = 0;`` lines, never a memory's, so it
+    gives the same text before or after :func:`~llmloom.hw.emit.split_memory_init`."""
     if sim == "icarus":
         text = re.sub(r"^(\s*)reg (\\\S+|\w+)\s+= 0;$",
                       lambda mt: f"{mt.group(0)}\n{mt.group(1)}initial #0 {mt.group(2)} = 1;",
@@ -229,25 +239,28 @@ def verilog_for_sim(component, sim, family=None):
 
 
 #: the split Verilog of the last few components run on an HDL simulator, by the component
-#: itself (held, so its identity stays its own): a caller that runs one component many times
-#: (a layer's RTL at every decode step) emits it once — a full-width layer's 900k memory
-#: words take minutes through Yosys
+#: itself (held, so its identity stays its own) and device family, whichever simulator runs
+#: it: a caller that runs one component many times (a layer's RTL at every decode step), or
+#: on Icarus and on Verilator, emits it once — a full-width layer's 900k memory words take
+#: minutes through Yosys. Each simulator's builds stay keyed by their own text.
 _EMITTED = collections.OrderedDict()
 _EMITTED_KEPT = 4
 
 
 def _split_verilog(component, sim, family):
-    """``split_memory_init(verilog_for_sim(...))``, remembered per component."""
-    key = (id(component), sim, family)
+    """``split_memory_init(verilog_for_sim(...))``, the emission remembered per component and
+    family for every simulator."""
+    key = (id(component), family)
     hit = _EMITTED.get(key)
     if hit is not None and hit[0] is component:
         _EMITTED.move_to_end(key)
-        return hit[1]
-    split = split_memory_init(verilog_for_sim(component, sim, family))
-    _EMITTED[key] = (component, split)
-    while len(_EMITTED) > _EMITTED_KEPT:
-        _EMITTED.popitem(last=False)
-    return split
+        text, images = hit[1]
+    else:
+        text, images = split_memory_init(_emit(component, family))
+        _EMITTED[key] = (component, (text, images))
+        while len(_EMITTED) > _EMITTED_KEPT:
+            _EMITTED.popitem(last=False)
+    return _for_sim(text, sim), images
 
 
 @contextlib.contextmanager

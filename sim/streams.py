@@ -13,6 +13,8 @@ import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
+from ..hw.numeric import IntType
+
 __all__ = ["pack_rows", "unpack_rows", "check_framing", "Stalls", "STALL_KINDS", "NO_STALLS"]
 
 
@@ -39,11 +41,13 @@ def pack_rows(layout, rows, *, lanes=None):
     per_row = -(-length // nlanes)
     padded = np.zeros((n_rows, per_row * nlanes), dtype=np.int64)
     padded[:, :length] = rows
-    lanes_arr = (padded & ((1 << width) - 1)).reshape(n_rows * per_row, nlanes)
+    # two's complement bits of each lane (a uint64 view, so a 64-bit mask fits)
+    mask = np.uint64((1 << width) - 1)
+    lanes_arr = (padded.view(np.uint64) & mask).reshape(n_rows * per_row, nlanes)
     last_bit = 1 << layout["last"].offset
     end_bit = 1 << layout["end"].offset
     if width in (8, 16, 32, 64):        # a NumPy dtype: one tobytes a beat
-        raw = lanes_arr.astype(f"<u{width // 8}" if width > 8 else np.uint8)
+        raw = lanes_arr.astype(IntType(width, signed=False).dtype.newbyteorder("<"))
         words = [int.from_bytes(r.tobytes(), "little") << offset for r in raw]
     else:
         shifts = [lane * width for lane in range(nlanes)]

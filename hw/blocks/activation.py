@@ -4,8 +4,10 @@ An int8 input has only 256 values, so the exact answer for each is computed once
 and stored: entry ``c`` of the 256-entry table (``c`` the input's two's complement code, i.e.
 ``x & 0xFF``) holds ``saturate(round_half_even(f(x · x_scale) / out_scale))`` with ``f``
 evaluated in float64, saturated to the output type: int8, or int16 with ``out_width=16`` (the
-table's entries widen; the input stays int8). The table is :attr:`ActivationConfig.lut`;
-the RTL's ROMs and the bit-exact golden model both read it.
+table's entries widen). A wider input (``in_width`` 9..12: LLaMA's SiLU input, whose rows
+differ in range by more than int8 holds, ``hw/layers/llama.py``) takes a table of
+``2**in_width`` entries the same way (code ``x & (2**in_width − 1)``). The table is
+:attr:`ActivationConfig.lut`; the RTL's ROMs and the bit-exact golden model both read it.
 
 The float functions (:data:`FUNCTIONS`):
 
@@ -35,7 +37,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, Range, spec
-from ..numeric import INT8, IntType
+from ..numeric import IntType
 from ..stream import row_layout
 from .loadable import Constant, constant_memories
 from .requant import EltwiseTiming, Scale, check_scale
@@ -72,6 +74,8 @@ FUNCTIONS = {
 APPROXIMATIONS = ("tanh", "erf")
 #: Output widths: int8, or int16 (the wide residual stream's GELU output).
 OUT_WIDTHS = (8, 16)
+#: Input widths (the table's address bits): int8, or up to 12 bits (4096 entries).
+IN_WIDTHS = (8, 9, 10, 11, 12)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,14 +89,25 @@ class ActivationConfig(EltwiseTiming, BlockConfig):
     out_scale: float | None = spec(
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
         "float result's max magnitude maps to 127), else from the function's values at all "
-        "256 input codes")
+        "2**in_width input codes")
     out_width: int = spec(8, Choice(OUT_WIDTHS), "bits of the output and of each table entry "
                           "(int8 or int16)")
+    in_width: int = spec(8, Choice(IN_WIDTHS), "bits of the input, the table's address "
+                         "(2**in_width entries)")
 
     #: One cycle: the table's synchronous read port is the output register.
     LATENCY = 1
-    IN = INT8
     function = ""
+
+    @property
+    def IN(self):
+        """Integer type of the input (int8, or ``in_width`` bits)."""
+        return IntType(self.in_width)
+
+    @property
+    def entries(self):
+        """Table entries, ``2**in_width``."""
+        return 1 << self.in_width
 
     @property
     def OUT(self):
@@ -122,9 +137,11 @@ class ActivationConfig(EltwiseTiming, BlockConfig):
 
     @functools.cached_property
     def table_inputs(self):
-        """The real input of each table entry, by code 0..255 (codes ≥ 128 are negative)."""
-        codes = np.arange(256)
-        return (np.where(codes >= 128, codes - 256, codes) * self.x_scale).astype(np.float64)
+        """The real input of each table entry, by code 0..2**in_width − 1 (the upper half
+        negative)."""
+        n = self.entries
+        codes = np.arange(n)
+        return (np.where(codes >= n // 2, codes - n, codes) * self.x_scale).astype(np.float64)
 
     @functools.cached_property
     def table_reals(self):
@@ -135,7 +152,7 @@ class ActivationConfig(EltwiseTiming, BlockConfig):
     @property
     def out_scale_value(self):
         """The output scale in use: ``out_scale``, or without it the scale that maps the largest
-        ``|f|`` over all 256 inputs onto 127 (1 if ``f`` is zero there)."""
+        ``|f|`` over all input codes onto 127 (1 if ``f`` is zero there)."""
         if self.out_scale is not None:
             return self.out_scale
         amax = float(np.max(np.abs(self.table_reals)))
@@ -143,8 +160,8 @@ class ActivationConfig(EltwiseTiming, BlockConfig):
 
     @functools.cached_property
     def lut(self):
-        """The 256 table entries (``OUT``: int8 or int16) by input code: ``f`` requantised to
-        ``out_scale`` (round half to even, saturate)."""
+        """The ``2**in_width`` table entries (``OUT``: int8 or int16) by input code: ``f``
+        requantised to ``out_scale`` (round half to even, saturate)."""
         q = np.rint(self.table_reals / self.out_scale_value)
         return tuple(int(v) for v in self.OUT.saturate(q))
 
@@ -171,7 +188,8 @@ class SiluConfig(ActivationConfig):
 
 
 class LutActivation(wiring.Component):
-    """An int8 → int8 (int16) function applied lane by lane through a 256-entry table.
+    """An int8 → int8 (int16) function applied lane by lane through a 256-entry table (a
+    wider input, ``in_width``: ``2**in_width`` entries).
 
     Parameters
     ----------
@@ -179,15 +197,15 @@ class LutActivation(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(row_layout(signed(8), lanes)))
+    i : In(stream.Signature(row_layout(signed(in_width), lanes)))
         Input rows, ``ceil(length / lanes)`` beats per row (the last one padded), ``last`` on a
         row's last beat, ``end``
         on the tensor's last beat.
     o : Out(stream.Signature(row_layout(signed(out_width), lanes)))
-        ``cfg.lut[x & 0xFF]`` for each lane, ``last`` and ``end`` carried through.
+        ``cfg.lut[x & (2**in_width − 1)]`` for each lane, ``last`` and ``end`` carried through.
 
-    The table is one :class:`amaranth.lib.memory.Memory` (256 × ``out_width`` bits, contents
-    fixed at elaboration) with one synchronous read port per lane; the read ports' data
+    The table is one :class:`amaranth.lib.memory.Memory` (``2**in_width`` × ``out_width`` bits,
+    contents fixed at elaboration) with one synchronous read port per lane; the read ports' data
     registers are the output register, so latency is 1 cycle and the initiation interval 1
     (``lanes`` elements per cycle). The read ports are enabled by the output register's advance
     (``~o.valid | o.ready``), which is also ``i.ready``: under backpressure the output, its
@@ -205,7 +223,8 @@ class LutActivation(wiring.Component):
         })
 
     def constants(self):
-        """The calibrated memory (:class:`~.loadable.Constant`): the 256-entry ``table``
+        """The calibrated memory (:class:`~.loadable.Constant`): the ``2**in_width``-entry
+        ``table``
         (its entries depend on the input and output scales), written at run time with
         ``loads``."""
         return [Constant("table", self.cfg.OUT.shape, tuple(int(v) for v in self.cfg.lut))]

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Instance, ResetSignal, Signal, signed
 
 from .. import devices
 
@@ -41,16 +41,7 @@ def operand_product_registers(m, en, a, w, operand=None, platform=None):
     """
     family = getattr(platform, "family", None)
     if devices.multiplier_registers(family, len(a), len(w), packed=operand is not None):
-        if len(w) <= ECP5_MULT_WIDTH:
-            return mult18x18d(m, en, a, w)
-        # a weight wider than the port (the grouped W4 GEMM's): two multipliers, the low bits
-        # as a non-negative operand; their registered products are added by the caller's
-        # next register (PE_STAGES' third), so no adder sits between a multiplier and its
-        # output register
-        split = devices.split_weight_bits(family)
-        lo = mult18x18d(m, en, a, Cat(w[:split], Const(0, 1)).as_signed(), name="mult_lo")
-        hi = mult18x18d(m, en, a, w[split:].as_signed(), name="mult_hi")
-        return (hi << split) + lo
+        return mult18x18d(m, en, a, w)
     a_m = Signal.like(a, name="a_mul", reset_less=True)
     w_m = Signal.like(w, name="w_mul", reset_less=True)
     w_op = w_m if operand is None else operand(w_m)

@@ -39,10 +39,11 @@ class Gemm(wiring.Component):
     group_scale, group_min : ndarray of shape (k/32, n), optional
         ``weight_groups`` only: the initial group tables (int16), loadable through ``group``.
     weight_banks : 1 or 2
-        2: the weight memory holds two matrices, so that the next one loads while the array
-        computes with the other (double buffering, for weights fetched per tensor from off-chip
-        memory); then each activation tensor consumes one load, in order (see ``weight``),
-        and there are no initial weights. Not with ``weight_groups`` (yet).
+        2: the weight memory holds two matrices (with ``weight_groups`` the group memory two
+        tables too), so that the next one loads while the array computes with the other
+        (double buffering, for weights fetched per tensor from off-chip memory); then each
+        activation tensor consumes one load, in order (see ``weight``), and there are no
+        initial weights.
 
     Members
     -------
@@ -52,10 +53,14 @@ class Gemm(wiring.Component):
         last beat). Any number of rows M; ``end`` flushes a partial token tile. When ``lanes``
         does not divide k, the lanes of a row's last beat past k are ignored (whatever they
         hold): the feeder stops at inner index k - 1 and feeds zeros beyond it.
-    weight : In(stream.Signature(row_layout(signed(w_width), cols)))
-        W, row by row (k rows of ``n_tiles`` beats, lanes past n zero-padded), ``end`` on the
-        last beat. Accepted only while no tile is being computed, and computation waits while
-        a load is under way, so a load never mixes with a product. With two weight banks,
+    weight : In(stream.Signature(weight_layout(cfg)))
+        W, row by row (k rows of ``n_tiles`` beats of ``cols`` lanes, lanes past n
+        zero-padded), ``end`` on the last beat. With ``weight_groups``, the codes two rows at
+        a time, as the weight memory holds them (:meth:`weight_rows`): ``k/2`` rows of
+        ``n_tiles`` beats of ``2·cols`` codes, a beat a feature tile's ``cols`` codes of row
+        ``2r`` then its ``cols`` of row ``2r+1``, so a beat is ``cols`` bytes, as at int8.
+        Accepted only while no tile is being computed, and computation waits while a load is
+        under way, so a load never mixes with a product. With two weight banks,
         loads fill the banks in turn and tensors use them in turn: a tensor's first token tile
         starts once its bank's load is complete (its ``end`` beat taken the cycle before), a
         load is taken while its bank is free — its previous matrix's tensor has issued its
@@ -64,7 +69,8 @@ class Gemm(wiring.Component):
         ``weight_groups`` only: the group tables, ``k/32`` rows of ``n_tiles`` beats, each beat
         one feature tile's scales (lanes ``0..cols-1``) then its minima (lanes
         ``cols..2·cols-1``), lanes past n zero; ``end`` on the last beat. Accepted like
-        ``weight`` (either may come first, or both at once); a product waits for both.
+        ``weight`` (either may come first, or both at once, into the same bank with two
+        banks); a product waits for both.
     o : Out(stream.Signature(row_layout(signed(32), cols)))
         C, row by row: ``n_tiles`` beats per row, lanes past n are zero; ``last`` and ``end``
         as on ``act``.
@@ -81,16 +87,22 @@ class Gemm(wiring.Component):
     With ``dsp_packing`` the array has ``cols/2`` multipliers per row, each computing two
     adjacent output columns; results and timing are those of the unpacked GEMM.
 
-    With ``weight_groups`` (GGUF's Q4_1) the weight memory holds 4-bit codes ``q`` and a group
-    table memory one ``(D, M)`` pair per (feature tile, group, column), read alongside. An
-    expander per column (:class:`~.systolic.WeightExpander`) makes ``W' = D·q + M`` (20 bits
-    signed, :meth:`GemmConfig.expanded_range`) as the weight skew's first step: its
-    multiplier and its adder each sit between registers, and it adds no cycle (timing is the
-    plain GEMM's). The PEs multiply
-    ``a_width × 20`` bits into ``acc_width``-bit sums (which may exceed 32), each sum starting
-    from ``acc_bias``; a result row is shifted right by ``cfg.shift`` as it is written to its
-    output buffer (wiring, and for half-even a tie detector on the dropped bits), into int32
-    that never saturates (``GemmConfig.min_group_shift``). Exactly
+    With ``weight_groups`` (GGUF's Q4_1) the weight memory holds 4-bit codes ``q``, a word
+    the codes of two successive k of a feature tile (half the weight words of int8, each a
+    ``cols`` bytes wide beat of ``weight``; a read takes the half of its k), and a group
+    table memory one ``(D, M)`` pair per (feature tile, group, column), read alongside. The
+    PEs multiply the codes (``a_width × 5`` bits signed, two columns per multiplier with
+    ``dsp_packing``) and the array runs each group of 32 k as a tile of its own: its flag
+    restarts every PE's ``Σ a·q`` and a row-sum column's ``Σ a``, and the readout takes each
+    group's partial sums out, a row a step, while the next group is computed. After the array
+    each column scales them, ``D·Σa·q + M·Σa`` (two multipliers a column, shared by the rows),
+    and adds them to the row's running sum (from ``acc_bias``) in an accumulator memory; at a
+    feature tile's last group the sum (``acc_width`` bits, which may exceed 32) is shifted
+    right by ``cfg.shift`` into its output buffer (wiring, and for half-even a tie detector on
+    the dropped bits), into int32 that never saturates (``GemmConfig.min_group_shift``). This
+    is ``Σ_k a·(D·q + M)`` exactly, and the timing is the plain GEMM's: the PEs are
+    ``GROUP_STAGES`` shallower than the scaling after them (``GemmConfig.pe_stages``). It
+    needs ``rows`` and ``cols`` of at most 32 (a group's readout within its 32 steps). Exactly
     ``sim.golden.gemm.group_gemm_bitexact``.
     """
 
@@ -101,12 +113,9 @@ class Gemm(wiring.Component):
             raise TypeError(f"cfg must be a GemmConfig, not {cfg!r}")
         if weight_banks not in (1, 2):
             raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
-        if weight_banks == 2 and cfg.weight_groups:
-            raise ValueError("two weight banks with grouped W4 weights are not built yet; "
-                             "allowed: weight_banks=1 with weight_groups")
-        if weight_banks == 2 and weights is not None:
+        if weight_banks == 2 and any(t is not None for t in (weights, group_scale, group_min)):
             raise ValueError("two weight banks are filled by loads only; allowed: "
-                             "weights=None with weight_banks=2")
+                             "weights=None (and no group tables) with weight_banks=2")
         self.cfg, self.weight_banks = cfg, weight_banks
         self._weights = None if weights is None else self.weight_words(cfg, weights)
         tables = (group_scale, group_min)
@@ -118,7 +127,7 @@ class Gemm(wiring.Component):
         self._MustUse__silence = False
         members = {
             "act": In(stream.Signature(row_layout(signed(cfg.a_width), cfg.lanes))),
-            "weight": In(stream.Signature(row_layout(self.weight_shape(cfg), cfg.cols))),
+            "weight": In(stream.Signature(self.weight_layout(cfg))),
             "o": Out(stream.Signature(row_layout(signed(cfg.OUT_WIDTH), cfg.cols))),
         }
         if cfg.weight_groups:
@@ -130,6 +139,25 @@ class Gemm(wiring.Component):
     def weight_shape(cfg):
         """A weight lane: a signed ``w_width``-bit weight, or with ``weight_groups`` a code."""
         return unsigned(CODE_BITS) if cfg.weight_groups else signed(cfg.w_width)
+
+    @classmethod
+    def weight_layout(cls, cfg):
+        """The ``weight`` stream's payload: ``cols`` weights a beat, or with
+        ``weight_groups`` the codes of two rows (``2·cols``)."""
+        return row_layout(cls.weight_shape(cfg), cfg.k_per_word * cfg.cols)
+
+    @classmethod
+    def weight_rows(cls, cfg, weights):
+        """The ``weight`` stream's tensor of W (k×n): W itself (cut into beats of ``cols``
+        by ``sim.streams.pack_rows``, each row padded to ``n_tiles`` beats), or with
+        ``weight_groups`` the codes as ``k/2`` rows of ``n_tiles · 2·cols``: per feature tile
+        its ``cols`` codes of row ``2r`` then of row ``2r+1``, lanes past n zero."""
+        if not cfg.weight_groups:
+            return cfg.check_weights(weights)
+        words = np.asarray(cls.weight_words(cfg, weights), dtype=np.int64)   # tile-major
+        nt, half = cfg.n_tiles, cfg.k // 2
+        return words.reshape(nt, half, 2 * cfg.cols).transpose(1, 0, 2) \
+            .reshape(half, nt * 2 * cfg.cols)
 
     @staticmethod
     def group_words(cfg, group_scale, group_min):
@@ -159,15 +187,17 @@ class Gemm(wiring.Component):
         return np.asarray(words, dtype=np.int64).reshape(nt, g, 2 * cfg.cols) \
             .transpose(1, 0, 2).reshape(g, nt * 2 * cfg.cols)
 
-    @staticmethod
-    def weight_words(cfg, weights):
-        """W (k×n) as the weight memory's rows: one per (feature tile, k), ``cols`` lanes each
-        (with ``weight_groups``, W holds the codes)."""
+    @classmethod
+    def weight_words(cls, cfg, weights):
+        """W (k×n) as the weight memory's rows: one per (feature tile, k), ``cols`` lanes each;
+        with ``weight_groups`` W holds the codes and a row is a (feature tile, k/2): the
+        tile's ``cols`` codes of row ``2r``, then of row ``2r+1``."""
         w = cfg.check_codes(weights) if cfg.weight_groups else cfg.check_weights(weights)
         padded = np.zeros((cfg.k, cfg.n_tiles * cfg.cols), dtype=np.int64)
         padded[:, :cfg.n] = w
         tiles = padded.reshape(cfg.k, cfg.n_tiles, cfg.cols).transpose(1, 0, 2)
-        return [list(map(int, row)) for row in tiles.reshape(-1, cfg.cols)]
+        width = cfg.k_per_word * cfg.cols
+        return [list(map(int, row)) for row in tiles.reshape(-1, width)]
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -183,8 +213,10 @@ class Gemm(wiring.Component):
         a_wr = abuf.write_port(granularity=LN)
         a_rd = abuf.read_port()
         WB = self.weight_banks
+        P = cfg.k_per_word               # k per weight word
+        KW = K // P                             # weight words per feature tile
         m.submodules.wmem = wmem = memory.Memory(
-            shape=data.ArrayLayout(self.weight_shape(cfg), C), depth=WB * NT * K,
+            shape=data.ArrayLayout(self.weight_shape(cfg), P * C), depth=WB * NT * KW,
             init=self._weights or [])
         w_wr = wmem.write_port()
         w_rd = wmem.read_port()
@@ -192,7 +224,7 @@ class Gemm(wiring.Component):
         if grouped:
             G = cfg.groups
             m.submodules.gmem = gmem = memory.Memory(
-                shape=data.ArrayLayout(signed(GROUP_SCALE_BITS), 2 * C), depth=NT * G,
+                shape=data.ArrayLayout(signed(GROUP_SCALE_BITS), 2 * C), depth=WB * NT * G,
                 init=self._groups or [])
             g_wr = gmem.write_port()
             g_rd = gmem.read_port()
@@ -203,55 +235,20 @@ class Gemm(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg)
 
         # ---- weight loader -------------------------------------------------------------------
-        wl_k = Signal(range(K))
-        wl_nt = Signal(range(NT))
-        loading = Signal()       # between the first and the end beat of a weight load
+        # (feature tile, k) in order into the weight memory; with two banks, the bank the next
+        # load fills and which banks hold a complete load not yet used up by its tensor
         running = Signal()       # inside a token tile
         flushing = Signal()
-        # two banks: the bank the next load fills, the bank the array computes with, and
-        # which banks hold a complete load not yet used up by its tensor
-        wl_bank, f_wbank, w_ready = Signal(), Signal(), Signal(2)
-        if WB == 1:
-            m.d.comb += [self.weight.ready.eq(~running & ~flushing),
-                         w_wr.addr.eq(wl_nt * K + wl_k)]
-        else:
-            m.d.comb += [self.weight.ready.eq(~w_ready.bit_select(wl_bank, 1)),
-                         w_wr.addr.eq(wl_bank * (NT * K) + wl_nt * K + wl_k)]
-        m.d.comb += w_wr.data.eq(self.weight.payload.data)
-        with m.If(self.weight.valid & self.weight.ready):
-            m.d.comb += w_wr.en.eq(1)
-            m.d.sync += loading.eq(~self.weight.payload.end)
-            if WB == 2:
-                with m.If(self.weight.payload.end):
-                    m.d.sync += wl_bank.eq(~wl_bank)
-                    for b in range(2):
-                        with m.If(wl_bank == b):
-                            m.d.sync += w_ready[b].eq(1)
-            with m.If(self.weight.payload.end):
-                m.d.sync += [wl_k.eq(0), wl_nt.eq(0)]
-            with m.Elif(wl_nt == NT - 1):
-                m.d.sync += [wl_nt.eq(0), wl_k.eq(wl_k + 1)]
-            with m.Else():
-                m.d.sync += wl_nt.eq(wl_nt + 1)
-        # the group tables' loader, alike: (group, feature tile) in the weights' order
+        f_wbank = Signal()       # the bank the array computes with
+        idle = ~running & ~flushing
+        loading, w_ready = self._table_loader(m, self.weight, w_wr, KW, NT, WB, idle,
+                                              ("wl_k", "wl_nt", "loading", "wl_bank", "w_ready"))
+        # the group tables' loader, alike: (group, feature tile) in the weights' order; with
+        # two banks, banks of their own filled and freed in step with the weights'
         if grouped:
-            gl_g = Signal(range(G))
-            gl_nt = Signal(range(NT))
-            g_loading = Signal()
-            m.d.comb += [
-                self.group.ready.eq(~running & ~flushing),
-                g_wr.addr.eq(gl_nt * G + gl_g),
-                g_wr.data.eq(self.group.payload.data),
-            ]
-            with m.If(self.group.valid & self.group.ready):
-                m.d.comb += g_wr.en.eq(1)
-                m.d.sync += g_loading.eq(~self.group.payload.end)
-                with m.If(self.group.payload.end):
-                    m.d.sync += [gl_g.eq(0), gl_nt.eq(0)]
-                with m.Elif(gl_nt == NT - 1):
-                    m.d.sync += [gl_nt.eq(0), gl_g.eq(gl_g + 1)]
-                with m.Else():
-                    m.d.sync += gl_nt.eq(gl_nt + 1)
+            g_loading, g_ready = self._table_loader(
+                m, self.group, g_wr, G, NT, WB, idle,
+                ("gl_g", "gl_nt", "g_loading", "gl_bank", "g_ready"))
 
         # ---- activation writer: fills token tiles into two banks ------------------------------
         bank_full = Signal(2)
@@ -295,8 +292,10 @@ class Gemm(wiring.Component):
             start_ok = cur_full & ~loading & ~self.weight.valid
         else:
             start_ok = cur_full & w_ready.bit_select(f_wbank, 1)
-        if grouped:         # nor while the group tables load
+        if grouped and WB == 1:         # nor while the group tables load
             start_ok = start_ok & ~g_loading & ~self.group.valid
+        elif grouped:                   # nor before the bank's group tables are in
+            start_ok = start_ok & g_ready.bit_select(f_wbank, 1)
         active = running | flushing | start_ok
         # `go` decides a step from registered state only (two LUT levels) and drives the few
         # registers of the control: the feeder, the memory reads and the readout schedule. The
@@ -307,16 +306,21 @@ class Gemm(wiring.Component):
         m.d.comb += go.eq(active & ~conflict)
         is_real = ~flushing & (f_k < K)
 
+        # f_wbase + f_k: the (tile, k) the step reads, nt·K + k (past k the read is not used)
+        at = f_wbase + f_k
+        w_at = at[P.bit_length() - 1:]          # its weight word (K is even when P = 2)
         m.d.comb += [
             a_rd.addr.eq(f_bank * KB + f_beat), a_rd.en.eq(go),
-            w_rd.addr.eq(f_wbase + f_k if WB == 1 else f_wbank * (NT * K) + f_wbase + f_k),
+            w_rd.addr.eq(w_at if WB == 1 else f_wbank * (NT * KW) + w_at),
             w_rd.en.eq(go),
         ]
         if grouped:
-            # a group is WEIGHT_GROUP consecutive k of one tile: the weight address over 32
-            # (k is a multiple of 32; past k the read is not used)
+            # a group is WEIGHT_GROUP consecutive k of one tile: the address over 32 (k is a
+            # multiple of 32)
             gbits = WEIGHT_GROUP.bit_length() - 1
-            m.d.comb += [g_rd.addr.eq((f_wbase + f_k)[gbits:]), g_rd.en.eq(go)]
+            g_at = at[gbits:]
+            m.d.comb += [g_rd.addr.eq(g_at if WB == 1 else f_wbank * (NT * G) + g_at),
+                         g_rd.en.eq(go)]
         with m.If(go):
             with m.If(flushing):
                 m.d.sync += flush_cnt.eq(flush_cnt + 1)
@@ -335,6 +339,8 @@ class Gemm(wiring.Component):
                                 for b in range(2):
                                     with m.If(f_wbank == b):
                                         m.d.sync += w_ready[b].eq(0)
+                                        if grouped:
+                                            m.d.sync += g_ready[b].eq(0)
                         for b in range(2):
                             with m.If(f_bank == b):
                                 m.d.sync += bank_full[b].eq(0)
@@ -348,25 +354,37 @@ class Gemm(wiring.Component):
                         m.d.sync += f_lane.eq(f_lane + 1)
 
         # Tile descriptor, carried from issue to the readout of the tile's results.
-        meta = data.StructLayout({
-            "real": 1, "bank": 1, "nt": range(NT), "last_row": range(R), "end": 1,
-            "last_nt": 1,
-        })
+        # With weight groups a "tile" of the array is one group (its flag every WEIGHT_GROUP
+        # steps): `first`/`last` say whether it is its feature tile's first or last group.
+        fields = {"real": 1, "bank": 1, "nt": range(NT), "last_row": range(R), "end": 1,
+                  "last_nt": 1}
+        if grouped:
+            fields |= {"first": 1, "last": 1}
+        meta = data.StructLayout(fields)
         issue_meta = Signal(meta)
         m.d.comb += [
             issue_meta.real.eq(is_real), issue_meta.bank.eq(f_bank), issue_meta.nt.eq(f_nt),
             issue_meta.last_row.eq(cur_last), issue_meta.end.eq(cur_end),
             issue_meta.last_nt.eq(f_nt == NT - 1),
         ]
+        if grouped:
+            m.d.comb += [issue_meta.first.eq(f_k < WEIGHT_GROUP),
+                         issue_meta.last.eq(f_k >= K - WEIGHT_GROUP)]
+            new_tile = (f_k[:gbits] == 0) & (f_k < K)
+        else:
+            new_tile = f_k == 0
 
         # ---- stage 1: memory data, aligned with the registered issue information --------------
         s1_real = Signal()
+        s1_half = Signal()           # W4: the step's k is odd, the read word's upper codes
         s1_flag = Signal()
         s1_lane = Signal(range(LN))
         s1_meta = Signal(meta)
         with m.If(go):
+            if P == 2:
+                m.d.sync += s1_half.eq(f_k[0])
             m.d.sync += [s1_real.eq(is_real), s1_lane.eq(f_lane), s1_meta.eq(issue_meta),
-                         s1_flag.eq(Mux(flushing, flush_cnt == 0, f_k == 0))]
+                         s1_flag.eq(Mux(flushing, flush_cnt == 0, new_tile))]
 
         # ---- into the array's cycle: its step, inputs and readout controls are registers ------
         # The array steps on `step` = `go` one cycle late. Whatever it reads from the control
@@ -381,12 +399,11 @@ class Gemm(wiring.Component):
             lane_val = a_rd.data[i * LN:(i + 1) * LN]
             m.d.sync += x_a[i].eq(Mux(s1_real, lane_val[s1_lane] if LN > 1 else lane_val[0], 0))
         if grouped:
-            # the code and its group's pair (zero code and minimum on a step without data);
-            # the array's expander makes W' = D·q + M in its weight skew's first step
+            # the code (zero on a step without data), zero-extended into the multipliers'
+            # signed operand; the group's pair goes to the group queue (_group_sums)
             for j in range(C):
-                m.d.sync += [x_w[j].q.eq(Mux(s1_real, w_rd.data[j], 0)),
-                             x_w[j].d.eq(g_rd.data[j]),
-                             x_w[j].m.eq(Mux(s1_real, g_rd.data[C + j], 0))]
+                code = Mux(s1_half, w_rd.data[C + j], w_rd.data[j])
+                m.d.sync += x_w[j].eq(Mux(s1_real, code, 0))
         else:
             for j in range(C):
                 m.d.sync += x_w[j].eq(Mux(s1_real, w_rd.data[j], 0))
@@ -395,15 +412,19 @@ class Gemm(wiring.Component):
                      array.flag.eq(x_flag)]
 
         # ---- readout schedule: row i of a tile is read `readout_step + i` steps after the flag
-        # of the tile that follows it (or of the flush) entered the array. A shift register of
-        # descriptors times it; which row is due at the next step is decoded one step ahead
-        # into registers, so that the stall decision (an output bank still full) is one LUT
-        # from registers.
+        # of the tile that follows it (or of the flush) entered the array, and written to its
+        # output buffer at `write_step + i` (the same step without weight groups). A shift
+        # register of descriptors times it; which row is due at the next step is decoded one
+        # step ahead into registers, so that the stall decision (an output bank still full) is
+        # one LUT from registers.
         prev = Signal(meta)          # the tile in the array whose flag came last
-        RS = cfg.readout_step
+        RS = cfg.write_step
+        RR = cfg.readout_step
         depth = RS - 1 + R
         sched = [Signal(meta, name=f"sched{d}") for d in range(depth)]
         due = Signal()               # row `due_row` of `due_meta` is written at this step
+        rd_due = Signal()            # weight groups: row `rd_row` is read out at this step
+        rd_row = Signal(range(R))
         due_row = Signal(range(R))
         due_meta = Signal(meta)
         with m.If(go):
@@ -417,6 +438,11 @@ class Gemm(wiring.Component):
             for i in range(R):
                 with m.If(sched[RS - 1 + i].real):
                     m.d.sync += [due.eq(1), due_row.eq(i), due_meta.eq(sched[RS - 1 + i])]
+            if grouped:
+                m.d.sync += rd_due.eq(0)
+                for i in range(R):
+                    with m.If(sched[RR - 1 + i].real):
+                        m.d.sync += [rd_due.eq(1), rd_row.eq(i)]
 
         out_full = Signal(2)
         out_last = [Signal(range(R), name=f"out{b}_last_row") for b in range(2)]
@@ -430,38 +456,36 @@ class Gemm(wiring.Component):
         # comes a cycle after `go`, so a bank whose last beat is read in this cycle is free
         # in time.
         emptying = (d_bank == due_meta.bank) & d_final & advance
-        m.d.comb += conflict.eq(due & out_full.bit_select(due_meta.bank, 1) & ~emptying)
+        due_out = due & due_meta.last if grouped else due     # due into the output buffer
+        m.d.comb += conflict.eq(due_out & out_full.bit_select(due_meta.bank, 1) & ~emptying)
         # The write itself happens at the array's step, from registered controls.
         wr_en = Signal()
         wr_row = Signal(range(R))
         wr_meta = Signal(meta)
         m.d.sync += [wr_en.eq(due & go), wr_row.eq(due_row), wr_meta.eq(due_meta)]
-        m.d.comb += [
-            array.sel.eq(wr_row),
-            o_wr.addr.eq((wr_meta.bank * R + wr_row) * NT + wr_meta.nt),
-            o_wr.en.eq(wr_en),
-        ]
         if grouped:
-            # each sum started from acc_bias (half a step when rounding to nearest): the floor
-            # shift is wiring; half-even turns a tie (no dropped bit set after the bias) to the
-            # even neighbour by clearing bit 0
-            for j in range(C):
-                y = array.row[j]
-                q = y >> cfg.shift
-                if cfg.rounding == "half_even" and cfg.shift:
-                    tie = y[:cfg.shift] == 0
-                    q = Cat(q[0] & ~tie, q[1:]).as_signed()
-                m.d.comb += o_wr.data[j].eq(q)
+            rd_en = Signal()
+            rd_sel = Signal(range(R))
+            m.d.sync += [rd_en.eq(rd_due & go), rd_sel.eq(rd_row)]
+            m.d.comb += array.sel.eq(rd_sel)
+            ob_en = self._group_sums(m, cfg, array, step, x_flag, s1_real, g_rd.data,
+                                     rd_en, rd_sel, wr_en, wr_row, wr_meta, o_wr)
         else:
-            m.d.comb += o_wr.data.eq(array.row)
+            ob_en = wr_en
+            m.d.comb += [array.sel.eq(wr_row), o_wr.data.eq(array.row)]
+        ob_row, ob_meta = wr_row, wr_meta
+        m.d.comb += [
+            o_wr.addr.eq((ob_meta.bank * R + ob_row) * NT + ob_meta.nt),
+            o_wr.en.eq(ob_en),
+        ]
         bank_written = Signal(2)
-        with m.If(wr_en & (wr_row == R - 1) & wr_meta.last_nt):
-            m.d.comb += bank_written.eq(1 << wr_meta.bank)
-        last_next = [Mux(bank_written[b], wr_meta.last_row, out_last[b]) for b in range(2)]
+        with m.If(ob_en & (ob_row == R - 1) & ob_meta.last_nt):
+            m.d.comb += bank_written.eq(1 << ob_meta.bank)
+        last_next = [Mux(bank_written[b], ob_meta.last_row, out_last[b]) for b in range(2)]
         for b in range(2):
             with m.If(bank_written[b]):
-                m.d.sync += [out_full[b].eq(1), out_last[b].eq(wr_meta.last_row),
-                             out_end[b].eq(wr_meta.end)]
+                m.d.sync += [out_full[b].eq(1), out_last[b].eq(ob_meta.last_row),
+                             out_end[b].eq(ob_meta.end)]
 
         # ---- drain: output rows in order; the read port's register is the output register ----
         d_row = Signal(range(R))
@@ -496,3 +520,112 @@ class Gemm(wiring.Component):
                      d_final.eq((d_nt_n == NT - 1) &
                                 (d_row_n == Mux(d_bank_n, last_next[1], last_next[0])))]
         return m
+
+    @staticmethod
+    def _table_loader(m, port, wr, depth, NT, banks, idle, names):
+        """A loader of ``port``'s beats into memory write port ``wr``: a table of ``depth``
+        words per feature tile, beats in (word, feature tile) order (the feature tile
+        fastest), to ``feature tile · depth + word``, a load ending on ``end``. With one bank
+        it takes beats only while ``idle``; with two, into the bank not holding a
+        complete load (its own bank register flips at each load's end). ``names``: its
+        signals' (word, feature tile, loading, bank, ready). Returns ``(loading, ready)``:
+        between a load's first and end beat; the banks holding a complete load (the caller
+        clears a bank's bit when its tensor has used it up)."""
+        n_word, n_nt, n_loading, n_bank, n_ready = names
+        word = Signal(range(depth), name=n_word)
+        nt = Signal(range(NT), name=n_nt)
+        loading = Signal(name=n_loading)
+        bank, ready = Signal(name=n_bank), Signal(2, name=n_ready)
+        if banks == 1:
+            m.d.comb += [port.ready.eq(idle), wr.addr.eq(nt * depth + word)]
+        else:
+            m.d.comb += [port.ready.eq(~ready.bit_select(bank, 1)),
+                         wr.addr.eq(bank * (NT * depth) + nt * depth + word)]
+        m.d.comb += wr.data.eq(port.payload.data)
+        with m.If(port.valid & port.ready):
+            m.d.comb += wr.en.eq(1)
+            m.d.sync += loading.eq(~port.payload.end)
+            if banks == 2:
+                with m.If(port.payload.end):
+                    m.d.sync += bank.eq(~bank)
+                    for b in range(2):
+                        with m.If(bank == b):
+                            m.d.sync += ready[b].eq(1)
+            with m.If(port.payload.end):
+                m.d.sync += [word.eq(0), nt.eq(0)]
+            with m.Elif(nt == NT - 1):
+                m.d.sync += [nt.eq(0), word.eq(word + 1)]
+            with m.Else():
+                m.d.sync += nt.eq(nt + 1)
+        return loading, ready
+
+    @staticmethod
+    def _group_sums(m, cfg, array, step, x_flag, s1_real, pair, rd_en, rd_row, wr_en, wr_row,
+                    wr_meta, o_wr):
+        """The grouped GEMM's scaling of each group's partial sums, after the array.
+
+        A row's partial sums of a group (``Σ a·q`` per column, and ``Σ a`` from the row-sum
+        column) are read out at the array's step ``rd_en`` (``GemmConfig.readout_step``); each
+        column multiplies its ``Σ a·q`` by the group's scale ``D`` and the row's ``Σ a`` by the
+        group's minimum ``M`` into registers held until the next step (``GROUP_STAGES``), at
+        which the row is written (``wr_en``, ``GemmConfig.write_step``, the plain GEMM's
+        readout step): the products are added to the row's running sum (``acc_bias`` at a
+        feature tile's first group), kept in an accumulator memory of ``rows`` words until the
+        tile's last group, whose sum is shifted (wiring, and for half-even a tie fix on the
+        dropped bits) into the output buffer. The write and its stall decision are the plain
+        GEMM's, so the timing is too.
+
+        A group's ``(D, M)`` is read with its codes as it enters the array and queued until
+        its last row is read out (a queue of a few entries: groups overlap in the array by
+        at most the readout's ``readout_step + rows`` steps), so the group memory's bank is
+        free for the next load as soon as the tensor's last step is issued, as the weights'.
+
+        Returns the output buffer's write enable."""
+        R, C = cfg.rows, cfg.cols
+        depth = cfg.group_queue_depth
+        m.submodules.gqueue = gq = memory.Memory(
+            shape=data.ArrayLayout(signed(GROUP_SCALE_BITS), 2 * C), depth=depth, init=[])
+        gq_wr = gq.write_port()
+        gq_rd = gq.read_port(domain="comb")
+        wp = Signal(range(depth))
+        rp = Signal(range(depth))
+        # the pair of the group whose flag enters the array at this step (registered every
+        # cycle, as the array's other inputs)
+        x_pair = Signal.like(pair)
+        x_push = Signal()
+        m.d.sync += [x_pair.eq(pair), x_push.eq(s1_real)]
+        m.d.comb += [gq_wr.addr.eq(wp), gq_wr.data.eq(x_pair), gq_rd.addr.eq(rp)]
+        with m.If(step & x_flag & x_push):
+            m.d.comb += gq_wr.en.eq(1)
+            m.d.sync += wp.eq(wp + 1)
+        with m.If(rd_en & (rd_row == R - 1)):
+            m.d.sync += rp.eq(rp + 1)
+
+        # the readout's step: the products, and the row's running sum read
+        m.submodules.gacc = gacc = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.acc_width), C), depth=R, init=[])
+        ga_wr = gacc.write_port()
+        ga_rd = gacc.read_port(transparent_for=())
+        dq_w = GROUP_SCALE_BITS + cfg.group_sum_width
+        dq = [Signal(signed(dq_w), name=f"dq{j}") for j in range(C)]
+        ms = [Signal(signed(dq_w), name=f"ms{j}") for j in range(C)]
+        m.d.comb += [ga_rd.addr.eq(rd_row), ga_rd.en.eq(rd_en)]
+        with m.If(rd_en):
+            for j in range(C):
+                m.d.sync += [dq[j].eq(gq_rd.data[j] * array.row[j]),
+                             ms[j].eq(gq_rd.data[C + j] * array.row_sum)]
+        # the write's step: the sum, into the running sums or (last group) the output buffer
+        m.d.comb += [ga_wr.addr.eq(wr_row), ga_wr.en.eq(wr_en & ~wr_meta.last)]
+        for j in range(C):
+            y = Signal(signed(cfg.acc_width), name=f"sum{j}")
+            base = Mux(wr_meta.first, cfg.acc_bias, ga_rd.data[j])
+            m.d.comb += [y.eq(base + dq[j] + ms[j]), ga_wr.data[j].eq(y)]
+            # each sum started from acc_bias (half a step when rounding to nearest): the floor
+            # shift is wiring; half-even turns a tie (no dropped bit set after the bias) to the
+            # even neighbour by clearing bit 0
+            q = y >> cfg.shift
+            if cfg.rounding == "half_even" and cfg.shift:
+                tie = y[:cfg.shift] == 0
+                q = Cat(q[0] & ~tie, q[1:]).as_signed()
+            m.d.comb += o_wr.data[j].eq(q)
+        return wr_en & wr_meta.last

@@ -33,16 +33,29 @@ class LinearSizes:
     OUT_WIDTH = 32  # results are int32 at the block boundary, whatever the accumulator
 
     @property
+    def k_per_word(self):
+        """k per weight memory word (and ``weight`` beat) of a feature tile: 2 with
+        ``weight_groups`` (4-bit codes, two rows' ``cols`` codes a ``cols`` bytes wide word,
+        as an int8 word), else 1."""
+        return 2 if self.weight_groups else 1
+
+    @property
     def mul_w_width(self):
-        """Bits of the multipliers' weight operand (signed): ``w_width`` (more for
-        :class:`GemmConfig`'s grouped weights, which are expanded before the multipliers)."""
+        """Bits of the multipliers' weight operand (signed): ``w_width`` (one more for
+        :class:`GemmConfig`'s grouped weights, whose codes are unsigned)."""
         return self.w_width
 
     @property
     def acc_width(self):
         """Accumulator bits: a + w + ceil(log2 k) holds any sum of k products exactly (w the
-        multipliers' weight operand, :attr:`mul_w_width`)."""
-        return self.a_width + self.mul_w_width + max(0, math.ceil(math.log2(self.k)))
+        weight, :attr:`sum_w_width`)."""
+        return self.a_width + self.sum_w_width + max(0, math.ceil(math.log2(self.k)))
+
+    @property
+    def sum_w_width(self):
+        """Bits of the weight a sum is of (signed): ``w_width`` (more for
+        :class:`GemmConfig`'s grouped weights, ``D·q + M``)."""
+        return self.w_width
 
     @property
     def n_tiles(self):
@@ -99,7 +112,8 @@ class GemmConfig(LinearSizes, BlockConfig):
     dsp_packing: bool = spec(False, None,
                              "two MACs per multiplier: output columns 2p and 2p+1 share one "
                              "(27x18, DSP48E2) multiplier and its activation; needs an even cols "
-                             "(on ECP5/iCE40 Yosys splits the 27-bit product: no DSP saved)")
+                             "(on ECP5/iCE40 Yosys splits the 27-bit product: no DSP saved); with "
+                             "weight_groups the pair is two columns' codes")
     weight_groups: bool = spec(False, None,
                                "W4 weights as GGUF's Q4_1 stores them: 4-bit codes q (0..15), "
                                "each group of 32 inputs of a column with a 16-bit scale D and "
@@ -122,6 +136,9 @@ class GemmConfig(LinearSizes, BlockConfig):
     #: registers unused, and the multipliers' fixed sites are far from the logic around them),
     #: then the product again beside the accumulator. Vivado folds all three into a DSP48E2.
     PE_STAGES = 3
+    #: Registers from a group's partial sums leaving the array to their scaled sum
+    #: (``D·Σa·q + M·Σa`` plus what came before), with ``weight_groups``: the products.
+    GROUP_STAGES = 1
 
     def _validate(self):
         if self.dsp_packing and self.cols % 2:
@@ -139,10 +156,11 @@ class GemmConfig(LinearSizes, BlockConfig):
         if self.k % WEIGHT_GROUP:
             raise ConfigError(f"k={self.k} with weight_groups; allowed: a multiple of "
                               f"{WEIGHT_GROUP} (whole groups)")
-        if self.dsp_packing:
-            raise ConfigError("dsp_packing with weight_groups: the expanded weights "
-                              f"({self.mul_w_width} bits) leave no room for a pair; allowed: "
-                              "dsp_packing=false")
+        for name in ("rows", "cols"):
+            if getattr(self, name) > WEIGHT_GROUP:
+                raise ConfigError(f"{name}={getattr(self, name)} with weight_groups: a group's "
+                                  f"partial sums are read out within its {WEIGHT_GROUP} steps; "
+                                  f"allowed: {name} <= {WEIGHT_GROUP}")
         if self.group_shift is not None and (isinstance(self.group_shift, bool) or not
                                              isinstance(self.group_shift, int)):
             raise ConfigError(f"group_shift={self.group_shift!r} must be an integer")
@@ -159,8 +177,37 @@ class GemmConfig(LinearSizes, BlockConfig):
     @property
     def mul_w_width(self):
         """Bits of the multipliers' weight operand: ``w_width``, or with ``weight_groups`` the
-        expanded weight ``W' = D·q + M`` (:meth:`expanded_range`): ``GROUP_SCALE_BITS + 4``."""
+        code as a signed operand (``CODE_BITS + 1``): the PEs multiply codes, and a group's
+        scale and minimum are applied to its partial sums after the array
+        (:attr:`group_sum_width`)."""
+        return CODE_BITS + 1 if self.weight_groups else self.w_width
+
+    @property
+    def sum_w_width(self):
+        """Bits of the weight the results are sums of: with ``weight_groups`` the expanded
+        weight ``W' = D·q + M`` (:meth:`expanded_range`): ``GROUP_SCALE_BITS + 4``, as if it
+        were multiplied; else ``w_width``."""
         return GROUP_SCALE_BITS + CODE_BITS if self.weight_groups else self.w_width
+
+    @property
+    def group_sum_width(self):
+        """Bits of a PE's sum with ``weight_groups``: one group's ``Σ a·q`` (``a_width`` +
+        ``mul_w_width`` + log2 32), which the array's row-sum column shares for ``Σ a``."""
+        return self.a_width + self.mul_w_width + WEIGHT_GROUP.bit_length() - 1
+
+    @property
+    def pe_acc_width(self):
+        """Bits of a PE's accumulator: :attr:`acc_width`, or with ``weight_groups`` one
+        group's (:attr:`group_sum_width`)."""
+        return self.group_sum_width if self.weight_groups else self.acc_width
+
+    @property
+    def pe_stages(self):
+        """Enabled stages from a PE's inputs to its accumulator: ``PE_STAGES``, or with
+        ``weight_groups`` ``GROUP_STAGES`` fewer, which the group's scale and minimum take
+        after the array, so that results reach the output buffer at the step they do without
+        groups (:attr:`write_step`: the same timing)."""
+        return self.PE_STAGES - (self.GROUP_STAGES if self.weight_groups else 0)
 
     @staticmethod
     def expanded_range():
@@ -257,11 +304,34 @@ class GemmConfig(LinearSizes, BlockConfig):
         return self.rows * self.cols // (2 if self.dsp_packing else 1)
 
     @property
+    def group_multipliers(self):
+        """Multipliers after the array with ``weight_groups``: a group's scale and its minimum
+        per column (``D·Σa·q``, ``M·Σa``), shared by the rows; else none."""
+        return 2 * self.cols if self.weight_groups else 0
+
+    @property
     def readout_step(self):
-        """Steps from the flag of a tile's successor entering the array to the readout of the
-        tile's row 0 (row i follows i steps later): the skew register, one step per further
-        column, the PE's stages and its accumulator."""
-        return self.cols + self.PE_STAGES
+        """Steps from the flag of a tile's successor (with ``weight_groups`` a group's)
+        entering the array to the readout of the tile's (group's) row 0 (row i follows i
+        steps later): the skew register, one step per further column, the PE's stages
+        (:attr:`pe_stages`) and its accumulator."""
+        return self.cols + self.pe_stages
+
+    @property
+    def group_queue_depth(self):
+        """With ``weight_groups``, entries of the queue of group ``(D, M)`` rows between a
+        group's entry into the array and its last row's readout (``readout_step + rows`` steps
+        after the next group's flag, a group every ``WEIGHT_GROUP`` steps), a power of two."""
+        span = WEIGHT_GROUP + self.readout_step + self.rows + 2
+        return 1 << max(1, (-(-span // WEIGHT_GROUP) - 1).bit_length())
+
+    @property
+    def write_step(self):
+        """Steps from the flag of a tile's successor to the write of the tile's row 0 to the
+        output buffer (row i follows i steps later): :attr:`readout_step`, or with
+        ``weight_groups`` ``GROUP_STAGES`` more (the group's scaling), which is the plain
+        GEMM's readout step: ``cols + PE_STAGES`` either way."""
+        return self.readout_step + (self.GROUP_STAGES if self.weight_groups else 0)
 
     @property
     def flush_steps(self):

@@ -261,8 +261,9 @@ class RequantConfig(EltwiseTiming, BlockConfig):
         "float result's max magnitude maps to 127), else the largest value any input can give")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
     mult_bits: int = spec(16, Range(2, 24), "bits of each fixed-point multiplier")
-    out_width: int = spec(8, Choice((8, 16, 24)), "bits of the signed output: 8, 16 (the "
-                          "int16 residual stream) or 24 (a wide branch into it)")
+    out_width: int = spec(8, Choice((8, 9, 10, 11, 12, 16, 24)), "bits of the signed output: "
+                          "8, 9..12 (a wider activation table's input), 16 (the int16 "
+                          "residual stream) or 24 (a wide branch into it)")
     row_exponent: bool = spec(False, None, "a second input stream `e` gives each row's "
                               "exponent: the accumulators of that row are in units of "
                               "acc_scale·2**e (a dynamically quantised GEMM input)")
@@ -277,7 +278,7 @@ class RequantConfig(EltwiseTiming, BlockConfig):
 
     @property
     def OUT(self):
-        """The output type: int8, or int16 with ``out_width`` 16."""
+        """The output type: a signed ``out_width``-bit integer."""
         return IntType(self.out_width)
 
     @property

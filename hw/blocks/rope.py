@@ -49,6 +49,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..hfconfig import ROPE_BASE_DEFAULT
 from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
 from ..stream import row_layout
 from .loadable import Constant, constant_memories
@@ -93,8 +94,8 @@ class RopeConfig(BlockConfig):
                       "holds whole pairs of one head)")
     positions: int = spec(256, Range(2, MAX_POSITIONS), "positions the table holds (the "
                           "context): pos + rows must stay within it")
-    base: float = spec(10000.0, _Above(1.0), "RoPE frequency base (LLaMA 10000, SmolLM2 "
-                       "100000)")
+    base: float = spec(ROPE_BASE_DEFAULT, _Above(1.0), "RoPE frequency base (LLaMA 10000, "
+                       "SmolLM2 100000)")
     x_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 input")
     out_scale: float | None = spec(
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "

@@ -3,8 +3,6 @@ processing elements of :mod:`.pe` wired into an output-stationary ``rows``×``co
 the input skews that feed it a wavefront.
 
 * :class:`Skew` delays lane ``i`` by ``i + 1`` steps: the wavefront that feeds the array.
-* :class:`WeightExpander` makes the grouped W4 GEMM's weights ``W' = D·q + M`` in the first
-  step of the weight skew (``GemmConfig.weight_groups``).
 * :class:`SystolicArray` is the ``rows``×``cols`` grid with its skews, advancing only on ``en``
   (the whole array moves in lock-step, which makes stalls trivially safe). Each PE registers
   what it passes on, so the grid needs no pipeline registers of its own between PEs (gemmini's
@@ -18,17 +16,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dsp import pack_weight_pair
-from .gemm_config import CODE_BITS, GROUP_SCALE_BITS, GemmConfig
-from .pe import PackedProcessingElement, ProcessingElement
+from .gemm_config import GemmConfig
+from .pe import PackedProcessingElement, ProcessingElement, RowSum
 
-__all__ = ["Skew", "WeightExpander", "SystolicArray", "group_weight_layout"]
-
-
-def group_weight_layout():
-    """A column's grouped weight as the array takes it: the code and its group's scale and
-    minimum (``GemmConfig.weight_groups``)."""
-    return data.StructLayout({"q": unsigned(CODE_BITS), "d": signed(GROUP_SCALE_BITS),
-                              "m": signed(GROUP_SCALE_BITS)})
+__all__ = ["Skew", "SystolicArray"]
 
 
 class Skew(wiring.Component):
@@ -58,33 +49,6 @@ class Skew(wiring.Component):
         return m
 
 
-class WeightExpander(wiring.Component):
-    """``W' = D·q + M`` of each column, one enabled step late: the products ``D·q`` and the
-    minima are registered (the step the weight skew's first register takes) and added after
-    the registers, so neither the multiplier nor the adder shares a cycle with the other.
-    ``o`` is their sum (combinational): feed it to registers, as the rest of the weight skew
-    and a PE's inputs are."""
-
-    def __init__(self, cols, width):
-        self._cols = cols
-        super().__init__({
-            "en": In(1),
-            "i": In(data.ArrayLayout(group_weight_layout(), cols)),
-            "o": Out(data.ArrayLayout(signed(width), cols)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        for j in range(self._cols):
-            w = self.i[j]
-            prod = Signal(signed(GROUP_SCALE_BITS + CODE_BITS + 1), name=f"dq{j}")
-            minimum = Signal(signed(GROUP_SCALE_BITS), name=f"m{j}")
-            with m.If(self.en):
-                m.d.sync += [prod.eq(w.d * w.q), minimum.eq(w.m)]
-            m.d.comb += self.o[j].eq(prod + minimum)
-        return m
-
-
 class SystolicArray(wiring.Component):
     """A ``rows``×``cols`` output-stationary grid with its input skews.
 
@@ -95,19 +59,23 @@ class SystolicArray(wiring.Component):
     Members
     -------
     en : In(1)
-    a : In(ArrayLayout(signed(a_width), rows)); w : In(ArrayLayout(signed(w_width), cols));
+    a : In(ArrayLayout(signed(a_width), rows));
+    w : In(ArrayLayout(signed(mul_w_width), cols));
     flag : In(1)
     sel : In(range(rows))
         Row whose results appear on ``row``.
-    row : Out(ArrayLayout(signed(acc_width), cols))
+    row : Out(ArrayLayout(signed(pe_acc_width), cols))
         ``result`` of PE(sel, 0..cols-1). Row i of a tile whose successor's flag entered at
-        step S is complete from step S + cols + PE_STAGES + i + 1 until step
-        S + L + PE_STAGES + i + 1 (L >= cols the tile length).
+        step S is complete from step S + cols + pe_stages + i + 1 until step
+        S + L + pe_stages + i + 1 (L >= cols the tile length).
+    row_sum : Out(signed(group_sum_width))
+        ``weight_groups`` only: the sum of row ``sel``'s activations over the tile, beside
+        ``row`` (a :class:`~.pe.RowSum` by each row's first PE).
 
-    With ``weight_groups``, ``w`` holds each column's code and group pair
-    (:func:`group_weight_layout`), which a :class:`WeightExpander` makes into the multipliers'
-    ``mul_w_width``-bit operand in the weight skew's first step (the same wavefront), and
-    every sum starts from ``cfg.acc_bias``.
+    With ``weight_groups`` a tile is one group of the GEMM's (the flag comes every
+    ``WEIGHT_GROUP`` steps), ``w`` holds the codes (zero-extended) and the PEs sum
+    ``a·q`` into ``group_sum_width`` bits, ``pe_stages`` deep: the group's scale and minimum
+    are applied after the array.
 
     With ``dsp_packing`` a PE holds columns 2p and 2p+1, the weight skew carries the pairs
     (:func:`pack_weight_pair`) and results are complete ``cols/2`` steps sooner; the window
@@ -116,15 +84,17 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, cfg: GemmConfig):
         self.cfg = cfg
-        super().__init__({
+        members = {
             "en": In(1),
             "a": In(data.ArrayLayout(signed(cfg.a_width), cfg.rows)),
-            "w": In(data.ArrayLayout(group_weight_layout() if cfg.weight_groups
-                                     else signed(cfg.mul_w_width), cfg.cols)),
+            "w": In(data.ArrayLayout(signed(cfg.mul_w_width), cfg.cols)),
             "flag": In(1),
             "sel": In(range(cfg.rows)),
-            "row": Out(data.ArrayLayout(signed(cfg.acc_width), cfg.cols)),
-        })
+            "row": Out(data.ArrayLayout(signed(cfg.pe_acc_width), cfg.cols)),
+        }
+        if cfg.weight_groups:
+            members["row_sum"] = Out(signed(cfg.group_sum_width))
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -137,15 +107,9 @@ class SystolicArray(wiring.Component):
         m.submodules.a_skew = a_skew = Skew(signed(cfg.a_width), R)
         m.submodules.f_skew = f_skew = Skew(1, R)
         if cfg.dsp_packing:
-            m.submodules.w_skew = w_skew = Skew(unsigned(2 * cfg.w_width + 1), pcols)
+            m.submodules.w_skew = w_skew = Skew(unsigned(2 * cfg.mul_w_width + 1), pcols)
             m.d.comb += [w_skew.i[p].eq(pack_weight_pair(self.w[2 * p], self.w[2 * p + 1]))
                          for p in range(pcols)]
-        elif cfg.weight_groups:
-            # the expander is the skew's first step: lane j's j further steps follow it
-            m.submodules.expander = expander = WeightExpander(C, cfg.mul_w_width)
-            m.submodules.w_skew = w_skew = Skew(signed(cfg.mul_w_width), C, first=0)
-            m.d.comb += [expander.en.eq(self.en), expander.i.eq(self.w),
-                         w_skew.i.eq(expander.o)]
         else:
             m.submodules.w_skew = w_skew = Skew(signed(cfg.mul_w_width), C)
             m.d.comb += w_skew.i.eq(self.w)
@@ -155,14 +119,21 @@ class SystolicArray(wiring.Component):
 
         pes = [[None] * pcols for _ in range(R)]
         results = [[None] * C for _ in range(R)]
+        sums = [None] * R
+        acc_w, stages = cfg.pe_acc_width, cfg.pe_stages
         for i in range(R):
+            if cfg.weight_groups:
+                m.submodules[f"row_sum_{i}"] = rs = RowSum(cfg.a_width, cfg.group_sum_width,
+                                                           stages)
+                m.d.comb += [rs.en.eq(self.en), rs.a_i.eq(a_skew.o[i]),
+                             rs.flag_i.eq(f_skew.o[i])]
+                sums[i] = rs.result
             for j in range(pcols):
                 if cfg.dsp_packing:
-                    pe = PackedProcessingElement(cfg.a_width, cfg.w_width, cfg.acc_width)
+                    pe = PackedProcessingElement(cfg.a_width, cfg.mul_w_width, acc_w, stages)
                     results[i][2 * j:2 * j + 2] = pe.result_lo, pe.result_hi
                 else:
-                    pe = ProcessingElement(cfg.a_width, cfg.mul_w_width, cfg.acc_width,
-                                           cfg.acc_bias)
+                    pe = ProcessingElement(cfg.a_width, cfg.mul_w_width, acc_w, stages=stages)
                     results[i][j] = pe.result
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j] = pe
                 left = pes[i][j - 1] if j else None
@@ -177,4 +148,6 @@ class SystolicArray(wiring.Component):
             for i in range(R):
                 with m.Case(i):
                     m.d.comb += [self.row[j].eq(results[i][j]) for j in range(C)]
+                    if cfg.weight_groups:
+                        m.d.comb += self.row_sum.eq(sums[i])
         return m

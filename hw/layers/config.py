@@ -51,6 +51,7 @@ from ..blocks.residual import ResidualConfig
 from ..blocks.rope import RopeConfig
 from ..blocks.rowkernel import MAX_LENGTH, check_vector
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..hfconfig import ROPE_BASE_DEFAULT
 from ..numeric import INT32
 from .bert import BERT
 from .description import SCHEMES
@@ -280,7 +281,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
                       "d_ff and d_head; llama: even (RoPE rotates pairs within a beat)")
     eps: float | None = spec(None, None, "norm epsilon; none: the arch's (gpt2 1e-5, "
                              "bert 1e-12, llama 1e-5)")
-    rope_base: float = spec(10000.0, None, "RoPE frequency base, finite > 1 (llama only; "
+    rope_base: float = spec(ROPE_BASE_DEFAULT, None, "RoPE frequency base, finite > 1 (llama only; "
                             "LLaMA 10000, SmolLM2 100000)")
     rounding: str = spec("half_even", Choice(ROUNDINGS),
                          "rounding of every re-quantisation and residual")
@@ -314,6 +315,10 @@ class LayerConfig(HeadGeometry, BlockConfig):
                          "of lanes)")
     ffn_cols: int = spec(4, Range(1, 64), "columns of the FFN1 and FFN2 arrays (llama: gate, "
                          "up and down; output features at once)")
+    dsp_packing: bool = spec(False, None, "engine=gemm: every linear stage's GEMM computes two "
+                             "output columns per multiplier (GemmConfig.dsp_packing: W8's "
+                             "weights or W4's codes, two products in one DSP48E2/DSP58; "
+                             "none saved on ECP5/iCE40); needs even linear_cols and ffn_cols")
     qk_rows: int = spec(4, Range(1, 64), "rows of the Q·Kᵀ array")
     qk_cols: int = spec(4, Range(1, 64), "columns of the Q·Kᵀ array")
     pv_rows: int = spec(4, Range(1, 64), "rows of the P·V array")
@@ -388,6 +393,9 @@ class LayerConfig(HeadGeometry, BlockConfig):
             if n % self.lanes:
                 raise ConfigError(f"lanes={self.lanes} does not divide {name}={n}; allowed: "
                                   f"a common divisor of d_model, d_ff and d_head")
+        if self.dsp_packing and self.engine != "gemm":
+            raise ConfigError(f"dsp_packing with engine={self.engine}: the GEMV packs no "
+                              "products; allowed: dsp_packing=false (or engine=gemm)")
         if self.engine == "gemv":
             # the GEMV writes whole input beats into words of `rows` activations
             for name in ("linear_rows", "ffn_rows"):
@@ -647,7 +655,9 @@ class LayerConfig(HeadGeometry, BlockConfig):
         weights are the grouped 4-bit codes (``weight_groups``, shifted by
         :meth:`group_shift`). The golden model computes every linear stage through it (both
         engines give the same integers); the stage's own engine is :meth:`linear`."""
-        return GemmConfig(**{**self._linear_fields(name), **self._group_fields(name)})
+        packing = {"dsp_packing": True} if self.dsp_packing else {}
+        return GemmConfig(**{**self._linear_fields(name), **self._group_fields(name),
+                             **packing})
 
     def linear(self, name):
         """The engine config of a linear stage (``q k v o f1 f2``): a :class:`GemmConfig` when
@@ -743,7 +753,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
                 else {})
         cls = GeluConfig if act.startswith("gelu_") else SiluConfig
         return cls(length=length, lanes=self.lanes, **kind, out_width=self.width(st.output),
-                   **self._constants(st, length, calibrated))
+                   in_width=self.width(st.inputs[0]), **self._constants(st, length, calibrated))
 
     @property
     def gelu(self):

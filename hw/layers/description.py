@@ -59,8 +59,10 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["KINDS", "SCHEMES", "NARROW", "WIDEST", "NORMS", "ACTS", "FEATURES", "Stage",
-           "LayerDescription"]
+from ..blocks.activation import IN_WIDTHS
+
+__all__ = ["KINDS", "SCHEMES", "NARROW", "WIDEST", "ACT_WIDTHS", "NORMS", "ACTS", "FEATURES",
+           "Stage", "LayerDescription"]
 
 #: The numerics schemes a description comes in (see the module text).
 SCHEMES = ("static", "dynamic")
@@ -83,6 +85,9 @@ NARROW = (8, 9)
 #: input (:class:`~llmloom.hw.blocks.dynquant.DynQuantConfig`) takes 31, and a 24-bit one
 #: keeps the re-quantisers' and the residual's products within their words.
 WIDEST = 24
+#: Bits the ``act`` stage's input may have in the ``dynamic`` scheme
+#: (:attr:`LayerDescription.act_width`): the activation table's address bits.
+ACT_WIDTHS = IN_WIDTHS
 #: The norms a layer's ``norm`` stages can be (:attr:`LayerDescription.norm`).
 NORMS = ("layernorm", "rmsnorm")
 #: The activations of an ``act`` stage (:attr:`LayerDescription.act`).
@@ -194,6 +199,10 @@ class LayerDescription:
         :data:`WIDEST`): a tensor whose rows differ in range by more than int16 holds at one
         static scale (LLaMA's ``p`` and ``f``, :mod:`.llama`). Each is written by a ``mul``
         or a linear stage and read by a ``quant`` stage or as a residual's branch.
+    act_width : int
+        Bits of the ``act`` stage's input in the ``dynamic`` scheme (:data:`ACT_WIDTHS`; a
+        table of ``2**act_width`` entries, one static scale): 8, or more where the input's
+        rows differ in range by more than int8 holds (LLaMA's ``hg``, :mod:`.llama`).
     """
 
     arch: str
@@ -208,6 +217,7 @@ class LayerDescription:
     norm: str = "layernorm"
     row_exponents: tuple = ()
     wide: tuple = ()
+    act_width: int = 8
 
     def __post_init__(self):
         seen = {"x"}
@@ -257,6 +267,13 @@ class LayerDescription:
                    for st, port in self.readers(t)):
                 raise ValueError(f"{self.arch}: wide tensor {t!r} is read by a stage other "
                                  "than a per-token quantiser or a residual's branch")
+        if self.act_width not in ACT_WIDTHS:
+            raise ValueError(f"{self.arch}: act_width={self.act_width!r} is not allowed; "
+                             f"allowed: {' | '.join(map(str, ACT_WIDTHS))}")
+        if self.act_width != 8 and any(t in self.stream for st in self.of_kind("act")
+                                       for t in st.inputs):
+            raise ValueError(f"{self.arch}: act_width={self.act_width} on an activation "
+                             "whose input is a stream tensor (its width is the stream's)")
         for field, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS)):
             if value not in allowed:
                 raise ValueError(f"{self.arch}: {field}={value!r} is not allowed; allowed: "
@@ -285,11 +302,14 @@ class LayerDescription:
 
     def width(self, tensor):
         """Bits of ``tensor``: in the ``dynamic`` scheme 16 for a stream tensor (or its bits in
-        :attr:`wide`) and :attr:`narrow` for a ``quant`` stage's output; else 8."""
+        :attr:`wide`), :attr:`narrow` for a ``quant`` stage's output and :attr:`act_width`
+        for the ``act`` stage's input; else 8."""
         if self.scheme != "dynamic":
             return 8
         if tensor in self.stream:
             return dict(self.wide).get(tensor, 16)
+        if any(tensor in st.inputs for st in self.of_kind("act")):
+            return self.act_width
         return self.narrow if self.row_exponent(tensor) else 8
 
     def base(self, tensor):

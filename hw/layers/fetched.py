@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..blocks.axi_reader import AxiReader, AxiReaderConfig, AxiReadSignature
 from ..blocks.gemm import Gemm
+from ..blocks.gemm_config import GROUP_SCALE_BITS
 from ..blocks.gemv import Gemv
 from ..blocks.loadable import ConstantBus, ConstantLoader
 from ..blocks.requant import Requant
@@ -30,6 +31,7 @@ from .layer import Layer, layer_constants
 from .weights_image import fetched_layer_layout, image_layout
 
 __all__ = ["FetchedLinear", "fetch_commands", "check_fetched", "FetchedLayer", "LoadedLinear",
+           "command_layout", "command_fields",
            "layer_fetch_commands", "check_fetched_layer", "layer_banks",
            "prefetched_runs"]
 
@@ -39,17 +41,19 @@ SECTIONS = ("weights", "scales", "bias", "shift")
 
 def check_fetched(cfg, name, reader):
     """:class:`ConfigError` unless stage ``name`` of ``cfg`` can fetch its numbers through
-    ``reader``: int8 weights, the layer RTL's shape rules for the stage, a bus of exactly
-    the engine's ``cols`` bytes (a reader beat is a ``weight`` beat), and the int32 per bus
-    word and ``lanes`` one a multiple of the other (a bus word of constants widens or
+    ``reader``: int8 weights, or W4 on the GEMM (its grouped codes and tables), the layer
+    RTL's shape rules for the stage, a bus of exactly the engine's ``cols`` bytes (a reader
+    beat is a ``weight`` beat: ``cols`` int8, or W4 two rows' ``cols`` codes), and the int32
+    per bus word and ``lanes`` one a multiple of the other (a bus word of constants widens or
     narrows into the re-quantiser's beats)."""
     if not isinstance(cfg, LayerConfig):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(reader, AxiReaderConfig):
         raise TypeError(f"reader must be an AxiReaderConfig, not {reader!r}")
-    if cfg.weight_bits != 8:
-        raise ConfigError(f"weight_bits={cfg.weight_bits}: a fetched stage loads int8 weights; "
-                          "allowed: 8")
+    if cfg.weight_bits != 8 and cfg.engine != "gemm":
+        raise ConfigError(f"weight_bits={cfg.weight_bits} with engine={cfg.engine!r}: a "
+                          "fetched stage loads W4 weights into the GEMM's group tables only; "
+                          "allowed: weight_bits=8, or engine='gemm'")
     g = cfg.linear(name)
     cols = g.cols
     # the layer RTL's rules for this stage (its gearbox carries no padding lanes)
@@ -154,6 +158,40 @@ class _Words(wiring.Component):
         return m
 
 
+class _Widen(wiring.Component):
+    """``ratio`` reader beats (``cols`` bytes each) into one beat of ``layout`` (a
+    :func:`~llmloom.hw.stream.row_layout` of ``ratio·cols`` bytes of data), the first beat
+    the low bits, ``last`` and ``end`` the ratio-th's: the GEMM's W4 ``group`` beats (a
+    section of whole beats). One register stage; a beat taken whenever the output register
+    is empty or being taken, so the reader never waits on it while the output is taken."""
+
+    def __init__(self, cols, layout, ratio):
+        self._cols, self._ratio = cols, ratio
+        super().__init__({"i": In(stream.Signature(row_layout(signed(8), cols))),
+                          "o": Out(stream.Signature(layout))})
+
+    def elaborate(self, platform):
+        m = Module()
+        w, r = 8 * self._cols, self._ratio
+        incoming = self.i.payload.data.as_value()
+        fill = Signal(range(r))
+        held = Signal(w * (r - 1))                 # the beats so far, the newest on top
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(fill == r - 1):
+                m.d.sync += [self.o.payload.data.as_value().eq(Cat(held, incoming)),
+                             self.o.payload.last.eq(self.i.payload.last),
+                             self.o.payload.end.eq(self.i.payload.end),
+                             self.o.valid.eq(1), fill.eq(0)]
+            with m.Else():
+                m.d.sync += [held.eq(Cat(held[w:], incoming) if r > 2 else incoming),
+                             fill.eq(fill + 1)]
+        return m
+
+
 class FetchedLinear(wiring.Component):
     """Linear stage ``name`` of ``cfg`` (engine → gearbox → re-quantiser, as
     :class:`~.common.Linear`) with its weights, per-channel multipliers, biases and shift read
@@ -222,6 +260,9 @@ class FetchedLinear(wiring.Component):
     def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig, *, weight_banks=1):
         self._MustUse__silence = True
         check_fetched(cfg, name, reader)
+        if cfg.weight_bits != 8:
+            raise ConfigError(f"weight_bits={cfg.weight_bits}: a FetchedLinear loads int8 "
+                              "weights (W4 stages run fetched in a FetchedLayer); allowed: 8")
         if weight_banks not in (1, 2):
             raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
         if weight_banks == 2 and cfg.engine != "gemm":
@@ -357,14 +398,20 @@ class LoadedLinear(wiring.Component):
     re-quantiser's two banks of numbers) the next tensor's load while this one passes.
 
     Members: ``i``, ``o``, ``e`` as :class:`~.common.Linear`'s; ``weight``, the engine's
-    (``cols`` int8 a beat); ``load``, the re-quantiser's."""
+    (``cols`` int8 a beat, or at W4 two rows' ``cols`` codes: :meth:`Gemm.weight_layout`);
+    at W4 ``group``, the GEMM's group tables; ``load``, the re-quantiser's."""
 
     def __init__(self, cfg: LayerConfig, name, banks=1):
         self._cfg, self._name, self._banks = cfg, name, banks
         g = cfg.linear(name)
+        weight = (Gemm.weight_layout(g) if cfg.engine == "gemm"
+                  else row_layout(signed(8), g.cols))
         members = {**Linear.stage_members(cfg, name),
-                   "weight": In(stream.Signature(row_layout(signed(8), g.cols))),
+                   "weight": In(stream.Signature(weight)),
                    "load": In(stream.Signature(row_layout(signed(32), cfg.lanes)))}
+        if cfg.weight_bits == 4:
+            members["group"] = In(stream.Signature(
+                row_layout(signed(GROUP_SCALE_BITS), 2 * g.cols)))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -377,6 +424,8 @@ class LoadedLinear(wiring.Component):
         m.submodules.requant = req = Requant(cfg.requant(name), load=True, banks=self._banks)
         wiring.connect(m, wiring.flipped(self.i), engine.act)
         wiring.connect(m, wiring.flipped(self.weight), engine.weight)
+        if self._cfg.weight_bits == 4:
+            wiring.connect(m, wiring.flipped(self.group), engine.group)
         wiring.connect(m, wiring.flipped(self.load), req.load)
         wiring.connect(m, engine.o, gear.i)
         wiring.connect(m, gear.o, req.acc)
@@ -444,6 +493,27 @@ def prefetched_runs(runs, banks):
     return out
 
 
+def command_layout(reader, layers, banks):
+    """The layout of a :class:`FetchedLayer`'s ``cmd`` beat (``layers`` layers, ``banks``
+    banks, addresses of ``reader``): the image's byte address ``addr`` and the model layer's
+    slot ``layer`` (its KV cache region); with two banks also ``next``, the image to prefetch
+    while this run computes, and ``prefetch``, whether to (:func:`command_fields`)."""
+    fields = {"addr": reader.addr_width, "layer": range(max(2, layers))}
+    if banks == 2:
+        fields |= {"next": reader.addr_width, "prefetch": 1}
+    return data.StructLayout(fields)
+
+
+def command_fields(banks, run):
+    """The values of :func:`command_layout`'s fields for ``run``, ``(image base, layer,
+    next)`` (``next`` ``None``: no prefetch; :func:`prefetched_runs`)."""
+    base, layer, nxt = run
+    fields = {"addr": int(base), "layer": int(layer)}
+    if banks == 2:
+        fields |= {"next": 0 if nxt is None else int(nxt), "prefetch": int(nxt is not None)}
+    return fields
+
+
 class _Gate(wiring.Component):
     """A stream passed on only while ``open``."""
 
@@ -505,7 +575,8 @@ class FetchedLayer(Layer):
         is all loaded, until the tensor's ``end`` beat.
 
     A run: the command is registered, the image's sections are requested back to back
-    (weights to their engine's ``weight`` stream, a linear stage's constants as int32 beats
+    (weights to their engine's ``weight`` stream, at W4 its ``groups`` four bus words a beat
+    into the GEMM's ``group`` stream (``_Widen``), a linear stage's constants as int32 beats
     into its re-quantiser's ``load``, the ``constants`` section as 32-bit chunks into a
     :class:`~llmloom.hw.blocks.loadable.ConstantLoader`); once the loader has written the
     last word the input opens; the run ends with the tensor's last output beat. With one
@@ -526,11 +597,8 @@ class FetchedLayer(Layer):
         self.cfg, self.weights, self.reader, self._layers = cfg, None, reader, layers
         self.banks = banks
         self._loads = ConstantBus(layer_constants(cfg))
-        cmd = {"addr": reader.addr_width, "layer": range(max(2, layers))}
-        if banks == 2:
-            cmd |= {"next": reader.addr_width, "prefetch": 1}
         members = self._members() | {
-            "cmd": In(stream.Signature(data.StructLayout(cmd))),
+            "cmd": In(stream.Signature(command_layout(reader, layers, banks))),
             "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
         wiring.Component.__init__(self, members)
 
@@ -648,6 +716,12 @@ class FetchedLayer(Layer):
             m.submodules[f"words_{name}"] = packers[name] = w = _Words(cols, cfg.lanes,
                                                                         rq.beats)
             wiring.connect(m, w.o, blocks[name].load)
+        widen = {}                                 # W4: reader beats into group beats
+        for name in (cfg.linears if cfg.weight_bits == 4 else ()):
+            group = blocks[name].group
+            m.submodules[f"groups_{name}"] = widen[name] = wd = _Widen(
+                cols, group.payload.shape(), len(group.payload.data.as_value()) // (8 * cols))
+            wiring.connect(m, wd.o, group)
         total = sum(c.depth * c.chunks for _, c in self._loads.constants)
         m.submodules.words_constants = cw = _Words(cols, 1, total)
         m.d.comb += [loader.i.valid.eq(cw.o.valid), loader.i.payload.eq(cw.o.payload.data[0]),
@@ -658,6 +732,8 @@ class FetchedLayer(Layer):
                 with m.Case(k):
                     if part == "weights":
                         sink = blocks[stage].weight
+                    elif part == "groups":
+                        sink = widen[stage].i
                     elif stage == "layer":
                         sink = cw.i
                         m.d.comb += cw.count.eq(total)

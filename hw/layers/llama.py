@@ -55,7 +55,22 @@ W8A8 agreement 91.4 % → 92.4 %, perplexity 1.026× → 1.017× float's; W4A8 8
 ``hg`` clipped at the 99.5th percentile instead of the 98th (fake-quant KL 0.062 → 0.043 with
 int16 ``p``, but the bit-exact model's agreement fell to 90.2 %, perplexity 1.035×); with
 int24 ``p`` and ``f``, the 99th: W8A8 92.4 % (unchanged), perplexity 1.017× → 1.000×
-(one run, not yet adopted: W4A8 not measured).
+(one run; W4A8 not measured).
+
+The SiLU's input ``hg`` is **int10** (the description's ``act_width``: the gate's re-quantiser
+writes 10 bits, the table has 1024 entries of int16), at one static scale, the calibration's
+largest value, unclipped (:mod:`llmloom.sim.quantize`). With int24 ``p`` and ``f`` it was the
+largest loss left (bench/llama_attribution.py, each tensor alone: ``hg`` at int8 clipped to
+the 98th percentile KL 0.0146; then ``prob`` 0.0042, ``p_i8`` 0.0023, ``k`` 0.0017, ``kr``
+0.0016, the rest below 0.001; the weights ~0.0016 each). Every tensor quantised (fake-quant),
+KL 0.033 at int10 clipped to the 98th percentile, 0.018 unclipped. bench/generate.py (408
+tokens, 30 layers, dynamic, E = 15): W8A8 agreement 92.4 % → 93.1 % (Amazon text 94.9 % →
+94.2 %, reef 91.1 % → 92.6 %), perplexity 1.017× → 1.020× float's; W4A8 90.9 % → 93.4 %,
+1.011× → 1.026×. The cost (SmolLM2's layer on xcup, perf.resources, 4 lanes): +893 LUT
+(the table in logic, 1 126 LUT where 256 entries took 282), +6 FF, no DSP or BRAM; the
+cycles are unchanged. Not kept (yet): ``hg`` int12 (``act_width`` 12, a 4096-entry table):
+W8A8 93.6 % (Amazon 94.9 %, reef 93.0 %), 1.014×; W4A8 94.4 %, 1.017× (one run each), for
+a table of ~4 500 LUT at 4 lanes (+3 400 LUT over int10) or block RAM.
 
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
@@ -72,7 +87,7 @@ __all__ = ["LLAMA"]
 LLAMA = LayerDescription(
     arch="llama", output="r2", causal=True, act="silu", eps=1e-5, norm="rmsnorm",
     stream=("x", "n1", "attn", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
-    row_exponents=("x", "r1", "r2"), narrow=9, wide=(("p", 24), ("f", 24)),
+    row_exponents=("x", "r1", "r2"), narrow=9, wide=(("p", 24), ("f", 24)), act_width=10,
     stages=(
         Stage("norm1", "norm", ("x",), "n1", params="ln1"),
         Stage("q", "linear", ("n1",), "q", params="q", weight="wq"),

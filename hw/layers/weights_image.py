@@ -2,16 +2,24 @@
 that :class:`~llmloom.hw.blocks.axi_reader.AxiReader` streaming a section of it is exactly
 what an engine's ``weight`` stream loads.
 
-For each linear stage, in the order of the layer's description, four sections (six at W4:
-``weights`` then holds the 4-bit codes two to a byte, column ``2j`` in byte ``j``'s low nibble,
-followed by ``group_scale`` and ``group_min``, int16 little-endian, one row per group of 32
-inputs, ``n_tiles·cols`` columns):
+For each linear stage, in the order of the layer's description, four sections (five at W4,
+``groups`` after ``weights``):
 
 ``weights``
     The int8 matrix as the engine's ``weight`` stream carries it (:class:`Gemm` and
     :class:`Gemv` alike): ``k`` rows of ``n_tiles·cols`` bytes, the lanes past ``n`` zero, row
     by row. Read with ``lanes == cols`` (a ``data_width`` of ``8·cols``), beat ``b`` of the
-    reader is beat ``b`` of the weight stream.
+    reader is beat ``b`` of the weight stream. At W4 (GGUF's Q4_1 codes, kept exactly) the
+    grouped GEMM's ``weight`` stream (:meth:`Gemm.weight_rows`): ``k/2`` rows of
+    ``n_tiles·cols`` bytes, a feature tile's beat its ``cols`` codes of row ``2r`` then of
+    row ``2r+1``, two to a byte (code ``2j`` of the beat in byte ``j``'s low nibble), so again
+    reader beat ``b`` is weight beat ``b``, half as many.
+``groups``
+    W4 only: each group's int16 scale ``D`` and minimum ``M`` (GGUF's float16 ``d`` and ``m``
+    as the calibration makes them integers), little-endian, as the GEMM's ``group`` stream
+    carries them (:meth:`Gemm.group_rows`): ``k/32`` rows of ``n_tiles`` beats of ``2·cols``
+    int16, a feature tile's ``cols`` scales then its ``cols`` minima, lanes past ``n`` zero;
+    four reader beats a ``group`` beat.
 ``scales``
     The per-output-channel scale in the form the stage's re-quantiser computes with: its
     aligned fixed-point multiplier ``M_c`` (:attr:`RequantConfig.multipliers`; ``M_c·2**-s``
@@ -45,6 +53,7 @@ import dataclasses
 
 import numpy as np
 
+from ..blocks.gemm import Gemm
 from ..config import ConfigError
 from .config import WEIGHT_GROUP
 from .layer import layer_constants
@@ -55,6 +64,8 @@ __all__ = ["ALIGN", "Section", "LinearImage", "image_layout", "pack_layer_image"
 #: Section alignment in bytes: the widest AXI data bus the reader supports (512 bits).
 ALIGN = 64
 PARTS = ("weights", "scales", "bias", "shift")
+#: The sections of a W4 stage: ``groups`` (the GEMM's ``group`` stream) after the codes.
+W4_PARTS = ("weights", "groups", "scales", "bias", "shift")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,9 +118,8 @@ def image_layout(cfg):
         eng, rq = cfg.linear(name), cfg.requant(name)
         channels, width = rq.beats * rq.lanes, eng.n_tiles * eng.cols
         if cfg.weight_bits == 4:
-            parts = (("weights", eng.k, -(-width // 2), "uint8"),
-                     ("group_scale", eng.k // WEIGHT_GROUP, width, "<i2"),
-                     ("group_min", eng.k // WEIGHT_GROUP, width, "<i2"))
+            parts = (("weights", eng.k // 2, width, "uint8"),
+                     ("groups", eng.k // WEIGHT_GROUP, 2 * width, "<i2"))
         else:
             parts = (("weights", eng.k, width, "int8"),)
         for part, rows, cols, dtype in (*parts, ("scales", 1, channels, "<i4"),
@@ -131,17 +141,16 @@ def pack_layer_image(cfg, weights):
     buf = bytearray(layout[-1].end if layout else 0)
     for sec in layout:
         arr = np.zeros((sec.rows, sec.cols), dtype=sec.dtype)
+        eng = cfg.linear(sec.stage)
         if sec.part == "weights" and cfg.weight_bits == 4:
-            w = weights.matrix(sec.stage).astype(np.uint8)
-            codes = np.zeros((sec.rows, 2 * sec.cols), np.uint8)
-            codes[:, :w.shape[1]] = w
+            codes = Gemm.weight_rows(eng, weights.matrix(sec.stage)).astype(np.uint8)
             arr[:] = codes[:, 0::2] | (codes[:, 1::2] << 4)
         elif sec.part == "weights":
-            w = cfg.linear(sec.stage).check_weights(weights.matrix(sec.stage))
+            w = eng.check_weights(weights.matrix(sec.stage))
             arr[:, :w.shape[1]] = w
-        elif sec.part in ("group_scale", "group_min"):
-            g = np.asarray(getattr(cfg.numbers.params(sec.stage), sec.part))
-            arr[:, :g.shape[1]] = g
+        elif sec.part == "groups":
+            p = cfg.numbers.params(sec.stage)
+            arr[:] = Gemm.group_rows(eng, p.group_scale, p.group_min)
         elif sec.part == "shift":
             arr[0, 0] = cfg.requant(sec.stage).multipliers[1]
         else:
@@ -164,9 +173,22 @@ def unpack_layer_image(cfg, image):
     for sec in layout:
         arr = np.frombuffer(image, dtype=sec.dtype, count=sec.rows * sec.cols,
                             offset=sec.offset).reshape(sec.rows, sec.cols)
-        n = 1 if sec.part == "shift" else cfg.linear(sec.stage).n
+        eng = cfg.linear(sec.stage)
+        n = 1 if sec.part == "shift" else eng.n
         if sec.part == "weights" and cfg.weight_bits == 4:
-            arr = np.stack([arr & 0x0F, arr >> 4], axis=2).reshape(sec.rows, 2 * sec.cols)
+            # the stream's rows (k/2 of n_tiles tiles of two rows' cols codes) back to k×n
+            codes = np.stack([arr & 0x0F, arr >> 4], axis=2).reshape(
+                sec.rows, eng.n_tiles, 2, eng.cols)
+            arr = codes.transpose(0, 2, 1, 3).reshape(eng.k, eng.n_tiles * eng.cols)
+        elif sec.part == "groups":
+            pair = arr.reshape(sec.rows, eng.n_tiles, 2, eng.cols).transpose(2, 0, 1, 3)
+            for part, table in zip(("group_scale", "group_min"), pair, strict=True):
+                table = table.reshape(sec.rows, eng.n_tiles * eng.cols)
+                if np.any(table[:, n:]):
+                    raise ValueError(f"{sec.stage} {part}: padding past channel {n} is not "
+                                     "zero")
+                parts[sec.stage, part] = table[:, :n].astype(np.int64)
+            continue
         if np.any(arr[:, n:]):
             raise ValueError(f"{sec.stage} {sec.part}: padding past channel {n} is not zero")
         parts[sec.stage, sec.part] = arr[:, :n].astype(np.int8 if sec.part == "weights"

@@ -87,6 +87,7 @@ from .mapping import (
 __all__ = ["FAMILIES", "Family", "RamDef", "family_of", "multiplier_dsps",
            "const_multiplier_dsps", "map_memory", "rom_width", "MemoryMap", "Bill",
            "LogicBill", "estimate_block", "estimate_parts", "BLOCKS", "LOGIC", "gemm_pe_cost",
+           "gemm_group_cost",
            "unit_costs", "estimate_hostlink_parts", "estimate_hostlink",
            "estimate_fetched_memories"]
 
@@ -176,6 +177,24 @@ def gemm_pe_cost(family="xcup"):
     small, big = (gemm_parts(GemmConfig(rows=n, cols=n), fam)["logic"] for n in (8, 9))
     return {k: round((getattr(big, k) - getattr(small, k)) / (81 - 64), 1)
             for k in ("lut", "ff")}
+
+
+def gemm_group_cost(family="xcup"):
+    """``{"dsp", "lut", "ff"}`` per output column that the W4 GEMM (``weight_groups``: codes
+    into the multipliers, each group's scale and minimum applied after the array) adds to the
+    int8 GEMM of the same size: its two scaling multipliers, their adders, registers and the
+    small group memories, net of the PEs' narrower accumulators; the difference of the two
+    8×8 arrays (k = 64) over 8 columns. The whole-design model prices W4A8 kernels with it
+    on ``xcup`` (``perf.spatial``); its PE multipliers count as the int8 one's (one product,
+    or two packed, per DSP: ``hw.devices.packing_table``)."""
+    from ...hw.blocks.gemm_config import GemmConfig
+    fam = family_of(family)
+    plain = GemmConfig(rows=8, cols=8, k=64)
+    grouped = plain.replace(w_width=4, weight_groups=True)
+    plain_bill, grouped_bill = (sum(gemm_parts(c, fam).values(), Bill())
+                                for c in (plain, grouped))
+    return {k: round((getattr(grouped_bill, k) - getattr(plain_bill, k)) / 8, 1)
+            for k in ("dsp", "lut", "ff")}
 
 
 def estimate_fetched_memories(cfg, family, banks=None):

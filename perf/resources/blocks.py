@@ -52,14 +52,16 @@ def _gemm_registers(cfg, fam):
     one); the counters and flags of the loader, writer, feeder, readout and drain. On ECP5
     the multiplier's operand and first product registers are the MULT18X18D's own, not FFs;
     elsewhere Yosys may pull some into the hard multiplier, which the fitted coefficient
-    (below 1 on iCE40) takes up. With ``weight_groups`` the PE's weight is the expanded one
-    (``mul_w_width`` bits), the array's registered weight inputs are the code and the group's
-    scale and minimum, the expander's product and minimum registers stand for the weight
-    skew's first, and the group tables' loader has its counters."""
-    from ...hw.blocks.gemm_config import CODE_BITS, GROUP_SCALE_BITS, GemmConfig
-    R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.mul_w_width, cfg.acc_width
+    (below 1 on iCE40) takes up. With ``weight_groups`` the PEs multiply codes
+    (``mul_w_width`` bits) into one group's sums (``pe_acc_width``), ``pe_stages`` deep, each
+    row has a row-sum column (its activation through the stages, an accumulator and a
+    result), the array's step registers a group's scales and minima for its queue, the
+    scaling after the array registers its two products per column, and the group tables'
+    loader and queue have their counters."""
+    from ...hw.blocks.gemm_config import GROUP_SCALE_BITS
+    R, C, a, w, acc = cfg.rows, cfg.cols, cfg.a_width, cfg.mul_w_width, cfg.pe_acc_width
     NT, K, KB, LN = cfg.n_tiles, cfg.k, cfg.k_beats, cfg.lanes
-    stages = GemmConfig.PE_STAGES
+    stages = cfg.pe_stages
     if cfg.dsp_packing:
         wp = 2 * w + 1                                    # a column pair's weights
         pw = a + _dev.packed_weight_bits(w)               # the packed product
@@ -73,14 +75,17 @@ def _gemm_registers(cfg, fam):
     # the rule hw.blocks.gemm follows: unpacked products that fit the MULT18X18D
     in_dsp = _dev.multiplier_registers(fam.name, a, w, packed=cfg.dsp_packing)
     skews = R * (R + 1) // 2 * (a + 1) + pcols * (pcols + 1) // 2 * wp
-    x_w = CODE_BITS + 2 * GROUP_SCALE_BITS if cfg.weight_groups else w
-    if cfg.weight_groups:
-        # the expander takes the weight skew's first step: a product D·q and a minimum per
-        # column instead of a weight
-        skews += C * (GROUP_SCALE_BITS + CODE_BITS + 1 + GROUP_SCALE_BITS - wp)
-    inputs = R * a + C * x_w + 2                                     # x_a, x_w, flag, step
+    inputs = R * a + C * w + 2                                       # x_a, x_w, flag, step
     meta = 4 + counter_bits(NT) + counter_bits(R)
-    sched = (cfg.readout_step + R + 3) * meta
+    groups = 0
+    if cfg.weight_groups:
+        gsum = cfg.group_sum_width
+        meta += 2                                                    # first, last group
+        groups = (R * (stages * (a + 1) + 2 * gsum)                  # row sums
+                  + 2 * C * GROUP_SCALE_BITS + 1                     # the step's (D, M)
+                  + 2 * C * (GROUP_SCALE_BITS + gsum)                # D·Σaq, M·Σa
+                  + 2 * counter_bits(R) + 2 + 2 * 3)                 # readout tap, queue
+    sched = (cfg.write_step + R + 3) * meta
     readout = 2 + 2 * counter_bits(R)                                          # due, wr_en and rows
     w_ = counter_bits
     counters = (w_(K) + w_(NT) + 1                                          # loader
@@ -90,58 +95,69 @@ def _gemm_registers(cfg, fam):
                 + 7 + 3 * w_(R) + 1 + w_(NT) + 3)                           # banks, drain
     if cfg.weight_groups:
         counters += w_(cfg.groups) + w_(NT) + 1                             # group loader
-    return pes * (pe + (0 if in_dsp else mult)) + skews + inputs + sched + readout + counters
+    return (pes * (pe + (0 if in_dsp else mult)) + skews + inputs + sched + readout + counters
+            + groups)
 
 
 def gemm_parts(cfg, fam, *, rom_weights=False, weight_banks=1):
-    """``weight_banks=2``: the double-buffered GEMM (loaded weights), its weight memory twice
-    as deep."""
+    """``weight_banks=2``: the double-buffered GEMM (loaded weights), its weight memory (and
+    with ``weight_groups`` its group memory) twice as deep."""
     R, C, LN = cfg.rows, cfg.cols, cfg.lanes
     KB, NT, K = cfg.k_beats, cfg.n_tiles, cfg.k
+    pair = cfg.k_per_word        # W4: a weight word holds two k's codes
+    w = cfg.mul_w_width          # with weight_groups the codes, a signed 5-bit operand
     if cfg.dsp_packing:
         # column pairs sharing an activation, one a × packed-weight product each (AMD WP486):
         # one DSP48E2, but split in two on 18×18 / 16×16 multipliers (hw.devices' packing rule)
-        per_mac = multiplier_dsps(fam, cfg.a_width, True, _dev.packed_weight_bits(cfg.w_width),
-                                  True)
+        per_mac = multiplier_dsps(fam, cfg.a_width, True, _dev.packed_weight_bits(w), True)
         macs = R * -(-C // 2)
     else:
-        # a_width × mul_w_width: with weight_groups the expanded 20-bit weight (one DSP48E2,
-        # two 18×18 multipliers)
-        per_mac = multiplier_dsps(fam, cfg.a_width, True, cfg.mul_w_width, True)
+        per_mac = multiplier_dsps(fam, cfg.a_width, True, w, True)
         macs = R * C
     # addresses: weight loader nt·K, output bank rows (bank·R + row)·NT (twice)
     addr = (0 if rom_weights else _addr_mul(fam, NT, K)) + \
         2 * const_multiplier_dsps(fam, counter_bits(2 * R), False, NT)
-    expander, expander_bits = 0, 0
+    scaling, group_bits, group_readout = 0, 0, 0
     if cfg.weight_groups:
-        from ...hw.blocks.gemm_config import CODE_BITS, GROUP_SCALE_BITS
-        # one D·q per column (int16 × the unsigned code), and the group loader's nt·G
-        per = multiplier_dsps(fam, GROUP_SCALE_BITS, True, CODE_BITS, False)
-        expander = C * per + (0 if rom_weights else _addr_mul(fam, NT, cfg.groups))
-        # its adder (+ M) per bit, counted as PE bits (an adder a bit, as the accumulators:
-        # not fitted on its own); a product left in fabric adds its partial-product adders
-        expander_bits = C * cfg.mul_w_width * (1 if per else CODE_BITS)
+        from ...hw.blocks.gemm_config import GROUP_SCALE_BITS
+        # after the array, per column: D·Σa·q and M·Σa (int16 × a group's sum,
+        # group_multipliers of them), and the group loader's nt·G
+        gsum = cfg.group_sum_width
+        per = multiplier_dsps(fam, GROUP_SCALE_BITS, True, gsum, True)
+        scaling = cfg.group_multipliers * per + \
+            (0 if rom_weights else _addr_mul(fam, NT, cfg.groups))
+        # counted as PE bits (an adder a bit, as the accumulators: not fitted on their own):
+        # the row-sum column's accumulators and the scaling's two adders a bit of each
+        # column's sum; a product left in fabric adds its partial-product adders
+        group_bits = R * gsum + 2 * C * cfg.acc_width + \
+            (0 if per else cfg.group_multipliers * GROUP_SCALE_BITS * gsum // 2)
+        group_readout = (R - 1) * gsum      # the row sums' rows:1 mux
     parts = {
         # LUTs: the PEs' accumulators (adder and first-step mux per bit), the readout (a
         # rows:1 mux of each column's accumulator), the feeder's lane select (an LN:1 mux of
         # each array row's activation); FFs: the registers the RTL writes (_gemm_registers)
         "logic": logic_bill("gemm", fam,
-                        lut_features={"pe_bits": R * C * cfg.acc_width + expander_bits,
-                                      "readout_bits": (R - 1) * C * cfg.acc_width,
+                        lut_features={"pe_bits": R * C * cfg.pe_acc_width + group_bits,
+                                      "readout_bits": (R - 1) * C * cfg.pe_acc_width
+                                      + group_readout,
                                       "lane_sel": R * (LN - 1) * cfg.a_width},
                         ff_features={"registers": _gemm_registers(cfg, fam)}),
         "array": Bill(dsp=macs * per_mac + addr),
         "abuf": map_memory(fam, R * LN * cfg.a_width, 2 * KB,
                            granularity=LN * cfg.a_width).bill(),
-        "wmem": map_memory(fam, C * cfg.w_width, weight_banks * NT * K,
+        "wmem": map_memory(fam, pair * C * cfg.w_width, weight_banks * NT * K // pair,
                            rom=rom_weights).bill(),
         "obuf": map_memory(fam, C * cfg.obuf_width, 2 * R * NT).bill(),
     }
     if cfg.weight_groups:
-        # the group tables: a (D, M) pair of each column per (feature tile, group)
-        parts["expander"] = Bill(dsp=expander)
-        parts["gmem"] = map_memory(fam, 2 * C * GROUP_SCALE_BITS, NT * cfg.groups,
-                                   rom=rom_weights).bill()
+        # the group tables: a (D, M) pair of each column per (feature tile, group); the queue
+        # of the groups in the array; each row's running sums between groups
+        parts["scaling"] = Bill(dsp=scaling)
+        parts["gmem"] = map_memory(fam, 2 * C * GROUP_SCALE_BITS,
+                                   weight_banks * NT * cfg.groups, rom=rom_weights).bill()
+        parts["gqueue"] = map_memory(fam, 2 * C * GROUP_SCALE_BITS, cfg.group_queue_depth,
+                                     async_read=True).bill()
+        parts["gacc"] = map_memory(fam, C * cfg.acc_width, R).bill()
     return parts
 
 
@@ -253,7 +269,7 @@ def residual_parts(cfg, fam):
 
 @estimator("gelu", "silu")
 def activation_parts(cfg, fam):
-    table = map_memory(fam, rom_width(packed(cfg.lut, cfg.out_width)), 256, rom=True,
+    table = map_memory(fam, rom_width(packed(cfg.lut, cfg.out_width)), cfg.entries, rom=True,
                        read_ports=cfg.lanes)
     # a table left in logic is the bulk of the block (its LUTs depend on its contents): its
     # lanes have their own coefficient
@@ -267,6 +283,12 @@ def activation_parts(cfg, fam):
         parts["wide_logic"] = logic_bill(f"{name}_wide", fam,
                                          soft_lane=cfg.lanes if soft else 0,
                                          block_lane=0 if soft else cfg.lanes)
+    if cfg.entries > 256 and soft:
+        # a wider input (LLaMA's int10 SiLU input): the fits are of 256-entry tables, so a
+        # soft table's further entries are the mapping's LUTs beyond a 256-entry one's
+        small = map_memory(fam, rom_width(packed(cfg.lut[:256], cfg.out_width)), 256, rom=True,
+                           read_ports=cfg.lanes)
+        parts["wide_input_table"] = Bill(lut=max(0.0, table.lut - small.lut))
     return parts
 
 

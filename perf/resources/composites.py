@@ -93,7 +93,8 @@ def _linear(cfg, name, fam):
 def fetched_memory_parts(cfg, fam, banks=1):
     """The memories a :class:`~llmloom.hw.layers.fetched.FetchedLayer` of ``cfg`` writes at
     run time in its linear stages, ``banks`` each (``layer_banks``): each engine's weights
-    (a RAM, where the baked layer's is a ROM) and, with a channel table, its re-quantiser's
+    (a RAM, where the baked layer's is a ROM; at W4 the codes and the group tables) and,
+    with a channel table, its re-quantiser's
     per-lane multipliers and biases (``banks·beats`` words each field). Two banks charge
     them all twice. The layer's other memories (one bank) and logic are the layer's
     (``estimate_parts("llama-block", ...)``); the reader and loaders are not modelled."""
@@ -103,7 +104,10 @@ def fetched_memory_parts(cfg, fam, banks=1):
         if cfg.engine == "gemv":
             parts[f"{name}.wmem"] = gemv_parts(g, fam)["wmem"]
         else:
-            parts[f"{name}.wmem"] = gemm_parts(g, fam, weight_banks=banks)["wmem"]
+            gemm = gemm_parts(g, fam, weight_banks=banks)
+            parts[f"{name}.wmem"] = gemm["wmem"]
+            if g.weight_groups:         # W4: the group tables are loaded too
+                parts[f"{name}.gmem"] = gemm["gmem"]
         if rq.channel_table:
             fields = {"mult": rq.mult_width_value if rq.per_channel else 0,
                       "bias": rq.ACC.width if rq.bias is not None else 0}

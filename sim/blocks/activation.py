@@ -1,4 +1,5 @@
-"""Harnesses of the table-driven activations: ``x`` (rows×length int8) with ``x_scale`` →
+"""Harnesses of the table-driven activations: ``x`` (rows×length int8, or ``in_width`` bits in
+int16) with ``x_scale`` →
 ``y`` (int8, or int16 with ``out_width`` 16), ``y_scale``, ``y_float``. Blocks ``gelu`` and
 ``silu``."""
 
@@ -15,7 +16,7 @@ __all__ = ["GeluHarness", "SiluHarness"]
 
 class _ActivationHarness(RowHarness):
     inputs = (
-        TensorSpec("x", "int8", "rows×length", "input rows"),
+        TensorSpec("x", "int8|int16", "rows×length", "input rows (int16: in_width > 8)"),
         TensorSpec("x_scale", "float", "scalar", "their scale (into the config)",
                    optional=True),
     )
@@ -24,14 +25,17 @@ class _ActivationHarness(RowHarness):
         TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
-    in_ports = {"i": ("x", INT8)}
+    in_ports = {"i": ("x", INT8)}       # the default width; see port_types
     shape_fields = ("length", "x_scale", "out_scale")
 
     def infer(self, tensors):
         return infer_rows(tensors)
 
+    def port_types(self, cfg):
+        return {"i": ("x", cfg.IN)}
+
     def prepare(self, cfg, tensors):
-        return {"x": self.require_rows(tensors, "x", cfg.IN, cfg.length)}
+        return {"x": self.require_rows(tensors, "x", cfg.IN, cfg.length, "in_width")}
 
     def float_reference(self, cfg, tensors):
         return activation_float(cfg, tensors["x"])

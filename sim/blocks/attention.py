@@ -89,7 +89,7 @@ class AttentionHarness(BlockHarness):
         return self._outputs(cfg, y)
 
     def _outputs(self, cfg, y):
-        dtype = np.int8 if cfg.out_width == 8 else np.int16
+        dtype = cfg.out_requant.OUT.dtype
         return {"y": np.asarray(y).astype(dtype), "y_scale": np.float64(cfg.out_scale_value)}
 
     def golden(self, cfg, tensors):

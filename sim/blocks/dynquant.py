@@ -8,6 +8,7 @@ import numpy as np
 from amaranth.hdl import unsigned
 
 from ...hw.blocks.dynquant import DynQuant, DynQuantConfig
+from ...hw.numeric import IntType
 from ...hw.stream import row_layout
 from ..golden.dynquant import dynquant_bitexact
 from ..harness import Drive, TensorSpec, register
@@ -55,8 +56,8 @@ class DynQuantHarness(RowKernelHarness):
     def outputs_of(self, cfg, y, e):
         """``y``, ``e`` and ``y_float``, computed the same way for the RTL's outputs and the
         golden model's."""
-        y = np.asarray(y).astype(np.int8 if cfg.out_width <= 8 else np.int16)
-        e = np.asarray(e).astype(np.uint8)
+        y = np.asarray(y).astype(cfg.OUT.dtype)
+        e = np.asarray(e).astype(IntType(cfg.e_width, signed=False).dtype)
         return {"y": y, "e": e,
                 "y_float": y.astype(np.float64) * np.exp2(e.astype(np.float64))[:, None]}
 

@@ -60,9 +60,9 @@ class GemmHarness(BlockHarness):
 
     def drive(self, cfg, tensors):
         comp_act = row_layout(IntType(cfg.a_width).shape, cfg.lanes)
-        comp_w = row_layout(Gemm.weight_shape(cfg), cfg.cols)
         m = tensors["a"].shape[0]
-        preload = {"weight": pack_rows(comp_w, tensors["w"])}
+        preload = {"weight": pack_rows(Gemm.weight_layout(cfg),
+                                       Gemm.weight_rows(cfg, tensors["w"]))}
         if cfg.weight_groups:
             comp_g = row_layout(IntType(GROUP_SCALE_BITS).shape, 2 * cfg.cols)
             preload["group"] = pack_rows(comp_g, Gemm.group_rows(
@@ -78,7 +78,7 @@ class GemmHarness(BlockHarness):
         c, last, end = unpack_rows(layout, beats["o"], cfg.n)
         per_row = cfg.n_tiles
         check_framing(last, end, per_row)
-        return {"c": c.astype(np.int32)}
+        return {"c": c.astype(INT32.dtype)}
 
     def golden(self, cfg, tensors):
         if cfg.weight_groups:

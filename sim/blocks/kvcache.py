@@ -88,8 +88,8 @@ class KvCacheHarness(BlockHarness):
             want_end[per_row * rows - 1::per_row * rows] = True
             if not (np.array_equal(last, want_last) and np.array_equal(end, want_end)):
                 raise AssertionError("output framing (last/end bits) is wrong")
-        return {"kt": kt.reshape(n, cfg.d_head, cfg.seq).astype(np.int8),
-                "vh": vh.reshape(n, cfg.seq, cfg.d_head).astype(np.int8)}
+        return {"kt": kt.reshape(n, cfg.d_head, cfg.seq).astype(INT8.dtype),
+                "vh": vh.reshape(n, cfg.seq, cfg.d_head).astype(INT8.dtype)}
 
     def golden(self, cfg, tensors):
         cache = kvcache_fill(cfg, tensors["k"], tensors["v"])

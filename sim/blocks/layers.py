@@ -29,6 +29,7 @@ from amaranth.hdl import signed, unsigned
 from ...hw.config import ConfigError
 from ...hw.layers.config import DESCRIPTIONS, LayerConfig
 from ...hw.layers.layer import BertLayer, Gpt2Block, LlamaBlock
+from ...hw.numeric import IntType
 from ...hw.stream import row_layout
 from ..golden.layers import RowScaled, cosine, dequantize, layer_bitexact, layer_float
 from ..harness import (
@@ -85,7 +86,7 @@ def layer_golden(cfg, weights, x_int, sizes, x_e=None):
 
 
 def _dtype(cfg, tensor):
-    return np.int16 if cfg.width(tensor) > 8 else np.int8
+    return IntType(cfg.width(tensor)).dtype
 
 
 def _beat(cfg, tensor):

@@ -44,6 +44,6 @@ def activation_float(cfg, x):
 
 def activation_bitexact(cfg, x):
     """int8 (int16) results exactly as the RTL gives them: the table entry of each input
-    code."""
+    code (``x & (2**in_width − 1)``)."""
     lut = np.asarray(cfg.lut, dtype=np.int64)
-    return lut[np.asarray(x, dtype=np.int64) & 0xFF].astype(cfg.OUT.dtype)
+    return lut[np.asarray(x, dtype=np.int64) & (cfg.entries - 1)].astype(cfg.OUT.dtype)

@@ -120,7 +120,7 @@ def attention_bitexact(cfg, q, k, v, q_offset=0):
     # the softmax's port: the causal offset, or the key count of the padding mask
     port = {"offset": q_offset} if cfg.causal else {"keys": k.shape[0]}
     kp, vp = _padded(k, cfg.seq), _padded(v, cfg.seq)
-    out = np.empty((q.shape[0], cfg.d_model), dtype=np.int8 if cfg.out_width == 8 else np.int16)
+    out = np.empty((q.shape[0], cfg.d_model), dtype=oreq.OUT.dtype)
     for h in range(cfg.heads):
         cols = slice(h * dh, (h + 1) * dh)
         g = h // cfg.kv_group

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...hw.blocks.gemm_config import GemmConfig
-from ...hw.numeric import INT32, round_shift
+from ...hw.numeric import INT32, IntType, round_shift
 
 __all__ = ["gemm_bitexact", "group_gemm_bitexact", "gemm_float", "packed_products"]
 
@@ -21,7 +21,7 @@ def gemm_bitexact(cfg, a, w):
     c = a @ w  # int64: |c| <= k · 2**(a+w-2) < 2**62 for every valid config
     bound = 1 << (cfg.acc_width - 1)
     assert c.size == 0 or (c.min() >= -bound and c.max() < bound), "accumulator overflow"
-    return c.astype(np.int32)
+    return c.astype(IntType(cfg.OUT_WIDTH).dtype)
 
 
 def group_gemm_bitexact(a, codes, group_scale, group_min, shift, rounding):
@@ -45,7 +45,7 @@ def group_gemm_bitexact(a, codes, group_scale, group_min, shift, rounding):
     c = round_shift(acc, shift, rounding)
     assert c.size == 0 or (c.min() >= INT32.min and c.max() <= INT32.max), \
         "accumulator overflow"
-    return c.astype(np.int32)
+    return c.astype(INT32.dtype)
 
 
 def gemm_float(a, w, a_scale=1.0, w_scale=1.0):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...hw.numeric import INT8
 from .layers import KVCache
 
 __all__ = ["kvcache_fill", "kvcache_readout"]
@@ -25,8 +26,8 @@ def kvcache_readout(cfg, cache, head):
         raise ValueError(f"head={head} is out of range; allowed: 0..{cfg.heads - 1}")
     kvh = head // cfg.kv_group
     cols = slice(kvh * cfg.d_head, (kvh + 1) * cfg.d_head)
-    k = np.zeros((cfg.seq, cfg.d_head), dtype=np.int8)
-    v = np.zeros((cfg.seq, cfg.d_head), dtype=np.int8)
+    k = np.zeros((cfg.seq, cfg.d_head), dtype=INT8.dtype)
+    v = np.zeros((cfg.seq, cfg.d_head), dtype=INT8.dtype)
     k[:len(cache)] = cache.k[:, cols]
     v[:len(cache)] = cache.v[:, cols]
     return k.T.copy(), v

@@ -15,7 +15,9 @@ import math
 
 import numpy as np
 
+from ...hw.hfconfig import ROPE_BASE_DEFAULT
 from ...hw.layers.config import DESCRIPTIONS
+from ...hw.numeric import INT8, IntType
 from .activation import activation_bitexact
 from .attention import attention, attention_bitexact, attention_scores_float, softmax
 from .dynquant import dynquant_bitexact
@@ -120,7 +122,7 @@ def layer_float(x, w, arch, heads, **kw):
 _ACTIVATIONS = {"gelu_tanh": gelu_tanh, "gelu_erf": gelu_erf, "silu": silu}
 
 
-def layer_float_trace(x, w, arch, heads, eps=None, *, kv_heads=None, rope_base=10000.0,
+def layer_float_trace(x, w, arch, heads, eps=None, *, kv_heads=None, rope_base=ROPE_BASE_DEFAULT,
                       pos=0):
     """Every intermediate tensor of the float64 layer, named as in
     :class:`~llmloom.hw.layers.config.ActScales` (GPT-2: ``x n1 q k v attn o r1 n2 u g f r2``),
@@ -180,14 +182,14 @@ class KVCache:
         if k.ndim != 2 or k.shape != v.shape:
             raise ValueError(f"KV cache rows must be positions×features, equal for K and V; "
                              f"got {k.shape} and {v.shape}")
-        self.k, self.v = k.astype(np.int8), v.astype(np.int8)
+        self.k, self.v = k.astype(INT8.dtype), v.astype(INT8.dtype)
         self.k.setflags(write=False)
         self.v.setflags(write=False)
 
     @classmethod
     def empty(cls, width):
         """No positions, rows of ``width`` (``cfg.kv_width``)."""
-        z = np.zeros((0, width), dtype=np.int8)
+        z = np.zeros((0, width), dtype=INT8.dtype)
         return cls(z, z)
 
     def __len__(self):
@@ -256,7 +258,7 @@ def layer_bitexact(cfg, weights, x_int, mode="prefill", cache=None):
     """
     t, cache = layer_bitexact_trace(cfg, weights, x_int, mode, cache)
     out = cfg.description.output
-    dtype = np.int16 if cfg.width(out) > 8 else np.int8
+    dtype = IntType(cfg.width(out)).dtype
     if isinstance(t[out], RowScaled):
         return RowScaled(t[out].values.astype(dtype), t[out].e), cache
     return t[out].astype(dtype), cache

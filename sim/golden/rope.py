@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...hw.numeric import INT8, Rounding, round_shift
+from ...hw.numeric import Rounding, round_shift
 from .llama import rope_adjacent
 
 __all__ = ["rope_bitexact", "rope_float", "row_positions"]
@@ -38,7 +38,8 @@ def rope_bitexact(cfg, x, pos=0):
     pairs = x.reshape(rows, cfg.heads, cfg.d_head // 2, 2)
     x0, x1 = pairs[..., 0], pairs[..., 1]
     y = np.stack([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1).reshape(rows, cfg.length)
-    return INT8.saturate(round_shift(y, cfg.frac_bits, Rounding(cfg.rounding))).astype(np.int8)
+    return cfg.OUT.saturate(round_shift(y, cfg.frac_bits, Rounding(cfg.rounding))).astype(
+        cfg.OUT.dtype)
 
 
 def rope_float(cfg, x, pos=0):

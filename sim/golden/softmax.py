@@ -104,4 +104,4 @@ def softmax_bitexact(cfg, x, offset=None, keys=None):
     assert np.all(R < 1 << R_BITS), "reciprocal out of range"
     e = np.where(keep, table[np.where(keep, M[:, None] - x, 0)], 0)
     p = (e * R[:, None] + (np.int64(1) << (cfg.prob_shift - 1))) >> cfg.prob_shift
-    return np.minimum(p, OUT_LEVELS).astype(np.uint8)
+    return np.minimum(p, OUT_LEVELS).astype(cfg.OUT.dtype)

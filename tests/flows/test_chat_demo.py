@@ -177,21 +177,38 @@ def test_fetched_cycles_off_the_model_fail_the_demo(smollm2, standin):
 
 
 def test_fetched_runs_perf_cannot_time_say_why(smollm2, standin, monkeypatch):
-    """Where perf's fetched-layer model cannot time the runs, the demo says so (the reason,
-    not "cycles DIFFER") and exits 1."""
+    """Where perf's fetched-layer model cannot time the runs (its UntimedError), the demo says
+    so (the reason, not "cycles DIFFER") and exits 1."""
     import llmloom.perf.cycles as cycles
     from llmloom.flows.chat_demo import run_chat_demo
+    from llmloom.perf.errors import UntimedError
     standin()
 
     def cannot(*args, **kwargs):
-        raise NotImplementedError("no such reader")
+        raise UntimedError("data_width=64 is not timed; allowed: 32")
 
     monkeypatch.setattr(cycles, "fetched_layer_runs", cannot)
     out, err = io.StringIO(), io.StringIO()
     assert run_chat_demo(quick=True, out=out, err=err) == 1
     text = out.getvalue()
-    assert "perf cannot time the fetched layer (NotImplementedError: no such reader)" in text
+    assert "perf cannot time the fetched layer (UntimedError: data_width=64 is not timed" in text
     assert "DIFFER" not in text
+
+
+@pytest.mark.parametrize("bug", [KeyError("f1"), ValueError("3 commands for 2 tensors"),
+                                 NotImplementedError()])
+def test_a_bug_in_the_fetched_prediction_surfaces(smollm2, standin, monkeypatch, bug):
+    """Any other exception from the prediction is a bug: it is not turned into a note."""
+    import llmloom.perf.cycles as cycles
+    from llmloom.flows.chat_demo import run_chat_demo
+    standin()
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(cycles, "fetched_layer_runs", broken)
+    with pytest.raises(type(bug)):
+        run_chat_demo(quick=True, out=io.StringIO(), err=io.StringIO())
 
 
 def test_a_simulator_without_the_fetched_layer_keeps_the_baked_build(smollm2, standin):
@@ -216,6 +233,25 @@ def test_a_layer_that_differs_stops_the_demo(smollm2, standin):
     out, err = io.StringIO(), io.StringIO()
     assert run_chat_demo(quick=True, out=out, err=err) == 1
     assert "DIFFERS FROM the bit-exact model in 1 elements" in err.getvalue()
+
+
+def test_a_context_runs_the_demo_at_that_depth(smollm2, standin):
+    """``context``: the RTL layer's KV cache depth, whatever the prompt's length (one build
+    for any prompt that fits), its cycles still those the model predicts for that depth."""
+    from llmloom.flows.chat_demo import run_chat_demo
+    standin()
+    out, err = io.StringIO(), io.StringIO()
+    assert run_chat_demo(quick=True, context=64, out=out, err=err) == 0
+    text = out.getvalue()
+    assert "KV cache depth, 64 positions" in text
+    assert "each tensor as many as the analytical model predicts" in text
+
+
+def test_a_context_too_small_is_one_line(smollm2, capsys):
+    from llmloom.flows.cli import main
+    assert main(["demo", "--quick", "--context", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--context 8 is not allowed; allowed: " in err
 
 
 def test_rtl_layer_out_of_range_is_one_line(smollm2, capsys):

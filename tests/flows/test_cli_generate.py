@@ -115,6 +115,8 @@ def _non_llama_gguf(path):
     (["--num-layers", "31"], "allowed: 1..30"),
     (["--max-new-tokens", "9000"], "context is 8192"),
     (["--max-new-tokens", "0"], "allowed: >= 1"),
+    (["--context", "8"], "--context 8 is not allowed; allowed: "),        # < prompt + new
+    (["--context", "9000"], "--context 9000 is not allowed; allowed: "),
     (["--prompt", "  "], "--prompt is empty"),
     (["--logits", "{tmp}/no/dir/l.npz"], "output directory"),
 ])
@@ -208,9 +210,9 @@ def test_generate_on_verilator_gives_the_golden_tokens_and_logits(smollm2, tmp_p
                                                                   quant):
     """Issue 14's check on SmolLM2: two layers, a short prompt, three new tokens, every
     layer's RTL on Verilator (each run checked bit for bit as it goes) gives the tokens and
-    logits of ``--sim golden``; W8A8 on one fetched layer build for both layers, W4A8 on a
-    build per layer (the GEMMs' grouped 4-bit weights baked in). The tiny model's run above
-    is its default-run equivalent."""
+    logits of ``--sim golden``, W8A8 and W4A8 alike on one fetched layer build for both
+    layers (at W4A8 the images hold the GGUF's codes and group tables). The tiny model's run
+    above is its default-run equivalent."""
     runs = {}
     for sim in ("golden", "verilator"):
         assert main([*QUICK, "--quant", quant, "--sim", sim, "--json", "--logits",
@@ -232,13 +234,26 @@ def tiny_gguf(tmp_path_factory):
     return path
 
 
-def test_generate_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim, tiny_gguf,
+@pytest.fixture(scope="module")
+def tiny_ggufs(tiny_gguf, tmp_path_factory):
+    """``quant`` → the tiny model for it: at W4A8 every linear weight in Q4_1 (the same
+    draw)."""
+    from ..sim.test_llama_tiny import write_tiny_gguf
+    path = tmp_path_factory.mktemp("tiny") / "tiny_q4_1.gguf"
+    write_tiny_gguf(path, np.random.default_rng(2), all_q4_1=True)
+    return {"W8A8": tiny_gguf, "W4A8": path}
+
+
+@pytest.mark.parametrize("quant", ["W8A8", "W4A8"])
+def test_generate_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim, tiny_ggufs,
                                                                      tmp_path, capsys,
-                                                                     monkeypatch):
+                                                                     monkeypatch, quant):
     """Issue 14's check, in the default run on a tiny model: two layers, a short prompt,
     three new tokens, both layers on one FetchedLayer build on Verilator (one session, every
     layer's image in its AXI memory, each run checked bit for bit as it goes) give exactly
-    the tokens and logits of ``--sim golden``; the report's fetch figures are the run's."""
+    the tokens and logits of ``--sim golden``; the report's fetch figures are the run's. At
+    W4A8 the images hold the GGUF's 4-bit codes and group tables (:func:`fetched_layer_layout`
+    of the W4 layer)."""
     from llmloom.hw.layers.weights_image import fetched_layer_layout
     from llmloom.sim import runner
     from llmloom.sim.llm import quantize_llama
@@ -251,8 +266,9 @@ def test_generate_on_verilator_runs_every_layer_on_one_fetched_build(verilator_s
         return real(*args, **kw)
 
     monkeypatch.setattr(runner, "open_session", counted)
+    tiny_gguf = tiny_ggufs[quant]
     args = ["generate", "--gguf", str(tiny_gguf), "--prompt", "Hi", "--num-layers", "2",
-            "--max-new-tokens", "3", "--json"]
+            "--max-new-tokens", "3", "--json", "--quant", quant]
     runs = {}
     for sim in ("golden", "verilator"):
         assert main([*args, "--sim", sim, "--logits", str(tmp_path / f"{sim}.npz"),
@@ -268,7 +284,8 @@ def test_generate_on_verilator_runs_every_layer_on_one_fetched_build(verilator_s
     r = json.loads((tmp_path / "verilator.json").read_text())
     f = r["fetched_layer"]
     assert r["weight_fetch_source"] == "measured" and f["runs"] == 2 * len(r["passes"])
-    cfg = quantize_llama(tiny_gguf, 2).with_seq(r["layer"]["seq"]).layers[0][0]
+    cfg = quantize_llama(tiny_gguf, 2, quant=quant).with_seq(r["layer"]["seq"]).layers[0][0]
+    assert cfg.weight_bits == int(quant[1]) and r["quant"] == quant
     layout, bus = fetched_layer_layout(cfg), f["axi_bytes_per_beat"]
     images = f["runs"] * bus * sum(-(-s.nbytes // bus) for s in layout)
     # each run's image once; the last run's prefetch (of the next step's layer 0, which
@@ -278,19 +295,27 @@ def test_generate_on_verilator_runs_every_layer_on_one_fetched_build(verilator_s
     assert 0 < r["weight_wait_cycles"] < r["measured_cycles"] == f["cycles"]
 
 
-@pytest.mark.parametrize("sim, case", [("verilator", "w4"), ("amaranth", "w8")])
+@pytest.mark.parametrize("sim, case", [("verilator", "cols"), ("amaranth", "w8")])
 def test_a_layer_the_fetched_build_cannot_run_keeps_its_own_build(sim, case, rng):
-    """``RtlLayers.fetch`` says why it cannot (W4 weights; another simulator than
-    Verilator) and the layers keep the per-layer path."""
+    """``RtlLayers.fetch`` says why it cannot (the FFN's engines wider than the bus the
+    others' columns give; another simulator than Verilator) and the layers keep the per-layer
+    path. W4 layers do fetch (their codes and group tables in the image)."""
     from llmloom.flows.model_cli import RtlLayers
 
     from ..hw.test_llama_row_exponents import row_exponent_case
 
-    h, cfg, _ = row_exponent_case(rng, weight_bits=4 if case == "w4" else 8)
+    h, cfg, _ = row_exponent_case(rng, weight_bits=4)
     q = h.quantized(cfg)
+    w4 = RtlLayers("verilator")
+    assert w4.fetch([(q.config, q.weights)] * 2) is None and w4.fetched
+    if case == "cols":
+        layer = (q.config.replace(ffn_cols=2 * q.config.linear_cols), q.weights)
+    else:
+        h, cfg, _ = row_exponent_case(rng)
+        layer = (h.quantized(cfg).config, h.quantized(cfg).weights)
     rtl = RtlLayers(sim)
-    why = rtl.fetch([(q.config, q.weights)] * 2)
-    assert ("weight_bits=4" if case == "w4" else "verilator only") in why
+    why = rtl.fetch([layer] * 2)
+    assert ("allowed: data_width=64" if case == "cols" else "verilator only") in why
     assert not rtl.fetched
 
 
@@ -334,3 +359,106 @@ def test_some_layers_on_a_fetched_build_of_their_own(verilator_sim, tiny_gguf, m
         with pytest.raises(RuntimeError, match="layer 0 is not a layer given to fetch"):
             rtl.step(0, *qm.layers[0][:2], np.zeros((1, qm.spec.d_model), np.int64),
                      "decode", None)
+
+
+def test_outputs_depend_on_the_kv_cache_depth_only_by_its_power_of_two(tiny_gguf):
+    """A sequence's tokens and logits are the same at every KV cache depth that holds it
+    within one power-of-two band (17..32, 33..64; every depth up to 16): the attention masks
+    the positions not yet written, and the depth's one other trace is the softmax's exp table,
+    of ``max(15, ceil(log2 seq) + 11)`` fraction bits (:class:`~llmloom.hw.blocks.softmax.
+    SoftmaxConfig`), a little finer past each power of two. ``kv_positions`` is the one rule
+    for the depth."""
+    from llmloom.hw.blocks.softmax import SoftmaxConfig
+    from llmloom.sim.llm import LlamaSession, generate, kv_positions, quantize_llama
+
+    qm = quantize_llama(tiny_gguf, 2)
+    prompt = tokenizer_of(tiny_gguf).encode(chat_prompt("Hi"))
+    need, limit = len(prompt) + 3, qm.spec.context
+    assert 16 < need <= 32 < limit
+
+    def run(seq):
+        return generate(LlamaSession(qm.with_seq(seq)), prompt, 3)
+    own = run(kv_positions(need, limit))
+    assert own.logits.shape[0] == need
+    for seq in (need + 1, 32):
+        g = run(kv_positions(need, limit, seq))
+        assert g.tokens == own.tokens
+        np.testing.assert_array_equal(g.logits, own.logits)
+    finer = run(kv_positions(need, limit, 33))
+    assert not np.array_equal(finer.logits, own.logits)
+    assert [SoftmaxConfig(length=n).exp_frac for n in (need, 32, 33)] == [16, 16, 17]
+    assert kv_positions(1, limit) == 2 and kv_positions(need, limit, need) == need
+    # auto: the next power of two from 16 (at most the model's context), where the exp table
+    # is that of the sequence's own depth
+    assert kv_positions(need, limit, "auto") == 32
+    assert [kv_positions(n, 40, "auto") for n in (1, 16, 17, 32, 33, 40)] == \
+        [16, 16, 32, 32, 40, 40]
+    for n in range(1, 8193):               # SmolLM2's context
+        auto = kv_positions(n, 8192, "auto")
+        assert auto >= n and SoftmaxConfig(length=auto).exp_frac == \
+            SoftmaxConfig(length=max(2, n)).exp_frac
+    for bad in (need - 1, limit + 1, "32"):
+        with pytest.raises(ValueError, match=f"--context {bad} is not allowed; allowed: "
+                                             f"{need}..{limit} .*, or auto"):
+            kv_positions(need, limit, bad)
+    with pytest.raises(ValueError, match=f"{limit + 1} positions are not allowed"):
+        kv_positions(limit + 1, limit, "auto")
+
+
+def test_context_must_be_a_number_or_auto(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", "Hi", "--context", "lots"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert "--context: 'lots' is not allowed; allowed: a number of positions or auto" in err
+
+
+def test_one_context_serves_prompts_of_different_lengths_on_one_build(verilator_sim, tiny_gguf,
+                                                                       tmp_path, capsys,
+                                                                       monkeypatch):
+    """``--context 24``: prompts of 21 and 22 tokens (the chat template's included), two new
+    tokens each, run on one fetched layer build (the depth, not the prompt, is in its
+    structure): once it is built (here or by an earlier run of that structure: the W8A8 run
+    of ``..._on_one_fetched_build``, "Hi" and three new tokens, is the same build) the other
+    prompt emits no Verilog and builds no Verilator model, with the in-process emissions
+    dropped as a new process has them; each gives the tokens and logits of ``--sim golden``
+    at that depth, which are those of its own depth (the same power-of-two band)."""
+    from llmloom.sim import runner, verilated
+
+    def run(prompt, sim, *extra):
+        tag = f"{prompt}-{sim}{'-c' if extra else ''}"
+        assert main(["generate", "--gguf", str(tiny_gguf), "--prompt", prompt, "--num-layers",
+                     "2", "--max-new-tokens", "2", "--json", "--sim", sim, *extra,
+                     "--logits", str(tmp_path / f"{tag}.npz"),
+                     "--report", str(tmp_path / f"{tag}.json")]) == 0
+        assert "note:" not in capsys.readouterr().err
+        report = json.loads((tmp_path / f"{tag}.json").read_text())
+        with np.load(tmp_path / f"{tag}.npz") as f:
+            return report, f["tokens"], f["logits"]
+
+    prompts = ["Hi", "Hey"]
+    lengths = [len(tokenizer_of(tiny_gguf).encode(chat_prompt(p))) for p in prompts]
+    assert lengths[0] != lengths[1] and max(lengths) + 2 <= 24
+    emitted, built, keys, real = [], [], [], runner.structure_of
+
+    def keyed(*a, **kw):
+        keys.append(real(*a, **kw))
+        return keys[-1]
+    monkeypatch.setattr(runner, "structure_of", keyed)
+    for k, prompt in enumerate(prompts):
+        if k == 1:                  # the first prompt's build made (or found): count from here
+            monkeypatch.setattr(runner, "_EMITTED", type(runner._EMITTED)())
+            monkeypatch.setattr(runner, "emit_verilog", lambda *a, **kw: emitted.append(a))
+            monkeypatch.setattr(verilated, "build", lambda *a, **kw: built.append(a))
+        own = run(prompt, "golden")
+        want = run(prompt, "golden", "--context", "24")
+        got = run(prompt, "verilator", "--context", "24")
+        assert got[0]["layer"]["seq"] == want[0]["layer"]["seq"] == 24
+        assert own[0]["layer"]["seq"] == lengths[k] + 2
+        for x in (want, own):       # own: a depth of the same power-of-two band
+            np.testing.assert_array_equal(got[1], x[1])
+            np.testing.assert_array_equal(got[2], x[2])
+        r = got[0]          # perf's cycles of a 24-position layer, the runs' compute
+        assert r["measured_cycles"] - r["weight_wait_cycles"] == r["cycles"] > 0
+    assert emitted == [] and built == []
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]     # one structure

@@ -31,7 +31,8 @@ ACCEPTED = {
 # Every block at its defaults, plus configs that elaborate different hardware.
 CASES = [(name, {}) for name in sorted(HARNESSES)] + [
     ("gemm", {"dsp_packing": True}),      # packed PEs: two products per multiplier
-    ("gemm", {"w_width": 4, "weight_groups": True}),    # W4 codes, group tables, expanders
+    ("gemm", {"w_width": 4, "weight_groups": True}),    # W4 codes, group tables, scaling
+    ("gemm", {"w_width": 4, "weight_groups": True, "dsp_packing": True}),   # two codes a DSP
     ("requant", {"row_exponent": True, "out_width": 16, "length": 13, "acc_scale": 1e-4,
                  "bias": list(range(13))}),  # a row exponent: barrel shifts, two inputs
 ]

@@ -364,26 +364,35 @@ def test_unfitted_widths_are_refused_not_guessed():
 
 
 @pytest.mark.parametrize("family", ["xcup", "ecp5", "ice40"])
-def test_grouped_w4_gemm_counts_its_expander_and_wider_multipliers(family):
-    """``weight_groups``: the PEs multiply by the 20-bit expanded weight, each column has an
-    int16 × code multiplier, the group tables have their memory and the output buffer holds
+def test_grouped_w4_gemm_counts_code_products_and_the_scaling(family):
+    """``weight_groups``: the PEs multiply activations by 4-bit codes (a signed 5-bit operand,
+    two columns per multiplier with ``dsp_packing`` where the device packs), each column has
+    two int16 × group-sum multipliers after the array (``group_multipliers``), the group
+    tables, their queue and the running sums have their memories and the output buffer holds
     int32 (the model's structural counts; its LUT/FF fit has not seen this variant)."""
-    from llmloom.hw.blocks.gemm_config import GemmConfig
+    from llmloom.hw.blocks.gemm_config import GROUP_SCALE_BITS, GemmConfig
+    from llmloom.hw.devices import packed_weight_bits
     from llmloom.perf.resources.mapping import family_of, multiplier_dsps
 
     fam = family_of(family)
     plain = GemmConfig(rows=4, cols=4, k=256, n=16, lanes=8, w_width=4)
     grouped = plain.replace(weight_groups=True)
-    p, g = (R.estimate_parts("gemm", c, family) for c in (plain, grouped))
-    per_pe = {c: multiplier_dsps(fam, 8, True, c.mul_w_width, True) for c in (plain, grouped)}
-    assert g["array"].dsp - p["array"].dsp == 16 * (per_pe[grouped] - per_pe[plain])
-    assert g["expander"].dsp >= 4 * multiplier_dsps(fam, 16, True, 4, False)
-    assert "gmem" in g and "gmem" not in p and "expander" not in p
+    packed = grouped.replace(dsp_packing=True)
+    p, g, pk = (R.estimate_parts("gemm", c, family) for c in (plain, grouped, packed))
+    per_pe = multiplier_dsps(fam, 8, True, grouped.mul_w_width, True)
+    assert g["array"].dsp - p["array"].dsp == 16 * (per_pe - multiplier_dsps(fam, 8, True, 4,
+                                                                             True))
+    per_pair = multiplier_dsps(fam, 8, True, packed_weight_bits(grouped.mul_w_width), True)
+    assert pk["array"].dsp - g["array"].dsp == 8 * per_pair - 16 * per_pe
+    scale = multiplier_dsps(fam, GROUP_SCALE_BITS, True, grouped.group_sum_width, True)
+    assert g["scaling"].dsp >= grouped.group_multipliers * scale == 8 * scale
+    for part in ("gmem", "gqueue", "gacc", "scaling"):
+        assert part in g and part not in p
     assert g["logic"].lut > p["logic"].lut and g["logic"].ff > p["logic"].ff
     if family == "xcup":
-        assert per_pe[grouped] == 1       # 8 × 20 bits: one DSP48E2
+        assert per_pe == 1 and per_pair == 1      # two codes' products in one DSP48E2
     elif family == "ecp5":
-        assert per_pe[grouped] == 2       # 20 bits: two MULT18X18D
+        assert per_pe == 1 and per_pair == 2      # 8 × 5 bits; a packed pair splits in two
 
 
 def test_a_w4_llama_layer_counts_its_stages_grouped_gemms():
@@ -403,7 +412,9 @@ def test_a_w4_llama_layer_counts_its_stages_grouped_gemms():
         # (its weights and group tables at elaboration: ROMs in the layer)
         gemm = gemm_parts(w4.linear(name), family_of("ecp5"), rom_weights=True)
         assert all(p4[f"{name}.gemm.{part}"] == bill for part, bill in gemm.items())
-        assert f"{name}.gemm.expander" in p4 and f"{name}.gemm.expander" not in p8
-        assert p4[f"{name}.gemm.array"].dsp > p8[f"{name}.gemm.array"].dsp
+        assert f"{name}.gemm.scaling" in p4 and f"{name}.gemm.scaling" not in p8
+        # a MULT18X18D per PE either way (8 × 8 and 8 × 5 bits), and two per column after
+        assert p4[f"{name}.gemm.array"].dsp == p8[f"{name}.gemm.array"].dsp
+        assert p4[f"{name}.gemm.scaling"].dsp >= 2 * w4.linear(name).cols
     rest = [k for k in p8 if ".gemm." not in k and ".requant." not in k]
     assert all(p4[k] == p8[k] for k in rest)

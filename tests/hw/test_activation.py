@@ -251,3 +251,49 @@ def test_wide_config_and_tensor_checks(rng):
     with pytest.raises(TensorError, match="tensor 'x' has dtype int16; expected int8"):
         HARNESS["gelu"].prepare(GeluConfig(length=4, out_width=16),
                                 {"x": np.zeros((2, 4), dtype=np.int16)})
+
+
+# ---- a wider input (LLaMA's SiLU input hg, int10: a 1024-entry table) -------------------------
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("in_width", [9, 10, 12])
+def test_wide_input_random_rows(in_width, stall, rng):
+    """in_width > 8: a 2**in_width-entry table addressed by the input's code, bit-exact under
+    stalls (the extreme codes included), int16 inputs and outputs, the same timing."""
+    h = HARNESS["silu"]
+    lo, hi = -(1 << (in_width - 1)), (1 << (in_width - 1)) - 1
+    x = rng.integers(lo, hi + 1, (5, 13)).astype(np.int16)
+    x[0, :4] = [lo, hi, 0, -1]
+    cfg = SiluConfig(length=13, lanes=4, in_width=in_width, out_width=16,
+                     x_scale=8.0 / hi, out_scale=8.0 / 32767)
+    seed = int(rng.integers(1 << 30))
+    result = run_block(h, cfg, {"x": x}, stalls_in=Stalls(stall, seed),
+                       stalls_out=Stalls(stall, seed + 1))
+    assert np.array_equal(result.outputs["y"], activation_bitexact(cfg, x))
+    if stall == "none":
+        assert result.cycles == 5 * cfg.beats + cfg.latency
+
+
+@pytest.mark.parametrize("in_width", [9, 10, 12])
+def test_wide_input_table_error_bound_against_float(in_width):
+    """Every one of the 2**in_width codes is the nearest int16 to SiLU of its real value, and a
+    code beyond int8 reads its own entry (not the one of its low byte)."""
+    hi = (1 << (in_width - 1)) - 1
+    cfg = SiluConfig(length=4, in_width=in_width, out_width=16, x_scale=12.0 / hi)
+    x = np.arange(-hi - 1, hi + 1)
+    y = activation_bitexact(cfg, x).astype(np.int64)
+    real = x * cfg.x_scale / (1 + np.exp(-x * cfg.x_scale))
+    assert len(cfg.lut) == 1 << in_width
+    assert np.abs(y * cfg.out_scale_value - real).max() / cfg.out_scale_value <= 0.5 + 1e-9
+    assert y[x == 128] != y[x == -128]        # code 128 is not read as -128
+
+
+def test_wide_input_rejects():
+    with pytest.raises(ConfigError, match=re.escape(
+            "in_width=13 is not allowed; allowed: 8 | 9 | 10 | 11 | 12")):
+        SiluConfig(in_width=13)
+    from llmloom.sim.harness import TensorError
+
+    with pytest.raises(TensorError, match=re.escape(
+            "tensor 'x' has values outside int10 (-512..511)")):
+        HARNESS["silu"].prepare(SiluConfig(length=4, in_width=10),
+                                {"x": np.full((2, 4), 512, dtype=np.int16)})

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from llmloom.hw.config import ConfigError
-from llmloom.hw.layers.fetched import FetchedLayer, layer_banks, prefetched_runs
+from llmloom.hw.layers.fetched import (
+    FetchedLayer,
+    FetchedLinear,
+    check_fetched,
+    command_fields,
+    command_layout,
+    layer_banks,
+    prefetched_runs,
+)
 
 from ..sim.test_fetched_layer_hdl import calibrations, reader_for
 
@@ -28,10 +36,15 @@ def cfg():
 def test_two_banks_on_the_gemm_by_default_and_the_command_says_what_to_prefetch(cfg):
     assert cfg.engine == "gemm" and layer_banks(cfg) == 2
     assert layer_banks(gemv(cfg)) == 1
-    fields = {b: set(FetchedLayer(cfg, reader_for(cfg), layers=2, banks=b).cmd.payload.shape()
-                     .members) for b in (1, 2, None)}
+    fields = {b: set(command_layout(reader_for(cfg), 2, layer_banks(cfg, b)).members)
+              for b in (1, 2, None)}
     assert fields[1] == {"addr", "layer"}
     assert fields[2] == fields[None] == {"addr", "layer", "next", "prefetch"}
+    # a run's values fill exactly its fields (the fetched harnesses drive the layer's cmd
+    # port with them: their bit-exact runs hold that port to this layout)
+    assert command_fields(2, (64, 1, None)) == {"addr": 64, "layer": 1, "next": 0, "prefetch": 0}
+    assert command_fields(2, (64, 1, 128))["next"] == 128
+    assert command_fields(1, (64, 1, None)) == {"addr": 64, "layer": 1}
 
 
 @pytest.mark.parametrize("banks, match", [
@@ -58,3 +71,17 @@ def test_a_prefetch_must_be_run_next_and_needs_two_banks():
     with pytest.raises(ConfigError, match=r"^run 0 prefetches the image at 64 with banks=1; "
                                           r"allowed: no prefetch, or banks=2$"):
         prefetched_runs([(0, 0, 64), (64, 1)], 1)
+
+
+def test_w4_fetches_on_the_gemm_of_a_layer_only():
+    """W4 (grouped codes and tables) loads into a FetchedLayer's GEMMs; a FetchedLinear
+    and the GEMV stay int8, each a one-line ConfigError."""
+    (q, _, _), = calibrations(np.random.default_rng(3), "static", 1, weight_bits=4)
+    cfg = q.config
+    assert FetchedLayer(cfg, reader_for(cfg), layers=2).banks == 2
+    with pytest.raises(ConfigError, match=r"^weight_bits=4: a FetchedLinear loads int8 "
+                                          r"weights .*allowed: 8$"):
+        FetchedLinear(cfg, "q", reader_for(cfg))
+    with pytest.raises(ConfigError, match=r"^weight_bits=4 with engine='gemv': .*allowed: "
+                                          r"weight_bits=8, or engine='gemm'$"):
+        check_fetched(gemv(cfg), "q", reader_for(cfg))

@@ -72,13 +72,37 @@ def test_random_shapes(shape, stall, rng):
     _check(cfg, _gen(cfg, m, rng), stall, seed=int(rng.integers(1 << 30)))
 
 
+# (M, K, N, rows, cols, lanes, rounding) with dsp_packing: even cols
+PACKED_SHAPES = [
+    (5, 32, 7, 2, 2, 4, "half_even"),
+    (7, 64, 9, 3, 4, 8, "half_up"),
+    (9, 96, 13, 4, 6, 5, "floor"),
+    (3, 64, 32, 2, 32, 4, "half_even"),    # cols = WEIGHT_GROUP: the readout's last step
+    (33, 32, 3, 32, 2, 4, "half_even"),    # rows = WEIGHT_GROUP
+]
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("shape", PACKED_SHAPES,
+                         ids=lambda s: "M{}K{}N{}_{}x{}_l{}_{}".format(*s))
+def test_packed_codes_two_per_multiplier(shape, stall, rng):
+    """``dsp_packing``: two columns' codes in one multiplier, bit-exact and in the unpacked
+    GEMM's cycles, also at the largest rows and cols the group readout allows."""
+    m, k, n, r, c, lanes, rounding = shape
+    cfg = _cfg(k, n, r, c, lanes, rounding=rounding, dsp_packing=True)
+    assert cfg.multipliers == r * c // 2
+    _check(cfg, _gen(cfg, m, rng), stall, seed=int(rng.integers(1 << 30)))
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["plain", "packed"])
 @pytest.mark.parametrize("stall", STALLS)
 @pytest.mark.parametrize("kind", ["most_positive", "most_negative", "alternating", "edges"])
-def test_extremes(kind, stall, rng):
+def test_extremes(kind, stall, packing, rng):
     """Scales and minima at the int16 bounds, codes 0 and 15, activations -128 and 127: the
-    largest sums come out exactly, at the edge of int32 with the least shift."""
+    largest sums come out exactly, at the edge of int32 with the least shift, with and
+    without two codes per multiplier."""
     m, k, n = 5, 64, 5
-    cfg = _cfg(k, n, rows=2, cols=2, lanes=8)
+    cfg = _cfg(k, n, rows=2, cols=2, lanes=8, dsp_packing=packing)
     g = cfg.groups
     if kind == "most_positive":    # a·W' = -128·-2**19 every step: the sum bound itself
         t = {"a": np.full((m, k), -128), "w": np.full((k, n), 15),
@@ -147,7 +171,8 @@ def test_weights_and_tables_at_elaboration_then_reloaded(rng):
     drive = Drive(
         preload={"group": pack_rows(comp.group.payload.shape(),
                                     Gemm.group_rows(cfg, t2["group_scale"], t2["group_min"])),
-                 "weight": pack_rows(comp.weight.payload.shape(), t2["w"])},
+                 "weight": pack_rows(comp.weight.payload.shape(),
+                                     Gemm.weight_rows(cfg, t2["w"]))},
         timed={"act": pack_rows(act, t1["a"])}, expect={"o": 3 * cfg.n_tiles})
     beats, *_ = simulate(comp, drive, stalls_in=Stalls("random", 5),
                          stalls_out=Stalls("random", 6))
@@ -163,7 +188,8 @@ def test_reload_between_products(rng):
     comp = Gemm(cfg)
     act = comp.act.payload.shape()
     drive = Drive(
-        preload={"weight": pack_rows(comp.weight.payload.shape(), t["w"]),
+        preload={"weight": pack_rows(comp.weight.payload.shape(),
+                                     Gemm.weight_rows(cfg, t["w"])),
                  "group": pack_rows(comp.group.payload.shape(),
                                     Gemm.group_rows(cfg, t["group_scale"], t["group_min"]))},
         timed={"act": pack_rows(act, t["a"]) + pack_rows(act, a2)},
@@ -175,11 +201,55 @@ def test_reload_between_products(rng):
     assert list(np.flatnonzero(end)) == [5 * cfg.n_tiles - 1, 7 * cfg.n_tiles - 1]
 
 
+@pytest.mark.parametrize("stall", STALLS)
+def test_two_banks_pair_each_tensor_with_its_load(stall, rng):
+    """Two weight banks (the fetched layer's double buffering): three tensors, each with its
+    own codes and tables, the loads offered from the start alongside the activations; each
+    load fills the bank its tensor will use (the third waits for the first tensor's bank), a
+    product waits for both its codes and its tables. A weight beat is two rows' codes of a
+    tile (``cols`` bytes)."""
+    cfg = _cfg(64, 5, rows=2, cols=2, lanes=4)
+    ts = [_gen(cfg, m, rng) for m in (3, 1, 2)]
+    comp = Gemm(cfg, weight_banks=2)
+    assert comp.weight.payload.shape().size == 2 + 8 * cfg.cols      # last, end, cols bytes
+    act, wl, gl = (getattr(comp, p).payload.shape() for p in ("act", "weight", "group"))
+    drive = Drive(
+        preload={},
+        timed={"act": sum((pack_rows(act, t["a"]) for t in ts), []),
+               "weight": sum((pack_rows(wl, Gemm.weight_rows(cfg, t["w"])) for t in ts), []),
+               "group": sum((pack_rows(gl, Gemm.group_rows(cfg, t["group_scale"],
+                                                          t["group_min"])) for t in ts), [])},
+        expect={"o": 6 * cfg.n_tiles})
+    beats, *_ = simulate(comp, drive, stalls_in=Stalls(stall, 5), stalls_out=Stalls(stall, 6))
+    c, _, end = unpack_rows(row_layout(signed(32), cfg.cols), beats["o"], cfg.n)
+    np.testing.assert_array_equal(c, np.vstack([_golden(cfg, t) for t in ts]))
+    assert list(np.flatnonzero(end)) == [n * cfg.n_tiles - 1 for n in (3, 4, 6)]
+
+
+def test_weight_rows_pair_two_rows_of_a_tile():
+    cfg = _cfg(32, 3, rows=1, cols=2, lanes=4)
+    q = np.arange(32 * 3).reshape(32, 3) % 16
+    rows = Gemm.weight_rows(cfg, q)
+    assert rows.shape == (16, 2 * 2 * 2)
+    # pair r: tile 0 (cols 0, 1) of rows 2r and 2r+1, then tile 1 (col 2, a zero lane)
+    r = 5
+    assert list(rows[r]) == [q[10, 0], q[10, 1], q[11, 0], q[11, 1], q[10, 2], 0, q[11, 2], 0]
+
+
 def test_widths_and_shift_are_derived():
     cfg = _cfg(64, 8)
     assert GemmConfig.expanded_range() == (-(1 << 19), (1 << 19) - 16)
-    assert cfg.mul_w_width == 20
+    # the multipliers take the codes (signed 5 bits), a group's sums fit 8 + 5 + 5 bits; the
+    # scaled sums are as wide as sums of a·(D·q + M) (20-bit weights)
+    assert cfg.mul_w_width == 5 and cfg.sum_w_width == 20
+    assert cfg.group_sum_width == cfg.pe_acc_width == 8 + 5 + 5
     assert cfg.acc_width == 8 + 20 + 6
+    assert cfg.pe_stages == GemmConfig.PE_STAGES - GemmConfig.GROUP_STAGES
+    assert cfg.readout_step == cfg.cols + cfg.pe_stages
+    assert cfg.write_step == cfg.cols + GemmConfig.PE_STAGES == _cfg(64, 8).replace(
+        weight_groups=False, w_width=8).readout_step     # the plain GEMM's write: its timing
+    assert cfg.group_multipliers == 2 * cfg.cols and cfg.multipliers == cfg.rows * cfg.cols
+    assert _cfg(64, 8, cols=4, dsp_packing=True).multipliers == 2 * 4 // 2
     assert cfg.min_group_shift == 2 and cfg.shift == 2 and cfg.obuf_width == 32
     big = _cfg(4096, 8, a_width=9)
     assert big.acc_width == 41 and big.min_group_shift == 9
@@ -219,7 +289,9 @@ def test_group_tables_checked():
 @pytest.mark.parametrize("bad, message", [
     (dict(w_width=8), "w_width=8 with weight_groups; allowed: w_width=4"),
     (dict(k=48), f"k=48 with weight_groups; allowed: a multiple of {WEIGHT_GROUP}"),
-    (dict(dsp_packing=True, cols=4), "dsp_packing with weight_groups"),
+    (dict(dsp_packing=True, cols=3), "cols=3 is odd, but dsp_packing pairs"),
+    (dict(rows=33), f"rows=33 with weight_groups: .* allowed: rows <= {WEIGHT_GROUP}"),
+    (dict(cols=40), f"cols=40 with weight_groups: .* allowed: cols <= {WEIGHT_GROUP}"),
     (dict(group_shift=1), "overflow int32; allowed: group_shift >= 2"),
     (dict(group_shift=33), "allowed: group_shift <= 32"),
     (dict(rounding="nearest"), "rounding='nearest' is not allowed"),

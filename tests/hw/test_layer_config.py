@@ -259,3 +259,20 @@ def test_paper_sizes_fit_the_blocks(arch, d, heads, d_ff, seq):
     assert cfg.f2_gemm.acc_width <= 32 and cfg.kv_cache_bytes == 2 * seq * d
     a = AttentionConfig(d_model=d, heads=heads, seq=seq, causal=arch == "gpt2", lanes=16)
     assert a.pv_gemm.acc_width == 9 + 8 + math.ceil(math.log2(seq)) <= 32
+
+
+def test_dsp_packing_packs_every_linear_gemm_and_is_refused_on_the_gemv():
+    """``dsp_packing``: each linear stage's GEMM (W8's weights or W4's codes) computes two
+    columns per multiplier; the GEMV has no packing, and odd columns cannot pair: one-line
+    ConfigErrors."""
+    base = dict(arch="llama", d_model=32, heads=4, kv_heads=2, d_ff=64, seq=8, lanes=4)
+    for bits in (8, 4):
+        cfg = LayerConfig(**base, weight_bits=bits, dsp_packing=True)
+        for name in cfg.linears:
+            g = cfg.linear(name)
+            assert g.dsp_packing and g.weight_groups == (bits == 4)
+            assert g.multipliers == g.rows * g.cols // 2
+    with pytest.raises(ConfigError, match="dsp_packing with engine=gemv"):
+        LayerConfig(**base, engine="gemv", dsp_packing=True)
+    with pytest.raises(ConfigError, match="cols=3 is odd, but dsp_packing pairs"):
+        LayerConfig(**base, weight_bits=4, linear_cols=3, dsp_packing=True)

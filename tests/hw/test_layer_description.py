@@ -96,3 +96,10 @@ def test_wide_tensors_are_wider_than_int16_in_the_dynamic_scheme_only():
         dataclasses.replace(LLAMA, wide=(("p", 32),))
     with pytest.raises(ValueError, match="'f' is read by a stage other than a per-token"):
         dataclasses.replace(LLAMA, stages=(*LLAMA.stages, Stage("extra", "norm", ("f",), "z")))
+    # the activation's input: act_width bits in the dynamic scheme, never a stream tensor's
+    with pytest.raises(ValueError, match=r"act_width=13 is not allowed; allowed: 8 \| 9 \| 10"):
+        dataclasses.replace(LLAMA, act_width=13)
+    from llmloom.hw.layers.gpt2 import GPT2
+
+    with pytest.raises(ValueError, match="act_width=10 on an activation whose input is a"):
+        dataclasses.replace(GPT2, stream=(*GPT2.stream, "u"), act_width=10)

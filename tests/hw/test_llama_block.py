@@ -41,12 +41,13 @@ def llama_weights(rng, d=D, ff=FF, heads=HEADS, kv_heads=KV):
                 w_up=n(d, ff), w_down=n(ff, d))
 
 
-def llama_case(rng, scheme, rows=6, prefill=4, weight_bits=8):
+def llama_case(rng, scheme, rows=6, prefill=4, weight_bits=8, **extra):
     """``(harness, cfg, tensors)``: a prefill of ``prefill`` rows, then decode steps; at
-    ``weight_bits`` 4 the weights are Q4_1 codes with their groups' scales and minima."""
+    ``weight_bits`` 4 the weights are Q4_1 codes with their groups' scales and minima;
+    ``extra`` more config fields."""
     h = LlamaBlockHarness().options(weights=llama_weights(rng), mode="decode", prefill=prefill)
     x = rng.normal(0.0, 1.0, (rows, D)).astype(np.float32)
-    fields = {**PAR, "scheme": scheme, "weight_bits": weight_bits}
+    fields = {**PAR, "scheme": scheme, "weight_bits": weight_bits, **extra}
     return h, h.config(fields, {"x": x}), {"x": x}
 
 
@@ -67,14 +68,17 @@ def test_llama_block_prefill_then_decode(scheme, stall, rng):
     assert fm["cosine_vs_float"] > 0.999
 
 
-def test_w4_llama_block_is_bit_exact_under_stalls(rng):
+@pytest.mark.parametrize("packing", [False, True], ids=["plain", "packed"])
+def test_w4_llama_block_is_bit_exact_under_stalls(packing, rng):
     """W4A8 (``weight_bits`` 4, GGUF Q4_1 codes with each group's 16-bit scale and minimum):
     every linear stage's GEMM holds the codes and group tables, bit-exact with
     ``layer_bitexact`` (its ``group_gemm_bitexact``) under random stalls, prefill then decode
     (stall-free cycles against ``layer_timing`` on Verilator:
-    ``tests/sim/test_llama_block_hdl.py``)."""
-    h, cfg, t = llama_case(rng, "dynamic", weight_bits=4)
+    ``tests/sim/test_llama_block_hdl.py``); with ``dsp_packing`` two codes' products in each
+    multiplier."""
+    h, cfg, t = llama_case(rng, "dynamic", weight_bits=4, dsp_packing=packing)
     assert all(cfg.linear(name).weight_groups for name in cfg.linears)
+    assert all(cfg.linear(name).dsp_packing == packing for name in cfg.linears)
     seed = int(rng.integers(1 << 30))
     result = run_block(h, cfg, t, stalls_in=Stalls("random", seed),
                        stalls_out=Stalls("random", seed + 1))

@@ -61,7 +61,9 @@ def test_llama_description_is_the_contract():
                                                         "quant_p"]
     # p and f int24 (their held-out rows reach 3.4x and 2.1x the calibration's largest)
     assert dyn["down"].inputs == ("p_i8",) and (dyn.width("p"), dyn.width("f")) == (24, 24)
-    assert {dyn.width(t) for t in ("q", "k", "qr", "kr", "v", "hg")} == {8}
+    assert {dyn.width(t) for t in ("q", "k", "qr", "kr", "v")} == {8}
+    # the SiLU's input int10 (a 1024-entry table): the gate's requant writes it, static
+    assert dyn.width("hg") == 10 and LLAMA.width("hg") == 8
     assert {dyn.width(t) for t in ("hu", "s")} == {16}      # the product's factors wide too
     # the attention writes int16 and the output projection reads it per token
     assert dyn["o"].inputs == ("attn_i8",) and dyn.width("attn") == 16
@@ -72,6 +74,9 @@ def test_llama_description_is_the_contract():
     assert dyn.width("attn_i8") == 9 and cfg.linear("o").a_width == 9
     assert cfg.requant("o").row_exponent and cfg.requant("o").e_max == 7
     assert cfg.replace(scheme="static").attention.out_width == 8
+    # the gate's requant writes the SiLU's int10 input; the table has 1024 entries
+    assert cfg.requant("gate").out_width == 10 and cfg.silu.in_width == 10
+    assert len(cfg.silu.lut) == 1024 and cfg.replace(scheme="static").silu.in_width == 8
 
 
 def test_description_refuses_bad_kinds_and_fields():

@@ -138,6 +138,19 @@ def test_int_types():
         IntType(0)
 
 
+@pytest.mark.parametrize("width, signed, dtype", [
+    (1, True, np.int8), (4, True, np.int8), (8, True, np.int8), (9, True, np.int16),
+    (16, True, np.int16), (24, True, np.int32), (32, True, np.int32), (33, True, np.int64),
+    (64, True, np.int64), (4, False, np.uint8), (8, False, np.uint8), (12, False, np.uint16),
+    (64, False, np.uint64)])
+def test_int_type_dtype_is_the_smallest_that_holds_it(width, signed, dtype):
+    t = IntType(width, signed=signed)
+    assert t.dtype == np.dtype(dtype)
+    # a wide type (int24 in int32) keeps its extremes: nothing wraps
+    ends = np.array([t.min, t.max], dtype=object)
+    assert ends.astype(t.dtype).astype(object).tolist() == [t.min, t.max]
+
+
 def test_quantize_multiplier_is_accurate():
     for real in (0.001234, 0.5, 0.75, 1.0, 3.3, 1e-6, 1234.5):
         mult, shift = quantize_multiplier(real, mult_bits=16)

@@ -195,7 +195,7 @@ def test_ports_by_role():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(out_width=12), "out_width=12 is not allowed"),
+    (dict(out_width=13), "out_width=13 is not allowed"),
     (dict(e_max=0), "e_max=0 is out of range"),
     (dict(row_exponent=1), "row_exponent=1 must be true or false"),
     (dict(length=1, lanes=1, acc_scale=1.0, out_scale=2 ** -12, mult_bits=24,

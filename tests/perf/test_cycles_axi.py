@@ -74,3 +74,13 @@ def test_fetched_layer_runs_overlap_the_next_image_with_two_banks():
         assert two[k] < one[k]
     with pytest.raises(ConfigError, match="the run before prefetched"):
         fetched_layer_runs(cfg, reader, 10, szs[:2], [(0, 0, 1 << 14), (0, 1)])
+    # what the model does not time is its own error (callers carry on without a prediction),
+    # unlike a bad call
+    from llmloom.perf.errors import UntimedError
+    wide = AxiReaderConfig(data_width=64, max_burst=16, outstanding=2, max_bytes=1 << 14,
+                           addr_width=16, unaligned=False)
+    with pytest.raises(UntimedError, match=r"data_width=64 is not timed; allowed: 32"):
+        fetched_layer_runs(cfg, wide, 10, szs, runs)
+    with pytest.raises(ValueError, match="3 commands for 2 tensors") as exc:
+        fetched_layer_runs(cfg, reader, 10, szs[:2], runs[:3])
+    assert not isinstance(exc.value, UntimedError)

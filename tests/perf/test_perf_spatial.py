@@ -361,3 +361,21 @@ def test_a_norm_sits_with_the_stage_it_normalises():
     assert region["gpt2"]["norm2"] == region["gpt2"]["o"] == "SLR1"
     assert region["bert"]["norm1"] == region["bert"]["o"] == "SLR1"
     assert region["bert"]["norm2"] == region["bert"]["f2"] == "SLR2"
+
+
+def test_w4a8_kernels_pay_for_their_group_scaling():
+    """W4A8 linear kernels are the W4 GEMM: their PEs multiply 4-bit codes (one DSP, or two
+    codes' products in one with packing 2, as int8) and each logical column scales its groups'
+    partial sums after the array (``perf.resources.gemm_group_cost``: two multipliers); the
+    same design at W8A8 has the PEs only. Packing stops at 2: what ``hw`` builds."""
+    from llmloom.perf.resources import gemm_group_cost
+    from llmloom.perf.spatial import COST
+
+    assert COST["dsp_group_col"] == gemm_group_cost("xcup")["dsp"] == 2
+    assert get_fpga("u280").max_packing["W4A8"] == 2
+    w4 = estimate(None, None, "chen2024-bert-u280")
+    w8 = estimate(None, None, "chen2024-bert-u280", quant="W8A8")
+    assert w4["quant"] == "W4A8" and w8["quant"] == "W8A8"
+    # six linear kernels of 16 columns packed two per DSP: 32 logical columns each
+    assert w4["resources"]["dsp"] - w8["resources"]["dsp"] == 6 * 32 * 2
+    assert w4["resources"]["lut"] > w8["resources"]["lut"]

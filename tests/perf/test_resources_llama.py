@@ -68,3 +68,27 @@ def test_a_double_buffered_fetched_layer_charges_its_second_bank():
     assert estimate_fetched_memories(cfg, "xcup") == est[2]       # the default: two banks
     with pytest.raises(ConfigError, match=r"^banks=3; allowed: 1"):
         estimate_fetched_memories(cfg, "xcup", 3)
+
+
+def test_a_w4_fetched_layer_charges_its_codes_and_group_tables():
+    """At W4 each linear stage's GEMM loads its codes (a word two k's codes of a tile: half
+    the int8 matrix's depth) and its group tables (a tile's ``cols`` scales and minima per
+    group), each ``banks`` deep; the int8 layer has no group tables."""
+    from llmloom.hw.blocks.gemm_config import GROUP_SCALE_BITS
+    from llmloom.perf.resources.composites import fetched_memory_parts
+    from llmloom.perf.resources.mapping import map_memory
+
+    cfg = LayerConfig(arch="llama", d_model=256, heads=4, kv_heads=2, d_ff=512, seq=32,
+                      lanes=4, weight_bits=4)
+    fam = family_of("xcup")
+    for banks in (1, 2):
+        parts = fetched_memory_parts(cfg, fam, banks)
+        for name in cfg.linears:
+            g = cfg.linear(name)
+            assert g.weight_groups and g.k_per_word == 2
+            assert parts[f"{name}.wmem"] == map_memory(fam, 2 * g.cols * 4,
+                                                       banks * g.n_tiles * g.k // 2).bill()
+            assert parts[f"{name}.gmem"] == map_memory(fam, 2 * g.cols * GROUP_SCALE_BITS,
+                                                       banks * g.n_tiles * g.groups).bill()
+    w8 = fetched_memory_parts(cfg.replace(weight_bits=8), fam, 2)
+    assert not any(k.endswith(".gmem") for k in w8)

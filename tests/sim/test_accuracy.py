@@ -189,7 +189,7 @@ def test_a_gpt2_folder_runs_layer_by_layer_and_chained(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda p: (p / "config.json").unlink(), "has no config.json"),
-    (lambda p: (p / "config.json").write_text("{"), "is not readable JSON"),
+    (lambda p: (p / "config.json").write_text("{"), "is not valid JSON"),
     (lambda p: (p / "config.json").write_text('{"model_type": "t5"}'), "model_type 't5'"),
     (lambda p: (p / "model2.safetensors").write_bytes(b"x"), "holds 2 .safetensors files"),
     (lambda p: (p / "model.safetensors").write_bytes(b"garbage"), "is not readable"),

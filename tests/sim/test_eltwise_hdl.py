@@ -84,6 +84,13 @@ def _activation(rng, rows, length=LENGTH):
     return {"x": x.astype(np.int8)}
 
 
+def _activation10(rng, rows, length=LENGTH):
+    """int10 inputs (LLaMA's SiLU input hg), the extreme codes included."""
+    x = rng.integers(-512, 512, (rows, length))
+    x[0, :4] = [-512, 511, 0, -1]
+    return {"x": x.astype(np.int16)}
+
+
 _scales = np.random.default_rng(5).uniform(1e-5, 1e-4, LENGTH)
 _scales13 = np.random.default_rng(6).uniform(1e-5, 1e-4, 13)
 BLOCKS = {
@@ -119,6 +126,9 @@ BLOCKS = {
                                     out_scale=1 / 512, mult_bits=24, x_width=16,
                                     out_width=16), _residual16),
     "gelu_W16": (GeluConfig(length=13, lanes=4, x_scale=0.04, out_width=16), _activation),
+    # LLaMA's hg: int10 in (a 1024-entry table), int16 out, padded last beat
+    "silu_W10": (SiluConfig(length=13, lanes=4, in_width=10, out_width=16, x_scale=8.0 / 511,
+                            out_scale=8.0 / 32767), _activation10),
 }
 
 

@@ -52,9 +52,9 @@ def model(models):
     return models("static")
 
 
-def model_of(scheme):
+def model_of(scheme, weight_bits=8):
     """A build's calibration and two layers' of ``scheme`` (see :func:`models`)."""
-    layers = calibrations(np.random.default_rng(1414), scheme, 3)
+    layers = calibrations(np.random.default_rng(1414), scheme, 3, weight_bits)
     memory, bases = layer_memory([pack_fetched_layer(q.config, q.weights)
                                   for q, _, _ in layers[1:]])
     sizes = layers[1][2]
@@ -156,6 +156,35 @@ def test_double_buffered_layer_prefetches_the_next_image(verilator_sim, model, s
             assert wait[k] == only
         else:
             assert wait[k] > only
+
+
+@pytest.fixture(scope="module")
+def w4_model():
+    """:func:`model_of` at W4 (GGUF Q4_1: every linear stage's 4-bit codes with its groups'
+    int16 scales and minima), the static scheme."""
+    return model_of("static", weight_bits=4)
+
+
+@pytest.mark.parametrize("stall", ["none", "pattern", "random"])
+def test_w4_layer_fetches_its_codes_and_group_tables(verilator_sim, w4_model, stall, rng):
+    """W4A8 through the fetched layer: each linear stage's image sections are the grouped
+    GEMM's ``weight`` beats (two rows' codes a bus word) and ``group`` beats (a tile's scales
+    and minima, four bus words a beat), loaded into its two banks; two layers interleaved,
+    each command prefetching the next image, bit-exact against each layer's golden model
+    under every stall pattern, the bytes read those of the images, and stall-free the
+    model's cycles (:func:`fetched_layer_runs`). The image is smaller than W8's by the
+    codes' half byte a weight less the groups' 4 bytes per 32."""
+    cfg = w4_model[0]
+    assert cfg.weight_bits == 4
+    layout = {(s.stage, s.part): s for s in fetched_layer_layout(cfg)}
+    for name in cfg.linears:
+        g = cfg.linear(name)
+        assert layout[name, "weights"].nbytes == g.k * g.n_tiles * g.cols // 2
+        assert layout[name, "groups"].nbytes == g.groups * g.n_tiles * 2 * g.cols * 2
+    reader, runs, szs, r = run_interleaved(verilator_sim, w4_model, stall, rng, banks=2,
+                                          prefetch=True)
+    if stall == "none":
+        assert r.tensor_cycles[:len(runs)] == fetched_layer_runs(cfg, reader, 10, szs, runs)
 
 
 def test_one_layer_prefetches_its_own_image(verilator_sim, model):
@@ -262,13 +291,15 @@ def test_a_burst_the_slave_refuses_fails_the_run(verilator_sim, rng):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, prefetch, rng):
+@pytest.mark.parametrize("prefetch, w4", [(False, False), (True, False), (True, True)])
+def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, request, prefetch, w4, rng):
     """The engine's read slave on every back end: Icarus (through cocotb) and Amaranth's
     simulator give the outputs and cycles, tensor by tensor, that Verilator's compiled driver
-    gives, under random stalls and latency, each command prefetching the next image or not
-    (Icarus ~2.5 min, Amaranth ~4.5 min loaded)."""
-    cfg, layers, memory, bases, sizes = model
+    gives, under random stalls and latency, each command prefetching the next image or not;
+    at W4 too (its codes and group tables fetched; Icarus only: Amaranth's simulator adds
+    minutes and nothing W4 has that the W8 runs do not). Icarus ~2.5 min, Amaranth ~4.5 min
+    loaded."""
+    cfg, layers, memory, bases, sizes = request.getfixturevalue("w4_model" if w4 else "model")
     reader = fetched_reader(cfg, len(memory), max_burst=16, outstanding=2)
     mem = AxiMemory(memory, reader.data_width, (2, 30), seed=11)
     xs, szs, runs = interleaved(layers, bases, sizes)
@@ -278,7 +309,7 @@ def test_icarus_and_amaranth_run_the_same_cycles(icarus_sim, model, prefetch, rn
     results = [run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg,
                          {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs},
                          sim=sim, prepared=True, stalls_in=stalls, stalls_out=stalls)
-               for sim in ("verilator", icarus_sim, "amaranth")]
+               for sim in ("verilator", icarus_sim, *(() if w4 else ("amaranth",)))]
     check_layers(results[0].outputs["y_int"], layers, szs, runs, sizes)
     for r in results[1:]:
         np.testing.assert_array_equal(r.outputs["y_int"], results[0].outputs["y_int"])
@@ -337,7 +368,7 @@ def test_cached_structural_build_emits_no_verilog(verilator_sim, model, monkeypa
     first = run_block(FetchedLayerHarness(cfg, reader, layers=2, memory=mem), cfg, tensors,
                       sim=verilator_sim, prepared=True)          # builds, if not cached
     emitted = []
-    monkeypatch.setattr(runner, "verilog_for_sim",
+    monkeypatch.setattr(runner, "emit_verilog",
                         lambda *a, **k: emitted.append(a) or pytest.fail("emitted Verilog"))
     monkeypatch.setattr(runner, "_EMITTED", type(runner._EMITTED)())
     other = layers[1][0].config                             # another calibration, one structure

@@ -103,19 +103,20 @@ def test_the_multiplier_model_stops_on_a_mode_it_does_not_simulate(params, messa
         assert message in run.stdout and "ran" not in run.stdout
 
 
-def test_grouped_w4_on_ecp5_splits_the_wide_weight(rng):
-    """``weight_groups``: the 20-bit expanded weight takes two MULT18X18D per PE, each with
-    its own registers (no adder before a multiplier's output register); bit-exact on Icarus
-    with the multiplier's model, in the portable RTL's cycles."""
+def test_grouped_w4_on_ecp5_multiplies_codes(rng):
+    """``weight_groups``: the PEs multiply codes, one MULT18X18D each with its own registers
+    (the groups' scales and minima are applied after the array, where Yosys infers their
+    multipliers); bit-exact on Icarus with the multiplier's model, in the portable RTL's
+    cycles."""
     cfg = GemmConfig(rows=2, cols=3, k=32, n=4, lanes=4, w_width=4, weight_groups=True)
     ecp5 = emit_verilog(Gemm(cfg), platform=FamilyHint("ecp5"))
-    assert ecp5.count("MULT18X18D #(") == 2 * cfg.rows * cfg.cols
+    assert ecp5.count("MULT18X18D #(") == cfg.rows * cfg.cols
     lo, hi = -(1 << 15), (1 << 15) - 1
     t = {"a": rng.integers(-128, 128, (5, 32), dtype=np.int8),
          "w": rng.integers(0, 16, (32, 4), dtype=np.int8),
          "group_scale": np.array([[lo, hi, lo, 1234]], dtype=np.int16),
          "group_min": np.array([[lo, hi, hi, -4321]], dtype=np.int16)}
-    t["a"][0], t["a"][1], t["w"][:, :2] = -128, 127, 15      # W' = ±2**19: the extremes
+    t["a"][0], t["a"][1], t["w"][:, :2] = -128, 127, 15      # the extremes of W' = D·q + M
     kw = dict(stalls_in=Stalls("random", 5), stalls_out=Stalls("random", 6))
     result = run_block(H, cfg, t, sim="icarus", family="ecp5", **kw)
     np.testing.assert_array_equal(result.outputs["c"], H.golden(cfg, H.prepare(cfg, t))["c"])

@@ -66,15 +66,21 @@ def test_gpt2_projection_on_verilator(rng):
     np.testing.assert_array_equal(result.outputs["c"], gemm_bitexact(cfg, a, w))
 
 
-def test_grouped_w4_on_hdl_simulators(hdl_sim, rng):
+@pytest.mark.parametrize("k, cols, packing", [(32, 3, False), (96, 2, True)],
+                         ids=["one_group", "three_groups_packed"])
+def test_grouped_w4_on_hdl_simulators(hdl_sim, k, cols, packing, rng):
     """Grouped 4-bit weights (``weight_groups``): the codes and the group tables loaded through
-    their streams, bit-exact and in the cycles of Amaranth's simulator."""
-    cfg = GemmConfig(rows=2, cols=3, k=32, n=4, lanes=4, w_width=4, weight_groups=True)
+    their streams, bit-exact and in the cycles of Amaranth's simulator; with several groups
+    (each group's partial sums scaled after the array) and two codes per multiplier."""
+    cfg = GemmConfig(rows=2, cols=cols, k=k, n=4, lanes=4, w_width=4, weight_groups=True,
+                     dsp_packing=packing)
     lo, hi = -(1 << 15), (1 << 15) - 1
-    t = {"a": rng.integers(-128, 128, (3, 32), dtype=np.int8),
-         "w": rng.integers(0, 16, (32, 4), dtype=np.int8),
-         "group_scale": np.array([[lo, hi, 7, -300]], dtype=np.int16),
-         "group_min": np.array([[lo, hi, -5, 1234]], dtype=np.int16)}
+    g = cfg.groups
+    t = {"a": rng.integers(-128, 128, (3, k), dtype=np.int8),
+         "w": rng.integers(0, 16, (k, 4), dtype=np.int8),
+         "group_scale": np.tile(np.array([[lo, hi, 7, -300]], dtype=np.int16), (g, 1)),
+         "group_min": np.tile(np.array([[lo, hi, -5, 1234]], dtype=np.int16), (g, 1))}
+    t["group_scale"][1:] = rng.integers(lo, hi + 1, (g - 1, 4), dtype=np.int16)
     t["a"][0] = -128
     t["w"][:, 0] = 15
     stalls = dict(stalls_in=Stalls("random", 7), stalls_out=Stalls("random", 8))

@@ -36,9 +36,10 @@ def _permute(w, heads):
     return w.reshape(heads, 2, out // heads // 2, n).swapaxes(1, 2).reshape(out, n)
 
 
-def write_tiny_gguf(path, rng, arch="llama"):
-    """A 2-layer LLaMA in GGUF: attention F32 (q/k permuted as llama.cpp stores them), the MLP
-    in Q4_1, tied embeddings; returns the Hugging Face-layout weights (out × in)."""
+def write_tiny_gguf(path, rng, arch="llama", all_q4_1=False):
+    """A 2-layer LLaMA in GGUF: attention F32 (q/k permuted as llama.cpp stores them; with
+    ``all_q4_1`` in Q4_1 too, as ``--quant W4A8`` wants every linear stage), the MLP in Q4_1,
+    tied embeddings; returns the Hugging Face-layout weights (out × in)."""
     tokens = _byte_alphabet() + ["Ġh", "<|im_start|>", "<|im_end|>"]
     types = [1] * 257 + [3, 3]
     w = gguf.GGUFWriter(str(path), arch)
@@ -71,7 +72,7 @@ def write_tiny_gguf(path, rng, arch="llama"):
         value = np.asarray(value, np.float32)
         if name.endswith(("attn_q.weight", "attn_k.weight")):
             value = _permute(value, HEADS if "attn_q" in name else KV)
-        if "ffn_" in name and value.ndim == 2:
+        if ("ffn_" in name or all_q4_1 and "attn_" in name) and value.ndim == 2:
             q = gguf.GGMLQuantizationType.Q4_1
             w.add_tensor(name, gguf.quants.quantize(value, q), raw_dtype=q)
         else:

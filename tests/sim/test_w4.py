@@ -186,7 +186,8 @@ def test_group_smoothing_is_the_same_float_layer_and_moves_into_the_groups():
 
 def test_w4_weight_image_packs_two_codes_a_byte_and_the_group_tables():
     """A W4 layer's image: the codes two to a byte, then each group's scale and minimum as
-    int16; read back exactly, and half the int8 image's weight bytes."""
+    int16, as the GEMM's ``weight`` and ``group`` streams carry them; read back exactly, and
+    half the int8 image's weight bytes."""
     from llmloom.hw.layers.weights_image import image_layout, pack_layer_image, unpack_layer_image
     from llmloom.sim.quantize import quantize_placeholder
     cfg = LayerConfig(arch="gpt2", d_model=64, heads=2, d_ff=96, seq=4, lanes=4, linear_cols=8,
@@ -203,5 +204,5 @@ def test_w4_weight_image_packs_two_codes_a_byte_and_the_group_tables():
     w8 = {s.stage: s.nbytes for s in image_layout(cfg.replace(weight_bits=8))
           if s.part == "weights"}
     assert all(w4[n] * 2 == w8[n] for n in w8)
-    assert [s.part for s in image_layout(cfg)[:5]] == ["weights", "group_scale", "group_min",
-                                                       "scales", "bias"]
+    assert [s.part for s in image_layout(cfg)[:5]] == ["weights", "groups", "scales", "bias",
+                                                       "shift"]
