@@ -653,9 +653,9 @@ def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES
 
 def _generation_report(qm, gen, sizes, args, rtl):
     from ..sim.llm import layer_weight_bytes
-    cfg, weights, _ = qm.layers[0]
+    cfg, _, _ = qm.layers[0]
     pass_cycles, why = layer_cycles(cfg, sizes)
-    per_layer = layer_weight_bytes(cfg, weights)
+    per_layer = layer_weight_bytes(cfg)
     fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
     cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
     measured = (sum(sum(c) for c in rtl.cycles.values()) if rtl is not None else None)
