@@ -9,7 +9,8 @@ the error per tensor per layer. See :mod:`llmloom.sim.accuracy`.
 ``embed``: a BERT sentence embedding (mean over the tokens of the last layer's output,
 L2-normalised) through the integer layers: the bit-exact model (``--sim golden``, the default)
 or the RTL of every layer on a simulator, each layer's output checked against the bit-exact
-model. See :mod:`llmloom.sim.model`.
+model; on Verilator every layer on one fetched layer build (:meth:`RtlLayers.fetch`, as
+``generate``). See :mod:`llmloom.sim.model`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def add_subcommands(subparsers):
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
     p.add_argument("--json", action="store_true",
-                   help="print embedding, tokens, cosine_vs_float (and cycles) as JSON")
+                   help="print embedding, tokens, cosine_vs_float, cycles measured and "
+                        "predicted (and on Verilator the weights fetched) as JSON")
     p.set_defaults(func=cmd_embed)
 
     p = subparsers.add_parser(
