@@ -133,21 +133,12 @@ def test_embed_keeps_a_build_per_layer_with_a_note_when_it_cannot_fetch(tmp_path
     from llmloom.sim.model import golden_layer
 
     def fake_run(harness, cfg, tensors, **kw):
-        layer = kw["component"]
-        x = tensors["x_int"]
-        return SimpleNamespace(outputs={"y_int": golden_layer(cfg, baked[id(layer)], x)},
-                               cycles=100)
-
-    baked = {}
-    real_component = RtlLayers._component
-
-    def component(self, cfg, weights):
-        c = real_component(self, cfg, weights)
-        baked[id(c)] = weights
-        return c
+        weights = kw["component"]               # what the stand-in component is
+        return SimpleNamespace(outputs={"y_int": golden_layer(cfg, weights,
+                                                              tensors["x_int"])}, cycles=100)
 
     monkeypatch.setattr(RtlLayers, "fetch", lambda self, layers: "a reason")
-    monkeypatch.setattr(RtlLayers, "_component", component)
+    monkeypatch.setattr(RtlLayers, "_component", lambda self, cfg, weights: weights)
     monkeypatch.setattr(runner, "run_block", fake_run)
     args = ["embed", "--model", str(bert_folder(tmp_path)), "--text", "the cat", "--json"]
     assert main([*args, "--sim", "verilator"]) == 0
