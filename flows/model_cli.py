@@ -9,7 +9,8 @@ the error per tensor per layer. See :mod:`llmloom.sim.accuracy`.
 ``embed``: a BERT sentence embedding (mean over the tokens of the last layer's output,
 L2-normalised) through the integer layers: the bit-exact model (``--sim golden``, the default)
 or the RTL of every layer on a simulator, each layer's output checked against the bit-exact
-model. See :mod:`llmloom.sim.model`.
+model; on Verilator every layer on one fetched layer build (:meth:`RtlLayers.fetch`, as
+``generate``). See :mod:`llmloom.sim.model`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def add_subcommands(subparsers):
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
     p.add_argument("--json", action="store_true",
-                   help="print embedding, tokens, cosine_vs_float (and cycles) as JSON")
+                   help="print embedding, tokens, cosine_vs_float, cycles measured and "
+                        "predicted (and on Verilator the weights fetched) as JSON")
     p.set_defaults(func=cmd_embed)
 
     p = subparsers.add_parser(
@@ -249,6 +251,22 @@ class RtlLayers:
         """True when the layers run on one fetched layer build (:meth:`fetch`)."""
         return self._fetched is not None
 
+    def fetch_report(self):
+        """The fetched runs so far, as ``generate``'s and ``embed``'s reports give them
+        (``None`` unless :attr:`fetched`): runs, bytes read from the AXI memory, their cycles
+        (command to last output beat) and the cycles of those spent waiting for the image
+        (before the input opened), the bus, and the simulation's cycles, wall and processor
+        seconds."""
+        if self._fetched is None:
+            return None
+        return {"runs": len(self.fetch_runs), "image_bytes_fetched": self.fetched_bytes,
+                "cycles": sum(total for _, total, _ in self.fetch_runs),
+                "wait_cycles": sum(total - compute for _, total, compute in self.fetch_runs),
+                "axi_latency": self._fetched["latency"],
+                "axi_bytes_per_beat": self.fetch_bus_bytes,
+                "sim_cycles": self.fetch_sim[0], "sim_wall_s": round(self.fetch_sim[1], 2),
+                "sim_cpu_s": round(self.fetch_sim[2], 2)}
+
     @property
     def fetch_bus_bytes(self):
         """Bytes per beat of the fetched layer's AXI bus (``None`` unless :attr:`fetched`)."""
@@ -408,9 +426,18 @@ class RtlLayers:
                                    f"in {count} {what}")
 
     def __call__(self, cfg, weights, x_int):
-        """``run_layer`` of :func:`~llmloom.sim.model.run_layers`: one prefill."""
+        """``run_layer`` of :func:`~llmloom.sim.model.run_layers`: one prefill (after
+        :meth:`fetch`, a command to the fetched layer build, the first layer's starting its
+        session)."""
         from ..sim.model import golden_layer
         n = len(self.cycles)
+        if self._fetched is not None:
+            # the fetched layers in turn, the first again starting a new sequence
+            order = self._fetched["order"]
+            n = order[n % len(order)]
+            want = golden_layer(cfg, weights, x_int)
+            self._fetched_step(n, cfg, weights, x_int, "prefill", want)
+            return want
         result = self._run(cfg, weights, x_int, [len(x_int)])
         y = result.outputs["y_int"]
         self._check(n, result.outputs, golden_layer(cfg, weights, x_int))
@@ -465,6 +492,7 @@ def cmd_embed(args):
     from ..sim.accuracy import DEFAULT_CALIB_TEXT
     from ..sim.golden.layers import cosine
     from ..sim.hf import ModelError, load_model
+    from ..sim.llm import kv_positions
     from ..sim.model import golden_layer, quantize_model, run_layers, sentence_embedding
     from .verify import GOLDEN
 
@@ -474,10 +502,20 @@ def cmd_embed(args):
                          "encoder (a sentence embedding is the mean of its last hidden states)")
     ids = model.tokens(args.text)
     calib = args.calib_text if args.calib_text is not None else DEFAULT_CALIB_TEXT
-    qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=len(ids),
+    # The layers' seq (a build's structure) is the next power of two from 16 holding the
+    # sentence, the rest masked out: one fetched build serves every sentence of that band,
+    # a length the attention RTL takes whatever the sentence's, and the embedding of a seq
+    # of the sentence's length bit for bit (kv_positions says why).
+    seq = kv_positions(len(ids), model.positions, "auto")
+    qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=seq,
                         scheme=args.scheme)
     xs, y_float = model.float_inputs(ids)
     rtl = None if args.sim == GOLDEN else RtlLayers(args.sim, sys.stderr.isatty())
+    if rtl is not None and args.sim == "verilator":
+        why = rtl.fetch([(cfg, w) for cfg, w, _ in qm.layers])
+        if why is not None:
+            print(f"llmloom: note: each layer gets its own Verilator build (one fetched "
+                  f"layer for all cannot: {why})", file=sys.stderr)
     run_layer = golden_layer if rtl is None else rtl
     try:
         with tqdm(total=model.layers, desc=f"embed on {args.sim}", unit="layer", leave=False,
@@ -486,21 +524,52 @@ def cmd_embed(args):
     except LayerDiffers as exc:
         print(f"llmloom: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if rtl is not None:
+            rtl.close()
     e = sentence_embedding(y)
-    cycles = [c for n in sorted(rtl.cycles) for c in rtl.cycles[n]] if rtl else []
     doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "tokens": len(ids),
-           "dim": len(e),
+           "seq": seq, "dim": len(e),
            "cosine_vs_float": cosine(e, sentence_embedding(y_float)),
-           "cycles": sum(cycles) if cycles else None, "embedding": [float(v) for v in e]}
+           **_embed_cycles(qm, len(ids), rtl), "embedding": [float(v) for v in e]}
     if args.json:
         print(json.dumps(doc))
         return 0
     head = ", ".join(f"{v:+.4f}" for v in e[:6])
-    rtl = (f"; {doc['cycles']} cycles over {model.layers} layers, bit-exact with the golden "
-           f"model" if cycles else "")
+    cycles = ""
+    if doc["cycles"] is not None:
+        on = ("one fetched layer build" if doc["fetched_layer"] is not None else
+              f"{model.layers} builds")
+        cycles = (f"; {doc['cycles']} cycles ({doc['predicted_cycles']} predicted) over "
+                  f"{model.layers} layers on {on}, bit-exact with the golden model")
     print(f"{model.name}: {len(ids)} tokens → embedding of {len(e)} ({head}, ...); cosine "
-          f"against float {doc['cosine_vs_float']:.4f} on {args.sim}{rtl}")
+          f"against float {doc['cosine_vs_float']:.4f} on {args.sim}{cycles}")
     return 0
+
+
+def _embed_cycles(qm, rows, rtl):
+    """``embed``'s cycle figures: measured per layer and in all (``None`` on the bit-exact
+    model), perf's prediction of them (with the fetches, on a fetched build), and on a fetched
+    build the weights read and the cycles waited for them (generate's report's keys)."""
+    measured = None if rtl is None else [sum(rtl.cycles[n]) for n in sorted(rtl.cycles)]
+    fetch = None if rtl is None else rtl.fetch_report()
+    if fetch is not None:
+        predicted, why = rtl.fetched_cycles(), rtl.fetched_cycles_note
+    else:
+        predicted, why = [], None
+        for cfg, _, _ in qm.layers:
+            c, why = layer_cycles(cfg, [rows])
+            if c is None:
+                predicted = None
+                break
+            predicted.append(int(sum(c)))
+    return {"cycles": None if measured is None else sum(measured),
+            "layer_cycles": measured,
+            "predicted_cycles": None if predicted is None else sum(predicted),
+            "predicted_layer_cycles": predicted, "cycles_note": why,
+            "weight_bytes_fetched": None if fetch is None else fetch["image_bytes_fetched"],
+            "weight_wait_cycles": None if fetch is None else fetch["wait_cycles"],
+            "fetched_layer": fetch}
 
 
 # ---- generate ---------------------------------------------------------------------------------
@@ -659,17 +728,10 @@ def _generation_report(qm, gen, sizes, args, rtl):
     fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
     cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
     measured = (sum(sum(c) for c in rtl.cycles.values()) if rtl is not None else None)
-    fetch = None
-    if rtl is not None and rtl.fetched:
+    fetch = rtl.fetch_report() if rtl is not None and rtl.fetched else None
+    if fetch is not None:
         # measured: every layer's image read over AXI by the one fetched layer build
-        fetched = rtl.fetched_bytes
-        wait = sum(total - compute for _, total, compute in rtl.fetch_runs)
-        fetch = {"runs": len(rtl.fetch_runs), "image_bytes_fetched": fetched,
-                 "cycles": sum(total for _, total, _ in rtl.fetch_runs),
-                 "wait_cycles": wait, "axi_latency": FETCH_LATENCY,
-                 "axi_bytes_per_beat": rtl.fetch_bus_bytes,
-                 "sim_cycles": rtl.fetch_sim[0], "sim_wall_s": round(rtl.fetch_sim[1], 2),
-                 "sim_cpu_s": round(rtl.fetch_sim[2], 2)}
+        fetched, wait = fetch["image_bytes_fetched"], fetch["wait_cycles"]
     report = {
         "model": qm.spec.name, "gguf": str(qm.path), "sim": args.sim, "quant": qm.quant,
         "scheme": qm.scheme, "num_layers": qm.num_layers, "calib_tokens": qm.calib_tokens,

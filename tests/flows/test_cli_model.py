@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from llmloom.flows.cli import main
 
 # the small GPT-2 folder of the sim tests
@@ -53,6 +55,12 @@ def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tmp_path, capsys):
     assert golden["embedding"] == rtl["embedding"]            # every layer bit-exact
     assert golden["cycles"] is None and rtl["cycles"] > 0
     assert golden["tokens"] == 8 and golden["dim"] == 16
+    assert golden["seq"] == 16                  # the next power of two from 16 (masked rows)
+    # each layer a baked build of its own (no fetched session off Verilator): perf's layer
+    # timing is exact for it
+    assert rtl["fetched_layer"] is None and rtl["weight_bytes_fetched"] is None
+    assert rtl["layer_cycles"] == rtl["predicted_layer_cycles"] == \
+        golden["predicted_layer_cycles"]
     assert abs(sum(v * v for v in golden["embedding"]) - 1) < 1e-9
     assert golden["cosine_vs_float"] > 0.99
 
@@ -60,3 +68,105 @@ def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tmp_path, capsys):
 def test_embed_refuses_a_gpt2_model(tmp_path, capsys):
     assert main(["embed", "--model", str(gpt2_folder(tmp_path)), "--text", "the cat"]) == 2
     assert "embed takes a BERT encoder" in capsys.readouterr().err
+
+
+def test_embed_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim, tmp_path,
+                                                                 capsys, monkeypatch):
+    """Issue 14's whole-model check for ``embed``: both layers of a tiny BERT run on one
+    FetchedLayer build (one session, each layer's image in its AXI memory, each layer a
+    command that prefetches the next's), the sentence shorter than the build's seq; the
+    embedding is ``--sim golden``'s bit for bit, the cycles perf's ``fetched_layer_runs``
+    exactly, and the report counts the images read and the cycles waited for them."""
+    from llmloom.hw.layers.weights_image import fetched_layer_layout
+    from llmloom.sim import runner
+    from llmloom.sim.accuracy import DEFAULT_CALIB_TEXT
+    from llmloom.sim.hf import load_model
+    from llmloom.sim.model import quantize_model
+
+    opened = []
+    real = runner.open_session
+
+    def counted(*args, **kw):
+        opened.append(kw.get("component"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runner, "open_session", counted)
+    folder = bert_folder(tmp_path)
+    args = ["embed", "--model", str(folder), "--text", "the dog ran far away", "--json"]
+    runs = {}
+    for sim in ("golden", "verilator"):
+        assert main([*args, "--sim", sim]) == 0
+        captured = capsys.readouterr()
+        assert "note:" not in captured.err
+        runs[sim] = json.loads(captured.out)
+    golden, rtl = runs["golden"], runs["verilator"]
+    assert rtl["embedding"] == golden["embedding"]
+    assert rtl["cosine_vs_float"] == golden["cosine_vs_float"]
+    assert rtl["tokens"] == 7 < rtl["seq"] == 16
+    assert len(opened) == 1                     # one model for both layers
+    f = rtl["fetched_layer"]
+    assert f["runs"] == 2 and f["cycles"] == rtl["cycles"] == sum(rtl["layer_cycles"])
+    assert rtl["layer_cycles"] == rtl["predicted_layer_cycles"]     # fetches included
+    # the fetches cost cycles the baked layers' timing has not
+    assert rtl["cycles"] > golden["predicted_cycles"]
+    assert 0 < rtl["weight_wait_cycles"] == f["wait_cycles"] < rtl["cycles"]
+    m = load_model(str(folder))
+    cfg = quantize_model(m, m.tokens(DEFAULT_CALIB_TEXT), seq=16,
+                         scheme="dynamic").layers[0][0]
+    layout, bus = fetched_layer_layout(cfg), f["axi_bytes_per_beat"]
+    images = 2 * bus * sum(-(-s.nbytes // bus) for s in layout)
+    # both images once; the last run's prefetch of layer 0's linear sections as far as it
+    # got before that run's end
+    ahead = bus * sum(-(-s.nbytes // bus) for s in layout[:-1])
+    assert images <= rtl["weight_bytes_fetched"] == f["image_bytes_fetched"] <= images + ahead
+
+
+def test_embed_keeps_a_build_per_layer_with_a_note_when_it_cannot_fetch(tmp_path, capsys,
+                                                                        monkeypatch):
+    """When ``RtlLayers.fetch`` refuses (here made to), ``embed`` on Verilator says why in
+    one note and runs each layer on its own build (the simulator stood in for by the
+    bit-exact model: the wiring is checked, not the RTL)."""
+    from types import SimpleNamespace
+
+    from llmloom.flows.model_cli import RtlLayers
+    from llmloom.sim import runner
+    from llmloom.sim.model import golden_layer
+
+    def fake_run(harness, cfg, tensors, **kw):
+        weights = kw["component"]               # what the stand-in component is
+        return SimpleNamespace(outputs={"y_int": golden_layer(cfg, weights,
+                                                              tensors["x_int"])}, cycles=100)
+
+    monkeypatch.setattr(RtlLayers, "fetch", lambda self, layers: "a reason")
+    monkeypatch.setattr(RtlLayers, "_component", lambda self, cfg, weights: weights)
+    monkeypatch.setattr(runner, "run_block", fake_run)
+    args = ["embed", "--model", str(bert_folder(tmp_path)), "--text", "the cat", "--json"]
+    assert main([*args, "--sim", "verilator"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ("llmloom: note: each layer gets its own Verilator build (one "
+                            "fetched layer for all cannot: a reason)\n")
+    rtl = json.loads(captured.out)
+    assert rtl["fetched_layer"] is None and rtl["layer_cycles"] == [100, 100]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["embedding"] == rtl["embedding"]
+
+
+@pytest.mark.slow
+def test_minilm_embeds_on_one_fetched_build_as_on_the_golden_model(verilator_sim, capsys):
+    """The real all-MiniLM-L6-v2, its six layers on one fetched build on Verilator (the fast
+    equivalent: the tiny BERT above): the embedding of ``--sim golden`` bit for bit, the
+    cycles perf's exactly."""
+    args = ["embed", "--model", "all-minilm-l6-v2", "--text", "A man is playing a guitar.",
+            "--json"]
+    runs = {}
+    for sim in ("golden", "verilator"):
+        assert main([*args, "--sim", sim]) == 0
+        captured = capsys.readouterr()
+        assert "note:" not in captured.err
+        runs[sim] = json.loads(captured.out)
+    golden, rtl = runs["golden"], runs["verilator"]
+    assert rtl["embedding"] == golden["embedding"]
+    assert rtl["cosine_vs_float"] == golden["cosine_vs_float"] > 0.99
+    assert rtl["fetched_layer"]["runs"] == 6
+    assert rtl["layer_cycles"] == rtl["predicted_layer_cycles"]
+    assert 0 < rtl["weight_wait_cycles"] < rtl["cycles"]
