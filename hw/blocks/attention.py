@@ -106,7 +106,8 @@ def check_rtl(cfg):
                                      ("pv_cols", cfg.pv_cols, cfg.d_head, "d_head")):
         if length % cols and cols != cfg.lanes:
             raise ConfigError(f"{name}={cols} does not divide {what}={length}; allowed: a "
-                              f"divisor of {what}, or lanes={cfg.lanes} (the attention RTL)")
+                              f"divisor of {what}, or {name}={cfg.lanes} (= lanes; the "
+                              "attention RTL)")
         if max(cols, cfg.lanes) % min(cols, cfg.lanes):
             raise ConfigError(f"{name}={cols} and lanes={cfg.lanes}: allowed: one a multiple "
                               "of the other (the attention RTL)")

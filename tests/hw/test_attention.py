@@ -188,7 +188,8 @@ def test_clear_and_overflow(rng):
 
 
 def test_rtl_limits():
-    with pytest.raises(ConfigError, match="qk_cols=3 does not divide seq=8"):
+    with pytest.raises(ConfigError, match=r"qk_cols=3 does not divide seq=8; allowed: a "
+                       r"divisor of seq, or qk_cols=\d+ \(= lanes"):
         Attention(GPT.replace(qk_cols=3))
     with pytest.raises(ConfigError, match="pv_cols=4 and lanes=3"):
         Attention(AttentionConfig(d_model=24, heads=2, seq=6, lanes=3, qk_cols=3, pv_cols=4))
