@@ -617,6 +617,18 @@ class FetchedLayer(Layer):
         re-quantiser numbers (two banks) twice on chip, so a command can prefetch the next
         run's image; 1: fetch, then compute. ``None``: 2 on the GEMM, 1 on the GEMV (one
         weight bank); see :func:`layer_banks`.
+    kv : "chip" or "axi"
+        Where the layers' KV caches live (:data:`KV_MODES`). ``chip``: every layer's region on
+        chip (``layers`` times one layer's cache). ``axi``: each layer's region in the AXI
+        memory (:func:`kv_region`, rows in :func:`~llmloom.sim.golden.kvcache.spill_rows`'s
+        format), one working cache on chip (:class:`~llmloom.hw.blocks.kvcache.KvCache` with
+        ``spill``): a run's command names its region (``kv``); after its constants the reader
+        brings the layer's ``pos`` earlier rows into the working cache, the input opens once
+        they are in, and each new row goes back through an
+        :class:`~llmloom.hw.blocks.axi_writer.AxiWriter` (config :func:`kv_writer`) as soon
+        as the cache has it, on ``axi``'s write channels; the run ends once its output is out
+        and its rows are written (:func:`check_kv`: causal, one head engine, ``lanes``-byte
+        bus words and V words).
 
     Members
     -------
