@@ -25,7 +25,8 @@ from .userio import Outputs, UserError
 
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
-           "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg", "add_context_arg"]
+           "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg", "add_context_arg",
+           "kv_decision"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -190,10 +191,11 @@ class RtlLayers:
         self._fetched = None        # the model's layers through one FetchedLayer build
         self.fetch_runs = []        # per fetched run: (layer, total cycles, compute cycles)
         self.fetched_bytes = 0      # bytes the fetched runs read from the AXI memory
+        self.written_bytes = 0      # bytes they wrote to it (kv="axi": the new K/V rows)
         self.fetch_sim = [0, 0.0, 0.0]  # the fetched runs' simulated cycles, wall s, CPU s
         self.fetched_cycles_note = None  # why perf could not time the fetched runs
 
-    def fetch(self, layers, latency=FETCH_LATENCY):
+    def fetch(self, layers, latency=FETCH_LATENCY, kv="chip"):
         """Run the model's ``layers`` on one :class:`~llmloom.hw.layers.fetched.FetchedLayer`
         build (Verilator only). ``layers``: ``[(cfg, weights)]``, every layer of the model in
         order (what :meth:`step` will be given), or ``{n: (cfg, weights)}``, some of them
@@ -205,14 +207,15 @@ class RtlLayers:
         layer's prefill on), each tensor of a layer a command for its image that, on the GEMM
         (two banks), prefetches the next layer's (double-buffered: the next image loads while
         this one runs; after the last layer, the first's, the next step's; with one layer, its
-        own again), its KV cache region on chip. Returns ``None`` when it does; else (not
+        own again), its KV cache region on chip (``kv="chip"``) or in the AXI memory after the
+        images (``kv="axi"``: one working region on chip). Returns ``None`` when it does; else (not
         Verilator, or a layer the fetched layer cannot run: a calibration beyond the
         build's widths, engines of unequal columns) the reason, and each layer keeps its own
         build (its numbers baked in)."""
         from ..hw.config import ConfigError
-        from ..hw.layers.fetched import check_fetched_layer
+        from ..hw.layers.fetched import check_fetched_layer, check_kv
         from ..hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
-        from ..sim.fetched import FetchedLayerHarness, fetched_reader, layer_memory
+        from ..sim.fetched import FetchedLayerHarness, fetched_reader, kv_memory, layer_memory
         from ..sim.harness import AxiMemory
 
         if self.sim != "verilator":
@@ -233,15 +236,21 @@ class RtlLayers:
                     cfg0.requant(name).check_loadable(cfg.requant(name))
                 images.append(pack_fetched_layer(cfg, weights))
             memory, bases = layer_memory(images)
-            reader = fetched_reader(cfg0, len(memory))
+            kv_base = None
+            if kv == "axi":
+                memory, kv_base = kv_memory(cfg0, memory, len(order))
+            reader = fetched_reader(cfg0, len(memory), kv=kv)
             check_fetched_layer(cfg0, reader)
+            check_kv(cfg0, reader, kv)
         except ConfigError as exc:
             return str(exc)
-        mem = AxiMemory(memory, reader.data_width, latency)
+        mem = AxiMemory(memory, reader.data_width, latency, write=kv == "axi")
         self._fetched = {"layers": chosen, "order": order,
                          "slot": {n: i for i, n in enumerate(order)}, "bases": bases,
-                         "memory": mem, "latency": latency, "cfg": cfg0,
-                         "harness": FetchedLayerHarness(cfg0, reader, layers=len(order)),
+                         "memory": mem, "latency": latency, "cfg": cfg0, "kv": kv,
+                         "kv_base": kv_base,
+                         "harness": FetchedLayerHarness(cfg0, reader, layers=len(order), kv=kv,
+                                                        kv_base=kv_base),
                          "reader": reader, "session": None, "runs": [0] * len(order),
                          "sent": []}
         return None
@@ -263,9 +272,15 @@ class RtlLayers:
                 "cycles": sum(total for _, total, _ in self.fetch_runs),
                 "wait_cycles": sum(total - compute for _, total, compute in self.fetch_runs),
                 "axi_latency": self._fetched["latency"],
+                "kv": self.fetch_kv, "kv_bytes_written": self.written_bytes,
                 "axi_bytes_per_beat": self.fetch_bus_bytes,
                 "sim_cycles": self.fetch_sim[0], "sim_wall_s": round(self.fetch_sim[1], 2),
                 "sim_cpu_s": round(self.fetch_sim[2], 2)}
+
+    @property
+    def fetch_kv(self):
+        """Where the fetched layer keeps the KV cache (``None`` unless :attr:`fetched`)."""
+        return None if self._fetched is None else self._fetched["kv"]
 
     @property
     def fetch_bus_bytes(self):
@@ -296,7 +311,8 @@ class RtlLayers:
             sizes, runs = [s for _, s in tensors], [self._command(n) for n, _ in tensors]
         self.fetched_cycles_note = None
         try:
-            return fetched_layer_runs(f["cfg"], f["reader"], f["latency"], sizes, runs)
+            return fetched_layer_runs(f["cfg"], f["reader"], f["latency"], sizes, runs,
+                                      kv_base=f["kv_base"])
         except UntimedError as exc:         # anything else is a bug, and surfaces
             self.fetched_cycles_note = (f"perf cannot time the fetched layer "
                                         f"({type(exc).__name__}: {exc})")
@@ -320,7 +336,7 @@ class RtlLayers:
                 h, h.cfg, component=h.component(h.cfg), progress=self.progress)
             f["runs"], f["sent"] = [0] * len(f["order"]), []
             self.cycles.clear()
-            self.fetch_runs, self.fetched_bytes = [], 0
+            self.fetch_runs, self.fetched_bytes, self.written_bytes = [], 0, 0
             self.fetch_sim = [0, 0.0, 0.0]
         if session is None or session.closed:
             raise RuntimeError(f"layer {n}'s simulation has ended (after an error, or "
@@ -341,7 +357,11 @@ class RtlLayers:
         total, compute = result.tensor_cycles
         self.cycles.setdefault(n, []).append(total)
         self.fetch_runs.append((n, total, compute))
-        self.fetched_bytes += sum(result.axi_beats.values()) * f["reader"].lanes
+        lanes = f["reader"].lanes
+        self.fetched_bytes += sum(v for k, v in result.axi_beats.items()
+                                  if not k.endswith(":w")) * lanes
+        self.written_bytes += sum(v for k, v in result.axi_beats.items()
+                                  if k.endswith(":w")) * lanes
         self.fetch_sim = [a + b for a, b in zip(self.fetch_sim, (result.sim_cycles,
                                                                    result.wall_s,
                                                                    result.cpu_s or 0.0),
@@ -605,6 +625,7 @@ def add_context_arg(p, prefix=""):
 
 def _generate_args(p):
     from ..hw.layers.description import SCHEMES
+    from ..perf.kvcache import KV_CHOICES
     from ..sim.llm import QUANTS
     from ..sim.runner import SIMULATORS
     from .verify import GOLDEN
@@ -629,6 +650,11 @@ def _generate_args(p):
     p.add_argument("--logits", metavar="L.npz",
                    help="write logits (one row per position: the prompt's, then each new "
                         "token's) and tokens (the token at each of those positions)")
+    p.add_argument("--kv", choices=KV_CHOICES, default="auto",
+                   help="where the KV cache lives on --sim verilator: chip (every layer's on "
+                        "chip), axi (in the AXI memory, one layer's working cache on chip), or "
+                        "auto (on chip while all layers' K and V at the context fit the U280 "
+                        "design's free block RAM, perf's rule; default)")
     p.add_argument("--json", action="store_true", help="print tokens (the new ids) and text "
                    "as JSON")
     p.add_argument("--report", metavar="R.json",
@@ -677,16 +703,44 @@ def perf_model(spec, layers):
                      norm="rmsnorm", gated_ffn=True, source="GGUF metadata")
 
 
-def projection(model, quant, prompt_tokens, context, device="u280", design=PROJECTION_DESIGN):
+def kv_decision(model, quant, positions, kv, device="u280", design=PROJECTION_DESIGN):
+    """Where ``llmloom generate`` keeps the KV cache of ``model`` (a perf model name or
+    ModelSpec) holding ``positions`` positions: ``kv`` unless ``auto``, which asks perf's rule
+    (:func:`~llmloom.perf.kvcache.kv_placement`, what the projection follows) on the
+    projection's ``design``: on chip while every layer's K and V fit in the block RAM the
+    design leaves, else in AXI memory. A design that cannot be placed at that context leaves
+    the rule the device's whole block RAM."""
+    from ..perf.devices import get_fpga
+    from ..perf.errors import ConstraintError
+    from ..perf.estimate import estimate
+    from ..perf.kvcache import check_kv_choice, kv_cache_bytes, kv_placement, on_chip_bytes
+    from ..perf.models import get_model
+    from ..perf.workload import get_quant
+
+    if check_kv_choice(kv) != "auto":
+        return kv
+    try:
+        doc = estimate(model, device, design, mode="decode", seq=1, context=positions - 1,
+                       quant=quant, kv="auto")
+        return doc["kv"]["placement"]
+    except ConstraintError:
+        m = get_model(model)
+        return kv_placement("auto", kv_cache_bytes(m, positions, get_quant(quant).kv_bits),
+                            on_chip_bytes(get_fpga(device)))
+
+
+def projection(model, quant, prompt_tokens, context, device="u280", design=PROJECTION_DESIGN,
+               kv="auto"):
     """Tokens/s of ``model`` (a perf model name or ModelSpec) projected by perf on ``design``
-    (prefill of ``prompt_tokens``, decode at ``context`` cached tokens), and the decode's
-    share of time the memory bus spends streaming weights."""
+    (prefill of ``prompt_tokens``, decode at ``context`` cached tokens, the KV cache where
+    ``kv`` says), and the decode's share of time the memory bus spends streaming weights."""
     from ..perf.estimate import estimate
     doc = estimate(model, device, design, mode="both", seq=prompt_tokens, context=context,
-                   quant=quant)
+                   quant=quant, kv=kv)
     dec = doc["decode"]
     return {"model": doc["model"], "device": doc["device"], "design": design,
             "quant": doc["quant"], "clock_hz": doc["clock_hz"], "weights": doc["weights"],
+            "kv": doc["kv"],
             "prefill_tokens_per_s": doc["prefill"]["tokens_per_s"],
             "decode_tokens_per_s": dec["tokens_per_s"],
             "decode_bottleneck": dec["bottleneck"], "decode_bound": dec["bound"],
@@ -720,7 +774,7 @@ def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES
     return fetched, int(wait)
 
 
-def _generation_report(qm, gen, sizes, args, rtl):
+def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
     from ..sim.llm import layer_weight_bytes
     cfg, _, _ = qm.layers[0]
     pass_cycles, why = layer_cycles(cfg, sizes)
@@ -748,8 +802,9 @@ def _generation_report(qm, gen, sizes, args, rtl):
         "axi_bytes_per_cycle": AXI_BYTES_PER_CYCLE if fetch is None else rtl.fetch_bus_bytes,
         "weight_fetch_source": "model" if fetch is None else "measured",
         "fetched_layer": fetch,
+        "kv": kv,
         "projection": projection(perf_model(qm.spec, qm.num_layers), qm.quant,
-                                 len(gen.prompt), len(gen.tokens)),
+                                 len(gen.prompt), len(gen.tokens), kv=kv),
     }
     return report
 
@@ -800,8 +855,10 @@ def cmd_generate(args):
                             progress=lambda n: bar.update(n - bar.n))
     session = LlamaSession(qm.with_seq(seq),
                            golden_step if rtl is None else rtl.step)
+    kv = args.kv if args.sim != "verilator" and not args.report else kv_decision(
+        perf_model(qm.spec, qm.num_layers), qm.quant, seq, args.kv)
     if rtl is not None and args.sim == "verilator":
-        why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers])
+        why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers], kv=kv)
         if why is not None:
             print(f"llmloom: note: each layer gets its own Verilator build (one fetched "
                   f"layer for all cannot: {why})", file=sys.stderr)
@@ -830,7 +887,7 @@ def cmd_generate(args):
                      tokens=np.asarray(gen.tokens, np.int64))
     if args.report:
         out.write_json(args.report, _generation_report(session.qmodel, gen, session.sizes,
-                                                         args, rtl))
+                                                         args, rtl, kv))
     if args.json:
         print(json.dumps({"tokens": gen.new, "text": text}))
     out.commit()

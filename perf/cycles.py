@@ -303,7 +303,7 @@ def fetched_layer_cycles(cfg, reader, latency, sizes, base=0):
     return fetched_layer_runs(cfg, reader, latency, sizes, [(base, 0)] * len(sizes))
 
 
-def fetched_layer_runs(cfg, reader, latency, sizes, runs):
+def fetched_layer_runs(cfg, reader, latency, sizes, runs, *, kv_base=None):
     """Per run, the cycles of a stream of runs of
     :class:`~llmloom.hw.layers.fetched.FetchedLayer`, as its harness gives them
     (:class:`~llmloom.sim.fetched.FetchedLayerHarness`): ``sizes`` the tensors' rows,
@@ -324,8 +324,16 @@ def fetched_layer_runs(cfg, reader, latency, sizes, runs):
     tensor as a layer with its numbers on chip (:func:`layer_timing`, each layer's tensors
     in turn). A 32-bit bus (one 32-bit chunk a beat; a wider one narrows the constants
     section into chunks and holds the reader meanwhile). Exact against the RTL
-    (``tests/sim/test_fetched_verilator.py``)."""
-    from ..hw.layers.fetched import prefetched_runs
+    (``tests/sim/test_fetched_verilator.py``).
+
+    ``kv_base``: the KV cache in AXI memory (``kv="axi"``), the regions from there
+    (:func:`~llmloom.hw.layers.fetched.kv_region`): a run of a layer holding ``p > 0``
+    positions reads their rows (``p·spill_bytes`` from its region) right after its constants,
+    and its input opens the cycle after their last beat (if later than the constants'); the
+    new rows' write-back runs beside the tensor on the write channels and is taken to end
+    before its last output beat (it does when the write latency is shorter than the heads
+    phase: one row's spill is ``spill_beats`` beats)."""
+    from ..hw.layers.fetched import kv_cache_config, kv_region, prefetched_runs
     from ..hw.layers.weights_image import fetched_layer_layout
 
     if reader.lanes != 4:
@@ -339,18 +347,28 @@ def fetched_layer_runs(cfg, reader, latency, sizes, runs):
         mine.setdefault(layer, []).append(size)
     compute = {layer: iter(layer_timing(cfg, s).tensor_cycles) for layer, s in mine.items()}
     layout = fetched_layer_layout(cfg)
+    row = kv_cache_config(cfg).spill_bytes if kv_base is not None else 0
+    pos = {}
     cmds, offered, out, start, ahead = [], [], [], 0, False
-    for base, layer, nxt in runs:
+    for size, (base, layer, nxt) in zip(sizes, runs, strict=True):
         secs = layout[-1:] if ahead else layout
         cmds += [(base + s.offset, s.nbytes) for s in secs]
         offered += [start + 1] + [0] * (len(secs) - 1)
-        constants = len(cmds) - 1
+        constants = rows = len(cmds) - 1
+        if row and pos.get(layer, 0):
+            cmds.append((kv_region(cfg, kv_base, layer), pos[layer] * row))
+            offered.append(0)
+            rows = len(cmds) - 1
         if nxt is not None:
             cmds += [(nxt + s.offset, s.nbytes) for s in layout[:-1]]
             offered += [0] * (len(layout) - 1)
-        end = reader.timeline(cmds, latency, offered)[constants][1] + 2 + next(compute[layer])
+        tl = reader.timeline(cmds, latency, offered)
+        opened = max(tl[constants][1] + 2, tl[rows][1]) if rows != constants \
+            else tl[constants][1] + 2
+        end = opened + next(compute[layer])
         out.append(end - start + 1)
         start, ahead = end + 1, nxt is not None
+        pos[layer] = pos.get(layer, 0) + size
     return out
 
 

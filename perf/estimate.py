@@ -110,7 +110,7 @@ def _one(ctx, design, modes):
 
 
 def estimate(model, device, design=None, *, mode="both", seq=None, context=None, batch=1,
-             devices=1, parallel="pp", quant=None, progress=None):
+             devices=1, parallel="pp", quant=None, progress=None, kv="auto"):
     """Predict prefill and decode of ``model`` on ``device`` with ``design``.
 
     Parameters
@@ -130,6 +130,10 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     quant : str or None
         ``W8A8``, ``W4A8``, ``W4A16`` or ``fp16``: overrides the design's quantisation (and
         the explored design's, default W8A8).
+    kv : {"chip", "axi", "auto"}
+        Where the KV cache lives (:func:`~llmloom.perf.kvcache.kv_placement`): ``auto`` on
+        chip while it fits in the block RAM the design leaves, else off chip (streamed in
+        decode); the document's ``kv`` says which, and the bytes.
 
     Returns
     -------
@@ -172,7 +176,7 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     for tp, pp in splits:
         try:
             found = _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes,
-                               progress, quant)
+                               progress, quant, kv)
         except ConstraintError as e:
             if len(splits) == 1:
                 raise
@@ -191,7 +195,7 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
 
 
 def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, progress,
-               quant=None):
+               quant=None, kv="auto"):
     """Evaluate one tensor/pipeline split: ``(key latency, ctx, design, result)``; ``quant``
     overrides the design's quantisation."""
     if quant is None and design is not None:
@@ -200,7 +204,8 @@ def _try_split(m, dev, design, tp, pp, seq, context, batch, objective, modes, pr
                          batch=batch, tp=tp, pp=pp, objective=objective, progress=progress)
     if des.quant != quant and quant is not None:
         des = des.replace(quant=quant)
-    ctx = make_context(m, dev, des.quant, seq=seq, context=context, batch=batch, tp=tp, pp=pp)
+    ctx = make_context(m, dev, des.quant, seq=seq, context=context, batch=batch, tp=tp, pp=pp,
+                       kv=kv)
     result = _one(ctx, des, modes)
     key = float(result[modes[0] if objective == "prefill" else modes[-1]]["latency_s"][0])
     return key, ctx, des, result
@@ -220,6 +225,8 @@ def estimate_document(ctx, design, result, modes):
         "quant": design.quant, "clock_hz": f, "batch": ctx.batch, "seq": ctx.seq,
         "context": ctx.context if m.decoder else None,
         "weights": "on_chip" if bool(res["on_chip"][0]) else "stream",
+        "kv": {"placement": str(res["kv"][0]), "bytes": float(res["kv_bytes"][0]) * n_dev,
+               "free_on_chip_bytes": float(res["kv_free"][0])},
         "design": design.to_dict(),
         "prefill": None, "decode": None,
     }

@@ -45,6 +45,7 @@ from .kernels import (
     pv_lanes_np,
     two_pass_row_cycles_np,
 )
+from .kvcache import check_kv_choice, kv_cache_bytes, kv_placement, on_chip_bytes
 from .models import get_model
 from .resources import gemm_group_cost, gemm_pe_cost, unit_costs
 from .workload import LINEAR, get_quant
@@ -218,6 +219,7 @@ class Context:
     batch: int
     tp: int = 1
     pp: int = 1
+    kv: str = "auto"        # where the KV cache lives (perf.kvcache.KV_CHOICES)
 
     @property
     def l_max(self):
@@ -225,12 +227,15 @@ class Context:
         return max(self.seq, self.context + 1) if self.model.decoder else self.seq
 
 
-def make_context(model, device, quant="W8A8", *, seq=512, context=None, batch=1, tp=1, pp=1):
+def make_context(model, device, quant="W8A8", *, seq=512, context=None, batch=1, tp=1, pp=1,
+                 kv="auto"):
     """Check and bundle the fixed inputs of an evaluation.
 
     ``context`` defaults to ``seq`` (decode right after a prompt of that length), clipped to
-    the model's maximum positions.
+    the model's maximum positions. ``kv``: where the KV cache lives
+    (:func:`~llmloom.perf.kvcache.kv_placement`; ``auto``: on chip while it fits).
     """
+    check_kv_choice(kv)
     model, device, quant = get_model(model), get_fpga(device), get_quant(quant)
     if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= model.max_positions:
         raise ConfigError(f"seq={seq!r} is out of range for {model.name}; allowed: "
@@ -258,7 +263,7 @@ def make_context(model, device, quant="W8A8", *, seq=512, context=None, batch=1,
     if (tp > 1 or pp > 1) and device.link_gbps <= 0:
         raise ConfigError(f"device {device.name} has no inter-FPGA link; allowed: --devices 1")
     return Context(model=model, device=device, quant=quant, seq=seq, context=context,
-                   batch=batch, tp=tp, pp=pp)
+                   batch=batch, tp=tp, pp=pp, kv=kv)
 
 
 class DesignBatch:
@@ -411,8 +416,16 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
     # ---- resources and buffers (first: the weight placement decides the bandwidth users) ---
     res = _resources(ctx, db, lin, shapes, cl, layers_per_copy)
     on_chip = res["on_chip"]
+    # the KV cache: on chip while it fits in the block RAM the design leaves, else off chip
+    # (perf.kvcache, the rule `llmloom generate --kv auto` follows too)
+    res["kv_bytes"] = np.full(P, kv_cache_bytes(m, s + 1, kvb, B, tp, pp))
+    used = res["bram36"] * dev.bram.bits / 8 + (res["uram"] * dev.uram.bits / 8 if dev.uram
+                                                 else 0.0)
+    res["kv_free"] = on_chip_bytes(dev) - used
+    res["kv"] = kv_placement(ctx.kv, res["kv_bytes"], res["kv_free"])
+    kv_chip = res["kv"] == "chip"
 
-    out = {"res": res, "on_chip": on_chip}
+    out = {"res": res, "on_chip": on_chip, "kv": res["kv"]}
     plan = layer_plan(m)
     for mode in modes:
         if mode == "decode" and not m.decoder:
@@ -422,8 +435,9 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
         keys = s + 1 if decode else l
         gemv = db.gemv if decode else np.zeros(P, dtype=bool)
         layer_buf = db.layer_buffer & ~on_chip
-        # the K/V cache of the next layer is read into the second half of a double-buffered
-        # K/V buffer while this layer computes (decode): its stream leaves the token's chain
+        # an off-chip K/V cache: the next layer's is read into the second half of a
+        # double-buffered K/V buffer while this layer computes (decode): its stream leaves
+        # the token's chain; on chip it is not streamed at all
         kv_ahead = db.double if decode else np.zeros(P, dtype=bool)
 
         # off-chip bytes per layer pass of each streaming consumer: weights once per token
@@ -434,7 +448,8 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
             passes = np.where(gemv | layer_buf, 1, _cdiv(rows_m, r[k]))
             stream_bytes[k] = np.where(on_chip, 0.0, passes * kk * nn * wb / 8)
         for k in ("qk", "pv"):
-            stream_bytes[k] = np.full(P, B * keys * dkv_loc * kvb / 8 if decode else 0.0)
+            stream_bytes[k] = np.where(kv_chip, 0.0,
+                                       B * keys * dkv_loc * kvb / 8 if decode else 0.0)
         bpc = _stream_rates(db, stream_bytes, decode, layer_buf, bw_total, ch_bw, f,
                              res["ports"], res["ports_limited"])
 
@@ -957,10 +972,13 @@ def _violations(ctx, db, res, budget_dsp):
         # AXI ports, each streaming from one channel (port_plan)
         v["offchip_channels"] = (res["ports_total"], np.full(P, float(dev.memory.max_ports)))
         weights = m.params * q.w_bits / 8 / ctx.tp / ctx.pp
-        kv = (2 * ctx.batch * (ctx.context + 1) * m.d_kv * q.kv_bits / 8 * m.n_layers
-              / ctx.tp / ctx.pp) if m.decoder else 0.0
+        kv = np.where(res["kv"] == "chip", 0.0, res["kv_bytes"])
         need = np.where(res["on_chip"], kv, weights + kv)
         v["offchip_capacity_gb"] = (need / 1e9, np.full(P, dev.memory.capacity_gb))
+    # a KV cache kept on chip (asked for: auto keeps it there only when it fits) in the block
+    # RAM the design leaves
+    v["kv_on_chip_mb"] = (np.where(res["kv"] == "chip", res["kv_bytes"], 0.0) / 1e6,
+                          np.maximum(res["kv_free"], 0.0) / 1e6)
     if budget_dsp is not None:
         v["dsp_budget"] = (res["dsp"], np.full(P, float(budget_dsp)))
     return v
@@ -985,6 +1003,7 @@ def raise_if_infeasible(ctx, result, i=0):
               "offchip_channels": f"off-chip {dev.memory.kind if dev.memory else ''} channels "
                                   "(AXI ports)",
               "offchip_capacity_gb": f"GB of off-chip {dev.memory.kind if dev.memory else ''}",
+              "kv_on_chip_mb": "MB of block RAM for the KV cache on chip",
               "dsp_budget": "DSP"}
     base, _, die = name.partition("@")
     what = labels.get(base, base)

@@ -1,5 +1,6 @@
-"""Run the AXI read master (:class:`~llmloom.hw.blocks.axi_reader.AxiReader`) against
-cocotbext-axi's read slave on Icarus or Verilator (:mod:`.axi_bench`)."""
+"""Run the AXI masters against cocotbext-axi's slaves on Icarus or Verilator: the read master
+(:class:`~llmloom.hw.blocks.axi_reader.AxiReader`, :mod:`.axi_bench`) and the write master
+(:class:`~llmloom.hw.blocks.axi_writer.AxiWriter`, :mod:`.axi_write_bench`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import dataclasses
 import numpy as np
 
 from ..hw.blocks.axi_reader import AxiReader, AxiReaderConfig
+from ..hw.blocks.axi_writer import AxiWriter, AxiWriterConfig
 from .runner import run_cocotb_test
 
-__all__ = ["AxiRun", "run_axi_reader"]
+__all__ = ["AxiRun", "run_axi_reader", "AxiWriteRun", "run_axi_writer", "written"]
 
 
 @dataclasses.dataclass
@@ -78,3 +80,63 @@ def random_image(rng, nbytes):
 
 
 __all__ += ["random_image"]
+
+
+@dataclasses.dataclass
+class AxiWriteRun:
+    memory: bytes         # the slave's memory after the last write response
+    bursts: list          # every AW: (byte address, beats, awsize, awburst)
+    strobes: list         # every W beat: (wstrb, wlast)
+    error: int            # the writer's error flag at the end
+    max_in_flight: int    # most bursts issued and not yet acknowledged, at once
+    span: int             # first command's transfer .. the cycle busy fell, inclusive
+
+
+def written(memory, commands, payloads):
+    """The golden memory: ``memory`` with each command's ``(addr, bytes)`` range overwritten
+    by its payload, in order (word-aligned ``addr``)."""
+    out = bytearray(memory)
+    for (addr, nbytes), data in zip(commands, payloads, strict=True):
+        out[addr:addr + nbytes] = data[:nbytes]
+    return bytes(out)
+
+
+def run_axi_writer(cfg: AxiWriterConfig, memory, commands, payloads, *, sim="icarus",
+                   latency=(1, 1), data_stall=0.0, aw_pause=0.0, w_pause=0.0, b_pause=0.0,
+                   bad=(0, 0), seed=0, max_cycles=None):
+    """Write ``payloads`` (bytes per command; the last beat padded with ``0xa5``, which must
+    not reach memory) at ``commands`` (``[(addr, bytes)]``, in order) into ``memory`` (bytes
+    at address 0) behind cocotbext-axi's write slave through the writer on ``sim``: each
+    write response ``latency`` cycles (an inclusive range, per burst) after the slave has its
+    burst, the data's valid low with probability ``data_stall`` per cycle, AWREADY, WREADY
+    and BVALID paused with ``aw_pause``, ``w_pause``, ``b_pause`` (seeded); writes that touch
+    the byte range ``bad`` fail with SLVERR."""
+    memory = bytes(memory)
+    lanes = cfg.lanes
+    words = []
+    for (addr, nbytes), data in zip(commands, payloads, strict=True):
+        if addr < 0 or nbytes < 0 or addr + nbytes > len(memory) or nbytes > cfg.max_bytes:
+            raise ValueError(f"command ({addr}, {nbytes}) is outside the memory of "
+                             f"{len(memory)} bytes or above max_bytes={cfg.max_bytes}")
+        if len(data) != nbytes:
+            raise ValueError(f"a payload of {len(data)} bytes for a command of {nbytes}")
+        padded = bytes(data) + b"\xa5" * (-nbytes % lanes)
+        words += [hex(int.from_bytes(padded[k:k + lanes], "little"))
+                  for k in range(0, len(padded), lanes)]
+    n_bursts = sum(len(cfg.bursts(a, n)) for a, n in commands)
+    if max_cycles is None:
+        stall = max(data_stall, aw_pause, w_pause, b_pause)
+        max_cycles = int((200 + 4 * len(words) + n_bursts * (latency[1] + 8)) / (1 - stall))
+    job = {"memory": memory.hex(), "commands": [list(c) for c in commands], "words": words,
+           "latency": list(latency), "seed": seed, "data_stall": data_stall,
+           "aw_pause": aw_pause, "w_pause": w_pause, "b_pause": b_pause, "bad": list(bad),
+           "max_cycles": max_cycles}
+    result = run_cocotb_test(AxiWriter(cfg), sim, "llmloom.sim.axi_write_bench", job)
+    if "memory" not in result:
+        raise AssertionError(result.get("fail") or "the simulation ended without a result (a "
+                             "failed assertion of the AXI slave model, e.g. a burst across 4 KB "
+                             "or a WLAST out of place)")
+    return AxiWriteRun(memory=bytes.fromhex(result["memory"]),
+                       bursts=[tuple(b) for b in result["bursts"]],
+                       strobes=[tuple(b) for b in result["beats"]], error=result["error"],
+                       max_in_flight=result["max_in_flight"], span=result["span"])

@@ -56,8 +56,10 @@ async def run_job(dut):
         expect=job["expect"],
         gates={p: [Gate(*g) for g in gs] for p, gs in job.get("gates", {}).items()},
         segments=[Segment(*seg) for seg in job.get("segments", [])],
-        memory={p: AxiMemory(bytes.fromhex(m["image"]), m["data_width"], tuple(m["latency"]),
-                             m["seed"]) for p, m in job.get("memory", {}).items()},
+        memory={p: AxiMemory((bytearray if m.get("write") else bytes)(
+                                 bytes.fromhex(m["image"])), m["data_width"],
+                             tuple(m["latency"]), m["seed"], write=bool(m.get("write")))
+                for p, m in job.get("memory", {}).items()},
     )
     progress = _ProgressFile(os.environ.get("LLMLOOM_PROGRESS")) if job.get("progress") \
         else None
@@ -83,9 +85,12 @@ async def run_job(dut):
         handle(f"{port}__valid").value = 0
     for port in drive.expect:
         handle(f"{port}__ready").value = 0
-    for port in drive.memory:
+    for port, mem in drive.memory.items():
         handle(f"{port}__arready").value = 0
         handle(f"{port}__rvalid").value = 0
+        if mem.write:
+            for name in ("awready", "wready", "bvalid"):
+                handle(f"{port}__{name}").value = 0
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
     await FallingEdge(dut.clk)

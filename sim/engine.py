@@ -22,15 +22,20 @@ import random
 from .streams import NO_STALLS
 
 __all__ = ["StreamEngine", "SimTimeout", "AXI_INPUTS", "AXI_OUTPUTS", "AXI_PAGE", "AXI_SALT",
-           "latency_key"]
+           "AXI_W_INPUTS", "AXI_W_OUTPUTS", "latency_key"]
 
 #: The AXI read slave's signals the engine drives (``<port>__<name>``), and those it reads.
 AXI_INPUTS = ("arready", "rvalid", "rdata", "rlast", "rresp", "rid")
 AXI_OUTPUTS = ("arvalid", "araddr", "arlen", "arsize", "arburst", "rready")
+#: The AXI write slave's (a memory with ``write``): driven, and read.
+AXI_W_INPUTS = ("awready", "wready", "bvalid", "bresp", "bid")
+AXI_W_OUTPUTS = ("awvalid", "awaddr", "awlen", "awsize", "awburst", "wvalid", "wdata", "wstrb",
+                 "wlast", "bready")
 #: No AXI4 burst crosses a 4 KB page (AMBA AXI4 A3.4.1); the slave model checks it.
 AXI_PAGE = 4096
 #: Salts of the slave's stall generators: RVALID ``AXI_SALT + n`` from the input pattern,
-#: ARREADY ``AXI_SALT + 50 + n`` from the output one (``n``: the memory's index).
+#: ARREADY ``AXI_SALT + 50 + n`` from the output one (``n``: the memory's index); with writes
+#: AWREADY ``AXI_SALT + 100 + n`` and WREADY ``AXI_SALT + 150 + n``, from the output one.
 AXI_SALT = 300
 
 
@@ -87,6 +92,14 @@ class _Axi:
     ar_ready: bool = False
     beats: int = 0          # R beats transferred
     ars: int = 0            # bursts accepted
+    aw_gen: object = None   # the write side (a memory with ``write``)
+    w_gen: object = None
+    aws: collections.deque = dataclasses.field(default_factory=collections.deque)
+    bs: collections.deque = dataclasses.field(default_factory=collections.deque)
+    aw_ready: bool = False
+    w_ready: bool = False
+    b_valid: bool = False
+    w_beats: int = 0        # W beats transferred
 
     def word(self, addr):
         lanes = self.memory.lanes
@@ -102,10 +115,43 @@ class _Axi:
                                  f"(araddr={addr:#x}, {beats} beats, arsize={size}, "
                                  f"arburst={burst}); allowed: INCR, full width, word aligned, "
                                  "within a 4 KB page")
-        lo, hi = self.memory.latency_range
-        latency = lo + int(self.rng.random() * (hi - lo + 1))
-        self.bursts.append([cycle + latency, addr // lanes, beats])
+        self.bursts.append([cycle + self.latency(), addr // lanes, beats])
         self.ars += 1
+
+    def latency(self):
+        lo, hi = self.memory.latency_range
+        return lo + int(self.rng.random() * (hi - lo + 1))
+
+    def accept_write(self, addr, beats, size, burst):
+        """An AW transfer: the burst's checks (as a read's), then it queues for its data."""
+        lanes = self.memory.lanes
+        if burst != 1 or 1 << size != lanes or addr % lanes or \
+                addr % AXI_PAGE + beats * lanes > AXI_PAGE or \
+                addr + beats * lanes > len(self.memory.image):
+            raise AssertionError(f"AXI port {self.port!r}: a write burst the slave refuses "
+                                 f"(awaddr={addr:#x}, {beats} beats, awsize={size}, "
+                                 f"awburst={burst}); allowed: INCR, full width, word aligned, "
+                                 "within a 4 KB page and the memory")
+        self.aws.append([addr // lanes, beats])
+
+    def write(self, data, strb, last, cycle):
+        """A W transfer: its bytes (by WSTRB) into the image at the head burst's word; the
+        burst's last beat (WLAST checked) queues its response ``latency`` cycles on."""
+        lanes, image = self.memory.lanes, self.memory.image
+        burst = self.aws[0]
+        at = burst[0] * lanes
+        for k in range(lanes):
+            if strb >> k & 1:
+                image[at + k] = data >> 8 * k & 0xFF
+        burst[0] += 1
+        burst[1] -= 1
+        if bool(last) != (burst[1] == 0):
+            raise AssertionError(f"AXI port {self.port!r}: WLAST={last} with {burst[1]} beats "
+                                 "of the burst left")
+        if not burst[1]:
+            self.aws.popleft()
+            self.bs.append(cycle + self.latency())
+        self.w_beats += 1
 
 
 class StreamEngine:
@@ -155,7 +201,11 @@ class StreamEngine:
                 raise ValueError(f"segment ends at beat {beats} of {out!r}, which is not an "
                                  "expected output beat")
         self.axi = [_Axi(p, mem, stalls_in.generator(salt=AXI_SALT + n),
-                         stalls_out.generator(salt=AXI_SALT + 50 + n), random.Random(mem.seed))
+                         stalls_out.generator(salt=AXI_SALT + 50 + n), random.Random(mem.seed),
+                         aw_gen=stalls_out.generator(salt=AXI_SALT + 100 + n)
+                         if mem.write else None,
+                         w_gen=stalls_out.generator(salt=AXI_SALT + 150 + n)
+                         if mem.write else None)
                     for n, (p, mem) in enumerate(getattr(drive, "memory", {}).items())]
         self.max_cycles = max_cycles
         self.cycle = 0
@@ -225,6 +275,14 @@ class StreamEngine:
                 _, word, beats = a.bursts[0]
                 sets += [(f"{a.port}__rdata", a.word(word)), (f"{a.port}__rlast", int(beats == 1)),
                          (f"{a.port}__rresp", 0), (f"{a.port}__rid", 0)]
+            if a.aw_gen is not None:
+                a.aw_ready = next(a.aw_gen)
+                a.w_ready = next(a.w_gen) and bool(a.aws)
+                a.b_valid = bool(a.bs) and a.bs[0] <= self.cycle
+                sets += [(f"{a.port}__awready", int(a.aw_ready)),
+                         (f"{a.port}__wready", int(a.w_ready)),
+                         (f"{a.port}__bvalid", int(a.b_valid)), (f"{a.port}__bresp", 0),
+                         (f"{a.port}__bid", 0)]
         return sets
 
     def observe(self, get):
@@ -260,6 +318,16 @@ class StreamEngine:
             if a.ar_ready and get(f"{a.port}__arvalid"):
                 a.accept(get(f"{a.port}__araddr"), get(f"{a.port}__arlen") + 1,
                          get(f"{a.port}__arsize"), get(f"{a.port}__arburst"), self.cycle)
+            if a.aw_gen is None:
+                continue
+            if a.w_ready and get(f"{a.port}__wvalid"):
+                a.write(get(f"{a.port}__wdata"), get(f"{a.port}__wstrb"),
+                        get(f"{a.port}__wlast"), self.cycle)
+            if a.aw_ready and get(f"{a.port}__awvalid"):
+                a.accept_write(get(f"{a.port}__awaddr"), get(f"{a.port}__awlen") + 1,
+                               get(f"{a.port}__awsize"), get(f"{a.port}__awburst"))
+            if a.b_valid and get(f"{a.port}__bready"):
+                a.bs.popleft()
         self.cycle += 1
         if self.cycle > self.max_cycles and not self.done:
             got = ", ".join(f"{o.port}: {len(o.got)} of {o.expect} beats" for o in self.outputs)
@@ -272,6 +340,8 @@ class StreamEngine:
 
     @property
     def axi_beats(self):
-        """R beats each AXI memory has given so far, by port."""
-        return {a.port: a.beats for a in self.axi}
+        """R beats each AXI memory has given so far, by port, and the W beats a memory with
+        ``write`` has taken under ``"<port>:w"``."""
+        return {a.port: a.beats for a in self.axi} | {
+            f"{a.port}:w": a.w_beats for a in self.axi if a.aw_gen is not None}
 

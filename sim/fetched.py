@@ -23,6 +23,8 @@ from ..hw.layers.fetched import (
     command_fields,
     command_layout,
     fetch_commands,
+    kv_region,
+    kv_region_bytes,
     layer_banks,
     prefetched_runs,
 )
@@ -32,7 +34,7 @@ from .harness import ControlStreams, Drive, Gate, Segment
 from .runner import run_cocotb_test
 from .streams import check_framing, pack_rows, unpack_rows
 
-__all__ = ["FetchedRun", "run_fetched_linear", "layer_memory", "fetched_reader",
+__all__ = ["FetchedRun", "run_fetched_linear", "layer_memory", "kv_memory", "fetched_reader",
            "FetchedLayerHarness", "FetchedLinearHarness"]
 
 
@@ -49,11 +51,24 @@ def layer_memory(images):
     return bytes(mem), bases
 
 
-def fetched_reader(cfg, memory_bytes, **fields):
+def kv_memory(cfg, memory, layers):
+    """``memory`` (the layers' images, :func:`layer_memory`) with ``layers`` KV regions after
+    it (``kv="axi"``, :func:`~llmloom.hw.layers.fetched.kv_region`), zero: ``(bytearray,
+    kv base)``."""
+    base = -(-len(memory) // ALIGN) * ALIGN
+    out = bytearray(base + layers * kv_region_bytes(cfg))
+    out[:len(memory)] = memory
+    return out, base
+
+
+def fetched_reader(cfg, memory_bytes, *, kv="chip", **fields):
     """The reader of a :class:`FetchedLayer` of ``cfg`` over a memory of ``memory_bytes``:
-    a bus of the linear engines' ``cols`` bytes, commands up to one layer image, addresses
-    over the whole memory; ``fields``: other :class:`AxiReaderConfig` fields."""
+    a bus of the linear engines' ``cols`` bytes, commands up to one layer image (or, with
+    ``kv="axi"``, one KV region if larger), addresses over the whole memory; ``fields``:
+    other :class:`AxiReaderConfig` fields."""
     image = fetched_layer_layout(cfg)[-1].end
+    if kv == "axi":
+        image = max(image, kv_region_bytes(cfg))
     return AxiReaderConfig(data_width=8 * cfg.linear(cfg.linears[0]).cols, max_bytes=image,
                            addr_width=max(13, max(memory_bytes, image + 1).bit_length()),
                            unaligned=False, **fields)
@@ -77,15 +92,18 @@ class FetchedLayerHarness:
     from its command's transfer to its last output beat (the fetch included), then from its
     first input row's transfer (once its image is all loaded) to the same beat."""
 
-    def __init__(self, cfg, reader, layers=1, memory=None, banks=None):
+    def __init__(self, cfg, reader, layers=1, memory=None, banks=None, kv="chip", kv_base=None):
         self.cfg, self.reader, self.layers, self.memory = cfg, reader, layers, memory
         self.banks = layer_banks(cfg, banks)
+        if kv == "axi" and kv_base is None:
+            raise ValueError("kv='axi' needs kv_base, the address of the KV regions")
+        self.kv, self.kv_base = kv, kv_base
         self._component = None
 
     def component(self, cfg):
         if self._component is None:
             self._component = ControlStreams(FetchedLayer(cfg, self.reader, layers=self.layers,
-                                                          banks=self.banks))
+                                                          banks=self.banks, kv=self.kv))
         return self._component
 
     def prepare(self, cfg, tensors):
@@ -93,11 +111,13 @@ class FetchedLayerHarness:
 
     def drive(self, cfg, tensors):
         d = layer_drive(cfg, tensors["x_int"], tensors["sizes"], x_e=tensors.get("x_e"))
-        layout = command_layout(self.reader, self.layers, self.banks)
+        layout = command_layout(self.reader, self.layers, self.banks, self.kv)
         runs = list(tensors["runs"])
         if len(runs) != len(tensors["sizes"]):
             raise ValueError(f"{len(runs)} commands for {len(tensors['sizes'])} tensors")
-        cmds = [layout.const(command_fields(self.banks, run)).as_bits()
+        cmds = [layout.const(command_fields(
+                    self.banks, run, None if self.kv == "chip"
+                    else kv_region(cfg, self.kv_base, run[1]))).as_bits()
                 for run in prefetched_runs(runs, self.banks)]
         segments = [Segment("cmd", k, seg.out, seg.beats) for k, seg in enumerate(d.segments)]
         # a tensor's command waits for the previous tensor's output, as its rows do

@@ -66,12 +66,21 @@ class AxiMemory:
     ``random.Random(seed)``), and never before the previous burst's last beat has gone:
     bursts return in order, one beat a cycle. RVALID follows the run's input stall pattern
     (once offered, a beat stays until RREADY takes it), ARREADY the output one. Bursts must be
-    INCR, full width, word aligned and within a 4 KB page (else the run fails)."""
+    INCR, full width, word aligned and within a 4 KB page (else the run fails).
+
+    With ``write`` also a write slave over the same image (``<port>__aw*``, ``__w*``, ``__b*``,
+    as :func:`~llmloom.hw.blocks.axi_writer.AxiWriteSignature` names them; ``image`` then a
+    ``bytearray``, written in place): AWREADY and WREADY follow the output stall pattern (WREADY
+    only while an accepted burst waits for data), each W beat writes its WSTRB bytes at its
+    burst's next word (WLAST must close each burst), and each burst's OKAY response is offered
+    ``latency`` cycles after its last beat (drawn from the same generator as the reads'), in
+    order, until BREADY takes it. Write bursts obey the read bursts' rules, within the image."""
 
     image: bytes
     data_width: int
     latency: object = 1
     seed: int = 0
+    write: bool = False
 
     def __post_init__(self):
         lo, hi = self.latency_range
@@ -81,6 +90,9 @@ class AxiMemory:
         if self.data_width % 8 or self.data_width & (self.data_width - 1) or \
                 not 8 <= self.data_width <= 1024:
             raise ValueError(f"data_width={self.data_width}; allowed: a power of two, 8..1024")
+        if self.write and not isinstance(self.image, bytearray):
+            raise ValueError("an AXI memory with write needs a bytearray image (written in "
+                             "place)")
 
     @property
     def latency_range(self):

@@ -26,7 +26,7 @@ from amaranth.hdl import ClockDomain, Module, Value
 
 from ..hw.emit import FamilyHint, emit_verilog, emitter_identity, split_memory_init
 from . import verilated
-from .engine import AXI_INPUTS, AXI_OUTPUTS, StreamEngine
+from .engine import AXI_INPUTS, AXI_OUTPUTS, AXI_W_INPUTS, AXI_W_OUTPUTS, StreamEngine
 from .harness import get_harness
 from .streams import NO_STALLS
 from .tools import ToolMissing, cache_dir, require, tool_env
@@ -57,7 +57,7 @@ class RunResult:
     #: loaded machine distorts less than ``wall_s``
     cpu_s: float | None = None
     #: R beats each AXI memory of the drive (:class:`~llmloom.sim.harness.AxiMemory`) gave,
-    #: by port
+    #: by port; a memory with ``write``: the W beats it took under ``"<port>:w"``
     axi_beats: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -184,9 +184,10 @@ def _simulate_amaranth(comp, drive, stalls_in, stalls_out, max_cycles, progress)
         signals[f"{port}__valid"] = iface.valid
         signals[f"{port}__ready"] = iface.ready
         signals[f"{port}__payload"] = Value.cast(iface.payload)
-    for port in drive.memory:
+    for port, mem in drive.memory.items():
         iface = getattr(comp, port)
-        for name in AXI_INPUTS + AXI_OUTPUTS:
+        for name in AXI_INPUTS + AXI_OUTPUTS + (AXI_W_INPUTS + AXI_W_OUTPUTS if mem.write
+                                                 else ()):
             signals[f"{port}__{name}"] = getattr(iface, name)
 
     async def bench(ctx):
@@ -419,7 +420,8 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
             "stalls_in": dataclasses.asdict(stalls_in),
             "stalls_out": dataclasses.asdict(stalls_out),
             "memory": {p: {"image": bytes(m.image).hex(), "data_width": m.data_width,
-                           "latency": list(m.latency_range), "seed": m.seed}
+                           "latency": list(m.latency_range), "seed": m.seed,
+                           "write": m.write}
                        for p, m in drive.memory.items()},
             "max_cycles": max_cycles,
             "progress": bool(progress),

@@ -21,11 +21,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
 #include <memory>
 #include <string>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <deque>
 #include <vector>
 
 #include "Vtop.h"
@@ -44,6 +46,11 @@ struct AxiPort {
     CData *arvalid, *arready, *arlen, *arsize, *arburst, *rvalid, *rready, *rlast, *rresp;
     void *araddr, *rdata, *rid;
     size_t araddr_bytes, rdata_bytes, rid_bytes;
+    // the write channels (AxiWriteSignature), or all null: a read-only port
+    CData *awvalid, *awready, *awlen, *awsize, *awburst, *wvalid, *wready, *wlast, *bvalid,
+          *bready, *bresp;
+    void *awaddr, *wdata, *wstrb, *bid;
+    size_t awaddr_bytes, wdata_bytes, wstrb_bytes, bid_bytes;
 };
 
 #include "ports.h"       // bind_ports(Vtop*, vector<Port>&), bind_axi(Vtop*, vector<AxiPort>&);
@@ -231,6 +238,13 @@ struct Axi {
     bool offered = false, ar_ready = false;
     uint64_t beats = 0, ars = 0;   // R beats given, bursts accepted (all runs)
     uint64_t run_beats = 0;        // R beats given before this run
+    // the write slave (harness.AxiMemory with write): bursts waiting for data, responses due
+    bool write = false;
+    Gen aw_gen, w_gen;
+    std::deque<std::pair<uint64_t, uint64_t>> aws;   // (word, beats left)
+    std::deque<uint64_t> bs;                         // due cycles
+    bool aw_ready = false, w_ready = false, b_valid = false;
+    uint64_t w_beats = 0, run_w_beats = 0;
     std::vector<uint8_t> word;
     void put_word(uint64_t w) {
         word.assign(port->rdata_bytes, 0);
@@ -349,11 +363,18 @@ struct Driver {
             std::vector<uint32_t> key(r.get());
             for (auto &k : key) k = (uint32_t)r.get();
             Gen r_gen = r.gen(), ar_gen = r.gen();
+            bool write = r.get() != 0;
+            Gen aw_gen = r.gen(), w_gen = r.gen();
+            if (write && !port->awvalid) {
+                fprintf(stderr, "an AXI memory with write on a read-only port\n");
+                return false;
+            }
             uint64_t nbytes = r.get();
             if (!started) {
                 a.port = port; a.lanes = lanes; a.lo = lo; a.hi = hi;
                 a.rng.init_by_array(key);
                 a.r_gen = r_gen; a.ar_gen = ar_gen;
+                a.write = write; a.aw_gen = aw_gen; a.w_gen = w_gen;
             } else if (a.port != port || a.lanes != lanes) {
                 fprintf(stderr, "a stimulus with other AXI memories than the session's\n");
                 return false;
@@ -363,6 +384,7 @@ struct Driver {
             if (nbytes) a.image.assign((const uint8_t *)r.p, (const uint8_t *)r.p + nbytes);
             r.p += nwords;
             a.run_beats = a.beats;
+            a.run_w_beats = a.w_beats;
         }
         if (!started) reset();
         started = true;
@@ -375,7 +397,10 @@ struct Driver {
         top->rst = 1;
         for (auto &s : ins) *s.port->valid = 0;
         for (auto &o : outs) *o.port->ready = 0;
-        for (auto &a : axis) { *a.port->arready = 0; *a.port->rvalid = 0; }
+        for (auto &a : axis) {
+            *a.port->arready = 0; *a.port->rvalid = 0;
+            if (a.write) { *a.port->awready = 0; *a.port->wready = 0; *a.port->bvalid = 0; }
+        }
         top->eval();
         for (int i = 0; i < 2; i++) {
             top->clk = 1; top->eval();
@@ -448,6 +473,16 @@ struct Driver {
                     if (*p->rlast != last) { *p->rlast = last; changed = true; }
                     if (*p->rresp) { *p->rresp = 0; changed = true; }
                 }
+                if (a.write) {
+                    a.aw_ready = a.aw_gen.next();
+                    bool w = a.w_gen.next();
+                    a.w_ready = w && !a.aws.empty();
+                    a.b_valid = !a.bs.empty() && a.bs.front() <= cycle;
+                    if (*p->awready != a.aw_ready) { *p->awready = a.aw_ready; changed = true; }
+                    if (*p->wready != a.w_ready) { *p->wready = a.w_ready; changed = true; }
+                    if (*p->bvalid != a.b_valid) { *p->bvalid = a.b_valid; changed = true; }
+                    if (*p->bresp) { *p->bresp = 0; changed = true; }
+                }
             }
             settle(top, changed);
             changed = false;
@@ -502,6 +537,41 @@ struct Driver {
                     a.bursts.push_back({cycle + latency, addr / a.lanes, beats});
                     a.ars++;
                 }
+                if (!a.write) continue;
+                if (a.w_ready && *p->wvalid) {       // its bytes by WSTRB at the burst's word
+                    auto &b = a.aws.front();
+                    const uint8_t *data = (const uint8_t *)p->wdata;
+                    const uint8_t *strb = (const uint8_t *)p->wstrb;
+                    uint64_t at = b.first * a.lanes;
+                    for (uint64_t j = 0; j < a.lanes; j++)
+                        if (strb[j / 8] >> (j % 8) & 1) a.image[at + j] = data[j];
+                    b.first++;
+                    b.second--;
+                    if ((*p->wlast != 0) != (b.second == 0)) {
+                        fprintf(stderr, "AXI: WLAST %u with %llu beats of the burst left\n",
+                                (unsigned)*p->wlast, (unsigned long long)b.second);
+                        status = 3; detail = k; goto end;
+                    }
+                    if (!b.second) {
+                        a.aws.pop_front();
+                        a.bs.push_back(cycle + a.lo
+                                       + (uint64_t)(a.rng.random() * (double)(a.hi - a.lo + 1)));
+                    }
+                    a.w_beats++;
+                }
+                if (a.aw_ready && *p->awvalid) {
+                    uint64_t addr = read_bytes(p->awaddr, p->awaddr_bytes);
+                    uint64_t beats = (uint64_t)*p->awlen + 1;
+                    if (*p->awburst != 1 || (1ULL << *p->awsize) != a.lanes || addr % a.lanes
+                        || addr % AXI_PAGE + beats * a.lanes > AXI_PAGE
+                        || addr + beats * a.lanes > a.image.size()) {
+                        fprintf(stderr, "AXI: a refused write burst (awaddr 0x%llx, %llu beats)\n",
+                                (unsigned long long)addr, (unsigned long long)beats);
+                        status = 3; detail = k; goto end;
+                    }
+                    a.aws.push_back({addr / a.lanes, beats});
+                }
+                if (a.b_valid && *p->bready) a.bs.pop_front();
             }
             cycle++;
             if (cycle - c0 > max_cycles && (inputs_left || outputs_left)) { status = 1; goto end; }
@@ -529,6 +599,7 @@ struct Driver {
             res.push_back(seg_end[i]);
         }
         for (auto &a : axis) res.push_back(a.beats - a.run_beats);
+        for (auto &a : axis) res.push_back(a.w_beats - a.run_w_beats);
         for (auto &o : outs) res.insert(res.end(), o.got.begin(), o.got.begin() + (o.n - o.base) * o.w);
         return res;
     }

@@ -43,7 +43,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import AXI_INPUTS, AXI_OUTPUTS, AXI_SALT, SimTimeout, StreamEngine, latency_key
+from .engine import (
+    AXI_INPUTS,
+    AXI_OUTPUTS,
+    AXI_SALT,
+    AXI_W_INPUTS,
+    AXI_W_OUTPUTS,
+    SimTimeout,
+    StreamEngine,
+    latency_key,
+)
 from .harness import Drive
 from .streams import NO_STALLS
 
@@ -118,16 +127,22 @@ def _demangle(name):
 def _axi_ports(signals):
     """``{AXI port: {"index", "data_width", "members": {signal: C++ member}}}``: each prefix
     with all of an AXI4 read master's signals (``<port>__araddr`` ..., as
-    :func:`~llmloom.hw.blocks.axi_reader.AxiReadSignature` names them)."""
+    :func:`~llmloom.hw.blocks.axi_reader.AxiReadSignature` names them), ``"write"`` true when
+    it has the write channels too (:func:`~llmloom.hw.blocks.axi_writer.AxiWriteSignature`:
+    their members then in ``members`` as well)."""
     names = AXI_OUTPUTS + AXI_INPUTS
+    w_names = AXI_W_OUTPUTS + AXI_W_INPUTS
     out = {}
     for name in sorted(signals):
         if not name.endswith("__araddr"):
             continue
         port = name[:-len("__araddr")]
         if all(f"{port}__{n}" in signals for n in names):
+            write = all(f"{port}__{n}" in signals for n in w_names)
+            have = names + (w_names if write else ())
             out[port] = {"index": len(out), "data_width": signals[f"{port}__rdata"][2],
-                         "members": {n: signals[f"{port}__{n}"][0] for n in names}}
+                         "write": write,
+                         "members": {n: signals[f"{port}__{n}"][0] for n in have}}
     return out
 
 
@@ -186,7 +201,15 @@ def _ports_h(members, phases, axi=None):
                                                      "rresp"))
         wide = ", ".join(f"&top->{m[n]}" for n in ("araddr", "rdata", "rid"))
         sizes = ", ".join(f"sizeof(top->{m[n]})" for n in ("araddr", "rdata", "rid"))
-        lines.append(f"    ports.push_back(AxiPort{{{flags}, {wide}, {sizes}}});")
+        w_flags = ("awvalid", "awready", "awlen", "awsize", "awburst", "wvalid", "wready",
+                   "wlast", "bvalid", "bready", "bresp")
+        w_wide = ("awaddr", "wdata", "wstrb", "bid")
+        if port.get("write"):
+            write = ", ".join([*(f"&top->{m[n]}" for n in w_flags + w_wide),
+                               *(f"sizeof(top->{m[n]})" for n in w_wide)])
+        else:
+            write = ", ".join(["nullptr"] * (len(w_flags) + len(w_wide)) + ["0"] * len(w_wide))
+        lines.append(f"    ports.push_back(AxiPort{{{flags}, {wide}, {sizes}, {write}}});")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -299,11 +322,14 @@ def _stimulus(streams, drive, stalls_in, stalls_out, max_cycles, keep_memory=Fal
         if mem.data_width != axi[a.port]["data_width"]:
             raise ValueError(f"AXI port {a.port!r} is {axi[a.port]['data_width']} bits wide, "
                              f"its memory data_width={mem.data_width}")
+        if mem.write and not axi[a.port].get("write"):
+            raise ValueError(f"AXI port {a.port!r} has no write channels; its memory has write")
         key = latency_key(mem.seed)
         image = bytes(mem.image) if not keep_memory else b""
         meta = [axi[a.port]["index"], mem.lanes, *mem.latency_range, len(key), *key,
                 *_gen(stalls_in, AXI_SALT + n), *_gen(stalls_out, AXI_SALT + 50 + n),
-                len(image)]
+                int(mem.write), *_gen(stalls_out, AXI_SALT + 100 + n),
+                *_gen(stalls_out, AXI_SALT + 150 + n), len(image)]
         parts += [np.array(meta, dtype=np.uint64),
                   np.frombuffer(image.ljust(-(-len(image) // 8) * 8, b"\0"), dtype="<u8")]
     return engine, np.concatenate(parts).astype("<u8")
@@ -332,6 +358,10 @@ def _result(res, engine, streams, what):
     pos += 2 * n_seg
     axi_beats = {a.port: int(v) for a, v in zip(engine.axi, res[pos:pos + len(engine.axi)],
                                                 strict=True)}
+    pos += len(engine.axi)
+    for a, v in zip(engine.axi, res[pos:pos + len(engine.axi)], strict=True):
+        if a.memory.write:
+            axi_beats[f"{a.port}:w"] = int(v)
     pos += len(engine.axi)
     if status == 3:
         raise AssertionError(f"AXI port {engine.axi[detail].port!r}: a burst the slave refuses "

@@ -60,7 +60,7 @@ from .loadable import constants_of
 from .requant import Requant
 from .softmax import Softmax
 
-__all__ = ["Attention", "check_rtl"]
+__all__ = ["Attention", "cache_config", "check_rtl", "check_spill"]
 
 
 def _counter(n):
@@ -113,6 +113,27 @@ def check_rtl(cfg):
                               "of the other (the attention RTL)")
 
 
+def cache_config(cfg):
+    """The :class:`~.kvcache.KvCacheConfig` of each head engine's cache of attention ``cfg``
+    (its head group's: ``engine_width`` wide, ``head_rounds`` heads)."""
+    return KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=cfg.head_rounds,
+                                         kv_heads=cfg.kv_heads // cfg.head_engines)
+
+
+def check_spill(cfg):
+    """:class:`ConfigError` unless attention ``cfg`` can keep its KV cache off chip (a
+    working cache, :class:`Attention` with ``spill``): causal (a bidirectional cache lives
+    one sentence), one head engine (one cache), and the cache's fill/spill beats
+    (:meth:`~.kvcache.KvCacheConfig.check_spill`)."""
+    if not cfg.causal:
+        raise ConfigError("causal=False: a bidirectional attention's cache holds one sentence; "
+                          "allowed: an off-chip KV cache with causal attention only")
+    if cfg.head_engines != 1:
+        raise ConfigError(f"head_engines={cfg.head_engines}: an off-chip KV cache fills one "
+                          "working cache; allowed: head_engines=1")
+    KvCacheConfig.of(cfg).check_spill()
+
+
 class Attention(wiring.Component):
     """Multi-head scaled dot-product attention over an on-chip KV cache.
 
@@ -125,6 +146,11 @@ class Attention(wiring.Component):
     layers : int
         KV caches of this many layers (one region each, :class:`~.kvcache.KvCache`), and a
         ``pos`` per layer: one block serves every layer of a model in turn.
+    spill : bool
+        The KV cache lives off chip: the cache holds one layer's region, the working cache
+        (``KvCache(spill=True)``), with lengths per layer; its ``fill``, ``spill`` and
+        ``o_spill`` are this block's, and ``kv_length`` its ``length``. Causal, one head
+        engine, ``pv_cols`` = ``lanes``.
 
     Members
     -------
@@ -171,24 +197,37 @@ class Attention(wiring.Component):
     minus ``(heads − head_rounds)·T``: the timing of one engine with ``head_rounds`` heads.
     """
 
-    def __init__(self, cfg: AttentionConfig, *, loads=None, layers=1):
+    def __init__(self, cfg: AttentionConfig, *, loads=None, layers=1, spill=False):
         self._MustUse__silence = True
         if not isinstance(cfg, AttentionConfig):
             raise TypeError(f"cfg must be an AttentionConfig, not {cfg!r}")
         check_rtl(cfg)
+        if spill:
+            check_spill(cfg)
         self._MustUse__silence = False
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
-        self.cfg, self._loads, self.layers = cfg, loads, layers
+        self.cfg, self._loads, self.layers, self.spill_rows = cfg, loads, layers, bool(spill)
         beat = stream.Signature(row_layout(INT8.shape, cfg.lanes))
         out_beat = stream.Signature(row_layout(signed(cfg.out_width), cfg.lanes))
         extra = {"layer": In(range(layers))} if layers > 1 else {}
+        if spill:
+            cache = KvCache(self.cache_config(), layers=layers, spill=True)
+            cache._MustUse__silence = True          # only its signature is used here
+            ports = cache.signature.members
+            extra |= {n: ports[n] for n in ("fill", "spill", "o_spill")}
+            extra["kv_length"] = Out(range(cfg.seq + 1))
         super().__init__({**extra,
             "q": In(beat), "k": In(beat), "v": In(beat), "o": Out(out_beat),
             "clear": In(1),
             "pos": Out(range(cfg.seq + 1)),
             "overflow": Out(1),
         })
+
+    def cache_config(self):
+        """The :class:`~.kvcache.KvCacheConfig` of each head engine's cache
+        (:func:`cache_config`)."""
+        return cache_config(self.cfg)
 
     def _parts(self):
         """The blocks holding calibrated numbers, by submodule name (each engine has its own,
@@ -218,8 +257,7 @@ class Attention(wiring.Component):
         KB = cfg.kv_width // E // LN     # beats per K or V row of one engine's KV heads
         beat_shape = data.ArrayLayout(INT8.shape, LN)
         out_shape = data.ArrayLayout(signed(cfg.out_width), LN)
-        cache_cfg = KvCacheConfig.of(cfg).replace(d_model=cfg.engine_width, heads=R,
-                                                  kv_heads=cfg.kv_heads // E)
+        cache_cfg = self.cache_config()
 
         if self.layers == 1:
             pos = Signal(range(S + 1))
@@ -363,9 +401,14 @@ class Attention(wiring.Component):
             m.submodules[pre + name] = block
             return block
 
-        cache = add("cache", KvCache(cache_cfg, layers=self.layers))
+        cache = add("cache", KvCache(cache_cfg, layers=self.layers, spill=self.spill_rows))
         if self.layers > 1:
             m.d.comb += cache.layer.eq(self.layer)
+        if self.spill_rows:
+            wiring.connect(m, wiring.flipped(self.fill), cache.fill)
+            wiring.connect(m, wiring.flipped(self.spill), cache.spill)
+            wiring.connect(m, cache.o_spill, wiring.flipped(self.o_spill))
+            m.d.comb += self.kv_length.eq(cache.length)
         qk = add("qk", Gemm(cfg.qk_gemm))
         pv = add("pv", Gemm(cfg.pv_gemm))
         g1 = add("score_gear", Gearbox(signed(32), cfg.qk_cols, LN, S))

@@ -16,52 +16,20 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..config import BlockConfig, Choice, ConfigError, Range, spec
+from ..config import spec
 from ..stream import row_layout
+from .axi import AXI_BOUNDARY, INCR, AxiMasterConfig, bursts, command_layout
 
 __all__ = ["AxiReaderConfig", "AxiReadSignature", "AxiReader", "AXI_BOUNDARY", "INCR",
            "bursts", "command_layout"]
 
-#: An AXI4 burst never crosses a 4 KB address boundary (AMBA AXI4, A3.4.1).
-AXI_BOUNDARY = 4096
-#: ARBURST code of an incrementing burst.
-INCR = 0b01
-
-
-def bursts(addr, nbytes, bus_bytes, max_burst):
-    """The bursts that read ``nbytes`` from byte address ``addr`` on a bus of ``bus_bytes``
-    bytes: ``[(word-aligned byte address, beats)]``, each at most ``max_burst`` beats and never
-    crossing a 4 KB boundary. The RTL issues exactly these; the timing model walks them."""
-    if nbytes <= 0:
-        return []
-    per_4k = AXI_BOUNDARY // bus_bytes
-    word = addr // bus_bytes
-    words = -(-(addr % bus_bytes + nbytes) // bus_bytes)
-    out = []
-    while words:
-        beats = min(words, max_burst, per_4k - word % per_4k)
-        out.append((word * bus_bytes, beats))
-        word += beats
-        words -= beats
-    return out
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AxiReaderConfig(BlockConfig):
+class AxiReaderConfig(AxiMasterConfig):
     """An AXI4 read master (AR and R channels, INCR bursts of full-width beats, one ID) that
-    streams ``bytes`` bytes from ``addr`` as beats of ``data_width/8`` byte lanes."""
+    streams ``bytes`` bytes from ``addr`` as beats of ``data_width/8`` byte lanes (the shared
+    fields: :class:`~.axi.AxiMasterConfig`)."""
 
-    data_width: int = spec(64, Choice((32, 64, 128, 256, 512)),
-                           "AXI data bus bits; an output beat carries data_width/8 bytes")
-    addr_width: int = spec(32, Range(13, 64), "AXI address bits")
-    id_width: int = spec(1, Range(1, 16), "ARID/RID bits (the reader uses ID 0: its bursts "
-                         "return in order)")
-    max_burst: int = spec(256, Range(1, 256), "beats per burst at most (AXI4 INCR allows 256; "
-                          "a burst also stops at each 4 KB boundary)")
-    outstanding: int = spec(4, Range(1, 64), "bursts requested and not yet fully returned, at "
-                            "most: how much memory latency the reader hides")
-    max_bytes: int = spec(1 << 24, Range(1, 1 << 40), "largest byte count of one command "
-                          "(sizes the counters)")
     unaligned: bool = spec(True, None, "start addresses may be any byte (a byte rotator "
                            "realigns them: 8.1k LUT4 at 512 bits on ECP5 under Yosys, against "
                            "0.75k without); false: word-aligned starts only, as a weight "
@@ -71,26 +39,6 @@ class AxiReaderConfig(BlockConfig):
     #: the command is registered, then the first AR is computed into the AR registers.
     ISSUE = 2
 
-    def _validate(self):
-        if self.max_bytes >= 1 << self.addr_width:
-            raise ConfigError(f"max_bytes={self.max_bytes} does not fit addr_width="
-                              f"{self.addr_width}; allowed: max_bytes < 2**addr_width")
-
-    @property
-    def lanes(self):
-        """Bytes per bus word and per output beat."""
-        return self.data_width // 8
-
-    @property
-    def size(self):
-        """ARSIZE: log2 of the bytes per beat (every beat is full width)."""
-        return (self.lanes - 1).bit_length()
-
-    @property
-    def max_words(self):
-        """Bus words one command may touch (an unaligned start adds one)."""
-        return -(-(self.lanes - 1 + self.max_bytes) // self.lanes)
-
     def start(self, addr):
         """Where a command at ``addr`` starts reading: ``addr`` itself, or without
         ``unaligned`` the word-aligned address at or below it."""
@@ -99,10 +47,6 @@ class AxiReaderConfig(BlockConfig):
     def bursts(self, addr, nbytes):
         """The bursts of one command (:func:`bursts` from :meth:`start`)."""
         return bursts(self.start(addr), nbytes, self.lanes, self.max_burst)
-
-    def out_beats(self, nbytes):
-        """Output beats of a command: ``ceil(nbytes / lanes)``, the last one zero-padded."""
-        return -(-nbytes // self.lanes)
 
     # Timing (one home: perf.cycles calls it) ---------------------------------------------------
     def timeline(self, commands, latency, offered=None):
@@ -191,11 +135,6 @@ def AxiReadSignature(cfg):
         "rid": In(cfg.id_width), "rdata": In(cfg.data_width), "rresp": In(2), "rlast": In(1),
         "rvalid": In(1), "rready": Out(1),
     })
-
-
-def command_layout(cfg):
-    """A command: read ``bytes`` bytes from byte address ``addr``."""
-    return data.StructLayout({"addr": cfg.addr_width, "bytes": range(cfg.max_bytes + 1)})
 
 
 class AxiReader(wiring.Component):

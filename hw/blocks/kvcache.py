@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -143,6 +143,25 @@ class KvCacheConfig(HeadGeometry, BlockConfig):
         return len(self.v_segments)
 
     @property
+    def spill_beats(self):
+        """Beats of one position's row in a working cache's region in memory
+        (:class:`KvCache` with ``spill``): its K row's ``beats`` input beats, then its V row's
+        ``kv_heads·head_tiles`` words of the V memory (``lanes`` = ``pv_cols`` wide)."""
+        return self.beats + self.kv_heads_value * self.head_tiles
+
+    @property
+    def spill_bytes(self):
+        """Bytes of one position's row in a region (:attr:`spill_beats` of ``lanes`` bytes)."""
+        return self.spill_beats * self.lanes
+
+    def check_spill(self):
+        """:class:`ConfigError` unless a working cache can fill and spill rows as beats of
+        ``lanes`` int8: ``pv_cols`` = ``lanes`` (a V memory word is one beat)."""
+        if self.pv_cols != self.lanes:
+            raise ConfigError(f"pv_cols={self.pv_cols} with lanes={self.lanes}: a working "
+                              "cache moves V words as beats; allowed: pv_cols = lanes")
+
+    @property
     def row_cycles(self):
         """Cycles per appended position (K and V in parallel): ``max(beats, v_row_cycles)``."""
         return max(self.beats, self.v_row_cycles)
@@ -187,6 +206,26 @@ class KvCache(wiring.Component):
         lengths) appends and readouts use. Change it only between tensors, when no row is half
         appended and no readout runs; ``clear`` empties every layer's.
 
+    With ``spill`` (an off-chip KV cache, ``layers`` ≥ 1): the memories hold one layer's
+    region only, the working cache of the layer now selected, while the lengths (and write
+    positions) stay per layer; the layer's rows come in from memory through ``fill`` before
+    its tensor and its new rows go out through ``o_spill`` (:attr:`KvCacheConfig.spill_beats`
+    beats a position: the K row's input beats, then the position's V memory words, each
+    ``lanes`` int8; ``pv_cols`` = ``lanes``).
+
+    fill : In(stream.Signature(row_layout(signed(8), lanes)))
+        Only with ``spill``: the rows of positions 0, 1, ... in that format, written at their
+        positions without changing any length (``end`` on the last beat starts the next fill
+        at position 0). Always ready; appends wait (``ready`` low) while a fill beat is
+        offered.
+    spill : In(stream.Signature(row_layout(unsigned(range(seq)), 1)))
+        Only with ``spill``: "send position ``data[0]``'s row" (a complete row of the working
+        cache); taken when the spill readout is idle.
+    o_spill : Out(stream.Signature(row_layout(signed(8), lanes)))
+        Only with ``spill``: the requested row, one beat a cycle from the cycle after the
+        request while taken, ``last`` and ``end`` on its last beat; its own read ports, so it
+        runs beside appends and readouts.
+
     Timing: a read request taken in cycle 0 puts its first beats on ``o_kt`` and ``o_vh`` in
     cycle 2, one per cycle while the consumer takes them; the next request is taken in the
     cycle after both readouts issued their last read (one idle cycle between readouts), so
@@ -196,13 +235,21 @@ class KvCache(wiring.Component):
     only (its read port and output register hold); the other runs on.
     """
 
-    def __init__(self, cfg: KvCacheConfig, *, layers=1):
+    def __init__(self, cfg: KvCacheConfig, *, layers=1, spill=False):
         if not isinstance(cfg, KvCacheConfig):
             raise TypeError(f"cfg must be a KvCacheConfig, not {cfg!r}")
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
-        self.cfg, self.layers = cfg, layers
+        if spill:
+            self._MustUse__silence = True
+            cfg.check_spill()
+        self.cfg, self.layers, self.spill_rows = cfg, layers, bool(spill)
         extra = {"layer": In(range(layers))} if layers > 1 else {}
+        if spill:
+            extra |= {"fill": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
+                      "spill": In(stream.Signature(row_layout(
+                          unsigned(max(1, (cfg.seq - 1).bit_length())), 1))),
+                      "o_spill": Out(stream.Signature(row_layout(INT8.shape, cfg.lanes)))}
         super().__init__({**extra,
             "k": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
             "v": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
@@ -223,6 +270,7 @@ class KvCache(wiring.Component):
         WPP = KH * DT                              # V words per position
 
         NL = self.layers
+        NR = 1 if self.spill_rows else NL           # regions held on chip
         # With layers: one region of both memories per layer, and the lengths (and the write
         # addresses that follow them) per layer, all at the layer now selected.
         def per_layer(shape, name):
@@ -241,22 +289,24 @@ class KvCache(wiring.Component):
         beat_shape = data.ArrayLayout(INT8.shape, LN)
         k_banks = []
         for c in range(C):
-            mem = memory.Memory(shape=beat_shape, depth=NL * PT * DB, init=[])
+            mem = memory.Memory(shape=beat_shape, depth=NR * PT * DB, init=[])
             m.submodules[f"k_bank{c}"] = mem
-            k_banks.append((mem.write_port(), mem.read_port()))
+            k_banks.append((mem.write_port(), mem.read_port(),
+                            mem.read_port() if self.spill_rows else None))
         k_beat = Signal(_counter(DB))
         k_bank, k_banks_l = per_layer(_counter(C), "k_bank")          # k_len mod C
         k_base, k_bases = per_layer(range(PT * DB + 1), "k_base")     # (k_len // C)·DB
 
         def k_at(addr):         # in the layer's region
-            return addr if NL == 1 else self.layer * (PT * DB) + addr
+            return addr if NR == 1 else self.layer * (PT * DB) + addr
 
         def v_at(addr):
-            return addr if NL == 1 else self.layer * (S * WPP) + addr
+            return addr if NR == 1 else self.layer * (S * WPP) + addr
         k_room = k_len != S
-        m.d.comb += self.k.ready.eq(k_room)
-        k_take = self.k.valid & k_room
-        for c, (wr, _) in enumerate(k_banks):
+        filling = self.fill.valid if self.spill_rows else Const(0, 1)   # a fill comes first
+        m.d.comb += self.k.ready.eq(k_room & ~filling)
+        k_take = self.k.valid & k_room & ~filling
+        for c, (wr, *_) in enumerate(k_banks):
             m.d.comb += [wr.addr.eq(k_at(k_base + k_beat)), wr.data.eq(self.k.payload.data),
                          wr.en.eq(k_take & (k_bank == c))]
         with m.If(k_take):
@@ -272,15 +322,16 @@ class KvCache(wiring.Component):
         # ---- V: words of the P·V weight format, one segment of a beat per cycle ---------------
         segs = cfg.v_segments
         NS = len(segs)
-        v_mem = memory.Memory(shape=data.ArrayLayout(INT8.shape, PC), depth=NL * S * WPP,
+        v_mem = memory.Memory(shape=data.ArrayLayout(INT8.shape, PC), depth=NR * S * WPP,
                               init=[])
         m.submodules.v_mem = v_mem
         v_wr = v_mem.write_port(granularity=1)         # one enable per element
         v_rd = v_mem.read_port()
+        v_sp = v_mem.read_port() if self.spill_rows else None
         v_seg = Signal(_counter(NS))
         v_base, v_bases = per_layer(range(S * WPP + 1), "v_base")    # v_len·WPP
         v_room = v_len != S
-        v_go = self.v.valid & v_room
+        v_go = self.v.valid & v_room & ~filling
         seg_word = Signal(_counter(WPP))
         seg_end = Signal()                         # the segment is its beat's last
         with m.Switch(v_seg):
@@ -292,7 +343,7 @@ class KvCache(wiring.Component):
                     m.d.comb += [v_wr.data[c0 + j].eq(self.v.payload.data[e0 + j])
                                  for j in range(n)]
         m.d.comb += [v_wr.addr.eq(v_at(v_base + seg_word)),
-                     self.v.ready.eq(v_room & seg_end)]
+                     self.v.ready.eq(v_room & seg_end & ~filling)]
         with m.If(v_go):
             with m.If(v_seg == NS - 1):
                 m.d.sync += [v_seg.eq(0), v_len.eq(v_len + 1), v_base.eq(v_base + WPP)]
@@ -301,6 +352,10 @@ class KvCache(wiring.Component):
 
         with m.If((self.k.valid & ~k_room) | (self.v.valid & ~v_room)):
             m.d.sync += overflow.eq(1)
+
+        if self.spill_rows:
+            self._fill(m, k_banks, v_wr, WPP)
+            self._spill(m, k_banks, v_sp, WPP)
 
         # ---- read requests -----------------------------------------------------------------
         k_active = Signal()
@@ -333,7 +388,7 @@ class KvCache(wiring.Component):
         ko_sel = Signal(_counter(LN))
         ko_keep = Signal(C)
         ko_last, ko_end = Signal(), Signal()
-        for _, rd in k_banks:
+        for _, rd, _ in k_banks:
             m.d.comb += [rd.addr.eq(k_at(kr_pt * DB + head_fb + kr_fb)), rd.en.eq(k_adv)]
         m.d.comb += kr_last_row.eq((kr_fb == dh // LN - 1) & (kr_sel == LN - 1))
         with m.If(k_adv):
@@ -353,7 +408,7 @@ class KvCache(wiring.Component):
                 with m.Else():
                     m.d.sync += kr_pt.eq(kr_pt + 1)
         m.d.comb += [self.o_kt.payload.last.eq(ko_last), self.o_kt.payload.end.eq(ko_end)]
-        for c, (_, rd) in enumerate(k_banks):
+        for c, (_, rd, _) in enumerate(k_banks):
             m.d.comb += self.o_kt.payload.data[c].eq(Mux(ko_keep[c], rd.data[ko_sel], 0))
 
         # ---- V_h readout: (position p, feature tile t), one word each --------------------------
@@ -391,3 +446,75 @@ class KvCache(wiring.Component):
                              for r in regs]
         return m
 
+    def _fill(self, m, k_banks, v_wr, WPP):
+        """Rows of positions 0, 1, ... from ``fill``: a K row's beats into its bank (as an
+        append would write them), then the position's V words whole; no length changes."""
+        cfg, fill = self.cfg, self.fill
+        C, DB = cfg.qk_cols, cfg.beats
+        f_v = Signal()                                  # in the row's V words
+        f_beat = Signal(_counter(max(DB, WPP)))
+        f_bank = Signal(_counter(C))
+        f_base = Signal(range(cfg.pos_tiles * DB + 1))  # (p // C)·DB
+        f_vaddr = Signal(range(cfg.seq * WPP + 1))      # p·WPP + word
+        m.d.comb += fill.ready.eq(1)
+        with m.If(fill.valid):
+            for c, (wr, *_) in enumerate(k_banks):
+                m.d.comb += [wr.addr.eq(f_base + f_beat), wr.data.eq(fill.payload.data),
+                             wr.en.eq(~f_v & (f_bank == c))]
+            m.d.comb += [v_wr.addr.eq(f_vaddr), v_wr.data.eq(fill.payload.data),
+                         v_wr.en.eq(Mux(f_v, (1 << cfg.pv_cols) - 1, 0))]
+            with m.If(~f_v):
+                with m.If(f_beat == DB - 1):
+                    m.d.sync += [f_beat.eq(0), f_v.eq(1)]
+                with m.Else():
+                    m.d.sync += f_beat.eq(f_beat + 1)
+            with m.Else():
+                m.d.sync += f_vaddr.eq(f_vaddr + 1)
+                with m.If(f_beat == WPP - 1):
+                    m.d.sync += [f_beat.eq(0), f_v.eq(0)]
+                    with m.If(f_bank == C - 1):
+                        m.d.sync += [f_bank.eq(0), f_base.eq(f_base + DB)]
+                    with m.Else():
+                        m.d.sync += f_bank.eq(f_bank + 1)
+                with m.Else():
+                    m.d.sync += f_beat.eq(f_beat + 1)
+            with m.If(fill.payload.end):
+                m.d.sync += [f_v.eq(0), f_beat.eq(0), f_bank.eq(0), f_base.eq(0),
+                             f_vaddr.eq(0)]
+
+    def _spill(self, m, k_banks, v_sp, WPP):
+        """Position ``spill.data[0]``'s row out of ``o_spill``: its K row's beats from its
+        bank, then its V words, through the spill read ports (latency 1, as the readouts)."""
+        cfg, req, o = self.cfg, self.spill, self.o_spill
+        C, DB = cfg.qk_cols, cfg.beats
+        NB = DB + WPP
+        active = Signal()
+        s_bank = Signal(_counter(C))
+        s_kaddr = Signal(range(cfg.pos_tiles * DB + 1))     # (p // C)·DB + beat
+        s_vaddr = Signal(range(cfg.seq * WPP + 1))          # p·WPP + word
+        s_beat = Signal(_counter(NB))
+        so_v, so_last, so_bank = Signal(), Signal(), Signal(_counter(C))
+        m.d.comb += req.ready.eq(~active)
+        p = req.payload.data[0]
+        with m.If(req.valid & req.ready):
+            m.d.sync += [active.eq(1), s_beat.eq(0), s_bank.eq(p % C),
+                         s_kaddr.eq((p // C) * DB), s_vaddr.eq(p * WPP)]
+        adv = ~o.valid | o.ready
+        in_v = s_beat >= DB
+        for _, _, rd in k_banks:
+            m.d.comb += [rd.addr.eq(s_kaddr), rd.en.eq(adv)]
+        m.d.comb += [v_sp.addr.eq(s_vaddr), v_sp.en.eq(adv)]
+        with m.If(adv):
+            m.d.sync += [o.valid.eq(active), so_v.eq(in_v), so_bank.eq(s_bank),
+                         so_last.eq(s_beat == NB - 1)]
+            with m.If(active):
+                m.d.sync += s_beat.eq(s_beat + 1)
+                with m.If(in_v):
+                    m.d.sync += s_vaddr.eq(s_vaddr + 1)
+                with m.Else():
+                    m.d.sync += s_kaddr.eq(s_kaddr + 1)
+                with m.If(s_beat == NB - 1):
+                    m.d.sync += active.eq(0)
+        k_word = Array(rd.data for _, _, rd in k_banks)[so_bank]
+        m.d.comb += [o.payload.data.eq(Mux(so_v, v_sp.data.as_value(), k_word.as_value())),
+                     o.payload.last.eq(so_last), o.payload.end.eq(so_last)]

@@ -17,7 +17,9 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..blocks.attention import Attention, cache_config, check_spill
 from ..blocks.axi_reader import AxiReader, AxiReaderConfig, AxiReadSignature
+from ..blocks.axi_writer import AxiWriter, AxiWriterConfig, AxiWriteSignature
 from ..blocks.gemm import Gemm
 from ..blocks.gemm_config import GROUP_SCALE_BITS
 from ..blocks.gemv import Gemv
@@ -28,12 +30,17 @@ from ..stream import Gearbox, row_layout
 from .common import Linear, check_layer_shape
 from .config import LayerConfig
 from .layer import Layer, layer_constants
-from .weights_image import fetched_layer_layout, image_layout
+from .weights_image import ALIGN, fetched_layer_layout, image_layout
 
 __all__ = ["FetchedLinear", "fetch_commands", "check_fetched", "FetchedLayer", "LoadedLinear",
            "command_layout", "command_fields",
            "layer_fetch_commands", "check_fetched_layer", "layer_banks",
-           "prefetched_runs"]
+           "prefetched_runs", "KV_MODES", "kv_cache_config", "kv_region_bytes", "kv_region",
+           "kv_writer", "check_kv"]
+
+#: Where a :class:`FetchedLayer` keeps the KV cache of its layers: ``chip``, every layer's
+#: region on chip; ``axi``, in AXI memory, one working region on chip.
+KV_MODES = ("chip", "axi")
 
 #: The sections a run fetches, in order: the engine's weights, then the re-quantiser's load.
 SECTIONS = ("weights", "scales", "bias", "shift")
@@ -493,24 +500,81 @@ def prefetched_runs(runs, banks):
     return out
 
 
-def command_layout(reader, layers, banks):
+def kv_cache_config(cfg):
+    """The :class:`~llmloom.hw.blocks.kvcache.KvCacheConfig` of layer ``cfg``'s attention
+    cache (one head engine's)."""
+    attn = cfg.description.of_kind("attention")[0].name
+    return cache_config(cfg.stage_config(attn))
+
+
+def kv_region_bytes(cfg):
+    """Bytes of one layer's KV region in AXI memory (``kv="axi"``): ``seq`` positions' rows
+    (:attr:`~llmloom.hw.blocks.kvcache.KvCacheConfig.spill_bytes` each, the format of
+    :func:`llmloom.sim.golden.kvcache.spill_rows`), rounded up to :data:`ALIGN`. Position
+    ``p`` of layer ``l`` is at ``kv_region(cfg, base, l) + p·spill_bytes``."""
+    kv = kv_cache_config(cfg)
+    return -(-kv.seq * kv.spill_bytes // ALIGN) * ALIGN
+
+
+def kv_region(cfg, base, layer):
+    """Byte address of layer ``layer``'s KV region, the regions from ``base`` (aligned to
+    :data:`ALIGN`) one after another: the ``kv`` field of its runs' commands."""
+    return base + layer * kv_region_bytes(cfg)
+
+
+def kv_writer(cfg, reader):
+    """The :class:`~llmloom.hw.blocks.axi_writer.AxiWriterConfig` that writes a layer's new
+    rows back: ``reader``'s bus, addresses, bursts and depth, one row a command."""
+    return AxiWriterConfig(data_width=reader.data_width, addr_width=reader.addr_width,
+                           id_width=reader.id_width, max_burst=reader.max_burst,
+                           outstanding=reader.outstanding,
+                           max_bytes=kv_cache_config(cfg).spill_bytes)
+
+
+def check_kv(cfg, reader, kv):
+    """:class:`ConfigError` unless ``kv`` is one of :data:`KV_MODES` and, for ``axi``, the
+    layer can keep its KV cache in AXI memory through ``reader``: the attention's
+    :func:`~llmloom.hw.blocks.attention.check_spill` rules, a bus word of ``lanes`` bytes
+    (a region's beats are the cache's), and a whole region within one command."""
+    if kv not in KV_MODES:
+        raise ConfigError(f"kv={kv!r}; allowed: {' | '.join(KV_MODES)}")
+    if kv == "chip":
+        return
+    attn = cfg.description.of_kind("attention")[0].name
+    check_spill(cfg.stage_config(attn))
+    if reader.lanes != cfg.lanes:
+        raise ConfigError(f"kv='axi' with a {reader.data_width}-bit bus and lanes={cfg.lanes}: "
+                          "a region's beats are the cache's; allowed: data_width = 8·lanes")
+    region = kv_region_bytes(cfg)
+    if region > reader.max_bytes:
+        raise ConfigError(f"kv='axi': a layer's KV region is {region} bytes; reader "
+                          f"max_bytes={reader.max_bytes}; allowed: max_bytes >= {region}")
+
+
+def command_layout(reader, layers, banks, kv="chip"):
     """The layout of a :class:`FetchedLayer`'s ``cmd`` beat (``layers`` layers, ``banks``
     banks, addresses of ``reader``): the image's byte address ``addr`` and the model layer's
     slot ``layer`` (its KV cache region); with two banks also ``next``, the image to prefetch
-    while this run computes, and ``prefetch``, whether to (:func:`command_fields`)."""
+    while this run computes, and ``prefetch``, whether to (:func:`command_fields`); with
+    ``kv="axi"`` also ``kv``, the byte address of the layer's KV region (:func:`kv_region`)."""
     fields = {"addr": reader.addr_width, "layer": range(max(2, layers))}
     if banks == 2:
         fields |= {"next": reader.addr_width, "prefetch": 1}
+    if kv == "axi":
+        fields |= {"kv": reader.addr_width}
     return data.StructLayout(fields)
 
 
-def command_fields(banks, run):
+def command_fields(banks, run, kv=None):
     """The values of :func:`command_layout`'s fields for ``run``, ``(image base, layer,
-    next)`` (``next`` ``None``: no prefetch; :func:`prefetched_runs`)."""
+    next)`` (``next`` ``None``: no prefetch; :func:`prefetched_runs`); ``kv``: the layer's
+    KV region address (``kv="axi"``)."""
     base, layer, nxt = run
     fields = {"addr": int(base), "layer": int(layer)}
     if banks == 2:
         fields |= {"next": 0 if nxt is None else int(nxt), "prefetch": int(nxt is not None)}
+    if kv is not None:
+        fields |= {"kv": int(kv)}
     return fields
 
 
@@ -553,6 +617,18 @@ class FetchedLayer(Layer):
         re-quantiser numbers (two banks) twice on chip, so a command can prefetch the next
         run's image; 1: fetch, then compute. ``None``: 2 on the GEMM, 1 on the GEMV (one
         weight bank); see :func:`layer_banks`.
+    kv : "chip" or "axi"
+        Where the layers' KV caches live (:data:`KV_MODES`). ``chip``: every layer's region on
+        chip (``layers`` times one layer's cache). ``axi``: each layer's region in the AXI
+        memory (:func:`kv_region`, rows in :func:`~llmloom.sim.golden.kvcache.spill_rows`'s
+        format), one working cache on chip (:class:`~llmloom.hw.blocks.kvcache.KvCache` with
+        ``spill``): a run's command names its region (``kv``); after its constants the reader
+        brings the layer's ``pos`` earlier rows into the working cache, the input opens once
+        they are in, and each new row goes back through an
+        :class:`~llmloom.hw.blocks.axi_writer.AxiWriter` (config :func:`kv_writer`) as soon
+        as the cache has it, on ``axi``'s write channels; the run ends once its output is out
+        and its rows are written (:func:`check_kv`: causal, one head engine, ``lanes``-byte
+        bus words and V words).
 
     Members
     -------
@@ -587,19 +663,26 @@ class FetchedLayer(Layer):
     written between tensors). Timing: ``perf.cycles.fetched_layer_runs`` (exact).
     """
 
-    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1, banks=None):
+    def __init__(self, cfg: LayerConfig, reader: AxiReaderConfig, *, layers=1, banks=None,
+                 kv="chip"):
         self._MustUse__silence = True
         check_fetched_layer(cfg, reader)
         if not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers={layers!r}; allowed: an int >= 1")
         banks = layer_banks(cfg, banks)
+        check_kv(cfg, reader, kv)
         self._MustUse__silence = False
         self.cfg, self.weights, self.reader, self._layers = cfg, None, reader, layers
-        self.banks = banks
+        self.banks, self.kv = banks, kv
+        self.writer = kv_writer(cfg, reader) if kv == "axi" else None
         self._loads = ConstantBus(layer_constants(cfg))
+        bus = AxiReadSignature(reader)
+        if self.writer is not None:       # one AXI port: reads and the KV rows' writes
+            bus = wiring.Signature(dict(bus.members) | dict(
+                AxiWriteSignature(self.writer).members))
         members = self._members() | {
-            "cmd": In(stream.Signature(command_layout(reader, layers, banks))),
-            "axi": Out(AxiReadSignature(reader)), "error": Out(1)}
+            "cmd": In(stream.Signature(command_layout(reader, layers, banks, kv))),
+            "axi": Out(bus), "error": Out(1)}
         wiring.Component.__init__(self, members)
 
     def structure(self):
@@ -625,7 +708,7 @@ class FetchedLayer(Layer):
             "block": type(self).__qualname__,
             "config": dataclasses.replace(cfg, numbers=None).to_dict(),
             "reader": dataclasses.asdict(self.reader), "layers": self._layers,
-            "banks": self.banks,
+            "banks": self.banks, **({"kv": self.kv} if self.kv != "chip" else {}),
             "requant": requant,
             "constants": [(k, repr(c.shape), c.depth, c.copies)
                           for k, c in self._loads.constants],
@@ -635,6 +718,10 @@ class FetchedLayer(Layer):
     def _block(self, stage):
         if stage.kind == "linear":
             return LoadedLinear(self.cfg, stage.name, self.banks)
+        if stage.kind == "attention" and self.kv == "axi":
+            return Attention(self.cfg.stage_config(stage.name),
+                             loads=self._loads.scope(stage.name), layers=self._layers,
+                             spill=True)
         return super()._block(stage)
 
     def _input(self, m, name):
@@ -651,8 +738,17 @@ class FetchedLayer(Layer):
         m, blocks = self._compose()
         m.submodules.reader = reader = AxiReader(rcfg)
         m.submodules.loader = loader = ConstantLoader(self._loads)
-        wiring.connect(m, wiring.flipped(self.axi), reader.axi)
-        m.d.comb += self.error.eq(reader.error)
+        axi = self.kv == "axi"
+        if not axi:
+            wiring.connect(m, wiring.flipped(self.axi), reader.axi)
+            m.d.comb += self.error.eq(reader.error)
+        else:
+            m.submodules.writer = writer = AxiWriter(self.writer)
+            for master in (reader.axi, writer.axi):
+                for name, member in master.signature.members.items():
+                    mine, theirs = getattr(self.axi, name), getattr(master, name)
+                    m.d.comb += (mine.eq(theirs) if member.flow == Out else theirs.eq(mine))
+            m.d.comb += self.error.eq(reader.error | writer.error)
         cols = rcfg.lanes
         cmds = layer_fetch_commands(cfg, 0)
         n = len(cmds)
@@ -665,6 +761,13 @@ class FetchedLayer(Layer):
         # the reader's output carries the sections in image order, round and round, so
         # `section` wraps instead of starting over with each command.
         busy, loaded, in_done = Signal(), Signal(), Signal()
+        attn = blocks[cfg.description.of_kind("attention")[0].name]
+        if axi:
+            # the layer's KV rows: read into the working cache after the constants (the
+            # reader's section n), its new rows written back once appended (the spill)
+            kv_addr = Signal(rcfg.addr_width)
+            kv_pending, kv_loaded = Signal(), Signal()
+            row_bytes = kv_cache_config(cfg).spill_bytes
         base = Signal(rcfg.addr_width)
         issued = Signal(range(n + 1), init=n)
         stop = Signal(range(n + 1), init=n)
@@ -677,10 +780,13 @@ class FetchedLayer(Layer):
             idle = issued == stop
             with m.If(idle & c_wait):
                 m.d.sync += [issued.eq(n - 1), stop.eq(n), base.eq(c_base), c_wait.eq(0)]
-            with m.Elif(idle & after):
+            with m.Elif(idle & after & (~kv_pending if axi else 1)):
                 m.d.sync += [issued.eq(0), stop.eq(n - 1), base.eq(after_base), after.eq(0)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [busy.eq(1), loaded.eq(0), in_done.eq(0)]
+            if axi:
+                m.d.sync += [kv_addr.eq(self.cmd.payload.kv), kv_pending.eq(1),
+                             kv_loaded.eq(0)]
             if self._layers > 1:
                 m.d.sync += self._layer.eq(self.cmd.payload.layer)
             full = [issued.eq(0), stop.eq(n), base.eq(self.cmd.payload.addr)]
@@ -705,7 +811,19 @@ class FetchedLayer(Layer):
                     m.d.comb += [offset.eq(off), nbytes.eq(nb)]
         m.d.comb += [reader.i.valid.eq(issued != stop), reader.i.payload.addr.eq(base + offset),
                      reader.i.payload.bytes.eq(nbytes)]
-        with m.If(reader.i.valid & reader.i.ready):
+        if axi:
+            # the KV command once this run's image commands are out (before a prefetch); its
+            # layer (and so `pos`) is set from the cycle after the run's command
+            kv_go = kv_pending & (issued == stop) & (~c_wait if self.banks == 2 else 1)
+            with m.If(kv_go):
+                m.d.comb += [reader.i.valid.eq(attn.pos != 0),
+                             reader.i.payload.addr.eq(kv_addr),
+                             reader.i.payload.bytes.eq(attn.pos * row_bytes)]
+                with m.If(attn.pos == 0):
+                    m.d.sync += [kv_pending.eq(0), kv_loaded.eq(1)]
+                with m.Elif(reader.i.ready):
+                    m.d.sync += kv_pending.eq(0)
+        with m.If(reader.i.valid & reader.i.ready & (issued != stop)):
             m.d.sync += issued.eq(issued + 1)
 
         # the reader's beats, by section: weights to the engine, a linear stage's numbers
@@ -727,10 +845,15 @@ class FetchedLayer(Layer):
         m.d.comb += [loader.i.valid.eq(cw.o.valid), loader.i.payload.eq(cw.o.payload.data[0]),
                      cw.o.ready.eq(loader.i.ready)]
         ready = Signal()
+        section_of = {k: (stage, part) for k, (_, _, stage, part) in enumerate(cmds)}
+        if axi:
+            section_of[n] = ("kv", "rows")
         with m.Switch(section):
-            for k, (_, _, stage, part) in enumerate(cmds):
+            for k, (stage, part) in section_of.items():
                 with m.Case(k):
-                    if part == "weights":
+                    if stage == "kv":
+                        sink = attn.fill
+                    elif part == "weights":
                         sink = blocks[stage].weight
                     elif part == "groups":
                         sink = widen[stage].i
@@ -748,13 +871,57 @@ class FetchedLayer(Layer):
                                  sink.valid.eq(reader.o.valid), ready.eq(sink.ready)]
         m.d.comb += reader.o.ready.eq(ready)
         with m.If(reader.o.valid & reader.o.ready & reader.o.payload.last):
-            m.d.sync += section.eq(Mux(section == n - 1, 0, section + 1))
+            if not axi:
+                m.d.sync += section.eq(Mux(section == n - 1, 0, section + 1))
+            else:       # the run's KV rows follow its constants when it has any
+                with m.If(section == n):
+                    m.d.sync += [section.eq(0), kv_loaded.eq(1)]
+                with m.Elif(section == n - 1):
+                    m.d.sync += section.eq(Mux(attn.pos != 0, n, 0))
+                with m.Else():
+                    m.d.sync += section.eq(section + 1)
         with m.If(loader.done):
             m.d.sync += loaded.eq(1)
 
-        m.d.comb += self._open.eq(busy & loaded & ~in_done)
+        m.d.comb += self._open.eq(busy & loaded & ~in_done & (kv_loaded if axi else 1))
         with m.If(self.i.valid & self.i.ready & self.i.payload.last & self.i.payload.end):
             m.d.sync += in_done.eq(1)
+        if not axi:
+            with m.If(self.o.valid & self.o.ready & self.o.payload.end):
+                m.d.sync += busy.eq(0)
+            return m
+        # The spill: each new row of the layer (positions pos.. as the cache completes them)
+        # to its place in the region, a writer command and a cache request per row; the run
+        # ends once its output is out and every row is written (acknowledged).
+        S = cfg.seq
+        sp = Signal(range(S + 1))
+        sp_ok, cmd_sent, req_sent, out_done = Signal(), Signal(), Signal(), Signal()
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [sp_ok.eq(0), out_done.eq(0)]
+        with m.Elif(busy & ~sp_ok):
+            m.d.sync += [sp.eq(attn.pos), sp_ok.eq(1)]
+        want = sp_ok & (sp < attn.kv_length)
+        m.d.comb += [writer.cmd.valid.eq(want & ~cmd_sent),
+                     writer.cmd.payload.addr.eq(kv_addr + sp * row_bytes),
+                     writer.cmd.payload.bytes.eq(row_bytes),
+                     attn.spill.valid.eq(want & ~req_sent),
+                     attn.spill.payload.data[0].eq(sp)]
+        wiring.connect(m, attn.o_spill, writer.data)
+        cmd_fire = writer.cmd.valid & writer.cmd.ready
+        req_fire = attn.spill.valid & attn.spill.ready
+        with m.If((cmd_sent | cmd_fire) & (req_sent | req_fire)):
+            m.d.sync += [sp.eq(sp + 1), cmd_sent.eq(0), req_sent.eq(0)]
+        with m.Else():
+            with m.If(cmd_fire):
+                m.d.sync += cmd_sent.eq(1)
+            with m.If(req_fire):
+                m.d.sync += req_sent.eq(1)
+        spilled = sp_ok & ~want & ~cmd_sent & ~req_sent & attn.spill.ready & \
+            ~attn.o_spill.valid & ~writer.busy
+        # as on chip, the next command may come the cycle after the last output beat, if
+        # the rows are all written by then (else once they are)
         with m.If(self.o.valid & self.o.ready & self.o.payload.end):
-            m.d.sync += busy.eq(0)
+            m.d.sync += out_done.eq(1)
+        with m.If(spilled & (out_done | (self.o.valid & self.o.ready & self.o.payload.end))):
+            m.d.sync += [busy.eq(0), out_done.eq(0)]
         return m

@@ -8,7 +8,7 @@ import numpy as np
 from ...hw.numeric import INT8
 from .layers import KVCache
 
-__all__ = ["kvcache_fill", "kvcache_readout"]
+__all__ = ["kvcache_fill", "kvcache_readout", "spill_rows"]
 
 
 def kvcache_fill(cfg, k, v, cache=None):
@@ -31,3 +31,15 @@ def kvcache_readout(cfg, cache, head):
     k[:len(cache)] = cache.k[:, cols]
     v[:len(cache)] = cache.v[:, cols]
     return k.T.copy(), v
+
+
+def spill_rows(cfg, k, v):
+    """The bytes of positions' rows ``k``, ``v`` (rows × kv_width int8) as a working cache's
+    region holds them (:class:`~llmloom.hw.blocks.kvcache.KvCache` with ``spill``): per
+    position its K row, then its V row as the V memory's words, ``head_tiles`` words of
+    ``pv_cols`` features per KV head, zero past ``d_head``. ``uint8``, rows × spill_bytes."""
+    k, v = np.asarray(k, dtype=INT8.dtype), np.asarray(v, dtype=INT8.dtype)
+    n, dh, pc = len(k), cfg.d_head, cfg.pv_cols
+    words = np.zeros((n, cfg.kv_heads_value, cfg.head_tiles * pc), dtype=INT8.dtype)
+    words[:, :, :dh] = v.reshape(n, cfg.kv_heads_value, dh)
+    return np.concatenate([k, words.reshape(n, -1)], axis=1).view(np.uint8)

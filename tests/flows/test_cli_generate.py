@@ -462,3 +462,41 @@ def test_one_context_serves_prompts_of_different_lengths_on_one_build(verilator_
         assert r["measured_cycles"] - r["weight_wait_cycles"] == r["cycles"] > 0
     assert emitted == [] and built == []
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]     # one structure
+
+
+def test_generate_with_the_kv_cache_in_axi_memory(verilator_sim, tiny_ggufs, tmp_path, capsys):
+    """``--kv axi`` on Verilator: both layers on one fetched build with every layer's KV cache
+    in its AXI memory (one working cache on chip) give exactly the golden tokens and logits;
+    the report says where the cache was and what the run wrote (each new row of each layer
+    once); ``--kv auto`` keeps the tiny model's cache on chip (it fits, perf's rule)."""
+    from llmloom.hw.layers.fetched import kv_cache_config
+    from llmloom.sim.llm import quantize_llama
+
+    args = ["generate", "--gguf", str(tiny_ggufs["W8A8"]), "--prompt", "Hi", "--num-layers",
+            "2", "--max-new-tokens", "3", "--json"]
+    runs = {}
+    for name, extra in (("golden", ["--sim", "golden"]),
+                        ("axi", ["--sim", "verilator", "--kv", "axi"])):
+        assert main([*args, *extra, "--logits", str(tmp_path / f"{name}.npz"), "--report",
+                     str(tmp_path / f"{name}.json")]) == 0
+        captured = capsys.readouterr()
+        assert "note:" not in captured.err
+        runs[name] = json.loads(captured.out)
+    assert runs["axi"] == runs["golden"]
+    with np.load(tmp_path / "golden.npz") as g, np.load(tmp_path / "axi.npz") as v:
+        np.testing.assert_array_equal(v["logits"], g["logits"])
+    r = json.loads((tmp_path / "axi.json").read_text())
+    assert r["kv"] == "axi" == r["fetched_layer"]["kv"] == r["projection"]["kv"]["placement"]
+    cfg = quantize_llama(tiny_ggufs["W8A8"], 2).with_seq(r["layer"]["seq"]).layers[0][0]
+    rows = sum(r["passes"])
+    assert r["fetched_layer"]["kv_bytes_written"] == 2 * rows * kv_cache_config(cfg).spill_bytes
+    golden = json.loads((tmp_path / "golden.json").read_text())
+    assert golden["kv"] == "chip" == golden["projection"]["kv"]["placement"]
+
+
+def test_bad_kv_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", "Hi", "--kv", "disk"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kv" in err[0] and "disk" in err[0]

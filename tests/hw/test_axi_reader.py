@@ -80,3 +80,16 @@ def test_a_command_offered_late_starts_late():
     assert got[0] == back[0]
     assert got[1] == (late, late + cfg.cycles(4096, 64, 10) - 1)
     assert cfg.timeline(cmds, 10, [7, 0])[1] == tuple(t + 7 for t in back[1])
+
+
+def test_writer_config_shares_the_reader_rules():
+    """One home for the burst rules: the writer's bursts are the shared function's, its
+    config errors the shared config's, and its last beat's strobes cover exactly the tail."""
+    from llmloom.hw.blocks.axi_writer import AxiWriter, AxiWriterConfig
+    w = AxiWriterConfig(data_width=64, max_burst=16)
+    assert w.bursts(4088, 100) == bursts(4088, 100, 8, 16)
+    assert w.strobes(8) == 0xff and w.strobes(3) == 0b111 and w.strobes(17) == 1
+    with pytest.raises(ConfigError, match="max_bytes"):
+        AxiWriterConfig(addr_width=16, max_bytes=1 << 16)
+    with pytest.raises(TypeError):
+        AxiWriter(AxiReaderConfig())

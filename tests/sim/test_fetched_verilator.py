@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmloom.hw.layers.fetched import FetchedLinear
+from llmloom.hw.layers.fetched import FetchedLinear, kv_cache_config
 from llmloom.hw.layers.weights_image import fetched_layer_layout, pack_fetched_layer
 from llmloom.perf.cycles import fetched_layer_cycles, fetched_layer_runs, fetched_linear_cycles
 from llmloom.sim.blocks.layers import layer_golden
@@ -21,6 +21,7 @@ from llmloom.sim.fetched import (
     FetchedLayerHarness,
     FetchedLinearHarness,
     fetched_reader,
+    kv_memory,
     layer_memory,
     run_fetched_linear,
 )
@@ -377,3 +378,88 @@ def test_cached_structural_build_emits_no_verilog(verilator_sim, model, monkeypa
     assert emitted == []
     check_layers(again.outputs["y_int"], layers, szs, runs, sizes)
     assert again.tensor_cycles == first.tensor_cycles
+
+
+def run_kv_in_memory(sim, model, stall, seed, banks=None, prefetch=False):
+    """:func:`run_interleaved` with the KV cache in AXI memory (``kv="axi"``, the regions after
+    the images): ``(reader, kv base, runs, sizes, result)``, checked bit-exact."""
+    cfg, layers, memory, bases, sizes = model
+    mem, kv_base = kv_memory(cfg, memory, len(layers))
+    reader = fetched_reader(cfg, len(mem), kv="axi", max_burst=16, outstanding=2)
+    latency = 10 if stall == "none" else (2, 30)
+    am = AxiMemory(mem, reader.data_width, latency, seed=seed, write=True)
+    h = FetchedLayerHarness(cfg, reader, layers=len(layers), memory=am, banks=banks, kv="axi",
+                            kv_base=kv_base)
+    xs, szs, runs = interleaved(layers, bases, sizes)
+    if prefetch:
+        runs = prefetching(runs)
+    r = run_block(h, cfg, {"x_int": np.concatenate(xs), "sizes": szs, "runs": runs}, sim=sim,
+                  prepared=True, stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
+    check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
+    return reader, kv_base, runs, szs, r, am
+
+
+@pytest.mark.parametrize("stall, prefetch", [("none", False), ("none", True),
+                                             ("random", True)])
+def test_kv_cache_in_axi_memory(verilator_sim, model, stall, prefetch, rng):
+    """``kv="axi"``: one working cache on chip, each layer's rows read from its region before
+    its tensor and its new rows written back. Two layers interleaved, a prefill then decode
+    steps, so each decode attends over rows that came back from memory (the other layer's
+    run filled the working cache in between): bit-exact under random stalls (on the write
+    channels too); every new row written once (``spill_beats`` W beats each); the rows read
+    are each layer's earlier ones; stall-free, the perf model's cycles, and each run after a
+    layer's first waiting longer than with the cache on chip by exactly the rows' read."""
+    cfg, layers, _, _, sizes = model
+    reader, kv_base, runs, szs, r, mem = run_kv_in_memory(
+        verilator_sim, model, stall, int(rng.integers(1 << 30)), prefetch=prefetch)
+    kv = kv_cache_config(cfg)
+    assert r.axi_beats["axi:w"] == sum(szs) * kv.spill_beats
+    pos = np.cumsum([0, *sizes[:-1]])          # rows each layer holds before each step
+    read_rows = len(layers) * int(pos.sum())
+    image = sum(s.nbytes for s in fetched_layer_layout(cfg))
+    chip_reader = fetched_reader(cfg, len(model[2]), max_burst=16, outstanding=2)
+    if stall != "none":
+        return
+    total = r.tensor_cycles[:len(runs)]
+    assert total == fetched_layer_runs(cfg, reader, 10, szs, runs, kv_base=kv_base)
+    chip = fetched_layer_runs(cfg, chip_reader, 10, szs, runs)
+    assert total[:len(layers)] == chip[:len(layers)]       # the prefill: nothing to read
+    assert all(t > c for t, c in zip(total[len(layers):], chip[len(layers):], strict=True))
+    if not prefetch:
+        # every image read whole each run, and the rows on top
+        assert r.axi_beats["axi"] * reader.lanes == len(runs) * image + \
+            read_rows * kv.spill_bytes + _padding(reader, cfg, runs)
+
+
+def _padding(reader, cfg, runs):
+    """Bytes a reader reads past each image section's end (its last word's padding)."""
+    return len(runs) * sum(reader.out_beats(s.nbytes) * reader.lanes - s.nbytes
+                           for s in fetched_layer_layout(cfg))
+
+
+def test_kv_mode_is_checked(model):
+    """A bad ``kv`` is one ConfigError naming it; ``axi`` needs a bus of ``lanes`` bytes."""
+    from llmloom.hw.config import ConfigError
+    from llmloom.hw.layers.fetched import FetchedLayer
+    cfg = model[0]
+    reader = fetched_reader(cfg, 1 << 16, kv="axi")
+    with pytest.raises(ConfigError, match="kv='disk'"):
+        FetchedLayer(cfg, reader, layers=2, kv="disk")
+    with pytest.raises(ConfigError, match="max_bytes"):
+        FetchedLayer(cfg, reader.replace(max_bytes=64), layers=2, kv="axi")
+
+
+@pytest.mark.slow
+def test_kv_in_axi_memory_same_cycles_on_every_back_end(verilator_sim, icarus_sim, model, rng):
+    """The write slave on every back end: with the KV cache in AXI memory, Icarus (through
+    cocotb) and Amaranth's simulator give the outputs, cycles (tensor by tensor) and R and W
+    beats that the compiled driver gives, under random stalls (AWREADY, WREADY too) and
+    latency. Slow (Amaranth ~10 min loaded); the default run's Verilator test above is its
+    fast equivalent."""
+    seed = int(rng.integers(1 << 30))
+    results = [run_kv_in_memory(sim, model, "random", seed)[4]
+               for sim in ("verilator", icarus_sim, "amaranth")]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r.outputs["y_int"], results[0].outputs["y_int"])
+        assert r.tensor_cycles == results[0].tensor_cycles
+        assert r.axi_beats == results[0].axi_beats
