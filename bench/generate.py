@@ -81,6 +81,9 @@ def main(argv=None):
                     help="a quantisation to measure (repeatable; default all)")
     ap.add_argument("--scheme", choices=SCHEMES, action="append",
                     help="a numerics scheme to measure (repeatable; default all)")
+    ap.add_argument("--w8-per-channel", action="store_true",
+                    help="W8A8's weights int8 with one scale per output channel (before issue "
+                         "14's Q8_0 groups; LayerConfig.weight_groups false)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     tok = tokenizer_of(args.gguf)
@@ -89,14 +92,15 @@ def main(argv=None):
     quants = args.quant or list(QUANTS)
     doc = {"tokens": sum(len(t) for t in texts.values()),
            "text_tokens": {k: len(t) for k, t in texts.items()},
-           "stream_exponent": args.stream_exponent,
+           "stream_exponent": args.stream_exponent, "w8_per_channel": args.w8_per_channel,
            "targets": {q: {"agreement": a, "perplexity_ratio": p}
                        for q, (a, p) in TARGETS.items() if q in quants},
            "quants": {q: {} for q in quants}}
     for quant, scheme in ((q, s) for q in quants for s in args.scheme or SCHEMES):
         t = time.perf_counter()
+        groups = {"weight_groups": False} if args.w8_per_channel and quant == "W8A8" else {}
         qm = quantize_llama(args.gguf, args.num_layers, quant, scheme,
-                            stream_exponent=args.stream_exponent)
+                            stream_exponent=args.stream_exponent, **groups)
         per_text, pooled = {}, np.zeros(5)    # positions, agreeing, predicted, -log ppl's
         for name, t_ids in texts.items():
             logits, ref = teacher_forced(qm, t_ids)

@@ -8,7 +8,7 @@ the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for B
 
 * :func:`quantize_llama` calibrates each layer of a GGUF model (:mod:`llmloom.sim.checkpoint`)
   on the float inputs a calibration text gives it through the float model
-  (:class:`~llmloom.sim.golden.llama.LlamaFloat`), W8A8 (int8 weights per output channel),
+  (:class:`~llmloom.sim.golden.llama.LlamaFloat`), W8A8 (int8 weights per group of 32, Q8_0),
   in the numerics ``scheme``; the result is kept in memory per (file, num_layers, quant,
   scheme), so a second run in the same process does not calibrate again.
 * :class:`LlamaSession` runs token ids through the calibrated layers: each layer by
@@ -21,7 +21,8 @@ the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for B
 W4A8 keeps the GGUF's 4-bit codes exactly, with each group of 32's scale and minimum as
 16-bit integers (``LayerConfig.weight_bits`` 4; in the layer's RTL each linear stage's GEMM
 holds the codes and the groups' tables); W8A8 quantises the weights the codes stand for to
-int8 per output channel.
+int8 codes with a scale per group of 32 inputs, as GGUF's Q8_0 (``LayerConfig.weight_groups``,
+:func:`~llmloom.sim.quantize.q8_0_of`; ``weight_groups=False``: one scale per output channel).
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
         raise CheckpointError(f"quant={quant!r} is not allowed; allowed: {' | '.join(QUANTS)}")
     if quant == "W4A8":
         layer_fields["weight_bits"] = 4
+    else:
+        layer_fields.setdefault("weight_groups", True)
     model, fm = float_llama(path, num_layers)
     calib = CALIB_TEXT if calib_text is None else calib_text
     key = (*_file_key(model.path), fm.num_layers, quant, scheme, calib,
@@ -397,12 +400,13 @@ def teacher_forced(qmodel, ids, run_layer=golden_step, progress=None):
 def layer_weight_bytes(cfg, weights):
     """Bytes of one layer's weight matrices as the engines read them: int8, one a weight; W4
     (``cfg.weight_bits`` 4), half a byte a weight and each group's 16-bit scale and minimum
-    (GROUP_SCALE_BITS). The per-channel re-quantiser constants, well under 1 % of them, are
-    not counted."""
+    (GROUP_SCALE_BITS); W8 in groups (``cfg.weight_groups``), a byte a weight and each
+    group's 16-bit scale and (zero) minimum, as the image holds them. The per-channel
+    re-quantiser constants, well under 1 % of them, are not counted."""
     total = 0
     for st in cfg.description.of_kind("linear"):
         size = int(np.asarray(weights.matrix(st.name)).size)
         total += size * cfg.weight_bits // 8
-        if cfg.weight_bits == 4:
+        if cfg.grouped:
             total += size // WEIGHT_GROUP * 2 * GROUP_SCALE_BITS // 8
     return total
