@@ -149,7 +149,8 @@ from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "calibrate_row_scale", "smooth_weights", "smoothed_q4", "q4_1_of", "q8_0_of", "group_multipliers",
+           "calibrate_row_scale", "smooth_weights", "smoothed_q4", "q4_1_of", "q8_0_of",
+           "group_multipliers",
            "calibrate_clipped_scale", "SMOOTHING", "CLIP_QUANTILES", "SCALE_SPREAD_BITS",
            "STREAM_HEADROOM", "STREAM_HEADROOMS", "WIDE_HEADROOM"]
 

@@ -403,7 +403,8 @@ class LoadedLinear(wiring.Component):
 
     Members: ``i``, ``o``, ``e`` as :class:`~.common.Linear`'s; ``weight``, the engine's
     (``cols`` int8 a beat, or at W4 two rows' ``cols`` codes: :meth:`Gemm.weight_layout`);
-    with grouped weights (W4, W8 ``weight_groups``) ``group``, the GEMM's group tables; ``load``, the re-quantiser's."""
+    with grouped weights (W4, W8 ``weight_groups``) ``group``, the GEMM's group tables;
+    ``load``, the re-quantiser's."""
 
     def __init__(self, cfg: LayerConfig, name, banks=1):
         self._cfg, self._name, self._banks = cfg, name, banks

@@ -17,10 +17,10 @@ grouped weights, W4 or W8 ``weight_groups``, ``groups`` after ``weights``):
     ``weight_groups``): the int8 codes, as the int8 matrix.
 ``groups``
     Grouped weights only: each group's int16 scale ``D`` and minimum ``M`` (GGUF's float16
-    ``d`` and ``m`` as the calibration makes them integers; Q8_0's ``M`` all zero), little-endian, as the GEMM's ``group`` stream
-    carries them (:meth:`Gemm.group_rows`): ``k/32`` rows of ``n_tiles`` beats of ``2·cols``
-    int16, a feature tile's ``cols`` scales then its ``cols`` minima, lanes past ``n`` zero;
-    four reader beats a ``group`` beat.
+    ``d`` and ``m`` as the calibration makes them integers; Q8_0's ``M`` all zero),
+    little-endian, as the GEMM's ``group`` stream carries them (:meth:`Gemm.group_rows`):
+    ``k/32`` rows of ``n_tiles`` beats of ``2·cols`` int16, a feature tile's ``cols`` scales
+    then its ``cols`` minima, lanes past ``n`` zero; four reader beats a ``group`` beat.
 ``scales``
     The per-output-channel scale in the form the stage's re-quantiser computes with: its
     aligned fixed-point multiplier ``M_c`` (:attr:`RequantConfig.multipliers`; ``M_c·2**-s``

@@ -332,7 +332,7 @@ def test_w8_range_and_shift():
     cfg = GemmConfig(k=64, n=8, w_width=8, weight_groups=True)
     lo, hi = cfg.expanded_range()
     assert (lo, hi) == (-(1 << 22) - (1 << 15) + 128, (1 << 22) + (1 << 15) - 1)
-    assert -(1 << 23) <= lo and hi < 1 << 23          # a signed 24-bit W'
+    assert lo >= -(1 << 23) and hi < 1 << 23          # a signed 24-bit W'
     assert cfg.sum_bound == 64 * 128 * -lo
     with pytest.raises(ValueError, match="weights outside int8"):
         Gemm(cfg, weights=np.full((64, 8), 128))
