@@ -4,9 +4,11 @@ tokens/s projected on a U280-class design (issue 14's targets).
 Prints one JSON object to stdout::
 
     .venv/bin/python bench/generate.py [--num-layers N] [--max-tokens T] [--gguf FILE]
+        [--quant W8A8|W4A8] [--scheme S] [--stream-exponent E] [--w8-per-channel]
 
-``quants`` holds, per quantisation (``--quant``, default both: W8A8, and W4A8 with the GGUF's
-4-bit codes kept exactly) and per numerics scheme (``LayerConfig.scheme``), over a held-out text
+``quants`` holds, per quantisation (``--quant``, default both: W8A8, int8 codes with a scale
+per group of 32 as GGUF's Q8_0, or with ``--w8-per-channel`` one scale per output channel; and
+W4A8 with the GGUF's 4-bit codes kept exactly) and per numerics scheme (``LayerConfig.scheme``), over a held-out text
 run teacher-forced (one prefill per text, every position's next token predicted), pooled over
 the :data:`TEXTS` (each judged on its own, then every position counted once): ``agreement``
 (share of positions whose greedy next token equals the float model's), ``perplexity`` and
