@@ -181,7 +181,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from llmloom.flows.model_cli import context_arg
+    from llmloom.flows.model_cli import add_context_arg
     from llmloom.flows.verify import GOLDEN
     from llmloom.sim.runner import DRIVERS, SIMULATORS
     from llmloom.sim.streams import STALL_KINDS
@@ -255,10 +255,7 @@ def build_parser():
                    help="chat: the layer also run by its RTL (default 0; --quick: 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N",
                    help="chat: new tokens at most (default 8; --quick: 2)")
-    p.add_argument("--context", type=context_arg, metavar="N|auto",
-                   help="chat: the KV cache depth in positions, one fetched layer build for "
-                        "any prompt and --max-new-tokens that fit (default: their sum; auto: "
-                        "the next power of two from 16)")
+    add_context_arg(p, "chat: ")
     p.add_argument("--blocks", action="store_true",
                    help="instead: an LLM-shaped GEMM on two arrays and a small GPT-2 block "
                         "through the RTL, cycles measured against predicted")

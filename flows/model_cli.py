@@ -24,7 +24,7 @@ from .userio import Outputs, UserError
 
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
-           "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg"]
+           "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg", "add_context_arg"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -524,6 +524,16 @@ def context_arg(text):
                                          "positions or auto") from None
 
 
+def add_context_arg(p, prefix=""):
+    """Add ``--context`` to the parser ``p`` (``prefix`` starts its help, as ``"chat: "`` on
+    the demo's): the one wording of what it does, for ``generate`` and the demo."""
+    p.add_argument("--context", type=context_arg, metavar="N|auto",
+                   help=f"{prefix}the layers' KV cache depth in positions, as llama.cpp's -c: "
+                        "one fetched layer build serves every prompt that fits (default: the "
+                        "prompt and the new tokens exactly, the fewest cycles; auto: the next "
+                        "power of two from 16, the same outputs as the default)")
+
+
 def _generate_args(p):
     from ..hw.layers.description import SCHEMES
     from ..sim.llm import QUANTS
@@ -536,11 +546,7 @@ def _generate_args(p):
                    "applied around it)")
     p.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
                    help="stop after N new tokens (default 32), or at the end of the turn")
-    p.add_argument("--context", type=context_arg, metavar="N|auto",
-                   help="the layers' KV cache depth in positions, as llama.cpp's -c: one "
-                        "fetched layer build serves every prompt that fits (default: the "
-                        "prompt and --max-new-tokens exactly, the fewest cycles; auto: the "
-                        "next power of two from 16, the same outputs as the default)")
+    add_context_arg(p)
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: every layer by the bit-exact model (default); else every "
                         "layer's RTL on that simulator, checked against it")
@@ -648,9 +654,9 @@ def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES
 
 def _generation_report(qm, gen, sizes, args, rtl):
     from ..sim.llm import layer_weight_bytes
-    cfg, weights, _ = qm.layers[0]
+    cfg, _, _ = qm.layers[0]
     pass_cycles, why = layer_cycles(cfg, sizes)
-    per_layer = layer_weight_bytes(cfg, weights)
+    per_layer = layer_weight_bytes(cfg)
     fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
     cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
     measured = (sum(sum(c) for c in rtl.cycles.values()) if rtl is not None else None)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.blocks.softmax import EXP_FRAC_MARGIN, MIN_EXP_FRAC
-from ..hw.layers.config import GROUP_SCALE_BITS, WEIGHT_GROUP
+from ..hw.layers.weights_image import image_layout
 from .accuracy import DEFAULT_CALIB_TEXT
 from .checkpoint import LAYER_TENSORS, CheckpointError, GgufModel, chat_prompt, smollm2_path
 from .golden.layers import dequantize, layer_bitexact
@@ -397,16 +397,11 @@ def teacher_forced(qmodel, ids, run_layer=golden_step, progress=None):
     return logits, host_logits(host, x)
 
 
-def layer_weight_bytes(cfg, weights):
-    """Bytes of one layer's weight matrices as the engines read them: int8, one a weight; W4
-    (``cfg.weight_bits`` 4), half a byte a weight and each group's 16-bit scale and minimum
-    (GROUP_SCALE_BITS); W8 in groups (``cfg.weight_groups``), a byte a weight and each
-    group's 16-bit scale and (zero) minimum, as the image holds them. The per-channel
-    re-quantiser constants, well under 1 % of them, are not counted."""
-    total = 0
-    for st in cfg.description.of_kind("linear"):
-        size = int(np.asarray(weights.matrix(st.name)).size)
-        total += size * cfg.weight_bits // 8
-        if cfg.grouped:
-            total += size // WEIGHT_GROUP * 2 * GROUP_SCALE_BITS // 8
-    return total
+def layer_weight_bytes(cfg):
+    """Bytes of one layer's weight matrices as the engines read them: the ``weights`` and
+    (grouped weights) ``groups`` sections of its image
+    (:func:`~llmloom.hw.layers.weights_image.image_layout`, the one home of that layout: int8
+    one a weight, W4 half a byte a weight, and with groups, W4 or W8 ``weight_groups``, each
+    group's 16-bit scale and minimum, padded to the engines' tiles). The re-quantiser
+    constants, well under 1 % of them, are not counted: the shapes alone decide."""
+    return sum(sec.nbytes for sec in image_layout(cfg) if sec.part in ("weights", "groups"))

@@ -401,6 +401,12 @@ class LayerConfig(HeadGeometry, BlockConfig):
         if self.dsp_packing and self.engine != "gemm":
             raise ConfigError(f"dsp_packing with engine={self.engine}: the GEMV packs no "
                               "products; allowed: dsp_packing=false (or engine=gemm)")
+        if self.dsp_packing:
+            for name in ("linear_cols", "ffn_cols"):
+                if getattr(self, name) % 2:
+                    raise ConfigError(f"{name}={getattr(self, name)} is odd, but dsp_packing "
+                                      "pairs output columns; allowed: an even "
+                                      f"{name} with dsp_packing=true")
         if self.engine == "gemv":
             # the GEMV writes whole input beats into words of `rows` activations
             for name in ("linear_rows", "ffn_rows"):

@@ -274,5 +274,8 @@ def test_dsp_packing_packs_every_linear_gemm_and_is_refused_on_the_gemv():
             assert g.multipliers == g.rows * g.cols // 2
     with pytest.raises(ConfigError, match="dsp_packing with engine=gemv"):
         LayerConfig(**base, engine="gemv", dsp_packing=True)
-    with pytest.raises(ConfigError, match="cols=3 is odd, but dsp_packing pairs"):
+    # the layer's own field is named, not the GEMM's
+    with pytest.raises(ConfigError, match="^linear_cols=3 is odd, but dsp_packing pairs"):
         LayerConfig(**base, weight_bits=4, linear_cols=3, dsp_packing=True)
+    with pytest.raises(ConfigError, match="^ffn_cols=5 is odd, but dsp_packing pairs"):
+        LayerConfig(**base, ffn_cols=5, dsp_packing=True)
