@@ -9,8 +9,8 @@ Prints one JSON object to stdout::
 ``quants`` holds, per quantisation (``--quant``, default both: W8A8, int8 codes with a scale
 per group of 32 as GGUF's Q8_0, or with ``--w8-per-channel`` one scale per output channel; and
 W4A8 with the GGUF's 4-bit codes kept exactly) and per numerics scheme
-(``LayerConfig.scheme``), over a held-out text run teacher-forced (one prefill per text, every position's next token predicted), pooled over
-the :data:`TEXTS` (each judged on its own, then every position counted once): ``agreement``
+(``LayerConfig.scheme``), over a held-out text run teacher-forced (one prefill per text,
+every position's next token predicted), pooled over the :data:`TEXTS` (each judged on its own, then every position counted once): ``agreement``
 (share of positions whose greedy next token equals the float model's), ``perplexity`` and
 ``float_perplexity`` (of the texts' own next tokens), ``perplexity_ratio``, ``meets_target``,
 ``texts`` (the same per text: a single text of ~150 tokens moves by a few points with any
