@@ -9,20 +9,19 @@ Prints one JSON object to stdout::
 ``quants`` holds, per quantisation (``--quant``, default both: W8A8, int8 codes with a scale
 per group of 32 as GGUF's Q8_0, or with ``--w8-per-channel`` one scale per output channel; and
 W4A8 with the GGUF's 4-bit codes kept exactly) and per numerics scheme
-(``LayerConfig.scheme``), over a held-out text run teacher-forced (one prefill per text,
-every position's next token predicted), pooled over the :data:`TEXTS` (each judged on its own, then every position counted once): ``agreement``
-(share of positions whose greedy next token equals the float model's), ``perplexity`` and
-``float_perplexity`` (of the texts' own next tokens), ``perplexity_ratio``, ``meets_target``,
-``texts`` (the same per text: a single text of ~150 tokens moves by a few points with any
-change) and ``input_steps`` (per layer, the median token's
-RMS on the first text in steps of the layer's input scale: the resolution the residual stream
-leaves ordinary tokens beside the first token's massive activation; with row exponents,
+(``LayerConfig.scheme``), over a held-out text run teacher-forced (one prefill per text, every
+position's next token predicted), pooled over the :data:`TEXTS` (each judged on its own, then
+every position counted once): ``agreement`` (share of positions whose greedy next token equals
+the float model's), ``perplexity`` and ``float_perplexity`` (of the texts' own next tokens),
+``perplexity_ratio``, ``meets_target``, ``texts`` (the same per text: a single text of ~150
+tokens moves by a few points with any change) and ``input_steps`` (per layer, the median
+token's RMS on the first text in steps of the layer's input scale: the resolution the residual
+stream leaves ordinary tokens beside the first token's massive activation; with row exponents,
 ``stream_exponent`` > 0, the first token takes ``e > 0`` and the scale is the median row's).
-Each layer is calibrated on :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text.
-(agreement ≥ 95 %, perplexity within 5 % at W8A8; ≥ 90 % and within 10 % at W4A8).
-``projection`` holds, for SmolLM2-135M and GPT-2 medium on perf's U280 design, per
-quantisation, prefill and decode tokens/s and the decode's share of time the memory bus
-streams weights.
+Each layer is calibrated on :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text. (agreement
+≥ 95 %, perplexity within 5 % at W8A8; ≥ 90 % and within 10 % at W4A8). ``projection`` holds,
+for SmolLM2-135M and GPT-2 medium on perf's U280 design, per quantisation, prefill and decode
+tokens/s and the decode's share of time the memory bus streams weights.
 """
 
 from __future__ import annotations
