@@ -4,23 +4,24 @@ tokens/s projected on a U280-class design (issue 14's targets).
 Prints one JSON object to stdout::
 
     .venv/bin/python bench/generate.py [--num-layers N] [--max-tokens T] [--gguf FILE]
+        [--quant W8A8|W4A8] [--scheme S] [--stream-exponent E] [--w8-per-channel]
 
-``quants`` holds, per quantisation (``--quant``, default both: W8A8, and W4A8 with the GGUF's
-4-bit codes kept exactly) and per numerics scheme (``LayerConfig.scheme``), over a held-out text
-run teacher-forced (one prefill per text, every position's next token predicted), pooled over
-the :data:`TEXTS` (each judged on its own, then every position counted once): ``agreement``
-(share of positions whose greedy next token equals the float model's), ``perplexity`` and
-``float_perplexity`` (of the texts' own next tokens), ``perplexity_ratio``, ``meets_target``,
-``texts`` (the same per text: a single text of ~150 tokens moves by a few points with any
-change) and ``input_steps`` (per layer, the median token's
-RMS on the first text in steps of the layer's input scale: the resolution the residual stream
-leaves ordinary tokens beside the first token's massive activation; with row exponents,
+``quants`` holds, per quantisation (``--quant``, default both: W8A8, int8 codes with a scale
+per group of 32 as GGUF's Q8_0, or with ``--w8-per-channel`` one scale per output channel; and
+W4A8 with the GGUF's 4-bit codes kept exactly) and per numerics scheme
+(``LayerConfig.scheme``), over a held-out text run teacher-forced (one prefill per text, every
+position's next token predicted), pooled over the :data:`TEXTS` (each judged on its own, then
+every position counted once): ``agreement`` (share of positions whose greedy next token equals
+the float model's), ``perplexity`` and ``float_perplexity`` (of the texts' own next tokens),
+``perplexity_ratio``, ``meets_target``, ``texts`` (the same per text: a single text of ~150
+tokens moves by a few points with any change) and ``input_steps`` (per layer, the median
+token's RMS on the first text in steps of the layer's input scale: the resolution the residual
+stream leaves ordinary tokens beside the first token's massive activation; with row exponents,
 ``stream_exponent`` > 0, the first token takes ``e > 0`` and the scale is the median row's).
-Each layer is calibrated on :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text.
-(agreement ≥ 95 %, perplexity within 5 % at W8A8; ≥ 90 % and within 10 % at W4A8).
-``projection`` holds, for SmolLM2-135M and GPT-2 medium on perf's U280 design, per
-quantisation, prefill and decode tokens/s and the decode's share of time the memory bus
-streams weights.
+Each layer is calibrated on :data:`llmloom.sim.llm.CALIB_TEXT`, not the judged text. (agreement
+≥ 95 %, perplexity within 5 % at W8A8; ≥ 90 % and within 10 % at W4A8). ``projection`` holds,
+for SmolLM2-135M and GPT-2 medium on perf's U280 design, per quantisation, prefill and decode
+tokens/s and the decode's share of time the memory bus streams weights.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def main(argv=None):
                     help="a quantisation to measure (repeatable; default all)")
     ap.add_argument("--scheme", choices=SCHEMES, action="append",
                     help="a numerics scheme to measure (repeatable; default all)")
+    ap.add_argument("--w8-per-channel", action="store_true",
+                    help="W8A8's weights int8 with one scale per output channel (before issue "
+                         "14's Q8_0 groups; LayerConfig.weight_groups false)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     tok = tokenizer_of(args.gguf)
@@ -89,14 +93,15 @@ def main(argv=None):
     quants = args.quant or list(QUANTS)
     doc = {"tokens": sum(len(t) for t in texts.values()),
            "text_tokens": {k: len(t) for k, t in texts.items()},
-           "stream_exponent": args.stream_exponent,
+           "stream_exponent": args.stream_exponent, "w8_per_channel": args.w8_per_channel,
            "targets": {q: {"agreement": a, "perplexity_ratio": p}
                        for q, (a, p) in TARGETS.items() if q in quants},
            "quants": {q: {} for q in quants}}
     for quant, scheme in ((q, s) for q in quants for s in args.scheme or SCHEMES):
         t = time.perf_counter()
+        groups = {"weight_groups": False} if args.w8_per_channel and quant == "W8A8" else {}
         qm = quantize_llama(args.gguf, args.num_layers, quant, scheme,
-                            stream_exponent=args.stream_exponent)
+                            stream_exponent=args.stream_exponent, **groups)
         per_text, pooled = {}, np.zeros(5)    # positions, agreeing, predicted, -log ppl's
         for name, t_ids in texts.items():
             logits, ref = teacher_forced(qm, t_ids)

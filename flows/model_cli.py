@@ -641,8 +641,9 @@ def _generate_args(p):
                    help="golden: every layer by the bit-exact model (default); else every "
                         "layer's RTL on that simulator, checked against it")
     p.add_argument("--quant", choices=QUANTS, default="W8A8",
-                   help="weights and activations (default W8A8; W4A8: the GGUF's 4-bit "
-                        "codes kept exactly, with each group's scale and minimum)")
+                   help="weights and activations (default W8A8: int8 codes with a scale per "
+                        "group of 32 inputs, as GGUF's Q8_0; W4A8: the GGUF's 4-bit codes kept "
+                        "exactly, with each group's scale and minimum)")
     p.add_argument("--scheme", choices=SCHEMES, default="dynamic",
                    help="the layers' numerics scheme (default dynamic)")
     p.add_argument("--num-layers", type=int, metavar="N",

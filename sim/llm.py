@@ -8,7 +8,7 @@ the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for B
 
 * :func:`quantize_llama` calibrates each layer of a GGUF model (:mod:`llmloom.sim.checkpoint`)
   on the float inputs a calibration text gives it through the float model
-  (:class:`~llmloom.sim.golden.llama.LlamaFloat`), W8A8 (int8 weights per output channel),
+  (:class:`~llmloom.sim.golden.llama.LlamaFloat`), W8A8 (int8 weights per group of 32, Q8_0),
   in the numerics ``scheme``; the result is kept in memory per (file, num_layers, quant,
   scheme), so a second run in the same process does not calibrate again.
 * :class:`LlamaSession` runs token ids through the calibrated layers: each layer by
@@ -21,7 +21,8 @@ the next layer's input scale, as :func:`llmloom.sim.model.run_layers` does for B
 W4A8 keeps the GGUF's 4-bit codes exactly, with each group of 32's scale and minimum as
 16-bit integers (``LayerConfig.weight_bits`` 4; in the layer's RTL each linear stage's GEMM
 holds the codes and the groups' tables); W8A8 quantises the weights the codes stand for to
-int8 per output channel.
+int8 codes with a scale per group of 32 inputs, as GGUF's Q8_0 (``LayerConfig.weight_groups``,
+:func:`~llmloom.sim.quantize.q8_0_of`; ``weight_groups=False``: one scale per output channel).
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
         raise CheckpointError(f"quant={quant!r} is not allowed; allowed: {' | '.join(QUANTS)}")
     if quant == "W4A8":
         layer_fields["weight_bits"] = 4
+    else:
+        layer_fields.setdefault("weight_groups", True)
     model, fm = float_llama(path, num_layers)
     calib = CALIB_TEXT if calib_text is None else calib_text
     key = (*_file_key(model.path), fm.num_layers, quant, scheme, calib,
@@ -396,8 +399,9 @@ def teacher_forced(qmodel, ids, run_layer=golden_step, progress=None):
 
 def layer_weight_bytes(cfg):
     """Bytes of one layer's weight matrices as the engines read them: the ``weights`` and
-    (W4) ``groups`` sections of its image (:func:`~llmloom.hw.layers.weights_image.image_layout`,
-    the one home of that layout: int8 one a weight, W4 half a byte a weight and each group's
-    16-bit scale and minimum, padded to the engines' tiles). The re-quantiser constants, well
-    under 1 % of them, are not counted: the shapes alone decide."""
+    (grouped weights) ``groups`` sections of its image
+    (:func:`~llmloom.hw.layers.weights_image.image_layout`, the one home of that layout: int8
+    one a weight, W4 half a byte a weight, and with groups, W4 or W8 ``weight_groups``, each
+    group's 16-bit scale and minimum, padded to the engines' tiles). The re-quantiser
+    constants, well under 1 % of them, are not counted: the shapes alone decide."""
     return sum(sec.nbytes for sec in image_layout(cfg) if sec.part in ("weights", "groups"))

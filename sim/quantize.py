@@ -27,6 +27,12 @@ and why:
   layer's linear stages are the file's weights to about 2**-15 of each channel's largest
   scale. Smoothing (below) then takes one factor per group of 32 input channels, which moves
   into the groups' ``d`` and ``m``, the codes unchanged.
+* **W8 weights in groups** (``LayerConfig.weight_groups``, ``bench/generate.py --w8-groups``):
+  GGUF's Q8_0 (:func:`q8_0_of`): int8 codes −127..127 with a scale ``d`` per group of 32
+  inputs of each output channel and no minimum, computed as W4's groups are (``M = 0``). The
+  float weights (at W8A8 those the GGUF's Q4_1 codes stand for, smoothed per channel) are then
+  kept to ``d/2`` of each group's own range instead of each channel's: SmolLM2's per-channel
+  int8 re-quantisation of its Q4_1 weights costs ~0.011 KL, the largest single loss at W8A8.
 * **Scale floor.** The re-quantiser aligns its per-channel multipliers to one shift, which
   limits the spread of ``acc_scale`` to what the hardware's multiplier words hold
   (:data:`llmloom.hw.blocks.requant.CHANNEL_SPREAD_BITS`: 10 bits over the 16-bit
@@ -143,7 +149,8 @@ from .weights import load_layer_weights
 
 __all__ = ["QuantizedLayer", "calibrate", "quantize_layer", "quantize_placeholder",
            "quantize_weight", "quantize_input", "calibrate_scale", "run_layer_float_and_int",
-           "calibrate_row_scale", "smooth_weights", "smoothed_q4", "q4_1_of", "group_multipliers",
+           "calibrate_row_scale", "smooth_weights", "smoothed_q4", "q4_1_of", "q8_0_of",
+           "group_multipliers",
            "calibrate_clipped_scale", "SMOOTHING", "CLIP_QUANTILES", "SCALE_SPREAD_BITS",
            "STREAM_HEADROOM", "STREAM_HEADROOMS", "WIDE_HEADROOM"]
 
@@ -241,6 +248,22 @@ def q4_1_of(w):
     q = np.clip(np.rint((g - m[:, :, None]) / safe[:, :, None]), 0, 15)
     return Q4_1Weights(codes=q.reshape(out, k).astype(np.uint8), scales=d.astype(np.float32),
                        mins=m.astype(np.float32))
+
+
+def q8_0_of(w):
+    """A float in × out matrix as GGUF's Q8_0 would store it, in :class:`~llmloom.sim.
+    checkpoint.Q4_1Weights`' form (out × in, ``mins`` zero): per group of
+    :data:`~llmloom.hw.layers.config.WEIGHT_GROUP` inputs of an output channel
+    ``d = max |w| / 127`` (as float16, as the file holds it) and ``q = round(w/d)`` in
+    −127..127, signed (ggml's ``quantize_row_q8_0``)."""
+    w = np.asarray(w, np.float64).T
+    out, k = w.shape
+    g = w.reshape(out, k // WEIGHT_GROUP, WEIGHT_GROUP)
+    d = (np.abs(g).max(axis=2) / INT8.max).astype(np.float16).astype(np.float64)
+    safe = np.where(d > 0, d, 1.0)
+    q = np.clip(np.rint(g / safe[:, :, None]), -INT8.max, INT8.max)
+    return Q4_1Weights(codes=q.reshape(out, k).astype(np.int8), scales=d.astype(np.float32),
+                       mins=np.zeros(d.shape, np.float32))
 
 
 def group_multipliers(q4):
@@ -370,12 +393,12 @@ def calibrate(cfg, float_weights, x_calib, q4_weights=None):
     mats, params = {}, {}
     for st in linears:
         groups = {}
-        if cfg.weight_bits == 4:
-            m4 = q4[st.weight]
+        if cfg.grouped:
+            m4 = q4[st.weight] if cfg.weight_bits == 4 else q8_0_of(w[st.weight])
             q = m4.codes.T.astype(np.int8)
             scale, minimum, unit = group_multipliers(m4)
             s_w = unit * 2.0 ** cfg.group_shift(st.name)
-            groups = {"group_scale": scale, "group_min": minimum}
+            groups = {"group_scale": scale, "group_min": minimum}    # Q8_0's: zero
         else:
             q, s_w = quantize_weight(w[st.weight])
         s_in = act[cfg.description.base(st.inputs[0])]

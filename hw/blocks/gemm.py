@@ -137,8 +137,9 @@ class Gemm(wiring.Component):
 
     @staticmethod
     def weight_shape(cfg):
-        """A weight lane: a signed ``w_width``-bit weight, or with ``weight_groups`` a code."""
-        return unsigned(CODE_BITS) if cfg.weight_groups else signed(cfg.w_width)
+        """A weight lane: a signed ``w_width``-bit weight, or with ``weight_groups`` a code
+        (unsigned at ``w_width`` 4, Q4_1's; int8 at 8, Q8_0's)."""
+        return unsigned(CODE_BITS) if cfg.k_per_word == 2 else signed(cfg.w_width)
 
     @classmethod
     def weight_layout(cls, cfg):
@@ -150,10 +151,11 @@ class Gemm(wiring.Component):
     def weight_rows(cls, cfg, weights):
         """The ``weight`` stream's tensor of W (k×n): W itself (cut into beats of ``cols``
         by ``sim.streams.pack_rows``, each row padded to ``n_tiles`` beats), or with
-        ``weight_groups`` the codes as ``k/2`` rows of ``n_tiles · 2·cols``: per feature tile
-        its ``cols`` codes of row ``2r`` then of row ``2r+1``, lanes past n zero."""
-        if not cfg.weight_groups:
-            return cfg.check_weights(weights)
+        ``weight_groups`` at ``w_width`` 4 the codes as ``k/2`` rows of ``n_tiles · 2·cols``:
+        per feature tile its ``cols`` codes of row ``2r`` then of row ``2r+1``, lanes past n
+        zero (at 8, the codes as W)."""
+        if cfg.k_per_word == 1:
+            return cfg.check_codes(weights)
         words = np.asarray(cls.weight_words(cfg, weights), dtype=np.int64)   # tile-major
         nt, half = cfg.n_tiles, cfg.k // 2
         return words.reshape(nt, half, 2 * cfg.cols).transpose(1, 0, 2) \
@@ -399,10 +401,11 @@ class Gemm(wiring.Component):
             lane_val = a_rd.data[i * LN:(i + 1) * LN]
             m.d.sync += x_a[i].eq(Mux(s1_real, lane_val[s1_lane] if LN > 1 else lane_val[0], 0))
         if grouped:
-            # the code (zero on a step without data), zero-extended into the multipliers'
-            # signed operand; the group's pair goes to the group queue (_group_sums)
+            # the code (zero on a step without data), a 4-bit one zero-extended into the
+            # multipliers' signed operand; the group's pair goes to the group queue
+            # (_group_sums)
             for j in range(C):
-                code = Mux(s1_half, w_rd.data[C + j], w_rd.data[j])
+                code = Mux(s1_half, w_rd.data[C + j], w_rd.data[j]) if P == 2 else w_rd.data[j]
                 m.d.sync += x_w[j].eq(Mux(s1_real, code, 0))
         else:
             for j in range(C):

@@ -22,7 +22,8 @@ WEIGHT_GROUP = 32
 #: ``m`` to 2**-15 of the channel's largest, finer than float16's own 11-bit mantissa for the
 #: groups within a factor 16 of it. ``hw.layers.config`` re-exports it.
 GROUP_SCALE_BITS = 16
-#: Bits of a W4 weight's code ``q`` (unsigned, 0..15).
+#: Bits of a W4 weight's code ``q`` (unsigned, 0..15). W8's grouped codes (GGUF's Q8_0) are
+#: int8, −127..127, with no minimum.
 CODE_BITS = 4
 
 
@@ -35,9 +36,9 @@ class LinearSizes:
     @property
     def k_per_word(self):
         """k per weight memory word (and ``weight`` beat) of a feature tile: 2 with
-        ``weight_groups`` (4-bit codes, two rows' ``cols`` codes a ``cols`` bytes wide word,
-        as an int8 word), else 1."""
-        return 2 if self.weight_groups else 1
+        ``weight_groups`` at ``w_width`` 4 (4-bit codes, two rows' ``cols`` codes a ``cols``
+        bytes wide word, as an int8 word), else 1."""
+        return 2 if self.weight_groups and self.w_width == CODE_BITS else 1
 
     @property
     def mul_w_width(self):
@@ -115,10 +116,11 @@ class GemmConfig(LinearSizes, BlockConfig):
                              "(on ECP5/iCE40 Yosys splits the 27-bit product: no DSP saved); with "
                              "weight_groups the pair is two columns' codes")
     weight_groups: bool = spec(False, None,
-                               "W4 weights as GGUF's Q4_1 stores them: 4-bit codes q (0..15), "
-                               "each group of 32 inputs of a column with a 16-bit scale D and "
-                               "minimum M, w = D·q + M; needs w_width=4 and k a multiple of 32; "
-                               "results are rounded and shifted right by group_shift")
+                               "weights as GGUF's Q4_1 (w_width 4: codes q 0..15) or Q8_0 "
+                               "(w_width 8: codes -127..127) store them, each group of 32 "
+                               "inputs of a column with a 16-bit scale D and minimum M (Q8_0's "
+                               "all zero), w = D·q + M; needs k a multiple of 32; results are "
+                               "rounded and shifted right by group_shift")
     group_shift: int | None = spec(None, Range(0, 62),
                                    "weight_groups: the right shift of the results into int32; "
                                    "none: the least that can never saturate")
@@ -150,9 +152,6 @@ class GemmConfig(LinearSizes, BlockConfig):
                                   "is false; allowed: none (or weight_groups=true)")
             self._check_accumulator()
             return
-        if self.w_width != CODE_BITS:
-            raise ConfigError(f"w_width={self.w_width} with weight_groups; allowed: "
-                              f"w_width={CODE_BITS} (the codes)")
         if self.k % WEIGHT_GROUP:
             raise ConfigError(f"k={self.k} with weight_groups; allowed: a multiple of "
                               f"{WEIGHT_GROUP} (whole groups)")
@@ -180,14 +179,16 @@ class GemmConfig(LinearSizes, BlockConfig):
         code as a signed operand (``CODE_BITS + 1``): the PEs multiply codes, and a group's
         scale and minimum are applied to its partial sums after the array
         (:attr:`group_sum_width`)."""
-        return CODE_BITS + 1 if self.weight_groups else self.w_width
+        if self.weight_groups and self.w_width == CODE_BITS:
+            return CODE_BITS + 1
+        return self.w_width
 
     @property
     def sum_w_width(self):
         """Bits of the weight the results are sums of: with ``weight_groups`` the expanded
-        weight ``W' = D·q + M`` (:meth:`expanded_range`): ``GROUP_SCALE_BITS + 4``, as if it
-        were multiplied; else ``w_width``."""
-        return GROUP_SCALE_BITS + CODE_BITS if self.weight_groups else self.w_width
+        weight ``W' = D·q + M`` (:meth:`expanded_range`): ``GROUP_SCALE_BITS + w_width``, as
+        if it were multiplied; else ``w_width``."""
+        return GROUP_SCALE_BITS + self.w_width if self.weight_groups else self.w_width
 
     @property
     def group_sum_width(self):
@@ -209,14 +210,20 @@ class GemmConfig(LinearSizes, BlockConfig):
         groups (:attr:`write_step`: the same timing)."""
         return self.PE_STAGES - (self.GROUP_STAGES if self.weight_groups else 0)
 
-    @staticmethod
-    def expanded_range():
-        """``(lo, hi)`` of ``W' = D·q + M`` over int16 ``D``, ``M`` and ``q`` in 0..15:
-        ``(-2**19, 2**19 - 16)`` (``D = M = -2**15``, ``q = 15``; ``D = M = 2**15 - 1``,
-        ``q = 15``): a signed ``GROUP_SCALE_BITS + 4``-bit number."""
+    def expanded_range(self):
+        """``(lo, hi)`` of ``W' = D·q + M`` over int16 ``D``, ``M``: with ``q`` in 0..15
+        (``w_width`` 4) ``(-2**19, 2**19 - 16)`` (``D = M = -2**15``, ``q = 15``;
+        ``D = M = 2**15 - 1``, ``q = 15``), a signed ``GROUP_SCALE_BITS + 4``-bit number; with
+        ``q`` in −128..127 (``w_width`` 8) ``(-2**22 - 2**15 + 128, 2**22 + 2**15 - 1)``
+        (``D = 2**15 − 1``, ``q = −128``, ``M = −2**15``; ``D = −2**15``, ``q = −128``,
+        ``M = 2**15 − 1``), a signed ``GROUP_SCALE_BITS + 8``-bit number."""
         lo, hi = -(1 << (GROUP_SCALE_BITS - 1)), (1 << (GROUP_SCALE_BITS - 1)) - 1
-        top = (1 << CODE_BITS) - 1
-        return lo * top + lo, hi * top + hi
+        if self.w_width == CODE_BITS:
+            top = (1 << CODE_BITS) - 1
+            return lo * top + lo, hi * top + hi
+        qlo, qhi = -(1 << (self.w_width - 1)), (1 << (self.w_width - 1)) - 1
+        prods = (lo * qlo, lo * qhi, hi * qlo, hi * qhi)
+        return min(prods) + lo, max(prods) + hi
 
     @property
     def groups(self):
@@ -265,7 +272,10 @@ class GemmConfig(LinearSizes, BlockConfig):
         return self.OUT_WIDTH if self.weight_groups else self.acc_width
 
     def check_codes(self, codes):
-        """The grouped weights' codes as an int64 k×n array in 0..15."""
+        """The grouped weights' codes as an int64 k×n array in 0..15 (``w_width`` 4), or in
+        the int8 range (``w_width`` 8)."""
+        if self.w_width != CODE_BITS:
+            return self.check_weights(codes)
         q = np.asarray(codes)
         if q.shape != (self.k, self.n):
             raise ValueError(f"codes have shape {q.shape}; expected (k, n) = "

@@ -31,7 +31,8 @@ def check_layer_rtl(cfg, weights):
     right shapes, the ``cols`` of every linear stage's engine (:meth:`LayerConfig.linear`, GEMM
     or GEMV) dividing its output width (the gearboxes carry no padding lanes) and a multiple or
     divisor of ``lanes``, and the attention's own limits; W4 weights (``weight_bits`` 4) on
-    the GEMM only (its grouped weights, ``GemmConfig.weight_groups``; the GEMV has none).
+    the GEMM only (its grouped weights, ``GemmConfig.weight_groups``; the GEMV has none), W8
+    weights in groups (``weight_groups``) too.
     (The GEMV's own rule, ``lanes`` dividing its ``rows``, is the config's:
     :class:`LayerConfig` rejects it.)"""
     if not isinstance(cfg, LayerConfig):
@@ -41,10 +42,11 @@ def check_layer_rtl(cfg, weights):
     if not cfg.calibrated:
         raise ConfigError("the layer config is not calibrated (a shape-only config has no "
                           "numbers); calibrate it with llmloom.sim.quantize")
-    if cfg.weight_bits == 4 and cfg.engine != "gemm":
-        raise ConfigError(f"weight_bits=4 with engine={cfg.engine}: the layer's RTL has W4 "
+    if cfg.grouped and cfg.engine != "gemm":
+        what = "weight_groups=true" if cfg.weight_groups else "weight_bits=4"
+        raise ConfigError(f"{what} with engine={cfg.engine}: the layer's RTL has "
                           "weight groups on the GEMM only; allowed: engine=gemm (or "
-                          "weight_bits=8)")
+                          "weight_bits=8 without weight_groups)")
     weights.check(cfg)
     check_layer_shape(cfg)
 

@@ -295,6 +295,11 @@ class LayerConfig(HeadGeometry, BlockConfig):
                             "0..15 with an integer scale and minimum per group of 32 inputs "
                             "of each output channel (GGUF's Q4_1 codes kept exactly); 4 runs "
                             "on the GEMM engine (not the GEMV)")
+    weight_groups: bool = spec(False, None,
+                               "weight_bits 8 only: int8 codes -127..127 with an integer scale "
+                               "per group of 32 inputs of each output channel (GGUF's Q8_0) "
+                               "(and a zero minimum) instead of one scale per output channel; "
+                               "runs on the GEMM engine (W4 weights are always grouped)")
     stream_exponent: int = spec(0, Range(0, MAX_STREAM_EXPONENT),
                                 "E: the residual stream's input and sums carry one "
                                 "power-of-two exponent per row, 0..E (block floating point "
@@ -414,11 +419,16 @@ class LayerConfig(HeadGeometry, BlockConfig):
                     math.isfinite(self.eps) and self.eps >= 0):
                 raise ConfigError(f"eps={self.eps!r} is not allowed; allowed: finite and >= 0")
             object.__setattr__(self, "eps", float(self.eps))
-        if self.weight_bits == 4:
+        if self.weight_groups and self.weight_bits != 8:
+            raise ConfigError(f"weight_groups=true with weight_bits={self.weight_bits}: W4 "
+                              "weights are always grouped; allowed: weight_groups with "
+                              "weight_bits=8 (GGUF's Q8_0)")
+        if self.grouped:
             for name in self.linears:
                 k = self.linear_shape(name)[0]
                 if k % WEIGHT_GROUP:
-                    raise ConfigError(f"weight_bits=4 is not allowed with linear stage {name} of "
+                    what = "weight_groups" if self.weight_groups else "weight_bits=4"
+                    raise ConfigError(f"{what} is not allowed with linear stage {name} of "
                                       f"{k} inputs; allowed: inputs a multiple of {WEIGHT_GROUP} "
                                       "(its weight groups)")
         nums = _nested(LayerNumbers, self.numbers, "numbers")
@@ -466,15 +476,24 @@ class LayerConfig(HeadGeometry, BlockConfig):
                 beta=check_vector(f"numbers.{name}.beta", p.beta, self.d_model))
         return dataclasses.replace(nums, **out)
 
+    @property
+    def grouped(self):
+        """Whether the linear stages' weights come in groups of :data:`WEIGHT_GROUP` inputs
+        with an integer scale each: W4 (:attr:`weight_bits` 4, a minimum too) or W8 with
+        :attr:`weight_groups` (GGUF's Q8_0, no minimum)."""
+        return self.weight_bits == 4 or self.weight_groups
+
     def _groups(self, name, p):
-        """``group_scale`` and ``group_min`` of linear stage ``name`` checked: W4, each
-        ``in/WEIGHT_GROUP × out`` integers of :data:`GROUP_SCALE_BITS` (a tuple of rows); W8,
-        none."""
+        """``group_scale`` and ``group_min`` of linear stage ``name`` checked: grouped weights
+        (:attr:`grouped`), each ``in/WEIGHT_GROUP × out`` integers of
+        :data:`GROUP_SCALE_BITS` (a tuple of rows; with :attr:`weight_groups` the calibration
+        gives all-zero minima, Q8_0's); else none."""
         where = f"numbers.{name}"
-        if self.weight_bits == 8:
+        if not self.grouped:
             if p.group_scale is not None or p.group_min is not None:
                 raise ConfigError(f"{where}.group_scale/group_min are given, but weight_bits=8 "
-                                  "has no weight groups; allowed: none (weight_bits=4 has them)")
+                                  "without weight_groups has no weight groups; allowed: none "
+                                  "(weight_bits=4 or weight_groups have them)")
             return {}
         k, n = self.linear_shape(name)
         top = (1 << (GROUP_SCALE_BITS - 1)) - 1
@@ -485,25 +504,28 @@ class LayerConfig(HeadGeometry, BlockConfig):
             if a.shape != (k // WEIGHT_GROUP, n) or not (
                     np.issubdtype(a.dtype, np.integer) and np.abs(a).max() <= top):
                 got = "none" if value is None else f"{a.dtype} {'×'.join(map(str, a.shape))}"
-                raise ConfigError(f"{where}.{field} is {got}; allowed with weight_bits=4: "
+                raise ConfigError(f"{where}.{field} is {got}; allowed with weight_bits="
+                                  f"{self.weight_bits} weight_groups={self.weight_groups}: "
                                   f"{k // WEIGHT_GROUP}×{n} integers in -{top}..{top}")
             out[field] = value if isinstance(value, tuple) and all(
                 isinstance(r, tuple) for r in value) else tuple(map(tuple, a.tolist()))
         return out
 
     def group_shift(self, name):
-        """W4 (:attr:`weight_bits` 4): the right shift, rounded by :attr:`rounding`, that
-        brings linear stage ``name``'s group-scaled sums into the re-quantiser's int32.
+        """Grouped weights (:attr:`grouped`): the right shift, rounded by :attr:`rounding`,
+        that brings linear stage ``name``'s group-scaled sums into the re-quantiser's int32.
 
         The engine sums each group of :data:`WEIGHT_GROUP` inputs twice, ``P = Σ x·q`` and
         ``S = Σ x``; the sum over groups of ``D·P + M·S`` (``D``, ``M`` the group's
         ``group_scale`` and ``group_min``) is then at most ``in · |x|max · (15 + 1) ·
-        2**(GROUP_SCALE_BITS−1)``, and this shift keeps that below 2**30 (a bit to spare for
-        the rounding). The linear stage's ``w_scale[c]`` is then the unit of ``D`` times
+        2**(GROUP_SCALE_BITS−1)`` at W4, ``in · |x|max · 128 · 2**(GROUP_SCALE_BITS−1)`` at W8
+        (codes −127..127, no minimum), and this shift keeps that below 2**30 (a bit to spare
+        for the rounding). The linear stage's ``w_scale[c]`` is then the unit of ``D`` times
         ``2**shift``."""
         k, _ = self.linear_shape(name)
         a = 1 << (self.width(self.description[name].inputs[0]) - 1)
-        bound = k * a * 16 * ((1 << (GROUP_SCALE_BITS - 1)) - 1)
+        code = 16 if self.weight_bits == 4 else 128
+        bound = k * a * code * ((1 << (GROUP_SCALE_BITS - 1)) - 1)
         return max(0, bound.bit_length() - 30)
 
     @staticmethod
@@ -646,12 +668,14 @@ class LayerConfig(HeadGeometry, BlockConfig):
                     a_width=self.width(self.description[name].inputs[0]))
 
     def _group_fields(self, name):
-        """The GEMM's grouped-weight fields at W4 (:attr:`weight_bits` 4): 4-bit codes with
-        their group tables, the sums shifted by :meth:`group_shift` with :attr:`rounding`
-        (exactly the golden model's ``linear_acc``); none at W8."""
-        if self.weight_bits != 4:
+        """The GEMM's grouped-weight fields with grouped weights (:attr:`grouped`): 4-bit codes
+        (W4) or int8 codes (W8 :attr:`weight_groups`) with their group tables, the sums
+        shifted by :meth:`group_shift` with :attr:`rounding` (exactly the golden model's
+        ``linear_acc``); none at W8 per channel."""
+        if not self.grouped:
             return {}
-        return dict(w_width=4, weight_groups=True, group_shift=self.group_shift(name),
+        return dict(w_width=self.weight_bits, weight_groups=True,
+                    group_shift=self.group_shift(name),
                     rounding=self.rounding)
 
     def gemm(self, name):

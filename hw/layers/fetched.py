@@ -48,7 +48,8 @@ SECTIONS = ("weights", "scales", "bias", "shift")
 
 def check_fetched(cfg, name, reader):
     """:class:`ConfigError` unless stage ``name`` of ``cfg`` can fetch its numbers through
-    ``reader``: int8 weights, or W4 on the GEMM (its grouped codes and tables), the layer
+    ``reader``: int8 weights, or grouped ones (W4, W8 ``weight_groups``) on the GEMM (its codes
+    and tables), the layer
     RTL's shape rules for the stage, a bus of exactly the engine's ``cols`` bytes (a reader
     beat is a ``weight`` beat: ``cols`` int8, or W4 two rows' ``cols`` codes), and the int32
     per bus word and ``lanes`` one a multiple of the other (a bus word of constants widens or
@@ -57,10 +58,11 @@ def check_fetched(cfg, name, reader):
         raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
     if not isinstance(reader, AxiReaderConfig):
         raise TypeError(f"reader must be an AxiReaderConfig, not {reader!r}")
-    if cfg.weight_bits != 8 and cfg.engine != "gemm":
-        raise ConfigError(f"weight_bits={cfg.weight_bits} with engine={cfg.engine!r}: a "
-                          "fetched stage loads W4 weights into the GEMM's group tables only; "
-                          "allowed: weight_bits=8, or engine='gemm'")
+    if cfg.grouped and cfg.engine != "gemm":
+        what = "weight_groups=true" if cfg.weight_groups else f"weight_bits={cfg.weight_bits}"
+        raise ConfigError(f"{what} with engine={cfg.engine!r}: a fetched stage loads grouped "
+                          "weights into the GEMM's group tables only; allowed: weight_bits=8 "
+                          "without weight_groups, or engine='gemm'")
     g = cfg.linear(name)
     cols = g.cols
     # the layer RTL's rules for this stage (its gearbox carries no padding lanes)
@@ -267,9 +269,11 @@ class FetchedLinear(wiring.Component):
     def __init__(self, cfg: LayerConfig, name, reader: AxiReaderConfig, *, weight_banks=1):
         self._MustUse__silence = True
         check_fetched(cfg, name, reader)
-        if cfg.weight_bits != 8:
-            raise ConfigError(f"weight_bits={cfg.weight_bits}: a FetchedLinear loads int8 "
-                              "weights (W4 stages run fetched in a FetchedLayer); allowed: 8")
+        if cfg.grouped:
+            raise ConfigError(f"weight_bits={cfg.weight_bits} weight_groups="
+                              f"{cfg.weight_groups}: a FetchedLinear loads int8 weights per "
+                              "channel (grouped stages run fetched in a FetchedLayer); "
+                              "allowed: weight_bits=8 without weight_groups")
         if weight_banks not in (1, 2):
             raise ValueError(f"weight_banks={weight_banks!r}; allowed: 1 or 2")
         if weight_banks == 2 and cfg.engine != "gemm":
@@ -406,7 +410,8 @@ class LoadedLinear(wiring.Component):
 
     Members: ``i``, ``o``, ``e`` as :class:`~.common.Linear`'s; ``weight``, the engine's
     (``cols`` int8 a beat, or at W4 two rows' ``cols`` codes: :meth:`Gemm.weight_layout`);
-    at W4 ``group``, the GEMM's group tables; ``load``, the re-quantiser's."""
+    with grouped weights (W4, W8 ``weight_groups``) ``group``, the GEMM's group tables;
+    ``load``, the re-quantiser's."""
 
     def __init__(self, cfg: LayerConfig, name, banks=1):
         self._cfg, self._name, self._banks = cfg, name, banks
@@ -416,7 +421,7 @@ class LoadedLinear(wiring.Component):
         members = {**Linear.stage_members(cfg, name),
                    "weight": In(stream.Signature(weight)),
                    "load": In(stream.Signature(row_layout(signed(32), cfg.lanes)))}
-        if cfg.weight_bits == 4:
+        if cfg.grouped:
             members["group"] = In(stream.Signature(
                 row_layout(signed(GROUP_SCALE_BITS), 2 * g.cols)))
         super().__init__(members)
@@ -431,7 +436,7 @@ class LoadedLinear(wiring.Component):
         m.submodules.requant = req = Requant(cfg.requant(name), load=True, banks=self._banks)
         wiring.connect(m, wiring.flipped(self.i), engine.act)
         wiring.connect(m, wiring.flipped(self.weight), engine.weight)
-        if self._cfg.weight_bits == 4:
+        if self._cfg.grouped:
             wiring.connect(m, wiring.flipped(self.group), engine.group)
         wiring.connect(m, wiring.flipped(self.load), req.load)
         wiring.connect(m, engine.o, gear.i)
@@ -834,8 +839,8 @@ class FetchedLayer(Layer):
             m.submodules[f"words_{name}"] = packers[name] = w = _Words(cols, cfg.lanes,
                                                                         rq.beats)
             wiring.connect(m, w.o, blocks[name].load)
-        widen = {}                                 # W4: reader beats into group beats
-        for name in (cfg.linears if cfg.weight_bits == 4 else ()):
+        widen = {}                       # grouped: reader beats into group beats
+        for name in (cfg.linears if cfg.grouped else ()):
             group = blocks[name].group
             m.submodules[f"groups_{name}"] = widen[name] = wd = _Widen(
                 cols, group.payload.shape(), len(group.payload.data.as_value()) // (8 * cols))

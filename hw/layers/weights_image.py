@@ -2,8 +2,8 @@
 that :class:`~llmloom.hw.blocks.axi_reader.AxiReader` streaming a section of it is exactly
 what an engine's ``weight`` stream loads.
 
-For each linear stage, in the order of the layer's description, four sections (five at W4,
-``groups`` after ``weights``):
+For each linear stage, in the order of the layer's description, four sections (five with
+grouped weights, W4 or W8 ``weight_groups``, ``groups`` after ``weights``):
 
 ``weights``
     The int8 matrix as the engine's ``weight`` stream carries it (:class:`Gemm` and
@@ -13,13 +13,14 @@ For each linear stage, in the order of the layer's description, four sections (f
     grouped GEMM's ``weight`` stream (:meth:`Gemm.weight_rows`): ``k/2`` rows of
     ``n_tiles·cols`` bytes, a feature tile's beat its ``cols`` codes of row ``2r`` then of
     row ``2r+1``, two to a byte (code ``2j`` of the beat in byte ``j``'s low nibble), so again
-    reader beat ``b`` is weight beat ``b``, half as many.
+    reader beat ``b`` is weight beat ``b``, half as many. W8 in groups (GGUF's Q8_0,
+    ``weight_groups``): the int8 codes, as the int8 matrix.
 ``groups``
-    W4 only: each group's int16 scale ``D`` and minimum ``M`` (GGUF's float16 ``d`` and ``m``
-    as the calibration makes them integers), little-endian, as the GEMM's ``group`` stream
-    carries them (:meth:`Gemm.group_rows`): ``k/32`` rows of ``n_tiles`` beats of ``2·cols``
-    int16, a feature tile's ``cols`` scales then its ``cols`` minima, lanes past ``n`` zero;
-    four reader beats a ``group`` beat.
+    Grouped weights only: each group's int16 scale ``D`` and minimum ``M`` (GGUF's float16
+    ``d`` and ``m`` as the calibration makes them integers; Q8_0's ``M`` all zero),
+    little-endian, as the GEMM's ``group`` stream carries them (:meth:`Gemm.group_rows`):
+    ``k/32`` rows of ``n_tiles`` beats of ``2·cols`` int16, a feature tile's ``cols`` scales
+    then its ``cols`` minima, lanes past ``n`` zero; four reader beats a ``group`` beat.
 ``scales``
     The per-output-channel scale in the form the stage's re-quantiser computes with: its
     aligned fixed-point multiplier ``M_c`` (:attr:`RequantConfig.multipliers`; ``M_c·2**-s``
@@ -64,7 +65,8 @@ __all__ = ["ALIGN", "Section", "LinearImage", "image_layout", "pack_layer_image"
 #: Section alignment in bytes: the widest AXI data bus the reader supports (512 bits).
 ALIGN = 64
 PARTS = ("weights", "scales", "bias", "shift")
-#: The sections of a W4 stage: ``groups`` (the GEMM's ``group`` stream) after the codes.
+#: The sections of a grouped stage (W4, or W8 ``weight_groups``): ``groups`` (the GEMM's
+#: ``group`` stream) after the codes.
 W4_PARTS = ("weights", "groups", "scales", "bias", "shift")
 
 
@@ -117,11 +119,10 @@ def image_layout(cfg):
     for name in _linear_stages(cfg):
         eng, rq = cfg.linear(name), cfg.requant(name)
         channels, width = rq.beats * rq.lanes, eng.n_tiles * eng.cols
-        if cfg.weight_bits == 4:
-            parts = (("weights", eng.k // 2, width, "uint8"),
-                     ("groups", eng.k // WEIGHT_GROUP, 2 * width, "<i2"))
-        else:
-            parts = (("weights", eng.k, width, "int8"),)
+        parts = (("weights", eng.k // 2, width, "uint8") if cfg.weight_bits == 4 else
+                 ("weights", eng.k, width, "int8"),)
+        if cfg.grouped:
+            parts += (("groups", eng.k // WEIGHT_GROUP, 2 * width, "<i2"),)
         for part, rows, cols, dtype in (*parts, ("scales", 1, channels, "<i4"),
                                         ("bias", 1, channels, "<i4"), ("shift", 1, 1, "<i4")):
             sec = Section(name, part, offset, rows, cols, dtype)
@@ -146,7 +147,8 @@ def pack_layer_image(cfg, weights):
             codes = Gemm.weight_rows(eng, weights.matrix(sec.stage)).astype(np.uint8)
             arr[:] = codes[:, 0::2] | (codes[:, 1::2] << 4)
         elif sec.part == "weights":
-            w = eng.check_weights(weights.matrix(sec.stage))
+            w = eng.check_codes(weights.matrix(sec.stage)) if eng.weight_groups else \
+                eng.check_weights(weights.matrix(sec.stage))
             arr[:, :w.shape[1]] = w
         elif sec.part == "groups":
             p = cfg.numbers.params(sec.stage)

@@ -52,7 +52,8 @@ class GemmHarness(BlockHarness):
                     raise TensorError(f"tensor {name!r} is given, but weight_groups is false")
             w = self.require_int(tensors, "w", IntType(cfg.w_width), (cfg.k, cfg.n))
             return {"a": a, "w": w}
-        w = self.require_int(tensors, "w", IntType(CODE_BITS, signed=False), (cfg.k, cfg.n))
+        code = IntType(CODE_BITS, signed=False) if cfg.k_per_word == 2 else IntType(cfg.w_width)
+        w = self.require_int(tensors, "w", code, (cfg.k, cfg.n))
         tables = {name: self.require_int(tensors, name, IntType(GROUP_SCALE_BITS),
                                          (cfg.groups, cfg.n))
                   for name in ("group_scale", "group_min")}

@@ -210,9 +210,10 @@ class KVCache:
 
 def linear_acc(cfg, weights, name, x):
     """Linear stage ``name``'s int32 accumulators (before its re-quantiser): the GEMM of the
-    int8 weights, or at W4 (``cfg.weight_bits`` 4) the group-scaled sums of the 4-bit codes
-    (:func:`~llmloom.sim.golden.gemm.group_gemm_bitexact`)."""
-    if cfg.weight_bits == 4:
+    int8 weights, or with grouped weights (``cfg.grouped``: W4, or W8 ``weight_groups``) the
+    group-scaled sums of the codes (:func:`~llmloom.sim.golden.gemm.group_gemm_bitexact`;
+    W8's minima are zero)."""
+    if cfg.grouped:
         p = cfg.numbers.params(name)
         return group_gemm_bitexact(x, weights.matrix(name), p.group_scale, p.group_min,
                                    cfg.group_shift(name), cfg.rounding)

@@ -418,3 +418,28 @@ def test_a_w4_llama_layer_counts_its_stages_grouped_gemms():
         assert p4[f"{name}.gemm.scaling"].dsp >= 2 * w4.linear(name).cols
     rest = [k for k in p8 if ".gemm." not in k and ".requant." not in k]
     assert all(p4[k] == p8[k] for k in rest)
+
+
+def test_a_w8_grouped_llama_layer_counts_int8_codes_and_group_tables():
+    """``weight_groups`` (W8 in groups, GGUF's Q8_0): every linear stage is the grouped GEMM
+    with int8 codes (a word a k, as the per-channel layer's), counted as :func:`gemm_parts`
+    counts it, with the group tables and scaling the per-channel layer has not; the rest of
+    the layer is the per-channel layer's."""
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.perf.resources.blocks import gemm_parts
+    from llmloom.perf.resources.mapping import family_of
+
+    w8 = LayerConfig(arch="llama", d_model=32, heads=4, kv_heads=2, d_ff=64, seq=8,
+                     linear_rows=2, ffn_rows=2)
+    g8 = w8.replace(weight_groups=True)
+    p8, pg = (R.estimate_parts("llama-block", c, "xcup") for c in (w8, g8))
+    for name in g8.linears:
+        g = g8.linear(name)
+        assert g.weight_groups and g.w_width == 8 and g.k_per_word == 1
+        gemm = gemm_parts(g, family_of("xcup"), rom_weights=True)
+        assert all(pg[f"{name}.gemm.{part}"] == bill for part, bill in gemm.items())
+        assert pg[f"{name}.gemm.wmem"] == p8[f"{name}.gemm.wmem"]     # the same int8 words
+        assert f"{name}.gemm.gmem" in pg and f"{name}.gemm.gmem" not in p8
+        assert pg[f"{name}.gemm.scaling"].dsp >= 2 * g.cols
+    rest = [k for k in p8 if ".gemm." not in k and ".requant." not in k]
+    assert all(pg[k] == p8[k] for k in rest)

@@ -73,15 +73,19 @@ def test_a_prefetch_must_be_run_next_and_needs_two_banks():
         prefetched_runs([(0, 0, 64), (64, 1)], 1)
 
 
-def test_w4_fetches_on_the_gemm_of_a_layer_only():
-    """W4 (grouped codes and tables) loads into a FetchedLayer's GEMMs; a FetchedLinear
-    and the GEMV stay int8, each a one-line ConfigError."""
-    (q, _, _), = calibrations(np.random.default_rng(3), "static", 1, weight_bits=4)
+@pytest.mark.parametrize("fields, what", [(dict(weight_bits=4), "weight_bits=4"),
+                                          (dict(weight_groups=True), "weight_groups=true")])
+def test_grouped_weights_fetch_on_the_gemm_of_a_layer_only(fields, what):
+    """Grouped weights (W4, or W8 in groups: codes and tables) load into a FetchedLayer's
+    GEMMs; a FetchedLinear and the GEMV stay int8 per channel, each a one-line ConfigError."""
+    (q, _, _), = calibrations(np.random.default_rng(3), "static", 1, **fields)
     cfg = q.config
     assert FetchedLayer(cfg, reader_for(cfg), layers=2).banks == 2
-    with pytest.raises(ConfigError, match=r"^weight_bits=4: a FetchedLinear loads int8 "
-                                          r"weights .*allowed: 8$"):
+    with pytest.raises(ConfigError, match=r"^weight_bits=\d weight_groups=\w+: a FetchedLinear "
+                                          r"loads int8 weights per channel .*allowed: "
+                                          r"weight_bits=8 without weight_groups$"):
         FetchedLinear(cfg, "q", reader_for(cfg))
-    with pytest.raises(ConfigError, match=r"^weight_bits=4 with engine='gemv': .*allowed: "
-                                          r"weight_bits=8, or engine='gemm'$"):
+    with pytest.raises(ConfigError, match=rf"^{what} with engine='gemv': .*allowed: "
+                                          r"weight_bits=8 without weight_groups, or "
+                                          r"engine='gemm'$"):
         check_fetched(gemv(cfg), "q", reader_for(cfg))

@@ -238,7 +238,7 @@ def test_weight_rows_pair_two_rows_of_a_tile():
 
 def test_widths_and_shift_are_derived():
     cfg = _cfg(64, 8)
-    assert GemmConfig.expanded_range() == (-(1 << 19), (1 << 19) - 16)
+    assert cfg.expanded_range() == (-(1 << 19), (1 << 19) - 16)
     # the multipliers take the codes (signed 5 bits), a group's sums fit 8 + 5 + 5 bits; the
     # scaled sums are as wide as sums of a·(D·q + M) (20-bit weights)
     assert cfg.mul_w_width == 5 and cfg.sum_w_width == 20
@@ -287,7 +287,6 @@ def test_group_tables_checked():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(w_width=8), "w_width=8 with weight_groups; allowed: w_width=4"),
     (dict(k=48), f"k=48 with weight_groups; allowed: a multiple of {WEIGHT_GROUP}"),
     (dict(dsp_packing=True, cols=3), "cols=3 is odd, but dsp_packing pairs"),
     (dict(rows=33), f"rows=33 with weight_groups: .* allowed: rows <= {WEIGHT_GROUP}"),
@@ -305,3 +304,35 @@ def test_config_rejects(bad, message):
 def test_shift_without_groups_rejected():
     with pytest.raises(ConfigError, match="group_shift=3 is given, but weight_groups is false"):
         GemmConfig(k=64, n=8, group_shift=3)
+
+
+# W8 codes in groups (GGUF's Q8_0: int8 codes, a scale per group, the minima all zero here,
+# as the layer gives them; the GEMM takes any)
+@pytest.mark.parametrize("packing", [False, True], ids=["plain", "packed"])
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("shape", [(5, 32, 7, 2, 2, 4, "half_even"),
+                                   (9, 96, 5, 4, 2, 5, "floor"),
+                                   (7, 64, 9, 3, 4, 8, "half_up")],
+                         ids=lambda s: "M{}K{}N{}_{}x{}_l{}_{}".format(*s))
+def test_w8_codes_in_groups(shape, stall, packing, rng):
+    m, k, n, r, c, lanes, rounding = shape
+    cfg = GemmConfig(rows=r, cols=c, k=k, n=n, lanes=lanes, w_width=8, weight_groups=True,
+                     rounding=rounding, dsp_packing=packing, a_width=9)
+    assert cfg.k_per_word == 1 and cfg.mul_w_width == 8 and cfg.sum_w_width == 24
+    t = {"a": rng.integers(-256, 256, (m, k)).astype(np.int16),
+         "w": rng.integers(-127, 128, (k, n), dtype=np.int8),
+         "group_scale": rng.integers(LO, HI + 1, (cfg.groups, n), dtype=np.int16),
+         "group_min": rng.integers(LO, HI + 1, (cfg.groups, n), dtype=np.int16)
+         if stall == "random" else np.zeros((cfg.groups, n), np.int16)}
+    t["w"][0] = -128                           # the int8 extreme, beyond Q8_0's codes
+    _check(cfg, t, stall, seed=int(rng.integers(1 << 30)))
+
+
+def test_w8_range_and_shift():
+    cfg = GemmConfig(k=64, n=8, w_width=8, weight_groups=True)
+    lo, hi = cfg.expanded_range()
+    assert (lo, hi) == (-(1 << 22) - (1 << 15) + 128, (1 << 22) + (1 << 15) - 1)
+    assert lo >= -(1 << 23) and hi < 1 << 23          # a signed 24-bit W'
+    assert cfg.sum_bound == 64 * 128 * -lo
+    with pytest.raises(ValueError, match="weights outside int8"):
+        Gemm(cfg, weights=np.full((64, 8), 128))

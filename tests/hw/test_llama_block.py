@@ -90,6 +90,22 @@ def test_w4_llama_block_is_bit_exact_under_stalls(packing, rng):
     assert h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)["cosine_vs_float"] > 0.99
 
 
+def test_w8_groups_llama_block_is_bit_exact_under_stalls(rng):
+    """W8 in groups (``weight_groups``, GGUF's Q8_0, SmolLM2's W8A8): every linear stage's
+    GEMM holds int8 codes and group tables (zero minima), bit-exact with ``layer_bitexact``
+    under random stalls, prefill then decode, packed two columns a multiplier."""
+    h, cfg, t = llama_case(rng, "dynamic", weight_groups=True, dsp_packing=True)
+    assert all(cfg.linear(name).weight_groups and cfg.linear(name).w_width == 8
+               for name in cfg.linears)
+    seed = int(rng.integers(1 << 30))
+    result = run_block(h, cfg, t, stalls_in=Stalls("random", seed),
+                       stalls_out=Stalls("random", seed + 1))
+    golden = h.golden(cfg, h.prepare(cfg, t))
+    for k in ("y", "y_int"):
+        np.testing.assert_array_equal(result.outputs[k], golden[k])
+    assert h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)["cosine_vs_float"] > 0.999
+
+
 def test_tensors_back_to_back_are_rotated_at_their_positions(rng):
     """Chunks offered without waiting for the previous output: the next chunk reaches the RoPE
     stages while this one is still in the attention (whose ``pos`` has not moved yet), and is

@@ -33,11 +33,12 @@ def reader_for(cfg):
                            max_bytes=1 << 14, addr_width=16)
 
 
-def calibrations(rng, scheme, n, weight_bits=8):
-    """``n`` calibrated layers of one config (their quantised layer and input rows)."""
+def calibrations(rng, scheme, n, weight_bits=8, **extra):
+    """``n`` calibrated layers of one config (their quantised layer and input rows); ``extra``
+    more config fields."""
     out = []
     for _ in range(n):
-        h, cfg, t = llama_case(rng, scheme, weight_bits=weight_bits)
+        h, cfg, t = llama_case(rng, scheme, weight_bits=weight_bits, **extra)
         prep = h.prepare(cfg, t)
         out.append((h.quantized(cfg), prep["x_int"], prep["sizes"]))
     return out

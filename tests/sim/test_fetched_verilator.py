@@ -53,9 +53,10 @@ def model(models):
     return models("static")
 
 
-def model_of(scheme, weight_bits=8):
-    """A build's calibration and two layers' of ``scheme`` (see :func:`models`)."""
-    layers = calibrations(np.random.default_rng(1414), scheme, 3, weight_bits)
+def model_of(scheme, weight_bits=8, **extra):
+    """A build's calibration and two layers' of ``scheme`` (see :func:`models`); ``extra``
+    more config fields."""
+    layers = calibrations(np.random.default_rng(1414), scheme, 3, weight_bits, **extra)
     memory, bases = layer_memory([pack_fetched_layer(q.config, q.weights)
                                   for q, _, _ in layers[1:]])
     sizes = layers[1][2]
@@ -183,6 +184,32 @@ def test_w4_layer_fetches_its_codes_and_group_tables(verilator_sim, w4_model, st
         assert layout[name, "weights"].nbytes == g.k * g.n_tiles * g.cols // 2
         assert layout[name, "groups"].nbytes == g.groups * g.n_tiles * 2 * g.cols * 2
     reader, runs, szs, r = run_interleaved(verilator_sim, w4_model, stall, rng, banks=2,
+                                          prefetch=True)
+    if stall == "none":
+        assert r.tensor_cycles[:len(runs)] == fetched_layer_runs(cfg, reader, 10, szs, runs)
+
+
+@pytest.fixture(scope="module")
+def w8g_model():
+    return model_of("dynamic", weight_groups=True)
+
+
+@pytest.mark.parametrize("stall", ["none", "random"])
+def test_w8_grouped_layer_fetches_its_codes_and_group_tables(verilator_sim, w8g_model, stall,
+                                                             rng):
+    """W8 in groups (``weight_groups``, GGUF's Q8_0: SmolLM2's W8A8) through the fetched
+    layer: each linear stage's int8 codes as the per-channel layer's ``weight`` beats, then
+    its ``group`` beats (scales and zero minima), into two banks; two layers interleaved,
+    bit-exact against each layer's golden model, stall-free in the model's cycles."""
+    w8g = w8g_model
+    cfg = w8g[0]
+    assert cfg.weight_groups and all(cfg.linear(n).w_width == 8 for n in cfg.linears)
+    layout = {(s.stage, s.part): s for s in fetched_layer_layout(cfg)}
+    for name in cfg.linears:
+        g = cfg.linear(name)
+        assert layout[name, "weights"].nbytes == g.k * g.n_tiles * g.cols
+        assert layout[name, "groups"].nbytes == g.groups * g.n_tiles * 2 * g.cols * 2
+    reader, runs, szs, r = run_interleaved(verilator_sim, w8g, stall, rng, banks=2,
                                           prefetch=True)
     if stall == "none":
         assert r.tensor_cycles[:len(runs)] == fetched_layer_runs(cfg, reader, 10, szs, runs)

@@ -53,6 +53,9 @@ def test_calibrated_model_is_kept_per_file_layers_quant_scheme(qm2):
     assert (cfg.arch, cfg.d_model, cfg.heads, cfg.kv_heads, cfg.d_ff) == \
         ("llama", 576, 9, 3, 1536)
     assert cfg.rope_base == qm2.spec.rope_base and cfg.scheme == "dynamic"
+    # W8A8: int8 codes with a scale per group of 32 (Q8_0), unless told one per channel
+    assert cfg.weight_bits == 8 and cfg.weight_groups
+    assert not quantize_llama(num_layers=1, weight_groups=False).layers[0][0].weight_groups
 
 
 def test_generation_is_greedy_on_its_own_logits(generation, prompt):

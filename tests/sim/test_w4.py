@@ -111,7 +111,7 @@ def test_w4_bad_configs_are_one_line_errors():
     w4 = calibrate(cfg.replace(weight_bits=4), fw, rng.normal(size=(4, 64)))
     with pytest.raises(ConfigError, match="group_scale is none; allowed with weight_bits=4"):
         w8.config.replace(weight_bits=4)
-    with pytest.raises(ConfigError, match="weight_bits=8 has no weight groups"):
+    with pytest.raises(ConfigError, match="weight_bits=8 without weight_groups has no weight"):
         w4.config.replace(weight_bits=8)
     check_layer_rtl(w4.config, w4.weights)          # the GEMM has W4 weight groups
     with pytest.raises(ConfigError, match="weight_bits=4 with engine=gemv: .* allowed: "
