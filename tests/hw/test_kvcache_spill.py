@@ -12,7 +12,6 @@ from amaranth.sim import Simulator
 from llmloom.hw.blocks.kvcache import KvCache, KvCacheConfig
 from llmloom.hw.config import ConfigError
 from llmloom.sim.golden.kvcache import kvcache_fill, kvcache_readout, spill_rows
-from llmloom.sim.streams import pack_rows, unpack_rows
 
 CFG = KvCacheConfig(d_model=16, heads=4, kv_heads=2, seq=6, lanes=4, qk_cols=4, pv_cols=4)
 
