@@ -155,7 +155,7 @@ class Gemm(wiring.Component):
         per feature tile its ``cols`` codes of row ``2r`` then of row ``2r+1``, lanes past n
         zero (at 8, the codes as W)."""
         if cfg.k_per_word == 1:
-            return cfg.check_codes(weights)
+            return cfg.check_codes(weights) if cfg.weight_groups else cfg.check_weights(weights)
         words = np.asarray(cls.weight_words(cfg, weights), dtype=np.int64)   # tile-major
         nt, half = cfg.n_tiles, cfg.k // 2
         return words.reshape(nt, half, 2 * cfg.cols).transpose(1, 0, 2) \
