@@ -373,7 +373,10 @@ def test_outputs_depend_on_the_kv_cache_depth_only_by_its_power_of_two(tiny_gguf
     from llmloom.hw.blocks.softmax import SoftmaxConfig
     from llmloom.sim.llm import LlamaSession, generate, kv_positions, quantize_llama
 
-    qm = quantize_llama(tiny_gguf, 2)
+    # one weight scale per output channel: there the finer table at 33 changes this tiny
+    # model's logits; in Q8_0 groups (the default) it happens not to, so that quantisation
+    # could not show the band's edge (the bands' equalities hold for both)
+    qm = quantize_llama(tiny_gguf, 2, weight_groups=False)
     prompt = tokenizer_of(tiny_gguf).encode(chat_prompt("Hi"))
     need, limit = len(prompt) + 3, qm.spec.context
     assert 16 < need <= 32 < limit
