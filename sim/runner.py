@@ -56,8 +56,8 @@ class RunResult:
     #: compiled driver, its process's whole life, model construction included): a rate that a
     #: loaded machine distorts less than ``wall_s``
     cpu_s: float | None = None
-    #: R beats each AXI memory of the drive (:class:`~llmloom.sim.harness.AxiMemory`) gave,
-    #: by port; a memory with ``write``: the W beats it took under ``"<port>:w"``
+    #: by port, the beats each AXI memory of the drive (:class:`~llmloom.sim.harness.AxiMemory`)
+    #: gave and took: ``{"read": R beats, "write": W beats}`` (0 unless it has ``write``)
     axi_beats: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -87,7 +87,7 @@ def install_standin(wrong=False, cycles_off=0):
             return runner.RunResult(outputs=outputs_of(y), cycles=total + cycles_off,
                                     sim="verilator", wall_s=0.0, sim_cycles=total,
                                     tensor_cycles=[total + cycles_off, compute],
-                                    axi_beats={"axi": beats})
+                                    axi_beats={"axi": {"read": beats, "write": 0}})
 
         def close(self):
             self.closed = True
