@@ -91,6 +91,19 @@ def read_job():
     return job, random.Random(job["seed"])
 
 
+async def reset(dut, *idle):
+    """Two cycles of reset with the handles ``idle`` (valids, readys) low; returns on the
+    falling edge after, reset released: cycle 0, where the benches drive their first
+    values."""
+    dut.rst.value = 1
+    for handle in idle:
+        handle.value = 0
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
 def write_result(result):
     """Hand ``result`` (a dict) back to :func:`llmloom.sim.runner.run_cocotb_test`."""
     with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
@@ -117,13 +130,7 @@ async def run_job(dut):
     pause(ram.r_channel, rng, job["r_pause"])
     out_rng = random.Random(rng.random())
 
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.i__valid, dut.o__ready)
     clocked.t0 = get_sim_time("ns")
 
     lanes = len(dut.axi__rdata) // 8

@@ -22,7 +22,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiRamWrite, AxiWriteBus
 
-from .axi_bench import pause, read_job, write_result
+from .axi_bench import pause, read_job, reset, write_result
 
 PERIOD_NS = 10
 
@@ -76,13 +76,7 @@ async def run_job(dut):
     pause(ram.b_channel, rng, job["b_pause"])
     in_rng = random.Random(rng.random())
 
-    dut.rst.value = 1
-    dut.cmd__valid.value = 0
-    dut.data__valid.value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.cmd__valid, dut.data__valid)
 
     pending_cmds, pending_words = list(commands), list(words)
     bursts, beats = [], []

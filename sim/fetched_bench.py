@@ -17,11 +17,11 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiReadBus, AxiSlaveRead
 
-from .axi_bench import Clocked, LatencyMemory, pause, read_job, write_result
+from .axi_bench import Clocked, LatencyMemory, pause, read_job, reset, write_result
 
 
 @cocotb.test()
@@ -41,14 +41,7 @@ async def run_job(dut):
     pause(ram.r_channel, rng, job["r_pause"])
     act_rng, out_rng = random.Random(rng.random()), random.Random(rng.random())
 
-    dut.rst.value = 1
-    dut.cmd__valid.value = 0
-    dut.act__valid.value = 0
-    dut.o__ready.value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.cmd__valid, dut.act__valid, dut.o__ready)
     clocked.t0 = get_sim_time("ns")
 
     bases, acts = job["bases"], [[int(w, 16) for w in run] for run in job["acts"]]
