@@ -13,7 +13,8 @@ from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT32
 from .requant import ROUNDINGS
 
-__all__ = ["LinearSizes", "GemmConfig", "WEIGHT_GROUP", "GROUP_SCALE_BITS", "CODE_BITS"]
+__all__ = ["LinearSizes", "GemmConfig", "WEIGHT_GROUP", "GROUP_SCALE_BITS", "CODE_BITS",
+           "group_tables", "group_bits"]
 
 #: W4 weights: inputs per group, each group of an output channel with its own scale and
 #: minimum (GGUF's Q4_1: ``w = d·q + m``, ``q`` in 0..15). ``hw.layers.config`` re-exports it.
@@ -25,6 +26,21 @@ GROUP_SCALE_BITS = 16
 #: Bits of a W4 weight's code ``q`` (unsigned, 0..15). W8's grouped codes (GGUF's Q8_0) are
 #: int8, −127..127, with no minimum.
 CODE_BITS = 4
+
+
+def group_tables(w_width):
+    """Tables a group of ``w_width``-bit weights carries, each entry :data:`GROUP_SCALE_BITS`
+    wide: the scale ``D`` and the minimum ``M`` (W4, GGUF's Q4_1; W8, GGUF's Q8_0, whose
+    minima are all zero but still stored). The one home of what a group costs in memory: the
+    GEMM's group memory, the image's ``groups`` section and ``perf``'s weight bytes follow it."""
+    return 2
+
+
+def group_bits(w_width):
+    """Bits of one group's tables in memory (:func:`group_tables` × :data:`GROUP_SCALE_BITS`):
+    at :data:`WEIGHT_GROUP` weights a group, ``group_bits / WEIGHT_GROUP`` bits a weight more
+    than its code."""
+    return group_tables(w_width) * GROUP_SCALE_BITS
 
 
 class LinearSizes:

@@ -55,6 +55,7 @@ import dataclasses
 import numpy as np
 
 from ..blocks.gemm import Gemm
+from ..blocks.gemm_config import group_tables
 from ..config import ConfigError
 from .config import WEIGHT_GROUP
 from .layer import layer_constants
@@ -122,7 +123,8 @@ def image_layout(cfg):
         parts = (("weights", eng.k // 2, width, "uint8") if cfg.weight_bits == 4 else
                  ("weights", eng.k, width, "int8"),)
         if cfg.grouped:
-            parts += (("groups", eng.k // WEIGHT_GROUP, 2 * width, "<i2"),)
+            parts += (("groups", eng.k // WEIGHT_GROUP, group_tables(eng.w_width) * width,
+                       "<i2"),)
         for part, rows, cols, dtype in (*parts, ("scales", 1, channels, "<i4"),
                                         ("bias", 1, channels, "<i4"), ("shift", 1, 1, "<i4")):
             sec = Section(name, part, offset, rows, cols, dtype)
