@@ -5,7 +5,7 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
     {
       "name": "my-design",                 # optional
       "clock_mhz": 250,
-      "quant": "W8A8",                     # W8A8 | W4A8 | W4A16 | fp16
+      "quant": "W8A8",                     # perf.workload.QUANTS: W8A8 | W4A8 | ... | fp16
       "token_tile": 8,                     # token rows streamed between kernels per beat group
       "kernels": {                         # q k v qk pv o f1 f2 required; fg (gated FFN) = f1
         "q":  {"rows": 8, "cols": 16, "packing": 2, "channels": 1},   # channels optional

@@ -69,6 +69,11 @@ def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
     assert p["device"] == "u280" and p["clock_hz"] > 0
     assert p["decode_tokens_per_s"] > 0 and p["prefill_tokens_per_s"] > 0
     assert 0 <= p["decode_weight_stream_share"] <= 1
+    # the projection reads the bytes the layer's image holds, groups' tables included
+    from llmloom.perf.workload import layer_ops
+    assert p["quant"] == "W8A8"
+    assert sum(o.weight_bytes for o in layer_ops("smollm2-135m", "decode", context=1,
+                                                 quant=p["quant"])) == per_layer
 
 
 def test_w4a8_keeps_the_gguf_codes_on_the_bit_exact_model(smollm2, tmp_path, capsys):
