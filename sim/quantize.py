@@ -398,7 +398,9 @@ def calibrate(cfg, float_weights, x_calib, q4_weights=None):
             q = m4.codes.T.astype(np.int8)
             scale, minimum, unit = group_multipliers(m4)
             s_w = unit * 2.0 ** cfg.group_shift(st.name)
-            groups = {"group_scale": scale, "group_min": minimum}    # Q8_0's: zero
+            groups = {"group_scale": scale}
+            if cfg.weight_bits == 4:                # Q8_0's groups have no minimum
+                groups["group_min"] = minimum
         else:
             q, s_w = quantize_weight(w[st.weight])
         s_in = act[cfg.description.base(st.inputs[0])]

@@ -58,9 +58,9 @@ def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
     assert r["passes"] == [r["prompt_tokens"], 1, 1, 1]
     assert r["layer"]["seq"] == r["prompt_tokens"] + 3
     # q, o: d×d; k, v: d×192; gate, up, down: d×d_ff — one int8 byte each, and each group
-    # of 32's int16 scale and (zero) minimum (Q8_0's groups)
+    # of 32's int16 scale (Q8_0's groups, no minimum)
     weights = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
-    per_layer = weights + weights // 32 * 4
+    per_layer = weights + weights // 32 * 2
     assert r["weight_bytes_per_layer"] == per_layer
     assert r["weight_bytes_fetched"] == per_layer * 2 * 4      # every layer on every pass
     if r["cycles"] is not None:
