@@ -31,7 +31,7 @@ def test_gated_gqa_llama_and_batch():
     assert dkv == 1024
     w = workload(m, "prefill", seq=l, batch=3)
     assert w.macs_per_layer == 3 * (l * (2 * d * d + 2 * d * dkv + 3 * d * dff) + 2 * l * l * d)
-    # W8A8 in Q8_0 groups: a byte a weight and its group's tables (hw's), a byte per channel
+    # W8A8 in Q8_0 groups: a byte a weight and its group's scale (hw's), a byte per channel
     q = get_quant("W8A8")
     assert w.weight_bytes == pytest.approx(m.params * (1 + q.group_bits / q.group / 8))
     assert workload(m, "prefill", seq=l, quant="W8A8-channel").weight_bytes == m.params
