@@ -298,8 +298,8 @@ class LayerConfig(HeadGeometry, BlockConfig):
                             "on the GEMM engine (not the GEMV)")
     weight_groups: bool = spec(False, None,
                                "weight_bits 8 only: int8 codes -127..127 with an integer scale "
-                               "per group of 32 inputs of each output channel (GGUF's Q8_0) "
-                               "(and a zero minimum) instead of one scale per output channel; "
+                               "per group of 32 inputs of each output channel (GGUF's Q8_0, "
+                               "no minimum) instead of one scale per output channel; "
                                "runs on the GEMM engine (W4 weights are always grouped)")
     stream_exponent: int = spec(0, Range(0, MAX_STREAM_EXPONENT),
                                 "E: the residual stream's input and sums carry one "

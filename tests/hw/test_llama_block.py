@@ -92,7 +92,7 @@ def test_w4_llama_block_is_bit_exact_under_stalls(packing, rng):
 
 def test_w8_groups_llama_block_is_bit_exact_under_stalls(rng):
     """W8 in groups (``weight_groups``, GGUF's Q8_0, SmolLM2's W8A8): every linear stage's
-    GEMM holds int8 codes and group tables (zero minima), bit-exact with ``layer_bitexact``
+    GEMM holds int8 codes and group scales (no minima), bit-exact with ``layer_bitexact``
     under random stalls, prefill then decode, packed two columns a multiplier."""
     h, cfg, t = llama_case(rng, "dynamic", weight_groups=True, dsp_packing=True)
     assert all(cfg.linear(name).weight_groups and cfg.linear(name).w_width == 8

@@ -199,7 +199,7 @@ def test_w8_grouped_layer_fetches_its_codes_and_group_tables(verilator_sim, w8g_
                                                              rng):
     """W8 in groups (``weight_groups``, GGUF's Q8_0: SmolLM2's W8A8) through the fetched
     layer: each linear stage's int8 codes as the per-channel layer's ``weight`` beats, then
-    its ``group`` beats (scales and zero minima), into two banks; two layers interleaved,
+    its ``group`` beats (the scales alone), into two banks; two layers interleaved,
     bit-exact against each layer's golden model, stall-free in the model's cycles."""
     w8g = w8g_model
     cfg = w8g[0]
