@@ -82,10 +82,11 @@ unchanged. The cost (SmolLM2's layer on xcup, perf.resources, baked, 4 lanes): 4
 54 381 LUT, 34 935 → 40 004 FF, 434 → 490 DSP (two group multipliers a column), 950 → 1 065
 BRAM (the group tables, their minima all zero); the image 3.61 → 4.06 MB a layer; the cycles
 unchanged. Without the minima (the scales alone, the results and cycles the same): 50 991 LUT,
-36 766 FF, 462 DSP (one group multiplier a column), 1 012.5 BRAM, the image 3.83 MB. Measured with Q8_0 weights,
-bit-exact, and not kept: ``hg`` int12 94.1 %, 1.016×; the linear stages' per-token inputs
-(``narrow``) int10 93.6 %, 1.022×; both 93.4 %, 1.017× (one run each; over 408 tokens a token
-is 0.25 points, and the wider tensors moved agreement down as often as up).
+36 766 FF, 462 DSP (one group multiplier a column), 1 012.5 BRAM, the image 3.83 MB.
+Measured with Q8_0 weights, bit-exact, and not kept: ``hg`` int12 94.1 %, 1.016×; the linear
+stages' per-token inputs (``narrow``) int10 93.6 %, 1.022×; both 93.4 %, 1.017× (one run
+each; over 408 tokens a token is 0.25 points, and the wider tensors moved agreement down as
+often as up).
 
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
