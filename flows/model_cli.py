@@ -358,10 +358,8 @@ class RtlLayers:
         self.cycles.setdefault(n, []).append(total)
         self.fetch_runs.append((n, total, compute))
         lanes = f["reader"].lanes
-        self.fetched_bytes += sum(v for k, v in result.axi_beats.items()
-                                  if not k.endswith(":w")) * lanes
-        self.written_bytes += sum(v for k, v in result.axi_beats.items()
-                                  if k.endswith(":w")) * lanes
+        self.fetched_bytes += sum(v["read"] for v in result.axi_beats.values()) * lanes
+        self.written_bytes += sum(v["write"] for v in result.axi_beats.values()) * lanes
         self.fetch_sim = [a + b for a, b in zip(self.fetch_sim, (result.sim_cycles,
                                                                    result.wall_s,
                                                                    result.cpu_s or 0.0),
@@ -791,7 +789,7 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
     pass_cycles, why = layer_cycles(cfg, sizes)
     per_layer = layer_weight_bytes(cfg)
     fetched, wait = weight_fetch(per_layer, pass_cycles or [None] * len(sizes), qm.num_layers)
-    cycles = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
+    predicted = None if pass_cycles is None else int(sum(pass_cycles)) * qm.num_layers
     measured = (sum(sum(c) for c in rtl.cycles.values()) if rtl is not None else None)
     fetch = rtl.fetch_report() if rtl is not None and rtl.fetched else None
     if fetch is not None:
@@ -804,10 +802,11 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
         "layer": {k: getattr(cfg, k) for k in (
             "arch", "d_model", "heads", "kv_heads", "d_ff", "seq", "lanes", "engine",
             "linear_rows", "linear_cols", "ffn_rows", "ffn_cols", "qk_rows", "qk_cols",
-            "pv_rows", "pv_cols", "head_engines", "scheme")},
+            "pv_rows", "pv_cols", "head_engines", "scheme", "weight_bits",
+            "weight_groups")},
         "passes": list(sizes),
-        "cycles": cycles, "cycles_per_pass": pass_cycles, "cycles_note": why,
-        "measured_cycles": measured,
+        "cycles": measured, "predicted_cycles": predicted,
+        "predicted_cycles_per_pass": pass_cycles, "cycles_note": why,
         "weight_bytes_per_layer": per_layer, "weight_bytes_fetched": fetched,
         "weight_wait_cycles": wait,
         "axi_bytes_per_cycle": AXI_BYTES_PER_CYCLE if fetch is None else rtl.fetch_bus_bytes,

@@ -71,15 +71,48 @@ class LatencyMemory:
 
 
 def pauses(rng, p):
+    """Pause each cycle with probability ``p``: a cocotbext-axi pause generator."""
     while True:
         yield rng.random() < p
 
 
-@cocotb.test()
-async def run_job(dut):
+def pause(channel, rng, p):
+    """Pause ``channel`` (a cocotbext-axi channel) each cycle with probability ``p`` (never
+    when 0), from a generator of its own seeded by ``rng``."""
+    if p:
+        channel.set_pause_generator(pauses(random.Random(rng.random()), p))
+
+
+def read_job():
+    """The job this bench runs (written by :func:`llmloom.sim.runner.run_cocotb_test`) and the
+    generator seeded by it, whence all the bench's randomness."""
     with open(os.environ["LLMLOOM_JOB"]) as fh:
         job = json.load(fh)
-    rng = random.Random(job["seed"])
+    return job, random.Random(job["seed"])
+
+
+async def reset(dut, *idle):
+    """Two cycles of reset with the handles ``idle`` (valids, readys) low; returns on the
+    falling edge after, reset released: cycle 0, where the benches drive their first
+    values."""
+    dut.rst.value = 1
+    for handle in idle:
+        handle.value = 0
+    await RisingEdge(dut.clk)
+    await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+def write_result(result):
+    """Hand ``result`` (a dict) back to :func:`llmloom.sim.runner.run_cocotb_test`."""
+    with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
+        json.dump(result, fh)
+
+
+@cocotb.test()
+async def run_job(dut):
+    job, rng = read_job()
     memory = bytes.fromhex(job["memory"])
     commands = [tuple(c) for c in job["commands"]]
     lo, hi = job["latency"]
@@ -93,19 +126,11 @@ async def run_job(dut):
     ram = AxiSlaveRead(bus, dut.clk, dut.rst,
                        target=LatencyMemory(memory, dut.clk, clocked, ars, latencies))
     ram.ar_channel.queue_occupancy_limit = 1 << 16
-    if job["ar_pause"]:
-        ram.ar_channel.set_pause_generator(pauses(random.Random(rng.random()), job["ar_pause"]))
-    if job["r_pause"]:
-        ram.r_channel.set_pause_generator(pauses(random.Random(rng.random()), job["r_pause"]))
+    pause(ram.ar_channel, rng, job["ar_pause"])
+    pause(ram.r_channel, rng, job["r_pause"])
     out_rng = random.Random(rng.random())
 
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.i__valid, dut.o__ready)
     clocked.t0 = get_sim_time("ns")
 
     lanes = len(dut.axi__rdata) // 8
@@ -183,5 +208,4 @@ async def run_job(dut):
     except Exception as exc:  # reported to the caller, which raises it
         result = {"fail": f"{type(exc).__name__}: {exc}"}
     finally:
-        with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
-            json.dump(result, fh)
+        write_result(result)

@@ -15,14 +15,14 @@ in the read-only phase before the rising edge, as in :mod:`llmloom.sim.axi_bench
 from __future__ import annotations
 
 import collections
-import json
-import os
 import random
 
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotbext.axi import AxiRamWrite, AxiWriteBus
+
+from .axi_bench import pause, read_job, reset, write_result
 
 PERIOD_NS = 10
 
@@ -41,16 +41,9 @@ class FaultyRam(AxiRamWrite):
         await super()._write(address, data)
 
 
-def pauses(rng, p):
-    while True:
-        yield rng.random() < p
-
-
 @cocotb.test()
 async def run_job(dut):
-    with open(os.environ["LLMLOOM_JOB"]) as fh:
-        job = json.load(fh)
-    rng = random.Random(job["seed"])
+    job, rng = read_job()
     memory = bytes.fromhex(job["memory"])
     commands = [tuple(c) for c in job["commands"]]
     words = [int(w, 16) for w in job["words"]]
@@ -60,9 +53,8 @@ async def run_job(dut):
     bus = AxiWriteBus.from_prefix(dut, "axi", bus_separator="__")
     ram = FaultyRam(bus, dut.clk, dut.rst, size=len(memory), bad=tuple(job["bad"]))
     ram.write(0, memory)
-    for name, p in (("aw_channel", job["aw_pause"]), ("w_channel", job["w_pause"])):
-        if p:
-            getattr(ram, name).set_pause_generator(pauses(random.Random(rng.random()), p))
+    pause(ram.aw_channel, rng, job["aw_pause"])
+    pause(ram.w_channel, rng, job["w_pause"])
     # The write responses go out in order, each ``latency`` cycles after the slave has it.
     cycle = [0]
     responses = collections.deque()
@@ -81,17 +73,10 @@ async def run_job(dut):
 
     ram.b_channel.send = delayed
     cocotb.start_soon(responder())
-    if job["b_pause"]:
-        ram.b_channel.set_pause_generator(pauses(random.Random(rng.random()), job["b_pause"]))
+    pause(ram.b_channel, rng, job["b_pause"])
     in_rng = random.Random(rng.random())
 
-    dut.rst.value = 1
-    dut.cmd__valid.value = 0
-    dut.data__valid.value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.cmd__valid, dut.data__valid)
 
     pending_cmds, pending_words = list(commands), list(words)
     bursts, beats = [], []
@@ -161,5 +146,4 @@ async def run_job(dut):
     except Exception as exc:  # reported to the caller, which raises it
         result = {"fail": f"{type(exc).__name__}: {exc}"}
     finally:
-        with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
-            json.dump(result, fh)
+        write_result(result)

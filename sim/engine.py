@@ -22,7 +22,7 @@ import random
 from .streams import NO_STALLS
 
 __all__ = ["StreamEngine", "SimTimeout", "AXI_INPUTS", "AXI_OUTPUTS", "AXI_PAGE", "AXI_SALT",
-           "AXI_W_INPUTS", "AXI_W_OUTPUTS", "latency_key"]
+           "AXI_W_INPUTS", "AXI_W_OUTPUTS", "latency_key", "axi_beat_counts"]
 
 #: The AXI read slave's signals the engine drives (``<port>__<name>``), and those it reads.
 AXI_INPUTS = ("arready", "rvalid", "rdata", "rlast", "rresp", "rid")
@@ -340,8 +340,14 @@ class StreamEngine:
 
     @property
     def axi_beats(self):
-        """R beats each AXI memory has given so far, by port, and the W beats a memory with
-        ``write`` has taken under ``"<port>:w"``."""
-        return {a.port: a.beats for a in self.axi} | {
-            f"{a.port}:w": a.w_beats for a in self.axi if a.aw_gen is not None}
+        """The beats each AXI memory has given and taken so far (:func:`axi_beat_counts`)."""
+        return axi_beat_counts(self.axi, [a.beats for a in self.axi],
+                               [a.w_beats for a in self.axi])
+
+
+def axi_beat_counts(axi, reads, writes):
+    """``RunResult.axi_beats``: by port of ``axi`` (the drive's AXI memories, in order),
+    ``{"read": R beats it gave, "write": W beats it took}`` (0 without ``write``)."""
+    return {a.port: {"read": int(r), "write": int(w)}
+            for a, r, w in zip(axi, reads, writes, strict=True)}
 

@@ -13,24 +13,20 @@ sampled in the read-only phase.
 from __future__ import annotations
 
 import collections
-import json
-import os
 import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiReadBus, AxiSlaveRead
 
-from .axi_bench import Clocked, LatencyMemory, pauses
+from .axi_bench import Clocked, LatencyMemory, pause, read_job, reset, write_result
 
 
 @cocotb.test()
 async def run_job(dut):
-    with open(os.environ["LLMLOOM_JOB"]) as fh:
-        job = json.load(fh)
-    rng = random.Random(job["seed"])
+    job, rng = read_job()
     lo, hi = job["latency"]
     clocked = Clocked()
     ars = collections.deque()
@@ -41,20 +37,11 @@ async def run_job(dut):
     ram = AxiSlaveRead(bus, dut.clk, dut.rst, target=LatencyMemory(
         bytes.fromhex(job["memory"]), dut.clk, clocked, ars, latencies))
     ram.ar_channel.queue_occupancy_limit = 1 << 16
-    if job["ar_pause"]:
-        ram.ar_channel.set_pause_generator(pauses(random.Random(rng.random()), job["ar_pause"]))
-    if job["r_pause"]:
-        ram.r_channel.set_pause_generator(pauses(random.Random(rng.random()), job["r_pause"]))
+    pause(ram.ar_channel, rng, job["ar_pause"])
+    pause(ram.r_channel, rng, job["r_pause"])
     act_rng, out_rng = random.Random(rng.random()), random.Random(rng.random())
 
-    dut.rst.value = 1
-    dut.cmd__valid.value = 0
-    dut.act__valid.value = 0
-    dut.o__ready.value = 0
-    await RisingEdge(dut.clk)
-    await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    await reset(dut, dut.cmd__valid, dut.act__valid, dut.o__ready)
     clocked.t0 = get_sim_time("ns")
 
     bases, acts = job["bases"], [[int(w, 16) for w in run] for run in job["acts"]]
@@ -102,5 +89,4 @@ async def run_job(dut):
     except Exception as exc:  # reported to the caller, which raises it
         result = {"fail": f"{type(exc).__name__}: {exc}"}
     finally:
-        with open(os.environ["LLMLOOM_RESULT"], "w") as fh:
-            json.dump(result, fh)
+        write_result(result)

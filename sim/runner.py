@@ -56,8 +56,8 @@ class RunResult:
     #: compiled driver, its process's whole life, model construction included): a rate that a
     #: loaded machine distorts less than ``wall_s``
     cpu_s: float | None = None
-    #: R beats each AXI memory of the drive (:class:`~llmloom.sim.harness.AxiMemory`) gave,
-    #: by port; a memory with ``write``: the W beats it took under ``"<port>:w"``
+    #: by port, the beats each AXI memory of the drive (:class:`~llmloom.sim.harness.AxiMemory`)
+    #: gave and took: ``{"read": R beats, "write": W beats}`` (0 unless it has ``write``)
     axi_beats: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -89,6 +89,7 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
         raise ValueError(f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}")
     _check_family(sim, family)
     _check_driver(sim, driver, threads)
+    _require_simulator(sim)         # before a component is built that could not be run
     if not prepared:
         tensors = harness.prepare(cfg, tensors)
     drive = harness.drive(cfg, tensors)
@@ -102,6 +103,12 @@ def run_block(block, cfg, tensors, *, sim="amaranth", stalls_in=NO_STALLS, stall
     return RunResult(outputs=outputs, cycles=cycles, sim=sim, wall_s=wall, sim_cycles=sim_cycles,
                      tensor_cycles=segments if drive.segments else None, cpu_s=cpu,
                      axi_beats=axi)
+
+
+def _require_simulator(sim):
+    """The HDL simulator ``sim`` runs on is installed (:class:`ToolMissing` otherwise)."""
+    if sim != "amaranth":
+        require("iverilog" if sim == "icarus" else "verilator")
 
 
 def _check_family(sim, family):
@@ -279,7 +286,7 @@ def _build(component, sim, family=None):
     """Build (or reuse, keyed by the Verilog's hash) the simulator model of ``component``."""
     from cocotb_tools.runner import get_runner
 
-    require("iverilog" if sim == "icarus" else "verilator")
+    _require_simulator(sim)
     models = family_sources(family) if family is not None else {}
     text, images = _split_verilog(component, sim, family)
     text_and_models = text + "".join(models.values())

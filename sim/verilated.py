@@ -51,6 +51,7 @@ from .engine import (
     AXI_W_OUTPUTS,
     SimTimeout,
     StreamEngine,
+    axi_beat_counts,
     latency_key,
 )
 from .harness import Drive
@@ -356,13 +357,10 @@ def _result(res, engine, streams, what):
     pos += n_out
     marks = [int(v) for v in res[pos:pos + 2 * n_seg]]
     pos += 2 * n_seg
-    axi_beats = {a.port: int(v) for a, v in zip(engine.axi, res[pos:pos + len(engine.axi)],
-                                                strict=True)}
-    pos += len(engine.axi)
-    for a, v in zip(engine.axi, res[pos:pos + len(engine.axi)], strict=True):
-        if a.memory.write:
-            axi_beats[f"{a.port}:w"] = int(v)
-    pos += len(engine.axi)
+    n_axi = len(engine.axi)
+    axi_beats = axi_beat_counts(engine.axi, res[pos:pos + n_axi],
+                                res[pos + n_axi:pos + 2 * n_axi])
+    pos += 2 * n_axi
     if status == 3:
         raise AssertionError(f"AXI port {engine.axi[detail].port!r}: a burst the slave refuses "
                              "(allowed: INCR, full width, word aligned, within a 4 KB page)")

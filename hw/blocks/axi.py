@@ -1,17 +1,21 @@
 """What the AXI4 masters (:mod:`.axi_reader`, :mod:`.axi_writer`) share: the AMBA rules their
 bursts obey, the config fields of a master (bus, addresses, bursts, how many in flight), and
-the command a sequencer queues ("``bytes`` bytes at ``addr``"). One home for each fact, so the
+the command a sequencer queues ("``bytes`` bytes at ``addr``"), and the RTL that issues a
+command's bursts on the address channel (:func:`issue_bursts`). One home for each fact, so the
 read and write paths, their timing models and their tests cannot disagree about a burst."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
+from amaranth.hdl import Mux, Signal
 from amaranth.lib import data
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 
-__all__ = ["AXI_BOUNDARY", "INCR", "OKAY", "bursts", "AxiMasterConfig", "command_layout"]
+__all__ = ["AXI_BOUNDARY", "INCR", "OKAY", "bursts", "AxiMasterConfig", "command_layout",
+           "Issuer", "issue_bursts"]
 
 #: An AXI4 burst never crosses a 4 KB address boundary (AMBA AXI4, A3.4.1).
 AXI_BOUNDARY = 4096
@@ -83,3 +87,57 @@ class AxiMasterConfig(BlockConfig):
 def command_layout(cfg):
     """A command of a master of ``cfg``: ``bytes`` bytes at byte address ``addr``."""
     return data.StructLayout({"addr": cfg.addr_width, "bytes": range(cfg.max_bytes + 1)})
+
+
+class Issuer(NamedTuple):
+    """What :func:`issue_bursts` elaborated, for the rest of a master to read."""
+
+    #: Words of the current command not yet in an issued burst (0: a command may be loaded).
+    words_left: Signal
+    #: Beats of the burst that would be issued now (at most ``max_burst``, to the 4 KB line).
+    beats: Signal
+    #: A burst is issued this cycle (its address and length enter the channel registers).
+    issue: Signal
+    #: Bursts issued and not yet freed (at most ``outstanding``).
+    in_flight: Signal
+
+
+def issue_bursts(m, cfg, axi, prefix, *, load, addr, words, free, room=1):
+    """Elaborate into ``m`` the address side of an AXI4 master of ``cfg``: the :func:`bursts`
+    rules in RTL, one burst per cycle onto the ``{prefix}addr``, ``{prefix}len``,
+    ``{prefix}valid``... members of ``axi`` (``prefix`` is ``"ar"`` or ``"aw"``).
+
+    ``load`` (only while ``words_left`` is 0) takes a command of ``words`` bus words from the
+    word of byte address ``addr``; then a burst of ``beats`` words is issued each cycle in
+    which words are left, fewer than ``outstanding`` bursts are in flight (or ``free``, one of
+    them completing this cycle, frees a slot), the channel register is empty or being taken,
+    and ``room`` (the caller's own condition) holds. ID 0, full-width INCR bursts; the
+    channel's valid and payload hold until its ready (AXI A3.2.1). A burst's address and
+    length are registered: it transfers the cycle after ``issue`` at the earliest."""
+    B, SZ, N = cfg.lanes, cfg.size, cfg.outstanding
+    per_4k = AXI_BOUNDARY // B
+    ch = {name: getattr(axi, prefix + name)
+          for name in ("id", "addr", "len", "size", "burst", "valid", "ready")}
+
+    word_addr = Signal(cfg.addr_width - SZ, name=f"{prefix}_word_addr")     # next burst's
+    words_left = Signal(range(cfg.max_words + 1), name=f"{prefix}_words_left")
+    in_flight = Signal(range(N + 1), name=f"{prefix}_in_flight")
+    with m.If(load):
+        m.d.sync += [word_addr.eq(addr[SZ:]), words_left.eq(words)]
+
+    to_4k = per_4k - (word_addr & (per_4k - 1))
+    beats = Signal(range(max(cfg.max_burst, per_4k) + 1), name=f"{prefix}_beats")
+    capped = Mux(words_left > cfg.max_burst, cfg.max_burst, words_left)
+    m.d.comb += beats.eq(Mux(to_4k < capped, to_4k, capped))
+    issue = Signal(name=f"{prefix}_issue")
+    m.d.comb += issue.eq((words_left != 0) & ((in_flight != N) | free)
+                         & (~ch["valid"] | ch["ready"]) & room)
+    m.d.comb += [ch["id"].eq(0), ch["size"].eq(SZ), ch["burst"].eq(INCR)]
+    with m.If(issue):
+        m.d.sync += [ch["addr"].eq(word_addr << SZ), ch["len"].eq(beats - 1),
+                     ch["valid"].eq(1), word_addr.eq(word_addr + beats),
+                     words_left.eq(words_left - beats)]
+    with m.Elif(ch["ready"]):
+        m.d.sync += ch["valid"].eq(0)
+    m.d.sync += in_flight.eq(in_flight + issue - free)
+    return Issuer(words_left, beats, issue, in_flight)

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import spec
 from ..stream import row_layout
-from .axi import AXI_BOUNDARY, INCR, AxiMasterConfig, bursts, command_layout
+from .axi import AXI_BOUNDARY, INCR, AxiMasterConfig, bursts, command_layout, issue_bursts
 
 __all__ = ["AxiReaderConfig", "AxiReadSignature", "AxiReader", "AXI_BOUNDARY", "INCR",
            "bursts", "command_layout"]
@@ -192,12 +192,8 @@ class AxiReader(wiring.Component):
         cfg = self.cfg
         m = Module()
         B, SZ, N = cfg.lanes, cfg.size, cfg.outstanding
-        per_4k = AXI_BOUNDARY // B
         axi, cmd, o = self.axi, self.i, self.o
 
-        word_addr = Signal(cfg.addr_width - SZ)          # next burst's first word
-        words_left = Signal(range(cfg.max_words + 1))    # words not yet requested
-        issued = Signal(range(N + 1))
         # The read data side's view of each command, queued by the address side: the address
         # side takes the next command once the last AR of this one is out, so the next
         # command's bursts are in flight while this one's data still arrives. A queued command
@@ -214,37 +210,23 @@ class AxiReader(wiring.Component):
         need_first = Signal()             # unaligned start: the first word only fills prev
         prev = Signal(8 * B)              # the previous word, rotated
 
-        # ---- commands ------------------------------------------------------------------------
-        m.d.comb += cmd.ready.eq((words_left == 0) & queue.w_rdy)
+        # ---- commands → read address channel ---------------------------------------------------
+        r_fire = axi.rvalid & axi.rready
+        take = cmd.valid & cmd.ready
         start = cmd.payload.addr[:SZ] if cfg.unaligned else Const(0, max(SZ, 1))
         words = (start + cmd.payload.bytes + (B - 1)) >> SZ
+        ar = issue_bursts(m, cfg, axi, "ar", load=take, addr=cmd.payload.addr, words=words,
+                          free=r_fire & axi.rlast)
+        m.d.comb += cmd.ready.eq((ar.words_left == 0) & queue.w_rdy)
         entry = Signal(desc)
         m.d.comb += [entry.words.eq(words), entry.beats.eq((cmd.payload.bytes + (B - 1)) >> SZ),
                      entry.tail.eq(((cmd.payload.bytes - 1) & (B - 1)) + 1),
                      entry.start.eq(start), queue.w_data.eq(entry)]
-        with m.If(cmd.valid & cmd.ready):
+        with m.If(take):
             m.d.comb += queue.w_en.eq(cmd.payload.bytes != 0)
-            m.d.sync += [word_addr.eq(cmd.payload.addr[SZ:]), words_left.eq(words)]
             if not cfg.unaligned:
                 with m.If(cmd.payload.addr[:SZ] != 0):
                     m.d.sync += self.error.eq(1)
-
-        # ---- read address channel ------------------------------------------------------------
-        r_fire = axi.rvalid & axi.rready
-        last_fire = r_fire & axi.rlast
-        to_4k = per_4k - (word_addr & (per_4k - 1))
-        beats = Signal(range(max(cfg.max_burst, per_4k) + 1))
-        capped = Mux(words_left > cfg.max_burst, cfg.max_burst, words_left)
-        m.d.comb += beats.eq(Mux(to_4k < capped, to_4k, capped))
-        issue = (words_left != 0) & ((issued != N) | last_fire) & (~axi.arvalid | axi.arready)
-        m.d.comb += [axi.arid.eq(0), axi.arsize.eq(SZ), axi.arburst.eq(INCR)]
-        with m.If(issue):
-            m.d.sync += [axi.araddr.eq(word_addr << SZ), axi.arlen.eq(beats - 1),
-                         axi.arvalid.eq(1), word_addr.eq(word_addr + beats),
-                         words_left.eq(words_left - beats)]
-        with m.Elif(axi.arready):
-            m.d.sync += axi.arvalid.eq(0)
-        m.d.sync += issued.eq(issued + issue - last_fire)
 
         # ---- read data → output register ------------------------------------------------------
         advance = ~o.valid | o.ready

@@ -12,7 +12,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..stream import row_layout
-from .axi import AXI_BOUNDARY, INCR, OKAY, AxiMasterConfig, bursts, command_layout
+from .axi import OKAY, AxiMasterConfig, bursts, command_layout, issue_bursts
 
 __all__ = ["AxiWriterConfig", "AxiWriteSignature", "AxiWriter"]
 
@@ -110,50 +110,32 @@ class AxiWriter(wiring.Component):
         cfg = self.cfg
         m = Module()
         B, SZ, N = cfg.lanes, cfg.size, cfg.outstanding
-        per_4k = AXI_BOUNDARY // B
         axi, cmd, d = self.axi, self.cmd, self.data
 
-        word_addr = Signal(cfg.addr_width - SZ)          # next burst's first word
-        words_left = Signal(range(cfg.max_words + 1))    # words of the command not yet issued
         tail = Signal(B)                                 # WSTRB of the command's last beat
-        pending = Signal(range(N + 1))                   # AWs issued without their B
         # A burst for the W side: its beats, and whether it ends its command (then its last
         # beat's strobes are `strb`).
         desc = data.StructLayout({"beats": range(cfg.max_burst + 1), "final": 1,
                                   "strb": B})
         m.submodules.queue = queue = fifo.SyncFIFO(width=desc.size, depth=N)
 
-        # ---- commands ------------------------------------------------------------------------
-        m.d.comb += cmd.ready.eq(words_left == 0)
+        # ---- commands → write address channel --------------------------------------------------
+        b_fire = axi.bvalid & axi.bready
+        take = cmd.valid & cmd.ready
         nbytes = cmd.payload.bytes
-        with m.If(cmd.valid & cmd.ready):
+        # a burst is issued only with room for its descriptor in the W side's queue
+        aw = issue_bursts(m, cfg, axi, "aw", load=take, addr=cmd.payload.addr,
+                          words=(nbytes + (B - 1)) >> SZ, free=b_fire, room=queue.w_rdy)
+        m.d.comb += cmd.ready.eq(aw.words_left == 0)
+        with m.If(take):
             rem = nbytes[:SZ] if SZ else 0
-            m.d.sync += [word_addr.eq(cmd.payload.addr[SZ:]),
-                         words_left.eq((nbytes + (B - 1)) >> SZ),
-                         tail.eq(Cat(*((rem == 0) | (k < rem) for k in range(B))))]
+            m.d.sync += tail.eq(Cat(*((rem == 0) | (k < rem) for k in range(B))))
             if SZ:
                 with m.If((cmd.payload.addr[:SZ] != 0) & (nbytes != 0)):
                     m.d.sync += self.error.eq(1)
-
-        # ---- write address channel -----------------------------------------------------------
-        b_fire = axi.bvalid & axi.bready
-        to_4k = per_4k - (word_addr & (per_4k - 1))
-        beats = Signal(range(max(cfg.max_burst, per_4k) + 1))
-        capped = Mux(words_left > cfg.max_burst, cfg.max_burst, words_left)
-        m.d.comb += beats.eq(Mux(to_4k < capped, to_4k, capped))
-        issue = ((words_left != 0) & ((pending != N) | b_fire) & (~axi.awvalid | axi.awready)
-                 & queue.w_rdy)
-        m.d.comb += [axi.awid.eq(0), axi.awsize.eq(SZ), axi.awburst.eq(INCR)]
         entry = Signal(desc)
-        m.d.comb += [entry.beats.eq(beats), entry.final.eq(beats == words_left),
-                     entry.strb.eq(tail), queue.w_data.eq(entry), queue.w_en.eq(issue)]
-        with m.If(issue):
-            m.d.sync += [axi.awaddr.eq(word_addr << SZ), axi.awlen.eq(beats - 1),
-                         axi.awvalid.eq(1), word_addr.eq(word_addr + beats),
-                         words_left.eq(words_left - beats)]
-        with m.Elif(axi.awready):
-            m.d.sync += axi.awvalid.eq(0)
-        m.d.sync += pending.eq(pending + issue - b_fire)
+        m.d.comb += [entry.beats.eq(aw.beats), entry.final.eq(aw.beats == aw.words_left),
+                     entry.strb.eq(tail), queue.w_data.eq(entry), queue.w_en.eq(aw.issue)]
 
         # ---- data → write data register ------------------------------------------------------
         head = Signal(desc)
@@ -175,6 +157,6 @@ class AxiWriter(wiring.Component):
         m.d.comb += axi.bready.eq(1)
         with m.If(b_fire & (axi.bresp != OKAY)):
             m.d.sync += self.error.eq(1)
-        m.d.comb += self.busy.eq((words_left != 0) | (pending != 0))
+        m.d.comb += self.busy.eq((aw.words_left != 0) | (aw.in_flight != 0))
         return m
 

@@ -54,6 +54,17 @@ def _counter(n):
     return range(max(2, n))
 
 
+def _next_position(m, bank, base, banks, words):
+    """Step a K row's ``bank`` and ``base`` on to the next position's: positions go round the
+    ``banks`` banks, and each round moves the base on by a row's ``words`` (position p's row
+    is at ``(p // banks)·words`` in bank ``p mod banks``). The append and the fill both count
+    so; only the spill computes it from p."""
+    with m.If(bank == banks - 1):
+        m.d.sync += [bank.eq(0), base.eq(base + words)]
+    with m.Else():
+        m.d.sync += bank.eq(bank + 1)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KvCacheConfig(HeadGeometry, BlockConfig):
     """K and V of ``seq`` positions × ``d_model`` int8, read out per head."""
@@ -312,10 +323,7 @@ class KvCache(wiring.Component):
         with m.If(k_take):
             with m.If(k_beat == DB - 1):
                 m.d.sync += [k_beat.eq(0), k_len.eq(k_len + 1)]
-                with m.If(k_bank == C - 1):
-                    m.d.sync += [k_bank.eq(0), k_base.eq(k_base + DB)]
-                with m.Else():
-                    m.d.sync += k_bank.eq(k_bank + 1)
+                _next_position(m, k_bank, k_base, C, DB)
             with m.Else():
                 m.d.sync += k_beat.eq(k_beat + 1)
 
@@ -472,10 +480,7 @@ class KvCache(wiring.Component):
                 m.d.sync += f_vaddr.eq(f_vaddr + 1)
                 with m.If(f_beat == WPP - 1):
                     m.d.sync += [f_beat.eq(0), f_v.eq(0)]
-                    with m.If(f_bank == C - 1):
-                        m.d.sync += [f_bank.eq(0), f_base.eq(f_base + DB)]
-                    with m.Else():
-                        m.d.sync += f_bank.eq(f_bank + 1)
+                    _next_position(m, f_bank, f_base, C, DB)
                 with m.Else():
                     m.d.sync += f_beat.eq(f_beat + 1)
             with m.If(fill.payload.end):

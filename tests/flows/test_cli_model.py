@@ -14,7 +14,12 @@ _spec = importlib.util.spec_from_file_location(
 _mod = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_mod)
 gpt2_folder = _mod.gpt2_folder
-bert_folder = _mod.bert_folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """The small BERT folder of the sim tests (2 layers, d 16), written once for the module."""
+    return _mod.bert_folder(tmp_path_factory.mktemp("bert"))
 
 
 def test_cli_accuracy_prints_a_table_and_writes_the_plot(tmp_path, capsys):
@@ -43,11 +48,8 @@ def test_cli_accuracy_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys)
     assert "output directory" in capsys.readouterr().err
 
 
-
-
-def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tmp_path, capsys):
-    folder = bert_folder(tmp_path)
-    args = ["embed", "--model", str(folder), "--text", "the cat sat on the mat", "--json"]
+def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tiny_bert, capsys):
+    args = ["embed", "--model", str(tiny_bert), "--text", "the cat sat on the mat", "--json"]
     assert main(args) == 0
     golden = json.loads(capsys.readouterr().out)
     assert main([*args, "--sim", "amaranth"]) == 0
@@ -70,47 +72,31 @@ def test_embed_refuses_a_gpt2_model(tmp_path, capsys):
     assert "embed takes a BERT encoder" in capsys.readouterr().err
 
 
-def test_embed_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim, tmp_path,
-                                                                 capsys, monkeypatch):
+def test_embed_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim, tiny_bert,
+                                                                 cli_json, opened_sessions):
     """Issue 14's whole-model check for ``embed``: both layers of a tiny BERT run on one
     FetchedLayer build (one session, each layer's image in its AXI memory, each layer a
     command that prefetches the next's), the sentence shorter than the build's seq; the
     embedding is ``--sim golden``'s bit for bit, the cycles perf's ``fetched_layer_runs``
     exactly, and the report counts the images read and the cycles waited for them."""
     from llmloom.hw.layers.weights_image import fetched_layer_layout
-    from llmloom.sim import runner
     from llmloom.sim.accuracy import DEFAULT_CALIB_TEXT
     from llmloom.sim.hf import load_model
     from llmloom.sim.model import quantize_model
 
-    opened = []
-    real = runner.open_session
-
-    def counted(*args, **kw):
-        opened.append(kw.get("component"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(runner, "open_session", counted)
-    folder = bert_folder(tmp_path)
-    args = ["embed", "--model", str(folder), "--text", "the dog ran far away", "--json"]
-    runs = {}
-    for sim in ("golden", "verilator"):
-        assert main([*args, "--sim", sim]) == 0
-        captured = capsys.readouterr()
-        assert "note:" not in captured.err
-        runs[sim] = json.loads(captured.out)
-    golden, rtl = runs["golden"], runs["verilator"]
+    args = ["embed", "--model", str(tiny_bert), "--text", "the dog ran far away", "--json"]
+    golden, rtl = (cli_json([*args, "--sim", sim]) for sim in ("golden", "verilator"))
     assert rtl["embedding"] == golden["embedding"]
     assert rtl["cosine_vs_float"] == golden["cosine_vs_float"]
     assert rtl["tokens"] == 7 < rtl["seq"] == 16
-    assert len(opened) == 1                     # one model for both layers
+    assert len(opened_sessions) == 1            # one model for both layers
     f = rtl["fetched_layer"]
     assert f["runs"] == 2 and f["cycles"] == rtl["cycles"] == sum(rtl["layer_cycles"])
     assert rtl["layer_cycles"] == rtl["predicted_layer_cycles"]     # fetches included
     # the fetches cost cycles the baked layers' timing has not
     assert rtl["cycles"] > golden["predicted_cycles"]
     assert 0 < rtl["weight_wait_cycles"] == f["wait_cycles"] < rtl["cycles"]
-    m = load_model(str(folder))
+    m = load_model(str(tiny_bert))
     cfg = quantize_model(m, m.tokens(DEFAULT_CALIB_TEXT), seq=16,
                          scheme="dynamic").layers[0][0]
     layout, bus = fetched_layer_layout(cfg), f["axi_bytes_per_beat"]
@@ -121,7 +107,7 @@ def test_embed_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim,
     assert images <= rtl["weight_bytes_fetched"] == f["image_bytes_fetched"] <= images + ahead
 
 
-def test_embed_keeps_a_build_per_layer_with_a_note_when_it_cannot_fetch(tmp_path, capsys,
+def test_embed_keeps_a_build_per_layer_with_a_note_when_it_cannot_fetch(tiny_bert, capsys,
                                                                         monkeypatch):
     """When ``RtlLayers.fetch`` refuses (here made to), ``embed`` on Verilator says why in
     one note and runs each layer on its own build (the simulator stood in for by the
@@ -140,7 +126,7 @@ def test_embed_keeps_a_build_per_layer_with_a_note_when_it_cannot_fetch(tmp_path
     monkeypatch.setattr(RtlLayers, "fetch", lambda self, layers: "a reason")
     monkeypatch.setattr(RtlLayers, "_component", lambda self, cfg, weights: weights)
     monkeypatch.setattr(runner, "run_block", fake_run)
-    args = ["embed", "--model", str(bert_folder(tmp_path)), "--text", "the cat", "--json"]
+    args = ["embed", "--model", str(tiny_bert), "--text", "the cat", "--json"]
     assert main([*args, "--sim", "verilator"]) == 0
     captured = capsys.readouterr()
     assert captured.err == ("llmloom: note: each layer gets its own Verilator build (one "
@@ -152,19 +138,13 @@ def test_embed_keeps_a_build_per_layer_with_a_note_when_it_cannot_fetch(tmp_path
 
 
 @pytest.mark.slow
-def test_minilm_embeds_on_one_fetched_build_as_on_the_golden_model(verilator_sim, capsys):
+def test_minilm_embeds_on_one_fetched_build_as_on_the_golden_model(verilator_sim, cli_json):
     """The real all-MiniLM-L6-v2, its six layers on one fetched build on Verilator (the fast
     equivalent: the tiny BERT above): the embedding of ``--sim golden`` bit for bit, the
     cycles perf's exactly."""
     args = ["embed", "--model", "all-minilm-l6-v2", "--text", "A man is playing a guitar.",
             "--json"]
-    runs = {}
-    for sim in ("golden", "verilator"):
-        assert main([*args, "--sim", sim]) == 0
-        captured = capsys.readouterr()
-        assert "note:" not in captured.err
-        runs[sim] = json.loads(captured.out)
-    golden, rtl = runs["golden"], runs["verilator"]
+    golden, rtl = (cli_json([*args, "--sim", sim]) for sim in ("golden", "verilator"))
     assert rtl["embedding"] == golden["embedding"]
     assert rtl["cosine_vs_float"] == golden["cosine_vs_float"] > 0.99
     assert rtl["fetched_layer"]["runs"] == 6

@@ -99,3 +99,18 @@ def test_refuses_bad_configs(rng):
         BertLayer(cfg.replace(arch="gpt2"), w8)
     with pytest.raises(ConfigError, match="decode needs a causal layer"):
         BertLayerHarness().options(weights={}, mode="decode")
+
+
+def test_q8_0_groups_bert_layer_equals_golden(rng):
+    """BERT's linear stages with W8 in groups (``weight_groups``, GGUF's Q8_0; measured on
+    MiniLM in ``bench/embed.py``), the dynamic scheme: bit for bit under random stalls, a
+    sentence shorter than ``seq``."""
+    fw = float_weights(rng, d=32, ff=64)
+    x = rng.normal(0.0, 1.0, (6, 32))
+    cfg, w8, xs = quantize_layer(fw, x, "bert", 2, 6, scheme="dynamic", weight_groups=True,
+                                 **S16)
+    assert all(cfg.linear(name).weight_groups for name in cfg.linears)
+    x = quantize_input(x, xs, cfg.width("x"))
+    got = run_rtl(cfg, w8, x[:5], [5], "random", int(rng.integers(1 << 30)), cls=BertLayer)
+    want = layer_bitexact(cfg, w8, x[:5], "prefill")[0]
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

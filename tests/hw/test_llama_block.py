@@ -68,17 +68,28 @@ def test_llama_block_prefill_then_decode(scheme, stall, rng):
     assert fm["cosine_vs_float"] > 0.999
 
 
-@pytest.mark.parametrize("packing", [False, True], ids=["plain", "packed"])
-def test_w4_llama_block_is_bit_exact_under_stalls(packing, rng):
-    """W4A8 (``weight_bits`` 4, GGUF Q4_1 codes with each group's 16-bit scale and minimum):
-    every linear stage's GEMM holds the codes and group tables, bit-exact with
-    ``layer_bitexact`` (its ``group_gemm_bitexact``) under random stalls, prefill then decode
-    (stall-free cycles against ``layer_timing`` on Verilator:
-    ``tests/sim/test_llama_block_hdl.py``); with ``dsp_packing`` two codes' products in each
-    multiplier."""
-    h, cfg, t = llama_case(rng, "dynamic", weight_bits=4, dsp_packing=packing)
-    assert all(cfg.linear(name).weight_groups for name in cfg.linears)
-    assert all(cfg.linear(name).dsp_packing == packing for name in cfg.linears)
+#: (config fields, cosine to float at least): W4A8 (GGUF Q4_1 codes with each group's 16-bit
+#: scale and minimum), plain and packed; W8 in groups (GGUF's Q8_0, SmolLM2's W8A8: int8 codes
+#: and group scales, no minima), packed.
+GROUPED = {"w4-plain": ({"weight_bits": 4, "dsp_packing": False}, 0.99),
+           "w4-packed": ({"weight_bits": 4, "dsp_packing": True}, 0.99),
+           "w8-groups-packed": ({"weight_groups": True, "dsp_packing": True}, 0.999)}
+
+
+@pytest.mark.parametrize("case", list(GROUPED))
+def test_grouped_llama_block_is_bit_exact_under_stalls(case, rng):
+    """Weights in groups (W4A8, or W8 with ``weight_groups``): every linear stage's GEMM holds
+    the codes and group tables, bit-exact with ``layer_bitexact`` (its
+    ``group_gemm_bitexact``) under random stalls, prefill then decode (stall-free cycles
+    against ``layer_timing`` on Verilator: ``tests/sim/test_llama_block_hdl.py``); with
+    ``dsp_packing`` two codes' products in each multiplier. As close to float as the layers
+    of their width in test_w4 / test_llama_block."""
+    fields, cosine = GROUPED[case]
+    h, cfg, t = llama_case(rng, "dynamic", **fields)
+    for name in cfg.linears:
+        lin = cfg.linear(name)
+        assert lin.weight_groups and lin.w_width == cfg.weight_bits
+        assert lin.dsp_packing == fields["dsp_packing"]
     seed = int(rng.integers(1 << 30))
     result = run_block(h, cfg, t, stalls_in=Stalls("random", seed),
                        stalls_out=Stalls("random", seed + 1))
@@ -86,24 +97,7 @@ def test_w4_llama_block_is_bit_exact_under_stalls(packing, rng):
     for k in ("y", "y_int"):
         np.testing.assert_array_equal(result.outputs[k], golden[k])
     assert len(result.tensor_cycles) == 3
-    # 4-bit weights: as close to float as test_w4's layers
-    assert h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)["cosine_vs_float"] > 0.99
-
-
-def test_w8_groups_llama_block_is_bit_exact_under_stalls(rng):
-    """W8 in groups (``weight_groups``, GGUF's Q8_0, SmolLM2's W8A8): every linear stage's
-    GEMM holds int8 codes and group scales (no minima), bit-exact with ``layer_bitexact``
-    under random stalls, prefill then decode, packed two columns a multiplier."""
-    h, cfg, t = llama_case(rng, "dynamic", weight_groups=True, dsp_packing=True)
-    assert all(cfg.linear(name).weight_groups and cfg.linear(name).w_width == 8
-               for name in cfg.linears)
-    seed = int(rng.integers(1 << 30))
-    result = run_block(h, cfg, t, stalls_in=Stalls("random", seed),
-                       stalls_out=Stalls("random", seed + 1))
-    golden = h.golden(cfg, h.prepare(cfg, t))
-    for k in ("y", "y_int"):
-        np.testing.assert_array_equal(result.outputs[k], golden[k])
-    assert h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)["cosine_vs_float"] > 0.999
+    assert h.float_metrics(cfg, h.prepare(cfg, t), result.outputs)["cosine_vs_float"] > cosine
 
 
 def test_tensors_back_to_back_are_rotated_at_their_positions(rng):

@@ -121,7 +121,7 @@ def run_interleaved(sim, model, stall, rng, banks=None, prefetch=False):
                   stalls_out=Stalls(stall, seed + 1))
     check_layers(r.outputs["y_int"], layers, szs, runs, sizes)
     beats = sum(-(-s.nbytes // reader.lanes) for s in fetched_layer_layout(cfg))
-    assert r.axi_beats == {"axi": len(runs) * beats}
+    assert r.axi_beats == {"axi": {"read": len(runs) * beats, "write": 0}}
     return reader, runs, szs, r
 
 
@@ -441,7 +441,7 @@ def test_kv_cache_in_axi_memory(verilator_sim, model, stall, prefetch, rng):
     reader, kv_base, runs, szs, r, mem = run_kv_in_memory(
         verilator_sim, model, stall, int(rng.integers(1 << 30)), prefetch=prefetch)
     kv = kv_cache_config(cfg)
-    assert r.axi_beats["axi:w"] == sum(szs) * kv.spill_beats
+    assert r.axi_beats["axi"]["write"] == sum(szs) * kv.spill_beats
     pos = np.cumsum([0, *sizes[:-1]])          # rows each layer holds before each step
     read_rows = len(layers) * int(pos.sum())
     image = sum(s.nbytes for s in fetched_layer_layout(cfg))
@@ -455,7 +455,7 @@ def test_kv_cache_in_axi_memory(verilator_sim, model, stall, prefetch, rng):
     assert all(t > c for t, c in zip(total[len(layers):], chip[len(layers):], strict=True))
     if not prefetch:
         # every image read whole each run, and the rows on top
-        assert r.axi_beats["axi"] * reader.lanes == len(runs) * image + \
+        assert r.axi_beats["axi"]["read"] * reader.lanes == len(runs) * image + \
             read_rows * kv.spill_bytes + _padding(reader, cfg, runs)
 
 
