@@ -187,7 +187,8 @@ def main(argv=None):
             "texts": per_text, "input_steps": steps, "wall_s": round(time.perf_counter() - t, 1)}
     doc["projection"] = {}
     for name, quant in ((n, q) for n in ("smollm2-135m", "gpt2-medium") for q in quants):
-        p = projection(name, quant, prompt_tokens=128, context=256)
+        p = projection(name, "W8A8-channel" if args.w8_per_channel and quant == "W8A8" else
+                       quant, prompt_tokens=128, context=256)
         doc["projection"].setdefault(name, {})[quant] = {
             k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()}
     doc["projection_shape"] = {"prompt_tokens": 128, "context": 256}

@@ -74,6 +74,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         RtlLayers,
         TextStream,
         layer_cycles,
+        perf_quant,
         projection,
     )
     from .model_cli import perf_model as model_of
@@ -192,7 +193,8 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     print(f"accuracy against float over this conversation ({len(gen.tokens)} positions): "
           f"agreement {100 * agree:.1f} %, perplexity {ppl:.2f} against {ppl_float:.2f} "
           f"({ppl / ppl_float:.3f}×)", file=out)
-    proj = projection(model_of(spec, spec.layers), qm.quant, len(gen.prompt), len(gen.tokens))
+    proj = projection(model_of(spec, spec.layers), perf_quant(qm.layers[0][0]), len(gen.prompt),
+                      len(gen.tokens))
     print(f"projected for all {spec.layers} layers on a U280-class design ({PROJECTION_DESIGN}"
           f", {proj['clock_hz'] / 1e6:.0f} MHz, {proj['quant']}): prefill "
           f"{proj['prefill_tokens_per_s']:,.0f} tokens/s, decode "

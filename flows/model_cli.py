@@ -26,7 +26,7 @@ from .userio import Outputs, UserError
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
            "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg", "add_context_arg",
-           "kv_decision"]
+           "kv_decision", "perf_quant"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -702,6 +702,16 @@ def perf_model(spec, layers):
                      norm="rmsnorm", gated_ffn=True, source="GGUF metadata")
 
 
+def perf_quant(cfg):
+    """perf's quantisation (``perf.workload.QUANTS``) of the layers of ``cfg`` (a
+    ``LayerConfig``): ``W4A8`` (GGUF's Q4_1 groups), ``W8A8`` (Q8_0 groups,
+    ``weight_groups``) or ``W8A8-channel`` (a scale per channel): perf then reads what the
+    hardware reads, the groups' tables included."""
+    if cfg.weight_bits == 4:
+        return "W4A8"
+    return "W8A8" if cfg.weight_groups else "W8A8-channel"
+
+
 def kv_decision(model, quant, positions, kv, device="u280", design=PROJECTION_DESIGN):
     """Where ``llmloom generate`` keeps the KV cache of ``model`` (a perf model name or
     ModelSpec) holding ``positions`` positions: ``kv`` unless ``auto``, which asks perf's rule
@@ -803,7 +813,7 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
         "weight_fetch_source": "model" if fetch is None else "measured",
         "fetched_layer": fetch,
         "kv": kv,
-        "projection": projection(perf_model(qm.spec, qm.num_layers), qm.quant,
+        "projection": projection(perf_model(qm.spec, qm.num_layers), perf_quant(cfg),
                                  len(gen.prompt), len(gen.tokens), kv=kv),
     }
     return report
@@ -856,7 +866,7 @@ def cmd_generate(args):
     session = LlamaSession(qm.with_seq(seq),
                            golden_step if rtl is None else rtl.step)
     kv = args.kv if args.sim != "verilator" and not args.report else kv_decision(
-        perf_model(qm.spec, qm.num_layers), qm.quant, seq, args.kv)
+        perf_model(qm.spec, qm.num_layers), perf_quant(qm.layers[0][0]), seq, args.kv)
     if rtl is not None and args.sim == "verilator":
         why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers], kv=kv)
         if why is not None:

@@ -116,8 +116,9 @@ PACK_SHIFT = 18
 #: (activation bits, multiplier weight operand bits) of the integer quantisations ``hw``'s
 #: GEMM builds: W4A8's operand is the 4-bit code (0..15) as a signed 5-bit number, the grouped
 #: GEMM's ``GemmConfig.mul_w_width`` (its group scales and minima are applied after the
-#: array). The others (W4A16, fp16) are one product per multiplier.
-QUANT_BITS = {"W8A8": (8, 8), "W4A8": (8, 5)}
+#: array). ``-channel``: a scale per output channel, no groups (signed int4 at W4). The
+#: others (W4A16, fp16) are one product per multiplier.
+QUANT_BITS = {"W8A8": (8, 8), "W4A8": (8, 5), "W8A8-channel": (8, 8), "W4A8-channel": (8, 4)}
 
 
 def packed_weight_bits(w_bits):

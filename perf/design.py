@@ -5,7 +5,7 @@ The ``--design`` JSON format (``explore --save`` writes it, ``estimate --design`
     {
       "name": "my-design",                 # optional
       "clock_mhz": 250,
-      "quant": "W8A8",                     # W8A8 | W4A8 | W4A16 | fp16
+      "quant": "W8A8",                     # perf.workload.QUANTS: W8A8 | W4A8 | ... | fp16
       "token_tile": 8,                     # token rows streamed between kernels per beat group
       "kernels": {                         # q k v qk pv o f1 f2 required; fg (gated FFN) = f1
         "q":  {"rows": 8, "cols": 16, "packing": 2, "channels": 1},   # channels optional
@@ -414,11 +414,11 @@ class Design:
         dh = d // h
         _int_in("", "seq", seq, 1, model.max_positions)
         notes = []
-        if self.quant != "W8A8":
-            notes.append(f"quant {self.quant} → W8A8: the layer RTL's linear stages are "
-                         "int8 × int8, or at weight_bits 4 GGUF's grouped 4-bit codes "
-                         "with their group scales and minima, two products per DSP48E2 with "
-                         "dsp_packing")
+        if self.quant != "W8A8-channel":
+            notes.append(f"quant {self.quant} → W8A8-channel: the exported layer's linear "
+                         "stages are int8 × int8 with a scale per channel; weight_groups "
+                         "(GGUF's Q8_0, the W8A8 quant) or weight_bits 4 (Q4_1, W4A8) are "
+                         "its fields to set, two products per DSP48E2 with dsp_packing")
 
         def largest(group, names):
             ks = [(n, self.kernels[n]) for n in names]

@@ -128,8 +128,9 @@ def estimate(model, device, design=None, *, mode="both", seq=None, context=None,
     devices : int
         FPGAs; with ``parallel`` ``pp`` (pipeline over layers), ``tp`` (tensor) or ``best``.
     quant : str or None
-        ``W8A8``, ``W4A8``, ``W4A16`` or ``fp16``: overrides the design's quantisation (and
-        the explored design's, default W8A8).
+        ``W8A8``, ``W4A8`` (``hw``'s groups), ``W8A8-channel``, ``W4A8-channel``, ``W4A16``
+        or ``fp16`` (:data:`~llmloom.perf.workload.QUANTS`): overrides the design's
+        quantisation (and the explored design's, default W8A8).
     kv : {"chip", "axi", "auto"}
         Where the KV cache lives (:func:`~llmloom.perf.kvcache.kv_placement`): ``auto`` on
         chip while it fits in the block RAM the design leaves, else off chip (streamed in

@@ -21,7 +21,7 @@ import numpy as np
 
 from .design import KERNELS, LANE_UNITS
 from .errors import ConfigError, ConstraintError
-from .spatial import DesignBatch, evaluate, make_context
+from .spatial import COST, DesignBatch, evaluate, make_context
 
 __all__ = ["ExploreResult", "explore", "OBJECTIVES", "space_size", "grid_batch"]
 
@@ -156,9 +156,13 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
     grid_all = np.array(list(itertools.product(ok_shapes, repeat=3)), dtype=np.int64)
     # DSPs per layer copy, to skip points that cannot fit before evaluating them
     shape_dsp = (np.asarray(_ROWS)[:, None] * np.asarray(_COLS)[None, :]).ravel()
+    # a grouped linear kernel scales its groups' sums after the array, per logical column
+    q = ctx.quant
+    group_dsp = COST["dsp_group_col"][q.w_bits] * pack if q.grouped and q.integer else 0
+    lin_dsp = shape_dsp + group_dsp * np.asarray(_COLS)[np.arange(shapes) % len(_COLS)]
     n_proj, n_ffn = 4, 3 if m.gated_ffn else 2
-    dsp_copy = (n_proj * shape_dsp[grid_all[:, 0]] + 2 * shape_dsp[grid_all[:, 1]]
-                + n_ffn * shape_dsp[grid_all[:, 2]])
+    dsp_copy = (n_proj * lin_dsp[grid_all[:, 0]] + 2 * shape_dsp[grid_all[:, 1]]
+                + n_ffn * lin_dsp[grid_all[:, 2]])
     cap = min(dev.dsp, budget_dsp) if budget_dsp else dev.dsp
     choices = _layer_choices(n_dev_layers)
     # streamed weights buffered a tile deep, and (for decode) a whole layer deep: every

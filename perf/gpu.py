@@ -133,7 +133,8 @@ def gpu_estimate(model, gpu, mode="decode", *, seq=512, context=None, batch=1, q
     seq, context, batch : int
         As in :func:`llmloom.perf.workload.layer_ops`; ``context`` defaults to ``seq``.
     quant : str
-        ``fp16`` (the usual deployment), ``W8A8`` (int8 tensor cores), ``W4A16``...
+        ``fp16`` (the usual deployment), ``W8A8`` (int8 tensor cores; the weights as llama.cpp's
+        Q8_0 holds them, group scales read too; ``W8A8-channel`` without), ``W4A16``...
     runtime : {"eager", "fused", "graphs"}
 
     Returns

@@ -75,7 +75,7 @@ def streamtensor_design(linear_cols=STREAMTENSOR_LINEAR_COLS):
     """StreamTensor's GPT-2 medium block on a U55C as its publication allows (preset
     ``streamtensor-gpt2-u55c``), with ``linear_cols`` DSP columns per projection array (4x
     that per FFN array)."""
-    return _paper_design("streamtensor-gpt2-u55c", clock_mhz=250, quant="W4A8",
+    return _paper_design("streamtensor-gpt2-u55c", clock_mhz=250, quant="W4A8-channel",
                          decode_kernel="gemv", weight_buffer="layer", proj_cols=linear_cols,
                          ffn_cols=4 * linear_cols, stream_order="production",
                          source=_ST_SRC)
@@ -83,12 +83,12 @@ def streamtensor_design(linear_cols=STREAMTENSOR_LINEAR_COLS):
 
 PRESETS = {p.name: p for p in (
     Preset(name="chen2024-bert-u280", model="bert-base", device="u280", seq=512,
-           design=_paper_design("chen2024-bert-u280", clock_mhz=245, quant="W4A8",
+           design=_paper_design("chen2024-bert-u280", clock_mhz=245, quant="W4A8-channel",
                                 decode_kernel="gemm"),
            notes="BERT-base on Alveo U280, W4A8, 245 MHz, token tiles of 8 rows; encoder: "
                  "prefill only"),
     Preset(name="chen2024-gpt2-u280", model="gpt2-medium", device="u280", seq=512,
-           design=_paper_design("chen2024-gpt2-u280", clock_mhz=250, quant="W8A8",
+           design=_paper_design("chen2024-gpt2-u280", clock_mhz=250, quant="W8A8-channel",
                                 decode_kernel="gemv", weight_buffer="layer"),
            notes="GPT-2 medium (d=1024, 24 layers) on Alveo U280, W8A8, 250 MHz; decode with "
                  "the library's GEMV engines of the same MAC count. Assumed (the paper does "
@@ -96,7 +96,7 @@ PRESETS = {p.name: p for p in (
                  "271 of SLR2's 320 at W8A8), so every kernel fetches its next layer's "
                  "matrix while the others compute. The decode measured on the board (204 "
                  "tok/s, the paper's 1.10x DFX's 185.19) is the group's W4A8 figure: run it "
-                 "with --quant W4A8 (validate does)"),
+                 "with --quant W4A8-channel (validate does)"),
     Preset(name="streamtensor-gpt2-u55c", model="gpt2-medium", device="u55c", seq=32,
            design=streamtensor_design(),
            notes="StreamTensor's GPT-2 medium on an Alveo U55C as its publication allows. "

@@ -86,16 +86,16 @@ TILE_DEPTH = 512
 # and width conversion included, which the hw GEMM lacks: its own fixed logic is a few hundred
 # LUTs); off-chip ports and inter-FPGA links; stream FIFOs; dynamic power.
 _PE = gemm_pe_cost("xcup")
-#: Per logical output column of a W4A8 linear kernel: the W4 GEMM's group scaling after its
-#: array (two multipliers, adders, group memories), perf.resources' too.
-_GROUP = gemm_group_cost("xcup")
+#: Per logical output column of a grouped linear kernel (Quant.grouped), by weight bits: the
+#: grouped GEMM's scaling after its array (multipliers, adders, group memories),
+#: perf.resources' too.
+_GROUP = {w: gemm_group_cost("xcup", w) for w in (4, 8)}
 COST = {
     "lut_pe_int": _PE["lut"], "lut_pe_pack": 16, "lut_pe_fp16": 250, "ff_pe_int": _PE["ff"],
     "ff_pe_fp16": 400, "dsp_pe_fp16": 2, "lut_kernel": 2000, "ff_kernel": 3000,
     "lut_port": 3000, "ff_port": 5000, "lut_link": 20000, "ff_link": 30000,
     "fifos": 16,
-    "dsp_group_col": _GROUP["dsp"], "lut_group_col": _GROUP["lut"],
-    "ff_group_col": _GROUP["ff"],
+    **{f"{r}_group_col": {w: c[r] for w, c in _GROUP.items()} for r in ("dsp", "lut", "ff")},
     # dynamic power, mW per MHz per unit (Xilinx Power Estimator class figures, approximate)
     "mw_mhz": {"dsp": 0.012, "lut": 0.0001, "bram": 0.02, "uram": 0.03},
     "source": "int8 PE LUT/FF and non-linear units: perf.resources (fitted to yosys "
@@ -397,7 +397,7 @@ def evaluate(ctx, db, *, modes=("prefill", "decode"), budget_dsp=None):
     m, dev, q = ctx.model, ctx.device, ctx.quant
     P = db.size
     f = db.clock_mhz * 1e6
-    wb, ab, kvb = q.w_bits, q.a_bits, q.kv_bits
+    wb, ab, kvb = q.weight_bits, q.a_bits, q.kv_bits   # a weight's code and group share
     B, l, s, tp, pp = ctx.batch, ctx.seq, ctx.context, ctx.tp, ctx.pp
     d, dh, N = m.d_model, m.d_head, m.n_layers
     h_loc, dkv_loc, dff_loc = m.n_heads // tp, m.d_kv // tp, m.d_ff // tp
@@ -823,11 +823,11 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
             + COST["lut_kernel"]
         per[k]["ff"] += pe * (COST["ff_pe_fp16"] if fp else COST["ff_pe_int"]) \
             + COST["ff_kernel"]
-        if wb == 4 and not fp and k in lin:
-            # the W4 GEMM multiplies codes (the PEs above, packed as int8's) and scales each
-            # group's partial sums after the array, per logical column
+        if q.grouped and not fp and k in lin:
+            # the grouped GEMM multiplies codes (the PEs above, packed as int8's) and scales
+            # each group's partial sums after the array, per logical column
             for res_ in ("dsp", "lut", "ff"):
-                per[k][res_] += cl[k] * COST[f"{res_}_group_col"]
+                per[k][res_] += cl[k] * COST[f"{res_}_group_col"][wb]
     for unit, names in _unit_stages(m):
         lanes = db.lanes[unit] * (2 if unit == "act" and m.gated_ffn else 1)
         cost = unit_cost(unit)
@@ -839,18 +839,22 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
 
     # Weights: streamed tiles (double-buffered FIFO per column group), a FIFO of one layer's
     # matrix (weight_buffer "layer", in bulk memory), or all of this copy's layers on chip,
-    # partitioned so that cols*packing weights are read each cycle.
+    # partitioned so that cols*packing weights are read each cycle; grouped weights' tables
+    # stored beside them, as more words of the same width (Quant.weight_bits).
+    def depth(words):
+        return np.ceil(np.asarray(words) * (q.weight_bits / wb)).astype(np.int64)
+
     tile = {}
     whole = {}
     one = {}
     for k in lin:
         kk, nn = shapes[k]
-        tile[k] = np.where(db.layer_buffer, 0, _blocks(bram, cl[k], wb, TILE_DEPTH)
+        tile[k] = np.where(db.layer_buffer, 0, _blocks(bram, cl[k], wb, depth(TILE_DEPTH))
                            * np.where(db.double, 2, 1))
-        words = _cdiv(layers_per_copy * kk * nn, cl[k])
+        words = depth(_cdiv(layers_per_copy * kk * nn, cl[k]))
         whole[k] = (_blocks(bram, cl[k], wb, words),
                     _blocks(uram, cl[k], wb, words) if uram else None)
-        words = _cdiv(kk * nn, cl[k])
+        words = depth(_cdiv(kk * nn, cl[k]))
         one[k] = (np.where(db.layer_buffer, _blocks(bram, cl[k], wb, words), 0),
                   np.where(db.layer_buffer, _blocks(uram, cl[k], wb, words), 0)
                   if uram else None)
@@ -971,7 +975,7 @@ def _violations(ctx, db, res, budget_dsp):
     if dev.memory:
         # AXI ports, each streaming from one channel (port_plan)
         v["offchip_channels"] = (res["ports_total"], np.full(P, float(dev.memory.max_ports)))
-        weights = m.params * q.w_bits / 8 / ctx.tp / ctx.pp
+        weights = m.params * q.weight_bits / 8 / ctx.tp / ctx.pp
         kv = np.where(res["kv"] == "chip", 0.0, res["kv_bytes"])
         need = np.where(res["on_chip"], kv, weights + kv)
         v["offchip_capacity_gb"] = (need / 1e9, np.full(P, dev.memory.capacity_gb))

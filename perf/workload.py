@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..hw.blocks.gemm_config import WEIGHT_GROUP, group_bits
 from .errors import ConfigError, unknown
 from .models import get_model
 
@@ -28,7 +29,15 @@ NONLINEAR = ("softmax", "norm1", "gelu", "relu", "silu", "norm2")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Quant:
-    """Bits of weights, activations and KV cache, and what the arithmetic is."""
+    """Bits of weights, activations and KV cache, and what the arithmetic is.
+
+    ``w_bits`` is a weight's code; with ``grouped`` weights every group of :attr:`group`
+    inputs of an output channel carries tables too (its scale, and at W4 its minimum), which
+    are read with the weights: :attr:`weight_bits` is what a weight costs in memory, the bits
+    that size weight bytes everywhere (off-chip traffic, capacity, on-chip storage, a GPU's
+    reads). The group's size and tables are ``hw``'s (``hw.blocks.gemm_config``), which are
+    GGUF's: Q4_1 (4 + 32/32 = 5 bits a weight) and Q8_0 (what a GPU running llama.cpp's
+    Q4_1/Q8_0 kernels reads too)."""
 
     name: str
     w_bits: int
@@ -37,13 +46,41 @@ class Quant:
     integer: bool
     gpu_compute: str        # the GPU tensor-core type that runs it: "int8" or "fp16"
     source: str
+    grouped: bool = False   # weights in hw's groups (GGUF Q8_0/Q4_1), else per channel
+
+    @property
+    def group(self):
+        """Weights a group (``hw``'s ``WEIGHT_GROUP``), or ``None`` per channel."""
+        return WEIGHT_GROUP if self.grouped else None
+
+    @property
+    def group_bits(self):
+        """Bits of one group's tables (``hw``'s ``group_bits``); 0 per channel."""
+        return group_bits(self.w_bits) if self.grouped else 0
+
+    @property
+    def weight_bits(self):
+        """Bits a weight costs in memory: its code plus its share of its group's tables."""
+        return self.w_bits + (self.group_bits / self.group if self.grouped else 0)
 
 
 QUANTS = {q.name: q for q in (
     Quant(name="W8A8", w_bits=8, a_bits=8, kv_bits=8, integer=True, gpu_compute="int8",
-          source="int8 weights and activations (SmoothQuant-style), as the paper's GPT-2"),
+          grouped=True,
+          source="int8 weights in groups of 32 with a scale (GGUF's Q8_0) and int8 "
+                 "activations, as hw builds them and `llmloom generate` runs"),
     Quant(name="W4A8", w_bits=4, a_bits=8, kv_bits=8, integer=True, gpu_compute="int8",
-          source="int4 weights, int8 activations, as the paper's BERT"),
+          grouped=True,
+          source="4-bit weights in groups of 32 with a scale and a minimum (GGUF's Q4_1) and "
+                 "int8 activations, as hw builds them"),
+    Quant(name="W8A8-channel", w_bits=8, a_bits=8, kv_bits=8, integer=True,
+          gpu_compute="int8",
+          source="int8 weights with a scale per output channel (SmoothQuant-style) and int8 "
+                 "activations, as the paper's GPT-2 (hw: weight_groups=false)"),
+    Quant(name="W4A8-channel", w_bits=4, a_bits=8, kv_bits=8, integer=True,
+          gpu_compute="int8",
+          source="int4 weights with a scale per output channel, int8 activations, as the "
+                 "paper's BERT and its group's published designs"),
     Quant(name="W4A16", w_bits=4, a_bits=16, kv_bits=16, integer=True, gpu_compute="fp16",
           source="int4 weights, 16-bit activations (GPTQ/AWQ-style; fp16 math on GPUs)"),
     Quant(name="fp16", w_bits=16, a_bits=16, kv_bits=16, integer=False, gpu_compute="fp16",
@@ -130,7 +167,7 @@ def layer_ops(model, mode="prefill", *, seq=512, context=512, batch=1, quant="W8
     model, q = get_model(model), get_quant(quant)
     _check_lengths(model, mode, seq, context, batch)
     d, dkv, dff, h, dh = model.d_model, model.d_kv, model.d_ff, model.n_heads, model.d_head
-    wb, ab, kvb = q.w_bits / 8, q.a_bits / 8, q.kv_bits / 8
+    wb, ab, kvb = q.weight_bits / 8, q.a_bits / 8, q.kv_bits / 8
     rows = batch * seq if mode == "prefill" else batch
     keys = seq if mode == "prefill" else context + 1
 

@@ -402,6 +402,6 @@ def layer_weight_bytes(cfg):
     (grouped weights) ``groups`` sections of its image
     (:func:`~llmloom.hw.layers.weights_image.image_layout`, the one home of that layout: int8
     one a weight, W4 half a byte a weight, and with groups, W4 or W8 ``weight_groups``, each
-    group's 16-bit scale and minimum, padded to the engines' tiles). The re-quantiser
+    group's 16-bit scale and (W4) minimum, padded to the engines' tiles). The re-quantiser
     constants, well under 1 % of them, are not counted: the shapes alone decide."""
     return sum(sec.nbytes for sec in image_layout(cfg) if sec.part in ("weights", "groups"))

@@ -29,7 +29,7 @@ and why:
   into the groups' ``d`` and ``m``, the codes unchanged.
 * **W8 weights in groups** (``LayerConfig.weight_groups``, ``bench/generate.py --w8-groups``):
   GGUF's Q8_0 (:func:`q8_0_of`): int8 codes −127..127 with a scale ``d`` per group of 32
-  inputs of each output channel and no minimum, computed as W4's groups are (``M = 0``). The
+  inputs of each output channel and no minimum (its groups' tables the scales alone). The
   float weights (at W8A8 those the GGUF's Q4_1 codes stand for, smoothed per channel) are then
   kept to ``d/2`` of each group's own range instead of each channel's: SmolLM2's per-channel
   int8 re-quantisation of its Q4_1 weights costs ~0.011 KL, the largest single loss at W8A8.
@@ -398,7 +398,9 @@ def calibrate(cfg, float_weights, x_calib, q4_weights=None):
             q = m4.codes.T.astype(np.int8)
             scale, minimum, unit = group_multipliers(m4)
             s_w = unit * 2.0 ** cfg.group_shift(st.name)
-            groups = {"group_scale": scale, "group_min": minimum}    # Q8_0's: zero
+            groups = {"group_scale": scale}
+            if cfg.weight_bits == 4:                # Q8_0's groups have no minimum
+                groups["group_min"] = minimum
         else:
             q, s_w = quantize_weight(w[st.weight])
         s_in = act[cfg.description.base(st.inputs[0])]

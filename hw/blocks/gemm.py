@@ -37,7 +37,8 @@ class Gemm(wiring.Component):
         Initial weights (memory contents at configuration), with ``weight_groups`` the codes
         (0..15). Weights can also be (re)loaded through the ``weight`` stream.
     group_scale, group_min : ndarray of shape (k/32, n), optional
-        ``weight_groups`` only: the initial group tables (int16), loadable through ``group``.
+        ``weight_groups`` only: the initial group tables (int16, ``cfg.group_tables``: at
+        ``w_width`` 8, Q8_0's, the scales alone), loadable through ``group``.
     weight_banks : 1 or 2
         2: the weight memory holds two matrices (with ``weight_groups`` the group memory two
         tables too), so that the next one loads while the array computes with the other
@@ -65,10 +66,11 @@ class Gemm(wiring.Component):
         starts once its bank's load is complete (its ``end`` beat taken the cycle before), a
         load is taken while its bank is free — its previous matrix's tensor has issued its
         last step — whatever the array does with the other bank.
-    group : In(stream.Signature(row_layout(signed(16), 2 * cols)))
-        ``weight_groups`` only: the group tables, ``k/32`` rows of ``n_tiles`` beats, each beat
-        one feature tile's scales (lanes ``0..cols-1``) then its minima (lanes
-        ``cols..2·cols-1``), lanes past n zero; ``end`` on the last beat. Accepted like
+    group : In(stream.Signature(row_layout(signed(16), T * cols)))
+        ``weight_groups`` only: the group tables (``T = len(cfg.group_tables)``), ``k/32``
+        rows of ``n_tiles`` beats, each beat one feature tile's scales (lanes ``0..cols-1``)
+        then at W4 its minima (lanes ``cols..2·cols-1``), lanes past n zero; ``end`` on the
+        last beat. Accepted like
         ``weight`` (either may come first, or both at once, into the same bank with two
         banks); a product waits for both.
     o : Out(stream.Signature(row_layout(signed(32), cols)))
@@ -95,7 +97,9 @@ class Gemm(wiring.Component):
     ``dsp_packing``) and the array runs each group of 32 k as a tile of its own: its flag
     restarts every PE's ``Σ a·q`` and a row-sum column's ``Σ a``, and the readout takes each
     group's partial sums out, a row a step, while the next group is computed. After the array
-    each column scales them, ``D·Σa·q + M·Σa`` (two multipliers a column, shared by the rows),
+    each column scales them, ``D·Σa·q + M·Σa`` (two multipliers a column, shared by the rows;
+    at ``w_width`` 8, GGUF's Q8_0, the codes are int8 and a group has no minimum: ``D·Σa·q``,
+    one multiplier a column, no row-sum column and no minima in memory),
     and adds them to the row's running sum (from ``acc_bias``) in an accumulator memory; at a
     feature tile's last group the sum (``acc_width`` bits, which may exceed 32) is shifted
     right by ``cfg.shift`` into its output buffer (wiring, and for half-even a tie detector on
@@ -118,12 +122,11 @@ class Gemm(wiring.Component):
                              "weights=None (and no group tables) with weight_banks=2")
         self.cfg, self.weight_banks = cfg, weight_banks
         self._weights = None if weights is None else self.weight_words(cfg, weights)
-        tables = (group_scale, group_min)
-        if not cfg.weight_groups and any(t is not None for t in tables):
+        tables = {"group_scale": group_scale, "group_min": group_min}
+        if not cfg.weight_groups and any(t is not None for t in tables.values()):
             raise ValueError("group_scale/group_min are given, but cfg.weight_groups is false")
-        if any(t is not None for t in tables) and any(t is None for t in tables):
-            raise ValueError("group_scale and group_min go together; one is missing")
-        self._groups = None if group_scale is None else self.group_words(cfg, *tables)
+        given = any(t is not None for t in tables.values())
+        self._groups = self.group_words(cfg, **tables) if given else None
         self._MustUse__silence = False
         members = {
             "act": In(stream.Signature(row_layout(signed(cfg.a_width), cfg.lanes))),
@@ -131,8 +134,7 @@ class Gemm(wiring.Component):
             "o": Out(stream.Signature(row_layout(signed(cfg.OUT_WIDTH), cfg.cols))),
         }
         if cfg.weight_groups:
-            members["group"] = In(stream.Signature(
-                row_layout(signed(GROUP_SCALE_BITS), 2 * cfg.cols)))
+            members["group"] = In(stream.Signature(self.group_layout(cfg)))
         super().__init__(members)
 
     @staticmethod
@@ -162,18 +164,24 @@ class Gemm(wiring.Component):
             .reshape(half, nt * 2 * cfg.cols)
 
     @staticmethod
-    def group_words(cfg, group_scale, group_min):
-        """The group tables ((k/32)×n each) as the group memory's rows: one per (feature tile,
-        group), the tile's ``cols`` scales then its ``cols`` minima (the ``group`` stream
-        carries the same beats group-major: :meth:`group_rows`)."""
-        d, mn = (cfg.check_group_table(name, t) for name, t in
-                 (("group_scale", group_scale), ("group_min", group_min)))
+    def group_layout(cfg):
+        """The ``group`` stream's payload (and a group memory word's lanes): a feature tile's
+        ``cols`` entries of each of ``cfg.group_tables``."""
+        return row_layout(signed(GROUP_SCALE_BITS), len(cfg.group_tables) * cfg.cols)
+
+    @staticmethod
+    def group_words(cfg, group_scale=None, group_min=None):
+        """The group tables ((k/32)×n each, ``cfg.group_tables``: at W8 the scales alone) as
+        the group memory's rows: one per (feature tile, group), the tile's ``cols`` scales
+        then (W4) its ``cols`` minima (the ``group`` stream carries the same beats
+        group-major: :meth:`group_rows`)."""
+        tables = cfg.check_group_tables({"group_scale": group_scale, "group_min": group_min})
         width = cfg.n_tiles * cfg.cols
         rows = []
         for nt in range(cfg.n_tiles):
             for g in range(cfg.groups):
                 row = []
-                for t in (d, mn):
+                for t in tables:
                     padded = np.zeros(width, dtype=np.int64)
                     padded[:cfg.n] = t[g]
                     row += list(map(int, padded[nt * cfg.cols:(nt + 1) * cfg.cols]))
@@ -181,13 +189,14 @@ class Gemm(wiring.Component):
         return rows
 
     @staticmethod
-    def group_rows(cfg, group_scale, group_min):
-        """The ``group`` stream's tensor: (k/32) rows of ``n_tiles · 2·cols`` int16, each tile's
-        scales then minima (cut into beats by ``sim.streams.pack_rows``)."""
+    def group_rows(cfg, group_scale=None, group_min=None):
+        """The ``group`` stream's tensor: (k/32) rows of ``n_tiles · T·cols`` int16 (``T``
+        tables), each tile's scales then (W4) minima (cut into beats by
+        ``sim.streams.pack_rows``)."""
         words = Gemm.group_words(cfg, group_scale, group_min)     # tile-major
-        nt, g = cfg.n_tiles, cfg.groups
-        return np.asarray(words, dtype=np.int64).reshape(nt, g, 2 * cfg.cols) \
-            .transpose(1, 0, 2).reshape(g, nt * 2 * cfg.cols)
+        nt, g, w = cfg.n_tiles, cfg.groups, len(cfg.group_tables) * cfg.cols
+        return np.asarray(words, dtype=np.int64).reshape(nt, g, w) \
+            .transpose(1, 0, 2).reshape(g, nt * w)
 
     @classmethod
     def weight_words(cls, cfg, weights):
@@ -226,7 +235,7 @@ class Gemm(wiring.Component):
         if grouped:
             G = cfg.groups
             m.submodules.gmem = gmem = memory.Memory(
-                shape=data.ArrayLayout(signed(GROUP_SCALE_BITS), 2 * C), depth=WB * NT * G,
+                shape=self.group_layout(cfg)["data"].shape, depth=WB * NT * G,
                 init=self._groups or [])
             g_wr = gmem.write_port()
             g_rd = gmem.read_port()
@@ -587,7 +596,7 @@ class Gemm(wiring.Component):
         R, C = cfg.rows, cfg.cols
         depth = cfg.group_queue_depth
         m.submodules.gqueue = gq = memory.Memory(
-            shape=data.ArrayLayout(signed(GROUP_SCALE_BITS), 2 * C), depth=depth, init=[])
+            shape=Gemm.group_layout(cfg)["data"].shape, depth=depth, init=[])
         gq_wr = gq.write_port()
         gq_rd = gq.read_port(domain="comb")
         wp = Signal(range(depth))
@@ -611,12 +620,15 @@ class Gemm(wiring.Component):
         ga_rd = gacc.read_port(transparent_for=())
         dq_w = GROUP_SCALE_BITS + cfg.group_sum_width
         dq = [Signal(signed(dq_w), name=f"dq{j}") for j in range(C)]
-        ms = [Signal(signed(dq_w), name=f"ms{j}") for j in range(C)]
+        # M·Σa: W4's minima; Q8_0's groups have none (nor the array a row-sum column)
+        ms = [Signal(signed(dq_w), name=f"ms{j}") if cfg.group_minimum else 0
+              for j in range(C)]
         m.d.comb += [ga_rd.addr.eq(rd_row), ga_rd.en.eq(rd_en)]
         with m.If(rd_en):
             for j in range(C):
-                m.d.sync += [dq[j].eq(gq_rd.data[j] * array.row[j]),
-                             ms[j].eq(gq_rd.data[C + j] * array.row_sum)]
+                m.d.sync += dq[j].eq(gq_rd.data[j] * array.row[j])
+                if cfg.group_minimum:
+                    m.d.sync += ms[j].eq(gq_rd.data[C + j] * array.row_sum)
         # the write's step: the sum, into the running sums or (last group) the output buffer
         m.d.comb += [ga_wr.addr.eq(wr_row), ga_wr.en.eq(wr_en & ~wr_meta.last)]
         for j in range(C):

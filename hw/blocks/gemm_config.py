@@ -13,7 +13,8 @@ from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..numeric import INT32
 from .requant import ROUNDINGS
 
-__all__ = ["LinearSizes", "GemmConfig", "WEIGHT_GROUP", "GROUP_SCALE_BITS", "CODE_BITS"]
+__all__ = ["LinearSizes", "GemmConfig", "WEIGHT_GROUP", "GROUP_SCALE_BITS", "CODE_BITS",
+           "GROUP_TABLES", "group_tables", "group_bits"]
 
 #: W4 weights: inputs per group, each group of an output channel with its own scale and
 #: minimum (GGUF's Q4_1: ``w = d·q + m``, ``q`` in 0..15). ``hw.layers.config`` re-exports it.
@@ -25,6 +26,25 @@ GROUP_SCALE_BITS = 16
 #: Bits of a W4 weight's code ``q`` (unsigned, 0..15). W8's grouped codes (GGUF's Q8_0) are
 #: int8, −127..127, with no minimum.
 CODE_BITS = 4
+#: The group tables of each weight width, in the order a group memory word (and a ``group``
+#: beat, and the image's ``groups`` rows) holds them, a feature tile's ``cols`` of each.
+GROUP_TABLES = {CODE_BITS: ("group_scale", "group_min"), 8: ("group_scale",)}
+
+
+def group_tables(w_width):
+    """Tables a group of ``w_width``-bit weights carries, each entry :data:`GROUP_SCALE_BITS`
+    wide: the scale ``D`` and the minimum ``M`` at W4 (GGUF's Q4_1), the scale alone at W8
+    (GGUF's Q8_0, ``w = D·q``). The one home of what a group costs: the GEMM's group memory,
+    stream and scaling, the image's ``groups`` section and ``perf``'s weight bytes follow it
+    (:data:`GROUP_TABLES`)."""
+    return len(GROUP_TABLES[w_width])
+
+
+def group_bits(w_width):
+    """Bits of one group's tables in memory (:func:`group_tables` × :data:`GROUP_SCALE_BITS`):
+    at :data:`WEIGHT_GROUP` weights a group, ``group_bits / WEIGHT_GROUP`` bits a weight more
+    than its code."""
+    return group_tables(w_width) * GROUP_SCALE_BITS
 
 
 class LinearSizes:
@@ -117,11 +137,11 @@ class GemmConfig(LinearSizes, BlockConfig):
                              "(on ECP5/iCE40 Yosys splits the 27-bit product: no DSP saved); with "
                              "weight_groups the pair is two columns' codes")
     weight_groups: bool = spec(False, None,
-                               "weights as GGUF's Q4_1 (w_width 4: codes q 0..15) or Q8_0 "
-                               "(w_width 8: codes -127..127) store them, each group of 32 "
-                               "inputs of a column with a 16-bit scale D and minimum M (Q8_0's "
-                               "all zero), w = D·q + M; needs k a multiple of 32; results are "
-                               "rounded and shifted right by group_shift")
+                               "weights as GGUF's Q4_1 (w_width 4: codes q 0..15, each group "
+                               "of 32 inputs of a column with a 16-bit scale D and minimum M, "
+                               "w = D·q + M) or Q8_0 (w_width 8: codes -127..127 and a 16-bit "
+                               "scale D a group, w = D·q) store them; needs k a multiple of "
+                               "32; results are rounded and shifted right by group_shift")
     group_shift: int | None = spec(None, Range(0, 62),
                                    "weight_groups: the right shift of the results into int32; "
                                    "none: the least that can never saturate")
@@ -221,7 +241,10 @@ class GemmConfig(LinearSizes, BlockConfig):
         ``D = M = 2**15 - 1``, ``q = 15``), a signed ``GROUP_SCALE_BITS + 4``-bit number; with
         ``q`` in −128..127 (``w_width`` 8) ``(-2**22 - 2**15 + 128, 2**22 + 2**15 - 1)``
         (``D = 2**15 − 1``, ``q = −128``, ``M = −2**15``; ``D = −2**15``, ``q = −128``,
-        ``M = 2**15 − 1``), a signed ``GROUP_SCALE_BITS + 8``-bit number."""
+        ``M = 2**15 − 1``), a signed ``GROUP_SCALE_BITS + 8``-bit number. Q8_0's groups have
+        no minimum, but their range keeps one's headroom: a bound all the same, which keeps the
+        least shift (:attr:`min_group_shift`), and so every result, what it was when their
+        minima were stored as zeros."""
         lo, hi = -(1 << (GROUP_SCALE_BITS - 1)), (1 << (GROUP_SCALE_BITS - 1)) - 1
         if self.w_width == CODE_BITS:
             top = (1 << CODE_BITS) - 1
@@ -289,6 +312,20 @@ class GemmConfig(LinearSizes, BlockConfig):
             raise ValueError(f"codes outside 0..{(1 << CODE_BITS) - 1}")
         return q.astype(np.int64)
 
+    def check_group_tables(self, tables):
+        """The group tables :attr:`group_tables` of ``tables`` (a dict by name; ``None`` for
+        one not there) checked (:meth:`check_group_table`), in order; ``ValueError`` if one of
+        them is missing or one more is given (Q8_0's groups have no minimum)."""
+        extra = [k for k, t in tables.items() if t is not None and k not in self.group_tables]
+        if extra:
+            raise ValueError(f"{', '.join(extra)} given, but w_width={self.w_width} groups "
+                             f"have {' and '.join(self.group_tables) or 'no tables'} only")
+        missing = [k for k in self.group_tables if tables.get(k) is None]
+        if missing:
+            raise ValueError(f"{', '.join(self.group_tables)} go together; "
+                             f"{', '.join(missing)} is missing")
+        return [self.check_group_table(k, tables[k]) for k in self.group_tables]
+
     def check_group_table(self, name, table):
         """A group table (``group_scale`` or ``group_min``) as an int64 (k/32)×n array of
         ``GROUP_SCALE_BITS``-bit signed integers."""
@@ -319,10 +356,22 @@ class GemmConfig(LinearSizes, BlockConfig):
         return self.rows * self.cols // (2 if self.dsp_packing else 1)
 
     @property
+    def group_tables(self):
+        """The group tables (:data:`GROUP_TABLES`) with ``weight_groups``: ``group_scale``,
+        and at ``w_width`` 4 ``group_min``; else none."""
+        return GROUP_TABLES[self.w_width] if self.weight_groups else ()
+
+    @property
+    def group_minimum(self):
+        """Whether the groups have a minimum ``M`` (W4): then the array sums each row's
+        activations too (its row-sum column) and the scaling adds ``M·Σa``."""
+        return "group_min" in self.group_tables
+
+    @property
     def group_multipliers(self):
-        """Multipliers after the array with ``weight_groups``: a group's scale and its minimum
-        per column (``D·Σa·q``, ``M·Σa``), shared by the rows; else none."""
-        return 2 * self.cols if self.weight_groups else 0
+        """Multipliers after the array with ``weight_groups``: per column a group's scale
+        (``D·Σa·q``) and at W4 its minimum (``M·Σa``), shared by the rows; else none."""
+        return len(self.group_tables) * self.cols
 
     @property
     def readout_step(self):

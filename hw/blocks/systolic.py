@@ -69,8 +69,9 @@ class SystolicArray(wiring.Component):
         step S is complete from step S + cols + pe_stages + i + 1 until step
         S + L + pe_stages + i + 1 (L >= cols the tile length).
     row_sum : Out(signed(group_sum_width))
-        ``weight_groups`` only: the sum of row ``sel``'s activations over the tile, beside
-        ``row`` (a :class:`~.pe.RowSum` by each row's first PE).
+        ``weight_groups`` with a minimum (W4, ``GemmConfig.group_minimum``) only: the sum of
+        row ``sel``'s activations over the tile, beside ``row`` (a :class:`~.pe.RowSum` by
+        each row's first PE), which the minimum multiplies.
 
     With ``weight_groups`` a tile is one group of the GEMM's (the flag comes every
     ``WEIGHT_GROUP`` steps), ``w`` holds the codes (zero-extended) and the PEs sum
@@ -92,7 +93,7 @@ class SystolicArray(wiring.Component):
             "sel": In(range(cfg.rows)),
             "row": Out(data.ArrayLayout(signed(cfg.pe_acc_width), cfg.cols)),
         }
-        if cfg.weight_groups:
+        if cfg.group_minimum:
             members["row_sum"] = Out(signed(cfg.group_sum_width))
         super().__init__(members)
 
@@ -122,7 +123,7 @@ class SystolicArray(wiring.Component):
         sums = [None] * R
         acc_w, stages = cfg.pe_acc_width, cfg.pe_stages
         for i in range(R):
-            if cfg.weight_groups:
+            if cfg.group_minimum:
                 m.submodules[f"row_sum_{i}"] = rs = RowSum(cfg.a_width, cfg.group_sum_width,
                                                            stages)
                 m.d.comb += [rs.en.eq(self.en), rs.a_i.eq(a_skew.o[i]),
@@ -148,6 +149,6 @@ class SystolicArray(wiring.Component):
             for i in range(R):
                 with m.Case(i):
                     m.d.comb += [self.row[j].eq(results[i][j]) for j in range(C)]
-                    if cfg.weight_groups:
+                    if cfg.group_minimum:
                         m.d.comb += self.row_sum.eq(sums[i])
         return m

@@ -221,7 +221,7 @@ class Linear(wiring.Component):
         else:
             # at W4 the codes, with each group's scale and minimum (the stage's numbers)
             p = cfg.numbers.params(name)
-            tables = ({"group_scale": p.group_scale, "group_min": p.group_min}
+            tables = ({name: getattr(p, name) for name in g.group_tables}
                       if g.weight_groups else {})
             engine = Gemm(g, weights=self._w.matrix(name), **tables)
         m.submodules[cfg.engine] = engine

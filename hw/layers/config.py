@@ -42,7 +42,7 @@ import numpy as np
 from ..blocks.activation import GeluConfig, SiluConfig
 from ..blocks.attention_config import AttentionConfig, HeadGeometry
 from ..blocks.dynquant import DynQuantConfig
-from ..blocks.gemm_config import GROUP_SCALE_BITS, WEIGHT_GROUP, GemmConfig
+from ..blocks.gemm_config import GROUP_SCALE_BITS, GROUP_TABLES, WEIGHT_GROUP, GemmConfig
 from ..blocks.gemv import GemvConfig
 from ..blocks.mul import MulConfig
 from ..blocks.norm import LayerNormConfig, RMSNormConfig
@@ -150,8 +150,9 @@ class LinearParams:
 
     w_scale: tuple = dataclasses.field(repr=False)
     bias: tuple | None = dataclasses.field(default=None, repr=False)
-    #: W4 weights (``LayerConfig.weight_bits`` 4): each group's integer scale and minimum,
-    #: ``in/WEIGHT_GROUP`` rows × ``out`` (see :meth:`LayerConfig.group_shift`); ``None`` at W8.
+    #: Grouped weights (``LayerConfig.grouped``): each group's integer scale and (W4 only)
+    #: minimum, ``in/WEIGHT_GROUP`` rows × ``out`` (see :meth:`LayerConfig.group_shift`);
+    #: ``None`` where the weights have no such table (W8 per channel; Q8_0's minimum).
     group_scale: tuple | None = dataclasses.field(default=None, repr=False)
     group_min: tuple | None = dataclasses.field(default=None, repr=False)
 
@@ -297,8 +298,8 @@ class LayerConfig(HeadGeometry, BlockConfig):
                             "on the GEMM engine (not the GEMV)")
     weight_groups: bool = spec(False, None,
                                "weight_bits 8 only: int8 codes -127..127 with an integer scale "
-                               "per group of 32 inputs of each output channel (GGUF's Q8_0) "
-                               "(and a zero minimum) instead of one scale per output channel; "
+                               "per group of 32 inputs of each output channel (GGUF's Q8_0, "
+                               "no minimum) instead of one scale per output channel; "
                                "runs on the GEMM engine (W4 weights are always grouped)")
     stream_exponent: int = spec(0, Range(0, MAX_STREAM_EXPONENT),
                                 "E: the residual stream's input and sums carry one "
@@ -485,9 +486,9 @@ class LayerConfig(HeadGeometry, BlockConfig):
 
     def _groups(self, name, p):
         """``group_scale`` and ``group_min`` of linear stage ``name`` checked: grouped weights
-        (:attr:`grouped`), each ``in/WEIGHT_GROUP × out`` integers of
-        :data:`GROUP_SCALE_BITS` (a tuple of rows; with :attr:`weight_groups` the calibration
-        gives all-zero minima, Q8_0's); else none."""
+        (:attr:`grouped`) have their GEMM's tables (``GemmConfig.group_tables``: at W4 both,
+        with :attr:`weight_groups`, Q8_0's, the scale alone), each ``in/WEIGHT_GROUP × out``
+        integers of :data:`GROUP_SCALE_BITS` (a tuple of rows); else none."""
         where = f"numbers.{name}"
         if not self.grouped:
             if p.group_scale is not None or p.group_min is not None:
@@ -498,7 +499,11 @@ class LayerConfig(HeadGeometry, BlockConfig):
         k, n = self.linear_shape(name)
         top = (1 << (GROUP_SCALE_BITS - 1)) - 1
         out = {}
-        for field in ("group_scale", "group_min"):
+        tables = GROUP_TABLES[self.weight_bits]
+        if p.group_min is not None and "group_min" not in tables:
+            raise ConfigError(f"{where}.group_min is given, but weight_groups (GGUF's Q8_0) "
+                              "has no minimum; allowed: none")
+        for field in tables:
             value = getattr(p, field)
             a = np.asarray(() if value is None else value)
             if a.shape != (k // WEIGHT_GROUP, n) or not (

@@ -21,7 +21,6 @@ from ..blocks.attention import Attention, cache_config, check_spill
 from ..blocks.axi_reader import AxiReader, AxiReaderConfig, AxiReadSignature
 from ..blocks.axi_writer import AxiWriter, AxiWriterConfig, AxiWriteSignature
 from ..blocks.gemm import Gemm
-from ..blocks.gemm_config import GROUP_SCALE_BITS
 from ..blocks.gemv import Gemv
 from ..blocks.loadable import ConstantBus, ConstantLoader
 from ..blocks.requant import Requant
@@ -422,8 +421,7 @@ class LoadedLinear(wiring.Component):
                    "weight": In(stream.Signature(weight)),
                    "load": In(stream.Signature(row_layout(signed(32), cfg.lanes)))}
         if cfg.grouped:
-            members["group"] = In(stream.Signature(
-                row_layout(signed(GROUP_SCALE_BITS), 2 * g.cols)))
+            members["group"] = In(stream.Signature(Gemm.group_layout(g)))
         super().__init__(members)
 
     def elaborate(self, platform):

@@ -74,17 +74,19 @@ a table of ~4 500 LUT at 4 lanes (+3 400 LUT over int10) or block RAM.
 
 W8A8's weights (SmolLM2 through ``sim.llm.quantize_llama``) are int8 codes with a scale per
 group of 32 inputs, GGUF's Q8_0 (``LayerConfig.weight_groups``: the grouped GEMM of W4 with
-int8 codes and zero minima), not one scale per output channel: re-quantising the Q4_1 weights
+int8 codes and the scales alone), not one scale per output channel: re-quantising the Q4_1 weights
 per channel cost ~0.011 KL in all, the largest single loss at W8A8, which left W8A8 below W4A8.
 bench/generate.py (408 tokens, 30 layers, dynamic, E = 15): W8A8 agreement 93.1 % → 94.6 %
 (Amazon 94.2 % → 97.1 %, reef 92.6 % → 93.4 %), perplexity 1.020× → 1.013× float's; W4A8
 unchanged. The cost (SmolLM2's layer on xcup, perf.resources, baked, 4 lanes): 49 444 →
 54 381 LUT, 34 935 → 40 004 FF, 434 → 490 DSP (two group multipliers a column), 950 → 1 065
-BRAM (the group tables, their minima all zero: a Q8_0 GEMM without them would save about half
-of that); the image 3.61 → 4.06 MB a layer; the cycles unchanged. Measured with Q8_0 weights,
-bit-exact, and not kept: ``hg`` int12 94.1 %, 1.016×; the linear stages' per-token inputs
-(``narrow``) int10 93.6 %, 1.022×; both 93.4 %, 1.017× (one run each; over 408 tokens a token
-is 0.25 points, and the wider tensors moved agreement down as often as up).
+BRAM (the group tables, their minima all zero); the image 3.61 → 4.06 MB a layer; the cycles
+unchanged. Without the minima (the scales alone, the results and cycles the same): 50 991 LUT,
+36 766 FF, 462 DSP (one group multiplier a column), 1 012.5 BRAM, the image 3.83 MB.
+Measured with Q8_0 weights, bit-exact, and not kept: ``hg`` int12 94.1 %, 1.016×; the linear
+stages' per-token inputs (``narrow``) int10 93.6 %, 1.022×; both 93.4 %, 1.017× (one run
+each; over 408 tokens a token is 0.25 points, and the wider tensors moved agreement down as
+often as up).
 
 The softmax's probabilities are **10-bit** (scale 1/1023, ``hw.blocks.softmax.PROB_BITS``; P·V reads
 them on 11-bit lanes): at 1/255 they were the largest single loss of the activations

@@ -16,11 +16,12 @@ grouped weights, W4 or W8 ``weight_groups``, ``groups`` after ``weights``):
     reader beat ``b`` is weight beat ``b``, half as many. W8 in groups (GGUF's Q8_0,
     ``weight_groups``): the int8 codes, as the int8 matrix.
 ``groups``
-    Grouped weights only: each group's int16 scale ``D`` and minimum ``M`` (GGUF's float16
-    ``d`` and ``m`` as the calibration makes them integers; Q8_0's ``M`` all zero),
-    little-endian, as the GEMM's ``group`` stream carries them (:meth:`Gemm.group_rows`):
-    ``k/32`` rows of ``n_tiles`` beats of ``2·cols`` int16, a feature tile's ``cols`` scales
-    then its ``cols`` minima, lanes past ``n`` zero; four reader beats a ``group`` beat.
+    Grouped weights only: each group's int16 scale ``D`` and, at W4, minimum ``M`` (GGUF's
+    float16 ``d`` and ``m`` as the calibration makes them integers; Q8_0 has no ``m``),
+    little-endian, as the GEMM's ``group`` stream carries them (:meth:`Gemm.group_rows`,
+    ``GemmConfig.group_tables``): ``k/32`` rows of ``n_tiles`` beats of ``T·cols`` int16, a
+    feature tile's ``cols`` scales then (W4) its ``cols`` minima, lanes past ``n`` zero;
+    ``2·T`` reader beats a ``group`` beat.
 ``scales``
     The per-output-channel scale in the form the stage's re-quantiser computes with: its
     aligned fixed-point multiplier ``M_c`` (:attr:`RequantConfig.multipliers`; ``M_c·2**-s``
@@ -55,6 +56,7 @@ import dataclasses
 import numpy as np
 
 from ..blocks.gemm import Gemm
+from ..blocks.gemm_config import group_tables
 from ..config import ConfigError
 from .config import WEIGHT_GROUP
 from .layer import layer_constants
@@ -94,7 +96,8 @@ class Section:
 class LinearImage:
     """What a linear stage's sections hold: the k×n int8 weights (W4: the 4-bit codes), the
     re-quantiser's per-channel multipliers and int32 biases (``n`` each) and their common
-    shift; W4, each group's integer scale and minimum (k/32 × n each; ``None`` at W8)."""
+    shift; grouped, each group's integer scale and (W4) minimum (k/32 × n each; ``None`` where
+    there is none)."""
 
     weights: np.ndarray
     multipliers: np.ndarray
@@ -122,7 +125,8 @@ def image_layout(cfg):
         parts = (("weights", eng.k // 2, width, "uint8") if cfg.weight_bits == 4 else
                  ("weights", eng.k, width, "int8"),)
         if cfg.grouped:
-            parts += (("groups", eng.k // WEIGHT_GROUP, 2 * width, "<i2"),)
+            parts += (("groups", eng.k // WEIGHT_GROUP, group_tables(eng.w_width) * width,
+                       "<i2"),)
         for part, rows, cols, dtype in (*parts, ("scales", 1, channels, "<i4"),
                                         ("bias", 1, channels, "<i4"), ("shift", 1, 1, "<i4")):
             sec = Section(name, part, offset, rows, cols, dtype)
@@ -152,7 +156,7 @@ def pack_layer_image(cfg, weights):
             arr[:, :w.shape[1]] = w
         elif sec.part == "groups":
             p = cfg.numbers.params(sec.stage)
-            arr[:] = Gemm.group_rows(eng, p.group_scale, p.group_min)
+            arr[:] = Gemm.group_rows(eng, **{t: getattr(p, t) for t in eng.group_tables})
         elif sec.part == "shift":
             arr[0, 0] = cfg.requant(sec.stage).multipliers[1]
         else:
@@ -183,8 +187,10 @@ def unpack_layer_image(cfg, image):
                 sec.rows, eng.n_tiles, 2, eng.cols)
             arr = codes.transpose(0, 2, 1, 3).reshape(eng.k, eng.n_tiles * eng.cols)
         elif sec.part == "groups":
-            pair = arr.reshape(sec.rows, eng.n_tiles, 2, eng.cols).transpose(2, 0, 1, 3)
-            for part, table in zip(("group_scale", "group_min"), pair, strict=True):
+            tables = eng.group_tables
+            pair = arr.reshape(sec.rows, eng.n_tiles, len(tables), eng.cols) \
+                .transpose(2, 0, 1, 3)
+            for part, table in zip(tables, pair, strict=True):
                 table = table.reshape(sec.rows, eng.n_tiles * eng.cols)
                 if np.any(table[:, n:]):
                     raise ValueError(f"{sec.stage} {part}: padding past channel {n} is not "

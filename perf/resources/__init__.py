@@ -179,18 +179,18 @@ def gemm_pe_cost(family="xcup"):
             for k in ("lut", "ff")}
 
 
-def gemm_group_cost(family="xcup"):
-    """``{"dsp", "lut", "ff"}`` per output column that the W4 GEMM (``weight_groups``: codes
-    into the multipliers, each group's scale and minimum applied after the array) adds to the
-    int8 GEMM of the same size: its two scaling multipliers, their adders, registers and the
-    small group memories, net of the PEs' narrower accumulators; the difference of the two
-    8×8 arrays (k = 64) over 8 columns. The whole-design model prices W4A8 kernels with it
-    on ``xcup`` (``perf.spatial``); its PE multipliers count as the int8 one's (one product,
-    or two packed, per DSP: ``hw.devices.packing_table``)."""
+def gemm_group_cost(family="xcup", w_width=4):
+    """``{"dsp", "lut", "ff"}`` per output column that the grouped GEMM (``weight_groups``:
+    ``w_width``-bit codes into the multipliers, each group's tables applied after the array)
+    adds to the int8 GEMM of the same size: its scaling multipliers, their adders, registers
+    and the small group memories, net of the PEs' narrower accumulators (W4); the difference
+    of the two 8×8 arrays (k = 64) over 8 columns. The whole-design model prices grouped
+    kernels (W4A8, W8A8) with it on ``xcup`` (``perf.spatial``); its PE multipliers count as
+    the int8 one's (one product, or two packed, per DSP: ``hw.devices.packing_table``)."""
     from ...hw.blocks.gemm_config import GemmConfig
     fam = family_of(family)
     plain = GemmConfig(rows=8, cols=8, k=64)
-    grouped = plain.replace(w_width=4, weight_groups=True)
+    grouped = plain.replace(w_width=w_width, weight_groups=True)
     plain_bill, grouped_bill = (sum(gemm_parts(c, fam).values(), Bill())
                                 for c in (plain, grouped))
     return {k: round((getattr(grouped_bill, k) - getattr(plain_bill, k)) / 8, 1)

@@ -79,11 +79,11 @@ def _gemm_registers(cfg, fam):
     meta = 4 + counter_bits(NT) + counter_bits(R)
     groups = 0
     if cfg.weight_groups:
-        gsum = cfg.group_sum_width
+        gsum, T = cfg.group_sum_width, len(cfg.group_tables)
         meta += 2                                                    # first, last group
-        groups = (R * (stages * (a + 1) + 2 * gsum)                  # row sums
-                  + 2 * C * GROUP_SCALE_BITS + 1                     # the step's (D, M)
-                  + 2 * C * (GROUP_SCALE_BITS + gsum)                # D·Σaq, M·Σa
+        groups = (R * (stages * (a + 1) + 2 * gsum) * cfg.group_minimum   # row sums (W4)
+                  + T * C * GROUP_SCALE_BITS + 1                     # the step's (D[, M])
+                  + T * C * (GROUP_SCALE_BITS + gsum)                # D·Σaq[, M·Σa]
                   + 2 * counter_bits(R) + 2 + 2 * 3)                 # readout tap, queue
     sched = (cfg.write_step + R + 3) * meta
     readout = 2 + 2 * counter_bits(R)                                          # due, wr_en and rows
@@ -129,9 +129,10 @@ def gemm_parts(cfg, fam, *, rom_weights=False, weight_banks=1):
         # counted as PE bits (an adder a bit, as the accumulators: not fitted on their own):
         # the row-sum column's accumulators and the scaling's two adders a bit of each
         # column's sum; a product left in fabric adds its partial-product adders
-        group_bits = R * gsum + 2 * C * cfg.acc_width + \
+        T = len(cfg.group_tables)
+        group_bits = R * gsum * cfg.group_minimum + T * C * cfg.acc_width + \
             (0 if per else cfg.group_multipliers * GROUP_SCALE_BITS * gsum // 2)
-        group_readout = (R - 1) * gsum      # the row sums' rows:1 mux
+        group_readout = (R - 1) * gsum * cfg.group_minimum   # the row sums' rows:1 mux (W4)
     parts = {
         # LUTs: the PEs' accumulators (adder and first-step mux per bit), the readout (a
         # rows:1 mux of each column's accumulator), the feeder's lane select (an LN:1 mux of
@@ -150,12 +151,12 @@ def gemm_parts(cfg, fam, *, rom_weights=False, weight_banks=1):
         "obuf": map_memory(fam, C * cfg.obuf_width, 2 * R * NT).bill(),
     }
     if cfg.weight_groups:
-        # the group tables: a (D, M) pair of each column per (feature tile, group); the queue
+        # the group tables: each column's D (and at W4 M) per (feature tile, group); the queue
         # of the groups in the array; each row's running sums between groups
         parts["scaling"] = Bill(dsp=scaling)
-        parts["gmem"] = map_memory(fam, 2 * C * GROUP_SCALE_BITS,
+        parts["gmem"] = map_memory(fam, T * C * GROUP_SCALE_BITS,
                                    weight_banks * NT * cfg.groups, rom=rom_weights).bill()
-        parts["gqueue"] = map_memory(fam, 2 * C * GROUP_SCALE_BITS, cfg.group_queue_depth,
+        parts["gqueue"] = map_memory(fam, T * C * GROUP_SCALE_BITS, cfg.group_queue_depth,
                                      async_read=True).bill()
         parts["gacc"] = map_memory(fam, C * cfg.acc_width, R).bill()
     return parts

@@ -30,7 +30,8 @@ class GemmHarness(BlockHarness):
         TensorSpec("group_scale", "int16", f"(k/{WEIGHT_GROUP})×n",
                    "weight_groups: each group's scale D (w = D·q + M)", optional=True),
         TensorSpec("group_min", "int16", f"(k/{WEIGHT_GROUP})×n",
-                   "weight_groups: each group's minimum M", optional=True),
+                   "weight_groups at w_width 4: each group's minimum M (Q8_0's groups, "
+                   "w_width 8, have none)", optional=True),
     )
     outputs = (TensorSpec("c", "int32", "M×n", "products, exact"),)
     shape_fields = ("k", "n")
@@ -54,9 +55,14 @@ class GemmHarness(BlockHarness):
             return {"a": a, "w": w}
         code = IntType(CODE_BITS, signed=False) if cfg.k_per_word == 2 else IntType(cfg.w_width)
         w = self.require_int(tensors, "w", code, (cfg.k, cfg.n))
+        extra = [name for name in ("group_scale", "group_min")
+                 if name in tensors and name not in cfg.group_tables]
+        if extra:
+            raise TensorError(f"tensor {extra[0]!r} is given, but w_width={cfg.w_width} "
+                              f"groups have {' and '.join(cfg.group_tables)} only")
         tables = {name: self.require_int(tensors, name, IntType(GROUP_SCALE_BITS),
                                          (cfg.groups, cfg.n))
-                  for name in ("group_scale", "group_min")}
+                  for name in cfg.group_tables}
         return {"a": a, "w": w, **tables}
 
     def drive(self, cfg, tensors):
@@ -65,9 +71,8 @@ class GemmHarness(BlockHarness):
         preload = {"weight": pack_rows(Gemm.weight_layout(cfg),
                                        Gemm.weight_rows(cfg, tensors["w"]))}
         if cfg.weight_groups:
-            comp_g = row_layout(IntType(GROUP_SCALE_BITS).shape, 2 * cfg.cols)
-            preload["group"] = pack_rows(comp_g, Gemm.group_rows(
-                cfg, tensors["group_scale"], tensors["group_min"]))
+            preload["group"] = pack_rows(Gemm.group_layout(cfg), Gemm.group_rows(
+                cfg, **{name: tensors[name] for name in cfg.group_tables}))
         return Drive(
             preload=preload,
             timed={"act": pack_rows(comp_act, tensors["a"])},
@@ -84,7 +89,7 @@ class GemmHarness(BlockHarness):
     def golden(self, cfg, tensors):
         if cfg.weight_groups:
             return {"c": group_gemm_bitexact(tensors["a"], tensors["w"], tensors["group_scale"],
-                                             tensors["group_min"], cfg.shift, cfg.rounding)}
+                                             tensors.get("group_min"), cfg.shift, cfg.rounding)}
         return {"c": gemm_bitexact(cfg, tensors["a"], tensors["w"])}
 
     def macs(self, cfg, tensors):

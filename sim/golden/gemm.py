@@ -25,23 +25,25 @@ def gemm_bitexact(cfg, a, w):
 
 
 def group_gemm_bitexact(a, codes, group_scale, group_min, shift, rounding):
-    """A linear stage's accumulators at W4 (``LayerConfig.weight_bits`` 4): ``a`` rows × k
-    (int8), ``codes`` k × n (0..15), ``group_scale`` and ``group_min`` (k/g) × n integers for
-    groups of ``g`` consecutive inputs. Each group's two sums, ``P = Σ a·q`` and ``S = Σ a``,
-    are exact; ``Σ_g group_scale·P + group_min·S`` is formed exactly (int64) and shifted right
+    """A linear stage's accumulators with grouped weights: ``a`` rows × k (int8), ``codes``
+    k × n (0..15 at W4; int8 at W8, GGUF's Q8_0), ``group_scale`` and ``group_min`` (k/g) × n
+    integers for groups of ``g`` consecutive inputs (``group_min`` ``None``: Q8_0's groups,
+    no minimum). Each group's sums, ``P = Σ a·q`` and ``S = Σ a``, are exact;
+    ``Σ_g group_scale·P + group_min·S`` is formed exactly (int64) and shifted right
     by ``shift``, rounded by ``rounding``, into int32 (the config's shift guarantees it fits;
     the check below proves it on every call). It stands for ``a @ (d·q + m)`` in units of the
     channel's ``group_scale`` unit times ``2**shift``."""
     a = np.asarray(a, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64)
     scale = np.asarray(group_scale, dtype=np.int64)
-    minimum = np.asarray(group_min, dtype=np.int64)
     rows, k = a.shape
     groups, n = scale.shape
     g = k // groups
     ag = a.reshape(rows, groups, g)
     p = np.einsum("rgj,gjc->rgc", ag, codes.reshape(groups, g, n))      # |p| < 2**17
-    acc = np.einsum("rgc,gc->rc", p, scale) + ag.sum(axis=2) @ minimum   # |acc| < 2**62
+    acc = np.einsum("rgc,gc->rc", p, scale)                              # |acc| < 2**62
+    if group_min is not None:
+        acc += ag.sum(axis=2) @ np.asarray(group_min, dtype=np.int64)
     c = round_shift(acc, shift, rounding)
     assert c.size == 0 or (c.min() >= INT32.min and c.max() <= INT32.max), \
         "accumulator overflow"

@@ -212,7 +212,7 @@ def linear_acc(cfg, weights, name, x):
     """Linear stage ``name``'s int32 accumulators (before its re-quantiser): the GEMM of the
     int8 weights, or with grouped weights (``cfg.grouped``: W4, or W8 ``weight_groups``) the
     group-scaled sums of the codes (:func:`~llmloom.sim.golden.gemm.group_gemm_bitexact`;
-    W8's minima are zero)."""
+    Q8_0's groups, W8, have no minimum)."""
     if cfg.grouped:
         p = cfg.numbers.params(name)
         return group_gemm_bitexact(x, weights.matrix(name), p.group_scale, p.group_min,

@@ -58,9 +58,9 @@ def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
     assert r["passes"] == [r["prompt_tokens"], 1, 1, 1]
     assert r["layer"]["seq"] == r["prompt_tokens"] + 3
     # q, o: d×d; k, v: d×192; gate, up, down: d×d_ff — one int8 byte each, and each group
-    # of 32's int16 scale and (zero) minimum (Q8_0's groups)
+    # of 32's int16 scale (Q8_0's groups, no minimum)
     weights = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
-    per_layer = weights + weights // 32 * 4
+    per_layer = weights + weights // 32 * 2
     assert r["weight_bytes_per_layer"] == per_layer
     assert r["weight_bytes_fetched"] == per_layer * 2 * 4      # every layer on every pass
     assert r["layer"]["weight_bits"] == 8 and r["layer"]["weight_groups"] is True   # Q8_0
@@ -72,6 +72,11 @@ def test_report_counts_weights_and_projects_tokens_per_s(quick_json):
     assert p["device"] == "u280" and p["clock_hz"] > 0
     assert p["decode_tokens_per_s"] > 0 and p["prefill_tokens_per_s"] > 0
     assert 0 <= p["decode_weight_stream_share"] <= 1
+    # the projection reads the bytes the layer's image holds, groups' tables included
+    from llmloom.perf.workload import layer_ops
+    assert p["quant"] == "W8A8"
+    assert sum(o.weight_bytes for o in layer_ops("smollm2-135m", "decode", context=1,
+                                                 quant=p["quant"])) == per_layer
 
 
 def test_w4a8_keeps_the_gguf_codes_on_the_bit_exact_model(smollm2, tmp_path, capsys):

@@ -30,7 +30,8 @@ def test_packing_rule_is_what_the_gemm_builds():
 def test_perf_reads_the_catalogue():
     assert PD.get_fpga("ecp5-85f").max_packing["W8A8"] == 1
     assert PD.get_fpga("ice40-up5k").max_packing["W8A8"] == 1
-    assert PD.get_fpga("u280").max_packing == {"W8A8": 2, "W4A8": 2, "W4A16": 1, "fp16": 1}
+    assert PD.get_fpga("u280").max_packing == {"W8A8": 2, "W4A8": 2, "W8A8-channel": 2,
+                                              "W4A8-channel": 2, "W4A16": 1, "fp16": 1}
     assert PD.get_fpga("artix7-100t").max_packing["W4A8"] == 2
     assert PD.FPGAS["u280"] is D.DEVICES["u280"]
     for fam in R.FAMILIES.values():

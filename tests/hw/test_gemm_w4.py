@@ -10,13 +10,14 @@ from amaranth.hdl import signed
 
 from llmloom.hw.blocks.gemm import Gemm, GemmConfig
 from llmloom.hw.blocks.gemm_config import GROUP_SCALE_BITS, WEIGHT_GROUP
+from llmloom.hw.blocks.systolic import SystolicArray
 from llmloom.hw.config import ConfigError
 from llmloom.hw.layers.config import LayerConfig
 from llmloom.hw.stream import row_layout
 from llmloom.perf.cycles import gemm_cycles
 from llmloom.sim.blocks.gemm import GemmHarness
 from llmloom.sim.golden.gemm import group_gemm_bitexact
-from llmloom.sim.harness import Drive
+from llmloom.sim.harness import Drive, TensorError
 from llmloom.sim.runner import run_block, simulate
 from llmloom.sim.streams import Stalls, pack_rows, unpack_rows
 
@@ -45,7 +46,7 @@ def _gen(cfg, m, rng):
 
 
 def _golden(cfg, t):
-    return group_gemm_bitexact(t["a"], t["w"], t["group_scale"], t["group_min"], cfg.shift,
+    return group_gemm_bitexact(t["a"], t["w"], t["group_scale"], t.get("group_min"), cfg.shift,
                                cfg.rounding)
 
 
@@ -306,8 +307,7 @@ def test_shift_without_groups_rejected():
         GemmConfig(k=64, n=8, group_shift=3)
 
 
-# W8 codes in groups (GGUF's Q8_0: int8 codes, a scale per group, the minima all zero here,
-# as the layer gives them; the GEMM takes any)
+# W8 codes in groups (GGUF's Q8_0: int8 codes and a scale per group, no minimum)
 @pytest.mark.parametrize("packing", [False, True], ids=["plain", "packed"])
 @pytest.mark.parametrize("stall", STALLS)
 @pytest.mark.parametrize("shape", [(5, 32, 7, 2, 2, 4, "half_even"),
@@ -321,11 +321,31 @@ def test_w8_codes_in_groups(shape, stall, packing, rng):
     assert cfg.k_per_word == 1 and cfg.mul_w_width == 8 and cfg.sum_w_width == 24
     t = {"a": rng.integers(-256, 256, (m, k)).astype(np.int16),
          "w": rng.integers(-127, 128, (k, n), dtype=np.int8),
-         "group_scale": rng.integers(LO, HI + 1, (cfg.groups, n), dtype=np.int16),
-         "group_min": rng.integers(LO, HI + 1, (cfg.groups, n), dtype=np.int16)
-         if stall == "random" else np.zeros((cfg.groups, n), np.int16)}
+         "group_scale": rng.integers(LO, HI + 1, (cfg.groups, n), dtype=np.int16)}
     t["w"][0] = -128                           # the int8 extreme, beyond Q8_0's codes
+    t["group_scale"][-1] = LO                  # and the scale's
     _check(cfg, t, stall, seed=int(rng.integers(1 << 30)))
+    assert cfg.group_tables == ("group_scale",) and cfg.group_multipliers == c
+    array = SystolicArray(cfg)
+    array._MustUse__silence = True             # only its ports are looked at
+    assert "row_sum" not in array.signature.members
+
+
+def test_w8_groups_have_no_minimum():
+    """Q8_0's groups carry a scale only: a minimum is refused, by the block and its harness,
+    and the group stream and memory words are a tile's scales."""
+    cfg = GemmConfig(k=64, n=8, cols=4, w_width=8, weight_groups=True)
+    d = np.ones((2, 8), np.int16)
+    with pytest.raises(ValueError, match="group_min given, but w_width=8 groups have "
+                                         "group_scale only"):
+        Gemm(cfg, group_scale=d, group_min=np.zeros((2, 8)))
+    with pytest.raises(ValueError, match="group_scale is missing"):
+        Gemm(_cfg(64, 8), group_min=d)
+    assert Gemm.group_layout(cfg)["data"].shape.length == cfg.cols
+    assert Gemm.group_rows(cfg, d).shape == (2, 2 * cfg.cols)
+    with pytest.raises(TensorError, match="tensor 'group_min' is given, but w_width=8"):
+        H.prepare(cfg, {"a": np.zeros((1, 64), np.int8), "w": np.zeros((64, 8), np.int8),
+                        "group_scale": d, "group_min": d})
 
 
 def test_w8_range_and_shift():

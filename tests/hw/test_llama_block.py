@@ -70,7 +70,7 @@ def test_llama_block_prefill_then_decode(scheme, stall, rng):
 
 #: (config fields, cosine to float at least): W4A8 (GGUF Q4_1 codes with each group's 16-bit
 #: scale and minimum), plain and packed; W8 in groups (GGUF's Q8_0, SmolLM2's W8A8: int8 codes
-#: and group tables, zero minima), packed.
+#: and group scales, no minima), packed.
 GROUPED = {"w4-plain": ({"weight_bits": 4, "dsp_packing": False}, 0.99),
            "w4-packed": ({"weight_bits": 4, "dsp_packing": True}, 0.99),
            "w8-groups-packed": ({"weight_groups": True, "dsp_packing": True}, 0.999)}

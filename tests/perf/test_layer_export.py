@@ -43,7 +43,7 @@ def test_paper_design_point_maps_kernel_by_kernel():
     bert = get_preset("chen2024-bert-u280")
     cfg, notes = bert.design.layer_config(bert.model, seq=512)
     assert (cfg.arch, cfg.seq) == ("bert", 512)
-    assert any("quant W4A8 → W8A8" in n for n in notes)
+    assert any("quant W4A8-channel → W8A8-channel" in n for n in notes)
 
 
 def test_uneven_kernels_take_the_largest_and_say_so():

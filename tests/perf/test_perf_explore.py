@@ -4,8 +4,10 @@ from llmloom.perf import ConstraintError, estimate, explore
 
 
 def test_more_dsps_are_never_slower_once_explored():
+    # from 80 DSPs: at 40 the smallest W8A8 design (its linear kernels' Q8_0 group scaling
+    # and the units included) does not fit
     values = [explore("bert-base", "u280", objective="prefill", seq=128, budget_dsp=b,
-                      progress=False).value for b in (40, 160, 640, 2560)]
+                      progress=False).value for b in (80, 160, 640, 2560)]
     assert all(b <= a for a, b in zip(values, values[1:], strict=False))
     assert values[-1] < values[0] / 10
 

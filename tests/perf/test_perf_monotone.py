@@ -84,7 +84,8 @@ def test_the_issues_case_is_continuous_at_512():
     # between need whole rows) plus the chain's fill; each kernel streams through its own AXI
     # ports only (3 for each projection, 9 for each FFN matrix, one each for K/V: the HBM's
     # 32), each at PORT_EFFICIENCY of a channel (fitted to the group's GPT-2 W4A8 decode row)
-    assert [round(got[s][0] * 1e6, 2) for s in (511, 512, 513)] == [2904.73, 2908.89, 2908.89]
+    # and a weight 8.5 bits, its int8 code and its share of its Q8_0 group's scale (W8A8)
+    assert [round(got[s][0] * 1e6, 2) for s in (511, 512, 513)] == [3074.26, 3078.42, 3078.42]
 
 
 def test_p_v_lanes_are_fixed_by_the_design_and_its_cycles_grow_with_the_keys():

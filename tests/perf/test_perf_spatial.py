@@ -11,6 +11,7 @@ from llmloom.perf import (
     get_preset,
     workload,
 )
+from llmloom.perf.workload import get_quant
 
 
 def uniform(rows, cols, packing=2, **kw):
@@ -22,7 +23,7 @@ def uniform(rows, cols, packing=2, **kw):
 def test_paper_presets_are_in_the_papers_ballpark():
     bert = estimate(None, None, "chen2024-bert-u280")
     assert bert["model"] == "bert-base" and bert["decode"] is None
-    assert bert["clock_hz"] == 245e6 and bert["quant"] == "W4A8"
+    assert bert["clock_hz"] == 245e6 and bert["quant"] == "W4A8-channel"
     # equal arrays: the FFN (4x the work) is the bottleneck, compute-bound
     assert bert["prefill"]["bottleneck"] in ("f1", "f2")
     assert bert["prefill"]["bound"] == "compute"
@@ -168,8 +169,9 @@ def test_decode_streams_every_kernels_weights_at_once_from_a_layer_deep_buffer()
     layer = tile.replace(weight_buffer="layer")
     m = get_model("gpt2-medium")
     mem = get_fpga("u280").memory
-    f1_stream = m.d_model * m.d_ff / (mem.gbps_per_channel * 1e9 * mem.efficiency
-                                      * PORT_EFFICIENCY)
+    # f1's bytes: a byte a weight and its Q8_0 group's share (the design's W8A8)
+    f1_bytes = m.d_model * m.d_ff * get_quant(tile.quant).weight_bits / 8
+    f1_stream = f1_bytes / (mem.gbps_per_channel * 1e9 * mem.efficiency * PORT_EFFICIENCY)
     got = {}
     for d in (tile, layer):
         got[d.weight_buffer] = estimate(m, "u280", d, mode="decode", seq=256)["decode"]
@@ -363,19 +365,25 @@ def test_a_norm_sits_with_the_stage_it_normalises():
     assert region["bert"]["norm2"] == region["bert"]["f2"] == "SLR2"
 
 
-def test_w4a8_kernels_pay_for_their_group_scaling():
+def test_grouped_kernels_pay_for_their_group_scaling():
     """W4A8 linear kernels are the W4 GEMM: their PEs multiply 4-bit codes (one DSP, or two
     codes' products in one with packing 2, as int8) and each logical column scales its groups'
     partial sums after the array (``perf.resources.gemm_group_cost``: two multipliers); the
-    same design at W8A8 has the PEs only. Packing stops at 2: what ``hw`` builds."""
+    same design at W8A8-channel has the PEs only, and at W8A8 (Q8_0 groups) the PEs and the
+    W8 GEMM's group scaling. Packing stops at 2: what ``hw`` builds."""
     from llmloom.perf.resources import gemm_group_cost
     from llmloom.perf.spatial import COST
 
-    assert COST["dsp_group_col"] == gemm_group_cost("xcup")["dsp"] == 2
+    assert COST["dsp_group_col"][4] == gemm_group_cost("xcup")["dsp"] == 2
+    assert COST["lut_group_col"][8] == gemm_group_cost("xcup", 8)["lut"]
     assert get_fpga("u280").max_packing["W4A8"] == 2
-    w4 = estimate(None, None, "chen2024-bert-u280")
+    w4 = estimate(None, None, "chen2024-bert-u280", quant="W4A8")
+    w4c = estimate(None, None, "chen2024-bert-u280")
     w8 = estimate(None, None, "chen2024-bert-u280", quant="W8A8")
-    assert w4["quant"] == "W4A8" and w8["quant"] == "W8A8"
+    w8c = estimate(None, None, "chen2024-bert-u280", quant="W8A8-channel")
+    assert w4["quant"] == "W4A8" and w4c["quant"] == "W4A8-channel"
     # six linear kernels of 16 columns packed two per DSP: 32 logical columns each
-    assert w4["resources"]["dsp"] - w8["resources"]["dsp"] == 6 * 32 * 2
-    assert w4["resources"]["lut"] > w8["resources"]["lut"]
+    for grouped, plain, bits in ((w4, w4c, 4), (w8, w8c, 8)):
+        assert grouped["resources"]["dsp"] - plain["resources"]["dsp"] == \
+            6 * 32 * gemm_group_cost("xcup", bits)["dsp"]
+        assert grouped["resources"]["lut"] > plain["resources"]["lut"]

@@ -119,10 +119,10 @@ def test_predictions_are_the_models_for_the_described_design():
     rows = {r["name"]: r for r in load_measured()["rows"]}
     w4 = rows["allo-gpt2-medium-w4a8-decode"]
     doc = estimate("gpt2-medium", "u280", "chen2024-gpt2-u280", mode="decode", seq=128,
-                   quant="W4A8")
+                   quant="W4A8-channel")
     assert predict(w4) == pytest.approx(doc["decode"]["tokens_per_s"])
     # another quantisation, another prediction: nothing is stored but the measurement
-    assert predict({**w4, "quant": "W8A8"}) < 0.6 * predict(w4)
+    assert predict({**w4, "quant": "W8A8-channel"}) < 0.6 * predict(w4)
     a100 = rows["a100-gpt2-medium-decode"]
     assert predict(a100) == pytest.approx(
         1 / gpu_estimate("gpt2-medium", "a100", "decode", seq=128)["latency_s"])

@@ -1,6 +1,7 @@
 import pytest
 
 from llmloom.perf import ConfigError, get_model, layer_ops, workload
+from llmloom.perf.workload import get_quant
 
 
 @pytest.mark.parametrize("name", ["bert-base", "gpt2", "gpt2-medium", "gpt2-xl"])
@@ -30,12 +31,15 @@ def test_gated_gqa_llama_and_batch():
     assert dkv == 1024
     w = workload(m, "prefill", seq=l, batch=3)
     assert w.macs_per_layer == 3 * (l * (2 * d * d + 2 * d * dkv + 3 * d * dff) + 2 * l * l * d)
-    assert w.weight_bytes == m.params     # W8A8: one byte per weight
+    # W8A8 in Q8_0 groups: a byte a weight and its group's scale (hw's), a byte per channel
+    q = get_quant("W8A8")
+    assert w.weight_bytes == pytest.approx(m.params * (1 + q.group_bits / q.group / 8))
+    assert workload(m, "prefill", seq=l, quant="W8A8-channel").weight_bytes == m.params
 
 
 def test_bytes_per_quantisation_and_kv_cache():
     m = get_model("gpt2-medium")
-    w8 = workload(m, "decode", context=511, quant="W8A8")
+    w8 = workload(m, "decode", context=511, quant="W8A8-channel")
     w4 = workload(m, "decode", context=511, quant="W4A16")
     f16 = workload(m, "decode", context=511, quant="fp16")
     assert w4.weight_bytes == w8.weight_bytes / 2 == f16.weight_bytes / 4
@@ -54,3 +58,25 @@ def test_bad_lengths_and_encoder_decode_fail_clearly():
         workload("bert-base", "decode", context=3)
     with pytest.raises(ConfigError, match="unknown quantisation 'W3A3'"):
         workload("gpt2", "prefill", seq=8, quant="W3A3")
+
+
+@pytest.mark.parametrize("model, arch", [("smollm2-135m", "llama"), ("gpt2-medium", "gpt2")])
+@pytest.mark.parametrize("quant, fields", [
+    ("W8A8", {"weight_bits": 8, "weight_groups": True}),
+    ("W4A8", {"weight_bits": 4}),
+    ("W8A8-channel", {"weight_bits": 8}),
+])
+def test_a_layers_weight_bytes_are_its_images(model, arch, quant, fields):
+    """perf's weight bytes of a layer are what the fetched layer reads: its image's ``weights``
+    and ``groups`` sections (``hw``'s layout; ``sim.llm.layer_weight_bytes``), to the byte
+    where the engines' tiles divide the matrices (4 columns divide every one here). The image
+    adds only the re-quantisers' constants beyond them, which perf does not count."""
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.hw.layers.weights_image import image_layout
+
+    m = get_model(model)
+    cfg = LayerConfig(arch=arch, d_model=m.d_model, heads=m.n_heads, kv_heads=m.n_kv_heads,
+                      d_ff=m.d_ff, seq=16, **fields)
+    image = sum(s.nbytes for s in image_layout(cfg) if s.part in ("weights", "groups"))
+    perf = sum(o.weight_bytes for o in layer_ops(m, "decode", context=15, quant=quant))
+    assert perf == image

@@ -98,8 +98,7 @@ def test_grouped_w8_on_hdl_simulators(hdl_sim, rng):
     lo, hi = -(1 << 15), (1 << 15) - 1
     t = {"a": rng.integers(-128, 128, (3, 64), dtype=np.int8),
          "w": rng.integers(-128, 128, (64, 4), dtype=np.int8),
-         "group_scale": np.array([[lo, hi, 7, -300], [hi, lo, 1, 0]], dtype=np.int16),
-         "group_min": np.zeros((2, 4), dtype=np.int16)}
+         "group_scale": np.array([[lo, hi, 7, -300], [hi, lo, 1, 0]], dtype=np.int16)}
     t["a"][0] = -128
     t["w"][:, 0] = -128
     t["w"][:, 1] = 127

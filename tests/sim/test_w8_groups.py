@@ -1,8 +1,10 @@
 """W8 weights in groups (``LayerConfig.weight_groups``, GGUF's Q8_0, SmolLM2's W8A8): int8 codes
-with an integer scale per group of 32 inputs and a zero minimum, in the quantiser, the bit-exact
+with an integer scale per group of 32 inputs and no minimum, in the quantiser, the bit-exact
 model and the weight image."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -61,7 +63,7 @@ def test_group_shift_keeps_the_w8_worst_case_in_int32():
 
 def test_grouped_w8_products_are_closer_to_float_than_per_channel():
     """Weights with one group per channel 30 times the others: Q8_0's groups keep the others'
-    resolution, so there the group GEMM (codes, integer scales, zero minima, one rounded
+    resolution, so there the group GEMM (codes, integer scales, no minima, one rounded
     shift) is over ten times nearer the float product than int8 with one scale a channel."""
     rng = np.random.default_rng(3)
     k, n = 128, 6
@@ -73,7 +75,7 @@ def test_grouped_w8_products_are_closer_to_float_than_per_channel():
     q8 = q8_0_of(w)
     scale, minimum, unit = group_multipliers(q8)
     assert not np.any(minimum)
-    grouped = group_gemm_bitexact(x, q8.codes.T, scale, minimum, 4, "half_even") * unit * 16
+    grouped = group_gemm_bitexact(x, q8.codes.T, scale, None, 4, "half_even") * unit * 16
     q, s_w = quantize_weight(w)
     channel = (x @ q.astype(np.int64)) * s_w
     err_g = np.abs(grouped - exact).mean()
@@ -81,7 +83,7 @@ def test_grouped_w8_products_are_closer_to_float_than_per_channel():
     assert err_g * 10 < err_c, (err_g, err_c)
 
 
-def test_a_grouped_w8_layer_keeps_q8_0_codes_and_zero_minima():
+def test_a_grouped_w8_layer_keeps_q8_0_codes_and_no_minima():
     rng = np.random.default_rng(3)
     cfg = LayerConfig(arch="llama", d_model=64, heads=4, kv_heads=2, d_ff=128, seq=8,
                       scheme="dynamic")
@@ -91,7 +93,7 @@ def test_a_grouped_w8_layer_keeps_q8_0_codes_and_zero_minima():
     assert r["config"].weight_groups and r["config"].grouped and r["cosine"] >= 0.9
     for name in r["config"].linears:
         p = r["config"].numbers.params(name)
-        assert not np.any(p.group_min) and np.abs(p.group_scale).max() == TOP
+        assert p.group_min is None and np.abs(p.group_scale).max() == TOP
         assert np.abs(r["weights"].matrix(name)).max() == 127
 
 
@@ -112,11 +114,18 @@ def test_w8_groups_bad_configs_are_one_line_errors():
         check_layer_rtl(g8.config.replace(engine="gemv"), g8.weights)
     with pytest.raises(ConfigError, match="without weight_groups has no weight groups"):
         g8.config.replace(weight_groups=False)
+    # Q8_0's groups have a scale only: a minimum table is refused
+    nums = g8.config.numbers
+    zeros = tuple(tuple(0 for _ in r) for r in nums.params("q").group_scale)
+    with pytest.raises(ConfigError, match=r"^numbers.q.group_min is given, but weight_groups "
+                                          r"\(GGUF's Q8_0\) has no minimum; allowed: none$"):
+        g8.config.replace(numbers=dataclasses.replace(
+            nums, q=dataclasses.replace(nums.params("q"), group_min=zeros)))
 
 
 def test_w8_group_image_holds_int8_codes_then_the_group_tables():
     """A W8-grouped layer's image: the int8 codes as the per-channel image's weights, then each
-    group's scale and (zero) minimum; read back exactly."""
+    group's scale (Q8_0: no minimum); read back exactly."""
     from llmloom.hw.layers.weights_image import image_layout, pack_layer_image, unpack_layer_image
     from llmloom.sim.quantize import quantize_placeholder
     cfg = LayerConfig(arch="llama", d_model=64, heads=2, kv_heads=1, d_ff=96, seq=4, lanes=4,
@@ -127,9 +136,12 @@ def test_w8_group_image_holds_int8_codes_then_the_group_tables():
         p = layer.config.numbers.params(name)
         np.testing.assert_array_equal(back[name].weights, layer.weights.matrix(name))
         np.testing.assert_array_equal(back[name].group_scale, p.group_scale)
-        np.testing.assert_array_equal(back[name].group_min, p.group_min)
+        assert back[name].group_min is None and p.group_min is None
     parts = [s.part for s in image_layout(cfg)[:5]]
     assert parts == ["weights", "groups", "scales", "bias", "shift"]
     per_channel = {s.stage: s.nbytes for s in image_layout(cfg.replace(weight_groups=False))
                    if s.part == "weights"}
     assert per_channel == {s.stage: s.nbytes for s in image_layout(cfg) if s.part == "weights"}
+    # a group's scale, 2 bytes, for each 32 int8 codes of a (tile-padded) column
+    groups = {s.stage: s.nbytes for s in image_layout(cfg) if s.part == "groups"}
+    assert groups == {name: n // WEIGHT_GROUP * 2 for name, n in per_channel.items()}
