@@ -96,8 +96,8 @@ them on 11-bit lanes): at 1/255 they were the largest single loss of the activat
 408 tokens / every text, ``--all-texts``, 1 213 tokens): W8A8 agreement 94.6 % → 94.9 % / 93.5 % →
 93.8 %, perplexity 1.013× → 1.006× / 1.017× → 1.010× float's, mean KL 0.0144 → 0.0111 / 0.0151 →
 0.0110; W4A8 93.4 % → 94.9 %, 1.026× → 1.010× (every text: 93.7 %, 1.003×; not measured at 1/255).
-The cost (SmolLM2's layer on xcup, perf.resources): 54 381 → 54 519 LUT, 40 004 → 40 259 FF (P·V's
-wider activations), no DSP or BRAM; the cycles are unchanged.
+The cost (SmolLM2's layer on xcup, perf.resources): +112 LUT, +247 FF (P·V's wider activations;
+51 129 LUT, 37 021 FF, 462 DSP, 1 013 BRAM in all), no DSP or BRAM; the cycles are unchanged.
 
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
