@@ -13,14 +13,14 @@ and ``kl``, the mean KL divergence of the model's next-token distribution from f
 near-tied or unlikely tokens decide them), the KL divergence is smooth and nearly additive, so
 it is the attribution's measure. Progress lines go to stderr.
 
-The model is a fake-quantised float model of the calibrated layers (each tensor rounded to
-its calibrated scale, width and row exponents, as the bit-exact model keeps it: the residual
-stream's block floating point per token, the quant stages' per-row exponents, the clipped SiLU
-input, the 1/255 probabilities, each linear stage's dequantised int8 or W4 weights) whose blocks
+The model is a fake-quantised float model of the calibrated layers (each tensor rounded to its
+calibrated scale, width and row exponents, as the bit-exact model keeps it: the residual stream's
+block floating point per token, the quant stages' per-row exponents, the clipped SiLU input, the
+10-bit probabilities at 1/1023, each linear stage's dequantised int8 or W4 weights) whose blocks
 compute in float (no integer rsqrt, exp table or re-quantiser multipliers: ``none`` beside
 ``bitexact`` shows what those cost). Each entry leaves one of them exact (``--alone``: the one
-quantised, every other exact): a tensor's name (``score`` and ``prob`` the attention's
-internals), ``w_<stage>`` a linear stage's weights (exact: the smoothed float weights).
+quantised, every other exact): a tensor's name (``score`` and ``prob`` the attention's internals),
+``w_<stage>`` a linear stage's weights (exact: the smoothed float weights).
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ import time
 import numpy as np
 from generate import TEXTS
 
+from llmloom.hw.blocks.softmax import OUT_LEVELS
 from llmloom.hw.layers.config import DESCRIPTIONS, WEIGHT_GROUP
 from llmloom.sim.golden.dynquant import row_exponents
 from llmloom.sim.golden.layers import dequantize, layer_float_trace, linear_acc
 from llmloom.sim.golden.llama import (
+    mean_kl,
     next_token_agreement,
     perplexity,
     rms_norm,
@@ -164,7 +166,7 @@ class FakeQuant:
             p = np.exp(s - s.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             if "prob" not in exact:
-                p = np.rint(p * 255) / 255
+                p = np.rint(p * OUT_LEVELS) / OUT_LEVELS
             out[:, cols] = p @ v[:, kv]
         return out
 
@@ -179,13 +181,7 @@ def _pooled(runs):
     """Agreement and perplexity ratio pooled over texts: ``runs`` [(logits, ref, ids)]."""
     pos = agree = pred = lp = lpf = kl = 0.0
     for logits, ref, ids in runs:
-        z = np.asarray(logits, np.float64)
-        zf = np.asarray(ref, np.float64)
-        lq = z - z.max(1, keepdims=True)
-        lq -= np.log(np.exp(lq).sum(1, keepdims=True))
-        lf = zf - zf.max(1, keepdims=True)
-        lf -= np.log(np.exp(lf).sum(1, keepdims=True))
-        kl += float(np.sum(np.exp(lf) * (lf - lq)))
+        kl += mean_kl(logits, ref) * len(ids)
         n = len(ids) - 1
         pos += len(ids)
         agree += next_token_agreement(logits, ref) * len(ids)

@@ -152,7 +152,7 @@ class Fork(wiring.Component):
 
 class Cast(wiring.Component):
     """Convert each lane of a row stream to another shape (Amaranth's value conversion: sign or
-    zero extension, or truncation), e.g. uint8 probabilities to ``signed(9)`` activations.
+    zero extension, or truncation), e.g. 10-bit probabilities to ``signed(11)`` activations.
     Combinational."""
 
     def __init__(self, in_shape, out_shape, lanes):

@@ -104,8 +104,8 @@ and why:
   int8, clipped: 0.0146, the largest single tensor's).
 * **Attention scores**: one scale for all heads, from the largest *kept* score (masked scores
   never reach the softmax's max or sum, so they must not widen its range).
-* **Softmax output**: fixed scale 1/255 (uint8; 255 is probability 1.0), set by the softmax
-  block, not calibrated.
+* **Softmax output**: fixed scale 1/1023 (10 bits; 1023 is probability 1.0), set by the
+  softmax block, not calibrated.
 * **Norms**: gamma and beta stay float in the config; the layernorm block quantises them
   (its constants, ``hw/blocks/norm.py``). ``eps`` is the architecture's (GPT-2 1e-5, BERT
   1e-12) unless given.

@@ -21,7 +21,7 @@ of one row at ``pos``) the block works in three phases:
    waits for weights) the Q_h rows stream from the engine's Q bank through::
 
        qk_gemm ─▶ Gearbox(qk_cols → lanes) ─▶ Requant(score) ─▶ Softmax(offset = pos)
-               ─▶ Cast(uint8 → signed(9)) ─▶ pv_gemm ─▶ Gearbox(pv_cols → lanes)
+               ─▶ Cast(uint10 → signed(11)) ─▶ pv_gemm ─▶ Gearbox(pv_cols → lanes)
                ─▶ Requant(out) ─▶ the engine's output bank (columns of head h)
 
    The next round starts when every engine has the last output row of its head in its bank,
@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,7 +58,7 @@ from .gemm import Gemm
 from .kvcache import KvCache, KvCacheConfig
 from .loadable import constants_of
 from .requant import Requant
-from .softmax import Softmax
+from .softmax import PROB, Softmax
 
 __all__ = ["Attention", "cache_config", "check_rtl", "check_spill"]
 
@@ -414,7 +414,7 @@ class Attention(wiring.Component):
         g1 = add("score_gear", Gearbox(signed(32), cfg.qk_cols, LN, S))
         sreq = add("score_requant", self._part("score_requant"))
         smax = add("softmax", self._part("softmax"))
-        cast = add("cast", Cast(unsigned(8), signed(9), LN))
+        cast = add("cast", Cast(PROB.shape, signed(PROB.width + 1), LN))
         g2 = add("out_gear", Gearbox(signed(32), cfg.pv_cols, LN, cfg.d_head))
         oreq = add("out_requant", self._part("out_requant"))
         wiring.connect(m, cache.o_kt, qk.weight)

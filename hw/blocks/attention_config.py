@@ -3,7 +3,7 @@
 Attention is not a block of its own arithmetic: per head it is the composition
 
     Q_h (int8) ─▶ qk_gemm (Q_h·K_hᵀ, int32) ─▶ score_requant (int8 at score_scale)
-        ─▶ softmax(offset) (uint8 at 1/255) ─▶ pv_gemm (P·V_h, int32, P on 9-bit signed lanes)
+        ─▶ softmax(offset) (10-bit at 1/1023) ─▶ pv_gemm (P·V_h, int32, P on 11-bit signed lanes)
         ─▶ out_requant (int8 at out_scale; int16 with out_width 16)
 
 and the heads' outputs are concatenated along the features (head h owns columns
@@ -45,8 +45,8 @@ Contract (what a call computes; the golden model checks it):
 
 Scales: ``q_scale``, ``k_scale``, ``v_scale`` are the int8 inputs' (per tensor, shared by all
 heads). The scores' real value is ``acc · q_scale·k_scale/sqrt(d_head)``, re-quantised to
-``score_scale``; probabilities have the fixed scale 1/255, so ``P·V`` accumulators have scale
-``v_scale/255``, re-quantised to ``out_scale``. Unset (``None``) scales take data-independent
+``score_scale``; probabilities have the fixed scale 1/1023, so ``P·V`` accumulators have scale
+``v_scale/1023``, re-quantised to ``out_scale``. Unset (``None``) scales take data-independent
 values: ``score_scale`` the bound no score can exceed, ``out_scale = v_scale`` (every output
 is a convex combination of V rows, so it stays in V's range); calibrate them from data with
 :func:`llmloom.sim.golden.attention.calibrate_attention` (or a layer's quantiser).
@@ -62,7 +62,7 @@ from ..numeric import INT8
 from .gemm_config import GemmConfig
 from .requant import ROUNDINGS, RequantConfig, Scale, check_scale
 from .rowkernel import MAX_LENGTH
-from .softmax import SoftmaxConfig
+from .softmax import PROB, SoftmaxConfig
 
 __all__ = ["AttentionConfig", "HeadGeometry"]
 
@@ -180,7 +180,7 @@ class AttentionConfig(HeadGeometry, BlockConfig):
 
     @property
     def prob_scale(self):
-        """The fixed scale of the softmax's uint8 probabilities: 1/255."""
+        """The fixed scale of the softmax's 10-bit probabilities: 1/1023."""
         return self.softmax(0).out_scale
 
     @property
@@ -225,13 +225,14 @@ class AttentionConfig(HeadGeometry, BlockConfig):
 
     @property
     def pv_gemm(self):
-        """``P · V_h``: k = seq, n = d_head; P (uint8) rides on 9-bit signed lanes."""
+        """``P · V_h``: k = seq, n = d_head; P (the softmax's unsigned ``PROB_BITS``-bit
+        probabilities) rides on signed lanes one bit wider."""
         return GemmConfig(rows=self.pv_rows, cols=self.pv_cols, k=self.seq, n=self.d_head,
-                          lanes=self.lanes, a_width=9, w_width=8)
+                          lanes=self.lanes, a_width=PROB.width + 1, w_width=8)
 
     @property
     def out_requant(self):
-        """int32 ``P·V`` (scale ``v_scale/255``) → int8 (``out_width`` 16: int16) at
+        """int32 ``P·V`` (scale ``v_scale/1023``) → int8 (``out_width`` 16: int16) at
         ``out_scale_value``."""
         return RequantConfig(length=self.d_head, lanes=self.lanes,
                              acc_scale=self.v_scale * self.prob_scale,

@@ -127,8 +127,9 @@ class GemmConfig(LinearSizes, BlockConfig):
     n: int = spec(64, Range(1, 65536), "output features N")
     lanes: int = spec(4, Range(1, 64), "activation elements per input beat (any k: the last "
                       "beat of a row is padded)")
-    a_width: int = spec(8, Choice((8, 9)),
-                        "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
+    a_width: int = spec(8, Choice((8, 9, 11)),
+                        "activation bits (signed); 9: the quant stages' int9 rows; 11: the "
+                        "softmax's 10-bit probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
     dsp_packing: bool = spec(False, None,
                              "two MACs per multiplier: output columns 2p and 2p+1 share one "
@@ -166,6 +167,10 @@ class GemmConfig(LinearSizes, BlockConfig):
         if self.dsp_packing and self.cols % 2:
             raise ConfigError(f"cols={self.cols} is odd, but dsp_packing pairs output columns; "
                               "allowed: an even cols (2..64) with dsp_packing=true")
+        if self.dsp_packing and self.a_width > 9:
+            raise ConfigError(f"a_width={self.a_width} with dsp_packing: the low products "
+                              f"must stay within the {self.PACK_SHIFT} bits below the high "
+                              "ones; allowed: a_width 8 or 9 with dsp_packing=true")
         if not self.weight_groups:
             if self.group_shift is not None:
                 raise ConfigError(f"group_shift={self.group_shift} is given, but weight_groups "

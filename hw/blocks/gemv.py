@@ -36,7 +36,7 @@ class GemvConfig(LinearSizes, BlockConfig):
     lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides rows "
                       "(any k: the last beat of a row is padded)")
     a_width: int = spec(8, Choice((8, 9)),
-                        "activation bits (signed); 9 holds uint8 softmax probabilities for P·V")
+                        "activation bits (signed); 9: the quant stages' int9 rows")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
     #: The GEMV has no grouped 4-bit weights (GGUF's Q4_1 runs on the GEMM's

@@ -1,4 +1,4 @@
-"""Row softmax of int8 scores with an optional causal mask, 8-bit probabilities out.
+"""Row softmax of int8 scores with an optional causal mask, 10-bit probabilities out.
 
 Numerics (all integer; the golden model :func:`llmloom.sim.golden.softmax.softmax_bitexact`
 does the same steps with the same constants, taken from :class:`SoftmaxConfig`):
@@ -41,19 +41,21 @@ does the same steps with the same constants, taken from :class:`SoftmaxConfig`):
   ``S = m·2**nb`` with ``m ∈ [0.5, 1)`` (priority encoder and shift, ``MANT_BITS`` = 30),
   ``y0 = RECIP_TABLE[top 7 bits of m]`` (1/m at the segment midpoint, 16 fraction bits), one
   Newton step ``y1 = y0·(2 − m·y0)`` (relative error ~2**-16), then
-  ``R = round(255·y1 / 2**(nb + 16 − P))`` ≈ ``255·2**P / S`` with ``P = prob_shift = F + 10``:
-  an 18-bit fixed-scale reciprocal whose quantisation costs at most 2**-11 of an output step,
-  because every exp is at most 2**F.
-* **Phase 2:** ``p = min(255, round(exp_table[M − q] · R / 2**P))`` (round half up), 0 where
-  masked: probabilities as ``uint8`` with the fixed scale **1/255**, so a row with one kept key
-  gives exactly 255 (1.0).
+  ``R = round(1023·y1 / 2**(nb + 16 − P))`` ≈ ``1023·2**P / S`` with
+  ``P = prob_shift = F + 8``: an 18-bit fixed-scale reciprocal whose quantisation costs at
+  most 2**-9 of an output step, because every exp is at most 2**F.
+* **Phase 2:** ``p = min(1023, round(exp_table[M − q] · R / 2**P))`` (round half up), 0
+  where masked: probabilities as unsigned :data:`PROB_BITS` = 10-bit codes with the fixed
+  scale **1/1023** (:data:`OUT_LEVELS`), so a row with one kept key gives exactly 1023 (1.0).
 
-Accuracy against float64 softmax on the dequantised scores ``x·x_scale``: ``|p − 255·p_float|
-≤ 0.5 + 1/16 + ~0.01`` output codes (rounding; exp-table rounding; reciprocal), i.e.
-``|p/255 − p_float| ≤ 0.0023 < 1/256``; measured worst case 0.553 codes = 0.00217 (length
-1024, one max among keys all at one distance), over random, Gaussian, adversarial and
-ascending rows of lengths 1..8192, scales 1/128..2, with and without the causal mask
-(``tests/hw/test_softmax.py``).
+Accuracy against float64 softmax on the dequantised scores ``x·x_scale``: ``|p − 1023·p_float|
+≤ 0.5 + 1/4 + ~0.05`` output codes (rounding; the exp table's rounding through the sum, at
+most ``1023·0.5·length/2**F`` ≤ 1/4; the own exp's rounding, the reciprocal table and Newton
+step), i.e. ``|p/1023 − p_float| ≤ 0.0008`` (:data:`~llmloom.sim.golden.attention.
+SOFTMAX_PROB_ERROR`); measured worst case 0.652 codes = 0.00064 (length 64), over random,
+Gaussian, adversarial and ascending rows of lengths 1..8192, scales 1/128..2, with and
+without the causal mask (``tests/hw/test_softmax.py``). With 8 bits (1/255) the bound was
+0.0023: probabilities below 1/510 were 0.
 
 Timing: the row-kernel skeleton (:mod:`.rowkernel`): II = 1 beat per cycle for every row
 length; ``STATS_LATENCY`` = 10 (stages: beat register, beat max, running max, exp table, beat
@@ -73,23 +75,33 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import ConfigError, Range, spec
-from ..numeric import INT8, UINT8
+from ..numeric import INT8, IntType
 from ..stream import row_layout
 from .loadable import Constant, constant_memories
 from .rowkernel import MAX_LENGTH, RowKernel, RowKernelConfig, bit_length_hw, check_positive
 
-__all__ = ["SoftmaxConfig", "Softmax", "OUT_LEVELS", "RECIP_TABLE",
+__all__ = ["SoftmaxConfig", "Softmax", "PROB_BITS", "PROB", "OUT_LEVELS", "RECIP_TABLE",
            "RECIP_INDEX_BITS", "RECIP_FRAC", "MANT_BITS", "OFFSET_BITS", "KEYS_BITS"]
 
 #: Fraction bits of the exp table: at least 15, and ``ceil(log2(length)) + 11`` so that the
-#: rounding of up to ``length`` small exps (0.5 unit each) moves a probability by at most 1/16
-#: of an output step (``255 · 0.5 · length / 2**exp_frac``); at most 24 (length 8192).
+#: rounding of up to ``length`` small exps (0.5 unit each) moves a probability by at most
+#: 2**-12 (1/4 of an output step, ``1023 · 0.5 · length / 2**exp_frac``); at most 24 (length
+#: 8192).
 MIN_EXP_FRAC, EXP_FRAC_MARGIN = 15, 11
-#: Probabilities are ``round(e·R / 2**prob_shift)``, ``R ≈ 255·2**prob_shift / S``, with
-#: ``prob_shift = exp_frac + PROB_EXTRA``: R's rounding costs <= 2**-11 of an output step.
-PROB_EXTRA = 10
-#: The output scale is ``1 / OUT_LEVELS``: probability 1.0 is the code 255.
-OUT_LEVELS = 255
+#: Probabilities are ``round(e·R / 2**prob_shift)``, ``R ≈ 1023·2**prob_shift / S``, with
+#: ``prob_shift = exp_frac + PROB_EXTRA``: R's rounding costs <= 2**-9 of an output step, and R
+#: keeps the 18 bits it had with 8-bit probabilities (one 18-bit multiplier operand).
+PROB_EXTRA = 8
+#: Bits of the unsigned probabilities. Ten, not eight: at 1/255 a probability below 1/510
+#: is 0 and the many small ones of a long causal row lose up to a quarter of their weight, the
+#: largest single loss of SmolLM2's activations (bench/llama_attribution.py); 1/1023 takes
+#: three quarters of that away, and 12 or 16 bits gain nothing more. P·V reads them on
+#: ``PROB_BITS + 1``-bit signed lanes, which with k = 8192 keys just fits its int32 sums.
+PROB_BITS = 10
+#: The unsigned integer type of the probabilities.
+PROB = IntType(PROB_BITS, signed=False)
+#: The output scale is ``1 / OUT_LEVELS``: probability 1.0 is the code 1023.
+OUT_LEVELS = (1 << PROB_BITS) - 1
 #: The sum is normalised to ``MANT_BITS`` bits, ``m = mant / 2**MANT_BITS ∈ [0.5, 1)``.
 MANT_BITS = 30
 #: Bits of m (after its leading one) indexing the reciprocal table.
@@ -100,8 +112,9 @@ RECIP_FRAC = 16
 RECIP_TABLE = tuple(
     round(2 ** RECIP_FRAC / (0.5 + (i + 0.5) / 2 ** (RECIP_INDEX_BITS + 1)))
     for i in range(2 ** RECIP_INDEX_BITS))
-#: Bits of the fixed-scale reciprocal R (largest, 255·2**PROB_EXTRA, at the smallest sum).
-R_BITS = 18
+#: Bits of the fixed-scale reciprocal R (largest, OUT_LEVELS·2**PROB_EXTRA, at the smallest
+#: sum).
+R_BITS = (OUT_LEVELS << PROB_EXTRA).bit_length()
 #: Width of the ``offset`` port (``runtime_offset``): any position of a ``MAX_LENGTH`` context.
 OFFSET_BITS = (MAX_LENGTH - 1).bit_length()
 #: Width of the ``keys`` port (``runtime_keys``): any key count 0..MAX_LENGTH.
@@ -110,7 +123,8 @@ KEYS_BITS = MAX_LENGTH.bit_length()
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SoftmaxConfig(RowKernelConfig):
-    """Softmax over rows of ``length`` int8 scores; probabilities as uint8 at scale 1/255."""
+    """Softmax over rows of ``length`` int8 scores; probabilities as 10-bit codes at scale
+    1/1023."""
 
     x_scale: float = spec(1.0 / 16, None,
                           "scale of the int8 scores (finite, > 0); IN.npz x_scale")
@@ -126,7 +140,7 @@ class SoftmaxConfig(RowKernelConfig):
 
     STATS_LATENCY = 10
     EMIT_STAGES = 1
-    OUT = UINT8
+    OUT = PROB
 
     def _validate(self):
         super()._validate()
@@ -143,7 +157,7 @@ class SoftmaxConfig(RowKernelConfig):
 
     @property
     def out_scale(self):
-        """The fixed scale of the probabilities: 1/255."""
+        """The fixed scale of the probabilities: ``1 / OUT_LEVELS`` = 1/1023."""
         return 1.0 / OUT_LEVELS
 
     @property
@@ -212,8 +226,8 @@ class Softmax(RowKernel):
     keys : In(unsigned(KEYS_BITS)), only with ``cfg.runtime_keys``
         A plain control input: the keys every row of the next tensor keeps (``j < keys``),
         read like ``offset``.
-    o : Out(stream.Signature(row_layout(unsigned(8), lanes)))
-        Probabilities (code/255), same framing; 0 in the padding lanes.
+    o : Out(stream.Signature(row_layout(unsigned(PROB_BITS), lanes)))
+        Probabilities (code/1023), same framing; 0 in the padding lanes.
 
     Latency: one row alone takes ``2·B + 14`` cycles (``B = ceil(length/lanes)``), first input to
     last output beat. Initiation interval: 1 beat per cycle for any row length (the row
@@ -227,15 +241,15 @@ class Softmax(RowKernel):
             raise TypeError(f"cfg must be a SoftmaxConfig, not {cfg!r}")
         self._loads = loads
         if not (cfg.runtime_offset or cfg.runtime_keys):
-            super().__init__(cfg, unsigned(8))
+            super().__init__(cfg, PROB.shape)
             return
         # The row kernel's stream ports plus the plain control input ``offset`` or ``keys``.
-        self.cfg, self._out_shape = cfg, unsigned(8)
+        self.cfg, self._out_shape = cfg, PROB.shape
         control = ({"offset": In(unsigned(OFFSET_BITS))} if cfg.runtime_offset else
                    {"keys": In(unsigned(KEYS_BITS))})
         wiring.Component.__init__(self, {
             "i": In(stream.Signature(row_layout(INT8.shape, cfg.lanes))),
-            "o": Out(stream.Signature(row_layout(unsigned(8), cfg.lanes))),
+            "o": Out(stream.Signature(row_layout(PROB.shape, cfg.lanes))),
             **control,
         })
 
@@ -403,7 +417,7 @@ class Softmax(RowKernel):
         m.d.sync += j_y1.eq((i_y0 * (two - i_t).as_unsigned()) >> RECIP_FRAC)
         j_nb, j_valid, j_end, j_M, j_lim = carry("j", [i_nb, i_valid, i_end, i_M, i_lim])
 
-        # R = round(255·y1 / 2**(nb + RECIP_FRAC − prob_shift)); nb >= F + 1: shift >= 7
+        # R = round(1023·y1 / 2**(nb + RECIP_FRAC − prob_shift)); nb >= F + 1: shift >= 9
         sh = Signal(range(cfg.sum_width + 1), name="j_sh")
         m.d.comb += sh.eq(j_nb - (cfg.prob_shift - RECIP_FRAC))
         prod = j_y1 * OUT_LEVELS

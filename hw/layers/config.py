@@ -104,7 +104,7 @@ class ActScales:
     ``None``.
 
     ``y`` (the layer output) is ``r2`` for GPT-2 and LLaMA and ``n2`` for BERT
-    (:attr:`LayerConfig.y_scale`). The probabilities' scale is fixed (1/255), not listed; a
+    (:attr:`LayerConfig.y_scale`). The probabilities' scale is fixed (1/1023), not listed; a
     ``quant`` stage's output is at its input's scale times each row's ``2**e``, not listed.
     """
 

@@ -88,6 +88,17 @@ stages' per-token inputs (``narrow``) int10 93.6 %, 1.022×; both 93.4 %, 1.017�
 each; over 408 tokens a token is 0.25 points, and the wider tensors moved agreement down as
 often as up).
 
+The softmax's probabilities are **10-bit** (scale 1/1023, ``hw.blocks.softmax.PROB_BITS``; P·V reads
+them on 11-bit lanes): at 1/255 they were the largest single loss of the activations
+(bench/llama_attribution.py, W8A8, each tensor alone exact: ``prob`` KL 0.0153 → 0.0113, then
+``p_i8`` 0.0127, ``v`` 0.0134, ``score`` nothing; fake-quant with 1/1023 0.0115, 1/4095 0.0117,
+1/65535 0.0107: ten bits take what there is). bench/generate.py (dynamic, 30 layers; the two texts,
+408 tokens / every text, ``--all-texts``, 1 213 tokens): W8A8 agreement 94.6 % → 94.9 % / 93.5 % →
+93.8 %, perplexity 1.013× → 1.006× / 1.017× → 1.010× float's, mean KL 0.0144 → 0.0111 / 0.0151 →
+0.0110; W4A8 93.4 % → 94.9 %, 1.026× → 1.010× (every text: 93.7 %, 1.003×; not measured at 1/255).
+The cost (SmolLM2's layer on xcup, perf.resources): +112 LUT, +247 FF (P·V's wider activations;
+51 129 LUT, 37 021 FF, 462 DSP, 1 013 BRAM in all), no DSP or BRAM; the cycles are unchanged.
+
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
 about layer 12 of SmolLM2 on, the first token's row reaches 22 500 beside an RMS of ~6 in the

@@ -310,13 +310,13 @@ def _keep_mults(fam, cfg):
 
 @estimator("softmax")
 def softmax_parts(cfg, fam):
-    from ...hw.blocks.softmax import MANT_BITS, R_BITS, RECIP_FRAC, RECIP_TABLE
+    from ...hw.blocks.softmax import MANT_BITS, OUT_LEVELS, R_BITS, RECIP_FRAC, RECIP_TABLE
     F, ln = cfg.exp_frac, cfg.lanes
     dsp = (ln * multiplier_dsps(fam, F + 1, False, R_BITS, False)          # p = e·R
            + multiplier_dsps(fam, cfg.sum_width, False, F + 1, False)      # S·exp rescale
            + multiplier_dsps(fam, MANT_BITS, False, RECIP_FRAC + 2, False)   # m·y0
            + multiplier_dsps(fam, RECIP_FRAC + 2, False, RECIP_FRAC + 4, False)  # y0·(2−t)
-           + const_multiplier_dsps(fam, RECIP_FRAC + 2, False, 255)        # 255·y1
+           + const_multiplier_dsps(fam, RECIP_FRAC + 2, False, OUT_LEVELS)  # 1023·y1
            + 2 * _keep_mults(fam, cfg))
     rec_bits = 8 + R_BITS + counter_bits(cfg.length) + 1
     exp_bits = rom_width(cfg.exp_table)

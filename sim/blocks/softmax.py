@@ -1,6 +1,6 @@
-"""The softmax harness: ``x`` (rows×length int8 scores) and ``x_scale`` → ``y`` (uint8
-probabilities at scale 1/255), ``y_scale``, ``y_float``. With ``runtime_offset`` the optional
-tensor ``offset`` (one integer, default 0) is driven on the block's ``offset`` port; with
+"""The softmax harness: ``x`` (rows×length int8 scores) and ``x_scale`` → ``y`` (10-bit
+probabilities in uint16 at scale 1/1023), ``y_scale``, ``y_float``. With ``runtime_offset`` the
+optional tensor ``offset`` (one integer, default 0) is driven on the block's ``offset`` port; with
 ``runtime_keys`` the optional tensor ``keys`` (one integer, default ``length``) on its ``keys``
 port."""
 
@@ -23,7 +23,7 @@ __all__ = ["SoftmaxHarness"]
 class SoftmaxHarness(RowKernelHarness):
     name = "softmax"
     summary = ("row softmax, optional causal mask; exact exp table, online max/sum, "
-               "uint8 probabilities at scale 1/255")
+               "10-bit probabilities at scale 1/1023")
     config_cls = SoftmaxConfig
     component_cls = Softmax
     inputs = (
@@ -35,8 +35,9 @@ class SoftmaxHarness(RowKernelHarness):
                    "only; default length)", optional=True),
     )
     outputs = (
-        TensorSpec("y", "uint8", "rows×length", "probabilities, code/255; 0 where masked"),
-        TensorSpec("y_scale", "float64", "scalar", "1/255"),
+        TensorSpec("y", "uint16", "rows×length", "probabilities, code/1023 (10 bits); 0 where "
+                   "masked"),
+        TensorSpec("y_scale", "float64", "scalar", "1/1023"),
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
 

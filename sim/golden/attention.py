@@ -14,7 +14,7 @@ keys, against the float64 attention of the dequantised inputs, when no score sat
 
 Derivation: scores are rounded to ``score_scale`` (each off by at most half a step, ε, plus the
 multiplier's ~2**-16 relative error), which moves every float probability by a factor within
-``exp(±2ε)``, so ``Σ|Δp_j|·|v_j| <= (exp(2ε) − 1)·max|v|``; the softmax block's uint8
+``exp(±2ε)``, so ``Σ|Δp_j|·|v_j| <= (exp(2ε) − 1)·max|v|``; the softmax block's 10-bit
 probabilities are within ``SOFTMAX_PROB_ERROR`` of the float softmax of the rounded scores
 (``hw/blocks/softmax.py``), which costs at most ``n·SOFTMAX_PROB_ERROR·max|v|``; the final
 re-quantisation adds half a step (plus the multiplier's error on at most ``2**(w − 1)`` steps
@@ -38,8 +38,8 @@ __all__ = ["attention_bitexact", "attention_float", "attention_scores_float",
            "calibrate_attention", "attention_error_bound", "SOFTMAX_PROB_ERROR", "attention",
            "softmax"]
 
-#: |p/255 − p_float| of the softmax block (its stated bound, ``hw/blocks/softmax.py``).
-SOFTMAX_PROB_ERROR = 0.0023
+#: |p/1023 − p_float| of the softmax block (its stated bound, ``hw/blocks/softmax.py``).
+SOFTMAX_PROB_ERROR = 0.0008
 
 
 # ---- the float maths (also the layers' float references, llmloom.sim.golden.layers) ----------

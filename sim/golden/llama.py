@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["rms_norm", "rope_angles", "rope_adjacent", "silu", "LlamaFloat", "KVCache",
-           "next_token_agreement", "perplexity"]
+           "next_token_agreement", "perplexity", "mean_kl"]
 
 
 def rms_norm(x, g, eps):
@@ -193,6 +193,21 @@ def next_token_agreement(logits, reference):
         raise ValueError(f"logits of shapes {a.shape} and {b.shape}; expected the same "
                          "positions × vocab")
     return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def mean_kl(logits, reference):
+    """Mean over positions of the KL divergence of ``logits``' next-token distribution from
+    ``reference``'s (both positions × vocab), in nats, computed in float64: unlike agreement
+    (a few near-tied tokens decide it), smooth in the error."""
+    a, b = np.asarray(logits, np.float64), np.asarray(reference, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
+        raise ValueError(f"logits of shapes {a.shape} and {b.shape}; expected the same "
+                         "positions × vocab")
+    lq = a - a.max(axis=1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(axis=1, keepdims=True))
+    lf = b - b.max(axis=1, keepdims=True)
+    lf -= np.log(np.exp(lf).sum(axis=1, keepdims=True))
+    return float(np.mean(np.sum(np.exp(lf) * (lf - lq), axis=1)))
 
 
 def perplexity(logits, tokens):

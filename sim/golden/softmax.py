@@ -58,8 +58,8 @@ def reciprocal_bitexact(cfg, s):
 
 
 def softmax_bitexact(cfg, x, offset=None, keys=None):
-    """uint8 probabilities (scale 1/255) exactly as the RTL computes them; ``x`` is one tensor
-    (its row r has the causal limit ``r + causal_offset``). With ``cfg.runtime_offset`` the
+    """10-bit probabilities (scale 1/1023, in uint16) exactly as the RTL computes them; ``x`` is one
+    tensor (its row r has the causal limit ``r + causal_offset``). With ``cfg.runtime_offset`` the
     offset is the ``offset`` argument (the value on the block's ``offset`` port; default 0);
     otherwise ``offset`` must be None. With ``cfg.runtime_keys`` every row keeps the keys
     ``j < keys`` (the ``keys`` port; default: all; 0 acts as 1, as in the RTL); otherwise

@@ -46,8 +46,8 @@ def test_run_writes_y_scale_and_float(tmp_path, rng, block, extra):
         assert y.shape == (3, 8)
         assert np.array_equal(out["y_float"], y.astype(np.float64) * scale)
         if block == "softmax":
-            assert y.dtype == np.uint8 and scale == 1 / 255
-            assert list(y[0, 1:]) == [0] * 7 and y[0, 0] == 255       # causal row 0
+            assert y.dtype == np.uint16 and scale == 1 / 1023
+            assert list(y[0, 1:]) == [0] * 7 and y[0, 0] == 1023      # causal row 0
         else:
             assert y.dtype == np.int8 and np.abs(y).max() == 127   # calibrated from data
     report = json.loads((tmp_path / "r.json").read_text())

@@ -210,3 +210,19 @@ def test_nine_bit_activations_hold_probabilities(stall, rng):
     _check(cfg, p, v, stall)
     with pytest.raises(ConfigError, match="allowed: k <= 32768"):
         GemmConfig(k=65536, lanes=8, a_width=9)
+
+
+@pytest.mark.parametrize("stall", STALLS)
+def test_eleven_bit_activations_hold_probabilities(stall, rng):
+    """a_width=11: the softmax's 10-bit probabilities (0..1023) times int8 V, attention's P·V
+    (the largest products at both signs); 8192 keys, the longest context, fit int32."""
+    cfg = GemmConfig(rows=3, cols=4, k=16, n=6, lanes=4, a_width=11)
+    p = rng.integers(0, 1024, (5, 16)).astype(np.uint16)
+    v = rng.integers(-128, 128, (16, 6), dtype=np.int8)
+    p[0] = 1023
+    v[:, 0] = -128
+    v[:, 1] = 127
+    _check(cfg, p, v, stall)
+    assert GemmConfig(k=8192, lanes=8, a_width=11).acc_width == 32
+    with pytest.raises(ConfigError, match="allowed: k <= 8192"):
+        GemmConfig(k=8193, lanes=8, a_width=11)

@@ -120,7 +120,7 @@ SHAPES = [
 
 
 def _tensors(rng, m, k, n, a_width, w_width):
-    if a_width == 9:     # attention's P·V: uint8 probabilities on 9-bit signed lanes
+    if a_width == 9:     # uint8 values on 9-bit signed lanes
         a = rng.integers(0, 256, (m, k)).astype(np.uint8)
     else:
         a = rng.integers(-128, 128, (m, k), dtype=np.int8)
@@ -173,5 +173,9 @@ def test_packing_config():
     with pytest.raises(ConfigError, match=r"^cols=5 is odd, but dsp_packing pairs output "
                                           r"columns; allowed: an even cols"):
         GemmConfig(cols=5, dsp_packing=True)
+    # attention's P·V (11-bit probabilities) is never packed: its low products would spill
+    with pytest.raises(ConfigError, match=r"^a_width=11 with dsp_packing: the low products "
+                                          r"must stay within the 18 bits"):
+        GemmConfig(cols=4, a_width=11, dsp_packing=True)
     with pytest.raises(ConfigError, match="dsp_packing=1 must be true or false"):
         GemmConfig(dsp_packing=1)

@@ -16,7 +16,8 @@ from llmloom.hw.blocks.gemm_config import GemmConfig
 from llmloom.hw.blocks.norm import LayerNormConfig
 from llmloom.hw.blocks.requant import RequantConfig
 from llmloom.hw.blocks.residual import ResidualConfig
-from llmloom.hw.blocks.softmax import SoftmaxConfig
+from llmloom.hw.blocks.rowkernel import MAX_LENGTH
+from llmloom.hw.blocks.softmax import PROB, SoftmaxConfig
 from llmloom.hw.config import ConfigError
 from llmloom.hw.layers.config import (
     ActScales,
@@ -43,7 +44,7 @@ def test_attention_blocks():
     assert isinstance(qk, GemmConfig)
     assert (qk.k, qk.n, qk.a_width, qk.rows, qk.cols, qk.lanes) == (16, 32, 8, 2, 8, 8)
     pv = cfg.pv_gemm
-    assert (pv.k, pv.n, pv.a_width, pv.rows, pv.cols) == (32, 16, 9, 4, 2)
+    assert (pv.k, pv.n, pv.a_width, pv.rows, pv.cols) == (32, 16, 11, 4, 2)
     sr = cfg.score_requant
     assert isinstance(sr, RequantConfig) and sr.length == 32 and sr.bias is None
     assert sr.acc_scale == pytest.approx(0.02 * 0.03 / math.sqrt(16)) and sr.out_scale == 0.05
@@ -51,7 +52,7 @@ def test_attention_blocks():
     assert isinstance(sm, SoftmaxConfig)
     assert (sm.length, sm.causal, sm.causal_offset, sm.x_scale) == (32, True, 7, 0.05)
     orq = cfg.out_requant
-    assert orq.length == 16 and orq.acc_scale == pytest.approx(0.04 / 255)
+    assert orq.length == 16 and orq.acc_scale == pytest.approx(0.04 / 1023)
     assert orq.out_scale == 0.03
     assert cfg.kv_cache_bytes == 2 * 32 * 64
     assert cfg.replace(causal=False).softmax(7).causal_offset == 0
@@ -258,7 +259,9 @@ def test_paper_sizes_fit_the_blocks(arch, d, heads, d_ff, seq):
                       qk_cols=8, pv_rows=8, pv_cols=8)
     assert cfg.f2_gemm.acc_width <= 32 and cfg.kv_cache_bytes == 2 * seq * d
     a = AttentionConfig(d_model=d, heads=heads, seq=seq, causal=arch == "gpt2", lanes=16)
-    assert a.pv_gemm.acc_width == 9 + 8 + math.ceil(math.log2(seq)) <= 32
+    assert a.pv_gemm.acc_width == PROB.width + 1 + 8 + math.ceil(math.log2(seq)) <= 32
+    # the 10-bit probabilities leave P·V room for the longest context
+    assert AttentionConfig(seq=MAX_LENGTH, causal=True).pv_gemm.acc_width == 32
 
 
 def test_dsp_packing_packs_every_linear_gemm_and_is_refused_on_the_gemv():

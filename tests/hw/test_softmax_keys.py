@@ -11,7 +11,7 @@ import pytest
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
-from llmloom.hw.blocks.softmax import KEYS_BITS, Softmax, SoftmaxConfig
+from llmloom.hw.blocks.softmax import KEYS_BITS, PROB, Softmax, SoftmaxConfig
 from llmloom.hw.config import ConfigError
 from llmloom.sim.blocks.softmax import SoftmaxHarness
 from llmloom.sim.golden.softmax import softmax_bitexact
@@ -25,7 +25,7 @@ H = SoftmaxHarness()
 
 def _short(cfg, x, n):
     """What a config of ``length = n`` gives on the first n scores, zeros after."""
-    want = np.zeros(x.shape, np.uint8)
+    want = np.zeros(x.shape, PROB.dtype)
     want[:, :n] = softmax_bitexact(cfg.replace(length=n, runtime_keys=False), x[:, :n])
     return want
 

@@ -114,15 +114,15 @@ def test_heads_are_independent(rng):
 @pytest.mark.parametrize("fill", [-128, 127, 0])
 def test_constant_inputs(fill):
     """Constant rows: every kept key scores the same, so each output is the (constant) value:
-    exactly with one kept key (p = 255), within the rounding of n equal uint8 probabilities
-    (their sum is 255 ± n/2) with n."""
+    exactly with one kept key (p = 1023), within the rounding of n equal 10-bit probabilities
+    (their sum is 1023 ± n/2) with n."""
     d, seq = 16, 8
     cfg = _cfg(d, 2, seq, 4, True).replace(score_scale=0.05)
     t = np.full((seq, d), fill)
     y = attention_bitexact(cfg, t, t, t).astype(int)
     assert np.all(y[0] == fill)
     n = np.arange(1, seq + 1)[:, None]
-    assert np.all(np.abs(y - fill) <= 0.5 + abs(fill) * n / 510)
+    assert np.all(np.abs(y - fill) <= 0.5 + abs(fill) * n / 2046)
 
 
 def test_one_hot_key_selects_its_value(rng):

@@ -88,7 +88,7 @@ def test_scales_biases_and_constants(arch, rng):
         assert rq.out_scale == getattr(cfg.numbers.scales, cfg.linear_io(name)[1])
     assert cfg.norm1.gamma == tuple(w["ln1_g"]) and cfg.norm2.beta == tuple(w["ln2_b"])
     assert cfg.gelu.approximation == ("tanh" if arch == "gpt2" else "erf")
-    assert cfg.attention.prob_scale == 1 / 255
+    assert cfg.attention.prob_scale == 1 / 1023
     assert cfg.y_scale == (cfg.numbers.scales.r2 if arch == "gpt2" else cfg.numbers.scales.n2)
 
 
