@@ -41,7 +41,8 @@ def softmax_float(x, x_scale, causal=False, offset=0, keys=None):
 
 
 def reciprocal_bitexact(cfg, s):
-    """``R ≈ 255 · 2**prob_shift / s`` as the hardware's reciprocal unit computes it
+    """``R ≈ OUT_LEVELS · 2**prob_shift / s`` (``OUT_LEVELS`` = 1023,
+    :mod:`llmloom.hw.blocks.softmax`) as the hardware's reciprocal unit computes it
     (normalise, table, one Newton step, rounding shift), for sums ``2**exp_frac <= s <
     2**sum_width``."""
     s = np.asarray(s, dtype=np.int64)
