@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from llmloom.flows.model_cli import projection
+from llmloom.flows.model_cli import perf_quant, projection
 from llmloom.sim.golden.llama import mean_kl, next_token_agreement, perplexity
 from llmloom.sim.llm import QUANTS, STREAM_EXPONENT, quantize_llama, teacher_forced, tokenizer_of
 
@@ -153,11 +153,13 @@ def main(argv=None):
            "targets": {q: {"agreement": a, "perplexity_ratio": p}
                        for q, (a, p) in TARGETS.items() if q in quants},
            "quants": {q: {} for q in quants}}
+    formats = {}        # perf's name of each quant's weight format, the layers' own
     for quant, scheme in ((q, s) for q in quants for s in args.scheme or SCHEMES):
         t = time.perf_counter()
         groups = {"weight_groups": False} if args.w8_per_channel and quant == "W8A8" else {}
         qm = quantize_llama(args.gguf, args.num_layers, quant, scheme,
                             stream_exponent=args.stream_exponent, **groups)
+        formats[quant] = perf_quant(qm.layers[0][0])
         per_text, pooled = {}, np.zeros(6)    # positions, agreeing, predicted, -log ppl's, KL
         for name, t_ids in texts.items():
             logits, ref = teacher_forced(qm, t_ids)
@@ -187,8 +189,7 @@ def main(argv=None):
             "texts": per_text, "input_steps": steps, "wall_s": round(time.perf_counter() - t, 1)}
     doc["projection"] = {}
     for name, quant in ((n, q) for n in ("smollm2-135m", "gpt2-medium") for q in quants):
-        p = projection(name, "W8A8-channel" if args.w8_per_channel and quant == "W8A8" else
-                       quant, prompt_tokens=128, context=256)
+        p = projection(name, formats[quant], prompt_tokens=128, context=256)
         doc["projection"].setdefault(name, {})[quant] = {
             k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()}
     doc["projection_shape"] = {"prompt_tokens": 128, "context": 256}
