@@ -70,6 +70,23 @@ def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tiny_bert, capsys):
     assert golden["cosine_vs_float"] > 0.99
 
 
+def test_embed_per_channel_is_a_flag_and_groups_need_inputs_in_32s(tmp_path, capsys):
+    """``--w8-per-channel`` gives one weight scale per output channel; the default's groups
+    of 32 inputs refuse a BERT of d 16 in one line naming the stage's inputs and what is
+    allowed (the flag then runs it)."""
+    folder = _mod.bert_folder(tmp_path)                     # d 16
+    args = ["embed", "--model", str(folder), "--text", "the cat sat", "--json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16 inputs" in err and "a multiple of 32" in err
+    assert main([*args, "--w8-per-channel"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["quant"] == "W8A8-channel" and doc["dim"] == 16
+    assert main(["embed", "--model", str(folder), "--text", "the cat sat",
+                 "--w8-per-channel"]) == 0
+    assert "a weight scale per output channel" in capsys.readouterr().out
+
+
 def test_embed_refuses_a_gpt2_model(tmp_path, capsys):
     assert main(["embed", "--model", str(gpt2_folder(tmp_path)), "--text", "the cat"]) == 2
     assert "embed takes a BERT encoder" in capsys.readouterr().err
