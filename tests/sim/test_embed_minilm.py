@@ -1,6 +1,7 @@
 """Issue 14's MiniLM target on the real all-MiniLM-L6-v2 weights: sentence embeddings through
-all six bit-exact integer layers chained (as ``llmloom embed`` runs them), calibrated on
-another text, against float64. The benchmark with more sentences is ``bench/embed.py``."""
+all six bit-exact integer layers chained (as ``llmloom embed`` runs them, its weights in Q8_0's
+groups of 32: ``embed_weights``), calibrated on another text, against float64. The benchmark
+with more sentences is ``bench/embed.py``."""
 
 import itertools
 
@@ -10,7 +11,7 @@ import pytest
 from llmloom.sim.accuracy import DEFAULT_CALIB_TEXT
 from llmloom.sim.golden.layers import cosine
 from llmloom.sim.hf import load_model
-from llmloom.sim.model import quantize_model, run_layers, sentence_embedding
+from llmloom.sim.model import embed_weights, quantize_model, run_layers, sentence_embedding
 
 #: Held-out sentences (neither the calibration text nor bench/embed.py's): three paraphrase
 #: pairs, (0, 1), (2, 3), (4, 5), and two sentences unrelated to any other.
@@ -32,7 +33,7 @@ def embeddings():
     m = load_model("all-minilm-l6-v2")
     ids = [m.tokens(s) for s in SENTENCES]
     qm = quantize_model(m, m.tokens(DEFAULT_CALIB_TEXT), seq=max(map(len, ids)),
-                        scheme="dynamic")
+                        scheme="dynamic", **embed_weights())
     got, want = [], []
     for i in ids:
         xs, y = m.float_inputs(i)
