@@ -55,7 +55,7 @@ def test_every_held_out_embedding_is_within_cosine_0995_of_float(embeddings):
 def test_pair_similarities_keep_float_order_down_to_their_measured_resolution(embeddings):
     # The strict order of every pair is not held: float's pair similarities lie as little as
     # ~1e-4 apart, and the integer model moves each by up to ~0.02 (bench/embed.py measures
-    # the order it keeps: pairs further apart than ~0.025 in float are never swapped). What
+    # the order it keeps: pairs further apart than ~0.03 in float are never swapped). What
     # a user of the embedding sees is held here.
     got, want = embeddings
     s_int, s_float = _pairs(got), _pairs(want)
