@@ -456,13 +456,13 @@ def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, p
                 crashed = exc
         result_path = tmp / "result.json"
         result = json.loads(result_path.read_text()) if result_path.exists() else None
-        if result is None or (crashed is not None and not result.get("error")):
+        if result is None or (crashed is not None and not result.get("fail")):
             log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}") from crashed
-    if result.get("error") or "beats" not in result:
+    if result.get("fail") or "beats" not in result:
         from .engine import SimTimeout
         kind = SimTimeout if result.get("kind") == "SimTimeout" else AssertionError
-        raise kind(result.get("error") or "simulation ended without a result")
+        raise kind(result.get("fail") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
     return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
             result.get("segment_cycles", []), result.get("cpu_s"), result.get("axi_beats", {}))
@@ -473,7 +473,8 @@ def run_cocotb_test(component, sim, test_module, job):
     ``sim`` (Icarus or Verilator), for benches that need a reactive model on a port (a bus
     slave) rather than :mod:`.cocotb_bench`'s stream engine. The test reads the JSON ``job``
     from the file named by ``$LLMLOOM_JOB`` and writes its result as JSON to
-    ``$LLMLOOM_RESULT``; returns that result (a dict). Raises ``RuntimeError`` with the log's
+    ``$LLMLOOM_RESULT``, a failure as ``{"fail": why}`` (:mod:`.cocotb_bench` adds its
+    ``kind``); returns that result (a dict). Raises ``RuntimeError`` with the log's
     tail if the simulation wrote no result."""
     from cocotb_tools.runner import get_runner
 
