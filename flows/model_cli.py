@@ -26,7 +26,7 @@ from .userio import Outputs, UserError
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
            "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg", "add_context_arg",
-           "kv_decision", "perf_quant"]
+           "kv_decision"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -510,6 +510,7 @@ class RtlLayers:
 
 
 def cmd_embed(args):
+    from ..perf.workload import layer_quant
     from ..sim.accuracy import DEFAULT_CALIB_TEXT
     from ..sim.golden.layers import cosine
     from ..sim.hf import ModelError, load_model
@@ -555,7 +556,7 @@ def cmd_embed(args):
         if rtl is not None:
             rtl.close()
     e = sentence_embedding(y)
-    quant = perf_quant(qm.layers[0][0])
+    quant = layer_quant(qm.layers[0][0])
     doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "quant": quant,
            "tokens": len(ids),
            "seq": seq, "dim": len(e),
@@ -715,16 +716,6 @@ def perf_model(spec, layers):
                      norm="rmsnorm", gated_ffn=True, source="GGUF metadata")
 
 
-def perf_quant(cfg):
-    """perf's quantisation (``perf.workload.QUANTS``) of the layers of ``cfg`` (a
-    ``LayerConfig``): ``W4A8`` (GGUF's Q4_1 groups), ``W8A8`` (Q8_0 groups,
-    ``weight_groups``) or ``W8A8-channel`` (a scale per channel): perf then reads what the
-    hardware reads, the groups' tables included."""
-    if cfg.weight_bits == 4:
-        return "W4A8"
-    return "W8A8" if cfg.weight_groups else "W8A8-channel"
-
-
 def kv_decision(model, quant, positions, kv, device="u280", design=PROJECTION_DESIGN):
     """Where ``llmloom generate`` keeps the KV cache of ``model`` (a perf model name or
     ModelSpec) holding ``positions`` positions: ``kv`` unless ``auto``, which asks perf's rule
@@ -797,6 +788,7 @@ def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES
 
 
 def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
+    from ..perf.workload import layer_quant
     from ..sim.llm import layer_weight_bytes
     cfg, _, _ = qm.layers[0]
     pass_cycles, why = layer_cycles(cfg, sizes)
@@ -826,7 +818,7 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
         "weight_fetch_source": "model" if fetch is None else "measured",
         "fetched_layer": fetch,
         "kv": kv,
-        "projection": projection(perf_model(qm.spec, qm.num_layers), perf_quant(cfg),
+        "projection": projection(perf_model(qm.spec, qm.num_layers), layer_quant(cfg),
                                  len(gen.prompt), len(gen.tokens), kv=kv),
     }
     return report
@@ -835,6 +827,7 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
 def cmd_generate(args):
     import numpy as np
 
+    from ..perf.workload import layer_quant
     from ..sim.checkpoint import chat_prompt
     from ..sim.llm import (
         LlamaSession,
@@ -879,7 +872,7 @@ def cmd_generate(args):
     session = LlamaSession(qm.with_seq(seq),
                            golden_step if rtl is None else rtl.step)
     kv = args.kv if args.sim != "verilator" and not args.report else kv_decision(
-        perf_model(qm.spec, qm.num_layers), perf_quant(qm.layers[0][0]), seq, args.kv)
+        perf_model(qm.spec, qm.num_layers), layer_quant(qm.layers[0][0]), seq, args.kv)
     if rtl is not None and args.sim == "verilator":
         why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers], kv=kv)
         if why is not None:
