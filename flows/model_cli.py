@@ -64,8 +64,11 @@ def add_subcommands(subparsers):
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
+    p.add_argument("--w8-per-channel", action="store_true",
+                   help="int8 weights with one scale per output channel (default: a scale "
+                        "per group of 32 inputs, as GGUF's Q8_0)")
     p.add_argument("--json", action="store_true",
-                   help="print embedding, tokens, cosine_vs_float, cycles measured and "
+                   help="print embedding, tokens, quant, cosine_vs_float, cycles measured and "
                         "predicted (and on Verilator the weights fetched) as JSON")
     p.set_defaults(func=cmd_embed)
 
@@ -507,11 +510,18 @@ class RtlLayers:
 
 
 def cmd_embed(args):
+    from ..perf.workload import layer_quant
     from ..sim.accuracy import DEFAULT_CALIB_TEXT
     from ..sim.golden.layers import cosine
     from ..sim.hf import ModelError, load_model
     from ..sim.llm import kv_positions
-    from ..sim.model import golden_layer, quantize_model, run_layers, sentence_embedding
+    from ..sim.model import (
+        embed_weights,
+        golden_layer,
+        quantize_model,
+        run_layers,
+        sentence_embedding,
+    )
     from .verify import GOLDEN
 
     model = load_model(args.model)
@@ -526,7 +536,7 @@ def cmd_embed(args):
     # of the sentence's length bit for bit (kv_positions says why).
     seq = kv_positions(len(ids), model.positions, "auto")
     qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=seq,
-                        scheme=args.scheme)
+                        scheme=args.scheme, **embed_weights(args.w8_per_channel))
     xs, y_float = model.float_inputs(ids)
     rtl = None if args.sim == GOLDEN else RtlLayers(args.sim, sys.stderr.isatty())
     if rtl is not None and args.sim == "verilator":
@@ -546,7 +556,9 @@ def cmd_embed(args):
         if rtl is not None:
             rtl.close()
     e = sentence_embedding(y)
-    doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "tokens": len(ids),
+    quant = layer_quant(qm.layers[0][0])
+    doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "quant": quant,
+           "tokens": len(ids),
            "seq": seq, "dim": len(e),
            "cosine_vs_float": cosine(e, sentence_embedding(y_float)),
            **_embed_cycles(qm, len(ids), rtl), "embedding": [float(v) for v in e]}
@@ -554,6 +566,8 @@ def cmd_embed(args):
         print(json.dumps(doc))
         return 0
     head = ", ".join(f"{v:+.4f}" for v in e[:6])
+    per = ("a weight scale per group of 32 inputs" if qm.layers[0][0].weight_groups else
+           "a weight scale per output channel")
     cycles = ""
     if doc["cycles"] is not None:
         on = ("one fetched layer build" if doc["fetched_layer"] is not None else
@@ -561,7 +575,7 @@ def cmd_embed(args):
         cycles = (f"; {doc['cycles']} cycles ({doc['predicted_cycles']} predicted) over "
                   f"{model.layers} layers on {on}, bit-exact with the golden model")
     print(f"{model.name}: {len(ids)} tokens → embedding of {len(e)} ({head}, ...); cosine "
-          f"against float {doc['cosine_vs_float']:.4f} on {args.sim}{cycles}")
+          f"against float {doc['cosine_vs_float']:.4f} on {args.sim}, {quant} ({per}){cycles}")
     return 0
 
 
