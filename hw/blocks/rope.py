@@ -23,18 +23,17 @@ Why a full position × frequency table rather than a table per frequency with an
 table is exact to one rounding per entry, so the error bound is the simplest there is and the
 bit-exact model is a table look-up; one synchronous read per beat, no extra multipliers. Its
 cost is ``positions · d_head · table_width`` bits: SmolLM2 (``d_head`` 64, 16-bit entries) at
-a 2048-token context is 2 Mbit — seven UltraRAMs of a U280's 960; at int16 the entries are 18
-bits (:data:`ENTRY_BITS`), 2.25 Mbit. Longer contexts would take the angle-addition split
-(two tables of ``√positions`` rows, four more multipliers a pair). An int16 input keeps one
-multiplier a product: an int16 by an entry of at most 18 bits fits one DSP48E2 (27 × 18) or
-MULT18X18D; the products are ``in_width + table_width`` bits, their sums one more.
+a 2048-token context is 2 Mbit — seven UltraRAMs of a U280's 960 (the same at int16: 16-bit
+entries, :data:`ENTRY_BITS`). Longer contexts would take the angle-addition split (two tables
+of ``√positions`` rows, four more multipliers a pair). An int16 input keeps one multiplier a
+product: an int16 by a 16-bit entry fits one DSP48E2 (27 × 18) or MULT18X18D; the products
+are ``in_width + table_width`` bits, their sums one more.
 
 **Scales of an int16 input.** Its steps are 256 times finer for the same real range, so the
 ratio ``r = x_scale/out_scale`` is ~256 times smaller: the allowed ratios reach
-``2**−(in_width−8)`` times lower (:func:`ratio_range`), and ``frac_bits`` (default
-14 + in_width − 8) takes eight more bits, so that an entry keeps as many significant bits as
-at int8 and the table's share of the error below stays ``2**(in_width−1)·2**−F`` = 1/128
-output LSB.
+``2**−(in_width−8)`` times lower (:func:`ratio_range`), and ``frac_bits`` takes seven more
+bits (default 21, :data:`FRAC_BITS`), so that an entry keeps 16 bits and the table's share
+of the error below is ``2**(in_width−1)·2**−F`` = 1/64 output LSB (1/128 at int8's 14).
 
 **Positions.** The plain input ``pos`` is sampled at each tensor's first beat: row ``r`` of the
 tensor (a prefill chunk, or one decode row) is at position ``pos + r``. ``end`` on a tensor's
@@ -71,7 +70,7 @@ from .requant import ROUNDINGS, Scale, check_scale, pipeline_advance
 from .rowkernel import signed_width
 
 __all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "IN_WIDTHS", "RATIO_RANGE", "WIDE_ENTRY_BITS",
-           "FRAC_BITS", "FRAC_BITS_MAX", "ENTRY_BITS", "ratio_range", "default_frac_bits"]
+           "FRAC_BITS", "FRAC_BITS_MAX", "ENTRY_BITS", "ratio_range"]
 
 #: Most positions a table holds (the ROM's depth in positions).
 MAX_POSITIONS = 1 << 16
@@ -79,42 +78,39 @@ MAX_POSITIONS = 1 << 16
 #: the dynamic scheme, :mod:`llmloom.hw.layers.llama`).
 IN_WIDTHS = (8, 16)
 #: Allowed ``x_scale / out_scale`` of an int8 input: keeps the table entries within
-#: 2**(F+8) and the products well inside 40 bits, and covers every out_scale that calibration
-#: can give (a non-zero int8 pair keeps a rotated component of at least 0.707 LSB, which maps
-#: to at most 180·out_scale). A wider input's lower end is ``2**-(in_width-8)`` times lower
-#: (:func:`ratio_range`: the same real range on finer input steps); its upper end stays, as
-#: calibration of a lone ±1 gives the same ratio at any width.
+#: 2**(F+8) and the products well inside 40 bits (at int8), and covers every out_scale that
+#: calibration can give (a non-zero int8 pair keeps a rotated component of at least 0.707
+#: LSB, which maps to at most 180·out_scale). A wider input's lower end is
+#: ``2**-(in_width-8)`` times lower (:func:`ratio_range`: the same real range on finer input
+#: steps); its upper end stays, as calibration of a lone ±1 gives the same ratio at any width.
 RATIO_RANGE = (2.0 ** -8, 2.0 ** 8)
 #: Bits above ``frac_bits`` of a table entry that holds any ratio of :data:`RATIO_RANGE`
 #: (``RopeConfig.entry_width = frac_bits + WIDE_ENTRY_BITS``).
 WIDE_ENTRY_BITS = 10
-#: Default fraction bits ``F`` of the table entries of an int8 input; a wider input takes
-#: ``in_width - 8`` more (:func:`default_frac_bits`), so the table's share of the error,
-#: ``2**(in_width-1)·2**-F`` output LSB, stays 128·2**-14 ≈ 1/128 LSB: an int16 input's
-#: ratio is ~256 times smaller, so its entries keep their bits (:data:`ENTRY_BITS`).
-FRAC_BITS = 14
+#: Default fraction bits ``F`` of the table entries, by ``in_width``. An int16 input's ratio
+#: of scales is ~256 times smaller than an int8 one's, so its entries take seven more fraction
+#: bits to keep 16 significant bits (:data:`ENTRY_BITS`). The table's share of the error,
+#: ``2**(in_width-1)·2**-F`` output LSB, is then 1/128 LSB at int8 and 1/64 at int16, 1/128
+#: for an int16 tensor calibrated with 2× headroom (LLaMA's q and k: none of its values
+#: beyond 16 384); an eighth bit would take the entries to 17 bits, the table's words (two
+#: pairs at 4 lanes) from 64 to 68 bits, three 32-bit words of the layer's image instead of
+#: two (+6 % on SmolLM2's image at a 2048-token context).
+FRAC_BITS = {8: 14, 16: 21}
 #: Most fraction bits of an int8 input's table; ``in_width - 8`` more for a wider input.
 FRAC_BITS_MAX = 20
-
-
 #: Bits above ``frac_bits`` of a table entry when ``entry_width`` is not given, by
 #: ``in_width``: int8 entries up to 2**(F+1), ``x_scale/out_scale`` below 2, as calibration
 #: gives an int8 input (a rotation keeps lengths, so at most √2); int16 entries up to
-#: 2**(F−5), a ratio below 2**−5, which holds an int16 stream tensor's calibration with up to
-#: 4× headroom (√2·4·127/32767 = 0.022) and keeps the default entry at 18 bits, one
-#: multiplier port (DSP48E2's 18, MULT18X18D's) with the int16 on the other.
-ENTRY_BITS = {8: 2, 16: -4}
+#: 2**(F−6), a ratio below 2**−6, which holds an int16 tensor's calibration with up to 2.8×
+#: headroom (√2·2.8·127/32767 = 0.0154; SmolLM2's q and k at 2×: 0.0078). 16 bits either
+#: way: one multiplier port (DSP48E2's 18, MULT18X18D's) with the int16 on the other.
+ENTRY_BITS = {8: 2, 16: -5}
 
 
 def ratio_range(in_width):
     """Allowed ``x_scale / out_scale`` for an input of ``in_width`` bits:
     :data:`RATIO_RANGE`, its lower end times ``2**-(in_width-8)``."""
     return RATIO_RANGE[0] * 2.0 ** -(in_width - INT8.width), RATIO_RANGE[1]
-
-
-def default_frac_bits(in_width):
-    """``frac_bits`` when not given: :data:`FRAC_BITS` plus ``in_width - 8``."""
-    return FRAC_BITS + in_width - INT8.width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,13 +148,14 @@ class RopeConfig(BlockConfig):
         "float result's max magnitude maps to 127), else x_scale · 2**(in_width − 8)")
     frac_bits: int | None = spec(
         None, Range(4, FRAC_BITS_MAX + 8), "fraction bits F of the cos/sin table entries, "
-        f"4..{FRAC_BITS_MAX} plus in_width − 8; none: {FRAC_BITS} plus in_width − 8")
+        f"4..{FRAC_BITS_MAX} plus in_width − 8; none: {FRAC_BITS[8]} at in_width 8, "
+        f"{FRAC_BITS[16]} at 16")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
     entry_width: int | None = spec(
         None, Range(4, 40), "bits of a signed table entry (fixed by the config, not by the "
         "scales, so that one build serves every calibration); none: frac_bits + 2 at "
         "in_width 8 (x_scale/out_scale below 2, as calibration gives: a rotation keeps "
-        "lengths, so at most √2), frac_bits − 4 at 16 (below 2**−5; ENTRY_BITS)")
+        "lengths, so at most √2), frac_bits − 5 at 16 (below 2**−6; ENTRY_BITS)")
 
     #: Pipeline stages: table read (with the input registered beside it), the four products
     #: of a pair, then sum, round and saturate into the output register.
@@ -167,7 +164,7 @@ class RopeConfig(BlockConfig):
 
     def _validate(self):
         if self.frac_bits is None:
-            object.__setattr__(self, "frac_bits", default_frac_bits(self.in_width))
+            object.__setattr__(self, "frac_bits", FRAC_BITS[self.in_width])
         hi = FRAC_BITS_MAX + self.in_width - INT8.width
         if self.frac_bits > hi:
             raise ConfigError(f"frac_bits={self.frac_bits} is out of range; allowed: 4..{hi} "
@@ -256,7 +253,7 @@ class RopeConfig(BlockConfig):
     @property
     def table_width(self):
         """Bits of a signed table entry: ``entry_width``, or ``frac_bits`` plus
-        :data:`ENTRY_BITS` of ``in_width`` (16 bits at int8's default F, 18 at int16's)."""
+        :data:`ENTRY_BITS` of ``in_width`` (16 bits at either width's default F)."""
         if self.entry_width is not None:
             return self.entry_width
         return self.frac_bits + ENTRY_BITS[self.in_width]

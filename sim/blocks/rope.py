@@ -9,11 +9,11 @@ import numpy as np
 from amaranth.hdl import Shape
 
 from ...hw.blocks.rope import (
+    FRAC_BITS,
     IN_WIDTHS,
     WIDE_ENTRY_BITS,
     Rope,
     RopeConfig,
-    default_frac_bits,
 )
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
@@ -63,7 +63,7 @@ class RopeHarness(RowHarness):
         if tensors is not None and values.get("out_scale") is None \
                 and values.get("entry_width") is None and in_width in IN_WIDTHS \
                 and (frac is None or isinstance(frac, int)):
-            frac = default_frac_bits(in_width) if frac is None else frac
+            frac = FRAC_BITS[in_width] if frac is None else frac
             values["entry_width"] = frac + WIDE_ENTRY_BITS
         return super().config(values, tensors)
 

@@ -80,11 +80,11 @@ def test_llama_description_is_the_contract():
     # the gate's requant writes the SiLU's int10 input; the table has 1024 entries
     assert cfg.requant("gate").out_width == 10 and cfg.silu.in_width == 10
     assert len(cfg.silu.lut) == 1024 and cfg.replace(scheme="static").silu.in_width == 8
-    # the q and k re-quantisers write int16, RoPE reads it (18-bit entries, 22 fraction bits)
+    # the q and k re-quantisers write int16, RoPE reads it (16-bit entries, 21 fraction bits)
     for name in ("q", "k"):
         assert cfg.requant(name).out_width == 16
         rope = cfg.rope(f"rope_{name}")
-        assert (rope.in_width, rope.frac_bits, rope.table_width) == (16, 22, 18)
+        assert (rope.in_width, rope.frac_bits, rope.table_width) == (16, 21, 16)
         assert cfg.replace(scheme="static").rope(f"rope_{name}").in_width == 8
 
 

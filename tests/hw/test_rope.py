@@ -71,13 +71,13 @@ WIDE_SHAPES = [(5, 24, 8, 4, 40, 33), (2, 16, 16, 16, 8, 5)]
 @pytest.mark.parametrize("shape", WIDE_SHAPES, ids=lambda s: "R{}L{}d{}l{}P{}p{}".format(*s))
 def test_int16_rows(shape, stall, rng):
     """``in_width`` 16: int16 rows in, int8 out, at a ratio of scales ~2**-8 (an int16 input's
-    range onto int8's) with the default 22 fraction bits and 18-bit entries."""
+    range onto int8's) with the default 21 fraction bits and 16-bit entries."""
     rows, length, d_head, lanes, positions, pos = shape
     x_scale = float(rng.uniform(1e-4, 4e-4))
     cfg = RopeConfig(length=length, d_head=d_head, lanes=lanes, positions=positions,
                      base=100000.0, in_width=16, x_scale=x_scale,
                      out_scale=x_scale * float(rng.uniform(100, 400)))
-    assert (cfg.frac_bits, cfg.table_width, cfg.product_width) == (22, 18, 35)
+    assert (cfg.frac_bits, cfg.table_width, cfg.product_width) == (21, 16, 33)
     x = rng.integers(-32768, 32768, (rows, length))
     x[0, :4] = [-32768, 32767, -32768, -32768]          # the extremes
     result = _check(cfg, x.astype(np.int16), pos, stall, seed=int(rng.integers(1 << 30)))
@@ -97,7 +97,7 @@ def test_int16_calibrated_out_scale_of_the_smallest_input():
     x[1, 5] = -1
     tensors = {"x": x, "x_scale": 1e-4, "pos": 3}
     cfg = H.config({"d_head": 8, "lanes": 4, "positions": 8, "in_width": 16}, tensors)
-    assert 1 < cfg.ratio <= 256 and cfg.table_width == 22 + 10
+    assert 1 < cfg.ratio <= 256 and cfg.table_width == 21 + 10
     assert np.max(np.abs(_check(cfg, x, 3, "none").outputs["y"])) == 127
 
 
@@ -215,7 +215,7 @@ def test_bitexact_within_the_stated_bound_of_float(values, rng):
 ], ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()) or "default")
 def test_int16_bitexact_within_the_stated_bound_of_float(values, rng):
     """At ``in_width`` 16: |y − rotation(x·x_scale)/out_scale| ≤ 0.5 + 2**15·2**−F LSB (1 + ...
-    with floor), F 22 by default (0.5 + 1/128), where y does not saturate; attained within
+    with floor), F 21 by default (0.5 + 1/64), where y does not saturate; attained within
     0.02 LSB."""
     values = {"length": 128, "d_head": 32, "lanes": 8, "positions": 1 << 16, "x_scale": 0.05,
               "in_width": 16} | values
@@ -234,18 +234,19 @@ def test_int16_bitexact_within_the_stated_bound_of_float(values, rng):
 
 
 def test_widths_follow_in_width():
-    """int8 keeps its table (14 fraction bits, 16-bit entries, 25-bit sums); int16 takes eight
-    more fraction bits, 18-bit entries (one multiplier port) and 35-bit sums, and its
-    default output scale maps the int16 range onto int8's."""
+    """int8 keeps its table (14 fraction bits, 16-bit entries, 25-bit sums); int16 takes seven
+    more fraction bits, 16-bit entries (one multiplier port beside the int16) and 33-bit sums,
+    and its default output scale maps the int16 range onto int8's."""
     c8, c16 = RopeConfig(), RopeConfig(in_width=16)
     assert (c8.IN.width, c8.frac_bits, c8.table_width, c8.product_width) == (8, 14, 16, 25)
-    assert (c16.IN.width, c16.frac_bits, c16.table_width, c16.product_width) == (16, 22, 18, 35)
-    assert c8.error_bound_lsb == c16.error_bound_lsb == 0.5 + 2.0 ** -7
+    assert (c16.IN.width, c16.frac_bits, c16.table_width, c16.product_width) == (16, 21, 16, 33)
+    assert (c8.error_bound_lsb, c16.error_bound_lsb) == (0.5 + 2.0 ** -7, 0.5 + 2.0 ** -6)
     assert c16.ratio == 2.0 ** -8
-    # the same real rotation: an int16 entry is an int8 one with 2**-8 folded in, 2**8 finer
+    # the same rotation: an int16 entry holds 2**-8 of an int8 one's value in 2**-21 steps,
+    # so 16 bits hold both
     C8, _ = c8.table
     C16, _ = c16.table
-    assert np.all(np.abs(C16 - C8) <= 1)
+    assert np.all(np.abs(2 * C16 - C8) <= 1) and np.max(np.abs(C16)) == 1 << 13
 
 
 def test_float_model_is_the_llama_references_rope(rng):
@@ -283,7 +284,7 @@ def test_table_facts():
     ({"in_width": 16, "x_scale": 1e-8, "out_scale": 0.05}, "x_scale/out_scale=2e-07 is out "
      "of range; allowed: 1.52588e-05..256"),
     ({"in_width": 16, "x_scale": 0.1, "out_scale": 1.0}, "x_scale/out_scale=0.1 needs "
-     "20-bit table entries; entry_width=18"),
+     "19-bit table entries; entry_width=16"),
     ({"rounding": "up"}, "rounding='up' is not allowed"),
 ])
 def test_bad_configs(values, message):

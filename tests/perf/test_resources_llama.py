@@ -38,7 +38,7 @@ def test_rope_and_mul_parts():
                                                                       rope.table_width, True)
     longer = rope_parts(rope.replace(positions=4096), fam)["table"]
     assert longer.bram > parts["table"].bram
-    # an int16 input (LLaMA's dynamic q and k): 16 × 18-bit products, still one multiplier
+    # an int16 input (LLaMA's dynamic q and k): 16 × 16-bit products, still one multiplier
     # each on UltraScale+ (27 × 18) and ECP5 (18 × 18)
     wide = RopeConfig(length=64, d_head=16, lanes=4, positions=64, in_width=16)
     for f in ("xcup", "ecp5"):

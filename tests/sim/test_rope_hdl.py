@@ -15,7 +15,7 @@ from llmloom.sim.streams import Stalls
 
 CFG = RopeConfig(length=24, d_head=8, lanes=4, positions=48, base=100000.0, x_scale=0.05,
                  out_scale=0.04)
-#: int16 in (q and k of LLaMA's dynamic scheme): 35-bit sums of 16 × 18-bit products.
+#: int16 in (q and k of LLaMA's dynamic scheme): 33-bit sums of 16 × 16-bit products.
 CFG16 = RopeConfig(length=24, d_head=8, lanes=4, positions=48, base=100000.0, x_scale=2e-4,
                    out_scale=0.04, in_width=16)
 
