@@ -74,8 +74,9 @@ and why:
     BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
     and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
     largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained
-    lifts the chained sentence embedding (worst of 12 held-out sentences 0.9948 → 0.9960;
-    ``bench/embed.py``).
+    lifts the chained sentence embedding (worst of 12 held-out sentences 0.9941 → 0.9955 with
+    one weight scale per output channel, 0.9948 → 0.9958 with ``embed``'s Q8_0 groups;
+    ``bench/embed.py``, 10-bit probabilities).
 * **Row exponents** (``LayerConfig.stream_exponent`` E > 0, LLaMA's ``x r1 r2``: block
   floating point per token, :class:`~llmloom.sim.golden.layers.RowScaled`): the static scale
   is the **median row's** largest magnitude onto the largest value
