@@ -59,7 +59,8 @@ SCHEME_TEXT = {
               "scale per tensor",
     "dynamic": "W8A8 with an int16 residual stream: int8 weights per output channel; the "
                "residual stream, norms and GELU output int16 at static scales; every linear "
-               "stage's input int8 (BERT, LLaMA: int9) with a power-of-two scale per token",
+               "stage's input int8 (BERT: int9, LLaMA: int10) with a power-of-two scale per "
+               "token",
 }
 
 

@@ -114,7 +114,7 @@ __all__ = ["LLAMA"]
 LLAMA = LayerDescription(
     arch="llama", output="r2", causal=True, act="silu", eps=1e-5, norm="rmsnorm",
     stream=("x", "n1", "attn", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
-    row_exponents=("x", "r1", "r2"), narrow=9, wide=(("p", 24), ("f", 24)), act_width=10,
+    row_exponents=("x", "r1", "r2"), narrow=10, wide=(("p", 24), ("f", 24)), act_width=10,
     stages=(
         Stage("norm1", "norm", ("x",), "n1", params="ln1"),
         Stage("q", "linear", ("n1",), "q", params="q", weight="wq"),
