@@ -10,10 +10,10 @@ Every layer is calibrated once per scheme on ``--calib-text`` (default
 through all the integer layers end to end (``llmloom embed``'s path: the host re-quantises
 each layer's output at the next layer's input scale) and is pooled as sentence-transformers
 does. The layers' ``seq`` is ``embed``'s (the next power of two from 16 holding the longest
-sentence). ``schemes`` holds, per numerics scheme (``LayerConfig.scheme``, int8 weights with
-one scale per output channel), and for ``dynamic_q8_0`` (the dynamic scheme with
-``weight_groups``: int8 codes with a scale per group of 32 inputs, GGUF's Q8_0, as
-SmolLM2's W8A8), its ``fields`` and:
+sentence). ``schemes`` holds, per numerics scheme (``LayerConfig.scheme``) with ``embed``'s
+weights (:func:`llmloom.sim.model.embed_weights`: int8 codes with a scale per group of 32
+inputs, GGUF's Q8_0, as SmolLM2's W8A8), and for ``dynamic_per_channel`` (the dynamic scheme
+with one weight scale per output channel, ``embed --w8-per-channel``), its ``fields`` and:
 
 * ``embedding_cosine``: ``min`` and ``mean`` over the sentences of the embedding's cosine
   against float's, and ``per_sentence``;
@@ -47,7 +47,7 @@ from llmloom.sim.accuracy import DEFAULT_CALIB_TEXT
 from llmloom.sim.golden.layers import cosine
 from llmloom.sim.hf import load_model
 from llmloom.sim.llm import kv_positions
-from llmloom.sim.model import quantize_model, run_layers, sentence_embedding
+from llmloom.sim.model import embed_weights, quantize_model, run_layers, sentence_embedding
 
 #: Held-out sentences: none of them is (or is part of) the calibration text. Consecutive
 #: entries of :data:`PARAPHRASES` say the same thing in other words; the rest are unrelated.
@@ -161,8 +161,8 @@ def main(argv=None):
     calib = m.tokens(args.calib_text, "calibration text")
     seq = kv_positions(max(map(len, ids)), m.positions, "auto")
     doc["seq"] = seq
-    variants = {scheme: {"scheme": scheme} for scheme in SCHEMES}
-    variants["dynamic_q8_0"] = {"scheme": "dynamic", "weight_groups": True}
+    variants = {scheme: {"scheme": scheme, **embed_weights()} for scheme in SCHEMES}
+    variants["dynamic_per_channel"] = {"scheme": "dynamic", **embed_weights(per_channel=True)}
     for name, fields in variants.items():
         t = time.perf_counter()
         qm = quantize_model(m, calib, seq=seq, **fields)

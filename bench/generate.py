@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from llmloom.flows.model_cli import perf_quant, projection
+from llmloom.flows.model_cli import projection
+from llmloom.perf.workload import layer_quant
 from llmloom.sim.golden.llama import mean_kl, next_token_agreement, perplexity
 from llmloom.sim.llm import QUANTS, STREAM_EXPONENT, quantize_llama, teacher_forced, tokenizer_of
 
@@ -159,7 +160,7 @@ def main(argv=None):
         groups = {"weight_groups": False} if args.w8_per_channel and quant == "W8A8" else {}
         qm = quantize_llama(args.gguf, args.num_layers, quant, scheme,
                             stream_exponent=args.stream_exponent, **groups)
-        formats[quant] = perf_quant(qm.layers[0][0])
+        formats[quant] = layer_quant(qm.layers[0][0])
         per_text, pooled = {}, np.zeros(6)    # positions, agreeing, predicted, -log ppl's, KL
         for name, t_ids in texts.items():
             logits, ref = teacher_forced(qm, t_ids)

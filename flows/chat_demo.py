@@ -54,6 +54,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     model and its cycles to the prediction, 1 otherwise). ``context``: the KV cache depth
     (:func:`~llmloom.sim.llm.kv_positions`; default the prompt and new tokens)."""
     from llmloom.hw.layers.weights_image import fetched_layer_layout
+    from llmloom.perf.workload import layer_quant
     from llmloom.sim.checkpoint import chat_prompt
     from llmloom.sim.golden.llama import next_token_agreement, perplexity
     from llmloom.sim.llm import (
@@ -74,7 +75,6 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
         RtlLayers,
         TextStream,
         layer_cycles,
-        perf_quant,
         projection,
     )
     from .model_cli import perf_model as model_of
@@ -193,7 +193,7 @@ def run_chat_demo(sim="verilator", quick=False, prompt=CHAT_PROMPT, rtl_layer=No
     print(f"accuracy against float over this conversation ({len(gen.tokens)} positions): "
           f"agreement {100 * agree:.1f} %, perplexity {ppl:.2f} against {ppl_float:.2f} "
           f"({ppl / ppl_float:.3f}×)", file=out)
-    proj = projection(model_of(spec, spec.layers), perf_quant(qm.layers[0][0]), len(gen.prompt),
+    proj = projection(model_of(spec, spec.layers), layer_quant(qm.layers[0][0]), len(gen.prompt),
                       len(gen.tokens))
     print(f"projected for all {spec.layers} layers on a U280-class design ({PROJECTION_DESIGN}"
           f", {proj['clock_hz'] / 1e6:.0f} MHz, {proj['quant']}): prefill "

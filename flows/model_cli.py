@@ -26,7 +26,7 @@ from .userio import Outputs, UserError
 __all__ = ["add_subcommands", "cmd_accuracy", "cmd_embed", "cmd_generate", "RtlLayers",
            "TextStream", "LayerDiffers", "projection", "weight_fetch", "layer_cycles", "perf_model",
            "PROJECTION_DESIGN", "FETCH_LATENCY", "context_arg", "add_context_arg",
-           "kv_decision", "perf_quant"]
+           "kv_decision"]
 
 _MODEL_HELP = ("a Hugging Face folder (config.json, model.safetensors, tokenizer.json), its "
                ".safetensors file, or an installed model (all-minilm-l6-v2)")
@@ -64,8 +64,11 @@ def add_subcommands(subparsers):
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
+    p.add_argument("--w8-per-channel", action="store_true",
+                   help="int8 weights with one scale per output channel (default: a scale "
+                        "per group of 32 inputs, as GGUF's Q8_0)")
     p.add_argument("--json", action="store_true",
-                   help="print embedding, tokens, cosine_vs_float, cycles measured and "
+                   help="print embedding, tokens, quant, cosine_vs_float, cycles measured and "
                         "predicted (and on Verilator the weights fetched) as JSON")
     p.set_defaults(func=cmd_embed)
 
@@ -507,11 +510,18 @@ class RtlLayers:
 
 
 def cmd_embed(args):
+    from ..perf.workload import layer_quant
     from ..sim.accuracy import DEFAULT_CALIB_TEXT
     from ..sim.golden.layers import cosine
     from ..sim.hf import ModelError, load_model
     from ..sim.llm import kv_positions
-    from ..sim.model import golden_layer, quantize_model, run_layers, sentence_embedding
+    from ..sim.model import (
+        embed_weights,
+        golden_layer,
+        quantize_model,
+        run_layers,
+        sentence_embedding,
+    )
     from .verify import GOLDEN
 
     model = load_model(args.model)
@@ -526,7 +536,7 @@ def cmd_embed(args):
     # of the sentence's length bit for bit (kv_positions says why).
     seq = kv_positions(len(ids), model.positions, "auto")
     qm = quantize_model(model, model.tokens(calib, "calibration text"), seq=seq,
-                        scheme=args.scheme)
+                        scheme=args.scheme, **embed_weights(args.w8_per_channel))
     xs, y_float = model.float_inputs(ids)
     rtl = None if args.sim == GOLDEN else RtlLayers(args.sim, sys.stderr.isatty())
     if rtl is not None and args.sim == "verilator":
@@ -546,7 +556,9 @@ def cmd_embed(args):
         if rtl is not None:
             rtl.close()
     e = sentence_embedding(y)
-    doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "tokens": len(ids),
+    quant = layer_quant(qm.layers[0][0])
+    doc = {"model": model.name, "sim": args.sim, "scheme": args.scheme, "quant": quant,
+           "tokens": len(ids),
            "seq": seq, "dim": len(e),
            "cosine_vs_float": cosine(e, sentence_embedding(y_float)),
            **_embed_cycles(qm, len(ids), rtl), "embedding": [float(v) for v in e]}
@@ -554,6 +566,8 @@ def cmd_embed(args):
         print(json.dumps(doc))
         return 0
     head = ", ".join(f"{v:+.4f}" for v in e[:6])
+    per = ("a weight scale per group of 32 inputs" if qm.layers[0][0].weight_groups else
+           "a weight scale per output channel")
     cycles = ""
     if doc["cycles"] is not None:
         on = ("one fetched layer build" if doc["fetched_layer"] is not None else
@@ -561,7 +575,7 @@ def cmd_embed(args):
         cycles = (f"; {doc['cycles']} cycles ({doc['predicted_cycles']} predicted) over "
                   f"{model.layers} layers on {on}, bit-exact with the golden model")
     print(f"{model.name}: {len(ids)} tokens → embedding of {len(e)} ({head}, ...); cosine "
-          f"against float {doc['cosine_vs_float']:.4f} on {args.sim}{cycles}")
+          f"against float {doc['cosine_vs_float']:.4f} on {args.sim}, {quant} ({per}){cycles}")
     return 0
 
 
@@ -702,16 +716,6 @@ def perf_model(spec, layers):
                      norm="rmsnorm", gated_ffn=True, source="GGUF metadata")
 
 
-def perf_quant(cfg):
-    """perf's quantisation (``perf.workload.QUANTS``) of the layers of ``cfg`` (a
-    ``LayerConfig``): ``W4A8`` (GGUF's Q4_1 groups), ``W8A8`` (Q8_0 groups,
-    ``weight_groups``) or ``W8A8-channel`` (a scale per channel): perf then reads what the
-    hardware reads, the groups' tables included."""
-    if cfg.weight_bits == 4:
-        return "W4A8"
-    return "W8A8" if cfg.weight_groups else "W8A8-channel"
-
-
 def kv_decision(model, quant, positions, kv, device="u280", design=PROJECTION_DESIGN):
     """Where ``llmloom generate`` keeps the KV cache of ``model`` (a perf model name or
     ModelSpec) holding ``positions`` positions: ``kv`` unless ``auto``, which asks perf's rule
@@ -784,6 +788,7 @@ def weight_fetch(per_layer_bytes, pass_cycles, layers, bytes_per_cycle=AXI_BYTES
 
 
 def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
+    from ..perf.workload import layer_quant
     from ..sim.llm import layer_weight_bytes
     cfg, _, _ = qm.layers[0]
     pass_cycles, why = layer_cycles(cfg, sizes)
@@ -813,7 +818,7 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
         "weight_fetch_source": "model" if fetch is None else "measured",
         "fetched_layer": fetch,
         "kv": kv,
-        "projection": projection(perf_model(qm.spec, qm.num_layers), perf_quant(cfg),
+        "projection": projection(perf_model(qm.spec, qm.num_layers), layer_quant(cfg),
                                  len(gen.prompt), len(gen.tokens), kv=kv),
     }
     return report
@@ -822,6 +827,7 @@ def _generation_report(qm, gen, sizes, args, rtl, kv="auto"):
 def cmd_generate(args):
     import numpy as np
 
+    from ..perf.workload import layer_quant
     from ..sim.checkpoint import chat_prompt
     from ..sim.llm import (
         LlamaSession,
@@ -866,7 +872,7 @@ def cmd_generate(args):
     session = LlamaSession(qm.with_seq(seq),
                            golden_step if rtl is None else rtl.step)
     kv = args.kv if args.sim != "verilator" and not args.report else kv_decision(
-        perf_model(qm.spec, qm.num_layers), perf_quant(qm.layers[0][0]), seq, args.kv)
+        perf_model(qm.spec, qm.num_layers), layer_quant(qm.layers[0][0]), seq, args.kv)
     if rtl is not None and args.sim == "verilator":
         why = rtl.fetch([(cfg, w) for cfg, w, _ in session.qmodel.layers], kv=kv)
         if why is not None:

@@ -10,7 +10,7 @@ from .gpu import RUNTIMES, gpu_estimate
 from .models import MODELS, ModelSpec, get_model, load_hf_config
 from .presets import PRESETS, get_preset
 from .spatial import DesignBatch, evaluate, make_context
-from .workload import QUANTS, Op, Workload, get_quant, layer_ops, workload
+from .workload import QUANTS, Op, Workload, get_quant, layer_ops, layer_quant, workload
 
 __all__ = [
     "Design", "KernelDesign", "load_design", "save_design",
@@ -19,5 +19,5 @@ __all__ = [
     "compare", "estimate", "parallel_splits", "ExploreResult", "explore",
     "RUNTIMES", "gpu_estimate", "MODELS", "ModelSpec", "get_model", "load_hf_config",
     "PRESETS", "get_preset", "DesignBatch", "evaluate", "make_context",
-    "QUANTS", "Op", "Workload", "get_quant", "layer_ops", "workload",
+    "QUANTS", "Op", "Workload", "get_quant", "layer_ops", "layer_quant", "workload",
 ]

@@ -18,7 +18,7 @@ from ..hw.blocks.gemm_config import WEIGHT_GROUP, group_bits
 from .errors import ConfigError, unknown
 from .models import get_model
 
-__all__ = ["Quant", "QUANTS", "get_quant", "Op", "Workload", "layer_ops", "workload",
+__all__ = ["Quant", "QUANTS", "get_quant", "layer_quant", "Op", "Workload", "layer_ops", "workload",
            "LINEAR", "ATTENTION", "NONLINEAR"]
 
 LINEAR = ("q", "k", "v", "o", "f1", "fg", "f2")
@@ -95,6 +95,21 @@ def get_quant(name):
         if key.lower() == str(name).lower():
             return q
     raise unknown("quantisation", name, QUANTS)
+
+
+def layer_quant(cfg):
+    """The name of the quantisation in :data:`QUANTS` that ``cfg`` (an ``hw`` ``LayerConfig``)
+    builds, so perf reads what the hardware reads, the groups' tables included: its weights'
+    bits and grouping (``cfg.grouped``: W4 as GGUF's Q4_1, W8 with ``weight_groups`` as Q8_0,
+    else a scale per channel) with hw's int8 activations: ``W4A8``, ``W8A8`` or
+    ``W8A8-channel``."""
+    found = [q.name for q in QUANTS.values()
+             if (q.w_bits, q.a_bits, q.grouped) == (cfg.weight_bits, 8, cfg.grouped)]
+    if len(found) != 1:
+        raise ConfigError(f"weight_bits={cfg.weight_bits} grouped={cfg.grouped}: perf has "
+                          f"{len(found)} quantisations for it; allowed: one of "
+                          + ", ".join(q.name for q in QUANTS.values() if q.a_bits == 8))
+    return found[0]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

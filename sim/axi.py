@@ -8,11 +8,19 @@ import dataclasses
 
 import numpy as np
 
+from ..hw.blocks.axi import command_layout
 from ..hw.blocks.axi_reader import AxiReader, AxiReaderConfig
 from ..hw.blocks.axi_writer import AxiWriter, AxiWriterConfig
 from .runner import run_cocotb_test
 
 __all__ = ["AxiRun", "run_axi_reader", "AxiWriteRun", "run_axi_writer", "written"]
+
+
+def _command_words(cfg, commands):
+    """``commands`` (``[(addr, bytes)]``) as the master's command payloads, packed by its
+    :func:`~llmloom.hw.blocks.axi.command_layout` (hex, for the job)."""
+    layout = command_layout(cfg)
+    return [hex(layout.const({"addr": a, "bytes": n}).as_bits()) for a, n in commands]
 
 
 @dataclasses.dataclass
@@ -48,8 +56,9 @@ def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", late
         max_cycles = int(100 + (words + 4 * len(commands)) * slow * 4
                          + (n_bursts + len(commands)) * (latency[1] + 8))
     job = {"memory": memory.hex(), "commands": [list(c) for c in commands],
-           "latency": list(latency), "bursts": n_bursts, "seed": seed, "out_stall": out_stall,
-           "r_pause": r_pause, "ar_pause": ar_pause, "max_cycles": max_cycles}
+           "payloads": _command_words(cfg, commands), "latency": list(latency),
+           "bursts": n_bursts, "seed": seed, "out_stall": out_stall, "r_pause": r_pause,
+           "ar_pause": ar_pause, "max_cycles": max_cycles}
     result = run_cocotb_test(AxiReader(cfg), sim, "llmloom.sim.axi_bench", job)
     if "beats" not in result:
         raise AssertionError(result.get("fail") or "the simulation ended without a result (a "
@@ -127,7 +136,8 @@ def run_axi_writer(cfg: AxiWriterConfig, memory, commands, payloads, *, sim="ica
     if max_cycles is None:
         stall = max(data_stall, aw_pause, w_pause, b_pause)
         max_cycles = int((200 + 4 * len(words) + n_bursts * (latency[1] + 8)) / (1 - stall))
-    job = {"memory": memory.hex(), "commands": [list(c) for c in commands], "words": words,
+    job = {"memory": memory.hex(), "commands": [list(c) for c in commands],
+           "payloads": _command_words(cfg, commands), "words": words,
            "latency": list(latency), "seed": seed, "data_stall": data_stall,
            "aw_pause": aw_pause, "w_pause": w_pause, "b_pause": b_pause, "bad": list(bad),
            "max_cycles": max_cycles}

@@ -115,6 +115,7 @@ async def run_job(dut):
     job, rng = read_job()
     memory = bytes.fromhex(job["memory"])
     commands = [tuple(c) for c in job["commands"]]
+    payloads = [int(w, 16) for w in job["payloads"]]     # the commands, packed by the host
     lo, hi = job["latency"]
     clocked = Clocked()
     ars = collections.deque()                # (AR transfer cycle, beats) for the memory
@@ -150,8 +151,7 @@ async def run_job(dut):
                 raise TimeoutError(f"no end after {job['max_cycles']} cycles: "
                                    f"{len(cmd_cycles)} of {len(commands)} commands done")
             if pending:
-                addr, nbytes = pending[0]
-                dut.i__payload.value = addr | nbytes << len(dut.axi__araddr)
+                dut.i__payload.value = payloads[len(commands) - len(pending)]
                 dut.i__valid.value = 1
             else:
                 dut.i__valid.value = 0

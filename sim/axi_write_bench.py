@@ -46,6 +46,7 @@ async def run_job(dut):
     job, rng = read_job()
     memory = bytes.fromhex(job["memory"])
     commands = [tuple(c) for c in job["commands"]]
+    payloads = [int(w, 16) for w in job["payloads"]]     # the commands, packed by the host
     words = [int(w, 16) for w in job["words"]]
     lo, hi = job["latency"]
 
@@ -94,8 +95,7 @@ async def run_job(dut):
                                    f"{len(commands) - len(pending_cmds)} commands taken, "
                                    f"{len(words) - len(pending_words)} beats")
             if pending_cmds:
-                addr, nbytes = pending_cmds[0]
-                dut.cmd__payload.value = addr | nbytes << len(dut.axi__awaddr)
+                dut.cmd__payload.value = payloads[len(commands) - len(pending_cmds)]
                 dut.cmd__valid.value = 1
             else:
                 dut.cmd__valid.value = 0

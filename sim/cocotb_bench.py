@@ -108,7 +108,7 @@ async def run_job(dut):
                   "segment_cycles": engine.segment_cycles, "axi_beats": engine.axi_beats,
                   "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
     except Exception as exc:  # reported to the runner, which raises it in the caller
-        result = {"error": str(exc), "kind": type(exc).__name__}
+        result = {"fail": str(exc), "kind": type(exc).__name__}
     finally:
         if progress:
             progress.close()

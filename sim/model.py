@@ -5,7 +5,8 @@ the layer's output and quantises it at the next layer's input scale.
 :func:`quantize_model` calibrates every layer on a calibration text (each layer on the float
 input that text gives it); :func:`run_layers` runs token rows through the calibrated layers,
 each layer through ``run_layer`` (the bit-exact model by default; a simulator of the RTL from
-``llmloom.flows``); :func:`sentence_embedding` is sentence-transformers' pooling.
+``llmloom.flows``); :func:`sentence_embedding` is sentence-transformers' pooling;
+:func:`embed_weights` is how ``llmloom embed`` quantises a BERT encoder's weights.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .golden.layers import dequantize, layer_bitexact
 from .quantize import quantize_input, quantize_layer
 
 __all__ = ["QuantizedModel", "quantize_model", "run_layers", "sentence_embedding",
-           "golden_layer"]
+           "golden_layer", "embed_weights"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -41,6 +42,15 @@ def quantize_model(model, calib_ids, seq, *, lanes=1, **layer_fields):
                                   lanes=lanes, eps=model.eps, **layer_fields)
                    for n in range(model.layers))
     return QuantizedModel(model=model, layers=layers, calib_tokens=len(calib_ids))
+
+
+def embed_weights(per_channel=False):
+    """The layer fields of ``llmloom embed``'s weights (for :func:`quantize_model`): int8 codes
+    with an integer scale per group of 32 inputs, GGUF's Q8_0 (``LayerConfig.weight_groups``,
+    as ``generate``'s W8A8), better than one scale per output channel on every measure of
+    ``bench/embed.py``; ``per_channel``: one scale per output channel (the linear stages'
+    inputs then need not be a multiple of 32)."""
+    return {"weight_groups": not per_channel}
 
 
 def golden_layer(cfg, weights, x_int):

@@ -27,7 +27,8 @@ and why:
   layer's linear stages are the file's weights to about 2**-15 of each channel's largest
   scale. Smoothing (below) then takes one factor per group of 32 input channels, which moves
   into the groups' ``d`` and ``m``, the codes unchanged.
-* **W8 weights in groups** (``LayerConfig.weight_groups``, ``bench/generate.py --w8-groups``):
+* **W8 weights in groups** (``LayerConfig.weight_groups``; ``generate``'s W8A8 and ``embed``'s
+  weights, ``--w8-per-channel`` in ``bench/generate.py`` and ``embed`` for one scale per channel):
   GGUF's Q8_0 (:func:`q8_0_of`): int8 codes −127..127 with a scale ``d`` per group of 32
   inputs of each output channel and no minimum (its groups' tables the scales alone). The
   float weights (at W8A8 those the GGUF's Q4_1 codes stand for, smoothed per channel) are then

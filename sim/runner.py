@@ -413,73 +413,53 @@ def _progress_watch(drive, progress, desc, path, period=0.2):
 
 def _simulate_cocotb(component, drive, sim, stalls_in, stalls_out, max_cycles, progress,
                      family=None):
-    from cocotb_tools.runner import get_runner
+    job = {
+        "preload": {p: [hex(w) for w in ws] for p, ws in drive.preload.items()},
+        "timed": {p: [hex(w) for w in ws] for p, ws in drive.timed.items()},
+        "expect": drive.expect,
+        "gates": {p: [list(g) for g in gs] for p, gs in drive.gates.items()},
+        "segments": [list(seg) for seg in drive.segments],
+        "stalls_in": dataclasses.asdict(stalls_in),
+        "stalls_out": dataclasses.asdict(stalls_out),
+        "memory": {p: {"image": bytes(m.image).hex(), "data_width": m.data_width,
+                       "latency": list(m.latency_range), "seed": m.seed,
+                       "write": m.write}
+                   for p, m in drive.memory.items()},
+        "max_cycles": max_cycles,
+        "progress": bool(progress),
+    }
 
-    build_dir, images = _build(component, sim, family)
-    with _run_dir(sim) as tmp:
-        _write_images(images, tmp)
-        job = {
-            "preload": {p: [hex(w) for w in ws] for p, ws in drive.preload.items()},
-            "timed": {p: [hex(w) for w in ws] for p, ws in drive.timed.items()},
-            "expect": drive.expect,
-            "gates": {p: [list(g) for g in gs] for p, gs in drive.gates.items()},
-            "segments": [list(seg) for seg in drive.segments],
-            "stalls_in": dataclasses.asdict(stalls_in),
-            "stalls_out": dataclasses.asdict(stalls_out),
-            "memory": {p: {"image": bytes(m.image).hex(), "data_width": m.data_width,
-                           "latency": list(m.latency_range), "seed": m.seed,
-                           "write": m.write}
-                       for p, m in drive.memory.items()},
-            "max_cycles": max_cycles,
-            "progress": bool(progress),
-        }
-        (tmp / "job.json").write_text(json.dumps(job))
-        env = tool_env()
-        env.update({"LLMLOOM_JOB": str(tmp / "job.json"),
-                    "LLMLOOM_RESULT": str(tmp / "result.json"),
-                    "COCOTB_RESULTS_FILE": str(tmp / "results.xml")})
-        runner = get_runner(sim)
-        if progress:
-            env["LLMLOOM_PROGRESS"] = str(tmp / "progress")
-        crashed = None
-        # A failing cocotb test exits the runner (SystemExit); the result file says why.
-        # A simulator that stops on its own (a model's $fatal, a crash) makes the runner
-        # raise RuntimeError with no reason: the reason is in the log.
-        with _progress_watch(drive, progress, sim, tmp / "progress"), \
-                _patched_environ(env), _quiet(tmp / "sim.log"), contextlib.suppress(SystemExit):
-            try:
-                runner.test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
-                            test_module="llmloom.sim.cocotb_bench",
-                            build_dir=build_dir, test_dir=tmp, timescale=("1ns", "1ps"),
-                            extra_env=env)
-            except RuntimeError as exc:
-                crashed = exc
-        result_path = tmp / "result.json"
-        result = json.loads(result_path.read_text()) if result_path.exists() else None
-        if result is None or (crashed is not None and not result.get("error")):
-            log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}") from crashed
-    if result.get("error") or "beats" not in result:
+    def watch(tmp):
+        return ({"LLMLOOM_PROGRESS": str(tmp / "progress")} if progress else {},
+                _progress_watch(drive, progress, sim, tmp / "progress"))
+
+    result = run_cocotb_test(component, sim, "llmloom.sim.cocotb_bench", job, family=family,
+                             watch=watch)
+    if result.get("fail") or "beats" not in result:
         from .engine import SimTimeout
         kind = SimTimeout if result.get("kind") == "SimTimeout" else AssertionError
-        raise kind(result.get("error") or "simulation ended without a result")
+        raise kind(result.get("fail") or "simulation ended without a result")
     beats = {p: [int(w, 16) for w in ws] for p, ws in result["beats"].items()}
     return (beats, result["cycles"], result["sim_cycles"], result["wall_s"],
             result.get("segment_cycles", []), result.get("cpu_s"), result.get("axi_beats", {}))
 
 
-def run_cocotb_test(component, sim, test_module, job):
+def run_cocotb_test(component, sim, test_module, job, *, family=None, watch=None):
     """Run the cocotb test module ``test_module`` (a dotted name) on ``component`` built for
-    ``sim`` (Icarus or Verilator), for benches that need a reactive model on a port (a bus
-    slave) rather than :mod:`.cocotb_bench`'s stream engine. The test reads the JSON ``job``
-    from the file named by ``$LLMLOOM_JOB`` and writes its result as JSON to
-    ``$LLMLOOM_RESULT``; returns that result (a dict). Raises ``RuntimeError`` with the log's
-    tail if the simulation wrote no result."""
+    ``sim`` (Icarus or Verilator; ``family`` as :func:`run_block`'s), as :func:`simulate` runs
+    :mod:`.cocotb_bench`'s stream engine and as benches that need a reactive model on a port
+    (a bus slave) run their own. The test reads the JSON ``job`` from the file named by
+    ``$LLMLOOM_JOB`` and writes its result as JSON to ``$LLMLOOM_RESULT``, a failure as
+    ``{"fail": why}`` (:mod:`.cocotb_bench` adds its ``kind``); returns that result (a dict).
+    ``watch``, given the run's folder, returns more environment for the test and a context
+    manager held around the simulation (a progress bar). Raises ``RuntimeError`` with the
+    log's tail if the simulation wrote no result, or stopped on its own (a model's
+    ``$fatal``, a crash) without saying why."""
     from cocotb_tools.runner import get_runner
 
     if sim not in ("icarus", "verilator"):
         raise ValueError(f"unknown cocotb simulator {sim!r}; allowed: icarus, verilator")
-    build_dir, images = _build(component, sim)
+    build_dir, images = _build(component, sim, family)
     with _run_dir(sim) as tmp:
         _write_images(images, tmp)
         (tmp / "job.json").write_text(json.dumps(job))
@@ -487,8 +467,14 @@ def run_cocotb_test(component, sim, test_module, job):
         env.update({"LLMLOOM_JOB": str(tmp / "job.json"),
                     "LLMLOOM_RESULT": str(tmp / "result.json"),
                     "COCOTB_RESULTS_FILE": str(tmp / "results.xml")})
+        more, around = watch(tmp) if watch else ({}, contextlib.nullcontext())
+        env.update(more)
         crashed = None
-        with _patched_environ(env), _quiet(tmp / "sim.log"), contextlib.suppress(SystemExit):
+        # A failing cocotb test exits the runner (SystemExit); the result file says why.
+        # A simulator that stops on its own (a model's $fatal, a crash) makes the runner
+        # raise RuntimeError with no reason: the reason is in the log.
+        with around, _patched_environ(env), _quiet(tmp / "sim.log"), \
+                contextlib.suppress(SystemExit):
             try:
                 get_runner(sim).test(hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                                      test_module=test_module, build_dir=build_dir,
@@ -496,10 +482,11 @@ def run_cocotb_test(component, sim, test_module, job):
             except RuntimeError as exc:
                 crashed = exc
         result_path = tmp / "result.json"
-        if not result_path.exists():
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        if result is None or (crashed is not None and not result.get("fail")):
             log = (tmp / "sim.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{sim} simulation failed to run; log tail:\n{log}") from crashed
-        return json.loads(result_path.read_text())
+        return result
 
 
 # ---- Verilator driven from C++ --------------------------------------------------------------

@@ -18,8 +18,10 @@ gpt2_folder = _mod.gpt2_folder
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    """The small BERT folder of the sim tests (2 layers, d 16), written once for the module."""
-    return _mod.bert_folder(tmp_path_factory.mktemp("bert"))
+    """The small BERT folder of the sim tests, 2 layers, d 32 and d_ff 64 (``embed``'s
+    default weights come in groups of 32 inputs: one group a row in most linear stages, two
+    in FFN2's), written once for the module."""
+    return _mod.bert_folder(tmp_path_factory.mktemp("bert"), d=32, d_ff=64)
 
 
 def test_cli_accuracy_prints_a_table_and_writes_the_plot(tmp_path, capsys):
@@ -56,7 +58,8 @@ def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tiny_bert, capsys):
     rtl = json.loads(capsys.readouterr().out)
     assert golden["embedding"] == rtl["embedding"]            # every layer bit-exact
     assert golden["cycles"] is None and rtl["cycles"] > 0
-    assert golden["tokens"] == 8 and golden["dim"] == 16
+    assert golden["tokens"] == 8 and golden["dim"] == 32
+    assert golden["quant"] == rtl["quant"] == "W8A8"     # Q8_0's groups, the default
     assert golden["seq"] == 16                  # the next power of two from 16 (masked rows)
     # each layer a baked build of its own (no fetched session off Verilator): perf's layer
     # timing is exact for it
@@ -65,6 +68,23 @@ def test_embed_on_the_rtl_equals_embed_on_the_golden_model(tiny_bert, capsys):
         golden["predicted_layer_cycles"]
     assert abs(sum(v * v for v in golden["embedding"]) - 1) < 1e-9
     assert golden["cosine_vs_float"] > 0.99
+
+
+def test_embed_per_channel_is_a_flag_and_groups_need_inputs_in_32s(tmp_path, capsys):
+    """``--w8-per-channel`` gives one weight scale per output channel; the default's groups
+    of 32 inputs refuse a BERT of d 16 in one line naming the stage's inputs and what is
+    allowed (the flag then runs it)."""
+    folder = _mod.bert_folder(tmp_path)                     # d 16
+    args = ["embed", "--model", str(folder), "--text", "the cat sat", "--json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16 inputs" in err and "a multiple of 32" in err
+    assert main([*args, "--w8-per-channel"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["quant"] == "W8A8-channel" and doc["dim"] == 16
+    assert main(["embed", "--model", str(folder), "--text", "the cat sat",
+                 "--w8-per-channel"]) == 0
+    assert "a weight scale per output channel" in capsys.readouterr().out
 
 
 def test_embed_refuses_a_gpt2_model(tmp_path, capsys):
@@ -82,7 +102,7 @@ def test_embed_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim,
     from llmloom.hw.layers.weights_image import fetched_layer_layout
     from llmloom.sim.accuracy import DEFAULT_CALIB_TEXT
     from llmloom.sim.hf import load_model
-    from llmloom.sim.model import quantize_model
+    from llmloom.sim.model import embed_weights, quantize_model
 
     args = ["embed", "--model", str(tiny_bert), "--text", "the dog ran far away", "--json"]
     golden, rtl = (cli_json([*args, "--sim", sim]) for sim in ("golden", "verilator"))
@@ -97,8 +117,9 @@ def test_embed_on_verilator_runs_every_layer_on_one_fetched_build(verilator_sim,
     assert rtl["cycles"] > golden["predicted_cycles"]
     assert 0 < rtl["weight_wait_cycles"] == f["wait_cycles"] < rtl["cycles"]
     m = load_model(str(tiny_bert))
-    cfg = quantize_model(m, m.tokens(DEFAULT_CALIB_TEXT), seq=16,
-                         scheme="dynamic").layers[0][0]
+    cfg = quantize_model(m, m.tokens(DEFAULT_CALIB_TEXT), seq=16, scheme="dynamic",
+                         **embed_weights()).layers[0][0]
+    assert cfg.weight_groups and rtl["quant"] == "W8A8"     # the groups' tables fetched too
     layout, bus = fetched_layer_layout(cfg), f["axi_bytes_per_beat"]
     images = 2 * bus * sum(-(-s.nbytes // bus) for s in layout)
     # both images once; the last run's prefetch of layer 0's linear sections as far as it
@@ -147,6 +168,6 @@ def test_minilm_embeds_on_one_fetched_build_as_on_the_golden_model(verilator_sim
     golden, rtl = (cli_json([*args, "--sim", sim]) for sim in ("golden", "verilator"))
     assert rtl["embedding"] == golden["embedding"]
     assert rtl["cosine_vs_float"] == golden["cosine_vs_float"] > 0.99
-    assert rtl["fetched_layer"]["runs"] == 6
+    assert rtl["fetched_layer"]["runs"] == 6 and rtl["quant"] == "W8A8"
     assert rtl["layer_cycles"] == rtl["predicted_layer_cycles"]
     assert 0 < rtl["weight_wait_cycles"] < rtl["cycles"]

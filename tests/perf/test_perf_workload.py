@@ -80,3 +80,19 @@ def test_a_layers_weight_bytes_are_its_images(model, arch, quant, fields):
     image = sum(s.nbytes for s in image_layout(cfg) if s.part in ("weights", "groups"))
     perf = sum(o.weight_bytes for o in layer_ops(m, "decode", context=15, quant=quant))
     assert perf == image
+
+
+@pytest.mark.parametrize("weights, name", [
+    (dict(weight_bits=4), "W4A8"),
+    (dict(weight_bits=8, weight_groups=True), "W8A8"),
+    (dict(weight_bits=8), "W8A8-channel"),
+])
+def test_layer_quant_reads_what_the_hardware_reads(weights, name):
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.perf.workload import layer_quant
+
+    cfg = LayerConfig(arch="llama", d_model=64, heads=4, kv_heads=2, d_ff=128, seq=8,
+                      lanes=2, **weights)
+    assert layer_quant(cfg) == name
+    q = get_quant(name)
+    assert (q.w_bits, q.grouped) == (cfg.weight_bits, cfg.grouped)

@@ -6,6 +6,7 @@ import pytest
 from amaranth.hdl import signed, unsigned
 
 from llmloom.hw.stream import Fork, Gearbox, row_layout
+from llmloom.sim.engine import SimTimeout
 from llmloom.sim.harness import Drive
 from llmloom.sim.runner import simulate
 from llmloom.sim.streams import Stalls, pack_rows
@@ -30,3 +31,12 @@ def test_fork_hdl(hdl_sim, rng):
                          sim=hdl_sim, stalls_in=Stalls("random", 3),
                          stalls_out=Stalls("random", 4))
     assert beats["o_0"] == beats["o_1"] == words
+
+
+def test_a_failed_cocotb_run_raises_its_reason_in_the_caller(icarus_sim):
+    """The bench reports its failure (here the engine's timeout) under the result key every
+    cocotb bench uses, and the runner raises it, of its kind, in the caller."""
+    words = list(range(8))
+    with pytest.raises(SimTimeout, match=r"within 200 cycles \(outputs o_0: 8 of 9 beats"):
+        simulate(Fork(unsigned(10), 2), Drive({}, {"i": words}, {"o_0": 9, "o_1": 8}),
+                 sim=icarus_sim, max_cycles=200)
