@@ -58,8 +58,8 @@ TARGET_COSINE = 0.995
 SCHEME_TEXT = {
     "static": "int8 activations, one static scale per tensor",
     "dynamic": "an int16 residual stream: the residual stream, norms and GELU output int16 at "
-               "static scales; every linear stage's input int8 (BERT, LLaMA: int9) with a "
-               "power-of-two scale per token",
+               "static scales; every linear stage's input int8 (BERT: int9, LLaMA: int10) with "
+               "a power-of-two scale per token",
 }
 
 

@@ -240,14 +240,15 @@ def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
     rng = np.random.default_rng(rng)
     w = _weights(rng)
     # outlier channels of n1, n2 and p, their readers' weight rows small (as trained layers
-    # have them: a channel 50× the others that carries no more than they do)
+    # have them: a channel 200× the others that carries no more than they do; at 50× the
+    # per-token int10 inputs hold it unsmoothed)
     for g, cols, mats in (("ln1_g", [3, 17], ("wq", "wk", "wv")), ("ln2_g", [5], ("w_gate",
                                                                                  "w_up"))):
-        w[g][cols] *= 50.0
+        w[g][cols] *= 200.0
         for m in mats:
-            w[m][cols] /= 50.0
-    w["w_up"][:, [7, 30]] *= 50.0
-    w["w_down"][[7, 30]] /= 50.0
+            w[m][cols] /= 200.0
+    w["w_up"][:, [7, 30]] *= 200.0
+    w["w_down"][[7, 30]] /= 200.0
     x = rng.normal(size=(12, D))
     trace = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)
     sw = quantize.smooth_weights(LLAMA, w, trace, 0.5)
