@@ -35,13 +35,16 @@ _CALIB_HELP = ("the text the activation scales are calibrated on (default: a bui
 
 
 def _model_args(p, text_help, scheme_help, scheme_default=None):
-    """The arguments both commands take: the model, the text, the calibration text and the
-    numerics scheme."""
+    """The arguments both commands take: the model, the text, the calibration text, the
+    numerics scheme and the weights' scales."""
     from ..hw.layers.description import SCHEMES
     p.add_argument("--model", required=True, metavar="DIR|FILE|NAME", help=_MODEL_HELP)
     p.add_argument("--text", required=True, help=text_help)
     p.add_argument("--calib-text", metavar="TEXT", help=_CALIB_HELP)
     p.add_argument("--scheme", choices=SCHEMES, default=scheme_default, help=scheme_help)
+    p.add_argument("--w8-per-channel", action="store_true",
+                   help="int8 weights with one scale per output channel (default: a scale "
+                        "per group of 32 inputs, as GGUF's Q8_0; sim.model.embed_weights)")
 
 
 def add_subcommands(subparsers):
@@ -64,9 +67,6 @@ def add_subcommands(subparsers):
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
-    p.add_argument("--w8-per-channel", action="store_true",
-                   help="int8 weights with one scale per output channel (default: a scale "
-                        "per group of 32 inputs, as GGUF's Q8_0)")
     p.add_argument("--json", action="store_true",
                    help="print embedding, tokens, quant, cosine_vs_float, cycles measured and "
                         "predicted (and on Verilator the weights fetched) as JSON")
@@ -93,6 +93,7 @@ def cmd_accuracy(args):
     with tqdm(total=n, desc=f"accuracy {model.name}", unit="layer", leave=False,
               disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
         report = model_accuracy(model, args.text, args.calib_text, scheme=args.scheme,
+                                per_channel=args.w8_per_channel,
                                 progress=lambda n: bar.update(n - bar.n))
     if args.plot:
         with out.open(args.plot, "wb") as fh:
@@ -114,7 +115,7 @@ def _print_table(report):
                else "")
         print(f"scheme {name}: worst layer cosine {r['worst_layer_cosine']:.4f}, chained output "
               f"{r['y']:.4f}{emb}")
-    print(f"chosen: {report.scheme} ({report.scheme_text})")
+    print(f"chosen: {report.scheme} ({report.scheme_text}); int8 weights, {report.weights}")
     print("layer  cosine  SQNR dB per tensor")
     print("             " + " ".join(f"{t:>5}" for t in tensors))
     for layer in report.layers:
@@ -521,6 +522,7 @@ def cmd_embed(args):
         quantize_model,
         run_layers,
         sentence_embedding,
+        weights_text,
     )
     from .verify import GOLDEN
 
@@ -566,8 +568,7 @@ def cmd_embed(args):
         print(json.dumps(doc))
         return 0
     head = ", ".join(f"{v:+.4f}" for v in e[:6])
-    per = ("a weight scale per group of 32 inputs" if qm.layers[0][0].weight_groups else
-           "a weight scale per output channel")
+    per = weights_text(qm.layers[0][0])
     cycles = ""
     if doc["cycles"] is not None:
         on = ("one fetched layer build" if doc["fetched_layer"] is not None else

@@ -109,8 +109,8 @@ def _multiplier(x):
 
 # ---- the packing rule -------------------------------------------------------------------------
 #: Where the high weight sits in a packed multiplier operand, ``w_hi·2^PACK_SHIFT + w_lo``: 18
-#: bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high one
-#: (``hw.blocks.dsp``).
+#: bits keep the low product (a signed ``a_bits + w_bits``-bit number, −2^16 < a·w_lo ≤ 2^16
+#: for 10-bit a, 8-bit w) apart from the high one (``hw.blocks.dsp``).
 PACK_SHIFT = 18
 
 #: (activation bits, multiplier weight operand bits) of the integer quantisations ``hw``'s

@@ -35,7 +35,7 @@ from .golden.layers import (
     sqnr_db,
 )
 from .hf import load_model
-from .model import quantize_model, run_layers, sentence_embedding
+from .model import embed_weights, quantize_model, run_layers, sentence_embedding, weights_text
 from .quantize import quantize_input
 
 __all__ = ["model_accuracy", "AccuracyReport", "DEFAULT_CALIB_TEXT", "OUTLIER_RATIO",
@@ -53,13 +53,13 @@ OUTLIER_RATIO = 6.0
 
 #: The layer cosine against float a scheme must reach on every layer to be chosen (issue 13).
 TARGET_COSINE = 0.995
-#: What each numerics scheme (``LayerConfig.scheme``) is, for reports.
+#: What each numerics scheme (``LayerConfig.scheme``) does with the activations, for reports
+#: (the weights: :func:`~llmloom.sim.model.weights_text`).
 SCHEME_TEXT = {
-    "static": "W8A8: int8 weights, one scale per output channel; int8 activations, one static "
-              "scale per tensor",
-    "dynamic": "W8A8 with an int16 residual stream: int8 weights per output channel; the "
-               "residual stream, norms and GELU output int16 at static scales; every linear "
-               "stage's input int8 (BERT, LLaMA: int9) with a power-of-two scale per token",
+    "static": "int8 activations, one static scale per tensor",
+    "dynamic": "an int16 residual stream: the residual stream, norms and GELU output int16 at "
+               "static scales; every linear stage's input int8 (BERT: int9, LLaMA: int10) with "
+               "a power-of-two scale per token",
 }
 
 
@@ -92,7 +92,8 @@ def outlier_channels(t, ratio=OUTLIER_RATIO, top=8):
 @dataclasses.dataclass
 class AccuracyReport:
     """What :func:`model_accuracy` found. ``tensors`` lists the layer's tensors in dataflow
-    order; ``layers[n]`` holds, per tensor name, the metrics of layer n on the judged text
+    order; ``weights`` says how the int8 weights are scaled; ``layers[n]`` holds, per tensor
+    name, the metrics of layer n on the judged text
     (``tensors``), the output's (``y``), its outlier channels (``outliers``, from the
     calibration run) and its input and output scales."""
 
@@ -100,6 +101,7 @@ class AccuracyReport:
     arch: str
     scheme: str
     scheme_text: str
+    weights: str
     tensors: tuple
     tokens: int
     calib_tokens: int
@@ -128,10 +130,14 @@ def _finite(v):
     return v
 
 
-def model_accuracy(model, text, calib_text=None, *, scheme=None, progress=None):
+def model_accuracy(model, text, calib_text=None, *, scheme=None, per_channel=False,
+                   progress=None):
     """Measure ``model`` (a folder, ``.safetensors`` file or installed name, or an
     :class:`~llmloom.sim.hf.HFModel`) on ``text``, calibrated on ``calib_text`` (default
-    :data:`DEFAULT_CALIB_TEXT`), in numerics ``scheme`` (``static`` | ``dynamic``); without one,
+    :data:`DEFAULT_CALIB_TEXT`), its weights quantised as ``llmloom embed``'s
+    (:func:`~llmloom.sim.model.embed_weights`: int8 codes with a scale per group of 32 inputs,
+    GGUF's Q8_0; ``per_channel``: one scale per output channel), in numerics ``scheme``
+    (``static`` | ``dynamic``); without one,
     every scheme is measured and the report is the chosen one's: the first (the cheapest in
     hardware) whose every layer reaches :data:`TARGET_COSINE`, else the one whose worst layer
     is best. ``progress``: a callable taking the number of layers done (all schemes counted),
@@ -147,7 +153,8 @@ def model_accuracy(model, text, calib_text=None, *, scheme=None, progress=None):
     runs = {}
     for k, name in enumerate(schemes):
         done = (lambda n, k=k: progress(k * m.layers + n)) if progress is not None else None
-        runs[name] = _measure(m, name, ids, calib_ids, xs, y_float, xs_calib, done)
+        runs[name] = _measure(m, name, per_channel, ids, calib_ids, xs, y_float, xs_calib,
+                              done)
     chosen = next((r for r in runs.values() if r.worst_layer_cosine >= TARGET_COSINE),
                   max(runs.values(), key=lambda r: r.worst_layer_cosine))
     chosen.schemes = {name: {"worst_layer_cosine": r.worst_layer_cosine,
@@ -157,9 +164,9 @@ def model_accuracy(model, text, calib_text=None, *, scheme=None, progress=None):
     return chosen
 
 
-def _measure(m, scheme, ids, calib_ids, xs, y_float, xs_calib, progress):
+def _measure(m, scheme, per_channel, ids, calib_ids, xs, y_float, xs_calib, progress):
     rows = len(ids)
-    qm = quantize_model(m, calib_ids, seq=rows, scheme=scheme)
+    qm = quantize_model(m, calib_ids, seq=rows, scheme=scheme, **embed_weights(per_channel))
     names = layer_tensors(DESCRIPTIONS[m.arch].for_scheme(scheme))
     layers = []
     for n, (cfg, w8, x_scale) in enumerate(qm.layers):
@@ -184,7 +191,8 @@ def _measure(m, scheme, ids, calib_ids, xs, y_float, xs_calib, progress):
         chained["embedding_cosine"] = cosine(sentence_embedding(chain_y),
                                              sentence_embedding(y_float))
     return AccuracyReport(model=m.name, arch=m.arch, scheme=scheme,
-                          scheme_text=SCHEME_TEXT[scheme], tensors=names, tokens=rows,
+                          scheme_text=SCHEME_TEXT[scheme], weights=weights_text(qm.layers[0][0]),
+                          tensors=names, tokens=rows,
                           calib_tokens=len(calib_ids), layers=layers, chained=chained)
 
 

@@ -6,7 +6,8 @@ the layer's output and quantises it at the next layer's input scale.
 input that text gives it); :func:`run_layers` runs token rows through the calibrated layers,
 each layer through ``run_layer`` (the bit-exact model by default; a simulator of the RTL from
 ``llmloom.flows``); :func:`sentence_embedding` is sentence-transformers' pooling;
-:func:`embed_weights` is how ``llmloom embed`` quantises a BERT encoder's weights.
+:func:`embed_weights` is how ``llmloom embed`` and ``llmloom accuracy`` quantise a checkpoint's
+weights (:func:`weights_text` says it in words).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import dataclasses
 
 import numpy as np
 
+from ..hw.blocks.gemm_config import WEIGHT_GROUP
 from .golden.layers import dequantize, layer_bitexact
 from .quantize import quantize_input, quantize_layer
 
 __all__ = ["QuantizedModel", "quantize_model", "run_layers", "sentence_embedding",
-           "golden_layer", "embed_weights"]
+           "golden_layer", "embed_weights", "weights_text"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,12 +47,19 @@ def quantize_model(model, calib_ids, seq, *, lanes=1, **layer_fields):
 
 
 def embed_weights(per_channel=False):
-    """The layer fields of ``llmloom embed``'s weights (for :func:`quantize_model`): int8 codes
+    """The layer fields of ``llmloom embed``'s and ``llmloom accuracy``'s weights (for
+    :func:`quantize_model`): int8 codes
     with an integer scale per group of 32 inputs, GGUF's Q8_0 (``LayerConfig.weight_groups``,
     as ``generate``'s W8A8), better than one scale per output channel on every measure of
     ``bench/embed.py``; ``per_channel``: one scale per output channel (the linear stages'
     inputs then need not be a multiple of 32)."""
     return {"weight_groups": not per_channel}
+
+
+def weights_text(cfg):
+    """How the layer config ``cfg`` scales its int8 weights, for reports."""
+    return (f"a weight scale per group of {WEIGHT_GROUP} inputs" if cfg.weight_groups else
+            "a weight scale per output channel")
 
 
 def golden_layer(cfg, weights, x_int):

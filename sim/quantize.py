@@ -77,8 +77,9 @@ and why:
     BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
     and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
     largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained
-    lifts the chained sentence embedding (worst of 12 held-out sentences 0.9948 → 0.9960;
-    ``bench/embed.py``).
+    lifts the chained sentence embedding (worst of 12 held-out sentences 0.9941 → 0.9955 with
+    one weight scale per output channel, 0.9948 → 0.9958 with ``embed``'s Q8_0 groups;
+    ``bench/embed.py``, 10-bit probabilities).
 * **Row exponents** (``LayerConfig.stream_exponent`` E > 0, LLaMA's ``x r1 r2``: block
   floating point per token, :class:`~llmloom.sim.golden.layers.RowScaled`): the static scale
   is the **median row's** largest magnitude onto the largest value
@@ -92,7 +93,19 @@ and why:
   projection's output column (p = silu(hg) ⊙ hu) — and the readers' weight row ``j``
   multiplied by it (:func:`smooth_weights`): the same layer in float, at no cost in
   hardware, whose per-token int8 GEMM inputs no longer give their range to a few channels
-  (SmolLM2's gains have channels tens of times the median). The float reference keeps the
+  (SmolLM2's gains have channels tens of times the median). The attention's queries and
+  keys are **balanced** the same way (:func:`smooth_weights`): ``q·k`` is unchanged when
+  channel ``j`` of every query head is divided by ``g_j`` and the same channel of the KV
+  head they read multiplied by it, so ``g_j = sqrt(amax(q_j) / amax(k_j))`` (one factor a
+  rotated pair, the largest over the query heads sharing the KV head) gives each channel
+  the same range in ``q`` and ``k``; it is made in the projections' output columns,
+  which Q8_0's and Q4_1's per-column scales take exactly. SmolLM2's q and k channels
+  reach 4–7× their median (layer 0 to 27), in different channels; balanced, the
+  attribution's fake-quant model (``bench/llama_attribution.py``, W8A8, int10 GEMM
+  inputs, 408 tokens) goes from KL 0.0093 to 0.0077 from float, and the bit-exact model
+  (``bench/generate.py --all-texts``, 1 213 tokens) from 0.0084 to 0.0075 (agreement
+  94.5 % → 94.3 %, perplexity 1.003× → 1.008× float's: a few near-tied tokens). The float
+  reference keeps the
   weights as given.
 * **LLaMA's SiLU input** (the gate projection's output ``hg``): in the dynamic scheme it is
   **int10** (the description's ``act_width``; a 1024-entry table, ``hw/layers/llama.py``) at
@@ -432,6 +445,9 @@ def smooth_weights(desc, w, trace, alpha, group=1, factors=None):
     * an element-wise product one of whose factors is a linear stage's output (LLaMA's ``p =
       silu(hg) ⊙ hu`` → down): that linear stage's output columns (and bias) ``/ f``.
 
+    And an attention's queries and keys balanced against each other (the module text): the
+    query projection's output columns ``/ g``, the key projection's ``· g``.
+
     ``desc`` the layer's description, ``w`` canonical float weights, ``trace`` the float
     trace of the calibration input (:func:`layer_float_trace`). ``group`` > 1: one factor per
     group of that many consecutive channels, from the group's largest ``amax`` and ``wmax``
@@ -459,6 +475,8 @@ def smooth_weights(desc, w, trace, alpha, group=1, factors=None):
                                cols if cols is not None else old_cols)
 
     for st in desc.stages:
+        if st.kind == "attention":
+            _balance_qk(desc, w, trace, st, note)
         readers = [r for r, _ in desc.readers(st.output) if r.kind == "linear"]
         if not readers:
             continue
@@ -484,6 +502,45 @@ def smooth_weights(desc, w, trace, alpha, group=1, factors=None):
             w[r.weight] = np.asarray(w[r.weight], np.float64) * f[:, None]
             note(r.weight, rows=f)
     return w
+
+
+def _projection(desc, tensor):
+    """The linear stage that makes ``tensor``, through any rope stage between (``None``:
+    another kind); and whether a rope stage was passed."""
+    st, rotated = desc.producer(tensor), False
+    while st is not None and st.kind == "rope":
+        st, rotated = desc.producer(st.inputs[0]), True
+    return (st if st is not None and st.kind == "linear" else None), rotated
+
+
+def _balance_qk(desc, w, trace, st, note):
+    """Attention ``st``'s query and key projections' output columns divided and multiplied
+    by ``g_j = sqrt(amax(q_j) / amax(k_j))`` (see the module text): ``q·k`` unchanged, each
+    channel's range the same in both. A rotated pair takes one factor (RoPE commutes with
+    scaling both of a pair alike); query head ``h`` reads KV head ``h // (heads / kv_heads)``."""
+    (qn, kn), (lq, rot_q), (lk, rot_k) = st.inputs[:2], *map(
+        lambda t: _projection(desc, t), st.inputs[:2])
+    if lq is None or lk is None:
+        return
+    wq, wk = np.asarray(w[lq.weight], np.float64), np.asarray(w[lk.weight], np.float64)
+    heads = trace["scores"].shape[0]
+    dh = wq.shape[1] // heads
+    col = np.arange(wq.shape[1])
+    to_k = col // dh // (heads // (wk.shape[1] // dh)) * dh + col % dh
+    aq = np.zeros(wk.shape[1])
+    np.maximum.at(aq, to_k, np.max(np.abs(trace[qn]), axis=0))
+    ak = np.max(np.abs(trace[kn]), axis=0)
+    if rot_q or rot_k:
+        aq, ak = (np.repeat(a.reshape(-1, 2).max(axis=1), 2) for a in (aq, ak))
+    ok = (aq > 0) & (ak > 0)
+    g = np.ones(ak.shape)
+    g[ok] = np.sqrt(aq[ok] / ak[ok])
+    w[lq.weight], w[lk.weight] = wq / g[to_k][None, :], wk * g[None, :]
+    note(lq.weight, cols=g[to_k])
+    note(lk.weight, cols=1 / g)
+    for lin, f in ((lq, g[to_k]), (lk, 1 / g)):
+        if lin.bias in w:
+            w[lin.bias] = np.asarray(w[lin.bias], np.float64) / f
 
 
 def smoothed_q4(q4, rows, cols):

@@ -127,9 +127,9 @@ class GemmConfig(LinearSizes, BlockConfig):
     n: int = spec(64, Range(1, 65536), "output features N")
     lanes: int = spec(4, Range(1, 64), "activation elements per input beat (any k: the last "
                       "beat of a row is padded)")
-    a_width: int = spec(8, Choice((8, 9, 11)),
-                        "activation bits (signed); 9: the quant stages' int9 rows; 11: the "
-                        "softmax's 10-bit probabilities for P·V")
+    a_width: int = spec(8, Choice((8, 9, 10, 11)),
+                        "activation bits (signed); 9, 10: the quant stages' rows (a layer "
+                        "description's narrow); 11: the softmax's 10-bit probabilities for P·V")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
     dsp_packing: bool = spec(False, None,
                              "two MACs per multiplier: output columns 2p and 2p+1 share one "
@@ -149,8 +149,9 @@ class GemmConfig(LinearSizes, BlockConfig):
                          "weight_groups: rounding of the results' shift")
 
     #: Where the high weight sits in a packed multiplier operand, ``w_hi·2^PACK_SHIFT + w_lo``:
-    #: 18 bits keep the low product (|a·w_lo| < 2^16 for 9-bit a, 8-bit w) apart from the high
-    #: one, and the operand within the 27-bit port of a DSP48E2. The device catalogue's
+    #: 18 bits keep the low product (a signed ``a_width + w_width``-bit number: packing needs
+    #: ``a_width`` ≤ 10 at 8-bit w) apart from the high one, and the operand within the 27-bit
+    #: port of a DSP48E2. The device catalogue's
     #: packing rule (``hw.devices.products_per_dsp``) is built on it: two MACs per multiplier
     #: only where that product fits one (DSP48E2, DSP58), none saved on ECP5 or iCE40.
     PACK_SHIFT = devices.PACK_SHIFT
@@ -167,10 +168,11 @@ class GemmConfig(LinearSizes, BlockConfig):
         if self.dsp_packing and self.cols % 2:
             raise ConfigError(f"cols={self.cols} is odd, but dsp_packing pairs output columns; "
                               "allowed: an even cols (2..64) with dsp_packing=true")
-        if self.dsp_packing and self.a_width > 9:
+        if self.dsp_packing and self.a_width + self.mul_w_width > self.PACK_SHIFT:
             raise ConfigError(f"a_width={self.a_width} with dsp_packing: the low products "
                               f"must stay within the {self.PACK_SHIFT} bits below the high "
-                              "ones; allowed: a_width 8 or 9 with dsp_packing=true")
+                              f"ones; allowed: a_width <= {self.PACK_SHIFT - self.mul_w_width} "
+                              f"with dsp_packing=true at {self.mul_w_width}-bit weight operands")
         if not self.weight_groups:
             if self.group_shift is not None:
                 raise ConfigError(f"group_shift={self.group_shift} is given, but weight_groups "

@@ -35,8 +35,9 @@ class GemvConfig(LinearSizes, BlockConfig):
     n: int = spec(64, Range(1, 65536), "output features N")
     lanes: int = spec(4, Range(1, 64), "activation elements per input beat; divides rows "
                       "(any k: the last beat of a row is padded)")
-    a_width: int = spec(8, Choice((8, 9)),
-                        "activation bits (signed); 9: the quant stages' int9 rows")
+    a_width: int = spec(8, Choice((8, 9, 10)),
+                        "activation bits (signed); 9, 10: the quant stages' rows (a layer "
+                        "description's narrow)")
     w_width: int = spec(8, Choice((4, 8)), "weight bits (signed)")
 
     #: The GEMV has no grouped 4-bit weights (GGUF's Q4_1 runs on the GEMM's

@@ -177,7 +177,7 @@ class Linear(wiring.Component):
     -------
     i : In(stream.Signature(row_layout(signed(8), lanes)))
         Input rows (``in`` features), ``end`` on the last beat of a tensor (it flushes the
-        GEMM's partial token tile; the GEMV needs no flush); int9 where the description's
+        GEMM's partial token tile; the GEMV needs no flush); int9 or int10 where the description's
         ``narrow`` widens the quant stage feeding it (the engine's ``a_width``).
     o : Out(stream.Signature(row_layout(signed(8), lanes)))
         Output rows at the stage's output scale (int16 where the dynamic scheme widens the

@@ -253,9 +253,9 @@ def nominal_constants(kind, length):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LayerConfig(HeadGeometry, BlockConfig):
     """One GPT-2 block, BERT encoder layer or LLaMA-class block (int8 or grouped 4-bit
-    weights, ``weight_bits``; int8 or int9 activations into the engines, the residual stream
-    per ``scheme``): its structure, and its numbers once calibrated; every block config is a
-    property (:meth:`stage_config`).
+    weights, ``weight_bits``; int8, int9 or int10 activations into the engines, the
+    description's ``narrow``; the residual stream per ``scheme``): its structure, and its
+    numbers once calibrated; every block config is a property (:meth:`stage_config`).
 
     The fields up to ``head_engines`` are the hardware: dimensions, parallelism, rounding.
     ``numbers`` (:class:`LayerNumbers`, from :func:`llmloom.sim.quantize.calibrate`) are the

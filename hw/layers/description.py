@@ -80,7 +80,7 @@ KINDS = {
 }
 #: Bits a ``quant`` stage's output may have (:attr:`LayerDescription.narrow`): what the
 #: linear engines read (``GemmConfig.a_width``).
-NARROW = (8, 9)
+NARROW = (8, 9, 10)
 #: The most bits a :attr:`LayerDescription.wide` tensor may have: the per-token quantiser's
 #: input (:class:`~llmloom.hw.blocks.dynquant.DynQuantConfig`) takes 31, and a 24-bit one
 #: keeps the re-quantisers' and the residual's products within their words.
@@ -182,8 +182,9 @@ class LayerDescription:
         :attr:`wide` says).
     narrow : int
         Bits of the ``dynamic`` scheme's per-token linear inputs (the ``quant`` stages'
-        outputs, ``<t>_i8``): 8, or 9, the engines' widest activation (``GemmConfig.a_width``),
-        one more bit of every row for the same multipliers (BERT: see :mod:`.bert`).
+        outputs, ``<t>_i8``; :data:`NARROW`): 8, or 9 or 10, one or two more bits of every row
+        for the same multipliers (the engines' ``GemmConfig.a_width``, packed two products a
+        DSP48E2 up to 10 bits; BERT int9, :mod:`.bert`; LLaMA int10, :mod:`.llama`).
     scheme : str
         The numerics scheme this description is in (:data:`SCHEMES`); written as ``static``,
         the others made by :meth:`for_scheme`.

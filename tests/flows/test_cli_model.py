@@ -26,16 +26,32 @@ def tiny_bert(tmp_path_factory):
 
 def test_cli_accuracy_prints_a_table_and_writes_the_plot(tmp_path, capsys):
     (tmp_path / "m").mkdir()
-    folder = gpt2_folder(tmp_path / "m")
+    folder = gpt2_folder(tmp_path / "m", d=32)      # embed's weight groups: inputs in 32s
     plot = tmp_path / "acc.png"
     assert main(["accuracy", "--model", str(folder), "--text", "the cat sat",
                  "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "layer  cosine" in out and "chained" in out
+    assert "int8 weights, a weight scale per group of 32 inputs" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["accuracy", "--model", str(folder), "--text", "the cat sat", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["arch"] == "gpt2" and len(doc["layers"]) == 2
+    assert doc["weights"] == "a weight scale per group of 32 inputs"
+
+
+def test_accuracy_quantises_as_embed_and_per_channel_is_a_flag(tmp_path, capsys):
+    """``accuracy`` measures ``embed``'s weights (a scale per group of 32 inputs, as GGUF's
+    Q8_0), so a d-16 model is refused in one line naming the stage's inputs and what is
+    allowed; ``--w8-per-channel`` (one scale per output channel) then runs it."""
+    folder = _mod.bert_folder(tmp_path)                     # d 16
+    args = ["accuracy", "--model", str(folder), "--text", "the cat sat", "--json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16 inputs" in err and "a multiple of 32" in err
+    assert main([*args, "--w8-per-channel"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["weights"] == "a weight scale per output channel" and doc["arch"] == "bert"
 
 
 def test_cli_accuracy_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):

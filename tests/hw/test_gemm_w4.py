@@ -131,6 +131,26 @@ def test_extremes(kind, stall, packing, rng):
         assert (result.outputs["c"] == 1 << 30).all()
 
 
+@pytest.mark.parametrize("packing", [False, True], ids=["plain", "packed"])
+@pytest.mark.parametrize("stall", STALLS)
+def test_ten_bit_activations(stall, packing, rng):
+    """A quant stage's int10 rows (LLaMA's ``narrow``) times codes: random rows beside rows of
+    −512 and 511 with codes 15 and the int16 extremes of D and M, the sum bound at the least
+    shift, with and without two codes per multiplier (10 + 5 bits below the high field)."""
+    m, k, n = 6, 96, 4
+    cfg = _cfg(k, n, rows=3, cols=2, lanes=4, a_width=10, dsp_packing=packing)
+    t = _gen(cfg, m, rng)
+    t["a"] = rng.integers(-512, 512, (m, k)).astype(np.int16)
+    t["a"][0], t["a"][1] = -512, 511
+    t["w"][:, :2] = 15
+    t["group_scale"][:, 0], t["group_min"][:, 0] = LO, LO
+    t["group_scale"][:, 1], t["group_min"][:, 1] = HI, HI
+    result = _check(cfg, t, stall, seed=int(rng.integers(1 << 30)))
+    # row 0, column 0: k · 512 · 2**19 shifted by the least shift, nothing dropped
+    assert cfg.shift == cfg.min_group_shift
+    assert result.outputs["c"][0, 0] == (k * 512 * (1 << 19)) >> cfg.shift
+
+
 @pytest.mark.parametrize("rounding", ["half_even", "half_up", "floor"])
 def test_ties_round_as_the_golden_model(rounding, rng):
     """A larger shift than needed (8) and sums chosen to land on ties and either side of them."""
@@ -259,7 +279,7 @@ def test_widths_and_shift_are_derived():
 
 
 @pytest.mark.parametrize("k", [32, 64, 96, 768, 2048, 3072, 8192])
-@pytest.mark.parametrize("a_width", [8, 9])
+@pytest.mark.parametrize("a_width", [8, 9, 10])
 def test_least_shift_is_tight_and_below_the_layers(k, a_width):
     """The least shift keeps the sum bound in int32 and one less does not; the layer's own
     shift (``LayerConfig.group_shift``, with a bit to spare) is never below it."""
@@ -314,16 +334,19 @@ def test_shift_without_groups_rejected():
                                    (9, 96, 5, 4, 2, 5, "floor"),
                                    (7, 64, 9, 3, 4, 8, "half_up")],
                          ids=lambda s: "M{}K{}N{}_{}x{}_l{}_{}".format(*s))
-def test_w8_codes_in_groups(shape, stall, packing, rng):
+@pytest.mark.parametrize("a_width", [9, 10])
+def test_w8_codes_in_groups(shape, stall, packing, a_width, rng):
     m, k, n, r, c, lanes, rounding = shape
     cfg = GemmConfig(rows=r, cols=c, k=k, n=n, lanes=lanes, w_width=8, weight_groups=True,
-                     rounding=rounding, dsp_packing=packing, a_width=9)
+                     rounding=rounding, dsp_packing=packing, a_width=a_width)
     assert cfg.k_per_word == 1 and cfg.mul_w_width == 8 and cfg.sum_w_width == 24
-    t = {"a": rng.integers(-256, 256, (m, k)).astype(np.int16),
+    half = 1 << (a_width - 1)
+    t = {"a": rng.integers(-half, half, (m, k)).astype(np.int16),
          "w": rng.integers(-127, 128, (k, n), dtype=np.int8),
          "group_scale": rng.integers(LO, HI + 1, (cfg.groups, n), dtype=np.int16)}
     t["w"][0] = -128                           # the int8 extreme, beyond Q8_0's codes
     t["group_scale"][-1] = LO                  # and the scale's
+    t["a"][0] = -half                          # and the activations' (a·w = 2**(a_width+6))
     _check(cfg, t, stall, seed=int(rng.integers(1 << 30)))
     assert cfg.group_tables == ("group_scale",) and cfg.group_multipliers == c
     array = SystolicArray(cfg)

@@ -128,6 +128,18 @@ def test_nine_bit_activations(rng):
     np.testing.assert_array_equal(result.outputs["c"], p.astype(np.int64) @ v)
 
 
+def test_ten_bit_activations(rng):
+    """A quant stage's int10 rows (LLaMA's ``narrow``), the extremes beside random values."""
+    cfg = GemvConfig(rows=4, cols=2, k=8, n=3, lanes=2, a_width=10)
+    a = rng.integers(-512, 512, (3, 8)).astype(np.int16)
+    a[0], a[1] = -512, 511
+    v = rng.integers(-128, 128, (8, 3), dtype=np.int8)
+    v[:, 0] = -128
+    result = run_block(H, cfg, {"a": a, "w": v}, stalls_in=Stalls("random", 1),
+                       stalls_out=Stalls("random", 2))
+    np.testing.assert_array_equal(result.outputs["c"], a.astype(np.int64) @ v)
+
+
 def test_weights_checked_like_the_gemm():
     cfg = GemvConfig(rows=2, cols=2, k=4, n=3, lanes=2, w_width=4)
     with pytest.raises(ValueError, match=r"expected \(k, n\) = \(4, 3\)"):

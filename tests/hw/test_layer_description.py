@@ -45,8 +45,8 @@ def test_narrow_width_is_the_quant_outputs_and_the_engines_activation_width():
     assert cfg.linear("o").a_width == 8                    # attn stays int8
     assert cfg.quant("quant_x").out_width == 9
     assert LayerConfig(arch="bert", d_model=16, heads=2, d_ff=32, seq=4).linear("q").a_width == 8
-    with pytest.raises(ValueError, match="narrow=10 is not allowed; allowed: 8 | 9"):
-        dataclasses.replace(BERT, narrow=10)
+    with pytest.raises(ValueError, match=r"narrow=11 is not allowed; allowed: 8 \| 9 \| 10$"):
+        dataclasses.replace(BERT, narrow=11)
 
 
 def test_unknown_scheme_is_refused():
@@ -86,8 +86,9 @@ def test_wide_tensors_are_wider_than_int16_in_the_dynamic_scheme_only():
     assert LLAMA.width("p") == LLAMA.width("f") == 8                 # static: all int8
     cfg = LayerConfig(arch="llama", d_model=16, heads=2, kv_heads=1, d_ff=32, seq=4,
                       scheme="dynamic")
-    # down reads p's int9 rows with exponents 0..24-9; it writes int24 into residual2's branch
-    assert cfg.quant("quant_p").in_width == 24 and cfg.requant("down").e_max == 15
+    # down reads p's int10 rows with exponents 0..24-10; it writes int24 into residual2's branch
+    assert cfg.quant("quant_p").in_width == 24 and cfg.requant("down").e_max == 14
+    assert cfg.quant("quant_p").out_width == cfg.linear("down").a_width == 10
     assert cfg.mul("mul").out_width == 24 and cfg.requant("down").out_width == 24
     assert cfg.residual2.x_width == 24 and cfg.residual2.r_width == 16
     with pytest.raises(ValueError, match="wide tensor 'n1' is not a stream tensor written by"):

@@ -73,9 +73,11 @@ def test_llama_description_is_the_contract():
     cfg = LayerConfig(arch="llama", d_model=D, heads=H, kv_heads=KV, d_ff=F, seq=S,
                       scheme="dynamic")
     assert cfg.attention.out_width == 16 and cfg.attention.out_requant.out_width == 16
-    # int9 per-token inputs (narrow=9): an exponent undoes 16 − 9 bits at most
-    assert dyn.width("attn_i8") == 9 and cfg.linear("o").a_width == 9
-    assert cfg.requant("o").row_exponent and cfg.requant("o").e_max == 7
+    # int10 per-token inputs (narrow=10): an exponent undoes 16 − 10 bits at most
+    assert {dyn.width(t) for t in ("n1_i8", "attn_i8", "n2_i8", "p_i8")} == {10}
+    assert {cfg.linear(n).a_width for n in ("q", "k", "v", "o", "gate", "up", "down")} == {10}
+    assert cfg.requant("o").row_exponent and cfg.requant("o").e_max == 6
+    assert cfg.quant("quant_attn").out_width == 10 and cfg.quant("quant_attn").e_max == 6
     assert cfg.replace(scheme="static").attention.out_width == 8
     # the gate's requant writes the SiLU's int10 input; the table has 1024 entries
     assert cfg.requant("gate").out_width == 10 and cfg.silu.in_width == 10

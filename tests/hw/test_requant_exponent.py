@@ -54,7 +54,8 @@ CASES = [
     (9, 13, 4, True, {}),                                       # padded last beat, table
     (8, 10, 4, False, {"out_width": 16}),                       # per tensor, no bias
     (7, 1, 1, True, {"e_max": 12}),
-    # LLaMA's down projection: int9 rows of an int24 tensor onto the int24 f
+    # an int24 tensor's rows onto the int24 f (LLaMA's down projection: int10 rows, e_max 14;
+    # here 15, the most a 4-bit exponent holds)
     (9, 13, 4, True, {"out_width": 24, "e_max": 15, "mult_bits": 24,
                       "out_scale": 0.05 / 2 ** 16}),
 ]

@@ -166,17 +166,21 @@ def bert_folder(path, d=16, heads=2, layers=2, d_ff=32, positions=128):
 
 
 def test_a_bert_folder_embeds_like_its_float_model(tmp_path):
-    m = load_model(bert_folder(tmp_path))
+    m = load_model(bert_folder(tmp_path, d=32, d_ff=64))
     ids = m.tokens("the cat sat")
     assert list(ids) == [2, 4, 6, 8, 3]
     r = model_accuracy(m, "the cat sat on the mat", "a dog ran far away")
     assert r.tensors[-1] == "n2"
+    assert r.weights == "a weight scale per group of 32 inputs"      # embed's weights
+    assert r.chained["embedding_cosine"] > 0.99
+    r = model_accuracy(m, "the cat sat on the mat", "a dog ran far away", per_channel=True)
+    assert r.weights == "a weight scale per output channel"
     assert r.chained["embedding_cosine"] > 0.99
 
 
 def test_a_gpt2_folder_runs_layer_by_layer_and_chained(tmp_path):
-    m = load_model(gpt2_folder(tmp_path))
-    assert (m.arch, m.layers, m.d_ff) == ("gpt2", 2, 64)
+    m = load_model(gpt2_folder(tmp_path, d=32))     # embed's weight groups: inputs in 32s
+    assert (m.arch, m.layers, m.d_ff) == ("gpt2", 2, 128)
     ids = m.tokens("the cat sat on the mat")
     xs, y = m.float_inputs(ids)
     assert np.allclose(y, layer_float(xs[1], m.layer(1), "gpt2", 2))

@@ -89,17 +89,20 @@ def test_grouped_w4_on_hdl_simulators(hdl_sim, k, cols, packing, rng):
     assert result.cycles == run_block(H, cfg, t, sim="amaranth", **stalls).cycles
 
 
-def test_grouped_w8_on_hdl_simulators(hdl_sim, rng):
+@pytest.mark.parametrize("a_width", [8, 10])
+def test_grouped_w8_on_hdl_simulators(hdl_sim, a_width, rng):
     """Grouped int8 codes (``weight_groups`` at ``w_width`` 8, GGUF's Q8_0): the extreme codes
     and scales through the generated Verilog, bit-exact and in Amaranth's cycles, two columns
-    a multiplier."""
+    a multiplier; also on a quant stage's int10 rows (LLaMA's), whose low products reach
+    2**16."""
     cfg = GemmConfig(rows=2, cols=2, k=64, n=4, lanes=4, w_width=8, weight_groups=True,
-                     dsp_packing=True)
+                     dsp_packing=True, a_width=a_width)
     lo, hi = -(1 << 15), (1 << 15) - 1
-    t = {"a": rng.integers(-128, 128, (3, 64), dtype=np.int8),
+    half = 1 << (a_width - 1)
+    t = {"a": rng.integers(-half, half, (3, 64)).astype(np.int16 if a_width > 8 else np.int8),
          "w": rng.integers(-128, 128, (64, 4), dtype=np.int8),
          "group_scale": np.array([[lo, hi, 7, -300], [hi, lo, 1, 0]], dtype=np.int16)}
-    t["a"][0] = -128
+    t["a"][0] = -half
     t["w"][:, 0] = -128
     t["w"][:, 1] = 127
     stalls = dict(stalls_in=Stalls("random", 7), stalls_out=Stalls("random", 8))

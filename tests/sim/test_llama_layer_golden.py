@@ -240,14 +240,15 @@ def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
     rng = np.random.default_rng(rng)
     w = _weights(rng)
     # outlier channels of n1, n2 and p, their readers' weight rows small (as trained layers
-    # have them: a channel 50× the others that carries no more than they do)
+    # have them: a channel 200× the others that carries no more than they do; at 50× the
+    # per-token int10 inputs hold it unsmoothed)
     for g, cols, mats in (("ln1_g", [3, 17], ("wq", "wk", "wv")), ("ln2_g", [5], ("w_gate",
                                                                                  "w_up"))):
-        w[g][cols] *= 50.0
+        w[g][cols] *= 200.0
         for m in mats:
-            w[m][cols] /= 50.0
-    w["w_up"][:, [7, 30]] *= 50.0
-    w["w_down"][[7, 30]] /= 50.0
+            w[m][cols] /= 200.0
+    w["w_up"][:, [7, 30]] *= 200.0
+    w["w_down"][[7, 30]] /= 200.0
     x = rng.normal(size=(12, D))
     trace = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)
     sw = quantize.smooth_weights(LLAMA, w, trace, 0.5)
@@ -273,6 +274,44 @@ def test_smoothing_is_the_same_layer_in_float_and_tames_outlier_channels(rng):
         y, _ = layer_bitexact(c, layer.weights, quantize_input(x, c.x_scale, c.width("x")))
         got[alpha] = cosine(dequantize(y, c.y_scale) - x, trace["y"] - x)
     assert got[0.5] > 0.999 and got[None] < 0.98
+
+
+def test_queries_and_keys_are_balanced_pair_by_pair_and_head_group_by_group(rng):
+    """Smoothing balances q against k: the same scores (and layer) in float, and a channel
+    pair large in every query head of a KV group but small in its keys (and one the other
+    way) takes the same range in both; one factor a rotated pair, one a KV head's channel
+    for all the query heads reading it."""
+    from llmloom.hw.layers.llama import LLAMA
+    from llmloom.sim import quantize
+    rng = np.random.default_rng(rng)
+    w = _weights(rng)
+    dh, group = D // H, H // KV
+    w["wq"][:, [2, 3]] *= 40.0                      # query pair 1 of head 0 ...
+    w["wk"][:, [dh + 4, dh + 5]] *= 40.0            # ... key pair 2 of KV head 1
+    x = rng.normal(size=(12, D))
+    trace = layer_float_trace(x, w, "llama", H, kv_heads=KV, rope_base=BASE)
+    factors = {}
+    sw = quantize.smooth_weights(LLAMA, w, trace, 0.5, factors=factors)
+    t2 = layer_float_trace(x, sw, "llama", H, kv_heads=KV, rope_base=BASE)
+    np.testing.assert_allclose(t2["scores"], trace["scores"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(t2["y"], trace["y"], rtol=1e-9, atol=1e-9)
+    _, gq = factors["wq"]
+    _, gk = factors["wk"]
+    kv_col = np.arange(D) // dh // group * dh + np.arange(D) % dh   # query column's KV column
+    np.testing.assert_allclose(gq * gk[kv_col], 1.0)   # q / g and k · g: the same q·k
+    assert np.all(gk[0::2] == gk[1::2])                # one factor a rotated pair
+
+    def level(t):                                      # q's largest over the group, k's
+        a = np.abs(t["qr"]).max(axis=0)
+        aq = np.zeros(KV * dh)
+        np.maximum.at(aq, kv_col, a)
+        ak = np.abs(t["kr"]).max(axis=0)
+        pair = lambda v: v.reshape(-1, 2).max(axis=1)   # noqa: E731
+        return pair(aq) / pair(ak)
+
+    before, after = level(trace), level(t2)
+    assert before[1] > 10 and before[dh // 2 + 2] < 0.1   # the two planted pairs
+    np.testing.assert_allclose(after, 1.0, rtol=1e-9)
 
 
 def test_the_llama_harness_drives_row_exponents(rng):

@@ -13,6 +13,7 @@ from llmloom.hw.layers.common import check_layer_rtl
 from llmloom.hw.layers.config import GROUP_SCALE_BITS, WEIGHT_GROUP, LayerConfig
 from llmloom.hw.numeric import round_shift
 from llmloom.sim.checkpoint import LAYER_TENSORS, CheckpointError, open_gguf, smollm2_path
+from llmloom.sim.golden.attention import attention_scores_float
 from llmloom.sim.golden.gemm import group_gemm_bitexact
 from llmloom.sim.golden.layers import cosine, layer_bitexact_trace, layer_float_trace
 from llmloom.sim.quantize import (
@@ -137,7 +138,7 @@ def smollm2_w4():
 def test_smollm2_w4a8_keeps_the_gguf_codes(smollm2_w4):
     """The layer's codes are the file's, smoothing notwithstanding (it moves into the groups'
     scales and minima), and every linear stage's output is the float layer's to cosine 0.99
-    (up's but through the product)."""
+    (up's but through the product, q's and k's but through their scores)."""
     gguf, qm = smollm2_w4
     cfg, weights, x_scale = qm.layers[0]
     assert cfg.weight_bits == 4 and qm.quant == "W4A8"
@@ -150,10 +151,15 @@ def test_smollm2_w4a8_keeps_the_gguf_codes(smollm2_w4):
     ref = layer_float_trace(x, qm.host.layers[0], "llama", cfg.heads, cfg.eps,
                             kv_heads=cfg.kv_heads_value, rope_base=cfg.rope_base)
     scales = cfg.numbers.scales
-    # up's output columns carry the smoothing of down's input (p = silu(gate) ⊙ up)
-    for st in (st for st in cfg.description.of_kind("linear") if st.name != "up"):
+    # up's output columns carry the smoothing of down's input (p = silu(gate) ⊙ up), q's and
+    # k's the balancing of the one against the other (q·k the same)
+    for st in (st for st in cfg.description.of_kind("linear") if st.name not in ("up", "q", "k")):
         got = np.asarray(t[st.output], np.float64) * getattr(scales, st.output)
         assert cosine(got, ref[st.output]) >= 0.99, st.name
+    got, keep = attention_scores_float(
+        np.asarray(t["qr"], np.float64) * scales.qr, np.asarray(t["kr"], np.float64) * scales.kr,
+        cfg.heads, True, kv_heads=cfg.kv_heads_value)
+    assert cosine(got[:, keep], ref["scores"][:, keep]) >= 0.99
 
 
 def test_group_smoothing_is_the_same_float_layer_and_moves_into_the_groups():
