@@ -62,8 +62,9 @@ def add_subcommands(subparsers):
     p = subparsers.add_parser(
         "embed", help="a BERT sentence embedding through the integer layers (bit-exact model "
                       "or RTL)")
-    _model_args(p, "the sentence", "the layers' numerics scheme (default dynamic: the one "
-                "that holds on trained weights)", scheme_default="dynamic")
+    from ..hw.layers.description import TRAINED_SCHEME
+    _model_args(p, "the sentence", f"the layers' numerics scheme (default {TRAINED_SCHEME}: "
+                "the one that holds on trained weights)", scheme_default=TRAINED_SCHEME)
     p.add_argument("--sim", choices=(GOLDEN, *SIMULATORS), default=GOLDEN,
                    help="golden: the bit-exact model (default); else every layer's RTL on "
                         "that simulator, checked against it")
@@ -637,7 +638,7 @@ def add_context_arg(p, prefix=""):
 
 
 def _generate_args(p):
-    from ..hw.layers.description import SCHEMES
+    from ..hw.layers.description import SCHEMES, TRAINED_SCHEME
     from ..perf.kvcache import KV_CHOICES
     from ..sim.llm import QUANTS
     from ..sim.runner import SIMULATORS
@@ -657,8 +658,8 @@ def _generate_args(p):
                    help="weights and activations (default W8A8: int8 codes with a scale per "
                         "group of 32 inputs, as GGUF's Q8_0; W4A8: the GGUF's 4-bit codes kept "
                         "exactly, with each group's scale and minimum)")
-    p.add_argument("--scheme", choices=SCHEMES, default="dynamic",
-                   help="the layers' numerics scheme (default dynamic)")
+    p.add_argument("--scheme", choices=SCHEMES, default=TRAINED_SCHEME,
+                   help=f"the layers' numerics scheme (default {TRAINED_SCHEME})")
     p.add_argument("--num-layers", type=int, metavar="N",
                    help="keep the first N layers (default: all)")
     p.add_argument("--logits", metavar="L.npz",

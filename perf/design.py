@@ -53,8 +53,8 @@ from .workload import ATTENTION, LINEAR, get_quant
 
 __all__ = ["KernelDesign", "Design", "load_design", "save_design", "KERNELS", "LANE_UNITS",
            "WEIGHT_BUFFERS", "KV_SYNCS", "STREAM_ORDERS",
-           "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "layer_config_dict",
-           "save_layer_config"]
+           "OLD_KERNEL_NAMES", "OldNamesWarning", "layer_arch", "hw_arch", "gemm_a_widths",
+           "layer_config_dict", "save_layer_config"]
 
 KERNELS = ("q", "k", "v", "qk", "pv", "o", "f1", "fg", "f2")
 LANE_UNITS = ("softmax", "norm", "act")
@@ -330,7 +330,8 @@ class Design:
         -------
         dict of str to GemmConfig
             ``q k v o f1 f2`` (and ``fg`` for a gated FFN), with ``cols = cols*packing``
-            (logical output columns) and the fewest input ``lanes`` that keep the array fed.
+            (logical output columns), the fewest input ``lanes`` that keep the array fed and
+            ``a_width`` of :func:`gemm_a_widths` (the ``hw`` layer's input widths).
 
         Raises
         ------
@@ -343,6 +344,7 @@ class Design:
             raise ConfigError(f"quant={self.quant} cannot be built by the hw GEMM; allowed: "
                               "W8A8 | W4A8")
         shapes = linear_shapes(model, tp)
+        widths = gemm_a_widths(model, q)
         out = {}
         for name in LINEAR:
             if name == "fg" and not model.gated_ffn:
@@ -354,9 +356,13 @@ class Design:
                                   "range for GemmConfig.cols; allowed: 1..64")
             # hw packs two MACs per multiplier (dsp_packing), W8A8's weights or W4A8's codes
             # (hw.devices.packing_table: what hw builds, no more).
-            out[name] = GemmConfig(rows=kd.rows, cols=kd.logical_cols, k=k, n=n,
-                                   lanes=gemm_lanes(k, kd.rows, kd.logical_cols, n),
-                                   a_width=8, w_width=q.w_bits, dsp_packing=kd.packing > 1)
+            try:
+                out[name] = GemmConfig(rows=kd.rows, cols=kd.logical_cols, k=k, n=n,
+                                       lanes=gemm_lanes(k, kd.rows, kd.logical_cols, n),
+                                       a_width=widths[name], w_width=q.w_bits,
+                                       dsp_packing=kd.packing > 1)
+            except ConfigError as e:
+                raise ConfigError(f"kernel {name}: {e}") from None
         return out
 
     def layer_config(self, model, *, seq, engine="gemm"):
@@ -495,10 +501,60 @@ class Design:
         return cfg, notes
 
 
+#: perf's kernel of each ``hw`` linear stage whose name is not perf's (LLaMA's gated FFN:
+#: ``up`` is the kernel ``f1`` of a plain FFN, ``gate`` beside it ``fg``, ``down`` ``f2``).
+KERNEL_OF_STAGE = {"up": "f1", "gate": "fg", "down": "f2"}
+
+
+def hw_arch(model):
+    """The ``hw`` layer (a key of :data:`~llmloom.hw.layers.config.DESCRIPTIONS`) that
+    ``model``'s layer is, matched on the descriptions themselves: norm, activation, causal or
+    not, gated FFN (a ``mul`` stage) or not, and grouped-query attention only where the
+    description has K/V projections of their own width; ``None`` when no layer matches (OPT's
+    ReLU, say)."""
+    from ..hw.layers.config import DESCRIPTIONS
+    model = get_model(model)
+    for arch, desc in DESCRIPTIONS.items():
+        gqa_ok = any(st.features == "kv" for st in desc.of_kind("linear"))
+        if (desc.norm == model.norm and desc.act.split("_")[0] == model.activation
+                and desc.causal == model.decoder
+                and bool(desc.of_kind("mul")) == model.gated_ffn
+                and (gqa_ok or model.n_kv_heads == model.n_heads)):
+            return arch
+    return None
+
+
+def gemm_a_widths(model, quant):
+    """Bits of each linear kernel's input activations (``GemmConfig.a_width``), by perf's
+    kernel name (``q k v o f1 fg f2``).
+
+    A grouped quantisation (``W8A8``, ``W4A8``: ``hw``'s weight groups) is llmloom's own
+    design: its kernels are the ``hw`` layer's linear stages (:func:`hw_arch`), which read
+    what the layer's description in :data:`~llmloom.hw.layers.description.TRAINED_SCHEME`
+    says (``LayerDescription.width`` of each stage's input: the per-token ``narrow`` inputs,
+    LLaMA's int10, BERT's int9, GPT-2's int8). A per-channel one (``W8A8-channel``,
+    ``W4A8-channel``) stands for the published designs, whose activations are int8, and any
+    other quantisation or a model without an ``hw`` layer takes the quantisation's
+    ``a_bits``."""
+    from ..hw.layers.config import DESCRIPTIONS
+    from ..hw.layers.description import TRAINED_SCHEME
+    model, q = get_model(model), get_quant(quant)
+    widths = dict.fromkeys(LINEAR, q.a_bits)
+    arch = hw_arch(model)
+    if q.grouped and arch is not None:
+        desc = DESCRIPTIONS[arch].for_scheme(TRAINED_SCHEME)
+        for st in desc.of_kind("linear"):
+            widths[KERNEL_OF_STAGE.get(st.name, st.name)] = desc.width(st.inputs[0])
+    return widths
+
+
 def layer_arch(model):
     """``"gpt2"`` or ``"bert"``: the ``hw`` layer a catalogue model maps onto, or
     :class:`ConfigError` when it has none."""
     model = get_model(model)
+    arch = hw_arch(model)
+    if arch in ("gpt2", "bert"):
+        return arch
     other = [what for what, bad in (
         (f"{model.norm}", model.norm != "layernorm"), (f"{model.activation}",
                                                        model.activation != "gelu"),
@@ -508,7 +564,6 @@ def layer_arch(model):
         raise ConfigError(f"model {model.name} ({', '.join(other)}) has no hw layer; allowed: "
                           "a GPT-2-like decoder or BERT-like encoder (layernorm, GELU, no "
                           "gate, no grouped-query attention)")
-    return "gpt2" if model.decoder else "bert"
 
 
 def layer_config_dict(cfg):

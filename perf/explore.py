@@ -19,9 +19,9 @@ import sys
 
 import numpy as np
 
-from .design import KERNELS, LANE_UNITS
+from .design import KERNELS, LANE_UNITS, gemm_a_widths
 from .errors import ConfigError, ConstraintError
-from .spatial import COST, DesignBatch, evaluate, make_context
+from .spatial import DesignBatch, evaluate, linear_cost, make_context
 
 __all__ = ["ExploreResult", "explore", "OBJECTIVES", "space_size", "grid_batch"]
 
@@ -158,7 +158,10 @@ def explore(model, device, *, objective="prefill", quant="W8A8", seq=512, contex
     shape_dsp = (np.asarray(_ROWS)[:, None] * np.asarray(_COLS)[None, :]).ravel()
     # a grouped linear kernel scales its groups' sums after the array, per logical column
     q = ctx.quant
-    group_dsp = COST["dsp_group_col"][q.w_bits] * pack if q.grouped and q.integer else 0
+    # (at the widest of the kernels' inputs: the hw layer's, gemm_a_widths)
+    group_dsp = max(linear_cost(w, q.w_bits, True)["group_col"]["dsp"]
+                    for w in set(gemm_a_widths(m, q).values())) * pack \
+        if q.grouped and q.integer else 0
     lin_dsp = shape_dsp + group_dsp * np.asarray(_COLS)[np.arange(shapes) % len(_COLS)]
     n_proj, n_ffn = 4, 3 if m.gated_ffn else 2
     dsp_copy = (n_proj * lin_dsp[grid_all[:, 0]] + 2 * shape_dsp[grid_all[:, 1]]

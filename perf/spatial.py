@@ -33,7 +33,7 @@ import numpy as np
 
 from ..hw.blocks.activation import ActivationConfig, GeluConfig, SiluConfig
 from ..hw.layers.config import DESCRIPTIONS
-from .design import KERNELS, LANE_UNITS, Design, KernelDesign, linear_shapes
+from .design import KERNELS, LANE_UNITS, Design, KernelDesign, gemm_a_widths, linear_shapes
 from .devices import get_fpga
 from .errors import ConfigError, ConstraintError, over_message
 from .kernels import (
@@ -52,7 +52,7 @@ from .workload import LINEAR, get_quant
 
 __all__ = ["Context", "DesignBatch", "make_context", "evaluate", "bottleneck", "port_plan",
            "raise_if_infeasible", "LINK_EFFICIENCY", "LINK_HOP_S", "PORT_EFFICIENCY",
-           "TILE_DEPTH", "COST", "region_plan", "layer_plan", "LayerPlan",
+           "TILE_DEPTH", "COST", "linear_cost", "region_plan", "layer_plan", "LayerPlan",
            "activation_latency"]
 
 # Inter-FPGA link: achievable fraction of the line rate and per-hop latency. Assumptions (the
@@ -102,6 +102,16 @@ COST = {
               "synth_xilinx xcup of the hw blocks, flows/baselines/xcup.json); the rest "
               "approximate typical synthesis results and XPE figures",
 }
+
+
+@functools.cache
+def linear_cost(a_width, w_bits, grouped):
+    """``{"pe": {lut, ff}, "group_col": {dsp, lut, ff} or None}`` of an integer linear kernel
+    on UltraScale+ whose inputs are ``a_width`` bits (:func:`~.design.gemm_a_widths`): its
+    processing element, and per logical column the grouped GEMM's scaling (``perf.resources``:
+    ``gemm_pe_cost``, ``gemm_group_cost``; :data:`COST` holds them at int8)."""
+    return {"pe": gemm_pe_cost("xcup", a_width),
+            "group_col": gemm_group_cost("xcup", w_bits, a_width) if grouped else None}
 
 
 @functools.cache
@@ -815,19 +825,23 @@ def _resources(ctx, db, lin, shapes, cl, layers_per_copy):
                   "bulk_bram": zeros.copy(), "bulk_uram": zeros.copy()} for name in die_of}
 
     kernels_used = lin + ["qk", "pv"]
+    # a linear kernel's PEs at its input's width where it is hw's (a grouped quantisation:
+    # the hw layer's widths); else, and for the attention arrays, the int8 PE of COST
+    a_width = {**dict.fromkeys(kernels_used, 8), **(gemm_a_widths(m, q) if q.grouped else {})}
     for k in kernels_used:
         pe = r[k] * db.cols[k]
+        cost = None if fp else linear_cost(a_width[k], wb, q.grouped and k in lin)
         per[k]["dsp"] += pe * (COST["dsp_pe_fp16"] if fp else 1)
         per[k]["lut"] += pe * (COST["lut_pe_fp16"] if fp else
-                               COST["lut_pe_int"] + COST["lut_pe_pack"] * (db.pack[k] - 1)) \
+                               cost["pe"]["lut"] + COST["lut_pe_pack"] * (db.pack[k] - 1)) \
             + COST["lut_kernel"]
-        per[k]["ff"] += pe * (COST["ff_pe_fp16"] if fp else COST["ff_pe_int"]) \
+        per[k]["ff"] += pe * (COST["ff_pe_fp16"] if fp else cost["pe"]["ff"]) \
             + COST["ff_kernel"]
-        if q.grouped and not fp and k in lin:
+        if not fp and cost["group_col"] is not None:
             # the grouped GEMM multiplies codes (the PEs above, packed as int8's) and scales
             # each group's partial sums after the array, per logical column
             for res_ in ("dsp", "lut", "ff"):
-                per[k][res_] += cl[k] * COST[f"{res_}_group_col"][wb]
+                per[k][res_] += cl[k] * cost["group_col"][res_]
     for unit, names in _unit_stages(m):
         lanes = db.lanes[unit] * (2 if unit == "act" and m.gated_ffn else 1)
         cost = unit_cost(unit)

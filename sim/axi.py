@@ -12,6 +12,7 @@ from ..hw.blocks.axi import command_layout
 from ..hw.blocks.axi_reader import AxiReader, AxiReaderConfig
 from ..hw.blocks.axi_writer import AxiWriter, AxiWriterConfig
 from .runner import run_cocotb_test
+from .streams import unpack_rows
 
 __all__ = ["AxiRun", "run_axi_reader", "AxiWriteRun", "run_axi_writer", "written"]
 
@@ -55,25 +56,30 @@ def run_axi_reader(cfg: AxiReaderConfig, memory, commands, *, sim="icarus", late
             out_stall, r_pause, ar_pause))
         max_cycles = int(100 + (words + 4 * len(commands)) * slow * 4
                          + (n_bursts + len(commands)) * (latency[1] + 8))
+    reader = AxiReader(cfg)
+    out_layout = reader.o.payload.shape()       # the output beats' one packing
     job = {"memory": memory.hex(), "commands": [list(c) for c in commands],
            "payloads": _command_words(cfg, commands), "latency": list(latency),
            "bursts": n_bursts, "seed": seed, "out_stall": out_stall, "r_pause": r_pause,
-           "ar_pause": ar_pause, "max_cycles": max_cycles}
-    result = run_cocotb_test(AxiReader(cfg), sim, "llmloom.sim.axi_bench", job)
+           "ar_pause": ar_pause, "max_cycles": max_cycles,
+           "last_bit": out_layout["last"].offset}
+    result = run_cocotb_test(reader, sim, "llmloom.sim.axi_bench", job)
     if "beats" not in result:
         raise AssertionError(result.get("fail") or "the simulation ended without a result (a "
                              "failed assertion of the AXI slave model, e.g. a burst across 4 KB)")
-    lanes = cfg.lanes
     words_out = [int(w, 16) for w in result["beats"]]
     data, padding, ends, k = [], [], [], 0
     for _, nbytes in commands:
         n = cfg.out_beats(nbytes)
         chunk = words_out[k:k + n]
         k += n
-        raw = b"".join((w & ((1 << 8 * lanes) - 1)).to_bytes(lanes, "little") for w in chunk)
+        # the command's beats as one row of int8 lanes, by the reader's output layout
+        lanes, last, end = (unpack_rows(out_layout, chunk, n * cfg.lanes) if n
+                            else (np.zeros(0), [], []))
+        raw = lanes.astype(np.int8).tobytes()
         data.append(raw[:nbytes])
         padding.append(raw[nbytes:])
-        ends.append([j for j, w in enumerate(chunk) if w >> 8 * lanes & 3])
+        ends.append([j for j in range(n) if last[j] or end[j]])
     if k != len(words_out):
         raise AssertionError(f"{len(words_out)} output beats; expected {k}")
     return AxiRun(data=data, padding=padding, cycles=result["cycles"],

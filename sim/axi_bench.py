@@ -134,7 +134,6 @@ async def run_job(dut):
     await reset(dut, dut.i__valid, dut.o__ready)
     clocked.t0 = get_sim_time("ns")
 
-    lanes = len(dut.axi__rdata) // 8
     pending = list(commands)
     beats, bursts, first_valid = [], [], []
     cmd_cycles = {}                          # command index → its cycles
@@ -194,7 +193,7 @@ async def run_job(dut):
             if int(dut.o__valid.value) and ready:
                 word = dut.o__payload.value.to_unsigned()
                 beats.append(hex(word))
-                if word >> (8 * lanes) & 1:              # `last`: the command's final beat
+                if word >> job["last_bit"] & 1:         # `last`: the command's final beat
                     index, start = starts.popleft()
                     cmd_cycles[index] = c - start + 1
                     last_out = c

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.blocks.softmax import EXP_FRAC_MARGIN, MIN_EXP_FRAC
+from ..hw.layers.description import TRAINED_SCHEME
 from ..hw.layers.weights_image import image_layout
 from .accuracy import DEFAULT_CALIB_TEXT
 from .checkpoint import LAYER_TENSORS, CheckpointError, GgufModel, chat_prompt, smollm2_path
@@ -231,7 +232,7 @@ def kv_positions(need, limit, context=None):
     return context
 
 
-def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme="dynamic",
+def quantize_llama(path=None, num_layers=None, quant="W8A8", scheme=TRAINED_SCHEME,
                    calib_text=None, progress=None, stream_exponent=STREAM_EXPONENT,
                    **layer_fields):
     """The GGUF model ``path`` (default SmolLM2) with its first ``num_layers`` layers

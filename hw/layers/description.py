@@ -61,11 +61,15 @@ import dataclasses
 
 from ..blocks.activation import IN_WIDTHS
 
-__all__ = ["KINDS", "SCHEMES", "NARROW", "WIDEST", "ACT_WIDTHS", "NORMS", "ACTS", "FEATURES",
-           "Stage", "LayerDescription"]
+__all__ = ["KINDS", "SCHEMES", "TRAINED_SCHEME", "NARROW", "WIDEST", "ACT_WIDTHS", "NORMS",
+           "ACTS", "FEATURES", "Stage", "LayerDescription"]
 
 #: The numerics schemes a description comes in (see the module text).
 SCHEMES = ("static", "dynamic")
+#: The scheme that holds on trained weights (see the module text): the one the model flows run
+#: by default (``llmloom generate``, ``embed``) and the one ``perf`` projects llmloom's own
+#: designs in.
+TRAINED_SCHEME = "dynamic"
 
 #: The kinds of stage and the names of their input ports, in the order of ``Stage.inputs``.
 KINDS = {

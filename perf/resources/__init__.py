@@ -167,29 +167,32 @@ def unit_costs(family="xcup", length=1024):
     return out
 
 
-def gemm_pe_cost(family="xcup"):
-    """``{"lut", "ff"}`` of one more int8 processing element of the GEMM on ``family``: the
-    slope of the fitted logic from an 8×8 to a 9×9 array (k = 64), i.e. the PE with its share
-    of the skews and the readout. The whole-design model's per-PE cost (``perf.spatial.COST``)
-    is this on ``xcup``."""
+def gemm_pe_cost(family="xcup", a_width=8):
+    """``{"lut", "ff"}`` of one more processing element of the GEMM on ``family``, of
+    ``a_width``-bit activations (``GemmConfig.a_width``) and int8 weights: the slope of the
+    fitted logic from an 8×8 to a 9×9 array (k = 64), i.e. the PE with its share of the skews
+    and the readout. The whole-design model's per-PE cost (``perf.spatial``) is this on
+    ``xcup``, at each kernel's input width (``perf.design.gemm_a_widths``)."""
     from ...hw.blocks.gemm_config import GemmConfig
     fam = family_of(family)
-    small, big = (gemm_parts(GemmConfig(rows=n, cols=n), fam)["logic"] for n in (8, 9))
+    small, big = (gemm_parts(GemmConfig(rows=n, cols=n, a_width=a_width), fam)["logic"]
+                  for n in (8, 9))
     return {k: round((getattr(big, k) - getattr(small, k)) / (81 - 64), 1)
             for k in ("lut", "ff")}
 
 
-def gemm_group_cost(family="xcup", w_width=4):
+def gemm_group_cost(family="xcup", w_width=4, a_width=8):
     """``{"dsp", "lut", "ff"}`` per output column that the grouped GEMM (``weight_groups``:
     ``w_width``-bit codes into the multipliers, each group's tables applied after the array)
     adds to the int8 GEMM of the same size: its scaling multipliers, their adders, registers
     and the small group memories, net of the PEs' narrower accumulators (W4); the difference
     of the two 8×8 arrays (k = 64) over 8 columns. The whole-design model prices grouped
     kernels (W4A8, W8A8) with it on ``xcup`` (``perf.spatial``); its PE multipliers count as
-    the int8 one's (one product, or two packed, per DSP: ``hw.devices.packing_table``)."""
+    the int8 one's (one product, or two packed, per DSP: ``hw.devices.packing_table``).
+    ``a_width``: the activations' bits (``GemmConfig.a_width``), which widen the sums."""
     from ...hw.blocks.gemm_config import GemmConfig
     fam = family_of(family)
-    plain = GemmConfig(rows=8, cols=8, k=64)
+    plain = GemmConfig(rows=8, cols=8, k=64, a_width=a_width)
     grouped = plain.replace(w_width=w_width, weight_groups=True)
     plain_bill, grouped_bill = (sum(gemm_parts(c, fam).values(), Bill())
                                 for c in (plain, grouped))

@@ -71,3 +71,58 @@ def test_the_row_units_one_row_latency_is_the_hw_row_kernels():
                       (RMSNormConfig, "norm")):
         for length, lanes in ((1024, 8), (129, 8), (64, 64), (1, 4)):
             assert two_pass_row_cycles_np(length, lanes, unit) == cfg.cycles_np(length, lanes, 1)
+
+
+def test_gemm_widths_follow_the_hw_layers_description():
+    from llmloom.hw.layers.config import LayerConfig
+    from llmloom.hw.layers.description import TRAINED_SCHEME
+    from llmloom.perf.design import KERNEL_OF_STAGE, hw_arch
+
+    design = get_preset("chen2024-gpt2-u280").design
+    # SmolLM2 at hw's own W8A8 is the hw LLaMA layer in the scheme trained weights run in:
+    # each kernel's GEMM reads what that layer's stage reads (int10 per-token inputs)
+    assert hw_arch("smollm2-135m") == "llama"
+    layer = LayerConfig(arch="llama", d_model=576, heads=9, kv_heads=3, d_ff=1536, seq=16,
+                        lanes=8, linear_cols=8, ffn_cols=8, scheme=TRAINED_SCHEME,
+                        weight_groups=True)
+    for quant in ("W8A8", "W4A8"):
+        cfgs = design.replace(quant=quant).gemm_configs("smollm2-135m")
+        assert {KERNEL_OF_STAGE.get(s, s) for s in layer.linears} == set(cfgs)
+        for stage in layer.linears:
+            got = cfgs[KERNEL_OF_STAGE.get(stage, stage)].a_width
+            assert got == layer.gemm(stage).a_width == 10, (quant, stage)
+    # BERT's per-token inputs are int9, its output projection reads the attention's int8;
+    # GPT-2's are int8
+    bert = design.replace(quant="W8A8").gemm_configs("bert-base")
+    assert (bert["q"].a_width, bert["o"].a_width, bert["f2"].a_width) == (9, 8, 9)
+    assert {c.a_width for c in design.replace(quant="W8A8").gemm_configs("gpt2").values()} \
+        == {8}
+    # the published designs (per-channel quantisations) have int8 activations, whatever model
+    assert {c.a_width for c in design.gemm_configs("smollm2-135m").values()} == {8}
+    # a model no hw layer is: the quantisation's bits
+    assert hw_arch("opt-6.7b") is None
+    assert {c.a_width for c in design.replace(quant="W8A8").gemm_configs("opt-6.7b")
+            .values()} == {8}
+
+
+def test_the_design_model_prices_the_pes_at_the_hw_layers_widths(monkeypatch):
+    from llmloom.perf import design as design_mod
+    from llmloom.perf import estimate, spatial
+    from llmloom.perf.resources import gemm_group_cost, gemm_pe_cost
+
+    def luts_ffs():
+        doc = estimate("smollm2-135m", "u280", "chen2024-gpt2-u280", mode="prefill", seq=128,
+                       quant="W8A8")
+        return doc["resources"]["lut"], doc["resources"]["ff"], doc["resources"]["dsp"]
+
+    wide = luts_ffs()
+    monkeypatch.setattr(spatial, "gemm_a_widths",
+                        lambda m, q: dict.fromkeys(design_mod.LINEAR, 8))
+    narrow = luts_ffs()
+    # seven linear kernels (q k v o f1 fg f2), each 8×16 DSPs of 32 logical columns
+    pe, grp = ({w: f(w) for w in (8, 10)} for f in (lambda w: gemm_pe_cost("xcup", w),
+                                                    lambda w: gemm_group_cost("xcup", 8, w)))
+    for i, r in enumerate(("lut", "ff")):
+        more = 7 * (128 * (pe[10][r] - pe[8][r]) + 32 * (grp[10][r] - grp[8][r]))
+        assert wide[i] - narrow[i] == pytest.approx(more, abs=7) and more > 0
+    assert wide[2] == narrow[2]       # 10 × 8 bits still two products per DSP48E2
