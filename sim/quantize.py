@@ -70,7 +70,10 @@ and why:
     LLaMA's ``p`` and ``f`` are int24 (the description's ``wide``) with
     :data:`WIDE_HEADROOM` (16×): on held-out text SmolLM2's ``p`` reaches 3.4× the
     calibration's largest value (``f`` 2.1×), and 24 bits can spare four for it
-    (``hw/layers/llama.py``).
+    (``hw/layers/llama.py``). Its ``q`` and ``k`` are int16 too, at the stream's 2× headroom:
+    RoPE reads them and rounds once onto the int8 ``qr`` and ``kr`` (their ratio of scales,
+    ~2·127/32767 = 0.0078, well inside the 2**−6 its 16-bit table entries hold,
+    ``hw/blocks/rope.py``).
     BERT's per-token inputs are int9 (its description's ``narrow``, ``hw/layers/bert.py``),
     and it takes 3× headroom: MiniLM's held-out sentences reach at most 1.6× the calibration's
     largest value in any stream tensor (0.39 of int16 at 4×), and the 0.4 bit gained

@@ -1,14 +1,17 @@
-"""Rotary position embedding (RoPE) on int8 rows of queries or keys.
+"""Rotary position embedding (RoPE) on int8 or int16 rows of queries or keys, into int8.
 
-A row is one token's ``length = heads · d_head`` int8 values (all heads of Q, or all KV heads of
-K), at position ``p``. Pair ``i`` of each head, the *adjacent* elements ``(x[2i], x[2i+1])``
-(the pairing of GGUF's permuted ``attn_q``/``attn_k`` weights), is rotated by the angle
-``p · θ_i``, ``θ_i = base**(−2i/d_head)``::
+A row is one token's ``length = heads · d_head`` values (all heads of Q, or all KV heads of
+K), int8 or int16 (``in_width``), at position ``p``. Pair ``i`` of each head, the *adjacent*
+elements ``(x[2i], x[2i+1])`` (the pairing of GGUF's permuted ``attn_q``/``attn_k``
+weights), is rotated by the angle ``p · θ_i``, ``θ_i = base**(−2i/d_head)``::
 
     y[2i]   = x[2i]·cos(pθ_i) − x[2i+1]·sin(pθ_i)
     y[2i+1] = x[2i]·sin(pθ_i) + x[2i+1]·cos(pθ_i)
 
-then re-quantised from ``x_scale`` to ``out_scale``.
+then re-quantised from ``x_scale`` to ``out_scale``, int8. An int16 input (LLaMA's q and k
+in the dynamic scheme, :mod:`llmloom.hw.layers.llama`) is a projection's output rounded once,
+finely, so that the int8 the attention reads is rounded once too: q rounded to int8 and then
+rotated and rounded again was the largest loss left in SmolLM2 at W8A8.
 
 **Tables.** The block holds the integer factors ``C = round(r·cos(pθ_i)·2**F)`` and
 ``S = round(r·sin(pθ_i)·2**F)`` (round half to even, ``r = x_scale/out_scale`` folded in, so
@@ -20,8 +23,17 @@ Why a full position × frequency table rather than a table per frequency with an
 table is exact to one rounding per entry, so the error bound is the simplest there is and the
 bit-exact model is a table look-up; one synchronous read per beat, no extra multipliers. Its
 cost is ``positions · d_head · table_width`` bits: SmolLM2 (``d_head`` 64, 16-bit entries) at
-a 2048-token context is 2 Mbit — seven UltraRAMs of a U280's 960. Longer contexts would take
-the angle-addition split (two tables of ``√positions`` rows, four more multipliers a pair).
+a 2048-token context is 2 Mbit — seven UltraRAMs of a U280's 960 (the same at int16: 16-bit
+entries, :data:`ENTRY_BITS`). Longer contexts would take the angle-addition split (two tables
+of ``√positions`` rows, four more multipliers a pair). An int16 input keeps one multiplier a
+product: an int16 by a 16-bit entry fits one DSP48E2 (27 × 18) or MULT18X18D; the products
+are ``in_width + table_width`` bits, their sums one more.
+
+**Scales of an int16 input.** Its steps are 256 times finer for the same real range, so the
+ratio ``r = x_scale/out_scale`` is ~256 times smaller: the allowed ratios reach
+``2**−(in_width−8)`` times lower (:func:`ratio_range`), and ``frac_bits`` takes seven more
+bits (default 21, :data:`FRAC_BITS`), so that an entry keeps 16 bits and the table's share
+of the error below is ``2**(in_width−1)·2**−F`` = 1/64 output LSB (1/128 at int8's 14).
 
 **Positions.** The plain input ``pos`` is sampled at each tensor's first beat: row ``r`` of the
 tensor (a prefill chunk, or one decode row) is at position ``pos + r``. ``end`` on a tensor's
@@ -31,9 +43,10 @@ wraps; the harness refuses such tensors).
 **Rounding and accuracy.** Each output is ``saturate_int8(round_shift(x0·C − x1·S, F))`` (or
 the ``+`` form), rounded by ``rounding`` (default half to even). Against the float64 rotation
 of the dequantised input, an output that does not saturate is within
-:attr:`RopeConfig.error_bound_lsb` ``= 0.5 + 128·2**−F`` LSB of ``out_scale`` (1 + ... with
-``floor``): 0.5 from the final rounding, and ``|x0|·|ΔC| + |x1|·|ΔS| ≤ 128·0.5·2**−F`` from the
-two table roundings. A pair's rotated length is its input length, up to 181 LSB, so with
+:attr:`RopeConfig.error_bound_lsb` ``= 0.5 + 2**(in_width−1)·2**−F`` LSB of ``out_scale``
+(1 + ... with ``floor``; ``0.5 + 128·2**−F`` at int8): 0.5 from the final rounding, and
+``|x0|·|ΔC| + |x1|·|ΔS| ≤ 2·2**(in_width−1)·0.5·2**−F`` from the two table roundings. A
+pair's rotated length is its input length, up to 181 LSB of an int8 input, so with
 ``out_scale = x_scale`` an output saturates only where both inputs of its pair are large.
 """
 
@@ -50,23 +63,54 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import BlockConfig, Choice, ConfigError, Range, spec
 from ..hfconfig import ROPE_BASE_DEFAULT
-from ..numeric import INT8, Rounding, round_shift_hw, saturate_hw
+from ..numeric import INT8, IntType, Rounding, round_shift_hw, saturate_hw
 from ..stream import row_layout
 from .loadable import Constant, constant_memories
 from .requant import ROUNDINGS, Scale, check_scale, pipeline_advance
 from .rowkernel import signed_width
 
-__all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "RATIO_RANGE", "WIDE_ENTRY_BITS"]
+__all__ = ["RopeConfig", "Rope", "MAX_POSITIONS", "IN_WIDTHS", "RATIO_RANGE", "WIDE_ENTRY_BITS",
+           "FRAC_BITS", "FRAC_BITS_MAX", "ENTRY_BITS", "ratio_range"]
 
 #: Most positions a table holds (the ROM's depth in positions).
 MAX_POSITIONS = 1 << 16
-#: Allowed ``x_scale / out_scale``: keeps the table entries within 2**(F+8) and the products
-#: well inside 40 bits, and covers every out_scale that calibration can give (a non-zero int8
-#: pair keeps a rotated component of at least 0.707 LSB, which maps to at most 180·out_scale).
+#: Bits the input may have (:attr:`RopeConfig.in_width`): int8, or int16 (LLaMA's q and k in
+#: the dynamic scheme, :mod:`llmloom.hw.layers.llama`).
+IN_WIDTHS = (8, 16)
+#: Allowed ``x_scale / out_scale`` of an int8 input: keeps the table entries within
+#: 2**(F+8) and the products well inside 40 bits (at int8), and covers every out_scale that
+#: calibration can give (a non-zero int8 pair keeps a rotated component of at least 0.707
+#: LSB, which maps to at most 180·out_scale). A wider input's lower end is
+#: ``2**-(in_width-8)`` times lower (:func:`ratio_range`: the same real range on finer input
+#: steps); its upper end stays, as calibration of a lone ±1 gives the same ratio at any width.
 RATIO_RANGE = (2.0 ** -8, 2.0 ** 8)
 #: Bits above ``frac_bits`` of a table entry that holds any ratio of :data:`RATIO_RANGE`
 #: (``RopeConfig.entry_width = frac_bits + WIDE_ENTRY_BITS``).
 WIDE_ENTRY_BITS = 10
+#: Default fraction bits ``F`` of the table entries, by ``in_width``. An int16 input's ratio
+#: of scales is ~256 times smaller than an int8 one's, so its entries take seven more fraction
+#: bits to keep 16 significant bits (:data:`ENTRY_BITS`). The table's share of the error,
+#: ``2**(in_width-1)·2**-F`` output LSB, is then 1/128 LSB at int8 and 1/64 at int16, 1/128
+#: for an int16 tensor calibrated with 2× headroom (LLaMA's q and k: none of its values
+#: beyond 16 384); an eighth bit would take the entries to 17 bits, the table's words (two
+#: pairs at 4 lanes) from 64 to 68 bits, three 32-bit words of the layer's image instead of
+#: two (+6 % on SmolLM2's image at a 2048-token context).
+FRAC_BITS = {8: 14, 16: 21}
+#: Most fraction bits of an int8 input's table; ``in_width - 8`` more for a wider input.
+FRAC_BITS_MAX = 20
+#: Bits above ``frac_bits`` of a table entry when ``entry_width`` is not given, by
+#: ``in_width``: int8 entries up to 2**(F+1), ``x_scale/out_scale`` below 2, as calibration
+#: gives an int8 input (a rotation keeps lengths, so at most √2); int16 entries up to
+#: 2**(F−6), a ratio below 2**−6, which holds an int16 tensor's calibration with up to 2.8×
+#: headroom (√2·2.8·127/32767 = 0.0154; SmolLM2's q and k at 2×: 0.0078). 16 bits either
+#: way: one multiplier port (DSP48E2's 18, MULT18X18D's) with the int16 on the other.
+ENTRY_BITS = {8: 2, 16: -5}
+
+
+def ratio_range(in_width):
+    """Allowed ``x_scale / out_scale`` for an input of ``in_width`` bits:
+    :data:`RATIO_RANGE`, its lower end times ``2**-(in_width-8)``."""
+    return RATIO_RANGE[0] * 2.0 ** -(in_width - INT8.width), RATIO_RANGE[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +130,7 @@ class _Above:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RopeConfig(BlockConfig):
-    """RoPE on int8 rows of ``length = heads · d_head`` elements."""
+    """RoPE on int8 or int16 rows of ``length = heads · d_head`` elements, int8 out."""
 
     length: int = spec(64, Range(2, 8192), "row length: heads · d_head elements")
     d_head: int = spec(64, Range(2, 1024), "elements per head (even; divides length)")
@@ -96,25 +140,35 @@ class RopeConfig(BlockConfig):
                           "context): pos + rows must stay within it")
     base: float = spec(ROPE_BASE_DEFAULT, _Above(1.0), "RoPE frequency base (LLaMA 10000, "
                        "SmolLM2 100000)")
-    x_scale: float = spec(1.0 / 32, Scale(), "scale of the int8 input")
+    in_width: int = spec(8, Choice(IN_WIDTHS), "bits of the input: 8, or 16 (q and k written "
+                         "wide, rounded once, by RoPE only)")
+    x_scale: float = spec(1.0 / 32, Scale(), "scale of the input")
     out_scale: float | None = spec(
         None, Scale(), "scale of the int8 output; none: calibrated from the data by `run` (the "
-        "float result's max magnitude maps to 127), else x_scale")
-    frac_bits: int = spec(14, Range(4, 20), "fraction bits F of the cos/sin table entries")
+        "float result's max magnitude maps to 127), else x_scale · 2**(in_width − 8)")
+    frac_bits: int | None = spec(
+        None, Range(4, FRAC_BITS_MAX + 8), "fraction bits F of the cos/sin table entries, "
+        f"4..{FRAC_BITS_MAX} plus in_width − 8; none: {FRAC_BITS[8]} at in_width 8, "
+        f"{FRAC_BITS[16]} at 16")
     rounding: str = spec("half_even", Choice(ROUNDINGS), "rounding of the final shift")
     entry_width: int | None = spec(
         None, Range(4, 40), "bits of a signed table entry (fixed by the config, not by the "
-        "scales, so that one build serves every calibration); none: frac_bits + 2, entries "
-        "up to 2**(F+1): x_scale/out_scale below 2, as calibration gives (a rotation keeps "
-        "lengths, so at most √2)")
+        "scales, so that one build serves every calibration); none: frac_bits + 2 at "
+        "in_width 8 (x_scale/out_scale below 2, as calibration gives: a rotation keeps "
+        "lengths, so at most √2), frac_bits − 5 at 16 (below 2**−6; ENTRY_BITS)")
 
     #: Pipeline stages: table read (with the input registered beside it), the four products
     #: of a pair, then sum, round and saturate into the output register.
     LATENCY = 3
-    IN = INT8
     OUT = INT8
 
     def _validate(self):
+        if self.frac_bits is None:
+            object.__setattr__(self, "frac_bits", FRAC_BITS[self.in_width])
+        hi = FRAC_BITS_MAX + self.in_width - INT8.width
+        if self.frac_bits > hi:
+            raise ConfigError(f"frac_bits={self.frac_bits} is out of range; allowed: 4..{hi} "
+                              f"at in_width={self.in_width}")
         object.__setattr__(self, "x_scale", check_scale("x_scale", self.x_scale))
         if self.out_scale is not None:
             object.__setattr__(self, "out_scale", check_scale("out_scale", self.out_scale))
@@ -126,7 +180,7 @@ class RopeConfig(BlockConfig):
         if self.lanes % 2 or self.d_head % self.lanes:
             raise ConfigError(f"lanes={self.lanes} is not allowed with d_head={self.d_head}; "
                               "allowed: an even divisor of d_head")
-        lo, hi = RATIO_RANGE
+        lo, hi = ratio_range(self.in_width)
         ratio = self.ratio
         if not lo <= ratio <= hi:
             raise ConfigError(f"x_scale/out_scale={ratio:.6g} is out of range; allowed: "
@@ -138,6 +192,11 @@ class RopeConfig(BlockConfig):
                               f"{self.table_width} (raise entry_width)")
 
     # Derived ------------------------------------------------------------------------------------
+    @property
+    def IN(self):  # noqa: N802 (named as the other blocks' IN)
+        """Integer type of the input: int8, or int16 (``in_width``)."""
+        return IntType(self.in_width)
+
     @property
     def beats(self):
         """Beats per row, ``length / lanes`` (never padded: ``lanes`` divides ``d_head``)."""
@@ -154,8 +213,11 @@ class RopeConfig(BlockConfig):
 
     @property
     def out_scale_value(self):
-        """The output scale in use: ``out_scale``, or ``x_scale`` (a rotation keeps lengths)."""
-        return self.x_scale if self.out_scale is None else self.out_scale
+        """The output scale in use: ``out_scale``, or ``x_scale · 2**(in_width − 8)`` (a
+        rotation keeps lengths; an int16 input's range maps onto int8's)."""
+        if self.out_scale is not None:
+            return self.out_scale
+        return self.x_scale * 2.0 ** (self.in_width - INT8.width)
 
     @property
     def ratio(self):
@@ -171,7 +233,7 @@ class RopeConfig(BlockConfig):
         """Largest ``|y − rotation(x·x_scale)/out_scale|`` of an output that does not saturate,
         in output LSB (see the module docstring)."""
         final = 1.0 if self.rounding == "floor" else 0.5
-        return final + 128 * 2.0 ** -self.frac_bits
+        return final + 2.0 ** (self.in_width - 1 - self.frac_bits)
 
     @functools.cached_property
     def angles(self):
@@ -190,13 +252,16 @@ class RopeConfig(BlockConfig):
 
     @property
     def table_width(self):
-        """Bits of a signed table entry: ``entry_width``, or ``frac_bits + 2``."""
-        return self.entry_width if self.entry_width is not None else self.frac_bits + 2
+        """Bits of a signed table entry: ``entry_width``, or ``frac_bits`` plus
+        :data:`ENTRY_BITS` of ``in_width`` (16 bits at either width's default F)."""
+        if self.entry_width is not None:
+            return self.entry_width
+        return self.frac_bits + ENTRY_BITS[self.in_width]
 
     @property
     def product_width(self):
-        """Bits of ``x0·C − x1·S`` (signed): an int8 times an entry, doubled."""
-        return INT8.width + self.table_width + 1
+        """Bits of ``x0·C − x1·S`` (signed): an input times an entry, doubled."""
+        return self.in_width + self.table_width + 1
 
     @property
     def table_bits(self):
@@ -219,7 +284,8 @@ class RopeConfig(BlockConfig):
 
 
 class Rope(wiring.Component):
-    """Rotary position embedding of int8 rows, by a position × frequency table.
+    """Rotary position embedding of int8 or int16 rows into int8, by a position × frequency
+    table.
 
     Parameters
     ----------
@@ -227,7 +293,7 @@ class Rope(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(row_layout(signed(8), lanes)))
+    i : In(stream.Signature(row_layout(signed(in_width), lanes)))
         Rows of ``length / lanes`` beats; lane ``j`` of beat ``b`` is element ``b·lanes + j``
         (head ``(b·lanes + j) // d_head``). ``last`` on a row's last beat is implied by the
         count; ``end`` on a tensor's last beat restarts the positions at ``pos``.
@@ -310,7 +376,7 @@ class Rope(wiring.Component):
                          last1.eq(row_last), end1.eq(self.i.payload.end & row_last)]
 
         # ---- stage 2: the four products of each pair ---------------------------------------------
-        pw = INT8.width + tw
+        pw = cfg.in_width + tw
         prods = [[Signal(signed(pw), name=f"p{j}_{n}") for n in range(4)] for j in range(pairs)]
         last2, end2 = Signal(name="last2"), Signal(name="end2")
         with m.If(advs[1]):

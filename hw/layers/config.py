@@ -803,7 +803,8 @@ class LayerConfig(HeadGeometry, BlockConfig):
     def rope(self, name):
         """The RoPE of ``rope`` stage ``name`` (LLaMA's ``rope_q``, ``rope_k``): rows of its
         input's length (all heads of Q, or all KV heads of K), ``d_head`` per head, a table of
-        ``seq`` positions at base ``rope_base``, input and output at their tensors' scales."""
+        ``seq`` positions at base ``rope_base``, input and output at their tensors' scales, the
+        input at its tensor's width (LLaMA's q and k int16 in the dynamic scheme)."""
         st = self._stage(name, "rope")
         length = self.tensor_length(st.inputs[0])
 
@@ -812,6 +813,7 @@ class LayerConfig(HeadGeometry, BlockConfig):
             return {"x_scale": getattr(s, st.inputs[0]), "out_scale": getattr(s, st.output)}
         return RopeConfig(length=length, d_head=self.d_head, lanes=self.lanes,
                           positions=self.seq, base=self.rope_base, rounding=self.rounding,
+                          in_width=self.width(st.inputs[0]),
                           **self._constants(st, length, calibrated))
 
     def mul(self, name):

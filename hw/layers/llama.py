@@ -108,6 +108,27 @@ them on 11-bit lanes): at 1/255 they were the largest single loss of the activat
 The cost (SmolLM2's layer on xcup, perf.resources): +112 LUT, +247 FF (P·V's wider activations;
 51 129 LUT, 37 021 FF, 462 DSP, 1 013 BRAM in all), no DSP or BRAM; the cycles are unchanged.
 
+The queries and keys before RoPE, ``q`` and ``k``, are **int16** (stream tensors at the
+stream's 2× headroom: their re-quantisers write int16, :class:`~..blocks.rope.Rope` reads it
+with ``in_width`` 16 and writes the int8 ``qr`` and ``kr``; no quant stage, as no linear
+stage reads them): at int8 each was rounded twice, by its re-quantiser and again by RoPE,
+the largest loss left at W8A8 (bench/llama_attribution.py, fake-quant, every tensor
+quantised: KL 0.00925 from float, 0.00655 with ``q`` and ``k`` exact). The KV cache and
+Q·Kᵀ are unchanged (``kr`` stays int8). The RoPE table takes seven more fraction bits
+(F = 21, :data:`~..blocks.rope.FRAC_BITS`) for the ~256× smaller ratio of scales (SmolLM2:
+0.0078), so its entries stay 16 bits, as do the layer image's words; an int16 by a 16-bit
+entry is still one DSP48E2. bench/generate.py (dynamic, 30 layers, every text,
+``--all-texts``, 1 213 tokens): before the queries were balanced against the keys
+(:mod:`llmloom.sim.quantize`) and with int9 GEMM inputs, W8A8 agreement 93.8 % → 94.6 %,
+perplexity 1.010× → 1.005× float's, KL 0.0110 → 0.0098; W4A8 93.7 % → 94.3 %, 1.003× →
+1.013×, KL 0.0137 → 0.0125. With both and int10 inputs: W8A8 94.3 % → 94.6 %, 1.008× →
+1.006×, KL 0.0075 → 0.0062; W4A8 94.9 % either way, 1.008× → 1.004×, KL 0.0082 → 0.0069.
+The cost (SmolLM2's layer on xcup, perf.resources): −26 LUT, +57 FF (the q and k
+re-quantisers' int16 output; 51 391 LUT, 37 881 FF, 462 DSP, 1 016.5 BRAM in all), no DSP
+or BRAM, and RoPE's own logic, which the model does not fit yet: Yosys (xcup) gives +57
+LUT, +96 FF a RoPE (4 lanes, 294 → 351 LUT, 285 → 381 FF: the wider input register,
+products and sums); the cycles are unchanged.
+
 The residual stream proper, ``x r1 r2``, may carry a power-of-two exponent per row (the layer
 config's ``stream_exponent``; :attr:`~.description.LayerDescription.row_exponents`): from
 about layer 12 of SmolLM2 on, the first token's row reaches 22 500 beside an RMS of ~6 in the
@@ -122,7 +143,7 @@ __all__ = ["LLAMA"]
 
 LLAMA = LayerDescription(
     arch="llama", output="r2", causal=True, act="silu", eps=1e-5, norm="rmsnorm",
-    stream=("x", "n1", "attn", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
+    stream=("x", "n1", "q", "k", "attn", "o", "r1", "n2", "hu", "s", "p", "f", "r2"),
     row_exponents=("x", "r1", "r2"), narrow=10, wide=(("p", 24), ("f", 24)), act_width=10,
     stages=(
         Stage("norm1", "norm", ("x",), "n1", params="ln1"),

@@ -121,9 +121,9 @@ def fetched_memory_parts(cfg, fam, banks=1):
 def rope_parts(cfg, fam):
     """:class:`~llmloom.hw.blocks.rope.Rope`: its cos/sin table (a ROM of ``positions ·
     d_head/lanes`` words of ``lanes/2`` (C, S) pairs; only the bit columns that vary count),
-    the four products of each pair (int8 × a signed table entry) and its fitted logic (its
-    registers, sums, rounding: ``rope`` in :data:`~.logic.LOGIC`, zero until synthesis
-    baselines of the block are fitted)."""
+    the four products of each pair (the int8 or int16 input × a signed table entry) and its
+    fitted logic (its registers, sums, rounding: ``rope`` in :data:`~.logic.LOGIC`, zero
+    until synthesis baselines of the block are fitted)."""
     pairs = cfg.lanes // 2
     word = 0
     for table in cfg.table:

@@ -1,4 +1,5 @@
-"""The RoPE harness: ``x`` (rows×length int8 queries or keys of one tensor) with ``x_scale``
+"""The RoPE harness: ``x`` (rows×length int8 queries or keys of one tensor, or int16 with
+``in_width`` 16) with ``x_scale``
 and the position ``pos`` of its first row (one integer, default 0) → ``y`` (int8), ``y_scale``,
 ``y_float``. Block ``rope``."""
 
@@ -7,7 +8,13 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Shape
 
-from ...hw.blocks.rope import WIDE_ENTRY_BITS, Rope, RopeConfig
+from ...hw.blocks.rope import (
+    FRAC_BITS,
+    IN_WIDTHS,
+    WIDE_ENTRY_BITS,
+    Rope,
+    RopeConfig,
+)
 from ...hw.numeric import INT8
 from ...hw.stream import row_layout
 from ..golden.rope import rope_bitexact, rope_float
@@ -21,12 +28,14 @@ __all__ = ["RopeHarness"]
 @register
 class RopeHarness(RowHarness):
     name = "rope"
-    summary = ("rotary position embedding of int8 rows (adjacent pairs) by a position × "
+    summary = ("rotary position embedding of int8 (or int16) rows (adjacent pairs) into int8 "
+               "by a position × "
                "frequency cos/sin table; position from the `pos` input")
     config_cls = RopeConfig
     component_cls = Rope
     inputs = (
-        TensorSpec("x", "int8", "rows×length", "rows of one tensor (row r at position pos + r)"),
+        TensorSpec("x", "int8|int16", "rows×length", "rows of one tensor (row r at position "
+                   "pos + r; int16: in_width=16)"),
         TensorSpec("x_scale", "float", "scalar", "their scale (into the config)",
                    optional=True),
         TensorSpec("pos", "int", "scalar", "position of row 0 (default 0)", optional=True),
@@ -36,7 +45,7 @@ class RopeHarness(RowHarness):
         TensorSpec("y_scale", "float", "scalar", "their scale (out_scale)"),
         TensorSpec("y_float", "float64", "rows×length", "y · y_scale"),
     )
-    in_ports = {"i": ("x", INT8)}
+    in_ports = {"i": ("x", INT8)}       # the default width; see port_types
     shape_fields = ("length", "x_scale", "out_scale")
 
     def infer(self, tensors):
@@ -49,17 +58,23 @@ class RopeHarness(RowHarness):
         lone small input maps far up), so the table's entries are then as wide as that needs
         unless ``entry_width`` is given."""
         values = dict(values or {})
+        in_width, frac = values.get("in_width", INT8.width), values.get("frac_bits")
+        # (bad values are left to the config's own one-line errors)
         if tensors is not None and values.get("out_scale") is None \
-                and values.get("entry_width") is None:
-            frac = values.get("frac_bits", RopeConfig.__dataclass_fields__["frac_bits"].default)
-            values["entry_width"] = int(frac) + WIDE_ENTRY_BITS
+                and values.get("entry_width") is None and in_width in IN_WIDTHS \
+                and (frac is None or isinstance(frac, int)):
+            frac = FRAC_BITS[in_width] if frac is None else frac
+            values["entry_width"] = frac + WIDE_ENTRY_BITS
         return super().config(values, tensors)
 
     def component(self, cfg):
         return ControlStreams(Rope(cfg), held=("pos",))
 
+    def port_types(self, cfg):
+        return {"i": ("x", cfg.IN)}
+
     def prepare(self, cfg, tensors):
-        x = self.require_rows(tensors, "x", cfg.IN, cfg.length)
+        x = self.require_rows(tensors, "x", cfg.IN, cfg.length, "in_width")
         pos = 0
         if "pos" in tensors:
             value = np.asarray(tensors["pos"])

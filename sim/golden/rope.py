@@ -28,8 +28,8 @@ def row_positions(cfg, rows, pos):
 
 
 def rope_bitexact(cfg, x, pos=0):
-    """int8 results exactly as the RTL gives them: ``x`` (rows × length int8), row ``r`` at
-    position ``pos + r``."""
+    """int8 results exactly as the RTL gives them: ``x`` (rows × length integers of
+    ``cfg.IN``: int8, or int16 with ``in_width`` 16), row ``r`` at position ``pos + r``."""
     x = np.asarray(x, dtype=np.int64)
     rows = x.shape[0]
     p = row_positions(cfg, rows, pos)

@@ -61,7 +61,10 @@ def test_llama_description_is_the_contract():
                                                         "quant_p"]
     # p and f int24 (their held-out rows reach 3.4x and 2.1x the calibration's largest)
     assert dyn["down"].inputs == ("p_i8",) and (dyn.width("p"), dyn.width("f")) == (24, 24)
-    assert {dyn.width(t) for t in ("q", "k", "qr", "kr", "v")} == {8}
+    # q and k int16 into RoPE (rounded once; no quant stage: no linear stage reads them), the
+    # rotated qr and kr int8 as the KV cache and Q·Kᵀ read them
+    assert {dyn.width(t) for t in ("q", "k")} == {16} and LLAMA.width("q") == 8
+    assert {dyn.width(t) for t in ("qr", "kr", "v")} == {8}
     # the SiLU's input int10 (a 1024-entry table): the gate's requant writes it, static
     assert dyn.width("hg") == 10 and LLAMA.width("hg") == 8
     assert {dyn.width(t) for t in ("hu", "s")} == {16}      # the product's factors wide too
@@ -79,6 +82,12 @@ def test_llama_description_is_the_contract():
     # the gate's requant writes the SiLU's int10 input; the table has 1024 entries
     assert cfg.requant("gate").out_width == 10 and cfg.silu.in_width == 10
     assert len(cfg.silu.lut) == 1024 and cfg.replace(scheme="static").silu.in_width == 8
+    # the q and k re-quantisers write int16, RoPE reads it (16-bit entries, 21 fraction bits)
+    for name in ("q", "k"):
+        assert cfg.requant(name).out_width == 16
+        rope = cfg.rope(f"rope_{name}")
+        assert (rope.in_width, rope.frac_bits, rope.table_width) == (16, 21, 16)
+        assert cfg.replace(scheme="static").rope(f"rope_{name}").in_width == 8
 
 
 def test_description_refuses_bad_kinds_and_fields():

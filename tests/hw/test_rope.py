@@ -63,6 +63,44 @@ def test_edge_values(kind, rng):
     _check(cfg, x.astype(np.int8), 50, "random", seed=int(rng.integers(1 << 30)))
 
 
+# (rows, length, d_head, lanes, positions, pos)
+WIDE_SHAPES = [(5, 24, 8, 4, 40, 33), (2, 16, 16, 16, 8, 5)]
+
+
+@pytest.mark.parametrize("stall", STALLS)
+@pytest.mark.parametrize("shape", WIDE_SHAPES, ids=lambda s: "R{}L{}d{}l{}P{}p{}".format(*s))
+def test_int16_rows(shape, stall, rng):
+    """``in_width`` 16: int16 rows in, int8 out, at a ratio of scales ~2**-8 (an int16 input's
+    range onto int8's) with the default 21 fraction bits and 16-bit entries."""
+    rows, length, d_head, lanes, positions, pos = shape
+    x_scale = float(rng.uniform(1e-4, 4e-4))
+    cfg = RopeConfig(length=length, d_head=d_head, lanes=lanes, positions=positions,
+                     base=100000.0, in_width=16, x_scale=x_scale,
+                     out_scale=x_scale * float(rng.uniform(100, 400)))
+    assert (cfg.frac_bits, cfg.table_width, cfg.product_width) == (21, 16, 33)
+    x = rng.integers(-32768, 32768, (rows, length))
+    x[0, :4] = [-32768, 32767, -32768, -32768]          # the extremes
+    result = _check(cfg, x.astype(np.int16), pos, stall, seed=int(rng.integers(1 << 30)))
+    if stall == "none":
+        assert result.cycles == cfg.cycles(rows)
+
+
+def test_int16_input_is_refused_by_an_int8_block():
+    cfg = RopeConfig(length=16, d_head=8, lanes=4, positions=10)
+    with pytest.raises(TensorError, match=r"in_width=16 takes int16"):
+        H.prepare(cfg, {"x": np.zeros((1, 16), np.int16)})
+
+
+def test_int16_calibrated_out_scale_of_the_smallest_input():
+    """As at int8: a lone ±1 int16 input still gives a ratio the (wider) table accepts."""
+    x = np.zeros((2, 16), np.int16)
+    x[1, 5] = -1
+    tensors = {"x": x, "x_scale": 1e-4, "pos": 3}
+    cfg = H.config({"d_head": 8, "lanes": 4, "positions": 8, "in_width": 16}, tensors)
+    assert 1 < cfg.ratio <= 256 and cfg.table_width == 21 + 10
+    assert np.max(np.abs(_check(cfg, x, 3, "none").outputs["y"])) == 127
+
+
 def test_position_zero_is_the_identity_at_equal_scales(rng):
     cfg = RopeConfig(length=16, d_head=8, lanes=4, positions=4, x_scale=0.03)
     x = rng.integers(-128, 128, (1, 16)).astype(np.int8)
@@ -171,6 +209,46 @@ def test_bitexact_within_the_stated_bound_of_float(values, rng):
     assert worst >= cfg.error_bound_lsb - 128 * 2.0 ** -cfg.frac_bits - 0.02
 
 
+@pytest.mark.parametrize("values", [
+    {}, {"frac_bits": 16}, {"rounding": "floor"}, {"out_scale": 0.05 * 256 / 1.5},
+    {"out_scale": 0.05 * 256 * 3, "base": 100000.0, "d_head": 64},
+], ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()) or "default")
+def test_int16_bitexact_within_the_stated_bound_of_float(values, rng):
+    """At ``in_width`` 16: |y − rotation(x·x_scale)/out_scale| ≤ 0.5 + 2**15·2**−F LSB (1 + ...
+    with floor), F 21 by default (0.5 + 1/64), where y does not saturate; attained within
+    0.02 LSB."""
+    values = {"length": 128, "d_head": 32, "lanes": 8, "positions": 1 << 16, "x_scale": 0.05,
+              "in_width": 16} | values
+    cfg = RopeConfig(**values)
+    assert cfg.error_bound_lsb == (1.0 if cfg.rounding == "floor" else 0.5) + \
+        2.0 ** (15 - cfg.frac_bits)
+    worst = 0.0
+    for pos in (0, 1, 17, 4095, (1 << 16) - 40):
+        x = rng.integers(-32768, 32768, (40, cfg.length))
+        y = rope_bitexact(cfg, x, pos).astype(np.int64)
+        ref = rope_float(cfg, x, pos) / cfg.out_scale_value
+        keep = (y > -128) & (y < 127)
+        worst = max(worst, float(np.max(np.abs(y - ref)[keep])))
+    assert worst <= cfg.error_bound_lsb
+    assert worst >= cfg.error_bound_lsb - 2.0 ** (15 - cfg.frac_bits) - 0.02
+
+
+def test_widths_follow_in_width():
+    """int8 keeps its table (14 fraction bits, 16-bit entries, 25-bit sums); int16 takes seven
+    more fraction bits, 16-bit entries (one multiplier port beside the int16) and 33-bit sums,
+    and its default output scale maps the int16 range onto int8's."""
+    c8, c16 = RopeConfig(), RopeConfig(in_width=16)
+    assert (c8.IN.width, c8.frac_bits, c8.table_width, c8.product_width) == (8, 14, 16, 25)
+    assert (c16.IN.width, c16.frac_bits, c16.table_width, c16.product_width) == (16, 21, 16, 33)
+    assert (c8.error_bound_lsb, c16.error_bound_lsb) == (0.5 + 2.0 ** -7, 0.5 + 2.0 ** -6)
+    assert c16.ratio == 2.0 ** -8
+    # the same rotation: an int16 entry holds 2**-8 of an int8 one's value in 2**-21 steps,
+    # so 16 bits hold both
+    C8, _ = c8.table
+    C16, _ = c16.table
+    assert np.all(np.abs(2 * C16 - C8) <= 1) and np.max(np.abs(C16)) == 1 << 13
+
+
 def test_float_model_is_the_llama_references_rope(rng):
     cfg = RopeConfig(length=32, d_head=16, lanes=4, positions=100, base=100000.0, x_scale=0.1)
     x = rng.integers(-128, 128, (7, 32))
@@ -200,6 +278,13 @@ def test_table_facts():
     ({"positions": 1}, "positions=1 is out of range"),
     ({"x_scale": 1.0, "out_scale": 1e-3}, "x_scale/out_scale=1000 is out of range"),
     ({"frac_bits": 3}, "frac_bits=3 is out of range"),
+    ({"frac_bits": 21}, "frac_bits=21 is out of range; allowed: 4..20 at in_width=8"),
+    ({"in_width": 16, "frac_bits": 29}, "frac_bits=29 is out of range"),
+    ({"in_width": 12}, "in_width=12 is not allowed; allowed: 8 | 16"),
+    ({"in_width": 16, "x_scale": 1e-8, "out_scale": 0.05}, "x_scale/out_scale=2e-07 is out "
+     "of range; allowed: 1.52588e-05..256"),
+    ({"in_width": 16, "x_scale": 0.1, "out_scale": 1.0}, "x_scale/out_scale=0.1 needs "
+     "19-bit table entries; entry_width=16"),
     ({"rounding": "up"}, "rounding='up' is not allowed"),
 ])
 def test_bad_configs(values, message):

@@ -38,6 +38,12 @@ def test_rope_and_mul_parts():
                                                                       rope.table_width, True)
     longer = rope_parts(rope.replace(positions=4096), fam)["table"]
     assert longer.bram > parts["table"].bram
+    # an int16 input (LLaMA's dynamic q and k): 16 × 16-bit products, still one multiplier
+    # each on UltraScale+ (27 × 18) and ECP5 (18 × 18)
+    wide = RopeConfig(length=64, d_head=16, lanes=4, positions=64, in_width=16)
+    for f in ("xcup", "ecp5"):
+        assert multiplier_dsps(family_of(f), 16, True, wide.table_width, True) == 1
+        assert rope_parts(wide, family_of(f))["multiply"].dsp == 2 * wide.lanes
     mul = mul_parts(MulConfig(length=64, lanes=4, out_width=16, mult_bits=24), fam)
     assert mul["multiply"].dsp >= 4 and "wide_logic" in mul
 

@@ -1,7 +1,7 @@
 """The RoPE block's generated Verilog on Icarus and Verilator through cocotb: bit-exact with
 the golden model under stalls (the position driven on the ``pos`` port), and the same cycle
-count as Amaranth's simulator and the config's closed form. One config per simulator keeps the
-Verilator builds to one."""
+count as Amaranth's simulator and the config's closed form, with int8 and with int16 input.
+One config per input width keeps the Verilator builds to two."""
 
 from __future__ import annotations
 
@@ -15,22 +15,27 @@ from llmloom.sim.streams import Stalls
 
 CFG = RopeConfig(length=24, d_head=8, lanes=4, positions=48, base=100000.0, x_scale=0.05,
                  out_scale=0.04)
+#: int16 in (q and k of LLaMA's dynamic scheme): 33-bit sums of 16 × 16-bit products.
+CFG16 = RopeConfig(length=24, d_head=8, lanes=4, positions=48, base=100000.0, x_scale=2e-4,
+                   out_scale=0.04, in_width=16)
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG16], ids=["int8", "int16"])
 @pytest.mark.parametrize("stall", ["none", "pattern", "random"])
-def test_rope_on_hdl_simulators(hdl_sim, stall, rng):
+def test_rope_on_hdl_simulators(hdl_sim, stall, cfg, rng):
     h = get_harness("rope")
     rows = 7
-    x = rng.integers(-128, 128, (rows, CFG.length))
-    x[0], x[1], x[2] = -128, 127, 0                   # edge rows
-    tensors = {"x": x.astype(np.int8), "pos": 40}
+    lo, hi = cfg.IN.min, cfg.IN.max
+    x = rng.integers(lo, hi + 1, (rows, cfg.length))
+    x[0], x[1], x[2] = lo, hi, 0                      # edge rows
+    tensors = {"x": x.astype(cfg.IN.dtype), "pos": 40}
     seed = int(rng.integers(1 << 30))
     stalls = dict(stalls_in=Stalls(stall, seed), stalls_out=Stalls(stall, seed + 1))
-    result = run_block(h, CFG, tensors, sim=hdl_sim, **stalls)
-    golden = h.golden(CFG, h.prepare(CFG, tensors))
+    result = run_block(h, cfg, tensors, sim=hdl_sim, **stalls)
+    golden = h.golden(cfg, h.prepare(cfg, tensors))
     for key in golden:
         assert np.array_equal(result.outputs[key], golden[key]), key
-    reference = run_block(h, CFG, tensors, sim="amaranth", **stalls)
+    reference = run_block(h, cfg, tensors, sim="amaranth", **stalls)
     assert result.cycles == reference.cycles
     if stall == "none":
-        assert result.cycles == CFG.cycles(rows)
+        assert result.cycles == cfg.cycles(rows)
