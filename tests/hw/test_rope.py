@@ -187,6 +187,22 @@ def test_position_sampled_per_tensor(stall, rng):
 
 
 # ---- numerics ------------------------------------------------------------------------------
+def _assert_bound_attained(cfg, rng):
+    """Random full-range rows at positions up to 65535: the largest error of an output that
+    does not saturate is within ``cfg.error_bound_lsb`` and within 0.02 LSB of its rounding
+    part (the table's part, ``2**(in_width−1)·2**−F``, taken off)."""
+    top = 1 << (cfg.in_width - 1)
+    worst = 0.0
+    for pos in (0, 1, 17, 4095, (1 << 16) - 40):
+        x = rng.integers(-top, top, (40, cfg.length))
+        y = rope_bitexact(cfg, x, pos).astype(np.int64)
+        ref = rope_float(cfg, x, pos) / cfg.out_scale_value
+        keep = (y > -128) & (y < 127)
+        worst = max(worst, float(np.max(np.abs(y - ref)[keep])))
+    assert worst <= cfg.error_bound_lsb
+    assert worst >= cfg.error_bound_lsb - top * 2.0 ** -cfg.frac_bits - 0.02
+
+
 @pytest.mark.parametrize("values", [
     {}, {"frac_bits": 8}, {"frac_bits": 20, "rounding": "half_up"}, {"rounding": "floor"},
     {"out_scale": 0.05 / 1.5}, {"out_scale": 0.05 * 3}, {"base": 100000.0, "d_head": 64},
@@ -198,15 +214,7 @@ def test_bitexact_within_the_stated_bound_of_float(values, rng):
     values = {"length": 128, "d_head": 32, "lanes": 8, "positions": 1 << 16, "x_scale": 0.05}\
         | values
     cfg = RopeConfig(**values)
-    worst = 0.0
-    for pos in (0, 1, 17, 4095, (1 << 16) - 40):
-        x = rng.integers(-128, 128, (40, cfg.length))
-        y = rope_bitexact(cfg, x, pos).astype(np.int64)
-        ref = rope_float(cfg, x, pos) / cfg.out_scale_value
-        keep = (y > -128) & (y < 127)
-        worst = max(worst, float(np.max(np.abs(y - ref)[keep])))
-    assert worst <= cfg.error_bound_lsb
-    assert worst >= cfg.error_bound_lsb - 128 * 2.0 ** -cfg.frac_bits - 0.02
+    _assert_bound_attained(cfg, rng)
 
 
 @pytest.mark.parametrize("values", [
@@ -222,15 +230,7 @@ def test_int16_bitexact_within_the_stated_bound_of_float(values, rng):
     cfg = RopeConfig(**values)
     assert cfg.error_bound_lsb == (1.0 if cfg.rounding == "floor" else 0.5) + \
         2.0 ** (15 - cfg.frac_bits)
-    worst = 0.0
-    for pos in (0, 1, 17, 4095, (1 << 16) - 40):
-        x = rng.integers(-32768, 32768, (40, cfg.length))
-        y = rope_bitexact(cfg, x, pos).astype(np.int64)
-        ref = rope_float(cfg, x, pos) / cfg.out_scale_value
-        keep = (y > -128) & (y < 127)
-        worst = max(worst, float(np.max(np.abs(y - ref)[keep])))
-    assert worst <= cfg.error_bound_lsb
-    assert worst >= cfg.error_bound_lsb - 2.0 ** (15 - cfg.frac_bits) - 0.02
+    _assert_bound_attained(cfg, rng)
 
 
 def test_widths_follow_in_width():
